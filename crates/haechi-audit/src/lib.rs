@@ -1,0 +1,343 @@
+//! The audit log: every login and every change, append-only and hash-chained.
+//!
+//! Each event's hash covers its own fields and the hash of the event before it; `audit_head`
+//! holds the newest sequence number and hash. An event edited, deleted or moved in the database
+//! breaks the chain at that event, and deleting the newest events breaks it at the head, so
+//! [`verify`] names the first broken link. Events are appended inside the transaction of the
+//! change they record: a change and its event commit together or not at all.
+//!
+//! Callers must never put a secret (password, token, key, vault value) in an event.
+
+use haechi_store::{in_tx, read, Backend, Store, Tx};
+use haechi_types::{time, Error, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The hash `prev_hash` of the first event points at.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest text kept in one field of an event; longer input is cut (a log is no place for
+/// megabytes of attacker-chosen text).
+const MAX_FIELD: usize = 512;
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// An event to append. `family` is the API family (`admin`, `mdrm`, `opmate`, `dbsafer`,
+/// `vault`, `gateway`, `system`), `action` a dotted verb (`user.create`, `auth.login`).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub user: Option<String>,
+    pub source_ip: Option<String>,
+    pub family: &'static str,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: Outcome,
+    pub detail: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(family: &'static str, action: impl Into<String>) -> Self {
+        Event {
+            user: None,
+            source_ip: None,
+            family,
+            action: action.into(),
+            target: None,
+            outcome: Outcome::Success,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn by(mut self, user: impl Into<String>, ip: Option<String>) -> Self {
+        self.user = Some(user.into());
+        self.source_ip = ip;
+        self
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub family: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn cut(s: &str) -> String {
+    if s.len() <= MAX_FIELD {
+        return s.to_owned();
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The hash of one event: SHA-256 over each field, length-prefixed so no two different events
+/// encode the same bytes.
+pub fn event_hash(e: &StoredEvent) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(&e.seq.to_be_bytes());
+    field(&e.at.to_be_bytes());
+    field(e.user_id.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.source_ip.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.family.as_bytes());
+    field(e.action.as_bytes());
+    field(e.target.as_deref().unwrap_or("\u{0}").as_bytes());
+    field(e.outcome.as_bytes());
+    field(e.detail.as_bytes());
+    field(e.prev_hash.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Appends `event` inside `tx`. The head row is locked until `tx` ends, so concurrent appends
+/// (from this server or another on the same PostgreSQL) form one chain.
+pub async fn append(tx: &mut Tx, event: Event) -> Result<i64> {
+    let lock = match tx.backend() {
+        Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+    };
+    let (head_seq, head_hash): (i64, String) =
+        in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
+    let mut stored = StoredEvent {
+        seq: head_seq + 1,
+        at: time::now_ms(),
+        user_id: event.user.as_deref().map(cut),
+        source_ip: event.source_ip.as_deref().map(cut),
+        family: event.family.to_owned(),
+        action: cut(&event.action),
+        target: event.target.as_deref().map(cut),
+        outcome: event.outcome.as_str().to_owned(),
+        detail: serde_json::to_string(&event.detail)?,
+        prev_hash: head_hash,
+        hash: String::new(),
+    };
+    stored.hash = event_hash(&stored);
+    in_tx!(tx, |c| {
+        sqlx::query(
+        "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    )
+    .bind(stored.seq)
+    .bind(stored.at)
+    .bind(&stored.user_id)
+    .bind(&stored.source_ip)
+    .bind(&stored.family)
+    .bind(&stored.action)
+    .bind(&stored.target)
+    .bind(&stored.outcome)
+    .bind(&stored.detail)
+    .bind(&stored.prev_hash)
+    .bind(&stored.hash)
+    .execute(&mut *c).await.map(|r| r.rows_affected())
+    })?;
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
+    )
+    .bind(stored.seq)
+    .bind(&stored.hash)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(stored.seq)
+}
+
+/// Appends one event in a transaction of its own (for events that record no other change,
+/// such as a failed login or a value read).
+pub async fn record(store: &Store, event: Event) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let seq = append(&mut tx, event).await?;
+    tx.commit().await?;
+    Ok(seq)
+}
+
+/// Filters for [`query`]; all optional, combined with AND.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Events matching `f`, newest first, and how many match in all.
+pub async fn query(store: &Store, f: &Filter) -> Result<(Vec<StoredEvent>, i64)> {
+    // Placeholders are numbered by position; absent filters compare against NULL and pass.
+    let cond = "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at <= $2) \
+                AND ($3 IS NULL OR user_id = $3) \
+                AND ($4 IS NULL OR action = $4 OR action LIKE $5 ESCAPE '\\')";
+    let action_prefix = f
+        .action
+        .as_deref()
+        .map(|a| format!("{}.%", haechi_store::like_escape(a)));
+    let list_sql = format!(
+        "SELECT seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash \
+         FROM audit_events WHERE {cond} ORDER BY seq DESC LIMIT $6 OFFSET $7"
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
+    let events: Vec<StoredEvent> = read!(store, |db| sqlx::query_as(&list_sql)
+        .bind(f.from_ms)
+        .bind(f.to_ms)
+        .bind(&f.user)
+        .bind(&f.action)
+        .bind(&action_prefix)
+        .bind(f.limit)
+        .bind(f.offset)
+        .fetch_all(db)
+        .await)?;
+    let total: i64 = read!(store, |db| sqlx::query_scalar(&count_sql)
+        .bind(f.from_ms)
+        .bind(f.to_ms)
+        .bind(&f.user)
+        .bind(&f.action)
+        .bind(&action_prefix)
+        .fetch_one(db)
+        .await)?;
+    Ok((events, total))
+}
+
+/// The result of checking the chain.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    /// Events checked.
+    pub checked: i64,
+    /// The first broken link, if any.
+    pub broken: Option<Broken>,
+}
+
+/// Where and how the chain breaks.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Broken {
+    /// The sequence number of the first event that does not verify.
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Walks the whole chain, oldest first, in pages.
+pub async fn verify(store: &Store) -> Result<Verification> {
+    const PAGE: i64 = 1000;
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_owned();
+    let mut checked = 0i64;
+    let mut after = 0i64;
+    loop {
+        let page: Vec<StoredEvent> = read!(store, |db| {
+            sqlx::query_as(
+            "SELECT seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash \
+             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(db)
+        .await
+        })?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            let broken = |reason: String| Verification {
+                checked,
+                broken: Some(Broken {
+                    seq: expected_seq,
+                    reason,
+                }),
+            };
+            if e.seq != expected_seq {
+                return Ok(broken(format!(
+                    "event {expected_seq} is missing (the next stored event is {})",
+                    e.seq
+                )));
+            }
+            if e.prev_hash != prev {
+                return Ok(broken(format!(
+                    "event {} does not follow event {}: its link to the previous hash is wrong (moved or reordered)",
+                    e.seq,
+                    e.seq - 1
+                )));
+            }
+            if event_hash(e) != e.hash {
+                return Ok(broken(format!(
+                    "event {} was modified: its content does not match its hash",
+                    e.seq
+                )));
+            }
+            prev = e.hash.clone();
+            expected_seq += 1;
+            checked += 1;
+        }
+    }
+    let (head_seq, head_hash): (i64, String) = read!(store, |db| sqlx::query_as(
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    )
+    .fetch_one(db)
+    .await)?;
+    if head_seq != checked || head_hash != prev {
+        let seq = checked + 1;
+        return Ok(Verification {
+            checked,
+            broken: Some(Broken {
+                seq,
+                reason: if head_seq > checked {
+                    format!(
+                        "events {seq} to {head_seq} are missing: the log ends at {checked} but {head_seq} were written"
+                    )
+                } else {
+                    "the chain head does not match the last event".to_owned()
+                },
+            }),
+        });
+    }
+    if checked == 0 && head_hash != GENESIS {
+        return Err(Error::internal("audit head is corrupt"));
+    }
+    Ok(Verification {
+        checked,
+        broken: None,
+    })
+}

@@ -1,0 +1,99 @@
+//! Haechi's own admin API under `/api/v1` (CONTRACT §7): users, roles, the caller's tokens,
+//! the audit log, health and the OpenAPI document.
+
+mod audit;
+mod roles;
+mod users;
+
+use axum::extract::State;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use serde::Serialize;
+
+use crate::error::ApiResult;
+use crate::extract::Caller;
+use crate::AppState;
+
+pub use audit::*;
+pub use roles::*;
+pub use users::*;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/me", get(users::me))
+        .route(
+            "/api/v1/users",
+            get(users::list_users).post(users::create_user),
+        )
+        .route(
+            "/api/v1/users/{user_id}",
+            get(users::get_user)
+                .patch(users::update_user)
+                .delete(users::delete_user),
+        )
+        .route("/api/v1/users/{user_id}/disable", post(users::disable_user))
+        .route("/api/v1/users/{user_id}/enable", post(users::enable_user))
+        .route("/api/v1/users/{user_id}/unlock", post(users::unlock_user))
+        .route("/api/v1/users/{user_id}/password", put(users::set_password))
+        .route("/api/v1/users/{user_id}/roles", put(users::set_roles))
+        .route(
+            "/api/v1/users/{user_id}/allowed-ips",
+            put(users::set_allowed_ips),
+        )
+        .route(
+            "/api/v1/roles",
+            get(roles::list_roles).post(roles::create_role),
+        )
+        .route(
+            "/api/v1/roles/{role}",
+            get(roles::get_role)
+                .patch(roles::update_role)
+                .delete(roles::delete_role),
+        )
+        .route("/api/v1/tokens", get(users::my_tokens))
+        .route("/api/v1/tokens/current", delete(users::logout))
+        .route("/api/v1/tokens/{id}", delete(users::revoke_token))
+        .route("/api/v1/audit", get(audit::list_audit))
+        .route("/api/v1/audit/verify", get(audit::verify_audit))
+}
+
+/// `GET /api/v1/health`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` once the server serves requests.
+    status: &'static str,
+    version: &'static str,
+    /// `sqlite` or `postgres`.
+    store: &'static str,
+}
+
+/// Liveness: answers 200 without a token once the server serves requests.
+#[utoipa::path(get, path = "/api/v1/health", tag = "admin", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        store: match state.store.backend() {
+            haechi_store::Backend::Sqlite => "sqlite",
+            haechi_store::Backend::Postgres => "postgres",
+        },
+    })
+}
+
+/// The OpenAPI document of every route.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "admin", security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi_json() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document_json(),
+    )
+}
+
+/// Checks the caller may administer users (used by several handlers).
+pub(crate) fn require_admin(caller: &Caller) -> ApiResult<()> {
+    caller.require(haechi_identity::Permission::AdminUsers)
+}

@@ -1,0 +1,333 @@
+//! Request extractors whose rejections are [`ApiError`]s, so every bad input is a 4xx in the
+//! family's envelope with a message that names the field.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use haechi_identity::{Actor, Permission, Principal};
+use haechi_types::{Code, Error};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The TCP peer of the connection, set by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The client's address: the TCP peer, or for a peer among `trusted_proxies`, the nearest
+/// untrusted address in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, state)?))
+    }
+}
+
+fn client_ip(parts: &Parts, state: &AppState) -> Result<IpAddr, ApiError> {
+    let peer = parts
+        .extensions
+        .get::<PeerAddr>()
+        .map(|p| canonical(p.0.ip()))
+        .ok_or_else(|| Error::internal("request without a peer address"))?;
+    let trusted = &state.http.trusted_proxies;
+    if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
+        return Ok(peer);
+    }
+    let hops: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    Ok(hops
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+        .unwrap_or(peer))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// The token of a request, from any of the four carriers (CONTRACT §1):
+/// `Authorization: Bearer <t>`, `Authorization: <t>`, `X-Authorization: <t>`, query `auth=<t>`.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let strip = |v: &str| {
+        let v = v.trim();
+        match v.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim().to_owned(),
+            _ => v.to_owned(),
+        }
+    };
+    if let Some(v) = header("authorization") {
+        return Some(strip(v));
+    }
+    if let Some(v) = header("x-authorization") {
+        return Some(strip(v));
+    }
+    let query = parts.uri.query()?;
+    form_urlencoded_pairs(query)
+        .find(|(k, _)| k == "auth")
+        .map(|(_, v)| strip(&v))
+}
+
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .unwrap_or_default()
+        .into_iter()
+}
+
+/// An authenticated caller: who, and from where. Rejects with 401 (no or bad token) or 403
+/// (address not allowed for the account).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.principal.user_id.clone(),
+            ip: self.ip,
+        }
+    }
+
+    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
+        Ok(self.principal.require(p)?)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        let ip = client_ip(parts, state)?;
+        let token = token_of(parts).ok_or_else(|| {
+            Error::unauthenticated(
+                "this route needs a token: send 'Authorization: Bearer <token>' (or X-Authorization, or ?auth=)",
+            )
+        })?;
+        let principal = state.identity.authenticate(&token, ip).await?;
+        let caller = Caller { principal, ip };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+/// Turns a serde error with its path into a 400 that names the field.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Error {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    let inner = match inner.find(" at line ") {
+        Some(i) => inner[..i].to_owned(),
+        None => inner,
+    };
+    if path == "." || path.is_empty() {
+        if let Some(name) = inner
+            .strip_prefix("missing field `")
+            .and_then(|s| s.strip_suffix('`'))
+        {
+            return Error::field(name, "is required");
+        }
+        return Error::invalid(inner);
+    }
+    if let Some(name) = inner
+        .strip_prefix("missing field `")
+        .and_then(|s| s.strip_suffix('`'))
+    {
+        return Error::field(format!("{path}.{name}"), "is required");
+    }
+    Error::field(path, inner)
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            let inner = e.inner();
+            Error::new(
+                Code::MalformedBody,
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            )
+        } else {
+            field_error(e)
+        }
+    })?;
+    Ok(value)
+}
+
+pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(bytes));
+    serde_path_to_error::deserialize(de).map_err(field_error)
+}
+
+fn form_urlencoded_parse(bytes: &[u8]) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(bytes)
+}
+
+async fn body_bytes(req: Request, state: &AppState) -> Result<(Option<String>, Bytes), ApiError> {
+    let ctype = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_ascii_lowercase());
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    state.http.max_body_bytes
+                ),
+            )
+        } else {
+            Error::invalid("the request body could not be read")
+        }
+    })?;
+    Ok((ctype, bytes))
+}
+
+fn is_json(ctype: &str) -> bool {
+    let essence = ctype.split(';').next().unwrap_or("").trim();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// A JSON body (any charset parameter).
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (ctype, bytes) = body_bytes(req, state).await?;
+        match ctype.as_deref() {
+            Some(c) if is_json(c) => Ok(Json(parse_json(&bytes)?)),
+            None if bytes.is_empty() => Ok(Json(parse_json(b"{}")?)),
+            None => Ok(Json(parse_json(&bytes)?)),
+            Some(other) => Err(Error::new(
+                Code::UnsupportedMediaType,
+                format!("send JSON with 'Content-Type: application/json' (got '{other}')"),
+            )
+            .into()),
+        }
+    }
+}
+
+/// A body that may be form-encoded or JSON with the same field names (CONTRACT §0).
+pub struct FormOrJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (ctype, bytes) = body_bytes(req, state).await?;
+        let essence = ctype
+            .as_deref()
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
+        match essence.as_deref() {
+            Some(c) if is_json(c) => Ok(FormOrJson(parse_json(&bytes)?)),
+            Some("application/x-www-form-urlencoded") => Ok(FormOrJson(parse_form(&bytes)?)),
+            None if bytes.first().is_some_and(|b| *b == b'{') => {
+                Ok(FormOrJson(parse_json(&bytes)?))
+            }
+            None => Ok(FormOrJson(parse_form(&bytes)?)),
+            Some(other) => Err(Error::new(
+                Code::UnsupportedMediaType,
+                format!("send form data or JSON (got '{other}')"),
+            )
+            .into()),
+        }
+    }
+}
+
+/// Query parameters, with errors that name the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(Query(parse_form(q.as_bytes())?))
+    }
+}
+
+/// `limit` (default 100, at most 1000) and `offset` (default 0), CONTRACT §0.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    pub fn parse(limit: Option<&str>, offset: Option<&str>) -> Result<Page, Error> {
+        let num = |name: &str, v: Option<&str>, default: i64| -> Result<i64, Error> {
+            match v {
+                None | Some("") => Ok(default),
+                Some(s) => s
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| {
+                        Error::field(name, format_args!("must be a whole number ≥ 0 (got {s:?})"))
+                    }),
+            }
+        };
+        let limit = num("limit", limit, 100)?;
+        if limit > 1000 {
+            return Err(Error::field("limit", "must be at most 1000"));
+        }
+        Ok(Page {
+            limit,
+            offset: num("offset", offset, 0)?,
+        })
+    }
+}
+
+/// A path parameter that must be a number; anything else is a 404 (no such object).
+pub fn numeric_id(what: &str, raw: &str) -> Result<i64, Error> {
+    raw.parse::<i64>()
+        .map_err(|_| Error::not_found(format_args!("{what} '{raw}'")))
+}

@@ -1,0 +1,100 @@
+//! Haechi's HTTP layer: one router on one port serving every product API family (CONTRACT §0),
+//! each in its own module and its own error envelope, over one identity.
+//!
+//! Layout: `error` (envelopes), `extract` (tokens, bodies, client address), one module per
+//! family (`mdrm`, `opmate`, `vault`, `admin`), `metrics`, `openapi` and `serve` (the accept
+//! loop). Engines are reached through [`AppState`]; they know nothing of wire formats.
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod mdrm;
+pub mod metrics;
+pub mod openapi;
+pub mod opmate;
+pub mod serve;
+pub mod vault;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use haechi_identity::Identity;
+use haechi_store::Store;
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use error::{ApiError, ApiResult, Family};
+pub use serve::serve;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The server's UTC offset, seconds (dates in the OPMATE family).
+    pub utc_offset_secs: i32,
+}
+
+/// What every handler can reach.
+pub struct Services {
+    pub store: Store,
+    pub identity: Arc<Identity>,
+    pub http: HttpConfig,
+    pub metrics: PrometheusHandle,
+}
+
+/// Shared state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The whole router: every family, metrics, and the envelope/limit layers.
+pub fn router(state: AppState) -> Router {
+    let limit = state.http.max_body_bytes;
+    Router::new()
+        .merge(admin::routes())
+        .merge(mdrm::routes())
+        .merge(opmate::routes())
+        .merge(vault::routes())
+        .route("/metrics", axum::routing::get(metrics_text))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(error::envelope))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(haechi_types::Error::new(
+        haechi_types::Code::NotFound,
+        "no such route; see /api/v1/openapi.json",
+    ))
+}
+
+async fn metrics_text(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}

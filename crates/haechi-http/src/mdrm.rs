@@ -1,0 +1,51 @@
+//! MDRM (CONTRACT §2): login. Workflow routes join this module with the workflow engine.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiResult;
+use crate::extract::{ClientIp, FormOrJson};
+use crate::{metrics, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/auth", post(login))
+}
+
+/// `POST /api/v1/auth` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct MdrmLogin {
+    user_id: String,
+    #[schema(value_type = String, format = Password)]
+    pwd: SecretString,
+}
+
+/// MDRM login: `{"message":"Success","token":"Bearer <t>"}`; the whole `token` value works as
+/// an `Authorization` header.
+#[utoipa::path(post, path = "/api/v1/auth", tag = "mdrm", request_body = MdrmLogin,
+    responses((status = 200, description = "`{\"message\":\"Success\",\"token\":\"Bearer <t>\"}`"),
+              (status = 401, description = "`{\"message\":\"<reason>\"}`")))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    FormOrJson(body): FormOrJson<MdrmLogin>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    use secrecy::ExposeSecret;
+    match state
+        .identity
+        .login(&body.user_id, &body.pwd, ip, "mdrm")
+        .await
+    {
+        Ok(ok) => Ok(axum::Json(json!({
+            "message": "Success",
+            "token": format!("Bearer {}", ok.token.expose_secret()),
+        }))),
+        Err(e) => {
+            metrics::login_failed("mdrm");
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! One identity for every API family (CONTRACT §1): users (`human` / `api`), roles and
+//! permissions, Argon2id password login with lockout, inactivity lock and per-user IP
+//! allow-lists, and opaque tokens stored hashed with idle and absolute expiry.
+//!
+//! Authenticating a request is on every route's hot path, so resolved tokens are cached in
+//! memory for `token_cache_secs`. This server drops a user's cached tokens at once when it
+//! changes that user; other servers sharing one PostgreSQL see a revocation within
+//! `token_cache_secs`.
+
+mod password;
+mod permission;
+pub mod token;
+mod users;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use haechi_audit::{Event, Outcome};
+use haechi_store::{in_tx, read, Store};
+use haechi_types::{time::now_ms, Code, Error, Result};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+pub use password::{Argon2Params, Hasher};
+pub use permission::{
+    builtin_roles, Permission, PermissionSet, AUDITOR, LOCKER_ADMIN, SYSTEM_ADMIN,
+};
+pub use users::{NewRole, NewUser, Role, RolePatch, TokenInfo, User, UserKind, UserPatch};
+
+/// Identity settings (the `[identity]` table of the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Consecutive failed logins that lock a human or api account.
+    pub max_failed_logins: u32,
+    /// Seconds after which a failed-login lock lifts by itself; 0 = only an admin unlocks.
+    pub lockout_secs: u64,
+    /// Days without a login after which a `human` account locks (`api` accounts never do).
+    pub inactivity_days: u32,
+    /// A token unused this long expires.
+    pub token_idle_secs: u64,
+    /// A token expires this long after login, however much it is used.
+    pub token_max_secs: u64,
+    /// How long a server trusts a token it has resolved before asking the store again.
+    pub token_cache_secs: u64,
+    /// Argon2id cost.
+    pub argon2: Argon2Params,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            max_failed_logins: 5,
+            lockout_secs: 1800,
+            inactivity_days: 90,
+            token_idle_secs: 3600,
+            token_max_secs: 12 * 3600,
+            token_cache_secs: 5,
+            argon2: Argon2Params::default(),
+        }
+    }
+}
+
+/// Who is calling: resolved from a token on every authenticated request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Principal {
+    /// The numeric user id (the vault API's `ownerId`, `members/{userId}`).
+    pub id: i64,
+    pub user_id: String,
+    pub name: String,
+    pub kind: UserKind,
+    pub roles: Vec<RoleRef>,
+    #[serde(skip)]
+    pub permissions: PermissionSet,
+    #[serde(skip)]
+    pub allowed_ips: Vec<IpNet>,
+    #[serde(skip)]
+    pub token_id: i64,
+}
+
+/// A role as a principal holds it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RoleRef {
+    pub id: i64,
+    pub name: String,
+}
+
+impl Principal {
+    pub fn can(&self, p: Permission) -> bool {
+        self.permissions.has(p)
+    }
+
+    /// `Ok` when the principal holds `p`, else a 403 that names the missing permission.
+    pub fn require(&self, p: Permission) -> Result<()> {
+        if self.can(p) {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "user '{}' lacks the permission '{}' for this action",
+                self.user_id,
+                p.as_str()
+            )))
+        }
+    }
+
+    pub fn has_role_id(&self, role_id: i64) -> bool {
+        self.roles.iter().any(|r| r.id == role_id)
+    }
+}
+
+/// Whether `ip` may use an account with this allow-list (empty = anywhere).
+pub fn ip_allowed(allowed: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
+}
+
+/// The audit attribution of a change: who, and from where.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user_id: String,
+    pub ip: IpAddr,
+}
+
+impl Actor {
+    pub fn event(&self, family: &'static str, action: &str) -> Event {
+        Event::new(family, action).by(self.user_id.clone(), Some(self.ip.to_string()))
+    }
+}
+
+/// A successful login.
+pub struct LoginOk {
+    pub token: SecretString,
+    pub user: User,
+}
+
+struct CachedToken {
+    principal: Arc<Principal>,
+    expires_at: i64,
+    loaded_at: i64,
+    last_used: AtomicI64,
+    persisted_last_used: AtomicI64,
+}
+
+/// The identity service. One per server; cheap to share behind an `Arc`.
+pub struct Identity {
+    store: Store,
+    cfg: IdentityConfig,
+    hasher: Hasher,
+    cache: RwLock<HashMap<String, Arc<CachedToken>>>,
+}
+
+/// How often (ms) a token's last use is written back to the store, at most (and at least four
+/// times per idle window, so another server reading it never sees a busy token as idle).
+const LAST_USED_PERSIST_MS: i64 = 30_000;
+
+impl Identity {
+    pub fn new(store: Store, cfg: IdentityConfig) -> Result<Identity> {
+        let hasher = Hasher::new(cfg.argon2)?;
+        Ok(Identity {
+            store,
+            cfg,
+            hasher,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.cfg
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Creates the built-in roles (and brings their permissions up to date), and at the first
+    /// start the `admin` user. Returns the generated admin password when one was generated.
+    pub async fn bootstrap(
+        &self,
+        admin_password: Option<SecretString>,
+    ) -> Result<Option<SecretString>> {
+        users::ensure_builtin_roles(&self.store).await?;
+        let count: i64 = read!(self.store, |db| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users"
+        )
+        .fetch_one(db)
+        .await)?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match admin_password {
+            Some(p) => (p, false),
+            None => (users::random_password(), true),
+        };
+        let hash = self.hasher.hash(&password).await?;
+        let created = users::insert_bootstrap_admin(&self.store, &hash).await?;
+        Ok((created && generated).then_some(password))
+    }
+
+    /// The one login behind all three login endpoints. Failures say only "wrong user id or
+    /// password", except that a caller who proves the password learns why the account is
+    /// locked; a wrong password on an unknown user costs the same Argon2 time as on a real one.
+    pub async fn login(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        ip: IpAddr,
+        family: &'static str,
+    ) -> Result<LoginOk> {
+        let row = users::find_login_row(&self.store, user_id).await?;
+        let ok = self
+            .hasher
+            .verify(password, row.as_ref().map(|r| r.password_hash.clone()))
+            .await?;
+        let now = now_ms();
+        let fail = |code: Code, msg: &str| Error::new(code, msg);
+        let audit_failure = |reason: &'static str| {
+            Event::new(family, "auth.login")
+                .by(user_id.to_owned(), Some(ip.to_string()))
+                .outcome(Outcome::Failure)
+                .detail(serde_json::json!({ "reason": reason }))
+        };
+        let Some(row) = row else {
+            haechi_audit::record(&self.store, audit_failure("bad credentials")).await?;
+            return Err(fail(Code::LoginFailed, "wrong user id or password"));
+        };
+        let lock_active = row.locked_at.is_some_and(|at| {
+            self.cfg.lockout_secs == 0 || now - at < self.cfg.lockout_secs as i64 * 1000
+        });
+        if !ok {
+            let mut tx = self.store.begin().await?;
+            if !lock_active {
+                users::count_failed_login(&mut tx, row.id, self.cfg.max_failed_logins, now).await?;
+            }
+            haechi_audit::append(&mut tx, audit_failure("bad credentials")).await?;
+            tx.commit().await?;
+            return Err(fail(Code::LoginFailed, "wrong user id or password"));
+        }
+        let refusal = if row.disabled {
+            Some((Code::AccountLocked, "account is disabled", "disabled"))
+        } else if lock_active {
+            Some((
+                Code::AccountLocked,
+                "account is locked after too many failed logins; an administrator can unlock it",
+                "locked",
+            ))
+        } else if row.kind()? == UserKind::Human && self.inactive(&row, now) {
+            Some((
+                Code::AccountLocked,
+                "account is locked for inactivity; an administrator can unlock it",
+                "inactive",
+            ))
+        } else if !ip_allowed(&row.allowed_ips()?, ip) {
+            Some((
+                Code::IpNotAllowed,
+                "login from this address is not allowed for this account",
+                "ip not allowed",
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message, reason)) = refusal {
+            haechi_audit::record(&self.store, audit_failure(reason)).await?;
+            return Err(fail(code, message));
+        }
+
+        let token = token::generate();
+        let hash = token::hash(token.expose_secret());
+        let expires_at = now + self.cfg.token_max_secs as i64 * 1000;
+        let mut tx = self.store.begin().await?;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, family, client_ip, created_at, last_used_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6)"
+        )
+        .bind(&hash)
+        .bind(row.id)
+        .bind(family)
+        .bind(ip.to_string())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *c).await.map(|r| r.rows_affected())
+        })?;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE users SET failed_logins = 0, locked_at = NULL, last_login_at = $1 WHERE id = $2"
+        )
+        .bind(now)
+        .bind(row.id)
+        .execute(&mut *c).await.map(|r| r.rows_affected())
+        })?;
+        haechi_audit::append(
+            &mut tx,
+            Event::new(family, "auth.login").by(row.user_id.clone(), Some(ip.to_string())),
+        )
+        .await?;
+        tx.commit().await?;
+        let user = users::get_user(&self.store, &row.user_id).await?;
+        Ok(LoginOk { token, user })
+    }
+
+    fn inactive(&self, row: &users::LoginRow, now: i64) -> bool {
+        if self.cfg.inactivity_days == 0 {
+            return false;
+        }
+        let last = row.last_login_at.unwrap_or(0).max(row.activity_reset_at);
+        now - last > self.cfg.inactivity_days as i64 * 86_400_000
+    }
+
+    /// Resolves a token presented on a request from `ip`.
+    pub async fn authenticate(&self, token: &str, ip: IpAddr) -> Result<Arc<Principal>> {
+        if !token.starts_with(token::PREFIX) || token.len() > 128 {
+            return Err(Error::unauthenticated("the token is not valid"));
+        }
+        let hash = token::hash(token);
+        let now = now_ms();
+        let cached = self
+            .cache
+            .read()
+            .map_err(Error::internal)?
+            .get(&hash)
+            .cloned();
+        let entry = match cached {
+            Some(e) if now - e.loaded_at < self.cfg.token_cache_secs as i64 * 1000 => e,
+            stale => {
+                let fresh = self.load_token(&hash, now).await?;
+                if let Some(old) = stale {
+                    fresh
+                        .last_used
+                        .fetch_max(old.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
+                    fresh.persisted_last_used.fetch_max(
+                        old.persisted_last_used.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                }
+                self.cache
+                    .write()
+                    .map_err(Error::internal)?
+                    .insert(hash.clone(), fresh.clone());
+                fresh
+            }
+        };
+        let idle_ms = self.cfg.token_idle_secs as i64 * 1000;
+        if now >= entry.expires_at || now - entry.last_used.load(Ordering::Relaxed) > idle_ms {
+            self.cache.write().map_err(Error::internal)?.remove(&hash);
+            return Err(Error::unauthenticated(
+                "the token has expired; log in again",
+            ));
+        }
+        if !ip_allowed(&entry.principal.allowed_ips, ip) {
+            return Err(Error::new(
+                Code::IpNotAllowed,
+                "requests from this address are not allowed for this account",
+            ));
+        }
+        entry.last_used.store(now, Ordering::Relaxed);
+        let persisted = entry.persisted_last_used.load(Ordering::Relaxed);
+        if now - persisted > LAST_USED_PERSIST_MS.min(idle_ms / 4)
+            && entry
+                .persisted_last_used
+                .compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let store = self.store.clone();
+            let token_id = entry.principal.token_id;
+            tokio::spawn(async move {
+                let r = read!(store.writer(), |db| sqlx::query(
+                    "UPDATE tokens SET last_used_at = $1 WHERE id = $2 AND last_used_at < $1"
+                )
+                .bind(now)
+                .bind(token_id)
+                .execute(db)
+                .await
+                .map(|r| r.rows_affected()));
+                if let Err(e) = r {
+                    tracing::warn!("could not record token use: {e}");
+                }
+            });
+        }
+        Ok(entry.principal.clone())
+    }
+
+    async fn load_token(&self, hash: &str, now: i64) -> Result<Arc<CachedToken>> {
+        let row = users::find_token(&self.store, hash).await?;
+        let Some(row) = row else {
+            return Err(Error::unauthenticated("the token is not valid"));
+        };
+        if row.revoked_at.is_some() {
+            return Err(Error::unauthenticated(
+                "the token was revoked; log in again",
+            ));
+        }
+        if row.disabled {
+            return Err(Error::unauthenticated("the account is disabled"));
+        }
+        // Idle expiry is checked by the caller, after merging the last use this server saw
+        // (the stored one is written back only every few seconds).
+        if now >= row.expires_at {
+            return Err(Error::unauthenticated(
+                "the token has expired; log in again",
+            ));
+        }
+        let roles = users::roles_of(&self.store, row.user_pk).await?;
+        let permissions = roles
+            .iter()
+            .fold(PermissionSet::default(), |acc, r| acc.union(r.1));
+        let principal = Principal {
+            id: row.user_pk,
+            user_id: row.user_id.clone(),
+            name: row.name.clone(),
+            kind: UserKind::parse(&row.kind)?,
+            roles: roles.into_iter().map(|r| r.0).collect(),
+            permissions,
+            allowed_ips: users::parse_allowed_ips(&row.allowed_ips)?,
+            token_id: row.token_id,
+        };
+        Ok(Arc::new(CachedToken {
+            principal: Arc::new(principal),
+            expires_at: row.expires_at,
+            loaded_at: now,
+            last_used: AtomicI64::new(row.last_used_at),
+            persisted_last_used: AtomicI64::new(row.last_used_at),
+        }))
+    }
+
+    /// Forgets every cached token of a user, so a change to that user applies to the next
+    /// request on this server.
+    pub fn forget_user(&self, user_pk: i64) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, e| e.principal.id != user_pk);
+        }
+    }
+
+    fn forget_token(&self, token_id: i64) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, e| e.principal.token_id != token_id);
+        }
+    }
+
+    /// Revokes the caller's own token (every family's logout).
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        ip: IpAddr,
+        family: &'static str,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        users::revoke_token(&mut tx, principal.id, principal.token_id).await?;
+        haechi_audit::append(
+            &mut tx,
+            Event::new(family, "auth.logout").by(principal.user_id.clone(), Some(ip.to_string())),
+        )
+        .await?;
+        tx.commit().await?;
+        self.forget_token(principal.token_id);
+        Ok(())
+    }
+
+    /// The caller's live tokens.
+    pub async fn my_tokens(&self, principal: &Principal) -> Result<Vec<TokenInfo>> {
+        users::tokens_of(
+            &self.store,
+            principal.id,
+            principal.token_id,
+            now_ms(),
+            self.cfg.token_idle_secs,
+        )
+        .await
+    }
+
+    /// Revokes one of the caller's own tokens.
+    pub async fn revoke_my_token(
+        &self,
+        principal: &Principal,
+        actor: &Actor,
+        token_id: i64,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        if !users::revoke_token(&mut tx, principal.id, token_id).await? {
+            return Err(Error::not_found(format_args!("token {token_id}")));
+        }
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "token.revoke")
+                .target(token_id.to_string()),
+        )
+        .await?;
+        tx.commit().await?;
+        self.forget_token(token_id);
+        Ok(())
+    }
+}

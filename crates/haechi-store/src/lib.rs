@@ -1,0 +1,276 @@
+//! The store: one API over SQLite (the embedded default, a file in the data directory) and
+//! PostgreSQL (several servers sharing one state).
+//!
+//! Queries are written once with `$1`-style placeholders, which both backends accept, and run on
+//! whichever backend is open through the [`read!`] and [`in_tx!`] macros: the body is compiled
+//! once per backend, so each runs natively typed with no runtime translation layer.
+//!
+//! SQLite is opened with one writer connection and a pool of readers (WAL), so write
+//! transactions never fail with `SQLITE_BUSY` and readers never wait for writers.
+
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use haechi_types::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+pub use migrate::{Migration, MIGRATIONS};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where and how to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `postgres://...`; `None` means SQLite at `sqlite_path`.
+    pub database_url: Option<String>,
+    pub sqlite_path: std::path::PathBuf,
+    /// Connections in the PostgreSQL pool, or SQLite reader connections.
+    pub max_connections: u32,
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// A handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pools: Pools,
+}
+
+/// A pool to run queries on, for the [`read!`] macro.
+#[derive(Clone, Copy)]
+pub enum Db<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls it back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// The connection of a transaction, for the [`in_tx!`] macro.
+pub enum TxConn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the reader pool of whichever backend is open.
+#[macro_export]
+macro_rules! read {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match $store.db() {
+            $crate::Db::Sqlite($c) => $body,
+            $crate::Db::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection (`&mut` connection: use
+/// `&mut *$c` for each query).
+#[macro_export]
+macro_rules! in_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx.conn() {
+            $crate::TxConn::Sqlite($c) => $body,
+            $crate::TxConn::Postgres($c) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating when needed) the store and applies pending migrations.
+    pub async fn open(opts: &StoreOptions) -> Result<Store> {
+        let store = match &opts.database_url {
+            Some(url) => Self::open_postgres(url, opts.max_connections).await?,
+            None => Self::open_sqlite(&opts.sqlite_path, opts.max_connections).await?,
+        };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    /// Opens the store without migrating (for offline checks such as `audit verify`).
+    pub async fn open_existing(opts: &StoreOptions) -> Result<Store> {
+        match &opts.database_url {
+            Some(url) => Self::open_postgres(url, 2).await,
+            None => {
+                if !opts.sqlite_path.exists() {
+                    return Err(Error::not_found(format_args!(
+                        "store file {}",
+                        opts.sqlite_path.display()
+                    )));
+                }
+                Self::open_sqlite(&opts.sqlite_path, 2).await
+            }
+        }
+    }
+
+    async fn open_postgres(url: &str, max_connections: u32) -> Result<Store> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid(format!("database URL: {}", redact_url_error(&e))))?
+            .application_name("haechi");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot connect to PostgreSQL: {}",
+                    redact_url_error(&e)
+                ))
+            })?;
+        Ok(Store {
+            pools: Pools::Postgres(pool),
+        })
+    }
+
+    async fn open_sqlite(path: &Path, readers: u32) -> Result<Store> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.clone().create_if_missing(true))
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Ok(Store {
+            pools: Pools::Sqlite { writer, reader },
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The pool to read from.
+    pub fn db(&self) -> Db<'_> {
+        match &self.pools {
+            Pools::Sqlite { reader, .. } => Db::Sqlite(reader),
+            Pools::Postgres(p) => Db::Postgres(p),
+        }
+    }
+
+    /// The pool that writes outside a transaction (single statements).
+    pub fn writer(&self) -> Db<'_> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => Db::Sqlite(writer),
+            Pools::Postgres(p) => Db::Postgres(p),
+        }
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match &self.pools {
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Pools::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Closes every connection (used before a clean exit).
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl<'a> Db<'a> {
+    /// Lets [`read!`] take a `Db` as well as a `Store`.
+    pub fn db(self) -> Db<'a> {
+        self
+    }
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> TxConn<'_> {
+        match self {
+            Tx::Sqlite(t) => TxConn::Sqlite(&mut *t),
+            Tx::Postgres(t) => TxConn::Postgres(&mut *t),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// True when `e` is a unique-constraint violation (both backends).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// True when `e` is a foreign-key violation (both backends).
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// Connection errors can echo the URL; keep any password out of messages.
+fn redact_url_error(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    match (text.find("://"), text.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &text[..scheme], &text[at..])
+        }
+        _ => text,
+    }
+}
+
+/// Escapes `%`, `_` and `\` so user input can be used inside a `LIKE ... ESCAPE '\'` pattern.
+pub fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}

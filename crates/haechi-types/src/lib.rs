@@ -1,0 +1,9 @@
+//! Types every Haechi crate shares: the one error table, and time helpers.
+//!
+//! The engines return [`Error`]; the HTTP layer renders it in each product family's own envelope.
+//! Nothing here knows about a wire format.
+
+mod error;
+pub mod time;
+
+pub use error::{Code, Error, Result};

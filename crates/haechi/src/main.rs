@@ -1,0 +1,531 @@
+//! `haechi`: the server, and the client commands that talk to it.
+
+mod client;
+mod config;
+mod server;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::{read_password, Client, Session, Trust};
+use crate::config::{Config, Overrides};
+
+/// Haechi: operations automation and access governance. One server for the MDRM, OPMATE,
+/// DBSAFER and Control Room credential vault APIs over one identity, one audit log and one store.
+#[derive(Parser)]
+#[command(
+    name = "haechi",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Configuration file (TOML). Also HAECHI_CONFIG.
+    #[arg(long, global = true, env = "HAECHI_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTPS on one port for every API family).
+    Server(ServerArgs),
+    /// Log in to a server and keep the session for the other client commands.
+    Login(LoginArgs),
+    /// Revoke the saved session's token and forget it.
+    Logout,
+    /// Manage users (needs the admin.users permission).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage roles.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Show or explain the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Directory for the SQLite store, the certificate and keys (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one and prints it).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// PostgreSQL URL; several servers may share one database. Without it the store is SQLite in the data dir.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Serve plain HTTP instead of HTTPS (loopback only unless allowed in the configuration).
+    #[arg(long)]
+    plain_http: bool,
+    /// PostgreSQL gateway address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pg_gateway: Option<String>,
+    /// MySQL/MariaDB gateway address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    mysql_gateway: Option<String>,
+    /// Stop when standard input closes (for supervisors and test harnesses).
+    #[arg(long)]
+    stop_on_stdin_eof: bool,
+}
+
+#[derive(Args)]
+struct TrustArgs {
+    /// Trust the server whose certificate has this SHA-256 fingerprint (printed at server start).
+    #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "insecure"])]
+    fingerprint: Option<String>,
+    /// Trust certificates signed by this CA (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (like curl -k).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Server URL, e.g. https://127.0.0.1:8443
+    #[arg(long, env = "HAECHI_SERVER")]
+    server: String,
+    /// User id.
+    #[arg(long, short = 'u', default_value = "admin")]
+    user: String,
+    /// Read the password from standard input instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// List users.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show one user.
+    Show { user_id: String },
+    /// Create a user; the password is prompted for (or read from stdin).
+    Create {
+        user_id: String,
+        #[arg(long)]
+        name: String,
+        /// human or api
+        #[arg(long, default_value = "human")]
+        kind: String,
+        /// A role name (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// An allowed client address or CIDR (repeatable; none = anywhere).
+        #[arg(long = "allow-ip")]
+        allowed_ips: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's name, roles, allowed IPs or kind.
+    Update {
+        user_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Replace the roles (repeatable).
+        #[arg(long = "role")]
+        roles: Option<Vec<String>>,
+        /// Replace the allowed IPs (repeatable).
+        #[arg(long = "allow-ip")]
+        allowed_ips: Option<Vec<String>>,
+    },
+    /// Set a user's password (revokes their tokens).
+    Passwd {
+        user_id: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (revokes their tokens).
+    Disable { user_id: String },
+    /// Enable a disabled user.
+    Enable { user_id: String },
+    /// Lift a failed-login or inactivity lock.
+    Unlock { user_id: String },
+    /// Delete a user.
+    Delete { user_id: String },
+}
+
+#[derive(Subcommand)]
+enum RoleCmd {
+    /// List roles and their permissions.
+    List,
+    /// Create a custom role.
+    Create {
+        name: String,
+        /// A permission (repeatable), e.g. workflow.view
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a custom role.
+    Delete { role: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of the audit log offline (server running or stopped); exits non-zero
+    /// naming the first broken event.
+    Verify {
+        /// The server's data directory (for the SQLite store).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// PostgreSQL URL, when the server uses PostgreSQL.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
+    /// List events through the server (Auditor role).
+    List {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a commented configuration file with every key and its default.
+    Example,
+    /// Print the effective configuration and where each value came from (secrets hidden).
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haechi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("haechi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Server(a) => {
+            let overrides = Overrides {
+                data_dir: a.data_dir,
+                listen: a.listen,
+                database_url: a.database_url,
+                plain_http: a.plain_http.then_some(true),
+                pg_gateway: a.pg_gateway,
+                mysql_gateway: a.mysql_gateway,
+            };
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            init_logging(&cfg);
+            server::run(
+                cfg,
+                server::RunOptions {
+                    stop_on_stdin_eof: a.stop_on_stdin_eof,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(a) => login(a).await,
+        Command::Logout => {
+            let client = Client::from_session()?;
+            client
+                .call(Method::DELETE, "/api/v1/tokens/current", None)
+                .await?;
+            let path = client::session_path()?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            println!("logged out");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(cmd) => user(cmd).await,
+        Command::Role(cmd) => role(cmd).await,
+        Command::Audit(cmd) => audit(cmd, cli.config.as_deref()).await,
+        Command::Config(ConfigCmd::Example) => {
+            print!("{}", config::example());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Show) => {
+            let cfg = Config::load(cli.config.as_deref(), &Overrides::default())?;
+            print!("{}", cfg.explain());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn trust_of(t: &TrustArgs) -> anyhow::Result<Trust> {
+    Ok(match (&t.fingerprint, &t.ca, t.insecure) {
+        (Some(f), _, _) => Trust::Fingerprint(
+            tls::normalize_fingerprint(f).context("--fingerprint is not a SHA-256 fingerprint")?,
+        ),
+        (None, Some(ca), _) => Trust::Ca(ca.clone()),
+        (None, None, true) => Trust::Insecure,
+        (None, None, false) => anyhow::bail!(
+            "say how to trust the server: --fingerprint SHA256 (printed when the server starts), --ca FILE, or --insecure"
+        ),
+    })
+}
+
+async fn login(a: LoginArgs) -> anyhow::Result<ExitCode> {
+    let trust = trust_of(&a.trust)?;
+    let password = read_password(&format!("password for {}: ", a.user), a.password_stdin)?;
+    let client = Client::new(&a.server, &trust, None)?;
+    let answer = client
+        .call(
+            Method::POST,
+            "/api/v1/auth",
+            Some(&json!({ "user_id": a.user, "pwd": password })),
+        )
+        .await?;
+    let token = answer
+        .get("token")
+        .and_then(Value::as_str)
+        .and_then(|t| t.strip_prefix("Bearer "))
+        .context("the server's answer has no token")?
+        .to_owned();
+    let path = Session {
+        server: a.server,
+        token,
+        trust,
+        user_id: a.user.clone(),
+    }
+    .save()?;
+    println!("logged in as {} (session in {})", a.user, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::from_session()?;
+    let u = |id: &str| format!("/api/v1/users/{}", path_segment(id));
+    let out = match cmd {
+        UserCmd::List { limit, offset } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/users?limit={limit}&offset={offset}"),
+                None,
+            )
+            .await?
+        }
+        UserCmd::Show { user_id } => c.call(Method::GET, &u(&user_id), None).await?,
+        UserCmd::Create {
+            user_id,
+            name,
+            kind,
+            roles,
+            allowed_ips,
+            password_stdin,
+        } => {
+            let password = read_password(&format!("password for {user_id}: "), password_stdin)?;
+            let body = json!({ "user_id": user_id, "name": name, "kind": kind, "roles": roles,
+                               "allowed_ips": allowed_ips, "password": password });
+            c.call(Method::POST, "/api/v1/users", Some(&body)).await?
+        }
+        UserCmd::Update {
+            user_id,
+            name,
+            kind,
+            roles,
+            allowed_ips,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(k) = kind {
+                body["kind"] = json!(k);
+            }
+            if let Some(r) = roles {
+                body["roles"] = json!(r);
+            }
+            if let Some(ips) = allowed_ips {
+                body["allowed_ips"] = json!(ips);
+            }
+            c.call(Method::PATCH, &u(&user_id), Some(&body)).await?
+        }
+        UserCmd::Passwd {
+            user_id,
+            password_stdin,
+        } => {
+            let password = read_password(&format!("new password for {user_id}: "), password_stdin)?;
+            c.call(
+                Method::PUT,
+                &format!("{}/password", u(&user_id)),
+                Some(&json!({ "password": password })),
+            )
+            .await?;
+            println!("password changed; the user's tokens were revoked");
+            return Ok(ExitCode::SUCCESS);
+        }
+        UserCmd::Disable { user_id } => {
+            c.call(Method::POST, &format!("{}/disable", u(&user_id)), None)
+                .await?
+        }
+        UserCmd::Enable { user_id } => {
+            c.call(Method::POST, &format!("{}/enable", u(&user_id)), None)
+                .await?
+        }
+        UserCmd::Unlock { user_id } => {
+            c.call(Method::POST, &format!("{}/unlock", u(&user_id)), None)
+                .await?
+        }
+        UserCmd::Delete { user_id } => {
+            c.call(Method::DELETE, &u(&user_id), None).await?;
+            println!("deleted {user_id}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print_json(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn role(cmd: RoleCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::from_session()?;
+    let out = match cmd {
+        RoleCmd::List => c.call(Method::GET, "/api/v1/roles", None).await?,
+        RoleCmd::Create {
+            name,
+            permissions,
+            description,
+        } => {
+            let body =
+                json!({ "name": name, "permissions": permissions, "description": description });
+            c.call(Method::POST, "/api/v1/roles", Some(&body)).await?
+        }
+        RoleCmd::Delete { role } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/roles/{}", path_segment(&role)),
+                None,
+            )
+            .await?;
+            println!("deleted {role}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print_json(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(cmd: AuditCmd, config_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCmd::Verify {
+            data_dir,
+            database_url,
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                database_url,
+                ..Default::default()
+            };
+            let cfg = Config::load(config_file, &overrides)?;
+            let store = haechi_store::Store::open_existing(&server::store_options(&cfg))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let v = haechi_audit::verify(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.close().await;
+            match v.broken {
+                None => {
+                    println!("audit chain intact: {} events verified", v.checked);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(b) => {
+                    println!(
+                        "audit chain BROKEN at event {}: {} ({} events verified before it)",
+                        b.seq, b.reason, v.checked
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        AuditCmd::List {
+            from,
+            to,
+            user,
+            action,
+            limit,
+        } => {
+            let c = Client::from_session()?;
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [
+                ("from", from),
+                ("to", to),
+                ("user", user),
+                ("action", action),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", path_segment(&v)));
+                }
+            }
+            print_json(
+                &c.call(Method::GET, &format!("/api/v1/audit?{}", q.join("&")), None)
+                    .await?,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
