@@ -178,23 +178,19 @@ fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Error 
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
-        if e.inner().is_syntax() || e.inner().is_eof() {
-            let inner = e.inner();
-            Error::new(
-                Code::MalformedBody,
-                format!(
-                    "the body is not valid JSON (line {}, column {})",
-                    inner.line(),
-                    inner.column()
-                ),
-            )
-        } else {
-            field_error(e)
-        }
+    // Parse to a tree first: only real syntax errors are "not JSON"; a value of the wrong type
+    // (serde reports some of those as syntax errors, e.g. a number for an enum) names its field.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|inner| {
+        Error::new(
+            Code::MalformedBody,
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                inner.line(),
+                inner.column()
+            ),
+        )
     })?;
-    Ok(value)
+    serde_path_to_error::deserialize(value).map_err(field_error)
 }
 
 pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

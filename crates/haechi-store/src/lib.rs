@@ -194,7 +194,10 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match &self.pools {
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            // IMMEDIATE takes the write lock up front (waiting under busy_timeout), so a
+            // transaction that reads before it writes cannot fail on a stale WAL snapshot when
+            // another process wrote in between.
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Pools::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }

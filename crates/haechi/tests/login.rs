@@ -329,8 +329,11 @@ async fn disabling_and_password_change_revoke_tokens() {
             .json(&json!({"user_id": user, "pwd": "a-new-password"})),
     )
     .await;
-    assert_eq!(st, 401);
-    assert!(body["message"].as_str().unwrap().contains("disabled"));
+    assert_eq!(st, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("disabled"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -397,6 +400,7 @@ async fn tokens_expire_when_idle_and_absolutely() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (st, _) = call(client().get(s.url("/api/v1/me")).bearer_auth(&busy)).await;
     assert_eq!(st, 401, "token must expire at its absolute lifetime");
+    s.finish().await;
 }
 
 #[tokio::test]
