@@ -13,6 +13,9 @@ use haechi_types::{time, Error, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod batcher;
+pub use batcher::{Batcher, BatcherOptions};
+
 /// The hash `prev_hash` of the first event points at.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -185,6 +188,92 @@ pub async fn append(tx: &mut Tx, event: Event) -> Result<i64> {
     .await
     .map(|r| r.rows_affected()))?;
     Ok(stored.seq)
+}
+
+/// Appends `events` inside `tx`, in order, as consecutive links of the one chain: the head is
+/// read (and on PostgreSQL locked) once, the hashes are chained in memory, and the rows go in
+/// with multi-row inserts. Returns the sequence number of the last event (the head's when
+/// `events` is empty). Same guarantees as [`append`], for a fraction of the round trips.
+pub async fn append_many(tx: &mut Tx, events: Vec<Event>) -> Result<i64> {
+    /// Rows per INSERT (11 parameters each; well under both backends' parameter limits).
+    const ROWS: usize = 64;
+    let lock = match tx.backend() {
+        Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+    };
+    let (mut seq, mut prev): (i64, String) =
+        in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
+    if events.is_empty() {
+        return Ok(seq);
+    }
+    let at = time::now_ms();
+    let mut stored = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let mut e = StoredEvent {
+            seq,
+            at,
+            user_id: event.user.as_deref().map(cut),
+            source_ip: event.source_ip.as_deref().map(cut),
+            family: event.family.to_owned(),
+            action: cut(&event.action),
+            target: event.target.as_deref().map(cut),
+            outcome: event.outcome.as_str().to_owned(),
+            detail: serde_json::to_string(&event.detail)?,
+            prev_hash: prev,
+            hash: String::new(),
+        };
+        e.hash = event_hash(&e);
+        prev = e.hash.clone();
+        stored.push(e);
+    }
+    for chunk in stored.chunks(ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 11;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for k in 1..=11 {
+                if k > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(b + k).to_string());
+            }
+            sql.push(')');
+        }
+        in_tx!(tx, |c| {
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.seq)
+                    .bind(e.at)
+                    .bind(&e.user_id)
+                    .bind(&e.source_ip)
+                    .bind(&e.family)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(&e.outcome)
+                    .bind(&e.detail)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash);
+            }
+            q.execute(&mut *c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
+    )
+    .bind(seq)
+    .bind(&prev)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(seq)
 }
 
 /// Appends one event in a transaction of its own (for events that record no other change,

@@ -6,6 +6,7 @@
 //! loop). Engines are reached through [`AppState`]; they know nothing of wire formats.
 
 pub mod admin;
+pub mod dbsafer;
 pub mod error;
 pub mod extract;
 pub mod mdrm;
@@ -43,6 +44,14 @@ pub struct HttpConfig {
 pub struct Services {
     pub store: Store,
     pub identity: Arc<Identity>,
+    /// The execution engine: nodes, agents, tasks, task instances.
+    pub exec: Arc<haechi_exec::Exec>,
+    /// The credential vault engine.
+    pub vault: Arc<haechi_vault::Vault>,
+    /// The database gateway engine: DBSAFER policies, targets and accounts.
+    pub dbgate: Arc<haechi_dbgate::DbGate>,
+    /// The workflow engine (MDRM).
+    pub workflows: Arc<haechi_workflow::Workflows>,
     pub http: HttpConfig,
     pub metrics: PrometheusHandle,
 }
@@ -69,6 +78,8 @@ pub fn router(state: AppState) -> Router {
     let limit = state.http.max_body_bytes;
     Router::new()
         .merge(admin::routes())
+        .merge(admin::db::routes())
+        .merge(dbsafer::routes())
         .merge(mdrm::routes())
         .merge(opmate::routes())
         .merge(vault::routes())

@@ -1,4 +1,8 @@
-//! MDRM (CONTRACT §2): login. Workflow routes join this module with the workflow engine.
+//! MDRM (CONTRACT §2): login here, and the four workflow endpoints in `workflow.rs`.
+
+mod workflow;
+
+pub use workflow::*;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -12,7 +16,9 @@ use crate::extract::{ClientIp, FormOrJson};
 use crate::{metrics, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/auth", post(login))
+    Router::new()
+        .route("/api/v1/auth", post(login))
+        .merge(workflow::routes())
 }
 
 /// `POST /api/v1/auth` body.

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, mdrm, opmate, vault};
+use crate::{admin, dbsafer, mdrm, opmate, vault};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,31 @@ use crate::{admin, mdrm, opmate, vault};
         admin::list_roles, admin::create_role, admin::get_role, admin::update_role, admin::delete_role,
         admin::list_audit, admin::verify_audit,
         mdrm::login, opmate::login, vault::login, vault::logout,
+        mdrm::list, mdrm::execute, mdrm::status, mdrm::control,
+        admin::create_workflow, admin::update_workflow, admin::delete_workflow, admin::get_workflow,
+        admin::list_versions, admin::list_workflows, admin::start_execution,
+        admin::get_execution, admin::list_executions, admin::control_execution, admin::decide_step,
+        admin::execution_events,
+        opmate::list_nodes, opmate::list_tasks, opmate::create_instance, opmate::rerun_node,
+        opmate::list_instances, opmate::get_instance_node, opmate::list_instance_nodes,
+        admin::create_enrollment_token, admin::enroll, admin::connect,
+        admin::list_nodes, admin::get_node, admin::update_node, admin::revoke_node,
+        admin::create_task, admin::update_task, admin::get_task, admin::list_tasks,
+        admin::list_revisions, admin::get_revision, admin::approval, admin::run_task,
+        admin::get_instance, admin::cancel_instance, admin::rerun_node, admin::output,
+        vault::list_credentials, vault::create_credential, vault::get_credential, vault::update_credential,
+        vault::transfer_credential, vault::delete_credential,
+        vault::list_values, vault::create_values, vault::update_value, vault::delete_value,
+        vault::list_lockers, vault::list_lockers_advanced, vault::create_locker, vault::get_locker,
+        vault::update_locker, vault::delete_locker, vault::list_consumers, vault::add_consumer,
+        vault::remove_consumer, vault::list_members, vault::set_member, vault::remove_member,
+        vault::add_locker_credential, vault::list_locker_credentials, vault::remove_locker_credential,
+        vault::get_mode, vault::set_mode, vault::get_key_status, vault::apply_key,
+        vault::vault_status, vault::vault_unseal, vault::rotate_data_key, vault::change_master_key,
+        dbsafer::list_policies, dbsafer::get_policy, dbsafer::create_policy, dbsafer::update_policy,
+        dbsafer::delete_policy, dbsafer::lock_policies, dbsafer::unlock_policies,
+        admin::db::create_target, admin::db::list_targets, admin::db::get_target, admin::db::delete_target,
+        admin::db::create_account, admin::db::list_accounts, admin::db::delete_account,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("x_authorization" = [])),
@@ -28,7 +53,15 @@ use crate::{admin, mdrm, opmate, vault};
         (name = "audit", description = "The hash-chained audit log (Auditor)"),
         (name = "mdrm", description = "MDRM-compatible API"),
         (name = "opmate", description = "OPMATE-compatible API"),
+        (name = "workflows", description = "Workflow definitions: versioned, grouped, JSON or YAML (docs/workflows.md)"),
+        (name = "executions", description = "Workflow executions: steps, control, approval decisions, the transition log"),
+        (name = "agents", description = "Agent enrolment and the agents' WebSocket"),
+        (name = "nodes", description = "Nodes (machines running haechi agent)"),
+        (name = "tasks", description = "Tasks, revisions, approval, task instances and their output"),
         (name = "vault", description = "Control Room credential vault-compatible API"),
+        (name = "dbsafer", description = "DBSAFER-compatible access-policy API (DB Policy Admin)"),
+        (name = "db", description = "Database targets and accounts behind the gateway (DB Policy Admin)"),
+        (name = "vault-admin", description = "Vault administration: status, unseal, data key rotation, master key change"),
     )
 )]
 pub struct ApiDoc;

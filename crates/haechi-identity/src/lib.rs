@@ -158,6 +158,10 @@ pub struct Identity {
     cache: RwLock<HashMap<String, Arc<CachedToken>>>,
 }
 
+/// The token cache is swept of expired entries whenever it grows to a power of two this size
+/// or above.
+const CACHE_SWEEP_AT: usize = 1024;
+
 /// How often (ms) a token's last use is written back to the store, at most (and at least four
 /// times per idle window, so another server reading it never sees a busy token as idle).
 const LAST_USED_PERSIST_MS: i64 = 30_000;
@@ -345,10 +349,15 @@ impl Identity {
                         Ordering::Relaxed,
                     );
                 }
-                self.cache
-                    .write()
-                    .map_err(Error::internal)?
-                    .insert(hash.clone(), fresh.clone());
+                let mut cache = self.cache.write().map_err(Error::internal)?;
+                if cache.len() >= CACHE_SWEEP_AT && cache.len().is_power_of_two() {
+                    // Tokens that are never presented again would otherwise stay forever.
+                    let idle_ms = self.cfg.token_idle_secs as i64 * 1000;
+                    cache.retain(|_, e| {
+                        now < e.expires_at && now - e.last_used.load(Ordering::Relaxed) <= idle_ms
+                    });
+                }
+                cache.insert(hash.clone(), fresh.clone());
                 fresh
             }
         };

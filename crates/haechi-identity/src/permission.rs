@@ -155,8 +155,8 @@ pub fn builtin_roles() -> Vec<(&'static str, &'static str, Vec<Permission>)> {
         ),
         (
             "Workflow Operator",
-            "List, execute and control workflows; view nodes and task results",
-            vec![WorkflowView, WorkflowExecute, WorkflowControl, NodeView],
+            "List, execute and control workflows; view nodes and task results; start and re-run tasks",
+            vec![WorkflowView, WorkflowExecute, WorkflowControl, NodeView, TaskExecute],
         ),
         (
             "Task Developer",

@@ -194,9 +194,9 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match &self.pools {
-            // IMMEDIATE takes the write lock up front (waiting under busy_timeout), so a
-            // transaction that reads before it writes cannot fail on a stale WAL snapshot when
-            // another process wrote in between.
+            // IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies; a deferred
+            // transaction that reads first fails at once (SQLITE_BUSY) if another process wrote
+            // in between (the sqlite3 tool on a live store, say).
             Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
             Pools::Postgres(p) => Tx::Postgres(p.begin().await?),
         })

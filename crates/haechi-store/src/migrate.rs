@@ -28,7 +28,13 @@ macro_rules! migration {
 }
 
 /// Every migration, oldest first. Add new ones at the end; never edit an applied one.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_identity_audit")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_identity_audit"),
+    migration!(2, "0002_vault"),
+    migration!(3, "0003_exec"),
+    migration!(5, "0005_dbgate"),
+    migration!(4, "0004_workflow"),
+];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"
 

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use haechi_exec::{AgentsConfig, TasksConfig};
 use haechi_identity::IdentityConfig;
+use haechi_workflow::WorkflowConfig;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{self, Deserializer, Visitor};
@@ -104,6 +106,12 @@ pub struct Config {
     pub mysql_gateway: Option<String>,
     /// Identity settings: lockout, inactivity, token lifetimes, password hashing cost.
     pub identity: IdentityConfig,
+    /// Agents and nodes: heartbeats, the LOST grace, output cap, the local agent.
+    pub agents: AgentsConfig,
+    /// Tasks: approval, default timeout, schedules.
+    pub tasks: TasksConfig,
+    /// Workflows: the sync wait of MDRM execute, leases between servers, http step defaults.
+    pub workflow: WorkflowConfig,
     /// Where each value came from (filled by [`Config::load`]; empty means all defaults).
     #[serde(skip)]
     pub sources: Sources,
@@ -133,6 +141,9 @@ impl Default for Config {
             pg_gateway: None,
             mysql_gateway: None,
             identity: IdentityConfig::default(),
+            agents: AgentsConfig::default(),
+            tasks: TasksConfig::default(),
+            workflow: WorkflowConfig::default(),
             sources: Sources::default(),
         }
     }
@@ -401,6 +412,48 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             return Err(self.invalid("database_max_connections", 0, "must be at least 1"));
+        }
+        if self.agents.heartbeat_secs == 0 || self.agents.heartbeat_secs > 3600 {
+            return Err(self.invalid(
+                "agents.heartbeat_secs",
+                self.agents.heartbeat_secs,
+                "must be 1 to 3600",
+            ));
+        }
+        if self.agents.missed_heartbeats == 0 {
+            return Err(self.invalid("agents.missed_heartbeats", 0, "must be at least 1"));
+        }
+        if self.agents.output_cap_bytes < 1024 {
+            return Err(self.invalid(
+                "agents.output_cap_bytes",
+                self.agents.output_cap_bytes,
+                "must be at least 1024",
+            ));
+        }
+        let wf = &self.workflow;
+        if !(2..=3600).contains(&wf.lease_secs) {
+            return Err(self.invalid("workflow.lease_secs", wf.lease_secs, "must be 2 to 3600"));
+        }
+        if wf.sync_wait_secs > 86_400 {
+            return Err(self.invalid(
+                "workflow.sync_wait_secs",
+                wf.sync_wait_secs,
+                "must be at most 86400",
+            ));
+        }
+        if !(1..=86_400).contains(&wf.http_timeout_secs) {
+            return Err(self.invalid(
+                "workflow.http_timeout_secs",
+                wf.http_timeout_secs,
+                "must be 1 to 86400",
+            ));
+        }
+        if !(1..=86_400).contains(&wf.retry_max_delay_secs) {
+            return Err(self.invalid(
+                "workflow.retry_max_delay_secs",
+                wf.retry_max_delay_secs,
+                "must be 1 to 86400",
+            ));
         }
 
         if self.plain_http && !listen.ip().is_loopback() && !self.allow_plain_http_on_public_address

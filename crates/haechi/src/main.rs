@@ -1,9 +1,13 @@
 //! `haechi`: the server, and the client commands that talk to it.
 
+mod agent;
 mod client;
 mod config;
 mod server;
+mod tasks_cli;
 mod tls;
+mod vault_cli;
+mod wf_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +57,24 @@ enum Command {
     /// Show or explain the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run an agent on this node: it dials out to the server and runs the tasks it is sent.
+    Agent(agent::AgentArgs),
+    /// Manage and run tasks.
+    #[command(subcommand)]
+    Task(tasks_cli::TaskCmd),
+    /// Manage nodes and enrolment tokens.
+    #[command(subcommand)]
+    Node(tasks_cli::NodeCmd),
+    /// Administer the credential vault: status, unseal, data key rotation, master key change
+    /// (needs vault.settings).
+    #[command(subcommand)]
+    Vault(vault_cli::VaultCmd),
+    /// Manage and run workflows (MDRM runbooks) and their executions.
+    #[command(subcommand)]
+    Wf(wf_cli::WfCmd),
+    /// (internal) Become an OS user and run a program; the agent's user switch.
+    #[command(name = "agent-exec-as", hide = true)]
+    AgentExecAs(agent::ExecAsArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +100,9 @@ struct ServerArgs {
     /// Stop when standard input closes (for supervisors and test harnesses).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// Do not start the local agent (configuration: agents.local_agent).
+    #[arg(long)]
+    no_local_agent: bool,
 }
 
 #[derive(Args)]
@@ -220,6 +245,10 @@ enum ConfigCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::AgentExecAs(a) = &cli.command {
+        // The agent's user switch: no runtime, straight to exec.
+        return agent::exec_as(a);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -242,8 +271,10 @@ fn main() -> ExitCode {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         builder.json().init();
@@ -263,7 +294,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 pg_gateway: a.pg_gateway,
                 mysql_gateway: a.mysql_gateway,
             };
-            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            if a.no_local_agent {
+                cfg.agents.local_agent = false;
+            }
             init_logging(&cfg);
             server::run(
                 cfg,
@@ -298,6 +332,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", cfg.explain());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(a) => agent::run(a).await,
+        Command::Task(cmd) => tasks_cli::task(cmd).await,
+        Command::Node(cmd) => tasks_cli::node(cmd).await,
+        Command::Vault(cmd) => vault_cli::vault(cmd).await,
+        Command::Wf(cmd) => wf_cli::wf(cmd).await,
+        Command::AgentExecAs(a) => Ok(agent::exec_as(&a)),
     }
 }
 
@@ -343,7 +383,10 @@ async fn login(a: LoginArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    use std::io::Write;
+    // A closed pipe (`haechi user list | head`) is not an error worth a panic.
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 fn path_segment(s: &str) -> String {

@@ -21,9 +21,6 @@ pub struct RunOptions {
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
-    if let Some(addr) = cfg.pg_gateway_addr().or(cfg.mysql_gateway_addr()) {
-        bail!("a database gateway is configured ({addr}), but this build of Haechi has no database gateway yet");
-    }
     create_private_dir(&cfg.data_dir)?;
     let store = Store::open(&store_options(&cfg))
         .await
@@ -42,7 +39,52 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
 
+    let vault = Arc::new(
+        haechi_vault::Vault::open(
+            store.clone(),
+            haechi_vault::VaultOptions {
+                data_dir: cfg.data_dir.clone(),
+                master_key: cfg.vault_master_key.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("vault: {e}"))?,
+    );
+
+    let exec = haechi_exec::Exec::start(
+        store.clone(),
+        haechi_exec::ExecConfig {
+            agents: cfg.agents.clone(),
+            tasks: cfg.tasks.clone(),
+            utc_offset_secs: cfg.utc_offset_secs(),
+        },
+    );
+
+    let workflows = haechi_workflow::Workflows::start(haechi_workflow::Options {
+        store: store.clone(),
+        identity: identity.clone(),
+        tasks: Arc::new(haechi_workflow::ExecTasks(exec.clone())),
+        config: cfg.workflow.clone(),
+        utc_offset_secs: cfg.utc_offset_secs(),
+        data_dir: cfg.data_dir.clone(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
+
+    let dbgate = haechi_dbgate::DbGate::open(
+        store.clone(),
+        identity.clone(),
+        vault.clone(),
+        haechi_dbgate::DbGateConfig {
+            utc_offset_secs: cfg.utc_offset_secs(),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("database gateway: {e}"))?;
+
     let listen: SocketAddr = cfg.listen_addr();
+    let mut own_fingerprint = None;
     let tls = if cfg.plain_http {
         None
     } else {
@@ -52,6 +94,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             &cfg.data_dir,
         )?;
         println!("haechi: TLS certificate SHA-256 fingerprint: {fingerprint}");
+        own_fingerprint = Some(fingerprint);
         Some(tls)
     };
     let listener = TcpListener::bind(listen)
@@ -62,6 +105,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let state = AppState::new(Services {
         store: store.clone(),
         identity,
+        exec: exec.clone(),
+        vault: vault.clone(),
+        dbgate: dbgate.clone(),
+        workflows: workflows.clone(),
         http: HttpConfig {
             max_body_bytes: cfg.max_body_bytes,
             trusted_proxies: cfg.trusted_proxy_nets(),
@@ -72,7 +119,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let router = haechi_http::router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("haechi: listening on {scheme}://{bound}");
+    let (stop_gateways, gateways_stopped) = tokio::sync::watch::channel(false);
+    let gateways = start_gateways(&cfg, &dbgate, tls.clone(), &gateways_stopped).await?;
     tracing::info!(%bound, store = ?store.backend(), "serving");
+    let local_agent = if cfg.agents.local_agent {
+        crate::agent::start_local(&cfg, &exec, bound, own_fingerprint.as_deref()).await
+    } else {
+        None
+    };
 
     haechi_http::serve(
         listener,
@@ -81,9 +135,65 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         shutdown_signal(opts.stop_on_stdin_eof),
     )
     .await?;
+    if let Some(agent) = local_agent {
+        agent.abort();
+    }
+    workflows.shutdown().await;
+    let _ = stop_gateways.send(true);
+    for g in gateways {
+        let _ = g.await;
+    }
+    exec.shutdown().await;
+    dbgate.shutdown().await;
+    vault.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the database gateways that are configured and serves them until `stop` turns true.
+/// Their addresses are printed once bound (tests and operators read the port from there).
+async fn start_gateways(
+    cfg: &Config,
+    dbgate: &Arc<haechi_dbgate::DbGate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    if let Some(raw) = &cfg.pg_gateway {
+        let addr = cfg
+            .pg_gateway_addr()
+            .with_context(|| format!("pg_gateway {raw:?} is not an IP:PORT"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the PostgreSQL gateway"))?;
+        println!("haechi: PostgreSQL gateway on {}", listener.local_addr()?);
+        tasks.push(tokio::spawn(haechi_dbgate::gateway::pg::serve(
+            listener,
+            dbgate.clone(),
+            tls.clone(),
+            stopped(stop.clone()),
+        )));
+    }
+    if let Some(raw) = &cfg.mysql_gateway {
+        let addr = cfg
+            .mysql_gateway_addr()
+            .with_context(|| format!("mysql_gateway {raw:?} is not an IP:PORT"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the MySQL gateway"))?;
+        println!("haechi: MySQL gateway on {}", listener.local_addr()?);
+        tasks.push(tokio::spawn(haechi_dbgate::gateway::mysql::serve(
+            listener,
+            dbgate.clone(),
+            tls,
+            stopped(stop.clone()),
+        )));
+    }
+    Ok(tasks)
 }
 
 pub fn store_options(cfg: &Config) -> StoreOptions {

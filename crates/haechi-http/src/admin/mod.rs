@@ -1,9 +1,16 @@
 //! Haechi's own admin API under `/api/v1` (CONTRACT §7): users, roles, the caller's tokens,
-//! the audit log, health and the OpenAPI document.
+//! the audit log, health and the OpenAPI document; agents, nodes, tasks and task instances.
 
+mod agents;
 mod audit;
+pub mod db;
+mod executions;
+mod nodes;
 mod roles;
+mod task_instances;
+mod tasks;
 mod users;
+mod workflows;
 
 use axum::extract::State;
 use axum::routing::{delete, get, post, put};
@@ -14,9 +21,15 @@ use crate::error::ApiResult;
 use crate::extract::Caller;
 use crate::AppState;
 
+pub use agents::*;
 pub use audit::*;
+pub use executions::*;
+pub use nodes::*;
 pub use roles::*;
+pub use task_instances::*;
+pub use tasks::*;
 pub use users::*;
+pub use workflows::*;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -57,6 +70,99 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens/{id}", delete(users::revoke_token))
         .route("/api/v1/audit", get(audit::list_audit))
         .route("/api/v1/audit/verify", get(audit::verify_audit))
+        .merge(exec_routes())
+        .merge(workflow_routes())
+}
+
+/// Workflow definitions and their executions (the workflow engine).
+fn workflow_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/workflows",
+            get(workflows::list_workflows).post(workflows::create_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{id}",
+            get(workflows::get_workflow)
+                .put(workflows::update_workflow)
+                .delete(workflows::delete_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions",
+            get(workflows::list_versions),
+        )
+        .route(
+            "/api/v1/workflows/{id}/executions",
+            post(workflows::start_execution),
+        )
+        .route("/api/v1/executions", get(executions::list_executions))
+        .route(
+            "/api/v1/executions/{execution_id}",
+            get(executions::get_execution),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/control",
+            post(executions::control_execution),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/events",
+            get(executions::execution_events),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/steps/{name}/decision",
+            post(executions::decide_step),
+        )
+}
+
+/// Agents, nodes, tasks and task instances (the execution engine).
+fn exec_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/agents/enrollment-tokens",
+            post(agents::create_enrollment_token),
+        )
+        .route("/api/v1/agents/enroll", post(agents::enroll))
+        .route("/api/v1/agents/connect", get(agents::connect))
+        .route("/api/v1/nodes", get(nodes::list_nodes))
+        .route(
+            "/api/v1/nodes/{node_id}",
+            get(nodes::get_node).patch(nodes::update_node),
+        )
+        .route("/api/v1/nodes/{node_id}/revoke", post(nodes::revoke_node))
+        .route(
+            "/api/v1/tasks",
+            get(tasks::list_tasks).post(tasks::create_task),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}",
+            get(tasks::get_task).put(tasks::update_task),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}/revisions",
+            get(tasks::list_revisions),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}/revisions/{revision_no}",
+            get(tasks::get_revision),
+        )
+        .route("/api/v1/tasks/{task_id}/approval", post(tasks::approval))
+        .route("/api/v1/tasks/{task_id}/instances", post(tasks::run_task))
+        .route(
+            "/api/v1/task-instances/{instance_no}",
+            get(task_instances::get_instance),
+        )
+        .route(
+            "/api/v1/task-instances/{instance_no}/cancel",
+            post(task_instances::cancel_instance),
+        )
+        .route(
+            "/api/v1/task-instances/{instance_no}/nodes/{node_id}/rerun",
+            post(task_instances::rerun_node),
+        )
+        .route(
+            "/api/v1/task-instances/{instance_no}/nodes/{node_id}/output",
+            get(task_instances::output),
+        )
 }
 
 /// `GET /api/v1/health`.

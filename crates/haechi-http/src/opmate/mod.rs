@@ -1,8 +1,22 @@
-//! OPMATE (CONTRACT §3): login. Node, task and instance routes join this module with the
-//! agent engine.
+//! OPMATE (CONTRACT §3): login, nodes, tasks and task instances, in OPMATE's own shapes
+//! (`resultCode`/`resultMsg` envelopes, `YYYYMMDDHHMMSS` dates in the server's time zone,
+//! `encbase64out`). The engine behind them is `haechi-exec`; this module only translates.
+//!
+//! `wire.rs` holds the shared translation helpers; one file per resource: `nodes.rs`,
+//! `tasks.rs`, `instances.rs`.
+
+mod instances;
+mod nodes;
+mod tasks;
+mod wire;
+
+pub use instances::*;
+pub use nodes::*;
+pub use tasks::*;
+pub use wire::flag as flag_filter;
 
 use axum::extract::{Path, State};
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -13,7 +27,22 @@ use crate::extract::{ClientIp, FormOrJson};
 use crate::{metrics, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/opmate/user/{user_id}/login", post(login))
+    Router::new()
+        .route("/opmate/user/{user_id}/login", post(login))
+        .route("/opmate/node", get(nodes::list_nodes))
+        .route("/opmate/task", get(tasks::list_tasks))
+        .route(
+            "/opmate/task/{task_id}/instance",
+            post(instances::create_instance).get(instances::list_instances),
+        )
+        .route(
+            "/opmate/taskinstance/{instance_no}/node",
+            get(instances::list_instance_nodes),
+        )
+        .route(
+            "/opmate/taskinstance/{instance_no}/node/{node_id}",
+            put(instances::rerun_node).get(instances::get_instance_node),
+        )
 }
 
 /// `POST /opmate/user/{user_id}/login` body.

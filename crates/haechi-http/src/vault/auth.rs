@@ -1,10 +1,7 @@
-//! Control Room credential vault (CONTRACT §5): authentication. The `/v2/credentialvault`
-//! routes join this module with the vault engine.
+//! Control Room login and logout (`/v1/authentication`): the same token as every family.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,12 +9,6 @@ use serde_json::json;
 use crate::error::ApiResult;
 use crate::extract::{Caller, ClientIp, Json};
 use crate::{metrics, AppState};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/authentication", post(login))
-        .route("/v1/authentication/logout", post(logout))
-}
 
 /// `POST /v1/authentication` body (the product's own example misspells `username` as
 /// `usename`; both are accepted).

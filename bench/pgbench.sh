@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# PostgreSQL through the Haechi gateway vs direct vs PgBouncer, in one run.
+#
+#   bench/pgbench.sh      # builds, sets up, measures, cleans up
+#
+# 1. A throwaway database `haechi_bench_<pid>` on 127.0.0.1:5432 with `pgbench -i -s $SCALE`,
+#    owned by a throwaway role with a password.
+# 2. PgBouncer (Debian package) in transaction pooling mode in front of it.
+# 3. A release `haechi server` with the PostgreSQL gateway; the role's password in the vault,
+#    a target, an account and a policy granting SELECT to the bench user.
+# 4. `pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION` against each (plain TCP on loopback for
+#    all three, so the comparison is the proxies, not TLS), and at one client with per-transaction
+#    latencies logged for the p50 each adds.
+# 5. The gateway's memory while streaming 1,000,000 rows through psql.
+# Every statement through the gateway is parsed (pg_query), checked and audited.
+#
+# Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCALE="${SCALE:-10}"
+CLIENTS="${CLIENTS:-10}"
+THREADS="${THREADS:-2}"
+DURATION="${DURATION:-20}"
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432/test}"
+ADMIN_PASSWORD="bench-Admin-Pass-1234"
+RUN="haechi_bench_$$"
+DBPW="bench-db-$RANDOM$RANDOM"
+
+say() { printf '\n=== %s\n' "$*" >&2; }
+
+missing=()
+command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing tools: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+PGBOUNCER="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "cargo build --release -p haechi"
+  cargo build --release -p haechi
+fi
+BIN="$PWD/target/release/haechi"
+
+WORK="$(mktemp -d -t haechi-pgbench.XXXXXX)"
+chmod 755 "$WORK"
+SERVER_PID=""
+BOUNCER_PID=""
+cleanup() {
+  exec 3>&- 2>/dev/null || true
+  [ -n "$SERVER_PID" ] && { sleep 1; kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+  [ -n "$BOUNCER_PID" ] && { kill "$BOUNCER_PID" 2>/dev/null || true; }
+  psql "$PGURL" -qtAc "DROP DATABASE IF EXISTS $RUN WITH (FORCE)" >/dev/null 2>&1 || true
+  psql "$PGURL" -qtAc "DROP ROLE IF EXISTS $RUN" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "database $RUN (pgbench scale $SCALE)"
+psql "$PGURL" -qtAc "SET password_encryption = 'scram-sha-256'; CREATE ROLE $RUN LOGIN PASSWORD '$DBPW'" >/dev/null
+psql "$PGURL" -qtAc "CREATE DATABASE $RUN OWNER $RUN" >/dev/null
+PGPASSWORD="$DBPW" pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p 5432 -U "$RUN" "$RUN" >/dev/null 2>&1
+
+say "PgBouncer (transaction pooling)"
+BPORT=$((20000 + RANDOM % 10000))
+cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+$RUN = host=127.0.0.1 port=5432 dbname=$RUN user=$RUN password=$DBPW
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BPORT
+auth_type = trust
+auth_file = $WORK/users.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 1000
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+EOF
+echo "\"$RUN\" \"$DBPW\"" >"$WORK/users.txt"
+chmod 644 "$WORK"/pgbouncer.ini "$WORK"/users.txt
+touch "$WORK/pgbouncer.log" && chmod 666 "$WORK/pgbouncer.log"
+if [ "$(id -u)" = 0 ]; then
+  "$PGBOUNCER" -u postgres "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+else
+  "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+fi
+BOUNCER_PID=$!
+sleep 1
+
+say "haechi server with the PostgreSQL gateway"
+GPORT=$((30000 + RANDOM % 10000))
+mkfifo "$WORK/stdin"
+env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
+  "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --pg-gateway "127.0.0.1:$GPORT" --stop-on-stdin-eof \
+  <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+exec 3>"$WORK/stdin"
+BASE=""
+for _ in $(seq 1 600); do
+  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
+  [ -n "$BASE" ] && grep -q "PostgreSQL gateway on" "$WORK/server.log" && break
+  sleep 0.1
+done
+[ -n "$BASE" ] || { cat "$WORK/server.log" >&2; exit 1; }
+TOKEN="$(curl -fsSk -H 'Content-Type: application/json' -d "{\"user_id\":\"admin\",\"pwd\":\"$ADMIN_PASSWORD\"}" "$BASE/api/v1/auth" | grep -o 'hct_[A-Za-z0-9_-]*' | head -n1)"
+api() { curl -fsSk -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+CRED="$(api -d '{"name":"bench-pg","attributes":[{"name":"password","userProvided":false,"masked":true}]}' "$BASE/v2/credentialvault/credentials")"
+CRED_ID="$(echo "$CRED" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')"
+ATTR_ID="$(echo "$CRED" | sed -n 's/.*"attributes":\[{"id":\([0-9]*\).*/\1/p')"
+api -d "[{\"credentialAttributeId\":$ATTR_ID,\"value\":\"$DBPW\"}]" "$BASE/v2/credentialvault/credentials/$CRED_ID/attributevalues" >/dev/null
+api -d "{\"name\":\"bench\",\"kind\":\"postgres\",\"host\":\"127.0.0.1\",\"port\":5432,\"database\":\"$RUN\"}" "$BASE/api/v1/db/targets" >/dev/null
+api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password\"}" "$BASE/api/v1/db/targets/bench/accounts" >/dev/null
+api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":5432,\"sqlPrivileges\":[\"SELECT\"]}" \
+  "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
+
+# name host port user password dbname
+run_pgbench() {
+  local name=$1 port=$2 user=$3 pw=$4 db=$5
+  PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$port" -U "$user" "$db" 2>&1 |
+    sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p'
+}
+p50_one_client() {
+  local port=$1 user=$2 pw=$3 db=$4 prefix="$WORK/lat_$1"
+  (cd "$WORK" && PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c 1 -j 1 -T 10 -l --log-prefix="$prefix" \
+    -h 127.0.0.1 -p "$port" -U "$user" "$db" >/dev/null 2>&1)
+  cat "$prefix".* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]}'
+}
+
+say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION"
+DIRECT=$(run_pgbench direct 5432 "$RUN" "$DBPW" "$RUN")
+BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN")
+GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+say "one client, p50 latency"
+P50_DIRECT=$(p50_one_client 5432 "$RUN" "$DBPW" "$RUN")
+P50_GATEWAY=$(p50_one_client "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+
+say "memory while streaming 1,000,000 rows through the gateway"
+RSS_BEFORE=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
+PGSSLMODE=disable PGPASSWORD="$ADMIN_PASSWORD" psql -X -At -h 127.0.0.1 -p "$GPORT" -U "admin@$RUN" bench \
+  -c "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g" >/dev/null
+RSS_PEAK=$(awk '/VmHWM/ {print $2}' /proc/$SERVER_PID/status)
+
+cat <<EOF
+
+== pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, same run ==
+direct      $DIRECT tps
+pgbouncer   $BOUNCER tps   (transaction pooling)
+gateway     $GATEWAY tps   (every statement parsed, checked, audited)
+gateway / direct    $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
+gateway / pgbouncer $(awk -v g="$GATEWAY" -v b="$BOUNCER" 'BEGIN {printf "%.2f", g/b}')   (goal >= 1.00)
+one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
+gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
+EOF

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# MariaDB through the Haechi gateway vs direct, in one run: sysbench oltp_read_only, then the
+# gateway's memory with 500 idle client connections.
+#
+#   bench/sysbench.sh
+#
+# A throwaway database and user (with a password) on 127.0.0.1:3306, `sysbench oltp_read_only
+# prepare`, a release `haechi server` with the MySQL gateway (the password in the vault, a
+# target, an account, a policy granting SELECT, BEGIN, COMMIT), then `sysbench oltp_read_only
+# run` direct and through the gateway (plain TCP on loopback for both). Every statement through
+# the gateway is lexed, parsed, checked and audited (sysbench uses server-side prepared
+# statements: checked at COM_STMT_PREPARE and again at each COM_STMT_EXECUTE).
+#
+# Tunables: TABLES=4 TABLE_SIZE=100000 THREADS=10 DURATION=20 IDLE=500 SKIP_BUILD=
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TABLES="${TABLES:-4}"
+TABLE_SIZE="${TABLE_SIZE:-100000}"
+THREADS="${THREADS:-10}"
+DURATION="${DURATION:-20}"
+IDLE="${IDLE:-500}"
+ADMIN_PASSWORD="bench-Admin-Pass-1234"
+RUN="hbench_$$"
+DBPW="bench-db-$RANDOM$RANDOM"
+
+say() { printf '\n=== %s\n' "$*" >&2; }
+my() { mariadb -h 127.0.0.1 -P 3306 -u root -N -B -e "$1"; }
+
+missing=()
+command -v sysbench >/dev/null || missing+=(sysbench)
+command -v mariadb >/dev/null || missing+=(mariadb-client)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing tools: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "cargo build --release -p haechi"
+  cargo build --release -p haechi
+fi
+BIN="$PWD/target/release/haechi"
+
+WORK="$(mktemp -d -t haechi-sysbench.XXXXXX)"
+SERVER_PID=""
+OLD_MAX="$(my 'SELECT @@GLOBAL.max_connections')"
+cleanup() {
+  exec 3>&- 2>/dev/null || true
+  [ -n "$SERVER_PID" ] && { sleep 1; kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+  my "SET GLOBAL max_connections = $OLD_MAX; DROP DATABASE IF EXISTS $RUN; DROP USER IF EXISTS '$RUN'@'%'" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "database $RUN ($TABLES tables x $TABLE_SIZE rows)"
+my "CREATE DATABASE $RUN; CREATE USER '$RUN'@'%' IDENTIFIED BY '$DBPW'; GRANT ALL ON $RUN.* TO '$RUN'@'%'"
+SB=(sysbench oltp_read_only --db-driver=mysql --mysql-ssl=off --tables="$TABLES" --table-size="$TABLE_SIZE")
+"${SB[@]}" --mysql-host=127.0.0.1 --mysql-port=3306 --mysql-user="$RUN" --mysql-password="$DBPW" --mysql-db="$RUN" prepare >/dev/null
+
+say "haechi server with the MySQL gateway"
+GPORT=$((30000 + RANDOM % 10000))
+mkfifo "$WORK/stdin"
+env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
+  "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --mysql-gateway "127.0.0.1:$GPORT" --stop-on-stdin-eof \
+  <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+exec 3>"$WORK/stdin"
+BASE=""
+for _ in $(seq 1 600); do
+  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
+  [ -n "$BASE" ] && grep -q "MySQL gateway on" "$WORK/server.log" && break
+  sleep 0.1
+done
+[ -n "$BASE" ] || { cat "$WORK/server.log" >&2; exit 1; }
+TOKEN="$(curl -fsSk -H 'Content-Type: application/json' -d "{\"user_id\":\"admin\",\"pwd\":\"$ADMIN_PASSWORD\"}" "$BASE/api/v1/auth" | grep -o 'hct_[A-Za-z0-9_-]*' | head -n1)"
+api() { curl -fsSk -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+CRED="$(api -d '{"name":"bench-my","attributes":[{"name":"password","userProvided":false,"masked":true}]}' "$BASE/v2/credentialvault/credentials")"
+CRED_ID="$(echo "$CRED" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')"
+ATTR_ID="$(echo "$CRED" | sed -n 's/.*"attributes":\[{"id":\([0-9]*\).*/\1/p')"
+api -d "[{\"credentialAttributeId\":$ATTR_ID,\"value\":\"$DBPW\"}]" "$BASE/v2/credentialvault/credentials/$CRED_ID/attributevalues" >/dev/null
+api -d "{\"name\":\"bench\",\"kind\":\"mysql\",\"host\":\"127.0.0.1\",\"port\":3306,\"database\":\"$RUN\"}" "$BASE/api/v1/db/targets" >/dev/null
+api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password\"}" "$BASE/api/v1/db/targets/bench/accounts" >/dev/null
+api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":3306,\"sqlPrivileges\":[\"SELECT\",\"BEGIN\",\"COMMIT\"]}" \
+  "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
+
+tps() {
+  "${SB[@]}" --threads="$THREADS" --time="$DURATION" --mysql-host=127.0.0.1 --mysql-port="$1" \
+    --mysql-user="$2" --mysql-password="$3" --mysql-db="$4" run 2>&1 |
+    sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.*/\1/p'
+}
+say "sysbench oltp_read_only --threads=$THREADS --time=$DURATION"
+DIRECT=$(tps 3306 "$RUN" "$DBPW" "$RUN")
+GATEWAY=$(tps "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+
+say "$IDLE idle client connections through the gateway"
+my "SET GLOBAL max_connections = $((IDLE + 100))"
+RSS_BEFORE=$(awk '/VmRSS/ {print $2}' /proc/$SERVER_PID/status)
+RSS_IDLE=$(python3 - "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench "$IDLE" "$SERVER_PID" <<'PY'
+import socket, struct, sys
+port, user, pw, db, n, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+def packet(s):
+    hdr = s.recv(4, socket.MSG_WAITALL); ln = int.from_bytes(hdr[:3], 'little')
+    return s.recv(ln, socket.MSG_WAITALL)
+socks = []
+for _ in range(n):
+    s = socket.create_connection(('127.0.0.1', port)); packet(s)
+    caps = 0x200 | 0x8000 | 0x8 | 0x80000
+    auth = pw.encode() + b'\0'
+    body = struct.pack('<IIB', caps, 16777215, 45) + b'\0' * 23 + user.encode() + b'\0' + bytes([len(auth)]) + auth + db.encode() + b'\0' + b'mysql_clear_password\0'
+    s.sendall(len(body).to_bytes(3, 'little') + b'\x01' + body)
+    assert packet(s)[0] == 0
+    socks.append(s)
+print(open(f'/proc/{pid}/status').read().split('VmRSS:')[1].split()[0])
+PY
+)
+
+cat <<EOF
+
+== sysbench oltp_read_only, $TABLES x $TABLE_SIZE rows, --threads=$THREADS --time=$DURATION, same run ==
+direct    $DIRECT tps
+gateway   $GATEWAY tps   (every statement lexed, parsed, checked, audited)
+gateway / direct   $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
+gateway RSS: $RSS_BEFORE KiB before, $RSS_IDLE KiB with $IDLE idle client connections (each with its database connection)
+EOF

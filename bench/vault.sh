@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Credential value reads by a consumer: GET /v2/credentialvault/credentials/{id}/attributevalues
+# over HTTPS against a release `haechi server` holding 10,000 credentials (SQLite store unless
+# DATABASE_URL is given).
+#
+#   bench/vault.sh            # builds, starts a throwaway server on 127.0.0.1, seeds, measures, stops it
+#
+# Seeding goes through the API (every value must be encrypted by the server): a consumer role, an
+# owner, a consumer holding the role, one locker the role consumes, then CREDENTIALS credentials,
+# each with one standard attribute and its value, put into the locker (3 requests each, sent by
+# SEED_WORKERS concurrent keep-alive connections, python3 standard library only).
+#
+# Then three wrk runs of the same shape, as the consumer, ids spread at random over all credentials:
+#   ceiling   GET /api/v1/me                                       authenticated no-op
+#   metadata  GET /v2/credentialvault/credentials/{id}             access check + credential + attributes
+#   values    GET /v2/credentialvault/credentials/{id}/attributevalues
+#             access check + values query + AES-256-GCM decryption + the audit event, committed
+#             (group commit) before the answer
+# and the ratio values / ceiling. It checks that every value read is in the audit log.
+#
+# Only 127.0.0.1 is contacted (and DATABASE_URL if given); every run has a fixed duration.
+# Tunables (environment):
+#   CREDENTIALS=10000 SEED_WORKERS=8 THREADS=2 CONNECTIONS=16 DURATION=15 WARMUP=3 SKIP_BUILD=
+#   DATABASE_URL=postgres://... (a database of its own: the script's server migrates it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CREDENTIALS="${CREDENTIALS:-10000}"
+SEED_WORKERS="${SEED_WORKERS:-8}"
+THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-16}"
+DURATION="${DURATION:-15}"
+WARMUP="${WARMUP:-3}"
+ADMIN_PASSWORD="bench-Admin-Pass-1234"
+
+say() { printf '\n=== %s\n' "$*" >&2; }
+
+# ---- tools -------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing tools: ${missing[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "cargo build --release -p haechi"
+  cargo build --release -p haechi
+fi
+BIN="$PWD/target/release/haechi"
+[ -x "$BIN" ] || { echo "no release binary at $BIN" >&2; exit 1; }
+
+# ---- server --------------------------------------------------------------------------------------
+WORK="$(mktemp -d -t haechi-vault-bench.XXXXXX)"
+SERVER_PID=""
+stop_server() {
+  exec 3>&- # closing the server's stdin stops it (--stop-on-stdin-eof)
+  if [ -n "$SERVER_PID" ]; then
+    for _ in $(seq 1 200); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      kill "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+STORE="SQLite"
+DB_ARGS=()
+if [ -n "${DATABASE_URL:-}" ]; then
+  STORE="PostgreSQL"
+  DB_ARGS=(--database-url "$DATABASE_URL")
+fi
+
+mkfifo "$WORK/stdin"
+say "starting a release server ($STORE, data dir $WORK/data, port picked by the OS)"
+env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL -u HAECHI_DATABASE_URL_FILE \
+    -u HAECHI_VAULT_MASTER_KEY -u HAECHI_VAULT_MASTER_KEY_FILE -u HAECHI_ADMIN_PASSWORD_FILE \
+    HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" HAECHI_LOG_LEVEL=warn RUST_LOG=warn \
+    "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --stop-on-stdin-eof "${DB_ARGS[@]}" \
+    <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+exec 3>"$WORK/stdin" # hold the server's stdin open until stop_server
+
+BASE=""
+for _ in $(seq 1 600); do
+  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
+  [ -n "$BASE" ] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$BASE" ]; then
+  echo "the server did not start; its output:" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+fi
+echo "server at $BASE" >&2
+
+# ---- seed ----------------------------------------------------------------------------------------
+say "seeding $CREDENTIALS credentials through the API ($SEED_WORKERS connections)"
+SEED_START=$SECONDS
+BASE="$BASE" ADMIN_PASSWORD="$ADMIN_PASSWORD" CREDENTIALS="$CREDENTIALS" SEED_WORKERS="$SEED_WORKERS" \
+  python3 - >"$WORK/seed.env" <<'PY'
+import http.client, json, os, ssl, sys, threading, urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+base = urllib.parse.urlparse(os.environ["BASE"])
+n = int(os.environ["CREDENTIALS"])
+workers = int(os.environ["SEED_WORKERS"])
+ctx = ssl._create_unverified_context()  # the throwaway server's self-signed certificate
+local = threading.local()
+
+def call(method, path, body=None, token=None, expect=(200, 201, 204)):
+    conn = getattr(local, "conn", None)
+    if conn is None:
+        conn = local.conn = http.client.HTTPSConnection(base.hostname, base.port, context=ctx, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+    res = conn.getresponse()
+    data = res.read()
+    if res.status not in expect:
+        sys.exit(f"{method} {path}: HTTP {res.status} {data[:300]!r}")
+    return json.loads(data) if data else None
+
+def login(user, password):
+    return call("POST", "/api/v1/auth", {"user_id": user, "pwd": password})["token"].split(" ", 1)[1]
+
+admin = login("admin", os.environ["ADMIN_PASSWORD"])
+role = call("POST", "/api/v1/roles", {"name": "bench-consumers", "permissions": ["vault.use"]}, admin)
+for user, roles in (("bench-owner", ["Vault User"]), ("bench-consumer", ["Vault User", "bench-consumers"])):
+    call("POST", "/api/v1/users", {"user_id": user, "name": user, "password": "bench-Pass-" + user,
+                                   "kind": "api", "roles": roles}, admin)
+owner = login("bench-owner", "bench-Pass-bench-owner")
+consumer = login("bench-consumer", "bench-Pass-bench-consumer")
+locker = call("POST", "/v2/credentialvault/lockers", {"name": "bench-locker"}, owner)["id"]
+call("PUT", f"/v2/credentialvault/lockers/{locker}/consumers", {"id": role["id"]}, owner)
+
+def seed(i):
+    c = call("POST", "/v2/credentialvault/credentials",
+             {"name": f"bench-{i:05d}", "attributes": [{"name": "password", "userProvided": False, "masked": True}]},
+             owner)
+    cid, aid = c["id"], c["attributes"][0]["id"]
+    call("POST", f"/v2/credentialvault/credentials/{cid}/attributevalues",
+         [{"credentialAttributeId": aid, "value": f"bench-secret-{cid}"}], owner)
+    call("PUT", f"/v2/credentialvault/lockers/{locker}/credentials/{cid}", None, owner)
+    return cid
+
+with ThreadPoolExecutor(workers) as pool:
+    ids = sorted(pool.map(seed, range(n)))
+if ids != list(range(ids[0], ids[0] + n)):
+    sys.exit("credential ids are not contiguous; the read script draws ids from a range")
+auditor = "bench-auditor"
+call("POST", "/api/v1/users", {"user_id": auditor, "name": auditor, "password": "bench-Pass-" + auditor,
+                               "kind": "api", "roles": ["Auditor"]}, admin)
+print(f"FIRST={ids[0]} LAST={ids[-1]} CONSUMER_TOKEN={consumer} "
+      f"AUDITOR_TOKEN={login(auditor, 'bench-Pass-' + auditor)}")
+PY
+# shellcheck disable=SC1091
+. "$WORK/seed.env"
+SEED_SECS=$((SECONDS - SEED_START))
+echo "seeded credentials $FIRST..$LAST in ${SEED_SECS}s" >&2
+
+AUTH="Authorization: Bearer $CONSUMER_TOKEN"
+# Spot check: the consumer reads the right values.
+for id in "$FIRST" "$LAST" $(( (FIRST + LAST) / 2 )); do
+  got="$(curl -fsSk -H "$AUTH" "$BASE/v2/credentialvault/credentials/$id/attributevalues")"
+  case "$got" in
+    *"\"value\":\"bench-secret-$id\""*) ;;
+    *) echo "credential $id: unexpected answer $got" >&2; exit 1 ;;
+  esac
+done
+
+audited_reads() {
+  curl -fsSk -H "Authorization: Bearer $AUDITOR_TOKEN" \
+    "$BASE/api/v1/audit?action=credential.value.read&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'
+}
+
+# ---- throughput ----------------------------------------------------------------------------------
+cat >"$WORK/ids.lua" <<'LUA'
+-- Spreads requests over every seeded credential: FIRST..LAST, SUFFIX after the id.
+local first, last = tonumber(os.getenv("FIRST")), tonumber(os.getenv("LAST"))
+local suffix = os.getenv("SUFFIX") or ""
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + seed)
+end
+function request()
+  return wrk.format("GET", "/v2/credentialvault/credentials/" .. math.random(first, last) .. suffix)
+end
+LUA
+
+# Latency value from wrk ("812.00us", "1.23ms", "1.02s") in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n = n * 60000; else if (v ~ /s$/) n = n * 1000
+    printf "%.2f", n }'
+}
+
+# run_wrk NAME PATH [SCRIPT_SUFFIX]: prints "rps p50_ms p99_ms errors requests" on stdout, wrk's
+# report on stderr. With a suffix the path comes from ids.lua (random credential id + suffix).
+run_wrk() {
+  local name="$1" path="$2" suffix="${3-}"
+  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency -H "$AUTH")
+  [ -n "${3+set}" ] && args+=(-s "$WORK/ids.lua")
+  FIRST="$FIRST" LAST="$LAST" SUFFIX="$suffix" wrk "${args[@]}" -d"${WARMUP}s" "$BASE$path" >"$WORK/warm-$name.txt"
+  say "wrk $name: GET $path$suffix, $THREADS threads, $CONNECTIONS connections, ${DURATION}s"
+  FIRST="$FIRST" LAST="$LAST" SUFFIX="$suffix" wrk "${args[@]}" -d"${DURATION}s" "$BASE$path" >"$WORK/wrk-$name.txt"
+  sed 's/^/  /' "$WORK/wrk-$name.txt" >&2
+  local rps p50 p99 bad errors total
+  rps="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$WORK/wrk-$name.txt")"
+  p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$name.txt")")"
+  p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$name.txt")")"
+  bad="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}')"
+  errors="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/Socket errors:/ {gsub(/,/, ""); s += $4 + $6 + $8 + $10} END {print s + 0}')"
+  total="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/requests in/ {s += $1} END {print s + 0}')"
+  echo "$rps $p50 $p99 $(( bad + errors )) $total"
+}
+
+LOAD_BEFORE="$(cut -d" " -f1-3 /proc/loadavg)" # other work on the machine skews the figures
+read -r C_RPS C_P50 C_P99 C_ERR _ < <(run_wrk ceiling /api/v1/me)
+read -r M_RPS M_P50 M_P99 M_ERR _ < <(run_wrk metadata /v2/credentialvault/credentials/1 "")
+AUDIT_BEFORE="$(audited_reads)"
+read -r V_RPS V_P50 V_P99 V_ERR V_TOTAL < <(run_wrk values /v2/credentialvault/credentials/1/attributevalues /attributevalues)
+sleep 1 # requests still in flight when wrk stopped finish (and are audited) on the server
+AUDIT_AFTER="$(audited_reads)"
+AUDITED=$((AUDIT_AFTER - AUDIT_BEFORE))
+RATIO="$(awk -v a="$V_RPS" -v h="$C_RPS" 'BEGIN { printf "%.2f", (h > 0 ? a / h : 0) }')"
+DB_SIZE="$(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
+
+stop_server
+if grep -q "bench-secret-" "$WORK/server.log"; then
+  echo "a value reached the server log" >&2
+  exit 1
+fi
+
+# ---- summary -------------------------------------------------------------------------------------
+verdict="$(awk -v r="$V_RPS" -v p="$V_P99" 'BEGIN { print ((r >= 10000 && p < 5) ? "met" : "NOT met") }')"
+CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
+cat <<SUMMARY
+
+==================== haechi bench/vault.sh summary ====================
+date            $(date -u +%Y-%m-%dT%H:%MZ)
+machine         $(nproc) CPUs${CPU:+, $CPU}; wrk and the server share them
+server          release build, $STORE, HTTPS (self-signed), 127.0.0.1, Express mode
+data            $CREDENTIALS credentials in one locker, one encrypted value each (seeded in ${SEED_SECS}s; data dir $DB_SIZE)
+load average    ${LOAD_BEFORE} (1/5/15 min, before the wrk runs)
+wrk             $THREADS threads, $CONNECTIONS connections, ${DURATION}s (after ${WARMUP}s warm-up), random ids
+GET /api/v1/me (ceiling)              ${C_RPS} req/s  p50 ${C_P50} ms  p99 ${C_P99} ms  errors ${C_ERR}
+GET .../credentials/{id} (metadata)   ${M_RPS} req/s  p50 ${M_P50} ms  p99 ${M_P99} ms  errors ${M_ERR}
+GET .../{id}/attributevalues (values) ${V_RPS} req/s  p50 ${V_P50} ms  p99 ${V_P99} ms  errors ${V_ERR}
+values / ceiling                      ${RATIO}
+value reads audited                   ${AUDITED} events for ${V_TOTAL} answers wrk read (warm-up included)
+goal (>= 10000 value reads/s, p99 < 5 ms): ${verdict}
+=======================================================================
+SUMMARY
+
+status=0
+if [ "$C_ERR" != 0 ] || [ "$M_ERR" != 0 ] || [ "$V_ERR" != 0 ]; then
+  echo "warning: some requests failed (non-2xx or socket errors); the figures above are not valid" >&2
+  status=1
+fi
+# wrk counts the answers it read; requests in flight when it stopped were still served (and
+# audited) by the server, so up to one per connection more may be audited, never fewer.
+if [ "$AUDITED" -lt "$V_TOTAL" ] || [ "$AUDITED" -gt $((V_TOTAL + 2 * CONNECTIONS)) ]; then
+  echo "warning: $V_TOTAL value reads answered but $AUDITED audited" >&2
+  status=1
+fi
+exit $status

@@ -1,0 +1,455 @@
+//! Running one execution: the script as the task's OS user, arguments as argv (never through a
+//! shell string), in its own process group, with the timeout and cancel killing the whole group,
+//! and its output written to the journal under the per-execution cap.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{geteuid, Pid, User};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::journal::Journal;
+use crate::protocol::{Finished, Outcome, RunSpec, Stream};
+
+/// How long a killed process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long output is still read after the script exits (background children may hold the pipes).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// The PATH scripts get.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the agent switches to another OS user when it runs as root: it re-executes a helper
+/// (`program args... <user> -- <interpreter> <argv...>`) that drops to the user's uid, gid and
+/// groups, then execs the script ([`crate::exec_as`]).
+#[derive(Debug, Clone)]
+pub struct ExecHelper {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// What a running execution has produced so far.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub started_at: Option<i64>,
+    pub out: u64,
+    pub err: u64,
+    pub result: Option<Finished>,
+}
+
+/// One execution the agent holds.
+pub struct Job {
+    pub spec: RunSpec,
+    pub progress: watch::Sender<Progress>,
+    cancel: watch::Sender<bool>,
+}
+
+impl Job {
+    pub fn new(spec: RunSpec, progress: Progress) -> Arc<Job> {
+        Arc::new(Job {
+            spec,
+            progress: watch::channel(progress).0,
+            cancel: watch::channel(false).0,
+        })
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.progress.borrow().result.is_some()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The cap shared by both streams of one execution.
+struct Cap {
+    limit: u64,
+    used: u64,
+    truncated: bool,
+}
+
+/// Writes output to the journal, keeping at most the cap, and publishes the new lengths.
+struct Sink {
+    job: Arc<Job>,
+    journal: Arc<Journal>,
+    cap: Mutex<Cap>,
+}
+
+impl Sink {
+    fn write(&self, stream: Stream, data: &[u8]) {
+        let keep = {
+            let mut cap = self.cap.lock().unwrap_or_else(|p| p.into_inner());
+            if cap.truncated {
+                return;
+            }
+            let room = cap.limit.saturating_sub(cap.used);
+            if (data.len() as u64) <= room {
+                cap.used += data.len() as u64;
+                data.to_vec()
+            } else {
+                cap.truncated = true;
+                let mut kept = data[..room as usize].to_vec();
+                kept.extend_from_slice(
+                    format!("\n[haechi: output truncated: the cap of {} bytes per execution was reached]\n", cap.limit)
+                        .as_bytes(),
+                );
+                cap.used = cap.limit;
+                kept
+            }
+        };
+        if keep.is_empty() {
+            return;
+        }
+        if let Err(e) = self.journal.append(self.job.spec.exec_id, stream, &keep) {
+            tracing::error!(exec_id = self.job.spec.exec_id, "output lost: {e}");
+            return;
+        }
+        self.job.progress.send_modify(|p| match stream {
+            Stream::Out => p.out += keep.len() as u64,
+            Stream::Err => p.err += keep.len() as u64,
+        });
+    }
+
+    fn truncated(&self) -> bool {
+        self.cap.lock().unwrap_or_else(|p| p.into_inner()).truncated
+    }
+}
+
+/// Runs `job` to its end and records the result in the journal and the job's progress.
+pub async fn run(job: Arc<Job>, journal: Arc<Journal>, helper: Option<ExecHelper>) {
+    let sink = Arc::new(Sink {
+        job: job.clone(),
+        journal: journal.clone(),
+        cap: Mutex::new(Cap {
+            limit: job.spec.output_cap,
+            used: 0,
+            truncated: false,
+        }),
+    });
+    let started_at = now_ms();
+    let (outcome, exit_code, reason, started) = match prepare(&job.spec, helper.as_ref()) {
+        Err(reason) => {
+            sink.write(Stream::Err, format!("haechi-agent: {reason}\n").as_bytes());
+            (Outcome::Failed, None, Some(reason), None)
+        }
+        Ok(prepared) => {
+            let (o, c, r) = execute(&job, &sink, prepared, started_at).await;
+            (o, c, r, Some(started_at))
+        }
+    };
+    let progress = job.progress.borrow().clone();
+    let result = Finished {
+        exec_id: job.spec.exec_id,
+        outcome,
+        exit_code,
+        reason,
+        started_at_ms: started,
+        ended_at_ms: now_ms(),
+        out_len: progress.out,
+        err_len: progress.err,
+        truncated: sink.truncated(),
+    };
+    if let Err(e) = journal.finish(&result) {
+        tracing::error!(exec_id = job.spec.exec_id, "cannot journal the result: {e}");
+    }
+    job.progress.send_modify(|p| p.result = Some(result));
+}
+
+/// A command ready to spawn, and the script file it runs (removed when dropped).
+struct Prepared {
+    command: Command,
+    _script: tempfile::TempPath,
+}
+
+fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, String> {
+    if spec.os_user.is_empty() {
+        return Err("the task has no osUser".into());
+    }
+    let euid = geteuid();
+    let me = User::from_uid(euid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| euid.to_string());
+    let target = match User::from_name(&spec.os_user) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(format!(
+                "os user '{}' does not exist on this node",
+                spec.os_user
+            ))
+        }
+        Err(e) => return Err(format!("cannot look up os user '{}': {e}", spec.os_user)),
+    };
+    let switch = target.uid != euid;
+    if switch && !euid.is_root() {
+        return Err(format!(
+            "cannot run as os user '{}': the agent runs as '{me}', not as root, so it cannot switch users \
+             (run the agent as root, or set the task's osUser to '{me}')",
+            spec.os_user
+        ));
+    }
+    let helper = match (switch, helper) {
+        (true, None) => {
+            return Err(format!(
+                "cannot run as os user '{}': this agent cannot switch users",
+                spec.os_user
+            ))
+        }
+        (true, Some(h)) => Some(h),
+        (false, _) => None,
+    };
+
+    let script = write_script(spec, switch.then_some(&target))?;
+    let (interpreter, interp_arg) = interpreter_of(&spec.script);
+    let mut argv: Vec<OsString> = Vec::new();
+    if let Some(a) = interp_arg {
+        argv.push(a.into());
+    }
+    argv.push(script.as_os_str().to_owned());
+    argv.extend(spec.args.iter().map(OsString::from));
+
+    let mut command = match helper {
+        Some(h) => {
+            let mut c = Command::new(&h.program);
+            c.args(&h.args)
+                .arg(&spec.os_user)
+                .arg("--")
+                .arg(&interpreter)
+                .args(&argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&interpreter);
+            c.args(&argv);
+            c
+        }
+    };
+    let home = target.dir.clone();
+    command
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .env("HOME", &home)
+        .env("USER", &target.name)
+        .env("LOGNAME", &target.name)
+        .env("SHELL", &target.shell)
+        .env("HAECHI_TASK_ID", &spec.task_id)
+        .env("HAECHI_NODE_ID", &spec.node_id)
+        .env("HAECHI_TASK_INSTANCE_NO", spec.instance_no.to_string())
+        .env("HAECHI_EXEC_NO", spec.exec_no.to_string());
+    for key in ["LANG", "LC_ALL", "TZ"] {
+        if let Some(v) = std::env::var_os(key) {
+            command.env(key, v);
+        }
+    }
+    command
+        .current_dir(if home.is_dir() {
+            home.as_path()
+        } else {
+            Path::new("/")
+        })
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    Ok(Prepared {
+        command,
+        _script: script,
+    })
+}
+
+/// The script goes to a private temporary file the target user owns (it must read it; the
+/// agent's data directory is not theirs to read).
+fn write_script(spec: &RunSpec, owner: Option<&User>) -> Result<tempfile::TempPath, String> {
+    let suffix: String = spec
+        .script_name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!("haechi-{}-", spec.exec_id))
+        .suffix(&if suffix.is_empty() {
+            String::new()
+        } else {
+            format!("-{suffix}")
+        })
+        .tempfile()
+        .map_err(|e| format!("cannot write the script to a temporary file: {e}"))?;
+    file.write_all(spec.script.as_bytes())
+        .map_err(|e| format!("cannot write the script: {e}"))?;
+    let path = file.into_temp_path();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o500))
+        .map_err(|e| format!("cannot set the script's mode: {e}"))?;
+    if let Some(u) = owner {
+        nix::unistd::chown(path.as_os_str(), Some(u.uid), Some(u.gid))
+            .map_err(|e| format!("cannot give the script to os user '{}': {e}", u.name))?;
+    }
+    Ok(path)
+}
+
+/// The interpreter of a script: its `#!` line (program and at most one argument, as the kernel
+/// reads it), else `/bin/sh`. Running the interpreter on the file, rather than the file itself,
+/// works on `noexec` temporary directories too.
+pub fn interpreter_of(script: &str) -> (String, Option<String>) {
+    if let Some(rest) = script.strip_prefix("#!") {
+        let line = rest.lines().next().unwrap_or("").trim();
+        if !line.is_empty() {
+            return match line.split_once(char::is_whitespace) {
+                Some((prog, arg)) if !arg.trim().is_empty() => {
+                    (prog.to_owned(), Some(arg.trim().to_owned()))
+                }
+                _ => (line.to_owned(), None),
+            };
+        }
+    }
+    ("/bin/sh".to_owned(), None)
+}
+
+async fn execute(
+    job: &Arc<Job>,
+    sink: &Arc<Sink>,
+    mut prepared: Prepared,
+    started_at: i64,
+) -> (Outcome, Option<i32>, Option<String>) {
+    let mut child = match prepared.command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("cannot start the script: {e}");
+            sink.write(Stream::Err, format!("haechi-agent: {reason}\n").as_bytes());
+            return (Outcome::Failed, None, Some(reason));
+        }
+    };
+    job.progress
+        .send_modify(|p| p.started_at = Some(started_at));
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(out, Stream::Out, sink.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(err, Stream::Err, sink.clone())));
+    }
+
+    let timeout = job.spec.timeout_secs;
+    let deadline = async {
+        if timeout == 0 {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(Duration::from_secs(timeout)).await
+        }
+    };
+    let mut cancel = job.cancel.subscribe();
+    let cancelled = async move {
+        let _ = cancel.wait_for(|c| *c).await;
+    };
+    enum End {
+        Exited(std::io::Result<std::process::ExitStatus>),
+        Timeout,
+        Cancelled,
+    }
+    let end = tokio::select! {
+        s = child.wait() => End::Exited(s),
+        _ = deadline => End::Timeout,
+        _ = cancelled => End::Cancelled,
+    };
+    let (outcome, status, reason) = match end {
+        End::Exited(s) => (Outcome::Exited, s.ok(), None),
+        End::Timeout => {
+            let s = kill_group(&mut child, pgid).await;
+            (
+                Outcome::Timeout,
+                s,
+                Some(format!(
+                    "timed out after {timeout} s; the process group was killed"
+                )),
+            )
+        }
+        End::Cancelled => {
+            let s = kill_group(&mut child, pgid).await;
+            (
+                Outcome::Cancelled,
+                s,
+                Some("cancelled; the process group was killed".to_owned()),
+            )
+        }
+    };
+    let drain = async {
+        for p in &mut pumps {
+            let _ = p.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
+        for p in &pumps {
+            p.abort();
+        }
+    }
+    let code = status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
+    (outcome, code, reason)
+}
+
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: Stream, sink: Arc<Sink>) {
+    let mut buf = vec![0u8; crate::protocol::MAX_CHUNK];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink.write(stream, &buf[..n]),
+        }
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after a grace; returns the script's exit status.
+async fn kill_group(
+    child: &mut tokio::process::Child,
+    pgid: Option<Pid>,
+) -> Option<std::process::ExitStatus> {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    if let Ok(s) = tokio::time::timeout(KILL_GRACE, child.wait()).await {
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        return s.ok();
+    }
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.start_kill();
+    child.wait().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpreter_of;
+
+    #[test]
+    fn shebang() {
+        assert_eq!(
+            interpreter_of("#!/bin/bash\necho"),
+            ("/bin/bash".into(), None)
+        );
+        assert_eq!(
+            interpreter_of("#!/usr/bin/env python3\n"),
+            ("/usr/bin/env".into(), Some("python3".into()))
+        );
+        assert_eq!(interpreter_of("echo hi"), ("/bin/sh".into(), None));
+        assert_eq!(interpreter_of("#!\necho"), ("/bin/sh".into(), None));
+    }
+}

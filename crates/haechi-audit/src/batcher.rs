@@ -1,0 +1,133 @@
+//! Batched appends for high-rate events (one per database statement through the gateway).
+//!
+//! Producers hand events to [`Batcher::record`], which returns as soon as the event is queued;
+//! one writer task appends whatever is queued in one transaction with [`crate::append_many`],
+//! so every event still becomes a link of the one hash chain, in the order it was queued. The
+//! queue is bounded: when the store cannot keep up, producers wait (back-pressure) rather than
+//! events being dropped. A batch that fails to commit is retried until it commits; at shutdown
+//! the writer drains the queue before [`Batcher::shutdown`] returns.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use haechi_store::Store;
+use haechi_types::{Error, Result};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Event;
+
+/// Sizing of a [`Batcher`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherOptions {
+    /// Events appended in one transaction at most.
+    pub max_batch: usize,
+    /// Events waiting for the writer at most; producers wait for room beyond that.
+    pub queue: usize,
+    /// How long the writer waits for more events after the first of a batch when fewer than
+    /// `max_batch` are queued (trades a little latency for fewer transactions under load).
+    pub linger: Duration,
+}
+
+impl Default for BatcherOptions {
+    fn default() -> Self {
+        BatcherOptions {
+            max_batch: 512,
+            queue: 16_384,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A batched audit appender. One per engine that needs it; cheap to share behind an `Arc`.
+pub struct Batcher {
+    sender: Mutex<Option<mpsc::Sender<Event>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Batcher {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(store: Store, opts: BatcherOptions) -> Batcher {
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let writer = tokio::spawn(write_loop(store, rx, opts));
+        Batcher {
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Queues `event`; waits only while the queue is full. Fails once shutdown has begun.
+    pub async fn record(&self, event: Event) -> Result<()> {
+        let sender = self
+            .sender
+            .lock()
+            .map_err(|_| Error::internal("audit batcher lock poisoned"))?
+            .clone()
+            .ok_or_else(|| Error::unavailable("the server is shutting down"))?;
+        sender
+            .send(event)
+            .await
+            .map_err(|_| Error::unavailable("the server is shutting down"))
+    }
+
+    /// Stops taking events and waits until every queued one is committed.
+    pub async fn shutdown(&self) {
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        drop(sender);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = writer {
+            if let Err(e) = w.await {
+                tracing::error!("the audit batch writer ended abnormally: {e}");
+            }
+        }
+    }
+}
+
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOptions) {
+    let mut batch: Vec<Event> = Vec::with_capacity(opts.max_batch);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + opts.linger;
+        while batch.len() < opts.max_batch {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(mpsc::error::TryRecvError::Empty) if !opts.linger.is_zero() => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(e)) => batch.push(e),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        commit_with_retry(&store, &mut batch).await;
+    }
+}
+
+/// Commits `batch`, retrying with back-off until it commits: an audit event is never dropped
+/// silently. While this waits, the queue fills and producers wait too.
+async fn commit_with_retry(store: &Store, batch: &mut Vec<Event>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match append_batch(store, batch.clone()).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    events = batch.len(),
+                    "could not append audit events (retrying in {delay:?}): {e}"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn append_batch(store: &Store, events: Vec<Event>) -> Result<()> {
+    let mut tx = store.begin().await?;
+    crate::append_many(&mut tx, events).await?;
+    tx.commit().await
+}

@@ -1,0 +1,435 @@
+//! What both wire protocols share: the login of a person (CONTRACT §7), the policy that
+//! applies to their session, the verdict on each statement, audit and metrics. `pg` and
+//! `mysql` each keep the client side (`frontend`) apart from the database side (`backend`).
+
+pub mod mysql;
+pub mod pg;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use haechi_audit::{Event, Outcome};
+use haechi_identity::{Actor, PermissionSet, Principal, RoleRef};
+use haechi_types::{time::now_ms, Error, Result};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::classify::Classification;
+use crate::policy::Policy;
+use crate::privilege::PrivSet;
+use crate::targets::{self, Account, Kind, Target};
+use crate::DbGate;
+
+pub use tls::backend_tls_config;
+
+/// A byte stream to a client or a database: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// Why a login was refused: the message is safe to show the client.
+#[derive(Debug, Clone)]
+pub struct LoginRefused(pub String);
+
+/// A person's session through the gateway: who, as which account, on which target, and the
+/// policies that may grant their statements.
+pub struct Session {
+    gate: Arc<DbGate>,
+    pub user_id: String,
+    pub account: Account,
+    pub target: Target,
+    pub client: SocketAddr,
+    pub protocol: &'static str,
+    seen_generation: u64,
+    matches: Vec<Arc<Policy>>,
+    /// SQL-level `PREPARE` names of this session and what executing them needs.
+    pub prepared: HashMap<String, PrivSet>,
+    /// Set after a statement changed how text is lexed: from then on only `ALL` allows.
+    lexer_uncertain: bool,
+}
+
+/// The verdict on one statement string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refused: `message` names the policy and what is missing.
+    Refuse {
+        message: String,
+        missing: PrivSet,
+    },
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+}
+
+/// What the audit event of one statement says.
+pub struct StatementRecord<'a> {
+    pub text: &'a str,
+    pub needs: PrivSet,
+    pub verdict: &'a Verdict,
+    pub rows: u64,
+    pub started: Instant,
+    /// The database's error code when it failed the statement.
+    pub error: Option<&'a str>,
+}
+
+impl DbGate {
+    /// Logs a person in: `user_name` is `<user_id>@<account>`, `database` a target's name,
+    /// `password` their Haechi password or a token. Refused unless a policy grants them the
+    /// account on that target from `client` now.
+    pub async fn login(
+        self: &Arc<Self>,
+        kind: Kind,
+        protocol: &'static str,
+        user_name: &str,
+        database: &str,
+        password: &SecretString,
+        client: SocketAddr,
+    ) -> std::result::Result<Session, LoginRefused> {
+        let refuse = |m: String| LoginRefused(m);
+        let Some((user_id, account)) = user_name.rsplit_once('@') else {
+            return Err(refuse(format!(
+                "log in as <haechi user>@<database account> (got '{user_name}')"
+            )));
+        };
+        let target = match targets::find_target(&self.store, database).await {
+            Ok(Some(t)) if t.kind == kind => t,
+            Ok(_) => {
+                return Err(refuse(format!(
+                    "there is no {} database target named '{database}'",
+                    kind.as_str()
+                )))
+            }
+            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+        };
+        let account = match targets::find_account(&self.store, database, account).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Err(refuse(format!(
+                    "database target '{database}' has no account '{account}'"
+                )))
+            }
+            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+        };
+        let ip = crate::policy::canonical(client.ip());
+        self.authenticate(user_id, password, ip)
+            .await
+            .map_err(|e| refuse(e.message))?;
+        let matches = self.matching(user_id, &account.account, &target, ip);
+        let now = now_ms();
+        if !matches.iter().any(|p| p.effective(now)) {
+            let why = if matches.is_empty() {
+                "no DBSAFER policy".to_owned()
+            } else {
+                format!(
+                    "DBSAFER policy {} is {}",
+                    matches[0].policy_id,
+                    state_of(&matches[0], now)
+                )
+            };
+            self.record(
+                Event::new("gateway", "db.connect")
+                    .by(user_id, Some(ip.to_string()))
+                    .target(format!("db-target:{}", target.name))
+                    .outcome(Outcome::Denied)
+                    .detail(
+                        json!({ "protocol": protocol, "account": account.account, "reason": why }),
+                    ),
+            )
+            .await;
+            metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "denied").increment(1);
+            return Err(refuse(format!(
+                "{why} lets '{user_id}' use account '{}' on '{}' from {ip}",
+                account.account, target.name
+            )));
+        }
+        self.record(
+            Event::new("gateway", "db.connect")
+                .by(user_id, Some(ip.to_string()))
+                .target(format!("db-target:{}", target.name))
+                .detail(json!({ "protocol": protocol, "account": account.account })),
+        )
+        .await;
+        metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "success").increment(1);
+        Ok(Session {
+            gate: self.clone(),
+            user_id: user_id.to_owned(),
+            account,
+            target,
+            client,
+            protocol,
+            seen_generation: self.generation(),
+            matches,
+            prepared: HashMap::new(),
+            lexer_uncertain: false,
+        })
+    }
+
+    /// A Haechi password, or a token (then it must be the same user's).
+    async fn authenticate(&self, user_id: &str, password: &SecretString, ip: IpAddr) -> Result<()> {
+        let secret = password.expose_secret();
+        if secret.starts_with(haechi_identity::token::PREFIX) {
+            let p = self.identity().authenticate(secret, ip).await?;
+            if p.user_id != user_id {
+                return Err(Error::unauthenticated("wrong user id or password"));
+            }
+            return Ok(());
+        }
+        self.identity()
+            .login(user_id, password, ip, "gateway")
+            .await?;
+        Ok(())
+    }
+
+    /// The principal an account's password is read as: the user who registered the account.
+    async fn registrar(&self, user_id: &str) -> Result<Principal> {
+        let user = self.identity().get_user(user_id).await?;
+        if user.disabled {
+            return Err(Error::unavailable(format!(
+                "the account's registrar '{user_id}' is disabled; register the account again"
+            )));
+        }
+        let roles = self.identity().list_roles().await?;
+        let held: Vec<_> = roles
+            .into_iter()
+            .filter(|r| user.roles.contains(&r.name))
+            .collect();
+        let permissions = held.iter().fold(PermissionSet::default(), |acc, r| {
+            acc.union(PermissionSet::of(&r.permissions))
+        });
+        Ok(Principal {
+            id: user.id,
+            user_id: user.user_id.clone(),
+            name: user.name.clone(),
+            kind: user.kind,
+            roles: held
+                .into_iter()
+                .map(|r| RoleRef {
+                    id: r.id,
+                    name: r.name,
+                })
+                .collect(),
+            permissions,
+            allowed_ips: Vec::new(),
+            token_id: 0,
+        })
+    }
+}
+
+fn state_of(p: &Policy, now: i64) -> &'static str {
+    if p.locked_at(now) {
+        "locked"
+    } else if p.start_at.is_some_and(|s| now < s) {
+        "not yet valid"
+    } else if p.end_at.is_some_and(|e| now > e) {
+        "expired"
+    } else {
+        "in force"
+    }
+}
+
+impl Session {
+    pub fn gate(&self) -> &Arc<DbGate> {
+        &self.gate
+    }
+
+    /// The current password of the account, read from the vault as the account's registrar
+    /// (a password changed in the vault is used from the next backend login on).
+    pub async fn backend_password(&self) -> Result<SecretString> {
+        let principal = self.gate.registrar(&self.account.registered_by).await?;
+        let actor = Actor {
+            user_id: self.user_id.clone(),
+            ip: self.client.ip(),
+        };
+        crate::secrets::read_password(
+            self.gate.vault(),
+            &principal,
+            &actor,
+            self.account.credential_id,
+            &self.account.attribute,
+        )
+        .await
+    }
+
+    /// The verdict on a classified statement string, against the policies as they are now.
+    pub fn decide(&mut self, c: &Classification) -> Verdict {
+        let generation = self.gate.generation();
+        if generation != self.seen_generation {
+            self.matches = self.gate.matching(
+                &self.user_id,
+                &self.account.account,
+                &self.target,
+                crate::policy::canonical(self.client.ip()),
+            );
+            self.seen_generation = generation;
+        }
+        let now = now_ms();
+        let mut granted = PrivSet::EMPTY;
+        let mut ids: Vec<&str> = Vec::new();
+        for p in self.matches.iter().filter(|p| p.effective(now)) {
+            granted = granted.union(p.privset());
+            ids.push(&p.policy_id);
+        }
+        if ids.is_empty() {
+            let message = match self.matches.first() {
+                Some(p) => format!(
+                    "Haechi DB gateway: refused: DBSAFER policy {} is {}",
+                    p.policy_id,
+                    state_of(p, now)
+                ),
+                None => {
+                    "Haechi DB gateway: refused: no DBSAFER policy grants this session any more"
+                        .to_owned()
+                }
+            };
+            return Verdict::Refuse {
+                message,
+                missing: c.needs,
+            };
+        }
+        let mut needs = c.needs;
+        if self.lexer_uncertain {
+            needs.add(crate::Privilege::All);
+        }
+        let missing = granted.missing(needs);
+        if missing.is_empty() {
+            return Verdict::Allow;
+        }
+        let policies = ids.join(", ");
+        let message = match &c.unclassifiable {
+            Some(why) => format!(
+                "Haechi DB gateway: refused by DBSAFER policy {policies}: the statement could not be classified ({why}); only a policy granting ALL allows it"
+            ),
+            None if self.lexer_uncertain => format!(
+                "Haechi DB gateway: refused by DBSAFER policy {policies}: an earlier statement changed how this session's SQL is read; only a policy granting ALL allows further statements (reconnect)"
+            ),
+            None => format!(
+                "Haechi DB gateway: refused by DBSAFER policy {policies}: the statement needs {}, which the policy does not grant",
+                missing.names()
+            ),
+        };
+        Verdict::Refuse { message, missing }
+    }
+
+    /// Notes what an allowed statement string changed in the session (SQL-level prepared
+    /// statements, lexing).
+    pub fn apply(&mut self, c: &Classification) {
+        for (name, needs) in &c.prepared {
+            self.prepared.insert(name.clone(), *needs);
+        }
+        for d in &c.deallocated {
+            match d {
+                Some(name) => {
+                    self.prepared.remove(name);
+                }
+                None => self.prepared.clear(),
+            }
+        }
+        if c.flags.lexer_change {
+            self.lexer_uncertain = true;
+        }
+    }
+
+    /// What the audit of this session's statements needs, for the side that sees results.
+    pub fn auditor(&self) -> Auditor {
+        Auditor {
+            gate: self.gate.clone(),
+            user_id: self.user_id.clone(),
+            account: self.account.account.clone(),
+            target: self.target.name.clone(),
+            client: self.client,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// Writes the audit events of one session's statements.
+#[derive(Clone)]
+pub struct Auditor {
+    gate: Arc<DbGate>,
+    user_id: String,
+    account: String,
+    target: String,
+    client: SocketAddr,
+    protocol: &'static str,
+}
+
+impl Auditor {
+    /// Queues the audit event of one statement string and counts its verdict.
+    pub async fn audit(&self, r: StatementRecord<'_>) {
+        let cap = self.gate.config().audit_statement_bytes;
+        let text = cap_text(r.text, cap);
+        let (verdict, outcome, missing) = match r.verdict {
+            Verdict::Allow if r.error.is_some() => ("allowed", Outcome::Failure, None),
+            Verdict::Allow => ("allowed", Outcome::Success, None),
+            Verdict::Refuse { missing, .. } => ("refused", Outcome::Denied, Some(missing.names())),
+        };
+        metrics::counter!("haechi_gateway_statements_total", "protocol" => self.protocol, "verdict" => verdict)
+            .increment(1);
+        let detail = json!({
+            "protocol": self.protocol,
+            "account": self.account,
+            "target": self.target,
+            "statement": text,
+            "verdict": verdict,
+            "privileges": r.needs.names(),
+            "missing": missing,
+            "rows": r.rows,
+            "duration_ms": r.started.elapsed().as_secs_f64() * 1000.0,
+            "error": r.error,
+        });
+        self.gate
+            .record(
+                Event::new("gateway", "db.statement")
+                    .by(self.user_id.clone(), Some(self.client.ip().to_string()))
+                    .target(format!("db-target:{}", self.target))
+                    .outcome(outcome)
+                    .detail(detail),
+            )
+            .await;
+    }
+}
+
+fn cap_text(s: &str, cap: usize) -> String {
+    if s.len() <= cap {
+        return s.to_owned();
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes]", &s[..end], s.len())
+}
+
+/// Cancel keys handed to PostgreSQL clients, mapped to the real backend's.
+#[derive(Default)]
+pub(crate) struct CancelRegistry {
+    keys: Mutex<HashMap<(i32, i32), pg::CancelTarget>>,
+}
+
+impl CancelRegistry {
+    pub(crate) fn insert(&self, key: (i32, i32), target: pg::CancelTarget) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.insert(key, target);
+        }
+    }
+
+    pub(crate) fn remove(&self, key: (i32, i32)) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.remove(&key);
+        }
+    }
+
+    pub(crate) fn get(&self, key: (i32, i32)) -> Option<pg::CancelTarget> {
+        self.keys.lock().ok().and_then(|k| k.get(&key).cloned())
+    }
+}

@@ -1,0 +1,534 @@
+//! The database side: logging in as the account (mysql_native_password, caching_sha2_password
+//! fast or full authentication over TLS), reading the session's `sql_mode`, and carrying a
+//! command's whole response back to the client, packet by packet.
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use secrecy::{ExposeSecret, SecretString};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::protocol::{self as p, Packet};
+use crate::classify::mysql::Flavor;
+use crate::gateway::BoxIo;
+use crate::targets::{BackendTls, Target};
+
+/// A logged-in connection.
+pub struct Backend {
+    pub io: BoxIo,
+    pub buf: BytesMut,
+    pub flavor: Flavor,
+    pub status: u16,
+}
+
+/// `mysql_native_password`: SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))).
+pub fn native_scramble(password: &[u8], scramble: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let h1: [u8; 20] = Sha1::digest(password).into();
+    let h2: [u8; 20] = Sha1::digest(h1).into();
+    let mut h = Sha1::new();
+    h.update(scramble);
+    h.update(h2);
+    let h3: [u8; 20] = h.finalize().into();
+    h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
+}
+
+/// `caching_sha2_password`: SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + scramble).
+pub fn sha2_scramble(password: &[u8], scramble: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let h1: [u8; 32] = Sha256::digest(password).into();
+    let h2: [u8; 32] = Sha256::digest(h1).into();
+    let mut h = Sha256::new();
+    h.update(h2);
+    h.update(scramble);
+    let h3: [u8; 32] = h.finalize().into();
+    h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
+}
+
+fn auth_response(
+    plugin: &str,
+    password: &SecretString,
+    scramble: &[u8],
+) -> Result<Vec<u8>, String> {
+    let pw = password.expose_secret().as_bytes();
+    match plugin {
+        "mysql_native_password" => Ok(native_scramble(pw, scramble)),
+        "caching_sha2_password" => Ok(sha2_scramble(pw, scramble)),
+        other => Err(format!(
+            "the database asks for authentication plugin '{other}', which Haechi does not support"
+        )),
+    }
+}
+
+fn io_err(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// Connects and logs in as `account`. `caps` are the capabilities the client negotiated with
+/// the gateway (the database gets the same, so results pass through unchanged); `charset`
+/// the client's collation id.
+pub async fn connect(
+    target: &Target,
+    account: &str,
+    password: &SecretString,
+    caps: u32,
+    charset: u8,
+    timeout: Duration,
+) -> Result<Backend, String> {
+    let fut = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+        let _ = tcp.set_nodelay(true);
+        let mut io: BoxIo = Box::new(tcp);
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let hello = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
+        let h = parse_handshake(&hello.payload)?;
+        let mut caps = (caps & p::GATEWAY_CAPS & h.caps)
+            | p::CLIENT_PROTOCOL_41
+            | p::CLIENT_PLUGIN_AUTH
+            | p::CLIENT_SECURE_CONNECTION;
+        caps &= !p::CLIENT_SSL;
+        if target.database.is_empty() {
+            caps &= !p::CLIENT_CONNECT_WITH_DB;
+        } else {
+            caps |= p::CLIENT_CONNECT_WITH_DB;
+        }
+        let mut seq = hello.seq.wrapping_add(1);
+        let mut encrypted = false;
+        if target.tls == BackendTls::Require {
+            if h.caps & p::CLIENT_SSL == 0 {
+                return Err(format!(
+                    "{}:{} does not offer TLS, and the target requires it",
+                    target.host, target.port
+                ));
+            }
+            let mut req = BytesMut::new();
+            req.put_u32_le(caps | p::CLIENT_SSL);
+            req.put_u32_le(p::MAX_PAYLOAD as u32);
+            req.put_u8(charset);
+            req.put_slice(&[0u8; 23]);
+            let mut out = BytesMut::new();
+            p::put_packet(&mut out, seq, &req);
+            io.write_all(&out).await.map_err(io_err)?;
+            seq = seq.wrapping_add(1);
+            let cfg = crate::gateway::backend_tls_config().map_err(io_err)?;
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("{}: {e}", target.host))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, io)
+                .await
+                .map_err(|e| format!("TLS to {}:{} failed: {e}", target.host, target.port))?;
+            io = Box::new(tls);
+            caps |= p::CLIENT_SSL;
+            encrypted = true;
+        }
+        let mut plugin = h.plugin.clone();
+        let mut scramble = h.scramble.clone();
+        let resp = auth_response(&plugin, password, &scramble)?;
+        let mut body = BytesMut::new();
+        body.put_u32_le(caps);
+        body.put_u32_le(p::MAX_PAYLOAD as u32);
+        body.put_u8(charset);
+        body.put_slice(&[0u8; 23]);
+        body.put_slice(account.as_bytes());
+        body.put_u8(0);
+        p::put_lenenc_int(&mut body, resp.len() as u64);
+        body.put_slice(&resp);
+        if caps & p::CLIENT_CONNECT_WITH_DB != 0 {
+            body.put_slice(target.database.as_bytes());
+            body.put_u8(0);
+        }
+        body.put_slice(plugin.as_bytes());
+        body.put_u8(0);
+        if caps & p::CLIENT_CONNECT_ATTRS != 0 {
+            let mut attrs = BytesMut::new();
+            for (k, v) in [
+                ("_client_name", "haechi-gateway"),
+                ("program_name", "haechi"),
+            ] {
+                p::put_lenenc_int(&mut attrs, k.len() as u64);
+                attrs.put_slice(k.as_bytes());
+                p::put_lenenc_int(&mut attrs, v.len() as u64);
+                attrs.put_slice(v.as_bytes());
+            }
+            p::put_lenenc_int(&mut body, attrs.len() as u64);
+            body.put_slice(&attrs);
+        }
+        let mut out = BytesMut::new();
+        p::put_packet(&mut out, seq, &body);
+        io.write_all(&out).await.map_err(io_err)?;
+        let status;
+        loop {
+            let pkt = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
+            seq = pkt.seq.wrapping_add(1);
+            let pl = &pkt.payload;
+            match pl.first() {
+                Some(0x00) => {
+                    status = p::ok_info(pl).1;
+                    break;
+                }
+                Some(0xFF) => {
+                    let msg = String::from_utf8_lossy(pl.get(9..).unwrap_or_default()).into_owned();
+                    return Err(format!("the database refused the login: {msg}"));
+                }
+                Some(0xFE) => {
+                    let mut b = &pl[1..];
+                    plugin = String::from_utf8_lossy(p::nul_str(&mut b).unwrap_or_default()).into_owned();
+                    scramble = b.strip_suffix(&[0]).unwrap_or(b).to_vec();
+                    let resp = auth_response(&plugin, password, &scramble)?;
+                    let mut out = BytesMut::new();
+                    p::put_packet(&mut out, seq, &resp);
+                    io.write_all(&out).await.map_err(io_err)?;
+                }
+                Some(0x01) if plugin == "caching_sha2_password" => match pl.get(1) {
+                    Some(0x03) => {}
+                    Some(0x04) if encrypted => {
+                        let mut pw = password.expose_secret().as_bytes().to_vec();
+                        pw.push(0);
+                        let mut out = BytesMut::new();
+                        p::put_packet(&mut out, seq, &pw);
+                        zeroize::Zeroize::zeroize(&mut pw);
+                        io.write_all(&out).await.map_err(io_err)?;
+                    }
+                    _ => {
+                        return Err("the database wants caching_sha2_password full authentication, which needs TLS to the database: set the target's tls to \"require\"".into())
+                    }
+                },
+                _ => return Err("unexpected packet during the database login".into()),
+            }
+        }
+        let mut backend = Backend {
+            io,
+            buf,
+            flavor: Flavor::from_server_version(&h.version),
+            status,
+        };
+        let mode = backend.query_one("SELECT @@SESSION.sql_mode").await?;
+        backend.flavor = backend.flavor.with_sql_mode(&mode);
+        Ok(backend)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| "logging in to the database timed out".to_owned())?
+}
+
+struct Handshake {
+    version: String,
+    caps: u32,
+    scramble: Vec<u8>,
+    plugin: String,
+}
+
+fn parse_handshake(pl: &[u8]) -> Result<Handshake, String> {
+    let bad = || "the database sent a malformed handshake".to_owned();
+    if pl.first() == Some(&0xFF) {
+        let msg = String::from_utf8_lossy(pl.get(3..).unwrap_or_default()).into_owned();
+        return Err(format!("the database refused the connection: {msg}"));
+    }
+    if pl.first() != Some(&10) {
+        return Err(bad());
+    }
+    let mut b = &pl[1..];
+    let version = String::from_utf8_lossy(p::nul_str(&mut b).ok_or_else(bad)?).into_owned();
+    if b.len() < 4 + 8 + 1 + 2 {
+        return Err(bad());
+    }
+    b = &b[4..];
+    let mut scramble = b[..8].to_vec();
+    b = &b[9..];
+    let lower = u16::from_le_bytes([b[0], b[1]]) as u32;
+    b = &b[2..];
+    let mut caps = lower;
+    let mut plugin = "mysql_native_password".to_owned();
+    if b.len() >= 16 {
+        let upper = u16::from_le_bytes([b[3], b[4]]) as u32;
+        caps |= upper << 16;
+        let auth_len = b[5] as usize;
+        b = &b[16..];
+        let part2 = auth_len.saturating_sub(8).max(13).min(b.len());
+        let s2 = &b[..part2];
+        scramble.extend_from_slice(s2.strip_suffix(&[0]).unwrap_or(s2));
+        b = &b[part2..];
+        if caps & p::CLIENT_PLUGIN_AUTH != 0 {
+            if let Some(name) = p::nul_str(&mut b).or(Some(b)) {
+                if !name.is_empty() {
+                    plugin = String::from_utf8_lossy(name).into_owned();
+                }
+            }
+        }
+    }
+    Ok(Handshake {
+        version,
+        caps,
+        scramble,
+        plugin,
+    })
+}
+
+impl Backend {
+    /// Runs a query of the gateway's own and returns the first column of its first row.
+    async fn query_one(&mut self, sql: &str) -> Result<String, String> {
+        let mut q = BytesMut::new();
+        q.put_u8(0x03);
+        q.put_slice(sql.as_bytes());
+        let mut out = BytesMut::new();
+        p::put_packet(&mut out, 0, &q);
+        self.io.write_all(&out).await.map_err(io_err)?;
+        let first = p::read_packet(&mut self.io, &mut self.buf)
+            .await
+            .map_err(io_err)?;
+        if first.payload.first() == Some(&0xFF) {
+            return Err("the database refused the gateway's session query".into());
+        }
+        let mut b = &first.payload[..];
+        let cols = p::lenenc_int(&mut b).unwrap_or(0);
+        for _ in 0..cols {
+            p::read_packet(&mut self.io, &mut self.buf)
+                .await
+                .map_err(io_err)?;
+        }
+        let _ = p::read_packet(&mut self.io, &mut self.buf)
+            .await
+            .map_err(io_err)?; // EOF
+        let mut value: Option<String> = None;
+        loop {
+            let pkt = p::read_packet(&mut self.io, &mut self.buf)
+                .await
+                .map_err(io_err)?;
+            if pkt.payload.first() == Some(&0xFF) {
+                return Err("the database refused the gateway's session query".into());
+            }
+            if p::is_eof(&pkt.payload) {
+                break;
+            }
+            if value.is_none() {
+                let mut r = &pkt.payload[..];
+                value = p::lenenc_bytes(&mut r).map(|v| String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        Ok(value.unwrap_or_default())
+    }
+}
+
+/// What a command's response said, for the audit.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rows: u64,
+    pub error: Option<u16>,
+    /// `COM_STMT_PREPARE`: the statement id the database assigned.
+    pub stmt_id: Option<u32>,
+    /// The database asked for a local file and it was refused.
+    pub infile_refused: bool,
+}
+
+/// Which response shape to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// OK, ERR, or result sets (COM_QUERY, COM_STMT_EXECUTE, ...).
+    Results,
+    /// COM_STMT_PREPARE's answer.
+    Prepare,
+    /// Column definitions up to EOF (COM_FIELD_LIST).
+    Fields,
+    /// A single packet (COM_STATISTICS, COM_PING).
+    Single,
+}
+
+/// Carries one command's whole response from the database to the client. A LOCAL INFILE
+/// request is passed to the client only when `allow_infile`; otherwise the gateway answers it
+/// with an empty file, so nothing is read from the client's disk.
+pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
+    db: &mut Backend,
+    client: &mut C,
+    client_buf: &mut BytesMut,
+    expect: Expect,
+    allow_infile: bool,
+) -> std::io::Result<Outcome> {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut o = Outcome::default();
+    let flush = |out: &mut BytesMut| out.len() >= 64 * 1024;
+    // Reads one packet from the database, flushing what is queued for the client first when
+    // the database has nothing ready.
+    macro_rules! next {
+        () => {{
+            loop {
+                if let Some(pk) = p::frame(&mut db.buf) {
+                    out.put_uint_le(pk.payload.len() as u64, 3);
+                    out.put_u8(pk.seq);
+                    out.put_slice(&pk.payload);
+                    if flush(&mut out) {
+                        client.write_all(&out).await?;
+                        out.clear();
+                    }
+                    break pk;
+                }
+                if !out.is_empty() {
+                    client.write_all(&out).await?;
+                    out.clear();
+                }
+                if db.buf.capacity() - db.buf.len() < 16 * 1024 {
+                    db.buf.reserve(64 * 1024);
+                }
+                if tokio::io::AsyncReadExt::read_buf(&mut db.io, &mut db.buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }};
+    }
+    // Packets of a payload longer than 16 MiB continue in the next packets.
+    macro_rules! skip_continuations {
+        ($pk:expr) => {{
+            let mut last = $pk.payload.len();
+            while last == p::MAX_PAYLOAD {
+                let c = next!();
+                last = c.payload.len();
+            }
+        }};
+    }
+    match expect {
+        Expect::Single => {
+            let pk = next!();
+            if pk.payload.first() == Some(&0xFF) {
+                o.error = Some(p::err_code(&pk.payload));
+            }
+        }
+        Expect::Fields => loop {
+            let pk = next!();
+            if pk.payload.first() == Some(&0xFF) {
+                o.error = Some(p::err_code(&pk.payload));
+                break;
+            }
+            if p::is_eof(&pk.payload) {
+                break;
+            }
+        },
+        Expect::Prepare => {
+            let pk = next!();
+            if pk.payload.first() == Some(&0xFF) {
+                o.error = Some(p::err_code(&pk.payload));
+            } else if pk.payload.len() >= 9 {
+                let pl = &pk.payload;
+                o.stmt_id = Some(u32::from_le_bytes([pl[1], pl[2], pl[3], pl[4]]));
+                let cols = u16::from_le_bytes([pl[5], pl[6]]);
+                let params = u16::from_le_bytes([pl[7], pl[8]]);
+                for n in [params, cols] {
+                    if n > 0 {
+                        for _ in 0..n {
+                            let _ = next!();
+                        }
+                        let _ = next!(); // EOF
+                    }
+                }
+            }
+        }
+        Expect::Results => loop {
+            let pk = next!();
+            let first = pk.payload.first().copied();
+            match first {
+                Some(0x00) => {
+                    let (rows, status) = p::ok_info(&pk.payload);
+                    o.rows += rows;
+                    if status & p::SERVER_MORE_RESULTS_EXISTS == 0 {
+                        break;
+                    }
+                }
+                Some(0xFF) => {
+                    o.error = Some(p::err_code(&pk.payload));
+                    break;
+                }
+                Some(0xFB) => {
+                    // LOCAL INFILE request: the packet was queued for the client; take it back
+                    // when refused.
+                    if !allow_infile {
+                        let queued = 4 + pk.payload.len();
+                        out.truncate(out.len() - queued);
+                        let mut empty = BytesMut::new();
+                        p::put_packet(&mut empty, pk.seq.wrapping_add(1), &[]);
+                        db.io.write_all(&empty).await?;
+                        o.infile_refused = true;
+                    } else {
+                        client.write_all(&out).await?;
+                        out.clear();
+                        // Client → database: file packets up to an empty one.
+                        loop {
+                            let fp = read_client_packet(client, client_buf).await?;
+                            let mut raw = BytesMut::new();
+                            raw.put_uint_le(fp.payload.len() as u64, 3);
+                            raw.put_u8(fp.seq);
+                            raw.put_slice(&fp.payload);
+                            db.io.write_all(&raw).await?;
+                            if fp.payload.is_empty() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    // A result set: column count, definitions, EOF, rows, EOF.
+                    let mut b = &pk.payload[..];
+                    let cols = p::lenenc_int(&mut b).unwrap_or(0);
+                    for _ in 0..cols {
+                        let _ = next!();
+                    }
+                    let _ = next!(); // EOF after the definitions
+                    let status = loop {
+                        let row = next!();
+                        if row.payload.first() == Some(&0xFF) {
+                            o.error = Some(p::err_code(&row.payload));
+                            break 0;
+                        }
+                        if p::is_eof(&row.payload) {
+                            break p::eof_status(&row.payload);
+                        }
+                        o.rows += 1;
+                        skip_continuations!(row);
+                    };
+                    if o.error.is_some() || status & p::SERVER_MORE_RESULTS_EXISTS == 0 {
+                        break;
+                    }
+                }
+            }
+        },
+    }
+    if !out.is_empty() {
+        client.write_all(&out).await?;
+    }
+    Ok(o)
+}
+
+async fn read_client_packet<C: AsyncRead + Unpin>(
+    client: &mut C,
+    buf: &mut BytesMut,
+) -> std::io::Result<Packet> {
+    p::read_packet(client, buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_scramble_matches_the_reference() {
+        // The server checks SHA1(scramble + stored) XOR response == SHA1(pw).
+        let pw = b"secret";
+        let scramble = b"abcdefghijklmnopqrst";
+        let resp = native_scramble(pw, scramble);
+        let stored: [u8; 20] = Sha1::digest(Sha1::digest(pw)).into();
+        let mut h = Sha1::new();
+        h.update(scramble);
+        h.update(stored);
+        let x: [u8; 20] = h.finalize().into();
+        let h1: Vec<u8> = resp.iter().zip(x.iter()).map(|(a, b)| a ^ b).collect();
+        assert_eq!(Sha1::digest(&h1).as_slice(), stored.as_slice());
+        assert!(native_scramble(b"", scramble).is_empty());
+        assert_eq!(sha2_scramble(pw, scramble).len(), 32);
+    }
+}

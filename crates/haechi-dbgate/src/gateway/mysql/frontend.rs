@@ -1,0 +1,530 @@
+//! The client side: the handshake (TLS offered), the login of the Haechi user, and the command
+//! phase, where every command is decided before it reaches the database. The classic protocol
+//! is strictly request → response, so a refusal is answered directly with error 1142 and the
+//! database never sees the command.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use secrecy::SecretString;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::backend::{self, Backend, Expect};
+use super::protocol::{self as p};
+use crate::classify::{mysql as classify_mysql, Classification};
+use crate::gateway::{BoxIo, Session, StatementRecord, Verdict};
+use crate::privilege::{PrivSet, Privilege};
+use crate::targets::Kind;
+use crate::DbGate;
+
+/// The version the gateway announces (clients adapt to MySQL 8 behaviour).
+const SERVER_VERSION: &str = "8.0.99-Haechi-gateway";
+/// utf8mb4_general_ci.
+const DEFAULT_COLLATION: u8 = 45;
+/// Collation ids of the character sets in [`classify_mysql::UNSAFE_CHARSETS`].
+const UNSAFE_COLLATIONS: &[u8] = &[1, 84, 13, 88, 28, 87, 95, 96, 12, 91, 97, 98, 248, 249];
+
+const ER_ACCESS_DENIED: u16 = 1045;
+const ER_TABLEACCESS_DENIED: u16 = 1142;
+const ER_UNKNOWN_COM: u16 = 1047;
+/// ER_UNKNOWN_ERROR: the database behind the gateway could not be reached or refused us.
+const ER_CONNECT_FAILED: u16 = 1105;
+
+pub async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    gate: Arc<DbGate>,
+    acceptor: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let mut io: BoxIo = Box::new(tcp);
+    let scramble: Vec<u8> = (0..20).map(|_| rand::random::<u8>() % 94 + 33).collect();
+    let conn_id: u32 = rand::random::<u32>() & 0x7fff_ffff;
+    let mut caps_offered = p::GATEWAY_CAPS;
+    if acceptor.is_none() {
+        caps_offered &= !p::CLIENT_SSL;
+    }
+    let mut hello = BytesMut::new();
+    hello.put_u8(10);
+    hello.put_slice(SERVER_VERSION.as_bytes());
+    hello.put_u8(0);
+    hello.put_u32_le(conn_id);
+    hello.put_slice(&scramble[..8]);
+    hello.put_u8(0);
+    hello.put_u16_le(caps_offered as u16);
+    hello.put_u8(DEFAULT_COLLATION);
+    hello.put_u16_le(p::SERVER_STATUS_AUTOCOMMIT);
+    hello.put_u16_le((caps_offered >> 16) as u16);
+    hello.put_u8(21);
+    hello.put_slice(&[0u8; 10]);
+    hello.put_slice(&scramble[8..]);
+    hello.put_u8(0);
+    hello.put_slice(b"caching_sha2_password\0");
+    let mut out = BytesMut::new();
+    p::put_packet(&mut out, 0, &hello);
+    io.write_all(&out).await?;
+
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut pkt = p::read_packet(&mut io, &mut buf).await?;
+    let mut encrypted = false;
+    if pkt.payload.len() >= 4 {
+        let caps = u32::from_le_bytes([
+            pkt.payload[0],
+            pkt.payload[1],
+            pkt.payload[2],
+            pkt.payload[3],
+        ]);
+        if caps & p::CLIENT_SSL != 0 && pkt.payload.len() <= 32 {
+            let Some(a) = &acceptor else {
+                return refuse_login(
+                    &mut io,
+                    pkt.seq.wrapping_add(1),
+                    "TLS is not available on this gateway",
+                )
+                .await;
+            };
+            if !buf.is_empty() {
+                return Ok(());
+            }
+            io = Box::new(a.accept(io).await?);
+            encrypted = true;
+            pkt = p::read_packet(&mut io, &mut buf).await?;
+        }
+    }
+    let Some(resp) = parse_response(&pkt.payload) else {
+        return refuse_login(
+            &mut io,
+            pkt.seq.wrapping_add(1),
+            "malformed handshake response",
+        )
+        .await;
+    };
+    let mut seq = pkt.seq.wrapping_add(1);
+    if !encrypted && !crate::gateway::pg::peer_is_loopback(peer) {
+        return refuse_login(
+            &mut io,
+            seq,
+            "the Haechi gateway takes passwords over TLS only: connect with TLS (the mariadb client does by default; mysql: --ssl-mode=REQUIRED)",
+        )
+        .await;
+    }
+    if UNSAFE_COLLATIONS.contains(&resp.charset) {
+        return refuse_login(
+            &mut io,
+            seq,
+            "this character set is not accepted by the gateway; use utf8mb4",
+        )
+        .await;
+    }
+    // Get the password in clear: caching_sha2_password's full authentication over TLS, or
+    // mysql_clear_password on a loopback connection without TLS.
+    let plugin = if encrypted {
+        "caching_sha2_password"
+    } else {
+        "mysql_clear_password"
+    };
+    if !encrypted && resp.plugin == plugin {
+        let password = strip_nul(&resp.auth);
+        return login(io, buf, peer, gate, resp, seq, password).await;
+    }
+    if resp.plugin != plugin {
+        let mut sw = BytesMut::new();
+        sw.put_u8(0xFE);
+        sw.put_slice(plugin.as_bytes());
+        sw.put_u8(0);
+        sw.put_slice(&scramble);
+        sw.put_u8(0);
+        let mut out = BytesMut::new();
+        p::put_packet(&mut out, seq, &sw);
+        io.write_all(&out).await?;
+        let r = p::read_packet(&mut io, &mut buf).await?;
+        seq = r.seq.wrapping_add(1);
+        if plugin == "mysql_clear_password" {
+            return login(io, buf, peer, gate, resp, seq, strip_nul(&r.payload)).await;
+        }
+    }
+    let mut out = BytesMut::new();
+    p::put_packet(&mut out, seq, &[0x01, 0x04]);
+    io.write_all(&out).await?;
+    let r = p::read_packet(&mut io, &mut buf).await?;
+    seq = r.seq.wrapping_add(1);
+    if r.payload.first() == Some(&0x02) && r.payload.len() == 1 {
+        return refuse_login(
+            &mut io,
+            seq,
+            "the gateway does not hand out an RSA key: connect with TLS",
+        )
+        .await;
+    }
+    login(io, buf, peer, gate, resp, seq, strip_nul(&r.payload)).await
+}
+
+fn strip_nul(b: &[u8]) -> Vec<u8> {
+    b.strip_suffix(&[0]).unwrap_or(b).to_vec()
+}
+
+struct Response {
+    caps: u32,
+    auth: Vec<u8>,
+    charset: u8,
+    user: String,
+    database: String,
+    plugin: String,
+}
+
+fn parse_response(pl: &[u8]) -> Option<Response> {
+    if pl.len() < 32 {
+        return None;
+    }
+    let caps = u32::from_le_bytes([pl[0], pl[1], pl[2], pl[3]]);
+    if caps & p::CLIENT_PROTOCOL_41 == 0 {
+        return None;
+    }
+    let charset = pl[8];
+    let mut b = &pl[32..];
+    let user = String::from_utf8_lossy(p::nul_str(&mut b)?).into_owned();
+    let auth = if caps & p::CLIENT_PLUGIN_AUTH_LENENC != 0 {
+        p::lenenc_bytes(&mut b)?.to_vec()
+    } else if caps & p::CLIENT_SECURE_CONNECTION != 0 {
+        let n = *b.first()? as usize;
+        let v = b.get(1..1 + n)?.to_vec();
+        b = b.get(1 + n..)?;
+        v
+    } else {
+        p::nul_str(&mut b)?.to_vec()
+    };
+    let mut database = String::new();
+    if caps & p::CLIENT_CONNECT_WITH_DB != 0 && !b.is_empty() {
+        database = String::from_utf8_lossy(p::nul_str(&mut b).unwrap_or(b)).into_owned();
+    }
+    let mut plugin = String::new();
+    if caps & p::CLIENT_PLUGIN_AUTH != 0 && !b.is_empty() {
+        plugin = String::from_utf8_lossy(p::nul_str(&mut b).unwrap_or(b)).into_owned();
+    }
+    Some(Response {
+        caps,
+        auth,
+        charset,
+        user,
+        database,
+        plugin,
+    })
+}
+
+async fn refuse_login(io: &mut BoxIo, seq: u8, message: &str) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    p::err_packet(&mut out, seq, ER_ACCESS_DENIED, "28000", message);
+    io.write_all(&out).await?;
+    let _ = io.flush().await;
+    Ok(())
+}
+
+async fn login(
+    mut io: BoxIo,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    gate: Arc<DbGate>,
+    resp: Response,
+    seq: u8,
+    password: Vec<u8>,
+) -> std::io::Result<()> {
+    let password = SecretString::from(String::from_utf8_lossy(&password).into_owned());
+    let mut session = match gate
+        .login(
+            Kind::Mysql,
+            "mysql",
+            &resp.user,
+            &resp.database,
+            &password,
+            peer,
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return refuse_login(&mut io, seq, &e.0).await,
+    };
+    drop(password);
+    let db_password = match session.backend_password().await {
+        Ok(pw) => pw,
+        Err(e) => {
+            let msg = format!(
+                "cannot read the password of database account '{}' from the vault: {}",
+                session.account.account, e.message
+            );
+            return refuse_login(&mut io, seq, &msg).await;
+        }
+    };
+    let charset = if resp.charset == 0 {
+        DEFAULT_COLLATION
+    } else {
+        resp.charset
+    };
+    let mut db = match backend::connect(
+        &session.target,
+        &session.account.account,
+        &db_password,
+        resp.caps,
+        charset,
+        gate.config().backend_connect_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let mut out = BytesMut::new();
+            let msg = format!(
+                "cannot log in to database target '{}' as '{}': {e}",
+                session.target.name, session.account.account
+            );
+            p::err_packet(&mut out, seq, ER_CONNECT_FAILED, "HY000", &msg);
+            io.write_all(&out).await?;
+            return Ok(());
+        }
+    };
+    drop(db_password);
+    let mut out = BytesMut::new();
+    p::ok_packet(&mut out, seq, db.status);
+    io.write_all(&out).await?;
+    commands(&mut io, &mut buf, &mut db, &mut session).await
+}
+
+/// A statement prepared with COM_STMT_PREPARE.
+struct Stmt {
+    text: Arc<str>,
+    needs: PrivSet,
+}
+
+async fn commands(
+    client: &mut BoxIo,
+    buf: &mut BytesMut,
+    db: &mut Backend,
+    session: &mut Session,
+) -> std::io::Result<()> {
+    let auditor = session.auditor();
+    let mut stmts: HashMap<u32, Stmt> = HashMap::new();
+    loop {
+        let pkt = match p::read_packet(client, buf).await {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let pl = &pkt.payload;
+        if pl.len() >= p::MAX_PAYLOAD {
+            let mut out = BytesMut::new();
+            p::err_packet(
+                &mut out,
+                1,
+                1153,
+                "08S01",
+                "commands of 16 MiB or more are not accepted by the gateway",
+            );
+            client.write_all(&out).await?;
+            return Ok(());
+        }
+        let Some(&cmd) = pl.first() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        // (statement text for the audit, classification, response shape)
+        let (text, class, expect): (String, Classification, Expect) = match cmd {
+            0x01 => {
+                forward(db, &pkt.payload, pkt.seq).await?;
+                return Ok(());
+            }
+            0x0e => {
+                forward(db, &pkt.payload, pkt.seq).await?;
+                backend::relay_response(db, client, buf, Expect::Single, false).await?;
+                continue;
+            }
+            0x03 => {
+                let sql = String::from_utf8_lossy(&pl[1..]).into_owned();
+                let prepared = |n: &str| session.prepared.get(n).copied();
+                let c = match std::str::from_utf8(&pl[1..]) {
+                    Ok(s) => classify_mysql::classify(s, db.flavor, &prepared),
+                    Err(_) => Classification::unclassifiable("the statement is not valid UTF-8"),
+                };
+                (sql, c, Expect::Results)
+            }
+            0x02 => {
+                let schema = String::from_utf8_lossy(&pl[1..]).into_owned();
+                (
+                    format!("USE `{schema}`"),
+                    Classification::needs(PrivSet::of(&[Privilege::Connect]), 1),
+                    Expect::Results,
+                )
+            }
+            0x04 => (
+                "<COM_FIELD_LIST>".into(),
+                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
+                Expect::Fields,
+            ),
+            0x09 => (
+                "<COM_STATISTICS>".into(),
+                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
+                Expect::Single,
+            ),
+            0x0a => (
+                "<COM_PROCESS_INFO>".into(),
+                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
+                Expect::Results,
+            ),
+            0x0c => (
+                "<COM_PROCESS_KILL>".into(),
+                Classification::needs(PrivSet::of(&[Privilege::Command]), 1),
+                Expect::Results,
+            ),
+            0x1b => {
+                forward(db, &pkt.payload, pkt.seq).await?;
+                backend::relay_response(db, client, buf, Expect::Single, false).await?;
+                continue;
+            }
+            0x1f => {
+                forward(db, &pkt.payload, pkt.seq).await?;
+                backend::relay_response(db, client, buf, Expect::Single, false).await?;
+                stmts.clear();
+                session.prepared.clear();
+                continue;
+            }
+            0x16 => {
+                let sql = String::from_utf8_lossy(&pl[1..]).into_owned();
+                let prepared = |n: &str| session.prepared.get(n).copied();
+                let c = match std::str::from_utf8(&pl[1..]) {
+                    Ok(s) => classify_mysql::classify(s, db.flavor, &prepared),
+                    Err(_) => Classification::unclassifiable("the statement is not valid UTF-8"),
+                };
+                let verdict = session.decide(&c);
+                if let Verdict::Refuse { message, .. } = &verdict {
+                    refuse(client, message).await?;
+                    audit(&auditor, &sql, c.needs, &verdict, 0, started, None).await;
+                    continue;
+                }
+                forward(db, &pkt.payload, pkt.seq).await?;
+                let o = backend::relay_response(db, client, buf, Expect::Prepare, false).await?;
+                if let Some(id) = o.stmt_id {
+                    stmts.insert(
+                        id,
+                        Stmt {
+                            text: Arc::from(sql.as_str()),
+                            needs: c.needs,
+                        },
+                    );
+                }
+                continue;
+            }
+            0x17 | 0x1c => {
+                let id = pl
+                    .get(1..5)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let Some(stmt) = id.and_then(|id| stmts.get(&id)) else {
+                    // Unknown statement: the database answers with its own error.
+                    forward(db, &pkt.payload, pkt.seq).await?;
+                    backend::relay_response(db, client, buf, Expect::Results, false).await?;
+                    continue;
+                };
+                let expect = if cmd == 0x1c {
+                    Expect::Fields
+                } else {
+                    Expect::Results
+                };
+                (
+                    stmt.text.to_string(),
+                    Classification::needs(stmt.needs, 1),
+                    expect,
+                )
+            }
+            0x18 => {
+                // COM_STMT_SEND_LONG_DATA: no response.
+                forward(db, &pkt.payload, pkt.seq).await?;
+                continue;
+            }
+            0x19 => {
+                if let Some(b) = pl.get(1..5) {
+                    stmts.remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                forward(db, &pkt.payload, pkt.seq).await?;
+                continue;
+            }
+            0x1a => {
+                forward(db, &pkt.payload, pkt.seq).await?;
+                backend::relay_response(db, client, buf, Expect::Single, false).await?;
+                continue;
+            }
+            0x11 => {
+                // COM_CHANGE_USER would log in as someone else on the same connection: the
+                // person must reconnect through the gateway instead.
+                let mut out = BytesMut::new();
+                p::err_packet(&mut out, pkt.seq.wrapping_add(1), ER_ACCESS_DENIED, "28000", "Haechi DB gateway: changing the user on an open connection is not allowed; reconnect");
+                client.write_all(&out).await?;
+                return Ok(());
+            }
+            other => {
+                let mut out = BytesMut::new();
+                p::err_packet(&mut out, pkt.seq.wrapping_add(1), ER_UNKNOWN_COM, "08S01", &format!("Haechi DB gateway: command 0x{other:02x} is not allowed through the gateway"));
+                client.write_all(&out).await?;
+                continue;
+            }
+        };
+        let verdict = session.decide(&class);
+        match &verdict {
+            Verdict::Refuse { message, .. } => {
+                refuse(client, message).await?;
+                audit(&auditor, &text, class.needs, &verdict, 0, started, None).await;
+            }
+            Verdict::Allow => {
+                session.apply(&class);
+                forward(db, &pkt.payload, pkt.seq).await?;
+                let o = backend::relay_response(db, client, buf, expect, class.flags.local_infile)
+                    .await?;
+                let code = o.error.map(|c| c.to_string());
+                audit(
+                    &auditor,
+                    &text,
+                    class.needs,
+                    &verdict,
+                    o.rows,
+                    started,
+                    code.as_deref(),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn forward(db: &mut Backend, payload: &[u8], seq: u8) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    p::put_packet(&mut out, seq, payload);
+    db.io.write_all(&out).await
+}
+
+async fn refuse(client: &mut BoxIo, message: &str) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    p::err_packet(&mut out, 1, ER_TABLEACCESS_DENIED, "42000", message);
+    client.write_all(&out).await
+}
+
+async fn audit(
+    auditor: &crate::gateway::Auditor,
+    text: &str,
+    needs: PrivSet,
+    verdict: &Verdict,
+    rows: u64,
+    started: Instant,
+    error: Option<&str>,
+) {
+    auditor
+        .audit(StatementRecord {
+            text,
+            needs,
+            verdict,
+            rows,
+            started,
+            error,
+        })
+        .await;
+}

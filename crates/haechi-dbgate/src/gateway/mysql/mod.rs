@@ -1,0 +1,50 @@
+//! The MySQL / MariaDB gateway: `frontend` speaks to clients (handshake with TLS, the
+//! password login of the Haechi user, the command phase), `backend` logs in to the real
+//! database as the account with the vault password and carries responses back.
+
+mod backend;
+mod frontend;
+pub mod protocol;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::DbGate;
+
+/// Accepts MySQL / MariaDB clients on `listener` until `shutdown` resolves. `tls` is offered to
+/// clients (none: no TLS; then only loopback clients may log in).
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<DbGate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let acceptor = tls.map(|cfg| {
+        let mut cfg = (*cfg).clone();
+        cfg.alpn_protocols.clear();
+        TlsAcceptor::from(Arc::new(cfg))
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("mysql gateway: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let gate = gate.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            if let Err(e) = frontend::handle(tcp, peer, gate, acceptor).await {
+                tracing::debug!(%peer, "mysql gateway session ended: {e}");
+            }
+        });
+    }
+}

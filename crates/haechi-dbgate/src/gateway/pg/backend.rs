@@ -1,0 +1,351 @@
+//! The database side: connecting and logging in as the account, cancel requests, and carrying
+//! the database's messages back to the client (rewriting the errors of refusals and noting
+//! rows and completion for the audit).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::protocol as p;
+use super::scram::{md5_response, Scram};
+use super::CancelTarget;
+use crate::gateway::{Auditor, BoxIo, StatementRecord, Verdict};
+use crate::privilege::PrivSet;
+use crate::targets::{BackendTls, Target};
+
+/// A logged-in backend connection.
+pub struct Backend {
+    pub io: BoxIo,
+    pub pid: i32,
+    pub secret: i32,
+    pub params: Vec<(String, String)>,
+    pub status: u8,
+}
+
+async fn open(target: &Target, timeout: Duration) -> Result<BoxIo, String> {
+    let tcp = tokio::time::timeout(
+        timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| format!("connecting to {}:{} timed out", target.host, target.port))?
+    .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+    let _ = tcp.set_nodelay(true);
+    match target.tls {
+        BackendTls::Disable => Ok(Box::new(tcp)),
+        BackendTls::Require => {
+            let mut tcp = tcp;
+            let mut req = BytesMut::new();
+            req.put_i32(8);
+            req.put_i32(p::SSL_REQUEST);
+            tcp.write_all(&req).await.map_err(|e| e.to_string())?;
+            let answer = tcp.read_u8().await.map_err(|e| e.to_string())?;
+            if answer != b'S' {
+                return Err(format!(
+                    "{}:{} does not accept TLS, and the target requires it",
+                    target.host, target.port
+                ));
+            }
+            let cfg = crate::gateway::backend_tls_config().map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("{}: {e}", target.host))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS to {}:{} failed: {e}", target.host, target.port))?;
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// Connects and logs in as `account` with `password`, passing `params` in the startup packet.
+pub async fn connect(
+    target: &Target,
+    account: &str,
+    password: &SecretString,
+    params: &[(String, String)],
+    timeout: Duration,
+) -> Result<Backend, String> {
+    let mut io = open(target, timeout).await?;
+    let login = async {
+        let mut body = BytesMut::new();
+        body.put_i32(p::PROTOCOL_3);
+        for (k, v) in [("user", account), ("database", target.database.as_str())]
+            .into_iter()
+            .chain(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            p::put_cstr(&mut body, k);
+            p::put_cstr(&mut body, v);
+        }
+        body.put_u8(0);
+        let mut pkt = BytesMut::new();
+        pkt.put_i32(body.len() as i32 + 4);
+        pkt.put_slice(&body);
+        io.write_all(&pkt).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scram: Option<Scram> = None;
+        let mut out = LoginState {
+            pid: 0,
+            secret: 0,
+            params: Vec::new(),
+            status: b'I',
+        };
+        loop {
+            let m = p::read_msg(&mut io, &mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            match m.tag {
+                b'R' => {
+                    let code = i32::from_be_bytes(
+                        m.body
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or("bad auth message")?,
+                    );
+                    let rest = &m.body[4..];
+                    let mut reply = BytesMut::new();
+                    match code {
+                        0 => continue,
+                        3 => {
+                            let mut b = BytesMut::new();
+                            p::put_cstr(&mut b, password.expose_secret());
+                            p::put_msg(&mut reply, b'p', &b);
+                        }
+                        5 => {
+                            let r = md5_response(account, password.expose_secret().as_bytes(), rest);
+                            let mut b = BytesMut::new();
+                            p::put_cstr(&mut b, &r);
+                            p::put_msg(&mut reply, b'p', &b);
+                        }
+                        10 => {
+                            let mechs: Vec<&[u8]> = rest.split(|c| *c == 0).collect();
+                            if !mechs.contains(&&b"SCRAM-SHA-256"[..]) {
+                                return Err("the database offers no SASL mechanism Haechi supports".into());
+                            }
+                            let s = Scram::new();
+                            let first = s.client_first();
+                            let mut b = BytesMut::new();
+                            p::put_cstr(&mut b, "SCRAM-SHA-256");
+                            b.put_i32(first.len() as i32);
+                            b.put_slice(first.as_bytes());
+                            p::put_msg(&mut reply, b'p', &b);
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().ok_or("SCRAM out of order")?;
+                            let fin = s.client_final(
+                                &String::from_utf8_lossy(rest),
+                                password.expose_secret().as_bytes(),
+                            )?;
+                            p::put_msg(&mut reply, b'p', fin.as_bytes());
+                        }
+                        12 => {
+                            let s = scram.as_ref().ok_or("SCRAM out of order")?;
+                            s.verify_server(&String::from_utf8_lossy(rest))?;
+                            continue;
+                        }
+                        other => {
+                            return Err(format!(
+                                "the database asks for an authentication method Haechi does not support ({other})"
+                            ))
+                        }
+                    }
+                    io.write_all(&reply).await.map_err(|e| e.to_string())?;
+                }
+                b'E' => {
+                    let f = p::error_fields(&m.body);
+                    let msg = f
+                        .iter()
+                        .find(|(k, _)| *k == b'M')
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    return Err(format!("the database refused the login: {msg}"));
+                }
+                b'S' => {
+                    let mut b = m.body.clone();
+                    if let (Some(k), Some(v)) = (p::cstr(&mut b), p::cstr(&mut b)) {
+                        out.params.push((k, v));
+                    }
+                }
+                b'K' => {
+                    if m.body.len() >= 8 {
+                        out.pid = i32::from_be_bytes([m.body[0], m.body[1], m.body[2], m.body[3]]);
+                        out.secret =
+                            i32::from_be_bytes([m.body[4], m.body[5], m.body[6], m.body[7]]);
+                    }
+                }
+                b'Z' => {
+                    out.status = m.body.first().copied().unwrap_or(b'I');
+                    if !buf.is_empty() {
+                        return Err("the database sent data before the first query".into());
+                    }
+                    return Ok(out);
+                }
+                b'N' | b'v' => {}
+                other => {
+                    return Err(format!(
+                        "unexpected message '{}' during login",
+                        other as char
+                    ))
+                }
+            }
+        }
+    };
+    let s = tokio::time::timeout(timeout, login)
+        .await
+        .map_err(|_| "logging in to the database timed out".to_owned())??;
+    Ok(Backend {
+        io,
+        pid: s.pid,
+        secret: s.secret,
+        params: s.params,
+        status: s.status,
+    })
+}
+
+struct LoginState {
+    pid: i32,
+    secret: i32,
+    params: Vec<(String, String)>,
+    status: u8,
+}
+
+/// Sends a cancel request for a session to its database.
+pub async fn cancel(t: &CancelTarget) -> Result<(), String> {
+    let target = Target {
+        id: 0,
+        name: String::new(),
+        kind: crate::targets::Kind::Postgres,
+        host: t.host.clone(),
+        port: t.port,
+        database: String::new(),
+        tls: if t.tls {
+            BackendTls::Require
+        } else {
+            BackendTls::Disable
+        },
+        created_by: String::new(),
+        created_at: 0,
+    };
+    let mut io = open(&target, Duration::from_secs(5)).await?;
+    let mut pkt = BytesMut::new();
+    pkt.put_i32(16);
+    pkt.put_i32(p::CANCEL_REQUEST);
+    pkt.put_i32(t.pid);
+    pkt.put_i32(t.secret);
+    io.write_all(&pkt).await.map_err(|e| e.to_string())?;
+    let _ = io.shutdown().await;
+    Ok(())
+}
+
+/// One unit of work the client side forwarded: a simple Query, or the extended-protocol
+/// messages up to `Sync`. Completed by the database's ReadyForQuery.
+pub struct Unit {
+    pub text: String,
+    pub needs: PrivSet,
+    pub verdict: Verdict,
+    pub started: std::time::Instant,
+}
+
+/// Refusal messages by the marker statement name that stands in for the refused statement.
+pub type Markers = Arc<Mutex<HashMap<String, String>>>;
+
+/// Carries the database's messages to the client until either side closes.
+pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut db: R,
+    mut client: W,
+    mut units: mpsc::Receiver<Unit>,
+    markers: Markers,
+    auditor: Auditor,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut pending: VecDeque<Unit> = VecDeque::new();
+    let mut rows: u64 = 0;
+    let mut error: Option<String> = None;
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        if db.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut pos = 0;
+        let mut flushed = 0;
+        while let Some(len) = p::complete_len(&buf[pos..])? {
+            let tag = buf[pos];
+            let body = &buf[pos + 5..pos + len];
+            match tag {
+                b'C' => rows += p::command_rows(body),
+                b'E' => {
+                    let fields = p::error_fields(body);
+                    let message = fields
+                        .iter()
+                        .find(|(k, _)| *k == b'M')
+                        .map(|(_, v)| v.as_str());
+                    let refusal = message
+                        .and_then(|m| marker_in(m))
+                        .and_then(|name| markers.lock().ok().and_then(|mut map| map.remove(name)));
+                    match refusal {
+                        Some(text) => {
+                            client.write_all(&buf[flushed..pos]).await?;
+                            let mut e = BytesMut::new();
+                            p::error_response(&mut e, "ERROR", "42501", &text);
+                            client.write_all(&e).await?;
+                            flushed = pos + len;
+                            error = Some("42501".into());
+                        }
+                        None => {
+                            error = fields
+                                .iter()
+                                .find(|(k, _)| *k == b'C')
+                                .map(|(_, v)| v.clone());
+                        }
+                    }
+                }
+                b'Z' => {
+                    while let Ok(u) = units.try_recv() {
+                        pending.push_back(u);
+                    }
+                    if let Some(u) = pending.pop_front() {
+                        auditor
+                            .audit(StatementRecord {
+                                text: &u.text,
+                                needs: u.needs,
+                                verdict: &u.verdict,
+                                rows,
+                                started: u.started,
+                                error: if u.verdict.allowed() {
+                                    error.as_deref()
+                                } else {
+                                    None
+                                },
+                            })
+                            .await;
+                    }
+                    rows = 0;
+                    error = None;
+                }
+                _ => {}
+            }
+            pos += len;
+        }
+        client.write_all(&buf[flushed..pos]).await?;
+        bytes::Buf::advance(&mut buf, pos);
+    }
+}
+
+/// The marker name in a "prepared statement ... does not exist" message, if it is ours.
+fn marker_in(message: &str) -> Option<&str> {
+    let start = message.find(super::frontend::MARKER_PREFIX)?;
+    let rest = &message[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}

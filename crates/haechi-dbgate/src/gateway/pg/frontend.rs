@@ -1,0 +1,541 @@
+//! The client side: startup (SSL, cancel requests), the password login of the Haechi user,
+//! then every message from the client, classified and decided before it reaches the database.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, BytesMut};
+use secrecy::SecretString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use super::backend::{self, Markers, Unit};
+use super::protocol::{self as p, Msg};
+use super::CancelTarget;
+use crate::classify::{pg as classify_pg, Classification};
+use crate::gateway::{BoxIo, Session, Verdict};
+use crate::privilege::PrivSet;
+use crate::targets::{BackendTls, Kind};
+use crate::DbGate;
+
+/// Statement names standing in for refused statements start with this.
+pub const MARKER_PREFIX: &str = "haechi_refused_";
+
+/// Startup parameters passed on to the database; anything else (notably `options`, which can
+/// set any setting) is dropped.
+const FORWARDED_PARAMS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+];
+
+pub async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    gate: Arc<DbGate>,
+    acceptor: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let mut io: BoxIo = Box::new(tcp);
+    let mut encrypted = false;
+    let params = loop {
+        let mut pkt = p::read_startup(&mut io).await?;
+        let code = pkt.get_i32();
+        match code {
+            p::SSL_REQUEST => match &acceptor {
+                Some(a) if !encrypted => {
+                    io.write_all(b"S").await?;
+                    io = Box::new(a.accept(io).await?);
+                    encrypted = true;
+                }
+                _ => io.write_all(b"N").await?,
+            },
+            p::GSSENC_REQUEST => io.write_all(b"N").await?,
+            p::CANCEL_REQUEST if pkt.len() >= 8 => {
+                let key = (pkt.get_i32(), pkt.get_i32());
+                if let Some(t) = gate.cancels.get(key) {
+                    if let Err(e) = backend::cancel(&t).await {
+                        tracing::debug!("pg gateway: cancel failed: {e}");
+                    }
+                }
+                return Ok(());
+            }
+            c if c >> 16 == 3 => {
+                let mut params = Vec::new();
+                while let (Some(k), Some(v)) = (p::cstr(&mut pkt), p::cstr(&mut pkt)) {
+                    if k.is_empty() {
+                        break;
+                    }
+                    params.push((k, v));
+                }
+                if c & 0xffff != 0 {
+                    // We speak 3.0: tell a newer client so (NegotiateProtocolVersion).
+                    let mut b = BytesMut::new();
+                    b.put_i32(p::PROTOCOL_3);
+                    let unknown: Vec<&(String, String)> = params
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("_pq_."))
+                        .collect();
+                    b.put_i32(unknown.len() as i32);
+                    for (k, _) in unknown {
+                        p::put_cstr(&mut b, k);
+                    }
+                    let mut out = BytesMut::new();
+                    p::put_msg(&mut out, b'v', &b);
+                    io.write_all(&out).await?;
+                }
+                break params;
+            }
+            _ => {
+                return fatal(&mut io, "08P01", "unsupported startup request").await;
+            }
+        }
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(user) = get("user") else {
+        return fatal(
+            &mut io,
+            "28000",
+            "no user name given: log in as <haechi user>@<database account>",
+        )
+        .await;
+    };
+    let database = get("database").unwrap_or_else(|| user.clone());
+    if !encrypted && !super::peer_is_loopback(peer) {
+        return fatal(
+            &mut io,
+            "28000",
+            "the Haechi gateway takes passwords over TLS only: connect with sslmode=require",
+        )
+        .await;
+    }
+    // Cleartext password over TLS: the gateway must see the password to check it against
+    // Haechi's own (Argon2) hash.
+    let mut out = BytesMut::new();
+    p::auth_request(&mut out, 3, &[]);
+    io.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(8192);
+    let m = p::read_msg(&mut io, &mut buf).await?;
+    if m.tag != b'p' {
+        return fatal(&mut io, "08P01", "expected a password message").await;
+    }
+    let mut body = m.body.clone();
+    let password = SecretString::from(p::cstr(&mut body).unwrap_or_default());
+    let mut session = match gate
+        .login(
+            Kind::Postgres,
+            "postgres",
+            &user,
+            &database,
+            &password,
+            peer,
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return fatal(&mut io, "28P01", &e.0).await,
+    };
+    drop(password);
+    let db_password = match session.backend_password().await {
+        Ok(pw) => pw,
+        Err(e) => {
+            let msg = format!(
+                "cannot read the password of database account '{}' from the vault: {}",
+                session.account.account, e.message
+            );
+            return fatal(&mut io, "08006", &msg).await;
+        }
+    };
+    let forwarded: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, v)| {
+            FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str())
+                || (k.eq_ignore_ascii_case("client_encoding")
+                    && matches!(
+                        v.to_ascii_uppercase().as_str(),
+                        "UTF8" | "UTF-8" | "UNICODE"
+                    ))
+        })
+        .cloned()
+        .collect();
+    let db = match backend::connect(
+        &session.target,
+        &session.account.account,
+        &db_password,
+        &forwarded,
+        gate.config().backend_connect_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!(
+                "cannot log in to database target '{}' as '{}': {e}",
+                session.target.name, session.account.account
+            );
+            return fatal(&mut io, "08006", &msg).await;
+        }
+    };
+    drop(db_password);
+
+    let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
+    let mut hello = BytesMut::new();
+    p::auth_request(&mut hello, 0, &[]);
+    for (k, v) in &db.params {
+        let mut b = BytesMut::new();
+        p::put_cstr(&mut b, k);
+        p::put_cstr(&mut b, v);
+        p::put_msg(&mut hello, b'S', &b);
+    }
+    p::backend_key_data(&mut hello, key.0, key.1);
+    p::ready_for_query(&mut hello, db.status);
+    io.write_all(&hello).await?;
+    gate.cancels.insert(
+        key,
+        CancelTarget {
+            host: session.target.host.clone(),
+            port: session.target.port,
+            tls: session.target.tls == BackendTls::Require,
+            pid: db.pid,
+            secret: db.secret,
+        },
+    );
+
+    let (client_r, client_w) = tokio::io::split(io);
+    let (db_r, db_w) = tokio::io::split(db.io);
+    let (units_tx, units_rx) = mpsc::channel(1024);
+    let markers: Markers = Arc::new(Mutex::new(HashMap::new()));
+    let auditor = session.auditor();
+    let mut leftover = buf;
+    let from_client = relay(
+        client_r,
+        db_w,
+        &mut session,
+        units_tx,
+        markers.clone(),
+        &mut leftover,
+    );
+    let from_db = backend::relay(db_r, client_w, units_rx, markers, auditor);
+    let result = tokio::select! {
+        r = from_client => r,
+        r = from_db => r,
+    };
+    gate.cancels.remove(key);
+    result
+}
+
+async fn fatal<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    code: &str,
+    message: &str,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    p::error_response(&mut out, "FATAL", code, message);
+    io.write_all(&out).await?;
+    let _ = io.flush().await;
+    Ok(())
+}
+
+/// A statement prepared with `Parse`.
+struct Prepared {
+    text: Arc<str>,
+    needs: PrivSet,
+}
+
+/// The client side's state between messages.
+struct Flow<'a> {
+    session: &'a mut Session,
+    statements: HashMap<String, Prepared>,
+    /// Portal → statement name.
+    portals: HashMap<String, String>,
+    /// Discarding messages up to `Sync` after a refusal.
+    skipping: bool,
+    /// The unit being built from extended-protocol messages.
+    unit: Option<Unit>,
+    markers: Markers,
+    next_marker: u64,
+    marker_base: String,
+}
+
+impl Flow<'_> {
+    fn unit(&mut self) -> &mut Unit {
+        self.unit.get_or_insert_with(|| Unit {
+            text: String::new(),
+            needs: PrivSet::EMPTY,
+            verdict: Verdict::Allow,
+            started: Instant::now(),
+        })
+    }
+
+    fn marker(&mut self, message: String) -> String {
+        self.next_marker += 1;
+        let name = format!("{}{}", self.marker_base, self.next_marker);
+        if let Ok(mut m) = self.markers.lock() {
+            m.insert(name.clone(), message);
+        }
+        name
+    }
+
+    fn classify(&self, sql: &str) -> Classification {
+        let prepared = |name: &str| self.session.prepared.get(name).copied();
+        classify_pg::classify(sql, &prepared)
+    }
+}
+
+fn append_text(unit: &mut Unit, text: &str) {
+    if !unit.text.is_empty() {
+        unit.text.push_str("; ");
+    }
+    if unit.text.len() < 64 * 1024 {
+        unit.text.push_str(text);
+    }
+}
+
+/// A `Bind` to the marker statement: fails in the database with the marker in its message.
+fn marker_bind(out: &mut BytesMut, marker: &str) {
+    let mut b = BytesMut::new();
+    p::put_cstr(&mut b, "");
+    p::put_cstr(&mut b, marker);
+    b.put_i16(0);
+    b.put_i16(0);
+    b.put_i16(0);
+    p::put_msg(out, b'B', &b);
+}
+
+async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut client: R,
+    mut db: W,
+    session: &mut Session,
+    units: mpsc::Sender<Unit>,
+    markers: Markers,
+    buf: &mut BytesMut,
+) -> std::io::Result<()> {
+    let marker_base = format!("{MARKER_PREFIX}{:016x}_", rand::random::<u64>());
+    let mut flow = Flow {
+        session,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        skipping: false,
+        unit: None,
+        markers,
+        next_marker: 0,
+        marker_base,
+    };
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        while let Some(m) = p::frame(buf)? {
+            let done = on_message(&mut flow, m, &mut out, &units).await?;
+            if done {
+                db.write_all(&out).await?;
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            db.write_all(&out).await?;
+            out.clear();
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(32 * 1024);
+        }
+        if client.read_buf(buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn send_err() -> std::io::Error {
+    std::io::Error::other("the database side of the session has ended")
+}
+
+/// Handles one client message; `Ok(true)` when the client said goodbye.
+async fn on_message(
+    flow: &mut Flow<'_>,
+    m: Msg,
+    out: &mut BytesMut,
+    units: &mpsc::Sender<Unit>,
+) -> std::io::Result<bool> {
+    match m.tag {
+        b'Q' => {
+            let mut body = m.body.clone();
+            let sql = p::cstr(&mut body).unwrap_or_default();
+            let c = flow.classify(&sql);
+            let verdict = flow.session.decide(&c);
+            let unit = Unit {
+                text: sql,
+                needs: c.needs,
+                verdict: verdict.clone(),
+                started: Instant::now(),
+            };
+            units.send(unit).await.map_err(|_| send_err())?;
+            match verdict {
+                Verdict::Allow => {
+                    flow.session.apply(&c);
+                    p::put_msg(out, b'Q', &m.body);
+                }
+                Verdict::Refuse { message, .. } => {
+                    let marker = flow.marker(message);
+                    let mut b = BytesMut::new();
+                    p::put_cstr(&mut b, &format!("EXECUTE {marker}"));
+                    p::put_msg(out, b'Q', &b);
+                }
+            }
+        }
+        b'P' => {
+            if flow.skipping {
+                return Ok(false);
+            }
+            let mut body = m.body.clone();
+            let name = p::cstr(&mut body).unwrap_or_default();
+            let sql = p::cstr(&mut body).unwrap_or_default();
+            let c = flow.classify(&sql);
+            let verdict = flow.session.decide(&c);
+            match verdict {
+                Verdict::Allow => {
+                    flow.session.apply(&c);
+                    flow.statements.insert(
+                        name,
+                        Prepared {
+                            text: Arc::from(sql.as_str()),
+                            needs: c.needs,
+                        },
+                    );
+                    p::put_msg(out, b'P', &m.body);
+                }
+                Verdict::Refuse { message, missing } => {
+                    refuse_in_batch(flow, out, &sql, c.needs, message, missing);
+                }
+            }
+        }
+        b'B' => {
+            if flow.skipping {
+                return Ok(false);
+            }
+            let mut body = m.body.clone();
+            let portal = p::cstr(&mut body).unwrap_or_default();
+            let stmt = p::cstr(&mut body).unwrap_or_default();
+            flow.portals.insert(portal, stmt);
+            p::put_msg(out, b'B', &m.body);
+        }
+        b'E' => {
+            if flow.skipping {
+                return Ok(false);
+            }
+            let mut body = m.body.clone();
+            let portal = p::cstr(&mut body).unwrap_or_default();
+            let prepared = flow
+                .portals
+                .get(&portal)
+                .and_then(|s| flow.statements.get(s))
+                .map(|s| (s.text.clone(), s.needs));
+            match prepared {
+                Some((text, needs)) => {
+                    // The policy may have changed since Parse: decide again (a bit-set check).
+                    let c = Classification::needs(needs, 1);
+                    match flow.session.decide(&c) {
+                        Verdict::Allow => {
+                            let u = flow.unit();
+                            u.needs = u.needs.union(needs);
+                            append_text(u, &text);
+                            p::put_msg(out, b'E', &m.body);
+                        }
+                        Verdict::Refuse { message, missing } => {
+                            refuse_in_batch(flow, out, &text, needs, message, missing);
+                        }
+                    }
+                }
+                // Unknown portal: the database reports it.
+                None => p::put_msg(out, b'E', &m.body),
+            }
+        }
+        b'C' => {
+            if flow.skipping {
+                return Ok(false);
+            }
+            let mut body = m.body.clone();
+            let kind = body.first().copied();
+            if !body.is_empty() {
+                body.advance(1);
+            }
+            let name = p::cstr(&mut body).unwrap_or_default();
+            match kind {
+                Some(b'S') => {
+                    flow.statements.remove(&name);
+                }
+                Some(b'P') => {
+                    flow.portals.remove(&name);
+                }
+                _ => {}
+            }
+            p::put_msg(out, b'C', &m.body);
+        }
+        b'D' | b'H' => {
+            if !flow.skipping {
+                p::put_msg(out, m.tag, &m.body);
+            }
+        }
+        b'S' => {
+            flow.skipping = false;
+            let unit = flow.unit.take().unwrap_or_else(|| Unit {
+                text: String::new(),
+                needs: PrivSet::EMPTY,
+                verdict: Verdict::Allow,
+                started: Instant::now(),
+            });
+            units.send(unit).await.map_err(|_| send_err())?;
+            p::put_msg(out, b'S', &m.body);
+        }
+        b'F' => {
+            // FunctionCall: calls a function by OID, bypassing SQL. Refused.
+            let message = "Haechi DB gateway: refused: the FunctionCall protocol message is not allowed through the gateway; call the function from SQL".to_owned();
+            let verdict = Verdict::Refuse {
+                message: message.clone(),
+                missing: PrivSet::of(&[crate::Privilege::All]),
+            };
+            units
+                .send(Unit {
+                    text: "<FunctionCall>".into(),
+                    needs: PrivSet::of(&[crate::Privilege::All]),
+                    verdict,
+                    started: Instant::now(),
+                })
+                .await
+                .map_err(|_| send_err())?;
+            let marker = flow.marker(message);
+            let mut b = BytesMut::new();
+            p::put_cstr(&mut b, &format!("EXECUTE {marker}"));
+            p::put_msg(out, b'Q', &b);
+        }
+        b'X' => {
+            p::put_msg(out, b'X', &m.body);
+            return Ok(true);
+        }
+        // COPY data from the client, and anything else, goes through as it is.
+        _ => p::put_msg(out, m.tag, &m.body),
+    }
+    Ok(false)
+}
+
+/// Replaces a refused extended-protocol message with the failing marker `Bind` and discards
+/// the rest of the batch up to `Sync` (as the database itself does after an error).
+fn refuse_in_batch(
+    flow: &mut Flow<'_>,
+    out: &mut BytesMut,
+    text: &str,
+    needs: PrivSet,
+    message: String,
+    missing: PrivSet,
+) {
+    let marker = flow.marker(message.clone());
+    marker_bind(out, &marker);
+    flow.skipping = true;
+    let u = flow.unit();
+    u.needs = u.needs.union(needs);
+    append_text(u, text);
+    u.verdict = Verdict::Refuse { message, missing };
+}

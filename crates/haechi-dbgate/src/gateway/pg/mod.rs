@@ -1,0 +1,75 @@
+//! The PostgreSQL gateway: `frontend` speaks to clients (SSL negotiation, password login of
+//! the Haechi user, the simple and extended query protocols, COPY, cancel requests), `backend`
+//! logs in to the real database as the account (SCRAM-SHA-256 / MD5 / cleartext with the
+//! vault password, TLS when the target asks for it) and carries results back.
+//!
+//! Refusals ride the database's own error path: a refused statement is replaced, in place, by
+//! a message that fails in the database (`Bind`/`EXECUTE` of a statement name that does not
+//! exist), and that error is rewritten into SQLSTATE 42501 naming the policy and the missing
+//! privilege. So responses stay in order, the database discards the rest of an extended-
+//! protocol batch up to `Sync` and rolls back its implicit transaction exactly as for any
+//! error, and nothing of a refused string runs.
+
+mod backend;
+mod frontend;
+pub mod protocol;
+mod scram;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::DbGate;
+
+/// Where a cancel request for one session goes.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// Accepts PostgreSQL clients on `listener` until `shutdown` resolves. `tls` is the server
+/// configuration offered to clients that ask for SSL (none: SSL is declined).
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<DbGate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let acceptor = tls.map(|cfg| {
+        let mut cfg = (*cfg).clone();
+        // Clients may announce `postgresql` (direct SSL); the HTTPS ALPN list does not apply.
+        cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+        TlsAcceptor::from(Arc::new(cfg))
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("pg gateway: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let gate = gate.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            if let Err(e) = frontend::handle(tcp, peer, gate, acceptor).await {
+                tracing::debug!(%peer, "pg gateway session ended: {e}");
+            }
+        });
+    }
+}
+
+pub(crate) fn peer_is_loopback(peer: SocketAddr) -> bool {
+    crate::policy::canonical(peer.ip()).is_loopback()
+}

@@ -1,0 +1,383 @@
+//! Database targets (the real servers behind the gateway) and their accounts. An account's
+//! password is a vault credential attribute value: only the reference is stored here.
+
+use haechi_store::{in_tx, is_unique_violation, read, Store, Tx};
+use haechi_types::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::MAX_NAME;
+
+/// Which wire protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Postgres,
+    Mysql,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Mysql => "mysql",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "postgres" => Some(Kind::Postgres),
+            "mysql" => Some(Kind::Mysql),
+            _ => None,
+        }
+    }
+}
+
+/// TLS from the gateway to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS required; the server's certificate is not verified (libpq's `sslmode=require`).
+    Require,
+}
+
+impl BackendTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendTls::Disable => "disable",
+            BackendTls::Require => "require",
+        }
+    }
+
+    fn parse(s: &str) -> BackendTls {
+        match s {
+            "require" => BackendTls::Require,
+            _ => BackendTls::Disable,
+        }
+    }
+}
+
+/// A database server reachable through the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Target {
+    pub id: i64,
+    /// The database name clients give to reach this target.
+    pub name: String,
+    pub kind: Kind,
+    pub host: String,
+    pub port: u16,
+    /// The database (PostgreSQL) or default schema (MySQL) sessions open.
+    pub database: String,
+    pub tls: BackendTls,
+    pub created_by: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "iso")]
+    pub created_at: i64,
+}
+
+fn iso<S: serde::Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&haechi_types::time::iso_ms(*ms))
+}
+
+/// A new target (`POST /api/v1/db/targets`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct NewTarget {
+    pub name: String,
+    pub kind: Kind,
+    pub host: String,
+    pub port: i64,
+    pub database: String,
+    #[serde(default)]
+    pub tls: BackendTls,
+}
+
+/// A database account of a target (`POST /api/v1/db/targets/{name}/accounts`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct NewAccount {
+    /// The database login name.
+    pub account: String,
+    /// The vault credential holding the password.
+    #[serde(rename = "credentialId")]
+    pub credential_id: i64,
+    /// The attribute of that credential whose value is the password (name or numeric id).
+    pub attribute: String,
+}
+
+/// A registered account. Never carries the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: i64,
+    pub target: String,
+    pub account: String,
+    #[serde(rename = "credentialId")]
+    pub credential_id: i64,
+    pub attribute: String,
+    pub registered_by: String,
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "iso")]
+    pub created_at: i64,
+}
+
+fn name_field(field: &str, v: &str) -> Result<()> {
+    if v.trim().is_empty() {
+        return Err(Error::field(field, "is required and must not be blank"));
+    }
+    let n = v.chars().count();
+    if n > MAX_NAME {
+        return Err(Error::field(
+            field,
+            format_args!("must be at most {MAX_NAME} characters (got {n})"),
+        ));
+    }
+    if v.chars().any(|c| c.is_control() || c == '@') {
+        return Err(Error::field(
+            field,
+            "must not contain control characters or '@'",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_target(t: &NewTarget) -> Result<u16> {
+    name_field("name", &t.name)?;
+    if t.host.trim().is_empty() || t.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::field(
+            "host",
+            "must be a host name or IP address without spaces",
+        ));
+    }
+    if !(1..=65535).contains(&t.port) {
+        return Err(Error::field(
+            "port",
+            format_args!("must be between 1 and 65535 (got {})", t.port),
+        ));
+    }
+    if t.database.trim().is_empty() || t.database.chars().any(char::is_control) {
+        return Err(Error::field(
+            "database",
+            "is required and must not be blank",
+        ));
+    }
+    Ok(t.port as u16)
+}
+
+pub(crate) fn validate_account(a: &NewAccount) -> Result<()> {
+    name_field("account", &a.account)?;
+    if a.attribute.trim().is_empty() {
+        return Err(Error::field("attribute", "is required"));
+    }
+    if a.credential_id <= 0 {
+        return Err(Error::field(
+            "credentialId",
+            "must be a credential id (a positive number)",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    id: i64,
+    name: String,
+    kind: String,
+    host: String,
+    port: i64,
+    database: String,
+    tls: String,
+    created_by: String,
+    created_at: i64,
+}
+
+impl TargetRow {
+    fn into_target(self) -> Result<Target> {
+        Ok(Target {
+            id: self.id,
+            kind: Kind::parse(&self.kind).ok_or_else(|| {
+                Error::internal(format_args!("target {} has kind {}", self.id, self.kind))
+            })?,
+            name: self.name,
+            host: self.host,
+            port: u16::try_from(self.port).unwrap_or(0),
+            database: self.database,
+            tls: BackendTls::parse(&self.tls),
+            created_by: self.created_by,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const TARGET_COLS: &str = "id, name, kind, host, port, database, tls, created_by, created_at";
+
+pub(crate) async fn insert_target(
+    tx: &mut Tx,
+    t: &NewTarget,
+    port: u16,
+    by: &str,
+    now: i64,
+) -> Result<Target> {
+    let r = in_tx!(tx, |c| {
+        sqlx::query_scalar::<_, i64>(
+        "INSERT INTO db_targets (name, kind, host, port, database, tls, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id"
+    )
+    .bind(&t.name)
+    .bind(t.kind.as_str())
+    .bind(t.host.trim())
+    .bind(i64::from(port))
+    .bind(&t.database)
+    .bind(t.tls.as_str())
+    .bind(by)
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await
+    });
+    match r {
+        Ok(id) => Ok(Target {
+            id,
+            name: t.name.clone(),
+            kind: t.kind,
+            host: t.host.trim().to_owned(),
+            port,
+            database: t.database.clone(),
+            tls: t.tls,
+            created_by: by.to_owned(),
+            created_at: now,
+        }),
+        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
+            "a target named '{}' already exists",
+            t.name
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn list_targets(store: &Store) -> Result<Vec<Target>> {
+    let sql = format!("SELECT {TARGET_COLS} FROM db_targets ORDER BY name");
+    let rows: Vec<TargetRow> = read!(store, |db| sqlx::query_as(&sql).fetch_all(db).await)?;
+    rows.into_iter().map(TargetRow::into_target).collect()
+}
+
+pub(crate) async fn find_target(store: &Store, name: &str) -> Result<Option<Target>> {
+    let sql = format!("SELECT {TARGET_COLS} FROM db_targets WHERE name = $1");
+    let row: Option<TargetRow> = read!(store, |db| sqlx::query_as(&sql)
+        .bind(name)
+        .fetch_optional(db)
+        .await)?;
+    row.map(TargetRow::into_target).transpose()
+}
+
+pub(crate) async fn delete_target(tx: &mut Tx, name: &str) -> Result<bool> {
+    let n = in_tx!(tx, |c| sqlx::query(
+        "DELETE FROM db_targets WHERE name = $1"
+    )
+    .bind(name)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: i64,
+    target: String,
+    account: String,
+    credential_id: i64,
+    attribute: String,
+    registered_by: String,
+    created_at: i64,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Account {
+        Account {
+            id: r.id,
+            target: r.target,
+            account: r.account,
+            credential_id: r.credential_id,
+            attribute: r.attribute,
+            registered_by: r.registered_by,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const ACCOUNT_SELECT: &str =
+    "SELECT a.id, t.name AS target, a.account, a.credential_id, a.attribute, \
+     a.registered_by, a.created_at FROM db_accounts a JOIN db_targets t ON t.id = a.target_id";
+
+pub(crate) async fn insert_account(
+    tx: &mut Tx,
+    target: &Target,
+    a: &NewAccount,
+    by: &str,
+    now: i64,
+) -> Result<Account> {
+    let r = in_tx!(tx, |c| {
+        sqlx::query_scalar::<_, i64>(
+        "INSERT INTO db_accounts (target_id, account, credential_id, attribute, registered_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+    )
+    .bind(target.id)
+    .bind(&a.account)
+    .bind(a.credential_id)
+    .bind(&a.attribute)
+    .bind(by)
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await
+    });
+    match r {
+        Ok(id) => Ok(Account {
+            id,
+            target: target.name.clone(),
+            account: a.account.clone(),
+            credential_id: a.credential_id,
+            attribute: a.attribute.clone(),
+            registered_by: by.to_owned(),
+            created_at: now,
+        }),
+        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
+            "target '{}' already has an account '{}'; delete it first to register it again",
+            target.name, a.account
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn list_accounts(store: &Store, target: &str) -> Result<Vec<Account>> {
+    let sql = format!("{ACCOUNT_SELECT} WHERE t.name = $1 ORDER BY a.account");
+    let rows: Vec<AccountRow> = read!(store, |db| sqlx::query_as(&sql)
+        .bind(target)
+        .fetch_all(db)
+        .await)?;
+    Ok(rows.into_iter().map(Account::from).collect())
+}
+
+pub(crate) async fn find_account(
+    store: &Store,
+    target: &str,
+    account: &str,
+) -> Result<Option<Account>> {
+    let sql = format!("{ACCOUNT_SELECT} WHERE t.name = $1 AND a.account = $2");
+    let row: Option<AccountRow> = read!(store, |db| sqlx::query_as(&sql)
+        .bind(target)
+        .bind(account)
+        .fetch_optional(db)
+        .await)?;
+    Ok(row.map(Account::from))
+}
+
+pub(crate) async fn delete_account(tx: &mut Tx, target_id: i64, account: &str) -> Result<bool> {
+    let n = in_tx!(tx, |c| sqlx::query(
+        "DELETE FROM db_accounts WHERE target_id = $1 AND account = $2"
+    )
+    .bind(target_id)
+    .bind(account)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}

@@ -1,0 +1,74 @@
+//! Settings of the execution engine: the `[agents]` and `[tasks]` tables of the configuration.
+
+use serde::{Deserialize, Serialize};
+
+/// Agents and nodes (the `[agents]` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Seconds between two heartbeats of an agent (the server tells its agents).
+    pub heartbeat_secs: u64,
+    /// Heartbeats a node may miss before it is marked missing.
+    pub missed_heartbeats: u32,
+    /// Seconds a missing node has to come back before its running executions end `LOST`.
+    pub lost_grace_secs: u64,
+    /// Bytes of output (stdout and stderr together) kept per execution; the rest is dropped
+    /// after a marker line.
+    pub output_cap_bytes: u64,
+    /// Start a local agent with the server, enrolled automatically, so tasks can run on this
+    /// machine at once (`haechi server --no-local-agent` turns it off).
+    pub local_agent: bool,
+    /// Node id of the local agent; unset means the host name.
+    pub local_node_id: Option<String>,
+    /// Seconds an enrolment token lives when its request does not say.
+    pub enrollment_token_ttl_secs: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            heartbeat_secs: 10,
+            missed_heartbeats: 3,
+            lost_grace_secs: 60,
+            output_cap_bytes: 16 * 1024 * 1024,
+            local_agent: true,
+            local_node_id: None,
+            enrollment_token_ttl_secs: 3600,
+        }
+    }
+}
+
+/// Tasks, approval and schedules (the `[tasks]` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Let an approver approve a task whose approval they requested themselves.
+    pub allow_self_approval: bool,
+    /// Timeout of a task whose definition gives none, in seconds (0 = none).
+    pub default_timeout_secs: u64,
+    /// Accept 6-field schedules with a leading seconds field (for tests and demos; production
+    /// schedules are 5-field cron).
+    pub schedule_seconds: bool,
+    /// A schedule fire missed by more than this many seconds (server down) is skipped.
+    pub misfire_grace_secs: u64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            allow_self_approval: false,
+            default_timeout_secs: 3600,
+            schedule_seconds: false,
+            misfire_grace_secs: 60,
+        }
+    }
+}
+
+/// Everything the engine needs.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    pub agents: AgentsConfig,
+    pub tasks: TasksConfig,
+    /// The server's UTC offset in seconds (`timezone`): the default zone of schedules.
+    pub utc_offset_secs: i32,
+}

@@ -1,0 +1,374 @@
+//! The agent hub: the live sessions of the agents connected to this server, what is sent to
+//! them, and the server's side of the agent protocol (`haechi_agent::protocol`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use haechi_agent::protocol::{AgentMsg, OutputFrame, Resume, RunSpec, ServerMsg, PROTOCOL_VERSION};
+use haechi_store::read;
+use haechi_types::time::now_ms;
+use haechi_types::Result;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::writer::Op;
+use crate::Exec;
+
+/// How long an agent has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A `Run` or `Cancel` is not sent again to the same agent sooner than this.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// A frame from an agent's WebSocket.
+#[derive(Debug)]
+pub enum AgentFrame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// A frame to an agent's WebSocket.
+#[derive(Debug)]
+pub enum ServerFrame {
+    Text(String),
+    /// Close the connection, with a reason.
+    Close(String),
+}
+
+struct Session {
+    conn: u64,
+    tx: mpsc::UnboundedSender<ServerFrame>,
+}
+
+#[derive(Default)]
+pub(crate) struct Hub {
+    sessions: Mutex<HashMap<String, Session>>,
+    next_conn: AtomicU64,
+    /// When each execution's `Run`/`Cancel` was last sent, to pace re-sends.
+    sent: Mutex<HashMap<i64, Instant>>,
+}
+
+fn text(msg: &ServerMsg) -> ServerFrame {
+    ServerFrame::Text(serde_json::to_string(msg).unwrap_or_default())
+}
+
+impl Hub {
+    pub fn is_connected(&self, node_id: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(node_id)
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn connected_nodes(&self) -> Vec<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn register(&self, node_id: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let old = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_owned(), Session { conn, tx });
+        if let Some(old) = old {
+            let _ = old.tx.send(ServerFrame::Close(
+                "another connection of this agent replaced this one".into(),
+            ));
+        }
+        conn
+    }
+
+    fn unregister(&self, node_id: &str, conn: u64) {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if s.get(node_id).is_some_and(|x| x.conn == conn) {
+            s.remove(node_id);
+        }
+    }
+
+    /// Sends to a node's agent if it is connected here.
+    pub fn send(&self, node_id: &str, msg: &ServerMsg) -> bool {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match s.get(node_id) {
+            Some(sess) => sess.tx.send(text(msg)).is_ok(),
+            None => false,
+        }
+    }
+
+    fn mark_sent(&self, exec_id: i64) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(exec_id, Instant::now());
+    }
+
+    fn recently_sent(&self, exec_id: i64) -> bool {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&exec_id)
+            .is_some_and(|t| t.elapsed() < RESEND_AFTER)
+    }
+
+    /// Forgets pacing entries of executions that no longer need sending.
+    pub fn prune_sent(&self, keep: &std::collections::HashSet<i64>) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| keep.contains(id));
+    }
+
+    /// Sends runs to the agents connected here; the others get theirs when they connect.
+    pub fn dispatch(&self, runs: Vec<(String, RunSpec)>) {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for (node, spec) in runs {
+            if let Some(sess) = sessions.get(&node) {
+                let id = spec.exec_id;
+                if sess.tx.send(text(&ServerMsg::Run(spec))).is_ok() {
+                    sent.insert(id, now);
+                }
+            }
+        }
+    }
+
+    /// Re-sends runs not sent recently (a run is idempotent on the agent).
+    pub fn redispatch(&self, runs: Vec<(String, RunSpec)>) {
+        let fresh: Vec<_> = runs
+            .into_iter()
+            .filter(|(_, s)| !self.recently_sent(s.exec_id))
+            .collect();
+        self.dispatch(fresh);
+    }
+
+    pub fn cancel(&self, node_id: &str, exec_id: i64) {
+        if self.send(node_id, &ServerMsg::Cancel { exec_id }) {
+            self.mark_sent(exec_id);
+        }
+    }
+
+    pub fn cancel_paced(&self, node_id: &str, exec_id: i64) {
+        if !self.recently_sent(exec_id) {
+            self.cancel(node_id, exec_id);
+        }
+    }
+
+    pub fn close(&self, node_id: &str, reason: &str) {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node_id)
+        {
+            let _ = s.tx.send(ServerFrame::Close(reason.to_owned()));
+        }
+    }
+
+    pub fn close_all(&self, reason: &str) {
+        let all: Vec<Session> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in all {
+            let _ = s.tx.send(ServerFrame::Close(reason.to_owned()));
+        }
+    }
+}
+
+impl Exec {
+    /// Agents connected to this server.
+    pub fn connected_agents(&self) -> usize {
+        self.hub.connected_count()
+    }
+
+    /// Serves one agent connection (already authenticated as `node_id`) until it ends:
+    /// `Hello` → `Welcome` (with what the server holds of the executions the agent lists) →
+    /// pending runs → the agent's reports, each committed before it is acknowledged.
+    pub async fn serve_agent(
+        self: &Arc<Self>,
+        node_id: String,
+        mut inbound: mpsc::Receiver<AgentFrame>,
+        outbound: mpsc::UnboundedSender<ServerFrame>,
+    ) {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
+            Ok(Some(AgentFrame::Text(t))) => serde_json::from_str::<AgentMsg>(&t).ok(),
+            _ => None,
+        };
+        let Some(AgentMsg::Hello {
+            protocol,
+            agent_ver,
+            os_name,
+            ip,
+            hostname,
+            jobs,
+        }) = hello
+        else {
+            let _ = outbound.send(ServerFrame::Close("expected a hello".into()));
+            return;
+        };
+        if protocol != PROTOCOL_VERSION {
+            let _ = outbound.send(ServerFrame::Close(format!(
+                "this server speaks agent protocol {PROTOCOL_VERSION}, the agent {protocol}: upgrade the agent"
+            )));
+            return;
+        }
+        let clip = |s: String| s.chars().take(256).collect::<String>();
+        let _ = self.writer.send(Op::NodeSeen {
+            node_id: node_id.clone(),
+            agent_ver: clip(agent_ver),
+            os_name: clip(os_name),
+            ip: clip(ip),
+            hostname: clip(hostname),
+            at: now_ms(),
+        });
+        let (resume, ack) = match self.reconcile(&node_id, &jobs).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(%node_id, "cannot reconcile the agent's executions: {e}");
+                let _ = outbound.send(ServerFrame::Close(
+                    "the server cannot read its store; reconnect later".into(),
+                ));
+                return;
+            }
+        };
+        let conn = self.hub.register(&node_id, outbound.clone());
+        tracing::debug!(%node_id, conn, jobs = jobs.len(), "agent connected");
+        metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
+        let welcome = ServerMsg::Welcome {
+            node_id: node_id.clone(),
+            heartbeat_secs: self.cfg.agents.heartbeat_secs,
+            resume,
+            ack,
+        };
+        let _ = outbound.send(text(&welcome));
+        match self.pending_runs(&node_id).await {
+            Ok(runs) => {
+                let held: std::collections::HashSet<i64> = jobs.iter().copied().collect();
+                let runs: Vec<_> = runs
+                    .into_iter()
+                    .filter(|(_, s)| !held.contains(&s.exec_id))
+                    .collect();
+                self.hub.dispatch(runs);
+            }
+            Err(e) => tracing::error!(%node_id, "cannot read pending runs: {e}"),
+        }
+        self.note_heartbeat(&node_id);
+
+        while let Some(frame) = inbound.recv().await {
+            match frame {
+                AgentFrame::Binary(b) => match OutputFrame::decode(&b) {
+                    Some(f) => {
+                        let _ = self.writer.send(Op::Output {
+                            node_id: node_id.clone(),
+                            frame: f,
+                        });
+                    }
+                    None => tracing::warn!(%node_id, "ignoring a malformed output frame"),
+                },
+                AgentFrame::Text(t) => match serde_json::from_str::<AgentMsg>(&t) {
+                    Ok(AgentMsg::Heartbeat) => {
+                        self.note_heartbeat(&node_id);
+                        let _ = outbound.send(text(&ServerMsg::HeartbeatAck));
+                    }
+                    Ok(AgentMsg::Started { exec_id, at_ms }) => {
+                        let _ = self.writer.send(Op::Started {
+                            node_id: node_id.clone(),
+                            exec_id,
+                            at: at_ms,
+                        });
+                    }
+                    Ok(AgentMsg::Finished(f)) => {
+                        let exec_id = f.exec_id;
+                        let (tx, rx) = oneshot::channel();
+                        let _ = self.writer.send(Op::Finished {
+                            node_id: node_id.clone(),
+                            finished: f,
+                            committed: tx,
+                        });
+                        let out = outbound.clone();
+                        tokio::spawn(async move {
+                            if rx.await.is_ok() {
+                                let _ = out.send(text(&ServerMsg::Ack { exec_id }));
+                            }
+                        });
+                    }
+                    Ok(AgentMsg::Hello { .. }) => {
+                        tracing::warn!(%node_id, "ignoring a second hello")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%node_id, "ignoring a message the server does not understand: {e}")
+                    }
+                },
+            }
+        }
+        self.hub.unregister(&node_id, conn);
+        metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
+        tracing::debug!(%node_id, conn, "agent disconnected");
+    }
+
+    pub(crate) fn note_heartbeat(&self, node_id: &str) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id.to_owned(), now_ms());
+    }
+
+    /// Compares what the agent holds with the store: executions still open resume from the
+    /// output the store holds; ended or unknown ones are acknowledged (the agent forgets them);
+    /// executions the store has running on this node that the agent does not hold are lost.
+    async fn reconcile(&self, node_id: &str, jobs: &[i64]) -> Result<(Vec<Resume>, Vec<i64>)> {
+        let open: Vec<(i64, String, i64, i64)> = read!(self.store, |db| {
+            sqlx::query_as(
+            "SELECT id, status, out_len, err_len FROM node_executions WHERE node_id = $1 AND status IN ('WAIT', 'RUN')"
+        )
+        .bind(node_id)
+        .fetch_all(db)
+        .await
+        })?;
+        let open: HashMap<i64, (String, i64, i64)> = open
+            .into_iter()
+            .map(|(id, s, o, e)| (id, (s, o, e)))
+            .collect();
+        let mut resume = Vec::new();
+        let mut ack = Vec::new();
+        for id in jobs {
+            match open.get(id) {
+                Some((_, out, err)) => resume.push(Resume {
+                    exec_id: *id,
+                    out: *out as u64,
+                    err: *err as u64,
+                }),
+                None => ack.push(*id),
+            }
+        }
+        let held: std::collections::HashSet<i64> = jobs.iter().copied().collect();
+        let unknown: Vec<i64> = open
+            .iter()
+            .filter(|(id, (s, _, _))| s == "RUN" && !held.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !unknown.is_empty() {
+            let _ = self.writer.send(Op::Unknown {
+                node_id: node_id.to_owned(),
+                exec_ids: unknown,
+            });
+        }
+        Ok((resume, ack))
+    }
+}

@@ -1,0 +1,940 @@
+//! Task instances and node executions: starting (API, scheduler, chain), re-running one node,
+//! cancelling, settling an instance when its last node ends (and starting its chain), and
+//! reading them back with their output.
+
+use haechi_agent::protocol::{RunSpec, Stream};
+use haechi_identity::Actor;
+use haechi_store::{in_tx, read, Backend, Tx};
+use haechi_types::{time::now_ms, Error, Result};
+
+use crate::model::*;
+use crate::nodes::check_id;
+use crate::sql::{bind_args, Arg, Where};
+use crate::tasks::check_arguments;
+use crate::Exec;
+
+/// Most nodes one instance may run on.
+pub const MAX_NODES: usize = 10_000;
+
+/// A task instance stored inside a caller's transaction ([`Exec::start_instance_in_tx`]),
+/// whose runs go to the agents once that transaction has committed.
+pub struct StartedInTx {
+    pub instance: Instance,
+    runs: Vec<(String, RunSpec)>,
+}
+
+/// An instance just stored, and the runs to send once it is committed.
+pub(crate) struct Created {
+    pub instance: Instance,
+    pub runs: Vec<(String, RunSpec)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct InstanceRow {
+    instance_no: i64,
+    task_id: String,
+    revision_no: i64,
+    runner_id: String,
+    runner_gubun: String,
+    origin: Option<String>,
+    arguments: String,
+    start_at: i64,
+    end_at: Option<i64>,
+    next_task_id: String,
+    next_instance_no: Option<i64>,
+    prev_instance_no: Option<i64>,
+}
+
+const INSTANCE_COLUMNS: &str =
+    "instance_no, task_id, revision_no, runner_id, runner_gubun, origin, arguments, start_at, \
+                                end_at, next_task_id, next_instance_no, prev_instance_no";
+
+impl From<InstanceRow> for Instance {
+    fn from(r: InstanceRow) -> Instance {
+        Instance {
+            task_instance_no: r.instance_no,
+            task_id: r.task_id,
+            revision_no: r.revision_no,
+            runner_id: r.runner_id,
+            runner_gubun: RunnerGubun::parse(&r.runner_gubun).unwrap_or(RunnerGubun::User),
+            origin: r.origin,
+            arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
+            start_at: r.start_at,
+            end_at: r.end_at,
+            next_task_id: r.next_task_id,
+            next_task_instance_no: r.next_instance_no,
+            prev_task_instance_no: r.prev_instance_no,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ExecRow {
+    exec_id: i64,
+    instance_no: i64,
+    task_id: String,
+    node_id: String,
+    exec_no: i64,
+    status: String,
+    result_cd: Option<String>,
+    exit_cd: Option<i64>,
+    reason: Option<String>,
+    runner_id: String,
+    runner_gubun: String,
+    created_at: i64,
+    start_at: Option<i64>,
+    end_at: Option<i64>,
+    out_len: i64,
+    err_len: i64,
+    truncated: bool,
+    cancel_requested: bool,
+}
+
+const EXEC_SELECT: &str = "SELECT e.id AS exec_id, e.instance_no, i.task_id, e.node_id, e.exec_no, e.status, e.result_cd, \
+     e.exit_cd, e.reason, e.runner_id, e.runner_gubun, e.created_at, e.start_at, e.end_at, e.out_len, e.err_len, \
+     e.truncated, e.cancel_requested FROM node_executions e JOIN task_instances i ON i.instance_no = e.instance_no";
+
+impl From<ExecRow> for NodeExecution {
+    fn from(r: ExecRow) -> NodeExecution {
+        NodeExecution {
+            exec_id: r.exec_id,
+            task_instance_no: r.instance_no,
+            task_id: r.task_id,
+            node_id: r.node_id,
+            exec_no: r.exec_no,
+            status: ExecStatus::parse(&r.status).unwrap_or(ExecStatus::Lost),
+            result_cd: r.result_cd,
+            exit_cd: r.exit_cd,
+            reason: r.reason,
+            runner_id: r.runner_id,
+            runner_gubun: RunnerGubun::parse(&r.runner_gubun).unwrap_or(RunnerGubun::User),
+            created_at: r.created_at,
+            start_at: r.start_at,
+            end_at: r.end_at,
+            out_len: r.out_len,
+            err_len: r.err_len,
+            truncated: r.truncated,
+            cancel_requested: r.cancel_requested,
+        }
+    }
+}
+
+/// What a run needs from the task revision.
+#[derive(sqlx::FromRow)]
+struct RevisionRow {
+    script_name: String,
+    script: String,
+    os_user: String,
+    timeout_secs: i64,
+    exec_ondemand: String,
+    exec_scheduler: String,
+    exec_task: String,
+    next_task_id: String,
+    apprv_status: String,
+    revision_no: i64,
+}
+
+/// A WAIT execution, joined with what its `Run` needs.
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    exec_id: i64,
+    node_id: String,
+    exec_no: i64,
+    instance_no: i64,
+    task_id: String,
+    revision_no: i64,
+    arguments: String,
+    script_name: String,
+    script: String,
+    os_user: String,
+    timeout_secs: i64,
+}
+
+const PENDING_SELECT: &str =
+    "SELECT e.id AS exec_id, e.node_id, e.exec_no, e.instance_no, i.task_id, i.revision_no, \
+     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs FROM node_executions e \
+     JOIN task_instances i ON i.instance_no = e.instance_no \
+     JOIN task_revisions r ON r.task_id = i.task_id AND r.revision_no = i.revision_no";
+
+/// On PostgreSQL, locks an instance's row until the transaction ends.
+async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        in_tx!(tx, |c| sqlx::query(
+            "SELECT instance_no FROM task_instances WHERE instance_no = $1 FOR UPDATE"
+        )
+        .bind(no)
+        .fetch_optional(&mut *c)
+        .await
+        .map(|_| ()))?;
+    }
+    Ok(())
+}
+
+impl Exec {
+    fn run_spec(&self, p: PendingRow) -> (String, RunSpec) {
+        (
+            p.node_id.clone(),
+            RunSpec {
+                exec_id: p.exec_id,
+                node_id: p.node_id,
+                task_id: p.task_id,
+                revision_no: p.revision_no,
+                instance_no: p.instance_no,
+                exec_no: p.exec_no,
+                script_name: p.script_name,
+                script: p.script,
+                args: serde_json::from_str(&p.arguments).unwrap_or_default(),
+                os_user: p.os_user,
+                timeout_secs: p.timeout_secs.max(0) as u64,
+                output_cap: self.cfg.agents.output_cap_bytes,
+            },
+        )
+    }
+
+    /// Stores a new instance and its node executions (all `WAIT`) inside `tx`. Every check
+    /// comes before the first write, so a refused start leaves `tx` untouched.
+    pub(crate) async fn create_instance_in_tx(
+        &self,
+        tx: &mut Tx,
+        req: &StartInstance,
+        prev: Option<i64>,
+        actor: Option<&Actor>,
+    ) -> Result<Created> {
+        check_id("taskId", &req.task_id)?;
+        if req.node_ids.is_empty() {
+            return Err(Error::field("nodeIdList", "must name at least one node"));
+        }
+        if req.node_ids.len() > MAX_NODES {
+            return Err(Error::field(
+                "nodeIdList",
+                format_args!("at most {MAX_NODES} nodes per instance"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in req.node_ids.iter().enumerate() {
+            check_id(&format!("nodeIdList[{i}]"), n)?;
+            if !seen.insert(n.as_str()) {
+                return Err(Error::field(
+                    "nodeIdList",
+                    format_args!("lists node '{n}' twice"),
+                ));
+            }
+        }
+        check_arguments("arguments", &req.arguments)?;
+        if let Some(o) = &req.origin {
+            if o.len() > 512 {
+                return Err(Error::field("origin", "must be at most 512 bytes"));
+            }
+        }
+        let rev: Option<RevisionRow> = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT r.script_name, r.script, r.os_user, r.timeout_secs, r.exec_ondemand, r.exec_scheduler, r.exec_task, \
+             r.next_task_id, t.apprv_status, r.revision_no FROM tasks t \
+             JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no WHERE t.id = $1"
+        )
+        .bind(&req.task_id)
+        .fetch_optional(&mut *c)
+        .await
+        })?;
+        let task_id = &req.task_id;
+        let rev = rev.ok_or_else(|| Error::not_found(format_args!("task '{task_id}'")))?;
+        if rev.apprv_status != "A" {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
+                rev.apprv_status
+            )));
+        }
+        let (flag, name, how) = match req.runner_gubun {
+            RunnerGubun::User => (&rev.exec_ondemand, "execOndemand", "started on demand"),
+            RunnerGubun::Scheduler => (
+                &rev.exec_scheduler,
+                "execScheduler",
+                "started by its schedule",
+            ),
+            RunnerGubun::Task => (
+                &rev.exec_task,
+                "execTask",
+                "started by another task's chain",
+            ),
+        };
+        if flag != "E" {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' has {name} = {flag}: it may not be {how}"
+            )));
+        }
+        Self::check_nodes_runnable(tx, &req.node_ids).await?;
+
+        let now = now_ms();
+        let args = serde_json::to_string(&req.arguments)?;
+        let no: i64 = in_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "INSERT INTO task_instances (task_id, revision_no, runner_id, runner_gubun, origin, arguments, start_at, \
+             next_task_id, prev_instance_no) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING instance_no"
+        )
+        .bind(task_id)
+        .bind(rev.revision_no)
+        .bind(&req.runner_id)
+        .bind(req.runner_gubun.as_str())
+        .bind(&req.origin)
+        .bind(&args)
+        .bind(now)
+        .bind(&rev.next_task_id)
+        .bind(prev)
+        .fetch_one(&mut *c)
+        .await
+        })?;
+        let mut ids: Vec<(i64, String)> = Vec::with_capacity(req.node_ids.len());
+        for chunk in req.node_ids.chunks(100) {
+            let mut w = Where::default();
+            let pno = w.arg(Arg::Int(no));
+            let pnow = w.arg(Arg::Int(now));
+            let prid = w.arg(Arg::Text(req.runner_id.clone()));
+            let pg = w.arg(Arg::Text(req.runner_gubun.as_str().to_owned()));
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|n| {
+                    let pn = w.arg(Arg::Text(n.clone()));
+                    format!("({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow})")
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, \
+                 created_at) VALUES {} RETURNING id, node_id",
+                rows.join(", ")
+            );
+            let got: Vec<(i64, String)> = in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
+                .fetch_all(&mut *c)
+                .await)?;
+            ids.extend(got);
+        }
+        let event = match actor {
+            Some(a) => a.event("opmate", "task.instance.create"),
+            None => haechi_audit::Event::new("system", "task.instance.create"),
+        };
+        haechi_audit::append(
+            tx,
+            event
+                .target(format!("{task_id}#{no}"))
+                .detail(serde_json::json!({
+                    "taskId": task_id, "taskInstanceNo": no, "revisionNo": rev.revision_no,
+                    "runnerGubun": req.runner_gubun.as_str(), "runnerId": req.runner_id,
+                    "nodes": req.node_ids.len(), "origin": req.origin,
+                })),
+        )
+        .await?;
+        let runs = ids
+            .into_iter()
+            .map(|(exec_id, node_id)| {
+                self.run_spec(PendingRow {
+                    exec_id,
+                    node_id,
+                    exec_no: 1,
+                    instance_no: no,
+                    task_id: task_id.clone(),
+                    revision_no: rev.revision_no,
+                    arguments: args.clone(),
+                    script_name: rev.script_name.clone(),
+                    script: rev.script.clone(),
+                    os_user: rev.os_user.clone(),
+                    timeout_secs: rev.timeout_secs,
+                })
+            })
+            .collect();
+        let instance = Instance {
+            task_instance_no: no,
+            task_id: task_id.clone(),
+            revision_no: rev.revision_no,
+            runner_id: req.runner_id.clone(),
+            runner_gubun: req.runner_gubun,
+            origin: req.origin.clone(),
+            arguments: req.arguments.clone(),
+            start_at: now,
+            end_at: None,
+            next_task_id: rev.next_task_id,
+            next_task_instance_no: None,
+            prev_task_instance_no: prev,
+        };
+        Ok(Created { instance, runs })
+    }
+
+    /// Starts a task on nodes: checks it may run there (task exists, approved, the flag of the
+    /// runner kind is `E`, every node exists and is enabled), stores the instance and its node
+    /// executions, then sends them to the agents. A refused start stores nothing.
+    pub async fn start_instance(
+        &self,
+        actor: Option<&Actor>,
+        req: StartInstance,
+    ) -> Result<Instance> {
+        let mut tx = self.store.begin().await?;
+        let created = self
+            .create_instance_in_tx(&mut tx, &req, None, actor)
+            .await?;
+        tx.commit().await?;
+        self.hub.dispatch(created.runs);
+        Ok(created.instance)
+    }
+
+    /// [`Exec::start_instance`] inside the caller's transaction, for the workflow engine: it
+    /// stores a step's attempt and the task instance it starts in one commit, so that a crash
+    /// can never leave an attempt whose instance is unknown (and started again). Every check
+    /// comes before the first write: a refused start (an error other than `Internal`) leaves
+    /// `tx` untouched. Send the runs with [`Exec::dispatch_started`] once `tx` has committed.
+    pub async fn start_instance_in_tx(
+        &self,
+        tx: &mut Tx,
+        actor: Option<&Actor>,
+        req: &StartInstance,
+    ) -> Result<StartedInTx> {
+        let created = self.create_instance_in_tx(tx, req, None, actor).await?;
+        Ok(StartedInTx {
+            instance: created.instance,
+            runs: created.runs,
+        })
+    }
+
+    /// Sends the runs of an instance stored by [`Exec::start_instance_in_tx`] to the agents.
+    /// Call it only after that transaction has committed.
+    pub fn dispatch_started(&self, started: StartedInTx) {
+        self.hub.dispatch(started.runs);
+    }
+
+    /// Runs instance `no` again on one node as its next `execNo` (the earlier ones stay
+    /// readable). The node's latest execution must have ended.
+    pub async fn rerun_node(&self, actor: &Actor, no: i64, node_id: &str) -> Result<NodeExecution> {
+        let actor = actor.clone();
+        let node = node_id.to_owned();
+        let exec_id = self
+            .write(|reply| crate::writer::Op::Rerun {
+                instance_no: no,
+                node_id: node,
+                actor,
+                reply,
+            })
+            .await?;
+        self.execution_by_id(exec_id).await
+    }
+
+    /// Inside the writer's transaction: the re-run itself. Returns the new execution's run.
+    pub(crate) async fn rerun_in_tx(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        no: i64,
+        node_id: &str,
+    ) -> Result<(String, RunSpec)> {
+        lock_instance(tx, no).await?;
+        let inst: Option<(String,)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT task_id FROM task_instances WHERE instance_no = $1"
+        )
+        .bind(no)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let (task_id,) =
+            inst.ok_or_else(|| Error::not_found(format_args!("task instance {no}")))?;
+        let last: Option<(i64, i64, String)> = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT id, exec_no, status FROM node_executions WHERE instance_no = $1 AND node_id = $2 AND latest"
+        )
+        .bind(no)
+        .bind(node_id)
+        .fetch_optional(&mut *c)
+        .await
+        })?;
+        let (last_id, last_no, status) = last.ok_or_else(|| {
+            Error::not_found(format_args!("node '{node_id}' in task instance {no}"))
+        })?;
+        if !ExecStatus::parse(&status).is_some_and(ExecStatus::is_final) {
+            return Err(Error::conflict(format!(
+                "node '{node_id}' of task instance {no} is still {status} (execNo {last_no}); wait for it or cancel it first"
+            )));
+        }
+        let apprv: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT apprv_status FROM tasks WHERE id = $1"
+        )
+        .bind(&task_id)
+        .fetch_optional(&mut *c)
+        .await)?;
+        if apprv.as_deref() != Some("A") {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' is not approved now (apprvStatus {}); only an approved task runs",
+                apprv.unwrap_or_default()
+            )));
+        }
+        Self::check_nodes_runnable(tx, &[node_id.to_owned()]).await?;
+        let now = now_ms();
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE node_executions SET latest = FALSE WHERE id = $1"
+        )
+        .bind(last_id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        let exec_id: i64 = in_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, created_at) \
+             VALUES ($1, $2, $3, TRUE, 'WAIT', $4, 'U', $5) RETURNING id"
+        )
+        .bind(no)
+        .bind(node_id)
+        .bind(last_no + 1)
+        .bind(&actor.user_id)
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await
+        })?;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE task_instances SET end_at = NULL WHERE instance_no = $1"
+        )
+        .bind(no)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        haechi_audit::append(
+            tx,
+            actor
+                .event("opmate", "task.instance.rerun")
+                .target(format!("{task_id}#{no}"))
+                .detail(serde_json::json!({ "nodeId": node_id, "execNo": last_no + 1 })),
+        )
+        .await?;
+        let sql = format!("{PENDING_SELECT} WHERE e.id = $1");
+        let row: PendingRow = in_tx!(tx, |c| sqlx::query_as(&sql)
+            .bind(exec_id)
+            .fetch_one(&mut *c)
+            .await)?;
+        Ok(self.run_spec(row))
+    }
+
+    /// Cancels instance `no` (or one node of it): executions not yet started end `CANCEL` at
+    /// once; running ones are killed by their agent and end `CANCEL` when it reports.
+    pub async fn cancel(
+        &self,
+        actor: Option<&Actor>,
+        no: i64,
+        node_id: Option<&str>,
+    ) -> Result<Vec<NodeExecution>> {
+        let actor = actor.cloned();
+        let node = node_id.map(str::to_owned);
+        self.write(|reply| crate::writer::Op::Cancel {
+            instance_no: no,
+            node_id: node,
+            actor,
+            reply,
+        })
+        .await?;
+        let filter = NodeExecFilter {
+            node_id: None,
+            ..Default::default()
+        };
+        let all = self
+            .instance_nodes(
+                no,
+                &filter,
+                Paging {
+                    limit: MAX_NODES as i64,
+                    offset: 0,
+                },
+            )
+            .await?;
+        Ok(all
+            .items
+            .into_iter()
+            .filter(|e| node_id.is_none_or(|n| n == e.node_id))
+            .collect())
+    }
+
+    /// Inside the writer's transaction: marks what to cancel. Returns (node, exec id) of every
+    /// execution an agent may hold, to send it a `Cancel`.
+    pub(crate) async fn cancel_in_tx(
+        &self,
+        tx: &mut Tx,
+        actor: Option<&Actor>,
+        no: i64,
+        node_id: Option<&str>,
+    ) -> Result<Vec<(String, i64)>> {
+        lock_instance(tx, no).await?;
+        let task: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT task_id FROM task_instances WHERE instance_no = $1"
+        )
+        .bind(no)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let task_id = task.ok_or_else(|| Error::not_found(format_args!("task instance {no}")))?;
+        let rows: Vec<(i64, String, String)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT id, node_id, status FROM node_executions WHERE instance_no = $1 AND latest"
+        )
+        .bind(no)
+        .fetch_all(&mut *c)
+        .await)?;
+        if let Some(n) = node_id {
+            if !rows.iter().any(|r| r.1 == n) {
+                return Err(Error::not_found(format_args!(
+                    "node '{n}' in task instance {no}"
+                )));
+            }
+        }
+        let now = now_ms();
+        let mut notify = Vec::new();
+        for (id, node, status) in rows {
+            if node_id.is_some_and(|n| n != node) {
+                continue;
+            }
+            match status.as_str() {
+                "WAIT" => {
+                    in_tx!(tx, |c| {
+                        sqlx::query(
+                        "UPDATE node_executions SET status = 'CANCEL', result_cd = 'F', exit_cd = -1, \
+                         reason = 'cancelled before it started', end_at = $2, cancel_requested = TRUE \
+                         WHERE id = $1 AND status = 'WAIT'"
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+                    })?;
+                    notify.push((node, id));
+                }
+                "RUN" => {
+                    in_tx!(tx, |c| sqlx::query(
+                        "UPDATE node_executions SET cancel_requested = TRUE WHERE id = $1"
+                    )
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ()))?;
+                    notify.push((node, id));
+                }
+                _ => {}
+            }
+        }
+        let event = match actor {
+            Some(a) => a.event("opmate", "task.instance.cancel"),
+            None => haechi_audit::Event::new("system", "task.instance.cancel"),
+        };
+        haechi_audit::append(
+            tx,
+            event
+                .target(format!("{task_id}#{no}"))
+                .detail(serde_json::json!({ "nodeId": node_id, "executions": notify.len() })),
+        )
+        .await?;
+        Ok(notify)
+    }
+
+    /// Inside the writer's transaction: if every node's latest execution of instance `no` has
+    /// ended, records the end; if they all ended `S` and the task chains to an `execTask = E`
+    /// task, starts that on the same nodes. Returns (ended now, the chained instance).
+    pub(crate) async fn settle_in_tx(
+        &self,
+        tx: &mut Tx,
+        no: i64,
+    ) -> Result<(bool, Option<Created>)> {
+        lock_instance(tx, no).await?;
+        let (total, active, ok): (i64, Option<i64>, Option<i64>) = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT COUNT(*), SUM(CASE WHEN status IN ('WAIT', 'RUN') THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN result_cd = 'S' THEN 1 ELSE 0 END) FROM node_executions WHERE instance_no = $1 AND latest"
+        )
+        .bind(no)
+        .fetch_one(&mut *c)
+        .await
+        })?;
+        if total == 0 || active.unwrap_or(0) > 0 {
+            return Ok((false, None));
+        }
+        let ended = in_tx!(tx, |c| sqlx::query(
+            "UPDATE task_instances SET end_at = $2 WHERE instance_no = $1 AND end_at IS NULL"
+        )
+        .bind(no)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if ended == 0 || ok.unwrap_or(0) != total {
+            return Ok((ended > 0, None));
+        }
+        let row: Option<(String, Option<i64>, String, String)> = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT next_task_id, next_instance_no, arguments, task_id FROM task_instances WHERE instance_no = $1"
+        )
+        .bind(no)
+        .fetch_optional(&mut *c)
+        .await
+        })?;
+        let Some((next_task_id, next_no, arguments, task_id)) = row else {
+            return Ok((true, None));
+        };
+        if next_task_id.is_empty() || next_no.is_some() {
+            return Ok((true, None));
+        }
+        let nodes: Vec<String> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT node_id FROM node_executions WHERE instance_no = $1 AND latest ORDER BY id"
+        )
+        .bind(no)
+        .fetch_all(&mut *c)
+        .await)?;
+        let req = StartInstance {
+            task_id: next_task_id.clone(),
+            node_ids: nodes,
+            arguments: serde_json::from_str(&arguments).unwrap_or_default(),
+            runner_gubun: RunnerGubun::Task,
+            runner_id: no.to_string(),
+            origin: None,
+        };
+        match self.create_instance_in_tx(tx, &req, Some(no), None).await {
+            Ok(created) => {
+                in_tx!(tx, |c| sqlx::query(
+                    "UPDATE task_instances SET next_instance_no = $2 WHERE instance_no = $1"
+                )
+                .bind(no)
+                .bind(created.instance.task_instance_no)
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))?;
+                Ok((true, Some(created)))
+            }
+            Err(e) if e.code != haechi_types::Code::Internal => {
+                tracing::warn!(instance = no, next = %next_task_id, "task chain not started: {}", e.message);
+                haechi_audit::append(
+                    tx,
+                    haechi_audit::Event::new("system", "task.chain.skip")
+                        .target(format!("{task_id}#{no}"))
+                        .outcome(haechi_audit::Outcome::Failure)
+                        .detail(
+                            serde_json::json!({ "nextTaskId": next_task_id, "reason": e.message }),
+                        ),
+                )
+                .await?;
+                Ok((true, None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `Run`s of every `WAIT` execution of a node (sent when its agent connects).
+    pub(crate) async fn pending_runs(&self, node_id: &str) -> Result<Vec<(String, RunSpec)>> {
+        let sql =
+            format!("{PENDING_SELECT} WHERE e.status = 'WAIT' AND e.node_id = $1 ORDER BY e.id");
+        let rows: Vec<PendingRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(node_id)
+            .fetch_all(db)
+            .await)?;
+        Ok(rows.into_iter().map(|r| self.run_spec(r)).collect())
+    }
+
+    /// The `Run`s of the given `WAIT` executions.
+    pub(crate) async fn runs_by_ids(&self, ids: &[i64]) -> Result<Vec<(String, RunSpec)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut w = Where::default();
+            let marks: Vec<String> = chunk.iter().map(|id| w.arg(Arg::Int(*id))).collect();
+            let sql = format!(
+                "{PENDING_SELECT} WHERE e.status = 'WAIT' AND e.id IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<PendingRow> =
+                read!(self.store, |db| bind_args!(sqlx::query_as(&sql), w.args)
+                    .fetch_all(db)
+                    .await)?;
+            out.extend(rows.into_iter().map(|r| self.run_spec(r)));
+        }
+        Ok(out)
+    }
+
+    pub async fn get_instance(&self, no: i64) -> Result<Instance> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE instance_no = $1");
+        let row: Option<InstanceRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(no)
+            .fetch_optional(db)
+            .await)?;
+        row.map(Instance::from)
+            .ok_or_else(|| Error::not_found(format_args!("task instance {no}")))
+    }
+
+    /// Instances started with this `origin`, oldest first (a workflow finds its own again).
+    pub async fn instances_by_origin(&self, origin: &str) -> Result<Vec<Instance>> {
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE origin = $1 ORDER BY instance_no"
+        );
+        let rows: Vec<InstanceRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(origin)
+            .fetch_all(db)
+            .await)?;
+        Ok(rows.into_iter().map(Instance::from).collect())
+    }
+
+    /// A task's instances, newest first.
+    pub async fn list_instances(
+        &self,
+        task_id: &str,
+        filter: &InstanceFilter,
+        page: Paging,
+    ) -> Result<Listed<Instance>> {
+        self.get_task(task_id).await?;
+        let mut w = Where::default();
+        w.eq_text("task_id", &Some(task_id.to_owned()));
+        w.cmp_int("start_at", ">=", filter.start_ge);
+        w.cmp_int("start_at", "<=", filter.start_le);
+        w.eq_text("runner_id", &filter.runner_id);
+        w.eq_text("next_task_id", &filter.next_task_id);
+        let count_sql = format!("SELECT COUNT(*) FROM task_instances{}", w.sql());
+        let total: i64 = read!(self.store, |db| bind_args!(
+            sqlx::query_scalar(&count_sql),
+            w.args
+        )
+        .fetch_one(db)
+        .await)?;
+        let mut pw = w.clone();
+        let lim = pw.arg(Arg::Int(page.limit));
+        let off = pw.arg(Arg::Int(page.offset));
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM task_instances{} ORDER BY instance_no DESC LIMIT {lim} OFFSET {off}",
+            w.sql()
+        );
+        let rows: Vec<InstanceRow> =
+            read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
+                .fetch_all(db)
+                .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(Instance::from).collect(),
+            total,
+        })
+    }
+
+    /// The latest execution of each node of an instance, ordered by node id.
+    pub async fn instance_nodes(
+        &self,
+        no: i64,
+        filter: &NodeExecFilter,
+        page: Paging,
+    ) -> Result<Listed<NodeExecution>> {
+        self.get_instance(no).await?;
+        let mut w = Where::default();
+        w.eq_int("e.instance_no", Some(no));
+        w.raw("e.latest".into());
+        w.contains("e.node_id", &filter.node_id);
+        w.eq_text("e.status", &filter.status.map(|s| s.as_str().to_owned()));
+        w.eq_text("e.result_cd", &filter.result_cd);
+        w.eq_int("e.exit_cd", filter.exit_cd);
+        let count_sql = format!("SELECT COUNT(*) FROM node_executions e{}", w.sql());
+        let total: i64 = read!(self.store, |db| bind_args!(
+            sqlx::query_scalar(&count_sql),
+            w.args
+        )
+        .fetch_one(db)
+        .await)?;
+        let mut pw = w.clone();
+        let lim = pw.arg(Arg::Int(page.limit));
+        let off = pw.arg(Arg::Int(page.offset));
+        let sql = format!(
+            "{EXEC_SELECT}{} ORDER BY e.node_id LIMIT {lim} OFFSET {off}",
+            w.sql()
+        );
+        let rows: Vec<ExecRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
+            .fetch_all(db)
+            .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(NodeExecution::from).collect(),
+            total,
+        })
+    }
+
+    /// One node's execution of an instance: `exec_no`, or the latest.
+    pub async fn node_execution(
+        &self,
+        no: i64,
+        node_id: &str,
+        exec_no: Option<i64>,
+    ) -> Result<NodeExecution> {
+        let row: Option<ExecRow> = match exec_no {
+            Some(n) => {
+                let sql = format!(
+                    "{EXEC_SELECT} WHERE e.instance_no = $1 AND e.node_id = $2 AND e.exec_no = $3"
+                );
+                read!(self.store, |db| sqlx::query_as(&sql)
+                    .bind(no)
+                    .bind(node_id)
+                    .bind(n)
+                    .fetch_optional(db)
+                    .await)?
+            }
+            None => {
+                let sql = format!(
+                    "{EXEC_SELECT} WHERE e.instance_no = $1 AND e.node_id = $2 AND e.latest"
+                );
+                read!(self.store, |db| sqlx::query_as(&sql)
+                    .bind(no)
+                    .bind(node_id)
+                    .fetch_optional(db)
+                    .await)?
+            }
+        };
+        if let Some(r) = row {
+            return Ok(r.into());
+        }
+        self.get_instance(no).await?;
+        Err(match exec_no {
+            Some(n) => Error::not_found(format_args!(
+                "execNo {n} of node '{node_id}' in task instance {no}"
+            )),
+            None => Error::not_found(format_args!("node '{node_id}' in task instance {no}")),
+        })
+    }
+
+    pub(crate) async fn execution_by_id(&self, exec_id: i64) -> Result<NodeExecution> {
+        let sql = format!("{EXEC_SELECT} WHERE e.id = $1");
+        let row: Option<ExecRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(exec_id)
+            .fetch_optional(db)
+            .await)?;
+        row.map(NodeExecution::from)
+            .ok_or_else(|| Error::not_found(format_args!("execution {exec_id}")))
+    }
+
+    /// The whole stored output of one stream of an execution.
+    pub async fn read_output(&self, exec_id: i64, stream: Stream) -> Result<Vec<u8>> {
+        Ok(self
+            .read_output_from(exec_id, stream, 0, i64::MAX)
+            .await?
+            .data)
+    }
+
+    /// Output of one stream from byte `from`, at most about `max` bytes (whole stored chunks).
+    pub async fn read_output_from(
+        &self,
+        exec_id: i64,
+        stream: Stream,
+        from: i64,
+        max: i64,
+    ) -> Result<OutputSlice> {
+        let from = from.max(0);
+        let rows: Vec<(i64, Vec<u8>)> = read!(self.store, |db| {
+            sqlx::query_as(
+            "SELECT pos, data FROM execution_output WHERE exec_id = $1 AND stream = $2 AND pos + LENGTH(data) > $3 ORDER BY pos"
+        )
+        .bind(exec_id)
+        .bind(stream.code() as i64)
+        .bind(from)
+        .fetch_all(db)
+        .await
+        })?;
+        let mut out = Vec::new();
+        let mut next = from;
+        for (pos, data) in rows {
+            if pos > next {
+                break;
+            }
+            let skip = (next - pos) as usize;
+            if skip >= data.len() {
+                continue;
+            }
+            out.extend_from_slice(&data[skip..]);
+            next = pos + data.len() as i64;
+            if out.len() as i64 >= max {
+                break;
+            }
+        }
+        Ok(OutputSlice { data: out, next })
+    }
+}

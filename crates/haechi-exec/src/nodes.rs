@@ -1,0 +1,435 @@
+//! Nodes: the registry, enrolment tokens, agent credentials, enable/disable, revocation.
+
+use base64::Engine;
+use haechi_agent::protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
+use haechi_identity::Actor;
+use haechi_store::{in_tx, read};
+use haechi_types::{time::now_ms, Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::model::{Listed, Node, NodeFilter, Paging};
+use crate::sql::{bind_args, Where};
+use crate::Exec;
+
+/// `POST /api/v1/agents/enrollment-tokens` body.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollmentToken {
+    /// Lifetime in seconds (default `agents.enrollment_token_ttl_secs`; at most 30 days).
+    pub ttl_secs: Option<u64>,
+    /// How many agents may enrol with it (default 1, at most 100000).
+    pub uses: Option<u64>,
+}
+
+/// A new enrolment token (shown once; the server keeps its hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EnrollmentToken {
+    pub token: String,
+    pub expires_at: i64,
+    pub uses: u64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct NodeRow {
+    id: String,
+    agent_guid: String,
+    secret_hash: Option<String>,
+    agent_ver: String,
+    os_name: String,
+    ip: String,
+    hostname: String,
+    owner_user_id: String,
+    status: String,
+    heartbeat_at: Option<i64>,
+    missing_since: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const NODE_COLUMNS: &str =
+    "id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
+                            heartbeat_at, missing_since, created_at, updated_at";
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+fn random_guid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Node and task ids: 1–128 characters, letters (any script), digits, `.`, `_`, `-`.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.chars().count() > 128 {
+        return Err(Error::field(field, "must be 1 to 128 characters long"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(Error::field(
+            field,
+            format_args!("may hold letters, digits, '.', '_' and '-' only (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
+impl Exec {
+    /// Creates a one-time (or N-time) enrolment token.
+    pub async fn create_enrollment_token(
+        &self,
+        actor: &Actor,
+        req: NewEnrollmentToken,
+    ) -> Result<EnrollmentToken> {
+        let ttl = req
+            .ttl_secs
+            .unwrap_or(self.cfg.agents.enrollment_token_ttl_secs);
+        if ttl == 0 || ttl > 30 * 24 * 3600 {
+            return Err(Error::field(
+                "ttl_secs",
+                "must be between 1 and 2592000 (30 days)",
+            ));
+        }
+        let uses = req.uses.unwrap_or(1);
+        if uses == 0 || uses > 100_000 {
+            return Err(Error::field("uses", "must be between 1 and 100000"));
+        }
+        let token = random_secret("hce_");
+        let now = now_ms();
+        let expires_at = now + ttl as i64 * 1000;
+        let mut tx = self.store.begin().await?;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, uses_left, expires_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(hash(&token))
+        .bind(uses as i64)
+        .bind(expires_at)
+        .bind(&actor.user_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "agent.enrollment_token.create")
+                .detail(serde_json::json!({ "ttl_secs": ttl, "uses": uses })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(EnrollmentToken {
+            token,
+            expires_at,
+            uses,
+        })
+    }
+
+    /// Enrols an agent with a token: registers (or re-registers a revoked) node and returns the
+    /// agent's own credential. The node's owner is the user who made the token.
+    pub async fn enroll(&self, req: EnrollRequest, ip: std::net::IpAddr) -> Result<EnrollResponse> {
+        check_id("nodeId", &req.node_id)?;
+        let refused = || {
+            Error::unauthenticated(
+                "the enrolment token is unknown, expired or used up; create a new one",
+            )
+        };
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let token: Option<(i64, i64, i64, String)> = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT id, uses_left, expires_at, created_by FROM enrollment_tokens WHERE token_hash = $1"
+        )
+        .bind(hash(&req.token))
+        .fetch_optional(&mut *c)
+        .await
+        })?;
+        let Some((token_id, uses_left, expires_at, owner)) = token else {
+            return Err(refused());
+        };
+        if uses_left <= 0 || expires_at <= now {
+            return Err(refused());
+        }
+        let existing: Option<(Option<String>,)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT secret_hash FROM nodes WHERE id = $1"
+        )
+        .bind(&req.node_id)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let secret = random_secret("hca_");
+        let guid = random_guid();
+        let clip = |s: &str| s.chars().take(256).collect::<String>();
+        match existing {
+            Some((Some(_),)) => {
+                return Err(Error::conflict(format!(
+                    "node '{}' is already enrolled; revoke its credential first (POST /api/v1/nodes/{}/revoke) to enrol it again",
+                    req.node_id, req.node_id
+                )))
+            }
+            Some((None,)) => {
+                in_tx!(tx, |c| sqlx::query(
+                    "UPDATE nodes SET agent_guid = $2, secret_hash = $3, agent_ver = $4, os_name = $5, hostname = $6, \
+                     ip = $7, updated_at = $8, missing_since = NULL WHERE id = $1"
+                )
+                .bind(&req.node_id)
+                .bind(&guid)
+                .bind(hash(&secret))
+                .bind(clip(&req.agent_ver))
+                .bind(clip(&req.os_name))
+                .bind(clip(&req.hostname))
+                .bind(ip.to_string())
+                .bind(now)
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))?;
+            }
+            None => {
+                in_tx!(tx, |c| sqlx::query(
+                    "INSERT INTO nodes (id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'E', $9, $9)"
+                )
+                .bind(&req.node_id)
+                .bind(&guid)
+                .bind(hash(&secret))
+                .bind(clip(&req.agent_ver))
+                .bind(clip(&req.os_name))
+                .bind(ip.to_string())
+                .bind(clip(&req.hostname))
+                .bind(&owner)
+                .bind(now)
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))?;
+            }
+        }
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = $1"
+        )
+        .bind(token_id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        haechi_audit::append(
+            &mut tx,
+            haechi_audit::Event::new("admin", "node.enroll")
+                .by(format!("agent:{}", req.node_id), Some(ip.to_string()))
+                .target(req.node_id.clone())
+                .detail(serde_json::json!({ "agent_guid": guid, "hostname": clip(&req.hostname), "owner": owner })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(EnrollResponse {
+            node_id: req.node_id,
+            agent_guid: guid,
+            secret,
+        })
+    }
+
+    /// Checks an agent's `Authorization` header; returns its node id.
+    pub async fn authenticate_agent(&self, authorization: Option<&str>) -> Result<String> {
+        let refused = || {
+            Error::unauthenticated(
+                "this agent's credential is unknown or was revoked; enrol it again with a new enrolment token",
+            )
+        };
+        let value = authorization.ok_or_else(|| {
+            Error::unauthenticated(format!(
+                "agents authenticate with 'Authorization: {AUTH_SCHEME} <node_id>:<secret>'"
+            ))
+        })?;
+        let rest = value
+            .strip_prefix(AUTH_SCHEME)
+            .and_then(|r| r.strip_prefix(' '))
+            .ok_or_else(|| {
+                Error::unauthenticated(format!(
+                    "expected 'Authorization: {AUTH_SCHEME} <node_id>:<secret>'"
+                ))
+            })?;
+        let (node_id, secret) = rest.rsplit_once(':').ok_or_else(refused)?;
+        let stored: Option<(Option<String>,)> = read!(self.store, |db| sqlx::query_as(
+            "SELECT secret_hash FROM nodes WHERE id = $1"
+        )
+        .bind(node_id)
+        .fetch_optional(db)
+        .await)?;
+        let Some((Some(expected),)) = stored else {
+            return Err(refused());
+        };
+        if bool::from(hash(secret).as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(node_id.to_owned())
+        } else {
+            Err(refused())
+        }
+    }
+
+    fn node_from_row(&self, r: NodeRow) -> Node {
+        let connected = self.hub.is_connected(&r.id);
+        Node {
+            revoked: r.secret_hash.is_none(),
+            connected,
+            id: r.id,
+            agent_guid: r.agent_guid,
+            agent_ver: r.agent_ver,
+            os_name: r.os_name,
+            ip: r.ip,
+            hostname: r.hostname,
+            owner_user_id: r.owner_user_id,
+            status: r.status,
+            heartbeat_at: r.heartbeat_at,
+            missing_since: r.missing_since,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+
+    /// Nodes matching `filter`, one page, ordered by id.
+    pub async fn list_nodes(&self, filter: &NodeFilter, page: Paging) -> Result<Listed<Node>> {
+        let mut w = Where::default();
+        w.contains("id", &filter.id);
+        w.contains("agent_ver", &filter.agent_ver);
+        w.contains("ip", &filter.ip);
+        w.contains("os_name", &filter.os_name);
+        w.contains("hostname", &filter.hostname);
+        w.eq_text("owner_user_id", &filter.owner_user_id);
+        w.eq_text("status", &filter.status);
+        let count_sql = format!("SELECT COUNT(*) FROM nodes{}", w.sql());
+        let total: i64 = read!(self.store, |db| bind_args!(
+            sqlx::query_scalar(&count_sql),
+            w.args
+        )
+        .fetch_one(db)
+        .await)?;
+        let mut pw = w.clone();
+        let lim = pw.arg(crate::sql::Arg::Int(page.limit));
+        let off = pw.arg(crate::sql::Arg::Int(page.offset));
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes{} ORDER BY id LIMIT {lim} OFFSET {off}",
+            w.sql()
+        );
+        let rows: Vec<NodeRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
+            .fetch_all(db)
+            .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(|r| self.node_from_row(r)).collect(),
+            total,
+        })
+    }
+
+    pub async fn get_node(&self, id: &str) -> Result<Node> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
+        let row: Option<NodeRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(db)
+            .await)?;
+        row.map(|r| self.node_from_row(r))
+            .ok_or_else(|| Error::not_found(format_args!("node '{id}'")))
+    }
+
+    /// Enables (`E`) or disables (`D`) a node. A disabled node gets no new work.
+    pub async fn set_node_status(&self, actor: &Actor, id: &str, status: &str) -> Result<Node> {
+        if status != "E" && status != "D" {
+            return Err(Error::field(
+                "status",
+                format_args!("must be \"E\" (enabled) or \"D\" (disabled), not {status:?}"),
+            ));
+        }
+        let mut tx = self.store.begin().await?;
+        let n = in_tx!(tx, |c| sqlx::query(
+            "UPDATE nodes SET status = $2, updated_at = $3 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(status)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(Error::not_found(format_args!("node '{id}'")));
+        }
+        let action = if status == "E" {
+            "node.enable"
+        } else {
+            "node.disable"
+        };
+        haechi_audit::append(&mut tx, actor.event("admin", action).target(id)).await?;
+        tx.commit().await?;
+        self.get_node(id).await
+    }
+
+    /// Revokes a node's agent credential and drops its connection; the agent must enrol again.
+    pub async fn revoke_agent(&self, actor: &Actor, id: &str) -> Result<Node> {
+        let mut tx = self.store.begin().await?;
+        let n = in_tx!(tx, |c| sqlx::query(
+            "UPDATE nodes SET secret_hash = NULL, updated_at = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Err(Error::not_found(format_args!("node '{id}'")));
+        }
+        haechi_audit::append(&mut tx, actor.event("admin", "node.revoke").target(id)).await?;
+        tx.commit().await?;
+        self.hub.close(id, "this agent's credential was revoked");
+        self.get_node(id).await
+    }
+
+    /// Checks that every node exists and is enabled (the reason names the first that is not).
+    pub(crate) async fn check_nodes_runnable(
+        tx: &mut haechi_store::Tx,
+        node_ids: &[String],
+    ) -> Result<()> {
+        let mut found: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for chunk in node_ids.chunks(500) {
+            let mut w = Where::default();
+            let marks: Vec<String> = chunk
+                .iter()
+                .map(|id| w.arg(crate::sql::Arg::Text(id.clone())))
+                .collect();
+            let sql = format!(
+                "SELECT id, status FROM nodes WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<(String, String)> =
+                in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
+                    .fetch_all(&mut *c)
+                    .await)?;
+            found.extend(rows);
+        }
+        for id in node_ids {
+            match found.get(id).map(String::as_str) {
+                None => return Err(Error::field("nodeIdList", format_args!("node '{id}' does not exist"))),
+                Some("D") => {
+                    return Err(Error::conflict(format!(
+                        "nodeIdList: node '{id}' is disabled (status D) and gets no work; enable it with PATCH /api/v1/nodes/{id}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,685 @@
+//! Tasks: definitions with revisions (every edit is a new revision; old ones stay readable),
+//! approval `N → Q → A | R` (an edit resets it to `N`), flags, chains, schedules, timeouts.
+
+use haechi_identity::Actor;
+use haechi_store::{in_tx, read, Backend};
+use haechi_types::{time::now_ms, Error, Result};
+use serde::Deserialize;
+
+use crate::model::{Listed, Paging, Task, TaskFilter};
+use crate::nodes::check_id;
+use crate::sql::{bind_args, Arg, Where};
+use crate::Exec;
+
+/// A task definition (`POST /api/v1/tasks`, `PUT /api/v1/tasks/{id}`). On `PUT`, an absent
+/// field keeps the previous revision's value.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    /// The task id (create only).
+    pub id: Option<String>,
+    pub script_name: Option<String>,
+    /// The script body. A `#!` line picks the interpreter; without one it runs with `/bin/sh`.
+    pub script: Option<String>,
+    /// The OS user the agent runs the script as.
+    pub os_user: Option<String>,
+    /// `E` or `D` (default `E`).
+    pub exec_ondemand: Option<String>,
+    /// `E` or `D` (default `D`).
+    pub exec_scheduler: Option<String>,
+    /// `E` or `D` (default `D`).
+    pub exec_task: Option<String>,
+    /// 5-field cron expression (minute hour day-of-month month day-of-week), or `""` for none.
+    pub schedule: Option<String>,
+    /// Time zone of the schedule: an IANA name (`Asia/Seoul`) or `±HH:MM`; default the server's.
+    #[serde(alias = "timezone")]
+    pub schedule_tz: Option<String>,
+    /// Task to start when an instance of this one ends with every node `S` (`""` for none).
+    pub next_task_id: Option<String>,
+    /// Seconds before the agent kills the script (0 = none).
+    pub timeout_secs: Option<u64>,
+    /// Nodes scheduled runs go to.
+    #[serde(alias = "nodeIdList")]
+    pub target_node_ids: Option<Vec<String>>,
+    /// Arguments of scheduled runs.
+    pub arguments: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{id}/approval` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalAction {
+    /// The developer asks for approval (`N`/`R` → `Q`).
+    Request,
+    /// An approver approves (`Q` → `A`).
+    Approve,
+    /// An approver rejects (`Q` → `R`).
+    Reject,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    pub id: String,
+    pub owner_user_id: String,
+    pub revision_no: i64,
+    pub apprv_status: String,
+    pub apprv_user_id: String,
+    pub apprv_requested_by: String,
+    pub apprv_comment: String,
+    pub apprv_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub script_name: String,
+    pub script: String,
+    pub os_user: String,
+    pub exec_ondemand: String,
+    pub exec_scheduler: String,
+    pub exec_task: String,
+    pub schedule: Option<String>,
+    pub schedule_tz: Option<String>,
+    pub next_task_id: String,
+    pub timeout_secs: i64,
+    pub target_nodes: String,
+    pub arguments: String,
+    pub description: String,
+    pub revision_created_by: String,
+    pub revision_created_at: i64,
+}
+
+pub(crate) const TASK_COLUMNS: &str = "t.id, t.owner_user_id, r.revision_no, t.apprv_status, t.apprv_user_id, \
+     t.apprv_requested_by, t.apprv_comment, t.apprv_at, t.created_at, t.updated_at, r.script_name, r.script, r.os_user, \
+     r.exec_ondemand, r.exec_scheduler, r.exec_task, r.schedule, r.schedule_tz, r.next_task_id, r.timeout_secs, \
+     r.target_nodes, r.arguments, r.description, r.created_by AS revision_created_by, r.created_at AS revision_created_at";
+
+/// The task and its revisions, joined (append conditions to the `ON` clause or a `WHERE`).
+pub(crate) fn task_select() -> String {
+    format!("SELECT {TASK_COLUMNS} FROM tasks t JOIN task_revisions r ON r.task_id = t.id")
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Task {
+        Task {
+            id: r.id,
+            revision_no: r.revision_no,
+            owner_user_id: r.owner_user_id,
+            script_name: r.script_name,
+            script: r.script,
+            os_user: r.os_user,
+            exec_ondemand: r.exec_ondemand,
+            exec_scheduler: r.exec_scheduler,
+            exec_task: r.exec_task,
+            schedule: r.schedule,
+            schedule_tz: r.schedule_tz,
+            next_task_id: r.next_task_id,
+            timeout_secs: r.timeout_secs,
+            target_node_ids: serde_json::from_str(&r.target_nodes).unwrap_or_default(),
+            arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
+            description: r.description,
+            apprv_status: r.apprv_status,
+            apprv_user_id: r.apprv_user_id,
+            apprv_requested_by: r.apprv_requested_by,
+            apprv_comment: r.apprv_comment,
+            apprv_at: r.apprv_at,
+            revision_created_by: r.revision_created_by,
+            revision_created_at: r.revision_created_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+fn flag(field: &str, v: Option<String>, previous: &str) -> Result<String> {
+    match v.as_deref() {
+        None => Ok(previous.to_owned()),
+        Some("E") | Some("D") => Ok(v.unwrap_or_default()),
+        Some(other) => Err(Error::field(
+            field,
+            format_args!("must be \"E\" or \"D\", not {other:?}"),
+        )),
+    }
+}
+
+/// A validated definition, ready to store as a revision.
+struct Revision {
+    script_name: String,
+    script: String,
+    os_user: String,
+    exec_ondemand: String,
+    exec_scheduler: String,
+    exec_task: String,
+    schedule: Option<String>,
+    schedule_tz: Option<String>,
+    next_task_id: String,
+    timeout_secs: i64,
+    target_nodes: Vec<String>,
+    arguments: Vec<String>,
+    description: String,
+}
+
+impl Exec {
+    /// Applies `spec` over `base` (the previous revision, or defaults) and validates the result.
+    fn revision(&self, task_id: &str, spec: TaskSpec, base: Option<&Task>) -> Result<Revision> {
+        let required = |field: &str, v: Option<String>, prev: Option<&String>| -> Result<String> {
+            match (v, prev) {
+                (Some(v), _) => Ok(v),
+                (None, Some(p)) => Ok(p.clone()),
+                (None, None) => Err(Error::field(field, "is required")),
+            }
+        };
+        let script_name = required("scriptName", spec.script_name, base.map(|b| &b.script_name))?;
+        if script_name.trim().is_empty() || script_name.chars().count() > 255 {
+            return Err(Error::field(
+                "scriptName",
+                "must be 1 to 255 characters long",
+            ));
+        }
+        let script = required("script", spec.script, base.map(|b| &b.script))?;
+        if script.trim().is_empty() {
+            return Err(Error::field("script", "must not be empty"));
+        }
+        if script.len() > 1024 * 1024 {
+            return Err(Error::field("script", "must be at most 1 MiB"));
+        }
+        let os_user = required("osUser", spec.os_user, base.map(|b| &b.os_user))?;
+        let user_ok = !os_user.is_empty()
+            && os_user.len() <= 64
+            && !os_user.starts_with('-')
+            && os_user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$'));
+        if !user_ok {
+            return Err(Error::field(
+                "osUser",
+                format_args!("{os_user:?} is not an OS user name"),
+            ));
+        }
+        let exec_ondemand = flag(
+            "execOndemand",
+            spec.exec_ondemand,
+            base.map_or("E", |b| &b.exec_ondemand),
+        )?;
+        let exec_scheduler = flag(
+            "execScheduler",
+            spec.exec_scheduler,
+            base.map_or("D", |b| &b.exec_scheduler),
+        )?;
+        let exec_task = flag(
+            "execTask",
+            spec.exec_task,
+            base.map_or("D", |b| &b.exec_task),
+        )?;
+        let schedule = match spec.schedule {
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s.trim().to_owned()),
+            None => base.and_then(|b| b.schedule.clone()),
+        };
+        let schedule_tz = match spec.schedule_tz {
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s.trim().to_owned()),
+            None => base.and_then(|b| b.schedule_tz.clone()),
+        };
+        if let Some(tz) = &schedule_tz {
+            crate::scheduler::zone(tz, self.cfg.utc_offset_secs)
+                .map_err(|e| Error::field("scheduleTz", e))?;
+        }
+        if let Some(s) = &schedule {
+            crate::scheduler::parse(s, self.cfg.tasks.schedule_seconds)
+                .map_err(|e| Error::field("schedule", e))?;
+        }
+        let next_task_id = spec
+            .next_task_id
+            .unwrap_or_else(|| base.map(|b| b.next_task_id.clone()).unwrap_or_default());
+        if !next_task_id.is_empty() {
+            check_id("nextTaskId", &next_task_id)?;
+            if next_task_id == task_id {
+                return Err(Error::field("nextTaskId", "a task cannot chain to itself"));
+            }
+        }
+        let timeout_secs = match spec.timeout_secs {
+            Some(t) => t,
+            None => base
+                .map(|b| b.timeout_secs as u64)
+                .unwrap_or(self.cfg.tasks.default_timeout_secs),
+        };
+        if timeout_secs > 30 * 24 * 3600 {
+            return Err(Error::field(
+                "timeoutSecs",
+                "must be at most 2592000 (30 days); 0 means no timeout",
+            ));
+        }
+        let target_nodes = spec
+            .target_node_ids
+            .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default());
+        for (i, n) in target_nodes.iter().enumerate() {
+            check_id(&format!("targetNodeIds[{i}]"), n)?;
+        }
+        let mut dedup = target_nodes.clone();
+        dedup.sort();
+        dedup.dedup();
+        if dedup.len() != target_nodes.len() {
+            return Err(Error::field("targetNodeIds", "lists a node twice"));
+        }
+        let arguments = spec
+            .arguments
+            .unwrap_or_else(|| base.map(|b| b.arguments.clone()).unwrap_or_default());
+        check_arguments("arguments", &arguments)?;
+        if schedule.is_some() && exec_scheduler == "E" && target_nodes.is_empty() {
+            return Err(Error::field(
+                "targetNodeIds",
+                "a scheduled task (execScheduler E) needs the nodes to run on",
+            ));
+        }
+        let description = spec
+            .description
+            .unwrap_or_else(|| base.map(|b| b.description.clone()).unwrap_or_default());
+        Ok(Revision {
+            script_name,
+            script,
+            os_user,
+            exec_ondemand,
+            exec_scheduler,
+            exec_task,
+            schedule,
+            schedule_tz,
+            next_task_id,
+            timeout_secs: timeout_secs as i64,
+            target_nodes,
+            arguments,
+            description,
+        })
+    }
+
+    async fn insert_revision(
+        tx: &mut haechi_store::Tx,
+        task_id: &str,
+        no: i64,
+        r: &Revision,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
+        let targets = serde_json::to_string(&r.target_nodes)?;
+        let args = serde_json::to_string(&r.arguments)?;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO task_revisions (task_id, revision_no, script_name, script, os_user, exec_ondemand, exec_scheduler, \
+             exec_task, schedule, schedule_tz, next_task_id, timeout_secs, target_nodes, arguments, description, created_by, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        )
+        .bind(task_id)
+        .bind(no)
+        .bind(&r.script_name)
+        .bind(&r.script)
+        .bind(&r.os_user)
+        .bind(&r.exec_ondemand)
+        .bind(&r.exec_scheduler)
+        .bind(&r.exec_task)
+        .bind(&r.schedule)
+        .bind(&r.schedule_tz)
+        .bind(&r.next_task_id)
+        .bind(r.timeout_secs)
+        .bind(&targets)
+        .bind(&args)
+        .bind(&r.description)
+        .bind(by)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        in_tx!(tx, |c| sqlx::query(
+            "DELETE FROM task_targets WHERE task_id = $1"
+        )
+        .bind(task_id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        for n in &r.target_nodes {
+            in_tx!(tx, |c| sqlx::query(
+                "INSERT INTO task_targets (task_id, node_id) VALUES ($1, $2)"
+            )
+            .bind(task_id)
+            .bind(n)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    async fn check_next_task_exists(tx: &mut haechi_store::Tx, next: &str) -> Result<()> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let found: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE id = $1"
+        )
+        .bind(next)
+        .fetch_optional(&mut *c)
+        .await)?;
+        if found.is_none() {
+            return Err(Error::field(
+                "nextTaskId",
+                format_args!("task '{next}' does not exist"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a task at revision 1, approval `N`, owned by `actor`.
+    pub async fn create_task(&self, actor: &Actor, spec: TaskSpec) -> Result<Task> {
+        let id = spec
+            .id
+            .clone()
+            .ok_or_else(|| Error::field("id", "is required"))?;
+        check_id("id", &id)?;
+        let rev = self.revision(&id, spec, None)?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        Self::check_next_task_exists(&mut tx, &rev.next_task_id).await?;
+        let inserted = in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO tasks (id, owner_user_id, revision_no, apprv_status, created_at, updated_at) \
+             VALUES ($1, $2, 1, 'N', $3, $3) ON CONFLICT (id) DO NOTHING"
+        )
+        .bind(&id)
+        .bind(&actor.user_id)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        if inserted == 0 {
+            return Err(Error::conflict(format!(
+                "task '{id}' already exists; change it with PUT /api/v1/tasks/{id}"
+            )));
+        }
+        Self::insert_revision(&mut tx, &id, 1, &rev, &actor.user_id, now).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "task.create")
+                .target(id.clone())
+                .detail(serde_json::json!({ "revisionNo": 1 })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_task(&id).await
+    }
+
+    /// Makes a new revision of a task; its approval goes back to `N`.
+    pub async fn update_task(&self, actor: &Actor, id: &str, spec: TaskSpec) -> Result<Task> {
+        if let Some(body_id) = &spec.id {
+            if body_id != id {
+                return Err(Error::field(
+                    "id",
+                    format_args!("the body names task '{body_id}' but the path names '{id}'"),
+                ));
+            }
+        }
+        let current = self.get_task(id).await?;
+        let rev = self.revision(id, spec, Some(&current))?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        Self::lock_task(&mut tx, id).await?;
+        let latest: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT revision_no FROM tasks WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let latest = latest.ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?;
+        Self::check_next_task_exists(&mut tx, &rev.next_task_id).await?;
+        let no = latest + 1;
+        Self::insert_revision(&mut tx, id, no, &rev, &actor.user_id, now).await?;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE tasks SET revision_no = $2, apprv_status = 'N', apprv_user_id = '', apprv_requested_by = '', \
+             apprv_comment = '', apprv_at = NULL, updated_at = $3 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(no)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "task.update")
+                .target(id)
+                .detail(serde_json::json!({ "revisionNo": no })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_task(id).await
+    }
+
+    /// On PostgreSQL, locks the task's row until the transaction ends (concurrent edits and
+    /// approvals of one task serialize). SQLite has one writer, so nothing to do there.
+    async fn lock_task(tx: &mut haechi_store::Tx, id: &str) -> Result<()> {
+        if tx.backend() == Backend::Postgres {
+            in_tx!(tx, |c| sqlx::query(
+                "SELECT id FROM tasks WHERE id = $1 FOR UPDATE"
+            )
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await
+            .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// The task at its current revision.
+    pub async fn get_task(&self, id: &str) -> Result<Task> {
+        let sql = format!(
+            "{} AND r.revision_no = t.revision_no WHERE t.id = $1",
+            task_select()
+        );
+        let row: Option<TaskRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(db)
+            .await)?;
+        row.map(Task::from)
+            .ok_or_else(|| Error::not_found(format_args!("task '{id}'")))
+    }
+
+    /// The task as it was at revision `no` (approval fields are the task's current ones).
+    pub async fn get_task_revision(&self, id: &str, no: i64) -> Result<Task> {
+        let sql = format!("{} AND r.revision_no = $2 WHERE t.id = $1", task_select());
+        let row: Option<TaskRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(id)
+            .bind(no)
+            .fetch_optional(db)
+            .await)?;
+        match row {
+            Some(r) => Ok(r.into()),
+            None => {
+                self.get_task(id).await?;
+                Err(Error::not_found(format_args!(
+                    "revision {no} of task '{id}'"
+                )))
+            }
+        }
+    }
+
+    /// Every revision of a task, newest first.
+    pub async fn list_task_revisions(&self, id: &str) -> Result<Vec<Task>> {
+        let sql = format!(
+            "{} WHERE t.id = $1 ORDER BY r.revision_no DESC",
+            task_select()
+        );
+        let rows: Vec<TaskRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_all(db)
+            .await)?;
+        if rows.is_empty() {
+            return Err(Error::not_found(format_args!("task '{id}'")));
+        }
+        Ok(rows.into_iter().map(Task::from).collect())
+    }
+
+    /// Tasks at their current revision matching `filter`, one page, ordered by id.
+    pub async fn list_tasks(&self, filter: &TaskFilter, page: Paging) -> Result<Listed<Task>> {
+        let mut w = Where::default();
+        w.raw("r.revision_no = t.revision_no".into());
+        w.contains("t.id", &filter.id);
+        w.eq_text("t.owner_user_id", &filter.owner_user_id);
+        w.eq_text("t.apprv_status", &filter.apprv_status);
+        w.eq_text("t.apprv_user_id", &filter.apprv_user_id);
+        w.eq_text("r.exec_scheduler", &filter.exec_scheduler);
+        w.eq_text("r.exec_ondemand", &filter.exec_ondemand);
+        w.eq_text("r.exec_task", &filter.exec_task);
+        if let Some(n) = &filter.target_node_id {
+            let p = w.arg(Arg::Text(n.clone()));
+            w.raw(format!(
+                "EXISTS (SELECT 1 FROM task_targets x WHERE x.task_id = t.id AND x.node_id = {p})"
+            ));
+        }
+        let from = "FROM tasks t JOIN task_revisions r ON r.task_id = t.id";
+        let count_sql = format!("SELECT COUNT(*) {from}{}", w.sql());
+        let total: i64 = read!(self.store, |db| bind_args!(
+            sqlx::query_scalar(&count_sql),
+            w.args
+        )
+        .fetch_one(db)
+        .await)?;
+        let mut pw = w.clone();
+        let lim = pw.arg(Arg::Int(page.limit));
+        let off = pw.arg(Arg::Int(page.offset));
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} {from}{} ORDER BY t.id LIMIT {lim} OFFSET {off}",
+            w.sql()
+        );
+        let rows: Vec<TaskRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
+            .fetch_all(db)
+            .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(Task::from).collect(),
+            total,
+        })
+    }
+
+    /// Moves a task through approval. The HTTP layer checks the permission of the action
+    /// (`task.develop` to request, `task.approve` to decide); this checks the state and that an
+    /// approver does not approve their own request (unless `tasks.allow_self_approval`).
+    pub async fn task_approval(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: ApprovalAction,
+        comment: Option<String>,
+    ) -> Result<Task> {
+        let comment = comment.unwrap_or_default();
+        if comment.chars().count() > 2000 {
+            return Err(Error::field("comment", "must be at most 2000 characters"));
+        }
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        Self::lock_task(&mut tx, id).await?;
+        let row: Option<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT apprv_status, apprv_requested_by, revision_no FROM tasks WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let (status, requested_by, revision_no) =
+            row.ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?;
+        let (new_status, audit_action) = match (action, status.as_str()) {
+            (ApprovalAction::Request, "N" | "R") => ("Q", "task.approval.request"),
+            (ApprovalAction::Request, "Q") => {
+                return Err(Error::conflict(format!(
+                    "task '{id}' already awaits approval"
+                )))
+            }
+            (ApprovalAction::Request, _) => {
+                return Err(Error::conflict(format!(
+                    "task '{id}' is already approved; edit it to make a new revision first"
+                )))
+            }
+            (ApprovalAction::Approve | ApprovalAction::Reject, "Q") => {
+                if action == ApprovalAction::Approve
+                    && requested_by == actor.user_id
+                    && !self.cfg.tasks.allow_self_approval
+                {
+                    return Err(Error::forbidden(format!(
+                        "you requested the approval of task '{id}'; another approver must approve it"
+                    )));
+                }
+                if action == ApprovalAction::Approve {
+                    ("A", "task.approval.approve")
+                } else {
+                    ("R", "task.approval.reject")
+                }
+            }
+            (_, s) => {
+                return Err(Error::conflict(format!(
+                    "task '{id}' is not awaiting approval (apprvStatus {s}); request approval first"
+                )))
+            }
+        };
+        if action == ApprovalAction::Request {
+            in_tx!(tx, |c| {
+                sqlx::query(
+                "UPDATE tasks SET apprv_status = 'Q', apprv_requested_by = $2, apprv_user_id = '', apprv_comment = $3, \
+                 apprv_at = NULL, updated_at = $4 WHERE id = $1"
+            )
+            .bind(id)
+            .bind(&actor.user_id)
+            .bind(&comment)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            })?;
+        } else {
+            in_tx!(tx, |c| {
+                sqlx::query(
+                "UPDATE tasks SET apprv_status = $2, apprv_user_id = $3, apprv_comment = $4, apprv_at = $5, updated_at = $5 \
+                 WHERE id = $1"
+            )
+            .bind(id)
+            .bind(new_status)
+            .bind(&actor.user_id)
+            .bind(&comment)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            })?;
+        }
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", audit_action)
+                .target(id)
+                .detail(serde_json::json!({ "revisionNo": revision_no, "comment": comment })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_task(id).await
+    }
+}
+
+/// Arguments: at most 256, each at most 64 KiB, no NUL bytes (they go to argv).
+pub(crate) fn check_arguments(field: &str, args: &[String]) -> Result<()> {
+    if args.len() > 256 {
+        return Err(Error::field(field, "at most 256 arguments"));
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a.contains('\0') {
+            return Err(Error::field(
+                format!("{field}[{i}]"),
+                "must not contain a NUL character",
+            ));
+        }
+        if a.len() > 64 * 1024 {
+            return Err(Error::field(
+                format!("{field}[{i}]"),
+                "must be at most 64 KiB",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Agents: enrolment tokens, enrolment, and the agents' WebSocket (`haechi_agent::protocol`).
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use haechi_agent::protocol::{EnrollRequest, EnrollResponse};
+use haechi_exec::{AgentFrame, EnrollmentToken, Exec, NewEnrollmentToken, ServerFrame};
+use haechi_identity::Permission;
+use haechi_types::Error;
+use tokio::sync::mpsc;
+
+use crate::error::ApiResult;
+use crate::extract::{Caller, ClientIp, Json};
+use crate::AppState;
+
+/// Creates an enrolment token (`node.manage`). Give it to `haechi agent --enroll-token`.
+#[utoipa::path(post, path = "/api/v1/agents/enrollment-tokens", tag = "agents", request_body = NewEnrollmentToken,
+    responses((status = 201, body = EnrollmentToken), (status = 400), (status = 401), (status = 403)))]
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewEnrollmentToken>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::NodeManage)?;
+    let token = state
+        .exec
+        .create_enrollment_token(&caller.actor(), body)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(token)))
+}
+
+/// Enrols an agent with an enrolment token (no user token: the enrolment token is the
+/// credential). Answers the agent's own secret, once.
+#[utoipa::path(post, path = "/api/v1/agents/enroll", tag = "agents", request_body = EnrollRequest, security(()),
+    responses((status = 201, body = EnrollResponse), (status = 400), (status = 401), (status = 409)))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<EnrollRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let res = state.exec.enroll(body, ip).await?;
+    Ok((StatusCode::CREATED, axum::Json(res)))
+}
+
+/// The agents' WebSocket. Authenticated with `Authorization: HaechiAgent <node_id>:<secret>`.
+#[utoipa::path(get, path = "/api/v1/agents/connect", tag = "agents", security(()),
+    responses((status = 101, description = "WebSocket upgrade; the agent protocol follows"),
+              (status = 400, description = "not a WebSocket request"), (status = 401)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let node_id = state.exec.authenticate_agent(auth).await?;
+    let upgrade = upgrade
+        .map_err(|_| Error::invalid("this route takes a WebSocket upgrade from `haechi agent`"))?;
+    let exec = state.exec.clone();
+    Ok(upgrade
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| bridge(exec, node_id, socket)))
+}
+
+/// Moves frames between the socket and the engine until either side ends.
+async fn bridge(exec: Arc<Exec>, node_id: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (in_tx, in_rx) = mpsc::channel::<AgentFrame>(256);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerFrame>();
+    let serve = {
+        let exec = exec.clone();
+        tokio::spawn(async move { exec.serve_agent(node_id, in_rx, out_tx).await })
+    };
+    let reader = async move {
+        while let Some(Ok(m)) = stream.next().await {
+            let frame = match m {
+                Message::Text(t) => AgentFrame::Text(t.to_string()),
+                Message::Binary(b) => AgentFrame::Binary(b.to_vec()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if in_tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(f) = out_rx.recv().await {
+            let sent = match f {
+                ServerFrame::Text(t) => sink.send(Message::Text(t.into())).await,
+                ServerFrame::Close(reason) => {
+                    let frame = CloseFrame {
+                        code: 4000,
+                        reason: reason.chars().take(100).collect::<String>().into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+    let _ = serve.await;
+}

@@ -1,0 +1,240 @@
+//! Workflow executions (CONTRACT §7): read one with every step, list them, control them,
+//! decide approval steps, and follow their transition log.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use haechi_identity::Permission;
+use haechi_types::Error;
+use haechi_workflow::{
+    Control, Decision, DecisionRequest, EventPage, ExecutionFilter, ExecutionSummary,
+    ExecutionView, RunStatus, StatusView, StepView,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+use crate::extract::{Caller, Json, Page, Query};
+use crate::AppState;
+
+/// Longest wait of `GET /api/v1/executions/{id}/events`, seconds.
+const MAX_EVENT_WAIT_SECS: u64 = 60;
+
+/// Reads an execution with every step (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}", tag = "executions",
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN")),
+    responses((status = 200, body = ExecutionView), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ExecutionView>> {
+    caller.require(Permission::WorkflowView)?;
+    Ok(axum::Json(state.workflows.execution(&id).await?))
+}
+
+/// Filters of `GET /api/v1/executions`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionListQuery {
+    /// Executions of this workflow.
+    wf_id: Option<String>,
+    /// `RUNNING`, `PAUSED`, `COMPLETED`, `FAILED` or `STOPPED`.
+    status: Option<String>,
+    /// Started by this user id.
+    started_by: Option<String>,
+    /// Started at or after: ISO 8601 or unix milliseconds.
+    from: Option<String>,
+    /// Started at or before: ISO 8601 or unix milliseconds.
+    to: Option<String>,
+    /// Default 100, at most 1000.
+    limit: Option<String>,
+    /// Default 0.
+    offset: Option<String>,
+}
+
+/// A page of executions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExecutionList {
+    executions: Vec<ExecutionSummary>,
+    /// All matches.
+    total: i64,
+}
+
+fn instant(field: &str, v: Option<&str>) -> Result<Option<i64>, Error> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| haechi_types::time::parse_iso(s))
+            .map(Some)
+            .ok_or_else(|| {
+                Error::field(
+                    field,
+                    format_args!(
+                        "must be ISO 8601 (2024-05-20T09:00:00Z) or unix milliseconds (got {s:?})"
+                    ),
+                )
+            }),
+    }
+}
+
+/// Lists executions, newest first (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ExecutionListQuery),
+    responses((status = 200, body = ExecutionList), (status = 400), (status = 401), (status = 403)))]
+pub async fn list_executions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ExecutionListQuery>,
+) -> ApiResult<axum::Json<ExecutionList>> {
+    caller.require(Permission::WorkflowView)?;
+    let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let workflow_id = match q.wf_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<i64>().map_err(|_| {
+            Error::field(
+                "wf_id",
+                format_args!("must be a workflow id, a number (got {s:?})"),
+            )
+        })?),
+    };
+    let status = match q.status.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+            Error::field(
+                "status",
+                format_args!("must be RUNNING, PAUSED, COMPLETED, FAILED or STOPPED (got {s:?})"),
+            )
+        })?),
+    };
+    let filter = ExecutionFilter {
+        workflow_id,
+        status,
+        started_by: q.started_by.filter(|s| !s.is_empty()),
+        from_ms: instant("from", q.from.as_deref())?,
+        to_ms: instant("to", q.to.as_deref())?,
+    };
+    let listed = state
+        .workflows
+        .list_executions(&filter, page.limit, page.offset)
+        .await?;
+    Ok(axum::Json(ExecutionList {
+        executions: listed.items,
+        total: listed.total,
+    }))
+}
+
+/// `POST /api/v1/executions/{id}/control` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ControlBody {
+    /// `stop`, `pause` or `resume`.
+    action: String,
+}
+
+/// Stops, pauses or resumes an execution (`workflow.control`); 409 when the action does not
+/// fit its state.
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/control", tag = "executions", request_body = ControlBody,
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN")),
+    responses((status = 200, body = StatusView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn control_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ControlBody>,
+) -> ApiResult<axum::Json<StatusView>> {
+    caller.require(Permission::WorkflowControl)?;
+    let action = Control::parse(&body.action).ok_or_else(|| {
+        Error::field(
+            "action",
+            format_args!("must be stop, pause or resume (got {:?})", body.action),
+        )
+    })?;
+    Ok(axum::Json(
+        state
+            .workflows
+            .control(&caller.actor(), "admin", &id, action)
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/executions/{id}/steps/{name}/decision` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct DecisionBody {
+    /// `approve` or `reject`.
+    action: String,
+    comment: Option<String>,
+}
+
+/// Decides an approval step: only a holder of the step's role may (403 otherwise); the step
+/// must be waiting for its decision (409 otherwise). A rejected step has failed.
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/steps/{name}/decision", tag = "executions",
+    request_body = DecisionBody,
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN"), ("name" = String, Path, description = "step name")),
+    responses((status = 200, body = StepView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn decide_step(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, step)): Path<(String, String)>,
+    Json(body): Json<DecisionBody>,
+) -> ApiResult<axum::Json<StepView>> {
+    let decision = Decision::parse(body.action.trim()).ok_or_else(|| {
+        Error::field(
+            "action",
+            format_args!("must be approve or reject (got {:?})", body.action),
+        )
+    })?;
+    let req = DecisionRequest {
+        step,
+        decision,
+        comment: body.comment,
+    };
+    Ok(axum::Json(
+        state
+            .workflows
+            .decide(&caller.principal, &caller.actor(), "admin", &id, req)
+            .await?,
+    ))
+}
+
+/// `GET /api/v1/executions/{id}/events` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// The `next` of the previous page (default 0: from the start).
+    after: Option<String>,
+    /// Wait up to this many seconds (at most 60) for something new while the run goes on.
+    wait_secs: Option<String>,
+}
+
+/// The execution's transition log (`workflow.view`): every step and run status change in
+/// order. With `wait_secs`, a long poll (what `haechi wf run --follow` uses).
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}/events", tag = "executions",
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN"), EventsQuery),
+    responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn execution_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<axum::Json<EventPage>> {
+    caller.require(Permission::WorkflowView)?;
+    let number = |field: &str, v: Option<&str>| -> Result<u64, Error> {
+        match v.map(str::trim) {
+            None | Some("") => Ok(0),
+            Some(s) => s.parse::<u64>().map_err(|_| {
+                Error::field(
+                    field,
+                    format_args!("must be a whole number ≥ 0 (got {s:?})"),
+                )
+            }),
+        }
+    };
+    let after = number("after", q.after.as_deref())?.min(i64::MAX as u64) as i64;
+    let wait = number("wait_secs", q.wait_secs.as_deref())?.min(MAX_EVENT_WAIT_SECS);
+    Ok(axum::Json(
+        state
+            .workflows
+            .events(&id, after, Duration::from_secs(wait))
+            .await?,
+    ))
+}

@@ -1,0 +1,192 @@
+//! Task instances: read, cancel, re-run a node, and follow a node's output from an offset.
+
+use axum::extract::{Path, State};
+use base64::Engine;
+use haechi_agent::protocol::Stream;
+use haechi_exec::{Instance, NodeExecFilter, NodeExecution, Paging};
+use haechi_identity::Permission;
+use haechi_types::Error;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+use crate::extract::{numeric_id, Caller, Json, Query};
+use crate::AppState;
+
+/// An instance and the latest execution of each of its nodes.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InstanceDetail {
+    instance: Instance,
+    nodes: Vec<NodeExecution>,
+}
+
+pub(crate) async fn detail(state: &AppState, instance: Instance) -> Result<InstanceDetail, Error> {
+    let nodes = state
+        .exec
+        .instance_nodes(
+            instance.task_instance_no,
+            &NodeExecFilter::default(),
+            Paging {
+                limit: 10_000,
+                offset: 0,
+            },
+        )
+        .await?
+        .items;
+    Ok(InstanceDetail { instance, nodes })
+}
+
+/// Reads an instance with its nodes.
+#[utoipa::path(get, path = "/api/v1/task-instances/{instance_no}", tag = "tasks",
+    params(("instance_no" = i64, Path, description = "task instance number")),
+    responses((status = 200, body = InstanceDetail), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(no): Path<String>,
+) -> ApiResult<axum::Json<InstanceDetail>> {
+    caller.require(Permission::NodeView)?;
+    let no = numeric_id("task instance", &no)?;
+    let inst = state.exec.get_instance(no).await?;
+    Ok(axum::Json(detail(&state, inst).await?))
+}
+
+/// `POST /api/v1/task-instances/{instance_no}/cancel` body.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    /// Cancel only this node (default: every node).
+    node_id: Option<String>,
+}
+
+/// Cancels an instance or one node of it (`task.execute`): not yet started → `CANCEL` at once;
+/// running → the agent kills the process group and it ends `CANCEL`.
+#[utoipa::path(post, path = "/api/v1/task-instances/{instance_no}/cancel", tag = "tasks", request_body = CancelRequest,
+    params(("instance_no" = i64, Path, description = "task instance number")),
+    responses((status = 200, body = InstanceDetail), (status = 401), (status = 403), (status = 404)))]
+pub async fn cancel_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(no): Path<String>,
+    Json(body): Json<CancelRequest>,
+) -> ApiResult<axum::Json<InstanceDetail>> {
+    caller.require(Permission::TaskExecute)?;
+    let no = numeric_id("task instance", &no)?;
+    state
+        .exec
+        .cancel(Some(&caller.actor()), no, body.node_id.as_deref())
+        .await?;
+    let inst = state.exec.get_instance(no).await?;
+    Ok(axum::Json(detail(&state, inst).await?))
+}
+
+/// Runs the instance again on one node (`task.execute`).
+#[utoipa::path(post, path = "/api/v1/task-instances/{instance_no}/nodes/{node_id}/rerun", tag = "tasks",
+    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id")),
+    responses((status = 200, body = NodeExecution), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn rerun_node(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((no, node)): Path<(String, String)>,
+) -> ApiResult<axum::Json<NodeExecution>> {
+    caller.require(Permission::TaskExecute)?;
+    let no = numeric_id("task instance", &no)?;
+    Ok(axum::Json(
+        state.exec.rerun_node(&caller.actor(), no, &node).await?,
+    ))
+}
+
+/// Query of the output route.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// Which execution (default the latest).
+    exec_no: Option<String>,
+    /// Byte offset in stdout to read from (default 0).
+    out_offset: Option<String>,
+    /// Byte offset in stderr to read from (default 0).
+    err_offset: Option<String>,
+    /// Most bytes per stream in this answer (default 1 MiB, at most 8 MiB).
+    max_bytes: Option<String>,
+}
+
+/// A slice of a node execution's output.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputChunk {
+    exec_no: i64,
+    status: haechi_exec::ExecStatus,
+    result_cd: Option<String>,
+    exit_cd: Option<i64>,
+    /// Base64 of stdout bytes from `outOffset`.
+    out: String,
+    /// Base64 of stderr bytes from `errOffset`.
+    err: String,
+    /// Offsets to ask for next.
+    out_offset: i64,
+    err_offset: i64,
+    /// The execution has ended and this answer holds the rest of its output: stop polling.
+    completed: bool,
+}
+
+fn num(field: &str, v: Option<String>, default: i64) -> Result<i64, Error> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            Error::field(
+                field,
+                format_args!("must be a whole number ≥ 0 (got {s:?})"),
+            )
+        }),
+    }
+}
+
+/// A node execution's output from byte offsets, with `completed` once it has ended and all of
+/// it was returned (Rundeck's log-follow model). Poll with the returned offsets.
+#[utoipa::path(get, path = "/api/v1/task-instances/{instance_no}/nodes/{node_id}/output", tag = "tasks",
+    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id"), OutputQuery),
+    responses((status = 200, body = OutputChunk), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((no, node)): Path<(String, String)>,
+    Query(q): Query<OutputQuery>,
+) -> ApiResult<axum::Json<OutputChunk>> {
+    caller.require(Permission::NodeView)?;
+    let no = numeric_id("task instance", &no)?;
+    let exec_no = match q.exec_no.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| Error::field("execNo", "must be a whole number ≥ 1"))?,
+        ),
+    };
+    let out_from = num("outOffset", q.out_offset, 0)?;
+    let err_from = num("errOffset", q.err_offset, 0)?;
+    let max = num("maxBytes", q.max_bytes, 1024 * 1024)?.clamp(1, 8 * 1024 * 1024);
+    // Read the state first: if it is final now, the output read after it is complete.
+    let e = state.exec.node_execution(no, &node, exec_no).await?;
+    let out = state
+        .exec
+        .read_output_from(e.exec_id, Stream::Out, out_from, max)
+        .await?;
+    let err = state
+        .exec
+        .read_output_from(e.exec_id, Stream::Err, err_from, max)
+        .await?;
+    let completed = e.status.is_final() && out.next >= e.out_len && err.next >= e.err_len;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(axum::Json(OutputChunk {
+        exec_no: e.exec_no,
+        status: e.status,
+        result_cd: e.result_cd,
+        exit_cd: e.exit_cd,
+        out: b64.encode(&out.data),
+        err: b64.encode(&err.data),
+        out_offset: out.next,
+        err_offset: err.next,
+        completed,
+    }))
+}

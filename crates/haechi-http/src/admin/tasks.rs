@@ -1,0 +1,215 @@
+//! Tasks: create, edit (a new revision), read, revisions, approval, and starting one.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use haechi_exec::{ApprovalAction, RunnerGubun, StartInstance, Task, TaskFilter, TaskSpec};
+use haechi_identity::Permission;
+use haechi_types::Error;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+use crate::extract::{numeric_id, Caller, Json, Page, Query};
+use crate::AppState;
+
+/// Creates a task at revision 1, approval `N` (`task.develop`).
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = TaskSpec,
+    responses((status = 201, body = Task), (status = 400), (status = 401), (status = 403), (status = 409)))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(spec): Json<TaskSpec>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::TaskDevelop)?;
+    let task = state.exec.create_task(&caller.actor(), spec).await?;
+    Ok((StatusCode::CREATED, axum::Json(task)))
+}
+
+/// Edits a task: a new revision (absent fields keep their value); approval goes back to `N`.
+#[utoipa::path(put, path = "/api/v1/tasks/{task_id}", tag = "tasks", request_body = TaskSpec,
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn update_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(spec): Json<TaskSpec>,
+) -> ApiResult<axum::Json<Task>> {
+    caller.require(Permission::TaskDevelop)?;
+    Ok(axum::Json(
+        state.exec.update_task(&caller.actor(), &id, spec).await?,
+    ))
+}
+
+/// Reads a task at its current revision.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}", tag = "tasks", params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Task>> {
+    caller.require(Permission::NodeView)?;
+    Ok(axum::Json(state.exec.get_task(&id).await?))
+}
+
+/// Filters of `GET /api/v1/tasks`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskListQuery {
+    /// Substring of the id.
+    id: Option<String>,
+    owner_user_id: Option<String>,
+    /// `N`, `Q`, `A` or `R`.
+    apprv_status: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// A page of tasks.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskList {
+    tasks: Vec<Task>,
+    total: i64,
+}
+
+/// Lists tasks at their current revision.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(TaskListQuery),
+    responses((status = 200, body = TaskList), (status = 400), (status = 401), (status = 403)))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TaskListQuery>,
+) -> ApiResult<axum::Json<TaskList>> {
+    caller.require(Permission::NodeView)?;
+    let p = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let e = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let filter = TaskFilter {
+        id: e(q.id),
+        owner_user_id: e(q.owner_user_id),
+        apprv_status: e(q.apprv_status),
+        ..Default::default()
+    };
+    let listed = state
+        .exec
+        .list_tasks(
+            &filter,
+            haechi_exec::Paging {
+                limit: p.limit,
+                offset: p.offset,
+            },
+        )
+        .await?;
+    Ok(axum::Json(TaskList {
+        tasks: listed.items,
+        total: listed.total,
+    }))
+}
+
+/// Every revision of a task.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevisionList {
+    /// Newest first.
+    revisions: Vec<Task>,
+}
+
+/// Lists a task's revisions, newest first.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}/revisions", tag = "tasks", params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = RevisionList), (status = 401), (status = 403), (status = 404)))]
+pub async fn list_revisions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<RevisionList>> {
+    caller.require(Permission::NodeView)?;
+    Ok(axum::Json(RevisionList {
+        revisions: state.exec.list_task_revisions(&id).await?,
+    }))
+}
+
+/// Reads a task as it was at one revision.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}/revisions/{revision_no}", tag = "tasks",
+    params(("task_id" = String, Path, description = "task id"), ("revision_no" = i64, Path, description = "revision number")),
+    responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_revision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, no)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Task>> {
+    caller.require(Permission::NodeView)?;
+    let no = numeric_id("revision", &no)?;
+    Ok(axum::Json(state.exec.get_task_revision(&id, no).await?))
+}
+
+/// `POST /api/v1/tasks/{task_id}/approval` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ApprovalRequest {
+    action: ApprovalAction,
+    comment: Option<String>,
+}
+
+/// Approval: `request` (`task.develop`: `N`/`R` → `Q`), `approve` or `reject` (`task.approve`:
+/// `Q` → `A`/`R`; nobody approves their own request unless `tasks.allow_self_approval`).
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/approval", tag = "tasks", request_body = ApprovalRequest,
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn approval(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ApprovalRequest>,
+) -> ApiResult<axum::Json<Task>> {
+    match body.action {
+        ApprovalAction::Request => caller.require(Permission::TaskDevelop)?,
+        ApprovalAction::Approve | ApprovalAction::Reject => {
+            caller.require(Permission::TaskApprove)?
+        }
+    }
+    Ok(axum::Json(
+        state
+            .exec
+            .task_approval(&caller.actor(), &id, body.action, body.comment)
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/tasks/{task_id}/instances` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTask {
+    /// Nodes to run on.
+    #[serde(alias = "nodes")]
+    node_id_list: Vec<String>,
+    #[serde(default)]
+    arguments: Vec<String>,
+}
+
+/// Starts a task on nodes (`task.execute`), like OPMATE's `POST /opmate/task/{id}/instance`.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/instances", tag = "tasks", request_body = RunTask,
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 201, body = super::task_instances::InstanceDetail), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn run_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RunTask>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::TaskExecute)?;
+    if body.node_id_list.is_empty() {
+        return Err(Error::field("nodeIdList", "must name at least one node").into());
+    }
+    let req = StartInstance {
+        task_id: id,
+        node_ids: body.node_id_list,
+        arguments: body.arguments,
+        runner_gubun: RunnerGubun::User,
+        runner_id: caller.principal.user_id.clone(),
+        origin: None,
+    };
+    let inst = state
+        .exec
+        .start_instance(Some(&caller.actor()), req)
+        .await?;
+    let detail = super::task_instances::detail(&state, inst).await?;
+    Ok((StatusCode::CREATED, axum::Json(detail)))
+}

@@ -1,0 +1,266 @@
+//! Workflow definitions (CONTRACT §7): create (JSON, or YAML with `Content-Type:
+//! application/yaml`), new versions, read, versions, list, delete; and starting one.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use haechi_identity::Permission;
+use haechi_types::{Code, Error};
+use haechi_workflow::definition::yaml_to_value;
+use haechi_workflow::{
+    Created, ExecutionView, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, Caller, Json, Page, Query};
+use crate::AppState;
+
+/// A definition body: JSON, or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`).
+pub struct DefinitionBody(pub Value);
+
+impl FromRequest<AppState> for DefinitionBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctype = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::new(
+                    Code::PayloadTooLarge,
+                    format!(
+                        "the request body is larger than the limit of {} bytes",
+                        state.http.max_body_bytes
+                    ),
+                )
+            } else {
+                Error::invalid("the request body could not be read")
+            }
+        })?;
+        let value = match ctype.as_deref() {
+            Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => yaml_to_value(&bytes)?,
+            Some(c) if c == "application/json" || c.ends_with("+json") => parse_json::<Value>(&bytes)?,
+            None => parse_json::<Value>(&bytes)?,
+            Some(other) => {
+                return Err(Error::new(
+                    Code::UnsupportedMediaType,
+                    format!("send the definition as JSON (application/json) or YAML (application/yaml), not '{other}'"),
+                )
+                .into())
+            }
+        };
+        Ok(DefinitionBody(value))
+    }
+}
+
+/// Creates a workflow (`workflow.manage`): `{"id","version":1}`. A definition with a problem
+/// is a 400 that names the step and field.
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = haechi_workflow::Definition,
+        description = "JSON, or YAML with Content-Type: application/yaml"),
+    responses((status = 201, body = Created), (status = 400), (status = 401), (status = 403), (status = 409), (status = 415)))]
+pub async fn create_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    DefinitionBody(def): DefinitionBody,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::WorkflowManage)?;
+    let created = state
+        .workflows
+        .create_workflow(&caller.actor(), &def)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// Makes a new version of a workflow (`workflow.manage`); runs already started keep theirs.
+#[utoipa::path(put, path = "/api/v1/workflows/{id}", tag = "workflows", request_body = haechi_workflow::Definition,
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 200, body = Created), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn update_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    DefinitionBody(def): DefinitionBody,
+) -> ApiResult<axum::Json<Created>> {
+    caller.require(Permission::WorkflowManage)?;
+    Ok(axum::Json(
+        state
+            .workflows
+            .update_workflow(&caller.actor(), &id, &def)
+            .await?,
+    ))
+}
+
+/// Deletes a workflow (`workflow.manage`): it can no longer be run; its runs stay readable.
+#[utoipa::path(delete, path = "/api/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+pub async fn delete_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Permission::WorkflowManage)?;
+    state
+        .workflows
+        .delete_workflow(&caller.actor(), &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/workflows/{id}` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkflowQuery {
+    /// A version; absent = the current one.
+    version: Option<String>,
+}
+
+/// Reads a workflow's definition (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow"), WorkflowQuery),
+    responses((status = 200, body = WorkflowDoc), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<WorkflowQuery>,
+) -> ApiResult<axum::Json<WorkflowDoc>> {
+    caller.require(Permission::WorkflowView)?;
+    let version = match q.version.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            Error::field(
+                "version",
+                format_args!("must be a version number ≥ 1 (got {v:?})"),
+            )
+        })?),
+    };
+    Ok(axum::Json(
+        state.workflows.get_workflow(&id, version).await?,
+    ))
+}
+
+/// A workflow's versions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionList {
+    versions: Vec<VersionInfo>,
+}
+
+/// Lists a workflow's versions, oldest first (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/versions", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 200, body = VersionList), (status = 401), (status = 403), (status = 404)))]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<VersionList>> {
+    caller.require(Permission::WorkflowView)?;
+    Ok(axum::Json(VersionList {
+        versions: state.workflows.workflow_versions(&id).await?,
+    }))
+}
+
+/// Filters of `GET /api/v1/workflows`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkflowListQuery {
+    /// Exact group.
+    group: Option<String>,
+    /// Exact name.
+    name: Option<String>,
+    /// Default 100, at most 1000.
+    limit: Option<String>,
+    /// Default 0.
+    offset: Option<String>,
+}
+
+/// A page of workflows.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WorkflowList {
+    workflows: Vec<WorkflowSummary>,
+    /// All matches.
+    total: i64,
+}
+
+/// Lists live workflows by id (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", params(WorkflowListQuery),
+    responses((status = 200, body = WorkflowList), (status = 400), (status = 401), (status = 403)))]
+pub async fn list_workflows(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<WorkflowListQuery>,
+) -> ApiResult<axum::Json<WorkflowList>> {
+    caller.require(Permission::WorkflowView)?;
+    let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let filter = WorkflowFilter {
+        group: q.group.filter(|s| !s.is_empty()),
+        name: q.name.filter(|s| !s.is_empty()),
+    };
+    let listed = state
+        .workflows
+        .list_workflows(&filter, page.limit, page.offset)
+        .await?;
+    Ok(axum::Json(WorkflowList {
+        workflows: listed.items,
+        total: listed.total,
+    }))
+}
+
+/// `POST /api/v1/workflows/{id}/executions` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct StartExecution {
+    /// The workflow's parameters.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    params: Option<Value>,
+    /// Wait up to this many seconds for the run to end before answering (at most the
+    /// server's `workflow.sync_wait_secs`); default 0.
+    #[serde(default)]
+    wait_secs: Option<u64>,
+}
+
+/// Starts a workflow (`workflow.execute`); answers 201 with the execution.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/executions", tag = "workflows", request_body = StartExecution,
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 201, body = ExecutionView), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn start_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<StartExecution>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::WorkflowExecute)?;
+    let params = crate::mdrm::params_of(body.params)?;
+    let exec_id = state
+        .workflows
+        .execute(&caller.principal, &caller.actor(), "admin", &id, &params)
+        .await?;
+    let wait = body
+        .wait_secs
+        .unwrap_or(0)
+        .min(state.workflows.config().sync_wait_secs);
+    if wait > 0 {
+        state
+            .workflows
+            .wait_end(&exec_id, Duration::from_secs(wait))
+            .await?;
+    }
+    let view = state.workflows.execution(&exec_id).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}

@@ -1,0 +1,144 @@
+//! Credential routes.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use haechi_vault::CredentialFilter;
+use serde::Deserialize;
+
+use super::wire::{parse_bool, CredentialIn, CredentialOut, CredentialUpdateIn, List};
+use super::{page, path_id, VaultUser};
+use crate::error::ApiResult;
+use crate::extract::{Json, Query};
+use crate::AppState;
+
+/// Filters of the credential list.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CredentialQuery {
+    /// `true`: only credentials the caller consumes through a locker; `false`: the others.
+    consumed: Option<String>,
+    /// One exact name.
+    name: Option<String>,
+    /// Exact names separated by commas.
+    names: Option<String>,
+    /// Optional paging (default: the whole list); at most 1000.
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// Lists the credentials the caller owns or reaches through lockers (every credential for a
+/// Locker Admin): `{"list":[...]}`, each with `completed`.
+#[utoipa::path(get, path = "/v2/credentialvault/credentials", tag = "vault", params(CredentialQuery),
+    responses((status = 200, body = List<CredentialOut>), (status = 400), (status = 401), (status = 403)))]
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Query(q): Query<CredentialQuery>,
+) -> ApiResult<axum::Json<List<CredentialOut>>> {
+    let mut names: Vec<String> = Vec::new();
+    for raw in [q.name.as_deref(), q.names.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        names.extend(
+            raw.split(',')
+                .map(|n| n.trim().trim_matches('"').to_owned())
+                .filter(|n| !n.is_empty()),
+        );
+    }
+    let filter = CredentialFilter {
+        consumed: parse_bool("consumed", q.consumed.as_deref())?,
+        names,
+        page: page(q.limit.as_deref(), q.offset.as_deref())?,
+    };
+    let list = state
+        .vault
+        .list_credentials(&caller.principal, &filter)
+        .await?;
+    Ok(axum::Json(List::of(
+        list.iter().map(CredentialOut::from).collect(),
+    )))
+}
+
+/// Creates a credential owned by the caller: 201 with the credential and its attribute ids.
+#[utoipa::path(post, path = "/v2/credentialvault/credentials", tag = "vault", request_body = CredentialIn,
+    responses((status = 201, body = CredentialOut), (status = 400), (status = 401), (status = 403), (status = 409)))]
+pub async fn create_credential(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Json(body): Json<CredentialIn>,
+) -> ApiResult<(StatusCode, axum::Json<CredentialOut>)> {
+    let c = state
+        .vault
+        .create_credential(&caller.principal, &caller.actor(), body.into())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(CredentialOut::from(&c))))
+}
+
+/// One credential (404 when the caller may not see it).
+#[utoipa::path(get, path = "/v2/credentialvault/credentials/{id}", tag = "vault",
+    params(("id" = i64, Path, description = "credential id")),
+    responses((status = 200, body = CredentialOut), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_credential(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<CredentialOut>> {
+    let id = path_id("credential", &id)?;
+    let c = state.vault.get_credential(&caller.principal, id).await?;
+    Ok(axum::Json(CredentialOut::from(&c)))
+}
+
+/// Partial update with the current `version` (owner or Locker Admin): 409 on a stale
+/// version, 304 when nothing changes.
+#[utoipa::path(put, path = "/v2/credentialvault/credentials/{id}", tag = "vault", request_body = CredentialUpdateIn,
+    params(("id" = i64, Path, description = "credential id")),
+    responses((status = 200, body = CredentialOut), (status = 304), (status = 400), (status = 403), (status = 404), (status = 409)))]
+pub async fn update_credential(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Path(id): Path<String>,
+    Json(body): Json<CredentialUpdateIn>,
+) -> ApiResult<axum::Json<CredentialOut>> {
+    let id = path_id("credential", &id)?;
+    let patch = body.into_patch(id)?;
+    let c = state
+        .vault
+        .update_credential(&caller.principal, &caller.actor(), id, patch)
+        .await?;
+    Ok(axum::Json(CredentialOut::from(&c)))
+}
+
+/// Gives the credential to another user (owner or Locker Admin).
+#[utoipa::path(put, path = "/v2/credentialvault/credentials/{id}/owner/{owner_id}", tag = "vault",
+    params(("id" = i64, Path, description = "credential id"), ("owner_id" = i64, Path, description = "the new owner's user id")),
+    responses((status = 200, body = CredentialOut), (status = 304), (status = 403), (status = 404)))]
+pub async fn transfer_credential(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Path((id, owner)): Path<(String, String)>,
+) -> ApiResult<axum::Json<CredentialOut>> {
+    let id = path_id("credential", &id)?;
+    let owner = path_id("user", &owner)?;
+    let c = state
+        .vault
+        .transfer_credential(&caller.principal, &caller.actor(), id, owner)
+        .await?;
+    Ok(axum::Json(CredentialOut::from(&c)))
+}
+
+/// Deletes the credential with its values (owner or Locker Admin).
+#[utoipa::path(delete, path = "/v2/credentialvault/credentials/{id}", tag = "vault",
+    params(("id" = i64, Path, description = "credential id")),
+    responses((status = 204), (status = 403), (status = 404)))]
+pub async fn delete_credential(
+    State(state): State<AppState>,
+    VaultUser(caller): VaultUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = path_id("credential", &id)?;
+    state
+        .vault
+        .delete_credential(&caller.principal, &caller.actor(), id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

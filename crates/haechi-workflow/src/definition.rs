@@ -1,0 +1,1393 @@
+//! Workflow definitions (CONTRACT §7): what a definition may say, parsed from JSON or YAML into
+//! [`Definition`], and checked so that every problem is a 400 naming the step and field.
+//!
+//! Parsing is done by hand over a JSON value rather than with `#[serde(deny_unknown_fields)]`
+//! because the common step fields and the per-type fields share one object: serde cannot both
+//! flatten them and reject unknown fields, and hand-written checks give messages that name the
+//! step (`steps[2].retries: step 'db_stop': must be a whole number from 0 to 100`).
+//!
+//! The stored form of a version is [`Definition`] serialised as JSON; it is read back with
+//! plain serde (it was validated when it was written).
+//!
+//! Adding a step type is one variant of [`Action`], one arm in [`parse_action`], and one arm in
+//! the driver's attempt runner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use haechi_types::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// Most steps in one workflow.
+pub const MAX_STEPS: usize = 1000;
+/// Longest sleep, step timeout or retry delay: 30 days.
+pub const MAX_SECONDS_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most retries of one step.
+pub const MAX_RETRIES: u64 = 100;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_STEP_NAME_CHARS: usize = 100;
+const MAX_DESCRIPTION_CHARS: usize = 4000;
+const MAX_TEXT_BYTES: usize = 1024 * 1024;
+const MAX_URL_BYTES: usize = 8 * 1024;
+const MAX_NODES: usize = 10_000;
+const MAX_ARGUMENTS: usize = 1000;
+const MAX_PARAMS: usize = 200;
+
+/// A duration in whole milliseconds, written as seconds (`5`, `0.25`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Secs(pub u64);
+
+impl Secs {
+    pub fn ms(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_multiple_of(1000) {
+            write!(f, "{}s", self.0 / 1000)
+        } else {
+            write!(f, "{}s", self.0 as f64 / 1000.0)
+        }
+    }
+}
+
+impl Serialize for Secs {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(1000) {
+            s.serialize_u64(self.0 / 1000)
+        } else {
+            s.serialize_f64(self.0 as f64 / 1000.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        Ok(Secs((v * 1000.0).round() as u64))
+    }
+}
+
+impl utoipa::PartialSchema for Secs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .description(Some("seconds (fractions allowed, millisecond precision)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Secs {}
+
+/// What happens to the run when a step fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The run ends `FAILED`: steps still in flight are stopped, none not started starts.
+    #[default]
+    Stop,
+    /// The step is `FAILED` but the run goes on as if it had succeeded.
+    Continue,
+}
+
+/// A parameter the workflow takes at execute time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParamSpec {
+    /// Used when the execute request gives no value; absent = the value is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A whole definition: one version of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Definition {
+    pub name: String,
+    pub group: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamSpec>,
+    pub steps: Vec<Step>,
+}
+
+/// One step. `needs` is kept as written (absent = the step before it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Step {
+    pub name: String,
+    #[serde(flatten)]
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Vec<String>>,
+    /// Bound on one attempt; absent = none (http steps: the server's `http_timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<Secs>,
+    /// Extra tries after a failure (`attempts` counts them all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Wait before the first retry; each later one waits `retry_backoff` times longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_secs: Option<Secs>,
+    /// Factor between two retry delays (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<f64>,
+    /// Longest wait between two tries (default: the server's `retry_max_delay_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_max_delay_secs: Option<Secs>,
+    #[serde(default, skip_serializing_if = "is_stop")]
+    pub on_failure: OnFailure,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_stop(f: &OnFailure) -> bool {
+    *f == OnFailure::Stop
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// Runs an OPMATE task on nodes; succeeds when every node ends `S`.
+    Task(TaskAction),
+    /// Waits.
+    Sleep { seconds: Secs },
+    /// Calls an HTTP endpoint.
+    Http(HttpAction),
+    /// Waits for one person holding `role` to approve or reject.
+    Approval { role: String },
+}
+
+impl Action {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Action::Task(_) => StepKind::Task,
+            Action::Sleep { .. } => StepKind::Sleep,
+            Action::Http(_) => StepKind::Http,
+            Action::Approval { .. } => StepKind::Approval,
+        }
+    }
+}
+
+/// The step types, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    Task,
+    Sleep,
+    Http,
+    Approval,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 4] = [
+        StepKind::Task,
+        StepKind::Sleep,
+        StepKind::Http,
+        StepKind::Approval,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Task => "task",
+            StepKind::Sleep => "sleep",
+            StepKind::Http => "http",
+            StepKind::Approval => "approval",
+        }
+    }
+}
+
+/// A `task` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskAction {
+    /// The OPMATE task id.
+    pub task: String,
+    /// Node ids to run on, all at once.
+    pub nodes: Vec<String>,
+    /// argv of the script; `${param}` is replaced inside each string, never split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    /// Environment variables whose values come from the credential vault.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_from_vault: BTreeMap<String, VaultRef>,
+}
+
+/// One credential attribute in the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultRef {
+    pub credential_id: i64,
+    pub attribute: String,
+}
+
+/// An `http` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HttpAction {
+    pub method: String,
+    pub url: String,
+    /// Request headers (`${param}` allowed in values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A string is sent as is; any other JSON value is sent as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Accepted statuses; absent = any 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Vec<u16>>,
+}
+
+/// Names a definition refers to, with the index of the step naming each.
+pub type StepRefs<'a> = Vec<(usize, &'a str)>;
+
+/// The dependency graph of a definition, resolved.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    /// For each step (by index), the steps it waits for.
+    pub needs: Vec<Vec<usize>>,
+    /// Step index by name.
+    pub index: HashMap<String, usize>,
+}
+
+impl Definition {
+    /// The resolved graph. The definition was validated, so every name resolves.
+    pub fn graph(&self) -> Graph {
+        let index: HashMap<String, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let needs = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match &s.needs {
+                Some(names) => names.iter().filter_map(|n| index.get(n).copied()).collect(),
+                None if i == 0 => Vec::new(),
+                None => vec![i - 1],
+            })
+            .collect();
+        Graph { needs, index }
+    }
+
+    /// Every task id and approval role the definition names, with the step naming it (for the
+    /// checks against the task list and the roles).
+    pub fn references(&self) -> (StepRefs<'_>, StepRefs<'_>) {
+        let mut tasks = Vec::new();
+        let mut roles = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            match &s.action {
+                Action::Task(t) => tasks.push((i, t.task.as_str())),
+                Action::Approval { role } => roles.push((i, role.as_str())),
+                _ => {}
+            }
+        }
+        (tasks, roles)
+    }
+
+    /// The error to report about a task or role reference of step `i`.
+    pub fn step_error(&self, i: usize, field: &str, message: impl fmt::Display) -> Error {
+        Error::field(
+            format!("steps[{i}].{field}"),
+            format_args!("step '{}': {message}", self.steps[i].name),
+        )
+    }
+}
+
+/// Parses YAML text into a JSON value (YAML is a superset; keys must be strings).
+pub fn yaml_to_value(text: &[u8]) -> Result<Value> {
+    let text = std::str::from_utf8(text).map_err(|_| {
+        Error::new(
+            haechi_types::Code::MalformedBody,
+            "the YAML body is not valid UTF-8",
+        )
+    })?;
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        Error::new(
+            haechi_types::Code::MalformedBody,
+            format!("the body is not valid YAML{at}"),
+        )
+    })
+}
+
+/// Parses and checks a definition (everything but the task and role references, which need
+/// the store: see [`Definition::references`]).
+pub fn parse(value: &Value) -> Result<Definition> {
+    let Some(map) = value.as_object() else {
+        return Err(Error::invalid(
+            "a workflow definition must be an object with name, group and steps",
+        ));
+    };
+    let mut top = Fields::new(map, String::new());
+    let name = top.req_text("name", MAX_NAME_CHARS)?;
+    if name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::field(
+            "name",
+            "must not be only digits (it would read as a workflow id)",
+        ));
+    }
+    let group = top.req_text("group", MAX_NAME_CHARS)?;
+    let description = top
+        .free_text("description", MAX_DESCRIPTION_CHARS)?
+        .unwrap_or_default();
+    let params = parse_params(top.take("params"))?;
+    let steps_value = top
+        .take("steps")
+        .ok_or_else(|| Error::field("steps", "is required: a list of steps"))?;
+    top.finish(&["name", "group", "description", "params", "steps"])?;
+    let Some(list) = steps_value.as_array() else {
+        return Err(Error::field("steps", "must be a list of steps"));
+    };
+    if list.is_empty() {
+        return Err(Error::field("steps", "must hold at least one step"));
+    }
+    if list.len() > MAX_STEPS {
+        return Err(Error::field(
+            "steps",
+            format_args!(
+                "holds {} steps; at most {MAX_STEPS} are allowed",
+                list.len()
+            ),
+        ));
+    }
+    let mut steps = Vec::with_capacity(list.len());
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, v) in list.iter().enumerate() {
+        let step = parse_step(i, v)?;
+        steps.push(step);
+    }
+    for (i, s) in steps.iter().enumerate() {
+        if let Some(first) = seen.insert(s.name.as_str(), i) {
+            return Err(Error::field(
+                format!("steps[{i}].name"),
+                format_args!(
+                    "'{}' is already the name of steps[{first}]; step names must be unique",
+                    s.name
+                ),
+            ));
+        }
+    }
+    let def = Definition {
+        name,
+        group,
+        description,
+        params,
+        steps,
+    };
+    check_needs(&def)?;
+    check_cycles(&def)?;
+    check_param_refs(&def)?;
+    Ok(def)
+}
+
+fn parse_params(v: Option<&Value>) -> Result<BTreeMap<String, ParamSpec>> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return Ok(out) };
+    if v.is_null() {
+        return Ok(out);
+    }
+    let Some(map) = v.as_object() else {
+        return Err(Error::field(
+            "params",
+            "must be an object: parameter name → default value (a string), null (required), \
+             or {default, description}",
+        ));
+    };
+    if map.len() > MAX_PARAMS {
+        return Err(Error::field(
+            "params",
+            format_args!("at most {MAX_PARAMS} parameters"),
+        ));
+    }
+    for (name, spec) in map {
+        check_param_name(&format!("params.{name}"), name)?;
+        let field = format!("params.{name}");
+        let spec = match spec {
+            Value::Null => ParamSpec {
+                default: None,
+                description: String::new(),
+            },
+            Value::Object(o) => {
+                let mut f = Fields::new(o, field.clone());
+                let default = f
+                    .take("default")
+                    .map(|d| scalar_text(&format!("{field}.default"), d))
+                    .transpose()?
+                    .flatten();
+                let description = f
+                    .free_text("description", MAX_DESCRIPTION_CHARS)?
+                    .unwrap_or_default();
+                f.finish(&["default", "description"])?;
+                ParamSpec {
+                    default,
+                    description,
+                }
+            }
+            other => ParamSpec {
+                default: scalar_text(&field, other)?,
+                description: String::new(),
+            },
+        };
+        out.insert(name.clone(), spec);
+    }
+    Ok(out)
+}
+
+/// A parameter value: strings as they are, numbers and booleans as their text; `None` for null.
+pub fn scalar_text(field: &str, v: &Value) -> Result<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => {
+            if s.len() > MAX_TEXT_BYTES {
+                return Err(Error::field(field, "is longer than 1 MiB"));
+            }
+            Ok(Some(s.clone()))
+        }
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        _ => Err(Error::field(
+            field,
+            "must be a string (or a number or boolean, used as text)",
+        )),
+    }
+}
+
+fn check_param_name(field: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.len() <= 100;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::field(
+            field,
+            format_args!(
+                "'{name}' is not a valid parameter name: use letters, digits, '_', '-' and '.', \
+                 starting with a letter or '_' (at most 100)"
+            ),
+        ))
+    }
+}
+
+fn parse_step(i: usize, v: &Value) -> Result<Step> {
+    let at = format!("steps[{i}]");
+    let Some(map) = v.as_object() else {
+        return Err(Error::field(&at, "must be an object with name and type"));
+    };
+    let mut f = Fields::new(map, at.clone());
+    let name = f.req_text("name", MAX_STEP_NAME_CHARS)?;
+    f.step = Some(name.clone());
+    let kind_text = f.req_text("type", 50)?;
+    let Some(kind) = StepKind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
+        return Err(f.err(
+            "type",
+            format_args!(
+                "unknown step type '{kind_text}'; the types are {}",
+                StepKind::ALL.map(StepKind::as_str).join(", ")
+            ),
+        ));
+    };
+    let needs = match f.take("needs") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(items)) => {
+            let mut out: Vec<String> = Vec::with_capacity(items.len());
+            for (j, item) in items.iter().enumerate() {
+                let Some(s) = item.as_str() else {
+                    return Err(f.err(&format!("needs[{j}]"), "must be a step name (a string)"));
+                };
+                if out.iter().any(|o| o == s) {
+                    return Err(f.err("needs", format_args!("names '{s}' twice")));
+                }
+                out.push(s.to_owned());
+            }
+            Some(out)
+        }
+        Some(_) => return Err(f.err("needs", "must be a list of step names")),
+    };
+    let timeout_secs = f.seconds("timeout_secs", true)?;
+    let retries = f.uint("retries", MAX_RETRIES)?.unwrap_or(0) as u32;
+    let retry_delay_secs = f.seconds("retry_delay_secs", false)?;
+    let retry_backoff = match f.take("retry_backoff") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(x) if (1.0..=10.0).contains(&x) => Some(x),
+            _ => return Err(f.err("retry_backoff", "must be a number from 1 to 10")),
+        },
+    };
+    let retry_max_delay_secs = f.seconds("retry_max_delay_secs", false)?;
+    let on_failure = match f.take("on_failure") {
+        None | Some(Value::Null) => OnFailure::Stop,
+        Some(Value::String(s)) if s == "stop" => OnFailure::Stop,
+        Some(Value::String(s)) if s == "continue" => OnFailure::Continue,
+        Some(other) => {
+            return Err(f.err(
+                "on_failure",
+                format_args!("must be \"stop\" or \"continue\" (got {other})"),
+            ))
+        }
+    };
+    let action = parse_action(kind, &mut f)?;
+    let mut allowed = vec![
+        "name",
+        "type",
+        "needs",
+        "timeout_secs",
+        "retries",
+        "retry_delay_secs",
+        "retry_backoff",
+        "retry_max_delay_secs",
+        "on_failure",
+    ];
+    allowed.extend_from_slice(action_fields(kind));
+    f.finish(&allowed)?;
+    Ok(Step {
+        name,
+        action,
+        needs,
+        timeout_secs,
+        retries,
+        retry_delay_secs,
+        retry_backoff,
+        retry_max_delay_secs,
+        on_failure,
+    })
+}
+
+fn action_fields(kind: StepKind) -> &'static [&'static str] {
+    match kind {
+        StepKind::Task => &["task", "nodes", "arguments", "env_from_vault"],
+        StepKind::Sleep => &["seconds"],
+        StepKind::Http => &["method", "url", "headers", "body", "expect_status"],
+        StepKind::Approval => &["role"],
+    }
+}
+
+const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
+    Ok(match kind {
+        StepKind::Sleep => Action::Sleep {
+            seconds: f
+                .seconds("seconds", false)?
+                .ok_or_else(|| f.err("seconds", "is required for a sleep step"))?,
+        },
+        StepKind::Approval => Action::Approval {
+            role: f.req_text("role", 200)?,
+        },
+        StepKind::Task => {
+            let task = f.req_text("task", 200)?;
+            let nodes = f
+                .str_list("nodes", MAX_NODES, 200)?
+                .ok_or_else(|| f.err("nodes", "is required: the node ids to run the task on"))?;
+            if nodes.is_empty() {
+                return Err(f.err("nodes", "must name at least one node"));
+            }
+            for (j, n) in nodes.iter().enumerate() {
+                if nodes[..j].contains(n) {
+                    return Err(f.err("nodes", format_args!("names node '{n}' twice")));
+                }
+            }
+            let arguments = f
+                .str_list("arguments", MAX_ARGUMENTS, 64 * 1024)?
+                .unwrap_or_default();
+            for (j, a) in arguments.iter().enumerate() {
+                if a.contains('\0') {
+                    return Err(f.err(&format!("arguments[{j}]"), "must not contain a NUL byte"));
+                }
+                check_template(f, &format!("arguments[{j}]"), a)?;
+            }
+            let env_from_vault = parse_env_from_vault(f)?;
+            Action::Task(TaskAction {
+                task,
+                nodes,
+                arguments,
+                env_from_vault,
+            })
+        }
+        StepKind::Http => {
+            let method = match f.take("method") {
+                None | Some(Value::Null) => "GET".to_owned(),
+                Some(Value::String(m)) => {
+                    let up = m.to_ascii_uppercase();
+                    if !HTTP_METHODS.contains(&up.as_str()) {
+                        return Err(f.err(
+                            "method",
+                            format_args!("'{m}' is not one of {}", HTTP_METHODS.join(", ")),
+                        ));
+                    }
+                    up
+                }
+                Some(_) => return Err(f.err("method", "must be a string such as \"POST\"")),
+            };
+            let url = f.req_text("url", MAX_URL_BYTES)?;
+            check_template(f, "url", &url)?;
+            if !url.contains("${") {
+                check_url(&url).map_err(|m| f.err("url", m))?;
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(f.err("url", "must start with http:// or https://"));
+            }
+            let headers = match f.take("headers") {
+                None | Some(Value::Null) => BTreeMap::new(),
+                Some(Value::Object(h)) => {
+                    let mut out = BTreeMap::new();
+                    for (k, v) in h {
+                        let field = format!("headers.{k}");
+                        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                            return Err(f.err(&field, "is not a valid header name"));
+                        }
+                        if k.eq_ignore_ascii_case("idempotency-key") {
+                            return Err(f.err(
+                                &field,
+                                "is set by Haechi itself (<execution_id>/<step>/<attempt>)",
+                            ));
+                        }
+                        let Some(v) = v.as_str() else {
+                            return Err(f.err(&field, "must be a string"));
+                        };
+                        if v.chars().any(|c| c.is_control() && c != '\t') {
+                            return Err(f.err(&field, "must not contain control characters"));
+                        }
+                        check_template(f, &field, v)?;
+                        out.insert(k.clone(), v.to_owned());
+                    }
+                    out
+                }
+                Some(_) => return Err(f.err("headers", "must be an object of header: value")),
+            };
+            let body = match f.take("body") {
+                None | Some(Value::Null) => None,
+                Some(b) => {
+                    if serde_json::to_vec(b).map(|v| v.len()).unwrap_or(0) > MAX_TEXT_BYTES {
+                        return Err(f.err("body", "is larger than 1 MiB"));
+                    }
+                    let mut problem = None;
+                    visit_strings(b, &mut |s| {
+                        if problem.is_none() {
+                            if let Err(e) = check_template(f, "body", s) {
+                                problem = Some(e);
+                            }
+                        }
+                    });
+                    if let Some(e) = problem {
+                        return Err(e);
+                    }
+                    Some(b.clone())
+                }
+            };
+            let expect_status = match f.take("expect_status") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    let items: Vec<&Value> = match v {
+                        Value::Array(a) => a.iter().collect(),
+                        other => vec![other],
+                    };
+                    if items.is_empty() {
+                        return Err(f.err("expect_status", "must name at least one status"));
+                    }
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in items {
+                        match item.as_u64() {
+                            Some(s) if (100..=599).contains(&s) => out.push(s as u16),
+                            _ => {
+                                return Err(f.err(
+                                    "expect_status",
+                                    "must be an HTTP status from 100 to 599, or a list of them",
+                                ))
+                            }
+                        }
+                    }
+                    Some(out)
+                }
+            };
+            Action::Http(HttpAction {
+                method,
+                url,
+                headers,
+                body,
+                expect_status,
+            })
+        }
+    })
+}
+
+fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>> {
+    let mut out = BTreeMap::new();
+    let Some(v) = f.take("env_from_vault") else {
+        return Ok(out);
+    };
+    if v.is_null() {
+        return Ok(out);
+    }
+    let Some(map) = v.as_object() else {
+        return Err(f.err(
+            "env_from_vault",
+            "must be an object: NAME → {\"credentialId\": N, \"attribute\": \"password\"}",
+        ));
+    };
+    for (name, r) in map {
+        let field = format!("env_from_vault.{name}");
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.len() <= 100;
+        if !valid {
+            return Err(f.err(
+                &field,
+                "is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
+            ));
+        }
+        if name.starts_with("HAECHI_")
+            || matches!(
+                name.as_str(),
+                "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL"
+            )
+        {
+            return Err(f.err(&field, "is set by the agent itself; choose another name"));
+        }
+        let Some(o) = r.as_object() else {
+            return Err(f.err(
+                &field,
+                "must be {\"credentialId\": N, \"attribute\": \"name\"}",
+            ));
+        };
+        let mut g = Fields::new(o, format!("{}.{field}", f.at));
+        g.step = f.step.clone();
+        let credential_id = match g.take("credentialId") {
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|x| x > 0) => n.as_i64().unwrap_or(0),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok_and(|x| x > 0) => {
+                s.parse().unwrap_or(0)
+            }
+            _ => {
+                return Err(g.err(
+                    "credentialId",
+                    "is required: the numeric id of a vault credential",
+                ))
+            }
+        };
+        let attribute = g.req_text("attribute", 200)?;
+        g.finish(&["credentialId", "attribute"])?;
+        out.insert(
+            name.clone(),
+            VaultRef {
+                credential_id,
+                attribute,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Checks an absolute http(s) URL.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "'{url}' must be an http:// or https:// URL with a host"
+        )),
+        Err(e) => Err(format!("'{url}' is not a valid URL ({e})")),
+    }
+}
+
+fn visit_strings(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().for_each(|x| visit_strings(x, f)),
+        Value::Object(o) => o.values().for_each(|x| visit_strings(x, f)),
+        _ => {}
+    }
+}
+
+fn check_template(f: &Fields<'_>, field: &str, text: &str) -> Result<()> {
+    template_refs(text).map(|_| ()).map_err(|m| f.err(field, m))
+}
+
+/// The parameter names a template refers to. `${name}` is a reference; `$${` is a literal `${`.
+pub fn template_refs(text: &str) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            rest = tail;
+            continue;
+        }
+        if let Some(tail) = after.strip_prefix('{') {
+            let Some(end) = tail.find('}') else {
+                return Err(
+                    "has '${' without a closing '}' (write $${ for a literal ${)".to_owned(),
+                );
+            };
+            let name = &tail[..end];
+            if check_param_name("", name).is_err() {
+                return Err(format!("'${{{name}}}' does not name a parameter"));
+            }
+            out.push(name.to_owned());
+            rest = &tail[end + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces each `${name}` in `text` by its value (`$${` stays a literal `${`). Every name
+/// was checked to have a value when the execution started.
+pub fn substitute(text: &str, params: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+            continue;
+        }
+        if let Some(tail) = after.strip_prefix('{') {
+            if let Some(end) = tail.find('}') {
+                let name = &tail[..end];
+                match params.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => {
+                        out.push_str("${");
+                        out.push_str(name);
+                        out.push('}');
+                    }
+                }
+                rest = &tail[end + 1..];
+                continue;
+            }
+        }
+        out.push('$');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// [`substitute`] inside every string of a JSON value (keys are left alone).
+pub fn substitute_json(v: &Value, params: &BTreeMap<String, String>) -> Value {
+    match v {
+        Value::String(s) => Value::String(substitute(s, params)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| substitute_json(x, params)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), substitute_json(x, params)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn check_needs(def: &Definition) -> Result<()> {
+    let names: HashMap<&str, usize> = def
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    for (i, s) in def.steps.iter().enumerate() {
+        for (j, n) in s.needs.iter().flatten().enumerate() {
+            if !names.contains_key(n.as_str()) {
+                return Err(def.step_error(
+                    i,
+                    &format!("needs[{j}]"),
+                    format_args!("needs '{n}', which is not a step of this workflow"),
+                ));
+            }
+            if *n == s.name {
+                return Err(def.step_error(
+                    i,
+                    &format!("needs[{j}]"),
+                    "a step cannot need itself (a cycle)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds a cycle and names it: `steps form a cycle: a → b → c → a`.
+fn check_cycles(def: &Definition) -> Result<()> {
+    let graph = def.graph();
+    let n = def.steps.len();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state = vec![0u8; n];
+    for start in 0..n {
+        if state[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next edge index).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut edge)) = stack.last_mut() {
+            if let Some(&next) = graph.needs[node].get(*edge) {
+                *edge += 1;
+                match state[next] {
+                    0 => {
+                        state[next] = 1;
+                        stack.push((next, 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|(s, _)| *s == next).unwrap_or(0);
+                        // The stack runs from a step to a step it needs; show the order they run.
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(s, _)| *s).collect();
+                        cycle.reverse();
+                        // Start at the step defined first, so the message is stable.
+                        let first = (0..cycle.len()).min_by_key(|k| cycle[*k]).unwrap_or(0);
+                        cycle.rotate_left(first);
+                        let mut names: Vec<&str> =
+                            cycle.iter().map(|s| def.steps[*s].name.as_str()).collect();
+                        names.push(names[0]);
+                        return Err(Error::field(
+                            "steps",
+                            format_args!(
+                                "the steps form a cycle through 'needs': {}",
+                                names.join(" → ")
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            } else {
+                state[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_param_refs(def: &Definition) -> Result<()> {
+    for (i, s) in def.steps.iter().enumerate() {
+        let mut fields: Vec<(String, &str)> = Vec::new();
+        let mut body_strings: Vec<String> = Vec::new();
+        match &s.action {
+            Action::Task(t) => {
+                for (j, a) in t.arguments.iter().enumerate() {
+                    fields.push((format!("arguments[{j}]"), a));
+                }
+            }
+            Action::Http(h) => {
+                fields.push(("url".to_owned(), &h.url));
+                for (k, v) in &h.headers {
+                    fields.push((format!("headers.{k}"), v));
+                }
+                if let Some(b) = &h.body {
+                    visit_strings(b, &mut |x| body_strings.push(x.to_owned()));
+                }
+            }
+            _ => {}
+        }
+        let body = body_strings.iter().map(|b| ("body".to_owned(), b.as_str()));
+        for (field, text) in fields.into_iter().chain(body) {
+            for name in template_refs(text).unwrap_or_default() {
+                if !def.params.contains_key(&name) {
+                    let declared = if def.params.is_empty() {
+                        "the workflow declares no params".to_owned()
+                    } else {
+                        format!(
+                            "declared: {}",
+                            def.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    };
+                    return Err(def.step_error(
+                        i,
+                        &field,
+                        format_args!(
+                            "'${{{name}}}' names no parameter, so neither a default nor an \
+                             execute-time value can fill it; declare it under 'params' ({declared})"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The values of an execution's parameters: each given value, else the default; a declared
+/// parameter with neither, or a value for an undeclared one, is a 400.
+pub fn resolve_params(
+    def: &Definition,
+    given: &Map<String, Value>,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, v) in given {
+        if !def.params.contains_key(name) {
+            let declared = if def.params.is_empty() {
+                "it takes none".to_owned()
+            } else {
+                format!(
+                    "its parameters are {}",
+                    def.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(Error::field(
+                format!("params.{name}"),
+                format_args!("is not a parameter of workflow '{}' ({declared})", def.name),
+            ));
+        }
+        if let Some(text) = scalar_text(&format!("params.{name}"), v)? {
+            out.insert(name.clone(), text);
+        }
+    }
+    for (name, spec) in &def.params {
+        if out.contains_key(name) {
+            continue;
+        }
+        match &spec.default {
+            Some(d) => {
+                out.insert(name.clone(), d.clone());
+            }
+            None => {
+                return Err(Error::field(
+                    format!("params.{name}"),
+                    format_args!("is required by workflow '{}' (it has no default)", def.name),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Typed access to the fields of one object, remembering which were read so the rest can be
+/// reported as unknown.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    at: String,
+    step: Option<String>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(map: &'a Map<String, Value>, at: String) -> Self {
+        Fields {
+            map,
+            at,
+            step: None,
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.at)
+        }
+    }
+
+    fn err(&self, key: &str, message: impl fmt::Display) -> Error {
+        match &self.step {
+            Some(s) => Error::field(self.path(key), format_args!("step '{s}': {message}")),
+            None => Error::field(self.path(key), message),
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    /// A required one-line text: not blank, no control characters, at most `max` characters.
+    fn req_text(&mut self, key: &str, max: usize) -> Result<String> {
+        match self.take(key) {
+            None | Some(Value::Null) => Err(self.err(key, "is required")),
+            Some(Value::String(s)) => {
+                if s.trim().is_empty() {
+                    return Err(self.err(key, "must not be blank"));
+                }
+                if s.chars().count() > max {
+                    return Err(self.err(key, format_args!("must be at most {max} characters")));
+                }
+                if s.chars().any(char::is_control) {
+                    return Err(self.err(key, "must not contain control characters"));
+                }
+                Ok(s.clone())
+            }
+            Some(other) => Err(self.err(
+                key,
+                format_args!("must be a string (got {})", kind_of(other)),
+            )),
+        }
+    }
+
+    /// Optional free text (line breaks and tabs allowed).
+    fn free_text(&mut self, key: &str, max: usize) -> Result<Option<String>> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                if s.chars().count() > max {
+                    return Err(self.err(key, format_args!("must be at most {max} characters")));
+                }
+                if s.chars()
+                    .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                {
+                    return Err(self.err(key, "must not contain control characters"));
+                }
+                Ok(Some(s.clone()))
+            }
+            Some(other) => Err(self.err(
+                key,
+                format_args!("must be a string (got {})", kind_of(other)),
+            )),
+        }
+    }
+
+    fn uint(&mut self, key: &str, max: u64) -> Result<Option<u64>> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= max => Ok(Some(n)),
+                _ => Err(self.err(
+                    key,
+                    format_args!("must be a whole number from 0 to {max} (got {v})"),
+                )),
+            },
+        }
+    }
+
+    /// Seconds as a number (fractions to the millisecond); `positive` refuses 0.
+    fn seconds(&mut self, key: &str, positive: bool) -> Result<Option<Secs>> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                let max = MAX_SECONDS_MS / 1000;
+                let bad = || {
+                    self.err(
+                        key,
+                        format_args!(
+                            "must be a number of seconds {} {max} (got {v})",
+                            if positive {
+                                "above 0 and at most"
+                            } else {
+                                "from 0 to"
+                            }
+                        ),
+                    )
+                };
+                let x = v.as_f64().filter(|x| x.is_finite()).ok_or_else(bad)?;
+                let ms = (x * 1000.0).round();
+                if ms < 0.0 || ms > MAX_SECONDS_MS as f64 || (positive && ms < 1.0) {
+                    return Err(bad());
+                }
+                Ok(Some(Secs(ms as u64)))
+            }
+        }
+    }
+
+    fn str_list(
+        &mut self,
+        key: &str,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<String>>> {
+        match self.take(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => {
+                if items.len() > max_items {
+                    return Err(self.err(key, format_args!("at most {max_items} items")));
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for (j, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) if s.len() <= max_bytes => out.push(s.clone()),
+                        Value::String(_) => {
+                            return Err(self.err(
+                                &format!("{key}[{j}]"),
+                                format_args!("is longer than {max_bytes} bytes"),
+                            ))
+                        }
+                        other => {
+                            return Err(self.err(
+                                &format!("{key}[{j}]"),
+                                format_args!("must be a string (got {})", kind_of(other)),
+                            ))
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(other) => Err(self.err(
+                key,
+                format_args!("must be a list of strings (got {})", kind_of(other)),
+            )),
+        }
+    }
+
+    /// Reports the first field not in `allowed`.
+    fn finish(self, allowed: &[&str]) -> Result<()> {
+        if let Some(k) = self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(self.err(
+                k,
+                format_args!("unknown field; the fields here are {}", allowed.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        parse(&v).unwrap_err().message
+    }
+
+    #[test]
+    fn plain_list_runs_in_order() {
+        let def = parse(&json!({"name": "w", "group": "g", "steps": [
+            {"name": "a", "type": "sleep", "seconds": 0},
+            {"name": "b", "type": "sleep", "seconds": 0.5},
+            {"name": "c", "type": "sleep", "seconds": 1, "needs": []},
+        ]}))
+        .unwrap();
+        let g = def.graph();
+        assert_eq!(g.needs, vec![vec![], vec![0], vec![]]);
+        assert_eq!(def.steps[1].action, Action::Sleep { seconds: Secs(500) });
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let def = parse(&json!({"name": "w", "group": "g", "params": {"p": "x", "q": null},
+            "steps": [
+            {"name": "a", "type": "http", "url": "https://x.example/${p}", "body": {"k": "${q}"},
+             "retries": 2, "retry_delay_secs": 0.5, "on_failure": "continue"},
+            {"name": "b", "type": "task", "task": "t", "nodes": ["n1"], "arguments": ["${p}", "a b"]},
+            {"name": "c", "type": "approval", "role": "Task Approver", "timeout_secs": 60},
+        ]}))
+        .unwrap();
+        let text = serde_json::to_string(&def).unwrap();
+        let back: Definition = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, def);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["steps"][0]["retry_delay_secs"], json!(0.5));
+        assert_eq!(v["steps"][2]["timeout_secs"], json!(60));
+        assert!(v["steps"][1].get("retries").is_none());
+    }
+
+    #[test]
+    fn names_each_problem() {
+        let base = |steps: Value| json!({"name": "w", "group": "g", "steps": steps});
+        assert!(err(base(json!([{"name": "a", "type": "sleep", "seconds": 1}, {"name": "a", "type": "sleep", "seconds": 1}])))
+            .contains("steps[1].name: 'a' is already the name of steps[0]"));
+        assert!(err(base(
+            json!([{"name": "a", "type": "sleep", "seconds": 1, "needs": ["zz"]}])
+        ))
+        .contains("needs 'zz', which is not a step"));
+        let cycle = err(base(json!([
+            {"name": "a", "type": "sleep", "seconds": 1, "needs": ["c"]},
+            {"name": "b", "type": "sleep", "seconds": 1},
+            {"name": "c", "type": "sleep", "seconds": 1}])));
+        assert!(
+            cycle.contains("cycle") && cycle.contains("a → b → c → a"),
+            "{cycle}"
+        );
+        assert!(
+            err(base(json!([{"name": "a", "type": "nap", "seconds": 1}])))
+                .contains("unknown step type 'nap'")
+        );
+        assert!(err(base(
+            json!([{"name": "a", "type": "sleep", "seconds": 1, "secnds": 2}])
+        ))
+        .contains("steps[0].secnds: step 'a': unknown field"));
+        assert!(err(base(
+            json!([{"name": "a", "type": "http", "url": "https://h/${nope}"}])
+        ))
+        .contains("'${nope}' names no parameter"));
+        assert!(
+            err(base(json!([{"name": "a", "type": "sleep", "seconds": -1}])))
+                .contains("steps[0].seconds")
+        );
+        assert!(err(base(
+            json!([{"name": "a", "type": "sleep", "seconds": 1, "retries": 1.5}])
+        ))
+        .contains("retries"));
+        assert!(err(base(
+            json!([{"name": "a", "type": "sleep", "seconds": 1, "on_failure": "explode"}])
+        ))
+        .contains("on_failure"));
+        assert!(err(base(json!([]))).contains("at least one step"));
+        assert!(err(json!({"group": "g", "steps": []})).contains("name: is required"));
+        assert!(err(json!({"name": "12", "group": "g", "steps": []})).contains("only digits"));
+        assert!(err(base(
+            json!([{"name": "a", "type": "http", "url": "ftp://x"}])
+        ))
+        .contains("http"));
+        assert!(err(base(
+            json!([{"name": "a", "type": "task", "task": "t", "nodes": []}])
+        ))
+        .contains("at least one node"));
+    }
+
+    #[test]
+    fn substitutes_whole_strings() {
+        let mut p = BTreeMap::new();
+        p.insert("a".to_owned(), "x; rm -rf /".to_owned());
+        assert_eq!(substitute("pre-${a}-post", &p), "pre-x; rm -rf /-post");
+        assert_eq!(substitute("$${a} $5 ${a}", &p), "${a} $5 x; rm -rf /");
+        assert_eq!(template_refs("${a}${b}").unwrap(), vec!["a", "b"]);
+        assert!(template_refs("${a").is_err());
+        assert!(template_refs("${ a }").is_err());
+    }
+
+    #[test]
+    fn params_resolve() {
+        let def = parse(
+            &json!({"name": "w", "group": "g", "params": {"a": "1", "b": null, "c": {"default": 3}},
+            "steps": [{"name": "s", "type": "sleep", "seconds": 0}]}),
+        )
+        .unwrap();
+        let given = json!({"b": "B"});
+        let p = resolve_params(&def, given.as_object().unwrap()).unwrap();
+        assert_eq!(p["a"], "1");
+        assert_eq!(p["b"], "B");
+        assert_eq!(p["c"], "3");
+        let missing = resolve_params(&def, &Map::new()).unwrap_err();
+        assert!(missing.message.contains("params.b"));
+        let unknown =
+            resolve_params(&def, json!({"b": "x", "z": 1}).as_object().unwrap()).unwrap_err();
+        assert!(unknown.message.contains("params.z"));
+    }
+
+    #[test]
+    fn yaml_is_accepted() {
+        let v = yaml_to_value(
+            b"name: w\ngroup: DR\nsteps:\n  - name: a\n    type: sleep\n    seconds: 1\n",
+        )
+        .unwrap();
+        let def = parse(&v).unwrap();
+        assert_eq!(def.group, "DR");
+        assert!(yaml_to_value(b"name: [").is_err());
+    }
+}

@@ -1,0 +1,861 @@
+//! The driver of one execution: the only thing that moves it forward, on the one server that
+//! holds its lease.
+//!
+//! It keeps a copy of the execution's state and repeats: work out what follows from the state
+//! and what happened (an attempt ended, a retry or an approval deadline came, a control or a
+//! decision was stored) — a [`Plan`] —, commit it through the journal, and only then act on it
+//! (start attempts, cut them, cancel task instances). Nothing is done before the transition
+//! that records it is committed. A commit refused as a conflict means the store changed
+//! underneath (a control, a decision, a takeover): the driver reads it again and plans anew.
+//!
+//! It is driven by events, never by polling: attempt futures ending, messages (a poke after a
+//! control or decision, the lease lost), and one timer for the nearest retry or approval
+//! deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use haechi_identity::Actor;
+use haechi_types::{time::now_ms, Result};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+
+use crate::definition::{substitute, substitute_json, Action, OnFailure, Step};
+use crate::journal::{Applied, NewEvent, RunUpdate, Transition};
+use crate::model::{RunStatus, StepStatus};
+use crate::ports::TaskStart;
+use crate::state::{load_run, RunState};
+use crate::steps::{instant_of, run_attempt, AttemptResult, AttemptSpec};
+use crate::{Engine, Loaded};
+
+/// What a driver is told.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// The execution changed in the store (control, decision): read it again.
+    Poke,
+    /// Another server holds the execution now: stop at once, change nothing.
+    LeaseLost,
+}
+
+/// How the engine reaches a running driver.
+pub(crate) struct DriverHandle {
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// The `rev` the driver last committed or read (the lease renewer compares it).
+    pub rev: Arc<AtomicI64>,
+    pub status: watch::Receiver<(RunStatus, i64)>,
+}
+
+/// An attempt that ended, not yet committed.
+struct Outcome {
+    idx: usize,
+    attempt: i64,
+    result: AttemptResult,
+}
+
+/// What to do once a plan is committed.
+#[derive(Default)]
+struct Effects {
+    /// Attempts to start (`true`: taken up again after a restart).
+    spawn: Vec<(usize, bool)>,
+    /// Local attempt futures to drop.
+    abort: Vec<usize>,
+    /// Task instances to cancel.
+    cancel: Vec<i64>,
+    /// Step latencies to record: (type, succeeded, seconds).
+    latencies: Vec<(&'static str, bool, f64)>,
+}
+
+/// One transition worked out from the state and what happened.
+struct Plan {
+    next: RunState,
+    events: Vec<NewEvent>,
+    task_starts: Vec<(usize, TaskStart)>,
+    effects: Effects,
+    /// How many pending outcomes the plan took into account.
+    consumed: usize,
+}
+
+pub(crate) struct Driver {
+    eng: Arc<Engine>,
+    def: Arc<Loaded>,
+    state: RunState,
+    futures: JoinSet<(usize, i64, AttemptResult)>,
+    running: HashMap<usize, (i64, AbortHandle)>,
+    outcomes: Vec<Outcome>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    rev: Arc<AtomicI64>,
+    status: watch::Sender<(RunStatus, i64)>,
+    reload: bool,
+}
+
+enum Flow {
+    Continue,
+    /// The run ended and needs nothing more, or the lease is gone.
+    Done,
+}
+
+impl Driver {
+    /// Starts driving an execution this server has just claimed (or created).
+    pub(crate) async fn spawn(eng: &Arc<Engine>, id: &str) -> Result<()> {
+        let Some(state) = load_run(&eng.store, id).await? else {
+            return Ok(());
+        };
+        let def = eng.loaded(state.workflow_id, state.version).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rev = Arc::new(AtomicI64::new(state.rev));
+        let (status_tx, status_rx) = watch::channel((state.status, state.rev));
+        {
+            let mut drivers = eng.drivers.lock().unwrap_or_else(|p| p.into_inner());
+            if drivers.contains_key(id) {
+                return Ok(());
+            }
+            drivers.insert(
+                id.to_owned(),
+                DriverHandle {
+                    tx,
+                    rev: rev.clone(),
+                    status: status_rx,
+                },
+            );
+        }
+        crate::metrics::driven(1.0);
+        let driver = Driver {
+            eng: eng.clone(),
+            def,
+            state,
+            futures: JoinSet::new(),
+            running: HashMap::new(),
+            outcomes: Vec::new(),
+            rx,
+            rev,
+            status: status_tx,
+            reload: false,
+        };
+        let eng = eng.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            driver.run().await;
+            eng.drivers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            crate::metrics::driven(-1.0);
+        });
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        let mut shutdown = self.eng.shutdown.subscribe();
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.advance().await {
+                Ok(Flow::Done) => break,
+                Ok(Flow::Continue) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(execution = %self.state.id, "workflow driver: {}; trying again", e.message);
+                    self.reload = true;
+                    let backoff = Duration::from_millis(100u64 << failures.min(6));
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    continue;
+                }
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Poke) => self.reload = true,
+                    Some(Msg::LeaseLost) | None => {
+                        tracing::info!(execution = %self.state.id, "another server drives this execution now");
+                        break;
+                    }
+                },
+                Some(joined) = self.futures.join_next(), if !self.futures.is_empty() => self.collect(joined),
+                _ = sleep_until_ms(wake), if wake.is_some() => {}
+            }
+            while let Some(joined) = self.futures.try_join_next() {
+                self.collect(joined);
+            }
+            while let Ok(msg) = self.rx.try_recv() {
+                match msg {
+                    Msg::Poke => self.reload = true,
+                    Msg::LeaseLost => {
+                        self.futures.abort_all();
+                        return;
+                    }
+                }
+            }
+        }
+        // Dropping the futures cuts sleeps and http calls; task instances go on on their agents
+        // and are re-attached by whichever server drives the execution next.
+        self.futures.abort_all();
+    }
+
+    fn collect(&mut self, joined: std::result::Result<(usize, i64, AttemptResult), JoinError>) {
+        match joined {
+            Ok((idx, attempt, result)) => {
+                if self.running.get(&idx).is_some_and(|(a, _)| *a == attempt) {
+                    self.running.remove(&idx);
+                }
+                self.outcomes.push(Outcome {
+                    idx,
+                    attempt,
+                    result,
+                });
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => tracing::error!(execution = %self.state.id, "a step attempt panicked: {e}"),
+        }
+    }
+
+    /// The nearest retry or approval deadline, unix ms.
+    fn next_wake(&self) -> Option<i64> {
+        if self.state.status.is_final() {
+            return None;
+        }
+        let mut wake: Option<i64> = None;
+        for (s, step) in self.state.steps.iter().zip(&self.def.def.steps) {
+            let at = if s.status == StepStatus::Running && s.retry_at.is_some() {
+                s.retry_at
+            } else if s.in_flight() && matches!(step.action, Action::Approval { .. }) {
+                step.timeout_secs
+                    .and_then(|t| s.attempt_started_at.map(|a| a + t.ms() as i64))
+            } else {
+                None
+            };
+            if let Some(at) = at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        wake
+    }
+
+    /// Reads the execution again; `false` when this server no longer holds it.
+    async fn reload(&mut self) -> Result<bool> {
+        self.reload = false;
+        match load_run(&self.eng.store, &self.state.id).await? {
+            Some(s) if s.owner.as_deref() == Some(self.eng.server_id.as_str()) => {
+                // A run that ended through a control was counted where the control was made.
+                self.state = s;
+                self.rev.store(self.state.rev, Ordering::Relaxed);
+                self.status
+                    .send_replace((self.state.status, self.state.rev));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Commits what follows from the state and what happened, then acts on it.
+    async fn advance(&mut self) -> Result<Flow> {
+        if self.reload && !self.reload().await? {
+            return Ok(Flow::Done);
+        }
+        loop {
+            if self.state.status.is_final() {
+                return self.finish().await;
+            }
+            let plan = self.plan(now_ms());
+            if plan.next == self.state && plan.events.is_empty() {
+                let Plan {
+                    effects, consumed, ..
+                } = plan;
+                self.outcomes.drain(..consumed);
+                self.act(effects, Vec::new());
+                return Ok(Flow::Continue);
+            }
+            let transition = self.transition(&plan);
+            match self.eng.journal.apply(transition).await? {
+                Applied::Conflict => {
+                    if !self.reload().await? {
+                        return Ok(Flow::Done);
+                    }
+                }
+                Applied::Committed { rev, tasks } => {
+                    let Plan {
+                        mut next,
+                        effects,
+                        consumed,
+                        ..
+                    } = plan;
+                    self.outcomes.drain(..consumed);
+                    next.rev = rev;
+                    let mut started = Vec::new();
+                    for (idx, r) in tasks {
+                        match r {
+                            Ok(no) => {
+                                next.steps[idx].task_instance_no = Some(no);
+                                started.push(idx);
+                            }
+                            Err(e) => {
+                                next.steps[idx].error = Some(e.message.clone());
+                                self.outcomes.push(Outcome {
+                                    idx,
+                                    attempt: next.steps[idx].attempts,
+                                    result: AttemptResult::fail(e.message),
+                                });
+                            }
+                        }
+                    }
+                    let was = self.state.status;
+                    self.state = next;
+                    self.rev.store(rev, Ordering::Relaxed);
+                    self.status
+                        .send_replace((self.state.status, self.state.rev));
+                    if was != self.state.status && self.state.status.is_final() {
+                        crate::metrics::ended(self.state.status);
+                    }
+                    self.act(effects, started);
+                }
+            }
+        }
+    }
+
+    /// The run has ended: cut whatever still runs, cancel its task instances, and mark the
+    /// execution as needing no driver.
+    async fn finish(&mut self) -> Result<Flow> {
+        if !self.state.active {
+            return Ok(Flow::Done);
+        }
+        self.futures.abort_all();
+        self.running.clear();
+        self.outcomes.clear();
+        let actor = self.actor();
+        for s in &self.state.steps {
+            if let (Some(no), StepStatus::Stopped | StepStatus::Running) =
+                (s.task_instance_no, s.status)
+            {
+                if let Err(e) = self.eng.tasks.cancel(no, Some(&actor)).await {
+                    tracing::warn!(execution = %self.state.id, instance = no, "cancelling a task instance failed: {}", e.message);
+                }
+            }
+        }
+        loop {
+            let now = now_ms();
+            let mut next = self.state.clone();
+            next.active = false;
+            let mut events = Vec::new();
+            for s in next.steps.iter_mut() {
+                match s.status {
+                    StepStatus::Running => {
+                        s.status = StepStatus::Stopped;
+                        s.retry_at = None;
+                        s.ended_at = Some(now);
+                        events.push(step_event(
+                            &s.name,
+                            StepStatus::Stopped,
+                            s.attempts,
+                            "the run ended",
+                        ));
+                    }
+                    StepStatus::Waiting => {
+                        s.status = StepStatus::Skipped;
+                        events.push(step_event(&s.name, StepStatus::Skipped, 0, "the run ended"));
+                    }
+                    _ => {}
+                }
+            }
+            let plan = Plan {
+                next,
+                events,
+                task_starts: Vec::new(),
+                effects: Effects::default(),
+                consumed: 0,
+            };
+            let t = self.transition(&plan);
+            match self.eng.journal.apply(t).await? {
+                Applied::Committed { rev, .. } => {
+                    self.state = plan.next;
+                    self.state.rev = rev;
+                    self.rev.store(rev, Ordering::Relaxed);
+                    return Ok(Flow::Done);
+                }
+                Applied::Conflict => {
+                    if !self.reload().await? {
+                        return Ok(Flow::Done);
+                    }
+                    if !self.state.active {
+                        return Ok(Flow::Done);
+                    }
+                }
+            }
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.state.started_by.clone(),
+            ip: self
+                .state
+                .source_ip
+                .parse()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
+    fn transition(&self, plan: &Plan) -> Transition {
+        let n = &plan.next;
+        Transition {
+            execution_id: n.id.clone(),
+            expect_rev: self.state.rev,
+            owner: self.eng.server_id.clone(),
+            run: RunUpdate {
+                status: n.status,
+                active: n.active,
+                current_step: n.current_step.clone(),
+                steps_done: n.steps_done,
+                error: n.error.clone(),
+                ended_at: n.ended_at,
+            },
+            steps: n
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| self.state.steps.get(*i) != Some(s))
+                .map(|(i, s)| (i, s.clone()))
+                .collect(),
+            events: plan.events.clone(),
+            task_starts: plan.task_starts.clone(),
+        }
+    }
+
+    /// Works out the next state from the current one, the pending outcomes and the time.
+    fn plan(&self, now: i64) -> Plan {
+        let defs = &self.def.def.steps;
+        let mut p = Plan {
+            next: self.state.clone(),
+            events: Vec::new(),
+            task_starts: Vec::new(),
+            effects: Effects::default(),
+            consumed: self.outcomes.len(),
+        };
+
+        // Attempts that ended.
+        for o in &self.outcomes {
+            let s = &p.next.steps[o.idx];
+            if s.in_flight() && s.attempts == o.attempt {
+                self.settle(&mut p, o.idx, o.result.clone(), now);
+            }
+        }
+
+        // Approvals: a stored decision, or the deadline passed.
+        for (idx, step) in defs.iter().enumerate() {
+            if !matches!(step.action, Action::Approval { .. }) || !p.next.steps[idx].in_flight() {
+                continue;
+            }
+            let s = &p.next.steps[idx];
+            let by = s.decided_by.clone().unwrap_or_default();
+            let comment = s
+                .decision_comment
+                .as_deref()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            let result = match s.decision.as_deref() {
+                Some("approve") => Some(AttemptResult {
+                    ok: true,
+                    error: None,
+                    result: Some(json!({ "decision": "approve", "by": by }).to_string()),
+                }),
+                Some("reject") => Some(AttemptResult {
+                    ok: false,
+                    error: Some(format!("rejected by {by}{comment}")),
+                    result: Some(json!({ "decision": "reject", "by": by }).to_string()),
+                }),
+                _ => match (step.timeout_secs, s.attempt_started_at) {
+                    (Some(t), Some(at)) if now >= at + t.ms() as i64 => Some(AttemptResult::fail(
+                        format!("no decision within {t} (timed out)"),
+                    )),
+                    _ => None,
+                },
+            };
+            if let Some(r) = result {
+                self.settle(&mut p, idx, r, now);
+            }
+        }
+
+        // Attempts under way with no future here: the server stopped during them, or another
+        // server drove them until it died. Take them up again.
+        for (idx, step) in defs.iter().enumerate() {
+            let s = &p.next.steps[idx];
+            if !s.in_flight() || self.running.contains_key(&idx) {
+                continue;
+            }
+            match &step.action {
+                Action::Approval { .. } => {}
+                Action::Sleep { .. } => p.effects.spawn.push((idx, true)),
+                Action::Task(_) => match s.task_instance_no {
+                    Some(_) => p.effects.spawn.push((idx, true)),
+                    None => {
+                        let why = s
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "the task instance could not be started".to_owned());
+                        self.settle(&mut p, idx, AttemptResult::fail(why), now);
+                    }
+                },
+                Action::Http(_) => {
+                    if s.resumes == 0 {
+                        let s = &mut p.next.steps[idx];
+                        s.resumes += 1;
+                        let (name, attempt) = (s.name.clone(), s.attempts);
+                        p.events.push(step_event(
+                            &name,
+                            StepStatus::Running,
+                            attempt,
+                            "the server stopped during this call: sending it again with the same Idempotency-Key",
+                        ));
+                        p.effects.spawn.push((idx, true));
+                    } else {
+                        self.settle(
+                            &mut p,
+                            idx,
+                            AttemptResult::fail(
+                                "the server stopped during this call twice; its outcome is unknown",
+                            ),
+                            now,
+                        );
+                    }
+                }
+            }
+        }
+
+        let failed = (0..defs.len()).find(|i| {
+            p.next.steps[*i].status == StepStatus::Failed && defs[*i].on_failure == OnFailure::Stop
+        });
+        if let Some(f) = failed {
+            self.fail_run(&mut p, f, now);
+        } else {
+            // Retries that are due.
+            for idx in 0..defs.len() {
+                let s = &p.next.steps[idx];
+                if s.status == StepStatus::Running && s.retry_at.is_some_and(|r| r <= now) {
+                    self.begin_attempt(&mut p, idx, now);
+                }
+            }
+            // Steps whose needs are met (not while paused).
+            if p.next.status == RunStatus::Running {
+                for idx in 0..defs.len() {
+                    if p.next.steps[idx].status == StepStatus::Waiting && self.ready(&p.next, idx) {
+                        self.begin_attempt(&mut p, idx, now);
+                    }
+                }
+            }
+            let all_done = p
+                .next
+                .steps
+                .iter()
+                .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed));
+            if all_done {
+                p.next.status = RunStatus::Completed;
+                p.next.ended_at = Some(now);
+                p.next.active = false;
+                p.events.push(run_event(
+                    RunStatus::Completed,
+                    "every step has ended".to_owned(),
+                ));
+            }
+        }
+
+        p.next.steps_done = p
+            .next
+            .steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed))
+            .count() as i64;
+        if let Some((_, s)) = p
+            .next
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status == StepStatus::Running)
+            .max_by_key(|(i, s)| (s.attempt_started_at.or(s.started_at), *i))
+        {
+            p.next.current_step = s.name.clone();
+        }
+
+        for (idx, (attempt, _)) in &self.running {
+            let s = &p.next.steps[*idx];
+            let current = s.in_flight() && s.attempts == *attempt;
+            if !current && !p.effects.abort.contains(idx) {
+                p.effects.abort.push(*idx);
+            }
+        }
+        p
+    }
+
+    /// All of the step's needs succeeded (or failed with `on_failure: continue`).
+    fn ready(&self, next: &RunState, idx: usize) -> bool {
+        let defs = &self.def.def.steps;
+        self.def.graph.needs[idx]
+            .iter()
+            .all(|d| match next.steps[*d].status {
+                StepStatus::Succeeded => true,
+                StepStatus::Failed => defs[*d].on_failure == OnFailure::Continue,
+                _ => false,
+            })
+    }
+
+    /// Records how an attempt ended: success, a retry later, or failure for good.
+    fn settle(&self, p: &mut Plan, idx: usize, r: AttemptResult, now: i64) {
+        let step = &self.def.def.steps[idx];
+        let s = &mut p.next.steps[idx];
+        let took = s
+            .attempt_started_at
+            .map(|a| (now - a).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        p.effects
+            .latencies
+            .push((step.action.kind().as_str(), r.ok, took));
+        if r.result.is_some() {
+            s.result = r.result;
+        }
+        if r.ok {
+            s.status = StepStatus::Succeeded;
+            s.ended_at = Some(now);
+            s.error = None;
+            let name = s.name.clone();
+            let attempt = s.attempts;
+            p.events
+                .push(step_event(&name, StepStatus::Succeeded, attempt, ""));
+            return;
+        }
+        let error = r.error.unwrap_or_else(|| "failed".to_owned());
+        s.error = Some(error.clone());
+        if s.attempts <= i64::from(step.retries) {
+            let delay = self.retry_delay(step, s.attempts);
+            s.retry_at = Some(now + delay as i64);
+            let message = format!(
+                "attempt {} failed: {error}; retry {} of {} in {}",
+                s.attempts,
+                s.attempts,
+                step.retries,
+                crate::definition::Secs(delay)
+            );
+            let (name, attempt) = (s.name.clone(), s.attempts);
+            p.events
+                .push(step_event(&name, StepStatus::Running, attempt, &message));
+        } else {
+            s.status = StepStatus::Failed;
+            s.ended_at = Some(now);
+            let message = if step.on_failure == OnFailure::Continue {
+                format!("{error} (on_failure: continue, the run goes on)")
+            } else {
+                error
+            };
+            let (name, attempt) = (s.name.clone(), s.attempts);
+            p.events
+                .push(step_event(&name, StepStatus::Failed, attempt, &message));
+        }
+    }
+
+    /// The wait before the try after failed attempt `attempt`: `retry_delay_secs` (default
+    /// 1 s) times `retry_backoff` (default 2) per earlier retry, at most the cap.
+    fn retry_delay(&self, step: &Step, attempt: i64) -> u64 {
+        let base = step.retry_delay_secs.map(|s| s.ms()).unwrap_or(1000) as f64;
+        let factor = step.retry_backoff.unwrap_or(2.0);
+        let cap = step
+            .retry_max_delay_secs
+            .map(|s| s.ms())
+            .unwrap_or(self.eng.cfg.retry_max_delay_secs * 1000) as f64;
+        let exp = (attempt - 1).clamp(0, 60) as i32;
+        (base * factor.powi(exp)).min(cap).max(0.0) as u64
+    }
+
+    /// Starts the step's next attempt.
+    fn begin_attempt(&self, p: &mut Plan, idx: usize, now: i64) {
+        let step = &self.def.def.steps[idx];
+        let s = &mut p.next.steps[idx];
+        if s.attempts == 0 {
+            s.started_at = Some(now);
+        }
+        s.attempts += 1;
+        s.status = StepStatus::Running;
+        s.attempt_started_at = Some(now);
+        s.retry_at = None;
+        s.resumes = 0;
+        s.ended_at = None;
+        s.task_instance_no = None;
+        s.decision = None;
+        s.decided_by = None;
+        s.decided_at = None;
+        s.decision_comment = None;
+        let attempt = s.attempts;
+        let message = match &step.action {
+            Action::Approval { role } => {
+                format!("waiting for a decision by a holder of role '{role}'")
+            }
+            _ if attempt > 1 => format!("attempt {attempt}"),
+            _ => String::new(),
+        };
+        p.events.push(step_event(
+            &step.name,
+            StepStatus::Running,
+            attempt,
+            &message,
+        ));
+        match &step.action {
+            Action::Task(t) => {
+                let params = &self.state.params;
+                p.task_starts.push((
+                    idx,
+                    TaskStart {
+                        task_id: t.task.clone(),
+                        nodes: t.nodes.clone(),
+                        arguments: t.arguments.iter().map(|a| substitute(a, params)).collect(),
+                        origin: format!("{}/{}/{attempt}", self.state.id, step.name),
+                        actor: self.actor(),
+                    },
+                ));
+            }
+            Action::Sleep { .. } | Action::Http(_) => p.effects.spawn.push((idx, false)),
+            Action::Approval { .. } => {}
+        }
+    }
+
+    /// A step failed with `on_failure: stop`: the run ends `FAILED`; what is under way is
+    /// stopped and what has not started is skipped.
+    fn fail_run(&self, p: &mut Plan, failed: usize, now: i64) {
+        for (idx, s) in p.next.steps.iter_mut().enumerate() {
+            match s.status {
+                StepStatus::Running => {
+                    if s.retry_at.is_none() {
+                        if let Some(no) = s.task_instance_no {
+                            p.effects.cancel.push(no);
+                        }
+                    }
+                    s.status = StepStatus::Stopped;
+                    s.retry_at = None;
+                    s.ended_at = Some(now);
+                    if self.running.contains_key(&idx) {
+                        p.effects.abort.push(idx);
+                    }
+                    p.events.push(step_event(
+                        &s.name,
+                        StepStatus::Stopped,
+                        s.attempts,
+                        "stopped: another step failed",
+                    ));
+                }
+                StepStatus::Waiting => {
+                    s.status = StepStatus::Skipped;
+                    p.events
+                        .push(step_event(&s.name, StepStatus::Skipped, 0, ""));
+                }
+                _ => {}
+            }
+        }
+        let f = &p.next.steps[failed];
+        let error = format!(
+            "step '{}' failed: {}",
+            f.name,
+            f.error.as_deref().unwrap_or("failed")
+        );
+        p.next.status = RunStatus::Failed;
+        p.next.ended_at = Some(now);
+        p.next.error = Some(error.clone());
+        p.next.active = !p.effects.cancel.is_empty();
+        p.events.push(run_event(RunStatus::Failed, error));
+    }
+
+    /// Acts on a committed plan.
+    fn act(&mut self, effects: Effects, started_tasks: Vec<usize>) {
+        for (kind, ok, secs) in effects.latencies {
+            crate::metrics::step(kind, ok, secs);
+        }
+        for idx in effects.abort {
+            if let Some((_, h)) = self.running.remove(&idx) {
+                h.abort();
+            }
+        }
+        if !effects.cancel.is_empty() {
+            let tasks = self.eng.tasks.clone();
+            let actor = self.actor();
+            let id = self.state.id.clone();
+            tokio::spawn(async move {
+                for no in effects.cancel {
+                    if let Err(e) = tasks.cancel(no, Some(&actor)).await {
+                        tracing::warn!(execution = %id, instance = no, "cancelling a task instance failed: {}", e.message);
+                    }
+                }
+            });
+        }
+        for (idx, resumed) in effects.spawn {
+            self.spawn_attempt(idx, resumed);
+        }
+        for idx in started_tasks {
+            self.spawn_attempt(idx, false);
+        }
+    }
+
+    fn spawn_attempt(&mut self, idx: usize, resumed: bool) {
+        let step = &self.def.def.steps[idx];
+        let s = &self.state.steps[idx];
+        let params = &self.state.params;
+        let action = match &step.action {
+            Action::Http(h) => {
+                let mut h = h.clone();
+                h.url = substitute(&h.url, params);
+                for v in h.headers.values_mut() {
+                    *v = substitute(v, params);
+                }
+                h.body = h.body.as_ref().map(|b| substitute_json(b, params));
+                Action::Http(h)
+            }
+            other => other.clone(),
+        };
+        let spec = AttemptSpec {
+            execution_id: self.state.id.clone(),
+            step: step.name.clone(),
+            attempt: s.attempts,
+            action,
+            attempt_started_at: s.attempt_started_at.unwrap_or_else(now_ms),
+            timeout_ms: step.timeout_secs.map(|t| t.ms()),
+            task_instance_no: s.task_instance_no,
+            resumed,
+            actor: self.actor(),
+        };
+        let attempt = s.attempts;
+        let ctx = self.eng.attempts.clone();
+        let handle = self.futures.spawn(async move {
+            let r = run_attempt(ctx, spec).await;
+            (idx, attempt, r)
+        });
+        if let Some((_, old)) = self.running.insert(idx, (attempt, handle)) {
+            old.abort();
+        }
+    }
+}
+
+fn step_event(name: &str, status: StepStatus, attempt: i64, message: &str) -> NewEvent {
+    NewEvent {
+        step: Some(name.to_owned()),
+        status: status.as_str(),
+        attempt,
+        message: message.to_owned(),
+        task_instance_no: None,
+    }
+}
+
+fn run_event(status: RunStatus, message: String) -> NewEvent {
+    NewEvent {
+        step: None,
+        status: status.as_str(),
+        attempt: 0,
+        message,
+        task_instance_no: None,
+    }
+}
+
+fn sleep_until_ms(at: Option<i64>) -> tokio::time::Sleep {
+    tokio::time::sleep_until(instant_of(at.unwrap_or_else(now_ms)))
+}

@@ -1,0 +1,710 @@
+//! Executions: starting them, reading them, and the two kinds of change that come from outside
+//! the driver (controls and approval decisions). Those are stored in a transaction of their
+//! own that bumps the execution's `rev`, then the driver is told: it reads the execution again
+//! and acts (a commit it had in hand fails its `rev` fence, so nothing it planned before the
+//! change is written).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use haechi_audit::Outcome;
+use haechi_identity::{Actor, Principal};
+use haechi_store::{in_tx, read, Backend, Tx};
+use haechi_types::{time::now_ms, Error, Result};
+use serde_json::{json, Map, Value};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::definition::{self, Action};
+use crate::driver::Driver;
+use crate::journal::{insert_events, NewEvent, NewExecution};
+use crate::lease;
+use crate::model::*;
+use crate::state::{load_run, RunState, StepState};
+use crate::{workflows, Workflows};
+
+/// Longest approval comment, characters.
+const MAX_COMMENT: usize = 2000;
+/// How often an execution driven by another server is read while waiting for it.
+const REMOTE_POLL: Duration = Duration::from_millis(250);
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: String,
+    workflow_id: i64,
+    version: i64,
+    status: String,
+    current_step: String,
+    steps_total: i64,
+    steps_done: i64,
+    started_by: String,
+    created_at: i64,
+    ended_at: Option<i64>,
+    workflow_name: String,
+}
+
+impl SummaryRow {
+    fn view(self) -> ExecutionSummary {
+        ExecutionSummary {
+            execution_id: self.id,
+            wf_id: self.workflow_id.to_string(),
+            workflow_name: self.workflow_name,
+            version: self.version,
+            status: RunStatus::parse(&self.status).unwrap_or(RunStatus::Failed),
+            current_step: self.current_step,
+            progress: progress(self.steps_done, self.steps_total),
+            started_by: self.started_by,
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    status: String,
+    attempts: i64,
+    retry_at: Option<i64>,
+    decision: Option<String>,
+    decided_by: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    rev: i64,
+    at: i64,
+    step: Option<String>,
+    status: String,
+    attempt: i64,
+    message: String,
+    task_instance_no: Option<i64>,
+}
+
+/// A decision on an approval step.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    pub step: String,
+    pub decision: Decision,
+    pub comment: Option<String>,
+}
+
+const SUMMARY_SELECT: &str = "SELECT e.id, e.workflow_id, e.version, e.status, e.current_step, e.steps_total, \
+     e.steps_done, e.started_by, e.created_at, e.ended_at, v.name AS workflow_name FROM workflow_executions e \
+     JOIN workflow_versions v ON v.workflow_id = e.workflow_id AND v.version = e.version";
+
+/// Longest parameter value kept in an audit event, characters.
+const AUDIT_VALUE_CHARS: usize = 200;
+
+/// A parameter value as the audit log keeps it (long values are cut).
+fn audit_text(v: &str) -> String {
+    if v.chars().count() <= AUDIT_VALUE_CHARS {
+        return v.to_owned();
+    }
+    let cut: String = v.chars().take(AUDIT_VALUE_CHARS).collect();
+    format!("{cut}…")
+}
+
+/// `YYYYMMDD` in the server's time zone.
+fn today(utc_offset_secs: i32) -> String {
+    let offset = UtcOffset::from_whole_seconds(utc_offset_secs).unwrap_or(UtcOffset::UTC);
+    let t = OffsetDateTime::now_utc().to_offset(offset);
+    format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+fn not_found(id: &str) -> Error {
+    Error::not_found(format_args!("execution '{id}'"))
+}
+
+/// Locks an execution's row until the transaction ends (PostgreSQL; SQLite has one writer).
+/// An execution's row as a control or decision sees it.
+#[derive(sqlx::FromRow)]
+struct Locked {
+    status: String,
+    rev: i64,
+    current_step: String,
+    steps_done: i64,
+    steps_total: i64,
+}
+
+/// Reads an execution's row and locks it until the transaction ends (PostgreSQL; SQLite has
+/// one writer).
+async fn lock_run(tx: &mut Tx, id: &str) -> Result<Option<Locked>> {
+    let sql = match tx.backend() {
+        Backend::Postgres => {
+            "SELECT status, rev, current_step, steps_done, steps_total FROM workflow_executions \
+             WHERE id = $1 FOR UPDATE"
+        }
+        Backend::Sqlite => {
+            "SELECT status, rev, current_step, steps_done, steps_total FROM workflow_executions \
+             WHERE id = $1"
+        }
+    };
+    Ok(in_tx!(tx, |c| sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?)
+}
+
+async fn bump(tx: &mut Tx, id: &str, rev: i64) -> Result<()> {
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE workflow_executions SET rev = $2, updated_at = $3 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(rev)
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+async fn announce(tx: &mut Tx, id: &str) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        in_tx!(tx, |c| sqlx::query(lease::notify_sql())
+            .bind(lease::CHANNEL)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+    }
+    Ok(())
+}
+
+impl Workflows {
+    /// Starts workflow `key` (its id, or the name of a live workflow) at its current version
+    /// with `params`; returns the new execution id. The caller checked the permission.
+    pub async fn execute(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        family: &'static str,
+        key: &str,
+        params: &Map<String, Value>,
+    ) -> Result<String> {
+        let wf = workflows::find(&self.eng.store, key, false).await?;
+        let loaded = self.eng.loaded(wf.id, wf.version).await?;
+        let resolved = definition::resolve_params(&loaded.def, params)?;
+        let shown: BTreeMap<&str, String> = resolved
+            .iter()
+            .map(|(k, v)| (k.as_str(), audit_text(v)))
+            .collect();
+        let audit = actor.event(family, "workflow.execute").detail(json!({
+            "wf_id": wf.id.to_string(), "name": wf.name, "version": wf.version, "params": shown,
+        }));
+        let created = self
+            .eng
+            .journal
+            .create(NewExecution {
+                workflow_id: wf.id,
+                version: wf.version,
+                params: serde_json::to_string(&resolved)?,
+                started_by: p.user_id.clone(),
+                started_by_pk: p.id,
+                source_ip: actor.ip.to_string(),
+                family,
+                step_names: loaded.def.steps.iter().map(|s| s.name.clone()).collect(),
+                owner: self.eng.server_id.clone(),
+                lease_until: now_ms() + self.eng.cfg.lease_secs as i64 * 1000,
+                day: today(self.eng.utc_offset_secs),
+                audit,
+            })
+            .await?;
+        crate::metrics::started();
+        if let Err(e) = Driver::spawn(&self.eng, &created.id).await {
+            // The lease keeper starts the missing driver at its next round.
+            tracing::warn!(execution = %created.id, "could not start its driver yet: {}", e.message);
+        }
+        Ok(created.id)
+    }
+
+    /// The MDRM status of an execution.
+    pub async fn status(&self, id: &str) -> Result<StatusView> {
+        let row: Option<(String, String, i64, i64)> = read!(self.eng.store, |db| {
+            sqlx::query_as(
+            "SELECT status, current_step, steps_done, steps_total FROM workflow_executions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        })?;
+        let (status, current_step, done, total) = row.ok_or_else(|| not_found(id))?;
+        Ok(StatusView {
+            execution_id: id.to_owned(),
+            status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+            current_step,
+            progress: progress(done, total),
+        })
+    }
+
+    /// Waits until the execution ends or `timeout` passes; returns its status then.
+    pub async fn wait_end(&self, id: &str, timeout: Duration) -> Result<StatusView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let st = self.status(id).await?;
+            if st.status.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(st);
+            }
+            let step_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+            match self.eng.status_watch(id) {
+                Some(mut rx) => {
+                    let _ =
+                        tokio::time::timeout_at(step_deadline, rx.wait_for(|(s, _)| s.is_final()))
+                            .await;
+                }
+                None => {
+                    tokio::time::sleep_until(
+                        step_deadline.min(tokio::time::Instant::now() + REMOTE_POLL),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+
+    /// Stops, pauses or resumes an execution. An action that does not fit its state is a 409
+    /// (recorded in the audit log as a failure).
+    pub async fn control(
+        &self,
+        actor: &Actor,
+        family: &'static str,
+        id: &str,
+        action: Control,
+    ) -> Result<StatusView> {
+        let mut tx = self.eng.store.begin().await?;
+        let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+        let rev = locked.rev;
+        let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
+        let to = match (action, from) {
+            (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
+            (Control::Pause, RunStatus::Running) => RunStatus::Paused,
+            (Control::Resume, RunStatus::Paused) => RunStatus::Running,
+            _ => {
+                drop(tx);
+                let why = match (action, from) {
+                    (_, s) if s.is_final() => format!(
+                        "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
+                        s.as_str()
+                    ),
+                    (Control::Pause, RunStatus::Paused) => format!("execution {id} is already PAUSED"),
+                    (Control::Resume, RunStatus::Running) => {
+                        format!("execution {id} is RUNNING, not PAUSED: there is nothing to resume")
+                    }
+                    _ => format!("'{}' does not fit execution {id} in state {}", action.as_str(), from.as_str()),
+                };
+                haechi_audit::record(
+                    &self.eng.store,
+                    actor
+                        .event(family, "workflow.control")
+                        .target(id.to_owned())
+                        .outcome(Outcome::Failure)
+                        .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
+                )
+                .await?;
+                return Err(Error::conflict(why));
+            }
+        };
+        let now = now_ms();
+        let new_rev = rev + 1;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE workflow_executions SET status = $2, rev = $3, updated_at = $4, \
+             ended_at = CASE WHEN $2 = 'STOPPED' THEN $4 ELSE ended_at END WHERE id = $1"
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(new_rev)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        let mut events = Vec::new();
+        if to == RunStatus::Stopped {
+            let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+                "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
+                 AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
+            )
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await)?;
+            in_tx!(tx, |c| sqlx::query(
+                "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
+                 WHERE execution_id = $1 AND status = 'RUNNING'"
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+            in_tx!(tx, |c| {
+                sqlx::query(
+                "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
+            )
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            })?;
+            for (name, status, attempts) in open {
+                let (new, message) = if status == "RUNNING" {
+                    (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
+                } else {
+                    (StepStatus::Skipped, String::new())
+                };
+                events.push(NewEvent {
+                    step: Some(name),
+                    status: new.as_str(),
+                    attempt: if new == StepStatus::Stopped {
+                        attempts
+                    } else {
+                        0
+                    },
+                    message,
+                    task_instance_no: None,
+                });
+            }
+        }
+        events.push(NewEvent {
+            step: None,
+            status: to.as_str(),
+            attempt: 0,
+            message: format!("{} by {}", action.as_str(), actor.user_id),
+            task_instance_no: None,
+        });
+        insert_events(&mut tx, id, new_rev, now, &events).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event(family, "workflow.control")
+                .target(id.to_owned())
+                .detail(
+                    json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
+                ),
+        )
+        .await?;
+        announce(&mut tx, id).await?;
+        tx.commit().await?;
+        if to == RunStatus::Stopped {
+            crate::metrics::ended(RunStatus::Stopped);
+        }
+        self.eng.poke(id);
+        // The state the control left, not a later one (the run may go on at once).
+        Ok(StatusView {
+            execution_id: id.to_owned(),
+            status: to,
+            current_step: locked.current_step,
+            progress: progress(locked.steps_done, locked.steps_total),
+        })
+    }
+
+    /// Decides an approval step. Only a holder of the step's role may; the step must be
+    /// waiting for its decision.
+    pub async fn decide(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        family: &'static str,
+        id: &str,
+        req: DecisionRequest,
+    ) -> Result<StepView> {
+        let DecisionRequest {
+            step,
+            decision,
+            comment,
+        } = req;
+        let step = step.as_str();
+        if let Some(c) = &comment {
+            if c.chars().count() > MAX_COMMENT {
+                return Err(Error::field(
+                    "comment",
+                    format_args!("must be at most {MAX_COMMENT} characters"),
+                ));
+            }
+            if c.chars()
+                .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t'))
+            {
+                return Err(Error::field(
+                    "comment",
+                    "must not contain control characters",
+                ));
+            }
+        }
+        let head: Option<(i64, i64)> = read!(self.eng.store, |db| sqlx::query_as(
+            "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await)?;
+        let (workflow_id, version) = head.ok_or_else(|| not_found(id))?;
+        let loaded = self.eng.loaded(workflow_id, version).await?;
+        let idx =
+            *loaded.graph.index.get(step).ok_or_else(|| {
+                Error::not_found(format_args!("step '{step}' in execution '{id}'"))
+            })?;
+        let Action::Approval { role } = &loaded.def.steps[idx].action else {
+            return Err(Error::conflict(format!(
+                "step '{step}' is a {} step; only approval steps take a decision",
+                loaded.def.steps[idx].action.kind().as_str()
+            )));
+        };
+        if !p.roles.iter().any(|r| r.name == *role) {
+            return Err(Error::forbidden(format!(
+                "step '{step}' must be decided by a holder of role '{role}', which user '{}' does not hold",
+                p.user_id
+            )));
+        }
+        let mut tx = self.eng.store.begin().await?;
+        let Locked { status, rev, .. } =
+            lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+        let run_status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+        if run_status.is_final() {
+            return Err(Error::conflict(format!(
+                "execution {id} has already ended ({status}); its steps take no decisions"
+            )));
+        }
+        let row: Option<DecisionRow> = in_tx!(tx, |c| {
+            sqlx::query_as(
+            "SELECT status, attempts, retry_at, decision, decided_by FROM workflow_steps WHERE execution_id = $1 AND idx = $2"
+        )
+        .bind(id)
+        .bind(idx as i64)
+        .fetch_optional(&mut *c)
+        .await
+        })?;
+        let DecisionRow {
+            status: step_status,
+            attempts,
+            retry_at,
+            decision: decided,
+            decided_by,
+        } = row.ok_or_else(|| not_found(id))?;
+        let why = match (step_status.as_str(), retry_at, decided) {
+            ("WAITING", _, _) => Some(format!(
+                "step '{step}' has not started yet: it waits for the steps it needs"
+            )),
+            ("RUNNING", Some(_), _) => Some(format!(
+                "step '{step}' waits to ask again (retry); decide when it does"
+            )),
+            ("RUNNING", None, Some(d)) => Some(format!(
+                "step '{step}' was already decided ({d} by {})",
+                decided_by.unwrap_or_default()
+            )),
+            ("RUNNING", None, None) => None,
+            (s, _, _) => Some(format!("step '{step}' has already ended ({s})")),
+        };
+        if let Some(why) = why {
+            return Err(Error::conflict(why));
+        }
+        let now = now_ms();
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE workflow_steps SET decision = $3, decided_by = $4, decided_at = $5, decision_comment = $6 \
+             WHERE execution_id = $1 AND idx = $2 AND decision IS NULL"
+        )
+        .bind(id)
+        .bind(idx as i64)
+        .bind(decision.as_str())
+        .bind(&p.user_id)
+        .bind(now)
+        .bind(&comment)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        let new_rev = rev + 1;
+        bump(&mut tx, id, new_rev).await?;
+        let verb = match decision {
+            Decision::Approve => "approved",
+            Decision::Reject => "rejected",
+        };
+        let message = match comment.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => format!("{verb} by {}: {c}", p.user_id),
+            None => format!("{verb} by {}", p.user_id),
+        };
+        insert_events(
+            &mut tx,
+            id,
+            new_rev,
+            now,
+            &[NewEvent {
+                step: Some(step.to_owned()),
+                status: StepStatus::Running.as_str(),
+                attempt: attempts,
+                message,
+                task_instance_no: None,
+            }],
+        )
+        .await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event(family, "workflow.decision")
+                .target(format!("{id}/{step}"))
+                .detail(json!({ "action": decision.as_str(), "role": role, "comment": comment })),
+        )
+        .await?;
+        announce(&mut tx, id).await?;
+        tx.commit().await?;
+        self.eng.poke(id);
+        let run = load_run(&self.eng.store, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok(step_view(&loaded.def.steps[idx].action, &run.steps[idx]))
+    }
+
+    /// An execution with every step.
+    pub async fn execution(&self, id: &str) -> Result<ExecutionView> {
+        let run = load_run(&self.eng.store, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let loaded = self.eng.loaded(run.workflow_id, run.version).await?;
+        Ok(execution_view(&run, &loaded.def))
+    }
+
+    /// Executions, newest first.
+    pub async fn list_executions(
+        &self,
+        f: &ExecutionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Listed<ExecutionSummary>> {
+        let cond = "($1 IS NULL OR e.workflow_id = $1) AND ($2 IS NULL OR e.status = $2) \
+                    AND ($3 IS NULL OR e.started_by = $3) AND ($4 IS NULL OR e.created_at >= $4) \
+                    AND ($5 IS NULL OR e.created_at <= $5)";
+        let status = f.status.map(|s| s.as_str());
+        let sql = format!("{SUMMARY_SELECT} WHERE {cond} ORDER BY e.created_at DESC, e.id DESC LIMIT $6 OFFSET $7");
+        let rows: Vec<SummaryRow> = read!(self.eng.store, |db| sqlx::query_as(&sql)
+            .bind(f.workflow_id)
+            .bind(status)
+            .bind(&f.started_by)
+            .bind(f.from_ms)
+            .bind(f.to_ms)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(db)
+            .await)?;
+        let count = format!("SELECT COUNT(*) FROM workflow_executions e WHERE {cond}");
+        let total: i64 = read!(self.eng.store, |db| sqlx::query_scalar(&count)
+            .bind(f.workflow_id)
+            .bind(status)
+            .bind(&f.started_by)
+            .bind(f.from_ms)
+            .bind(f.to_ms)
+            .fetch_one(db)
+            .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(SummaryRow::view).collect(),
+            total,
+        })
+    }
+
+    /// The transition log after `after` (a `seq` from an earlier page). With `wait`, waits
+    /// up to that long for something new while the run has not ended.
+    pub async fn events(&self, id: &str, after: i64, wait: Duration) -> Result<EventPage> {
+        const PAGE: i64 = 2000;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let status = self.status(id).await?.status;
+            let rows: Vec<EventRow> = read!(self.eng.store, |db| {
+                sqlx::query_as(
+                    "SELECT rev, at, step, status, attempt, message, task_instance_no FROM workflow_events \
+                     WHERE execution_id = $1 AND rev > $2 ORDER BY rev, idx LIMIT $3"
+                )
+                .bind(id)
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(db)
+                .await
+            })?;
+            if !rows.is_empty() || status.is_final() || tokio::time::Instant::now() >= deadline {
+                let mut rows = rows;
+                // Never split one transition's lines across pages.
+                if rows.len() as i64 == PAGE {
+                    let last = rows[rows.len() - 1].rev;
+                    if rows[0].rev != last {
+                        rows.retain(|r| r.rev != last);
+                    }
+                }
+                let next = rows.last().map_or(after, |r| r.rev);
+                let events = rows
+                    .into_iter()
+                    .map(|r| EventView {
+                        seq: r.rev,
+                        at: r.at,
+                        step: r.step,
+                        status: r.status,
+                        attempt: r.attempt,
+                        message: r.message,
+                        task_instance_no: r.task_instance_no,
+                    })
+                    .collect();
+                return Ok(EventPage {
+                    execution_id: id.to_owned(),
+                    status,
+                    events,
+                    next,
+                });
+            }
+            let step_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5));
+            match self.eng.status_watch(id) {
+                Some(mut rx) => {
+                    rx.borrow_and_update();
+                    let _ = tokio::time::timeout_at(step_deadline, rx.changed()).await;
+                }
+                None => {
+                    tokio::time::sleep_until(
+                        step_deadline.min(tokio::time::Instant::now() + REMOTE_POLL),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+fn step_view(action: &Action, s: &StepState) -> StepView {
+    StepView {
+        name: s.name.clone(),
+        kind: action.kind().as_str().to_owned(),
+        status: s.status,
+        attempts: s.attempts,
+        started_at: s.started_at,
+        ended_at: s.ended_at,
+        retry_at: s.retry_at,
+        task_instance_no: s.task_instance_no,
+        error: s.error.clone(),
+        result: s
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok()),
+        decision: match (&s.decision, &s.decided_by, s.decided_at) {
+            (Some(d), Some(by), Some(at)) => Decision::parse(d).map(|action| DecisionView {
+                action,
+                by: by.clone(),
+                at,
+                comment: s.decision_comment.clone(),
+            }),
+            _ => None,
+        },
+    }
+}
+
+fn execution_view(run: &RunState, def: &crate::Definition) -> ExecutionView {
+    ExecutionView {
+        execution_id: run.id.clone(),
+        wf_id: run.workflow_id.to_string(),
+        workflow_name: def.name.clone(),
+        version: run.version,
+        status: run.status,
+        current_step: run.current_step.clone(),
+        progress: progress(run.steps_done, run.steps.len() as i64),
+        params: run.params.clone(),
+        started_by: run.started_by.clone(),
+        created_at: run.created_at,
+        ended_at: run.ended_at,
+        error: run.error.clone(),
+        steps: def
+            .steps
+            .iter()
+            .zip(&run.steps)
+            .map(|(d, s)| step_view(&d.action, s))
+            .collect(),
+    }
+}

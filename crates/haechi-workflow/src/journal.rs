@@ -1,0 +1,475 @@
+//! The journal: the one task that writes executions. Drivers send it transitions; it commits
+//! whatever has queued up in one transaction (group commit), so a thousand executions stepping
+//! at once cost a few commits per batch rather than one each, while a lone execution's
+//! transition is committed at once. Each transition is fenced by the execution's `rev` and
+//! owner: if anything else changed the execution since the driver read it (a control, a
+//! decision, another server taking it over), that transition is refused as a conflict and the
+//! rest of the batch commits without it.
+//!
+//! A task step's attempt and the OPMATE task instance it starts are stored in the same
+//! transaction ([`crate::ports::TaskRunner::start_in_tx`]): after a crash an attempt either has
+//! its instance recorded or never started one, so no task is ever started twice.
+
+use std::sync::Arc;
+
+use haechi_audit::Event;
+use haechi_store::{in_tx, Store, Tx};
+use haechi_types::{time::now_ms, Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{RunStatus, StepStatus};
+use crate::ports::{is_refusal, TaskRunner, TaskStart};
+use crate::state::StepState;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A new execution to store.
+pub(crate) struct NewExecution {
+    pub workflow_id: i64,
+    pub version: i64,
+    /// JSON object of the resolved parameters.
+    pub params: String,
+    pub started_by: String,
+    pub started_by_pk: i64,
+    pub source_ip: String,
+    pub family: &'static str,
+    pub step_names: Vec<String>,
+    pub owner: String,
+    pub lease_until: i64,
+    /// `YYYYMMDD` in the server's time zone.
+    pub day: String,
+    /// The audit event of the execute (its target is set to the new id).
+    pub audit: Event,
+}
+
+/// A stored execution.
+pub(crate) struct CreatedExecution {
+    pub id: String,
+}
+
+/// One line of the transition log.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub step: Option<String>,
+    pub status: &'static str,
+    pub attempt: i64,
+    pub message: String,
+    pub task_instance_no: Option<i64>,
+}
+
+/// The execution row after a transition.
+#[derive(Debug, Clone)]
+pub(crate) struct RunUpdate {
+    pub status: RunStatus,
+    pub active: bool,
+    pub current_step: String,
+    pub steps_done: i64,
+    pub error: Option<String>,
+    pub ended_at: Option<i64>,
+}
+
+/// A change of one execution, written only if its `rev` is still `expect_rev`.
+pub(crate) struct Transition {
+    pub execution_id: String,
+    pub expect_rev: i64,
+    pub owner: String,
+    pub run: RunUpdate,
+    /// Changed steps (index, whole new row).
+    pub steps: Vec<(usize, StepState)>,
+    pub events: Vec<NewEvent>,
+    /// Task steps whose new attempt starts a task instance in this transaction.
+    pub task_starts: Vec<(usize, TaskStart)>,
+}
+
+/// What became of a transition.
+pub(crate) enum Applied {
+    Committed {
+        rev: i64,
+        /// Per task start: the instance number, or why it was refused.
+        tasks: Vec<(usize, std::result::Result<i64, Error>)>,
+    },
+    /// The execution changed since the driver read it: read it again.
+    Conflict,
+}
+
+enum Job {
+    Create(Box<NewExecution>, oneshot::Sender<Result<CreatedExecution>>),
+    Apply(Box<Transition>, oneshot::Sender<Result<Applied>>),
+}
+
+/// A job's result, kept until the batch commits.
+enum Outcome {
+    Created(CreatedExecution),
+    Applied(Applied),
+}
+
+/// The handle drivers and the engine send work to.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Journal {
+    pub fn start(store: Store, tasks: Arc<dyn TaskRunner>) -> Journal {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, tasks, rx));
+        Journal { jobs: tx }
+    }
+
+    pub async fn create(&self, new: NewExecution) -> Result<CreatedExecution> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Create(Box::new(new), tx))
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+
+    pub async fn apply(&self, t: Transition) -> Result<Applied> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Apply(Box::new(t), tx))
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+}
+
+fn stopping() -> Error {
+    Error::unavailable("the workflow engine is stopping")
+}
+
+async fn run(store: Store, tasks: Arc<dyn TaskRunner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let jobs = std::mem::take(&mut batch);
+        let count = jobs.len();
+        commit_batch(&store, tasks.as_ref(), jobs).await;
+        metrics::histogram!("haechi_workflow_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("haechi_workflow_commit_batch_size").record(count as f64);
+    }
+}
+
+/// Commits a batch in one transaction; when that fails, each job in a transaction of its own,
+/// so one bad job fails alone.
+async fn commit_batch(store: &Store, tasks: &dyn TaskRunner, jobs: Vec<Job>) {
+    if jobs.len() > 1 {
+        let mut dispatch = Vec::new();
+        match try_batch(store, tasks, &jobs, &mut dispatch).await {
+            Ok(outcomes) => {
+                for d in dispatch {
+                    d();
+                }
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    reply(job, Ok(outcome));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "a workflow journal batch of {} failed ({e}); retrying each job alone",
+                    jobs.len()
+                );
+            }
+        }
+    }
+    for job in jobs {
+        let mut dispatch = Vec::new();
+        let one = std::slice::from_ref(&job);
+        match try_batch(store, tasks, one, &mut dispatch).await {
+            Ok(mut outcomes) => {
+                for d in dispatch {
+                    d();
+                }
+                let outcome = outcomes
+                    .pop()
+                    .ok_or_else(|| Error::internal("journal lost a result"));
+                reply(job, outcome);
+            }
+            Err(e) => reply(job, Err(e)),
+        }
+    }
+}
+
+fn reply(job: Job, outcome: Result<Outcome>) {
+    match job {
+        Job::Create(_, tx) => {
+            let _ = tx.send(outcome.and_then(|o| match o {
+                Outcome::Created(c) => Ok(c),
+                Outcome::Applied(_) => Err(Error::internal("journal mixed up results")),
+            }));
+        }
+        Job::Apply(_, tx) => {
+            let _ = tx.send(outcome.and_then(|o| match o {
+                Outcome::Applied(a) => Ok(a),
+                Outcome::Created(_) => Err(Error::internal("journal mixed up results")),
+            }));
+        }
+    }
+}
+
+async fn try_batch(
+    store: &Store,
+    tasks: &dyn TaskRunner,
+    jobs: &[Job],
+    dispatch: &mut Vec<Box<dyn FnOnce() + Send>>,
+) -> Result<Vec<Outcome>> {
+    let mut tx = store.begin().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(match job {
+            Job::Create(new, _) => Outcome::Created(create(&mut tx, new).await?),
+            Job::Apply(t, _) => Outcome::Applied(apply(&mut tx, tasks, t, dispatch).await?),
+        });
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
+    let seq: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+        "INSERT INTO workflow_exec_seq (day, last) VALUES ($1, 1) \
+         ON CONFLICT (day) DO UPDATE SET last = workflow_exec_seq.last + 1 RETURNING last"
+    )
+    .bind(&new.day)
+    .fetch_one(&mut *c)
+    .await)?;
+    let id = format!("EXEC_{}_{:04}", new.day, seq);
+    let now = now_ms();
+    in_tx!(tx, |c| {
+        sqlx::query(
+        "INSERT INTO workflow_executions (id, workflow_id, version, status, active, rev, params, started_by, \
+         started_by_pk, source_ip, family, current_step, steps_total, steps_done, owner, lease_until, created_at, \
+         updated_at) VALUES ($1, $2, $3, 'RUNNING', TRUE, 1, $4, $5, $6, $7, $8, '', $9, 0, $10, $11, $12, $12)"
+    )
+    .bind(&id)
+    .bind(new.workflow_id)
+    .bind(new.version)
+    .bind(&new.params)
+    .bind(&new.started_by)
+    .bind(new.started_by_pk)
+    .bind(&new.source_ip)
+    .bind(new.family)
+    .bind(new.step_names.len() as i64)
+    .bind(&new.owner)
+    .bind(new.lease_until)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    })?;
+    for (chunk_no, chunk) in new.step_names.chunks(300).enumerate() {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|k| format!("($1, ${}, ${}, 'WAITING')", 2 * k + 2, 2 * k + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO workflow_steps (execution_id, idx, name, status) VALUES {}",
+            rows.join(", ")
+        );
+        in_tx!(tx, |c| {
+            let mut q = sqlx::query(&sql).bind(&id);
+            for (k, name) in chunk.iter().enumerate() {
+                q = q.bind((chunk_no * 300 + k) as i64).bind(name);
+            }
+            q.execute(&mut *c).await.map(|_| ())
+        })?;
+    }
+    insert_events(
+        tx,
+        &id,
+        1,
+        now,
+        &[NewEvent {
+            step: None,
+            status: RunStatus::Running.as_str(),
+            attempt: 0,
+            message: format!("started by {} (version {})", new.started_by, new.version),
+            task_instance_no: None,
+        }],
+    )
+    .await?;
+    haechi_audit::append(tx, new.audit.clone().target(id.clone())).await?;
+    Ok(CreatedExecution { id })
+}
+
+async fn apply(
+    tx: &mut Tx,
+    tasks: &dyn TaskRunner,
+    t: &Transition,
+    dispatch: &mut Vec<Box<dyn FnOnce() + Send>>,
+) -> Result<Applied> {
+    let now = now_ms();
+    let r = &t.run;
+    let updated = in_tx!(tx, |c| {
+        sqlx::query(
+        "UPDATE workflow_executions SET rev = rev + 1, status = $3, active = $4, current_step = $5, steps_done = $6, \
+         error = $7, ended_at = $8, updated_at = $9 WHERE id = $1 AND rev = $2 AND owner = $10"
+    )
+    .bind(&t.execution_id)
+    .bind(t.expect_rev)
+    .bind(r.status.as_str())
+    .bind(r.active)
+    .bind(&r.current_step)
+    .bind(r.steps_done)
+    .bind(&r.error)
+    .bind(r.ended_at)
+    .bind(now)
+    .bind(&t.owner)
+    .execute(&mut *c)
+    .await
+    .map(|x| x.rows_affected())
+    })?;
+    if updated == 0 {
+        return Ok(Applied::Conflict);
+    }
+    let rev = t.expect_rev + 1;
+    for (idx, s) in &t.steps {
+        write_step(tx, &t.execution_id, *idx, s).await?;
+    }
+    let mut events = t.events.clone();
+    let mut results = Vec::with_capacity(t.task_starts.len());
+    for (idx, req) in &t.task_starts {
+        let attempt = t
+            .steps
+            .iter()
+            .find(|(i, _)| i == idx)
+            .map(|(_, s)| s.attempts)
+            .unwrap_or(0);
+        let step_name = t
+            .steps
+            .iter()
+            .find(|(i, _)| i == idx)
+            .map(|(_, s)| s.name.clone());
+        match tasks.start_in_tx(tx, req.clone()).await {
+            Ok(started) => {
+                in_tx!(tx, |c| {
+                    sqlx::query(
+                    "UPDATE workflow_steps SET task_instance_no = $3 WHERE execution_id = $1 AND idx = $2"
+                )
+                .bind(&t.execution_id)
+                .bind(*idx as i64)
+                .bind(started.instance_no)
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
+                })?;
+                events.push(NewEvent {
+                    step: step_name,
+                    status: StepStatus::Running.as_str(),
+                    attempt,
+                    message: format!("task instance {} started", started.instance_no),
+                    task_instance_no: Some(started.instance_no),
+                });
+                dispatch.push(started.dispatch);
+                results.push((*idx, Ok(started.instance_no)));
+            }
+            Err(e) if is_refusal(&e) => {
+                let message = format!("the task could not be started: {}", e.message);
+                in_tx!(tx, |c| sqlx::query(
+                    "UPDATE workflow_steps SET error = $3 WHERE execution_id = $1 AND idx = $2"
+                )
+                .bind(&t.execution_id)
+                .bind(*idx as i64)
+                .bind(&message)
+                .execute(&mut *c)
+                .await
+                .map(|_| ()))?;
+                results.push((*idx, Err(Error::new(e.code, message))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    insert_events(tx, &t.execution_id, rev, now, &events).await?;
+    Ok(Applied::Committed {
+        rev,
+        tasks: results,
+    })
+}
+
+/// Writes a step's whole row.
+pub(crate) async fn write_step(
+    tx: &mut Tx,
+    execution_id: &str,
+    idx: usize,
+    s: &StepState,
+) -> Result<()> {
+    in_tx!(tx, |c| {
+        sqlx::query(
+        "UPDATE workflow_steps SET status = $3, attempts = $4, started_at = $5, ended_at = $6, attempt_started_at = $7, \
+         retry_at = $8, resumes = $9, task_instance_no = $10, decision = $11, decided_by = $12, decided_at = $13, \
+         decision_comment = $14, error = $15, result = $16 WHERE execution_id = $1 AND idx = $2"
+    )
+    .bind(execution_id)
+    .bind(idx as i64)
+    .bind(s.status.as_str())
+    .bind(s.attempts)
+    .bind(s.started_at)
+    .bind(s.ended_at)
+    .bind(s.attempt_started_at)
+    .bind(s.retry_at)
+    .bind(s.resumes)
+    .bind(s.task_instance_no)
+    .bind(&s.decision)
+    .bind(&s.decided_by)
+    .bind(s.decided_at)
+    .bind(&s.decision_comment)
+    .bind(&s.error)
+    .bind(&s.result)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Appends log lines under one `rev`.
+pub(crate) async fn insert_events(
+    tx: &mut Tx,
+    execution_id: &str,
+    rev: i64,
+    at: i64,
+    events: &[NewEvent],
+) -> Result<()> {
+    for (chunk_no, chunk) in events.chunks(100).enumerate() {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|k| {
+                let b = 4 + k * 6;
+                format!(
+                    "($1, $2, ${b}, $3, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO workflow_events (execution_id, rev, idx, at, step, status, attempt, message, task_instance_no) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        in_tx!(tx, |c| {
+            let mut q = sqlx::query(&sql).bind(execution_id).bind(rev).bind(at);
+            for (k, e) in chunk.iter().enumerate() {
+                q = q
+                    .bind((chunk_no * 100 + k) as i64)
+                    .bind(&e.step)
+                    .bind(e.status)
+                    .bind(e.attempt)
+                    .bind(&e.message)
+                    .bind(e.task_instance_no);
+            }
+            q.execute(&mut *c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The engine's objects as callers see them: statuses, workflows, executions, steps and the
+//! transition log. The HTTP layer renders these in the MDRM and admin shapes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::Definition;
+
+/// The state of an execution (MDRM `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunStatus {
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Paused,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Paused => "PAUSED",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// True once the run has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Stopped
+        )
+    }
+}
+
+/// The state of one step of an execution.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StepStatus {
+    /// Not started yet.
+    #[default]
+    Waiting,
+    /// An attempt is in flight, or the step waits to retry.
+    Running,
+    Succeeded,
+    /// Failed for good (every attempt failed, or an approval was rejected).
+    Failed,
+    /// Never started: the run ended first.
+    Skipped,
+    /// Cut by `stop`, or by another step's failure ending the run.
+    Stopped,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 6] = [
+        StepStatus::Waiting,
+        StepStatus::Running,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Waiting => "WAITING",
+            StepStatus::Running => "RUNNING",
+            StepStatus::Succeeded => "SUCCEEDED",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "SKIPPED",
+            StepStatus::Stopped => "STOPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        StepStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, StepStatus::Waiting | StepStatus::Running)
+    }
+}
+
+/// A control action on an execution (MDRM `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Control {
+    /// Kill what runs and end `STOPPED`.
+    Stop,
+    /// Let running steps finish and start no new one.
+    Pause,
+    /// Go on after a pause.
+    Resume,
+}
+
+impl Control {
+    pub fn parse(s: &str) -> Option<Control> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stop" => Some(Control::Stop),
+            "pause" => Some(Control::Pause),
+            "resume" => Some(Control::Resume),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Stop => "stop",
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+        }
+    }
+}
+
+/// An approval decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    pub fn parse(s: &str) -> Option<Decision> {
+        match s {
+            "approve" => Some(Decision::Approve),
+            "reject" => Some(Decision::Reject),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// A workflow in a list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkflowSummary {
+    /// The MDRM `wf_id`.
+    pub id: String,
+    pub name: String,
+    pub group: String,
+    pub description: String,
+    /// The current version.
+    pub version: i64,
+    pub created_by: String,
+    /// Unix ms.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One version of a workflow, with its definition.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkflowDoc {
+    pub id: String,
+    pub version: i64,
+    /// The workflow's newest version (runs started now use it).
+    pub current_version: i64,
+    /// The workflow was deleted (its runs stay readable).
+    pub deleted: bool,
+    pub created_by: String,
+    /// When this version was made, unix ms.
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub definition: Definition,
+}
+
+/// A version in a workflow's history.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    pub version: i64,
+    pub name: String,
+    pub group: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// Just created (or changed): the id and the version made.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: String,
+    pub version: i64,
+}
+
+/// The MDRM status of an execution.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatusView {
+    pub execution_id: String,
+    pub status: RunStatus,
+    /// The running step; `""` before the first; while paused between steps and after the end,
+    /// the last step that ran.
+    pub current_step: String,
+    /// Finished steps / steps, 0–100.
+    pub progress: u8,
+}
+
+/// One step of an execution.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepView {
+    pub name: String,
+    /// `task`, `sleep`, `http` or `approval`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: StepStatus,
+    /// Tries so far (the first and every retry).
+    pub attempts: i64,
+    /// Unix ms of the first attempt's start.
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// When the step waits to retry: the next try's time, unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
+    /// The OPMATE task instance of the latest attempt (task steps).
+    #[serde(rename = "taskInstanceNo", skip_serializing_if = "Option::is_none")]
+    pub task_instance_no: Option<i64>,
+    /// Why the latest attempt failed, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the step produced (http: the status and the start of the body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Approval steps: the decision, who made it and their comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionView>,
+}
+
+/// A decision on an approval step.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DecisionView {
+    pub action: Decision,
+    pub by: String,
+    pub at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// An execution with every step.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExecutionView {
+    pub execution_id: String,
+    pub wf_id: String,
+    pub workflow_name: String,
+    pub version: i64,
+    pub status: RunStatus,
+    pub current_step: String,
+    pub progress: u8,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub started_by: String,
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+    /// Why the run failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<StepView>,
+}
+
+/// An execution in a list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ExecutionSummary {
+    pub execution_id: String,
+    pub wf_id: String,
+    pub workflow_name: String,
+    pub version: i64,
+    pub status: RunStatus,
+    pub current_step: String,
+    pub progress: u8,
+    pub started_by: String,
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+/// One entry of an execution's transition log.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// Increases with every transition of the execution (pass it back as `after`).
+    pub seq: i64,
+    pub at: i64,
+    /// The step, or absent for the run itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The new status (a run or step status).
+    pub status: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attempt: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The task instance of a task step's attempt.
+    #[serde(rename = "taskInstanceNo", skip_serializing_if = "Option::is_none")]
+    pub task_instance_no: Option<i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A page of the execution log.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub execution_id: String,
+    pub status: RunStatus,
+    pub events: Vec<EventView>,
+    /// Pass as `after` to get what follows.
+    pub next: i64,
+}
+
+/// Filters of the execution list.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub workflow_id: Option<i64>,
+    pub status: Option<RunStatus>,
+    pub started_by: Option<String>,
+    /// Created at or after, unix ms.
+    pub from_ms: Option<i64>,
+    /// Created at or before, unix ms.
+    pub to_ms: Option<i64>,
+}
+
+/// Filters of the workflow list.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    pub group: Option<String>,
+    /// Exact name.
+    pub name: Option<String>,
+}
+
+/// One page and the number of all matches.
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// Progress in percent: finished steps (succeeded or failed) over all steps.
+pub fn progress(done: i64, total: i64) -> u8 {
+    if total <= 0 {
+        return 0;
+    }
+    ((done.clamp(0, total) * 100) / total) as u8
+}

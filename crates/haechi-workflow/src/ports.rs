@@ -1,0 +1,164 @@
+//! What the engine needs from the other engines, as narrow traits: running OPMATE tasks
+//! ([`TaskRunner`], implemented over `haechi-exec` by [`ExecTasks`]). The driver only ever
+//! sees these traits, so its logic is the same whatever runs the tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use haechi_exec::{Exec, NodeExecFilter, Paging, RunnerGubun, StartInstance};
+use haechi_identity::Actor;
+use haechi_store::Tx;
+use haechi_types::{Code, Error, Result};
+
+/// A task instance to start for one attempt of a task step.
+#[derive(Debug, Clone)]
+pub struct TaskStart {
+    pub task_id: String,
+    pub nodes: Vec<String>,
+    pub arguments: Vec<String>,
+    /// `<execution_id>/<step>/<attempt>`: the instance names the attempt that started it.
+    pub origin: String,
+    /// Who started the execution (the instance's runner and audit actor).
+    pub actor: Actor,
+}
+
+/// A task instance stored in the caller's transaction; `dispatch` sends its work to the agents
+/// and must run only after that transaction has committed.
+pub struct Started {
+    pub instance_no: i64,
+    pub dispatch: Box<dyn FnOnce() + Send>,
+}
+
+/// How a task instance ended.
+#[derive(Debug, Clone)]
+pub struct TaskEnd {
+    /// Every node ended `S`.
+    pub ok: bool,
+    /// In words: which nodes failed and how.
+    pub summary: String,
+}
+
+/// Runs OPMATE tasks for task steps.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// Whether a task with this id exists (definition checks).
+    fn task_exists<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Stores a task instance inside `tx`. Every check (task approved, on-demand allowed,
+    /// nodes exist and are enabled) comes before any write, so a refusal — an `Err` whose code
+    /// is not `Internal` — leaves `tx` usable.
+    fn start_in_tx<'a>(&'a self, tx: &'a mut Tx, req: TaskStart) -> BoxFuture<'a, Result<Started>>;
+
+    /// Waits until instance `no` has ended (however long that takes).
+    fn wait<'a>(&'a self, no: i64) -> BoxFuture<'a, Result<TaskEnd>>;
+
+    /// Cancels instance `no` unless it has ended: its running node executions are killed.
+    fn cancel<'a>(&'a self, no: i64, actor: Option<&'a Actor>) -> BoxFuture<'a, Result<()>>;
+}
+
+/// [`TaskRunner`] over the execution engine.
+pub struct ExecTasks(pub Arc<Exec>);
+
+impl TaskRunner for ExecTasks {
+    fn task_exists<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match self.0.get_task(task_id).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.code == Code::NotFound || e.code == Code::InvalidRequest => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn start_in_tx<'a>(&'a self, tx: &'a mut Tx, req: TaskStart) -> BoxFuture<'a, Result<Started>> {
+        Box::pin(async move {
+            let start = StartInstance {
+                task_id: req.task_id,
+                node_ids: req.nodes,
+                arguments: req.arguments,
+                runner_gubun: RunnerGubun::User,
+                runner_id: req.actor.user_id.clone(),
+                origin: Some(req.origin),
+            };
+            let started = self
+                .0
+                .start_instance_in_tx(tx, Some(&req.actor), &start)
+                .await?;
+            let instance_no = started.instance.task_instance_no;
+            let exec = self.0.clone();
+            Ok(Started {
+                instance_no,
+                dispatch: Box::new(move || exec.dispatch_started(started)),
+            })
+        })
+    }
+
+    fn wait<'a>(&'a self, no: i64) -> BoxFuture<'a, Result<TaskEnd>> {
+        Box::pin(async move {
+            loop {
+                let inst = self.0.wait_instance(no, Duration::from_secs(3600)).await?;
+                if inst.end_at.is_some() {
+                    break;
+                }
+            }
+            let nodes = self
+                .0
+                .instance_nodes(
+                    no,
+                    &NodeExecFilter::default(),
+                    Paging {
+                        limit: 10_000,
+                        offset: 0,
+                    },
+                )
+                .await?;
+            let failed: Vec<String> = nodes
+                .items
+                .iter()
+                .filter(|e| e.result_cd.as_deref() != Some("S"))
+                .map(|e| {
+                    let mut s = format!("{} {}", e.node_id, e.status.as_str());
+                    if let Some(code) = e.exit_cd {
+                        s.push_str(&format!(" (exit {code})"));
+                    }
+                    if let Some(r) = &e.reason {
+                        s.push_str(&format!(": {r}"));
+                    }
+                    s
+                })
+                .collect();
+            let total = nodes.items.len();
+            Ok(if failed.is_empty() && total > 0 {
+                TaskEnd {
+                    ok: true,
+                    summary: format!("task instance {no}: {total} of {total} nodes ended S"),
+                }
+            } else {
+                TaskEnd {
+                    ok: false,
+                    summary: format!(
+                        "task instance {no}: {} of {total} nodes did not end S: {}",
+                        failed.len(),
+                        failed.join("; ")
+                    ),
+                }
+            })
+        })
+    }
+
+    fn cancel<'a>(&'a self, no: i64, actor: Option<&'a Actor>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let inst = self.0.get_instance(no).await?;
+            if inst.end_at.is_some() {
+                return Ok(());
+            }
+            self.0.cancel(actor, no, None).await.map(|_| ())
+        })
+    }
+}
+
+/// True when a start refusal is the task's or the nodes' state (the attempt fails with the
+/// reason) rather than a failure of the store.
+pub fn is_refusal(e: &Error) -> bool {
+    e.code != Code::Internal && e.code != Code::Unavailable
+}

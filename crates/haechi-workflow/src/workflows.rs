@@ -1,0 +1,388 @@
+//! Workflow definitions in the store: create, new versions, read, list, delete.
+//!
+//! A workflow row holds the current version's name and group; `workflow_versions` keeps every
+//! version's definition, so a run reads the version it started with however the workflow has
+//! changed since. Deleting a workflow hides it (and frees its name); its versions stay, and so
+//! its runs stay readable.
+
+use haechi_identity::Actor;
+use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
+use haechi_types::{time::now_ms, Code, Error, Result};
+use serde_json::{json, Value};
+
+use crate::definition::{self, Action, Definition};
+use crate::model::{Created, Listed, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary};
+use crate::Workflows;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkflowRow {
+    pub id: i64,
+    pub name: String,
+    pub group_name: String,
+    pub description: String,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+const WORKFLOW_COLUMNS: &str =
+    "id, name, group_name, description, version, created_by, created_at, updated_at, deleted_at";
+
+impl From<WorkflowRow> for WorkflowSummary {
+    fn from(r: WorkflowRow) -> Self {
+        WorkflowSummary {
+            id: r.id.to_string(),
+            name: r.name,
+            group: r.group_name,
+            description: r.description,
+            version: r.version,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A version's stored definition.
+pub(crate) async fn load_version(
+    store: &Store,
+    workflow_id: i64,
+    version: i64,
+) -> Result<Definition> {
+    let text: Option<String> = read!(store, |db| sqlx::query_scalar(
+        "SELECT definition FROM workflow_versions WHERE workflow_id = $1 AND version = $2"
+    )
+    .bind(workflow_id)
+    .bind(version)
+    .fetch_optional(db)
+    .await)?;
+    let text = text.ok_or_else(|| {
+        Error::not_found(format_args!("version {version} of workflow {workflow_id}"))
+    })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Finds a workflow by id (deleted ones too when `deleted_ok`) or, for a key that is not a
+/// number, by the name of a live one.
+pub(crate) async fn find(store: &Store, key: &str, deleted_ok: bool) -> Result<WorkflowRow> {
+    let key = key.trim();
+    let row: Option<WorkflowRow> = match key.parse::<i64>() {
+        Ok(id) => {
+            let sql = format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1");
+            read!(store, |db| sqlx::query_as(&sql)
+                .bind(id)
+                .fetch_optional(db)
+                .await)?
+        }
+        Err(_) => {
+            let sql = format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE name = $1 AND deleted_at IS NULL"
+            );
+            read!(store, |db| sqlx::query_as(&sql)
+                .bind(key)
+                .fetch_optional(db)
+                .await)?
+        }
+    };
+    match row {
+        Some(r) if deleted_ok || r.deleted_at.is_none() => Ok(r),
+        _ => Err(Error::not_found(format_args!("workflow '{key}'"))),
+    }
+}
+
+async fn lock_workflow(tx: &mut Tx, id: i64) -> Result<Option<(i64, Option<i64>)>> {
+    let sql = match tx.backend() {
+        Backend::Postgres => "SELECT version, deleted_at FROM workflows WHERE id = $1 FOR UPDATE",
+        Backend::Sqlite => "SELECT version, deleted_at FROM workflows WHERE id = $1",
+    };
+    Ok(in_tx!(tx, |c| sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?)
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::conflict(format!(
+        "a workflow named '{name}' exists already; choose another name or change that workflow with PUT"
+    ))
+}
+
+impl Workflows {
+    /// Parses and checks a definition, including its references to tasks and roles.
+    async fn checked(&self, value: &Value) -> Result<Definition> {
+        let def = definition::parse(value)?;
+        for (i, step) in def.steps.iter().enumerate() {
+            if let Action::Task(t) = &step.action {
+                if !t.env_from_vault.is_empty() {
+                    return Err(def.step_error(
+                        i,
+                        "env_from_vault",
+                        "is not available yet: the execution engine cannot give an agent a per-run \
+                         environment that is never stored, so a credential value cannot reach the task safely",
+                    ));
+                }
+            }
+        }
+        let (tasks, roles) = def.references();
+        for (i, task) in tasks {
+            if !self.eng.tasks.task_exists(task).await? {
+                return Err(def.step_error(
+                    i,
+                    "task",
+                    format_args!(
+                        "task '{task}' does not exist (create it with POST /api/v1/tasks)"
+                    ),
+                ));
+            }
+        }
+        for (i, role) in roles {
+            match self.eng.identity.get_role(role).await {
+                Ok(_) => {}
+                Err(e) if e.code == Code::NotFound => {
+                    return Err(def.step_error(
+                        i,
+                        "role",
+                        format_args!("role '{role}' does not exist (see GET /api/v1/roles)"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(def)
+    }
+
+    /// Creates a workflow from a definition (a JSON value; YAML is converted by the caller
+    /// with [`definition::yaml_to_value`]): version 1.
+    pub async fn create_workflow(&self, actor: &Actor, value: &Value) -> Result<Created> {
+        let def = self.checked(value).await?;
+        let text = serde_json::to_string(&def)?;
+        let now = now_ms();
+        let mut tx = self.eng.store.begin().await?;
+        let inserted: std::result::Result<i64, sqlx::Error> = in_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "INSERT INTO workflows (name, group_name, description, version, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, 1, $4, $5, $5) RETURNING id"
+        )
+        .bind(&def.name)
+        .bind(&def.group)
+        .bind(&def.description)
+        .bind(&actor.user_id)
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await
+        });
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) if is_unique_violation(&e) => return Err(name_taken(&def.name)),
+            Err(e) => return Err(e.into()),
+        };
+        insert_version(&mut tx, id, 1, &def, &text, &actor.user_id, now).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "workflow.create")
+                .target(id.to_string())
+                .detail(json!({ "name": def.name, "group": def.group, "version": 1, "steps": def.steps.len() })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Created {
+            id: id.to_string(),
+            version: 1,
+        })
+    }
+
+    /// Makes a new version of a workflow; runs already started keep theirs.
+    pub async fn update_workflow(
+        &self,
+        actor: &Actor,
+        key: &str,
+        value: &Value,
+    ) -> Result<Created> {
+        let row = find(&self.eng.store, key, false).await?;
+        let def = self.checked(value).await?;
+        let text = serde_json::to_string(&def)?;
+        let now = now_ms();
+        let mut tx = self.eng.store.begin().await?;
+        let Some((current, None)) = lock_workflow(&mut tx, row.id).await? else {
+            return Err(Error::not_found(format_args!("workflow '{key}'")));
+        };
+        let version = current + 1;
+        let updated: std::result::Result<u64, sqlx::Error> = in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE workflows SET name = $2, group_name = $3, description = $4, version = $5, updated_at = $6 WHERE id = $1"
+        )
+        .bind(row.id)
+        .bind(&def.name)
+        .bind(&def.group)
+        .bind(&def.description)
+        .bind(version)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        });
+        match updated {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(name_taken(&def.name)),
+            Err(e) => return Err(e.into()),
+        }
+        insert_version(&mut tx, row.id, version, &def, &text, &actor.user_id, now).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "workflow.update")
+                .target(row.id.to_string())
+                .detail(json!({ "name": def.name, "group": def.group, "version": version, "steps": def.steps.len() })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Created {
+            id: row.id.to_string(),
+            version,
+        })
+    }
+
+    /// Deletes a workflow: it leaves the lists and cannot be run; its runs stay readable.
+    pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
+        let row = find(&self.eng.store, key, false).await?;
+        let mut tx = self.eng.store.begin().await?;
+        let n = in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE workflows SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+        )
+        .bind(row.id)
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        if n == 0 {
+            return Err(Error::not_found(format_args!("workflow '{key}'")));
+        }
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "workflow.delete")
+                .target(row.id.to_string())
+                .detail(json!({ "name": row.name, "version": row.version })),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// A workflow's definition: the current version, or `version`. Deleted workflows are
+    /// readable by id (their runs name them).
+    pub async fn get_workflow(&self, key: &str, version: Option<i64>) -> Result<WorkflowDoc> {
+        let row = find(&self.eng.store, key, true).await?;
+        let v = version.unwrap_or(row.version);
+        let found: Option<(String, String, i64)> = read!(self.eng.store, |db| {
+            sqlx::query_as(
+            "SELECT definition, created_by, created_at FROM workflow_versions WHERE workflow_id = $1 AND version = $2"
+        )
+        .bind(row.id)
+        .bind(v)
+        .fetch_optional(db)
+        .await
+        })?;
+        let (text, created_by, created_at) = found
+            .ok_or_else(|| Error::not_found(format_args!("version {v} of workflow '{key}'")))?;
+        Ok(WorkflowDoc {
+            id: row.id.to_string(),
+            version: v,
+            current_version: row.version,
+            deleted: row.deleted_at.is_some(),
+            created_by,
+            created_at,
+            definition: serde_json::from_str(&text)?,
+        })
+    }
+
+    /// Every version of a workflow, oldest first.
+    pub async fn workflow_versions(&self, key: &str) -> Result<Vec<VersionInfo>> {
+        let row = find(&self.eng.store, key, true).await?;
+        let rows: Vec<(i64, String, String, String, i64)> = read!(self.eng.store, |db| {
+            sqlx::query_as(
+            "SELECT version, name, group_name, created_by, created_at FROM workflow_versions WHERE workflow_id = $1 \
+             ORDER BY version"
+        )
+        .bind(row.id)
+        .fetch_all(db)
+        .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(version, name, group, created_by, created_at)| VersionInfo {
+                    version,
+                    name,
+                    group,
+                    created_by,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Live workflows, by id.
+    pub async fn list_workflows(
+        &self,
+        f: &WorkflowFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Listed<WorkflowSummary>> {
+        let cond =
+            "deleted_at IS NULL AND ($1 IS NULL OR group_name = $1) AND ($2 IS NULL OR name = $2)";
+        let sql = format!(
+            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
+        );
+        let rows: Vec<WorkflowRow> = read!(self.eng.store, |db| sqlx::query_as(&sql)
+            .bind(&f.group)
+            .bind(&f.name)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(db)
+            .await)?;
+        let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
+        let total: i64 = read!(self.eng.store, |db| sqlx::query_scalar(&count)
+            .bind(&f.group)
+            .bind(&f.name)
+            .fetch_one(db)
+            .await)?;
+        Ok(Listed {
+            items: rows.into_iter().map(WorkflowSummary::from).collect(),
+            total,
+        })
+    }
+}
+
+async fn insert_version(
+    tx: &mut Tx,
+    id: i64,
+    version: i64,
+    def: &Definition,
+    text: &str,
+    by: &str,
+    now: i64,
+) -> Result<()> {
+    in_tx!(tx, |c| {
+        sqlx::query(
+        "INSERT INTO workflow_versions (workflow_id, version, name, group_name, description, definition, created_by, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    )
+    .bind(id)
+    .bind(version)
+    .bind(&def.name)
+    .bind(&def.group)
+    .bind(&def.description)
+    .bind(text)
+    .bind(by)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! `haechi agent` (CONTRACT §7), the server's local agent, and the user-switch helper the agent
+//! re-executes when it runs a task as another OS user. The agent itself lives in
+//! `haechi-agent`; this wires it to the command line and to the server's TLS trust.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use haechi_agent::{AgentOptions, Credential, ExecHelper};
+
+use crate::tls::{client_config, normalize_fingerprint, Pin};
+
+/// The hidden subcommand the agent runs to become another user before running a script.
+pub const EXEC_AS_COMMAND: &str = "agent-exec-as";
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The server, https://HOST:PORT (the server's one HTTPS port; the agent dials out).
+    #[arg(long, env = "HAECHI_SERVER", value_name = "URL")]
+    server: String,
+    /// One-time enrolment token (POST /api/v1/agents/enrollment-tokens); needed only until the
+    /// agent holds its own credential in the data directory.
+    #[arg(long, env = "HAECHI_ENROLL_TOKEN", value_name = "TOKEN")]
+    enroll_token: Option<String>,
+    /// The agent's own directory: its credential (mode 0600) and its journal.
+    #[arg(long, value_name = "DIR", default_value = "haechi-agent")]
+    data_dir: PathBuf,
+    /// Node id to enrol as (default: the host name).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Trust the server whose certificate has this SHA-256 fingerprint (printed at server start).
+    #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "insecure_skip_verify"])]
+    server_fingerprint: Option<String>,
+    /// Trust server certificates signed by this CA (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_skip_verify")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (the connection is still encrypted).
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// Stop when standard input closes (for supervisors and test harnesses).
+    #[arg(long)]
+    stop_on_stdin_eof: bool,
+}
+
+/// `haechi agent-exec-as USER -- PROGRAM ARGS...` (internal).
+#[derive(Args)]
+pub struct ExecAsArgs {
+    user: String,
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+fn helper() -> Option<ExecHelper> {
+    std::env::current_exe().ok().map(|program| ExecHelper {
+        program,
+        args: vec![OsString::from(EXEC_AS_COMMAND)],
+    })
+}
+
+/// Runs `haechi agent` until Ctrl-C or SIGTERM.
+pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let https = a.server.starts_with("https://");
+    let tls = if https {
+        let pin = match (&a.server_fingerprint, &a.ca, a.insecure_skip_verify) {
+            (Some(f), _, _) => Pin::Fingerprint(
+                normalize_fingerprint(f)
+                    .context("--server-fingerprint is not a SHA-256 fingerprint")?,
+            ),
+            (None, Some(ca), _) => Pin::Ca(ca.clone()),
+            (None, None, true) => Pin::Insecure,
+            (None, None, false) => {
+                anyhow::bail!(
+                    "say how to trust the server: --server-fingerprint SHA256 (printed when the server starts), --ca FILE, or --insecure-skip-verify"
+                )
+            }
+        };
+        Some(client_config(pin)?)
+    } else {
+        None
+    };
+    if let Some(cred) = Credential::load(&a.data_dir).map_err(|e| anyhow::anyhow!("{e}"))? {
+        if cred.server.trim_end_matches('/') != a.server.trim_end_matches('/') {
+            tracing::warn!(enrolled_with = %cred.server, "the data directory was enrolled with another server URL");
+        }
+    }
+    let opts = AgentOptions {
+        server: a.server,
+        tls,
+        data_dir: a.data_dir,
+        node_id: a.node_id,
+        enroll_token: a.enroll_token,
+        exec_helper: helper(),
+        agent_ver: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    haechi_agent::run(opts, shutdown(a.stop_on_stdin_eof))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user-switch helper: never returns on success (the script replaces it).
+pub fn exec_as(a: &ExecAsArgs) -> ExitCode {
+    let Some((program, args)) = a.command.split_first() else {
+        eprintln!("haechi-agent: no program to run");
+        return ExitCode::from(126);
+    };
+    match haechi_agent::exec_as(&a.user, program, args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("haechi-agent: {e}");
+            ExitCode::from(126)
+        }
+    }
+}
+
+/// Starts the server's own agent in this process, enrolled automatically with a token the
+/// server makes for it, so a task can run on this machine at once. Returns its task.
+pub async fn start_local(
+    cfg: &crate::config::Config,
+    exec: &Arc<haechi_exec::Exec>,
+    bound: SocketAddr,
+    fingerprint: Option<&str>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let data_dir = cfg.data_dir.join("agent");
+    let host = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let authority = SocketAddr::new(host, bound.port());
+    let (server, tls) = match fingerprint {
+        Some(fp) => match client_config(Pin::Fingerprint(fp.to_owned())) {
+            Ok(tls) => (format!("https://{authority}"), Some(tls)),
+            Err(e) => {
+                tracing::error!("local agent not started: {e:#}");
+                return None;
+            }
+        },
+        None => (format!("http://{authority}"), None),
+    };
+    let enrolled = matches!(Credential::load(&data_dir), Ok(Some(_)));
+    let enroll_token = if enrolled {
+        None
+    } else {
+        let actor = haechi_identity::Actor {
+            user_id: "system".into(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let req = haechi_exec::NewEnrollmentToken {
+            ttl_secs: Some(600),
+            uses: Some(1),
+        };
+        match exec.create_enrollment_token(&actor, req).await {
+            Ok(t) => Some(t.token),
+            Err(e) => {
+                tracing::error!("local agent not started: cannot make its enrolment token: {e}");
+                return None;
+            }
+        }
+    };
+    let opts = AgentOptions {
+        server,
+        tls,
+        data_dir,
+        node_id: cfg.agents.local_node_id.clone(),
+        enroll_token,
+        exec_helper: helper(),
+        agent_ver: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    println!(
+        "haechi: local agent starting (node id: {})",
+        opts.node_id.clone().unwrap_or_else(local_hostname)
+    );
+    Some(tokio::spawn(async move {
+        if let Err(e) = haechi_agent::run(opts, std::future::pending()).await {
+            tracing::error!("local agent stopped: {e}");
+        }
+    }))
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAECHI_LOG_LEVEL")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown(stop_on_stdin_eof: bool) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    // A plain thread, not tokio's stdin: a blocked tokio stdin read would keep the runtime
+    // from shutting down when the agent ends for another reason.
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    if stop_on_stdin_eof {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = eof_tx.send(());
+        });
+    }
+    let stdin_eof = async {
+        if eof_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = stdin_eof => {}
+    }
+    tracing::info!("agent stopping");
+}

@@ -1,0 +1,373 @@
+//! `haechi task ...` and `haechi node ...`: the client commands of the execution engine,
+//! including `task run --follow`, which prints output as it arrives and exits with the worst
+//! exit code of the nodes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Start a task on nodes.
+    Run {
+        /// Task id.
+        task: String,
+        /// Node ids, comma-separated (repeatable).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// An argument for the script (repeatable, in order).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Print the output as it arrives and exit with the worst exit code of the nodes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List tasks.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show a task (or one of its revisions).
+    Show {
+        task: String,
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Create a task from a JSON file (the body of POST /api/v1/tasks).
+    Create {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Edit a task from a JSON file (a new revision; its approval goes back to N).
+    Update {
+        task: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Ask for approval.
+    Request {
+        task: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Approve a requested task.
+    Approve {
+        task: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a requested task.
+    Reject {
+        task: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Show a task instance and its nodes.
+    Instance { instance: i64 },
+    /// Cancel a task instance (or one node of it).
+    Cancel {
+        instance: i64,
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show a node.
+    Show { node: String },
+    /// Enable a node.
+    Enable { node: String },
+    /// Disable a node (it gets no new work).
+    Disable { node: String },
+    /// Revoke a node's agent credential (the agent must enrol again).
+    Revoke { node: String },
+    /// Create an enrolment token for `haechi agent --enroll-token`.
+    Token {
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+        #[arg(long)]
+        uses: Option<u64>,
+    },
+}
+
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn read_json(file: &PathBuf) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
+pub async fn task(cmd: TaskCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::from_session()?;
+    let t = |id: &str| format!("/api/v1/tasks/{}", seg(id));
+    let out = match cmd {
+        TaskCmd::Run {
+            task,
+            nodes,
+            args,
+            follow,
+        } => {
+            let body = json!({ "nodeIdList": nodes, "arguments": args });
+            let detail = c
+                .call(
+                    Method::POST,
+                    &format!("{}/instances", t(&task)),
+                    Some(&body),
+                )
+                .await?;
+            if !follow {
+                detail
+            } else {
+                let no = detail["instance"]["taskInstanceNo"]
+                    .as_i64()
+                    .context("the server's answer has no instance number")?;
+                eprintln!("haechi: task instance {no}");
+                return follow_instance(&c, no, &nodes).await;
+            }
+        }
+        TaskCmd::List { limit, offset } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/tasks?limit={limit}&offset={offset}"),
+                None,
+            )
+            .await?
+        }
+        TaskCmd::Show {
+            task,
+            revision: None,
+        } => c.call(Method::GET, &t(&task), None).await?,
+        TaskCmd::Show {
+            task,
+            revision: Some(n),
+        } => {
+            c.call(Method::GET, &format!("{}/revisions/{n}", t(&task)), None)
+                .await?
+        }
+        TaskCmd::Create { file } => {
+            c.call(Method::POST, "/api/v1/tasks", Some(&read_json(&file)?))
+                .await?
+        }
+        TaskCmd::Update { task, file } => {
+            c.call(Method::PUT, &t(&task), Some(&read_json(&file)?))
+                .await?
+        }
+        TaskCmd::Request { task, comment } => approval(&c, &t(&task), "request", comment).await?,
+        TaskCmd::Approve { task, comment } => approval(&c, &t(&task), "approve", comment).await?,
+        TaskCmd::Reject { task, comment } => approval(&c, &t(&task), "reject", comment).await?,
+        TaskCmd::Instance { instance } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/task-instances/{instance}"),
+                None,
+            )
+            .await?
+        }
+        TaskCmd::Cancel { instance, node } => {
+            c.call(
+                Method::POST,
+                &format!("/api/v1/task-instances/{instance}/cancel"),
+                Some(&json!({ "nodeId": node })),
+            )
+            .await?
+        }
+    };
+    print(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn approval(
+    c: &Client,
+    path: &str,
+    action: &str,
+    comment: Option<String>,
+) -> anyhow::Result<Value> {
+    c.call(
+        Method::POST,
+        &format!("{path}/approval"),
+        Some(&json!({ "action": action, "comment": comment })),
+    )
+    .await
+}
+
+pub async fn node(cmd: NodeCmd) -> anyhow::Result<ExitCode> {
+    let c = Client::from_session()?;
+    let n = |id: &str| format!("/api/v1/nodes/{}", seg(id));
+    let out = match cmd {
+        NodeCmd::List { limit, offset } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/nodes?limit={limit}&offset={offset}"),
+                None,
+            )
+            .await?
+        }
+        NodeCmd::Show { node } => c.call(Method::GET, &n(&node), None).await?,
+        NodeCmd::Enable { node } => {
+            c.call(Method::PATCH, &n(&node), Some(&json!({ "status": "E" })))
+                .await?
+        }
+        NodeCmd::Disable { node } => {
+            c.call(Method::PATCH, &n(&node), Some(&json!({ "status": "D" })))
+                .await?
+        }
+        NodeCmd::Revoke { node } => {
+            c.call(Method::POST, &format!("{}/revoke", n(&node)), None)
+                .await?
+        }
+        NodeCmd::Token { ttl_secs, uses } => {
+            c.call(
+                Method::POST,
+                "/api/v1/agents/enrollment-tokens",
+                Some(&json!({ "ttl_secs": ttl_secs, "uses": uses })),
+            )
+            .await?
+        }
+    };
+    print(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where one node's output has been read to, and the partial lines not yet printed.
+#[derive(Default)]
+struct Cursor {
+    out: i64,
+    err: i64,
+    done: bool,
+    code: u8,
+    pending_out: Vec<u8>,
+    pending_err: Vec<u8>,
+}
+
+/// Polls every node's output until all have completed. With one node the bytes go straight to
+/// stdout/stderr; with several, each line is prefixed with `[node] `.
+async fn follow_instance(c: &Client, no: i64, nodes: &[String]) -> anyhow::Result<ExitCode> {
+    let mut cursors: HashMap<&str, Cursor> = nodes
+        .iter()
+        .map(|n| (n.as_str(), Cursor::default()))
+        .collect();
+    let prefixed = nodes.len() > 1;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    loop {
+        let mut progressed = false;
+        for node in nodes {
+            let cur = cursors.get_mut(node.as_str()).expect("one cursor per node");
+            if cur.done {
+                continue;
+            }
+            let path = format!(
+                "/api/v1/task-instances/{no}/nodes/{}/output?outOffset={}&errOffset={}",
+                seg(node),
+                cur.out,
+                cur.err
+            );
+            let chunk = c.call(Method::GET, &path, None).await?;
+            let out = b64
+                .decode(chunk["out"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            let err = b64
+                .decode(chunk["err"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            progressed |= !out.is_empty() || !err.is_empty();
+            cur.out = chunk["outOffset"].as_i64().unwrap_or(cur.out);
+            cur.err = chunk["errOffset"].as_i64().unwrap_or(cur.err);
+            let completed = chunk["completed"].as_bool().unwrap_or(false);
+            if prefixed {
+                emit_lines(
+                    node,
+                    &mut cur.pending_out,
+                    &out,
+                    completed,
+                    &mut std::io::stdout(),
+                );
+                emit_lines(
+                    node,
+                    &mut cur.pending_err,
+                    &err,
+                    completed,
+                    &mut std::io::stderr(),
+                );
+            } else {
+                let _ = std::io::stdout().write_all(&out);
+                let _ = std::io::stderr().write_all(&err);
+            }
+            let _ = std::io::stdout().flush();
+            if completed {
+                cur.done = true;
+                cur.code = exit_code(&chunk);
+                let status = chunk["status"].as_str().unwrap_or("?");
+                if status != "END" || cur.code != 0 {
+                    eprintln!(
+                        "haechi: node {node}: {status} (exit code {})",
+                        chunk["exitCd"]
+                    );
+                }
+            }
+        }
+        if cursors.values().all(|c| c.done) {
+            let worst = cursors.values().map(|c| c.code).max().unwrap_or(0);
+            return Ok(ExitCode::from(worst));
+        }
+        if !progressed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A node's process exit code: its `exitCd` when it ran to an end in 0–255, else 1.
+fn exit_code(chunk: &Value) -> u8 {
+    match (chunk["status"].as_str(), chunk["exitCd"].as_i64()) {
+        (_, Some(c)) if (0..=255).contains(&c) && c != 0 => c as u8,
+        (Some("END"), Some(0)) => 0,
+        _ => 1,
+    }
+}
+
+fn emit_lines(node: &str, pending: &mut Vec<u8>, data: &[u8], flush: bool, to: &mut dyn Write) {
+    pending.extend_from_slice(data);
+    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=i).collect();
+        let _ = write!(to, "[{node}] ");
+        let _ = to.write_all(&line);
+    }
+    if flush && !pending.is_empty() {
+        let _ = write!(to, "[{node}] ");
+        let _ = to.write_all(pending);
+        let _ = to.write_all(b"\n");
+        pending.clear();
+    }
+}

@@ -1,0 +1,402 @@
+//! `haechi wf ...`: the client commands of the workflow engine, including
+//! `wf run NAME --follow`, which prints every step transition (and the output of task steps)
+//! as it happens and exits non-zero unless the run completes.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use crate::client::Client;
+
+#[derive(Subcommand)]
+pub enum WfCmd {
+    /// Run a workflow (by id or name).
+    Run {
+        /// Workflow id or name.
+        workflow: String,
+        /// A parameter, NAME=VALUE (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print every step transition and the output of task steps as they happen, and exit
+        /// non-zero unless the run completes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List workflows.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show a workflow's definition (or one of its versions).
+    Show {
+        workflow: String,
+        /// A version (default: the current one).
+        #[arg(long, value_name = "VERSION")]
+        rev: Option<i64>,
+    },
+    /// Create a workflow from a definition file (JSON, or YAML for .yaml/.yml files).
+    Create {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Make a new version of a workflow from a definition file.
+    Update {
+        workflow: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Delete a workflow (its runs stay readable).
+    Delete { workflow: String },
+    /// Show an execution with every step.
+    Status { execution: String },
+    /// Stop, pause or resume an execution.
+    Control {
+        execution: String,
+        /// stop, pause or resume
+        action: String,
+    },
+    /// Approve or reject an approval step.
+    Decide {
+        execution: String,
+        step: String,
+        /// approve or reject
+        action: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn read_definition(file: &PathBuf) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let yaml = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    if yaml {
+        haechi_workflow::definition::yaml_to_value(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))
+    } else {
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not valid JSON", file.display()))
+    }
+}
+
+pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
+    let c = Arc::new(Client::from_session()?);
+    let out = match cmd {
+        WfCmd::Run {
+            workflow,
+            params,
+            follow,
+        } => return run(c, &workflow, &params, follow).await,
+        WfCmd::List {
+            group,
+            limit,
+            offset,
+        } => {
+            let mut path = format!("/api/v1/workflows?limit={limit}&offset={offset}");
+            if let Some(g) = group {
+                path.push_str(&format!("&group={}", segment(&g)));
+            }
+            c.call(Method::GET, &path, None).await?
+        }
+        WfCmd::Show { workflow, rev } => {
+            let mut path = format!("/api/v1/workflows/{}", segment(&workflow));
+            if let Some(v) = rev {
+                path.push_str(&format!("?version={v}"));
+            }
+            c.call(Method::GET, &path, None).await?
+        }
+        WfCmd::Create { file } => {
+            let def = read_definition(&file)?;
+            c.call(Method::POST, "/api/v1/workflows", Some(&def))
+                .await?
+        }
+        WfCmd::Update { workflow, file } => {
+            let def = read_definition(&file)?;
+            c.call(
+                Method::PUT,
+                &format!("/api/v1/workflows/{}", segment(&workflow)),
+                Some(&def),
+            )
+            .await?
+        }
+        WfCmd::Delete { workflow } => {
+            c.call(
+                Method::DELETE,
+                &format!("/api/v1/workflows/{}", segment(&workflow)),
+                None,
+            )
+            .await?;
+            println!("deleted {workflow}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        WfCmd::Status { execution } => {
+            c.call(
+                Method::GET,
+                &format!("/api/v1/executions/{}", segment(&execution)),
+                None,
+            )
+            .await?
+        }
+        WfCmd::Control { execution, action } => {
+            c.call(
+                Method::POST,
+                &format!("/api/v1/executions/{}/control", segment(&execution)),
+                Some(&json!({ "action": action })),
+            )
+            .await?
+        }
+        WfCmd::Decide {
+            execution,
+            step,
+            action,
+            comment,
+        } => {
+            c.call(
+                Method::POST,
+                &format!(
+                    "/api/v1/executions/{}/steps/{}/decision",
+                    segment(&execution),
+                    segment(&step)
+                ),
+                Some(&json!({ "action": action, "comment": comment })),
+            )
+            .await?
+        }
+    };
+    print_json(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_params(params: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for p in params {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--param {p:?}: write NAME=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--param {p:?}: the name is empty");
+        }
+        out.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(out)
+}
+
+async fn run(
+    c: Arc<Client>,
+    workflow: &str,
+    params: &[String],
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    let params = parse_params(params)?;
+    let started = c
+        .call(
+            Method::POST,
+            &format!("/api/v1/workflows/{}/executions", segment(workflow)),
+            Some(&json!({ "params": params })),
+        )
+        .await?;
+    let id = started["execution_id"]
+        .as_str()
+        .context("the server's answer has no execution_id")?
+        .to_owned();
+    if !follow {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{id} started ({} version {})",
+        started["workflow_name"].as_str().unwrap_or(workflow),
+        started["version"]
+    );
+    let mut after = 0i64;
+    let mut followed: HashSet<i64> = HashSet::new();
+    let mut followers = Vec::new();
+    let status = loop {
+        let page = c
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/v1/executions/{}/events?after={after}&wait_secs=30",
+                    segment(&id)
+                ),
+                None,
+            )
+            .await?;
+        for e in page["events"].as_array().into_iter().flatten() {
+            print_event(e);
+            if let (Some(no), Some(step)) = (e["taskInstanceNo"].as_i64(), e["step"].as_str()) {
+                if followed.insert(no) {
+                    followers.push(tokio::spawn(follow_output(c.clone(), step.to_owned(), no)));
+                }
+            }
+        }
+        after = page["next"].as_i64().unwrap_or(after);
+        let status = page["status"].as_str().unwrap_or("").to_owned();
+        if matches!(status.as_str(), "COMPLETED" | "FAILED" | "STOPPED")
+            && page["events"].as_array().is_none_or(|a| a.is_empty())
+        {
+            break status;
+        }
+    };
+    for f in followers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), f).await;
+    }
+    let view = c
+        .call(
+            Method::GET,
+            &format!("/api/v1/executions/{}", segment(&id)),
+            None,
+        )
+        .await?;
+    match status.as_str() {
+        "COMPLETED" => {
+            println!("{id} COMPLETED");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            let why = view["error"].as_str().unwrap_or("");
+            println!(
+                "{id} {other}{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            );
+            Ok(ExitCode::from(if other == "STOPPED" { 3 } else { 2 }))
+        }
+    }
+}
+
+fn print_event(e: &Value) {
+    let at = e["at"].as_i64().unwrap_or(0);
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let clock = format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    let status = e["status"].as_str().unwrap_or("");
+    let message = e["message"].as_str().unwrap_or("");
+    let attempt = e["attempt"].as_i64().unwrap_or(0);
+    let what = match e["step"].as_str() {
+        Some(step) if attempt > 1 => format!("step {step} (attempt {attempt})"),
+        Some(step) => format!("step {step}"),
+        None => "run".to_owned(),
+    };
+    if message.is_empty() {
+        println!("{clock} {what} {status}");
+    } else {
+        println!("{clock} {what} {status}: {message}");
+    }
+}
+
+/// Prints the output of every node of a task step's instance as it arrives, prefixed with the
+/// step and node.
+async fn follow_output(c: Arc<Client>, step: String, no: i64) {
+    let detail = match c
+        .call(Method::GET, &format!("/api/v1/task-instances/{no}"), None)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("[{step}] cannot follow task instance {no}: {e:#}");
+            return;
+        }
+    };
+    let nodes: Vec<String> = detail["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["nodeId"].as_str().map(str::to_owned))
+        .collect();
+    let mut offsets: HashMap<String, (i64, i64, bool)> =
+        nodes.iter().map(|n| (n.clone(), (0, 0, false))).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    loop {
+        let mut all_done = true;
+        for node in &nodes {
+            let Some(&(out, err, done)) = offsets.get(node) else {
+                continue;
+            };
+            if done {
+                continue;
+            }
+            let path = format!(
+                "/api/v1/task-instances/{no}/nodes/{}/output?outOffset={out}&errOffset={err}",
+                segment(node)
+            );
+            let chunk = match c.call(Method::GET, &path, None).await {
+                Ok(v) => v,
+                Err(_) => {
+                    all_done = false;
+                    continue;
+                }
+            };
+            for (field, to_err) in [("out", false), ("err", true)] {
+                let bytes = b64
+                    .decode(chunk[field].as_str().unwrap_or(""))
+                    .unwrap_or_default();
+                if bytes.is_empty() {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                for line in text.lines() {
+                    if to_err {
+                        eprintln!("[{step}/{node}] {line}");
+                    } else {
+                        println!("[{step}/{node}] {line}");
+                    }
+                }
+            }
+            let _ = std::io::stdout().flush();
+            let completed = chunk["completed"].as_bool().unwrap_or(false);
+            offsets.insert(
+                node.clone(),
+                (
+                    chunk["outOffset"].as_i64().unwrap_or(out),
+                    chunk["errOffset"].as_i64().unwrap_or(err),
+                    completed,
+                ),
+            );
+            all_done &= completed;
+        }
+        if all_done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

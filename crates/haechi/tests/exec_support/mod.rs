@@ -1,0 +1,331 @@
+//! Helpers of the execution-engine tests: real `haechi agent` processes with their own data
+//! directories and node ids, approved tasks, and waiting on task instances.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Server options for these tests: fast heartbeats and LOST detection, seconds in schedules,
+/// self-approval (most tests approve their own tasks), no local agent (tests start their own).
+pub fn exec_opts() -> Opts {
+    Opts::default()
+        .arg("--no-local-agent")
+        .env("HAECHI_AGENTS__HEARTBEAT_SECS", "1")
+        .env("HAECHI_AGENTS__MISSED_HEARTBEATS", "2")
+        .env("HAECHI_AGENTS__LOST_GRACE_SECS", "2")
+        .env("HAECHI_TASKS__SCHEDULE_SECONDS", "true")
+        .env("HAECHI_TASKS__ALLOW_SELF_APPROVAL", "true")
+}
+
+/// A running `haechi agent`.
+pub struct Agent {
+    pub node_id: String,
+    pub dir: PathBuf,
+    server: String,
+    fingerprint: Option<String>,
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Enrols and starts an agent for `node_id`, and waits until the server sees it connected.
+    pub async fn start(s: &Server, node_id: &str) -> Agent {
+        Agent::start_at(s, node_id, &s.base).await
+    }
+
+    /// Like [`Agent::start`], dialling `url` (a relay in front of the server).
+    pub async fn start_at(s: &Server, node_id: &str, url: &str) -> Agent {
+        let admin = admin_token(s).await;
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/agents/enrollment-tokens"))
+                .bearer_auth(&admin)
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+        let token = body["token"].as_str().unwrap().to_owned();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = Agent {
+            node_id: node_id.to_owned(),
+            dir: tmp.path().join("agent"),
+            server: url.to_owned(),
+            fingerprint: s.fingerprint.clone(),
+            child: None,
+            stdin: None,
+            _tmp: tmp,
+        };
+        a.spawn(Some(&token));
+        a.wait_connected(s).await;
+        a
+    }
+
+    fn spawn(&mut self, token: Option<&str>) {
+        let mut cmd = Command::new(bin());
+        cmd.arg("agent")
+            .arg("--server")
+            .arg(&self.server)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--node-id")
+            .arg(&self.node_id)
+            .env_remove("HAECHI_CONFIG")
+            .env("HAECHI_LOG_LEVEL", "warn")
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match &self.fingerprint {
+            Some(fp) => cmd.arg("--server-fingerprint").arg(fp),
+            None => cmd.arg("--insecure-skip-verify"),
+        };
+        if let Some(t) = token {
+            cmd.arg("--enroll-token").arg(t);
+        }
+        let mut child = cmd.spawn().expect("spawn haechi agent");
+        self.stdin = child.stdin.take();
+        self.child = Some(child);
+    }
+
+    /// Waits until the server reports the node connected.
+    pub async fn wait_connected(&self, s: &Server) {
+        let admin = admin_token(s).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (st, body) = call(
+                client()
+                    .get(s.url(&format!("/api/v1/nodes/{}", self.node_id)))
+                    .bearer_auth(&admin),
+            )
+            .await;
+            if st == 200 && body["connected"] == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {} did not connect: {st} {body}",
+                self.node_id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the agent process with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again on its data directory (with its stored credential, no token),
+    /// against `s` (which may be a restarted server on another port).
+    pub fn restart(&mut self, s: &Server) {
+        self.kill9();
+        self.server = s.base.clone();
+        self.fingerprint = s.fingerprint.clone();
+        self.spawn(None);
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP relay in front of a server, so agents keep one address while the server behind it
+/// is restarted on another port.
+pub struct Relay {
+    pub url: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Relay {
+    pub async fn start(target: &Server) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let target_addr = std::sync::Arc::new(std::sync::Mutex::new(authority(&target.base)));
+        let t = target_addr.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = t.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            url,
+            target: target_addr,
+        }
+    }
+
+    pub fn point_at(&self, s: &Server) {
+        *self.target.lock().unwrap() = authority(&s.base);
+    }
+}
+
+fn authority(base: &str) -> String {
+    base.split("://")
+        .nth(1)
+        .unwrap_or(base)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A unique node id.
+pub fn node_name(prefix: &str) -> String {
+    unique(prefix)
+}
+
+/// Creates a task (merging `extra` into a default definition) and gets it approved.
+pub async fn approved_task(s: &Server, token: &str, id: &str, script: &str, extra: Value) -> Value {
+    let mut spec = json!({ "id": id, "scriptName": format!("{id}.sh"), "script": script, "osUser": current_user() });
+    if let (Some(m), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/tasks"))
+            .bearer_auth(token)
+            .json(&spec),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    approve(s, token, id).await
+}
+
+/// Requests and approves a task (the server allows self-approval in these tests).
+pub async fn approve(s: &Server, token: &str, id: &str) -> Value {
+    for action in ["request", "approve"] {
+        let (st, body) = call(
+            client()
+                .post(s.url(&format!("/api/v1/tasks/{id}/approval")))
+                .bearer_auth(token)
+                .json(&json!({ "action": action })),
+        )
+        .await;
+        assert_eq!(st, 200, "{action} {id}: {body}");
+        if action == "approve" {
+            return body;
+        }
+    }
+    unreachable!()
+}
+
+/// The OS user the tests run as.
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+pub fn running_as_root() -> bool {
+    current_user() == "root"
+}
+
+/// Starts an instance through OPMATE; returns its number.
+pub async fn start(s: &Server, token: &str, task: &str, nodes: &[&str], args: &[&str]) -> i64 {
+    let (st, body) = call(
+        client()
+            .post(s.url(&format!("/opmate/task/{task}/instance")))
+            .query(&[("auth", token)])
+            .json(&json!({ "nodeIdList": nodes, "arguments": args })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["resultCode"], "0000", "{body}");
+    body["taskInstanceNo"].as_i64().unwrap()
+}
+
+/// Waits until the instance has ended; returns its admin detail.
+pub async fn wait_end(s: &Server, token: &str, no: i64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (st, body) = call(
+            client()
+                .get(s.url(&format!("/api/v1/task-instances/{no}")))
+                .bearer_auth(token),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        if !body["instance"]["endAt"].is_null() {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance {no} did not end: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a node's latest execution has this status.
+pub async fn wait_status(
+    s: &Server,
+    token: &str,
+    no: i64,
+    node: &str,
+    status: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let e = node_detail(s, token, no, node, None).await;
+        if e["status"] == status {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} of {no} never reached {status}: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /opmate/taskinstance/{no}/node/{node}` → the one `insNodeList` item.
+pub async fn node_detail(
+    s: &Server,
+    token: &str,
+    no: i64,
+    node: &str,
+    exec_no: Option<i64>,
+) -> Value {
+    let mut req = client()
+        .get(s.url(&format!("/opmate/taskinstance/{no}/node/{node}")))
+        .query(&[("auth", token)]);
+    if let Some(n) = exec_no {
+        req = req.query(&[("execNo", n.to_string())]);
+    }
+    let (st, body) = call(req).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["resultCode"], "0000");
+    body["insNodeList"][0].clone()
+}
+
+pub fn b64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or(""))
+        .unwrap()
+}
