@@ -14,6 +14,7 @@
 # 5. The gateway's memory while streaming 1,000,000 rows through psql.
 # Every statement through the gateway is parsed (pg_query), checked and audited.
 #
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,7 +85,6 @@ pool_mode = transaction
 default_pool_size = 20
 max_client_conn = 1000
 logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
 EOF
 echo "\"$RUN\" \"$DBPW\"" >"$WORK/users.txt"
 chmod 644 "$WORK"/pgbouncer.ini "$WORK"/users.txt
@@ -126,9 +126,13 @@ api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1
 # name host port user password dbname
 run_pgbench() {
   local name=$1 port=$2 user=$3 pw=$4 db=$5
-  PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-    -h 127.0.0.1 -p "$port" -U "$user" "$db" 2>&1 |
-    sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p'
+  if ! PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$WORK/pgbench_$name.log" 2>&1; then
+    echo "pgbench against $name failed:" >&2
+    tail -5 "$WORK/pgbench_$name.log" >&2
+    exit 1
+  fi
+  sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/pgbench_$name.log"
 }
 p50_one_client() {
   local port=$1 user=$2 pw=$3 db=$4 prefix="$WORK/lat_$1"
@@ -140,7 +144,16 @@ p50_one_client() {
 say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION"
 DIRECT=$(run_pgbench direct 5432 "$RUN" "$DBPW" "$RUN")
 BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN")
+if [ -n "${PERF:-}" ]; then
+  # PERF=1: where the gateway spends its time during its run (perf from Debian's linux-perf).
+  perf record -q -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+if [ -n "${PERF:-}" ]; then
+  wait "$PERF_PID" || true
+  perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 1.5 --sort symbol 2>/dev/null | grep -v '^$' | head -80 >"${PERF_OUT:-/dev/stderr}" || true
+fi
 say "one client, p50 latency"
 P50_DIRECT=$(p50_one_client 5432 "$RUN" "$DBPW" "$RUN")
 P50_GATEWAY=$(p50_one_client "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)

@@ -21,6 +21,7 @@
 # Only 127.0.0.1 is contacted (and DATABASE_URL if given); every run has a fixed duration.
 # Tunables (environment):
 #   CREDENTIALS=10000 SEED_WORKERS=8 THREADS=2 CONNECTIONS=16 DURATION=15 WARMUP=3 SKIP_BUILD=
+#   HAECHI_BIN=path/to/haechi (default target/release/haechi)
 #   DATABASE_URL=postgres://... (a database of its own: the script's server migrates it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   say "cargo build --release -p haechi"
   cargo build --release -p haechi
 fi
-BIN="$PWD/target/release/haechi"
+BIN="${HAECHI_BIN:-$PWD/target/release/haechi}"
 [ -x "$BIN" ] || { echo "no release binary at $BIN" >&2; exit 1; }
 
 # ---- server --------------------------------------------------------------------------------------
@@ -247,6 +248,10 @@ read -r V_RPS V_P50 V_P99 V_ERR V_TOTAL < <(run_wrk values /v2/credentialvault/c
 sleep 1 # requests still in flight when wrk stopped finish (and are audited) on the server
 AUDIT_AFTER="$(audited_reads)"
 AUDITED=$((AUDIT_AFTER - AUDIT_BEFORE))
+# Group commit: read events per audit transaction, over the whole server's life.
+BATCH="$(curl -fsSk -H "Authorization: Bearer $CONSUMER_TOKEN" "$BASE/metrics" |
+  awk '/^haechi_vault_read_audit_batch_size_sum/ {s = $2} /^haechi_vault_read_audit_batch_size_count/ {c = $2}
+       END { if (c > 0) printf "%.1f events per commit (%d commits)", s / c, c; else print "n/a" }')"
 RATIO="$(awk -v a="$V_RPS" -v h="$C_RPS" 'BEGIN { printf "%.2f", (h > 0 ? a / h : 0) }')"
 DB_SIZE="$(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
 
@@ -273,6 +278,7 @@ GET .../credentials/{id} (metadata)   ${M_RPS} req/s  p50 ${M_P50} ms  p99 ${M_P
 GET .../{id}/attributevalues (values) ${V_RPS} req/s  p50 ${V_P50} ms  p99 ${V_P99} ms  errors ${V_ERR}
 values / ceiling                      ${RATIO}
 value reads audited                   ${AUDITED} events for ${V_TOTAL} answers wrk read (warm-up included)
+audit group commit                    ${BATCH}
 goal (>= 10000 value reads/s, p99 < 5 ms): ${verdict}
 =======================================================================
 SUMMARY

@@ -87,16 +87,14 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOp
     let mut batch: Vec<Event> = Vec::with_capacity(opts.max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + opts.linger;
+        // Let more events gather without being woken for each one: while this sleeps, nobody
+        // polls the receiver, so producers' sends do not wake this task.
+        if !opts.linger.is_zero() && batch.len() < opts.max_batch {
+            tokio::time::sleep(opts.linger).await;
+        }
         while batch.len() < opts.max_batch {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
-                Err(mpsc::error::TryRecvError::Empty) if !opts.linger.is_zero() => {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(e)) => batch.push(e),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
                 Err(_) => break,
             }
         }
@@ -109,7 +107,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOp
 async fn commit_with_retry(store: &Store, batch: &mut Vec<Event>) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match append_batch(store, batch.clone()).await {
+        match append_batch(store, batch).await {
             Ok(()) => {
                 batch.clear();
                 return;
@@ -126,8 +124,8 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Event>) {
     }
 }
 
-async fn append_batch(store: &Store, events: Vec<Event>) -> Result<()> {
+async fn append_batch(store: &Store, events: &[Event]) -> Result<()> {
     let mut tx = store.begin().await?;
-    crate::append_many(&mut tx, events).await?;
+    crate::append_slice(&mut tx, events).await?;
     tx.commit().await
 }

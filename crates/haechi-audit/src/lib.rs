@@ -195,8 +195,17 @@ pub async fn append(tx: &mut Tx, event: Event) -> Result<i64> {
 /// with multi-row inserts. Returns the sequence number of the last event (the head's when
 /// `events` is empty). Same guarantees as [`append`], for a fraction of the round trips.
 pub async fn append_many(tx: &mut Tx, events: Vec<Event>) -> Result<i64> {
-    /// Rows per INSERT (11 parameters each; well under both backends' parameter limits).
-    const ROWS: usize = 64;
+    append_slice(tx, &events).await
+}
+
+/// [`append_many`] for borrowed events (a caller that may retry keeps them).
+pub async fn append_slice(tx: &mut Tx, events: &[Event]) -> Result<i64> {
+    // Rows per INSERT (11 parameters each). PostgreSQL gains from fewer round trips; SQLite
+    // runs in-process, and its binding cost grows with the parameter count of a statement.
+    let rows = match tx.backend() {
+        Backend::Postgres => 64,
+        Backend::Sqlite => 16,
+    };
     let lock = match tx.backend() {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
@@ -227,7 +236,7 @@ pub async fn append_many(tx: &mut Tx, events: Vec<Event>) -> Result<i64> {
         prev = e.hash.clone();
         stored.push(e);
     }
-    for chunk in stored.chunks(ROWS) {
+    for chunk in stored.chunks(rows) {
         let mut sql = String::from(
             "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) VALUES ",
         );

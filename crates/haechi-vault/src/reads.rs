@@ -23,6 +23,10 @@ use tokio::task::JoinHandle;
 const MAX_BATCH: usize = 256;
 /// Reads waiting for the writer at most; further reads wait for room (back-pressure).
 const QUEUE: usize = 4096;
+/// Scheduler rounds the writer gives concurrent reads to join a batch, at most.
+const GATHER_ROUNDS: usize = 32;
+/// Rounds in a row with no new read after which the batch is committed.
+const IDLE_ROUNDS: usize = 2;
 
 struct Job {
     event: Event,
@@ -79,13 +83,9 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        gather(&mut rx, &mut batch).await;
         let events: Vec<Event> = batch.iter().map(|j| j.event.clone()).collect();
+        metrics::histogram!("haechi_vault_read_audit_batch_size").record(events.len() as f64);
         let outcome = append_all(&store, events).await;
         if let Err(e) = &outcome {
             tracing::error!(
@@ -96,6 +96,34 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Job>) {
         for job in batch.drain(..) {
             let _ = job.done.send(outcome.clone());
         }
+    }
+}
+
+/// Takes what is queued and, while reads keep arriving, lets the other tasks run a little so
+/// the reads in flight join this commit instead of each paying for one of their own. With one
+/// reader at a time nothing arrives during the first rounds and the commit starts at once.
+async fn gather(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    let mut idle_rounds = 0;
+    for _ in 0..GATHER_ROUNDS {
+        let before = batch.len();
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.len() >= MAX_BATCH {
+            return;
+        }
+        if batch.len() == before {
+            idle_rounds += 1;
+            if idle_rounds > IDLE_ROUNDS {
+                return;
+            }
+        } else {
+            idle_rounds = 0;
+        }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -368,7 +368,7 @@ impl Workflows {
             message: format!("{} by {}", action.as_str(), actor.user_id),
             task_instance_no: None,
         });
-        insert_events(&mut tx, id, new_rev, now, &events).await?;
+        insert_events(&mut tx, id, new_rev, now, 0, &events).await?;
         haechi_audit::append(
             &mut tx,
             actor
@@ -523,6 +523,7 @@ impl Workflows {
             id,
             new_rev,
             now,
+            0,
             &[NewEvent {
                 step: Some(step.to_owned()),
                 status: StepStatus::Running.as_str(),

@@ -10,10 +10,11 @@
 //! transaction ([`crate::ports::TaskRunner::start_in_tx`]): after a crash an attempt either has
 //! its instance recorded or never started one, so no task is ever started twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use haechi_audit::Event;
-use haechi_store::{in_tx, Store, Tx};
+use haechi_store::{in_tx, Backend, Store, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,6 +24,8 @@ use crate::state::StepState;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// Journal writers on PostgreSQL.
+const PG_SHARDS: usize = 4;
 
 /// A new execution to store.
 pub(crate) struct NewExecution {
@@ -107,19 +110,45 @@ enum Outcome {
 /// The handle drivers and the engine send work to.
 #[derive(Clone)]
 pub(crate) struct Journal {
-    jobs: mpsc::UnboundedSender<Job>,
+    /// One writer per shard; an execution's transitions always go to the same one, so they
+    /// commit in order.
+    shards: Arc<[mpsc::UnboundedSender<Job>]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl Journal {
+    /// One writer on SQLite (it has one write connection); on PostgreSQL several, each with a
+    /// connection of its own, so commits of different executions overlap.
     pub fn start(store: Store, tasks: Arc<dyn TaskRunner>) -> Journal {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, tasks, rx));
-        Journal { jobs: tx }
+        let n = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => PG_SHARDS,
+        };
+        let shards: Vec<_> = (0..n)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(store.clone(), tasks.clone(), rx));
+                tx
+            })
+            .collect();
+        Journal {
+            shards: shards.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn shard_of(&self, execution_id: &str) -> &mpsc::UnboundedSender<Job> {
+        // FNV-1a: stable and cheap; the shard only has to be the same for one execution.
+        let h = execution_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(h % self.shards.len() as u64) as usize]
     }
 
     pub async fn create(&self, new: NewExecution) -> Result<CreatedExecution> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
+        let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[shard]
             .send(Job::Create(Box::new(new), tx))
             .map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?
@@ -127,7 +156,7 @@ impl Journal {
 
     pub async fn apply(&self, t: Transition) -> Result<Applied> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
+        self.shard_of(&t.execution_id)
             .send(Job::Apply(Box::new(t), tx))
             .map_err(|_| stopping())?;
         rx.await.map_err(|_| stopping())?
@@ -216,6 +245,16 @@ fn reply(job: Job, outcome: Result<Outcome>) {
     }
 }
 
+fn job_key(job: &Job) -> &str {
+    match job {
+        Job::Apply(t, _) => &t.execution_id,
+        Job::Create(..) => "",
+    }
+}
+
+/// One transaction for a batch, in phases so that every transaction takes its locks in one
+/// order — executions' rows, then the audit head, then the day's id sequence — as the controls
+/// and decisions (execution row, then audit head) and other journal shards do: no deadlock.
 async fn try_batch(
     store: &Store,
     tasks: &dyn TaskRunner,
@@ -223,15 +262,50 @@ async fn try_batch(
     dispatch: &mut Vec<Box<dyn FnOnce() + Send>>,
 ) -> Result<Vec<Outcome>> {
     let mut tx = store.begin().await?;
+    // Phase 1: every transition's execution row (fenced), steps and log lines, in the order of
+    // the execution ids (the lease renewal locks the rows in that order too).
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|a, b| job_key(&jobs[*a]).cmp(job_key(&jobs[*b])));
+    let mut revs: Vec<Option<i64>> = vec![None; jobs.len()];
+    for i in order {
+        if let Job::Apply(t, _) = &jobs[i] {
+            revs[i] = apply_rows(&mut tx, t).await?;
+        }
+    }
+    let audits = jobs.iter().zip(&revs).any(|(job, rev)| match job {
+        Job::Create(..) => true,
+        Job::Apply(t, _) => rev.is_some() && !t.task_starts.is_empty(),
+    });
+    if audits && tx.backend() == Backend::Postgres {
+        in_tx!(tx, |c| sqlx::query(
+            "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"
+        )
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+    }
+    // Phase 2: task instances of new attempts; phase 3: new executions.
     let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        outcomes.push(match job {
-            Job::Create(new, _) => Outcome::Created(create(&mut tx, new).await?),
-            Job::Apply(t, _) => Outcome::Applied(apply(&mut tx, tasks, t, dispatch).await?),
+    for (job, rev) in jobs.iter().zip(&revs) {
+        outcomes.push(match (job, rev) {
+            (Job::Apply(_, _), None) => Some(Outcome::Applied(Applied::Conflict)),
+            (Job::Apply(t, _), Some(rev)) => Some(Outcome::Applied(Applied::Committed {
+                rev: *rev,
+                tasks: start_tasks(&mut tx, tasks, t, *rev, dispatch).await?,
+            })),
+            (Job::Create(..), _) => None,
         });
     }
+    for (job, slot) in jobs.iter().zip(outcomes.iter_mut()) {
+        if let Job::Create(new, _) = job {
+            *slot = Some(Outcome::Created(create(&mut tx, new).await?));
+        }
+    }
     tx.commit().await?;
-    Ok(outcomes)
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| Error::internal("journal lost a result")))
+        .collect()
 }
 
 async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
@@ -287,6 +361,7 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
         &id,
         1,
         now,
+        0,
         &[NewEvent {
             step: None,
             status: RunStatus::Running.as_str(),
@@ -300,18 +375,16 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
     Ok(CreatedExecution { id })
 }
 
-async fn apply(
-    tx: &mut Tx,
-    tasks: &dyn TaskRunner,
-    t: &Transition,
-    dispatch: &mut Vec<Box<dyn FnOnce() + Send>>,
-) -> Result<Applied> {
+/// Phase 1 of a transition: the execution row, fenced by `rev` and owner (`None`: a conflict,
+/// nothing written), the changed steps and the log lines.
+async fn apply_rows(tx: &mut Tx, t: &Transition) -> Result<Option<i64>> {
     let now = now_ms();
     let r = &t.run;
     let updated = in_tx!(tx, |c| {
         sqlx::query(
-        "UPDATE workflow_executions SET rev = rev + 1, status = $3, active = $4, current_step = $5, steps_done = $6, \
-         error = $7, ended_at = $8, updated_at = $9 WHERE id = $1 AND rev = $2 AND owner = $10"
+        "UPDATE workflow_executions SET rev = rev + 1, status = $3, active = $4, current_step = $5, \
+         steps_done = $6, error = $7, ended_at = $8, updated_at = $9 \
+         WHERE id = $1 AND rev = $2 AND owner = $10"
     )
     .bind(&t.execution_id)
     .bind(t.expect_rev)
@@ -328,26 +401,31 @@ async fn apply(
     .map(|x| x.rows_affected())
     })?;
     if updated == 0 {
-        return Ok(Applied::Conflict);
+        return Ok(None);
     }
     let rev = t.expect_rev + 1;
     for (idx, s) in &t.steps {
         write_step(tx, &t.execution_id, *idx, s).await?;
     }
-    let mut events = t.events.clone();
+    insert_events(tx, &t.execution_id, rev, now, 0, &t.events).await?;
+    Ok(Some(rev))
+}
+
+/// Phase 2 of a transition: the task instance of each task step's new attempt, stored with the
+/// attempt. A refused start (task not approved, node disabled…) is recorded on the step and
+/// returned; the attempt then fails with that reason.
+async fn start_tasks(
+    tx: &mut Tx,
+    tasks: &dyn TaskRunner,
+    t: &Transition,
+    rev: i64,
+    dispatch: &mut Vec<Box<dyn FnOnce() + Send>>,
+) -> Result<Vec<(usize, std::result::Result<i64, Error>)>> {
     let mut results = Vec::with_capacity(t.task_starts.len());
+    let mut events = Vec::new();
     for (idx, req) in &t.task_starts {
-        let attempt = t
-            .steps
-            .iter()
-            .find(|(i, _)| i == idx)
-            .map(|(_, s)| s.attempts)
-            .unwrap_or(0);
-        let step_name = t
-            .steps
-            .iter()
-            .find(|(i, _)| i == idx)
-            .map(|(_, s)| s.name.clone());
+        let step = t.steps.iter().find(|(i, _)| i == idx).map(|(_, s)| s);
+        let attempt = step.map_or(0, |s| s.attempts);
         match tasks.start_in_tx(tx, req.clone()).await {
             Ok(started) => {
                 in_tx!(tx, |c| {
@@ -362,7 +440,7 @@ async fn apply(
                 .map(|_| ())
                 })?;
                 events.push(NewEvent {
-                    step: step_name,
+                    step: step.map(|s| s.name.clone()),
                     status: StepStatus::Running.as_str(),
                     attempt,
                     message: format!("task instance {} started", started.instance_no),
@@ -387,11 +465,10 @@ async fn apply(
             Err(e) => return Err(e),
         }
     }
-    insert_events(tx, &t.execution_id, rev, now, &events).await?;
-    Ok(Applied::Committed {
-        rev,
-        tasks: results,
-    })
+    if !events.is_empty() {
+        insert_events(tx, &t.execution_id, rev, now_ms(), t.events.len(), &events).await?;
+    }
+    Ok(results)
 }
 
 /// Writes a step's whole row.
@@ -436,6 +513,7 @@ pub(crate) async fn insert_events(
     execution_id: &str,
     rev: i64,
     at: i64,
+    first_idx: usize,
     events: &[NewEvent],
 ) -> Result<()> {
     for (chunk_no, chunk) in events.chunks(100).enumerate() {
@@ -461,7 +539,7 @@ pub(crate) async fn insert_events(
             let mut q = sqlx::query(&sql).bind(execution_id).bind(rev).bind(at);
             for (k, e) in chunk.iter().enumerate() {
                 q = q
-                    .bind((chunk_no * 100 + k) as i64)
+                    .bind((first_idx + chunk_no * 100 + k) as i64)
                     .bind(&e.step)
                     .bind(e.status)
                     .bind(e.attempt)

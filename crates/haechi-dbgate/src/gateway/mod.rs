@@ -341,13 +341,17 @@ impl Session {
 
     /// What the audit of this session's statements needs, for the side that sees results.
     pub fn auditor(&self) -> Auditor {
+        let counter = |verdict: &'static str| metrics::counter!("haechi_gateway_statements_total", "protocol" => self.protocol, "verdict" => verdict);
         Auditor {
             gate: self.gate.clone(),
             user_id: self.user_id.clone(),
             account: self.account.account.clone(),
-            target: self.target.name.clone(),
-            client: self.client,
+            target: format!("db-target:{}", self.target.name),
+            target_name: self.target.name.clone(),
+            client_ip: self.client.ip().to_string(),
             protocol: self.protocol,
+            allowed: counter("allowed"),
+            refused: counter("refused"),
         }
     }
 }
@@ -358,9 +362,14 @@ pub struct Auditor {
     gate: Arc<DbGate>,
     user_id: String,
     account: String,
+    /// `db-target:<name>`, the audit target.
     target: String,
-    client: SocketAddr,
+    target_name: String,
+    client_ip: String,
     protocol: &'static str,
+    /// `haechi_gateway_statements_total` handles, resolved once per session.
+    allowed: metrics::Counter,
+    refused: metrics::Counter,
 }
 
 impl Auditor {
@@ -373,12 +382,14 @@ impl Auditor {
             Verdict::Allow => ("allowed", Outcome::Success, None),
             Verdict::Refuse { missing, .. } => ("refused", Outcome::Denied, Some(missing.names())),
         };
-        metrics::counter!("haechi_gateway_statements_total", "protocol" => self.protocol, "verdict" => verdict)
-            .increment(1);
+        match r.verdict {
+            Verdict::Allow => self.allowed.increment(1),
+            Verdict::Refuse { .. } => self.refused.increment(1),
+        }
         let detail = json!({
             "protocol": self.protocol,
             "account": self.account,
-            "target": self.target,
+            "target": self.target_name,
             "statement": text,
             "verdict": verdict,
             "privileges": r.needs.names(),
@@ -390,8 +401,8 @@ impl Auditor {
         self.gate
             .record(
                 Event::new("gateway", "db.statement")
-                    .by(self.user_id.clone(), Some(self.client.ip().to_string()))
-                    .target(format!("db-target:{}", self.target))
+                    .by(self.user_id.clone(), Some(self.client_ip.clone()))
+                    .target(self.target.clone())
                     .outcome(outcome)
                     .detail(detail),
             )

@@ -34,16 +34,18 @@ pub async fn list_credentials(
     VaultUser(caller): VaultUser,
     Query(q): Query<CredentialQuery>,
 ) -> ApiResult<axum::Json<List<CredentialOut>>> {
-    let mut names: Vec<String> = Vec::new();
-    for raw in [q.name.as_deref(), q.names.as_deref()]
+    // `name` is one exact name (it may hold a comma); `names` is a comma-separated list. The
+    // document's placeholders show the values in quotes; quotes around a name are dropped.
+    let unquote = |n: &str| n.trim().trim_matches('"').to_owned();
+    let mut names: Vec<String> = q
+        .name
+        .as_deref()
+        .map(unquote)
+        .filter(|n| !n.is_empty())
         .into_iter()
-        .flatten()
-    {
-        names.extend(
-            raw.split(',')
-                .map(|n| n.trim().trim_matches('"').to_owned())
-                .filter(|n| !n.is_empty()),
-        );
+        .collect();
+    if let Some(raw) = q.names.as_deref() {
+        names.extend(raw.split(',').map(unquote).filter(|n| !n.is_empty()));
     }
     let filter = CredentialFilter {
         consumed: parse_bool("consumed", q.consumed.as_deref())?,

@@ -312,7 +312,11 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     while let Ok(u) = units.try_recv() {
                         pending.push_back(u);
                     }
-                    if let Some(u) = pending.pop_front() {
+                    // A batch that executed nothing (Parse/Describe/Sync) is not a statement run.
+                    if let Some(u) = pending
+                        .pop_front()
+                        .filter(|u| !(u.text.is_empty() && u.verdict.allowed()))
+                    {
                         auditor
                             .audit(StatementRecord {
                                 text: &u.text,
