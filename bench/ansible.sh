@@ -21,7 +21,7 @@ ansible --version >"$WORK/ansible.version" 2>&1 || true
 head -n1 "$WORK/ansible.version" >&2
 
 build
-start_server
+start_exec_server
 make_task hello "$COMMAND"
 
 say "starting $NODES haechi agents"

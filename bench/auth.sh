@@ -22,124 +22,26 @@ DURATION="${DURATION:-15}"
 WARMUP="${WARMUP:-3}"
 LOGINS="${LOGINS:-50}"
 UNKNOWN_LOGINS="${UNKNOWN_LOGINS:-20}"
-NICE="${NICE:-0}"
+. bench/lib.sh
+need wrk
 run() { nice -n "$NICE" "$@"; }
-ADMIN_PASSWORD="bench-Admin-Pass-1234"
 
-say() { printf '\n=== %s\n' "$*" >&2; }
-
-# ---- tools -------------------------------------------------------------------------------------
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "missing tools: ${missing[*]} (install them, or run as root)" >&2
-    exit 1
-  fi
-fi
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "cargo build --release -p haechi"
-  cargo build --release -p haechi
-fi
-BIN="$PWD/target/release/haechi"
-[ -x "$BIN" ] || { echo "no release binary at $BIN" >&2; exit 1; }
-
-# ---- server --------------------------------------------------------------------------------------
-WORK="$(mktemp -d -t haechi-bench.XXXXXX)"
-SERVER_PID=""
-stop_server() {
-  exec 3>&- # closing the server's stdin stops it (--stop-on-stdin-eof)
-  if [ -n "$SERVER_PID" ]; then
-    for _ in $(seq 1 100); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-      kill "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-cleanup() {
-  stop_server
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkfifo "$WORK/stdin"
+build_release
 say "starting a release server (SQLite, data dir $WORK/data, port picked by the OS)"
 # Default configuration except what a throwaway bench needs; in particular the Argon2 parameters
-# are the defaults (any HAECHI_IDENTITY__ARGON2__* in the caller's environment is dropped).
-env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL -u HAECHI_DATABASE_URL_FILE \
-    -u HAECHI_IDENTITY__ARGON2__MEMORY_KIB -u HAECHI_IDENTITY__ARGON2__ITERATIONS \
-    -u HAECHI_IDENTITY__ARGON2__PARALLELISM -u HAECHI_ADMIN_PASSWORD_FILE \
-    HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
-    nice -n "$NICE" "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --stop-on-stdin-eof \
-    <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-exec 3>"$WORK/stdin" # hold the server's stdin open until stop_server
-
-BASE=""
-for _ in $(seq 1 600); do
-  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
-  [ -n "$BASE" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$BASE" ]; then
-  echo "the server did not start; its output:" >&2
-  cat "$WORK/server.log" >&2
-  exit 1
-fi
-echo "server at $BASE" >&2
-
-curl -fsSk "$BASE/api/v1/health" >/dev/null
+# are the defaults (lib.sh drops any HAECHI_IDENTITY__ARGON2__* of the caller's environment).
+start_server "$WORK"
 
 login_body="{\"user_id\":\"admin\",\"pwd\":\"$ADMIN_PASSWORD\"}"
-TOKEN="$(curl -fsSk -H 'Content-Type: application/json' -d "$login_body" "$BASE/api/v1/auth" |
-  grep -o 'hct_[A-Za-z0-9_-]*' | head -n1)"
-[ -n "$TOKEN" ] || { echo "login failed" >&2; exit 1; }
+login_admin
 me_status="$(curl -sSk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/me")"
 [ "$me_status" = 200 ] || { echo "GET /api/v1/me answered $me_status" >&2; exit 1; }
 
 # ---- throughput --------------------------------------------------------------------------------
 
-# Latency value from wrk ("812.00us", "1.23ms", "1.02s") in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n = n * 60000; else if (v ~ /s$/) n = n * 1000
-    printf "%.2f", n }'
-}
-
-# run_wrk NAME PATH [HEADER]: prints "rps p50_ms p99_ms errors" on stdout, wrk's report on stderr.
-run_wrk() {
-  local name="$1" path="$2" header="${3:-}"
-  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency)
-  [ -n "$header" ] && args+=(-H "$header")
-  run wrk "${args[@]}" -d"${WARMUP}s" "$BASE$path" >/dev/null
-  say "wrk $name: GET $path, $THREADS threads, $CONNECTIONS connections, ${DURATION}s"
-  run wrk "${args[@]}" -d"${DURATION}s" "$BASE$path" >"$WORK/wrk-$name.txt"
-  sed 's/^/  /' "$WORK/wrk-$name.txt" >&2
-  local rps p50 p99 bad errors
-  rps="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$WORK/wrk-$name.txt")"
-  p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$name.txt")")"
-  p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$name.txt")")"
-  bad="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$WORK/wrk-$name.txt")"
-  errors="$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$WORK/wrk-$name.txt")"
-  echo "$rps $p50 $p99 $(( ${bad:-0} + ${errors:-0} ))"
-}
-
 LOAD_BEFORE="$(cut -d" " -f1-3 /proc/loadavg)" # other work on the machine skews the figures
-read -r H_RPS H_P50 H_P99 H_ERR < <(run_wrk ceiling /api/v1/health)
-read -r A_RPS A_P50 A_P99 A_ERR < <(run_wrk auth /api/v1/me "Authorization: Bearer $TOKEN")
+read -r H_RPS H_P50 H_P99 H_ERR _ < <(wrk_run ceiling /api/v1/health)
+read -r A_RPS A_P50 A_P99 A_ERR _ < <(wrk_run auth /api/v1/me -H "Authorization: Bearer $TOKEN")
 RATIO="$(awk -v a="$A_RPS" -v h="$H_RPS" 'BEGIN { printf "%.2f", (h > 0 ? a / h : 0) }')"
 
 # ---- login cost ----------------------------------------------------------------------------------
@@ -176,12 +78,11 @@ stop_server
 
 # ---- summary -------------------------------------------------------------------------------------
 verdict="$(awk -v r="$A_RPS" -v p="$A_P99" 'BEGIN { print ((r >= 20000 && p < 5) ? "met" : "NOT met") }')"
-CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
 cat <<SUMMARY
 
 ==================== haechi bench/auth.sh summary ====================
 date            $(date -u +%Y-%m-%dT%H:%MZ)
-machine         $(nproc) CPUs${CPU:+, $CPU}; wrk and the server share them
+machine         $(machine); wrk and the server share them
 server          release build, SQLite, HTTPS (self-signed), 127.0.0.1
 load average    ${LOAD_BEFORE} (1/5/15 min, before the wrk runs)
 wrk             $THREADS threads, $CONNECTIONS connections, ${DURATION}s (after ${WARMUP}s warm-up); nice $NICE

@@ -24,7 +24,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "open files limit: $(ulimit -n)" >&2
 
 build
-start_server
+start_exec_server
 make_task noop "true"
 
 say "fan-out: no-op task on $FANOUT simulated agents"

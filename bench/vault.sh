@@ -14,8 +14,8 @@
 #   ceiling   GET /api/v1/me                                       authenticated no-op
 #   metadata  GET /v2/credentialvault/credentials/{id}             access check + credential + attributes
 #   values    GET /v2/credentialvault/credentials/{id}/attributevalues
-#             access check + values query + AES-256-GCM decryption + the audit event, committed
-#             (group commit) before the answer
+#             one query (access check and values) + AES-256-GCM decryption + the audit event
+#             (queued, appended in batches)
 # and the ratio values / ceiling. It checks that every value read is in the audit log.
 #
 # Only 127.0.0.1 is contacted (and DATABASE_URL if given); every run has a fixed duration.
@@ -32,86 +32,18 @@ THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-16}"
 DURATION="${DURATION:-15}"
 WARMUP="${WARMUP:-3}"
-ADMIN_PASSWORD="bench-Admin-Pass-1234"
+. bench/lib.sh
+need wrk python3
 
-say() { printf '\n=== %s\n' "$*" >&2; }
-
-# ---- tools -------------------------------------------------------------------------------------
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v curl >/dev/null || missing+=(curl)
-command -v python3 >/dev/null || missing+=(python3)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "missing tools: ${missing[*]} (install them, or run as root)" >&2
-    exit 1
-  fi
-fi
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "cargo build --release -p haechi"
-  cargo build --release -p haechi
-fi
-BIN="${HAECHI_BIN:-$PWD/target/release/haechi}"
-[ -x "$BIN" ] || { echo "no release binary at $BIN" >&2; exit 1; }
-
-# ---- server --------------------------------------------------------------------------------------
-WORK="$(mktemp -d -t haechi-vault-bench.XXXXXX)"
-SERVER_PID=""
-stop_server() {
-  exec 3>&- # closing the server's stdin stops it (--stop-on-stdin-eof)
-  if [ -n "$SERVER_PID" ]; then
-    for _ in $(seq 1 200); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$SERVER_PID" 2>/dev/null; then
-      kill "$SERVER_PID" 2>/dev/null || true
-    fi
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-cleanup() {
-  stop_server
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+build_release
 STORE="SQLite"
 DB_ARGS=()
 if [ -n "${DATABASE_URL:-}" ]; then
   STORE="PostgreSQL"
   DB_ARGS=(--database-url "$DATABASE_URL")
 fi
-
-mkfifo "$WORK/stdin"
 say "starting a release server ($STORE, data dir $WORK/data, port picked by the OS)"
-env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL -u HAECHI_DATABASE_URL_FILE \
-    -u HAECHI_VAULT_MASTER_KEY -u HAECHI_VAULT_MASTER_KEY_FILE -u HAECHI_ADMIN_PASSWORD_FILE \
-    HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" HAECHI_LOG_LEVEL=warn RUST_LOG=warn \
-    "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --stop-on-stdin-eof "${DB_ARGS[@]}" \
-    <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-exec 3>"$WORK/stdin" # hold the server's stdin open until stop_server
-
-BASE=""
-for _ in $(seq 1 600); do
-  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
-  [ -n "$BASE" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$BASE" ]; then
-  echo "the server did not start; its output:" >&2
-  cat "$WORK/server.log" >&2
-  exit 1
-fi
-echo "server at $BASE" >&2
+start_server "$WORK" "${DB_ARGS[@]}"
 
 # ---- seed ----------------------------------------------------------------------------------------
 say "seeding $CREDENTIALS credentials through the API ($SEED_WORKERS connections)"
@@ -212,32 +144,13 @@ function request()
 end
 LUA
 
-# Latency value from wrk ("812.00us", "1.23ms", "1.02s") in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n = n * 60000; else if (v ~ /s$/) n = n * 1000
-    printf "%.2f", n }'
-}
-
-# run_wrk NAME PATH [SCRIPT_SUFFIX]: prints "rps p50_ms p99_ms errors requests" on stdout, wrk's
-# report on stderr. With a suffix the path comes from ids.lua (random credential id + suffix).
+# run_wrk NAME PATH [SUFFIX]: wrk_run as the consumer; with a suffix the path comes from ids.lua
+# (a random credential id, then the suffix).
+export FIRST LAST
 run_wrk() {
-  local name="$1" path="$2" suffix="${3-}"
-  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency -H "$AUTH")
+  local args=(-H "$AUTH")
   [ -n "${3+set}" ] && args+=(-s "$WORK/ids.lua")
-  FIRST="$FIRST" LAST="$LAST" SUFFIX="$suffix" wrk "${args[@]}" -d"${WARMUP}s" "$BASE$path" >"$WORK/warm-$name.txt"
-  say "wrk $name: GET $path$suffix, $THREADS threads, $CONNECTIONS connections, ${DURATION}s"
-  FIRST="$FIRST" LAST="$LAST" SUFFIX="$suffix" wrk "${args[@]}" -d"${DURATION}s" "$BASE$path" >"$WORK/wrk-$name.txt"
-  sed 's/^/  /' "$WORK/wrk-$name.txt" >&2
-  local rps p50 p99 bad errors total
-  rps="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$WORK/wrk-$name.txt")"
-  p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk-$name.txt")")"
-  p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk-$name.txt")")"
-  bad="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/Non-2xx or 3xx responses:/ {s += $NF} END {print s + 0}')"
-  errors="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/Socket errors:/ {gsub(/,/, ""); s += $4 + $6 + $8 + $10} END {print s + 0}')"
-  total="$(cat "$WORK/warm-$name.txt" "$WORK/wrk-$name.txt" | awk '/requests in/ {s += $1} END {print s + 0}')"
-  echo "$rps $p50 $p99 $(( bad + errors )) $total"
+  SUFFIX="${3-}" wrk_run "$1" "$2" "${args[@]}"
 }
 
 LOAD_BEFORE="$(cut -d" " -f1-3 /proc/loadavg)" # other work on the machine skews the figures
@@ -245,13 +158,9 @@ read -r C_RPS C_P50 C_P99 C_ERR _ < <(run_wrk ceiling /api/v1/me)
 read -r M_RPS M_P50 M_P99 M_ERR _ < <(run_wrk metadata /v2/credentialvault/credentials/1 "")
 AUDIT_BEFORE="$(audited_reads)"
 read -r V_RPS V_P50 V_P99 V_ERR V_TOTAL < <(run_wrk values /v2/credentialvault/credentials/1/attributevalues /attributevalues)
-sleep 1 # requests still in flight when wrk stopped finish (and are audited) on the server
+sleep 1 # requests in flight when wrk stopped finish, and queued read events are committed
 AUDIT_AFTER="$(audited_reads)"
 AUDITED=$((AUDIT_AFTER - AUDIT_BEFORE))
-# Group commit: read events per audit transaction, over the whole server's life.
-BATCH="$(curl -fsSk -H "Authorization: Bearer $CONSUMER_TOKEN" "$BASE/metrics" |
-  awk '/^haechi_vault_read_audit_batch_size_sum/ {s = $2} /^haechi_vault_read_audit_batch_size_count/ {c = $2}
-       END { if (c > 0) printf "%.1f events per commit (%d commits)", s / c, c; else print "n/a" }')"
 RATIO="$(awk -v a="$V_RPS" -v h="$C_RPS" 'BEGIN { printf "%.2f", (h > 0 ? a / h : 0) }')"
 DB_SIZE="$(du -sh "$WORK/data" 2>/dev/null | cut -f1)"
 
@@ -263,12 +172,11 @@ fi
 
 # ---- summary -------------------------------------------------------------------------------------
 verdict="$(awk -v r="$V_RPS" -v p="$V_P99" 'BEGIN { print ((r >= 10000 && p < 5) ? "met" : "NOT met") }')"
-CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
 cat <<SUMMARY
 
 ==================== haechi bench/vault.sh summary ====================
 date            $(date -u +%Y-%m-%dT%H:%MZ)
-machine         $(nproc) CPUs${CPU:+, $CPU}; wrk and the server share them
+machine         $(machine); wrk and the server share them
 server          release build, $STORE, HTTPS (self-signed), 127.0.0.1, Express mode
 data            $CREDENTIALS credentials in one locker, one encrypted value each (seeded in ${SEED_SECS}s; data dir $DB_SIZE)
 load average    ${LOAD_BEFORE} (1/5/15 min, before the wrk runs)
@@ -278,7 +186,6 @@ GET .../credentials/{id} (metadata)   ${M_RPS} req/s  p50 ${M_P50} ms  p99 ${M_P
 GET .../{id}/attributevalues (values) ${V_RPS} req/s  p50 ${V_P50} ms  p99 ${V_P99} ms  errors ${V_ERR}
 values / ceiling                      ${RATIO}
 value reads audited                   ${AUDITED} events for ${V_TOTAL} answers wrk read (warm-up included)
-audit group commit                    ${BATCH}
 goal (>= 10000 value reads/s, p99 < 5 ms): ${verdict}
 =======================================================================
 SUMMARY

@@ -19,64 +19,30 @@ cd "$(dirname "$0")/.."
 STEPS="${STEPS:-100}"; RUNS="${RUNS:-5}"; EXECS="${EXECS:-1000}"; BURST_STEPS="${BURST_STEPS:-10}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
-ADMIN_PASSWORD="bench-Admin-Pass-1234"
-say() { printf '\n=== %s\n' "$*" >&2; }
+. bench/lib.sh
+need python3
+build_release
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "cargo build --release -p haechi"
-  cargo build --release -p haechi
-fi
-BIN="$PWD/target/release/haechi"
-[ -x "$BIN" ] || { echo "no release binary at $BIN" >&2; exit 1; }
-
-WORK="$(mktemp -d -t haechi-bench-wf.XXXXXX)"
-SERVER_PID=""
 PG_DB=""
-stop_server() {
-  exec 3>&- || true
-  if [ -n "$SERVER_PID" ]; then
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+drop_pg_db() {
   if [ -n "$PG_DB" ]; then
     psql "$PG_URL" -qtAc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
     PG_DB=""
   fi
 }
-cleanup() { stop_server; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+AT_EXIT+=(drop_pg_db)
 
-# start_server BACKEND: a fresh server with its own data dir (and database).
-start_server() {
-  local backend="$1" dir="$WORK/$1" db_args=()
-  mkdir -p "$dir"
+# start_backend BACKEND: a fresh server with its own data dir (and database); sets TOKEN.
+start_backend() {
+  local backend="$1" db_args=()
   if [ "$backend" = postgres ]; then
     PG_DB="haechi_bench_wf_$$"
     psql "$PG_URL" -qtAc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
     psql "$PG_URL" -qtAc "CREATE DATABASE $PG_DB" >/dev/null
     db_args=(--database-url "${PG_URL%/*}/$PG_DB")
   fi
-  rm -f "$dir/stdin"; mkfifo "$dir/stdin"
-  env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-      HAECHI_LOG_LEVEL=warn RUST_LOG=warn \
-      "$BIN" server --data-dir "$dir/data" --listen 127.0.0.1:0 --stop-on-stdin-eof --no-local-agent \
-      "${db_args[@]}" <"$dir/stdin" >"$dir/server.log" 2>&1 &
-  SERVER_PID=$!
-  exec 3>"$dir/stdin"
-  BASE=""
-  for _ in $(seq 1 600); do
-    BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$dir/server.log" | head -n1)"
-    [ -n "$BASE" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$BASE" ] || { cat "$dir/server.log" >&2; exit 1; }
-  TOKEN="$(curl -fsSk -H 'Content-Type: application/json' -d "{\"user_id\":\"admin\",\"pwd\":\"$ADMIN_PASSWORD\"}" \
-    "$BASE/api/v1/auth" | python3 -c 'import sys, json; print(json.load(sys.stdin)["token"].split(" ", 1)[1])')"
-  echo "server ($backend) at $BASE, pid $SERVER_PID" >&2
+  start_server "$WORK/$backend" --no-local-agent "${db_args[@]}"
+  login_admin
 }
 
 summary=()
@@ -86,7 +52,7 @@ for backend in $BACKENDS; do
     continue
   fi
   say "$backend: $STEPS-step chain of sleep 0, $RUNS runs"
-  start_server "$backend"
+  start_backend "$backend"
   out="$(python3 bench/workflow.py chain "$BASE" "$TOKEN" "$STEPS" "$RUNS")"
   echo "$out"
   summary+=("$backend $(grep '^RESULT' <<<"$out")")
@@ -99,6 +65,7 @@ for backend in $BACKENDS; do
     grep -iE 'panicked|ERROR' "$WORK/$backend/server.log" | head -20 >&2
   fi
   stop_server
+  drop_pg_db
 done
 
 say "summary ($(nproc) CPUs, $(uname -r))"

@@ -14,9 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-100}"; RUNS="${RUNS:-3}"
-ADMIN_PASSWORD="bench-Admin-Pass-1234"
 NODE="bench-local"
-say() { printf '\n=== %s\n' "$*" >&2; }
+. bench/lib.sh
+need python3
 
 if ! command -v ansible-playbook >/dev/null; then
   say "pip install ansible-core"
@@ -24,59 +24,21 @@ if ! command -v ansible-playbook >/dev/null; then
 fi
 ansible-playbook --version | head -n1 >&2
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-  say "cargo build --release -p haechi"
-  cargo build --release -p haechi
-fi
-BIN="$PWD/target/release/haechi"
-
-WORK="$(mktemp -d -t haechi-bench-wft.XXXXXX)"
-SERVER_PID=""
-cleanup() {
-  exec 3>&- || true
-  if [ -n "$SERVER_PID" ]; then
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+build_release
 
 say "starting a release server with its local agent (node $NODE)"
-mkfifo "$WORK/stdin"
-env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-    HAECHI_TASKS__ALLOW_SELF_APPROVAL=true HAECHI_AGENTS__LOCAL_NODE_ID="$NODE" \
-    HAECHI_LOG_LEVEL=warn RUST_LOG=warn \
-    "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --stop-on-stdin-eof \
-    <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-exec 3>"$WORK/stdin"
-BASE=""
-for _ in $(seq 1 600); do
-  BASE="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)"
-  [ -n "$BASE" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$BASE" ] || { cat "$WORK/server.log" >&2; exit 1; }
-TOKEN="$(curl -fsSk -H 'Content-Type: application/json' -d "{\"user_id\":\"admin\",\"pwd\":\"$ADMIN_PASSWORD\"}" \
-  "$BASE/api/v1/auth" | python3 -c 'import sys, json; print(json.load(sys.stdin)["token"].split(" ", 1)[1])')"
+SERVER_ENV=(HAECHI_TASKS__ALLOW_SELF_APPROVAL=true HAECHI_AGENTS__LOCAL_NODE_ID="$NODE")
+start_server "$WORK"
+login_admin
 for _ in $(seq 1 300); do
   curl -fsSk -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/nodes/$NODE" 2>/dev/null | grep -q '"connected":true' && break
   sleep 0.1
 done
 curl -fsSk -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/nodes/$NODE" | grep -q '"connected":true' ||
-  { echo "the local agent did not connect" >&2; cat "$WORK/server.log" >&2; exit 1; }
+  { echo "the local agent did not connect" >&2; cat "$SERVER_LOG" >&2; exit 1; }
 
 TASK="bench-true"
-curl -fsSk -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"id\":\"$TASK\",\"scriptName\":\"true.sh\",\"script\":\"true\",\"osUser\":\"$(id -un)\"}" "$BASE/api/v1/tasks"
-for action in request approve; do
-  curl -fsSk -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"action\":\"$action\"}" "$BASE/api/v1/tasks/$TASK/approval"
-done
+make_task "$TASK" true
 
 say "Haechi: $STEPS task steps running 'true' on $NODE"
 haechi=()
@@ -109,7 +71,6 @@ for r in $(seq 1 "$RUNS"); do
   ansible+=("$t")
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 h="$(median "${haechi[@]}")"; a="$(median "${ansible[@]}")"
 say "summary ($(nproc) CPUs)"
 echo "Haechi  $STEPS task steps: median ${h} s (runs: ${haechi[*]})"

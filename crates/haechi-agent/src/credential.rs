@@ -117,6 +117,7 @@ pub async fn load_or_enroll(opts: &AgentOptions) -> Result<Credential, AgentErro
         secret: res.secret,
     };
     cred.save(&opts.data_dir)?;
+    tracing::info!(node_id = %cred.node_id, server = %opts.server, "agent enrolled");
     Ok(cred)
 }
 

@@ -162,7 +162,7 @@ pub async fn run(
     fsutil::create_private_dir(&opts.data_dir, 0o711)?;
     let _lock = credential::lock_data_dir(&opts.data_dir)?;
     let cred = credential::load_or_enroll(&opts).await?;
-    tracing::info!(node_id = %cred.node_id, server = %opts.server, "agent enrolled");
+    tracing::info!(node_id = %cred.node_id, server = %opts.server, "agent starting");
     let journal = Arc::new(Journal::open(&opts.data_dir)?);
     let agent = Arc::new(Agent {
         opts,

@@ -32,7 +32,7 @@ pub struct BatcherOptions {
 impl Default for BatcherOptions {
     fn default() -> Self {
         BatcherOptions {
-            max_batch: 512,
+            max_batch: 2048,
             queue: 16_384,
             linger: Duration::from_millis(5),
         }
@@ -87,18 +87,24 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOp
     let mut batch: Vec<Event> = Vec::with_capacity(opts.max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        // Let more events gather without being woken for each one: while this sleeps, nobody
-        // polls the receiver, so producers' sends do not wake this task.
-        if !opts.linger.is_zero() && batch.len() < opts.max_batch {
+        drain(&mut rx, &mut batch, opts.max_batch);
+        // Little queued: let more gather without being woken for each one (nobody polls the
+        // receiver while this sleeps, so producers' sends do not wake this task). Under load
+        // the queue already holds a batch and there is no wait.
+        if !opts.linger.is_zero() && batch.len() < opts.max_batch / 8 {
             tokio::time::sleep(opts.linger).await;
-        }
-        while batch.len() < opts.max_batch {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
+            drain(&mut rx, &mut batch, opts.max_batch);
         }
         commit_with_retry(&store, &mut batch).await;
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(_) => break,
+        }
     }
 }
 

@@ -32,8 +32,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_identity_audit"),
     migration!(2, "0002_vault"),
     migration!(3, "0003_exec"),
-    migration!(5, "0005_dbgate"),
     migration!(4, "0004_workflow"),
+    migration!(5, "0005_dbgate"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"
@@ -106,4 +106,27 @@ pub(crate) async fn run(store: &Store) -> Result<()> {
         )));
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn versions_are_listed_oldest_first_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "migration {} is out of place",
+                m.name
+            );
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{} does not carry its version {}",
+                m.name,
+                m.version
+            );
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //!   rotation and master key change.
 //! - `credentials`, `values`, `lockers`: the operations, each checking access (`access`) and
 //!   auditing in the transaction of its change.
-//! - `reads`: group-committed audit of value reads (the hot path).
+//! - value reads are audited through a [`haechi_audit::Batcher`] (the hot path; see
+//!   [`Vault::read_values`]).
 //!
 //! While unsealed, the data keys are kept unwrapped in memory so a value read is one indexed
 //! query for access, one for the values, and an AES-GCM decryption.
@@ -19,7 +20,6 @@ mod error;
 mod keys;
 mod lockers;
 mod model;
-mod reads;
 mod sql;
 mod values;
 
@@ -35,7 +35,6 @@ pub use model::*;
 
 use crate::crypto::MasterKey;
 use crate::keys::Keyring;
-use crate::reads::ReadAudit;
 
 /// Name of the Express-mode key file in the data directory.
 pub const KEY_FILE: &str = "vault.key";
@@ -71,7 +70,8 @@ pub struct Vault {
     keyring: RwLock<Option<Arc<Keyring>>>,
     /// Serialises key operations (unseal, mode, rotation, rekey) on this server.
     admin: tokio::sync::Mutex<()>,
-    reads: ReadAudit,
+    /// Value-read audit events, appended in batches (see [`Vault::read_values`]).
+    reads: haechi_audit::Batcher,
 }
 
 impl Vault {
@@ -87,7 +87,10 @@ impl Vault {
             None => None,
         };
         let vault = Vault {
-            reads: ReadAudit::start(store.clone()),
+            reads: haechi_audit::Batcher::start(
+                store.clone(),
+                haechi_audit::BatcherOptions::default(),
+            ),
             store,
             key_file: opts.data_dir.join(KEY_FILE),
             env_key,
@@ -98,8 +101,8 @@ impl Vault {
         Ok(vault)
     }
 
-    /// Waits until every queued value-read audit event is committed. Call before closing the
-    /// store.
+    /// Stops taking value reads and waits until every queued read event is committed. Call
+    /// after the HTTP server has drained and before closing the store.
     pub async fn shutdown(&self) {
         self.reads.shutdown().await;
     }

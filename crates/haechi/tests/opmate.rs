@@ -383,10 +383,18 @@ async fn task_list_filters_both_spellings_and_target_node() {
     }
 }
 
-fn count_instances(s: &Server) -> i64 {
-    s.sql("SELECT COUNT(*) FROM task_instances")
-        .parse()
-        .unwrap()
+/// Instances of the given tasks (other tests share the server and start their own).
+fn count_instances(s: &Server, tasks: &[&str]) -> i64 {
+    let list = tasks
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    s.sql(&format!(
+        "SELECT COUNT(*) FROM task_instances WHERE task_id IN ({list})"
+    ))
+    .parse()
+    .unwrap()
 }
 
 #[tokio::test]
@@ -428,7 +436,13 @@ async fn refused_starts_are_4xx_with_the_reason_and_create_nothing() {
     .await;
     assert_eq!(st, 200);
 
-    let before = count_instances(s);
+    let ours = [
+        good.as_str(),
+        unapproved.as_str(),
+        no_ondemand.as_str(),
+        "no-such-task",
+    ];
+    let before = count_instances(s, &ours);
     let post = |task: String, nodes: Value| {
         let admin = admin.clone();
         async move {
@@ -466,13 +480,13 @@ async fn refused_starts_are_4xx_with_the_reason_and_create_nothing() {
         assert!(msg.contains(reason), "{task} {nodes}: {msg}");
     }
     assert_eq!(
-        count_instances(s),
+        count_instances(s, &ours),
         before,
         "a refused start stored an instance"
     );
-    let (st, body) = post(good, json!([node])).await;
+    let (st, body) = post(good.clone(), json!([node])).await;
     assert_eq!(st, 200, "{body}");
-    assert_eq!(count_instances(s), before + 1);
+    assert_eq!(count_instances(s, &ours), before + 1);
 }
 
 #[tokio::test]

@@ -147,10 +147,12 @@ impl DbGate {
             )
             .await;
             metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "denied").increment(1);
-            return Err(refuse(format!(
-                "{why} lets '{user_id}' use account '{}' on '{}' from {ip}",
-                account.account, target.name
-            )));
+            let (user, acct, tgt) = (user_id, &account.account, &target.name);
+            return Err(refuse(if matches.is_empty() {
+                format!("{why} lets '{user}' use account '{acct}' on '{tgt}' from {ip}")
+            } else {
+                format!("{why}: '{user}' may not use account '{acct}' on '{tgt}' from {ip}")
+            }));
         }
         self.record(
             Event::new("gateway", "db.connect")
