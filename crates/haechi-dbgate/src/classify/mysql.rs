@@ -196,7 +196,7 @@ fn piece_needs(
     let statements = Parser::parse_sql(&MySqlDialect {}, &piece.text)
         .map_err(|e| format!("the statement does not parse: {e}"))?;
     for st in &statements {
-        statement(st, needs, out, prepared)?;
+        statement(st, flavor, needs, out, prepared)?;
         functions(st, needs);
     }
     Ok(())
@@ -204,6 +204,7 @@ fn piece_needs(
 
 fn statement(
     st: &Statement,
+    flavor: Flavor,
     needs: &mut Needs,
     out: &mut Classification,
     prepared: &dyn Fn(&str) -> Option<PrivSet>,
@@ -238,14 +239,14 @@ fn statement(
         } => {
             needs.add(P::Desc);
             if *analyze {
-                statement(inner, needs, out, prepared)?;
+                statement(inner, flavor, needs, out, prepared)?;
             }
         }
         Statement::ExplainTable { .. } => needs.add(P::Desc),
         Statement::StartTransaction { .. } | Statement::Savepoint { .. } => needs.add(P::Begin),
         Statement::Commit { .. } | Statement::ReleaseSavepoint { .. } => needs.add(P::Commit),
         Statement::Rollback { .. } => needs.add(P::Rollback),
-        Statement::Set(s) => set(s, needs, out),
+        Statement::Set(s) => set(s, flavor, needs, out),
         Statement::Use(_) => needs.add(P::Connect),
         Statement::Truncate(_) => needs.add(P::Truncate),
         Statement::Grant(_) => needs.add(P::Grant),
@@ -343,7 +344,7 @@ fn statement(
             ..
         } => {
             let mut inner_needs = Needs(PrivSet::EMPTY);
-            statement(inner, &mut inner_needs, out, prepared)?;
+            statement(inner, flavor, &mut inner_needs, out, prepared)?;
             functions(inner, &mut inner_needs);
             needs.0 = needs.0.union(inner_needs.0);
             out.prepared
@@ -432,19 +433,27 @@ const LEXER_VARIABLES: &[&str] = &[
     "character_set_database",
 ];
 
-fn set(s: &Set, needs: &mut Needs, out: &mut Classification) {
+fn set(s: &Set, flavor: Flavor, needs: &mut Needs, out: &mut Classification) {
     match s {
         Set::SingleAssignment {
-            scope, variable, ..
+            scope,
+            variable,
+            values,
+            ..
         } => variable_needs(
             scope.is_some_and(is_global),
             &object_last(variable),
+            match values.as_slice() {
+                [v] => Some(v),
+                _ => None,
+            },
+            flavor,
             needs,
             out,
         ),
         Set::ParenthesizedAssignments { variables, .. } => {
             for v in variables {
-                variable_needs(false, &object_last(v), needs, out);
+                variable_needs(false, &object_last(v), None, flavor, needs, out);
             }
         }
         Set::MultipleAssignments { assignments } => {
@@ -452,6 +461,8 @@ fn set(s: &Set, needs: &mut Needs, out: &mut Classification) {
                 variable_needs(
                     a.scope.is_some_and(is_global),
                     &object_last(&a.name),
+                    Some(&a.value),
+                    flavor,
                     needs,
                     out,
                 );
@@ -468,11 +479,106 @@ fn set(s: &Set, needs: &mut Needs, out: &mut Classification) {
     }
 }
 
+/// `sql_mode` modes that change neither how statement text is lexed nor how it parses (only
+/// how the server checks and stores values).
+const PLAIN_SQL_MODES: &[&str] = &[
+    "ALLOW_INVALID_DATES",
+    "EMPTY_STRING_IS_NULL",
+    "ERROR_FOR_DIVISION_BY_ZERO",
+    "NO_AUTO_CREATE_USER",
+    "NO_AUTO_VALUE_ON_ZERO",
+    "NO_DIR_IN_CREATE",
+    "NO_ENGINE_SUBSTITUTION",
+    "NO_UNSIGNED_SUBTRACTION",
+    "NO_ZERO_DATE",
+    "NO_ZERO_IN_DATE",
+    "ONLY_FULL_GROUP_BY",
+    "PAD_CHAR_TO_FULL_LENGTH",
+    "REAL_AS_FLOAT",
+    "SIMULTANEOUS_ASSIGNMENT",
+    "STRICT_ALL_TABLES",
+    "STRICT_TRANS_TABLES",
+    "TIME_ROUND_FRACTIONAL",
+    "TRADITIONAL",
+];
+
+/// Whether a string literal lists only [`PLAIN_SQL_MODES`].
+fn plain_modes(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => s
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .all(|m| PLAIN_SQL_MODES.contains(&m.as_str())),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether assigning `value` to the session's `sql_mode` leaves lexing and parsing as they are:
+/// `CONCAT(@@sql_mode, '<modes>', ...)` adding only [`PLAIN_SQL_MODES`] (what JDBC drivers send
+/// when they connect), or a literal list of them while the session's mode has no lexing flag.
+fn sql_mode_keeps_lexing(value: &Expr, flavor: Flavor) -> bool {
+    if plain_modes(value) {
+        return !flavor.ansi_quotes && !flavor.no_backslash_escapes;
+    }
+    let Expr::Function(f) = value else {
+        return false;
+    };
+    if !object_last(&f.name).eq_ignore_ascii_case("concat") {
+        return false;
+    }
+    let sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)) => {
+                Some(e)
+            }
+            _ => None,
+        })
+        .collect();
+    if args.len() != list.args.len() || !list.clauses.is_empty() {
+        return false;
+    }
+    let current = |e: &Expr| match e {
+        Expr::Identifier(i) => matches!(
+            i.value.to_ascii_lowercase().as_str(),
+            "@@sql_mode" | "@@session.sql_mode" | "@@local.sql_mode"
+        ),
+        Expr::CompoundIdentifier(parts) => {
+            let parts: Vec<String> = parts.iter().map(|p| p.value.to_ascii_lowercase()).collect();
+            matches!(
+                parts
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                ["@@session", "sql_mode"] | ["@@local", "sql_mode"]
+            )
+        }
+        _ => false,
+    };
+    matches!(args.split_first(), Some((first, rest)) if current(first) && rest.iter().all(|e| plain_modes(e)))
+}
+
 fn is_global(m: sqlparser::ast::ContextModifier) -> bool {
     matches!(m, sqlparser::ast::ContextModifier::Global)
 }
 
-fn variable_needs(global: bool, raw: &str, needs: &mut Needs, out: &mut Classification) {
+fn variable_needs(
+    global: bool,
+    raw: &str,
+    value: Option<&Expr>,
+    flavor: Flavor,
+    needs: &mut Needs,
+    out: &mut Classification,
+) {
     let name = raw.to_ascii_lowercase();
     // `@user_var`: the session's own values.
     if name.starts_with('@') && !name.starts_with("@@") {
@@ -488,6 +594,9 @@ fn variable_needs(global: bool, raw: &str, needs: &mut Needs, out: &mut Classifi
         },
         None => (global, name),
     };
+    if !global && name == "sql_mode" && value.is_some_and(|v| sql_mode_keeps_lexing(v, flavor)) {
+        return;
+    }
     if LEXER_VARIABLES.contains(&name.as_str()) {
         out.flags.lexer_change = true;
         return;
@@ -884,5 +993,44 @@ mod tests {
         assert_eq!(t, r"SELECT 'a\'; DROP TABLE t; -- '", "{t}");
         let aq = Flavor::default().with_sql_mode("ANSI_QUOTES");
         assert_eq!(canon_with(r#"SELECT "col""#, aq), "SELECT `col`");
+    }
+
+    #[test]
+    fn sql_mode_changes_that_keep_lexing_need_nothing() {
+        let none = |_: &str| None;
+        let needs = |sql: &str, f: Flavor| classify(sql, f, &none).needs;
+        let plain = Flavor::default();
+        // What MariaDB Connector/J sends at connect.
+        let jdbc = "set autocommit=1, session_track_schema=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')";
+        assert_eq!(needs(jdbc, plain), PrivSet::EMPTY);
+        assert_eq!(
+            needs(
+                "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE'",
+                plain
+            ),
+            PrivSet::EMPTY
+        );
+        for lexing in [
+            "SET sql_mode = concat(@@sql_mode, ',ANSI_QUOTES')",
+            "SET sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES')",
+            "SET sql_mode = concat(@@global.sql_mode, ',STRICT_TRANS_TABLES')",
+            "SET sql_mode = concat(@x, ',STRICT_TRANS_TABLES')",
+            "SET sql_mode = 'ORACLE'",
+            "SET sql_mode = 'PIPES_AS_CONCAT'",
+            "SET sql_mode = @x",
+            "SET GLOBAL sql_mode = 'STRICT_TRANS_TABLES'",
+        ] {
+            assert!(needs(lexing, plain).has(P::All), "{lexing}");
+        }
+        // Replacing the whole mode drops a lexing flag the session has.
+        let aq = plain.with_sql_mode("ANSI_QUOTES");
+        assert!(needs("SET sql_mode = 'STRICT_TRANS_TABLES'", aq).has(P::All));
+        assert_eq!(
+            needs(
+                "SET sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')",
+                aq
+            ),
+            PrivSet::EMPTY
+        );
     }
 }

@@ -1,0 +1,533 @@
+//! The DB gateway with what `tests/gateway.rs` (the stock `psql` and `mariadb` clients, the
+//! machine's trust-configured PostgreSQL) cannot show:
+//!
+//! - JDBC: PgJDBC and MariaDB Connector/J (Debian's jars, run by `gateway_drivers/Probe.java`)
+//!   through the gateway: the extended query protocol with unnamed and named server-side
+//!   statements, `COM_STMT_PREPARE`/`EXECUTE`, a refused statement with the protocol's own
+//!   permission error, and the session still usable.
+//! - The gateway's own logins to PostgreSQL with SCRAM-SHA-256 and MD5: a private PostgreSQL
+//!   cluster (initdb in a temporary directory) whose `pg_hba.conf` asks SCRAM of one role and
+//!   MD5 of another, with the passwords only in the vault; a wrong vault password fails the
+//!   login cleanly and the password appears nowhere.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{call, client, login, Opts, Server, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+
+const PG_JAR: &str = "/usr/share/java/postgresql.jar";
+const MARIADB_JAR: &str = "/usr/share/java/mariadb-java-client.jar";
+
+/// Whether the tests must run rather than skip when a tool is missing.
+fn required() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+fn gateway_port(s: &Server, what: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(line) = s.logs().lines().find(|l| l.contains(what)) {
+            return line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no '{what}' in:\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server with both gateways, and its admin's token.
+async fn gateway_server() -> (Server, String, u16, u16) {
+    let (pg, my) = (free_addr(), free_addr());
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start_with(
+            Opts::default()
+                .arg("--pg-gateway")
+                .arg(&pg)
+                .arg("--mysql-gateway")
+                .arg(&my),
+        )
+    })
+    .await
+    .unwrap();
+    let pg_port = gateway_port(&server, "PostgreSQL gateway on");
+    let my_port = gateway_port(&server, "MySQL gateway on");
+    let admin = login(&server, "admin", ADMIN_PASSWORD).await;
+    (server, admin, pg_port, my_port)
+}
+
+async fn post(s: &Server, token: &str, path: &str, body: Value) -> Value {
+    let (st, v) = call(client().post(s.url(path)).bearer_auth(token).json(&body)).await;
+    assert_eq!(st, 201, "POST {path}: {v}");
+    v
+}
+
+/// A vault credential holding `password`; returns (credential id, value id).
+async fn vault_password(s: &Server, admin: &str, name: &str, password: &str) -> (i64, i64) {
+    let c = post(
+        s,
+        admin,
+        "/v2/credentialvault/credentials",
+        json!({ "name": name, "attributes": [{ "name": "password", "userProvided": false, "masked": true }] }),
+    )
+    .await;
+    let id = c["id"].as_i64().unwrap();
+    let attr = c["attributes"][0]["id"].as_i64().unwrap();
+    let v = post(
+        s,
+        admin,
+        &format!("/v2/credentialvault/credentials/{id}/attributevalues"),
+        json!([{ "credentialAttributeId": attr, "value": password }]),
+    )
+    .await;
+    (id, v[0]["id"].as_i64().unwrap())
+}
+
+/// A target, an account on it whose password is vault credential `credential`, a Haechi user
+/// and a policy granting it `privileges` there; returns (user, password).
+#[allow(clippy::too_many_arguments)]
+async fn grant(
+    s: &Server,
+    admin: &str,
+    kind: &str,
+    target: &str,
+    port: u16,
+    database: &str,
+    account: &str,
+    credential: i64,
+    privileges: &[&str],
+) -> (String, String) {
+    let (st, v) = call(
+        client()
+            .get(s.url(&format!("/api/v1/db/targets/{target}")))
+            .bearer_auth(admin),
+    )
+    .await;
+    if st == 404 {
+        post(
+            s,
+            admin,
+            "/api/v1/db/targets",
+            json!({ "name": target, "kind": kind, "host": "127.0.0.1", "port": port, "database": database }),
+        )
+        .await;
+    } else {
+        assert_eq!(st, 200, "{v}");
+    }
+    post(
+        s,
+        admin,
+        &format!("/api/v1/db/targets/{target}/accounts"),
+        json!({ "account": account, "credentialId": credential, "attribute": "password" }),
+    )
+    .await;
+    let user = common::unique("gdu").to_lowercase();
+    let password = format!("Pw-{}", common::unique("x"));
+    post(
+        s,
+        admin,
+        "/api/v1/users",
+        json!({ "user_id": user, "name": "Driver user", "password": password }),
+    )
+    .await;
+    post(
+        s,
+        admin,
+        "/dbsafer/api/v1/policy/custom/access-policies",
+        json!({ "userId": user, "account": account, "serverAddress": "127.0.0.1", "serverPort": port,
+                "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1", "sqlPrivileges": privileges }),
+    )
+    .await;
+    (user, password)
+}
+
+/// Under CI=true a missing tool fails the test; elsewhere the test is skipped with a note.
+fn tool_missing(what: &str) {
+    assert!(!required(), "{what} is missing (.ci/run installs it)");
+    eprintln!("skipped: {what} is missing");
+}
+
+fn probe(jar: &str, kind: &str, url: &str, user: &str, password: &str) -> (bool, String) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway_drivers/Probe.java");
+    run(Command::new("java")
+        .arg("-cp")
+        .arg(jar)
+        .arg(src)
+        .args([kind, url, user, password]))
+}
+
+/// The answers of the probe's seven prepared SELECTs over t = {(i, i) | i in 1..=n}.
+fn expected_selects(n: i64) -> Vec<String> {
+    (0..7)
+        .map(|i: i64| {
+            let rows = (n - i).max(0);
+            let sum: i64 = ((i + 1)..=n).map(|a| 2 * a).sum();
+            format!("select {i} rows={rows} sum={sum}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn jdbc_drivers_through_the_gateway() {
+    let java = Command::new("java").arg("-version").output().is_ok();
+    if !java || !Path::new(PG_JAR).exists() || !Path::new(MARIADB_JAR).exists() {
+        tool_missing("java with Debian's libpostgresql-jdbc-java and libmariadb-java");
+        return;
+    }
+    let (s, admin, pg_port, my_port) = gateway_server().await;
+    let run_id = common::unique("hgd").to_lowercase();
+    let db_password = format!("Db-{}", common::unique("pw"));
+    // The database side: an account owning a table t of 8 rows, on each database.
+    let pg_admin = std::env::var("HAECHI_CI_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let psql = |sql: &str| {
+        let (ok, out) = run(Command::new("psql").args([
+            &pg_admin,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qtAc",
+            sql,
+        ]));
+        assert!(ok, "{sql}: {out}");
+    };
+    let mariadb = |sql: &str| {
+        let (ok, out) = run(Command::new("mariadb").args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ]));
+        assert!(ok, "{sql}: {out}");
+    };
+    psql(&format!(
+        "CREATE ROLE {run_id} LOGIN PASSWORD '{db_password}'; CREATE SCHEMA {run_id} AUTHORIZATION {run_id}; \
+         ALTER ROLE {run_id} SET search_path = {run_id}; CREATE TABLE {run_id}.t (a int, b int); \
+         INSERT INTO {run_id}.t SELECT g, g FROM generate_series(1, 8) g; ALTER TABLE {run_id}.t OWNER TO {run_id};"
+    ));
+    mariadb(&format!(
+        "CREATE DATABASE {run_id}; CREATE USER '{run_id}'@'%' IDENTIFIED BY '{db_password}'; \
+         GRANT ALL ON {run_id}.* TO '{run_id}'@'%'; CREATE TABLE {run_id}.t (a INT, b INT); \
+         INSERT INTO {run_id}.t VALUES (1,1),(2,2),(3,3),(4,4),(5,5),(6,6),(7,7),(8,8);"
+    ));
+    let (credential, _) = vault_password(&s, &admin, &run_id, &db_password).await;
+    let pg_target = format!("{run_id}_pg");
+    let my_target = format!("{run_id}_my");
+    let (pg_user, pg_pw) = grant(
+        &s,
+        &admin,
+        "postgres",
+        &pg_target,
+        5432,
+        "test",
+        &run_id,
+        credential,
+        &["SELECT", "BEGIN", "COMMIT", "ROLLBACK"],
+    )
+    .await;
+    let (my_user, my_pw) = grant(
+        &s,
+        &admin,
+        "mysql",
+        &my_target,
+        3306,
+        &run_id,
+        &run_id,
+        credential,
+        &["SELECT", "BEGIN", "COMMIT", "ROLLBACK"],
+    )
+    .await;
+
+    let pg = probe(
+        PG_JAR,
+        "pg",
+        &format!("jdbc:postgresql://127.0.0.1:{pg_port}/{pg_target}?sslmode=require"),
+        &format!("{pg_user}@{run_id}"),
+        &pg_pw,
+    );
+    let my = probe(
+        MARIADB_JAR,
+        "mysql",
+        &format!(
+            "jdbc:mariadb://127.0.0.1:{my_port}/{my_target}?useServerPrepStmts=true&useSsl=true&trustServerCertificate=true"
+        ),
+        &format!("{my_user}@{run_id}"),
+        &my_pw,
+    );
+    let pg_rows = run(Command::new("psql").args([
+        &pg_admin,
+        "-X",
+        "-qtAc",
+        &format!("SELECT count(*) FROM {run_id}.t"),
+    ]))
+    .1;
+    let my_rows = run(Command::new("mariadb").args([
+        "-h",
+        "127.0.0.1",
+        "-u",
+        "root",
+        "-N",
+        "-B",
+        "-e",
+        &format!("SELECT count(*) FROM {run_id}.t"),
+    ]))
+    .1;
+    psql(&format!("DROP SCHEMA {run_id} CASCADE; DROP ROLE {run_id}"));
+    mariadb(&format!("DROP DATABASE {run_id}; DROP USER '{run_id}'@'%'"));
+
+    for ((ok, out), refusal, user) in [
+        (
+            &pg,
+            "refused state=42501 ",
+            format!("current_user={run_id}"),
+        ),
+        (
+            &my,
+            "refused state=42000 code=1142 ",
+            format!("current_user={run_id}@"),
+        ),
+    ] {
+        assert!(ok, "{out}");
+        for line in expected_selects(8) {
+            assert!(out.contains(&line), "missing '{line}' in:\n{out}");
+        }
+        let refused = out
+            .lines()
+            .find(|l| l.starts_with("refused"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(refused.starts_with(refusal), "{refused}");
+        assert!(
+            refused.contains("DELETE"),
+            "the message names the missing privilege: {refused}"
+        );
+        assert!(out.contains("after count=8"), "{out}");
+        assert!(out.contains(&user), "{out}");
+        assert!(out.contains("closed"), "{out}");
+        assert!(!out.contains(&db_password));
+    }
+    assert_eq!(pg_rows.trim(), "8", "the refused DELETE changed nothing");
+    assert_eq!(my_rows.trim(), "8", "the refused DELETE changed nothing");
+    assert!(
+        !s.logs().contains(&db_password),
+        "the database password reached the log"
+    );
+}
+
+/// A private PostgreSQL cluster on a free port: SCRAM-SHA-256 for every role over TCP but
+/// `md5role`, which gets MD5; trust over its Unix socket (for set-up). Stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    fn command(&self, tool: &str) -> Command {
+        let path = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// None when PostgreSQL's server programs are not on this machine.
+    fn start() -> Option<Cluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()?;
+        // initdb refuses to run as root: as root, run the server programs as `postgres`.
+        let as_postgres = run(Command::new("id").arg("-u")).1.trim() == "0";
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster {
+            dir,
+            bin,
+            port: 0,
+            as_postgres,
+        };
+        if as_postgres {
+            let (ok, out) = run(Command::new("chown").arg("postgres").arg(c.dir.path()));
+            assert!(ok, "{out}");
+        }
+        let data = c.dir.path().join("data");
+        let (ok, out) = run(c.command("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]));
+        assert!(ok, "initdb: {out}");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all md5role 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        c.port = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            c.port,
+            c.dir.path().display()
+        );
+        let (ok, out) = run(c
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(c.dir.path().join("log"))
+            .args(["-w", "start"]));
+        assert!(ok, "pg_ctl start: {out}");
+        Some(c)
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let (ok, out) = run(Command::new("psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-qtAc", sql]));
+        assert!(ok, "{sql}: {out}");
+        out.trim().to_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"]));
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
+    let Some(cluster) = Cluster::start() else {
+        tool_missing("PostgreSQL's server programs (initdb, pg_ctl)");
+        return;
+    };
+    let scram_pw = format!("Scram-{}", common::unique("pw"));
+    let md5_pw = format!("Md5-{}", common::unique("pw"));
+    cluster.sql(&format!(
+        "SET password_encryption = 'scram-sha-256'; CREATE ROLE scramrole LOGIN PASSWORD '{scram_pw}'; \
+         SET password_encryption = 'md5'; CREATE ROLE md5role LOGIN PASSWORD '{md5_pw}';"
+    ));
+    // The cluster really asks for the passwords: a wrong one is refused, directly.
+    let direct = |role: &str, pw: &str| {
+        run(Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user={role} dbname=postgres",
+                cluster.port
+            ))
+            .args(["-X", "-qtAc", "SELECT current_user"])
+            .env("PGPASSWORD", pw))
+    };
+    assert!(direct("scramrole", &scram_pw).0);
+    assert!(!direct("scramrole", "wrong").0);
+    assert!(!direct("md5role", "wrong").0);
+    assert!(cluster
+        .sql("SELECT rolpassword FROM pg_authid WHERE rolname = 'md5role'")
+        .starts_with("md5"));
+
+    let (s, admin, pg_port, _) = gateway_server().await;
+    let target = common::unique("scram").to_lowercase();
+    let (scram_cred, scram_value) =
+        vault_password(&s, &admin, &format!("{target}-s"), &scram_pw).await;
+    let (md5_cred, _) = vault_password(&s, &admin, &format!("{target}-m"), &md5_pw).await;
+    let users = [
+        grant(
+            &s,
+            &admin,
+            "postgres",
+            &target,
+            cluster.port,
+            "postgres",
+            "scramrole",
+            scram_cred,
+            &["SELECT"],
+        )
+        .await,
+        grant(
+            &s,
+            &admin,
+            "postgres",
+            &target,
+            cluster.port,
+            "postgres",
+            "md5role",
+            md5_cred,
+            &["SELECT"],
+        )
+        .await,
+    ];
+    let through = |user: &str, account: &str, pw: &str| {
+        run(Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={pg_port} user={user}@{account} dbname={target} sslmode=require"
+            ))
+            .args(["-X", "-qtAc", "SELECT current_user"])
+            .env("PGPASSWORD", pw))
+    };
+    for ((user, pw), account) in users.iter().zip(["scramrole", "md5role"]) {
+        let (ok, out) = through(user, account, pw);
+        assert!(ok, "{account}: {out}");
+        assert_eq!(out.trim(), account);
+    }
+    // A wrong password in the vault: the login fails with the gateway's message, no secret in it.
+    let (st, v) = call(
+        client()
+            .put(s.url(&format!(
+                "/v2/credentialvault/credentials/{scram_cred}/attributevalues/{scram_value}"
+            )))
+            .bearer_auth(&admin)
+            .json(&json!([{ "value": "not-the-password", "version": 0 }])),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (ok, out) = through(&users[0].0, "scramrole", &users[0].1);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cannot log in to database target"), "{out}");
+    for secret in [scram_pw.as_str(), md5_pw.as_str(), "not-the-password"] {
+        assert!(!out.contains(secret), "{out}");
+        assert!(!s.logs().contains(secret), "a password reached the log");
+    }
+}
