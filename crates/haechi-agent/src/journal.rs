@@ -57,7 +57,12 @@ impl Journal {
             std::fs::File::create(&path)
                 .map_err(|e| AgentError::io(format!("cannot create {}", path.display()), e))?;
         }
-        crate::fsutil::write_atomically(&dir.join("spec.json"), &serde_json::to_vec(spec)?)?;
+        // The values of `env` (vault secrets) never reach the disk: only their names.
+        let mut kept = spec.clone();
+        for e in &mut kept.env {
+            e.value.clear();
+        }
+        crate::fsutil::write_atomically(&dir.join("spec.json"), &serde_json::to_vec(&kept)?)?;
         crate::fsutil::sync_dir(&self.dir);
         Ok(true)
     }

@@ -166,6 +166,31 @@ pub struct RunSpec {
     pub timeout_secs: u64,
     /// Bytes of stdout + stderr kept; the rest is dropped after a marker.
     pub output_cap: u64,
+    /// Environment variables for this run only (vault values of a workflow's task step): the
+    /// agent never journals their values and masks every occurrence in the output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<SecretEnv>,
+    /// Set when the run needs `env` but the server no longer holds the values (they live only
+    /// in memory, and the server restarted): the agent does not start the script and reports
+    /// the run failed with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_unavailable: Option<String>,
+}
+
+/// One environment variable of [`RunSpec::env`]. Its `Debug` never shows the value.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretEnv {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretEnv")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Which output stream.

@@ -84,13 +84,33 @@ struct Cap {
 }
 
 /// Writes output to the journal, keeping at most the cap, and publishes the new lengths.
+/// Secret values of the run's `env` are masked first, per stream.
 struct Sink {
     job: Arc<Job>,
     journal: Arc<Journal>,
     cap: Mutex<Cap>,
+    maskers: Mutex<[Masker; 2]>,
 }
 
 impl Sink {
+    /// Output as the script wrote it: masked, then kept under the cap.
+    fn output(&self, stream: Stream, data: &[u8]) {
+        let masked = {
+            let mut m = self.maskers.lock().unwrap_or_else(|p| p.into_inner());
+            m[stream_slot(stream)].push(data)
+        };
+        self.write(stream, &masked);
+    }
+
+    /// The end of a stream: what the masker held back.
+    fn close(&self, stream: Stream) {
+        let rest = {
+            let mut m = self.maskers.lock().unwrap_or_else(|p| p.into_inner());
+            m[stream_slot(stream)].finish()
+        };
+        self.write(stream, &rest);
+    }
+
     fn write(&self, stream: Stream, data: &[u8]) {
         let keep = {
             let mut cap = self.cap.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,6 +160,10 @@ pub async fn run(job: Arc<Job>, journal: Arc<Journal>, helper: Option<ExecHelper
             used: 0,
             truncated: false,
         }),
+        maskers: Mutex::new([
+            Masker::new(job.spec.env.iter().map(|e| e.value.as_bytes())),
+            Masker::new(job.spec.env.iter().map(|e| e.value.as_bytes())),
+        ]),
     });
     let started_at = now_ms();
     let (outcome, exit_code, reason, started) = match prepare(&job.spec, helper.as_ref()) {
@@ -177,6 +201,9 @@ struct Prepared {
 }
 
 fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, String> {
+    if let Some(why) = &spec.env_unavailable {
+        return Err(why.clone());
+    }
     if spec.os_user.is_empty() {
         return Err("the task has no osUser".into());
     }
@@ -256,6 +283,9 @@ fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, Stri
         if let Some(v) = std::env::var_os(key) {
             command.env(key, v);
         }
+    }
+    for e in &spec.env {
+        command.env(&e.name, &e.value);
     }
     command
         .current_dir(if home.is_dir() {
@@ -409,8 +439,89 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: Stream, sink:
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => sink.write(stream, &buf[..n]),
+            Ok(n) => sink.output(stream, &buf[..n]),
         }
+    }
+    sink.close(stream);
+}
+
+fn stream_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Out => 0,
+        Stream::Err => 1,
+    }
+}
+
+/// What replaces a secret value in the output.
+pub const MASK: &[u8] = b"****";
+
+/// Replaces every occurrence of secret values in a stream with [`MASK`], also when an
+/// occurrence is split across reads: it holds back a tail that could still grow into a secret
+/// (at most the longest secret's length − 1 bytes) until the next chunk or the end. Where
+/// secrets overlap, the longest one matching at a position wins. Empty values are ignored.
+/// Everything else passes byte for byte.
+pub struct Masker {
+    /// Longest first.
+    secrets: Vec<Vec<u8>>,
+    held: Vec<u8>,
+}
+
+impl Masker {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Masker {
+        let mut secrets: Vec<Vec<u8>> = values
+            .into_iter()
+            .filter(|v| !v.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Masker {
+            secrets,
+            held: Vec::new(),
+        }
+    }
+
+    /// The next chunk; returns what can be passed on now.
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return data.to_vec();
+        }
+        self.held.extend_from_slice(data);
+        self.scan(false)
+    }
+
+    /// The end of the stream: the rest, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return Vec::new();
+        }
+        self.scan(true)
+    }
+
+    fn scan(&mut self, end: bool) -> Vec<u8> {
+        let buf = std::mem::take(&mut self.held);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut i = 0;
+        'outer: while i < buf.len() {
+            let rest = &buf[i..];
+            for s in &self.secrets {
+                if rest.len() < s.len() {
+                    // A longer secret may still complete with the next chunk: wait for it
+                    // (before settling for a shorter one that matches here now).
+                    if !end && s.starts_with(rest) {
+                        self.held = rest.to_vec();
+                        break 'outer;
+                    }
+                } else if rest.starts_with(s) {
+                    out.extend_from_slice(MASK);
+                    i += s.len();
+                    continue 'outer;
+                }
+            }
+            out.push(buf[i]);
+            i += 1;
+        }
+        out
     }
 }
 
@@ -437,7 +548,85 @@ async fn kill_group(
 
 #[cfg(test)]
 mod tests {
-    use super::interpreter_of;
+    use super::{interpreter_of, Masker};
+
+    fn mask_chunks(secrets: &[&str], chunks: &[&str]) -> String {
+        let mut m = Masker::new(secrets.iter().map(|s| s.as_bytes()));
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(m.push(c.as_bytes()));
+        }
+        out.extend(m.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn masks_whole_and_split_occurrences() {
+        assert_eq!(mask_chunks(&["s3cret"], &["pw=s3cret\n"]), "pw=****\n");
+        assert_eq!(
+            mask_chunks(&["s3cret"], &["pw=s3", "cr", "et!"]),
+            "pw=****!"
+        );
+        // Every split point of a two-chunk stream.
+        let text = "a s3cret b s3cret";
+        for cut in 0..=text.len() {
+            let (x, y) = text.split_at(cut);
+            assert_eq!(
+                mask_chunks(&["s3cret"], &[x, y]),
+                "a **** b ****",
+                "cut at {cut}"
+            );
+        }
+        // One byte at a time.
+        let bytes: Vec<String> = text.chars().map(String::from).collect();
+        let parts: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(mask_chunks(&["s3cret"], &parts), "a **** b ****");
+    }
+
+    #[test]
+    fn near_misses_pass_unchanged() {
+        assert_eq!(
+            mask_chunks(&["s3cret"], &["s3cre", "X s3cr"]),
+            "s3creX s3cr"
+        );
+        assert_eq!(mask_chunks(&["aab"], &["aaab"]), "a****");
+        assert_eq!(mask_chunks(&["aab"], &["aa", "aab"]), "aa****");
+    }
+
+    #[test]
+    fn overlapping_and_several_secrets() {
+        // The longer one wins where both match; the shorter one alone is masked too.
+        assert_eq!(
+            mask_chunks(&["abc", "abcdef"], &["x abcdef y abc z"]),
+            "x **** y **** z"
+        );
+        assert_eq!(
+            mask_chunks(&["abc", "abcdef"], &["x abc", "def y abc", "d"]),
+            "x **** y ****d"
+        );
+        assert_eq!(
+            mask_chunks(&["one", "two"], &["one+tw", "o=three"]),
+            "****+****=three"
+        );
+        // Repeated secrets.
+        assert_eq!(mask_chunks(&["xx"], &["xxxxx"]), "********x");
+    }
+
+    #[test]
+    fn empty_values_are_ignored() {
+        assert_eq!(mask_chunks(&[""], &["anything"]), "anything");
+        assert_eq!(mask_chunks(&["", "k"], &["okay"]), "o****ay");
+        assert_eq!(mask_chunks(&[], &["a", "b"]), "ab");
+    }
+
+    #[test]
+    fn binary_output_passes_byte_exact() {
+        let mut m = Masker::new([&b"\xff\x00"[..]]);
+        let mut out = m.push(&[1, 0xff]);
+        out.extend(m.push(&[0x00, 0xfe, 0xff]));
+        out.extend(m.finish());
+        assert_eq!(out, [&[1u8][..], b"****", &[0xfe, 0xff]].concat());
+    }
 
     #[test]
     fn shebang() {

@@ -12,6 +12,7 @@ use crate::nodes::check_id;
 use crate::sql::{bind_args, Arg, Where};
 use crate::tasks::check_arguments;
 use crate::Exec;
+use crate::SecretEnv;
 
 /// Most nodes one instance may run on.
 pub const MAX_NODES: usize = 10_000;
@@ -148,11 +149,13 @@ struct PendingRow {
     script: String,
     os_user: String,
     timeout_secs: i64,
+    /// JSON array of the names of the run's vault environment variables, if it has any.
+    env_names: Option<String>,
 }
 
 const PENDING_SELECT: &str =
     "SELECT e.id AS exec_id, e.node_id, e.exec_no, e.instance_no, i.task_id, i.revision_no, \
-     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs FROM node_executions e \
+     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs, i.env_names FROM node_executions e \
      JOIN task_instances i ON i.instance_no = e.instance_no \
      JOIN task_revisions r ON r.task_id = i.task_id AND r.revision_no = i.revision_no";
 
@@ -172,6 +175,24 @@ async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
 
 impl Exec {
     fn run_spec(&self, p: PendingRow) -> (String, RunSpec) {
+        let needs_env = p.env_names.as_deref().is_some_and(|n| n != "[]");
+        let (env, env_unavailable) = if needs_env {
+            match self.run_env(p.instance_no) {
+                Some(env) => (env.as_ref().clone(), None),
+                None => (
+                    Vec::new(),
+                    Some(format!(
+                        "this run needs environment variables from the vault ({}), whose values the server \
+                         holds only in memory while the instance runs; they are gone (the server restarted, \
+                         another server started the instance, or the instance already ended), so the script \
+                         was not started. A new attempt of the workflow step reads them again.",
+                        p.env_names.as_deref().unwrap_or_default()
+                    )),
+                ),
+            }
+        } else {
+            (Vec::new(), None)
+        };
         (
             p.node_id.clone(),
             RunSpec {
@@ -187,6 +208,8 @@ impl Exec {
                 os_user: p.os_user,
                 timeout_secs: p.timeout_secs.max(0) as u64,
                 output_cap: self.cfg.agents.output_cap_bytes,
+                env,
+                env_unavailable,
             },
         )
     }
@@ -337,6 +360,7 @@ impl Exec {
                     script: rev.script.clone(),
                     os_user: rev.os_user.clone(),
                     timeout_secs: rev.timeout_secs,
+                    env_names: None,
                 })
             })
             .collect();
@@ -390,6 +414,80 @@ impl Exec {
             instance: created.instance,
             runs: created.runs,
         })
+    }
+
+    /// [`Exec::start_instance_in_tx`] for runs that get environment variables (a workflow task
+    /// step's vault values). The instance records the variables' names, never their values;
+    /// the values stay in this server's memory until the instance ends and go with every `Run`
+    /// of it this server sends (also a re-send after an agent reconnects). A `Run` of it sent
+    /// when the values are gone (after a restart, or by another server) tells the agent not to
+    /// start the script ([`RunSpec::env_unavailable`]).
+    pub async fn start_instance_in_tx_with_env(
+        &self,
+        tx: &mut Tx,
+        actor: Option<&Actor>,
+        req: &StartInstance,
+        env: Vec<SecretEnv>,
+    ) -> Result<StartedInTx> {
+        if env.is_empty() {
+            return self.start_instance_in_tx(tx, actor, req).await;
+        }
+        for e in &env {
+            let valid = e
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && e.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(Error::field(
+                    "env",
+                    format_args!("'{}' is not a valid variable name", e.name),
+                ));
+            }
+        }
+        let mut created = self.create_instance_in_tx(tx, req, None, actor).await?;
+        let no = created.instance.task_instance_no;
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        let names = serde_json::to_string(&names)?;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE task_instances SET env_names = $2 WHERE instance_no = $1"
+        )
+        .bind(no)
+        .bind(&names)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        for (_, run) in &mut created.runs {
+            run.env = env.clone();
+        }
+        self.run_envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(no, std::sync::Arc::new(env));
+        Ok(StartedInTx {
+            instance: created.instance,
+            runs: created.runs,
+        })
+    }
+
+    fn run_env(&self, no: i64) -> Option<std::sync::Arc<Vec<SecretEnv>>> {
+        self.run_envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&no)
+            .cloned()
+    }
+
+    /// Drops the in-memory environment of instance `no` (it ended, or its start was not
+    /// committed).
+    pub fn forget_run_env(&self, no: i64) {
+        self.run_envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&no);
     }
 
     /// Sends the runs of an instance stored by [`Exec::start_instance_in_tx`] to the agents.
@@ -651,6 +749,9 @@ impl Exec {
         .execute(&mut *c)
         .await
         .map(|r| r.rows_affected()))?;
+        if ended > 0 {
+            self.forget_run_env(no);
+        }
         if ended == 0 || ok.unwrap_or(0) != total {
             return Ok((ended > 0, None));
         }

@@ -39,6 +39,7 @@ use haechi_types::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
+pub use haechi_agent::protocol::SecretEnv;
 pub use hub::{AgentFrame, ServerFrame};
 pub use instances::StartedInTx;
 pub use model::*;
@@ -65,6 +66,9 @@ pub struct Exec {
     events: broadcast::Sender<ExecEvent>,
     /// Heartbeats received since the last flush, by node.
     heartbeats: Mutex<HashMap<String, i64>>,
+    /// Per-run environment of instances started with one (vault values), by instance: held
+    /// only here, never stored, dropped when the instance ends.
+    run_envs: Mutex<HashMap<i64, Arc<Vec<SecretEnv>>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -79,6 +83,7 @@ impl Exec {
             writer: wtx,
             events: broadcast::channel(4096).0,
             heartbeats: Mutex::new(HashMap::new()),
+            run_envs: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
         });
         tokio::spawn(writer::run(exec.clone(), wrx));

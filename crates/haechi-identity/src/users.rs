@@ -678,6 +678,40 @@ impl Identity {
         Ok(u)
     }
 
+    /// The principal of user `user_pk` as it stands now (its current roles and permissions),
+    /// for work done later on that user's behalf without a token: a workflow execution's
+    /// steps act as the user who started it. A disabled or deleted user has no principal
+    /// (`unavailable` / `not_found`). The allow-list is left empty: no request address applies.
+    pub async fn principal_of(&self, user_pk: i64) -> Result<crate::Principal> {
+        let row: Option<UserRow> = read!(self.store, |db| sqlx::query_as(&format!(
+            "SELECT {USER_COLS} FROM users WHERE id = $1"
+        ))
+        .bind(user_pk)
+        .fetch_optional(db)
+        .await)?;
+        let row = row.ok_or_else(|| Error::not_found(format_args!("user #{user_pk}")))?;
+        if row.disabled {
+            return Err(Error::unavailable(format!(
+                "user '{}' is disabled",
+                row.user_id
+            )));
+        }
+        let roles = roles_of(&self.store, user_pk).await?;
+        let permissions = roles
+            .iter()
+            .fold(PermissionSet::default(), |acc, r| acc.union(r.1));
+        Ok(crate::Principal {
+            id: row.id,
+            kind: UserKind::parse(&row.kind)?,
+            user_id: row.user_id,
+            name: row.name,
+            roles: roles.into_iter().map(|r| r.0).collect(),
+            permissions,
+            allowed_ips: Vec::new(),
+            token_id: 0,
+        })
+    }
+
     /// Users ordered by numeric id, and the total count.
     pub async fn list_users(&self, limit: i64, offset: i64) -> Result<(Vec<User>, i64)> {
         let rows: Vec<UserRow> = read!(self.store, |db| sqlx::query_as(&format!(

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_exec"),
     migration!(4, "0004_workflow"),
     migration!(5, "0005_dbgate"),
+    migration!(6, "0006_task_env"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

@@ -286,6 +286,56 @@ impl Vault {
         }
     }
 
+    /// The value of one attribute (by name, or by its numeric id) of a credential the caller
+    /// may use, for the engines that hand a value on (the DB gateway's backend logins,
+    /// workflow task steps' `env_from_vault`). Access and audit as [`Vault::read_values`].
+    pub async fn read_attribute_value(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        credential: i64,
+        attribute: &str,
+    ) -> Result<SecretString> {
+        let cred = self.get_credential(p, credential).await?;
+        let attr = cred
+            .attributes
+            .iter()
+            .find(|a| a.name == attribute)
+            .or_else(|| {
+                attribute
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|id| cred.attributes.iter().find(|a| a.id == id))
+            })
+            .ok_or_else(|| {
+                Error::field(
+                    "attribute",
+                    format_args!(
+                        "credential {credential} has no attribute '{attribute}' (it has: {})",
+                        cred.attributes
+                            .iter()
+                            .map(|a| a.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+        self.read_values(p, actor, credential)
+            .await?
+            .into_iter()
+            .find(|v| v.attribute_id == attr.id)
+            .map(|v| v.value)
+            .ok_or_else(|| {
+                Error::field(
+                    "attribute",
+                    format_args!(
+                        "attribute '{}' of credential {credential} has no value user '{}' can use",
+                        attr.name, p.user_id
+                    ),
+                )
+            })
+    }
+
     /// The values of a credential the caller may use: standard attributes' values and the
     /// caller's own values of `userProvided` attributes. The read is audited (who, which
     /// credential, which attributes; never the values).

@@ -166,6 +166,8 @@ pub enum Action {
     Http(HttpAction),
     /// Waits for one person holding `role` to approve or reject.
     Approval { role: String },
+    /// Unlocks a DBSAFER policy for a time window.
+    DbAccess(DbAccessAction),
 }
 
 impl Action {
@@ -175,6 +177,7 @@ impl Action {
             Action::Sleep { .. } => StepKind::Sleep,
             Action::Http(_) => StepKind::Http,
             Action::Approval { .. } => StepKind::Approval,
+            Action::DbAccess(_) => StepKind::DbAccess,
         }
     }
 }
@@ -186,14 +189,16 @@ pub enum StepKind {
     Sleep,
     Http,
     Approval,
+    DbAccess,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 4] = [
+    pub const ALL: [StepKind; 5] = [
         StepKind::Task,
         StepKind::Sleep,
         StepKind::Http,
         StepKind::Approval,
+        StepKind::DbAccess,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -202,6 +207,7 @@ impl StepKind {
             StepKind::Sleep => "sleep",
             StepKind::Http => "http",
             StepKind::Approval => "approval",
+            StepKind::DbAccess => "db_access",
         }
     }
 }
@@ -220,6 +226,22 @@ pub struct TaskAction {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_from_vault: BTreeMap<String, VaultRef>,
 }
+
+/// A `db_access` step: unlocks DBSAFER policy `policy` for `duration`. The step succeeds once
+/// the policy is unlocked; the window stays open for the steps after it and closes by itself at
+/// its end (the end is stored with the policy), or earlier when the run ends `FAILED` or
+/// `STOPPED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DbAccessAction {
+    /// The policy's `policyId` (or its numeric `index`).
+    pub policy: String,
+    /// How long the window lasts.
+    pub duration: Secs,
+}
+
+/// Shortest and longest `db_access` window.
+pub const DB_ACCESS_MIN_MS: u64 = 1000;
+pub const DB_ACCESS_MAX_MS: u64 = 24 * 3600 * 1000;
 
 /// One credential attribute in the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -576,6 +598,7 @@ fn action_fields(kind: StepKind) -> &'static [&'static str] {
         StepKind::Sleep => &["seconds"],
         StepKind::Http => &["method", "url", "headers", "body", "expect_status"],
         StepKind::Approval => &["role"],
+        StepKind::DbAccess => &["policy", "duration", "minutes"],
     }
 }
 
@@ -591,6 +614,46 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
         StepKind::Approval => Action::Approval {
             role: f.req_text("role", 200)?,
         },
+        StepKind::DbAccess => {
+            let policy = match f.take("policy") {
+                Some(Value::Number(n)) if n.as_i64().is_some_and(|x| x > 0) => n.to_string(),
+                _ => f.req_text("policy", 200)?,
+            };
+            if policy.contains("${") {
+                return Err(f.err(
+                    "policy",
+                    "must name the policy itself (its policyId or index); parameters are not substituted here",
+                ));
+            }
+            let duration = match (f.take("duration"), f.take("minutes")) {
+                (Some(_), Some(_)) => {
+                    return Err(f.err("minutes", "give either duration or minutes, not both"))
+                }
+                (Some(d), None) => parse_duration(d).map_err(|m| f.err("duration", m))?,
+                (None, Some(m)) => match m.as_f64().filter(|x| x.is_finite()) {
+                    Some(x) => Secs((x * 60_000.0).round().max(0.0) as u64),
+                    None => return Err(f.err("minutes", "must be a number of minutes")),
+                },
+                (None, None) => {
+                    return Err(f.err(
+                        "duration",
+                        "is required for a db_access step: how long the policy stays unlocked (\"90s\", \"15m\", \"1h\", or minutes: N)",
+                    ))
+                }
+            };
+            if !(DB_ACCESS_MIN_MS..=DB_ACCESS_MAX_MS).contains(&duration.ms()) {
+                let key = if f.map.contains_key("minutes") {
+                    "minutes"
+                } else {
+                    "duration"
+                };
+                return Err(f.err(
+                    key,
+                    format_args!("must be from 1 second to 24 hours (got {duration})"),
+                ));
+            }
+            Action::DbAccess(DbAccessAction { policy, duration })
+        }
         StepKind::Task => {
             let task = f.req_text("task", 200)?;
             let nodes = f
@@ -727,6 +790,9 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
     })
 }
 
+/// Most `env_from_vault` variables of one task step.
+const MAX_ENV_FROM_VAULT: usize = 50;
+
 fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>> {
     let mut out = BTreeMap::new();
     let Some(v) = f.take("env_from_vault") else {
@@ -741,6 +807,12 @@ fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>
             "must be an object: NAME → {\"credentialId\": N, \"attribute\": \"password\"}",
         ));
     };
+    if map.len() > MAX_ENV_FROM_VAULT {
+        return Err(f.err(
+            "env_from_vault",
+            format_args!("names at most {MAX_ENV_FROM_VAULT} variables"),
+        ));
+    }
     for (name, r) in map {
         let field = format!("env_from_vault.{name}");
         let mut chars = name.chars();
@@ -755,13 +827,11 @@ fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>
                 "is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
             ));
         }
-        if name.starts_with("HAECHI_")
-            || matches!(
-                name.as_str(),
-                "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL"
-            )
-        {
-            return Err(f.err(&field, "is set by the agent itself; choose another name"));
+        if reserved_env_name(name) {
+            return Err(f.err(
+                &field,
+                "is set by the agent itself or changes how programs run (PATH, LD_*, BASH_ENV…); choose another name",
+            ));
         }
         let Some(o) = r.as_object() else {
             return Err(f.err(
@@ -794,6 +864,77 @@ fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>
         );
     }
     Ok(out)
+}
+
+/// A duration: a number of seconds, or a string of a number and a unit (`90s`, `15m`, `1.5h`;
+/// a bare number in a string is seconds).
+fn parse_duration(v: &Value) -> std::result::Result<Secs, String> {
+    let bad = || format!("must be a duration such as \"90s\", \"15m\" or \"1h\" (got {v})");
+    let (num, unit_ms) = match v {
+        Value::Number(n) => (n.as_f64().ok_or_else(bad)?, 1000.0),
+        Value::String(s) => {
+            let t = s.trim();
+            let (n, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((i, _)) => (&t[..i], &t[i..]),
+                None => (t, "s"),
+            };
+            let unit_ms = match unit {
+                "ms" => 1.0,
+                "s" | "sec" | "secs" => 1000.0,
+                "m" | "min" | "mins" => 60_000.0,
+                "h" => 3_600_000.0,
+                _ => return Err(bad()),
+            };
+            (n.trim().parse::<f64>().map_err(|_| bad())?, unit_ms)
+        }
+        _ => return Err(bad()),
+    };
+    if !num.is_finite() || num < 0.0 {
+        return Err(bad());
+    }
+    Ok(Secs((num * unit_ms).round() as u64))
+}
+
+/// Names the agent sets itself, or that change how programs load or behave (an injected
+/// library, a shell start-up file): an `env_from_vault` name may not be one of them.
+fn reserved_env_name(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "CDPATH",
+        "PS4",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "GLOBIGNORE",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYLIB",
+        "RUBYOPT",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+    ];
+    let up = name.to_ascii_uppercase();
+    EXACT.contains(&up.as_str())
+        || up.starts_with("HAECHI_")
+        || up.starts_with("LD_")
+        || up.starts_with("LC_")
+        || up.starts_with("BASH_FUNC_")
+        || up.starts_with("DYLD_")
 }
 
 /// Checks an absolute http(s) URL.
@@ -1262,6 +1403,69 @@ mod tests {
 
     fn err(v: Value) -> String {
         parse(&v).unwrap_err().message
+    }
+
+    fn db_step(extra: Value) -> Value {
+        let mut step = json!({"name": "open", "type": "db_access", "policy": "P1"});
+        for (k, v) in extra.as_object().unwrap() {
+            step[k] = v.clone();
+        }
+        json!({"name": "w", "group": "g", "steps": [step]})
+    }
+
+    #[test]
+    fn db_access_durations() {
+        for (given, ms) in [
+            (json!({"duration": "90s"}), 90_000),
+            (json!({"duration": "15m"}), 900_000),
+            (json!({"duration": "1.5h"}), 5_400_000),
+            (json!({"duration": "1500ms"}), 1_500),
+            (json!({"duration": 30}), 30_000),
+            (json!({"duration": " 2 m "}), 120_000),
+            (json!({"minutes": 2.5}), 150_000),
+        ] {
+            let def = parse(&db_step(given.clone())).unwrap();
+            let Action::DbAccess(d) = &def.steps[0].action else {
+                panic!("{given}")
+            };
+            assert_eq!(d.duration, Secs(ms), "{given}");
+            // Stored and read back unchanged.
+            let text = serde_json::to_string(&def).unwrap();
+            let back: Definition = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, def);
+        }
+        for (given, says) in [
+            (json!({}), "is required"),
+            (json!({"duration": "0s"}), "from 1 second to 24 hours"),
+            (json!({"duration": "999ms"}), "from 1 second to 24 hours"),
+            (json!({"duration": "24.1h"}), "from 1 second to 24 hours"),
+            (json!({"duration": "1d"}), "must be a duration"),
+            (json!({"duration": "-1m"}), "must be a duration"),
+            (json!({"duration": [1]}), "must be a duration"),
+            (json!({"minutes": 1, "duration": "1m"}), "not both"),
+        ] {
+            let m = err(db_step(given.clone()));
+            assert!(m.contains(says), "{given}: {m}");
+        }
+    }
+
+    #[test]
+    fn env_names_that_change_how_programs_run_are_refused() {
+        for name in [
+            "LD_PRELOAD",
+            "ld_library_path",
+            "PATH",
+            "BASH_ENV",
+            "PYTHONPATH",
+            "HAECHI_X",
+            "LC_ALL",
+            "IFS",
+        ] {
+            assert!(reserved_env_name(name), "{name}");
+        }
+        for name in ["PGPASSWORD", "DB_PASSWORD", "API_TOKEN", "MYPATH"] {
+            assert!(!reserved_env_name(name), "{name}");
+        }
     }
 
     #[test]

@@ -17,8 +17,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use haechi_exec::SecretEnv;
 use haechi_identity::Actor;
 use haechi_types::{time::now_ms, Result};
+use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
@@ -26,7 +28,7 @@ use tokio::task::{AbortHandle, JoinError, JoinSet};
 use crate::definition::{substitute, substitute_json, Action, OnFailure, Step};
 use crate::journal::{Applied, NewEvent, RunUpdate, Transition};
 use crate::model::{RunStatus, StepStatus};
-use crate::ports::TaskStart;
+use crate::ports::{TaskStart, VaultUse};
 use crate::state::{load_run, RunState};
 use crate::steps::{instant_of, run_attempt, AttemptResult, AttemptSpec};
 use crate::{Engine, Loaded};
@@ -273,7 +275,8 @@ impl Driver {
                 self.act(effects, Vec::new());
                 return Ok(Flow::Continue);
             }
-            let transition = self.transition(&plan);
+            let mut transition = self.transition(&plan);
+            self.read_env(&mut transition).await;
             match self.eng.journal.apply(transition).await? {
                 Applied::Conflict => {
                     if !self.reload().await? {
@@ -339,6 +342,9 @@ impl Driver {
                 }
             }
         }
+        // Until every window is locked the execution stays active, so a server that takes it
+        // up after a crash locks them.
+        self.lock_windows().await?;
         loop {
             let now = now_ms();
             let mut next = self.state.clone();
@@ -389,6 +395,129 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Reads the vault values of the task steps this transition starts, as the user who
+    /// started the execution, at the moment the attempt starts. A refusal makes the attempt
+    /// fail with the reason (the journal records it; no task starts).
+    async fn read_env(&self, t: &mut Transition) {
+        for (idx, start) in &mut t.task_starts {
+            let Action::Task(task) = &self.def.def.steps[*idx].action else {
+                continue;
+            };
+            if task.env_from_vault.is_empty() {
+                continue;
+            }
+            let Some(secrets) = &self.eng.secrets else {
+                start.env_refused =
+                    Some("env_from_vault is not available on this server (no vault)".to_owned());
+                continue;
+            };
+            for (name, r) in &task.env_from_vault {
+                start.vault_uses.push(VaultUse {
+                    name: name.clone(),
+                    credential_id: r.credential_id,
+                    attribute: r.attribute.clone(),
+                });
+                if start.env_refused.is_some() {
+                    continue;
+                }
+                match secrets
+                    .read(
+                        self.state.started_by_pk,
+                        &start.actor,
+                        r.credential_id,
+                        &r.attribute,
+                    )
+                    .await
+                {
+                    Ok(v) => start.env.push(SecretEnv {
+                        name: name.clone(),
+                        value: v.expose_secret().to_owned(),
+                    }),
+                    Err(e) => {
+                        start.env.clear();
+                        start.env_refused = Some(format!(
+                            "env_from_vault.{name}: {} may not use attribute '{}' of credential {}: {}",
+                            self.state.started_by, r.attribute, r.credential_id, e.message
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `db_access` windows this run opened that may still be open: (step, policy index
+    /// if known, policy, window end).
+    fn open_windows(&self, state: &RunState, now: i64) -> Vec<(usize, Option<i64>, String, i64)> {
+        let mut out = Vec::new();
+        for (idx, (s, step)) in state.steps.iter().zip(&self.def.def.steps).enumerate() {
+            let Action::DbAccess(d) = &step.action else {
+                continue;
+            };
+            let Some(started) = s.attempt_started_at else {
+                continue;
+            };
+            let until = started + d.duration.ms() as i64;
+            let known = s
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                .and_then(|v| Some((v.get("index")?.as_i64()?, v.get("until")?.as_i64()?)));
+            match (s.status, known) {
+                (StepStatus::Succeeded, Some((index, until))) if until > now => {
+                    out.push((idx, Some(index), d.policy.clone(), until))
+                }
+                // The unlock may have happened while the run ended around it.
+                (StepStatus::Running | StepStatus::Stopped, _) if until > now => {
+                    out.push((idx, None, d.policy.clone(), until))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The run ended `FAILED` or `STOPPED`: locks again every policy a `db_access` step of it
+    /// unlocked whose window has not ended yet (the end of a window needs nothing: the policy
+    /// counts as locked from then on by itself).
+    async fn lock_windows(&self) -> Result<()> {
+        if !matches!(self.state.status, RunStatus::Failed | RunStatus::Stopped) {
+            return Ok(());
+        }
+        let windows = self.open_windows(&self.state, now_ms());
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let Some(gate) = &self.eng.policies else {
+            return Ok(());
+        };
+        let actor = self.actor();
+        for (idx, index, policy, until) in windows {
+            let index = match index {
+                Some(i) => i,
+                None => match gate.find(&policy).await? {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            gate.lock(&actor, index).await?;
+            let step = &self.def.def.steps[idx].name;
+            haechi_audit::record(
+                &self.eng.store,
+                actor
+                    .event("mdrm", "workflow.db_access.lock")
+                    .target(self.state.id.clone())
+                    .detail(json!({
+                        "step": step, "policy": policy, "index": index,
+                        "window_until": haechi_types::time::iso_ms(until),
+                        "reason": format!("the run ended {}", self.state.status.as_str()),
+                    })),
+            )
+            .await?;
+            tracing::info!(execution = %self.state.id, %step, %policy, "db_access window locked: the run ended {}", self.state.status.as_str());
+        }
+        Ok(())
     }
 
     fn actor(&self) -> Actor {
@@ -492,7 +621,9 @@ impl Driver {
             }
             match &step.action {
                 Action::Approval { .. } => {}
-                Action::Sleep { .. } => p.effects.spawn.push((idx, true)),
+                // Unlocking again is harmless: the window still ends where the first attempt
+                // put it (its start plus the duration).
+                Action::Sleep { .. } | Action::DbAccess(_) => p.effects.spawn.push((idx, true)),
                 Action::Task(_) => match s.task_instance_no {
                     Some(_) => p.effects.spawn.push((idx, true)),
                     None => {
@@ -714,10 +845,15 @@ impl Driver {
                         arguments: t.arguments.iter().map(|a| substitute(a, params)).collect(),
                         origin: format!("{}/{}/{attempt}", self.state.id, step.name),
                         actor: self.actor(),
+                        vault_uses: Vec::new(),
+                        env: Vec::new(),
+                        env_refused: None,
                     },
                 ));
             }
-            Action::Sleep { .. } | Action::Http(_) => p.effects.spawn.push((idx, false)),
+            Action::Sleep { .. } | Action::Http(_) | Action::DbAccess(_) => {
+                p.effects.spawn.push((idx, false))
+            }
             Action::Approval { .. } => {}
         }
     }
@@ -763,7 +899,7 @@ impl Driver {
         p.next.status = RunStatus::Failed;
         p.next.ended_at = Some(now);
         p.next.error = Some(error.clone());
-        p.next.active = !p.effects.cancel.is_empty();
+        p.next.active = !p.effects.cancel.is_empty() || !self.open_windows(&p.next, now).is_empty();
         p.events.push(run_event(RunStatus::Failed, error));
     }
 
@@ -823,6 +959,7 @@ impl Driver {
             task_instance_no: s.task_instance_no,
             resumed,
             actor: self.actor(),
+            user_pk: self.state.started_by_pk,
         };
         let attempt = s.attempts;
         let ctx = self.eng.attempts.clone();

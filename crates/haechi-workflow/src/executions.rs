@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use haechi_audit::Outcome;
-use haechi_identity::{Actor, Principal};
+use haechi_identity::{Actor, Permission, Principal};
 use haechi_store::{in_tx, read, Backend, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::{json, Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::definition::{self, Action};
+use crate::definition::{self, Action, Definition};
 use crate::driver::Driver;
 use crate::journal::{insert_events, NewEvent, NewExecution};
 use crate::lease;
@@ -183,6 +183,7 @@ impl Workflows {
         let wf = workflows::find(&self.eng.store, key, false).await?;
         let loaded = self.eng.loaded(wf.id, wf.version).await?;
         let resolved = definition::resolve_params(&loaded.def, params)?;
+        self.check_starter(p, actor, &loaded.def).await?;
         let shown: BTreeMap<&str, String> = resolved
             .iter()
             .map(|(k, v)| (k.as_str(), audit_text(v)))
@@ -214,6 +215,48 @@ impl Workflows {
             tracing::warn!(execution = %created.id, "could not start its driver yet: {}", e.message);
         }
         Ok(created.id)
+    }
+
+    /// What the steps will do as the starter, checked before anything is stored (each step
+    /// checks again when it starts, as the starter may lose a right in between): a
+    /// `db_access` step needs `dbpolicy.manage`; an `env_from_vault` variable needs the
+    /// starter to be able to use the credential's value (read through the vault, which
+    /// audits the read, and dropped).
+    async fn check_starter(&self, p: &Principal, actor: &Actor, def: &Definition) -> Result<()> {
+        for step in &def.steps {
+            match &step.action {
+                Action::DbAccess(d) if !p.can(Permission::DbPolicyManage) => {
+                    return Err(Error::forbidden(format!(
+                        "step '{}' unlocks DB policy '{}': user '{}' lacks the permission 'dbpolicy.manage' to run it",
+                        step.name, d.policy, p.user_id
+                    )));
+                }
+                Action::Task(t) if !t.env_from_vault.is_empty() => {
+                    let Some(secrets) = &self.eng.secrets else {
+                        return Err(Error::invalid(format!(
+                            "step '{}': env_from_vault is not available on this server",
+                            step.name
+                        )));
+                    };
+                    for (name, r) in &t.env_from_vault {
+                        if let Err(e) = secrets
+                            .read(p.id, actor, r.credential_id, &r.attribute)
+                            .await
+                        {
+                            if e.code == haechi_types::Code::Internal {
+                                return Err(e);
+                            }
+                            return Err(Error::forbidden(format!(
+                                "step '{}', env_from_vault.{name}: user '{}' may not use attribute '{}' of credential {}: {}",
+                                step.name, p.user_id, r.attribute, r.credential_id, e.message
+                            )));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The MDRM status of an execution.

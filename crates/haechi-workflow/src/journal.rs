@@ -411,6 +411,38 @@ async fn apply_rows(tx: &mut Tx, t: &Transition) -> Result<Option<i64>> {
     Ok(Some(rev))
 }
 
+/// One `workflow.vault.use` event per `env_from_vault` variable of a task start, in the
+/// transaction that starts the task: which execution, step, attempt, variable, credential and
+/// attribute, and the instance that received it; or, refused, why. Never the value.
+async fn audit_vault_uses(
+    tx: &mut Tx,
+    t: &Transition,
+    step: &str,
+    attempt: i64,
+    req: &TaskStart,
+    started: std::result::Result<i64, String>,
+) -> Result<()> {
+    for u in &req.vault_uses {
+        let mut event = req
+            .actor
+            .event("mdrm", "workflow.vault.use")
+            .target(format!("credential:{}", u.credential_id));
+        let mut detail = serde_json::json!({
+            "execution_id": t.execution_id, "step": step, "attempt": attempt, "env": u.name,
+            "credentialId": u.credential_id, "attribute": u.attribute,
+        });
+        match &started {
+            Ok(no) => detail["taskInstanceNo"] = (*no).into(),
+            Err(why) => {
+                event = event.outcome(haechi_audit::Outcome::Failure);
+                detail["reason"] = why.clone().into();
+            }
+        }
+        haechi_audit::append(tx, event.detail(detail)).await?;
+    }
+    Ok(())
+}
+
 /// Phase 2 of a transition: the task instance of each task step's new attempt, stored with the
 /// attempt. A refused start (task not approved, node disabled…) is recorded on the step and
 /// returned; the attempt then fails with that reason.
@@ -426,7 +458,19 @@ async fn start_tasks(
     for (idx, req) in &t.task_starts {
         let step = t.steps.iter().find(|(i, _)| i == idx).map(|(_, s)| s);
         let attempt = step.map_or(0, |s| s.attempts);
-        match tasks.start_in_tx(tx, req.clone()).await {
+        let step_name = step.map(|s| s.name.clone()).unwrap_or_default();
+        let started = match &req.env_refused {
+            Some(why) => Err(Error::forbidden(why.clone())),
+            None => tasks.start_in_tx(tx, req.clone()).await,
+        };
+        if !req.vault_uses.is_empty() && !matches!(&started, Err(e) if !is_refusal(e)) {
+            let outcome = match &started {
+                Ok(s) => Ok(s.instance_no),
+                Err(e) => Err(e.message.clone()),
+            };
+            audit_vault_uses(tx, t, &step_name, attempt, req, outcome).await?;
+        }
+        match started {
             Ok(started) => {
                 in_tx!(tx, |c| {
                     sqlx::query(
@@ -450,7 +494,11 @@ async fn start_tasks(
                 results.push((*idx, Ok(started.instance_no)));
             }
             Err(e) if is_refusal(&e) => {
-                let message = format!("the task could not be started: {}", e.message);
+                let message = if req.env_refused.is_some() {
+                    format!("the task was not started: {}", e.message)
+                } else {
+                    format!("the task could not be started: {}", e.message)
+                };
                 in_tx!(tx, |c| sqlx::query(
                     "UPDATE workflow_steps SET error = $3 WHERE execution_id = $1 AND idx = $2"
                 )

@@ -8,7 +8,8 @@
 //!   of a sleep, http or task step; `journal`: the one writer that commits transitions in
 //!   groups, each fenced by the execution's `rev`.
 //! - `lease`: which server drives which execution (renewal, takeover, notifications).
-//! - `ports`: the narrow interface to the execution engine (task steps).
+//! - `ports`: the narrow interfaces to the execution engine (task steps), the vault
+//!   (`env_from_vault`) and the DB gateway (`db_access` steps).
 //!
 //! Durability: every transition is committed before it is acted on. A driver holds the only
 //! copy of an execution's state that may change it, on the one server holding its lease; a
@@ -47,7 +48,7 @@ pub use config::WorkflowConfig;
 pub use definition::{Definition, Graph};
 pub use executions::DecisionRequest;
 pub use model::*;
-pub use ports::{ExecTasks, TaskEnd, TaskRunner, TaskStart};
+pub use ports::{ExecTasks, PolicyGate, SecretSource, TaskEnd, TaskRunner, TaskStart, VaultUse};
 pub use steps::idempotency_key;
 
 use crate::driver::DriverHandle;
@@ -59,6 +60,10 @@ pub struct Options {
     pub store: Store,
     pub identity: Arc<Identity>,
     pub tasks: Arc<dyn TaskRunner>,
+    /// The vault, for task steps' `env_from_vault` (absent: such definitions are refused).
+    pub secrets: Option<Arc<dyn SecretSource>>,
+    /// The DB gateway's policies, for `db_access` steps (absent: such definitions are refused).
+    pub policies: Option<Arc<dyn PolicyGate>>,
     pub config: WorkflowConfig,
     /// The server's UTC offset (`timezone`): execution ids carry the local date.
     pub utc_offset_secs: i32,
@@ -77,6 +82,8 @@ pub(crate) struct Engine {
     pub store: Store,
     pub identity: Arc<Identity>,
     pub tasks: Arc<dyn TaskRunner>,
+    pub secrets: Option<Arc<dyn SecretSource>>,
+    pub policies: Option<Arc<dyn PolicyGate>>,
     pub cfg: WorkflowConfig,
     pub utc_offset_secs: i32,
     /// This server among those sharing the store.
@@ -158,11 +165,14 @@ impl Workflows {
             attempts: Arc::new(AttemptCtx {
                 http,
                 tasks: opts.tasks.clone(),
+                policies: opts.policies.clone(),
                 http_timeout_ms: opts.config.http_timeout_secs * 1000,
             }),
             store: opts.store,
             identity: opts.identity,
             tasks: opts.tasks,
+            secrets: opts.secrets,
+            policies: opts.policies,
             cfg: opts.config,
             utc_offset_secs: opts.utc_offset_secs,
             server_id,

@@ -1,15 +1,19 @@
 //! What the engine needs from the other engines, as narrow traits: running OPMATE tasks
-//! ([`TaskRunner`], implemented over `haechi-exec` by [`ExecTasks`]). The driver only ever
-//! sees these traits, so its logic is the same whatever runs the tasks.
+//! ([`TaskRunner`], implemented over `haechi-exec` by [`ExecTasks`]), reading vault values for
+//! `env_from_vault` ([`SecretSource`]) and unlocking DBSAFER policies for `db_access` steps
+//! ([`PolicyGate`]); the last two are implemented where the engines are wired (the `haechi`
+//! binary), so this crate depends on neither the vault nor the gateway. The driver only ever
+//! sees these traits, so its logic is the same whatever is behind them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use haechi_exec::{Exec, NodeExecFilter, Paging, RunnerGubun, StartInstance};
+use haechi_exec::{Exec, NodeExecFilter, Paging, RunnerGubun, SecretEnv, StartInstance};
 use haechi_identity::Actor;
 use haechi_store::Tx;
 use haechi_types::{Code, Error, Result};
+use secrecy::SecretString;
 
 /// A task instance to start for one attempt of a task step.
 #[derive(Debug, Clone)]
@@ -21,6 +25,55 @@ pub struct TaskStart {
     pub origin: String,
     /// Who started the execution (the instance's runner and audit actor).
     pub actor: Actor,
+    /// The step's `env_from_vault` variables, in name order.
+    pub vault_uses: Vec<VaultUse>,
+    /// Their values, read for this attempt just before it starts (never stored; `Debug`
+    /// redacts them).
+    pub env: Vec<SecretEnv>,
+    /// Why the values could not be read: the attempt fails with this reason, no task starts.
+    pub env_refused: Option<String>,
+}
+
+/// One `env_from_vault` variable of a task step.
+#[derive(Debug, Clone)]
+pub struct VaultUse {
+    pub name: String,
+    pub credential_id: i64,
+    pub attribute: String,
+}
+
+/// Reads vault values for task steps' `env_from_vault`.
+pub trait SecretSource: Send + Sync + 'static {
+    /// The value of attribute `attribute` (its name) of credential `credential`, read as user
+    /// `user_pk` (who started the execution) may read it; the vault checks access and audits
+    /// the read. A refusal is an `Err` whose message says why.
+    fn read<'a>(
+        &'a self,
+        user_pk: i64,
+        actor: &'a Actor,
+        credential: i64,
+        attribute: &'a str,
+    ) -> BoxFuture<'a, Result<SecretString>>;
+}
+
+/// Unlocks and locks DBSAFER policies for `db_access` steps.
+pub trait PolicyGate: Send + Sync + 'static {
+    /// The index of the policy named by `policy` (its `policyId`, or its index as a number);
+    /// `None` when there is none.
+    fn find<'a>(&'a self, policy: &'a str) -> BoxFuture<'a, Result<Option<i64>>>;
+
+    /// Unlocks policy `index` until `until_ms` (unix ms; it counts as locked again from then,
+    /// across restarts), as user `user_pk`, who must be allowed to manage policies.
+    fn unlock_until<'a>(
+        &'a self,
+        user_pk: i64,
+        actor: &'a Actor,
+        index: i64,
+        until_ms: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Locks policy `index` now.
+    fn lock<'a>(&'a self, actor: &'a Actor, index: i64) -> BoxFuture<'a, Result<()>>;
 }
 
 /// A task instance stored in the caller's transaction; `dispatch` sends its work to the agents
@@ -72,6 +125,7 @@ impl TaskRunner for ExecTasks {
 
     fn start_in_tx<'a>(&'a self, tx: &'a mut Tx, req: TaskStart) -> BoxFuture<'a, Result<Started>> {
         Box::pin(async move {
+            let has_env = !req.env.is_empty();
             let start = StartInstance {
                 task_id: req.task_id,
                 node_ids: req.nodes,
@@ -82,13 +136,21 @@ impl TaskRunner for ExecTasks {
             };
             let started = self
                 .0
-                .start_instance_in_tx(tx, Some(&req.actor), &start)
+                .start_instance_in_tx_with_env(tx, Some(&req.actor), &start, req.env.clone())
                 .await?;
             let instance_no = started.instance.task_instance_no;
             let exec = self.0.clone();
+            let guard = EnvGuard {
+                exec: exec.clone(),
+                instance_no,
+                armed: has_env,
+            };
             Ok(Started {
                 instance_no,
-                dispatch: Box::new(move || exec.dispatch_started(started)),
+                dispatch: Box::new(move || {
+                    guard.disarm();
+                    exec.dispatch_started(started)
+                }),
             })
         })
     }
@@ -154,6 +216,29 @@ impl TaskRunner for ExecTasks {
             }
             self.0.cancel(actor, no, None).await.map(|_| ())
         })
+    }
+}
+
+/// Drops the in-memory environment of an instance whose transaction never committed (its
+/// `dispatch` was dropped without being called), so vault values do not outlive it.
+struct EnvGuard {
+    exec: Arc<Exec>,
+    instance_no: i64,
+    armed: bool,
+}
+
+impl EnvGuard {
+    /// The transaction committed: the environment stays for the instance's runs.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.exec.forget_run_env(self.instance_no);
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use haechi_types::time::now_ms;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::definition::{Action, HttpAction};
-use crate::ports::TaskRunner;
+use crate::definition::{Action, DbAccessAction, HttpAction};
+use crate::ports::{PolicyGate, TaskRunner};
 
 /// Bytes of an http response body kept in the step's result.
 const BODY_KEPT: usize = 1024;
@@ -24,6 +24,7 @@ const BODY_KEPT: usize = 1024;
 pub(crate) struct AttemptCtx {
     pub http: reqwest::Client,
     pub tasks: Arc<dyn TaskRunner>,
+    pub policies: Option<Arc<dyn PolicyGate>>,
     /// Timeout of an http step that gives none.
     pub http_timeout_ms: u64,
 }
@@ -42,6 +43,8 @@ pub(crate) struct AttemptSpec {
     /// The attempt was under way when a server stopped and is taken up again.
     pub resumed: bool,
     pub actor: Actor,
+    /// The numeric id of the user who started the execution.
+    pub user_pk: i64,
 }
 
 /// How an attempt ended.
@@ -103,6 +106,7 @@ pub(crate) async fn run_attempt(ctx: Arc<AttemptCtx>, spec: AttemptSpec) -> Atte
         Action::Sleep { seconds } => sleep(&spec, seconds.ms()).await,
         Action::Http(h) => http(&ctx, &spec, h).await,
         Action::Task(_) => task(&ctx, &spec).await,
+        Action::DbAccess(d) => db_access(&ctx, &spec, d).await,
         // Decided through the store, never run as a future.
         Action::Approval { .. } => AttemptResult::fail("an approval step has no attempt to run"),
     }
@@ -236,6 +240,45 @@ fn describe_http_error(e: &reqwest::Error) -> String {
         kind.to_owned()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+/// Unlocks the policy until the attempt's start plus the duration (so an attempt taken up
+/// again after a restart does not lengthen the window) and succeeds; the window then closes by
+/// itself at its end.
+async fn db_access(ctx: &AttemptCtx, spec: &AttemptSpec, d: &DbAccessAction) -> AttemptResult {
+    let Some(gate) = &ctx.policies else {
+        return AttemptResult::fail("db_access steps are not available on this server");
+    };
+    let index = match gate.find(&d.policy).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return AttemptResult::fail(format!("policy '{}' does not exist", d.policy));
+        }
+        Err(e) => {
+            return AttemptResult::fail(format!(
+                "looking up policy '{}' failed: {}",
+                d.policy, e.message
+            ))
+        }
+    };
+    let until = spec.attempt_started_at + d.duration.ms() as i64;
+    let result = json!({
+        "policy": d.policy, "index": index, "until": until,
+        "until_iso": haechi_types::time::iso_ms(until),
+    });
+    if until <= now_ms() {
+        return AttemptResult::ok(Some(result));
+    }
+    match gate
+        .unlock_until(spec.user_pk, &spec.actor, index, until)
+        .await
+    {
+        Ok(()) => AttemptResult::ok(Some(result)),
+        Err(e) => AttemptResult::fail(format!(
+            "policy '{}' could not be unlocked: {}",
+            d.policy, e.message
+        )),
     }
 }
 

@@ -114,15 +114,34 @@ impl Workflows {
     async fn checked(&self, value: &Value) -> Result<Definition> {
         let def = definition::parse(value)?;
         for (i, step) in def.steps.iter().enumerate() {
-            if let Action::Task(t) = &step.action {
-                if !t.env_from_vault.is_empty() {
+            match &step.action {
+                Action::Task(t) if !t.env_from_vault.is_empty() && self.eng.secrets.is_none() => {
                     return Err(def.step_error(
                         i,
                         "env_from_vault",
-                        "is not available yet: the execution engine cannot give an agent a per-run \
-                         environment that is never stored, so a credential value cannot reach the task safely",
+                        "is not available on this server: it runs without the credential vault",
                     ));
                 }
+                Action::DbAccess(d) => {
+                    let Some(gate) = &self.eng.policies else {
+                        return Err(def.step_error(
+                            i,
+                            "type",
+                            "db_access steps are not available on this server: it runs without the DB gateway",
+                        ));
+                    };
+                    if gate.find(&d.policy).await?.is_none() {
+                        return Err(def.step_error(
+                            i,
+                            "policy",
+                            format_args!(
+                                "policy '{}' does not exist (see GET /dbsafer/api/v1/policy/custom/access-policies)",
+                                d.policy
+                            ),
+                        ));
+                    }
+                }
+                _ => {}
             }
         }
         let (tasks, roles) = def.references();

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod config;
+mod ports;
 mod server;
 mod tasks_cli;
 mod tls;

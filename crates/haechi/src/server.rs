@@ -60,17 +60,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
     );
 
-    let workflows = haechi_workflow::Workflows::start(haechi_workflow::Options {
-        store: store.clone(),
-        identity: identity.clone(),
-        tasks: Arc::new(haechi_workflow::ExecTasks(exec.clone())),
-        config: cfg.workflow.clone(),
-        utc_offset_secs: cfg.utc_offset_secs(),
-        data_dir: cfg.data_dir.clone(),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
-
     let dbgate = haechi_dbgate::DbGate::open(
         store.clone(),
         identity.clone(),
@@ -82,6 +71,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("database gateway: {e}"))?;
+
+    let workflows = haechi_workflow::Workflows::start(haechi_workflow::Options {
+        store: store.clone(),
+        identity: identity.clone(),
+        tasks: Arc::new(haechi_workflow::ExecTasks(exec.clone())),
+        secrets: Some(Arc::new(crate::ports::VaultSecrets {
+            identity: identity.clone(),
+            vault: vault.clone(),
+        })),
+        policies: Some(Arc::new(crate::ports::DbGatePolicies {
+            identity: identity.clone(),
+            dbgate: dbgate.clone(),
+        })),
+        config: cfg.workflow.clone(),
+        utc_offset_secs: cfg.utc_offset_secs(),
+        data_dir: cfg.data_dir.clone(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
 
     let listen: SocketAddr = cfg.listen_addr();
     let mut own_fingerprint = None;

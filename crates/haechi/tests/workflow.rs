@@ -289,9 +289,9 @@ async fn validation_names_each_problem() {
             def(
                 "g",
                 json!([{ "name": "a", "type": "task", "task": "t", "nodes": ["n1"],
-            "env_from_vault": { "DB_PW": { "credentialId": 1, "attribute": "password" } } }]),
+            "env_from_vault": { "LD_PRELOAD": { "credentialId": 1, "attribute": "password" } } }]),
             ),
-            "steps[0].env_from_vault",
+            "steps[0].env_from_vault.LD_PRELOAD",
         ),
         (
             def(

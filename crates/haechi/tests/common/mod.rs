@@ -327,6 +327,35 @@ impl Server {
         }
     }
 
+    /// Every byte the store holds: the files of the data directory (SQLite and its WAL) or a
+    /// `pg_dump` of the database, to search for something that must never be stored.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        match &self.db {
+            Db::Sqlite(_) => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(&self.data_dir).unwrap() {
+                    let p = entry.unwrap().path();
+                    if p.is_file() {
+                        all.extend(std::fs::read(&p).unwrap());
+                    }
+                }
+                all
+            }
+            Db::Postgres(url) => {
+                let out = Command::new("pg_dump")
+                    .args(["--data-only", "--inserts", url])
+                    .output()
+                    .expect("pg_dump must be installed");
+                assert!(
+                    out.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                out.stdout
+            }
+        }
+    }
+
     /// `haechi audit verify` against this server's store: (exit code, output).
     pub fn audit_verify(&self) -> (i32, String) {
         let mut cmd = Command::new(bin());
@@ -435,6 +464,27 @@ pub async fn user_with_roles(s: &Server, roles: &[&str]) -> (String, String, Str
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let token = login(s, &user_id, &password).await;
     (user_id, password, token)
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn bytes_contain(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every file under `dir`, concatenated (an agent's data directory).
+pub fn dir_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                all.extend(dir_bytes(&p));
+            } else if let Ok(b) = std::fs::read(&p) {
+                all.extend(b);
+            }
+        }
+    }
+    all
 }
 
 /// Sends a request and returns (status, JSON body or Null).
