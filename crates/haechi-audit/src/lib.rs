@@ -236,6 +236,9 @@ pub async fn append_slice(tx: &mut Tx, events: &[Event]) -> Result<i64> {
         prev = e.hash.clone();
         stored.push(e);
     }
+    // SQLite gets anonymous `?` parameters: for a numbered one (`$n`), binding looks its name
+    // up by a linear scan (`sqlite3_bind_parameter_name`), quadratic in the parameter count.
+    let anonymous = tx.backend() == Backend::Sqlite;
     for chunk in stored.chunks(rows) {
         let mut sql = String::from(
             "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) VALUES ",
@@ -250,8 +253,12 @@ pub async fn append_slice(tx: &mut Tx, events: &[Event]) -> Result<i64> {
                 if k > 1 {
                     sql.push_str(", ");
                 }
-                sql.push('$');
-                sql.push_str(&(b + k).to_string());
+                if anonymous {
+                    sql.push('?');
+                } else {
+                    sql.push('$');
+                    sql.push_str(&(b + k).to_string());
+                }
             }
             sql.push(')');
         }

@@ -333,6 +333,9 @@ impl DbGate {
         let all = policy::load_all(&self.store).await?;
         let indexes: Vec<i64> = policy::filter(&all, f).map(|p| p.index).collect();
         let mut tx = self.store.begin().await?;
+        // The version row before the audit head, as every other policy change takes them:
+        // the other order deadlocks against a concurrent create on PostgreSQL.
+        policy::bump_version(&mut tx).await?;
         let now = now_ms();
         let mut changed = Vec::with_capacity(indexes.len());
         for index in indexes {
@@ -362,7 +365,6 @@ impl DbGate {
             .await?;
             changed.push(index);
         }
-        policy::bump_version(&mut tx).await?;
         tx.commit().await?;
         self.reload().await?;
         Ok(changed)

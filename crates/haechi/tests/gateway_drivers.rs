@@ -133,13 +133,20 @@ async fn grant(
     } else {
         assert_eq!(st, 200, "{v}");
     }
-    post(
-        s,
-        admin,
-        &format!("/api/v1/db/targets/{target}/accounts"),
-        json!({ "account": account, "credentialId": credential, "attribute": "password" }),
+    // The account once per target (a second policy on it reuses it).
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/api/v1/db/targets/{target}/accounts")))
+            .bearer_auth(admin)
+            .json(
+                &json!({ "account": account, "credentialId": credential, "attribute": "password" }),
+            ),
     )
     .await;
+    assert!(
+        st == 201 || (st == 409 && v["message"].as_str().unwrap().contains("already has")),
+        "{st} {v}"
+    );
     let user = common::unique("gdu").to_lowercase();
     let password = format!("Pw-{}", common::unique("x"));
     post(
@@ -186,22 +193,48 @@ fn expected_selects(n: i64) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn jdbc_drivers_through_the_gateway() {
-    let java = Command::new("java").arg("-version").output().is_ok();
-    if !java || !Path::new(PG_JAR).exists() || !Path::new(MARIADB_JAR).exists() {
-        tool_missing("java with Debian's libpostgresql-jdbc-java and libmariadb-java");
-        return;
+fn pg_admin_url() -> String {
+    std::env::var("HAECHI_CI_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A database account of the same name on the machine's PostgreSQL (its own schema, the
+/// account's `search_path`) and MariaDB (its own database), each with a table `t` of 8 rows
+/// `(i, i)`, and its password in a vault credential. Dropped on drop.
+struct Accounts {
+    name: String,
+    password: String,
+    credential: i64,
+}
+
+impl Accounts {
+    async fn create(s: &Server, admin: &str) -> Accounts {
+        let name = common::unique("hgd").to_lowercase();
+        let password = format!("Db-{}", common::unique("pw"));
+        let a = Accounts {
+            credential: vault_password(s, admin, &name, &password).await.0,
+            name,
+            password,
+        };
+        let n = &a.name;
+        let pw = &a.password;
+        a.pg(&format!(
+            "CREATE ROLE {n} LOGIN PASSWORD '{pw}'; CREATE SCHEMA {n} AUTHORIZATION {n}; \
+             ALTER ROLE {n} SET search_path = {n}; CREATE TABLE {n}.t (a int, b int); \
+             INSERT INTO {n}.t SELECT g, g FROM generate_series(1, 8) g; ALTER TABLE {n}.t OWNER TO {n};"
+        ));
+        a.my(&format!(
+            "CREATE DATABASE {n}; CREATE USER '{n}'@'%' IDENTIFIED BY '{pw}'; \
+             GRANT ALL ON {n}.* TO '{n}'@'%'; CREATE TABLE {n}.t (a INT, b INT); \
+             INSERT INTO {n}.t VALUES (1,1),(2,2),(3,3),(4,4),(5,5),(6,6),(7,7),(8,8);"
+        ));
+        a
     }
-    let (s, admin, pg_port, my_port) = gateway_server().await;
-    let run_id = common::unique("hgd").to_lowercase();
-    let db_password = format!("Db-{}", common::unique("pw"));
-    // The database side: an account owning a table t of 8 rows, on each database.
-    let pg_admin = std::env::var("HAECHI_CI_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let psql = |sql: &str| {
+
+    /// Runs `sql` as PostgreSQL's superuser; its output.
+    fn pg(&self, sql: &str) -> String {
         let (ok, out) = run(Command::new("psql").args([
-            &pg_admin,
+            &pg_admin_url(),
             "-X",
             "-v",
             "ON_ERROR_STOP=1",
@@ -209,8 +242,11 @@ async fn jdbc_drivers_through_the_gateway() {
             sql,
         ]));
         assert!(ok, "{sql}: {out}");
-    };
-    let mariadb = |sql: &str| {
+        out.trim().to_owned()
+    }
+
+    /// Runs `sql` as MariaDB's root; its output.
+    fn my(&self, sql: &str) -> String {
         let (ok, out) = run(Command::new("mariadb").args([
             "-h",
             "127.0.0.1",
@@ -224,18 +260,50 @@ async fn jdbc_drivers_through_the_gateway() {
             sql,
         ]));
         assert!(ok, "{sql}: {out}");
-    };
-    psql(&format!(
-        "CREATE ROLE {run_id} LOGIN PASSWORD '{db_password}'; CREATE SCHEMA {run_id} AUTHORIZATION {run_id}; \
-         ALTER ROLE {run_id} SET search_path = {run_id}; CREATE TABLE {run_id}.t (a int, b int); \
-         INSERT INTO {run_id}.t SELECT g, g FROM generate_series(1, 8) g; ALTER TABLE {run_id}.t OWNER TO {run_id};"
-    ));
-    mariadb(&format!(
-        "CREATE DATABASE {run_id}; CREATE USER '{run_id}'@'%' IDENTIFIED BY '{db_password}'; \
-         GRANT ALL ON {run_id}.* TO '{run_id}'@'%'; CREATE TABLE {run_id}.t (a INT, b INT); \
-         INSERT INTO {run_id}.t VALUES (1,1),(2,2),(3,3),(4,4),(5,5),(6,6),(7,7),(8,8);"
-    ));
-    let (credential, _) = vault_password(&s, &admin, &run_id, &db_password).await;
+        out.trim().to_owned()
+    }
+
+    /// `count(*),sum(a)` of `t` on each database.
+    fn rows(&self) -> (String, String) {
+        let q = format!("SELECT count(*), sum(a) FROM {}.t", self.name);
+        (
+            self.pg(&q).replace('|', ","),
+            self.my(&q).replace('\t', ","),
+        )
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        let n = &self.name;
+        let _ = run(Command::new("psql").args([
+            &pg_admin_url(),
+            "-X",
+            "-qtAc",
+            &format!("DROP SCHEMA IF EXISTS {n} CASCADE; DROP ROLE IF EXISTS {n}"),
+        ]));
+        let _ = run(Command::new("mariadb").args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "-e",
+            &format!("DROP DATABASE IF EXISTS {n}; DROP USER IF EXISTS '{n}'@'%'"),
+        ]));
+    }
+}
+
+#[tokio::test]
+async fn jdbc_drivers_through_the_gateway() {
+    let java = Command::new("java").arg("-version").output().is_ok();
+    if !java || !Path::new(PG_JAR).exists() || !Path::new(MARIADB_JAR).exists() {
+        tool_missing("java with Debian's libpostgresql-jdbc-java and libmariadb-java");
+        return;
+    }
+    let (s, admin, pg_port, my_port) = gateway_server().await;
+    let acc = Accounts::create(&s, &admin).await;
+    let run_id = acc.name.clone();
+    let privileges = ["SELECT", "BEGIN", "COMMIT", "ROLLBACK"];
     let pg_target = format!("{run_id}_pg");
     let my_target = format!("{run_id}_my");
     let (pg_user, pg_pw) = grant(
@@ -246,8 +314,8 @@ async fn jdbc_drivers_through_the_gateway() {
         5432,
         "test",
         &run_id,
-        credential,
-        &["SELECT", "BEGIN", "COMMIT", "ROLLBACK"],
+        acc.credential,
+        &privileges,
     )
     .await;
     let (my_user, my_pw) = grant(
@@ -258,8 +326,8 @@ async fn jdbc_drivers_through_the_gateway() {
         3306,
         &run_id,
         &run_id,
-        credential,
-        &["SELECT", "BEGIN", "COMMIT", "ROLLBACK"],
+        acc.credential,
+        &privileges,
     )
     .await;
 
@@ -279,27 +347,6 @@ async fn jdbc_drivers_through_the_gateway() {
         &format!("{my_user}@{run_id}"),
         &my_pw,
     );
-    let pg_rows = run(Command::new("psql").args([
-        &pg_admin,
-        "-X",
-        "-qtAc",
-        &format!("SELECT count(*) FROM {run_id}.t"),
-    ]))
-    .1;
-    let my_rows = run(Command::new("mariadb").args([
-        "-h",
-        "127.0.0.1",
-        "-u",
-        "root",
-        "-N",
-        "-B",
-        "-e",
-        &format!("SELECT count(*) FROM {run_id}.t"),
-    ]))
-    .1;
-    psql(&format!("DROP SCHEMA {run_id} CASCADE; DROP ROLE {run_id}"));
-    mariadb(&format!("DROP DATABASE {run_id}; DROP USER '{run_id}'@'%'"));
-
     for ((ok, out), refusal, user) in [
         (
             &pg,
@@ -328,14 +375,144 @@ async fn jdbc_drivers_through_the_gateway() {
         assert!(out.contains("after count=8"), "{out}");
         assert!(out.contains(&user), "{out}");
         assert!(out.contains("closed"), "{out}");
-        assert!(!out.contains(&db_password));
+        assert!(!out.contains(&acc.password));
     }
-    assert_eq!(pg_rows.trim(), "8", "the refused DELETE changed nothing");
-    assert_eq!(my_rows.trim(), "8", "the refused DELETE changed nothing");
+    let eight = ("8,36".to_owned(), "8,36".to_owned());
+    assert_eq!(acc.rows(), eight, "the refused DELETE changed nothing");
     assert!(
-        !s.logs().contains(&db_password),
+        !s.logs().contains(&acc.password),
         "the database password reached the log"
     );
+}
+
+/// Runs the stock client with `stdin` as its input; (success, stdout + stderr).
+fn with_stdin(cmd: &mut Command, stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// PostgreSQL `COPY` in both directions and MySQL `LOAD DATA LOCAL INFILE` and `COM_INIT_DB`
+/// through the gateway, each refused without its privilege (changing nothing) and working with it.
+#[tokio::test]
+async fn copy_load_data_local_and_init_db_follow_the_policy() {
+    let (s, admin, pg_port, my_port) = gateway_server().await;
+    let acc = Accounts::create(&s, &admin).await;
+    let n = acc.name.clone();
+    let pg_target = format!("{n}_pg");
+    let my_target = format!("{n}_my");
+    let mut users = Vec::new();
+    for privileges in [
+        &["SELECT"][..],
+        &["SELECT", "INSERT", "COMMAND", "CONNECT"][..],
+    ] {
+        let pg = grant(
+            &s,
+            &admin,
+            "postgres",
+            &pg_target,
+            5432,
+            "test",
+            &n,
+            acc.credential,
+            privileges,
+        )
+        .await;
+        let my = grant(
+            &s,
+            &admin,
+            "mysql",
+            &my_target,
+            3306,
+            &n,
+            &n,
+            acc.credential,
+            privileges,
+        )
+        .await;
+        users.push((pg, my));
+    }
+    let psql = |(user, pw): &(String, String), command: &str, input: &str| {
+        with_stdin(
+            Command::new("psql")
+                .arg(format!(
+                    "host=127.0.0.1 port={pg_port} user={user}@{n} dbname={pg_target} sslmode=require"
+                ))
+                .args(["-X", "-qtA", "-c", command])
+                .env("PGPASSWORD", pw),
+            input,
+        )
+    };
+    let data = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(data.path(), "100\t100\n200\t200\n").unwrap();
+    let mariadb = |(user, pw): &(String, String), sql: &str| {
+        with_stdin(
+            Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "-P", &my_port.to_string()])
+                .arg(format!("-u{user}@{n}"))
+                .arg(format!("-p{pw}"))
+                .args(["--local-infile=1", "-N", "-B", &my_target]),
+            sql,
+        )
+    };
+    let load = format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE t; SELECT 'loaded';",
+        data.path().display()
+    );
+    let (reader_pg, reader_my) = &users[0];
+    let (writer_pg, writer_my) = &users[1];
+    let eight = ("8,36".to_owned(), "8,36".to_owned());
+
+    // COPY TO STDOUT needs SELECT only.
+    let (ok, out) = psql(reader_pg, "\\copy t TO STDOUT", "");
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 8, "{out}");
+    assert!(out.contains("8\t8"), "{out}");
+    // COPY FROM STDIN needs INSERT: refused, nothing loaded, and the data is not taken.
+    let (ok, out) = psql(reader_pg, "\\copy t FROM pstdin", "100\t100\n200\t200\n");
+    assert!(!ok, "{out}");
+    assert!(out.contains("needs INSERT"), "{out}");
+    // LOAD DATA LOCAL needs INSERT and COMMAND: refused, and the client is never asked for the file.
+    let (_, out) = mariadb(reader_my, &load);
+    assert!(out.contains("1142"), "{out}");
+    assert!(!out.contains("loaded"), "{out}");
+    // COM_INIT_DB (`USE`) needs CONNECT.
+    let (_, out) = mariadb(reader_my, &format!("USE {n}; SELECT 'switched';"));
+    assert!(out.contains("1142") && !out.contains("switched"), "{out}");
+    assert_eq!(
+        acc.rows(),
+        eight,
+        "a refused COPY or LOAD DATA changed nothing"
+    );
+
+    // With the privileges, both loads work, and USE too.
+    let (ok, out) = psql(writer_pg, "\\copy t FROM pstdin", "100\t100\n200\t200\n");
+    assert!(ok, "{out}");
+    let (ok, out) = mariadb(writer_my, &load);
+    assert!(ok && out.contains("loaded"), "{out}");
+    let (ok, out) = mariadb(writer_my, &format!("USE {n}; SELECT 'switched';"));
+    assert!(ok && out.contains("switched"), "{out}");
+    let ten = ("10,336".to_owned(), "10,336".to_owned());
+    assert_eq!(acc.rows(), ten);
 }
 
 /// A private PostgreSQL cluster on a free port: SCRAM-SHA-256 for every role over TCP but
@@ -526,8 +703,15 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
     let (ok, out) = through(&users[0].0, "scramrole", &users[0].1);
     assert!(!ok, "{out}");
     assert!(out.contains("cannot log in to database target"), "{out}");
+    // The passwords are nowhere but encrypted in the vault: not in the message, the server's
+    // log, or the store (the SQLite files or a PostgreSQL dump, audit included).
+    let store = s.store_bytes();
     for secret in [scram_pw.as_str(), md5_pw.as_str(), "not-the-password"] {
         assert!(!out.contains(secret), "{out}");
         assert!(!s.logs().contains(secret), "a password reached the log");
+        assert!(
+            !common::bytes_contain(&store, secret),
+            "a password is in the store in plaintext"
+        );
     }
 }
