@@ -515,6 +515,53 @@ async fn copy_load_data_local_and_init_db_follow_the_policy() {
     assert_eq!(acc.rows(), ten);
 }
 
+/// pg_query reads `'...'` as standard-conforming; a database role that turned
+/// `standard_conforming_strings` off reads backslashes as escapes, so the gateway cannot trust
+/// its classification of that session: only `ALL` allows a statement there.
+#[tokio::test]
+async fn a_role_reading_backslash_escapes_needs_all() {
+    let (s, admin, pg_port, _) = gateway_server().await;
+    let acc = Accounts::create(&s, &admin).await;
+    let n = acc.name.clone();
+    acc.pg(&format!(
+        "ALTER ROLE {n} SET standard_conforming_strings = off"
+    ));
+    let target = format!("{n}_pg");
+    let (user, pw) = grant(
+        &s,
+        &admin,
+        "postgres",
+        &target,
+        5432,
+        "test",
+        &n,
+        acc.credential,
+        &["SELECT", "DELETE"],
+    )
+    .await;
+    let (ok, out) = run(Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={pg_port} user={user}@{n} dbname={target} sslmode=require"
+        ))
+        .args([
+            "-X",
+            "-qtA",
+            "-c",
+            "SELECT 1",
+            "-c",
+            r"SELECT 'a\'; DELETE FROM t; --'",
+        ])
+        .env("PGPASSWORD", &pw));
+    assert!(!ok, "{out}");
+    assert!(out.contains("only a policy granting ALL"), "{out}");
+    assert!(!out.lines().any(|l| l.trim() == "1"), "{out}");
+    assert_eq!(
+        acc.rows(),
+        ("8,36".to_owned(), "8,36".to_owned()),
+        "nothing ran"
+    );
+}
+
 /// A private PostgreSQL cluster on a free port: SCRAM-SHA-256 for every role over TCP but
 /// `md5role`, which gets MD5; trust over its Unix socket (for set-up). Stopped on drop.
 struct Cluster {

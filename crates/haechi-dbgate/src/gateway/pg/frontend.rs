@@ -183,6 +183,16 @@ pub async fn handle(
         }
     };
     drop(db_password);
+    // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
+    // A database or role configured otherwise reads backslashes in '...' as escapes, so the
+    // classification cannot be trusted: only ALL allows anything then.
+    if db
+        .params
+        .iter()
+        .any(|(k, v)| k == "standard_conforming_strings" && !v.eq_ignore_ascii_case("on"))
+    {
+        session.lexer_uncertain = true;
+    }
 
     let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
     let mut hello = BytesMut::new();
