@@ -11,6 +11,7 @@
 # the gateway is lexed, parsed, checked and audited (sysbench uses server-side prepared
 # statements: checked at COM_STMT_PREPARE and again at each COM_STMT_EXECUTE).
 #
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report).
 # Tunables: TABLES=4 TABLE_SIZE=100000 THREADS=10 DURATION=20 IDLE=500 SKIP_BUILD=
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,7 +97,16 @@ tps() {
 }
 say "sysbench oltp_read_only --threads=$THREADS --time=$DURATION"
 DIRECT=$(tps 3306 "$RUN" "$DBPW" "$RUN")
+if [ -n "${PERF:-}" ]; then
+  # PERF=1: where the gateway spends its time during its run (PERF_OUT=file for the report).
+  perf record -q -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 GATEWAY=$(tps "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+if [ -n "${PERF:-}" ]; then
+  wait "$PERF_PID" || true
+  perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v '^$' | head -80 >"${PERF_OUT:-/dev/stderr}" || true
+fi
 
 say "$IDLE idle client connections through the gateway"
 my "SET GLOBAL max_connections = $((IDLE + 100))"

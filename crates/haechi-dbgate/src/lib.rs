@@ -83,6 +83,10 @@ pub struct DbGate {
     /// Serialises reloads so an older load never replaces a newer one.
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) cancels: gateway::CancelRegistry,
+    /// Classifications of PostgreSQL statement strings seen before (by shape).
+    pub(crate) pg_classes: classify::cache::Cache,
+    /// The threads client sessions run on, started with the first session.
+    pub(crate) session_threads: std::sync::OnceLock<gateway::SessionThreads>,
 }
 
 impl DbGate {
@@ -107,6 +111,8 @@ impl DbGate {
             loaded_version: AtomicI64::new(-1),
             reload_lock: tokio::sync::Mutex::new(()),
             cancels: gateway::CancelRegistry::default(),
+            pg_classes: classify::cache::Cache::default(),
+            session_threads: std::sync::OnceLock::new(),
         });
         gate.reload().await?;
         let weak = Arc::downgrade(&gate);
@@ -266,7 +272,7 @@ impl DbGate {
                 }
                 // Two servers generating the same id at once: take the next number.
                 Err(e) if generated && attempt < 5 && e.code == haechi_types::Code::Conflict => {
-                    continue
+                    continue;
                 }
                 Err(e) => return Err(e),
             }

@@ -9,6 +9,9 @@
 //!   cluster (initdb in a temporary directory) whose `pg_hba.conf` asks SCRAM of one role and
 //!   MD5 of another, with the passwords only in the vault; a wrong vault password fails the
 //!   login cleanly and the password appears nowhere.
+//! - TLS from the gateway to the database (`"tls": "require"` targets): that cluster with
+//!   `hostssl` only, and a private MariaDB server (`mariadb-install-db`) whose account is
+//!   `REQUIRE SSL`.
 
 mod common;
 
@@ -585,6 +588,14 @@ impl Cluster {
 
     /// None when PostgreSQL's server programs are not on this machine.
     fn start() -> Option<Cluster> {
+        Cluster::start_with(
+            "local all all trust\nhost all md5role 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            false,
+        )
+    }
+
+    /// A cluster with `pg_hba.conf` `hba`, and TLS (a self-signed certificate) when `ssl`.
+    fn start_with(hba: &str, ssl: bool) -> Option<Cluster> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
             .flatten()
@@ -613,17 +624,24 @@ impl Cluster {
             "--no-sync",
         ]));
         assert!(ok, "initdb: {out}");
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhost all md5role 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .unwrap();
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         c.port = free_addr().rsplit(':').next().unwrap().parse().unwrap();
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             c.port,
             c.dir.path().display()
         );
+        if ssl {
+            self_signed(&data);
+            if as_postgres {
+                let (ok, out) = run(Command::new("chown")
+                    .arg("postgres")
+                    .arg(data.join("server.crt"))
+                    .arg(data.join("server.key")));
+                assert!(ok, "{out}");
+            }
+            opts.push_str(" -c ssl=on");
+        }
         let (ok, out) = run(c
             .command("pg_ctl")
             .arg("-D")
@@ -761,4 +779,272 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
             "a password is in the store in plaintext"
         );
     }
+}
+
+/// Writes `server.crt` and `server.key` (a self-signed certificate for 127.0.0.1) into `dir`.
+fn self_signed(dir: &Path) {
+    let (ok, out) = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.crt")));
+    assert!(ok, "openssl: {out}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// A target named `name` on 127.0.0.1:`port` with backend TLS `tls`.
+async fn tls_target(
+    s: &Server,
+    admin: &str,
+    kind: &str,
+    name: &str,
+    port: u16,
+    db: &str,
+    tls: &str,
+) {
+    post(
+        s,
+        admin,
+        "/api/v1/db/targets",
+        json!({ "name": name, "kind": kind, "host": "127.0.0.1", "port": port, "database": db, "tls": tls }),
+    )
+    .await;
+}
+
+/// A target with `"tls": "require"` reaches PostgreSQL over TLS (the cluster takes TCP logins
+/// over TLS only); the same database as a target without TLS cannot be logged in to.
+#[tokio::test]
+async fn the_gateway_uses_tls_to_postgresql_when_the_target_requires_it() {
+    let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+    let Some(cluster) = Cluster::start_with(hba, true) else {
+        tool_missing("PostgreSQL's server programs (initdb, pg_ctl)");
+        return;
+    };
+    let pw = format!("Tls-{}", common::unique("pw"));
+    cluster.sql(&format!("CREATE ROLE tlsrole LOGIN PASSWORD '{pw}'"));
+    let (s, admin, pg_port, _) = gateway_server().await;
+    let name = common::unique("pgtls").to_lowercase();
+    let (cred, _) = vault_password(&s, &admin, &name, &pw).await;
+    let (tls, plain) = (format!("{name}-tls"), format!("{name}-plain"));
+    tls_target(
+        &s,
+        &admin,
+        "postgres",
+        &tls,
+        cluster.port,
+        "postgres",
+        "require",
+    )
+    .await;
+    tls_target(
+        &s,
+        &admin,
+        "postgres",
+        &plain,
+        cluster.port,
+        "postgres",
+        "disable",
+    )
+    .await;
+    let mut users = Vec::new();
+    for target in [&tls, &plain] {
+        users.push(
+            grant(
+                &s,
+                &admin,
+                "postgres",
+                target,
+                cluster.port,
+                "postgres",
+                "tlsrole",
+                cred,
+                &["SELECT"],
+            )
+            .await,
+        );
+    }
+    let through = |(user, pw): &(String, String), target: &str| {
+        run(Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={pg_port} user={user}@tlsrole dbname={target} sslmode=require"
+            ))
+            .args([
+                "-X",
+                "-qtAc",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ])
+            .env("PGPASSWORD", pw))
+    };
+    let (ok, out) = through(&users[0], &tls);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        "t",
+        "the gateway's session to the database is TLS"
+    );
+    let (ok, out) = through(&users[1], &plain);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cannot log in to database target"), "{out}");
+    assert!(out.contains("no encryption"), "{out}");
+    assert!(!out.contains(&pw) && !s.logs().contains(&pw));
+}
+
+/// A private MariaDB server (`mariadb-install-db` in a temporary directory) with TLS; killed on
+/// drop.
+struct PrivateMariadb {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateMariadb {
+    /// None when MariaDB's server programs are not on this machine.
+    fn start() -> Option<PrivateMariadb> {
+        let install = Path::new("/usr/bin/mariadb-install-db");
+        let server = Path::new("/usr/sbin/mariadbd");
+        if !install.exists() || !server.exists() {
+            return None;
+        }
+        let as_root = run(Command::new("id").arg("-u")).1.trim() == "0";
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path());
+        if as_root {
+            let (ok, out) = run(Command::new("chown").arg("-R").arg("mysql").arg(dir.path()));
+            assert!(ok, "{out}");
+        }
+        let data = dir.path().join("data");
+        let user = if as_root { "mysql" } else { "" };
+        let mut cmd = Command::new(install);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if as_root {
+            cmd.arg(format!("--user={user}"));
+        }
+        let (ok, out) = run(&mut cmd);
+        assert!(ok, "mariadb-install-db: {out}");
+        let port: u16 = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let mut cmd = Command::new(server);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--log-error={}", dir.path().join("log").display()))
+            .arg(format!("--port={port}"))
+            .args(["--bind-address=127.0.0.1", "--innodb-buffer-pool-size=16M"])
+            .arg(format!(
+                "--ssl-cert={}",
+                dir.path().join("server.crt").display()
+            ))
+            .arg(format!(
+                "--ssl-key={}",
+                dir.path().join("server.key").display()
+            ));
+        if as_root {
+            cmd.arg(format!("--user={user}"));
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let m = PrivateMariadb { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !m.try_sql("SELECT 1").0 {
+            assert!(
+                Instant::now() < deadline,
+                "the private MariaDB did not start: {}",
+                std::fs::read_to_string(m.dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(m)
+    }
+
+    fn try_sql(&self, sql: &str) -> (bool, String) {
+        run(Command::new("mariadb")
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
+            .args(["-u", "root", "-N", "-B", "-e", sql]))
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let (ok, out) = self.try_sql(sql);
+        assert!(ok, "{sql}: {out}");
+        out.trim().to_owned()
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same for MariaDB: an account that must use TLS (`REQUIRE SSL`) is reached through a
+/// target with `"tls": "require"`, and not through one without.
+#[tokio::test]
+async fn the_gateway_uses_tls_to_mariadb_when_the_target_requires_it() {
+    let Some(m) = PrivateMariadb::start() else {
+        tool_missing("MariaDB's server programs (mariadb-install-db, mariadbd)");
+        return;
+    };
+    assert_eq!(m.sql("SELECT @@have_ssl"), "YES");
+    let pw = format!("Tls-{}", common::unique("pw"));
+    m.sql(&format!(
+        "CREATE DATABASE tlsdb; CREATE USER 'tlsacct'@'%' IDENTIFIED BY '{pw}' REQUIRE SSL; \
+         GRANT ALL ON tlsdb.* TO 'tlsacct'@'%';"
+    ));
+    let (s, admin, _, my_port) = gateway_server().await;
+    let name = common::unique("mytls").to_lowercase();
+    let (cred, _) = vault_password(&s, &admin, &name, &pw).await;
+    let (tls, plain) = (format!("{name}-tls"), format!("{name}-plain"));
+    tls_target(&s, &admin, "mysql", &tls, m.port, "tlsdb", "require").await;
+    tls_target(&s, &admin, "mysql", &plain, m.port, "tlsdb", "disable").await;
+    let mut users = Vec::new();
+    for target in [&tls, &plain] {
+        users.push(
+            grant(
+                &s,
+                &admin,
+                "mysql",
+                target,
+                m.port,
+                "tlsdb",
+                "tlsacct",
+                cred,
+                &["SELECT"],
+            )
+            .await,
+        );
+    }
+    let through = |(user, pw): &(String, String), target: &str| {
+        run(Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", &my_port.to_string()])
+            .arg(format!("-u{user}@tlsacct"))
+            .arg(format!("-p{pw}"))
+            .args(["-N", "-B", target, "-e"])
+            .arg("SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'"))
+    };
+    let (ok, out) = through(&users[0], &tls);
+    assert!(ok, "{out}");
+    assert!(
+        !out.trim().is_empty(),
+        "the gateway's session to the database is TLS"
+    );
+    let (ok, out) = through(&users[1], &plain);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cannot log in to database target"), "{out}");
+    assert!(!out.contains(&pw) && !s.logs().contains(&pw));
 }

@@ -321,3 +321,50 @@ fn prepared_statements_carry_their_needs() {
         set("UPDATE")
     );
 }
+
+#[test]
+fn the_classification_cache_changes_no_verdict() {
+    let none = |_: &str| None;
+    let cache = super::cache::Cache::default();
+    let mut key = Vec::new();
+    // Twice each (the second from the cache when cacheable), and with other constants.
+    for _ in 0..2 {
+        for (sql, want) in PG {
+            let got = pg::classify_cached(sql, &none, &cache, &mut key);
+            assert_eq!(got.needs, set(want), "{sql:?}");
+            let other = sql.replace('1', "7").replace("'x'", "'y'");
+            let direct = pg::classify(&other, &none);
+            let cached = pg::classify_cached(&other, &none, &cache, &mut key);
+            assert_eq!(cached.needs, direct.needs, "{other:?}");
+            assert_eq!(cached.statements, direct.statements, "{other:?}");
+        }
+    }
+    assert!(!cache.is_empty());
+    // Constants that decide the classification are never served from the cache.
+    pg::classify_cached("SET client_encoding = 'UTF8'", &none, &cache, &mut key);
+    let sjis = pg::classify_cached("SET client_encoding = 'SJIS'", &none, &cache, &mut key);
+    assert_eq!(sjis.needs, set("ALL"));
+    pg::classify_cached(
+        "EXPLAIN (ANALYZE false) DELETE FROM t",
+        &none,
+        &cache,
+        &mut key,
+    );
+    let analyze = pg::classify_cached(
+        "EXPLAIN (ANALYZE true) DELETE FROM t",
+        &none,
+        &cache,
+        &mut key,
+    );
+    assert_eq!(analyze.needs, set("DESC DELETE"));
+    // SQL-level PREPARE / EXECUTE depend on the session.
+    let known = |n: &str| (n == "p").then(|| set("DELETE"));
+    assert_eq!(
+        pg::classify_cached("EXECUTE p", &known, &cache, &mut key).needs,
+        set("DELETE")
+    );
+    assert_eq!(
+        pg::classify_cached("EXECUTE p", &none, &cache, &mut key).needs,
+        set("ALL")
+    );
+}

@@ -8,6 +8,7 @@
 //! parse, or a statement kind with no safe mapping, is [`Classification::unclassifiable`]: only
 //! a policy granting `ALL` lets it through.
 
+pub mod cache;
 pub mod mysql;
 pub mod pg;
 

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use pg_query::protobuf::{self, node::Node as N};
 use serde::ser::{self, Serialize};
 
+use super::cache::{self, Cache};
 use super::{Classification, Needs};
 use crate::privilege::{PrivSet, Privilege as P};
 
@@ -117,24 +118,79 @@ const IDENTITY_OR_LEXER_SETTINGS: &[&str] = &[
 /// Classifies a PostgreSQL statement string. `prepared` answers what a name given to SQL
 /// `PREPARE` earlier in the session needs (for `EXECUTE name`).
 pub fn classify(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> Classification {
+    classify_full(sql, prepared).0
+}
+
+/// [`classify`] through `cache` (see [`super::cache`]); `key` is a buffer the caller keeps
+/// between statements.
+pub fn classify_cached(
+    sql: &str,
+    prepared: &dyn Fn(&str) -> Option<PrivSet>,
+    cache: &Cache,
+    key: &mut Vec<u8>,
+) -> Classification {
+    let keyed = cache::pg_key(sql, key);
+    if keyed {
+        if let Some(e) = cache.get(key) {
+            return Classification::needs(e.needs, e.statements);
+        }
+    }
+    let (c, cacheable) = classify_full(sql, prepared);
+    if keyed && cacheable && c.unclassifiable.is_none() {
+        cache.insert(
+            key,
+            cache::Entry {
+                needs: c.needs,
+                statements: c.statements,
+            },
+        );
+    }
+    c
+}
+
+/// Whether a top-level statement's classification can be cached: its kind and walk never
+/// look at a constant's value, nor at the session (SQL `PREPARE` names).
+fn cacheable(node: &N) -> bool {
+    matches!(
+        node,
+        N::SelectStmt(_)
+            | N::InsertStmt(_)
+            | N::UpdateStmt(_)
+            | N::DeleteStmt(_)
+            | N::MergeStmt(_)
+            | N::TransactionStmt(_)
+    )
+}
+
+/// The classification, and whether it may be cached.
+fn classify_full(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> (Classification, bool) {
     let parsed = match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
         Ok(p) => p,
         Err(e) => {
-            return Classification::unclassifiable(format!("the statement does not parse: {e}"))
+            return (
+                Classification::unclassifiable(format!("the statement does not parse: {e}")),
+                false,
+            );
         }
     };
+    let mut all_cacheable = true;
     let mut needs = Needs(PrivSet::EMPTY);
     let mut out = Classification::needs(PrivSet::EMPTY, parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_deref().and_then(|n| n.node.as_ref()) else {
             continue;
         };
+        all_cacheable &= cacheable(node);
         if let Err(why) = statement(node, &mut needs, &mut out, prepared) {
-            return Classification::unclassifiable(why);
+            return (Classification::unclassifiable(why), false);
         }
     }
     out.needs = needs.0;
-    out
+    let cacheable = all_cacheable
+        && out.prepared.is_empty()
+        && out.deallocated.is_empty()
+        && out.flags == super::Flags::default();
+    (out, cacheable)
 }
 
 /// Privileges of one top-level statement.

@@ -33,9 +33,109 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Boxed [`Io`].
 pub type BoxIo = Box<dyn Io>;
 
+/// Writes all of `bytes` and flushes them. A TLS stream may accept bytes into its own buffer
+/// while the socket is full and send them only when written to again or flushed; a relay that
+/// then waits to read would leave the end of a result in that buffer for good.
+pub(crate) async fn send<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 /// Why a login was refused: the message is safe to show the client.
 #[derive(Debug, Clone)]
 pub struct LoginRefused(pub String);
+
+/// Why [`DbGate::login_with_password`] failed: the message is safe to show the client.
+#[derive(Debug, Clone)]
+pub enum LoginFailed {
+    /// The person may not log in (password, policy, unknown target or account).
+    Refused(String),
+    /// The account's password could not be read from the vault.
+    Vault(String),
+}
+
+/// The threads client sessions run on: each a single-threaded Tokio runtime that owns the
+/// client's and the database's socket of its sessions. A session's bytes then go from one
+/// socket to the other on one thread, with no hand-over between worker threads (which cost
+/// more in wake-ups than the forwarding itself). Logins, which use the store, the identity
+/// engine and the vault, still run on the server's main runtime.
+pub(crate) struct SessionThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SessionThreads {
+    /// Half the CPUs (at least one): the database and the clients need the rest.
+    fn start() -> SessionThreads {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut handles = Vec::new();
+        for i in 0..cpus.div_ceil(2) {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::warn!("database gateway: no session runtime: {e}");
+                    break;
+                }
+            };
+            let handle = rt.handle().clone();
+            let started = std::thread::Builder::new()
+                .name(format!("haechi-dbgate-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()));
+            match started {
+                Ok(_) => handles.push(handle),
+                Err(e) => {
+                    tracing::warn!("database gateway: no session thread: {e}");
+                    break;
+                }
+            }
+        }
+        SessionThreads {
+            handles,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The runtime for the next session (round robin); the caller's when none could start.
+    fn pick(&self) -> tokio::runtime::Handle {
+        if self.handles.is_empty() {
+            return tokio::runtime::Handle::current();
+        }
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles[n % self.handles.len()].clone()
+    }
+}
+
+/// Moves an accepted client connection to a session thread and runs `session` there with it.
+pub(crate) fn spawn_session<F, Fut>(gate: &DbGate, tcp: tokio::net::TcpStream, session: F)
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let std_tcp = match tcp.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("database gateway: cannot hand a connection over: {e}");
+            return;
+        }
+    };
+    let handle = gate
+        .session_threads
+        .get_or_init(SessionThreads::start)
+        .pick();
+    handle.spawn(async move {
+        match tokio::net::TcpStream::from_std(std_tcp) {
+            Ok(tcp) => session(tcp).await,
+            Err(e) => tracing::warn!("database gateway: cannot take a connection over: {e}"),
+        }
+    });
+}
 
 /// A person's session through the gateway: who, as which account, on which target, and the
 /// policies that may grant their statements.
@@ -107,7 +207,7 @@ impl DbGate {
                 return Err(refuse(format!(
                     "there is no {} database target named '{database}'",
                     kind.as_str()
-                )))
+                )));
             }
             Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
         };
@@ -116,7 +216,7 @@ impl DbGate {
             Ok(None) => {
                 return Err(refuse(format!(
                     "database target '{database}' has no account '{account}'"
-                )))
+                )));
             }
             Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
         };
@@ -174,6 +274,42 @@ impl DbGate {
             prepared: HashMap::new(),
             lexer_uncertain: false,
         })
+    }
+
+    /// [`DbGate::login`] and then the account's current password from the vault, run on the
+    /// server's main runtime `main` (where the store's and the vault's connections live).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn login_with_password(
+        self: &Arc<Self>,
+        main: &tokio::runtime::Handle,
+        kind: Kind,
+        protocol: &'static str,
+        user_name: String,
+        database: String,
+        password: SecretString,
+        client: SocketAddr,
+    ) -> std::result::Result<(Session, SecretString), LoginFailed> {
+        let gate = self.clone();
+        let work = async move {
+            let session = gate
+                .login(kind, protocol, &user_name, &database, &password, client)
+                .await
+                .map_err(|e| LoginFailed::Refused(e.0))?;
+            drop(password);
+            match session.backend_password().await {
+                Ok(pw) => Ok((session, pw)),
+                Err(e) => Err(LoginFailed::Vault(format!(
+                    "cannot read the password of database account '{}' from the vault: {}",
+                    session.account.account, e.message
+                ))),
+            }
+        };
+        match main.spawn(work).await {
+            Ok(r) => r,
+            Err(_) => Err(LoginFailed::Refused(
+                "the server is shutting down".to_owned(),
+            )),
+        }
     }
 
     /// A Haechi password, or a token (then it must be the same user's).
@@ -320,6 +456,12 @@ impl Session {
             ),
         };
         Verdict::Refuse { message, missing }
+    }
+
+    /// From now on only `ALL` allows a statement: the database reads this session's text
+    /// otherwise than the classifier does (see [`Session::apply`]).
+    pub fn distrust_lexing(&mut self) {
+        self.lexer_uncertain = true;
     }
 
     /// Notes what an allowed statement string changed in the session (SQL-level prepared

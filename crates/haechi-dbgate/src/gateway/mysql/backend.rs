@@ -8,7 +8,7 @@ use bytes::{BufMut, BytesMut};
 use secrecy::{ExposeSecret, SecretString};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::protocol::{self as p, Packet};
@@ -20,6 +20,8 @@ use crate::targets::{BackendTls, Target};
 pub struct Backend {
     pub io: BoxIo,
     pub buf: BytesMut,
+    /// What is being written to the client or the database (kept to reuse its memory).
+    pub out: BytesMut,
     pub flavor: Flavor,
     pub status: u16,
 }
@@ -117,7 +119,7 @@ pub async fn connect(
             req.put_slice(&[0u8; 23]);
             let mut out = BytesMut::new();
             p::put_packet(&mut out, seq, &req);
-            io.write_all(&out).await.map_err(io_err)?;
+            crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
             seq = seq.wrapping_add(1);
             let cfg = crate::gateway::backend_tls_config().map_err(io_err)?;
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
@@ -164,7 +166,7 @@ pub async fn connect(
         }
         let mut out = BytesMut::new();
         p::put_packet(&mut out, seq, &body);
-        io.write_all(&out).await.map_err(io_err)?;
+        crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
         let status;
         loop {
             let pkt = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
@@ -186,7 +188,7 @@ pub async fn connect(
                     let resp = auth_response(&plugin, password, &scramble)?;
                     let mut out = BytesMut::new();
                     p::put_packet(&mut out, seq, &resp);
-                    io.write_all(&out).await.map_err(io_err)?;
+                    crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
                 }
                 Some(0x01) if plugin == "caching_sha2_password" => match pl.get(1) {
                     Some(0x03) => {}
@@ -196,7 +198,7 @@ pub async fn connect(
                         let mut out = BytesMut::new();
                         p::put_packet(&mut out, seq, &pw);
                         zeroize::Zeroize::zeroize(&mut pw);
-                        io.write_all(&out).await.map_err(io_err)?;
+                        crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
                     }
                     _ => {
                         return Err("the database wants caching_sha2_password full authentication, which needs TLS to the database: set the target's tls to \"require\"".into())
@@ -208,6 +210,7 @@ pub async fn connect(
         let mut backend = Backend {
             io,
             buf,
+            out: BytesMut::with_capacity(16 * 1024),
             flavor: Flavor::from_server_version(&h.version),
             status,
         };
@@ -281,7 +284,9 @@ impl Backend {
         q.put_slice(sql.as_bytes());
         let mut out = BytesMut::new();
         p::put_packet(&mut out, 0, &q);
-        self.io.write_all(&out).await.map_err(io_err)?;
+        crate::gateway::send(&mut self.io, &out)
+            .await
+            .map_err(io_err)?;
         let first = p::read_packet(&mut self.io, &mut self.buf)
             .await
             .map_err(io_err)?;
@@ -352,7 +357,8 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
     expect: Expect,
     allow_infile: bool,
 ) -> std::io::Result<Outcome> {
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = std::mem::take(&mut db.out);
+    out.clear();
     let mut o = Outcome::default();
     let flush = |out: &mut BytesMut| out.len() >= 64 * 1024;
     // Reads one packet from the database, flushing what is queued for the client first when
@@ -365,13 +371,13 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
                     out.put_u8(pk.seq);
                     out.put_slice(&pk.payload);
                     if flush(&mut out) {
-                        client.write_all(&out).await?;
+                        crate::gateway::send(client, &out).await?;
                         out.clear();
                     }
                     break pk;
                 }
                 if !out.is_empty() {
-                    client.write_all(&out).await?;
+                    crate::gateway::send(client, &out).await?;
                     out.clear();
                 }
                 if db.buf.capacity() - db.buf.len() < 16 * 1024 {
@@ -452,10 +458,10 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
                         out.truncate(out.len() - queued);
                         let mut empty = BytesMut::new();
                         p::put_packet(&mut empty, pk.seq.wrapping_add(1), &[]);
-                        db.io.write_all(&empty).await?;
+                        crate::gateway::send(&mut db.io, &empty).await?;
                         o.infile_refused = true;
                     } else {
-                        client.write_all(&out).await?;
+                        crate::gateway::send(client, &out).await?;
                         out.clear();
                         // Client → database: file packets up to an empty one.
                         loop {
@@ -464,7 +470,7 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
                             raw.put_uint_le(fp.payload.len() as u64, 3);
                             raw.put_u8(fp.seq);
                             raw.put_slice(&fp.payload);
-                            db.io.write_all(&raw).await?;
+                            crate::gateway::send(&mut db.io, &raw).await?;
                             if fp.payload.is_empty() {
                                 break;
                             }
@@ -499,8 +505,10 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
         },
     }
     if !out.is_empty() {
-        client.write_all(&out).await?;
+        crate::gateway::send(client, &out).await?;
     }
+    out.clear();
+    db.out = out;
     Ok(o)
 }
 

@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use secrecy::SecretString;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::backend::{self, Backend, Expect};
 use super::protocol::{self as p};
 use crate::classify::{mysql as classify_mysql, Classification};
-use crate::gateway::{BoxIo, Session, StatementRecord, Verdict};
+use crate::gateway::{BoxIo, LoginFailed, Session, StatementRecord, Verdict};
 use crate::privilege::{PrivSet, Privilege};
 use crate::targets::Kind;
 use crate::DbGate;
@@ -40,6 +39,7 @@ pub async fn handle(
     peer: SocketAddr,
     gate: Arc<DbGate>,
     acceptor: Option<TlsAcceptor>,
+    main: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let mut io: BoxIo = Box::new(tcp);
@@ -67,7 +67,7 @@ pub async fn handle(
     hello.put_slice(b"caching_sha2_password\0");
     let mut out = BytesMut::new();
     p::put_packet(&mut out, 0, &hello);
-    io.write_all(&out).await?;
+    crate::gateway::send(&mut io, &out).await?;
 
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut pkt = p::read_packet(&mut io, &mut buf).await?;
@@ -130,7 +130,7 @@ pub async fn handle(
     };
     if !encrypted && resp.plugin == plugin {
         let password = strip_nul(&resp.auth);
-        return login(io, buf, peer, gate, resp, seq, password).await;
+        return login(io, buf, peer, gate, &main, resp, seq, password).await;
     }
     if resp.plugin != plugin {
         let mut sw = BytesMut::new();
@@ -141,16 +141,16 @@ pub async fn handle(
         sw.put_u8(0);
         let mut out = BytesMut::new();
         p::put_packet(&mut out, seq, &sw);
-        io.write_all(&out).await?;
+        crate::gateway::send(&mut io, &out).await?;
         let r = p::read_packet(&mut io, &mut buf).await?;
         seq = r.seq.wrapping_add(1);
         if plugin == "mysql_clear_password" {
-            return login(io, buf, peer, gate, resp, seq, strip_nul(&r.payload)).await;
+            return login(io, buf, peer, gate, &main, resp, seq, strip_nul(&r.payload)).await;
         }
     }
     let mut out = BytesMut::new();
     p::put_packet(&mut out, seq, &[0x01, 0x04]);
-    io.write_all(&out).await?;
+    crate::gateway::send(&mut io, &out).await?;
     let r = p::read_packet(&mut io, &mut buf).await?;
     seq = r.seq.wrapping_add(1);
     if r.payload.first() == Some(&0x02) && r.payload.len() == 1 {
@@ -161,7 +161,7 @@ pub async fn handle(
         )
         .await;
     }
-    login(io, buf, peer, gate, resp, seq, strip_nul(&r.payload)).await
+    login(io, buf, peer, gate, &main, resp, seq, strip_nul(&r.payload)).await
 }
 
 fn strip_nul(b: &[u8]) -> Vec<u8> {
@@ -219,44 +219,37 @@ fn parse_response(pl: &[u8]) -> Option<Response> {
 async fn refuse_login(io: &mut BoxIo, seq: u8, message: &str) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     p::err_packet(&mut out, seq, ER_ACCESS_DENIED, "28000", message);
-    io.write_all(&out).await?;
-    let _ = io.flush().await;
+    crate::gateway::send(io, &out).await?;
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn login(
     mut io: BoxIo,
     mut buf: BytesMut,
     peer: SocketAddr,
     gate: Arc<DbGate>,
+    main: &tokio::runtime::Handle,
     resp: Response,
     seq: u8,
     password: Vec<u8>,
 ) -> std::io::Result<()> {
     let password = SecretString::from(String::from_utf8_lossy(&password).into_owned());
-    let mut session = match gate
-        .login(
+    let (mut session, db_password) = match gate
+        .login_with_password(
+            main,
             Kind::Mysql,
             "mysql",
-            &resp.user,
-            &resp.database,
-            &password,
+            resp.user.clone(),
+            resp.database.clone(),
+            password,
             peer,
         )
         .await
     {
         Ok(s) => s,
-        Err(e) => return refuse_login(&mut io, seq, &e.0).await,
-    };
-    drop(password);
-    let db_password = match session.backend_password().await {
-        Ok(pw) => pw,
-        Err(e) => {
-            let msg = format!(
-                "cannot read the password of database account '{}' from the vault: {}",
-                session.account.account, e.message
-            );
-            return refuse_login(&mut io, seq, &msg).await;
+        Err(LoginFailed::Refused(m) | LoginFailed::Vault(m)) => {
+            return refuse_login(&mut io, seq, &m).await
         }
     };
     let charset = if resp.charset == 0 {
@@ -282,14 +275,14 @@ async fn login(
                 session.target.name, session.account.account
             );
             p::err_packet(&mut out, seq, ER_CONNECT_FAILED, "HY000", &msg);
-            io.write_all(&out).await?;
+            crate::gateway::send(&mut io, &out).await?;
             return Ok(());
         }
     };
     drop(db_password);
     let mut out = BytesMut::new();
     p::ok_packet(&mut out, seq, db.status);
-    io.write_all(&out).await?;
+    crate::gateway::send(&mut io, &out).await?;
     commands(&mut io, &mut buf, &mut db, &mut session).await
 }
 
@@ -323,7 +316,7 @@ async fn commands(
                 "08S01",
                 "commands of 16 MiB or more are not accepted by the gateway",
             );
-            client.write_all(&out).await?;
+            crate::gateway::send(client, &out).await?;
             return Ok(());
         }
         let Some(&cmd) = pl.first() else {
@@ -458,14 +451,28 @@ async fn commands(
                 // COM_CHANGE_USER would log in as someone else on the same connection: the
                 // person must reconnect through the gateway instead.
                 let mut out = BytesMut::new();
-                p::err_packet(&mut out, pkt.seq.wrapping_add(1), ER_ACCESS_DENIED, "28000", "Haechi DB gateway: changing the user on an open connection is not allowed; reconnect");
-                client.write_all(&out).await?;
+                p::err_packet(
+                    &mut out,
+                    pkt.seq.wrapping_add(1),
+                    ER_ACCESS_DENIED,
+                    "28000",
+                    "Haechi DB gateway: changing the user on an open connection is not allowed; reconnect",
+                );
+                crate::gateway::send(client, &out).await?;
                 return Ok(());
             }
             other => {
                 let mut out = BytesMut::new();
-                p::err_packet(&mut out, pkt.seq.wrapping_add(1), ER_UNKNOWN_COM, "08S01", &format!("Haechi DB gateway: command 0x{other:02x} is not allowed through the gateway"));
-                client.write_all(&out).await?;
+                p::err_packet(
+                    &mut out,
+                    pkt.seq.wrapping_add(1),
+                    ER_UNKNOWN_COM,
+                    "08S01",
+                    &format!(
+                        "Haechi DB gateway: command 0x{other:02x} is not allowed through the gateway"
+                    ),
+                );
+                crate::gateway::send(client, &out).await?;
                 continue;
             }
         };
@@ -497,15 +504,19 @@ async fn commands(
 }
 
 async fn forward(db: &mut Backend, payload: &[u8], seq: u8) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    let mut out = std::mem::take(&mut db.out);
+    out.clear();
     p::put_packet(&mut out, seq, payload);
-    db.io.write_all(&out).await
+    let written = crate::gateway::send(&mut db.io, &out).await;
+    out.clear();
+    db.out = out;
+    written
 }
 
 async fn refuse(client: &mut BoxIo, message: &str) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     p::err_packet(&mut out, 1, ER_TABLEACCESS_DENIED, "42000", message);
-    client.write_all(&out).await
+    crate::gateway::send(client, &out).await
 }
 
 async fn audit(

@@ -44,7 +44,9 @@ async fn open(target: &Target, timeout: Duration) -> Result<BoxIo, String> {
             let mut req = BytesMut::new();
             req.put_i32(8);
             req.put_i32(p::SSL_REQUEST);
-            tcp.write_all(&req).await.map_err(|e| e.to_string())?;
+            crate::gateway::send(&mut tcp, &req)
+                .await
+                .map_err(|e| e.to_string())?;
             let answer = tcp.read_u8().await.map_err(|e| e.to_string())?;
             if answer != b'S' {
                 return Err(format!(
@@ -87,7 +89,9 @@ pub async fn connect(
         let mut pkt = BytesMut::new();
         pkt.put_i32(body.len() as i32 + 4);
         pkt.put_slice(&body);
-        io.write_all(&pkt).await.map_err(|e| e.to_string())?;
+        crate::gateway::send(&mut io, &pkt)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<Scram> = None;
         let mut out = LoginState {
@@ -156,7 +160,9 @@ pub async fn connect(
                             ))
                         }
                     }
-                    io.write_all(&reply).await.map_err(|e| e.to_string())?;
+                    crate::gateway::send(&mut io, &reply)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 b'E' => {
                     let f = p::error_fields(&m.body);
@@ -239,7 +245,9 @@ pub async fn cancel(t: &CancelTarget) -> Result<(), String> {
     pkt.put_i32(p::CANCEL_REQUEST);
     pkt.put_i32(t.pid);
     pkt.put_i32(t.secret);
-    io.write_all(&pkt).await.map_err(|e| e.to_string())?;
+    crate::gateway::send(&mut io, &pkt)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = io.shutdown().await;
     Ok(())
 }
@@ -256,6 +264,14 @@ pub struct Unit {
 /// Refusal messages by the marker statement name that stands in for the refused statement.
 pub type Markers = Arc<Mutex<HashMap<String, String>>>;
 
+/// A statement string the database has finished (its ReadyForQuery was read), waiting to be
+/// audited once the bytes read with it are on their way to the client.
+struct Finished {
+    unit: Unit,
+    rows: u64,
+    error: Option<String>,
+}
+
 /// Carries the database's messages to the client until either side closes.
 pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut db: R,
@@ -266,6 +282,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut pending: VecDeque<Unit> = VecDeque::new();
+    let mut finished: Vec<Finished> = Vec::new();
     let mut rows: u64 = 0;
     let mut error: Option<String> = None;
     loop {
@@ -293,10 +310,10 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         .and_then(|name| markers.lock().ok().and_then(|mut map| map.remove(name)));
                     match refusal {
                         Some(text) => {
-                            client.write_all(&buf[flushed..pos]).await?;
+                            crate::gateway::send(&mut client, &buf[flushed..pos]).await?;
                             let mut e = BytesMut::new();
                             p::error_response(&mut e, "ERROR", "42501", &text);
-                            client.write_all(&e).await?;
+                            crate::gateway::send(&mut client, &e).await?;
                             flushed = pos + len;
                             error = Some("42501".into());
                         }
@@ -313,24 +330,15 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         pending.push_back(u);
                     }
                     // A batch that executed nothing (Parse/Describe/Sync) is not a statement run.
-                    if let Some(u) = pending
+                    if let Some(unit) = pending
                         .pop_front()
                         .filter(|u| !(u.text.is_empty() && u.verdict.allowed()))
                     {
-                        auditor
-                            .audit(StatementRecord {
-                                text: &u.text,
-                                needs: u.needs,
-                                verdict: &u.verdict,
-                                rows,
-                                started: u.started,
-                                error: if u.verdict.allowed() {
-                                    error.as_deref()
-                                } else {
-                                    None
-                                },
-                            })
-                            .await;
+                        finished.push(Finished {
+                            unit,
+                            rows,
+                            error: error.take(),
+                        });
                     }
                     rows = 0;
                     error = None;
@@ -339,8 +347,22 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
             pos += len;
         }
-        client.write_all(&buf[flushed..pos]).await?;
+        // The client gets its answer first; the audit queue never holds up a result.
+        crate::gateway::send(&mut client, &buf[flushed..pos]).await?;
         bytes::Buf::advance(&mut buf, pos);
+        for f in finished.drain(..) {
+            let allowed = f.unit.verdict.allowed();
+            auditor
+                .audit(StatementRecord {
+                    text: &f.unit.text,
+                    needs: f.unit.needs,
+                    verdict: &f.unit.verdict,
+                    rows: f.rows,
+                    started: f.unit.started,
+                    error: if allowed { f.error.as_deref() } else { None },
+                })
+                .await;
+        }
     }
 }
 

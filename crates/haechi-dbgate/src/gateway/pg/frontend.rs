@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 use secrecy::SecretString;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -17,7 +17,7 @@ use super::backend::{self, Markers, Unit};
 use super::protocol::{self as p, Msg};
 use super::CancelTarget;
 use crate::classify::{pg as classify_pg, Classification};
-use crate::gateway::{BoxIo, Session, Verdict};
+use crate::gateway::{BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
 use crate::targets::{BackendTls, Kind};
 use crate::DbGate;
@@ -40,6 +40,7 @@ pub async fn handle(
     peer: SocketAddr,
     gate: Arc<DbGate>,
     acceptor: Option<TlsAcceptor>,
+    main: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let mut io: BoxIo = Box::new(tcp);
@@ -50,13 +51,13 @@ pub async fn handle(
         match code {
             p::SSL_REQUEST => match &acceptor {
                 Some(a) if !encrypted => {
-                    io.write_all(b"S").await?;
+                    crate::gateway::send(&mut io, b"S").await?;
                     io = Box::new(a.accept(io).await?);
                     encrypted = true;
                 }
-                _ => io.write_all(b"N").await?,
+                _ => crate::gateway::send(&mut io, b"N").await?,
             },
-            p::GSSENC_REQUEST => io.write_all(b"N").await?,
+            p::GSSENC_REQUEST => crate::gateway::send(&mut io, b"N").await?,
             p::CANCEL_REQUEST if pkt.len() >= 8 => {
                 let key = (pkt.get_i32(), pkt.get_i32());
                 if let Some(t) = gate.cancels.get(key) {
@@ -88,7 +89,7 @@ pub async fn handle(
                     }
                     let mut out = BytesMut::new();
                     p::put_msg(&mut out, b'v', &b);
-                    io.write_all(&out).await?;
+                    crate::gateway::send(&mut io, &out).await?;
                 }
                 break params;
             }
@@ -119,7 +120,7 @@ pub async fn handle(
     // Haechi's own (Argon2) hash.
     let mut out = BytesMut::new();
     p::auth_request(&mut out, 3, &[]);
-    io.write_all(&out).await?;
+    crate::gateway::send(&mut io, &out).await?;
     let mut buf = BytesMut::with_capacity(8192);
     let m = p::read_msg(&mut io, &mut buf).await?;
     if m.tag != b'p' {
@@ -127,30 +128,21 @@ pub async fn handle(
     }
     let mut body = m.body.clone();
     let password = SecretString::from(p::cstr(&mut body).unwrap_or_default());
-    let mut session = match gate
-        .login(
+    let (mut session, db_password) = match gate
+        .login_with_password(
+            &main,
             Kind::Postgres,
             "postgres",
-            &user,
-            &database,
-            &password,
+            user.clone(),
+            database.clone(),
+            password,
             peer,
         )
         .await
     {
         Ok(s) => s,
-        Err(e) => return fatal(&mut io, "28P01", &e.0).await,
-    };
-    drop(password);
-    let db_password = match session.backend_password().await {
-        Ok(pw) => pw,
-        Err(e) => {
-            let msg = format!(
-                "cannot read the password of database account '{}' from the vault: {}",
-                session.account.account, e.message
-            );
-            return fatal(&mut io, "08006", &msg).await;
-        }
+        Err(LoginFailed::Refused(m)) => return fatal(&mut io, "28P01", &m).await,
+        Err(LoginFailed::Vault(m)) => return fatal(&mut io, "08006", &m).await,
     };
     let forwarded: Vec<(String, String)> = params
         .iter()
@@ -186,12 +178,13 @@ pub async fn handle(
     // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
     // A database or role configured otherwise reads backslashes in '...' as escapes, so the
     // classification cannot be trusted: only ALL allows anything then.
-    if db
+    let conforming = db
         .params
         .iter()
-        .any(|(k, v)| k == "standard_conforming_strings" && !v.eq_ignore_ascii_case("on"))
-    {
-        session.lexer_uncertain = true;
+        .find(|(k, _)| k == "standard_conforming_strings")
+        .is_none_or(|(_, v)| v.eq_ignore_ascii_case("on"));
+    if !conforming {
+        session.distrust_lexing();
     }
 
     let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
@@ -205,7 +198,7 @@ pub async fn handle(
     }
     p::backend_key_data(&mut hello, key.0, key.1);
     p::ready_for_query(&mut hello, db.status);
-    io.write_all(&hello).await?;
+    crate::gateway::send(&mut io, &hello).await?;
     gate.cancels.insert(
         key,
         CancelTarget {
@@ -247,8 +240,7 @@ async fn fatal<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     p::error_response(&mut out, "FATAL", code, message);
-    io.write_all(&out).await?;
-    let _ = io.flush().await;
+    crate::gateway::send(io, &out).await?;
     Ok(())
 }
 
@@ -271,6 +263,8 @@ struct Flow<'a> {
     markers: Markers,
     next_marker: u64,
     marker_base: String,
+    /// The classification cache key of the current statement (kept to reuse its memory).
+    key: Vec<u8>,
 }
 
 impl Flow<'_> {
@@ -292,9 +286,10 @@ impl Flow<'_> {
         name
     }
 
-    fn classify(&self, sql: &str) -> Classification {
-        let prepared = |name: &str| self.session.prepared.get(name).copied();
-        classify_pg::classify(sql, &prepared)
+    fn classify(&mut self, sql: &str) -> Classification {
+        let session = &*self.session;
+        let prepared = |name: &str| session.prepared.get(name).copied();
+        classify_pg::classify_cached(sql, &prepared, &session.gate().pg_classes, &mut self.key)
     }
 }
 
@@ -336,18 +331,19 @@ async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         markers,
         next_marker: 0,
         marker_base,
+        key: Vec::with_capacity(256),
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
         while let Some(m) = p::frame(buf)? {
             let done = on_message(&mut flow, m, &mut out, &units).await?;
             if done {
-                db.write_all(&out).await?;
+                crate::gateway::send(&mut db, &out).await?;
                 return Ok(());
             }
         }
         if !out.is_empty() {
-            db.write_all(&out).await?;
+            crate::gateway::send(&mut db, &out).await?;
             out.clear();
         }
         if buf.capacity() - buf.len() < 8 * 1024 {

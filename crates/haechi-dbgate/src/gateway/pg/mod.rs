@@ -47,6 +47,8 @@ pub async fn serve(
         cfg.alpn_protocols = vec![b"postgresql".to_vec()];
         TlsAcceptor::from(Arc::new(cfg))
     });
+    // Logins run here, on the server's runtime; sessions on the gateway's own threads.
+    let main = tokio::runtime::Handle::current();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -60,10 +62,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let gate = gate.clone();
+        let session_gate = gate.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            if let Err(e) = frontend::handle(tcp, peer, gate, acceptor).await {
+        let main = main.clone();
+        crate::gateway::spawn_session(&gate, tcp, move |tcp| async move {
+            if let Err(e) = frontend::handle(tcp, peer, session_gate, acceptor, main).await {
                 tracing::debug!(%peer, "pg gateway session ended: {e}");
             }
         });

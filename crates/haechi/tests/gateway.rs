@@ -1,0 +1,1384 @@
+//! The database gateway against the real PostgreSQL (127.0.0.1:5432) and MariaDB
+//! (127.0.0.1:3306), through the stock `psql` and `mariadb` clients: login with the Haechi
+//! password or a token, verdicts, the bypass corpus (every refused statement changed
+//! nothing), lock mid-session, cancel, a million rows with bounded memory, many connections,
+//! and a vault password change used from the next login on.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{call, client, enc, login, Opts, Server, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+const PG_ADMIN_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn pg_admin_url() -> String {
+    std::env::var("HAECHI_CI_PG_URL").unwrap_or_else(|_| PG_ADMIN_DEFAULT.to_owned())
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .expect("the psql and mariadb clients must be installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn pg_admin(sql: &str) -> String {
+    let (ok, out) = run(Command::new("psql").args([
+        &pg_admin_url(),
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qtAc",
+        sql,
+    ]));
+    assert!(ok, "psql {sql}: {out}");
+    out.trim().to_owned()
+}
+
+fn my_admin(sql: &str) -> String {
+    let (ok, out) = run(Command::new("mariadb").args([
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "-u",
+        "root",
+        "-N",
+        "-B",
+        "-e",
+        sql,
+    ]));
+    assert!(ok, "mariadb {sql}: {out}");
+    out.trim().to_owned()
+}
+
+/// The test process that created a throwaway object (`hgw<pid>x...`), if the name says.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("hgw")?.split('x').next()?.parse().ok()
+}
+
+/// Removes what earlier runs of this file left behind when they died before their cleanup
+/// ran (their objects all start with `hgw<pid>x`). Objects of a run still alive (another test
+/// process using the same databases) are left alone.
+fn drop_leftovers() {
+    let dead = |name: &str| {
+        owner_pid(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for role in pg_admin("SELECT rolname FROM pg_roles WHERE rolname LIKE 'hgw%'").lines() {
+        if dead(role) {
+            pg_admin(&pg_cleanup_sql(role));
+        }
+    }
+    for db in my_admin(
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'hgw%'",
+    )
+    .lines()
+    {
+        if dead(db) {
+            my_admin(&format!("DROP DATABASE IF EXISTS {db}"));
+        }
+    }
+    for user in my_admin("SELECT user FROM mysql.user WHERE user LIKE 'hgw%'").lines() {
+        if dead(user) {
+            my_admin(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+        }
+    }
+}
+
+/// Drops a run's PostgreSQL role and everything it owns in the `test` database.
+fn pg_cleanup_sql(role: &str) -> String {
+    format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; \
+         DROP SCHEMA IF EXISTS {role} CASCADE; DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}"
+    )
+}
+
+/// Drops this run's role, schema, database and user (and the server's store database and data
+/// directory) once the test process has ended, however it ends: the fixture lives in a static,
+/// so nothing of it is dropped at exit. A small shell process waits for this one to go.
+fn clean_up_at_exit(run: &str, server: &Server) {
+    let mut script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; sleep 1; \
+         psql \"$1\" -X -q -c \"$2\"; mariadb -h 127.0.0.1 -P 3306 -u root -e \"$3\"; rm -rf \"$4\"",
+        pid = std::process::id()
+    );
+    let mut args = vec![
+        pg_admin_url(),
+        pg_cleanup_sql(run),
+        format!("DROP DATABASE IF EXISTS {run}; DROP USER IF EXISTS '{run}'@'%'"),
+        server.data_dir.to_string_lossy().into_owned(),
+    ];
+    if let (common::Db::Postgres(url), Some(admin)) = (&server.db, common::pg_admin_url()) {
+        let store_db = url
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .split('?')
+            .next()
+            .unwrap_or("");
+        if store_db.starts_with("haechi_t_") {
+            script.push_str("; psql \"$5\" -X -q -c \"$6\"");
+            args.push(admin);
+            args.push(format!("DROP DATABASE IF EXISTS {store_db} WITH (FORCE)"));
+        }
+    }
+    // `( … ) &`: the waiting shell is detached and outlives this process; the outer shell
+    // returns at once and is waited for.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("( {script} ) >/dev/null 2>&1 </dev/null &"))
+        .arg("haechi-gateway-test-cleanup")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start the cleanup process");
+    assert!(status.success());
+}
+
+struct Fixture {
+    server: Server,
+    pg_port: u16,
+    my_port: u16,
+    /// Unique per run: role, schema, database and target names derive from it.
+    run: String,
+    admin: String,
+    db_password: String,
+    credential: i64,
+    value_id: i64,
+}
+
+static FIXTURE: OnceCell<Fixture> = OnceCell::const_new();
+/// The tests share one account on each database; one at a time keeps their effects apart.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn gateway_port(s: &Server, what: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(line) = s.logs().lines().find(|l| l.contains(what)) {
+            return line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{what}' line in:\n{}",
+            s.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn fixture() -> &'static Fixture {
+    FIXTURE
+        .get_or_init(|| async {
+            let free = || {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+            };
+            let (pg_addr, my_addr) = (free(), free());
+            let server = tokio::task::spawn_blocking(move || {
+                Server::start_with(
+                    Opts::default()
+                        .arg("--pg-gateway")
+                        .arg(&pg_addr)
+                        .arg("--mysql-gateway")
+                        .arg(&my_addr),
+                )
+            })
+            .await
+            .unwrap();
+            let pg_port = gateway_port(&server, "PostgreSQL gateway on");
+            let my_port = gateway_port(&server, "MySQL gateway on");
+            let run = common::unique("hgw").to_lowercase();
+            assert_eq!(owner_pid(&run), Some(std::process::id()));
+            drop_leftovers();
+            clean_up_at_exit(&run, &server);
+            let db_password = format!("Db-{}", common::unique("pw"));
+            // PostgreSQL: a role with a SCRAM password, its own schema with tables t and s.
+            pg_admin(&format!(
+                "SET password_encryption = 'scram-sha-256'; CREATE ROLE {run} LOGIN PASSWORD '{db_password}'; \
+                 CREATE SCHEMA {run} AUTHORIZATION {run}; ALTER ROLE {run} SET search_path = {run}; \
+                 CREATE TABLE {run}.t (a int, b int); CREATE TABLE {run}.s (a int); \
+                 INSERT INTO {run}.t SELECT g, g FROM generate_series(1, 10) g; INSERT INTO {run}.s VALUES (1); \
+                 ALTER TABLE {run}.t OWNER TO {run}; ALTER TABLE {run}.s OWNER TO {run};"
+            ));
+            // MariaDB: a user with a password and a database with tables t and s.
+            my_admin(&format!(
+                "CREATE DATABASE {run}; CREATE USER '{run}'@'%' IDENTIFIED BY '{db_password}'; \
+                 GRANT ALL ON {run}.* TO '{run}'@'%'; CREATE TABLE {run}.t (a INT, b INT); \
+                 CREATE TABLE {run}.s (a INT); INSERT INTO {run}.t VALUES (1,1),(2,2),(3,3); INSERT INTO {run}.s VALUES (1);"
+            ));
+            let admin = login(&server, "admin", ADMIN_PASSWORD).await;
+            let (s, cred) = call(
+                client()
+                    .post(server.url("/v2/credentialvault/credentials"))
+                    .bearer_auth(&admin)
+                    .json(&json!({ "name": run, "attributes": [{ "name": "password", "userProvided": false, "masked": true }] })),
+            )
+            .await;
+            assert_eq!(s, 201, "{cred}");
+            let credential = cred["id"].as_i64().unwrap();
+            let attr = cred["attributes"][0]["id"].as_i64().unwrap();
+            let (s, v) = call(
+                client()
+                    .post(server.url(&format!("/v2/credentialvault/credentials/{credential}/attributevalues")))
+                    .bearer_auth(&admin)
+                    .json(&json!([{ "credentialAttributeId": attr, "value": db_password }])),
+            )
+            .await;
+            assert_eq!(s, 201, "{v}");
+            let value_id = v[0]["id"].as_i64().unwrap();
+            for (kind, port, database) in [("postgres", 5432, "test"), ("mysql", 3306, run.as_str())] {
+                let name = format!("{run}_{kind}");
+                let (s, v) = call(client().post(server.url("/api/v1/db/targets")).bearer_auth(&admin).json(
+                    &json!({ "name": name, "kind": kind, "host": "127.0.0.1", "port": port, "database": database }),
+                ))
+                .await;
+                assert_eq!(s, 201, "{v}");
+                assert!(v["id"].is_i64());
+                let (s, v) = call(
+                    client()
+                        .post(server.url(&format!("/api/v1/db/targets/{name}/accounts")))
+                        .bearer_auth(&admin)
+                        .json(&json!({ "account": run, "credentialId": credential, "attribute": "password" })),
+                )
+                .await;
+                assert_eq!(s, 201, "{v}");
+                assert!(!v.to_string().contains(&db_password), "the password must not come back");
+            }
+            Fixture { server, pg_port, my_port, run, admin, db_password, credential, value_id }
+        })
+        .await
+}
+
+/// A Haechi user with a policy on both targets granting `privileges`; returns (user, password, policy indexes).
+async fn person(f: &Fixture, privileges: &[&str]) -> (String, String, Vec<i64>) {
+    let user = common::unique("gwu").to_lowercase();
+    let password = format!("Pw-{}", common::unique("x"));
+    let (s, v) = call(
+        client()
+            .post(f.server.url("/api/v1/users"))
+            .bearer_auth(&f.admin)
+            .json(&json!({ "user_id": user, "name": "Gateway user", "password": password })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let mut indexes = Vec::new();
+    for port in [5432, 3306] {
+        let (s, v) = call(
+            client()
+                .post(f.server.url("/dbsafer/api/v1/policy/custom/access-policies"))
+                .bearer_auth(&f.admin)
+                .json(&json!({ "userId": user, "account": f.run, "serverAddress": "127.0.0.1", "serverPort": port,
+                               "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1", "sqlPrivileges": privileges })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let index = v["index"].as_i64().unwrap();
+        POLICY_IDS.lock().unwrap().insert(
+            (f.run.clone(), index),
+            v["policyId"].as_str().unwrap().to_owned(),
+        );
+        indexes.push(index);
+    }
+    (user, password, indexes)
+}
+
+fn psql_gw(f: &Fixture, user: &str, password: &str, sqls: &[&str]) -> (bool, String) {
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user}@{} dbname={}_postgres sslmode=require",
+        f.pg_port, f.run, f.run
+    );
+    let mut cmd = Command::new("psql");
+    cmd.arg(conn)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0"])
+        .env("PGPASSWORD", password);
+    for s in sqls {
+        cmd.arg("-c").arg(s);
+    }
+    run(&mut cmd)
+}
+
+fn mariadb_gw(f: &Fixture, user: &str, password: &str, sql: &str, tls: bool) -> (bool, String) {
+    let mut cmd = Command::new("mariadb");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-P",
+        &f.my_port.to_string(),
+        "-u",
+        &format!("{user}@{}", f.run),
+    ])
+    .arg(format!("-p{password}"))
+    .args(["--comments", "-N", "-B", "--force"]);
+    if !tls {
+        cmd.arg("--skip-ssl");
+    }
+    cmd.arg(format!("{}_mysql", f.run))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the mariadb client must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(sql.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// What a refused statement could have changed on PostgreSQL: the rows of t and s, every
+/// object of the run's schema (name, kind, privileges, comment, columns), its functions, the
+/// role's settings and attributes, and the extensions, foreign servers and large objects of
+/// the database.
+fn pg_state(f: &Fixture) -> String {
+    pg_admin(&format!(
+        "SELECT concat_ws(',', (SELECT count(*) FROM {r}.t), (SELECT coalesce(sum(a),0) FROM {r}.t), (SELECT coalesce(sum(b),0) FROM {r}.t), \
+           (SELECT count(*) FROM {r}.s), \
+           (SELECT md5(coalesce(string_agg(c.relname::text || c.relkind::text || coalesce(c.relacl::text, '') || coalesce(obj_description(c.oid), '') \
+                   || (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), ';' ORDER BY c.relname), '')) \
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{r}'), \
+           (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '{r}'), \
+           (SELECT coalesce(rolconfig::text, '') || rolsuper || rolcreaterole || rolcreatedb FROM pg_roles WHERE rolname = '{r}'), \
+           (SELECT count(*) FROM pg_extension), (SELECT count(*) FROM pg_foreign_server), (SELECT count(*) FROM pg_largeobject_metadata))",
+        r = f.run
+    ))
+}
+
+/// The same for MariaDB: rows, tables (names, columns, indexes), routines, triggers, views,
+/// grants on the database, and the global setting the corpus tries to change.
+fn my_state(f: &Fixture) -> String {
+    my_admin(&format!(
+        "SELECT CONCAT_WS(',', (SELECT count(*) FROM {r}.t), (SELECT coalesce(sum(a),0) FROM {r}.t), (SELECT coalesce(sum(b),0) FROM {r}.t), \
+           (SELECT count(*) FROM {r}.s), \
+           (SELECT md5(coalesce(group_concat(table_name, table_type ORDER BY table_name), '')) FROM information_schema.tables WHERE table_schema = '{r}'), \
+           (SELECT count(*) FROM information_schema.columns WHERE table_schema = '{r}'), \
+           (SELECT count(*) FROM information_schema.statistics WHERE table_schema = '{r}'), \
+           (SELECT count(*) FROM information_schema.routines WHERE routine_schema = '{r}'), \
+           (SELECT count(*) FROM information_schema.triggers WHERE trigger_schema = '{r}'), \
+           (SELECT count(*) FROM mysql.tables_priv WHERE Db = '{r}'), \
+           @@GLOBAL.max_connections)",
+        r = f.run
+    ))
+}
+
+#[tokio::test]
+async fn psql_and_mariadb_through_the_gateway() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT", "INSERT"]).await;
+    let (ok, out) = psql_gw(
+        f,
+        &user,
+        &pw,
+        &[
+            "SELECT count(*) FROM t",
+            "DELETE FROM t",
+            "INSERT INTO s VALUES (7)",
+            "SELECT count(*) FROM s",
+        ],
+    );
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"10"), "{out}");
+    assert!(
+        out.contains("ERROR:  Haechi DB gateway: refused by DBSAFER policy POLICY_"),
+        "{out}"
+    );
+    assert!(out.contains("needs DELETE"), "{out}");
+    assert!(
+        lines.contains(&"2"),
+        "the session stays usable after a refusal: {out}"
+    );
+    pg_admin(&format!("DELETE FROM {}.s WHERE a = 7", f.run));
+
+    for tls in [true, false] {
+        let (_, out) = mariadb_gw(
+            f,
+            &user,
+            &pw,
+            "SELECT count(*) FROM t; DELETE FROM t; SELECT 'still here'",
+            tls,
+        );
+        assert!(out.contains("ERROR 1142 (42000)"), "{out}");
+        assert!(
+            out.contains("refused by DBSAFER policy POLICY_") && out.contains("needs DELETE"),
+            "{out}"
+        );
+        assert!(
+            out.contains("still here") && out.lines().next() == Some("3"),
+            "{out}"
+        );
+    }
+
+    // A token works as the password too; a wrong password does not.
+    let token = login(&f.server, &user, &pw).await;
+    let (ok, out) = psql_gw(f, &user, &token, &["SELECT 42"]);
+    assert!(ok && out.contains("42"), "{out}");
+    let (ok, out) = psql_gw(f, &user, "wrong", &["SELECT 1"]);
+    assert!(!ok && out.contains("wrong user id or password"), "{out}");
+    let (_, out) = mariadb_gw(f, &user, "wrong", "SELECT 1", true);
+    assert!(out.contains("ERROR 1045"), "{out}");
+
+    // PostgreSQL SQLSTATE 42501 for refusals.
+    let (_, out) = psql_gw(f, &user, &pw, &["\\set VERBOSITY verbose", "TRUNCATE t"]);
+    assert!(out.contains("42501"), "{out}");
+
+    // Every statement is audited, refusals as denied.
+    let (_, _, auditor) = common::user_with_roles(&f.server, &["Auditor"]).await;
+    let (s, v) = call(
+        client()
+            .get(f.server.url(&format!(
+                "/api/v1/audit?user={}&action=db.statement&limit=1000",
+                enc(&user)
+            )))
+            .bearer_auth(&auditor),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = v["events"].as_array().unwrap().clone();
+    while events.len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, v) = call(
+            client()
+                .get(f.server.url(&format!(
+                    "/api/v1/audit?user={}&action=db.statement&limit=1000",
+                    enc(&user)
+                )))
+                .bearer_auth(&auditor),
+        )
+        .await;
+        events = v["events"].as_array().unwrap().clone();
+    }
+    let denied = events.iter().filter(|e| e["outcome"] == "denied").count();
+    assert!(denied >= 3, "{events:?}");
+    let detail: Value = events.iter().find(|e| e["outcome"] == "denied").unwrap()["detail"].clone();
+    assert!(
+        detail["statement"].is_string()
+            && detail["missing"].is_string()
+            && detail["account"] == json!(f.run),
+        "{detail}"
+    );
+    let (code, text) = f.server.audit_verify();
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test]
+async fn bypass_corpus_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let before_pg = pg_state(f);
+    let mut refused = 0;
+    for (sql, needs) in haechi_dbgate::classify::corpus::PG {
+        if sql.contains('\0') {
+            continue; // a NUL cannot travel in a command-line argument
+        }
+        let select_only = needs.split_whitespace().all(|n| n == "SELECT");
+        let (_, out) = psql_gw(f, &user, &pw, &[sql]);
+        if !select_only {
+            assert!(out.contains("refused"), "{sql:?} should be refused: {out}");
+            refused += 1;
+        }
+        assert_eq!(pg_state(f), before_pg, "{sql:?} changed the database");
+    }
+    // MariaDB: each string as one COM_QUERY with multi-statements on (the mariadb client would
+    // split it at `;` itself), so a string that is refused in part must be refused whole.
+    let before_my = my_state(f);
+    for (sql, needs) in haechi_dbgate::classify::corpus::MYSQL {
+        let select_only = needs.split_whitespace().all(|n| n == "SELECT");
+        // A session each (as psql above), so no string sees what an earlier one prepared.
+        let mut session = mysql_session(
+            f.my_port,
+            &format!("{user}@{}", f.run),
+            &pw,
+            &format!("{}_mysql", f.run),
+        )
+        .await;
+        let answer = my_query(&mut session, sql).await;
+        if !select_only {
+            match &answer {
+                Err((1142, message)) if message.contains("refused") => {}
+                other => panic!("{sql:?} should be refused with 1142, got {other:?}"),
+            }
+            refused += 1;
+        }
+        assert_eq!(my_state(f), before_my, "{sql:?} changed the database");
+    }
+    // The stock client too, for a few of them (it keeps comments with --comments).
+    for sql in [
+        "SELECT 1 /*! ; DELETE FROM t */",
+        "/*!DELETE*/ FROM t",
+        "SELECT 1 /*M! ; DELETE FROM t */",
+    ] {
+        let (_, out) = mariadb_gw(f, &user, &pw, sql, false);
+        assert!(out.contains("ERROR 1142"), "{sql:?}: {out}");
+        assert_eq!(my_state(f), before_my, "{sql:?} changed the database");
+    }
+    assert!(
+        refused >= 100,
+        "only {refused} refused statements were tried"
+    );
+}
+
+#[tokio::test]
+async fn lock_and_expiry_apply_to_open_sessions() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, idx) = person(f, &["SELECT"]).await;
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user}@{} dbname={}_postgres sslmode=require",
+        f.pg_port, f.run, f.run
+    );
+    let mut child = Command::new("psql")
+        .arg(conn)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0"])
+        .env("PGPASSWORD", &pw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut ask = |sql: &str| -> String {
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("psql answered")
+    };
+    assert_eq!(ask("SELECT 'one';"), "one");
+    let pg_policy = format!("/dbsafer/api/v1/policy/custom/access-policies/{}", idx[0]);
+    let (s, _) = call(
+        client()
+            .put(f.server.url(&format!(
+                "/dbsafer/api/v1/policy/custom/access-policies/lock?userId={}&serverPort=5432",
+                enc(&user)
+            )))
+            .bearer_auth(&f.admin),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let locked = ask("SELECT 'two';");
+    assert!(
+        locked.contains("refused") && locked.contains("is locked"),
+        "{locked}"
+    );
+    call(
+        client()
+            .put(f.server.url(&format!(
+                "/dbsafer/api/v1/policy/custom/access-policies/unlock?userId={}&serverPort=5432",
+                enc(&user)
+            )))
+            .bearer_auth(&f.admin),
+    )
+    .await;
+    assert_eq!(ask("SELECT 'three';"), "three");
+    // Expired: an end date in the past.
+    let (s, v) = call(
+        client()
+            .put(f.server.url(&pg_policy))
+            .bearer_auth(&f.admin)
+            .json(&json!({ "startDate": "2020-01-01T00:00:00", "endDate": "2020-12-31T23:59:59" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let expired = ask("SELECT 'four';");
+    assert!(expired.contains("is expired"), "{expired}");
+    // Not yet valid.
+    call(
+        client()
+            .put(f.server.url(&pg_policy))
+            .bearer_auth(&f.admin)
+            .json(&json!({ "startDate": "2999-01-01T00:00:00", "endDate": "2999-12-31T23:59:59" })),
+    )
+    .await;
+    assert!(ask("SELECT 'five';").contains("not yet valid"));
+    // An edit that removes SELECT applies too.
+    call(client().put(f.server.url(&pg_policy)).bearer_auth(&f.admin).json(&json!({ "startDate": "2020-01-01T00:00:00", "endDate": "2999-12-31T23:59:59", "sqlPrivileges": ["INSERT"] }))).await;
+    assert!(ask("SELECT 'six';").contains("needs SELECT"));
+    drop(stdin);
+    let _ = child.wait();
+    // A new login with no policy in force is refused.
+    call(
+        client()
+            .put(f.server.url(&format!(
+                "/dbsafer/api/v1/policy/custom/access-policies/lock?userId={}",
+                enc(&user)
+            )))
+            .bearer_auth(&f.admin),
+    )
+    .await;
+    let (ok, out) = psql_gw(f, &user, &pw, &["SELECT 1"]);
+    assert!(!ok && out.contains("is locked"), "{out}");
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_backend() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT", "EXECUTE"]).await;
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user}@{} dbname={}_postgres sslmode=require",
+        f.pg_port, f.run, f.run
+    );
+    let child = Command::new("psql")
+        .arg(conn)
+        .args(["-X", "-c", "SELECT pg_sleep(60)"])
+        .env("PGPASSWORD", &pw)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let started = Instant::now();
+    let sleeping = || {
+        pg_admin(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%pg_sleep(60)%' AND state = 'active'",
+            f.run
+        ))
+    };
+    while sleeping() != "1" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the query never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // psql sends a CancelRequest on SIGINT.
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("canceling statement due to user request"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Resident set of the server process, in KiB (VmRSS / VmHWM from /proc).
+fn server_memory(f: &Fixture, field: &str) -> u64 {
+    let dir = f.server.data_dir.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("server") && cmdline.contains(&dir) {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("server process not found");
+}
+
+#[tokio::test]
+async fn a_million_rows_stream_with_bounded_memory() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let before = server_memory(f, "VmRSS:");
+    let conn = format!(
+        "host=127.0.0.1 port={} user={user}@{} dbname={}_postgres sslmode=require",
+        f.pg_port, f.run, f.run
+    );
+    // psql's output goes to a file, so this test can watch the clock: a gateway that stops
+    // forwarding fails here with the database's view of the session, not by hanging CI.
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let err_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("psql")
+        .arg(conn)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g",
+        ])
+        .env("PGPASSWORD", &pw)
+        .stdout(out_file.reopen().unwrap())
+        .stderr(err_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let activity = pg_admin(&format!(
+                "SELECT state, wait_event, left(query, 60) FROM pg_stat_activity WHERE usename = '{}'",
+                f.run
+            ));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "psql did not finish streaming within 180 s; the database's sessions: {activity}; \
+                 psql wrote {} bytes",
+                std::fs::metadata(out_file.path()).map_or(0, |m| m.len())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(err_file.path()).unwrap_or_default()
+    );
+    let stdout = std::fs::read(out_file.path()).unwrap();
+    let rows = stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(rows, 1_000_000);
+    let peak = server_memory(f, "VmHWM:");
+    // About 110 MB went through; the gateway holds a few buffers of it at a time.
+    assert!(
+        peak < before + 64 * 1024,
+        "peak {peak} KiB vs {before} KiB before"
+    );
+    println!("gateway RSS before {before} KiB, peak while streaming 1,000,000 rows {peak} KiB");
+}
+
+/// A minimal MySQL client: loopback without TLS, mysql_clear_password, one query.
+async fn mysql_session(port: u16, user: &str, password: &str, db: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut hdr = [0u8; 4];
+    s.read_exact(&mut hdr).await.unwrap();
+    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+    let mut hello = vec![0u8; len];
+    s.read_exact(&mut hello).await.unwrap();
+    // PROTOCOL_41, SECURE_CONNECTION, CONNECT_WITH_DB, PLUGIN_AUTH, PLUGIN_AUTH_LENENC,
+    // MULTI_STATEMENTS, MULTI_RESULTS.
+    let caps: u32 = 0x0000_0200
+        | 0x0000_8000
+        | 0x0000_0008
+        | 0x0008_0000
+        | 0x0020_0000
+        | 0x0001_0000
+        | 0x0002_0000;
+    let mut body = Vec::new();
+    body.extend_from_slice(&caps.to_le_bytes());
+    body.extend_from_slice(&16_777_215u32.to_le_bytes());
+    body.push(45);
+    body.extend_from_slice(&[0u8; 23]);
+    body.extend_from_slice(user.as_bytes());
+    body.push(0);
+    let mut auth = password.as_bytes().to_vec();
+    auth.push(0);
+    body.push(auth.len() as u8);
+    body.extend_from_slice(&auth);
+    body.extend_from_slice(db.as_bytes());
+    body.push(0);
+    body.extend_from_slice(b"mysql_clear_password\0");
+    let mut pkt = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    pkt.push(1);
+    pkt.extend_from_slice(&body);
+    s.write_all(&pkt).await.unwrap();
+    s.read_exact(&mut hdr).await.unwrap();
+    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+    let mut ok = vec![0u8; len];
+    s.read_exact(&mut ok).await.unwrap();
+    assert_eq!(ok[0], 0, "login: {}", String::from_utf8_lossy(&ok));
+    s
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_connections() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let old = my_admin("SELECT @@GLOBAL.max_connections");
+    my_admin("SET GLOBAL max_connections = 700");
+    let rss_before = server_memory(f, "VmRSS:");
+    // Opened 50 at a time (the database accepts logins at its own pace), all 500 held open.
+    let mut sessions = Vec::new();
+    for _ in 0..10 {
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (u, p, db) = (
+                format!("{user}@{}", f.run),
+                pw.clone(),
+                format!("{}_mysql", f.run),
+            );
+            let port = f.my_port;
+            tasks.push(tokio::spawn(async move {
+                mysql_session(port, &u, &p, &db).await
+            }));
+        }
+        for t in tasks {
+            sessions.push(t.await.unwrap());
+        }
+    }
+    assert_eq!(sessions.len(), 500);
+    let rss_idle = server_memory(f, "VmRSS:");
+    // Every one of them works.
+    for s in sessions.iter_mut() {
+        let q = b"\x03SELECT 1";
+        let mut pkt = (q.len() as u32).to_le_bytes()[..3].to_vec();
+        pkt.push(0);
+        pkt.extend_from_slice(q);
+        s.write_all(&pkt).await.unwrap();
+    }
+    for s in sessions.iter_mut() {
+        let mut hdr = [0u8; 4];
+        s.read_exact(&mut hdr).await.unwrap();
+        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+        let mut first = vec![0u8; len];
+        s.read_exact(&mut first).await.unwrap();
+        assert_eq!(first, [1], "a one-column result set");
+    }
+    drop(sessions);
+    // Wait for the database side of those sessions to close before lowering the limit again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while my_admin(&format!(
+        "SELECT count(*) FROM information_schema.processlist WHERE user = '{}'",
+        f.run
+    )) != "0"
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    my_admin(&format!("SET GLOBAL max_connections = {old}"));
+    println!(
+        "gateway RSS {rss_before} KiB before, {rss_idle} KiB with 500 idle client connections"
+    );
+}
+
+/// (PostgreSQL here trusts 127.0.0.1, so only MariaDB checks the password the gateway sends.)
+#[tokio::test]
+async fn a_password_changed_in_the_vault_is_used_from_the_next_login() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let (_, before) = mariadb_gw(f, &user, &pw, "SELECT 'before'", true);
+    let new_pw = format!("{}-2", f.db_password);
+    my_admin(&format!(
+        "ALTER USER '{}'@'%' IDENTIFIED BY '{new_pw}'",
+        f.run
+    ));
+    let (_, stale) = mariadb_gw(f, &user, &pw, "SELECT 1", true);
+    let set_value = |value: String, version: i64| {
+        let url = f.server.url(&format!(
+            "/v2/credentialvault/credentials/{}/attributevalues/{}",
+            f.credential, f.value_id
+        ));
+        let admin = f.admin.clone();
+        async move {
+            call(
+                client()
+                    .put(url)
+                    .bearer_auth(&admin)
+                    .json(&json!([{ "value": value, "version": version }])),
+            )
+            .await
+        }
+    };
+    let (s1, v1) = set_value(new_pw.clone(), 0).await;
+    let (_, after) = mariadb_gw(f, &user, &pw, "SELECT 'after'", true);
+    // Restore for the other tests before judging.
+    my_admin(&format!(
+        "ALTER USER '{}'@'%' IDENTIFIED BY '{}'",
+        f.run, f.db_password
+    ));
+    let (s2, v2) = set_value(f.db_password.clone(), 1).await;
+    assert!(before.contains("before"), "{before}");
+    assert!(
+        stale.contains("cannot log in to database target"),
+        "{stale}"
+    );
+    assert_eq!(s1, 200, "{v1}");
+    assert!(after.contains("after"), "{after}");
+    assert_eq!(s2, 200, "{v2}");
+}
+
+async fn my_packet(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut hdr = [0u8; 4];
+    s.read_exact(&mut hdr).await.unwrap();
+    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], 0]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+async fn my_command(s: &mut tokio::net::TcpStream, payload: &[u8]) {
+    let mut pkt = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+    pkt.push(0);
+    pkt.extend_from_slice(payload);
+    s.write_all(&pkt).await.unwrap();
+}
+
+/// A length-encoded integer at the front of `b`.
+fn lenenc(b: &mut &[u8]) -> u64 {
+    let (n, used) = match b[0] {
+        0xfc => (u16::from_le_bytes([b[1], b[2]]) as u64, 3),
+        0xfd => (u32::from_le_bytes([b[1], b[2], b[3], 0]) as u64, 4),
+        0xfe => (u64::from_le_bytes(b[1..9].try_into().unwrap()), 9),
+        n => (n as u64, 1),
+    };
+    *b = &b[used..];
+    n
+}
+
+/// Reads one command's whole response (every result set): the rows, or the error.
+async fn my_response(s: &mut tokio::net::TcpStream) -> Result<usize, (u16, String)> {
+    let mut rows = 0;
+    loop {
+        let first = my_packet(s).await;
+        let more = match first[0] {
+            0x00 => {
+                let mut b = &first[1..];
+                lenenc(&mut b);
+                lenenc(&mut b);
+                u16::from_le_bytes([b[0], b[1]]) & 8 != 0
+            }
+            0xff => {
+                let code = u16::from_le_bytes([first[1], first[2]]);
+                return Err((code, String::from_utf8_lossy(&first[9..]).into_owned()));
+            }
+            _ => {
+                let mut b = &first[..];
+                for _ in 0..lenenc(&mut b) {
+                    my_packet(s).await;
+                }
+                my_packet(s).await; // EOF after the column definitions
+                loop {
+                    let row = my_packet(s).await;
+                    if row[0] == 0xff {
+                        let code = u16::from_le_bytes([row[1], row[2]]);
+                        return Err((code, String::from_utf8_lossy(&row[9..]).into_owned()));
+                    }
+                    if row[0] == 0xfe && row.len() < 9 {
+                        break u16::from_le_bytes([row[3], row[4]]) & 8 != 0;
+                    }
+                    rows += 1;
+                }
+            }
+        };
+        if !more {
+            return Ok(rows);
+        }
+    }
+}
+
+async fn my_query(s: &mut tokio::net::TcpStream, sql: &str) -> Result<usize, (u16, String)> {
+    let mut payload = vec![0x03];
+    payload.extend_from_slice(sql.as_bytes());
+    my_command(s, &payload).await;
+    my_response(s).await
+}
+
+/// A minimal PostgreSQL client: loopback without TLS, cleartext password.
+async fn pg_session(port: u16, user: &str, password: &str, db: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for v in ["user", user, "database", db] {
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&body);
+    s.write_all(&pkt).await.unwrap();
+    let (tag, auth) = pg_read(&mut s).await;
+    assert_eq!((tag, &auth[..4]), (b'R', &3i32.to_be_bytes()[..]));
+    let mut pw = password.as_bytes().to_vec();
+    pw.push(0);
+    s.write_all(&pg_msg(b'p', &pw)).await.unwrap();
+    let hello = pg_until_ready(&mut s).await;
+    assert!(hello.iter().any(|(t, _)| *t == b'K'), "{hello:?}");
+    s
+}
+
+fn pg_msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn cstrs(parts: &[&str]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for p in parts {
+        b.extend_from_slice(p.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+/// Parse (no parameter types), Bind (text parameters), Execute, for a statement name.
+fn pg_parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = cstrs(&[name, sql]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    pg_msg(b'P', &b)
+}
+
+fn pg_bind_execute(name: &str, params: &[&str]) -> Vec<u8> {
+    let mut b = cstrs(&["", name]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        b.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        b.extend_from_slice(p.as_bytes());
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = pg_msg(b'B', &b);
+    let mut e = cstrs(&[""]);
+    e.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&pg_msg(b'E', &e));
+    out
+}
+
+async fn pg_read(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let tag = s.read_u8().await.unwrap();
+    let len = s.read_i32().await.unwrap() as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.unwrap();
+    (tag, body)
+}
+
+/// Messages up to and including ReadyForQuery.
+async fn pg_until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let m = pg_read(s).await;
+        let done = m.0 == b'Z';
+        out.push(m);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+    msgs.iter().map(|(t, _)| *t as char).collect()
+}
+
+/// The SQLSTATE and message of the first ErrorResponse.
+fn pg_error(msgs: &[(u8, Vec<u8>)]) -> Option<(String, String)> {
+    let (_, body) = msgs.iter().find(|(t, _)| *t == b'E')?;
+    let mut code = String::new();
+    let mut message = String::new();
+    for field in body.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let v = String::from_utf8_lossy(&field[1..]).into_owned();
+        match field[0] {
+            b'C' => code = v,
+            b'M' => message = v,
+            _ => {}
+        }
+    }
+    Some((code, message))
+}
+
+/// The extended query protocol (what JDBC and other drivers speak) and multi-statement strings
+/// on both databases: a refused statement anywhere in a batch or a string means none of it
+/// runs, named prepared statements are decided again on each execution (a lock applies to
+/// them at once), FunctionCall is refused, and the session stays usable throughout.
+#[tokio::test]
+async fn extended_protocol_and_multi_statements_are_all_or_nothing() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, idx) = person(f, &["SELECT", "INSERT"]).await;
+    let before = (pg_state(f), my_state(f));
+    let mut pg = pg_session(
+        f.pg_port,
+        &format!("{user}@{}", f.run),
+        &pw,
+        &format!("{}_postgres", f.run),
+    )
+    .await;
+
+    // One batch up to Sync: an allowed INSERT, then a refused DELETE. The database rolls back
+    // the batch's implicit transaction, so the INSERT does not stay either.
+    let mut batch = pg_parse("", "INSERT INTO s VALUES (8)");
+    batch.extend(pg_bind_execute("", &[]));
+    batch.extend(pg_parse("", "DELETE FROM t"));
+    batch.extend(pg_bind_execute("", &[]));
+    batch.extend(pg_msg(b'S', &[]));
+    pg.write_all(&batch).await.unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    let (code, message) = pg_error(&answer).expect("an error");
+    assert_eq!(code, "42501", "{message}");
+    assert!(
+        message.contains("refused by DBSAFER policy POLICY_") && message.contains("needs DELETE"),
+        "{message}"
+    );
+    assert_eq!(tags(&answer), "12CEZ", "{answer:?}");
+    assert_eq!(
+        pg_state(f),
+        before.0,
+        "the refused batch changed the database"
+    );
+
+    // A simple-query string with a refused statement: nothing of it runs.
+    pg.write_all(&pg_msg(
+        b'Q',
+        &cstrs(&["INSERT INTO s VALUES (9); DELETE FROM t"]),
+    ))
+    .await
+    .unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    assert_eq!(pg_error(&answer).unwrap().0, "42501");
+    assert_eq!(
+        pg_state(f),
+        before.0,
+        "the refused string changed the database"
+    );
+
+    // A named statement, prepared once, executed with parameters, then after a lock.
+    let mut prep = pg_parse("q1", "SELECT count(*) FROM t WHERE a > $1");
+    prep.extend(pg_msg(b'S', &[]));
+    pg.write_all(&prep).await.unwrap();
+    assert_eq!(tags(&pg_until_ready(&mut pg).await), "1Z");
+    let mut run = pg_bind_execute("q1", &["5"]);
+    run.extend(pg_msg(b'S', &[]));
+    pg.write_all(&run).await.unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    assert_eq!(tags(&answer), "2DCZ", "{answer:?}");
+    assert_eq!(answer[1].1[6..], *b"5", "count(*) of a > 5 is 5");
+    let lock = |what: &str| {
+        let url = f.server.url(&format!(
+            "/dbsafer/api/v1/policy/custom/access-policies/{what}?policyId={}",
+            enc(&policy_id(f, idx[0]))
+        ));
+        let admin = f.admin.clone();
+        async move { call(client().put(url).bearer_auth(&admin)).await.0 }
+    };
+    assert_eq!(lock("lock").await, 200);
+    pg.write_all(&run).await.unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    let (code, message) = pg_error(&answer).expect("refused while locked");
+    assert!(
+        code == "42501" && message.contains("is locked"),
+        "{message}"
+    );
+    assert_eq!(lock("unlock").await, 200);
+    pg.write_all(&run).await.unwrap();
+    assert_eq!(tags(&pg_until_ready(&mut pg).await), "2DCZ");
+
+    // FunctionCall (a function by OID, around SQL) is refused; the session goes on.
+    let mut call_body = 1i32.to_be_bytes().to_vec();
+    call_body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    pg.write_all(&pg_msg(b'F', &call_body)).await.unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    let (code, message) = pg_error(&answer).expect("FunctionCall refused");
+    assert!(
+        code == "42501" && message.contains("FunctionCall"),
+        "{message}"
+    );
+    pg.write_all(&pg_msg(b'Q', &cstrs(&["SELECT count(*) FROM s"])))
+        .await
+        .unwrap();
+    let answer = pg_until_ready(&mut pg).await;
+    assert_eq!(tags(&answer), "TDCZ", "{answer:?}");
+    pg.write_all(&pg_msg(b'X', &[])).await.unwrap();
+
+    // MariaDB: a multi-statement COM_QUERY with a refused part runs none of it; a refused
+    // COM_STMT_PREPARE; a prepared statement decided again at each COM_STMT_EXECUTE.
+    let mut my = mysql_session(
+        f.my_port,
+        &format!("{user}@{}", f.run),
+        &pw,
+        &format!("{}_mysql", f.run),
+    )
+    .await;
+    let refused = my_query(&mut my, "INSERT INTO s VALUES (9); DELETE FROM t").await;
+    assert!(
+        matches!(&refused, Err((1142, m)) if m.contains("needs DELETE")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        my_state(f),
+        before.1,
+        "the refused string changed the database"
+    );
+    assert_eq!(my_query(&mut my, "SELECT 1; SELECT a FROM t").await, Ok(4));
+    my_command(&mut my, b"\x16DELETE FROM t WHERE a = ?").await;
+    let refused = my_response(&mut my).await;
+    assert!(matches!(&refused, Err((1142, _))), "{refused:?}");
+    my_command(&mut my, b"\x16SELECT a FROM t WHERE a > ?").await;
+    let ok = my_packet(&mut my).await;
+    assert_eq!(ok[0], 0, "COM_STMT_PREPARE: {ok:?}");
+    let stmt = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let (cols, params) = (
+        u16::from_le_bytes([ok[5], ok[6]]),
+        u16::from_le_bytes([ok[7], ok[8]]),
+    );
+    for n in [params, cols] {
+        for _ in 0..n {
+            my_packet(&mut my).await;
+        }
+        if n > 0 {
+            my_packet(&mut my).await; // EOF
+        }
+    }
+    // COM_STMT_EXECUTE, no cursor, one iteration, one LONGLONG parameter = 1.
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&stmt.to_le_bytes());
+    exec.push(0);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.extend_from_slice(&[0x00, 0x01, 0x08, 0x00]);
+    exec.extend_from_slice(&1i64.to_le_bytes());
+    my_command(&mut my, &exec).await;
+    assert_eq!(my_response(&mut my).await, Ok(2));
+    let my_policy = policy_id(f, idx[1]);
+    let url = f.server.url(&format!(
+        "/dbsafer/api/v1/policy/custom/access-policies/lock?policyId={}",
+        enc(&my_policy)
+    ));
+    assert_eq!(call(client().put(url).bearer_auth(&f.admin)).await.0, 200);
+    my_command(&mut my, &exec).await;
+    let refused = my_response(&mut my).await;
+    assert!(
+        matches!(&refused, Err((1142, m)) if m.contains("is locked")),
+        "{refused:?}"
+    );
+    assert_eq!(my_state(f), before.1);
+
+    // A role the database reads '...' for with backslash escapes (standard_conforming_strings
+    // off) reads text otherwise than the classifier: only ALL allows anything then.
+    pg_admin(&format!(
+        "ALTER ROLE {} SET standard_conforming_strings = off",
+        f.run
+    ));
+    let (_, out) = psql_gw(f, &user, &pw, &["SELECT 1"]);
+    pg_admin(&format!(
+        "ALTER ROLE {} RESET standard_conforming_strings",
+        f.run
+    ));
+    assert!(
+        out.contains("refused") && out.contains("how this session's SQL is read"),
+        "{out}"
+    );
+    let (ok, out) = psql_gw(f, &user, &pw, &["SELECT 1"]);
+    assert!(ok && out.trim() == "1", "{out}");
+}
+
+fn policy_id(f: &Fixture, index: i64) -> String {
+    POLICY_IDS
+        .lock()
+        .unwrap()
+        .get(&(f.run.clone(), index))
+        .cloned()
+        .unwrap_or_else(|| panic!("policy {index} was not made by person()"))
+}
+
+/// Policy ids by (run, index), noted by `person`.
+static POLICY_IDS: std::sync::Mutex<std::collections::BTreeMap<(String, i64), String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// COM_SET_OPTION switches multi-statements off and on; either way every statement of a string
+/// is classified and a refused one stops the whole string. COM_CHANGE_USER (logging in as
+/// another database user on the same connection) is refused and the connection closed.
+#[tokio::test]
+async fn mysql_set_option_and_change_user_are_handled_safely() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let before = my_state(f);
+    let mut my = mysql_session(
+        f.my_port,
+        &format!("{user}@{}", f.run),
+        &pw,
+        &format!("{}_mysql", f.run),
+    )
+    .await;
+    // MYSQL_OPTION_MULTI_STATEMENTS_OFF: the database answers with EOF (or OK).
+    my_command(&mut my, &[0x1b, 1, 0]).await;
+    let answer = my_packet(&mut my).await;
+    assert!(matches!(answer[0], 0x00 | 0xfe), "{answer:?}");
+    let refused = my_query(&mut my, "SELECT 1; DELETE FROM t").await;
+    let (code, message) = refused.expect_err("DELETE is not granted");
+    assert_eq!(code, 1142, "{message}");
+    assert!(message.contains("DELETE"), "{message}");
+    // Multi-statements off: the database itself refuses a two-statement string.
+    assert!(my_query(&mut my, "SELECT 1; SELECT 2").await.is_err());
+    assert_eq!(my_query(&mut my, "SELECT a FROM t").await, Ok(3));
+    // MYSQL_OPTION_MULTI_STATEMENTS_ON.
+    my_command(&mut my, &[0x1b, 0, 0]).await;
+    let answer = my_packet(&mut my).await;
+    assert!(matches!(answer[0], 0x00 | 0xfe), "{answer:?}");
+    assert_eq!(my_query(&mut my, "SELECT 1; SELECT a FROM t").await, Ok(4));
+    let (code, _) = my_query(&mut my, "SELECT 1; UPDATE t SET a = 0")
+        .await
+        .expect_err("UPDATE is not granted");
+    assert_eq!(code, 1142);
+    // An unknown option is the database's to refuse; the session stays usable.
+    my_command(&mut my, &[0x1b, 9, 0]).await;
+    assert_eq!(my_packet(&mut my).await[0], 0xff);
+    assert_eq!(my_query(&mut my, "SELECT a FROM t").await, Ok(3));
+
+    // COM_CHANGE_USER to the database's root: refused, and the connection ends.
+    let mut change = vec![0x11];
+    change.extend_from_slice(b"root\0");
+    change.push(0);
+    change.extend_from_slice(b"mysql\0");
+    change.extend_from_slice(&45u16.to_le_bytes());
+    change.extend_from_slice(b"mysql_native_password\0");
+    my_command(&mut my, &change).await;
+    let answer = my_packet(&mut my).await;
+    assert_eq!(answer[0], 0xff, "{answer:?}");
+    assert_eq!(u16::from_le_bytes([answer[1], answer[2]]), 1045);
+    let message = String::from_utf8_lossy(&answer[9..]).into_owned();
+    assert!(message.contains("reconnect"), "{message}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), my.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection stays open: {read:?} {rest:?}"
+    );
+    assert_eq!(my_state(f), before, "nothing changed");
+    // The gateway closed the database side too: no session of the account is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = my_admin(&format!(
+            "SELECT count(*) FROM information_schema.processlist WHERE user = '{}' AND command <> 'Killed'",
+            f.run
+        ));
+        if left == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} database sessions left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
