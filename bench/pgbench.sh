@@ -49,7 +49,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   say "cargo build --release -p haechi"
   cargo build --release -p haechi
 fi
-BIN="$PWD/target/release/haechi"
+BIN="${HAECHI_BIN:-$PWD/target/release/haechi}"
 
 WORK="$(mktemp -d -t haechi-pgbench.XXXXXX)"
 chmod 755 "$WORK"
@@ -152,7 +152,8 @@ fi
 GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
-  perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v '^$' | head -80 >"${PERF_OUT:-/dev/stderr}" || true
+  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
+    perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi
 say "one client, p50 latency"
 P50_DIRECT=$(p50_one_client 5432 "$RUN" "$DBPW" "$RUN")

@@ -45,7 +45,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   say "cargo build --release -p haechi"
   cargo build --release -p haechi
 fi
-BIN="$PWD/target/release/haechi"
+BIN="${HAECHI_BIN:-$PWD/target/release/haechi}"
 
 WORK="$(mktemp -d -t haechi-sysbench.XXXXXX)"
 SERVER_PID=""
@@ -91,9 +91,16 @@ api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
 
 tps() {
-  "${SB[@]}" --threads="$THREADS" --time="$DURATION" --mysql-host=127.0.0.1 --mysql-port="$1" \
-    --mysql-user="$2" --mysql-password="$3" --mysql-db="$4" run 2>&1 |
-    sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.*/\1/p'
+  local log="$WORK/sysbench_$1.log" t
+  LIBMYSQL_PLUGINS=mysql_clear_password LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN=1 "${SB[@]}" --threads="$THREADS" --time="$DURATION" --mysql-host=127.0.0.1 --mysql-port="$1" \
+    --mysql-user="$2" --mysql-password="$3" --mysql-db="$4" run >"$log" 2>&1 || true
+  t=$(sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.*/\1/p' "$log")
+  if [ -z "$t" ]; then
+    echo "sysbench against port $1 failed:" >&2
+    tail -20 "$log" >&2
+    exit 1
+  fi
+  echo "$t"
 }
 say "sysbench oltp_read_only --threads=$THREADS --time=$DURATION"
 DIRECT=$(tps 3306 "$RUN" "$DBPW" "$RUN")
@@ -105,7 +112,8 @@ fi
 GATEWAY=$(tps "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
-  perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v '^$' | head -80 >"${PERF_OUT:-/dev/stderr}" || true
+  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
+    perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi
 
 say "$IDLE idle client connections through the gateway"

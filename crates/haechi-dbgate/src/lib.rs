@@ -63,6 +63,9 @@ impl Default for DbGateConfig {
     }
 }
 
+/// How long the statement audit writer waits for more events before committing a batch.
+const STATEMENT_AUDIT_LINGER: Duration = Duration::from_millis(20);
+
 /// The in-memory copy of every policy.
 struct Snapshot {
     policies: Vec<Arc<Policy>>,
@@ -99,7 +102,16 @@ impl DbGate {
         cfg: DbGateConfig,
     ) -> Result<Arc<DbGate>> {
         let gate = Arc::new(DbGate {
-            audit: Batcher::start(store.clone(), BatcherOptions::default()),
+            // Statement events come at the rate of the databases' traffic: a longer linger
+            // gathers them into fewer, larger transactions (each one a handful of round trips
+            // to the store's thread), at the price of a wider window a crash could lose.
+            audit: Batcher::start(
+                store.clone(),
+                BatcherOptions {
+                    linger: STATEMENT_AUDIT_LINGER,
+                    ..BatcherOptions::default()
+                },
+            ),
             store,
             identity,
             vault,

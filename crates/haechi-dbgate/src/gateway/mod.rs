@@ -530,39 +530,56 @@ impl Auditor {
             Verdict::Allow => self.allowed.increment(1),
             Verdict::Refuse { .. } => self.refused.increment(1),
         }
-        let detail = json!({
-            "protocol": self.protocol,
-            "account": self.account,
-            "target": self.target_name,
-            "statement": text,
-            "verdict": verdict,
-            "privileges": r.needs.names(),
-            "missing": missing,
-            "rows": r.rows,
-            "duration_ms": r.started.elapsed().as_secs_f64() * 1000.0,
-            "error": r.error,
-        });
-        self.gate
-            .record(
-                Event::new("gateway", "db.statement")
-                    .by(self.user_id.clone(), Some(self.client_ip.clone()))
-                    .target(self.target.clone())
-                    .outcome(outcome)
-                    .detail(detail),
-            )
-            .await;
+        let missing = missing.as_deref();
+        let detail = StatementDetail {
+            protocol: self.protocol,
+            account: &self.account,
+            target: &self.target_name,
+            statement: &text,
+            verdict,
+            privileges: &r.needs.names(),
+            missing,
+            rows: r.rows,
+            duration_ms: r.started.elapsed().as_secs_f64() * 1000.0,
+            error: r.error,
+        };
+        let event = Event::new("gateway", "db.statement")
+            .by(self.user_id.clone(), Some(self.client_ip.clone()))
+            .target(self.target.clone())
+            .outcome(outcome)
+            .detail_of(&detail);
+        match event {
+            Ok(event) => self.gate.record(event).await,
+            Err(e) => tracing::error!("gateway audit event not recorded: {e}"),
+        }
     }
 }
 
-fn cap_text(s: &str, cap: usize) -> String {
+/// The `detail` of a `db.statement` event, serialized straight from borrowed fields (one per
+/// statement through the gateway: no JSON map is built for it).
+#[derive(serde::Serialize)]
+struct StatementDetail<'a> {
+    protocol: &'a str,
+    account: &'a str,
+    target: &'a str,
+    statement: &'a str,
+    verdict: &'a str,
+    privileges: &'a str,
+    missing: Option<&'a str>,
+    rows: u64,
+    duration_ms: f64,
+    error: Option<&'a str>,
+}
+
+fn cap_text(s: &str, cap: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= cap {
-        return s.to_owned();
+        return std::borrow::Cow::Borrowed(s);
     }
     let mut end = cap;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… [{} bytes]", &s[..end], s.len())
+    std::borrow::Cow::Owned(format!("{}… [{} bytes]", &s[..end], s.len()))
 }
 
 /// Cancel keys handed to PostgreSQL clients, mapped to the real backend's.
