@@ -5,65 +5,17 @@
 //! and a vault password change used from the next login on.
 
 mod common;
+mod gateway_support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{call, client, enc, login, Opts, Server, ADMIN_PASSWORD};
+use gateway_support::{gateway_port, my_admin, pg_admin, pg_admin_url, run};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
-
-const PG_ADMIN_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn pg_admin_url() -> String {
-    std::env::var("HAECHI_CI_PG_URL").unwrap_or_else(|_| PG_ADMIN_DEFAULT.to_owned())
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .expect("the psql and mariadb clients must be installed");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn pg_admin(sql: &str) -> String {
-    let (ok, out) = run(Command::new("psql").args([
-        &pg_admin_url(),
-        "-X",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-qtAc",
-        sql,
-    ]));
-    assert!(ok, "psql {sql}: {out}");
-    out.trim().to_owned()
-}
-
-fn my_admin(sql: &str) -> String {
-    let (ok, out) = run(Command::new("mariadb").args([
-        "-h",
-        "127.0.0.1",
-        "-P",
-        "3306",
-        "-u",
-        "root",
-        "-N",
-        "-B",
-        "-e",
-        sql,
-    ]));
-    assert!(ok, "mariadb {sql}: {out}");
-    out.trim().to_owned()
-}
 
 /// The test process that created a throwaway object (`hgw<pid>x...`), if the name says.
 fn owner_pid(name: &str) -> Option<u32> {
@@ -165,21 +117,6 @@ struct Fixture {
 static FIXTURE: OnceCell<Fixture> = OnceCell::const_new();
 /// The tests share one account on each database; one at a time keeps their effects apart.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn gateway_port(s: &Server, what: &str) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(line) = s.logs().lines().find(|l| l.contains(what)) {
-            return line.rsplit(':').next().unwrap().trim().parse().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{what}' line in:\n{}",
-            s.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 async fn fixture() -> &'static Fixture {
     FIXTURE

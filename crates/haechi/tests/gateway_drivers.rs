@@ -14,12 +14,14 @@
 //!   `REQUIRE SSL`.
 
 mod common;
+mod gateway_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{call, client, login, Opts, Server, ADMIN_PASSWORD};
+use gateway_support::{gateway_port, my_admin, pg_admin, pg_admin_url, run};
 use serde_json::{json, Value};
 
 const PG_JAR: &str = "/usr/share/java/postgresql.jar";
@@ -30,32 +32,9 @@ fn required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
-fn gateway_port(s: &Server, what: &str) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(line) = s.logs().lines().find(|l| l.contains(what)) {
-            return line.rsplit(':').next().unwrap().trim().parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no '{what}' in:\n{}", s.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A server with both gateways, and its admin's token.
@@ -196,11 +175,6 @@ fn expected_selects(n: i64) -> Vec<String> {
         .collect()
 }
 
-fn pg_admin_url() -> String {
-    std::env::var("HAECHI_CI_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 /// A database account of the same name on the machine's PostgreSQL (its own schema, the
 /// account's `search_path`) and MariaDB (its own database), each with a table `t` of 8 rows
 /// `(i, i)`, and its password in a vault credential. Dropped on drop.
@@ -236,34 +210,12 @@ impl Accounts {
 
     /// Runs `sql` as PostgreSQL's superuser; its output.
     fn pg(&self, sql: &str) -> String {
-        let (ok, out) = run(Command::new("psql").args([
-            &pg_admin_url(),
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qtAc",
-            sql,
-        ]));
-        assert!(ok, "{sql}: {out}");
-        out.trim().to_owned()
+        pg_admin(sql)
     }
 
     /// Runs `sql` as MariaDB's root; its output.
     fn my(&self, sql: &str) -> String {
-        let (ok, out) = run(Command::new("mariadb").args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            "3306",
-            "-u",
-            "root",
-            "-N",
-            "-B",
-            "-e",
-            sql,
-        ]));
-        assert!(ok, "{sql}: {out}");
-        out.trim().to_owned()
+        my_admin(sql)
     }
 
     /// `count(*),sum(a)` of `t` on each database.
