@@ -413,8 +413,27 @@ async fn psql_and_mariadb_through_the_gateway() {
     assert!(
         detail["statement"].is_string()
             && detail["missing"].is_string()
+            && detail["verdict"] == "refused"
+            && detail["privileges"].is_string()
+            && detail["rows"] == 0
+            && detail["duration_ms"].is_number()
+            && ["postgres", "mysql"].contains(&detail["protocol"].as_str().unwrap_or(""))
             && detail["account"] == json!(f.run),
         "{detail}"
+    );
+    // An allowed statement: its rows, no missing privilege, no error.
+    let allowed = events
+        .iter()
+        .map(|e| &e["detail"])
+        .find(|d| d["statement"] == "SELECT count(*) FROM t")
+        .unwrap_or_else(|| panic!("no audit event of the SELECT in {events:?}"));
+    assert!(
+        allowed["verdict"] == "allowed"
+            && allowed["privileges"] == "SELECT"
+            && allowed["missing"].is_null()
+            && allowed["error"].is_null()
+            && allowed["rows"].as_u64().is_some_and(|r| r > 0),
+        "{allowed}"
     );
     let (code, text) = f.server.audit_verify();
     assert_eq!(code, 0, "{text}");
