@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, client, enc, login, Opts, Server, ADMIN_PASSWORD};
-use gateway_support::{gateway_port, my_admin, pg_admin, pg_admin_url, run};
+use common::{call, client, enc, login, Server, ADMIN_PASSWORD};
+use gateway_support::{my_admin, pg_admin, pg_admin_url, run, start_gateways};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -121,24 +121,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn fixture() -> &'static Fixture {
     FIXTURE
         .get_or_init(|| async {
-            let free = || {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-            };
-            let (pg_addr, my_addr) = (free(), free());
-            let server = tokio::task::spawn_blocking(move || {
-                Server::start_with(
-                    Opts::default()
-                        .arg("--pg-gateway")
-                        .arg(&pg_addr)
-                        .arg("--mysql-gateway")
-                        .arg(&my_addr),
-                )
-            })
-            .await
-            .unwrap();
-            let pg_port = gateway_port(&server, "PostgreSQL gateway on");
-            let my_port = gateway_port(&server, "MySQL gateway on");
+            let (server, pg_port, my_port) = start_gateways().await;
             let run = common::unique("hgw").to_lowercase();
             assert_eq!(owner_pid(&run), Some(std::process::id()));
             drop_leftovers();
@@ -382,21 +365,8 @@ async fn psql_and_mariadb_through_the_gateway() {
 
     // Every statement is audited, refusals as denied.
     let (_, _, auditor) = common::user_with_roles(&f.server, &["Auditor"]).await;
-    let (s, v) = call(
-        client()
-            .get(f.server.url(&format!(
-                "/api/v1/audit?user={}&action=db.statement&limit=1000",
-                enc(&user)
-            )))
-            .bearer_auth(&auditor),
-    )
-    .await;
-    assert_eq!(s, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut events = v["events"].as_array().unwrap().clone();
-    while events.len() < 6 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, v) = call(
+    let statement_events = || async {
+        let (s, v) = call(
             client()
                 .get(f.server.url(&format!(
                     "/api/v1/audit?user={}&action=db.statement&limit=1000",
@@ -405,7 +375,15 @@ async fn psql_and_mariadb_through_the_gateway() {
                 .bearer_auth(&auditor),
         )
         .await;
-        events = v["events"].as_array().unwrap().clone();
+        assert_eq!(s, 200, "{v}");
+        v["events"].as_array().unwrap().clone()
+    };
+    // Statement events are committed in batches a few ms later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = statement_events().await;
+    while events.len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events = statement_events().await;
     }
     let denied = events.iter().filter(|e| e["outcome"] == "denied").count();
     assert!(denied >= 3, "{events:?}");

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{call, client, login, Opts, Server, ADMIN_PASSWORD};
-use gateway_support::{gateway_port, my_admin, pg_admin, pg_admin_url, run};
+use common::{call, client, login, Server, ADMIN_PASSWORD};
+use gateway_support::{free_addr, my_admin, pg_admin, pg_admin_url, run, start_gateways};
 use serde_json::{json, Value};
 
 const PG_JAR: &str = "/usr/share/java/postgresql.jar";
@@ -32,27 +32,9 @@ fn required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
 /// A server with both gateways, and its admin's token.
 async fn gateway_server() -> (Server, String, u16, u16) {
-    let (pg, my) = (free_addr(), free_addr());
-    let server = tokio::task::spawn_blocking(move || {
-        Server::start_with(
-            Opts::default()
-                .arg("--pg-gateway")
-                .arg(&pg)
-                .arg("--mysql-gateway")
-                .arg(&my),
-        )
-    })
-    .await
-    .unwrap();
-    let pg_port = gateway_port(&server, "PostgreSQL gateway on");
-    let my_port = gateway_port(&server, "MySQL gateway on");
+    let (server, pg_port, my_port) = start_gateways().await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     (server, admin, pg_port, my_port)
 }

@@ -70,3 +70,29 @@ pub fn gateway_port(s: &Server, what: &str) -> u16 {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A free address on the loopback interface.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// A server with both gateways on free ports; the server, its PostgreSQL gateway's port and its
+/// MySQL gateway's port.
+pub async fn start_gateways() -> (Server, u16, u16) {
+    let (pg, my) = (free_addr(), free_addr());
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start_with(
+            crate::common::Opts::default()
+                .arg("--pg-gateway")
+                .arg(&pg)
+                .arg("--mysql-gateway")
+                .arg(&my),
+        )
+    })
+    .await
+    .unwrap();
+    let pg_port = gateway_port(&server, "PostgreSQL gateway on");
+    let my_port = gateway_port(&server, "MySQL gateway on");
+    (server, pg_port, my_port)
+}
