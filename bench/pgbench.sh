@@ -14,7 +14,8 @@
 # 5. The gateway's memory while streaming 1,000,000 rows through psql.
 # Every statement through the gateway is parsed (pg_query), checked and audited.
 #
-# PERF=1 profiles the gateway's run (PERF_OUT=file for the report).
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report). POOL=N is the gateway's
+# statement pooling (gateway_pool_size; 2 unless given, POOL=0 turns it off).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ SCALE="${SCALE:-10}"
 CLIENTS="${CLIENTS:-10}"
 THREADS="${THREADS:-2}"
 DURATION="${DURATION:-20}"
+POOL="${POOL:-2}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432/test}"
 ADMIN_PASSWORD="bench-Admin-Pass-1234"
 RUN="haechi_bench_$$"
@@ -101,6 +103,7 @@ say "haechi server with the PostgreSQL gateway"
 GPORT=$((30000 + RANDOM % 10000))
 mkfifo "$WORK/stdin"
 env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
+  HAECHI_GATEWAY_POOL_SIZE="$POOL" \
   "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --pg-gateway "127.0.0.1:$GPORT" --stop-on-stdin-eof \
   <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -123,16 +126,36 @@ api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":5432,\"sqlPrivileges\":[\"SELECT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
 
-# name host port user password dbname
+# CPU ticks (user+system) a process has used so far, and the machine's idle ticks.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# name host port user password dbname [pid of the proxy]
+# Prints the TPS; with a proxy's pid, also that proxy's CPU per transaction (us) and the
+# machine's idle share during the run, into $WORK/cpu_<name>.
 run_pgbench() {
-  local name=$1 port=$2 user=$3 pw=$4 db=$5
+  local name=$1 port=$2 user=$3 pw=$4 db=$5 pid=${6:-}
+  local t0=0 i0 i1 ncpu
+  ncpu=$(nproc)
+  [ -n "$pid" ] && t0=$(proc_ticks "$pid")
+  i0=$(idle_ticks)
   if ! PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$WORK/pgbench_$name.log" 2>&1; then
     echo "pgbench against $name failed:" >&2
     tail -5 "$WORK/pgbench_$name.log" >&2
     exit 1
   fi
-  sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/pgbench_$name.log"
+  i1=$(idle_ticks)
+  local tps
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/pgbench_$name.log")
+  local proxy_us=""
+  if [ -n "$pid" ]; then
+    proxy_us=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v u="$TICK_US" -v t="$tps" -v s="$DURATION" \
+      'BEGIN {printf "%.1f", d * u / (t * s)}')
+  fi
+  awk -v i="$((i1 - i0))" -v n="$ncpu" -v s="$DURATION" -v u="$TICK_US" -v p="$proxy_us" \
+    'BEGIN {printf "%s %.0f\n", (p == "" ? "-" : p), 100 * i * u / (n * s * 1000000)}' >"$WORK/cpu_$name"
+  echo "$tps"
 }
 p50_one_client() {
   local port=$1 user=$2 pw=$3 db=$4 prefix="$WORK/lat_$1"
@@ -143,13 +166,13 @@ p50_one_client() {
 
 say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION"
 DIRECT=$(run_pgbench direct 5432 "$RUN" "$DBPW" "$RUN")
-BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN")
+BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN" "$BOUNCER_PID")
 if [ -n "${PERF:-}" ]; then
   # PERF=1: where the gateway spends its time during its run (perf from Debian's linux-perf).
   perf record -q -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
-GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench "$SERVER_PID")
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
   { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
@@ -172,9 +195,11 @@ cat <<EOF
 == pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, same run ==
 direct      $DIRECT tps
 pgbouncer   $BOUNCER tps   (transaction pooling)
-gateway     $GATEWAY tps   (every statement parsed, checked, audited)
+gateway     $GATEWAY tps   (every statement parsed, checked, audited; gateway_pool_size $POOL)
 gateway / direct    $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
 gateway / pgbouncer $(awk -v g="$GATEWAY" -v b="$BOUNCER" 'BEGIN {printf "%.2f", g/b}')   (goal >= 1.00)
+proxy CPU per transaction: pgbouncer $(cut -d' ' -f1 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f1 "$WORK/cpu_gateway") us
+machine idle during the run: direct $(cut -d' ' -f2 "$WORK/cpu_direct")%, pgbouncer $(cut -d' ' -f2 "$WORK/cpu_pgbouncer")%, gateway $(cut -d' ' -f2 "$WORK/cpu_gateway")%
 one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
 gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
 EOF

@@ -50,6 +50,11 @@ pub struct DbGateConfig {
     pub poll_interval: Duration,
     /// Time allowed to connect and log in to a backend database.
     pub backend_connect_timeout: Duration,
+    /// Threads that carry client sessions; `0` means half the CPUs (at least one).
+    pub session_threads: usize,
+    /// PostgreSQL statement pooling: backend connections per session thread that sessions
+    /// share while their statements are session-neutral; `0` turns pooling off.
+    pub pg_pool_size: usize,
 }
 
 impl Default for DbGateConfig {
@@ -59,6 +64,8 @@ impl Default for DbGateConfig {
             audit_statement_bytes: 2048,
             poll_interval: Duration::from_secs(1),
             backend_connect_timeout: Duration::from_secs(10),
+            session_threads: 0,
+            pg_pool_size: 0,
         }
     }
 }
@@ -88,6 +95,8 @@ pub struct DbGate {
     pub(crate) cancels: gateway::CancelRegistry,
     /// Classifications of PostgreSQL statement strings seen before (by shape).
     pub(crate) pg_classes: classify::cache::Cache,
+    /// PostgreSQL statement pools.
+    pub(crate) pg_pools: gateway::pg::pool::Pools,
     /// The threads client sessions run on, started with the first session.
     pub(crate) session_threads: std::sync::OnceLock<gateway::SessionThreads>,
 }
@@ -124,6 +133,7 @@ impl DbGate {
             reload_lock: tokio::sync::Mutex::new(()),
             cancels: gateway::CancelRegistry::default(),
             pg_classes: classify::cache::Cache::default(),
+            pg_pools: gateway::pg::pool::Pools::default(),
             session_threads: std::sync::OnceLock::new(),
         });
         gate.reload().await?;

@@ -104,6 +104,11 @@ pub struct Config {
     pub pg_gateway: Option<String>,
     /// Address (IP:PORT) of the MySQL/MariaDB-protocol database gateway; unset means off.
     pub mysql_gateway: Option<String>,
+    /// Threads that carry the DB gateway's sessions; `0` means half the CPUs (at least one).
+    pub gateway_threads: usize,
+    /// PostgreSQL statement pooling: backend connections per gateway thread shared by sessions
+    /// while their statements are session-neutral; `0` turns it off.
+    pub gateway_pool_size: usize,
     /// Identity settings: lockout, inactivity, token lifetimes, password hashing cost.
     pub identity: IdentityConfig,
     /// Agents and nodes: heartbeats, the LOST grace, output cap, the local agent.
@@ -140,6 +145,8 @@ impl Default for Config {
             log_format: "text".to_string(),
             pg_gateway: None,
             mysql_gateway: None,
+            gateway_threads: 0,
+            gateway_pool_size: 0,
             identity: IdentityConfig::default(),
             agents: AgentsConfig::default(),
             tasks: TasksConfig::default(),
@@ -510,6 +517,22 @@ impl Config {
                 "log_format",
                 format!("{:?}", self.log_format),
                 "must be \"text\" or \"json\"",
+            ));
+        }
+
+        if self.gateway_threads > 256 {
+            return Err(self.invalid(
+                "gateway_threads",
+                self.gateway_threads,
+                "must be 0 (half the CPUs) or a thread count of at most 256",
+            ));
+        }
+
+        if self.gateway_pool_size > 1024 {
+            return Err(self.invalid(
+                "gateway_pool_size",
+                self.gateway_pool_size,
+                "must be 0 (no pooling) or a connection count of at most 1024",
             ));
         }
 
@@ -1314,6 +1337,9 @@ mod tests {
             ("HAECHI_LOG_FORMAT", "xml", "log_format"),
             ("HAECHI_PG_GATEWAY", "db:5432", "pg_gateway"),
             ("HAECHI_MYSQL_GATEWAY", "127.0.0.1:8443", "mysql_gateway"),
+            ("HAECHI_GATEWAY_THREADS", "1000", "gateway_threads"),
+            ("HAECHI_GATEWAY_THREADS", "many", "gateway_threads"),
+            ("HAECHI_GATEWAY_POOL_SIZE", "5000", "gateway_pool_size"),
             ("HAECHI_MAX_BODY_BYTES", "lots", "max_body_bytes"),
             (
                 "HAECHI_DATABASE_MAX_CONNECTIONS",

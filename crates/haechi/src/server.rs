@@ -66,6 +66,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         vault.clone(),
         haechi_dbgate::DbGateConfig {
             utc_offset_secs: cfg.utc_offset_secs(),
+            session_threads: cfg.gateway_threads,
+            pg_pool_size: cfg.gateway_pool_size,
             ..Default::default()
         },
     )

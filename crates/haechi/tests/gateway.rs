@@ -121,7 +121,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn fixture() -> &'static Fixture {
     FIXTURE
         .get_or_init(|| async {
-            let (server, pg_port, my_port) = start_gateways().await;
+            let (server, pg_port, my_port) = start_gateways(2).await;
             let run = common::unique("hgw").to_lowercase();
             assert_eq!(owner_pid(&run), Some(std::process::id()));
             drop_leftovers();
@@ -625,6 +625,164 @@ async fn cancel_reaches_the_backend() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// Statement pooling (the fixture's server runs with `gateway_pool_size = 2`): sessions whose
+/// statements are plain queries share the pool's connections, pipelined, and each gets its own
+/// answers in order; an error leaves a pooled session usable; the first statement that is not
+/// session-neutral pins the session to its own backend with everything it does from then on;
+/// a cancel reaches the pooled statement it is meant for and no other.
+#[tokio::test]
+async fn pooled_sessions_share_connections_and_pin_when_they_must() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let login = format!("{user}@{}", f.run);
+    let db = format!("{}_postgres", f.run);
+    let marker = common::unique("pool").to_lowercase();
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let (login, pw, db, marker, port) = (
+            login.clone(),
+            pw.clone(),
+            db.clone(),
+            marker.clone(),
+            f.pg_port,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut s = pg_session(port, &login, &pw, &db).await;
+            for round in 0..50i64 {
+                // Three statements in one write: the client pipelines too.
+                let mut batch = Vec::new();
+                for j in 0..3 {
+                    let v = i * 1_000_000 + round * 10 + j;
+                    let sql = format!("SELECT {v} + a - a AS {marker} FROM t WHERE a = 1");
+                    batch.extend_from_slice(&pg_msg(b'Q', &cstrs(&[&sql])));
+                }
+                s.write_all(&batch).await.unwrap();
+                for j in 0..3 {
+                    let msgs =
+                        tokio::time::timeout(Duration::from_secs(30), pg_until_ready(&mut s))
+                            .await
+                            .expect("an answer");
+                    let v = i * 1_000_000 + round * 10 + j;
+                    assert_eq!(
+                        pg_values(&msgs),
+                        vec![v.to_string()],
+                        "session {i}: {}",
+                        tags(&msgs)
+                    );
+                }
+            }
+            s
+        }));
+    }
+    let mut sessions = Vec::new();
+    for t in tasks {
+        sessions.push(t.await.unwrap());
+    }
+    // 1,200 statements of eight sessions ran on the pool's connections (at most two), none on
+    // the sessions' own backends.
+    let ran: i64 = pg_admin(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
+        f.run
+    ))
+    .parse()
+    .unwrap();
+    assert!(
+        (1..=2).contains(&ran),
+        "{ran} backends ran the pooled statements"
+    );
+
+    // An error in a pooled statement: the session goes on.
+    let msgs = pg_query(&mut sessions[1], "SELECT 1 / 0 AS x").await;
+    assert_eq!(
+        pg_error(&msgs).map(|e| e.0).as_deref(),
+        Some("22012"),
+        "{}",
+        tags(&msgs)
+    );
+    assert_eq!(
+        pg_values(&pg_query(&mut sessions[1], "SELECT 7 AS x").await),
+        ["7"]
+    );
+
+    // A refused statement pins too, and is refused as ever.
+    let msgs = pg_query(&mut sessions[2], "DELETE FROM t").await;
+    assert_eq!(
+        pg_error(&msgs).map(|e| e.0).as_deref(),
+        Some("42501"),
+        "{}",
+        tags(&msgs)
+    );
+    assert_eq!(
+        pg_values(&pg_query(&mut sessions[2], "SELECT count(*) FROM t").await),
+        ["10"]
+    );
+
+    // SET pins the session to its own backend, which keeps the setting from then on.
+    let app = format!("pinned_{marker}");
+    let msgs = pg_query(&mut sessions[0], &format!("SET application_name = '{app}'")).await;
+    assert!(pg_error(&msgs).is_none(), "{msgs:?}");
+    assert_eq!(
+        pg_values(
+            &pg_query(
+                &mut sessions[0],
+                "SELECT current_setting('application_name')"
+            )
+            .await
+        ),
+        vec![app.clone()]
+    );
+    assert_eq!(
+        pg_admin(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        )),
+        "1"
+    );
+    // The other sessions did not get it.
+    assert_ne!(
+        pg_values(
+            &pg_query(
+                &mut sessions[3],
+                "SELECT current_setting('application_name')"
+            )
+            .await
+        ),
+        vec![app.clone()]
+    );
+
+    // A cancel request for a pooled statement.
+    let (mut s, key) = pg_login(f.pg_port, &login, &pw, &db).await;
+    let long = format!("SELECT count(*) AS {marker}_c FROM generate_series(1, 3000000000)");
+    s.write_all(&pg_msg(b'Q', &cstrs(&[&long]))).await.unwrap();
+    let started = Instant::now();
+    while pg_admin(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_c %' AND state = 'active'",
+        f.run
+    )) != "1"
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "the query never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(&key);
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", f.pg_port))
+        .await
+        .unwrap();
+    c.write_all(&cancel).await.unwrap();
+    let msgs = tokio::time::timeout(Duration::from_secs(20), pg_until_ready(&mut s))
+        .await
+        .expect("the cancel ends the statement");
+    let (code, message) = pg_error(&msgs).expect("an error");
+    assert_eq!(code, "57014", "{message}");
+    // The session, and the others, go on.
+    assert_eq!(pg_values(&pg_query(&mut s, "SELECT 8 AS x").await), ["8"]);
+    assert_eq!(
+        pg_values(&pg_query(&mut sessions[4], "SELECT 9 AS x").await),
+        ["9"]
+    );
+}
+
 /// Resident set of the server process, in KiB (VmRSS / VmHWM from /proc).
 fn server_memory(f: &Fixture, field: &str) -> u64 {
     let dir = f.server.data_dir.to_string_lossy().to_string();
@@ -942,6 +1100,16 @@ async fn my_query(s: &mut tokio::net::TcpStream, sql: &str) -> Result<usize, (u1
 
 /// A minimal PostgreSQL client: loopback without TLS, cleartext password.
 async fn pg_session(port: u16, user: &str, password: &str, db: &str) -> tokio::net::TcpStream {
+    pg_login(port, user, password, db).await.0
+}
+
+/// A logged-in session and its cancel key (BackendKeyData).
+async fn pg_login(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> (tokio::net::TcpStream, [u8; 8]) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -960,8 +1128,32 @@ async fn pg_session(port: u16, user: &str, password: &str, db: &str) -> tokio::n
     pw.push(0);
     s.write_all(&pg_msg(b'p', &pw)).await.unwrap();
     let hello = pg_until_ready(&mut s).await;
-    assert!(hello.iter().any(|(t, _)| *t == b'K'), "{hello:?}");
-    s
+    let key = hello
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .map(|(_, b)| <[u8; 8]>::try_from(&b[..8]).unwrap());
+    (
+        s,
+        key.unwrap_or_else(|| panic!("no BackendKeyData: {hello:?}")),
+    )
+}
+
+/// The first column of every DataRow.
+fn pg_values(msgs: &[(u8, Vec<u8>)]) -> Vec<String> {
+    msgs.iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, b)| {
+            let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]) as usize;
+            String::from_utf8_lossy(&b[6..6 + len]).into_owned()
+        })
+        .collect()
+}
+
+async fn pg_query(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<(u8, Vec<u8>)> {
+    s.write_all(&pg_msg(b'Q', &cstrs(&[sql]))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), pg_until_ready(s))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {sql}"))
 }
 
 fn pg_msg(tag: u8, body: &[u8]) -> Vec<u8> {

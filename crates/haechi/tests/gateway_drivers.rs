@@ -34,7 +34,7 @@ fn required() -> bool {
 
 /// A server with both gateways, and its admin's token.
 async fn gateway_server() -> (Server, String, u16, u16) {
-    let (server, pg_port, my_port) = start_gateways().await;
+    let (server, pg_port, my_port) = start_gateways(0).await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     (server, admin, pg_port, my_port)
 }

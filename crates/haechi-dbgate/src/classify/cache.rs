@@ -38,6 +38,7 @@ const SHAPE: u8 = 0xFE;
 pub struct Entry {
     pub needs: PrivSet,
     pub statements: usize,
+    pub session_neutral: bool,
 }
 
 /// The shared cache (one per gateway engine).

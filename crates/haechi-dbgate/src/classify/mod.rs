@@ -31,6 +31,12 @@ pub struct Classification {
     pub prepared: Vec<(String, PrivSet)>,
     /// SQL-level `DEALLOCATE name` (`None`: all).
     pub deallocated: Vec<Option<String>>,
+    /// PostgreSQL: every statement is a plain query (`SELECT` needing nothing else: no
+    /// `INTO`, no row locks, no function beyond the known IMMUTABLE/STABLE built-ins, none
+    /// that reads the session's own backend), so it neither changes nor depends on session
+    /// state, and any backend connection logged in as the same account with the same startup
+    /// parameters answers it as the session's own would. Such strings may be pooled.
+    pub session_neutral: bool,
 }
 
 /// Facts about a statement string beyond its privileges.
@@ -52,6 +58,7 @@ impl Classification {
             flags: Flags::default(),
             prepared: Vec::new(),
             deallocated: Vec::new(),
+            session_neutral: false,
         }
     }
 
@@ -63,6 +70,7 @@ impl Classification {
             flags: Flags::default(),
             prepared: Vec::new(),
             deallocated: Vec::new(),
+            session_neutral: false,
         }
     }
 
@@ -72,8 +80,9 @@ impl Classification {
     }
 }
 
-/// Adds privileges while walking.
-pub(crate) struct Needs(pub PrivSet);
+/// Adds privileges while walking; the flag notes a call of a function that answers from the
+/// session's own backend (its process id, its socket), which no other connection can answer.
+pub(crate) struct Needs(pub PrivSet, pub bool);
 
 impl Needs {
     pub fn add(&mut self, p: Privilege) {

@@ -100,7 +100,7 @@ pub fn classify(
         return Classification::unclassifiable("the statement string is empty");
     }
     let mut out = Classification::needs(PrivSet::EMPTY, pieces.len());
-    let mut needs = Needs(PrivSet::EMPTY);
+    let mut needs = Needs(PrivSet::EMPTY, false);
     for piece in &pieces {
         if let Err(why) = piece_needs(piece, pieces.len(), flavor, &mut needs, &mut out, prepared) {
             return Classification::unclassifiable(why);
@@ -343,7 +343,7 @@ fn statement(
             statement: inner,
             ..
         } => {
-            let mut inner_needs = Needs(PrivSet::EMPTY);
+            let mut inner_needs = Needs(PrivSet::EMPTY, false);
             statement(inner, flavor, &mut inner_needs, out, prepared)?;
             functions(inner, &mut inner_needs);
             needs.0 = needs.0.union(inner_needs.0);

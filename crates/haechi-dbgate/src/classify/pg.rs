@@ -31,6 +31,21 @@ const HARMLESS_VOLATILE: &[&str] = &[
     "pg_backend_pid",
 ];
 
+/// Built-ins that answer from the session's own backend connection: a statement calling one
+/// is never pooled (see [`Classification::session_neutral`]).
+const SESSION_BOUND: &[&str] = &[
+    "pg_backend_pid",
+    "inet_client_port",
+    "inet_server_port",
+    "pg_my_temp_schema",
+    "pg_is_other_temp_schema",
+    "pg_listening_channels",
+    "pg_notification_queue_usage",
+    "pg_current_xact_id_if_assigned",
+    "txid_current_if_assigned",
+    "pg_trigger_depth",
+];
+
 /// Functions that need `ALL` whatever else: they change the session's identity or settings
 /// that decide how later statements are lexed, or reach the server's files and processes.
 const NEEDS_ALL: &[&str] = &[
@@ -132,7 +147,9 @@ pub fn classify_cached(
     let keyed = cache::pg_key(sql, key);
     if keyed {
         if let Some(e) = cache.get(key) {
-            return Classification::needs(e.needs, e.statements);
+            let mut c = Classification::needs(e.needs, e.statements);
+            c.session_neutral = e.session_neutral;
+            return c;
         }
     }
     let (c, cacheable) = classify_full(sql, prepared);
@@ -142,6 +159,7 @@ pub fn classify_cached(
             cache::Entry {
                 needs: c.needs,
                 statements: c.statements,
+                session_neutral: c.session_neutral,
             },
         );
     }
@@ -174,18 +192,21 @@ fn classify_full(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> (Clas
         }
     };
     let mut all_cacheable = true;
-    let mut needs = Needs(PrivSet::EMPTY);
+    let mut all_queries = !parsed.protobuf.stmts.is_empty();
+    let mut needs = Needs(PrivSet::EMPTY, false);
     let mut out = Classification::needs(PrivSet::EMPTY, parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_deref().and_then(|n| n.node.as_ref()) else {
             continue;
         };
         all_cacheable &= cacheable(node);
+        all_queries &= matches!(node, N::SelectStmt(_));
         if let Err(why) = statement(node, &mut needs, &mut out, prepared) {
             return (Classification::unclassifiable(why), false);
         }
     }
     out.needs = needs.0;
+    out.session_neutral = all_queries && !needs.1 && needs.0 == PrivSet::of(&[P::Select]);
     let cacheable = all_cacheable
         && out.prepared.is_empty()
         && out.deallocated.is_empty()
@@ -249,7 +270,7 @@ fn statement(
             }
         }
         N::PrepareStmt(p) => {
-            let mut inner_needs = Needs(PrivSet::EMPTY);
+            let mut inner_needs = Needs(PrivSet::EMPTY, false);
             if let Some(inner) = p.query.as_deref().and_then(|n| n.node.as_ref()) {
                 statement(inner, &mut inner_needs, out, prepared)?;
             }
@@ -570,11 +591,13 @@ fn walk(node: &N, needs: &mut Needs, executes: bool) -> Result<(), String> {
         funcs: Vec::new(),
         ops: Vec::new(),
         needs: PrivSet::EMPTY,
+        session_bound: false,
         executes,
         top: true,
     };
     node.serialize(&mut w).map_err(|e| e.0)?;
     needs.0 = needs.0.union(w.needs);
+    needs.1 |= w.session_bound;
     Ok(())
 }
 
@@ -646,6 +669,8 @@ struct Walker {
     /// Operator names being read.
     ops: Vec<Vec<String>>,
     needs: PrivSet,
+    /// A [`SESSION_BOUND`] function is called.
+    session_bound: bool,
     executes: bool,
     /// The first struct is the statement itself (its own kind is mapped by the caller).
     top: bool,
@@ -684,6 +709,11 @@ impl Walker {
             match f.name {
                 "FuncCall" => {
                     if let Some(parts) = self.funcs.pop() {
+                        if parts.last().is_some_and(|n| {
+                            SESSION_BOUND.contains(&n.to_ascii_lowercase().as_str())
+                        }) {
+                            self.session_bound = true;
+                        }
                         function_needs(&parts, &mut self.needs);
                     }
                 }
@@ -951,5 +981,82 @@ impl ser::SerializeStructVariant for &mut Walker {
     fn end(self) -> R {
         self.leave();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::cache::Cache;
+
+    fn neutral(sql: &str) -> bool {
+        classify(sql, &|_| None).session_neutral
+    }
+
+    #[test]
+    fn only_plain_queries_are_session_neutral() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 42",
+            "select count(*), max(a) from t where b > 3 group by a",
+            "SELECT 1; SELECT 2",
+            "WITH x AS (SELECT a FROM t) SELECT * FROM x",
+            "SELECT now(), current_setting('search_path'), upper('x')",
+            "VALUES (1), (2)",
+        ] {
+            assert!(neutral(sql), "{sql}");
+        }
+        for sql in [
+            "SET search_path = x",
+            "SELECT 1; SET application_name = 'x'",
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT a INTO new_t FROM t",
+            "WITH d AS (DELETE FROM t RETURNING a) SELECT * FROM d",
+            "SELECT nextval('s')",
+            "SELECT pg_backend_pid()",
+            "SELECT inet_client_port()",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT my_function(a) FROM t",
+            "SELECT set_config('x.y', 'z', false)",
+            "PREPARE p AS SELECT 1",
+            "EXECUTE p",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "LISTEN ch",
+            "COPY t TO STDOUT",
+            "SHOW search_path",
+            "EXPLAIN SELECT 1",
+            "DISCARD ALL",
+            "CREATE TEMP TABLE x (a int)",
+            "SELEC 1",
+            "",
+        ] {
+            assert!(!neutral(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_session_neutrality() {
+        let cache = Cache::default();
+        let mut key = Vec::new();
+        for _ in 0..2 {
+            let c = classify_cached("SELECT a FROM t WHERE a = 1", &|_| None, &cache, &mut key);
+            assert!(c.session_neutral);
+            let c = classify_cached(
+                "SELECT pg_backend_pid() WHERE 1 = 1",
+                &|_| None,
+                &cache,
+                &mut key,
+            );
+            assert!(!c.session_neutral);
+            let c = classify_cached(
+                "UPDATE t SET a = 1 WHERE a = 2",
+                &|_| None,
+                &cache,
+                &mut key,
+            );
+            assert!(!c.session_neutral);
+        }
+        assert_eq!(cache.len(), 3);
     }
 }

@@ -69,11 +69,13 @@ pub(crate) struct SessionThreads {
 }
 
 impl SessionThreads {
-    /// Half the CPUs (at least one): the database and the clients need the rest.
-    fn start() -> SessionThreads {
+    /// `count` threads; `0` means half the CPUs (at least one): the database and the clients
+    /// need the rest.
+    fn start(count: usize) -> SessionThreads {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let count = if count == 0 { cpus.div_ceil(2) } else { count };
         let mut handles = Vec::new();
-        for i in 0..cpus.div_ceil(2) {
+        for i in 0..count {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -127,7 +129,7 @@ where
     };
     let handle = gate
         .session_threads
-        .get_or_init(SessionThreads::start)
+        .get_or_init(|| SessionThreads::start(gate.config().session_threads))
         .pick();
     handle.spawn(async move {
         match tokio::net::TcpStream::from_std(std_tcp) {

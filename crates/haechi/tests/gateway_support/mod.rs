@@ -78,12 +78,13 @@ pub fn free_addr() -> String {
 }
 
 /// A server with both gateways on free ports; the server, its PostgreSQL gateway's port and its
-/// MySQL gateway's port.
-pub async fn start_gateways() -> (Server, u16, u16) {
+/// MySQL gateway's port. `pool_size` is the PostgreSQL statement pool (`gateway_pool_size`; 0: off).
+pub async fn start_gateways(pool_size: usize) -> (Server, u16, u16) {
     let (pg, my) = (free_addr(), free_addr());
     let server = tokio::task::spawn_blocking(move || {
         Server::start_with(
             crate::common::Opts::default()
+                .env("HAECHI_GATEWAY_POOL_SIZE", &pool_size.to_string())
                 .arg("--pg-gateway")
                 .arg(&pg)
                 .arg("--mysql-gateway")

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::protocol as p;
 use super::scram::{md5_response, Scram};
-use super::CancelTarget;
+use super::BackendKey;
 use crate::gateway::{Auditor, BoxIo, StatementRecord, Verdict};
 use crate::privilege::PrivSet;
 use crate::targets::{BackendTls, Target};
@@ -223,7 +223,7 @@ struct LoginState {
 }
 
 /// Sends a cancel request for a session to its database.
-pub async fn cancel(t: &CancelTarget) -> Result<(), String> {
+pub async fn cancel(t: &BackendKey) -> Result<(), String> {
     let target = Target {
         id: 0,
         name: String::new(),

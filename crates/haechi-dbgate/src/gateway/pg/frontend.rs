@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use super::backend::{self, Markers, Unit};
+use super::pool;
 use super::protocol::{self as p, Msg};
-use super::CancelTarget;
+use super::{BackendKey, CancelTarget};
 use crate::classify::{pg as classify_pg, Classification};
 use crate::gateway::{BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
@@ -60,10 +61,14 @@ pub async fn handle(
             p::GSSENC_REQUEST => crate::gateway::send(&mut io, b"N").await?,
             p::CANCEL_REQUEST if pkt.len() >= 8 => {
                 let key = (pkt.get_i32(), pkt.get_i32());
-                if let Some(t) = gate.cancels.get(key) {
-                    if let Err(e) = backend::cancel(&t).await {
-                        tracing::debug!("pg gateway: cancel failed: {e}");
+                match gate.cancels.get(key) {
+                    Some(CancelTarget::Backend(b)) => {
+                        if let Err(e) = backend::cancel(&b).await {
+                            tracing::debug!("pg gateway: cancel failed: {e}");
+                        }
                     }
+                    Some(CancelTarget::Pooled(c)) => pool::cancel(&c).await,
+                    None => {}
                 }
                 return Ok(());
             }
@@ -174,7 +179,6 @@ pub async fn handle(
             return fatal(&mut io, "08006", &msg).await;
         }
     };
-    drop(db_password);
     // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
     // A database or role configured otherwise reads backslashes in '...' as escapes, so the
     // classification cannot be trusted: only ALL allows anything then.
@@ -185,6 +189,25 @@ pub async fn handle(
         .is_none_or(|(_, v)| v.eq_ignore_ascii_case("on"));
     if !conforming {
         session.distrust_lexing();
+    }
+    // Statement pooling (see `pool`); the backend just logged in stays the session's reserve.
+    let size = gate.config().pg_pool_size;
+    let mut pool = (size > 0 && conforming).then(|| {
+        gate.pg_pools.get(
+            &session.target,
+            &session.account.account,
+            &forwarded,
+            &db_password,
+            size,
+            gate.config().backend_connect_timeout,
+        )
+    });
+    drop(db_password);
+    if let Some(p) = &pool {
+        if let Err(e) = p.ensure_open().await {
+            tracing::warn!(target = %session.target.name, "pg gateway: no pooled connection, the session runs on its own: {e}");
+            pool = None;
+        }
     }
 
     let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
@@ -199,23 +222,45 @@ pub async fn handle(
     p::backend_key_data(&mut hello, key.0, key.1);
     p::ready_for_query(&mut hello, db.status);
     crate::gateway::send(&mut io, &hello).await?;
-    gate.cancels.insert(
-        key,
-        CancelTarget {
-            host: session.target.host.clone(),
-            port: session.target.port,
-            tls: session.target.tls == BackendTls::Require,
-            pid: db.pid,
-            secret: db.secret,
-        },
-    );
+    let own = BackendKey {
+        host: session.target.host.clone(),
+        port: session.target.port,
+        tls: session.target.tls == BackendTls::Require,
+        pid: db.pid,
+        secret: db.secret,
+    };
+    let (mut client_r, client_w) = tokio::io::split(io);
+    let mut leftover = buf;
+    let client_w = match pool {
+        None => client_w,
+        Some(pool) => {
+            let client = pool::Client::new(pool, client_w, session.auditor());
+            gate.cancels
+                .insert(key, CancelTarget::Pooled(client.clone()));
+            let pinned = pooled(&mut client_r, &client, &mut session, &mut leftover).await;
+            let writer = match pinned {
+                Ok(true) => client.take_writer().await,
+                _ => None,
+            };
+            match writer {
+                Some(w) => w,
+                None => {
+                    gate.cancels.remove(key);
+                    let mut db_io = db.io;
+                    let mut bye = BytesMut::new();
+                    p::put_msg(&mut bye, b'X', &[]);
+                    let _ = crate::gateway::send(&mut db_io, &bye).await;
+                    return pinned.map(|_| ());
+                }
+            }
+        }
+    };
+    gate.cancels.insert(key, CancelTarget::Backend(own));
 
-    let (client_r, client_w) = tokio::io::split(io);
     let (db_r, db_w) = tokio::io::split(db.io);
     let (units_tx, units_rx) = mpsc::channel(1024);
     let markers: Markers = Arc::new(Mutex::new(HashMap::new()));
     let auditor = session.auditor();
-    let mut leftover = buf;
     let from_client = relay(
         client_r,
         db_w,
@@ -231,6 +276,72 @@ pub async fn handle(
     };
     gate.cancels.remove(key);
     result
+}
+
+/// Runs the session's statements on its pool while they are session-neutral and allowed.
+/// `Ok(true)`: the message at the head of `buf` needs the session's own backend (it is left
+/// there, and nothing of the session is in flight on the pool any more once
+/// [`pool::Client::take_writer`] returns); `Ok(false)`: the client has gone.
+async fn pooled<R: AsyncRead + Unpin>(
+    client_r: &mut R,
+    client: &Arc<pool::Client>,
+    session: &mut Session,
+    buf: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let mut key = Vec::with_capacity(256);
+    loop {
+        while let Some(len) = p::complete_len(buf)? {
+            if client.is_dead() {
+                return Ok(false);
+            }
+            match buf[0] {
+                b'Q' => {}
+                b'X' => return Ok(false),
+                _ => return Ok(true),
+            }
+            let msg = buf.split_to(len).freeze();
+            let mut body = msg.slice(5..);
+            let sql = p::cstr(&mut body).unwrap_or_default();
+            let c = {
+                let prepared = |name: &str| session.prepared.get(name).copied();
+                classify_pg::classify_cached(&sql, &prepared, &session.gate().pg_classes, &mut key)
+            };
+            let verdict = if c.session_neutral {
+                session.decide(&c)
+            } else {
+                Verdict::Refuse {
+                    message: String::new(),
+                    missing: PrivSet::EMPTY,
+                }
+            };
+            let unit = Unit {
+                text: sql,
+                needs: c.needs,
+                verdict,
+                started: Instant::now(),
+            };
+            // Refusals, and anything else, go the session's own way (decided again there).
+            let submitted = if unit.verdict.allowed() {
+                session.apply(&c);
+                client.submit(msg, unit).await.map_err(|job| job.msg)
+            } else {
+                Err(msg)
+            };
+            if let Err(msg) = submitted {
+                let mut back = BytesMut::with_capacity(msg.len() + buf.len());
+                back.extend_from_slice(&msg);
+                back.extend_from_slice(buf);
+                *buf = back;
+                return Ok(true);
+            }
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(32 * 1024);
+        }
+        if client_r.read_buf(buf).await? == 0 {
+            return Ok(false);
+        }
+    }
 }
 
 async fn fatal<W: AsyncWrite + Unpin>(

@@ -12,6 +12,7 @@
 
 mod backend;
 mod frontend;
+pub mod pool;
 pub mod protocol;
 mod scram;
 
@@ -23,14 +24,23 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::DbGate;
 
-/// Where a cancel request for one session goes.
+/// A backend connection's address and cancel key.
 #[derive(Debug, Clone)]
-pub struct CancelTarget {
+pub struct BackendKey {
     pub host: String,
     pub port: u16,
     pub tls: bool,
     pub pid: i32,
     pub secret: i32,
+}
+
+/// Where a cancel request for one session goes.
+#[derive(Debug, Clone)]
+pub enum CancelTarget {
+    /// The session's own backend.
+    Backend(BackendKey),
+    /// A pooled session: whichever connection runs its statement (see [`pool::cancel`]).
+    Pooled(Arc<pool::Client>),
 }
 
 /// Accepts PostgreSQL clients on `listener` until `shutdown` resolves. `tls` is the server

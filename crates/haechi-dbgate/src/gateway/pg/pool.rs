@@ -1,0 +1,676 @@
+//! Statement pooling: while a session has sent only session-neutral statements (plain queries
+//! that neither change nor read the session's own state, see
+//! [`crate::classify::Classification::session_neutral`]), its statements run on a few backend
+//! connections it shares with the other sessions of the same account, target and startup
+//! parameters on its session thread, pipelined one after another into each connection.
+//! PostgreSQL then reads several statements per wake-up instead of one, which is where a
+//! gateway in front of it gets its throughput back.
+//!
+//! Each session still logs in its own backend at login and keeps it in reserve, untouched. At
+//! its first statement that is not session-neutral (a `SET`, a transaction, DML, the extended
+//! protocol, a refusal, ...) the session waits for its pooled statements to finish and then
+//! continues on that reserve for good (it is *pinned*): a fresh connection that has seen only
+//! what a fresh connection sees, so the session's semantics are those of a direct one.
+//!
+//! Responses come back in the order the statements were written, so the reader hands each
+//! one to the session at the head of the queue. A session's statements in flight are all on
+//! one connection, so its own answers never overtake each other. A connection whose head
+//! statement has run for [`STALL`] takes no more statements (a long query holds up only the
+//! few queued behind it before it was seen to be long).
+//!
+//! A cancel request for a pooled session retires its connection (nothing more is written to
+//! it) and sends the cancel to it. The statements of other sessions already queued behind may
+//! be hit by that cancel instead, should the canceled one end just before it lands: such a
+//! statement that failed with "canceling statement due to user request" before any of its
+//! answer went out is run again on another connection (it is a plain query, so running it
+//! again is the same as running it a moment later).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, Notify};
+
+use super::backend::{self, Unit};
+use super::protocol as p;
+use super::BackendKey;
+use crate::gateway::{Auditor, BoxIo, StatementRecord};
+use crate::targets::{BackendTls, Target};
+
+/// A connection whose head statement has run this long takes no more statements.
+pub const STALL: Duration = Duration::from_millis(20);
+/// Statements in flight on one connection at most.
+const DEPTH: usize = 16;
+/// A client that takes no bytes of its answer for this long is cut off (it would hold up the
+/// statements of others queued behind its own).
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What sessions share a pool: the same database login with the same startup parameters, on
+/// the same session thread.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    target: i64,
+    host: String,
+    port: u16,
+    database: String,
+    account: String,
+    params: Vec<(String, String)>,
+    thread: std::thread::ThreadId,
+}
+
+/// Every pool of the gateway.
+#[derive(Default)]
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    /// The pool for `account` on `target` with `params` on this thread, made on first use.
+    /// `password` (the vault's current one) is what the pool logs in with from now on.
+    pub fn get(
+        &self,
+        target: &Target,
+        account: &str,
+        params: &[(String, String)],
+        password: &SecretString,
+        size: usize,
+        timeout: Duration,
+    ) -> Arc<Pool> {
+        let key = PoolKey {
+            target: target.id,
+            host: target.host.clone(),
+            port: target.port,
+            database: target.database.clone(),
+            account: account.to_owned(),
+            params: params.to_vec(),
+            thread: std::thread::current().id(),
+        };
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = map
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    target: target.clone(),
+                    account: account.to_owned(),
+                    params: params.to_vec(),
+                    password: Mutex::new(password.clone()),
+                    size: size.max(1),
+                    timeout,
+                    conns: Mutex::new(Vec::new()),
+                    opening: AtomicUsize::new(0),
+                    freed: Notify::new(),
+                    epoch: Instant::now(),
+                })
+            })
+            .clone();
+        *pool.password.lock().unwrap_or_else(|e| e.into_inner()) = password.clone();
+        pool
+    }
+}
+
+/// Backend connections shared by sessions (see the module documentation).
+pub struct Pool {
+    target: Target,
+    account: String,
+    params: Vec<(String, String)>,
+    /// The account's password as of the newest login into this pool.
+    password: Mutex<SecretString>,
+    size: usize,
+    timeout: Duration,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// Connections being opened.
+    opening: AtomicUsize,
+    /// Notified when a statement finishes or a connection opens.
+    freed: Notify,
+    epoch: Instant,
+}
+
+/// One pooled backend connection: the sender to its writer task and what both its tasks share.
+pub struct Conn {
+    jobs: mpsc::UnboundedSender<Job>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Statements written (or about to be) and not yet answered, oldest first.
+    queue: Mutex<VecDeque<Job>>,
+    depth: AtomicUsize,
+    /// Microseconds since the pool's epoch at which the head statement started; 0 = idle.
+    head_since: AtomicU64,
+    /// Takes no more statements (a cancel was sent to it, or it is closing).
+    retired: AtomicBool,
+    /// Its socket failed or closed.
+    dead: AtomicBool,
+    /// The client a cancel was sent for (0: none).
+    cancelled_for: AtomicU64,
+    key: BackendKey,
+}
+
+/// A pooled session's side: where its answers go and what it has in flight.
+pub struct Client {
+    id: u64,
+    pool: Arc<Pool>,
+    writer: tokio::sync::Mutex<Option<WriteHalf<BoxIo>>>,
+    auditor: Auditor,
+    inflight: AtomicUsize,
+    idle: Notify,
+    /// The connection its statements in flight are on.
+    sticky: Mutex<Weak<Conn>>,
+    /// Its socket failed or it stopped taking its answers.
+    dead: AtomicBool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("pool::Client")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// One statement string of a pooled session.
+pub struct Job {
+    /// The `Query` message as the client sent it.
+    pub msg: Bytes,
+    pub unit: Box<Unit>,
+    client: Arc<Client>,
+    /// Some of its answer went to the client already.
+    forwarded: bool,
+    /// Run again after another session's cancel hit it.
+    retried: bool,
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+impl Pool {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Opens the first connection if there is none (so a session's first statement finds one);
+    /// logins that arrive together wait for the one that is opening it.
+    pub async fn ensure_open(self: &Arc<Self>) -> Result<(), String> {
+        loop {
+            if !self.usable().is_empty() {
+                return Ok(());
+            }
+            let opened = self.freed.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self
+                .opening
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let r = self.open().await;
+                self.opening.fetch_sub(1, Ordering::SeqCst);
+                self.freed.notify_waiters();
+                return r;
+            }
+            if tokio::time::timeout(self.timeout, opened).await.is_err() {
+                return Err("no pooled connection opened in time".into());
+            }
+        }
+    }
+
+    fn usable(&self) -> Vec<Arc<Conn>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| c.usable())
+            .cloned()
+            .collect()
+    }
+
+    /// Logs a new connection in and starts its tasks.
+    async fn open(self: &Arc<Self>) -> Result<(), String> {
+        let password = self
+            .password
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let db = backend::connect(
+            &self.target,
+            &self.account,
+            &password,
+            &self.params,
+            self.timeout,
+        )
+        .await?;
+        drop(password);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            depth: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            cancelled_for: AtomicU64::new(0),
+            key: BackendKey {
+                host: self.target.host.clone(),
+                port: self.target.port,
+                tls: self.target.tls == BackendTls::Require,
+                pid: db.pid,
+                secret: db.secret,
+            },
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (db_r, db_w) = tokio::io::split(db.io);
+        tokio::spawn(write_loop(db_w, rx, shared.clone(), Arc::downgrade(self)));
+        tokio::spawn(read_loop(db_r, shared.clone(), Arc::downgrade(self)));
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(Conn { jobs: tx, shared }));
+        self.freed.notify_waiters();
+        Ok(())
+    }
+
+    /// Opens one more connection in the background when every one is busy and there is room.
+    fn grow(self: &Arc<Self>, live: usize) {
+        let opening = self.opening.load(Ordering::SeqCst);
+        if live + opening >= self.size {
+            return;
+        }
+        self.opening.fetch_add(1, Ordering::SeqCst);
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pool.open().await {
+                tracing::warn!(target = %pool.target.name, "pg gateway: pooled connection failed: {e}");
+            }
+            pool.opening.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// The connection for a statement of a session with nothing in flight: the least busy one
+    /// that is neither stalled nor full.
+    fn pick(self: &Arc<Self>) -> Option<Arc<Conn>> {
+        let now = self.now_us();
+        let stall = STALL.as_micros() as u64;
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.shared.dead.load(Ordering::SeqCst));
+        let live = conns.iter().filter(|c| c.usable()).count();
+        let best = conns
+            .iter()
+            .filter(|c| c.usable())
+            .filter(|c| {
+                let since = c.shared.head_since.load(Ordering::SeqCst);
+                since == 0 || now.saturating_sub(since) < stall
+            })
+            .filter(|c| c.shared.depth.load(Ordering::SeqCst) < DEPTH)
+            .min_by_key(|c| c.shared.depth.load(Ordering::SeqCst))
+            .cloned();
+        drop(conns);
+        if best
+            .as_ref()
+            .is_none_or(|c| c.shared.depth.load(Ordering::SeqCst) > 0)
+        {
+            self.grow(live);
+        }
+        best
+    }
+
+    fn retire(&self, conn: &Arc<Conn>) {
+        conn.shared.retired.store(true, Ordering::SeqCst);
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, conn));
+    }
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !self.shared.retired.load(Ordering::SeqCst) && !self.shared.dead.load(Ordering::SeqCst)
+    }
+
+    fn push(self: &Arc<Self>, job: Job) -> Result<(), Job> {
+        if !self.usable() {
+            return Err(job);
+        }
+        let client = job.client.clone();
+        self.shared.depth.fetch_add(1, Ordering::SeqCst);
+        client.inflight.fetch_add(1, Ordering::SeqCst);
+        *client.sticky.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(self);
+        match self.jobs.send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(job)) => {
+                self.shared.depth.fetch_sub(1, Ordering::SeqCst);
+                client.inflight.fetch_sub(1, Ordering::SeqCst);
+                Err(job)
+            }
+        }
+    }
+}
+
+impl Client {
+    /// A pooled session writing its answers to `writer`.
+    pub fn new(pool: Arc<Pool>, writer: WriteHalf<BoxIo>, auditor: Auditor) -> Arc<Client> {
+        Arc::new(Client {
+            id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+            pool,
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            auditor,
+            inflight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            sticky: Mutex::new(Weak::new()),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Waits until none of its statements is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inflight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Takes the client's socket back once nothing is in flight (for pinning).
+    pub async fn take_writer(&self) -> Option<WriteHalf<BoxIo>> {
+        self.drained().await;
+        self.writer.lock().await.take()
+    }
+
+    /// Runs `msg` (a session-neutral `Query`) on a pooled connection. `Err` gives the job back
+    /// when no connection can take it soon: the session should pin then.
+    pub async fn submit(self: &Arc<Self>, msg: Bytes, unit: Unit) -> Result<(), Job> {
+        let mut job = Job {
+            msg,
+            unit: Box::new(unit),
+            client: self.clone(),
+            forwarded: false,
+            retried: false,
+        };
+        let mut waited = false;
+        loop {
+            if self.inflight.load(Ordering::SeqCst) > 0 {
+                let sticky = self
+                    .sticky
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .upgrade();
+                if let Some(conn) = sticky {
+                    match conn.push(job) {
+                        Ok(()) => return Ok(()),
+                        Err(j) => job = j,
+                    }
+                }
+                // Its connection was retired: its own answers there come first.
+                self.drained().await;
+                continue;
+            }
+            if let Some(conn) = self.pool.pick() {
+                match conn.push(job) {
+                    Ok(()) => return Ok(()),
+                    Err(j) => job = j,
+                }
+                continue;
+            }
+            if waited {
+                return Err(job);
+            }
+            waited = true;
+            let freed = self.pool.freed.notified();
+            let _ = tokio::time::timeout(STALL, freed).await;
+        }
+    }
+
+    /// Writes answer bytes to the client; marks it dead when it cannot take them.
+    async fn write(&self, bytes: &[u8]) {
+        if self.is_dead() {
+            return;
+        }
+        let mut w = self.writer.lock().await;
+        let Some(io) = w.as_mut() else { return };
+        match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, crate::gateway::send(io, bytes)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                self.dead.store(true, Ordering::SeqCst);
+                *w = None;
+            }
+        }
+    }
+
+    fn finished(&self) {
+        if self.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// A cancel request for a pooled session: retires the connection its statement runs on and
+/// sends the cancel there. Nothing happens when it has nothing in flight.
+pub async fn cancel(client: &Arc<Client>) {
+    if client.inflight.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let conn = client
+        .sticky
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .upgrade();
+    let Some(conn) = conn else { return };
+    conn.shared.cancelled_for.store(client.id, Ordering::SeqCst);
+    client.pool.retire(&conn);
+    let key = conn.shared.key.clone();
+    drop(conn);
+    if let Err(e) = backend::cancel(&key).await {
+        tracing::debug!("pg gateway: cancel failed: {e}");
+    }
+}
+
+/// Writes statements to the database as they come, several in one write when several wait.
+async fn write_loop(
+    mut db: WriteHalf<BoxIo>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    shared: Arc<Shared>,
+    pool: Weak<Pool>,
+) {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while let Some(job) = jobs.recv().await {
+        out.clear();
+        {
+            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut take = |job: Job, queue: &mut VecDeque<Job>| {
+                if queue.is_empty() {
+                    if let Some(pool) = pool.upgrade() {
+                        shared.head_since.store(pool.now_us(), Ordering::SeqCst);
+                    }
+                }
+                out.extend_from_slice(&job.msg);
+                queue.push_back(job);
+            };
+            take(job, &mut queue);
+            while let Ok(job) = jobs.try_recv() {
+                take(job, &mut queue);
+            }
+        }
+        if crate::gateway::send(&mut db, &out).await.is_err() {
+            break;
+        }
+    }
+    // Every sender is gone (the connection left the pool) or the socket failed: end the
+    // session after what was written (the database answers those first).
+    let mut bye = BytesMut::new();
+    p::put_msg(&mut bye, b'X', &[]);
+    let _ = crate::gateway::send(&mut db, &bye).await;
+    let _ = db.shutdown().await;
+}
+
+/// Carries answers back, each to the session whose statement is at the head of the queue.
+async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut rows: u64 = 0;
+    let mut error: Option<String> = None;
+    let mut user_cancel = false;
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match db.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut pos = 0;
+        let mut from = 0;
+        loop {
+            let len = match p::complete_len(&buf[pos..]) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(_) => {
+                    fail_all(&shared, &pool).await;
+                    return;
+                }
+            };
+            let tag = buf[pos];
+            let body = &buf[pos + 5..pos + len];
+            match tag {
+                b'C' => rows += p::command_rows(body),
+                b'E' => {
+                    let fields = p::error_fields(body);
+                    let field = |k: u8| {
+                        fields
+                            .iter()
+                            .find(|(c, _)| *c == k)
+                            .map(|(_, v)| v.as_str())
+                    };
+                    error = field(b'C').map(str::to_owned);
+                    user_cancel = field(b'C') == Some("57014")
+                        && field(b'M').is_some_and(|m| m.contains("user request"));
+                }
+                b'Z' => {
+                    let end = pos + len;
+                    let job = {
+                        let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        let job = queue.pop_front();
+                        let next = if queue.is_empty() {
+                            0
+                        } else {
+                            pool.upgrade().map_or(0, |p| p.now_us())
+                        };
+                        shared.head_since.store(next, Ordering::SeqCst);
+                        job
+                    };
+                    if let Some(job) = job {
+                        shared.depth.fetch_sub(1, Ordering::SeqCst);
+                        let hit = user_cancel && {
+                            let c = shared.cancelled_for.load(Ordering::SeqCst);
+                            c != 0 && c != job.client.id
+                        };
+                        complete(job, &buf[from..end], rows, error.take(), hit, &pool).await;
+                    }
+                    from = end;
+                    rows = 0;
+                    error = None;
+                    user_cancel = false;
+                }
+                _ => {}
+            }
+            pos += len;
+        }
+        if from < pos {
+            // The head statement's answer so far (a long result streams through).
+            let client = {
+                let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                queue.front_mut().map(|j| {
+                    j.forwarded = true;
+                    j.client.clone()
+                })
+            };
+            if let Some(c) = client {
+                c.write(&buf[from..pos]).await;
+            }
+        }
+        bytes::Buf::advance(&mut buf, pos);
+    }
+    fail_all(&shared, &pool).await;
+}
+
+/// The connection is gone: every statement still queued on it fails with 08006, and the
+/// sessions carry on (on another connection) with their next statement.
+async fn fail_all(shared: &Shared, pool: &Weak<Pool>) {
+    shared.dead.store(true, Ordering::SeqCst);
+    shared.retired.store(true, Ordering::SeqCst);
+    let jobs: Vec<Job> = shared
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for job in jobs {
+        let mut out = BytesMut::new();
+        p::error_response(
+            &mut out,
+            "ERROR",
+            "08006",
+            "Haechi DB gateway: the connection to the database was lost while the statement ran",
+        );
+        p::ready_for_query(&mut out, b'I');
+        complete(job, &out, 0, Some("08006".into()), false, pool).await;
+    }
+    if let Some(pool) = pool.upgrade() {
+        pool.freed.notify_waiters();
+    }
+}
+
+/// Hands one finished statement's answer to its session, audits it, and frees its place.
+async fn complete(
+    mut job: Job,
+    answer: &[u8],
+    rows: u64,
+    error: Option<String>,
+    hit_by_cancel: bool,
+    pool: &Weak<Pool>,
+) {
+    let client = job.client.clone();
+    if hit_by_cancel
+        && !job.forwarded
+        && !job.retried
+        && client.inflight.load(Ordering::SeqCst) == 1
+    {
+        if let Some(conn) = pool.upgrade().and_then(|p| p.pick()) {
+            job.retried = true;
+            // Its place moves to the new connection (inflight is counted again there).
+            client.inflight.fetch_sub(1, Ordering::SeqCst);
+            match conn.push(job) {
+                Ok(()) => return,
+                Err(j) => {
+                    client.inflight.fetch_add(1, Ordering::SeqCst);
+                    job = j;
+                }
+            }
+        }
+    }
+    client.write(answer).await;
+    let allowed = job.unit.verdict.allowed();
+    client
+        .auditor
+        .audit(StatementRecord {
+            text: &job.unit.text,
+            needs: job.unit.needs,
+            verdict: &job.unit.verdict,
+            rows,
+            started: job.unit.started,
+            error: if allowed { error.as_deref() } else { None },
+        })
+        .await;
+    drop(job);
+    client.finished();
+    if let Some(pool) = pool.upgrade() {
+        pool.freed.notify_waiters();
+    }
+}
