@@ -14,7 +14,7 @@
 # 5. The gateway's memory while streaming 1,000,000 rows through psql.
 # Every statement through the gateway is parsed (pg_query), checked and audited.
 #
-# PERF=1 profiles the gateway's run (PERF_OUT=file for the report). POOL=N is the gateway's
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report, PERF_DATA=file keeps perf.data). POOL=N is the gateway's
 # statement pooling (gateway_pool_size; 2 unless given, POOL=0 turns it off).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
@@ -175,6 +175,7 @@ fi
 GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench "$SERVER_PID")
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
+  [ -n "${PERF_DATA:-}" ] && cp "$WORK/perf.data" "$PERF_DATA"
   { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
     perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi

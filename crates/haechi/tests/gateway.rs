@@ -750,6 +750,26 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
         vec![app.clone()]
     );
 
+    // The pool's connections end (the database terminates them): the sessions go on.
+    pg_admin(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
+        f.run
+    ));
+    let started = Instant::now();
+    while pg_admin(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
+        f.run
+    )) != "0"
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "the backends never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, s) in sessions.iter_mut().enumerate().skip(5) {
+        let msgs = pg_query(s, &format!("SELECT {i} AS {marker}")).await;
+        assert_eq!(pg_values(&msgs), vec![i.to_string()], "{}", tags(&msgs));
+    }
+
     // A cancel request for a pooled statement.
     let (mut s, key) = pg_login(f.pg_port, &login, &pw, &db).await;
     let long = format!("SELECT count(*) AS {marker}_c FROM generate_series(1, 3000000000)");

@@ -45,6 +45,9 @@ use crate::targets::{BackendTls, Target};
 pub const STALL: Duration = Duration::from_millis(20);
 /// Statements in flight on one connection at most.
 const DEPTH: usize = 16;
+/// A pooled connection with nothing to do for this long is closed (the pool opens another when
+/// it is needed).
+const IDLE_CLOSE: Duration = Duration::from_secs(600);
 /// A client that takes no bytes of its answer for this long is cut off (it would hold up the
 /// statements of others queued behind its own).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -481,7 +484,24 @@ async fn write_loop(
     pool: Weak<Pool>,
 ) {
     let mut out = BytesMut::with_capacity(16 * 1024);
-    while let Some(job) = jobs.recv().await {
+    loop {
+        let job = match tokio::time::timeout(IDLE_CLOSE, jobs.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_) => {
+                // Idle: leave the pool; statements pushed meanwhile are still taken below.
+                if shared.depth.load(Ordering::SeqCst) == 0 {
+                    shared.retired.store(true, Ordering::SeqCst);
+                    if let Some(pool) = pool.upgrade() {
+                        pool.conns
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .retain(|c| !Arc::ptr_eq(&c.shared, &shared));
+                    }
+                }
+                continue;
+            }
+        };
         out.clear();
         {
             let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
