@@ -396,14 +396,22 @@ pub async fn verify(store: &Store) -> Result<Verification> {
     let mut prev = GENESIS.to_owned();
     let mut checked = 0i64;
     let mut after = 0i64;
+    // The head first: events appended while this runs (after it) are not judged, and every
+    // event up to it is committed, since the head moves in the transaction that appends.
+    let (head_seq, head_hash): (i64, String) = read!(store, |db| sqlx::query_as(
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    )
+    .fetch_one(db)
+    .await)?;
     loop {
         let page: Vec<StoredEvent> = read!(store, |db| {
             sqlx::query_as(
             "SELECT seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash \
-             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+             FROM audit_events WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2"
         )
         .bind(after)
         .bind(PAGE)
+        .bind(head_seq)
         .fetch_all(db)
         .await
         })?;
@@ -441,11 +449,6 @@ pub async fn verify(store: &Store) -> Result<Verification> {
             checked += 1;
         }
     }
-    let (head_seq, head_hash): (i64, String) = read!(store, |db| sqlx::query_as(
-        "SELECT seq, hash FROM audit_head WHERE id = 1"
-    )
-    .fetch_one(db)
-    .await)?;
     if head_seq != checked || head_hash != prev {
         let seq = checked + 1;
         return Ok(Verification {
@@ -464,6 +467,30 @@ pub async fn verify(store: &Store) -> Result<Verification> {
     }
     if checked == 0 && head_hash != GENESIS {
         return Err(Error::internal("audit head is corrupt"));
+    }
+    // Events beyond the head that no append wrote: the newest stored event first, then the
+    // head again (it only moves forward, together with the event it records).
+    let (newest,): (Option<i64>,) = read!(store, |db| sqlx::query_as(
+        "SELECT max(seq) FROM audit_events"
+    )
+    .fetch_one(db)
+    .await)?;
+    let (head_now,): (i64,) = read!(store, |db| sqlx::query_as(
+        "SELECT seq FROM audit_head WHERE id = 1"
+    )
+    .fetch_one(db)
+    .await)?;
+    if let Some(newest) = newest.filter(|n| *n > head_now) {
+        return Ok(Verification {
+            checked,
+            broken: Some(Broken {
+                seq: head_now + 1,
+                reason: format!(
+                    "events {} to {newest} are stored after the chain head ({head_now}): they were not appended through the log",
+                    head_now + 1
+                ),
+            }),
+        });
     }
     Ok(Verification {
         checked,

@@ -768,3 +768,20 @@ async fn deleting_the_newest_events_is_detected() {
     assert_broken_at(&s, newest - 1);
     s.finish().await;
 }
+
+/// An event stored after the chain head (written into the table, not appended through the log)
+/// is named, although verify judges only what the head had recorded when it started.
+#[tokio::test]
+async fn an_event_stored_after_the_head_is_named() {
+    let s = server_with_events().await;
+    let events = stored(&s);
+    let newest = events.last().unwrap().0;
+    s.sql(&format!(
+        "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) \
+         SELECT seq + 1, at, user_id, source_ip, family, action, target, outcome, detail, hash, hash \
+         FROM audit_events WHERE seq = {newest}"
+    ));
+    assert_eq!(stored(&s).last().unwrap().0, newest + 1);
+    assert_broken_at(&s, newest + 1);
+    s.finish().await;
+}
