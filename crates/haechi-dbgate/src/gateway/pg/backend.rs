@@ -166,11 +166,7 @@ pub async fn connect(
                 }
                 b'E' => {
                     let f = p::error_fields(&m.body);
-                    let msg = f
-                        .iter()
-                        .find(|(k, _)| *k == b'M')
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default();
+                    let msg = p::field(&f, b'M').unwrap_or_default();
                     return Err(format!("the database refused the login: {msg}"));
                 }
                 b'S' => {
@@ -301,10 +297,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 b'C' => rows += p::command_rows(body),
                 b'E' => {
                     let fields = p::error_fields(body);
-                    let message = fields
-                        .iter()
-                        .find(|(k, _)| *k == b'M')
-                        .map(|(_, v)| v.as_str());
+                    let message = p::field(&fields, b'M');
                     let refusal = message
                         .and_then(|m| marker_in(m))
                         .and_then(|name| markers.lock().ok().and_then(|mut map| map.remove(name)));
@@ -318,10 +311,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                             error = Some("42501".into());
                         }
                         None => {
-                            error = fields
-                                .iter()
-                                .find(|(k, _)| *k == b'C')
-                                .map(|(_, v)| v.clone());
+                            error = p::field(&fields, b'C').map(str::to_owned);
                         }
                     }
                 }

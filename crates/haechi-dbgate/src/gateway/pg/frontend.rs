@@ -306,23 +306,16 @@ async fn pooled<R: AsyncRead + Unpin>(
                 let prepared = |name: &str| session.prepared.get(name).copied();
                 classify_pg::classify_cached(&sql, &prepared, &session.gate().pg_classes, &mut key)
             };
-            let verdict = if c.session_neutral {
-                session.decide(&c)
-            } else {
-                Verdict::Refuse {
-                    message: String::new(),
-                    missing: PrivSet::EMPTY,
-                }
-            };
-            let unit = Unit {
-                text: sql,
-                needs: c.needs,
-                verdict,
-                started: Instant::now(),
-            };
-            // Refusals, and anything else, go the session's own way (decided again there).
-            let submitted = if unit.verdict.allowed() {
+            // Refusals, and anything not session-neutral, go the session's own way (decided
+            // again there).
+            let submitted = if c.session_neutral && session.decide(&c).allowed() {
                 session.apply(&c);
+                let unit = Unit {
+                    text: sql,
+                    needs: c.needs,
+                    verdict: Verdict::Allow,
+                    started: Instant::now(),
+                };
                 client.submit(msg, unit).await.map_err(|job| job.msg)
             } else {
                 Err(msg)

@@ -562,12 +562,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                 b'C' => rows += p::command_rows(body),
                 b'E' => {
                     let fields = p::error_fields(body);
-                    let field = |k: u8| {
-                        fields
-                            .iter()
-                            .find(|(c, _)| *c == k)
-                            .map(|(_, v)| v.as_str())
-                    };
+                    let field = |k: u8| p::field(&fields, k);
                     error = field(b'C').map(str::to_owned);
                     user_cancel = field(b'C') == Some("57014")
                         && field(b'M').is_some_and(|m| m.contains("user request"));

@@ -123,6 +123,14 @@ pub fn error_response(out: &mut BytesMut, severity: &str, code: &str, message: &
 }
 
 /// Fields of an ErrorResponse / NoticeResponse body.
+/// The value of one field (`b'C'` code, `b'M'` message, ...) of [`error_fields`]' result.
+pub fn field(fields: &[(u8, String)], key: u8) -> Option<&str> {
+    fields
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();
     let mut i = 0;
