@@ -129,32 +129,47 @@ api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1
 # CPU ticks (user+system) a process has used so far, and the machine's idle ticks.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# Time the hypervisor gave to other guests (a noisy neighbour makes every figure of a run lower).
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 # name host port user password dbname [pid of the proxy]
 # Prints the TPS; with a proxy's pid, also that proxy's CPU per transaction (us) and the
 # machine's idle share during the run, into $WORK/cpu_<name>.
 run_pgbench() {
   local name=$1 port=$2 user=$3 pw=$4 db=$5 pid=${6:-}
-  local t0=0 i0 i1 ncpu
+  local t0=0 t1=0 i0 i1 b0 b1 s0 s1 ncpu rc=0
   ncpu=$(nproc)
   [ -n "$pid" ] && t0=$(proc_ticks "$pid")
   i0=$(idle_ticks)
-  if ! PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-    -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$WORK/pgbench_$name.log" 2>&1; then
+  b0=$(busy_ticks)
+  s0=$(steal_ticks)
+  # bash's `time` gives pgbench's own CPU (user and system seconds).
+  { TIMEFORMAT='%U %S'; time PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$WORK/pgbench_$name.log" 2>&1 || rc=$?; } 2>"$WORK/time_$name"
+  if [ "$rc" != 0 ]; then
     echo "pgbench against $name failed:" >&2
     tail -5 "$WORK/pgbench_$name.log" >&2
     exit 1
   fi
   i1=$(idle_ticks)
+  b1=$(busy_ticks)
+  s1=$(steal_ticks)
+  [ -n "$pid" ] && t1=$(proc_ticks "$pid")
   local tps
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/pgbench_$name.log")
   local proxy_us=""
   if [ -n "$pid" ]; then
-    proxy_us=$(awk -v d="$(($(proc_ticks "$pid") - t0))" -v u="$TICK_US" -v t="$tps" -v s="$DURATION" \
+    proxy_us=$(awk -v d="$((t1 - t0))" -v u="$TICK_US" -v t="$tps" -v s="$DURATION" \
       'BEGIN {printf "%.1f", d * u / (t * s)}')
   fi
-  awk -v i="$((i1 - i0))" -v n="$ncpu" -v s="$DURATION" -v u="$TICK_US" -v p="$proxy_us" \
-    'BEGIN {printf "%s %.0f\n", (p == "" ? "-" : p), 100 * i * u / (n * s * 1000000)}' >"$WORK/cpu_$name"
+  # Fields: proxy CPU/tx, idle %, pgbench CPU/tx, the rest (PostgreSQL, the kernel's softirqs)/tx,
+  # stolen %.
+  read -r pu ps <"$WORK/time_$name"
+  awk -v i="$((i1 - i0))" -v st="$((s1 - s0))" -v b="$((b1 - b0))" -v x="$((t1 - t0))" -v n="$ncpu" -v s="$DURATION" -v u="$TICK_US" \
+    -v p="$proxy_us" -v c="$(awk -v a="$pu" -v b="$ps" 'BEGIN {print a + b}')" -v t="$tps" \
+    'BEGIN {printf "%s %.0f %.1f %.1f %.0f\n", (p == "" ? "-" : p), 100 * i * u / (n * s * 1000000),
+      c * 1000000 / (t * s), (b * u - x * u - c * 1000000) / (t * s), 100 * st * u / (n * s * 1000000)}' >"$WORK/cpu_$name"
   echo "$tps"
 }
 p50_one_client() {
@@ -169,15 +184,16 @@ DIRECT=$(run_pgbench direct 5432 "$RUN" "$DBPW" "$RUN")
 BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN" "$BOUNCER_PID")
 if [ -n "${PERF:-}" ]; then
   # PERF=1: where the gateway spends its time during its run (perf from Debian's linux-perf).
-  perf record -q -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  # System-wide (-a, then only the server's samples reported): perf -p misses threads started later.
+  perf record -q -F 499 -g -a -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
 GATEWAY=$(run_pgbench gateway "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench "$SERVER_PID")
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
   [ -n "${PERF_DATA:-}" ] && cp "$WORK/perf.data" "$PERF_DATA"
-  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
-    perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
+  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -16
+    perf report -i "$WORK/perf.data" --pid "$SERVER_PID" --stdio --no-children -g none --percent-limit 0.7 --sort comm,dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi
 say "one client, p50 latency"
 P50_DIRECT=$(p50_one_client 5432 "$RUN" "$DBPW" "$RUN")
@@ -201,6 +217,9 @@ gateway / direct    $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", 
 gateway / pgbouncer $(awk -v g="$GATEWAY" -v b="$BOUNCER" 'BEGIN {printf "%.2f", g/b}')   (goal >= 1.00)
 proxy CPU per transaction: pgbouncer $(cut -d' ' -f1 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f1 "$WORK/cpu_gateway") us
 machine idle during the run: direct $(cut -d' ' -f2 "$WORK/cpu_direct")%, pgbouncer $(cut -d' ' -f2 "$WORK/cpu_pgbouncer")%, gateway $(cut -d' ' -f2 "$WORK/cpu_gateway")%
+stolen by the hypervisor during the run: direct $(cut -d' ' -f5 "$WORK/cpu_direct")%, pgbouncer $(cut -d' ' -f5 "$WORK/cpu_pgbouncer")%, gateway $(cut -d' ' -f5 "$WORK/cpu_gateway")%
+pgbench CPU per transaction: direct $(cut -d' ' -f3 "$WORK/cpu_direct") us, pgbouncer $(cut -d' ' -f3 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f3 "$WORK/cpu_gateway") us
+everything else (PostgreSQL, softirqs) per transaction: direct $(cut -d' ' -f4 "$WORK/cpu_direct") us, pgbouncer $(cut -d' ' -f4 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f4 "$WORK/cpu_gateway") us
 one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
 gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
 EOF

@@ -55,6 +55,8 @@ pub struct DbGateConfig {
     /// PostgreSQL statement pooling: backend connections per session thread that sessions
     /// share while their statements are session-neutral; `0` turns pooling off.
     pub pg_pool_size: usize,
+    /// A pooled backend connection with nothing to do for this long is closed.
+    pub pg_pool_idle: Duration,
 }
 
 impl Default for DbGateConfig {
@@ -66,6 +68,7 @@ impl Default for DbGateConfig {
             backend_connect_timeout: Duration::from_secs(10),
             session_threads: 0,
             pg_pool_size: 0,
+            pg_pool_idle: Duration::from_secs(600),
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct Config {
     /// PostgreSQL statement pooling: backend connections per gateway thread shared by sessions
     /// while their statements are session-neutral; `0` turns it off.
     pub gateway_pool_size: usize,
+    /// Seconds a pooled backend connection may sit with nothing to do before it is closed.
+    pub gateway_pool_idle_secs: u64,
     /// Identity settings: lockout, inactivity, token lifetimes, password hashing cost.
     pub identity: IdentityConfig,
     /// Agents and nodes: heartbeats, the LOST grace, output cap, the local agent.
@@ -147,6 +149,7 @@ impl Default for Config {
             mysql_gateway: None,
             gateway_threads: 0,
             gateway_pool_size: 0,
+            gateway_pool_idle_secs: 600,
             identity: IdentityConfig::default(),
             agents: AgentsConfig::default(),
             tasks: TasksConfig::default(),
@@ -533,6 +536,14 @@ impl Config {
                 "gateway_pool_size",
                 self.gateway_pool_size,
                 "must be 0 (no pooling) or a connection count of at most 1024",
+            ));
+        }
+
+        if !(1..=86_400).contains(&self.gateway_pool_idle_secs) {
+            return Err(self.invalid(
+                "gateway_pool_idle_secs",
+                self.gateway_pool_idle_secs,
+                "must be a number of seconds from 1 to 86400",
             ));
         }
 
@@ -1340,6 +1351,16 @@ mod tests {
             ("HAECHI_GATEWAY_THREADS", "1000", "gateway_threads"),
             ("HAECHI_GATEWAY_THREADS", "many", "gateway_threads"),
             ("HAECHI_GATEWAY_POOL_SIZE", "5000", "gateway_pool_size"),
+            (
+                "HAECHI_GATEWAY_POOL_IDLE_SECS",
+                "0",
+                "gateway_pool_idle_secs",
+            ),
+            (
+                "HAECHI_GATEWAY_POOL_IDLE_SECS",
+                "-5",
+                "HAECHI_GATEWAY_POOL_IDLE_SECS",
+            ),
             ("HAECHI_MAX_BODY_BYTES", "lots", "max_body_bytes"),
             (
                 "HAECHI_DATABASE_MAX_CONNECTIONS",

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{call, client, enc, login, Server, ADMIN_PASSWORD};
-use gateway_support::{my_admin, pg_admin, pg_admin_url, run, start_gateways};
+use gateway_support::{my_admin, pg_admin, pg_admin_url, run, start_gateways, POOL_IDLE_SECS};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -689,7 +689,11 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     .unwrap();
     assert!(
         (1..=2).contains(&ran),
-        "{ran} backends ran the pooled statements"
+        "{ran} backends ran the pooled statements: {}",
+        pg_admin(&format!(
+            "SELECT string_agg(pid || ' ' || backend_start || ' ' || state || ' ' || query_start || ' ' || left(query, 70), E'\n') FROM pg_stat_activity WHERE usename = '{}'",
+            f.run
+        ))
     );
 
     // An error in a pooled statement: the session goes on.
@@ -801,6 +805,52 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
         pg_values(&pg_query(&mut sessions[4], "SELECT 9 AS x").await),
         ["9"]
     );
+}
+
+/// A pooled connection with nothing to do for `gateway_pool_idle_secs` (3 s on the fixture's
+/// server) is closed; the session that used it stays open and its next statement runs on a
+/// connection the pool opens for it.
+#[tokio::test]
+async fn idle_pooled_connections_close_and_the_pool_opens_another() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let login = format!("{user}@{}", f.run);
+    let db = format!("{}_postgres", f.run);
+    let marker = common::unique("idle").to_lowercase();
+    let pooled = |tag: &str| {
+        pg_admin(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_{tag}%'",
+            f.run
+        ))
+    };
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    let msgs = pg_query(&mut s, &format!("SELECT 1 AS {marker}_a")).await;
+    assert_eq!(pg_values(&msgs), ["1"], "{}", tags(&msgs));
+    assert_eq!(
+        pooled("a"),
+        "1",
+        "the statement ran on one pooled connection"
+    );
+    // Nothing more to do: the connection closes after the idle time, not before.
+    let started = Instant::now();
+    while pooled("a") != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(POOL_IDLE_SECS + 15),
+            "the idle pooled connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(POOL_IDLE_SECS - 1),
+        "closed after {:?}, before it was idle for {POOL_IDLE_SECS} s",
+        started.elapsed()
+    );
+    // The session is still there and its next statement gets a new pooled connection.
+    let msgs = pg_query(&mut s, &format!("SELECT 2 AS {marker}_b")).await;
+    assert_eq!(pg_values(&msgs), ["2"], "{}", tags(&msgs));
+    assert_eq!(pooled("b"), "1");
+    assert_eq!(pooled("a"), "0");
 }
 
 /// Resident set of the server process, in KiB (VmRSS / VmHWM from /proc).

@@ -77,6 +77,9 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
 
+/// `gateway_pool_idle_secs` of the servers [`start_gateways`] starts.
+pub const POOL_IDLE_SECS: u64 = 3;
+
 /// A server with both gateways on free ports; the server, its PostgreSQL gateway's port and its
 /// MySQL gateway's port. `pool_size` is the PostgreSQL statement pool (`gateway_pool_size`; 0: off).
 pub async fn start_gateways(pool_size: usize) -> (Server, u16, u16) {
@@ -85,6 +88,8 @@ pub async fn start_gateways(pool_size: usize) -> (Server, u16, u16) {
         Server::start_with(
             crate::common::Opts::default()
                 .env("HAECHI_GATEWAY_POOL_SIZE", &pool_size.to_string())
+                // Pooled connections close soon when idle, so a test sees them close.
+                .env("HAECHI_GATEWAY_POOL_IDLE_SECS", &POOL_IDLE_SECS.to_string())
                 .arg("--pg-gateway")
                 .arg(&pg)
                 .arg("--mysql-gateway")

@@ -198,8 +198,7 @@ pub async fn handle(
             &session.account.account,
             &forwarded,
             &db_password,
-            size,
-            gate.config().backend_connect_timeout,
+            gate.config(),
         )
     });
     drop(db_password);

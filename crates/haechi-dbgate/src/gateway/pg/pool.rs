@@ -40,14 +40,15 @@ use super::protocol as p;
 use super::BackendKey;
 use crate::gateway::{Auditor, BoxIo, StatementRecord};
 use crate::targets::{BackendTls, Target};
+use crate::DbGateConfig;
 
 /// A connection whose head statement has run this long takes no more statements.
 pub const STALL: Duration = Duration::from_millis(20);
+/// How long a session's statement waits in all for a pooled connection that can take it
+/// before the session pins (it waits only while statements finish or connections open).
+const QUEUE_WAIT: Duration = Duration::from_millis(250);
 /// Statements in flight on one connection at most.
 const DEPTH: usize = 16;
-/// A pooled connection with nothing to do for this long is closed (the pool opens another when
-/// it is needed).
-const IDLE_CLOSE: Duration = Duration::from_secs(600);
 /// A client that takes no bytes of its answer for this long is cut off (it would hold up the
 /// statements of others queued behind its own).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,15 +74,15 @@ pub struct Pools {
 
 impl Pools {
     /// The pool for `account` on `target` with `params` on this thread, made on first use.
-    /// `password` (the vault's current one) is what the pool logs in with from now on.
+    /// `password` (the vault's current one) is what the pool logs in with from now on; the
+    /// pool's size, connect timeout and idle time come from `config` when the pool is made.
     pub fn get(
         &self,
         target: &Target,
         account: &str,
         params: &[(String, String)],
         password: &SecretString,
-        size: usize,
-        timeout: Duration,
+        config: &DbGateConfig,
     ) -> Arc<Pool> {
         let key = PoolKey {
             target: target.id,
@@ -101,8 +102,9 @@ impl Pools {
                     account: account.to_owned(),
                     params: params.to_vec(),
                     password: Mutex::new(password.clone()),
-                    size: size.max(1),
-                    timeout,
+                    size: config.pg_pool_size.max(1),
+                    timeout: config.backend_connect_timeout,
+                    idle: config.pg_pool_idle,
                     conns: Mutex::new(Vec::new()),
                     opening: AtomicUsize::new(0),
                     freed: Notify::new(),
@@ -124,6 +126,9 @@ pub struct Pool {
     password: Mutex<SecretString>,
     size: usize,
     timeout: Duration,
+    /// A connection with nothing to do for this long is closed (the pool opens another when
+    /// it is needed).
+    idle: Duration,
     conns: Mutex<Vec<Arc<Conn>>>,
     /// Connections being opened.
     opening: AtomicUsize,
@@ -139,7 +144,7 @@ pub struct Conn {
 }
 
 struct Shared {
-    /// Statements written (or about to be) and not yet answered, oldest first.
+    /// Statements written and not yet answered, oldest first.
     queue: Mutex<VecDeque<Job>>,
     depth: AtomicUsize,
     /// Microseconds since the pool's epoch at which the head statement started; 0 = idle.
@@ -263,7 +268,13 @@ impl Pool {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (db_r, db_w) = tokio::io::split(db.io);
-        tokio::spawn(write_loop(db_w, rx, shared.clone(), Arc::downgrade(self)));
+        tokio::spawn(write_loop(
+            db_w,
+            rx,
+            shared.clone(),
+            Arc::downgrade(self),
+            self.idle,
+        ));
         tokio::spawn(read_loop(db_r, shared.clone(), Arc::downgrade(self)));
         self.conns
             .lock()
@@ -398,7 +409,7 @@ impl Client {
             forwarded: false,
             retried: false,
         };
-        let mut waited = false;
+        let mut waiting_since: Option<Instant> = None;
         loop {
             if self.inflight.load(Ordering::SeqCst) > 0 {
                 let sticky = self
@@ -416,6 +427,10 @@ impl Client {
                 self.drained().await;
                 continue;
             }
+            // Armed before looking, so a statement that finishes meanwhile is not missed.
+            let freed = self.pool.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             if let Some(conn) = self.pool.pick() {
                 match conn.push(job) {
                     Ok(()) => return Ok(()),
@@ -423,12 +438,13 @@ impl Client {
                 }
                 continue;
             }
-            if waited {
+            // Every connection is full, stalled or still opening: wait while the pool makes
+            // progress (a statement finishes, a connection opens); pin when nothing moved for
+            // STALL, or after QUEUE_WAIT in all.
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= QUEUE_WAIT || tokio::time::timeout(STALL, freed).await.is_err() {
                 return Err(job);
             }
-            waited = true;
-            let freed = self.pool.freed.notified();
-            let _ = tokio::time::timeout(STALL, freed).await;
         }
     }
 
@@ -482,10 +498,12 @@ async fn write_loop(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     shared: Arc<Shared>,
     pool: Weak<Pool>,
+    idle: Duration,
 ) {
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut batch: Vec<Job> = Vec::with_capacity(DEPTH);
     loop {
-        let job = match tokio::time::timeout(IDLE_CLOSE, jobs.recv()).await {
+        let job = match tokio::time::timeout(idle, jobs.recv()).await {
             Ok(Some(job)) => job,
             Ok(None) => break,
             Err(_) => {
@@ -502,24 +520,37 @@ async fn write_loop(
                 continue;
             }
         };
+        batch.push(job);
+        while let Ok(job) = jobs.try_recv() {
+            batch.push(job);
+        }
         out.clear();
         {
             let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let mut take = |job: Job, queue: &mut VecDeque<Job>| {
-                if queue.is_empty() {
-                    if let Some(pool) = pool.upgrade() {
-                        shared.head_since.store(pool.now_us(), Ordering::SeqCst);
-                    }
+            if queue.is_empty() {
+                if let Some(pool) = pool.upgrade() {
+                    shared.head_since.store(pool.now_us(), Ordering::SeqCst);
                 }
+            }
+            for job in batch.drain(..) {
                 out.extend_from_slice(&job.msg);
                 queue.push_back(job);
-            };
-            take(job, &mut queue);
-            while let Ok(job) = jobs.try_recv() {
-                take(job, &mut queue);
             }
         }
-        if crate::gateway::send(&mut db, &out).await.is_err() {
+        // A connection found dead (by its reader) or failing now takes nothing more and
+        // answers what it holds with an error, so no session waits for an answer that cannot
+        // come (also those sent to it meanwhile).
+        if shared.dead.load(Ordering::SeqCst) || crate::gateway::send(&mut db, &out).await.is_err()
+        {
+            shared.dead.store(true, Ordering::SeqCst);
+            jobs.close();
+            {
+                let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                while let Ok(job) = jobs.try_recv() {
+                    queue.push_back(job);
+                }
+            }
+            fail_all(&shared, &pool).await;
             break;
         }
     }
