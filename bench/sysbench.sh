@@ -90,30 +90,49 @@ api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":3306,\"sqlPrivileges\":[\"SELECT\",\"BEGIN\",\"COMMIT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
 
+# CPU ticks (user+system) a process has used so far; the machine's idle and stolen ticks.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# port user password db [pid of the proxy]: prints the TPS; writes the proxy's CPU per
+# transaction and per query (us), the machine's idle and stolen shares (%) to $WORK/cpu_<port>.
 tps() {
-  local log="$WORK/sysbench_$1.log" t
+  local log="$WORK/sysbench_$1.log" t q pid=${5:-} p0=0 p1=0 i0 i1 s0 s1
+  [ -n "$pid" ] && p0=$(proc_ticks "$pid")
+  i0=$(idle_ticks)
+  s0=$(steal_ticks)
   LIBMYSQL_PLUGINS=mysql_clear_password LIBMYSQL_ENABLE_CLEARTEXT_PLUGIN=1 "${SB[@]}" --threads="$THREADS" --time="$DURATION" --mysql-host=127.0.0.1 --mysql-port="$1" \
     --mysql-user="$2" --mysql-password="$3" --mysql-db="$4" run >"$log" 2>&1 || true
+  i1=$(idle_ticks)
+  s1=$(steal_ticks)
+  [ -n "$pid" ] && p1=$(proc_ticks "$pid")
   t=$(sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.*/\1/p' "$log")
+  q=$(sed -n 's/.*queries: *[0-9]* *(\([0-9.]*\) per sec.*/\1/p' "$log")
   if [ -z "$t" ]; then
     echo "sysbench against port $1 failed:" >&2
     tail -20 "$log" >&2
     exit 1
   fi
+  awk -v d="$((p1 - p0))" -v u="$TICK_US" -v t="$t" -v q="$q" -v s="$DURATION" -v n="$(nproc)" \
+    -v i="$((i1 - i0))" -v st="$((s1 - s0))" \
+    'BEGIN {printf "%.1f %.1f %.0f %.0f\n", d * u / (t * s), d * u / (q * s),
+      100 * i * u / (n * s * 1000000), 100 * st * u / (n * s * 1000000)}' >"$WORK/cpu_$1"
   echo "$t"
 }
 say "sysbench oltp_read_only --threads=$THREADS --time=$DURATION"
 DIRECT=$(tps 3306 "$RUN" "$DBPW" "$RUN")
 if [ -n "${PERF:-}" ]; then
   # PERF=1: where the gateway spends its time during its run (PERF_OUT=file for the report).
-  perf record -q -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  # System-wide (-a, then only the server's samples reported): perf -p misses threads started later.
+  perf record -q -F 499 -g -a -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
-GATEWAY=$(tps "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
+GATEWAY=$(tps "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench "$SERVER_PID")
 if [ -n "${PERF:-}" ]; then
   wait "$PERF_PID" || true
-  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -12
-    perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
+  { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -16
+    perf report -i "$WORK/perf.data" --pid "$SERVER_PID" --stdio --no-children -g none --percent-limit 0.7 --sort comm,dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi
 
 say "$IDLE idle client connections through the gateway"
@@ -144,5 +163,8 @@ cat <<EOF
 direct    $DIRECT tps
 gateway   $GATEWAY tps   (every statement lexed, parsed, checked, audited)
 gateway / direct   $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
+gateway CPU: $(cut -d' ' -f1 "$WORK/cpu_$GPORT") us per transaction, $(cut -d' ' -f2 "$WORK/cpu_$GPORT") us per query
+machine idle during the run: direct $(cut -d' ' -f3 "$WORK/cpu_3306")%, gateway $(cut -d' ' -f3 "$WORK/cpu_$GPORT")%
+stolen by the hypervisor during the run: direct $(cut -d' ' -f4 "$WORK/cpu_3306")%, gateway $(cut -d' ' -f4 "$WORK/cpu_$GPORT")%
 gateway RSS: $RSS_BEFORE KiB before, $RSS_IDLE KiB with $IDLE idle client connections (each with its database connection)
 EOF
