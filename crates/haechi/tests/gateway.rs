@@ -634,10 +634,7 @@ async fn cancel_reaches_the_backend() {
 async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     let _serial = SERIAL.lock().await;
     let f = fixture().await;
-    let (user, pw, _) = person(f, &["SELECT"]).await;
-    let login = format!("{user}@{}", f.run);
-    let db = format!("{}_postgres", f.run);
-    let marker = common::unique("pool").to_lowercase();
+    let (login, pw, db, marker) = select_person(f, "pool").await;
     let mut tasks = Vec::new();
     for i in 0..8i64 {
         let (login, pw, db, marker, port) = (
@@ -759,15 +756,13 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
         f.run
     ));
-    let started = Instant::now();
-    while pg_admin(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
-        f.run
-    )) != "0"
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "the backends never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_backends(
+        f,
+        &format!("query LIKE '%AS {marker} %'"),
+        "0",
+        "the backends never ended",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     for (i, s) in sessions.iter_mut().enumerate().skip(5) {
         let msgs = pg_query(s, &format!("SELECT {i} AS {marker}")).await;
@@ -776,17 +771,7 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
 
     // A cancel request for a pooled statement.
     let (mut s, key) = pg_login(f.pg_port, &login, &pw, &db).await;
-    let long = format!("SELECT count(*) AS {marker}_c FROM generate_series(1, 3000000000)");
-    s.write_all(&pg_msg(b'Q', &cstrs(&[&long]))).await.unwrap();
-    let started = Instant::now();
-    while pg_admin(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_c %' AND state = 'active'",
-        f.run
-    )) != "1"
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "the query never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    start_long_query(f, &mut s, &format!("{marker}_c")).await;
     let mut cancel = 16i32.to_be_bytes().to_vec();
     cancel.extend_from_slice(&80877102i32.to_be_bytes());
     cancel.extend_from_slice(&key);
@@ -814,10 +799,7 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
 async fn idle_pooled_connections_close_and_the_pool_opens_another() {
     let _serial = SERIAL.lock().await;
     let f = fixture().await;
-    let (user, pw, _) = person(f, &["SELECT"]).await;
-    let login = format!("{user}@{}", f.run);
-    let db = format!("{}_postgres", f.run);
-    let marker = common::unique("idle").to_lowercase();
+    let (login, pw, db, marker) = select_person(f, "idle").await;
     let pooled = |tag: &str| {
         pg_admin(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_{tag}%'",
@@ -851,6 +833,72 @@ async fn idle_pooled_connections_close_and_the_pool_opens_another() {
     assert_eq!(pg_values(&msgs), ["2"], "{}", tags(&msgs));
     assert_eq!(pooled("b"), "1");
     assert_eq!(pooled("a"), "0");
+}
+
+/// The database ends a pooled connection while a statement runs on it: that statement fails
+/// with 08006 (not the database's FATAL, which would tell the client its own session ends), the
+/// session stays open and its next statement runs on another pooled connection.
+#[tokio::test]
+async fn a_pooled_backend_that_dies_mid_statement_fails_only_that_statement() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (login, pw, db, marker) = select_person(f, "dies").await;
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    start_long_query(f, &mut s, &format!("{marker}_k")).await;
+    assert_eq!(
+        pg_admin(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_k %' AND state = 'active'",
+            f.run
+        )),
+        "1"
+    );
+    let msgs = tokio::time::timeout(Duration::from_secs(20), pg_until_ready(&mut s))
+        .await
+        .expect("the statement ends when its connection does");
+    let (code, message) = pg_error(&msgs).expect("an error");
+    assert_eq!(code, "08006", "{message} ({})", tags(&msgs));
+    assert!(
+        msgs.iter()
+            .filter(|(t, _)| *t == b'E')
+            .all(|(_, body)| !String::from_utf8_lossy(body).contains("FATAL")),
+        "the client was sent a FATAL error of the pooled connection: {msgs:?}"
+    );
+    // The session goes on, on another pooled connection.
+    let msgs = pg_query(&mut s, &format!("SELECT 5 AS {marker}_n")).await;
+    assert_eq!(pg_values(&msgs), ["5"], "{}", tags(&msgs));
+}
+
+/// A person with `SELECT` on the fixture's PostgreSQL account: their gateway login, password,
+/// the database to name, and a fresh lowercase marker (`<tag>...`) for telling statements apart.
+async fn select_person(f: &Fixture, tag: &str) -> (String, String, String, String) {
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    (
+        format!("{user}@{}", f.run),
+        pw,
+        format!("{}_postgres", f.run),
+        common::unique(tag).to_lowercase(),
+    )
+}
+
+/// Sends a query on `s` that runs for minutes (`... AS <label>`), and waits until it runs.
+async fn start_long_query(f: &Fixture, s: &mut tokio::net::TcpStream, label: &str) {
+    let long = format!("SELECT count(*) AS {label} FROM generate_series(1, 3000000000)");
+    s.write_all(&pg_msg(b'Q', &cstrs(&[&long]))).await.unwrap();
+    let active = format!("query LIKE '%AS {label} %' AND state = 'active'");
+    wait_backends(f, &active, "1", "the query never started").await;
+}
+
+/// Waits (20 s at most) until `want` backends of the fixture's account match `condition`.
+async fn wait_backends(f: &Fixture, condition: &str, want: &str, never: &str) {
+    let started = Instant::now();
+    while pg_admin(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND {condition}",
+        f.run
+    )) != want
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "{never}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Resident set of the server process, in KiB (VmRSS / VmHWM from /proc).

@@ -594,6 +594,14 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                 b'E' => {
                     let fields = p::error_fields(body);
                     let field = |k: u8| p::field(&fields, k);
+                    // FATAL or PANIC: the database ends this pooled connection (terminated,
+                    // shut down, ...). That is not the end of the sessions on it, so their
+                    // clients get what came before it and then 08006, not this error.
+                    if matches!(field(b'V').or(field(b'S')), Some("FATAL" | "PANIC")) {
+                        forward_head(&shared, &buf[from..pos]).await;
+                        fail_all(&shared, &pool).await;
+                        return;
+                    }
                     error = field(b'C').map(str::to_owned);
                     user_cancel = field(b'C') == Some("57014")
                         && field(b'M').is_some_and(|m| m.contains("user request"));
@@ -628,22 +636,28 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
             }
             pos += len;
         }
-        if from < pos {
-            // The head statement's answer so far (a long result streams through).
-            let client = {
-                let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-                queue.front_mut().map(|j| {
-                    j.forwarded = true;
-                    j.client.clone()
-                })
-            };
-            if let Some(c) = client {
-                c.write(&buf[from..pos]).await;
-            }
-        }
+        // The head statement's answer so far (a long result streams through).
+        forward_head(&shared, &buf[from..pos]).await;
         bytes::Buf::advance(&mut buf, pos);
     }
     fail_all(&shared, &pool).await;
+}
+
+/// Hands part of the head statement's answer to its session.
+async fn forward_head(shared: &Shared, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let client = {
+        let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.front_mut().map(|j| {
+            j.forwarded = true;
+            j.client.clone()
+        })
+    };
+    if let Some(c) = client {
+        c.write(bytes).await;
+    }
 }
 
 /// The connection is gone: every statement still queued on it fails with 08006, and the
