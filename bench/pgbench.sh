@@ -126,13 +126,7 @@ api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":5432,\"sqlPrivileges\":[\"SELECT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
 
-# CPU ticks (user+system) a process has used so far, and the machine's idle ticks.
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
-busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-# Time the hypervisor gave to other guests (a noisy neighbour makes every figure of a run lower).
-steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
+. bench/cpu.sh
 # name host port user password dbname [pid of the proxy]
 # Prints the TPS; with a proxy's pid, also that proxy's CPU per transaction (us) and the
 # machine's idle share during the run, into $WORK/cpu_<name>.

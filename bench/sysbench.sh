@@ -90,11 +90,7 @@ api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":3306,\"sqlPrivileges\":[\"SELECT\",\"BEGIN\",\"COMMIT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
 
-# CPU ticks (user+system) a process has used so far; the machine's idle and stolen ticks.
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
-steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
+. bench/cpu.sh
 # port user password db [pid of the proxy]: prints the TPS; writes the proxy's CPU per
 # transaction and per query (us), the machine's idle and stolen shares (%) to $WORK/cpu_<port>.
 tps() {

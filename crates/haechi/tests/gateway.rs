@@ -678,12 +678,9 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     }
     // 1,200 statements of eight sessions ran on the pool's connections (at most two), none on
     // the sessions' own backends.
-    let ran: i64 = pg_admin(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
-        f.run
-    ))
-    .parse()
-    .unwrap();
+    let ran: i64 = backends(f, "count(*)", &format!("query LIKE '%AS {marker} %'"))
+        .parse()
+        .unwrap();
     assert!(
         (1..=2).contains(&ran),
         "{ran} backends ran the pooled statements: {}",
@@ -752,10 +749,11 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     );
 
     // The pool's connections end (the database terminates them): the sessions go on.
-    pg_admin(&format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker} %'",
-        f.run
-    ));
+    backends(
+        f,
+        "count(pg_terminate_backend(pid))",
+        &format!("query LIKE '%AS {marker} %'"),
+    );
     wait_backends(
         f,
         &format!("query LIKE '%AS {marker} %'"),
@@ -800,12 +798,7 @@ async fn idle_pooled_connections_close_and_the_pool_opens_another() {
     let _serial = SERIAL.lock().await;
     let f = fixture().await;
     let (login, pw, db, marker) = select_person(f, "idle").await;
-    let pooled = |tag: &str| {
-        pg_admin(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_{tag}%'",
-            f.run
-        ))
-    };
+    let pooled = |tag: &str| backends(f, "count(*)", &format!("query LIKE '%AS {marker}_{tag}%'"));
     let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
     let msgs = pg_query(&mut s, &format!("SELECT 1 AS {marker}_a")).await;
     assert_eq!(pg_values(&msgs), ["1"], "{}", tags(&msgs));
@@ -846,10 +839,11 @@ async fn a_pooled_backend_that_dies_mid_statement_fails_only_that_statement() {
     let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
     start_long_query(f, &mut s, &format!("{marker}_k")).await;
     assert_eq!(
-        pg_admin(&format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE '%AS {marker}_k %' AND state = 'active'",
-            f.run
-        )),
+        backends(
+            f,
+            "count(pg_terminate_backend(pid))",
+            &format!("query LIKE '%AS {marker}_k %' AND state = 'active'"),
+        ),
         "1"
     );
     let msgs = tokio::time::timeout(Duration::from_secs(20), pg_until_ready(&mut s))
@@ -888,14 +882,18 @@ async fn start_long_query(f: &Fixture, s: &mut tokio::net::TcpStream, label: &st
     wait_backends(f, &active, "1", "the query never started").await;
 }
 
+/// `SELECT <what>` over the backends of the fixture's account that match `condition`.
+fn backends(f: &Fixture, what: &str, condition: &str) -> String {
+    pg_admin(&format!(
+        "SELECT {what} FROM pg_stat_activity WHERE usename = '{}' AND {condition}",
+        f.run
+    ))
+}
+
 /// Waits (20 s at most) until `want` backends of the fixture's account match `condition`.
 async fn wait_backends(f: &Fixture, condition: &str, want: &str, never: &str) {
     let started = Instant::now();
-    while pg_admin(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND {condition}",
-        f.run
-    )) != want
-    {
+    while backends(f, "count(*)", condition) != want {
         assert!(started.elapsed() < Duration::from_secs(20), "{never}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
