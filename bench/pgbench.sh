@@ -8,14 +8,17 @@
 # 2. PgBouncer (Debian package) in transaction pooling mode in front of it.
 # 3. A release `haechi server` with the PostgreSQL gateway; the role's password in the vault,
 #    a target, an account and a policy granting SELECT to the bench user.
-# 4. `pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION` against each (plain TCP on loopback for
-#    all three, so the comparison is the proxies, not TLS), and at one client with per-transaction
+# 4. `pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION` against each (the clients on plain TCP on
+#    loopback to all three, so the comparison is the proxies, not TLS), and at one client with per-transaction
 #    latencies logged for the p50 each adds.
 # 5. The gateway's memory while streaming 1,000,000 rows through psql.
 # Every statement through the gateway is parsed (pg_query), checked and audited.
 #
 # PERF=1 profiles the gateway's run (PERF_OUT=file for the report, PERF_DATA=file keeps perf.data). POOL=N is the gateway's
 # statement pooling (gateway_pool_size; 2 unless given, POOL=0 turns it off).
+# BACKEND=socket has PgBouncer and the gateway reach PostgreSQL over its Unix socket, as a
+# proxy on the database's machine is deployed (the target's `socket`; PgBouncer's host=/dir), while the
+# clients reach all three over TCP; BACKEND=tcp (the default) has both proxies use 127.0.0.1:5432.
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,7 @@ CLIENTS="${CLIENTS:-10}"
 THREADS="${THREADS:-2}"
 DURATION="${DURATION:-20}"
 POOL="${POOL:-2}"
+BACKEND="${BACKEND:-tcp}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432/test}"
 ADMIN_PASSWORD="bench-Admin-Pass-1234"
 RUN="haechi_bench_$$"
@@ -73,11 +77,22 @@ psql "$PGURL" -qtAc "SET password_encryption = 'scram-sha-256'; CREATE ROLE $RUN
 psql "$PGURL" -qtAc "CREATE DATABASE $RUN OWNER $RUN" >/dev/null
 PGPASSWORD="$DBPW" pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p 5432 -U "$RUN" "$RUN" >/dev/null 2>&1
 
+case "$BACKEND" in
+  socket)
+    SOCKET_DIR="$(psql "$PGURL" -qtAc "SELECT split_part(current_setting('unix_socket_directories'), ',', 1)")"
+    [ -S "$SOCKET_DIR/.s.PGSQL.5432" ] || { echo "BACKEND=socket: no PostgreSQL socket in '$SOCKET_DIR'" >&2; exit 1; }
+    BOUNCER_HOST="$SOCKET_DIR"
+    TARGET_SOCKET=",\"socket\":\"$SOCKET_DIR\""
+    ;;
+  tcp) BOUNCER_HOST=127.0.0.1 TARGET_SOCKET="" ;;
+  *) echo "BACKEND must be socket or tcp" >&2; exit 1 ;;
+esac
+
 say "PgBouncer (transaction pooling)"
 BPORT=$((20000 + RANDOM % 10000))
 cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
-$RUN = host=127.0.0.1 port=5432 dbname=$RUN user=$RUN password=$DBPW
+$RUN = host=$BOUNCER_HOST port=5432 dbname=$RUN user=$RUN password=$DBPW
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BPORT
@@ -121,7 +136,7 @@ CRED="$(api -d '{"name":"bench-pg","attributes":[{"name":"password","userProvide
 CRED_ID="$(echo "$CRED" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')"
 ATTR_ID="$(echo "$CRED" | sed -n 's/.*"attributes":\[{"id":\([0-9]*\).*/\1/p')"
 api -d "[{\"credentialAttributeId\":$ATTR_ID,\"value\":\"$DBPW\"}]" "$BASE/v2/credentialvault/credentials/$CRED_ID/attributevalues" >/dev/null
-api -d "{\"name\":\"bench\",\"kind\":\"postgres\",\"host\":\"127.0.0.1\",\"port\":5432,\"database\":\"$RUN\"}" "$BASE/api/v1/db/targets" >/dev/null
+api -d "{\"name\":\"bench\",\"kind\":\"postgres\",\"host\":\"127.0.0.1\",\"port\":5432,\"database\":\"$RUN\"$TARGET_SOCKET}" "$BASE/api/v1/db/targets" >/dev/null
 api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password\"}" "$BASE/api/v1/db/targets/bench/accounts" >/dev/null
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":5432,\"sqlPrivileges\":[\"SELECT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
@@ -207,6 +222,7 @@ cat <<EOF
 direct      $DIRECT tps
 pgbouncer   $BOUNCER tps   (transaction pooling)
 gateway     $GATEWAY tps   (every statement parsed, checked, audited; gateway_pool_size $POOL)
+proxies to PostgreSQL over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET_DIR)"); clients over TCP to all three
 gateway / direct    $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
 gateway / pgbouncer $(awk -v g="$GATEWAY" -v b="$BOUNCER" 'BEGIN {printf "%.2f", g/b}')   (goal >= 1.00)
 proxy CPU per transaction: pgbouncer $(cut -d' ' -f1 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f1 "$WORK/cpu_gateway") us

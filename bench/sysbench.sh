@@ -11,7 +11,10 @@
 # the gateway is lexed, parsed, checked and audited (sysbench uses server-side prepared
 # statements: checked at COM_STMT_PREPARE and again at each COM_STMT_EXECUTE).
 #
-# PERF=1 profiles the gateway's run (PERF_OUT=file for the report).
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report). BACKEND=socket
+# has the gateway reach MariaDB over its Unix socket (the target's `socket`), as a gateway on the
+# database's machine is deployed, while sysbench reaches both over TCP; BACKEND=tcp (the default) uses
+# 127.0.0.1:3306 for the gateway too.
 # Tunables: TABLES=4 TABLE_SIZE=100000 THREADS=10 DURATION=20 IDLE=500 SKIP_BUILD=
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +24,22 @@ TABLE_SIZE="${TABLE_SIZE:-100000}"
 THREADS="${THREADS:-10}"
 DURATION="${DURATION:-20}"
 IDLE="${IDLE:-500}"
+BACKEND="${BACKEND:-tcp}"
 ADMIN_PASSWORD="bench-Admin-Pass-1234"
 RUN="hbench_$$"
 DBPW="bench-db-$RANDOM$RANDOM"
 
 say() { printf '\n=== %s\n' "$*" >&2; }
 my() { mariadb -h 127.0.0.1 -P 3306 -u root -N -B -e "$1"; }
+case "$BACKEND" in
+  socket)
+    SOCKET="$(my 'SELECT @@socket')"
+    [ -S "$SOCKET" ] || { echo "BACKEND=socket: MariaDB's socket '$SOCKET' is not there" >&2; exit 1; }
+    TARGET_SOCKET=",\"socket\":\"$SOCKET\""
+    ;;
+  tcp) TARGET_SOCKET="" ;;
+  *) echo "BACKEND must be socket or tcp" >&2; exit 1 ;;
+esac
 
 missing=()
 command -v sysbench >/dev/null || missing+=(sysbench)
@@ -85,7 +98,7 @@ CRED="$(api -d '{"name":"bench-my","attributes":[{"name":"password","userProvide
 CRED_ID="$(echo "$CRED" | sed -n 's/^{"id":\([0-9]*\).*/\1/p')"
 ATTR_ID="$(echo "$CRED" | sed -n 's/.*"attributes":\[{"id":\([0-9]*\).*/\1/p')"
 api -d "[{\"credentialAttributeId\":$ATTR_ID,\"value\":\"$DBPW\"}]" "$BASE/v2/credentialvault/credentials/$CRED_ID/attributevalues" >/dev/null
-api -d "{\"name\":\"bench\",\"kind\":\"mysql\",\"host\":\"127.0.0.1\",\"port\":3306,\"database\":\"$RUN\"}" "$BASE/api/v1/db/targets" >/dev/null
+api -d "{\"name\":\"bench\",\"kind\":\"mysql\",\"host\":\"127.0.0.1\",\"port\":3306,\"database\":\"$RUN\"$TARGET_SOCKET}" "$BASE/api/v1/db/targets" >/dev/null
 api -d "{\"account\":\"$RUN\",\"credentialId\":$CRED_ID,\"attribute\":\"password\"}" "$BASE/api/v1/db/targets/bench/accounts" >/dev/null
 api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1\",\"serverPort\":3306,\"sqlPrivileges\":[\"SELECT\",\"BEGIN\",\"COMMIT\"]}" \
   "$BASE/dbsafer/api/v1/policy/custom/access-policies" >/dev/null
@@ -158,6 +171,7 @@ cat <<EOF
 == sysbench oltp_read_only, $TABLES x $TABLE_SIZE rows, --threads=$THREADS --time=$DURATION, same run ==
 direct    $DIRECT tps
 gateway   $GATEWAY tps   (every statement lexed, parsed, checked, audited)
+gateway to MariaDB over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET)"); sysbench over TCP to both
 gateway / direct   $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
 gateway CPU: $(cut -d' ' -f1 "$WORK/cpu_$GPORT") us per transaction, $(cut -d' ' -f2 "$WORK/cpu_$GPORT") us per query
 machine idle during the run: direct $(cut -d' ' -f3 "$WORK/cpu_3306")%, gateway $(cut -d' ' -f3 "$WORK/cpu_$GPORT")%

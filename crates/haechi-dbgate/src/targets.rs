@@ -71,10 +71,35 @@ pub struct Target {
     /// The database (PostgreSQL) or default schema (MySQL) sessions open.
     pub database: String,
     pub tls: BackendTls,
+    /// The Unix socket the gateway reaches the database by instead of TCP `host:port` (a
+    /// gateway on the database's own machine); `host` and `port` stay the target's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
     pub created_by: String,
     #[schema(value_type = String, format = DateTime)]
     #[serde(serialize_with = "iso")]
     pub created_at: i64,
+}
+
+impl Target {
+    /// The socket file to connect to, when the target is reached over a Unix socket:
+    /// PostgreSQL's `socket` is the directory (libpq's `host=/dir`), its file
+    /// `.s.PGSQL.<port>` in it; MySQL's is the file itself (`mysql --socket`).
+    pub fn socket_file(&self) -> Option<std::path::PathBuf> {
+        let s = self.socket.as_deref()?;
+        Some(match self.kind {
+            Kind::Postgres => std::path::Path::new(s).join(format!(".s.PGSQL.{}", self.port)),
+            Kind::Mysql => std::path::PathBuf::from(s),
+        })
+    }
+
+    /// Where the gateway connects to, for messages.
+    pub fn address(&self) -> String {
+        match self.socket_file() {
+            Some(f) => f.display().to_string(),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
 }
 
 fn iso<S: serde::Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -91,6 +116,9 @@ pub struct NewTarget {
     pub database: String,
     #[serde(default)]
     pub tls: BackendTls,
+    /// Reach the database over this Unix socket instead of TCP (see [`Target::socket`]).
+    #[serde(default)]
+    pub socket: Option<String>,
 }
 
 /// A database account of a target (`POST /api/v1/db/targets/{name}/accounts`).
@@ -160,7 +188,41 @@ pub(crate) fn validate_target(t: &NewTarget) -> Result<u16> {
             "is required and must not be blank",
         ));
     }
+    if let Some(socket) = &t.socket {
+        validate_socket(t, socket)?;
+    }
     Ok(t.port as u16)
+}
+
+/// A Unix socket address holds at most 107 bytes of path (`sun_path`).
+const MAX_SOCKET_PATH: usize = 107;
+
+fn validate_socket(t: &NewTarget, socket: &str) -> Result<()> {
+    if !socket.starts_with('/') || socket.chars().any(char::is_control) {
+        return Err(Error::field(
+            "socket",
+            "must be an absolute path (PostgreSQL: the socket directory, MySQL: the socket file)",
+        ));
+    }
+    if t.tls == BackendTls::Require {
+        return Err(Error::field(
+            "socket",
+            "a target reached over a Unix socket takes no TLS: set tls to \"disable\" or leave socket out",
+        ));
+    }
+    let file = match t.kind {
+        Kind::Postgres => format!("{}/.s.PGSQL.{}", socket.trim_end_matches('/'), t.port),
+        Kind::Mysql => socket.to_owned(),
+    };
+    if file.len() > MAX_SOCKET_PATH {
+        return Err(Error::field(
+            "socket",
+            format_args!(
+                "the socket file {file} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket address holds"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_account(a: &NewAccount) -> Result<()> {
@@ -186,6 +248,7 @@ struct TargetRow {
     port: i64,
     database: String,
     tls: String,
+    socket: Option<String>,
     created_by: String,
     created_at: i64,
 }
@@ -202,13 +265,15 @@ impl TargetRow {
             port: u16::try_from(self.port).unwrap_or(0),
             database: self.database,
             tls: BackendTls::parse(&self.tls),
+            socket: self.socket,
             created_by: self.created_by,
             created_at: self.created_at,
         })
     }
 }
 
-const TARGET_COLS: &str = "id, name, kind, host, port, database, tls, created_by, created_at";
+const TARGET_COLS: &str =
+    "id, name, kind, host, port, database, tls, socket, created_by, created_at";
 
 pub(crate) async fn insert_target(
     tx: &mut Tx,
@@ -219,8 +284,8 @@ pub(crate) async fn insert_target(
 ) -> Result<Target> {
     let r = in_tx!(tx, |c| {
         sqlx::query_scalar::<_, i64>(
-        "INSERT INTO db_targets (name, kind, host, port, database, tls, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id"
+        "INSERT INTO db_targets (name, kind, host, port, database, tls, socket, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id"
     )
     .bind(&t.name)
     .bind(t.kind.as_str())
@@ -228,6 +293,7 @@ pub(crate) async fn insert_target(
     .bind(i64::from(port))
     .bind(&t.database)
     .bind(t.tls.as_str())
+    .bind(t.socket.as_deref().map(socket_dir))
     .bind(by)
     .bind(now)
     .fetch_one(&mut *c)
@@ -242,6 +308,7 @@ pub(crate) async fn insert_target(
             port,
             database: t.database.clone(),
             tls: t.tls,
+            socket: t.socket.as_deref().map(|s| socket_dir(s).to_owned()),
             created_by: by.to_owned(),
             created_at: now,
         }),
@@ -250,6 +317,14 @@ pub(crate) async fn insert_target(
             t.name
         ))),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A socket path as stored: without trailing slashes (`/` stays `/`).
+fn socket_dir(s: &str) -> &str {
+    match s.trim_end_matches('/') {
+        "" => "/",
+        t => t,
     }
 }
 

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_workflow"),
     migration!(5, "0005_dbgate"),
     migration!(6, "0006_task_env"),
+    migration!(7, "0007_target_socket"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

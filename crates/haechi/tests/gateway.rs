@@ -218,9 +218,20 @@ async fn person(f: &Fixture, privileges: &[&str]) -> (String, String, Vec<i64>) 
 }
 
 fn psql_gw(f: &Fixture, user: &str, password: &str, sqls: &[&str]) -> (bool, String) {
+    psql_gw_on(f, &format!("{}_postgres", f.run), user, password, sqls)
+}
+
+/// [`psql_gw`] to the target named `target`.
+fn psql_gw_on(
+    f: &Fixture,
+    target: &str,
+    user: &str,
+    password: &str,
+    sqls: &[&str],
+) -> (bool, String) {
     let conn = format!(
-        "host=127.0.0.1 port={} user={user}@{} dbname={}_postgres sslmode=require",
-        f.pg_port, f.run, f.run
+        "host=127.0.0.1 port={} user={user}@{} dbname={target} sslmode=require",
+        f.pg_port, f.run
     );
     let mut cmd = Command::new("psql");
     cmd.arg(conn)
@@ -233,6 +244,18 @@ fn psql_gw(f: &Fixture, user: &str, password: &str, sqls: &[&str]) -> (bool, Str
 }
 
 fn mariadb_gw(f: &Fixture, user: &str, password: &str, sql: &str, tls: bool) -> (bool, String) {
+    mariadb_gw_on(f, &format!("{}_mysql", f.run), user, password, sql, tls)
+}
+
+/// [`mariadb_gw`] to the target named `target`.
+fn mariadb_gw_on(
+    f: &Fixture,
+    target: &str,
+    user: &str,
+    password: &str,
+    sql: &str,
+    tls: bool,
+) -> (bool, String) {
     let mut cmd = Command::new("mariadb");
     cmd.args([
         "-h",
@@ -247,7 +270,7 @@ fn mariadb_gw(f: &Fixture, user: &str, password: &str, sql: &str, tls: bool) -> 
     if !tls {
         cmd.arg("--skip-ssl");
     }
-    cmd.arg(format!("{}_mysql", f.run))
+    cmd.arg(target)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -415,6 +438,293 @@ async fn psql_and_mariadb_through_the_gateway() {
     );
     let (code, text) = f.server.audit_verify();
     assert_eq!(code, 0, "{text}");
+}
+
+/// The admin API of targets and accounts: every kind of bad input is a 400, 404, 409, 403 or
+/// 413 that names what is wrong, and none of them creates or removes anything.
+#[tokio::test]
+async fn targets_and_accounts_refuse_bad_input_and_change_nothing() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let targets = f.server.url("/api/v1/db/targets");
+    let before = target_listing(f).await;
+    let name = format!("{}_bad", f.run);
+    let good = json!({ "name": name, "kind": "postgres", "host": "127.0.0.1", "port": 5432, "database": "test" });
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = good.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    let long_dir = format!("/{}", "d".repeat(100));
+    let cases = [
+        (without("name"), "name"),
+        (without("kind"), "kind"),
+        (without("host"), "host"),
+        (without("port"), "port"),
+        (without("database"), "database"),
+        (with("name", json!("")), "name"),
+        (with("name", json!("a@b")), "name"),
+        (with("kind", json!("oracle")), "kind"),
+        (with("kind", json!(1)), "kind"),
+        (with("host", json!(" ")), "host"),
+        (with("host", json!("db host")), "host"),
+        (with("port", json!("5432")), "port"),
+        (with("port", json!(0)), "port"),
+        (with("port", json!(65536)), "port"),
+        (with("database", json!("")), "database"),
+        (with("tls", json!("verify-full")), "tls"),
+        (with("socket", json!("var/run/postgresql")), "socket"),
+        (with("socket", json!(5)), "socket"),
+        (with("socket", json!(long_dir)), "socket"),
+        (
+            json!({ "name": name, "kind": "postgres", "host": "127.0.0.1", "port": 5432, "database": "test",
+                    "tls": "require", "socket": "/var/run/postgresql" }),
+            "socket",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, v) = call(client().post(&targets).bearer_auth(&f.admin).json(&body)).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    // Not JSON, and too large.
+    let (s, v) = call(
+        client()
+            .post(&targets)
+            .bearer_auth(&f.admin)
+            .header("content-type", "application/json")
+            .body("{\"name\": "),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = call(
+        client()
+            .post(&targets)
+            .bearer_auth(&f.admin)
+            .json(&with("database", json!("x".repeat(2 * 1024 * 1024)))),
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    // A name that is taken.
+    let taken = with("name", json!(format!("{}_postgres", f.run)));
+    let (s, v) = call(client().post(&targets).bearer_auth(&f.admin).json(&taken)).await;
+    assert_eq!(s, 409, "{v}");
+    // Someone without `DB Policy Admin`.
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let token = login(&f.server, &user, &pw).await;
+    let (s, v) = call(client().post(&targets).bearer_auth(&token).json(&good)).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = call(client().get(&targets).bearer_auth(&token)).await;
+    assert_eq!(s, 403, "{v}");
+    // Unknown targets and accounts.
+    for req in [
+        client().get(f.server.url(&format!("/api/v1/db/targets/{name}"))),
+        client().delete(f.server.url(&format!("/api/v1/db/targets/{name}"))),
+        client().get(f.server.url(&format!("/api/v1/db/targets/{name}/accounts"))),
+        client()
+            .post(f.server.url(&format!("/api/v1/db/targets/{name}/accounts")))
+            .json(
+                &json!({ "account": f.run, "credentialId": f.credential, "attribute": "password" }),
+            ),
+        client().delete(f.server.url(&format!(
+            "/api/v1/db/targets/{}_postgres/accounts/nobody_{}",
+            f.run, f.run
+        ))),
+    ] {
+        let (s, v) = call(req.bearer_auth(&f.admin)).await;
+        assert_eq!(s, 404, "{v}");
+    }
+    // Accounts: bad fields, an unknown credential or attribute, an account registered already.
+    let accounts = f
+        .server
+        .url(&format!("/api/v1/db/targets/{}_postgres/accounts", f.run));
+    let account = json!({ "account": format!("{}_other", f.run), "credentialId": f.credential, "attribute": "password" });
+    let with = |k: &str, v: Value| {
+        let mut b = account.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = account.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    for (body, field) in [
+        (without("account"), "account"),
+        (without("credentialId"), "credentialId"),
+        (without("attribute"), "attribute"),
+        (with("account", json!("")), "account"),
+        (with("account", json!("a@b")), "account"),
+        (with("credentialId", json!(0)), "credentialId"),
+        (with("credentialId", json!("1")), "credentialId"),
+        (with("attribute", json!(" ")), "attribute"),
+    ] {
+        let (s, v) = call(client().post(&accounts).bearer_auth(&f.admin).json(&body)).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    let (s, v) = call(
+        client()
+            .post(&accounts)
+            .bearer_auth(&f.admin)
+            .json(&with("credentialId", json!(i64::from(i32::MAX)))),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = call(
+        client()
+            .post(&accounts)
+            .bearer_auth(&f.admin)
+            .json(&with("attribute", json!("no_such_attribute"))),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["field"], "attribute", "{v}");
+    let (s, v) = call(
+        client()
+            .post(&accounts)
+            .bearer_auth(&f.admin)
+            .json(&with("account", json!(f.run))),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = call(client().post(&accounts).bearer_auth(&token).json(&account)).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(
+        target_listing(f).await,
+        before,
+        "a refused request changed the targets or accounts"
+    );
+}
+
+/// Every target, and the accounts of the fixture's PostgreSQL target.
+async fn target_listing(f: &Fixture) -> (Value, Value) {
+    let (s, v) = call(
+        client()
+            .get(f.server.url("/api/v1/db/targets"))
+            .bearer_auth(&f.admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, a) = call(
+        client()
+            .get(
+                f.server
+                    .url(&format!("/api/v1/db/targets/{}_postgres/accounts", f.run)),
+            )
+            .bearer_auth(&f.admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    (v, a)
+}
+
+/// A target with a `socket` is reached over that Unix socket (the gateway on the database's
+/// machine), on both protocols; its address for policies stays host and port.
+#[tokio::test]
+async fn targets_reached_over_their_unix_sockets() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let pg_dir = pg_admin("SELECT split_part(current_setting('unix_socket_directories'), ',', 1)");
+    let my_socket = my_admin("SELECT @@socket");
+    assert!(
+        pg_dir.starts_with('/'),
+        "PostgreSQL has no socket directory: {pg_dir:?}"
+    );
+    assert!(
+        my_socket.starts_with('/'),
+        "MariaDB has no socket: {my_socket:?}"
+    );
+    for (kind, port, database, socket) in [
+        ("postgres", 5432, "test".to_owned(), format!("{pg_dir}/")),
+        ("mysql", 3306, f.run.clone(), my_socket.clone()),
+    ] {
+        let name = format!("{}_{kind}sock", f.run);
+        let (s, v) = call(client().post(f.server.url("/api/v1/db/targets")).bearer_auth(&f.admin).json(
+            &json!({ "name": name, "kind": kind, "host": "127.0.0.1", "port": port, "database": database, "socket": socket }),
+        ))
+        .await;
+        assert_eq!(s, 201, "{v}");
+        // Stored without the trailing slash.
+        assert_eq!(v["socket"], socket.trim_end_matches('/'), "{v}");
+        let (s, v) = call(
+            client()
+                .get(f.server.url(&format!("/api/v1/db/targets/{name}")))
+                .bearer_auth(&f.admin),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["socket"], socket.trim_end_matches('/'), "{v}");
+        let (s, v) = call(
+            client()
+                .post(f.server.url(&format!("/api/v1/db/targets/{name}/accounts")))
+                .bearer_auth(&f.admin)
+                .json(&json!({ "account": f.run, "credentialId": f.credential, "attribute": "password" })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // The person's policies name 127.0.0.1 and the ports: they grant both kinds of target.
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let q = "SELECT inet_client_addr() IS NULL, count(*) FROM t";
+    let (ok, out) = psql_gw_on(f, &format!("{}_postgressock", f.run), &user, &pw, &[q]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        "t|10",
+        "over the socket PostgreSQL sees no client address"
+    );
+    let (ok, out) = psql_gw(f, &user, &pw, &[q]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "f|10", "over TCP it does");
+    let (ok, out) = psql_gw_on(
+        f,
+        &format!("{}_postgressock", f.run),
+        &user,
+        &pw,
+        &["\\set VERBOSITY verbose", "DELETE FROM t"],
+    );
+    assert!(out.contains("42501"), "{ok} {out}");
+    assert_eq!(pg_admin(&format!("SELECT count(*) FROM {}.t", f.run)), "10");
+    // MariaDB names a TCP client host:port, a socket client just its host.
+    let q = "SELECT HOST, (SELECT count(*) FROM t) FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID();";
+    let (ok, out) = mariadb_gw_on(f, &format!("{}_mysqlsock", f.run), &user, &pw, q, true);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "localhost\t3", "over the socket: {out}");
+    let (ok, out) = mariadb_gw(f, &user, &pw, q, true);
+    assert!(ok, "{out}");
+    assert!(
+        out.trim().ends_with("\t3") && out.contains(':'),
+        "over TCP: {out}"
+    );
+    let (ok, out) = mariadb_gw_on(
+        f,
+        &format!("{}_mysqlsock", f.run),
+        &user,
+        &pw,
+        "DELETE FROM t;",
+        true,
+    );
+    assert!(out.contains("1142"), "{ok} {out}");
+    assert_eq!(my_admin(&format!("SELECT count(*) FROM {}.t", f.run)), "3");
+    for kind in ["postgres", "mysql"] {
+        let (s, v) = call(
+            client()
+                .delete(
+                    f.server
+                        .url(&format!("/api/v1/db/targets/{}_{kind}sock", f.run)),
+                )
+                .bearer_auth(&f.admin),
+        )
+        .await;
+        assert_eq!(s, 204, "{v}");
+    }
 }
 
 #[tokio::test]

@@ -45,6 +45,19 @@ pub(crate) async fn send<W: AsyncWrite + Unpin + ?Sized>(
     w.flush().await
 }
 
+/// Connects to where `target`'s database listens: its Unix socket when it has one, else TCP
+/// `host:port` (without Nagle's delay: every message is a whole request or answer).
+pub(crate) async fn dial(target: &Target) -> std::io::Result<BoxIo> {
+    match target.socket_file() {
+        Some(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+        None => {
+            let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp))
+        }
+    }
+}
+
 /// Why a login was refused: the message is safe to show the client.
 #[derive(Debug, Clone)]
 pub struct LoginRefused(pub String);

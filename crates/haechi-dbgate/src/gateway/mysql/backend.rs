@@ -9,7 +9,6 @@ use secrecy::{ExposeSecret, SecretString};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::protocol::{self as p, Packet};
 use crate::classify::mysql::Flavor;
@@ -85,11 +84,9 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Backend, String> {
     let fut = async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        let mut io = crate::gateway::dial(target)
             .await
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
-        let _ = tcp.set_nodelay(true);
-        let mut io: BoxIo = Box::new(tcp);
+            .map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let hello = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
         let h = parse_handshake(&hello.payload)?;
@@ -108,8 +105,8 @@ pub async fn connect(
         if target.tls == BackendTls::Require {
             if h.caps & p::CLIENT_SSL == 0 {
                 return Err(format!(
-                    "{}:{} does not offer TLS, and the target requires it",
-                    target.host, target.port
+                    "{} does not offer TLS, and the target requires it",
+                    target.address()
                 ));
             }
             let mut req = BytesMut::new();
@@ -127,7 +124,7 @@ pub async fn connect(
             let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, io)
                 .await
-                .map_err(|e| format!("TLS to {}:{} failed: {e}", target.host, target.port))?;
+                .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
             io = Box::new(tls);
             caps |= p::CLIENT_SSL;
             encrypted = true;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::protocol as p;
@@ -29,38 +28,33 @@ pub struct Backend {
 }
 
 async fn open(target: &Target, timeout: Duration) -> Result<BoxIo, String> {
-    let tcp = tokio::time::timeout(
-        timeout,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| format!("connecting to {}:{} timed out", target.host, target.port))?
-    .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
-    let _ = tcp.set_nodelay(true);
+    let mut io = tokio::time::timeout(timeout, crate::gateway::dial(target))
+        .await
+        .map_err(|_| format!("connecting to {} timed out", target.address()))?
+        .map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
     match target.tls {
-        BackendTls::Disable => Ok(Box::new(tcp)),
+        BackendTls::Disable => Ok(io),
         BackendTls::Require => {
-            let mut tcp = tcp;
             let mut req = BytesMut::new();
             req.put_i32(8);
             req.put_i32(p::SSL_REQUEST);
-            crate::gateway::send(&mut tcp, &req)
+            crate::gateway::send(&mut io, &req)
                 .await
                 .map_err(|e| e.to_string())?;
-            let answer = tcp.read_u8().await.map_err(|e| e.to_string())?;
+            let answer = io.read_u8().await.map_err(|e| e.to_string())?;
             if answer != b'S' {
                 return Err(format!(
-                    "{}:{} does not accept TLS, and the target requires it",
-                    target.host, target.port
+                    "{} does not accept TLS, and the target requires it",
+                    target.address()
                 ));
             }
             let cfg = crate::gateway::backend_tls_config().map_err(|e| e.to_string())?;
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                 .map_err(|e| format!("{}: {e}", target.host))?;
             let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
+                .connect(name, io)
                 .await
-                .map_err(|e| format!("TLS to {}:{} failed: {e}", target.host, target.port))?;
+                .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
             Ok(Box::new(tls))
         }
     }
@@ -226,6 +220,7 @@ pub async fn cancel(t: &BackendKey) -> Result<(), String> {
         kind: crate::targets::Kind::Postgres,
         host: t.host.clone(),
         port: t.port,
+        socket: t.socket.clone(),
         database: String::new(),
         tls: if t.tls {
             BackendTls::Require

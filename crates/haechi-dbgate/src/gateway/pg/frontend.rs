@@ -224,6 +224,7 @@ pub async fn handle(
     let own = BackendKey {
         host: session.target.host.clone(),
         port: session.target.port,
+        socket: session.target.socket.clone(),
         tls: session.target.tls == BackendTls::Require,
         pid: db.pid,
         secret: db.secret,

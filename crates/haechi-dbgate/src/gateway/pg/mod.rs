@@ -29,6 +29,8 @@ use crate::DbGate;
 pub struct BackendKey {
     pub host: String,
     pub port: u16,
+    /// The target's Unix socket directory, when it is reached by one.
+    pub socket: Option<String>,
     pub tls: bool,
     pub pid: i32,
     pub secret: i32,

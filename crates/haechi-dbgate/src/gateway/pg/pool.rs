@@ -60,6 +60,7 @@ struct PoolKey {
     target: i64,
     host: String,
     port: u16,
+    socket: Option<String>,
     database: String,
     account: String,
     params: Vec<(String, String)>,
@@ -88,6 +89,7 @@ impl Pools {
             target: target.id,
             host: target.host.clone(),
             port: target.port,
+            socket: target.socket.clone(),
             database: target.database.clone(),
             account: account.to_owned(),
             params: params.to_vec(),
@@ -261,6 +263,7 @@ impl Pool {
             key: BackendKey {
                 host: self.target.host.clone(),
                 port: self.target.port,
+                socket: self.target.socket.clone(),
                 tls: self.target.tls == BackendTls::Require,
                 pid: db.pid,
                 secret: db.secret,
