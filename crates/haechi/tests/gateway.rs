@@ -727,6 +727,111 @@ async fn targets_reached_over_their_unix_sockets() {
     }
 }
 
+/// A statement can turn `standard_conforming_strings` off behind the classifier's back (a
+/// function or a view calling `set_config`); the database would then read a later string with
+/// a backslash otherwise than it was classified, and run a `DELETE` hidden in what the
+/// classifier took for a string literal. Sent right behind such a statement (pipelined, so
+/// the gateway decides it before the first has run), on the simple and the extended protocol,
+/// pooled or not: it is refused or read as classified, and `t` keeps its rows.
+#[tokio::test]
+async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let r = &f.run;
+    pg_admin(&format!(
+        "CREATE OR REPLACE FUNCTION {r}.lex_off() RETURNS text LANGUAGE sql \
+           AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$; \
+         ALTER FUNCTION {r}.lex_off() OWNER TO {r}; \
+         CREATE OR REPLACE VIEW {r}.lex_view AS SELECT set_config('standard_conforming_strings', 'off', false) AS v; \
+         ALTER VIEW {r}.lex_view OWNER TO {r};"
+    ));
+    // With the setting on (as classified): one CTE selecting a string, then `SELECT 1`. With
+    // it off: a string, a CTE that deletes every row of t, and a comment.
+    let attack = "WITH q AS (SELECT 'x\\'' ), d AS (DELETE FROM t RETURNING 1) SELECT count(*) FROM d -- ')SELECT 1";
+    let rows = || pg_admin(&format!("SELECT count(*) FROM {r}.t"));
+    assert_eq!(rows(), "10");
+    let (user, pw, _) = person(f, &["SELECT", "EXECUTE"]).await;
+    let login = format!("{user}@{r}");
+    let db = format!("{r}_postgres");
+
+    // Simple protocol, both queries in one write.
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    let mut both = pg_msg(b'Q', &cstrs(&["SELECT lex_off()"]));
+    both.extend_from_slice(&pg_msg(b'Q', &cstrs(&[attack])));
+    s.write_all(&both).await.unwrap();
+    let first = pg_until_ready(&mut s).await;
+    assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
+    let second = pg_until_ready(&mut s).await;
+    let (code, message) =
+        pg_error(&second).unwrap_or_else(|| panic!("not refused: {}", tags(&second)));
+    assert_eq!(code, "42501", "{message}");
+    assert!(
+        message.contains("changed how this session's SQL is read"),
+        "{message}"
+    );
+    assert_eq!(rows(), "10", "the hidden DELETE ran");
+    // From then on only ALL allows, backslash or not.
+    let msgs = pg_query(&mut s, "SELECT 1").await;
+    assert_eq!(
+        pg_error(&msgs).map(|e| e.0).as_deref(),
+        Some("42501"),
+        "{}",
+        tags(&msgs)
+    );
+    drop(s);
+
+    // Extended protocol, the second statement in the same batch after the first's Execute.
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    let mut batch = pg_parse("", "SELECT lex_off()");
+    batch.extend_from_slice(&pg_bind_execute("", &[]));
+    batch.extend_from_slice(&pg_parse("", attack));
+    batch.extend_from_slice(&pg_bind_execute("", &[]));
+    batch.extend_from_slice(&pg_msg(b'S', &[]));
+    s.write_all(&batch).await.unwrap();
+    let msgs = pg_until_ready(&mut s).await;
+    assert_eq!(pg_values(&msgs), ["off"], "{}", tags(&msgs));
+    let (code, message) = pg_error(&msgs).unwrap_or_else(|| panic!("not refused: {}", tags(&msgs)));
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("send Sync before it"), "{message}");
+    assert_eq!(rows(), "10", "the hidden DELETE ran");
+    drop(s);
+
+    // Extended protocol, two batches in one write.
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    let mut batches = pg_parse("", "SELECT lex_off()");
+    batches.extend_from_slice(&pg_bind_execute("", &[]));
+    batches.extend_from_slice(&pg_msg(b'S', &[]));
+    batches.extend_from_slice(&pg_parse("", attack));
+    batches.extend_from_slice(&pg_bind_execute("", &[]));
+    batches.extend_from_slice(&pg_msg(b'S', &[]));
+    s.write_all(&batches).await.unwrap();
+    let first = pg_until_ready(&mut s).await;
+    assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
+    let second = pg_until_ready(&mut s).await;
+    let (code, message) =
+        pg_error(&second).unwrap_or_else(|| panic!("not refused: {}", tags(&second)));
+    assert_eq!(code, "42501", "{message}");
+    assert_eq!(rows(), "10", "the hidden DELETE ran");
+    drop(s);
+
+    // Pooled: the view's SELECT is session-neutral and runs on a shared connection; the
+    // string with a backslash is not pooled, so it runs on the session's own connection,
+    // where the setting is on, and is read as it was classified.
+    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+    let mut both = pg_msg(b'Q', &cstrs(&["SELECT v FROM lex_view"]));
+    both.extend_from_slice(&pg_msg(b'Q', &cstrs(&[attack])));
+    s.write_all(&both).await.unwrap();
+    let first = pg_until_ready(&mut s).await;
+    assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
+    let second = pg_until_ready(&mut s).await;
+    assert_eq!(pg_values(&second), ["1"], "{}", tags(&second));
+    assert_eq!(rows(), "10", "the hidden DELETE ran");
+    drop(s);
+    pg_admin(&format!(
+        "DROP VIEW {r}.lex_view; DROP FUNCTION {r}.lex_off();"
+    ));
+}
+
 #[tokio::test]
 async fn bypass_corpus_changes_nothing() {
     let _serial = SERIAL.lock().await;

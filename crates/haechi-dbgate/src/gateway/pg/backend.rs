@@ -255,6 +255,69 @@ pub struct Unit {
 /// Refusal messages by the marker statement name that stands in for the refused statement.
 pub type Markers = Arc<Mutex<HashMap<String, String>>>;
 
+/// What the client side must know of how the database reads the session's text, kept by the
+/// database side: how many units it has finished, and whether the database reported a setting
+/// that makes it lex text otherwise than the classifier (`standard_conforming_strings` off, a
+/// client encoding other than UTF-8). Any statement can change those settings behind the
+/// classifier's back (a function, a trigger or a view calling `set_config`); the database
+/// reports the change in a `ParameterStatus` before the `ReadyForQuery` of that unit.
+#[derive(Default)]
+pub struct LexWatch {
+    finished: std::sync::atomic::AtomicU64,
+    changed: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl LexWatch {
+    /// Waits until the database has finished `units` units; then whether the lexing changed.
+    pub async fn finished(&self, units: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let woken = self.notify.notified();
+            // `finished` before `changed`: the database side stores `changed` first.
+            if self.finished.load(SeqCst) >= units {
+                return self.changed.load(SeqCst);
+            }
+            woken.await;
+        }
+    }
+
+    /// Units the database has finished.
+    pub fn done(&self) -> u64 {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the database reported a setting that changes the lexing.
+    pub fn changed(&self) -> bool {
+        self.changed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Notes a `ParameterStatus` body.
+    fn parameter(&self, body: &[u8]) {
+        if parameter_changes_lexing(body) {
+            self.changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn unit_finished(&self) {
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+/// Whether a `ParameterStatus` body reports a setting that makes the database lex text
+/// otherwise than the classifier.
+pub fn parameter_changes_lexing(body: &[u8]) -> bool {
+    let mut parts = body.split(|b| *b == 0);
+    match (parts.next(), parts.next()) {
+        (Some(b"standard_conforming_strings"), Some(v)) => !v.eq_ignore_ascii_case(b"on"),
+        (Some(b"client_encoding"), Some(v)) => !v.eq_ignore_ascii_case(b"UTF8"),
+        _ => false,
+    }
+}
+
 /// A statement string the database has finished (its ReadyForQuery was read), waiting to be
 /// audited once the bytes read with it are on their way to the client.
 struct Finished {
@@ -270,6 +333,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut units: mpsc::Receiver<Unit>,
     markers: Markers,
     auditor: Auditor,
+    lex: Arc<LexWatch>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut pending: VecDeque<Unit> = VecDeque::new();
@@ -310,7 +374,11 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         }
                     }
                 }
+                b'S' => {
+                    lex.parameter(body);
+                }
                 b'Z' => {
+                    lex.unit_finished();
                     while let Ok(u) = units.try_recv() {
                         pending.push_back(u);
                     }

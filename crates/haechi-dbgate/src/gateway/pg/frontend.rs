@@ -261,15 +261,17 @@ pub async fn handle(
     let (units_tx, units_rx) = mpsc::channel(1024);
     let markers: Markers = Arc::new(Mutex::new(HashMap::new()));
     let auditor = session.auditor();
+    let lex = Arc::new(backend::LexWatch::default());
     let from_client = relay(
         client_r,
         db_w,
         &mut session,
         units_tx,
         markers.clone(),
+        lex.clone(),
         &mut leftover,
     );
-    let from_db = backend::relay(db_r, client_w, units_rx, markers, auditor);
+    let from_db = backend::relay(db_r, client_w, units_rx, markers, auditor, lex);
     let result = tokio::select! {
         r = from_client => r,
         r = from_db => r,
@@ -306,20 +308,22 @@ async fn pooled<R: AsyncRead + Unpin>(
                 let prepared = |name: &str| session.prepared.get(name).copied();
                 classify_pg::classify_cached(&sql, &prepared, &session.gate().pg_classes, &mut key)
             };
-            // Refusals, and anything not session-neutral, go the session's own way (decided
-            // again there).
-            let submitted = if c.session_neutral && session.decide(&c).allowed() {
-                session.apply(&c);
-                let unit = Unit {
-                    text: sql,
-                    needs: c.needs,
-                    verdict: Verdict::Allow,
-                    started: Instant::now(),
+            // Refusals, anything not session-neutral, and text with a backslash (which a
+            // pooled connection might read otherwise, see `relay`) go the session's own way
+            // (decided again there).
+            let submitted =
+                if c.session_neutral && !sql.contains('\\') && session.decide(&c).allowed() {
+                    session.apply(&c);
+                    let unit = Unit {
+                        text: sql,
+                        needs: c.needs,
+                        verdict: Verdict::Allow,
+                        started: Instant::now(),
+                    };
+                    client.submit(msg, unit).await.map_err(|job| job.msg)
+                } else {
+                    Err(msg)
                 };
-                client.submit(msg, unit).await.map_err(|job| job.msg)
-            } else {
-                Err(msg)
-            };
             if let Err(msg) = submitted {
                 let mut back = BytesMut::with_capacity(msg.len() + buf.len());
                 back.extend_from_slice(&msg);
@@ -369,6 +373,12 @@ struct Flow<'a> {
     marker_base: String,
     /// The classification cache key of the current statement (kept to reuse its memory).
     key: Vec<u8>,
+    /// How the database reads text, as its side reports it.
+    lex: Arc<backend::LexWatch>,
+    /// Units sent to the database (each ends in one `ReadyForQuery`).
+    sent: u64,
+    /// An `Execute` went to the database in the batch not yet ended by `Sync`.
+    batch_executed: bool,
 }
 
 impl Flow<'_> {
@@ -390,10 +400,39 @@ impl Flow<'_> {
         name
     }
 
+    /// Classifies `sql` as the database will read it. Any statement can turn
+    /// `standard_conforming_strings` off or change the client encoding behind the classifier's
+    /// back (a function, trigger or view calling `set_config`); the database then reports it
+    /// (see [`backend::LexWatch`]) and from then on only `ALL` allows. Text read the same either
+    /// way (without a backslash) needs nothing more; text with one waits in `relay` until what
+    /// was sent before it has finished, and within a batch after an `Execute`, where it cannot
+    /// wait for `Sync`, it needs `ALL`.
     fn classify(&mut self, sql: &str) -> Classification {
+        if self.lex.changed() {
+            self.session.distrust_lexing();
+        }
         let session = &*self.session;
         let prepared = |name: &str| session.prepared.get(name).copied();
-        classify_pg::classify_cached(sql, &prepared, &session.gate().pg_classes, &mut self.key)
+        let mut c =
+            classify_pg::classify_cached(sql, &prepared, &session.gate().pg_classes, &mut self.key);
+        if self.batch_executed && sql.contains('\\') {
+            c.needs.add(crate::Privilege::All);
+            c.unclassifiable.get_or_insert_with(|| {
+                "it holds a backslash and follows an Execute in the same batch, which may change how the database reads text; send Sync before it".to_owned()
+            });
+        }
+        c
+    }
+
+    /// Whether message `m` carries text to classify that must wait until every unit sent
+    /// before it has finished (see [`Flow::classify`]).
+    fn must_wait(&self, m: &Msg) -> bool {
+        let text = match m.tag {
+            b'Q' => !self.batch_executed,
+            b'P' => !self.skipping && !self.batch_executed,
+            _ => false,
+        };
+        text && self.lex.done() < self.sent && m.body.contains(&b'\\')
     }
 }
 
@@ -423,6 +462,7 @@ async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     session: &mut Session,
     units: mpsc::Sender<Unit>,
     markers: Markers,
+    lex: Arc<backend::LexWatch>,
     buf: &mut BytesMut,
 ) -> std::io::Result<()> {
     let marker_base = format!("{MARKER_PREFIX}{:016x}_", rand::random::<u64>());
@@ -436,10 +476,23 @@ async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         next_marker: 0,
         marker_base,
         key: Vec::with_capacity(256),
+        lex,
+        sent: 0,
+        batch_executed: false,
     };
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
         while let Some(m) = p::frame(buf)? {
+            if flow.must_wait(&m) {
+                if !out.is_empty() {
+                    crate::gateway::send(&mut db, &out).await?;
+                    out.clear();
+                }
+                let lex = flow.lex.clone();
+                if lex.finished(flow.sent).await {
+                    flow.session.distrust_lexing();
+                }
+            }
             let done = on_message(&mut flow, m, &mut out, &units).await?;
             if done {
                 crate::gateway::send(&mut db, &out).await?;
@@ -483,6 +536,7 @@ async fn on_message(
                 started: Instant::now(),
             };
             units.send(unit).await.map_err(|_| send_err())?;
+            flow.sent += 1;
             match verdict {
                 Verdict::Allow => {
                     flow.session.apply(&c);
@@ -549,6 +603,7 @@ async fn on_message(
                     let c = Classification::needs(needs, 1);
                     match flow.session.decide(&c) {
                         Verdict::Allow => {
+                            flow.batch_executed = true;
                             let u = flow.unit();
                             u.needs = u.needs.union(needs);
                             append_text(u, &text);
@@ -591,6 +646,8 @@ async fn on_message(
         }
         b'S' => {
             flow.skipping = false;
+            flow.batch_executed = false;
+            flow.sent += 1;
             let unit = flow.unit.take().unwrap_or_else(|| Unit {
                 text: String::new(),
                 needs: PrivSet::EMPTY,
@@ -616,6 +673,7 @@ async fn on_message(
                 })
                 .await
                 .map_err(|_| send_err())?;
+            flow.sent += 1;
             let marker = flow.marker(message);
             let mut b = BytesMut::new();
             p::put_cstr(&mut b, &format!("EXECUTE {marker}"));

@@ -512,13 +512,7 @@ async fn write_loop(
             Err(_) => {
                 // Idle: leave the pool; statements pushed meanwhile are still taken below.
                 if shared.depth.load(Ordering::SeqCst) == 0 {
-                    shared.retired.store(true, Ordering::SeqCst);
-                    if let Some(pool) = pool.upgrade() {
-                        pool.conns
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .retain(|c| !Arc::ptr_eq(&c.shared, &shared));
-                    }
+                    retire(&shared, &pool);
                 }
                 continue;
             }
@@ -565,6 +559,18 @@ async fn write_loop(
     let _ = db.shutdown().await;
 }
 
+/// Takes a connection out of the pool: it gets no more statements, finishes those it has and
+/// closes.
+fn retire(shared: &Arc<Shared>, pool: &Weak<Pool>) {
+    shared.retired.store(true, Ordering::SeqCst);
+    if let Some(pool) = pool.upgrade() {
+        pool.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(&c.shared, shared));
+    }
+}
+
 /// Carries answers back, each to the session whose statement is at the head of the queue.
 async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -594,6 +600,10 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
             let body = &buf[pos + 5..pos + len];
             match tag {
                 b'C' => rows += p::command_rows(body),
+                // A pooled statement changed how this connection reads text (a view calling
+                // set_config, say): pooled statements hold no backslash, so those queued
+                // behind are read as they were classified; nothing more goes to it.
+                b'S' if backend::parameter_changes_lexing(body) => retire(&shared, &pool),
                 b'E' => {
                     let fields = p::error_fields(body);
                     let field = |k: u8| p::field(&fields, k);
