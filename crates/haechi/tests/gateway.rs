@@ -832,6 +832,50 @@ async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
     ));
 }
 
+/// The MySQL side of the same: a stored routine that sets `NO_BACKSLASH_ESCAPES` (or `SET
+/// NAMES`) would make the database read a later string otherwise than the gateway lexed it.
+/// The gateway relies on the server restoring the caller's `sql_mode` and character set when
+/// a routine ends; this pins that the database it runs in front of does, through the gateway.
+#[tokio::test]
+async fn a_mysql_routine_that_changes_sql_mode_does_not_open_a_bypass() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let r = &f.run;
+    my_admin(&format!(
+        "CREATE OR REPLACE PROCEDURE {r}.nbe() SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES'); \
+         CREATE OR REPLACE PROCEDURE {r}.names() SET NAMES latin1;"
+    ));
+    let (user, pw, _) = person(f, &["SELECT", "EXECUTE"]).await;
+    // Raw COM_QUERY packets: the mariadb client would split text at `;` by its own reading.
+    let mut s = mysql_session(
+        f.my_port,
+        &format!("{user}@{r}"),
+        &pw,
+        &format!("{r}_mysql"),
+    )
+    .await;
+    assert_eq!(my_query(&mut s, "CALL nbe()").await, Ok(0));
+    assert_eq!(my_query(&mut s, "CALL names()").await, Ok(0));
+    // Default mode (as lexed): one SELECT of a string. With NO_BACKSLASH_ESCAPES: a string,
+    // then a DELETE of every row of t.
+    let attack = "SELECT 'x\\' ; DELETE FROM t; -- ' AS s";
+    assert_eq!(my_query(&mut s, attack).await, Ok(1), "read as one string");
+    assert_eq!(
+        my_admin(&format!("SELECT count(*) FROM {r}.t")),
+        "3",
+        "the hidden DELETE ran"
+    );
+    let kept = "SELECT 1 FROM DUAL WHERE @@sql_mode NOT LIKE '%NO_BACKSLASH_ESCAPES%' AND @@character_set_client <> 'latin1'";
+    assert_eq!(
+        my_query(&mut s, kept).await,
+        Ok(1),
+        "the routines' settings outlived them"
+    );
+    my_admin(&format!(
+        "DROP PROCEDURE {r}.nbe; DROP PROCEDURE {r}.names;"
+    ));
+}
+
 #[tokio::test]
 async fn bypass_corpus_changes_nothing() {
     let _serial = SERIAL.lock().await;
