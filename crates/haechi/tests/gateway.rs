@@ -753,12 +753,24 @@ async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
     let (user, pw, _) = person(f, &["SELECT", "EXECUTE"]).await;
     let login = format!("{user}@{r}");
     let db = format!("{r}_postgres");
+    // A new session, and `messages` written to it in one go (so the gateway has them all
+    // before the database has answered the first).
+    let pipelined = |messages: &[Vec<u8>]| {
+        let bytes = messages.concat();
+        let (login, pw, db) = (login.clone(), pw.clone(), db.clone());
+        async move {
+            let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
+            s.write_all(&bytes).await.unwrap();
+            s
+        }
+    };
 
     // Simple protocol, both queries in one write.
-    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
-    let mut both = pg_msg(b'Q', &cstrs(&["SELECT lex_off()"]));
-    both.extend_from_slice(&pg_msg(b'Q', &cstrs(&[attack])));
-    s.write_all(&both).await.unwrap();
+    let mut s = pipelined(&[
+        pg_msg(b'Q', &cstrs(&["SELECT lex_off()"])),
+        pg_msg(b'Q', &cstrs(&[attack])),
+    ])
+    .await;
     let first = pg_until_ready(&mut s).await;
     assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
     let second = pg_until_ready(&mut s).await;
@@ -781,13 +793,14 @@ async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
     drop(s);
 
     // Extended protocol, the second statement in the same batch after the first's Execute.
-    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
-    let mut batch = pg_parse("", "SELECT lex_off()");
-    batch.extend_from_slice(&pg_bind_execute("", &[]));
-    batch.extend_from_slice(&pg_parse("", attack));
-    batch.extend_from_slice(&pg_bind_execute("", &[]));
-    batch.extend_from_slice(&pg_msg(b'S', &[]));
-    s.write_all(&batch).await.unwrap();
+    let mut s = pipelined(&[
+        pg_parse("", "SELECT lex_off()"),
+        pg_bind_execute("", &[]),
+        pg_parse("", attack),
+        pg_bind_execute("", &[]),
+        pg_msg(b'S', &[]),
+    ])
+    .await;
     let msgs = pg_until_ready(&mut s).await;
     assert_eq!(pg_values(&msgs), ["off"], "{}", tags(&msgs));
     let (code, message) = pg_error(&msgs).unwrap_or_else(|| panic!("not refused: {}", tags(&msgs)));
@@ -797,14 +810,15 @@ async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
     drop(s);
 
     // Extended protocol, two batches in one write.
-    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
-    let mut batches = pg_parse("", "SELECT lex_off()");
-    batches.extend_from_slice(&pg_bind_execute("", &[]));
-    batches.extend_from_slice(&pg_msg(b'S', &[]));
-    batches.extend_from_slice(&pg_parse("", attack));
-    batches.extend_from_slice(&pg_bind_execute("", &[]));
-    batches.extend_from_slice(&pg_msg(b'S', &[]));
-    s.write_all(&batches).await.unwrap();
+    let mut s = pipelined(&[
+        pg_parse("", "SELECT lex_off()"),
+        pg_bind_execute("", &[]),
+        pg_msg(b'S', &[]),
+        pg_parse("", attack),
+        pg_bind_execute("", &[]),
+        pg_msg(b'S', &[]),
+    ])
+    .await;
     let first = pg_until_ready(&mut s).await;
     assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
     let second = pg_until_ready(&mut s).await;
@@ -817,10 +831,11 @@ async fn a_setting_changed_behind_the_classifier_does_not_open_a_bypass() {
     // Pooled: the view's SELECT is session-neutral and runs on a shared connection; the
     // string with a backslash is not pooled, so it runs on the session's own connection,
     // where the setting is on, and is read as it was classified.
-    let mut s = pg_session(f.pg_port, &login, &pw, &db).await;
-    let mut both = pg_msg(b'Q', &cstrs(&["SELECT v FROM lex_view"]));
-    both.extend_from_slice(&pg_msg(b'Q', &cstrs(&[attack])));
-    s.write_all(&both).await.unwrap();
+    let mut s = pipelined(&[
+        pg_msg(b'Q', &cstrs(&["SELECT v FROM lex_view"])),
+        pg_msg(b'Q', &cstrs(&[attack])),
+    ])
+    .await;
     let first = pg_until_ready(&mut s).await;
     assert_eq!(pg_values(&first), ["off"], "{}", tags(&first));
     let second = pg_until_ready(&mut s).await;
