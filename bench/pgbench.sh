@@ -5,7 +5,9 @@
 #
 # 1. A throwaway database `haechi_bench_<pid>` on 127.0.0.1:5432 with `pgbench -i -s $SCALE`,
 #    owned by a throwaway role with a password.
-# 2. PgBouncer (Debian package) in transaction pooling mode in front of it.
+# 2. PgBouncer (Debian package) in transaction pooling mode in front of it, and HAProxy (Debian
+#    package) in TCP mode: a proxy that copies bytes and nothing else, the floor of what one more
+#    process on every statement's path costs here (HAPROXY=0 leaves it out).
 # 3. A release `haechi server` with the PostgreSQL gateway; the role's password in the vault,
 #    a target, an account and a policy granting SELECT to the bench user.
 # 4. `pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION` against each (the clients on plain TCP on
@@ -61,10 +63,12 @@ WORK="$(mktemp -d -t haechi-pgbench.XXXXXX)"
 chmod 755 "$WORK"
 SERVER_PID=""
 BOUNCER_PID=""
+TCPPROXY_PID=""
 cleanup() {
   exec 3>&- 2>/dev/null || true
   [ -n "$SERVER_PID" ] && { sleep 1; kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
   [ -n "$BOUNCER_PID" ] && { kill "$BOUNCER_PID" 2>/dev/null || true; }
+  [ -n "$TCPPROXY_PID" ] && { kill "$TCPPROXY_PID" 2>/dev/null || true; }
   psql "$PGURL" -qtAc "DROP DATABASE IF EXISTS $RUN WITH (FORCE)" >/dev/null 2>&1 || true
   psql "$PGURL" -qtAc "DROP ROLE IF EXISTS $RUN" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -82,9 +86,10 @@ case "$BACKEND" in
     SOCKET_DIR="$(psql "$PGURL" -qtAc "SELECT split_part(current_setting('unix_socket_directories'), ',', 1)")"
     [ -S "$SOCKET_DIR/.s.PGSQL.5432" ] || { echo "BACKEND=socket: no PostgreSQL socket in '$SOCKET_DIR'" >&2; exit 1; }
     BOUNCER_HOST="$SOCKET_DIR"
+    TCPPROXY_SERVER="unix@$SOCKET_DIR/.s.PGSQL.5432"
     TARGET_SOCKET=",\"socket\":\"$SOCKET_DIR\""
     ;;
-  tcp) BOUNCER_HOST=127.0.0.1 TARGET_SOCKET="" ;;
+  tcp) BOUNCER_HOST=127.0.0.1 TARGET_SOCKET="" TCPPROXY_SERVER=127.0.0.1:5432 ;;
   *) echo "BACKEND must be socket or tcp" >&2; exit 1 ;;
 esac
 
@@ -113,6 +118,13 @@ else
 fi
 BOUNCER_PID=$!
 sleep 1
+
+. bench/tcpproxy.sh
+HPORT=$((40000 + RANDOM % 10000))
+if [ "${HAPROXY:-1}" != 0 ]; then
+  say "HAProxy (TCP mode, copies bytes only)"
+  start_tcpproxy "$WORK" "$HPORT" "$TCPPROXY_SERVER"
+fi
 
 say "haechi server with the PostgreSQL gateway"
 GPORT=$((30000 + RANDOM % 10000))
@@ -191,6 +203,8 @@ p50_one_client() {
 say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION"
 DIRECT=$(run_pgbench direct 5432 "$RUN" "$DBPW" "$RUN")
 BOUNCER=$(run_pgbench pgbouncer "$BPORT" "$RUN" "$DBPW" "$RUN" "$BOUNCER_PID")
+HAPROXY_TPS=-
+[ -n "$TCPPROXY_PID" ] && HAPROXY_TPS=$(run_pgbench haproxy "$HPORT" "$RUN" "$DBPW" "$RUN" "$TCPPROXY_PID")
 if [ -n "${PERF:-}" ]; then
   # PERF=1: where the gateway spends its time during its run (perf from Debian's linux-perf).
   # System-wide (-a, then only the server's samples reported): perf -p misses threads started later.
@@ -216,20 +230,24 @@ PGSSLMODE=disable PGPASSWORD="$ADMIN_PASSWORD" psql -X -At -h 127.0.0.1 -p "$GPO
   -c "SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g" >/dev/null
 RSS_PEAK=$(awk '/VmHWM/ {print $2}' /proc/$SERVER_PID/status)
 
+# fig NAME FIELD: one figure of run_pgbench's accounting for NAME, or - when it did not run.
+fig() { if [ -f "$WORK/cpu_$1" ]; then cut -d' ' -f"$2" "$WORK/cpu_$1"; else echo -; fi; }
 cat <<EOF
 
 == pgbench -S -n -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, same run ==
 direct      $DIRECT tps
 pgbouncer   $BOUNCER tps   (transaction pooling)
+haproxy     $HAPROXY_TPS tps   (TCP mode: copies bytes, one database connection per client)
 gateway     $GATEWAY tps   (every statement parsed, checked, audited; gateway_pool_size $POOL)
-proxies to PostgreSQL over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET_DIR)"); clients over TCP to all three
+proxies to PostgreSQL over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET_DIR)"); clients over TCP to each
 gateway / direct    $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
 gateway / pgbouncer $(awk -v g="$GATEWAY" -v b="$BOUNCER" 'BEGIN {printf "%.2f", g/b}')   (goal >= 1.00)
-proxy CPU per transaction: pgbouncer $(cut -d' ' -f1 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f1 "$WORK/cpu_gateway") us
-machine idle during the run: direct $(cut -d' ' -f2 "$WORK/cpu_direct")%, pgbouncer $(cut -d' ' -f2 "$WORK/cpu_pgbouncer")%, gateway $(cut -d' ' -f2 "$WORK/cpu_gateway")%
-stolen by the hypervisor during the run: direct $(cut -d' ' -f5 "$WORK/cpu_direct")%, pgbouncer $(cut -d' ' -f5 "$WORK/cpu_pgbouncer")%, gateway $(cut -d' ' -f5 "$WORK/cpu_gateway")%
-pgbench CPU per transaction: direct $(cut -d' ' -f3 "$WORK/cpu_direct") us, pgbouncer $(cut -d' ' -f3 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f3 "$WORK/cpu_gateway") us
-everything else (PostgreSQL, softirqs) per transaction: direct $(cut -d' ' -f4 "$WORK/cpu_direct") us, pgbouncer $(cut -d' ' -f4 "$WORK/cpu_pgbouncer") us, gateway $(cut -d' ' -f4 "$WORK/cpu_gateway") us
+pgbouncer / direct  $(awk -v b="$BOUNCER" -v d="$DIRECT" 'BEGIN {printf "%.2f", b/d}'), haproxy / direct $(awk -v h="$HAPROXY_TPS" -v d="$DIRECT" 'BEGIN {if (h == "-") print "-"; else printf "%.2f", h/d}')
+proxy CPU per transaction: pgbouncer $(fig pgbouncer 1) us, haproxy $(fig haproxy 1) us, gateway $(fig gateway 1) us
+machine idle during the run: direct $(fig direct 2)%, pgbouncer $(fig pgbouncer 2)%, haproxy $(fig haproxy 2)%, gateway $(fig gateway 2)%
+stolen by the hypervisor during the run: direct $(fig direct 5)%, pgbouncer $(fig pgbouncer 5)%, haproxy $(fig haproxy 5)%, gateway $(fig gateway 5)%
+pgbench CPU per transaction: direct $(fig direct 3) us, pgbouncer $(fig pgbouncer 3) us, haproxy $(fig haproxy 3) us, gateway $(fig gateway 3) us
+everything else (PostgreSQL, softirqs) per transaction: direct $(fig direct 4) us, pgbouncer $(fig pgbouncer 4) us, haproxy $(fig haproxy 4) us, gateway $(fig gateway 4) us
 one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
 gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
 EOF

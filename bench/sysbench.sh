@@ -7,7 +7,9 @@
 # A throwaway database and user (with a password) on 127.0.0.1:3306, `sysbench oltp_read_only
 # prepare`, a release `haechi server` with the MySQL gateway (the password in the vault, a
 # target, an account, a policy granting SELECT, BEGIN, COMMIT), then `sysbench oltp_read_only
-# run` direct and through the gateway (plain TCP on loopback for both). Every statement through
+# run` direct, through HAProxy in TCP mode (it copies bytes and nothing else: the floor of what
+# one more process on every statement's path costs here; HAPROXY=0 leaves it out) and through the
+# gateway (plain TCP on loopback for all). Every statement through
 # the gateway is lexed, parsed, checked and audited (sysbench uses server-side prepared
 # statements: checked at COM_STMT_PREPARE and again at each COM_STMT_EXECUTE).
 #
@@ -36,8 +38,9 @@ case "$BACKEND" in
     SOCKET="$(my 'SELECT @@socket')"
     [ -S "$SOCKET" ] || { echo "BACKEND=socket: MariaDB's socket '$SOCKET' is not there" >&2; exit 1; }
     TARGET_SOCKET=",\"socket\":\"$SOCKET\""
+    TCPPROXY_SERVER="unix@$SOCKET"
     ;;
-  tcp) TARGET_SOCKET="" ;;
+  tcp) TARGET_SOCKET="" TCPPROXY_SERVER=127.0.0.1:3306 ;;
   *) echo "BACKEND must be socket or tcp" >&2; exit 1 ;;
 esac
 
@@ -62,9 +65,11 @@ BIN="${HAECHI_BIN:-$PWD/target/release/haechi}"
 
 WORK="$(mktemp -d -t haechi-sysbench.XXXXXX)"
 SERVER_PID=""
+TCPPROXY_PID=""
 OLD_MAX="$(my 'SELECT @@GLOBAL.max_connections')"
 cleanup() {
   exec 3>&- 2>/dev/null || true
+  [ -n "$TCPPROXY_PID" ] && { kill "$TCPPROXY_PID" 2>/dev/null || true; }
   [ -n "$SERVER_PID" ] && { sleep 1; kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
   my "SET GLOBAL max_connections = $OLD_MAX; DROP DATABASE IF EXISTS $RUN; DROP USER IF EXISTS '$RUN'@'%'" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -131,6 +136,13 @@ tps() {
 }
 say "sysbench oltp_read_only --threads=$THREADS --time=$DURATION"
 DIRECT=$(tps 3306 "$RUN" "$DBPW" "$RUN")
+HAPROXY_TPS=-
+if [ "${HAPROXY:-1}" != 0 ]; then
+  . bench/tcpproxy.sh
+  HPORT=$((40000 + RANDOM % 10000))
+  start_tcpproxy "$WORK" "$HPORT" "$TCPPROXY_SERVER"
+  HAPROXY_TPS=$(tps "$HPORT" "$RUN" "$DBPW" "$RUN" "$TCPPROXY_PID")
+fi
 if [ -n "${PERF:-}" ]; then
   # PERF=1: where the gateway spends its time during its run (PERF_OUT=file for the report).
   # System-wide (-a, then only the server's samples reported): perf -p misses threads started later.
@@ -166,13 +178,16 @@ print(open(f'/proc/{pid}/status').read().split('VmRSS:')[1].split()[0])
 PY
 )
 
+# fig PORT FIELD: one figure of tps's accounting for the run on PORT, or - when it did not run.
+fig() { if [ -n "$1" ] && [ -f "$WORK/cpu_$1" ]; then cut -d' ' -f"$2" "$WORK/cpu_$1"; else echo -; fi; }
 cat <<EOF
 
 == sysbench oltp_read_only, $TABLES x $TABLE_SIZE rows, --threads=$THREADS --time=$DURATION, same run ==
 direct    $DIRECT tps
+haproxy   $HAPROXY_TPS tps   (TCP mode: copies bytes; CPU $(fig "${HPORT:-}" 2) us per query, machine idle $(fig "${HPORT:-}" 3)%)
 gateway   $GATEWAY tps   (every statement lexed, parsed, checked, audited)
-gateway to MariaDB over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET)"); sysbench over TCP to both
-gateway / direct   $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80)
+gateway to MariaDB over: $BACKEND$( [ "$BACKEND" = socket ] && echo " ($SOCKET)"); sysbench over TCP to each
+gateway / direct   $(awk -v g="$GATEWAY" -v d="$DIRECT" 'BEGIN {printf "%.2f", g/d}')   (goal >= 0.80); haproxy / direct $(awk -v h="$HAPROXY_TPS" -v d="$DIRECT" 'BEGIN {if (h == "-") print "-"; else printf "%.2f", h/d}')
 gateway CPU: $(cut -d' ' -f1 "$WORK/cpu_$GPORT") us per transaction, $(cut -d' ' -f2 "$WORK/cpu_$GPORT") us per query
 machine idle during the run: direct $(cut -d' ' -f3 "$WORK/cpu_3306")%, gateway $(cut -d' ' -f3 "$WORK/cpu_$GPORT")%
 stolen by the hypervisor during the run: direct $(cut -d' ' -f4 "$WORK/cpu_3306")%, gateway $(cut -d' ' -f4 "$WORK/cpu_$GPORT")%
