@@ -1264,6 +1264,220 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     );
 }
 
+/// The value of counter `name` on the fixture's server's `/metrics` (0 before its first use).
+async fn metric(f: &Fixture, name: &str) -> u64 {
+    let text = client()
+        .get(f.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Sends a simple `Query`.
+async fn pg_send(s: &mut tokio::net::TcpStream, sql: &str) {
+    s.write_all(&pg_msg(b'Q', &cstrs(&[sql]))).await.unwrap();
+}
+
+/// The race a pooled cancel can lose, staged both ways. Session A's cancel request is sent to
+/// the pooled connection A's statement is on, and hits session B's statement there instead:
+///
+/// - *A first*: A's statement has ended but the gateway has not yet passed all of its answer
+///   on (A's client is slow to read it), and B's, queued behind it, runs;
+/// - *B first*: A's statement is queued behind B's, which runs (its RowDescription already
+///   came, and the gateway keeps it back until more of the answer does).
+///
+/// Either way B's statement has sent its client nothing, so it runs again on the pool's other
+/// connection and B gets its right answer, not a cancel it never asked for; A gets its answer.
+/// A third session, C, keeps the other connection busy meanwhile (an answer larger than a
+/// small receive buffer), so A's and B's statements share one connection: they are sent
+/// together, within the 20 ms after which a connection whose head statement has not finished
+/// takes no more. When the staging does not come about (a session pinned because a
+/// connection took too long to open, say), it is tried again with a fresh pool; the checks
+/// after it are strict.
+#[tokio::test]
+async fn a_cancel_that_hits_another_sessions_pooled_statement_runs_that_one_again() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (login, pw, db, marker) = select_person(f, "rerun").await;
+    for a_first in [true, false] {
+        let mut failed = Vec::new();
+        for attempt in 0..3 {
+            let app = format!("{marker}_{}_{attempt}", if a_first { "a" } else { "b" });
+            match stage_rerun(f, &login, &pw, &db, &app, a_first).await {
+                Ok(()) => break,
+                Err(e) => failed.push(format!("{attempt}: {e}")),
+            }
+        }
+        assert!(
+            failed.len() < 3,
+            "the race ({}) was not staged in three attempts: {failed:#?}",
+            if a_first { "A first" } else { "B first" }
+        );
+    }
+}
+
+/// One staging of [`a_cancel_that_hits_another_sessions_pooled_statement_runs_that_one_again`]
+/// with sessions whose `application_name` is `app` (a pool of their own). `Err`: the staging
+/// did not come about (nothing was checked); the checks after it panic.
+async fn stage_rerun(
+    f: &Fixture,
+    login: &str,
+    pw: &str,
+    db: &str,
+    app: &str,
+    a_first: bool,
+) -> Result<(), String> {
+    // ~5.5 MB: more than the gateway can hand to a client that reads nothing through a 4 KiB
+    // receive buffer (~3 MB), less than that plus what the database can hand the gateway.
+    let big =
+        |label: &str| format!("SELECT repeat('x', 1000) AS {label} FROM generate_series(1, 5500)");
+    let count = 10_000_000;
+    let reruns = metric(f, "haechi_gateway_pool_reruns_total").await;
+    let (a_l, b_l, c_l) = (format!("{app}_a"), format!("{app}_b"), format!("{app}_c"));
+    let session =
+        |slow: bool| pg_login_with(f.pg_port, login, pw, db, Some(app), slow.then_some(4096));
+    let mine = format!("application_name = '{app}'");
+    let activity = || {
+        pg_admin(&format!(
+            "SELECT string_agg(pid || ' ' || state || ' ' || left(query, 60), E'\\n') FROM pg_stat_activity WHERE {mine}"
+        ))
+    };
+    // The first session's login opens the pool's first connection, after its own backend.
+    let (mut c, _) = session(true).await;
+    let first = backends(
+        f,
+        "pid",
+        &format!("{mine} ORDER BY backend_start DESC LIMIT 1"),
+    );
+    let (mut a, a_key) = session(true).await;
+    let (mut b, _) = session(false).await;
+    let (mut w1, _) = session(false).await;
+    let (mut w2, _) = session(false).await;
+    // Each session's own backend (its reserve), which pooled statements do not run on.
+    let reserves = backends(
+        f,
+        "string_agg(pid::text, ',')",
+        &format!("{mine} AND pid <> {first}"),
+    );
+    let pooled = format!("{mine} AND pid NOT IN ({reserves})");
+    // Two pooled connections: two statements at once open the second.
+    let warm = format!("SELECT count(*) AS {app}_w FROM generate_series(1, 200000)");
+    pg_send(&mut w1, &warm).await;
+    pg_send(&mut w2, &warm).await;
+    pg_until_ready(&mut w1).await;
+    pg_until_ready(&mut w2).await;
+    let started = Instant::now();
+    while backends(f, "count(*)", &pooled) != "2" && started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if backends(f, "count(*)", &pooled) != "2" {
+        return Err(format!(
+            "the pool did not open two connections (sessions' own: {reserves}): {}",
+            activity()
+        ));
+    }
+    // C holds one connection; then A and B go to the other.
+    pg_send(&mut c, &big(&c_l)).await;
+    let c_on = format!("{pooled} AND query LIKE '%AS {c_l} %'");
+    wait_backends(f, &c_on, "1", "C's statement never ran").await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let b_sql = format!("SELECT count(*) AS {b_l} FROM generate_series(1, {count})");
+    if a_first {
+        pg_send(&mut a, &big(&a_l)).await;
+        pg_send(&mut b, &b_sql).await;
+    } else {
+        pg_send(&mut b, &b_sql).await;
+        pg_send(&mut a, &big(&a_l)).await;
+    }
+    let b_running = format!("{pooled} AND query LIKE '%AS {b_l} %' AND state = 'active'");
+    let started = Instant::now();
+    while backends(f, "count(*)", &b_running) != "1" && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A session that pinned instead would have run its statement on its own backend by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b_pid = backends(f, "string_agg(pid::text, ',')", &b_running);
+    let c_pid = backends(f, "string_agg(pid::text, ',')", &c_on);
+    let a_elsewhere = backends(
+        f,
+        "count(*)",
+        &format!(
+            "{mine} AND query LIKE '%AS {a_l} %' AND pid <> {}",
+            if b_pid.is_empty() { "0" } else { &b_pid }
+        ),
+    );
+    if b_pid.is_empty() || b_pid == c_pid || a_elsewhere != "0" {
+        return Err(format!(
+            "A and B did not share a pooled connection: {}",
+            activity()
+        ));
+    }
+    // C takes its answer: its connection is free again.
+    let msgs = pg_until_ready(&mut c).await;
+    assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A's cancel, while B's statement runs on A's connection.
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(&a_key);
+    tokio::net::TcpStream::connect(("127.0.0.1", f.pg_port))
+        .await
+        .unwrap()
+        .write_all(&cancel)
+        .await
+        .unwrap();
+    wait_backends(
+        f,
+        &format!("pid = {b_pid} AND query LIKE '%AS {b_l} %' AND state = 'active'"),
+        "0",
+        "the cancel did not reach B's statement",
+    )
+    .await;
+    // A gets its whole answer; B gets its count, from its second run on C's connection.
+    let msgs = tokio::time::timeout(Duration::from_secs(30), pg_until_ready(&mut a))
+        .await
+        .expect("A's answer");
+    assert_eq!(pg_error(&msgs), None, "A's statement");
+    assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
+    let msgs = tokio::time::timeout(Duration::from_secs(60), pg_until_ready(&mut b))
+        .await
+        .expect("B's answer");
+    assert_eq!(
+        pg_error(&msgs),
+        None,
+        "B got another session's cancel ({}): {}",
+        if a_first { "A first" } else { "B first" },
+        tags(&msgs)
+    );
+    assert_eq!(pg_values(&msgs), [count.to_string()]);
+    assert_eq!(
+        backends(
+            f,
+            "count(*)",
+            &format!("pid = {c_pid} AND query LIKE '%AS {b_l} %'")
+        ),
+        "1",
+        "B ran again on the other connection: {}",
+        activity()
+    );
+    assert_eq!(
+        metric(f, "haechi_gateway_pool_reruns_total").await,
+        reruns + 1
+    );
+    // Everyone goes on.
+    for s in [&mut a, &mut b, &mut c] {
+        assert_eq!(pg_values(&pg_query(s, "SELECT 5 AS x").await), ["5"]);
+    }
+    Ok(())
+}
+
 /// A pooled connection with nothing to do for `gateway_pool_idle_secs` (3 s on the fixture's
 /// server) is closed; the session that used it stays open and its next statement runs on a
 /// connection the pool opens for it.
@@ -1700,11 +1914,33 @@ async fn pg_login(
     password: &str,
     db: &str,
 ) -> (tokio::net::TcpStream, [u8; 8]) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    pg_login_with(port, user, password, db, None, None).await
+}
+
+/// [`pg_login`] with an `application_name` in the startup message (sessions with another one
+/// share no pooled connection with the others) and a receive buffer of `recv_buffer` bytes.
+async fn pg_login_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    application_name: Option<&str>,
+    recv_buffer: Option<u32>,
+) -> (tokio::net::TcpStream, [u8; 8]) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let mut s = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .unwrap();
     let mut body = 196608i32.to_be_bytes().to_vec();
-    for v in ["user", user, "database", db] {
+    let mut params = vec!["user", user, "database", db];
+    if let Some(app) = application_name {
+        params.extend(["application_name", app]);
+    }
+    for v in params {
         body.extend_from_slice(v.as_bytes());
         body.push(0);
     }

@@ -90,6 +90,8 @@ pub async fn start_gateways(pool_size: usize) -> (Server, u16, u16) {
                 .env("HAECHI_GATEWAY_POOL_SIZE", &pool_size.to_string())
                 // Pooled connections close soon when idle, so a test sees them close.
                 .env("HAECHI_GATEWAY_POOL_IDLE_SECS", &POOL_IDLE_SECS.to_string())
+                // One session thread, as on two CPUs: the sessions of a test share one pool.
+                .env("HAECHI_GATEWAY_THREADS", "1")
                 .arg("--pg-gateway")
                 .arg(&pg)
                 .arg("--mysql-gateway")

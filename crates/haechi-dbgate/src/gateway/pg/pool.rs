@@ -52,6 +52,9 @@ const DEPTH: usize = 16;
 /// A client that takes no bytes of its answer for this long is cut off (it would hold up the
 /// statements of others queued behind its own).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of a statement's answer kept back before any of it goes to the client (see
+/// `read_loop`).
+const HOLD_BACK: usize = 16 * 1024;
 
 /// What sessions share a pool: the same database login with the same startup parameters, on
 /// the same session thread.
@@ -649,11 +652,35 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
             }
             pos += len;
         }
-        // The head statement's answer so far (a long result streams through).
-        forward_head(&shared, &buf[from..pos]).await;
-        bytes::Buf::advance(&mut buf, pos);
+        // The head statement's answer so far (a long result streams through). A beginning of
+        // it that holds no row yet (a RowDescription, an error that its ReadyForQuery has not
+        // followed yet) is kept back and read again with what comes next: a statement that
+        // another session's cancel hits has then sent its client nothing, so it can run again
+        // (see `complete`).
+        if held_back(&buf[from..pos]) {
+            bytes::Buf::advance(&mut buf, from);
+        } else {
+            forward_head(&shared, &buf[from..pos]).await;
+            bytes::Buf::advance(&mut buf, pos);
+        }
     }
     fail_all(&shared, &pool).await;
+}
+
+/// Whether `bytes` (whole messages of one statement's answer, before its ReadyForQuery) is
+/// kept back: a few kilobytes at most of RowDescription, ErrorResponse and NoticeResponse
+/// messages, none of which changes what the read loop counts when it is read again.
+fn held_back(mut bytes: &[u8]) -> bool {
+    if bytes.is_empty() || bytes.len() > HOLD_BACK {
+        return false;
+    }
+    while let Ok(Some(len)) = p::complete_len(bytes) {
+        if !matches!(bytes[0], b'T' | b'E' | b'N') {
+            return false;
+        }
+        bytes = &bytes[len..];
+    }
+    bytes.is_empty()
 }
 
 /// Hands part of the head statement's answer to its session.
@@ -720,7 +747,10 @@ async fn complete(
             // Its place moves to the new connection (inflight is counted again there).
             client.inflight.fetch_sub(1, Ordering::SeqCst);
             match conn.push(job) {
-                Ok(()) => return,
+                Ok(()) => {
+                    metrics::counter!("haechi_gateway_pool_reruns_total").increment(1);
+                    return;
+                }
                 Err(j) => {
                     client.inflight.fetch_add(1, Ordering::SeqCst);
                     job = j;
