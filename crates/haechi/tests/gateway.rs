@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, client, enc, login, Server, ADMIN_PASSWORD};
+use common::{call, client, enc, login, metrics_text, Server, ADMIN_PASSWORD};
 use gateway_support::{my_admin, pg_admin, pg_admin_url, run, start_gateways, POOL_IDLE_SECS};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1266,15 +1266,9 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
 
 /// The value of counter `name` on the fixture's server's `/metrics` (0 before its first use).
 async fn metric(f: &Fixture, name: &str) -> u64 {
-    let text = client()
-        .get(f.server.url("/metrics"))
-        .send()
+    metrics_text(&f.server)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |v| v.trim().parse().unwrap())
 }

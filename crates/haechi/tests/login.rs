@@ -444,14 +444,7 @@ async fn login_failures_are_counted_in_metrics() {
             .json(&json!({"user_id": "nobody-here", "pwd": "x1234567"})),
     )
     .await;
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s).await;
     assert!(
         text.contains("haechi_login_failures_total{family=\"mdrm\"}"),
         "{text}"

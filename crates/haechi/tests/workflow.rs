@@ -1233,15 +1233,7 @@ async fn executions_are_listed_with_filters_audited_and_measured() {
     assert!(has("workflow.create", &id, "success"));
 
     // Prometheus metrics.
-    let text = client()
-        .get(s.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s).await;
     for m in [
         "haechi_workflow_executions_started_total",
         "haechi_workflow_executions_ended_total",

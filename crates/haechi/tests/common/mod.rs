@@ -427,6 +427,18 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Logs in through the MDRM endpoint; returns the bare token.
+/// The Prometheus text of `GET /metrics`.
+pub async fn metrics_text(s: &Server) -> String {
+    client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn login(s: &Server, user: &str, password: &str) -> String {
     let r = client()
         .post(s.url("/api/v1/auth"))
