@@ -668,7 +668,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
 }
 
 /// Whether `bytes` (whole messages of one statement's answer, before its ReadyForQuery) is
-/// kept back: a few kilobytes at most of RowDescription, ErrorResponse and NoticeResponse
+/// kept back: at most `HOLD_BACK` bytes of RowDescription, ErrorResponse and NoticeResponse
 /// messages, none of which changes what the read loop counts when it is read again.
 fn held_back(mut bytes: &[u8]) -> bool {
     if bytes.is_empty() || bytes.len() > HOLD_BACK {
