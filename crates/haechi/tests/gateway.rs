@@ -1244,13 +1244,7 @@ async fn pooled_sessions_share_connections_and_pin_when_they_must() {
     // A cancel request for a pooled statement.
     let (mut s, key) = pg_login(f.pg_port, &login, &pw, &db).await;
     start_long_query(f, &mut s, &format!("{marker}_c")).await;
-    let mut cancel = 16i32.to_be_bytes().to_vec();
-    cancel.extend_from_slice(&80877102i32.to_be_bytes());
-    cancel.extend_from_slice(&key);
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", f.pg_port))
-        .await
-        .unwrap();
-    c.write_all(&cancel).await.unwrap();
+    pg_cancel(f.pg_port, &key).await;
     let msgs = tokio::time::timeout(Duration::from_secs(20), pg_until_ready(&mut s))
         .await
         .expect("the cancel ends the statement");
@@ -1278,13 +1272,26 @@ async fn pg_send(s: &mut tokio::net::TcpStream, sql: &str) {
     s.write_all(&pg_msg(b'Q', &cstrs(&[sql]))).await.unwrap();
 }
 
+/// Sends a CancelRequest with the cancel key `key` (BackendKeyData) on a new connection.
+async fn pg_cancel(port: u16, key: &[u8; 8]) {
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&80877102i32.to_be_bytes());
+    cancel.extend_from_slice(key);
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap()
+        .write_all(&cancel)
+        .await
+        .unwrap();
+}
+
 /// The race a pooled cancel can lose, staged both ways. Session A's cancel request is sent to
 /// the pooled connection A's statement is on, and hits session B's statement there instead:
 ///
 /// - *A first*: A's statement has ended but the gateway has not yet passed all of its answer
 ///   on (A's client is slow to read it), and B's, queued behind it, runs;
-/// - *B first*: A's statement is queued behind B's, which runs (its RowDescription already
-///   came, and the gateway keeps it back until more of the answer does).
+/// - *B first*: A's statement is queued behind B's, which runs (the beginning of B's answer,
+///   its RowDescription and then the cancel's error, is kept back until its ReadyForQuery).
 ///
 /// Either way B's statement has sent its client nothing, so it runs again on the pool's other
 /// connection and B gets its right answer, not a cancel it never asked for; A gets its answer.
@@ -1419,15 +1426,7 @@ async fn stage_rerun(
     assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A's cancel, while B's statement runs on A's connection.
-    let mut cancel = 16i32.to_be_bytes().to_vec();
-    cancel.extend_from_slice(&80877102i32.to_be_bytes());
-    cancel.extend_from_slice(&a_key);
-    tokio::net::TcpStream::connect(("127.0.0.1", f.pg_port))
-        .await
-        .unwrap()
-        .write_all(&cancel)
-        .await
-        .unwrap();
+    pg_cancel(f.pg_port, &a_key).await;
     wait_backends(
         f,
         &format!("pid = {b_pid} AND query LIKE '%AS {b_l} %' AND state = 'active'"),
@@ -1571,7 +1570,7 @@ async fn select_person(f: &Fixture, tag: &str) -> (String, String, String, Strin
 /// Sends a query on `s` that runs for minutes (`... AS <label>`), and waits until it runs.
 async fn start_long_query(f: &Fixture, s: &mut tokio::net::TcpStream, label: &str) {
     let long = format!("SELECT count(*) AS {label} FROM generate_series(1, 3000000000)");
-    s.write_all(&pg_msg(b'Q', &cstrs(&[&long]))).await.unwrap();
+    pg_send(s, &long).await;
     let active = format!("query LIKE '%AS {label} %' AND state = 'active'");
     wait_backends(f, &active, "1", "the query never started").await;
 }
@@ -1982,7 +1981,7 @@ fn pg_values(msgs: &[(u8, Vec<u8>)]) -> Vec<String> {
 }
 
 async fn pg_query(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<(u8, Vec<u8>)> {
-    s.write_all(&pg_msg(b'Q', &cstrs(&[sql]))).await.unwrap();
+    pg_send(s, sql).await;
     tokio::time::timeout(Duration::from_secs(30), pg_until_ready(s))
         .await
         .unwrap_or_else(|_| panic!("no answer to {sql}"))

@@ -426,7 +426,6 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Logs in through the MDRM endpoint; returns the bare token.
 /// The Prometheus text of `GET /metrics`.
 pub async fn metrics_text(s: &Server) -> String {
     client()
@@ -439,6 +438,7 @@ pub async fn metrics_text(s: &Server) -> String {
         .unwrap()
 }
 
+/// Logs in through the MDRM endpoint; returns the bare token.
 pub async fn login(s: &Server, user: &str, password: &str) -> String {
     let r = client()
         .post(s.url("/api/v1/auth"))
