@@ -1,21 +1,38 @@
-//! Batched appends for high-rate events (one per database statement through the gateway).
+//! Batched appends for high-rate events (vault value reads, statements through the gateway).
 //!
-//! Producers hand events to [`Batcher::record`], which returns as soon as the event is queued;
-//! one writer task appends whatever is queued in one transaction with [`crate::append_many`],
-//! so every event still becomes a link of the one hash chain, in the order it was queued. The
-//! queue is bounded: when the store cannot keep up, producers wait (back-pressure) rather than
-//! events being dropped. A batch that fails to commit is retried until it commits; at shutdown
-//! the writer drains the queue before [`Batcher::shutdown`] returns.
+//! Producers hand events to [`Batcher::record`]; one writer task appends whatever is queued in
+//! one transaction with [`crate::append_many`], so every event still becomes a link of the one
+//! hash chain, in the order it was queued. With [`Durability::Strict`] (the default, setting
+//! `audit.durability`) `record` returns only once the event's transaction has committed, so an
+//! answer sent after it can never outlive a crash without its event: group commit (every
+//! producer waiting at the same moment shares one transaction, and the writer never lingers while
+//! someone waits) keeps the throughput. With [`Durability::Batched`] it returns as soon as the
+//! event is queued and the event commits a few milliseconds later. The queue is bounded: when
+//! the store cannot keep up, producers wait (back-pressure) rather than events being dropped. A
+//! batch that fails to commit is retried until it commits; at shutdown the writer drains the
+//! queue before [`Batcher::shutdown`] returns.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use haechi_store::Store;
 use haechi_types::{Error, Result};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Event;
+
+/// When an answer may leave the server relative to its audit event (CONTRACT §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The event is committed before [`Batcher::record`] returns.
+    #[default]
+    Strict,
+    /// The event is queued when [`Batcher::record`] returns and committed a few ms later: a
+    /// crash in between loses it.
+    Batched,
+}
 
 /// Sizing of a [`Batcher`].
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +43,9 @@ pub struct BatcherOptions {
     pub queue: usize,
     /// How long the writer waits for more events after the first of a batch when fewer than
     /// `max_batch` are queued (trades a little latency for fewer transactions under load).
+    /// Never while a producer waits for its event ([`Durability::Strict`]).
     pub linger: Duration,
+    pub durability: Durability,
 }
 
 impl Default for BatcherOptions {
@@ -35,14 +54,22 @@ impl Default for BatcherOptions {
             max_batch: 2048,
             queue: 16_384,
             linger: Duration::from_millis(5),
+            durability: Durability::default(),
         }
     }
 }
 
+/// An event in the queue, and who waits for its commit.
+struct Queued {
+    event: Event,
+    committed: Option<oneshot::Sender<()>>,
+}
+
 /// A batched audit appender. One per engine that needs it; cheap to share behind an `Arc`.
 pub struct Batcher {
-    sender: Mutex<Option<mpsc::Sender<Event>>>,
+    sender: Mutex<Option<mpsc::Sender<Queued>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    durability: Durability,
 }
 
 impl Batcher {
@@ -53,10 +80,12 @@ impl Batcher {
         Batcher {
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            durability: opts.durability,
         }
     }
 
-    /// Queues `event`; waits only while the queue is full. Fails once shutdown has begun.
+    /// Queues `event` (waiting while the queue is full) and, under [`Durability::Strict`],
+    /// waits until it is committed. Fails once shutdown has begun.
     pub async fn record(&self, event: Event) -> Result<()> {
         let sender = self
             .sender
@@ -64,10 +93,31 @@ impl Batcher {
             .map_err(|_| Error::internal("audit batcher lock poisoned"))?
             .clone()
             .ok_or_else(|| Error::unavailable("the server is shutting down"))?;
-        sender
-            .send(event)
-            .await
-            .map_err(|_| Error::unavailable("the server is shutting down"))
+        let shutting_down = || Error::unavailable("the server is shutting down");
+        match self.durability {
+            Durability::Batched => sender
+                .send(Queued {
+                    event,
+                    committed: None,
+                })
+                .await
+                .map_err(|_| shutting_down()),
+            Durability::Strict => {
+                let (done, committed) = oneshot::channel();
+                sender
+                    .send(Queued {
+                        event,
+                        committed: Some(done),
+                    })
+                    .await
+                    .map_err(|_| shutting_down())?;
+                committed.await.map_err(|_| shutting_down())
+            }
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Stops taking events and waits until every queued one is committed.
@@ -83,15 +133,17 @@ impl Batcher {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOptions) {
-    let mut batch: Vec<Event> = Vec::with_capacity(opts.max_batch);
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Queued>, opts: BatcherOptions) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(opts.max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
         drain(&mut rx, &mut batch, opts.max_batch);
-        // Little queued: let more gather without being woken for each one (nobody polls the
-        // receiver while this sleeps, so producers' sends do not wake this task). Under load
-        // the queue already holds a batch and there is no wait.
-        if !opts.linger.is_zero() && batch.len() < opts.max_batch / 8 {
+        // Little queued and nobody waiting: let more gather without being woken for each one
+        // (nobody polls the receiver while this sleeps, so producers' sends do not wake this
+        // task). Under load the queue already holds a batch and there is no wait; a producer
+        // waiting for its commit is never kept waiting longer than the commit in flight.
+        let someone_waits = batch.iter().any(|q| q.committed.is_some());
+        if !someone_waits && !opts.linger.is_zero() && batch.len() < opts.max_batch / 8 {
             tokio::time::sleep(opts.linger).await;
             drain(&mut rx, &mut batch, opts.max_batch);
         }
@@ -99,7 +151,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Event>, opts: BatcherOp
     }
 }
 
-fn drain(rx: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>, max: usize) {
+fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
     while batch.len() < max {
         match rx.try_recv() {
             Ok(e) => batch.push(e),
@@ -109,13 +161,18 @@ fn drain(rx: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>, max: usize) {
 }
 
 /// Commits `batch`, retrying with back-off until it commits: an audit event is never dropped
-/// silently. While this waits, the queue fills and producers wait too.
-async fn commit_with_retry(store: &Store, batch: &mut Vec<Event>) {
+/// silently. While this waits, the queue fills and producers wait too. Once committed, those
+/// waiting for their events are told.
+async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>) {
     let mut delay = Duration::from_millis(50);
     loop {
         match append_batch(store, batch).await {
             Ok(()) => {
-                batch.clear();
+                for q in batch.drain(..) {
+                    if let Some(done) = q.committed {
+                        let _ = done.send(());
+                    }
+                }
                 return;
             }
             Err(e) => {
@@ -130,8 +187,9 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Event>) {
     }
 }
 
-async fn append_batch(store: &Store, events: &[Event]) -> Result<()> {
+async fn append_batch(store: &Store, batch: &[Queued]) -> Result<()> {
+    let events: Vec<&Event> = batch.iter().map(|q| &q.event).collect();
     let mut tx = store.begin().await?;
-    crate::append_slice(&mut tx, events).await?;
+    crate::append_slice(&mut tx, &events).await?;
     tx.commit().await
 }

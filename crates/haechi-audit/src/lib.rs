@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod batcher;
-pub use batcher::{Batcher, BatcherOptions};
+pub use batcher::{Batcher, BatcherOptions, Durability};
 
 /// The hash `prev_hash` of the first event points at.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -222,7 +222,7 @@ pub async fn append_many(tx: &mut Tx, events: Vec<Event>) -> Result<i64> {
 }
 
 /// [`append_many`] for borrowed events (a caller that may retry keeps them).
-pub async fn append_slice(tx: &mut Tx, events: &[Event]) -> Result<i64> {
+pub async fn append_slice<E: std::borrow::Borrow<Event>>(tx: &mut Tx, events: &[E]) -> Result<i64> {
     // Rows per INSERT (11 parameters each): every statement is a round trip (to PostgreSQL,
     // or to sqlx's SQLite thread). SQLite's parameters are anonymous (below), so binding is
     // linear in their number; 128 rows stay far below its limit of 32,766 parameters.
@@ -242,6 +242,7 @@ pub async fn append_slice(tx: &mut Tx, events: &[Event]) -> Result<i64> {
     let at = time::now_ms();
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
+        let event: &Event = event.borrow();
         seq += 1;
         let mut e = StoredEvent {
             seq,

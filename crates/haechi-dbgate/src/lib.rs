@@ -119,8 +119,13 @@ impl DbGate {
             // to the store's thread), at the price of a wider window a crash could lose.
             audit: Batcher::start(
                 store.clone(),
+                // A statement's event is written once its result has been relayed (it holds
+                // the row count and duration), so waiting for its commit would delay the next
+                // statement without keeping the result from leaving first: the gateway stays
+                // batched whatever `audit.durability` says (docs/dbgate.md, "Audit").
                 BatcherOptions {
                     linger: STATEMENT_AUDIT_LINGER,
+                    durability: haechi_audit::Durability::Batched,
                     ..BatcherOptions::default()
                 },
             ),

@@ -59,6 +59,8 @@ pub struct VaultOptions {
     pub data_dir: PathBuf,
     /// `HAECHI_VAULT_MASTER_KEY`: 32 random bytes in base64.
     pub master_key: Option<SecretString>,
+    /// `audit.durability`: whether a value read answers only once its event is committed.
+    pub audit_durability: haechi_audit::Durability,
 }
 
 /// The vault. One per server.
@@ -89,7 +91,10 @@ impl Vault {
         let vault = Vault {
             reads: haechi_audit::Batcher::start(
                 store.clone(),
-                haechi_audit::BatcherOptions::default(),
+                haechi_audit::BatcherOptions {
+                    durability: opts.audit_durability,
+                    ..Default::default()
+                },
             ),
             store,
             key_file: opts.data_dir.join(KEY_FILE),

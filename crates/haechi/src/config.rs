@@ -111,6 +111,8 @@ pub struct Config {
     pub gateway_pool_size: usize,
     /// Seconds a pooled backend connection may sit with nothing to do before it is closed.
     pub gateway_pool_idle_secs: u64,
+    /// The audit log: when an answer may leave relative to its event.
+    pub audit: AuditConfig,
     /// Identity settings: lockout, inactivity, token lifetimes, password hashing cost.
     pub identity: IdentityConfig,
     /// Agents and nodes: heartbeats, the LOST grace, output cap, the local agent.
@@ -150,6 +152,7 @@ impl Default for Config {
             gateway_threads: 0,
             gateway_pool_size: 0,
             gateway_pool_idle_secs: 600,
+            audit: AuditConfig::default(),
             identity: IdentityConfig::default(),
             agents: AgentsConfig::default(),
             tasks: TasksConfig::default(),
@@ -157,6 +160,16 @@ impl Default for Config {
             sources: Sources::default(),
         }
     }
+}
+
+/// The `[audit]` table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `strict`: no vault value leaves the server before its read's audit event is committed
+    /// (a crash never leaves an answered read unrecorded); `batched`: the event may be
+    /// committed a few ms after the answer.
+    pub durability: haechi_audit::Durability,
 }
 
 /// Where each configuration value came from, by dotted key (`identity.lockout_secs`):
