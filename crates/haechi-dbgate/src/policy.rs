@@ -243,13 +243,14 @@ pub(crate) fn merge(base: &Policy, input: PolicyInput, creating: bool) -> Result
         p.server_address = Some(a.trim().to_owned());
     }
     if let Some(port) = input.server_port {
-        if !(1..=65535).contains(&port) {
+        // 0 is what a policy without a port reads as (DBSAFER's wire): sent back, it clears.
+        if !(0..=65535).contains(&port) {
             return Err(Error::field(
                 "serverPort",
-                format_args!("must be between 1 and 65535 (got {port})"),
+                format_args!("must be between 1 and 65535, or 0 for none (got {port})"),
             ));
         }
-        p.server_port = Some(port as u16);
+        p.server_port = u16::try_from(port).ok().filter(|p| *p != 0);
     }
     if let Some(s) = text("sid", input.sid, MAX_NAME)? {
         p.sid = Some(s);
@@ -275,41 +276,35 @@ pub(crate) fn merge(base: &Policy, input: PolicyInput, creating: bool) -> Result
     if input.end_at.is_some() {
         p.end_at = input.end_at;
     }
+    // One end of the client range alone names a single address (clients that restrict a
+    // policy to one machine send only clientIpBegin).
+    match (p.client_ip_begin, p.client_ip_end) {
+        (Some(b), None) => p.client_ip_end = Some(b),
+        (None, Some(e)) => p.client_ip_begin = Some(e),
+        _ => {}
+    }
     check_ranges(&p)?;
     Ok(p)
 }
 
 fn check_ranges(p: &Policy) -> Result<()> {
-    match (p.client_ip_begin, p.client_ip_end) {
-        (Some(b), Some(e)) => {
-            let (bk, ek) = (ip_key(b), ip_key(e));
-            match (bk, ek) {
-                (Some(bk), Some(ek)) if bk.0 != ek.0 => {
-                    return Err(Error::field(
-                        "clientIpEnd",
-                        format_args!("{e} is not in the same address family as clientIpBegin {b}"),
-                    ))
-                }
-                (Some(bk), Some(ek)) if bk.1 > ek.1 => {
-                    return Err(Error::field(
-                        "clientIpBegin",
-                        format_args!("{b} is after clientIpEnd {e}: the range must run from the lower address to the higher"),
-                    ))
-                }
-                _ => {}
+    // `merge` has made a range of one end alone, so either both ends are set or neither.
+    if let (Some(b), Some(e)) = (p.client_ip_begin, p.client_ip_end) {
+        match (ip_key(b), ip_key(e)) {
+            (Some(bk), Some(ek)) if bk.0 != ek.0 => {
+                return Err(Error::field(
+                    "clientIpEnd",
+                    format_args!("{e} is not in the same address family as clientIpBegin {b}"),
+                ))
             }
+            (Some(bk), Some(ek)) if bk.1 > ek.1 => {
+                return Err(Error::field(
+                    "clientIpBegin",
+                    format_args!("{b} is after clientIpEnd {e}: the range must run from the lower address to the higher"),
+                ))
+            }
+            _ => {}
         }
-        (Some(_), None) => return Err(Error::field(
-            "clientIpEnd",
-            "is required when clientIpBegin is given (use the same address for a single client)",
-        )),
-        (None, Some(_)) => {
-            return Err(Error::field(
-                "clientIpBegin",
-                "is required when clientIpEnd is given (use the same address for a single client)",
-            ))
-        }
-        (None, None) => {}
     }
     if let (Some(s), Some(e)) = (p.start_at, p.end_at) {
         if s > e {
@@ -622,7 +617,7 @@ mod tests {
 
     #[test]
     fn port_dates_and_privileges() {
-        for port in [0, 65536, -1] {
+        for port in [65536, -1] {
             let mut i = input();
             i.server_port = Some(port);
             assert_eq!(
@@ -630,6 +625,15 @@ mod tests {
                 Some("serverPort")
             );
         }
+        // 0 is how a policy without a port reads on the wire: sent back, it clears the port.
+        let mut i = input();
+        i.server_port = Some(5432);
+        let with_port = merge(&blank(0), i, true).unwrap();
+        let clear = PolicyInput {
+            server_port: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(merge(&with_port, clear, false).unwrap().server_port, None);
         let mut i = input();
         i.start_at = Some(10);
         i.end_at = Some(9);

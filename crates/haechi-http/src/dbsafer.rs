@@ -5,7 +5,12 @@
 //!
 //! Decisions where the document is silent: dates are local times of the server's time zone
 //! (`2022-01-01T00:00:00`; an offset or `Z` is accepted too, a bare date means the start of the
-//! day for `startDate` and its last second for `endDate`); absent optional fields are `null`;
+//! day for `startDate` and its last second for `endDate`); every field the document marks
+//! required is always present with a value of its type, so a strict client can parse it: a
+//! field that was never set reads `""` (text and IP addresses), `0` (`serverPort`: no port, so
+//! the policy grants nothing), `1970-01-01T00:00:00` (`startDate`: valid since always) and
+//! `9999-12-31T23:59:59` (`endDate`: valid for ever); each of these, sent back, means the same;
+//! one end of the client IP range alone names a single address;
 //! `PUT` changes the fields it carries and keeps the others; lock and unlock need at least one
 //! filter; `policyId` is unique.
 
@@ -46,22 +51,24 @@ pub struct PolicyOut {
     /// Policy code (`POLICY_YYYYMMDDNNN` when generated).
     policy_id: String,
     user_id: String,
-    account: Option<String>,
-    client_ip_begin: Option<String>,
-    client_ip_end: Option<String>,
-    server_address: Option<String>,
-    server_port: Option<u16>,
-    /// Instance (database name).
-    sid: Option<String>,
+    account: String,
+    client_ip_begin: String,
+    client_ip_end: String,
+    server_address: String,
+    /// `0` when not set.
+    server_port: u16,
+    /// Instance (database name); `""` for any.
+    sid: String,
     /// A subset of the 27 SQL privilege types.
     sql_privileges: Vec<String>,
-    policy_type: Option<String>,
-    reserved1: Option<String>,
-    reserved2: Option<String>,
-    reserved3: Option<String>,
-    /// `YYYY-MM-DDTHH:MM:SS`, server local time.
-    start_date: Option<String>,
-    end_date: Option<String>,
+    policy_type: String,
+    reserved1: String,
+    reserved2: String,
+    reserved3: String,
+    /// `YYYY-MM-DDTHH:MM:SS`, server local time; `1970-01-01T00:00:00` when not set.
+    start_date: String,
+    /// `9999-12-31T23:59:59` when not set.
+    end_date: String,
     /// Locked: the policy grants nothing.
     lock: bool,
 }
@@ -180,6 +187,10 @@ impl PolicyQuery {
     }
 }
 
+/// What `startDate` and `endDate` read when the policy has no such bound.
+const NO_START: &str = "1970-01-01T00:00:00";
+const NO_END: &str = "9999-12-31T23:59:59";
+
 fn offset(state: &AppState) -> UtcOffset {
     UtcOffset::from_whole_seconds(state.http.utc_offset_secs).unwrap_or(UtcOffset::UTC)
 }
@@ -203,19 +214,23 @@ fn to_out(p: Policy, off: UtcOffset) -> PolicyOut {
         index: p.index,
         policy_id: p.policy_id,
         user_id: p.user_id,
-        account: p.account,
-        client_ip_begin: p.client_ip_begin.map(|a| a.to_string()),
-        client_ip_end: p.client_ip_end.map(|a| a.to_string()),
-        server_address: p.server_address,
-        server_port: p.server_port,
-        sid: p.sid,
+        account: p.account.unwrap_or_default(),
+        client_ip_begin: p.client_ip_begin.map(|a| a.to_string()).unwrap_or_default(),
+        client_ip_end: p.client_ip_end.map(|a| a.to_string()).unwrap_or_default(),
+        server_address: p.server_address.unwrap_or_default(),
+        server_port: p.server_port.unwrap_or(0),
+        sid: p.sid.unwrap_or_default(),
         sql_privileges: p.privileges.iter().map(|x| x.as_str().to_owned()).collect(),
-        policy_type: p.policy_type,
-        reserved1: p.reserved1,
-        reserved2: p.reserved2,
-        reserved3: p.reserved3,
-        start_date: p.start_at.map(|ms| local(ms, off)),
-        end_date: p.end_at.map(|ms| local(ms, off)),
+        policy_type: p.policy_type.unwrap_or_default(),
+        reserved1: p.reserved1.unwrap_or_default(),
+        reserved2: p.reserved2.unwrap_or_default(),
+        reserved3: p.reserved3.unwrap_or_default(),
+        start_date: p
+            .start_at
+            .map_or_else(|| NO_START.to_owned(), |ms| local(ms, off)),
+        end_date: p
+            .end_at
+            .map_or_else(|| NO_END.to_owned(), |ms| local(ms, off)),
         lock,
     }
 }

@@ -229,6 +229,16 @@ fn is_json(ctype: &str) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
+/// A body that is JSON whatever its content type says: `curl -d '{...}'` sends JSON as
+/// `application/x-www-form-urlencoded`, and existing clients do that. No form body starts with
+/// `{` or `[`, so the guess cannot misread a real form.
+fn looks_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
+}
+
 /// A JSON body (any charset parameter).
 pub struct Json<T>(pub T);
 
@@ -239,6 +249,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         let (ctype, bytes) = body_bytes(req, state).await?;
         match ctype.as_deref() {
             Some(c) if is_json(c) => Ok(Json(parse_json(&bytes)?)),
+            _ if looks_like_json(&bytes) => Ok(Json(parse_json(&bytes)?)),
             None if bytes.is_empty() => Ok(Json(parse_json(b"{}")?)),
             None => Ok(Json(parse_json(&bytes)?)),
             Some(other) => Err(Error::new(
@@ -263,11 +274,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
             .map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
         match essence.as_deref() {
             Some(c) if is_json(c) => Ok(FormOrJson(parse_json(&bytes)?)),
-            Some("application/x-www-form-urlencoded") => Ok(FormOrJson(parse_form(&bytes)?)),
-            None if bytes.first().is_some_and(|b| *b == b'{') => {
-                Ok(FormOrJson(parse_json(&bytes)?))
-            }
-            None => Ok(FormOrJson(parse_form(&bytes)?)),
+            _ if looks_like_json(&bytes) => Ok(FormOrJson(parse_json(&bytes)?)),
+            Some("application/x-www-form-urlencoded") | None => Ok(FormOrJson(parse_form(&bytes)?)),
             Some(other) => Err(Error::new(
                 Code::UnsupportedMediaType,
                 format!("send form data or JSON (got '{other}')"),

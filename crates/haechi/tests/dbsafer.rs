@@ -200,12 +200,104 @@ async fn policy_id_is_generated_per_day() {
     }
     assert_eq!(&ida[..15], &idb[..15], "same day");
     assert!(idb[15..].parse::<u64>().unwrap() > ida[15..].parse::<u64>().unwrap());
-    // Absent optional fields are null; privileges an empty list.
-    assert!(a["account"].is_null() && a["startDate"].is_null());
+    // Fields never set read as typed defaults, never null (see the next test).
+    assert_eq!(a["account"], "");
     assert_eq!(a["sqlPrivileges"], json!([]));
     // A duplicate explicit policyId is a conflict.
     let (s, v) = create(&t, &json!({ "userId": user, "policyId": ida })).await;
     assert_eq!(s, 409, "{v}");
+}
+
+/// Every field the document marks required comes back with a value of its type even when the
+/// policy was created with `userId` alone, and the answer sent back unchanged changes nothing.
+#[tokio::test]
+async fn fields_never_set_read_as_typed_defaults_that_round_trip() {
+    let t = policy_admin().await;
+    let user = unique("def");
+    let (s, a) = create(&t, &json!({ "userId": user })).await;
+    assert_eq!(s, 201, "{a}");
+    for field in [
+        "account",
+        "clientIpBegin",
+        "clientIpEnd",
+        "serverAddress",
+        "sid",
+        "policyType",
+        "reserved1",
+        "reserved2",
+        "reserved3",
+    ] {
+        assert_eq!(a[field], "", "{field} in {a}");
+    }
+    assert_eq!(a["serverPort"], 0, "{a}");
+    assert_eq!(a["startDate"], "1970-01-01T00:00:00", "{a}");
+    assert_eq!(a["endDate"], "9999-12-31T23:59:59", "{a}");
+    assert_eq!(a["lock"], false);
+    let loc = format!("{BASE}/{}", a["index"]);
+    let (s, back) = call(client().put(shared().url(&loc)).bearer_auth(&t).json(&a)).await;
+    assert_eq!(s, 200, "{back}");
+    assert_eq!(back, a, "sent back unchanged, it reads the same");
+
+    // One end of the client range alone is a single address, whichever end it is.
+    let (s, one) = create(
+        &t,
+        &json!({ "userId": user, "clientIpBegin": "10.1.2.3", "serverPort": 5432 }),
+    )
+    .await;
+    assert_eq!(s, 201, "{one}");
+    assert_eq!(
+        (&one["clientIpBegin"], &one["clientIpEnd"]),
+        (&json!("10.1.2.3"), &json!("10.1.2.3"))
+    );
+    let (s, one) = create(&t, &json!({ "userId": user, "clientIpEnd": "10.1.2.4" })).await;
+    assert_eq!(s, 201, "{one}");
+    assert_eq!(one["clientIpBegin"], "10.1.2.4");
+    // serverPort 0 clears a port.
+    let loc = format!("{BASE}/{}", one["index"]);
+    let (_, p) = call(
+        client()
+            .put(shared().url(&loc))
+            .bearer_auth(&t)
+            .json(&json!({ "serverPort": 3306 })),
+    )
+    .await;
+    assert_eq!(p["serverPort"], 3306);
+    let (_, p) = call(
+        client()
+            .put(shared().url(&loc))
+            .bearer_auth(&t)
+            .json(&json!({ "serverPort": 0 })),
+    )
+    .await;
+    assert_eq!(p["serverPort"], 0, "{p}");
+}
+
+/// `curl -d '{...}'` sends JSON as a form: the body is read as what it is.
+#[tokio::test]
+async fn a_json_body_sent_as_a_form_is_read_as_json() {
+    let t = policy_admin().await;
+    let user = unique("ctype");
+    let body = json!({ "userId": user, "account": "acc" }).to_string();
+    let (s, v) = call(
+        client()
+            .post(shared().url(BASE))
+            .bearer_auth(&t)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["account"], "acc");
+    // Something that is neither JSON nor a JSON content type is still refused.
+    let (s, v) = call(
+        client()
+            .post(shared().url(BASE))
+            .bearer_auth(&t)
+            .header("content-type", "text/plain")
+            .body("userId=x"),
+    )
+    .await;
+    assert_eq!(s, 415, "{v}");
 }
 
 #[tokio::test]
@@ -299,14 +391,10 @@ async fn every_validation_error_is_a_400_that_changes_nothing() {
             "clientIpBegin",
         ),
         (
-            json!({ "userId": user, "clientIpBegin": "1.1.1.1" }),
-            "clientIpEnd",
-        ),
-        (
             json!({ "userId": user, "clientIpBegin": "1.1.1.1", "clientIpEnd": "::1" }),
             "clientIpEnd",
         ),
-        (json!({ "userId": user, "serverPort": 0 }), "serverPort"),
+        (json!({ "userId": user, "serverPort": -1 }), "serverPort"),
         (json!({ "userId": user, "serverPort": 65536 }), "serverPort"),
         (json!({ "userId": user, "serverPort": "abc" }), "serverPort"),
         (json!({ "userId": user, "serverPort": true }), "serverPort"),

@@ -664,3 +664,39 @@ async fn instance_node_list_filters_outputs_and_paging() {
     let (st, _) = get(s, &admin, "/opmate/taskinstance/abc/node", &[]).await;
     assert_eq!(st, 404);
 }
+
+/// `curl -d '{...}'` sends JSON with a form content type: login and instance creation read
+/// the body as the JSON it is.
+#[tokio::test]
+async fn json_bodies_sent_with_a_form_content_type_are_read_as_json() {
+    let e = env();
+    let s = &e.server;
+    let form = "application/x-www-form-urlencoded";
+    let (st, v) = call(
+        client()
+            .post(s.url("/opmate/user/admin/login"))
+            .header("content-type", form)
+            .body(json!({ "password": ADMIN_PASSWORD }).to_string()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["resultCode"], "0000");
+    let token = v["uuid"].as_str().unwrap().to_owned();
+
+    let task = unique("jsonform");
+    approved_task(s, &token, &task, "echo hi", json!({})).await;
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/opmate/task/{task}/instance")))
+            .query(&[("auth", token.as_str())])
+            .header("content-type", form)
+            .body(json!({ "nodeIdList": [e.agent.node_id] }).to_string()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["resultCode"], "0000", "{v}");
+    let no = v["taskInstanceNo"].as_i64().expect("taskInstanceNo");
+    wait_end(s, &token, no, Duration::from_secs(30)).await;
+    let n = node_detail(s, &token, no, &e.agent.node_id, None).await;
+    assert_eq!(b64(&n["encbase64out"]), b"hi\n", "{n}");
+}
