@@ -7,6 +7,7 @@
 //! changes that user; other servers sharing one PostgreSQL see a revocation within
 //! `token_cache_secs`.
 
+mod offline;
 mod password;
 mod permission;
 pub mod token;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use offline::random_password_string;
 pub use password::{Argon2Params, Hasher};
 pub use permission::{
     builtin_roles, Permission, PermissionSet, AUDITOR, LOCKER_ADMIN, SYSTEM_ADMIN,

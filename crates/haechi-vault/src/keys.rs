@@ -185,10 +185,7 @@ impl Vault {
                             "the vault is in Manual mode: HAECHI_VAULT_MASTER_KEY is not used to unseal it"
                         );
                     }
-                    tracing::warn!(
-                        "the vault is sealed (Manual mode): {}",
-                        crate::SEALED_MESSAGE
-                    );
+                    tracing::warn!("Manual mode: {}", crate::SEALED_MESSAGE);
                     Ok(())
                 }
                 Mode::Express => self.unseal_at_start(&state).await,

@@ -163,7 +163,12 @@ pub fn read_password(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
         std::io::stdin().read_line(&mut line)?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
-        rpassword::prompt_password(prompt)?
+        rpassword::prompt_password(prompt).map_err(|_| {
+            anyhow::anyhow!(
+                "there is no terminal to ask for the password on: \
+                 give it on standard input with --password-stdin"
+            )
+        })?
     };
     if pw.is_empty() {
         bail!("empty password");

@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod ports;
 mod server;
+mod table;
 mod tasks_cli;
 mod tls;
 mod vault_cli;
@@ -58,6 +59,16 @@ enum Command {
     /// Show or explain the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// What waits for a decision: tasks whose approval was requested, and approval steps of
+    /// running workflow executions.
+    Approvals {
+        /// Print the server's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline administration of a data directory (the server may be stopped).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Run an agent on this node: it dials out to the server and runs the tasks it is sent.
     Agent(agent::AgentArgs),
     /// Manage and run tasks.
@@ -237,6 +248,27 @@ enum AuditCmd {
 }
 
 #[derive(Subcommand)]
+enum AdminCmd {
+    /// Set a new password for a user straight in the store, unlock the user and end their
+    /// sessions: the way back in when the bootstrap password was lost. Prints a random password
+    /// unless one is given on standard input. Audited as `user.update` by `local:reset-password`.
+    ResetPassword {
+        /// The server's data directory (for the SQLite store).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// PostgreSQL URL, when the server uses PostgreSQL.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// The user whose password is reset.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Read the new password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Print a commented configuration file with every key and its default.
     Example,
@@ -324,6 +356,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => user(cmd).await,
         Command::Role(cmd) => role(cmd).await,
         Command::Audit(cmd) => audit(cmd, cli.config.as_deref()).await,
+        Command::Admin(cmd) => admin(cmd, cli.config.as_deref()).await,
+        Command::Approvals { json } => approvals(json).await,
         Command::Config(ConfigCmd::Example) => {
             print!("{}", config::example());
             Ok(ExitCode::SUCCESS)
@@ -510,6 +544,123 @@ async fn role(cmd: RoleCmd) -> anyhow::Result<ExitCode> {
         }
     };
     print_json(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn approvals(json_out: bool) -> anyhow::Result<ExitCode> {
+    use crate::table::{cell, local_time, Table};
+    let c = Client::from_session()?;
+    let tasks = c
+        .call(Method::GET, "/api/v1/tasks?apprv_status=Q&limit=1000", None)
+        .await?;
+    let running = c
+        .call(
+            Method::GET,
+            "/api/v1/executions?status=RUNNING&limit=1000",
+            None,
+        )
+        .await?;
+    let mut steps = Vec::new();
+    for e in running["executions"].as_array().into_iter().flatten() {
+        let Some(id) = e["execution_id"].as_str() else {
+            continue;
+        };
+        let view = c
+            .call(Method::GET, &format!("/api/v1/executions/{id}"), None)
+            .await?;
+        for s in view["steps"].as_array().into_iter().flatten() {
+            if s["type"] == "approval" && s["status"] == "RUNNING" {
+                steps.push(json!({
+                    "execution_id": id,
+                    "workflow_name": view["workflow_name"],
+                    "started_by": view["started_by"],
+                    "step": s["name"],
+                    "waiting_since": s["started_at"],
+                }));
+            }
+        }
+    }
+    if json_out {
+        let all = json!({ "tasks": tasks["tasks"], "approval_steps": steps });
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Tasks waiting for approval (haechi task approve ID):");
+    let mut t = Table::new(&["TASK", "REVISION", "SCRIPT", "REQUESTED BY", "CHANGED"]);
+    for task in tasks["tasks"].as_array().into_iter().flatten() {
+        t.row(vec![
+            cell(&task["id"]),
+            cell(&task["revisionNo"]),
+            cell(&task["scriptName"]),
+            cell(&task["apprvRequestedBy"]),
+            local_time(task["updatedAt"].as_i64()),
+        ]);
+    }
+    t.print();
+    println!();
+    println!(
+        "Approval steps of running workflows (haechi wf decide EXECUTION STEP approve|reject):"
+    );
+    let mut t = Table::new(&[
+        "EXECUTION",
+        "WORKFLOW",
+        "STEP",
+        "STARTED BY",
+        "WAITING SINCE",
+    ]);
+    for s in &steps {
+        t.row(vec![
+            cell(&s["execution_id"]),
+            cell(&s["workflow_name"]),
+            cell(&s["step"]),
+            cell(&s["started_by"]),
+            local_time(s["waiting_since"].as_i64()),
+        ]);
+    }
+    t.print();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin(cmd: AdminCmd, config_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let AdminCmd::ResetPassword {
+        data_dir,
+        database_url,
+        user,
+        password_stdin,
+    } = cmd;
+    let overrides = Overrides {
+        data_dir,
+        database_url,
+        ..Default::default()
+    };
+    let cfg = Config::load(config_file, &overrides)?;
+    if cfg.database_url.is_none() && !cfg.sqlite_path().exists() {
+        anyhow::bail!(
+            "no store in {}: give the server's --data-dir (or --database-url)",
+            cfg.data_dir.display()
+        );
+    }
+    let (password, generated) = if password_stdin {
+        (read_password("", true)?, false)
+    } else {
+        (haechi_identity::random_password_string(), true)
+    };
+    let store = haechi_store::Store::open_existing(&server::store_options(&cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = haechi_identity::Identity::new(store.clone(), cfg.identity.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let outcome = identity
+        .reset_password_offline(&user, secrecy::SecretString::from(password.clone()))
+        .await;
+    store.close().await;
+    outcome.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if generated {
+        println!("new password of '{user}' (shown once): {password}");
+    } else {
+        println!("password of '{user}' reset");
+    }
+    println!("'{user}' is unlocked and its tokens are revoked (a running server drops them within seconds)");
     Ok(ExitCode::SUCCESS)
 }
 

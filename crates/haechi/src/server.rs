@@ -22,22 +22,38 @@ pub struct RunOptions {
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     create_private_dir(&cfg.data_dir)?;
+    // Everything that can fail for a reason outside the store (the certificate, the ports) is
+    // done before the store is opened and the bootstrap user created: a first start that
+    // cannot bind its port must not create `admin` and print a password nobody can use.
+    let listen: SocketAddr = cfg.listen_addr();
+    let mut own_fingerprint = None;
+    let tls = if cfg.plain_http {
+        None
+    } else {
+        let (tls, fingerprint) = crate::tls::server_config(
+            cfg.tls_cert.as_deref(),
+            cfg.tls_key.as_deref(),
+            &cfg.data_dir,
+        )?;
+        own_fingerprint = Some(fingerprint);
+        Some(tls)
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let gateway_listeners = bind_gateways(&cfg).await?;
+
     let store = Store::open(&store_options(&cfg))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let identity = Arc::new(
         Identity::new(store.clone(), cfg.identity.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    if let Some(password) = identity
+    let bootstrap_password = identity
         .bootstrap(cfg.admin_password.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?
-    {
-        println!(
-            "haechi: bootstrap user 'admin' created; its password (shown once): {}",
-            password.expose_secret()
-        );
-    }
+        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
 
     let vault = Arc::new(
         haechi_vault::Vault::open(
@@ -45,6 +61,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             haechi_vault::VaultOptions {
                 data_dir: cfg.data_dir.clone(),
                 master_key: cfg.vault_master_key.clone(),
+                audit_durability: cfg.audit.durability,
             },
         )
         .await
@@ -94,25 +111,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
 
-    let listen: SocketAddr = cfg.listen_addr();
-    let mut own_fingerprint = None;
-    let tls = if cfg.plain_http {
-        None
-    } else {
-        let (tls, fingerprint) = crate::tls::server_config(
-            cfg.tls_cert.as_deref(),
-            cfg.tls_key.as_deref(),
-            &cfg.data_dir,
-        )?;
-        println!("haechi: TLS certificate SHA-256 fingerprint: {fingerprint}");
-        own_fingerprint = Some(fingerprint);
-        Some(tls)
-    };
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr()?;
-
     let state = AppState::new(Services {
         store: store.clone(),
         identity,
@@ -129,15 +127,21 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     });
     let router = haechi_http::router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(fingerprint) = &own_fingerprint {
+        println!("haechi: TLS certificate SHA-256 fingerprint: {fingerprint}");
+    }
     println!("haechi: listening on {scheme}://{bound}");
     let (stop_gateways, gateways_stopped) = tokio::sync::watch::channel(false);
-    let gateways = start_gateways(&cfg, &dbgate, tls.clone(), &gateways_stopped).await?;
+    let gateways = serve_gateways(gateway_listeners, &dbgate, tls.clone(), &gateways_stopped);
     tracing::info!(%bound, store = ?store.backend(), "serving");
     let local_agent = if cfg.agents.local_agent {
         crate::agent::start_local(&cfg, &exec, bound, own_fingerprint.as_deref()).await
     } else {
         None
     };
+    if let Some(password) = bootstrap_password {
+        print_bootstrap_block(password.expose_secret(), &format!("{scheme}://{bound}"));
+    }
 
     haechi_http::serve(
         listener,
@@ -162,17 +166,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the database gateways that are configured and serves them until `stop` turns true.
-/// Their addresses are printed once bound (tests and operators read the port from there).
-async fn start_gateways(
-    cfg: &Config,
-    dbgate: &Arc<haechi_dbgate::DbGate>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut tasks = Vec::new();
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
+/// The database gateways' listeners, bound before anything is created (see [`run`]).
+struct GatewayListeners {
+    pg: Option<TcpListener>,
+    mysql: Option<TcpListener>,
+}
+
+/// Binds the database gateways that are configured. Their addresses are printed once bound
+/// (tests and operators read the port from there).
+async fn bind_gateways(cfg: &Config) -> anyhow::Result<GatewayListeners> {
+    let mut bound = GatewayListeners {
+        pg: None,
+        mysql: None,
     };
     if let Some(raw) = &cfg.pg_gateway {
         let addr = cfg
@@ -182,12 +187,7 @@ async fn start_gateways(
             .await
             .with_context(|| format!("cannot listen on {addr} for the PostgreSQL gateway"))?;
         println!("haechi: PostgreSQL gateway on {}", listener.local_addr()?);
-        tasks.push(tokio::spawn(haechi_dbgate::gateway::pg::serve(
-            listener,
-            dbgate.clone(),
-            tls.clone(),
-            stopped(stop.clone()),
-        )));
+        bound.pg = Some(listener);
     }
     if let Some(raw) = &cfg.mysql_gateway {
         let addr = cfg
@@ -197,6 +197,31 @@ async fn start_gateways(
             .await
             .with_context(|| format!("cannot listen on {addr} for the MySQL gateway"))?;
         println!("haechi: MySQL gateway on {}", listener.local_addr()?);
+        bound.mysql = Some(listener);
+    }
+    Ok(bound)
+}
+
+/// Serves the bound gateways until `stop` turns true.
+fn serve_gateways(
+    listeners: GatewayListeners,
+    dbgate: &Arc<haechi_dbgate::DbGate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut tasks = Vec::new();
+    if let Some(listener) = listeners.pg {
+        tasks.push(tokio::spawn(haechi_dbgate::gateway::pg::serve(
+            listener,
+            dbgate.clone(),
+            tls.clone(),
+            stopped(stop.clone()),
+        )));
+    }
+    if let Some(listener) = listeners.mysql {
         tasks.push(tokio::spawn(haechi_dbgate::gateway::mysql::serve(
             listener,
             dbgate.clone(),
@@ -204,7 +229,18 @@ async fn start_gateways(
             stopped(stop.clone()),
         )));
     }
-    Ok(tasks)
+    tasks
+}
+
+/// The one-time password of the bootstrap user, printed last and set apart from the log lines
+/// so that it is not lost among them on a terminal.
+fn print_bootstrap_block(password: &str, url: &str) {
+    let rule = "=".repeat(72);
+    println!(
+        "\n{rule}\nhaechi: bootstrap user 'admin' created; its password (shown once): {password}\n\
+         Log in at {url}/ (user admin). It is not shown again; if it is lost, stop the server\n\
+         and run: haechi admin reset-password --data-dir DIR\n{rule}\n"
+    );
 }
 
 pub fn store_options(cfg: &Config) -> StoreOptions {

@@ -18,6 +18,16 @@ use crate::client::Client;
 
 #[derive(Subcommand)]
 pub enum TaskCmd {
+    /// A task's instances, newest first, with how many nodes are in each status.
+    Instances {
+        /// Task id.
+        task: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a task on nodes.
     Run {
         /// Task id.
@@ -135,6 +145,9 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<ExitCode> {
     let c = Client::from_session()?;
     let t = |id: &str| format!("/api/v1/tasks/{}", seg(id));
     let out = match cmd {
+        TaskCmd::Instances { task, limit, json } => {
+            return instances(&c, &task, limit, json).await;
+        }
         TaskCmd::Run {
             task,
             nodes,
@@ -370,4 +383,57 @@ fn emit_lines(node: &str, pending: &mut Vec<u8>, data: &[u8], flush: bool, to: &
         let _ = to.write_all(b"\n");
         pending.clear();
     }
+}
+
+/// `haechi task instances`: the OPMATE list of a task's instances, and each one's nodes by status.
+async fn instances(c: &Client, task: &str, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let list = c
+        .call(
+            Method::GET,
+            &format!("/opmate/task/{}/instance?limit={limit}", seg(task)),
+            None,
+        )
+        .await?;
+    let mut details = Vec::new();
+    for i in list["instanceList"].as_array().into_iter().flatten() {
+        let Some(no) = i["taskInstanceNo"].as_i64() else {
+            continue;
+        };
+        details.push(
+            c.call(Method::GET, &format!("/api/v1/task-instances/{no}"), None)
+                .await?,
+        );
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&details).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = crate::table::Table::new(&["NO", "STARTED", "ENDED", "RUNNER", "NODES"]);
+    for d in &details {
+        let i = &d["instance"];
+        let mut by_status: std::collections::BTreeMap<String, usize> = Default::default();
+        for n in d["nodes"].as_array().into_iter().flatten() {
+            *by_status
+                .entry(crate::table::cell(&n["status"]))
+                .or_default() += 1;
+        }
+        let nodes = by_status
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.row(vec![
+            crate::table::cell(&i["taskInstanceNo"]),
+            crate::table::local_time(i["startAt"].as_i64()),
+            crate::table::local_time(i["endAt"].as_i64()),
+            crate::table::cell(&i["runnerId"]),
+            nodes,
+        ]);
+    }
+    t.print();
+    println!("{} of {}", details.len(), list["totalCnt"]);
+    Ok(ExitCode::SUCCESS)
 }

@@ -60,8 +60,33 @@ pub enum WfCmd {
     },
     /// Delete a workflow (its runs stay readable).
     Delete { workflow: String },
+    /// Executions, newest first, with filters.
+    Executions {
+        /// Only this workflow's (id).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// RUNNING, PAUSED, COMPLETED, FAILED or STOPPED.
+        #[arg(long)]
+        status: Option<String>,
+        /// Started by this user id.
+        #[arg(long)]
+        started_by: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an execution with every step.
-    Status { execution: String },
+    Status {
+        execution: String,
+        /// Print every step transition and task output until the run ends (as `run --follow`).
+        #[arg(long)]
+        follow: bool,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop, pause or resume an execution.
     Control {
         execution: String,
@@ -159,13 +184,52 @@ pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
             println!("deleted {workflow}");
             return Ok(ExitCode::SUCCESS);
         }
-        WfCmd::Status { execution } => {
-            c.call(
-                Method::GET,
-                &format!("/api/v1/executions/{}", segment(&execution)),
-                None,
-            )
-            .await?
+        WfCmd::Executions {
+            workflow,
+            status,
+            started_by,
+            limit,
+            json,
+        } => {
+            let mut path = format!("/api/v1/executions?limit={limit}");
+            for (k, v) in [
+                ("wf_id", workflow),
+                ("status", status),
+                ("started_by", started_by),
+            ] {
+                if let Some(v) = v {
+                    path.push_str(&format!("&{k}={}", segment(&v)));
+                }
+            }
+            let list = c.call(Method::GET, &path, None).await?;
+            if json {
+                list
+            } else {
+                print_executions(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        WfCmd::Status {
+            execution,
+            follow: true,
+            ..
+        } => return follow_execution(c, &execution).await,
+        WfCmd::Status {
+            execution, json, ..
+        } => {
+            let view = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/executions/{}", segment(&execution)),
+                    None,
+                )
+                .await?;
+            if json {
+                view
+            } else {
+                print_execution(&view);
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         WfCmd::Control { execution, action } => {
             c.call(
@@ -238,6 +302,13 @@ async fn run(
         started["workflow_name"].as_str().unwrap_or(workflow),
         started["version"]
     );
+    follow_execution(c, &id).await
+}
+
+/// Prints an execution's transitions (from its start) and its task steps' output until it
+/// ends; exits 0 when it completes, 2 when it failed, 3 when it was stopped.
+async fn follow_execution(c: Arc<Client>, id: &str) -> anyhow::Result<ExitCode> {
+    let id = id.to_owned();
     let mut after = 0i64;
     let mut followed: HashSet<i64> = HashSet::new();
     let mut followers = Vec::new();
@@ -399,4 +470,80 @@ async fn follow_output(c: Arc<Client>, step: String, no: i64) {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+use crate::table::{cell, local_time, Table};
+
+fn print_executions(list: &Value) {
+    let mut t = Table::new(&[
+        "EXECUTION",
+        "WORKFLOW",
+        "STATUS",
+        "STEP",
+        "STARTED BY",
+        "STARTED",
+        "ENDED",
+    ]);
+    let items = list["executions"].as_array().cloned().unwrap_or_default();
+    for e in &items {
+        t.row(vec![
+            cell(&e["execution_id"]),
+            format!("{} ({})", cell(&e["workflow_name"]), cell(&e["wf_id"])),
+            cell(&e["status"]),
+            cell(&e["current_step"]),
+            cell(&e["started_by"]),
+            local_time(e["created_at"].as_i64()),
+            local_time(e["ended_at"].as_i64()),
+        ]);
+    }
+    t.print();
+    println!("{} of {}", items.len(), list["total"]);
+}
+
+fn print_execution(v: &Value) {
+    println!(
+        "{}  {} ({} v{})  {}  started by {} at {}, ended {}",
+        cell(&v["execution_id"]),
+        cell(&v["workflow_name"]),
+        cell(&v["wf_id"]),
+        cell(&v["version"]),
+        cell(&v["status"]),
+        cell(&v["started_by"]),
+        local_time(v["created_at"].as_i64()),
+        local_time(v["ended_at"].as_i64()),
+    );
+    if let Some(e) = v["error"].as_str() {
+        println!("error: {e}");
+    }
+    let mut t = Table::new(&[
+        "STEP", "TYPE", "STATUS", "ATTEMPTS", "STARTED", "ENDED", "DETAIL",
+    ]);
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let detail = if let Some(no) = s["taskInstanceNo"].as_i64() {
+            format!("task instance {no}")
+        } else if let Some(d) = s["decision"].as_object() {
+            format!(
+                "{} by {}",
+                cell(d.get("action").unwrap_or(&Value::Null)),
+                cell(d.get("by").unwrap_or(&Value::Null))
+            )
+        } else {
+            String::new()
+        };
+        let detail = match s["error"].as_str() {
+            Some(e) if detail.is_empty() => e.to_owned(),
+            Some(e) => format!("{detail}; {e}"),
+            None => detail,
+        };
+        t.row(vec![
+            cell(&s["name"]),
+            cell(&s["type"]),
+            cell(&s["status"]),
+            cell(&s["attempts"]),
+            local_time(s["started_at"].as_i64()),
+            local_time(s["ended_at"].as_i64()),
+            detail,
+        ]);
+    }
+    t.print();
 }

@@ -173,7 +173,8 @@ fn printed_password(logs: &str) -> Option<String> {
 #[tokio::test]
 async fn the_bootstrap_password_is_random_printed_once_and_works() {
     let s = Server::start_with(Opts::default().without_env("HAECHI_ADMIN_PASSWORD"));
-    let logs = s.logs();
+    // The password is printed last, after the address.
+    let logs = s.logs_once_they_contain("=====\n\n", Duration::from_secs(10));
     let pw =
         printed_password(&logs).unwrap_or_else(|| panic!("no bootstrap password printed:\n{logs}"));
     assert!(pw.len() >= 16, "a strong password: {pw}");
@@ -493,4 +494,278 @@ fn audit_verify_on_a_fresh_data_dir_says_intact() {
         !missing.join("haechi.db").exists(),
         "verify must not create a store"
     );
+}
+
+/// A first start that cannot bind its port creates nothing: no `admin`, no password printed and
+/// lost. The next start prints the password; `haechi admin reset-password` is the way back in
+/// when it was lost anyway.
+#[tokio::test]
+async fn a_first_start_that_cannot_bind_creates_no_admin_and_the_password_can_be_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let no_password = [("HAECHI_ADMIN_PASSWORD", "")];
+    match spawn_server(dir.path(), &["--listen", &addr], &no_password) {
+        Ok((mut child, url)) => {
+            let _ = child.kill();
+            panic!("the port is taken, yet the server listens on {url}");
+        }
+        Err((code, output)) => {
+            assert!(code.is_some_and(|c| c != 0), "{code:?}:\n{output}");
+            assert!(output.contains("cannot listen on"), "{output}");
+            assert!(
+                !output.contains("shown once") && !output.contains("bootstrap"),
+                "no admin is created before the port is bound:\n{output}"
+            );
+        }
+    }
+    drop(taken);
+
+    // The next start binds and creates admin (its password is printed after the address).
+    let (mut child, url) = spawn_server(dir.path(), &["--listen", "127.0.0.1:0"], &no_password)
+        .unwrap_or_else(|(code, out)| panic!("exit {code:?}:\n{out}"));
+    let (st, _) = call(client().get(format!("{url}/api/v1/health"))).await;
+    assert_eq!(st, 200);
+    drop(child.stdin.take());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // Lost or not: reset it offline, with the server stopped.
+    let data = dir.path().join("data");
+    let reset = run_with_stdin(
+        haechi(&[
+            "admin",
+            "reset-password",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--password-stdin",
+        ]),
+        "Reset-Pass-98765\n",
+    );
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let audited = Command::new("sqlite3")
+        .arg(data.join("haechi.db"))
+        .arg("SELECT action FROM audit_events WHERE user_id = 'local:reset-password' ORDER BY seq")
+        .output()
+        .expect("sqlite3");
+    assert_eq!(
+        String::from_utf8_lossy(&audited.stdout),
+        "user.update\nuser.unlock\n",
+        "the offline reset is audited"
+    );
+    // A weak password is refused by the same policy as the API's, and nothing changes.
+    let weak = run_with_stdin(
+        haechi(&[
+            "admin",
+            "reset-password",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--password-stdin",
+        ]),
+        "x\n",
+    );
+    assert!(!weak.status.success());
+    // An empty directory is named, not created.
+    let empty = tempfile::tempdir().unwrap();
+    let none = haechi(&[
+        "admin",
+        "reset-password",
+        "--data-dir",
+        empty.path().join("nothing").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no store in"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+    assert!(!empty.path().join("nothing").exists());
+
+    let (mut child, url) = spawn_server(dir.path(), &["--listen", "127.0.0.1:0"], &no_password)
+        .unwrap_or_else(|(code, out)| panic!("exit {code:?}:\n{out}"));
+    let (st, v) = call(
+        client()
+            .post(format!("{url}/api/v1/auth"))
+            .json(&serde_json::json!({"user_id": "admin", "pwd": "Reset-Pass-98765"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    drop(child.stdin.take());
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}
+
+/// Without a terminal to prompt on, `login` says how to give the password instead of an OS
+/// error number.
+#[test]
+fn login_without_a_terminal_names_password_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = haechi(&[
+        "login",
+        "--server",
+        "https://127.0.0.1:9",
+        "-k",
+        "-u",
+        "admin",
+    ])
+    .env("HAECHI_SESSION", dir.path().join("s.json"))
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    // Under a terminal the prompt itself works; only without one is there an error to name.
+    if !std::path::Path::new("/dev/tty").exists() || std::fs::File::open("/dev/tty").is_err() {
+        assert!(t.contains("--password-stdin"), "{t}");
+        assert!(!t.contains("os error"), "{t}");
+    }
+}
+
+/// What is running and what waits for a decision, from the CLI: tables with local times by
+/// default, the server's JSON with `--json`.
+#[tokio::test]
+async fn cli_lists_executions_and_approvals_as_tables() {
+    let s = shared();
+    let fp = s.fingerprint.clone().expect("fingerprint");
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.json");
+    let mut cmd = haechi(&[
+        "login",
+        "--server",
+        &s.base,
+        "--fingerprint",
+        &fp,
+        "-u",
+        "admin",
+        "--password-stdin",
+    ]);
+    cmd.env("HAECHI_SESSION", &session);
+    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
+    assert!(out.status.success(), "login: {}", text(&out));
+    let cli = |args: &[&str]| {
+        let out = haechi(args)
+            .env("HAECHI_SESSION", &session)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin = admin_token(s).await;
+
+    // A task waiting for approval, and a run waiting at an approval step.
+    let task = unique("cliapp");
+    let (st, v) = call(
+        client()
+            .post(s.url("/api/v1/tasks"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({
+                "id": task, "scriptName": "t.sh", "script": "true", "osUser": "root"
+            })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/api/v1/tasks/{task}/approval")))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "action": "request" })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let wf = unique("cliwf");
+    let (st, v) = call(
+        client()
+            .post(s.url("/api/v1/workflows"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({
+                "name": wf, "group": "cli",
+                "steps": [{"name": "sign-off", "type": "approval", "role": "System Admin"}]
+            })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let wf_id = v["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/api/v1/workflows/{wf_id}/executions")))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert!(st == 201 || st == 200, "{st} {v}");
+    let exec = v["execution_id"].as_str().unwrap().to_owned();
+    // The approval step starts at once; wait until it is RUNNING.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = call(
+            client()
+                .get(s.url(&format!("/api/v1/executions/{exec}")))
+                .bearer_auth(&admin),
+        )
+        .await;
+        if view["steps"][0]["status"] == "RUNNING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let approvals = cli(&["approvals"]);
+    let task_line = approvals
+        .lines()
+        .find(|l| l.starts_with(&task))
+        .unwrap_or_else(|| panic!("{approvals}"));
+    assert!(task_line.contains("admin"), "{task_line}");
+    let step_line = approvals
+        .lines()
+        .find(|l| l.starts_with(&exec))
+        .unwrap_or_else(|| panic!("{approvals}"));
+    assert!(step_line.contains("sign-off"), "{step_line}");
+    // A local time, not unix milliseconds.
+    assert!(has_local_time(step_line), "{step_line}");
+
+    let list = cli(&["wf", "executions", "--workflow", &wf_id]);
+    let mut lines = list.lines();
+    assert!(lines.next().unwrap().starts_with("EXECUTION"), "{list}");
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&exec) && row.contains("RUNNING"), "{list}");
+    let json: Value =
+        serde_json::from_str(&cli(&["wf", "executions", "--workflow", &wf_id, "--json"])).unwrap();
+    assert_eq!(json["executions"][0]["execution_id"], exec.as_str());
+
+    let status = cli(&["wf", "status", &exec]);
+    assert!(
+        status.contains("sign-off") && status.contains("approval"),
+        "{status}"
+    );
+
+    // Decide it; the list says COMPLETED and the approvals no longer show it.
+    cli(&["wf", "decide", &exec, "sign-off", "approve"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cli(&["wf", "executions", "--workflow", &wf_id]).contains("COMPLETED") {
+        assert!(Instant::now() < deadline, "the run did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!cli(&["approvals"]).contains(&exec));
+    let followed = cli(&["wf", "status", &exec, "--follow"]);
+    assert!(followed.contains("COMPLETED"), "{followed}");
+}
+
+/// Whether `line` holds a time written `YYYY-MM-DD HH:mm:ss`.
+fn has_local_time(line: &str) -> bool {
+    let shape = "dddd-dd-dd dd:dd:dd";
+    let b = line.as_bytes();
+    (0..b.len().saturating_sub(shape.len() - 1)).any(|i| {
+        shape.bytes().enumerate().all(|(j, c)| match c {
+            b'd' => b[i + j].is_ascii_digit(),
+            c => b[i + j] == c,
+        })
+    })
 }

@@ -231,6 +231,18 @@ impl Server {
         self.output.lock().unwrap().clone()
     }
 
+    /// The output once it contains `needle`, or after `within` (whatever it holds then).
+    pub fn logs_once_they_contain(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() >= deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -1,0 +1,42 @@
+//! Administration straight on the store, for when nobody can log in (`haechi admin ...`).
+
+use haechi_types::Result;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{users, Actor, Identity, UserPatch};
+
+/// The audit attribution of an offline change: the operator at the server's console.
+fn offline_actor() -> Actor {
+    Actor {
+        user_id: "local:reset-password".to_owned(),
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// A random password of the strength the bootstrap user gets.
+pub fn random_password_string() -> String {
+    users::random_password().expose_secret().to_owned()
+}
+
+impl Identity {
+    /// Sets `user_id`'s password (checked against the password policy), unlocks the user and
+    /// revokes their tokens, each audited, as an admin's `PATCH` and unlock would.
+    pub async fn reset_password_offline(
+        &self,
+        user_id: &str,
+        password: SecretString,
+    ) -> Result<()> {
+        let actor = offline_actor();
+        self.update_user(
+            &actor,
+            user_id,
+            UserPatch {
+                password: Some(password),
+                ..Default::default()
+            },
+        )
+        .await?;
+        self.unlock_user(&actor, user_id).await?;
+        Ok(())
+    }
+}
