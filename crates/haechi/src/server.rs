@@ -93,6 +93,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
+    exec.set_env_source(workflows.rerun_env_source());
 
     let listen: SocketAddr = cfg.listen_addr();
     let mut own_fingerprint = None;
