@@ -265,20 +265,6 @@ async fn kill_9_during_a_task_step_re_attaches_and_never_runs_the_task_twice() {
     drop(s);
 }
 
-/// A role with these permissions; returns its name.
-async fn role_with(s: &Server, admin: &str, permissions: &[&str]) -> String {
-    let name = unique("role");
-    let (st, body) = call(
-        client()
-            .post(s.url("/api/v1/roles"))
-            .bearer_auth(admin)
-            .json(&json!({ "name": name, "permissions": permissions })),
-    )
-    .await;
-    assert_eq!(st, 201, "{body}");
-    name
-}
-
 #[tokio::test]
 async fn a_task_step_runs_only_for_a_starter_who_may_run_the_task() {
     let s = Server::start_with(exec_opts());

@@ -20,16 +20,7 @@ const VAULT: &str = "/v2/credentialvault";
 
 /// A user who may define and run workflows and use the vault.
 async fn starter(s: &Server) -> (String, String, i64) {
-    let admin = admin_token(s).await;
-    let manage = unique("wf-manage");
-    let (st, body) = call(
-        client()
-            .post(s.url("/api/v1/roles"))
-            .bearer_auth(&admin)
-            .json(&json!({ "name": manage, "permissions": ["workflow.manage"] })),
-    )
-    .await;
-    assert_eq!(st, 201, "{body}");
+    let manage = role_with(s, &admin_token(s).await, &["workflow.manage"]).await;
     let (user_id, _, token) =
         user_with_roles(s, &["Workflow Operator", "Vault User", &manage]).await;
     let (st, me) = call(client().get(s.url("/api/v1/me")).bearer_auth(&token)).await;
@@ -362,6 +353,31 @@ async fn instance_started(s: &Server, token: &str, exec_id: &str, name: &str) ->
     }
 }
 
+/// A workflow (saved by `token`) whose one task step `use` on `node` appends its
+/// `DB_PASSWORD`, the `password` of credential `cid`, to `got`; `extra` adds step fields.
+async fn appending_workflow(
+    s: &Server,
+    admin: &str,
+    token: &str,
+    cid: i64,
+    node: &str,
+    got: &std::path::Path,
+    extra: Value,
+) -> String {
+    let task = unique("wf-env");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$DB_PASSWORD\" >> {}\n",
+        got.display()
+    );
+    approved_task(s, admin, &task, &script, json!({})).await;
+    let mut step = json!({ "name": "use", "type": "task", "task": task, "nodes": [node],
+        "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } });
+    step.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    create_wf(s, token, def("vault", json!([step]))).await
+}
+
 #[tokio::test]
 async fn the_value_goes_with_a_run_sent_later_and_is_read_again_after_a_restart() {
     let mut s = Server::start_with(exec_opts());
@@ -373,29 +389,8 @@ async fn the_value_goes_with_a_run_sent_later_and_is_read_again_after_a_restart(
     let cid = credential(&s, &token, &secret).await;
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("got.txt");
-    let task = unique("wf-env");
-    approved_task(
-        &s,
-        &admin,
-        &task,
-        &format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$DB_PASSWORD\" >> {}\n",
-            got.display()
-        ),
-        json!({}),
-    )
-    .await;
-    let id = create_wf(
-        &s,
-        &token,
-        def(
-            "vault",
-            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
-                     "retries": 1, "retry_delay_secs": 0.1,
-                     "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } }]),
-        ),
-    )
-    .await;
+    let extra = json!({ "retries": 1, "retry_delay_secs": 0.1 });
+    let id = appending_workflow(&s, &admin, &token, cid, &node, &got, extra).await;
 
     // The agent is away when the step starts: the run is sent when it connects, with the
     // value (held in the server's memory).
@@ -463,28 +458,7 @@ async fn a_rerun_reads_the_values_again_as_the_person_asking() {
     let cid = credential(&s, &owner_token, &secret).await;
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("got.txt");
-    let task = unique("wf-env");
-    approved_task(
-        &s,
-        &admin,
-        &task,
-        &format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$DB_PASSWORD\" >> {}\n",
-            got.display()
-        ),
-        json!({}),
-    )
-    .await;
-    let id = create_wf(
-        &s,
-        &owner_token,
-        def(
-            "vault",
-            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
-                     "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } }]),
-        ),
-    )
-    .await;
+    let id = appending_workflow(&s, &admin, &owner_token, cid, &node, &got, json!({})).await;
     let exec_id = execute(&s, &owner_token, &id).await;
     let e = wait_for(&s, &owner_token, &exec_id, "COMPLETED", T).await;
     let no = step(&e, "use")["taskInstanceNo"].as_i64().unwrap();

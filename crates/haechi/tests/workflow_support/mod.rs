@@ -375,6 +375,20 @@ pub async fn tokens(s: &Server) -> (String, String) {
     (admin, operator)
 }
 
+/// A role with these permissions; returns its name.
+pub async fn role_with(s: &Server, admin: &str, permissions: &[&str]) -> String {
+    let name = unique("role");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/roles"))
+            .bearer_auth(admin)
+            .json(&json!({ "name": name, "permissions": permissions })),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    name
+}
+
 /// Logs the CLI in as admin; returns the session file (inside `dir`).
 pub fn cli_login(s: &Server, dir: &std::path::Path) -> std::path::PathBuf {
     use std::io::Write;
