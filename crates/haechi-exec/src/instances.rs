@@ -17,6 +17,19 @@ use crate::SecretEnv;
 /// Most nodes one instance may run on.
 pub const MAX_NODES: usize = 10_000;
 
+/// Reads the vault environment of an instance's runs again for a re-run, as the person who
+/// asks for it (the server wires it to the workflow engine, which started such instances).
+pub trait RunEnvSource: Send + Sync + 'static {
+    /// The variables of the instance started by `origin` (a workflow step's attempt), each
+    /// read as `actor` may read it: the vault checks and audits every read. A refusal is an
+    /// `Err` (`forbidden`) naming the variable and the credential.
+    fn read_again<'a>(
+        &'a self,
+        actor: &'a Actor,
+        origin: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<SecretEnv>>>;
+}
+
 /// A task instance stored inside a caller's transaction ([`Exec::start_instance_in_tx`]),
 /// whose runs go to the agents once that transaction has committed.
 pub struct StartedInTx {
@@ -176,8 +189,15 @@ async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
 impl Exec {
     fn run_spec(&self, p: PendingRow) -> (String, RunSpec) {
         let needs_env = p.env_names.as_deref().is_some_and(|n| n != "[]");
+        // A re-run (execNo > 1) gets only what was read for it, as the person who asked for
+        // it; never the values read for the instance's starter.
+        let held = if p.exec_no > 1 {
+            self.rerun_env(p.exec_id)
+        } else {
+            self.run_env(p.instance_no)
+        };
         let (env, env_unavailable) = if needs_env {
-            match self.run_env(p.instance_no) {
+            match held {
                 Some(env) => (env.as_ref().clone(), None),
                 None => (
                     Vec::new(),
@@ -481,13 +501,60 @@ impl Exec {
             .cloned()
     }
 
-    /// Drops the in-memory environment of instance `no` (it ended, or its start was not
-    /// committed).
+    fn rerun_env(&self, exec_id: i64) -> Option<std::sync::Arc<Vec<SecretEnv>>> {
+        self.rerun_envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&exec_id)
+            .map(|(_, env)| env.clone())
+    }
+
+    /// Drops the in-memory environment of instance `no` and of its re-runs (it ended, or its
+    /// start was not committed).
     pub fn forget_run_env(&self, no: i64) {
         self.run_envs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&no);
+        self.rerun_envs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (instance, _)| *instance != no);
+    }
+
+    /// Sets where re-runs read their environment again (once; later calls are ignored).
+    pub fn set_env_source(&self, source: std::sync::Arc<dyn RunEnvSource>) {
+        let _ = self.env_source.set(source);
+    }
+
+    /// For a re-run of instance `no`: its environment read again as `actor`, when its runs
+    /// get one; `None` when they do not (or the instance does not exist: the re-run says so).
+    async fn env_for_rerun(
+        &self,
+        actor: &Actor,
+        no: i64,
+    ) -> Result<Option<std::sync::Arc<Vec<SecretEnv>>>> {
+        let row: Option<(Option<String>, Option<String>)> = read!(self.store, |db| {
+            sqlx::query_as("SELECT env_names, origin FROM task_instances WHERE instance_no = $1")
+                .bind(no)
+                .fetch_optional(db)
+                .await
+        })?;
+        let Some((Some(names), origin)) = row else {
+            return Ok(None);
+        };
+        if names == "[]" {
+            return Ok(None);
+        }
+        let (Some(source), Some(origin)) = (self.env_source.get(), origin) else {
+            return Err(Error::conflict(format!(
+                "task instance {no} runs with environment variables from the vault ({names}), \
+                 which this server cannot read again for a re-run; retry the workflow step instead"
+            )));
+        };
+        Ok(Some(std::sync::Arc::new(
+            source.read_again(actor, &origin).await?,
+        )))
     }
 
     /// Sends the runs of an instance stored by [`Exec::start_instance_in_tx`] to the agents.
@@ -498,7 +565,12 @@ impl Exec {
 
     /// Runs instance `no` again on one node as its next `execNo` (the earlier ones stay
     /// readable). The node's latest execution must have ended.
+    ///
+    /// A run that gets environment variables from the vault (a workflow task step's
+    /// `env_from_vault`) gets them read again as `actor`, each read checked and audited by the
+    /// vault, before anything is stored: someone who may not use a value cannot re-run it.
     pub async fn rerun_node(&self, actor: &Actor, no: i64, node_id: &str) -> Result<NodeExecution> {
+        let env = self.env_for_rerun(actor, no).await?;
         let actor = actor.clone();
         let node = node_id.to_owned();
         let exec_id = self
@@ -506,6 +578,7 @@ impl Exec {
                 instance_no: no,
                 node_id: node,
                 actor,
+                env,
                 reply,
             })
             .await?;
@@ -519,6 +592,7 @@ impl Exec {
         actor: &Actor,
         no: i64,
         node_id: &str,
+        env: Option<std::sync::Arc<Vec<SecretEnv>>>,
     ) -> Result<(String, RunSpec)> {
         lock_instance(tx, no).await?;
         let inst: Option<(String,)> = in_tx!(tx, |c| sqlx::query_as(
@@ -600,6 +674,12 @@ impl Exec {
             .bind(exec_id)
             .fetch_one(&mut *c)
             .await)?;
+        if let Some(env) = env {
+            self.rerun_envs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(exec_id, (no, env));
+        }
         Ok(self.run_spec(row))
     }
 

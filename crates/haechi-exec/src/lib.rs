@@ -41,7 +41,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
 pub use haechi_agent::protocol::SecretEnv;
 pub use hub::{AgentFrame, ServerFrame};
-pub use instances::StartedInTx;
+pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
 pub use tasks::{ApprovalAction, TaskSpec};
@@ -57,6 +57,9 @@ pub struct ExecEvent {
     pub instance_ended: bool,
 }
 
+/// The environment of a run (vault values), shared by every send of it.
+type RunEnv = Arc<Vec<SecretEnv>>;
+
 /// The engine. One per server; share it behind an `Arc`.
 pub struct Exec {
     store: Store,
@@ -69,6 +72,12 @@ pub struct Exec {
     /// Per-run environment of instances started with one (vault values), by instance: held
     /// only here, never stored, dropped when the instance ends.
     run_envs: Mutex<HashMap<i64, Arc<Vec<SecretEnv>>>>,
+    /// The environment of re-runs, read again as the person who asked for each, by node
+    /// execution id, with its instance (dropped with the instance's).
+    rerun_envs: Mutex<HashMap<i64, (i64, RunEnv)>>,
+    /// Where a re-run's environment is read again (set by the server once the workflow
+    /// engine is up; absent: such re-runs are refused).
+    env_source: std::sync::OnceLock<Arc<dyn RunEnvSource>>,
     stop: watch::Sender<bool>,
 }
 
@@ -84,6 +93,8 @@ impl Exec {
             events: broadcast::channel(4096).0,
             heartbeats: Mutex::new(HashMap::new()),
             run_envs: Mutex::new(HashMap::new()),
+            rerun_envs: Mutex::new(HashMap::new()),
+            env_source: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
         });
         tokio::spawn(writer::run(exec.clone(), wrx));

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use haechi_agent::protocol::{Finished, Outcome, OutputFrame, RunSpec, Stream};
+use haechi_agent::protocol::{Finished, Outcome, OutputFrame, RunSpec, SecretEnv, Stream};
 use haechi_identity::Actor;
 use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
@@ -68,6 +68,8 @@ pub(crate) enum Op {
         instance_no: i64,
         node_id: String,
         actor: Actor,
+        /// The run's environment read again as `actor` (instances started with one).
+        env: Option<Arc<Vec<SecretEnv>>>,
         reply: oneshot::Sender<Result<i64>>,
     },
     Flush(oneshot::Sender<()>),
@@ -582,8 +584,12 @@ async fn apply_one(
             instance_no,
             node_id,
             actor,
+            env,
             reply,
-        } => match exec.rerun_in_tx(tx, &actor, instance_no, &node_id).await {
+        } => match exec
+            .rerun_in_tx(tx, &actor, instance_no, &node_id, env)
+            .await
+        {
             Ok((node, spec)) => {
                 let id = spec.exec_id;
                 after.runs.push((node, spec));

@@ -244,7 +244,10 @@ impl Vault {
         self.credential_with_attributes(acc.row).await
     }
 
-    async fn credential_with_attributes(&self, row: CredentialRow) -> Result<Credential> {
+    pub(crate) async fn credential_with_attributes(
+        &self,
+        row: CredentialRow,
+    ) -> Result<Credential> {
         let sql = format!("SELECT {ATTRIBUTE_COLS} FROM vault_attributes a WHERE a.credential_id = $1 ORDER BY a.id");
         let attrs: Vec<AttributeRow> = read!(self.store, |db| sqlx::query_as(&sql)
             .bind(row.id)

@@ -330,7 +330,8 @@ impl Vault {
     }
 
     /// Makes a role a consumer of a locker (`own`, `manage`, Locker Admin). The role must
-    /// exist; one already a consumer is 304.
+    /// exist; one already a consumer is 304. A role the caller holds only an `own` member may
+    /// add (403 otherwise), so that managing a locker never turns into reading its values.
     pub async fn add_consumer(
         &self,
         p: &Principal,
@@ -353,6 +354,15 @@ impl Vault {
                 format_args!("there is no role with id {role} (GET /api/v1/roles lists them)"),
             ));
         };
+        // Administering a locker never becomes reading it (CONTRACT §6): a Locker Admin or a
+        // `manage` member may not make a role they hold a consumer; only an `own` member may.
+        if p.has_role_id(role) && !acc.member.own {
+            return Err(Error::forbidden(format!(
+                "you hold role '{role_name}': making it a consumer of locker {id} would let you \
+                 read the locker's values, and administering a locker ('manage', Locker Admin) \
+                 never grants that; a member with 'own' in the locker may add it"
+            )));
+        }
         let inserted = in_tx!(tx, |c| {
             sqlx::query(
             "INSERT INTO vault_locker_consumers (locker_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -465,6 +475,14 @@ impl Vault {
         if touches_own && !acc.owns() {
             return Err(Error::forbidden(format!(
                 "granting or changing the 'own' permission in locker {id} needs 'own' in it (or Locker Admin)"
+            )));
+        }
+        // A Locker Admin who made themselves `own` could then make their own role a
+        // consumer: administering a locker never becomes reading it.
+        if user == p.id && perms.own && !current.is_some_and(|c| c.own) {
+            return Err(Error::forbidden(format!(
+                "you may not grant yourself 'own' in locker {id}: an owner decides who reads its \
+                 values, and administering lockers never grants that; another owner must"
             )));
         }
         if current == Some(perms) {

@@ -296,7 +296,50 @@ impl Vault {
         credential: i64,
         attribute: &str,
     ) -> Result<SecretString> {
-        let cred = self.get_credential(p, credential).await?;
+        let attr = self.usable_attribute(p, credential, attribute).await?;
+        self.read_values(p, actor, credential)
+            .await?
+            .into_iter()
+            .find(|v| v.attribute_id == attr.id)
+            .map(|v| v.value)
+            .ok_or_else(|| {
+                Error::field(
+                    "attribute",
+                    format_args!(
+                        "attribute '{}' of credential {credential} has no value user '{}' can use",
+                        attr.name, p.user_id
+                    ),
+                )
+            })
+    }
+
+    /// Whether the caller may use the values of attribute `attribute` (its name, or its
+    /// numeric id) of credential `credential`, by the rule of [`Vault::read_values`], without
+    /// reading any value: for whoever wires a credential into something that others will run
+    /// (a workflow's `env_from_vault`). Invisible → 404; visible but not usable → 403.
+    pub async fn check_attribute_use(
+        &self,
+        p: &Principal,
+        credential: i64,
+        attribute: &str,
+    ) -> Result<()> {
+        self.usable_attribute(p, credential, attribute)
+            .await
+            .map(|_| ())
+    }
+
+    /// The attribute named `attribute` of a credential whose values the caller may use.
+    async fn usable_attribute(
+        &self,
+        p: &Principal,
+        credential: i64,
+        attribute: &str,
+    ) -> Result<crate::model::Attribute> {
+        let acc = access::credential(&self.store, p, credential)
+            .await?
+            .require_visible()?;
+        acc.require_consumer()?;
+        let cred = self.credential_with_attributes(acc.row).await?;
         let attr = cred
             .attributes
             .iter()
@@ -320,20 +363,7 @@ impl Vault {
                     ),
                 )
             })?;
-        self.read_values(p, actor, credential)
-            .await?
-            .into_iter()
-            .find(|v| v.attribute_id == attr.id)
-            .map(|v| v.value)
-            .ok_or_else(|| {
-                Error::field(
-                    "attribute",
-                    format_args!(
-                        "attribute '{}' of credential {credential} has no value user '{}' can use",
-                        attr.name, p.user_id
-                    ),
-                )
-            })
+        Ok(attr.clone())
     }
 
     /// The values of a credential the caller may use: standard attributes' values and the

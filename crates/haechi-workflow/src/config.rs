@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::EgressPolicy;
+
 /// Workflows (the `[workflow]` table).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +23,17 @@ pub struct WorkflowConfig {
     /// Accept any TLS certificate on https calls of http steps (for test endpoints with
     /// self-signed certificates; never in production).
     pub http_accept_invalid_certs: bool,
+    /// Where http steps may connect: CIDRs (`10.20.0.0/16`), addresses, host names
+    /// (`api.example.com`) or wildcard names (`*.corp.example`). Empty: anywhere the deny
+    /// rules leave. Not empty: only what it names. Checked on every address a name resolves
+    /// to, before connecting.
+    pub http_allow: Vec<String>,
+    /// Where http steps may not connect (same forms as `http_allow`; deny wins). Link-local
+    /// networks and the cloud metadata addresses are always denied besides these.
+    pub http_deny: Vec<String>,
+    /// Bytes of an http step's response body read and kept in the step's result; the rest is
+    /// not read (the result says `"truncated": true`).
+    pub http_body_max_bytes: u64,
 }
 
 impl Default for WorkflowConfig {
@@ -31,6 +44,9 @@ impl Default for WorkflowConfig {
             http_timeout_secs: 60,
             retry_max_delay_secs: 300,
             http_accept_invalid_certs: false,
+            http_allow: Vec::new(),
+            http_deny: Vec::new(),
+            http_body_max_bytes: 1024,
         }
     }
 }
@@ -62,6 +78,20 @@ impl WorkflowConfig {
                 self.retry_max_delay_secs
             ));
         }
-        Ok(())
+        if self.http_body_max_bytes == 0 || self.http_body_max_bytes > MAX_BODY_BYTES {
+            return Err(format!(
+                "workflow.http_body_max_bytes = {} must be 1 to {MAX_BODY_BYTES}",
+                self.http_body_max_bytes
+            ));
+        }
+        self.egress().map(|_| ())
+    }
+
+    /// The egress policy of http steps; the error names the key and the entry.
+    pub fn egress(&self) -> Result<EgressPolicy, String> {
+        EgressPolicy::new(&self.http_allow, &self.http_deny)
     }
 }
+
+/// Largest `http_body_max_bytes`: 1 MiB.
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;

@@ -265,6 +265,10 @@ pub struct HttpAction {
     /// Accepted statuses; absent = any 2xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<Vec<u16>>,
+    /// A parameter may choose the URL's scheme, host or port (a `${...}` before the end of
+    /// its host). Without it, parameters may fill only the path, query and fragment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_from_params: bool,
 }
 
 /// Names a definition refers to, with the index of the step naming each.
@@ -596,7 +600,14 @@ fn action_fields(kind: StepKind) -> &'static [&'static str] {
     match kind {
         StepKind::Task => &["task", "nodes", "arguments", "env_from_vault"],
         StepKind::Sleep => &["seconds"],
-        StepKind::Http => &["method", "url", "headers", "body", "expect_status"],
+        StepKind::Http => &[
+            "method",
+            "url",
+            "headers",
+            "body",
+            "expect_status",
+            "host_from_params",
+        ],
         StepKind::Approval => &["role"],
         StepKind::DbAccess => &["policy", "duration", "minutes"],
     }
@@ -706,6 +717,20 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
             } else if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(f.err("url", "must start with http:// or https://"));
             }
+            let host_from_params = match f.take("host_from_params") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(f.err("host_from_params", "must be true or false")),
+            };
+            if !host_from_params && !host_is_fixed(&url) {
+                return Err(f.err(
+                    "url",
+                    "lets a parameter choose the scheme, host or port: write them out before \
+                     the first ${...} (parameters may fill the path, query and fragment), or \
+                     set host_from_params: true to let the parameter choose where to connect \
+                     (the egress rules still apply)",
+                ));
+            }
             let headers = match f.take("headers") {
                 None | Some(Value::Null) => BTreeMap::new(),
                 Some(Value::Object(h)) => {
@@ -785,6 +810,7 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
                 headers,
                 body,
                 expect_status,
+                host_from_params,
             })
         }
     })
@@ -938,14 +964,35 @@ fn reserved_env_name(name: &str) -> bool {
 }
 
 /// Checks an absolute http(s) URL.
-pub fn check_url(url: &str) -> std::result::Result<(), String> {
+pub fn check_url(url: &str) -> std::result::Result<reqwest::Url, String> {
     match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
         Ok(_) => Err(format!(
             "'{url}' must be an http:// or https:// URL with a host"
         )),
         Err(e) => Err(format!("'{url}' is not a valid URL ({e})")),
     }
+}
+
+/// Does a URL template write its scheme, host and port out in full before anything is
+/// substituted, so that no parameter can change where the step connects? (Any `$` counts as
+/// the start of a substitution here.)
+pub fn host_is_fixed(url: &str) -> bool {
+    let literal = url.find('$').map_or(url, |i| &url[..i]);
+    if literal.len() == url.len() {
+        return true;
+    }
+    let Some(start) = literal.find("://").map(|i| i + 3) else {
+        return false;
+    };
+    // The authority ends at the first of these; what follows cannot change the host.
+    let Some(end) = literal[start..]
+        .find(['/', '?', '#', '\\'])
+        .map(|i| start + i)
+    else {
+        return false;
+    };
+    end > start && check_url(&format!("{}/", &literal[..end])).is_ok()
 }
 
 fn visit_strings(v: &Value, f: &mut impl FnMut(&str)) {
@@ -1466,6 +1513,45 @@ mod tests {
         for name in ["PGPASSWORD", "DB_PASSWORD", "API_TOKEN", "MYPATH"] {
             assert!(!reserved_env_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn parameters_choose_the_host_only_when_the_definition_says_so() {
+        for fixed in [
+            "https://api.example/x",
+            "https://api.example/${p}",
+            "https://api.example:8443/v1?q=${p}",
+            "http://10.0.0.1#${p}",
+            "https://api.example\\${p}",
+        ] {
+            assert!(host_is_fixed(fixed), "{fixed}");
+        }
+        for open in [
+            "${url}",
+            "https://${host}/x",
+            "https://api.example${p}/x",
+            "https://api.example:${port}/x",
+            "http${s}://api.example/x",
+            "https://user:${pw}@api.example/x",
+        ] {
+            assert!(!host_is_fixed(open), "{open}");
+        }
+        let wf = |url: &str, extra: Value| {
+            let mut step = json!({"name": "a", "type": "http", "url": url});
+            step.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse(&json!({"name": "w", "group": "g", "params": {"host": "h"}, "steps": [step]}))
+        };
+        let e = wf("https://${host}/x", json!({})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("steps[0].url"), "{e:?}");
+        assert!(e.message.contains("host_from_params"), "{}", e.message);
+        let def = wf("https://${host}/x", json!({"host_from_params": true})).unwrap();
+        match &def.steps[0].action {
+            Action::Http(h) => assert!(h.host_from_params),
+            other => panic!("{other:?}"),
+        }
+        assert!(wf("https://h/${host}", json!({"host_from_params": "yes"})).is_err());
     }
 
     #[test]

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haechi_exec::SecretEnv;
-use haechi_identity::Actor;
+use haechi_identity::{Actor, Permission};
 use haechi_types::{time::now_ms, Result};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
-use crate::definition::{substitute, substitute_json, Action, OnFailure, Step};
+use crate::definition::{host_is_fixed, substitute, substitute_json, Action, OnFailure, Step};
 use crate::journal::{Applied, NewEvent, RunUpdate, Transition};
 use crate::model::{RunStatus, StepStatus};
 use crate::ports::{TaskStart, VaultUse};
@@ -397,14 +397,38 @@ impl Driver {
         }
     }
 
-    /// Reads the vault values of the task steps this transition starts, as the user who
-    /// started the execution, at the moment the attempt starts. A refusal makes the attempt
-    /// fail with the reason (the journal records it; no task starts).
+    /// Checks, at the moment each task step's attempt starts, that the user who started the
+    /// execution may run tasks (`task.execute`: the step runs as them), then reads the vault
+    /// values of its `env_from_vault` as them. A refusal makes the attempt fail with the
+    /// reason (the journal records it; no task starts).
     async fn read_env(&self, t: &mut Transition) {
+        if t.task_starts.is_empty() {
+            return;
+        }
+        let may_run = match self
+            .eng
+            .identity
+            .principal_of(self.state.started_by_pk)
+            .await
+        {
+            Ok(p) if p.can(Permission::TaskExecute) => Ok(()),
+            Ok(_) => Err("lacks the permission 'task.execute'".to_owned()),
+            Err(e) => Err(format!("cannot be checked: {}", e.message)),
+        };
         for (idx, start) in &mut t.task_starts {
             let Action::Task(task) = &self.def.def.steps[*idx].action else {
                 continue;
             };
+            if let Err(why) = &may_run {
+                start.env_refused = Some(format!(
+                    "step '{}' runs task '{}' on {} as '{}', who {why}",
+                    self.def.def.steps[*idx].name,
+                    task.task,
+                    task.nodes.join(", "),
+                    self.state.started_by
+                ));
+                continue;
+            }
             if task.env_from_vault.is_empty() {
                 continue;
             }
@@ -937,8 +961,17 @@ impl Driver {
         let step = &self.def.def.steps[idx];
         let s = &self.state.steps[idx];
         let params = &self.state.params;
+        let mut refused = None;
         let action = match &step.action {
             Action::Http(h) => {
+                // Definitions saved before the rule existed are held to it here.
+                if !h.host_from_params && !host_is_fixed(&h.url) {
+                    refused = Some(
+                        "the url lets a parameter choose the host, which this definition does \
+                         not allow (host_from_params); nothing was sent"
+                            .to_owned(),
+                    );
+                }
                 let mut h = h.clone();
                 h.url = substitute(&h.url, params);
                 for v in h.headers.values_mut() {
@@ -960,6 +993,7 @@ impl Driver {
             resumed,
             actor: self.actor(),
             user_pk: self.state.started_by_pk,
+            refused,
         };
         let attempt = s.attempts;
         let ctx = self.eng.attempts.clone();

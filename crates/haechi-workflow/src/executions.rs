@@ -219,11 +219,23 @@ impl Workflows {
 
     /// What the steps will do as the starter, checked before anything is stored (each step
     /// checks again when it starts, as the starter may lose a right in between): a
-    /// `db_access` step needs `dbpolicy.manage`; an `env_from_vault` variable needs the
+    /// `db_access` step needs `dbpolicy.manage`; a task step needs `task.execute`, as if
+    /// the starter ran the task themselves; an `env_from_vault` variable needs the
     /// starter to be able to use the credential's value (read through the vault, which
     /// audits the read, and dropped).
     async fn check_starter(&self, p: &Principal, actor: &Actor, def: &Definition) -> Result<()> {
         for step in &def.steps {
+            if let Action::Task(t) = &step.action {
+                if !p.can(Permission::TaskExecute) {
+                    return Err(Error::forbidden(format!(
+                        "step '{}' runs task '{}' on {}: user '{}' lacks the permission 'task.execute' to run it",
+                        step.name,
+                        t.task,
+                        t.nodes.join(", "),
+                        p.user_id
+                    )));
+                }
+            }
             match &step.action {
                 Action::DbAccess(d) if !p.can(Permission::DbPolicyManage) => {
                     return Err(Error::forbidden(format!(

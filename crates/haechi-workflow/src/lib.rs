@@ -24,6 +24,7 @@
 pub mod config;
 pub mod definition;
 mod driver;
+pub mod egress;
 mod executions;
 mod journal;
 mod lease;
@@ -154,8 +155,16 @@ impl Workflows {
     pub async fn start(opts: Options) -> Result<Arc<Workflows>> {
         opts.config.validate().map_err(Error::invalid)?;
         let (server_id, lock) = lease::server_identity(&opts.data_dir);
+        let egress = Arc::new(opts.config.egress().map_err(Error::invalid)?);
+        // No redirects (a hop could lead anywhere) and no proxy from the environment (the
+        // egress rules would see only the proxy): every connection goes to an address the
+        // resolver checked.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(egress::EgressResolver {
+                policy: egress.clone(),
+            }))
             .danger_accept_invalid_certs(opts.config.http_accept_invalid_certs)
             .user_agent(concat!("haechi-workflow/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -167,6 +176,8 @@ impl Workflows {
                 tasks: opts.tasks.clone(),
                 policies: opts.policies.clone(),
                 http_timeout_ms: opts.config.http_timeout_secs * 1000,
+                egress,
+                http_body_max_bytes: opts.config.http_body_max_bytes as usize,
             }),
             store: opts.store,
             identity: opts.identity,
@@ -220,6 +231,12 @@ impl Workflows {
         if let Err(e) = lease::release_all(&self.eng).await {
             tracing::warn!("could not release workflow leases: {}", e.message);
         }
+    }
+
+    /// Where the execution engine reads the vault environment of a re-run of an instance a
+    /// task step started (`Exec::set_env_source`).
+    pub fn rerun_env_source(&self) -> Arc<dyn haechi_exec::RunEnvSource> {
+        Arc::new(ports::StepEnv(Arc::downgrade(&self.eng)))
     }
 
     pub fn config(&self) -> &WorkflowConfig {

@@ -5,15 +5,20 @@
 //! binary), so this crate depends on neither the vault nor the gateway. The driver only ever
 //! sees these traits, so its logic is the same whatever is behind them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use haechi_exec::{Exec, NodeExecFilter, Paging, RunnerGubun, SecretEnv, StartInstance};
+use haechi_exec::{
+    Exec, NodeExecFilter, Paging, RunEnvSource, RunnerGubun, SecretEnv, StartInstance,
+};
 use haechi_identity::Actor;
-use haechi_store::Tx;
+use haechi_store::{read, Tx};
 use haechi_types::{Code, Error, Result};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::definition::Action;
+use crate::Engine;
 
 /// A task instance to start for one attempt of a task step.
 #[derive(Debug, Clone)]
@@ -54,6 +59,16 @@ pub trait SecretSource: Send + Sync + 'static {
         credential: i64,
         attribute: &'a str,
     ) -> BoxFuture<'a, Result<SecretString>>;
+
+    /// Whether user `user_pk` may use attribute `attribute` of credential `credential`, by the
+    /// rule of [`SecretSource::read`], without reading the value: checked for whoever saves a
+    /// definition that names it. A refusal is an `Err` whose message says why.
+    fn check<'a>(
+        &'a self,
+        user_pk: i64,
+        credential: i64,
+        attribute: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Unlocks and locks DBSAFER policies for `db_access` steps.
@@ -246,4 +261,71 @@ impl Drop for EnvGuard {
 /// reason) rather than a failure of the store.
 pub fn is_refusal(e: &Error) -> bool {
     e.code != Code::Internal && e.code != Code::Unavailable
+}
+
+/// [`RunEnvSource`] for the instances task steps start: a re-run of one of their nodes
+/// (`PUT /opmate/taskinstance/{no}/node/{node}`) gets the step's `env_from_vault` read again,
+/// as the person asking for it, through the vault's own check and audit.
+pub(crate) struct StepEnv(pub Weak<Engine>);
+
+impl RunEnvSource for StepEnv {
+    fn read_again<'a>(
+        &'a self,
+        actor: &'a Actor,
+        origin: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SecretEnv>>> {
+        Box::pin(async move {
+            let eng = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::unavailable("the workflow engine is stopping"))?;
+            // `<execution_id>/<step>/<attempt>`; a step name may hold a '/'.
+            let unknown = || {
+                Error::conflict(format!(
+                    "the run's environment comes from workflow step attempt '{origin}', which \
+                     no longer exists; retry the workflow step instead"
+                ))
+            };
+            let (execution_id, rest) = origin.split_once('/').ok_or_else(unknown)?;
+            let (step_name, _) = rest.rsplit_once('/').ok_or_else(unknown)?;
+            let row: Option<(i64, i64)> = read!(eng.store, |db| sqlx::query_as(
+                "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
+            )
+            .bind(execution_id)
+            .fetch_optional(db)
+            .await)?;
+            let (workflow_id, version) = row.ok_or_else(unknown)?;
+            let loaded = eng.loaded(workflow_id, version).await?;
+            let step = loaded.def.steps.iter().find(|s| s.name == step_name);
+            let Some(Action::Task(task)) = step.map(|s| &s.action) else {
+                return Err(unknown());
+            };
+            let secrets = eng.secrets.as_ref().ok_or_else(|| {
+                Error::conflict("env_from_vault is not available on this server (no vault)")
+            })?;
+            let user = eng.identity.get_user(&actor.user_id).await?;
+            let mut env = Vec::with_capacity(task.env_from_vault.len());
+            for (name, r) in &task.env_from_vault {
+                match secrets
+                    .read(user.id, actor, r.credential_id, &r.attribute)
+                    .await
+                {
+                    Ok(v) => env.push(SecretEnv {
+                        name: name.clone(),
+                        value: v.expose_secret().to_owned(),
+                    }),
+                    Err(e) if !is_refusal(&e) => return Err(e),
+                    Err(e) => {
+                        return Err(Error::forbidden(format!(
+                            "this run gets env_from_vault.{name} (attribute '{}' of credential \
+                             {}) of workflow step '{step_name}': a re-run reads it again as \
+                             '{}', who may not use it: {}",
+                            r.attribute, r.credential_id, actor.user_id, e.message
+                        )))
+                    }
+                }
+            }
+            Ok(env)
+        })
+    }
 }

@@ -6,6 +6,7 @@
 //! restart waits only what is left; the exception is an http call re-sent after a restart,
 //! which gets a whole timeout again (the first send's time is lost with the server).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::definition::{Action, DbAccessAction, HttpAction};
+use crate::egress::{EgressPolicy, Refusal};
 use crate::ports::{PolicyGate, TaskRunner};
-
-/// Bytes of an http response body kept in the step's result.
-const BODY_KEPT: usize = 1024;
 
 /// What the attempts need from the engine.
 pub(crate) struct AttemptCtx {
@@ -27,6 +26,10 @@ pub(crate) struct AttemptCtx {
     pub policies: Option<Arc<dyn PolicyGate>>,
     /// Timeout of an http step that gives none.
     pub http_timeout_ms: u64,
+    /// Where http steps may connect.
+    pub egress: Arc<EgressPolicy>,
+    /// Bytes of an http response body read and kept.
+    pub http_body_max_bytes: usize,
 }
 
 /// One attempt to run.
@@ -45,6 +48,8 @@ pub(crate) struct AttemptSpec {
     pub actor: Actor,
     /// The numeric id of the user who started the execution.
     pub user_pk: i64,
+    /// The attempt may not run: it fails with this at once, having done nothing.
+    pub refused: Option<String>,
 }
 
 /// How an attempt ended.
@@ -102,6 +107,9 @@ fn secs_text(ms: u64) -> String {
 
 /// Runs one attempt to its end.
 pub(crate) async fn run_attempt(ctx: Arc<AttemptCtx>, spec: AttemptSpec) -> AttemptResult {
+    if let Some(why) = &spec.refused {
+        return AttemptResult::fail(why.clone());
+    }
     match &spec.action {
         Action::Sleep { seconds } => sleep(&spec, seconds.ms()).await,
         Action::Http(h) => http(&ctx, &spec, h).await,
@@ -158,8 +166,22 @@ async fn http(ctx: &AttemptCtx, spec: &AttemptSpec, h: &HttpAction) -> AttemptRe
     } else {
         instant_of(spec.attempt_started_at + timeout_ms as i64)
     };
-    if let Err(m) = crate::definition::check_url(&h.url) {
-        return AttemptResult::fail(format!("url: {m}"));
+    let url = match crate::definition::check_url(&h.url) {
+        Ok(u) => u,
+        Err(m) => return AttemptResult::fail(format!("url: {m}")),
+    };
+    // An address in the URL is never resolved, so the resolver's check does not see it.
+    let host = url.host_str().unwrap_or_default();
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>();
+    let checked = match literal {
+        Ok(ip) => ctx.egress.check(None, ip),
+        Err(_) => ctx.egress.check_name(host),
+    };
+    if let Err(r) = checked {
+        return AttemptResult::fail(r.0);
     }
     let method = match reqwest::Method::from_bytes(h.method.as_bytes()) {
         Ok(m) => m,
@@ -167,7 +189,7 @@ async fn http(ctx: &AttemptCtx, spec: &AttemptSpec, h: &HttpAction) -> AttemptRe
     };
     let mut req = ctx
         .http
-        .request(method, &h.url)
+        .request(method, url)
         .header(
             "Idempotency-Key",
             idempotency_key(&spec.execution_id, &spec.step, spec.attempt),
@@ -185,18 +207,34 @@ async fn http(ctx: &AttemptCtx, spec: &AttemptSpec, h: &HttpAction) -> AttemptRe
     if left.is_zero() {
         return AttemptResult::fail(format!("timed out after {}", secs_text(timeout_ms)));
     }
+    let cap = ctx.http_body_max_bytes;
     let call = async {
-        let res = req.send().await?;
+        let mut res = req.send().await?;
         let status = res.status().as_u16();
-        let body = res.bytes().await?;
-        Ok::<_, reqwest::Error>((status, body))
+        // Read no more than the cap: the rest of the body is never read (the connection is
+        // dropped with it).
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = res.chunk().await? {
+            let room = cap - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, body, truncated))
     };
     match tokio::time::timeout_at(deadline, call).await {
         Err(_) => AttemptResult::fail(format!("timed out after {}", secs_text(timeout_ms))),
         Ok(Err(e)) => AttemptResult::fail(describe_http_error(&e)),
-        Ok(Ok((status, body))) => {
-            let kept = String::from_utf8_lossy(&body[..body.len().min(BODY_KEPT)]).into_owned();
-            let result = json!({ "status": status, "body": kept });
+        Ok(Ok((status, body, truncated))) => {
+            let kept = String::from_utf8_lossy(&body).into_owned();
+            let mut result = json!({ "status": status, "body": kept });
+            if truncated {
+                result["truncated"] = Value::Bool(true);
+            }
             let expected = match &h.expect_status {
                 Some(list) => list.contains(&status),
                 None => (200..300).contains(&status),
@@ -219,6 +257,13 @@ async fn http(ctx: &AttemptCtx, spec: &AttemptSpec, h: &HttpAction) -> AttemptRe
 }
 
 fn describe_http_error(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return r.0.clone();
+        }
+        source = s.source();
+    }
     let kind = if e.is_connect() {
         "cannot connect"
     } else if e.is_timeout() {

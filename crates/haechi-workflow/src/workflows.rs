@@ -5,7 +5,7 @@
 //! changed since. Deleting a workflow hides it (and frees its name); its versions stay, and so
 //! its runs stay readable.
 
-use haechi_identity::Actor;
+use haechi_identity::{Actor, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
@@ -110,8 +110,11 @@ fn name_taken(name: &str) -> Error {
 }
 
 impl Workflows {
-    /// Parses and checks a definition, including its references to tasks and roles.
-    async fn checked(&self, value: &Value) -> Result<Definition> {
+    /// Parses and checks a definition, including its references to tasks and roles, and
+    /// that its author may use every credential its `env_from_vault` names: whoever runs
+    /// the workflow lends the step their own access, so an author who could not read a value
+    /// must not be able to wire it into a script that others will run.
+    async fn checked(&self, author: &Principal, value: &Value) -> Result<Definition> {
         let def = definition::parse(value)?;
         for (i, step) in def.steps.iter().enumerate() {
             match &step.action {
@@ -169,13 +172,43 @@ impl Workflows {
                 Err(e) => return Err(e),
             }
         }
+        self.check_author_vault_use(author, &def).await?;
         Ok(def)
+    }
+
+    async fn check_author_vault_use(&self, author: &Principal, def: &Definition) -> Result<()> {
+        let Some(secrets) = &self.eng.secrets else {
+            return Ok(());
+        };
+        for step in &def.steps {
+            let Action::Task(t) = &step.action else {
+                continue;
+            };
+            for (name, r) in &t.env_from_vault {
+                match secrets.check(author.id, r.credential_id, &r.attribute).await {
+                    Ok(()) => {}
+                    Err(e) if !crate::ports::is_refusal(&e) => return Err(e),
+                    Err(e) => {
+                        return Err(Error::forbidden(format!(
+                            "step '{}', env_from_vault.{name}: user '{}' may not use attribute '{}' of credential {}, so may not wire it into a workflow: {}",
+                            step.name, author.user_id, r.attribute, r.credential_id, e.message
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates a workflow from a definition (a JSON value; YAML is converted by the caller
     /// with [`definition::yaml_to_value`]): version 1.
-    pub async fn create_workflow(&self, actor: &Actor, value: &Value) -> Result<Created> {
-        let def = self.checked(value).await?;
+    pub async fn create_workflow(
+        &self,
+        author: &Principal,
+        actor: &Actor,
+        value: &Value,
+    ) -> Result<Created> {
+        let def = self.checked(author, value).await?;
         let text = serde_json::to_string(&def)?;
         let now = now_ms();
         let mut tx = self.eng.store.begin().await?;
@@ -216,12 +249,13 @@ impl Workflows {
     /// Makes a new version of a workflow; runs already started keep theirs.
     pub async fn update_workflow(
         &self,
+        author: &Principal,
         actor: &Actor,
         key: &str,
         value: &Value,
     ) -> Result<Created> {
         let row = find(&self.eng.store, key, false).await?;
-        let def = self.checked(value).await?;
+        let def = self.checked(author, value).await?;
         let text = serde_json::to_string(&def)?;
         let now = now_ms();
         let mut tx = self.eng.store.begin().await?;

@@ -478,6 +478,17 @@ impl Config {
                 "must be 1 to 86400",
             ));
         }
+        if !(1..=haechi_workflow::config::MAX_BODY_BYTES).contains(&wf.http_body_max_bytes) {
+            return Err(self.invalid(
+                "workflow.http_body_max_bytes",
+                wf.http_body_max_bytes,
+                format_args!("must be 1 to {}", haechi_workflow::config::MAX_BODY_BYTES),
+            ));
+        }
+        if let Err(m) = wf.egress() {
+            let key = m.split('[').next().unwrap_or("workflow.http_allow");
+            bail!("invalid {m} (from {})", self.sources.get(key));
+        }
 
         if self.plain_http && !listen.ip().is_loopback() && !self.allow_plain_http_on_public_address
         {

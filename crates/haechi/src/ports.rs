@@ -38,6 +38,20 @@ impl SecretSource for VaultSecrets {
                 .await
         })
     }
+
+    fn check<'a>(
+        &'a self,
+        user_pk: i64,
+        credential: i64,
+        attribute: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let p = self.identity.principal_of(user_pk).await?;
+            self.vault
+                .check_attribute_use(&p, credential, attribute)
+                .await
+        })
+    }
 }
 
 /// [`PolicyGate`] over the DB gateway's policies.

@@ -110,6 +110,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
+    exec.set_env_source(workflows.rerun_env_source());
 
     let state = AppState::new(Services {
         store: store.clone(),

@@ -1138,11 +1138,22 @@ async fn the_access_matrix() {
         )
         .await;
     assert_eq!(st, 200, "{u}");
+    // It grants `own` to others, never to itself (that would be the way to consuming).
     let other_locker = outsider.locker().await;
     assert_eq!(
         locker_admin
             .put(
                 &format!("/lockers/{}/members/{}", id(&other_locker), locker_admin.id),
+                json!({"permissions": ["own"]})
+            )
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        locker_admin
+            .put(
+                &format!("/lockers/{}/members/{}", id(&other_locker), manager.id),
                 json!({"permissions": ["own"]})
             )
             .await
@@ -2467,4 +2478,77 @@ async fn the_vault_commands_of_the_cli() {
     assert!(out.contains("\"unsealed\": true"), "{out}");
     let owner = Who::from_token(&s, owner.token.clone()).await;
     assert_eq!(owner.read(cid).await, vec![(aid, None, "cli-value".into())]);
+}
+
+#[tokio::test]
+async fn administering_a_locker_never_becomes_reading_it() {
+    let s = shared();
+    let (role, role_name) = consumer_role(s).await;
+    let (other_role, _) = consumer_role(s).await;
+    let owner = user(s, &["Vault User", &role_name]).await;
+    let manager = user(s, &["Vault User", &role_name]).await;
+    let locker_admin = user(s, &["Locker Admin", &role_name]).await;
+    let l = owner.locker().await;
+    let lid = id(&l);
+    let c = owner.credential(&[("password", false)]).await;
+    let cid = id(&c);
+    owner
+        .values(cid, &[(id(&c["attributes"][0]), "s3cret")])
+        .await;
+    assert_eq!(
+        owner
+            .put_empty(&format!("/lockers/{lid}/credentials/{cid}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        owner
+            .put(
+                &format!("/lockers/{lid}/members/{}", manager.id),
+                json!({"permissions": ["manage"]})
+            )
+            .await
+            .0,
+        204
+    );
+    let consumers = format!("/lockers/{lid}/consumers");
+
+    // A `manage` member and a Locker Admin may not make a role they hold a consumer…
+    for who in [&manager, &locker_admin] {
+        let (st, body) = who.put(&consumers, json!({"id": role})).await;
+        assert_eq!(st, 403, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(&role_name),
+            "{body}"
+        );
+        assert_eq!(
+            who.get(&format!("/credentials/{cid}/attributevalues"))
+                .await
+                .0,
+            403
+        );
+    }
+    // …nor may the Locker Admin make themselves an owner first.
+    let (st, body) = locker_admin
+        .put(
+            &format!("/lockers/{lid}/members/{}", locker_admin.id),
+            json!({"permissions": ["own"]}),
+        )
+        .await;
+    assert_eq!(st, 403, "{body}");
+    let (_, cons) = owner.get(&consumers).await;
+    assert!(!ids(&cons).contains(&role), "{cons}");
+
+    // They still administer consumers they do not hold, and the owner decides about theirs.
+    assert_eq!(
+        manager.put(&consumers, json!({"id": other_role})).await.0,
+        204
+    );
+    assert_eq!(owner.put(&consumers, json!({"id": role})).await.0, 204);
+    assert_eq!(
+        manager.read(cid).await.len(),
+        1,
+        "now a consumer by the owner's choice"
+    );
 }

@@ -1293,3 +1293,128 @@ async fn the_cli_follows_a_run_and_fails_with_it() {
     assert_eq!(code, Some(0));
     assert!(out.contains(&name), "{out}");
 }
+
+/// Runs a one-workflow list of http steps (each `on_failure: continue`) on `s` and returns the
+/// ended execution view.
+async fn run_http_steps(s: &Server, steps: Value) -> Value {
+    let (admin, op) = tokens(s).await;
+    let id = create_wf(s, &admin, def("egress", steps)).await;
+    let exec_id = execute(s, &op, &id).await;
+    wait_until(s, &op, &exec_id, "the run ends", T, |e| {
+        e["status"] == "COMPLETED" || e["status"] == "FAILED"
+    })
+    .await
+}
+
+fn step_error(e: &Value, name: &str) -> String {
+    step(e, name)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn http_steps_obey_the_egress_rules_and_read_a_capped_body() {
+    // Everything on loopback: 127.0.0.2 is denied, and so are the addresses `localhost`
+    // resolves to, so a name is refused after resolution.
+    let s = Server::start_with(
+        wf_opts()
+            .env("HAECHI_WORKFLOW__HTTP_DENY", "127.0.0.2, 127.0.0.1, ::1")
+            .env("HAECHI_WORKFLOW__HTTP_BODY_MAX_BYTES", "2048"),
+    );
+    let denied = Hook::start_on("127.0.0.2");
+    let endless = endless_body("127.0.0.3");
+    let port = denied.addr.port();
+    let e = run_http_steps(
+        &s,
+        json!([
+            { "name": "literal", "type": "http", "url": denied.url("/x"), "on_failure": "continue" },
+            { "name": "named", "type": "http", "method": "PUT", "needs": [],
+              "url": format!("http://localhost:{port}/x"), "on_failure": "continue" },
+            { "name": "link_local", "type": "http", "needs": [],
+              "url": "http://[fe80::1]:9/x", "on_failure": "continue" },
+            { "name": "big", "type": "http", "needs": [], "timeout_secs": 20,
+              "url": format!("http://{endless}/big"), "on_failure": "continue" },
+        ]),
+    )
+    .await;
+    let literal = step_error(&e, "literal");
+    assert!(
+        literal.contains("127.0.0.2 is denied by rule '127.0.0.2' of workflow.http_deny"),
+        "{e}"
+    );
+    let named = step_error(&e, "named");
+    assert!(
+        named.starts_with("egress refused: localhost (") && named.contains("workflow.http_deny"),
+        "{e}"
+    );
+    assert!(
+        step_error(&e, "link_local").contains("rule 'fe80::/10' of the built-in deny list"),
+        "{e}"
+    );
+    // The body is read up to the cap only, and the step still succeeds.
+    let big = step(&e, "big");
+    assert_eq!(big["status"], "SUCCEEDED", "{e}");
+    assert_eq!(big["result"]["truncated"], true, "{e}");
+    assert_eq!(big["result"]["body"].as_str().unwrap().len(), 2048, "{e}");
+    assert_eq!(denied.connections(), 0, "a denied address saw a connection");
+
+    // A parameter may not choose the host unless the definition says so; when it may, the
+    // rules still apply to where it points.
+    let (admin, op) = tokens(&s).await;
+    let mut d = def(
+        "egress",
+        json!([{ "name": "call", "type": "http", "url": "http://${host}/x" }]),
+    );
+    d["params"] = json!({ "host": null });
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/workflows"))
+            .bearer_auth(&admin)
+            .json(&d),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["field"], "steps[0].url", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("host_from_params"),
+        "{body}"
+    );
+    d["steps"][0]["host_from_params"] = json!(true);
+    let id = create_wf(&s, &admin, d).await;
+    let (st, body) = execute_with(&s, &op, &id, json!({ "host": denied.addr.to_string() })).await;
+    assert_eq!(st, 200, "{body}");
+    let exec_id = body["execution_id"].as_str().unwrap();
+    let e = wait_for(&s, &op, exec_id, "FAILED", T).await;
+    assert!(step_error(&e, "call").contains("workflow.http_deny"), "{e}");
+    assert_eq!(denied.connections(), 0, "a denied address saw a connection");
+    s.finish().await;
+
+    // With an allow list, only what it names is reachable.
+    let s = Server::start_with(wf_opts().env("HAECHI_WORKFLOW__HTTP_ALLOW", "127.0.0.3/32"));
+    let allowed = Hook::start_on("127.0.0.3");
+    let outside = Hook::start_on("127.0.0.4");
+    let e = run_http_steps(
+        &s,
+        json!([
+            { "name": "in", "type": "http", "url": allowed.url("/in"), "on_failure": "continue" },
+            { "name": "out", "type": "http", "needs": [], "url": outside.url("/out"), "on_failure": "continue" },
+        ]),
+    )
+    .await;
+    assert_eq!(step(&e, "in")["status"], "SUCCEEDED", "{e}");
+    assert_eq!(allowed.seen().len(), 1);
+    assert!(
+        step_error(&e, "out").contains("127.0.0.4 is not in workflow.http_allow"),
+        "{e}"
+    );
+    assert_eq!(
+        outside.connections(),
+        0,
+        "an address outside the allow list saw a connection"
+    );
+    s.finish().await;
+}

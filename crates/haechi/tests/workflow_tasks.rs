@@ -264,3 +264,83 @@ async fn kill_9_during_a_task_step_re_attaches_and_never_runs_the_task_twice() {
     s2.finish().await;
     drop(s);
 }
+
+#[tokio::test]
+async fn a_task_step_runs_only_for_a_starter_who_may_run_the_task() {
+    let s = Server::start_with(exec_opts());
+    let admin = admin_token(&s).await;
+    let node = node_name("wfp");
+    let _agent = Agent::start(&s, &node).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran.txt");
+    let task = unique("wf-perm");
+    approved_task(
+        &s,
+        &admin,
+        &task,
+        &format!("#!/bin/sh\necho ran >> {}\n", ran.display()),
+        json!({}),
+    )
+    .await;
+    let workflows_only = role_with(&s, &admin, &["workflow.view", "workflow.execute"]).await;
+    let with_tasks = role_with(
+        &s,
+        &admin,
+        &["workflow.view", "workflow.execute", "task.execute"],
+    )
+    .await;
+    let id = create_wf(
+        &s,
+        &admin,
+        def(
+            "perm",
+            json!([
+                { "name": "wait", "type": "sleep", "seconds": 1.5 },
+                { "name": "run", "type": "task", "task": task, "nodes": [node] },
+            ]),
+        ),
+    )
+    .await;
+
+    // Without task.execute the run is refused up front, naming the step, the task and the
+    // missing right.
+    let (_, _, runner) = user_with_roles(&s, &[&workflows_only]).await;
+    let (st, body) = call(
+        client()
+            .post(s.url("/services/workflow/execute"))
+            .bearer_auth(&runner)
+            .form(&[("wf_id", id.as_str())]),
+    )
+    .await;
+    assert_eq!(st, 403, "{body}");
+    assert_eq!(body["result"], "fail");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("step 'run'") && msg.contains(&task) && msg.contains("task.execute"),
+        "{msg}"
+    );
+
+    // A starter who loses the right before the task step starts: the step fails naming it
+    // and no task instance starts.
+    let (starter_id, _, starter) = user_with_roles(&s, &[&with_tasks]).await;
+    let exec_id = execute(&s, &starter, &id).await;
+    let (st, body) = call(
+        client()
+            .patch(s.url(&format!("/api/v1/users/{}", enc(&starter_id))))
+            .bearer_auth(&admin)
+            .json(&json!({ "roles": [workflows_only] })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let e = wait_for(&s, &admin, &exec_id, "FAILED", T).await;
+    let run = step(&e, "run");
+    assert_eq!(run["status"], "FAILED", "{e}");
+    let err = run["error"].as_str().unwrap();
+    assert!(
+        err.contains("task.execute") && err.contains(&task) && err.contains(&starter_id),
+        "{err}"
+    );
+    assert!(run["taskInstanceNo"].is_null(), "no task started: {run}");
+    assert!(instances_of(&s, &admin, &task).await.is_empty());
+    assert!(!ran.exists(), "the script never ran");
+}

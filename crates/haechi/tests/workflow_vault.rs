@@ -18,9 +18,11 @@ use workflow_support::*;
 const T: Duration = Duration::from_secs(60);
 const VAULT: &str = "/v2/credentialvault";
 
-/// A user who may run workflows and use the vault.
+/// A user who may define and run workflows and use the vault.
 async fn starter(s: &Server) -> (String, String, i64) {
-    let (user_id, _, token) = user_with_roles(s, &["Workflow Operator", "Vault User"]).await;
+    let manage = role_with(s, &admin_token(s).await, &["workflow.manage"]).await;
+    let (user_id, _, token) =
+        user_with_roles(s, &["Workflow Operator", "Vault User", &manage]).await;
     let (st, me) = call(client().get(s.url("/api/v1/me")).bearer_auth(&token)).await;
     assert_eq!(st, 200, "{me}");
     let id = me["id"].as_i64().unwrap();
@@ -103,7 +105,7 @@ async fn the_task_gets_the_value_masked_in_its_output_and_stored_nowhere() {
     approved_task(&s, &admin, &task, &script, json!({})).await;
     let id = create_wf(
         &s,
-        &admin,
+        &token,
         def(
             "vault",
             json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
@@ -178,7 +180,7 @@ async fn a_starter_who_may_not_use_the_credential_is_refused() {
         { "name": "use", "type": "task", "task": task, "nodes": [node],
           "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } },
     ]);
-    let id = create_wf(&s, &admin, def("vault", steps)).await;
+    let id = create_wf(&s, &owner_token, def("vault", steps)).await;
 
     // Up front: someone who may not use it cannot even start the run.
     let (st, body) = call(
@@ -195,22 +197,16 @@ async fn a_starter_who_may_not_use_the_credential_is_refused() {
         msg.contains(&other_id) && msg.contains("DB_PASSWORD") && msg.contains(&cid.to_string()),
         "{msg}"
     );
-    // So is a credential that does not exist.
-    let ghost = create_wf(
-        &s,
-        &admin,
-        def(
-            "vault",
-            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
-                     "env_from_vault": { "PW": { "credentialId": 987654321, "attribute": "password" } } }]),
-        ),
-    )
-    .await;
+    // A credential that does not exist cannot even be wired into a definition.
     let (st, body) = call(
         client()
-            .post(s.url("/services/workflow/execute"))
+            .post(s.url("/api/v1/workflows"))
             .bearer_auth(&owner_token)
-            .form(&[("wf_id", ghost.as_str())]),
+            .json(&def(
+                "vault",
+                json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
+                         "env_from_vault": { "PW": { "credentialId": 987654321, "attribute": "password" } } }]),
+            )),
     )
     .await;
     assert_eq!(st, 403, "{body}");
@@ -357,6 +353,31 @@ async fn instance_started(s: &Server, token: &str, exec_id: &str, name: &str) ->
     }
 }
 
+/// A workflow (saved by `token`) whose one task step `use` on `node` appends its
+/// `DB_PASSWORD`, the `password` of credential `cid`, to `got`; `extra` adds step fields.
+async fn appending_workflow(
+    s: &Server,
+    admin: &str,
+    token: &str,
+    cid: i64,
+    node: &str,
+    got: &std::path::Path,
+    extra: Value,
+) -> String {
+    let task = unique("wf-env");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$DB_PASSWORD\" >> {}\n",
+        got.display()
+    );
+    approved_task(s, admin, &task, &script, json!({})).await;
+    let mut step = json!({ "name": "use", "type": "task", "task": task, "nodes": [node],
+        "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } });
+    step.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    create_wf(s, token, def("vault", json!([step]))).await
+}
+
 #[tokio::test]
 async fn the_value_goes_with_a_run_sent_later_and_is_read_again_after_a_restart() {
     let mut s = Server::start_with(exec_opts());
@@ -368,29 +389,8 @@ async fn the_value_goes_with_a_run_sent_later_and_is_read_again_after_a_restart(
     let cid = credential(&s, &token, &secret).await;
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("got.txt");
-    let task = unique("wf-env");
-    approved_task(
-        &s,
-        &admin,
-        &task,
-        &format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$DB_PASSWORD\" >> {}\n",
-            got.display()
-        ),
-        json!({}),
-    )
-    .await;
-    let id = create_wf(
-        &s,
-        &admin,
-        def(
-            "vault",
-            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
-                     "retries": 1, "retry_delay_secs": 0.1,
-                     "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } }]),
-        ),
-    )
-    .await;
+    let extra = json!({ "retries": 1, "retry_delay_secs": 0.1 });
+    let id = appending_workflow(&s, &admin, &token, cid, &node, &got, extra).await;
 
     // The agent is away when the step starts: the run is sent when it connects, with the
     // value (held in the server's memory).
@@ -434,4 +434,155 @@ async fn the_value_goes_with_a_run_sent_later_and_is_read_again_after_a_restart(
     assert_nowhere(&s2, &agent, &secret);
     s2.finish().await;
     drop(s);
+}
+
+/// `PUT /opmate/taskinstance/{no}/node/{node}` as `token`.
+async fn rerun(s: &Server, token: &str, no: i64, node: &str) -> (u16, Value) {
+    call(
+        client()
+            .put(s.url(&format!("/opmate/taskinstance/{no}/node/{node}")))
+            .bearer_auth(token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_rerun_reads_the_values_again_as_the_person_asking() {
+    let s = Server::start_with(exec_opts());
+    let admin = admin_token(&s).await;
+    let node = node_name("wfv");
+    let agent = Agent::start(&s, &node).await;
+    let (owner_id, owner_token, _) = starter(&s).await;
+    let (other_id, other_token, other_pk) = starter(&s).await;
+    let secret = format!("Numbat-{}-pw", unique(""));
+    let cid = credential(&s, &owner_token, &secret).await;
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("got.txt");
+    let id = appending_workflow(&s, &admin, &owner_token, cid, &node, &got, json!({})).await;
+    let exec_id = execute(&s, &owner_token, &id).await;
+    let e = wait_for(&s, &owner_token, &exec_id, "COMPLETED", T).await;
+    let no = step(&e, "use")["taskInstanceNo"].as_i64().unwrap();
+    let reads = |user: String| {
+        let s = &s;
+        async move {
+            audit(s, &format!("action=credential.value.read&user={user}"))
+                .await
+                .iter()
+                .filter(|ev| ev["outcome"] == "success")
+                .count()
+        }
+    };
+
+    // Someone who may not use the credential (a Workflow Operator, who may re-run tasks) is
+    // refused; nothing runs.
+    let (st, body) = rerun(&s, &other_token, no, &node).await;
+    assert_eq!(st, 403, "{body}");
+    let msg = body["resultMsg"].as_str().unwrap();
+    assert!(
+        msg.contains("DB_PASSWORD") && msg.contains(&cid.to_string()) && msg.contains(&other_id),
+        "{msg}"
+    );
+    assert_eq!(node_detail(&s, &admin, no, &node, None).await["execNo"], 1);
+
+    // The owner's re-run reads the value again as the owner (an audited vault read).
+    let before = reads(owner_id.clone()).await;
+    let (st, body) = rerun(&s, &owner_token, no, &node).await;
+    assert_eq!(st, 200, "{body}");
+    wait_status(&s, &admin, no, &node, "END", T).await;
+    assert_eq!(reads(owner_id.clone()).await, before + 1);
+
+    // The credential changes hands: now the other user's re-run gets it, read as them, and
+    // the former owner's is refused.
+    let (st, body) = call(
+        client()
+            .put(s.url(&format!("{VAULT}/credentials/{cid}/owner/{other_pk}")))
+            .bearer_auth(&owner_token),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = rerun(&s, &owner_token, no, &node).await;
+    assert_eq!(st, 403, "{body}");
+    let before = reads(other_id.clone()).await;
+    let (st, body) = rerun(&s, &other_token, no, &node).await;
+    assert_eq!(st, 200, "{body}");
+    let n = wait_status(&s, &admin, no, &node, "END", T).await;
+    assert_eq!(n["execNo"], 3, "{n}");
+    assert_eq!(reads(other_id.clone()).await, before + 1);
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        format!("{secret}\n{secret}\n{secret}\n"),
+        "the step's run and the two allowed re-runs got the value; the refused ones ran nothing"
+    );
+    assert_nowhere(&s, &agent, &secret);
+}
+
+#[tokio::test]
+async fn an_author_wires_in_only_credentials_they_may_use() {
+    let s = Server::start_with(exec_opts());
+    let admin = admin_token(&s).await;
+    let (_, owner_token, _) = starter(&s).await;
+    let (author_id, author_token, _) = starter(&s).await;
+    let cid = credential(&s, &owner_token, &format!("Dingo-{}-pw", unique(""))).await;
+    let task = unique("wf-env");
+    approved_task(&s, &admin, &task, "#!/bin/sh\ntrue\n", json!({})).await;
+    let d = def(
+        "vault",
+        json!([{ "name": "use", "type": "task", "task": task, "nodes": ["n1"],
+                 "env_from_vault": { "DB_PASSWORD": { "credentialId": cid, "attribute": "password" } } }]),
+    );
+    let refused = |body: &Value, user: &str| {
+        let m = body["message"].as_str().unwrap_or_default();
+        assert!(
+            m.contains("step 'use'")
+                && m.contains("env_from_vault.DB_PASSWORD")
+                && m.contains(&format!("credential {cid}"))
+                && m.contains(user),
+            "{body}"
+        );
+    };
+
+    // Someone who may define workflows but not use the credential cannot wire it in; nor can
+    // a System Admin, who administers but does not consume it.
+    for (token, user) in [(&author_token, author_id.as_str()), (&admin, "admin")] {
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/workflows"))
+                .bearer_auth(token)
+                .json(&d),
+        )
+        .await;
+        assert_eq!(st, 403, "{body}");
+        refused(&body, user);
+    }
+
+    // The owner can; a later editor who may not use it cannot save a new version of it (even
+    // unchanged), and the workflow stays at version 1.
+    let id = create_wf(&s, &owner_token, d.clone()).await;
+    let (st, body) = call(
+        client()
+            .put(s.url(&format!("/api/v1/workflows/{id}")))
+            .bearer_auth(&author_token)
+            .json(&d),
+    )
+    .await;
+    assert_eq!(st, 403, "{body}");
+    refused(&body, &author_id);
+    let (st, body) = call(
+        client()
+            .get(s.url(&format!("/api/v1/workflows/{id}")))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    // The owner's own edit goes through.
+    let (st, body) = call(
+        client()
+            .put(s.url(&format!("/api/v1/workflows/{id}")))
+            .bearer_auth(&owner_token)
+            .json(&d),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["version"], 2, "{body}");
 }

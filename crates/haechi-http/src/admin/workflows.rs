@@ -81,7 +81,7 @@ pub async fn create_workflow(
     caller.require(Permission::WorkflowManage)?;
     let created = state
         .workflows
-        .create_workflow(&caller.actor(), &def)
+        .create_workflow(&caller.principal, &caller.actor(), &def)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
@@ -100,7 +100,7 @@ pub async fn update_workflow(
     Ok(axum::Json(
         state
             .workflows
-            .update_workflow(&caller.actor(), &id, &def)
+            .update_workflow(&caller.principal, &caller.actor(), &id, &def)
             .await?,
     ))
 }

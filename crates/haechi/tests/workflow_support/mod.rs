@@ -4,6 +4,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -201,12 +202,18 @@ struct HookState {
 pub struct Hook {
     pub addr: SocketAddr,
     state: Arc<Mutex<HookState>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Hook {
     /// Starts the endpoint on its own thread (it outlives the test's runtime calls).
     pub fn start() -> Hook {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Hook::start_on("127.0.0.1")
+    }
+
+    /// Starts the endpoint on another loopback address (`127.0.0.2`, ...).
+    pub fn start_on(ip: &str) -> Hook {
+        let std_listener = std::net::TcpListener::bind((ip, 0)).unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(HookState {
@@ -218,6 +225,8 @@ impl Hook {
             },
         }));
         let st = state.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -226,11 +235,21 @@ impl Hook {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 while let Ok((sock, _)) = listener.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(serve(sock, st.clone()));
                 }
             });
         });
-        Hook { addr, state }
+        Hook {
+            addr,
+            state,
+            accepted,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -356,6 +375,20 @@ pub async fn tokens(s: &Server) -> (String, String) {
     (admin, operator)
 }
 
+/// A role with these permissions; returns its name.
+pub async fn role_with(s: &Server, admin: &str, permissions: &[&str]) -> String {
+    let name = unique("role");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/roles"))
+            .bearer_auth(admin)
+            .json(&json!({ "name": name, "permissions": permissions })),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    name
+}
+
 /// Logs the CLI in as admin; returns the session file (inside `dir`).
 pub fn cli_login(s: &Server, dir: &std::path::Path) -> std::path::PathBuf {
     use std::io::Write;
@@ -410,4 +443,27 @@ pub async fn cli_wf(session: &std::path::Path, args: &[&str]) -> (Option<i32>, S
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An endpoint on `ip` that answers every request 200 with a body that never ends (chunked,
+/// 64 KiB chunks, until the client goes away).
+pub fn endless_body(ip: &str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut sock in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let _ = sock.read(&mut head);
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                let mut out =
+                    sock.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                while out.is_ok() {
+                    out = sock.write_all(chunk.as_bytes());
+                }
+            });
+        }
+    });
+    addr
 }
