@@ -202,26 +202,47 @@ fn form_urlencoded_parse(bytes: &[u8]) -> form_urlencoded::Parse<'_> {
     form_urlencoded::parse(bytes)
 }
 
-async fn body_bytes(req: Request, state: &AppState) -> Result<(Option<String>, Bytes), ApiError> {
+/// How much of a body past the limit is read and dropped before the 413 is sent. Over HTTP/2
+/// an answer sent while the client is still sending makes the stream end in a reset, which
+/// clients report as a framing error instead of the 413; reading the rest first lets the
+/// stream end cleanly. Past this much the stream is reset anyway.
+const DRAIN_PAST_LIMIT: usize = 16 * 1024 * 1024;
+
+pub(crate) async fn body_bytes(
+    req: Request,
+    state: &AppState,
+) -> Result<(Option<String>, Bytes), ApiError> {
+    use futures::StreamExt;
     let ctype = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_ascii_lowercase());
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            Error::new(
-                Code::PayloadTooLarge,
-                format!(
-                    "the request body is larger than the limit of {} bytes",
-                    state.http.max_body_bytes
-                ),
-            )
-        } else {
-            Error::invalid("the request body could not be read")
+    let limit = state.http.max_body_bytes;
+    let mut chunks = req.into_body().into_data_stream();
+    let mut body = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| Error::invalid("the request body could not be read"))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            body.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_add(DRAIN_PAST_LIMIT) {
+            break;
         }
-    })?;
-    Ok((ctype, bytes))
+    }
+    if seen > limit {
+        return Err(Error::new(
+            Code::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+        .into());
+    }
+    Ok((ctype, body.freeze()))
+}
+
+fn is_form(ctype: &str) -> bool {
+    ctype.split(';').next().unwrap_or("").trim() == "application/x-www-form-urlencoded"
 }
 
 fn is_json(ctype: &str) -> bool {
@@ -229,9 +250,9 @@ fn is_json(ctype: &str) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
-/// A body that is JSON whatever its content type says: `curl -d '{...}'` sends JSON as
+/// A body sent as a form that is JSON: `curl -d '{...}'` sends JSON as
 /// `application/x-www-form-urlencoded`, and existing clients do that. No form body starts with
-/// `{` or `[`, so the guess cannot misread a real form.
+/// `{` or `[`, so the guess cannot misread a real form. Other non-JSON types stay 415.
 fn looks_like_json(bytes: &[u8]) -> bool {
     bytes
         .iter()
@@ -249,7 +270,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         let (ctype, bytes) = body_bytes(req, state).await?;
         match ctype.as_deref() {
             Some(c) if is_json(c) => Ok(Json(parse_json(&bytes)?)),
-            _ if looks_like_json(&bytes) => Ok(Json(parse_json(&bytes)?)),
+            Some(c) if is_form(c) && looks_like_json(&bytes) => Ok(Json(parse_json(&bytes)?)),
             None if bytes.is_empty() => Ok(Json(parse_json(b"{}")?)),
             None => Ok(Json(parse_json(&bytes)?)),
             Some(other) => Err(Error::new(
@@ -274,7 +295,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
             .map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
         match essence.as_deref() {
             Some(c) if is_json(c) => Ok(FormOrJson(parse_json(&bytes)?)),
-            _ if looks_like_json(&bytes) => Ok(FormOrJson(parse_json(&bytes)?)),
+            Some("application/x-www-form-urlencoded") | None if looks_like_json(&bytes) => {
+                Ok(FormOrJson(parse_json(&bytes)?))
+            }
             Some("application/x-www-form-urlencoded") | None => Ok(FormOrJson(parse_form(&bytes)?)),
             Some(other) => Err(Error::new(
                 Code::UnsupportedMediaType,

@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use haechi_identity::Permission;
 use haechi_types::{Code, Error};
 use haechi_workflow::definition::yaml_to_value;
@@ -28,30 +26,8 @@ impl FromRequest<AppState> for DefinitionBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ctype = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(
-                    Code::PayloadTooLarge,
-                    format!(
-                        "the request body is larger than the limit of {} bytes",
-                        state.http.max_body_bytes
-                    ),
-                )
-            } else {
-                Error::invalid("the request body could not be read")
-            }
-        })?;
+        let (ctype, bytes) = crate::extract::body_bytes(req, state).await?;
+        let ctype = ctype.map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
         let value = match ctype.as_deref() {
             Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => yaml_to_value(&bytes)?,
             Some(c) if c == "application/json" || c.ends_with("+json") => parse_json::<Value>(&bytes)?,
