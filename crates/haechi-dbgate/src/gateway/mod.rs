@@ -167,6 +167,8 @@ pub struct Session {
     pub prepared: HashMap<String, PrivSet>,
     /// Set after a statement changed how text is lexed: from then on only `ALL` allows.
     lexer_uncertain: bool,
+    /// PostgreSQL: the target's catalog snapshot this session decides attribute notation by.
+    pub(crate) catalog: Option<Arc<pg::catalog::Catalog>>,
 }
 
 /// The verdict on one statement string.
@@ -210,35 +212,45 @@ impl DbGate {
         password: &SecretString,
         client: SocketAddr,
     ) -> std::result::Result<Session, LoginRefused> {
-        let refuse = |m: String| LoginRefused(m);
-        let Some((user_id, account)) = user_name.rsplit_once('@') else {
-            return Err(refuse(format!(
-                "log in as <haechi user>@<database account> (got '{user_name}')"
-            )));
+        let counted = |outcome: &'static str, m: String| {
+            metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => outcome).increment(1);
+            LoginRefused(m)
         };
+        let Some((user_id, account)) = user_name.rsplit_once('@') else {
+            return Err(counted(
+                "failed",
+                format!("log in as <haechi user>@<database account> (got '{user_name}')"),
+            ));
+        };
+        // The password first, so that whether a target or account exists is told only to
+        // someone who proved it (and costs the same time as a wrong password).
+        let ip = crate::policy::canonical(client.ip());
+        self.authenticate(user_id, password, ip)
+            .await
+            .map_err(|e| counted("failed", e.message))?;
         let target = match targets::find_target(&self.store, database).await {
             Ok(Some(t)) if t.kind == kind => t,
             Ok(_) => {
-                return Err(refuse(format!(
-                    "there is no {} database target named '{database}'",
-                    kind.as_str()
-                )));
+                return Err(counted(
+                    "unknown_target",
+                    format!(
+                        "there is no {} database target named '{database}'",
+                        kind.as_str()
+                    ),
+                ));
             }
-            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+            Err(e) => return Err(counted("error", format!("login failed: {}", e.message))),
         };
         let account = match targets::find_account(&self.store, database, account).await {
             Ok(Some(a)) => a,
             Ok(None) => {
-                return Err(refuse(format!(
-                    "database target '{database}' has no account '{account}'"
-                )));
+                return Err(counted(
+                    "unknown_target",
+                    format!("database target '{database}' has no account '{account}'"),
+                ));
             }
-            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+            Err(e) => return Err(counted("error", format!("login failed: {}", e.message))),
         };
-        let ip = crate::policy::canonical(client.ip());
-        self.authenticate(user_id, password, ip)
-            .await
-            .map_err(|e| refuse(e.message))?;
         let matches = self.matching(user_id, &account.account, &target, ip);
         let now = now_ms();
         if !matches.iter().any(|p| p.effective(now)) {
@@ -261,13 +273,15 @@ impl DbGate {
                     ),
             )
             .await;
-            metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "denied").increment(1);
             let (user, acct, tgt) = (user_id, &account.account, &target.name);
-            return Err(refuse(if matches.is_empty() {
-                format!("{why} lets '{user}' use account '{acct}' on '{tgt}' from {ip}")
-            } else {
-                format!("{why}: '{user}' may not use account '{acct}' on '{tgt}' from {ip}")
-            }));
+            return Err(counted(
+                "denied",
+                if matches.is_empty() {
+                    format!("{why} lets '{user}' use account '{acct}' on '{tgt}' from {ip}")
+                } else {
+                    format!("{why}: '{user}' may not use account '{acct}' on '{tgt}' from {ip}")
+                },
+            ));
         }
         self.record(
             Event::new("gateway", "db.connect")
@@ -288,6 +302,7 @@ impl DbGate {
             matches,
             prepared: HashMap::new(),
             lexer_uncertain: false,
+            catalog: None,
         })
     }
 
@@ -473,6 +488,19 @@ impl Session {
         Verdict::Refuse { message, missing }
     }
 
+    /// PostgreSQL: adds `EXECUTE` to `c` unless every name it reads in attribute notation is
+    /// only a column by the target's current catalog snapshot (see [`pg::catalog`]).
+    pub fn resolve_fields(&mut self, c: &mut Classification) {
+        if c.fields.is_empty() {
+            return;
+        }
+        self.catalog = self
+            .gate
+            .pg_catalogs
+            .for_session(&self.target.name, &self.catalog);
+        pg::catalog::resolve(c, self.catalog.as_deref());
+    }
+
     /// From now on only `ALL` allows a statement: the database reads this session's text
     /// otherwise than the classifier does (see [`Session::apply`]).
     pub fn distrust_lexing(&mut self) {
@@ -495,6 +523,9 @@ impl Session {
         }
         if c.flags.lexer_change {
             self.lexer_uncertain = true;
+        }
+        if self.target.kind == Kind::Postgres && pg::catalog::Catalogs::invalidates(c.needs) {
+            self.gate.pg_catalogs.invalidate(&self.target.name);
         }
     }
 
@@ -535,7 +566,13 @@ impl Auditor {
     /// Queues the audit event of one statement string and counts its verdict.
     pub async fn audit(&self, r: StatementRecord<'_>) {
         let cap = self.gate.config().audit_statement_bytes;
-        let text = cap_text(r.text, cap);
+        let dialect = if self.protocol == "mysql" {
+            crate::redact::Dialect::MySql
+        } else {
+            crate::redact::Dialect::Postgres
+        };
+        let redacted = crate::redact::redact(r.text, dialect);
+        let text = cap_text(&redacted, cap);
         let (verdict, outcome, missing) = match r.verdict {
             Verdict::Allow if r.error.is_some() => ("allowed", Outcome::Failure, None),
             Verdict::Allow => ("allowed", Outcome::Success, None),

@@ -161,7 +161,7 @@ pub async fn handle(
         })
         .cloned()
         .collect();
-    let db = match backend::connect(
+    let mut db = match backend::connect(
         &session.target,
         &session.account.account,
         &db_password,
@@ -179,6 +179,10 @@ pub async fn handle(
             return fatal(&mut io, "08006", &msg).await;
         }
     };
+    session.catalog = gate
+        .pg_catalogs
+        .load(&session.target.name, &mut db.io)
+        .await;
     // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
     // A database or role configured otherwise reads backslashes in '...' as escapes, so the
     // classification cannot be trusted: only ALL allows anything then.
@@ -304,10 +308,11 @@ async fn pooled<R: AsyncRead + Unpin>(
             let msg = buf.split_to(len).freeze();
             let mut body = msg.slice(5..);
             let sql = p::cstr(&mut body).unwrap_or_default();
-            let c = {
+            let mut c = {
                 let prepared = |name: &str| session.prepared.get(name).copied();
                 classify_pg::classify_cached(&sql, &prepared, &session.gate().pg_classes, &mut key)
             };
+            session.resolve_fields(&mut c);
             // Refusals, anything not session-neutral, and text with a backslash (which a
             // pooled connection might read otherwise, see `relay`) go the session's own way
             // (decided again there).
@@ -415,6 +420,7 @@ impl Flow<'_> {
         let prepared = |name: &str| session.prepared.get(name).copied();
         let mut c =
             classify_pg::classify_cached(sql, &prepared, &session.gate().pg_classes, &mut self.key);
+        self.session.resolve_fields(&mut c);
         if self.batch_executed && sql.contains('\\') {
             c.needs.add(crate::Privilege::All);
             c.unclassifiable.get_or_insert_with(|| {
