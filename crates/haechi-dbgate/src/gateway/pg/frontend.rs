@@ -18,7 +18,7 @@ use super::pool;
 use super::protocol::{self as p, Msg};
 use super::{BackendKey, CancelTarget};
 use crate::classify::{pg as classify_pg, Classification};
-use crate::gateway::{BoxIo, LoginFailed, Session, Verdict};
+use crate::gateway::{before, BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
 use crate::targets::{BackendTls, Kind};
 use crate::DbGate;
@@ -44,16 +44,19 @@ pub async fn handle(
     main: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + crate::gateway::PRE_AUTH_DEADLINE;
     let mut io: BoxIo = Box::new(tcp);
     let mut encrypted = false;
     let params = loop {
-        let mut pkt = p::read_startup(&mut io).await?;
+        // Startup packets are read exactly (length, then body), so a TLS ClientHello sent in
+        // the same write as the SSLRequest stays in the socket for the TLS handshake.
+        let mut pkt = before(deadline, p::read_startup(&mut io)).await?;
         let code = pkt.get_i32();
         match code {
             p::SSL_REQUEST => match &acceptor {
                 Some(a) if !encrypted => {
                     crate::gateway::send(&mut io, b"S").await?;
-                    io = Box::new(a.accept(io).await?);
+                    io = Box::new(before(deadline, a.accept(io)).await?);
                     encrypted = true;
                 }
                 _ => crate::gateway::send(&mut io, b"N").await?,
@@ -127,7 +130,11 @@ pub async fn handle(
     p::auth_request(&mut out, 3, &[]);
     crate::gateway::send(&mut io, &out).await?;
     let mut buf = BytesMut::with_capacity(8192);
-    let m = p::read_msg(&mut io, &mut buf).await?;
+    let m = before(
+        deadline,
+        p::read_msg_capped(&mut io, &mut buf, crate::gateway::PRE_AUTH_MAX_MESSAGE),
+    )
+    .await?;
     if m.tag != b'p' {
         return fatal(&mut io, "08P01", "expected a password message").await;
     }
