@@ -2670,3 +2670,71 @@ async fn gateway_logins_check_the_password_first_and_are_counted() {
         "{before:?} -> {after:?}"
     );
 }
+
+/// An open session on either gateway stops working once its person may no longer log in: the
+/// user is disabled, their password is changed, or their allow-list stops holding the
+/// client's address. Each cause ends the next statements with a refusal naming it.
+#[tokio::test]
+async fn open_sessions_end_with_their_persons_rights() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let causes = [
+        (json!({ "disabled": true }), "the account is disabled"),
+        (
+            json!({ "password": format!("Pw-{}", common::unique("new")) }),
+            "the login was revoked",
+        ),
+        (
+            json!({ "allowed_ips": ["10.0.0.0/8"] }),
+            "may no longer connect from this address",
+        ),
+    ];
+    for (change, why) in causes {
+        let (user, pw, _) = person(f, &["SELECT"]).await;
+        let login = format!("{user}@{}", f.run);
+        let mut pg = pg_session(f.pg_port, &login, &pw, &format!("{}_postgres", f.run)).await;
+        let mut my = mysql_session(f.my_port, &login, &pw, &format!("{}_mysql", f.run)).await;
+        assert_eq!(pg_values(&pg_query(&mut pg, "SELECT 1").await), ["1"]);
+        assert!(my_query(&mut my, "SELECT 1").await.is_ok());
+        let (s, v) = call(
+            client()
+                .patch(f.server.url(&format!("/api/v1/users/{}", enc(&user))))
+                .bearer_auth(&f.admin)
+                .json(&change),
+        )
+        .await;
+        assert_eq!(s, 200, "{change}: {v}");
+        // Checked every 2 s: refused within a few seconds, on both.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pg_refused = loop {
+            let answer = pg_query(&mut pg, "SELECT 1").await;
+            if let Some((code, message)) = pg_error(&answer) {
+                break (code, message);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{change}: the PostgreSQL session goes on"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(pg_refused.0, "42501", "{pg_refused:?}");
+        assert!(
+            pg_refused.1.contains(why) && pg_refused.1.contains("log in again"),
+            "{change}: {pg_refused:?}"
+        );
+        let my_refused = loop {
+            match my_query(&mut my, "SELECT 1").await {
+                Err(e) => break e,
+                Ok(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{change}: the MySQL session goes on"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        assert_eq!(my_refused.0, 1142, "{my_refused:?}");
+        assert!(my_refused.1.contains(why), "{change}: {my_refused:?}");
+    }
+}

@@ -244,6 +244,78 @@ pub struct Session {
     lexer_uncertain: bool,
     /// PostgreSQL: the target's catalog snapshot this session decides attribute notation by.
     pub(crate) catalog: Option<Arc<pg::catalog::Catalog>>,
+    /// Whether the person may still use the session (see [`Liveness`]).
+    liveness: Arc<Liveness>,
+}
+
+/// How often an open session's person is checked (token not revoked, user not disabled,
+/// address still allowed).
+pub const LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Set once the person of a session may no longer use it: their user was disabled, their
+/// password changed (which revokes their tokens), the token they logged in with was revoked,
+/// or their address left their allow-list. The session's next statements are refused, as
+/// for a locked policy.
+#[derive(Default)]
+pub struct Liveness {
+    dead: std::sync::atomic::AtomicBool,
+    why: Mutex<String>,
+}
+
+impl Liveness {
+    fn end(&self, why: String) {
+        if let Ok(mut w) = self.why.lock() {
+            *w = why;
+        }
+        self.dead.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn ended(&self) -> Option<String> {
+        if !self.dead.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(self.why.lock().map(|w| w.clone()).unwrap_or_default())
+    }
+}
+
+/// Checks a session's person every [`LIVENESS_INTERVAL`] until the session is gone (or its
+/// person may no longer use it); then revokes the token the login minted.
+async fn watch(
+    live: std::sync::Weak<Liveness>,
+    gate: Arc<DbGate>,
+    token: SecretString,
+    minted: bool,
+    ip: IpAddr,
+) {
+    loop {
+        tokio::time::sleep(LIVENESS_INTERVAL).await;
+        let Some(l) = live.upgrade() else { break };
+        match gate
+            .identity()
+            .session_alive(token.expose_secret(), ip)
+            .await
+        {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.code,
+                    haechi_types::Code::Unauthenticated
+                        | haechi_types::Code::AccountLocked
+                        | haechi_types::Code::IpNotAllowed
+                ) =>
+            {
+                l.end(e.message);
+                break;
+            }
+            // The store could not answer: the session goes on, and the next check decides.
+            Err(e) => tracing::warn!("database gateway: cannot check an open session's user: {e}"),
+        }
+    }
+    if minted {
+        if let Err(e) = gate.identity().end_session(token.expose_secret()).await {
+            tracing::warn!("database gateway: the token of an ended session was not revoked: {e}");
+        }
+    }
 }
 
 /// The verdict on one statement string.
@@ -300,9 +372,18 @@ impl DbGate {
         // The password first, so that whether a target or account exists is told only to
         // someone who proved it (and costs the same time as a wrong password).
         let ip = crate::policy::canonical(client.ip());
-        self.authenticate(user_id, password, ip)
+        let (token, minted) = self
+            .authenticate(user_id, password, ip)
             .await
             .map_err(|e| counted("failed", e.message))?;
+        let liveness = Arc::new(Liveness::default());
+        tokio::spawn(watch(
+            Arc::downgrade(&liveness),
+            self.clone(),
+            token,
+            minted,
+            ip,
+        ));
         let target = match targets::find_target(&self.store, database).await {
             Ok(Some(t)) if t.kind == kind => t,
             Ok(_) => {
@@ -378,6 +459,7 @@ impl DbGate {
             prepared: HashMap::new(),
             lexer_uncertain: false,
             catalog: None,
+            liveness,
         })
     }
 
@@ -417,20 +499,28 @@ impl DbGate {
         }
     }
 
-    /// A Haechi password, or a token (then it must be the same user's).
-    async fn authenticate(&self, user_id: &str, password: &SecretString, ip: IpAddr) -> Result<()> {
+    /// A Haechi password, or a token (then it must be the same user's). Returns the token the
+    /// session's liveness is checked by (see [`Liveness`]) and whether this login minted it
+    /// (then it is revoked when the session ends).
+    async fn authenticate(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        ip: IpAddr,
+    ) -> Result<(SecretString, bool)> {
         let secret = password.expose_secret();
         if secret.starts_with(haechi_identity::token::PREFIX) {
             let p = self.identity().authenticate(secret, ip).await?;
             if p.user_id != user_id {
                 return Err(Error::unauthenticated("wrong user id or password"));
             }
-            return Ok(());
+            return Ok((password.clone(), false));
         }
-        self.identity()
+        let ok = self
+            .identity()
             .login(user_id, password, ip, "gateway")
             .await?;
-        Ok(())
+        Ok((ok.token, true))
     }
 
     /// The principal an account's password is read as: the user who registered the account.
@@ -505,6 +595,14 @@ impl Session {
 
     /// The verdict on a classified statement string, against the policies as they are now.
     pub fn decide(&mut self, c: &Classification) -> Verdict {
+        if let Some(why) = self.liveness.ended() {
+            return Verdict::Refuse {
+                message: format!(
+                    "Haechi DB gateway: refused: {why}; this session can no longer be used, log in again"
+                ),
+                missing: c.needs,
+            };
+        }
         let generation = self.gate.generation();
         if generation != self.seen_generation {
             self.matches = self.gate.matching(
