@@ -296,49 +296,22 @@ fn lex(sql: &str, dialect: Dialect) -> Vec<Token> {
             None
         };
         if let Some((q, backslash)) = quote_at {
-            match end_of_quoted(b, q, b[q], backslash) {
-                Some(end) => {
-                    toks.push(Token {
-                        kind: Tok::Str,
-                        start,
-                        end,
-                    });
-                    i = end;
-                }
-                None => {
-                    toks.push(Token {
-                        kind: Tok::Unterminated,
-                        start,
-                        end: b.len(),
-                    });
-                    i = b.len();
-                }
-            }
+            i = push_literal(
+                &mut toks,
+                start,
+                end_of_quoted(b, q, b[q], backslash),
+                b.len(),
+            );
             continue;
         }
         // Dollar quotes (PostgreSQL): `$tag$ ... $tag$`.
         if !my && c == b'$' {
             if let Some(tag_end) = dollar_tag(b, i) {
                 let tag = &sql[i..tag_end];
-                match sql[tag_end..].find(tag) {
-                    Some(off) => {
-                        let end = tag_end + off + tag.len();
-                        toks.push(Token {
-                            kind: Tok::Str,
-                            start,
-                            end,
-                        });
-                        i = end;
-                    }
-                    None => {
-                        toks.push(Token {
-                            kind: Tok::Unterminated,
-                            start,
-                            end: b.len(),
-                        });
-                        i = b.len();
-                    }
-                }
+                let end = sql[tag_end..]
+                    .find(tag)
+                    .map(|off| tag_end + off + tag.len());
+                i = push_literal(&mut toks, start, end, b.len());
                 continue;
             }
         }
@@ -375,6 +348,17 @@ fn lex(sql: &str, dialect: Dialect) -> Vec<Token> {
         i += 1;
     }
     toks
+}
+
+/// Adds the literal starting at `start` and ending at `end` (`None`: it never ends, so it runs
+/// to `len`); where lexing goes on.
+fn push_literal(toks: &mut Vec<Token>, start: usize, end: Option<usize>, len: usize) -> usize {
+    let (kind, end) = match end {
+        Some(end) => (Tok::Str, end),
+        None => (Tok::Unterminated, len),
+    };
+    toks.push(Token { kind, start, end });
+    end
 }
 
 fn skip_line(b: &[u8], mut i: usize) -> usize {

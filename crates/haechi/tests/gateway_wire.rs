@@ -40,6 +40,26 @@ fn with_client_hello(first: &[u8], tls: &mut rustls::ClientConnection) -> Vec<u8
     out
 }
 
+/// A PostgreSQL SSLRequest.
+fn ssl_request() -> Vec<u8> {
+    let mut b = 8i32.to_be_bytes().to_vec();
+    b.extend_from_slice(&80877103i32.to_be_bytes());
+    b
+}
+
+/// A PostgreSQL startup message for a user and target that do not exist.
+fn pg_startup() -> Vec<u8> {
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for v in ["user", "nobody@none", "database", "none"] {
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    startup
+}
+
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -109,23 +129,13 @@ async fn a_client_hello_in_the_same_write_as_the_tls_request_is_read() {
             // PostgreSQL: SSLRequest + ClientHello, then the startup message over TLS.
             let mut tcp = connect(pg_port);
             let mut tls = tls_client(&s);
-            let mut ssl_request = 8i32.to_be_bytes().to_vec();
-            ssl_request.extend_from_slice(&80877103i32.to_be_bytes());
-            tcp.write_all(&with_client_hello(&ssl_request, &mut tls))
+            tcp.write_all(&with_client_hello(&ssl_request(), &mut tls))
                 .unwrap();
             let mut answer = [0u8; 1];
             tcp.read_exact(&mut answer).unwrap();
             assert_eq!(&answer, b"S");
             let mut stream = rustls::StreamOwned::new(tls, tcp);
-            let mut body = 196608i32.to_be_bytes().to_vec();
-            for v in ["user", "nobody@none", "database", "none"] {
-                body.extend_from_slice(v.as_bytes());
-                body.push(0);
-            }
-            body.push(0);
-            let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-            startup.extend_from_slice(&body);
-            stream.write_all(&startup).unwrap();
+            stream.write_all(&pg_startup()).unwrap();
             let mut head = [0u8; 9];
             stream.read_exact(&mut head).unwrap();
             assert_eq!(head[0], b'R', "{head:?}");
@@ -173,9 +183,7 @@ async fn slow_and_oversized_logins_are_cut() {
         let _ = my_packet(&mut my);
         // PostgreSQL: SSLRequest answered, then no ClientHello.
         let mut pg_tls = connect(pg_port);
-        let mut ssl_request = 8i32.to_be_bytes().to_vec();
-        ssl_request.extend_from_slice(&80877103i32.to_be_bytes());
-        pg_tls.write_all(&ssl_request).unwrap();
+        pg_tls.write_all(&ssl_request()).unwrap();
         let mut answer = [0u8; 1];
         pg_tls.read_exact(&mut answer).unwrap();
         assert_eq!(&answer, b"S");
@@ -198,15 +206,7 @@ async fn slow_and_oversized_logins_are_cut() {
     let huge = tokio::task::spawn_blocking(move || {
         // PostgreSQL: a password message announced at 64 MiB.
         let mut pg = connect(pg_port);
-        let mut body = 196608i32.to_be_bytes().to_vec();
-        for v in ["user", "nobody@none", "database", "none"] {
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        startup.extend_from_slice(&body);
-        pg.write_all(&startup).unwrap();
+        pg.write_all(&pg_startup()).unwrap();
         let mut head = [0u8; 9];
         pg.read_exact(&mut head).unwrap();
         assert_eq!(head[0], b'R');

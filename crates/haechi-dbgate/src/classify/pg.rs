@@ -595,17 +595,7 @@ fn setting(v: &protobuf::VariableSetStmt, needs: &mut Needs) {
 /// Walks `node`'s whole tree. `executes` says whether nested data-modifying statements run
 /// now (a query) or not (planning only, DDL expressions).
 fn walk(node: &N, needs: &mut Needs, executes: bool) -> Result<(), String> {
-    let mut w = Walker {
-        frames: Vec::with_capacity(32),
-        funcs: Vec::new(),
-        ops: Vec::new(),
-        needs: PrivSet::EMPTY,
-        session_bound: false,
-        executes,
-        top: true,
-        column_refs: Vec::new(),
-        fields: None,
-    };
+    let mut w = Walker::new(executes, None);
     node.serialize(&mut w).map_err(|e| e.0)?;
     needs.0 = needs.0.union(w.needs);
     needs.1 |= w.session_bound;
@@ -619,17 +609,7 @@ fn walk(node: &N, needs: &mut Needs, executes: bool) -> Result<(), String> {
 /// (`t.f` is `f(t)`), so the text alone cannot tell which it is. Names given as assignment
 /// targets (`INSERT INTO t (c.f)`, `UPDATE t SET c.f = ...`) are not read and not added.
 fn fields_of(node: &N, fields: &mut Vec<String>) -> Result<(), String> {
-    let mut w = Walker {
-        frames: Vec::with_capacity(32),
-        funcs: Vec::new(),
-        ops: Vec::new(),
-        needs: PrivSet::EMPTY,
-        session_bound: false,
-        executes: false,
-        top: true,
-        column_refs: Vec::new(),
-        fields: Some(std::mem::take(fields)),
-    };
+    let mut w = Walker::new(false, Some(std::mem::take(fields)));
     node.serialize(&mut w).map_err(|e| e.0)?;
     *fields = w.fields.unwrap_or_default();
     Ok(())
@@ -715,6 +695,20 @@ struct Walker {
 }
 
 impl Walker {
+    fn new(executes: bool, fields: Option<Vec<String>>) -> Walker {
+        Walker {
+            frames: Vec::with_capacity(32),
+            funcs: Vec::new(),
+            ops: Vec::new(),
+            needs: PrivSet::EMPTY,
+            session_bound: false,
+            executes,
+            top: true,
+            column_refs: Vec::new(),
+            fields,
+        }
+    }
+
     /// The nearest frame that is not one of the `Node` / `String` wrappers.
     fn owner(&self) -> Option<&Frame> {
         self.frames
