@@ -467,13 +467,14 @@ impl Identity {
         let row = users::find_token(&self.store, &token::hash(token))
             .await?
             .ok_or_else(|| Error::unauthenticated("the login is no longer valid"))?;
+        // Disabling a user revokes their tokens too: say the cause.
+        if row.disabled {
+            return Err(Error::new(Code::AccountLocked, "the account is disabled"));
+        }
         if row.revoked_at.is_some() {
             return Err(Error::unauthenticated(
                 "the login was revoked (password changed, logged out, or revoked)",
             ));
-        }
-        if row.disabled {
-            return Err(Error::new(Code::AccountLocked, "the account is disabled"));
         }
         if !ip_allowed(&users::parse_allowed_ips(&row.allowed_ips)?, ip) {
             return Err(Error::new(
