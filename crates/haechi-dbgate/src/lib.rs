@@ -19,6 +19,7 @@ pub mod classify;
 pub mod gateway;
 pub mod policy;
 pub mod privilege;
+pub mod redact;
 mod secrets;
 pub mod targets;
 
@@ -100,6 +101,8 @@ pub struct DbGate {
     pub(crate) pg_classes: classify::cache::Cache,
     /// PostgreSQL statement pools.
     pub(crate) pg_pools: gateway::pg::pool::Pools,
+    /// PostgreSQL targets' catalog snapshots (names read in attribute notation).
+    pub(crate) pg_catalogs: gateway::pg::catalog::Catalogs,
     /// The threads client sessions run on, started with the first session.
     pub(crate) session_threads: std::sync::OnceLock<gateway::SessionThreads>,
 }
@@ -142,6 +145,7 @@ impl DbGate {
             cancels: gateway::CancelRegistry::default(),
             pg_classes: classify::cache::Cache::default(),
             pg_pools: gateway::pg::pool::Pools::default(),
+            pg_catalogs: gateway::pg::catalog::Catalogs::default(),
             session_threads: std::sync::OnceLock::new(),
         });
         gate.reload().await?;

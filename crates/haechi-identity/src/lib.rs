@@ -460,6 +460,51 @@ impl Identity {
         }
     }
 
+    /// Whether a long-lived session opened with `token` (a database gateway session) may go
+    /// on from `ip`: the token is not revoked (logout, password change), its user is not
+    /// disabled, and `ip` is in the user's allow-list now. Unlike [`Identity::authenticate`],
+    /// the token's idle and maximum age do not end it, and the store is read every time (no
+    /// cache), so a change made on another server counts at the next check.
+    pub async fn session_alive(&self, token: &str, ip: IpAddr) -> Result<()> {
+        let row = users::find_token(&self.store, &token::hash(token))
+            .await?
+            .ok_or_else(|| Error::unauthenticated("the login is no longer valid"))?;
+        // Disabling a user revokes their tokens too: say the cause.
+        if row.disabled {
+            return Err(Error::new(Code::AccountLocked, "the account is disabled"));
+        }
+        if row.revoked_at.is_some() {
+            return Err(Error::unauthenticated(
+                "the login was revoked (password changed, logged out, or revoked)",
+            ));
+        }
+        if !ip_allowed(&users::parse_allowed_ips(&row.allowed_ips)?, ip) {
+            return Err(Error::new(
+                Code::IpNotAllowed,
+                "the account may no longer connect from this address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Revokes `token` by its value, when a session it was minted for has ended.
+    pub async fn end_session(&self, token: &str) -> Result<()> {
+        let hash = token::hash(token);
+        let now = now_ms();
+        read!(self.store.writer(), |db| sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL"
+        )
+        .bind(now)
+        .bind(&hash)
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(&hash);
+        }
+        Ok(())
+    }
+
     /// Revokes the caller's own token (every family's logout).
     pub async fn logout(
         &self,

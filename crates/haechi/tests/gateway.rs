@@ -2339,3 +2339,402 @@ async fn mysql_set_option_and_change_user_are_handled_safely() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `x.name` calls the function `name(x)` when the row has no such column (PostgreSQL's
+/// attribute notation): functions with side effects reached that way, in every position an
+/// expression can stand, are refused to a policy without EXECUTE and change nothing, through
+/// both protocols; plain `t.col` reads stay allowed; and a function created through the
+/// gateway is known to open sessions at once (they refuse rather than run it).
+#[tokio::test]
+async fn functions_in_attribute_notation_need_execute() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let r = &f.run;
+    // Functions of t's and s's row types, of a composite type and of any element, each
+    // writing a row into s; a column `c` only t has, so `s.c` is no column of s.
+    let body = format!("INSERT INTO {r}.s VALUES (99) RETURNING 1");
+    pg_admin(&format!(
+        "SET search_path = {r}; CREATE TYPE {r}.pair AS (x int, y int); \
+         CREATE FUNCTION {r}.f(t) RETURNS int LANGUAGE sql AS $${body}$$; \
+         CREATE FUNCTION {r}.f(s) RETURNS int LANGUAGE sql AS $${body}$$; \
+         CREATE FUNCTION {r}.g(pair) RETURNS int LANGUAGE sql AS $${body}$$; \
+         CREATE FUNCTION {r}.h(anyelement) RETURNS int LANGUAGE sql AS $${body}$$; \
+         ALTER FUNCTION {r}.f(t) OWNER TO {r}; ALTER FUNCTION {r}.f(s) OWNER TO {r}; \
+         ALTER FUNCTION {r}.g(pair) OWNER TO {r}; ALTER FUNCTION {r}.h(anyelement) OWNER TO {r}; \
+         ALTER TYPE {r}.pair OWNER TO {r}"
+    ));
+    // Without the gateway, the notation does run them (the corpus below is real).
+    let ran = pg_admin(&format!("BEGIN; SET LOCAL search_path = {r}; SELECT t.f FROM t LIMIT 1; SELECT count(*) FROM s WHERE a = 99; ROLLBACK"));
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["1", "1"], "{ran}");
+    let (user, pw, _) = person(f, &["SELECT", "INSERT", "UPDATE", "DELETE", "ALTER"]).await;
+    let before = pg_state(f);
+    let corpus = [
+        "SELECT t.f FROM t",
+        "SELECT s.f FROM s",
+        "SELECT (t).f FROM t",
+        "SELECT (t.*).f FROM t",
+        "SELECT t.h FROM t",
+        "SELECT (ROW(1, 2)::t).f",
+        "SELECT (CAST(ROW(1, 2) AS t)).f",
+        "SELECT ((1, 2)::pair).g",
+        "SELECT ROW(t.f, 1) FROM t",
+        "SELECT ARRAY[t.f] FROM t",
+        "SELECT t.f::text FROM t",
+        "SELECT t.a + t.f FROM t",
+        "SELECT CASE WHEN t.f > 0 THEN 1 END FROM t",
+        "SELECT coalesce(t.f, 0) FROM t",
+        "SELECT 1 FROM t WHERE t.f = 1",
+        "SELECT a FROM t ORDER BY t.f",
+        "SELECT count(*) FROM t GROUP BY t.f",
+        "SELECT 1 FROM t JOIN s ON s.f = t.a",
+        "SELECT (SELECT x.f FROM t x LIMIT 1)",
+        "WITH w AS (SELECT t.f FROM t) SELECT * FROM w",
+        "SELECT 1 WHERE EXISTS (SELECT 1 FROM s WHERE s.f > 0)",
+        "SELECT 1 FROM t, LATERAL (SELECT t.f) x",
+        "UPDATE t SET b = t.f WHERE a = 1",
+        "UPDATE t SET b = b WHERE a = 1 RETURNING t.f",
+        "DELETE FROM t WHERE t.f = 0",
+        "INSERT INTO s SELECT t.f FROM t",
+        "INSERT INTO s VALUES (1) RETURNING s.f",
+        "INSERT INTO s VALUES ((ROW(1, 2)::t).f)",
+        "ALTER TABLE s ADD COLUMN z int DEFAULT (ROW(1, 2)::t).f",
+        "ALTER TABLE s ALTER a SET DEFAULT (ROW(1, 2)::t).f",
+    ];
+    for sql in corpus {
+        let (_, out) = psql_gw(f, &user, &pw, &[sql]);
+        assert!(
+            out.contains("refused") && out.contains("needs EXECUTE"),
+            "{sql:?} should be refused: {out}"
+        );
+        assert_eq!(pg_state(f), before, "{sql:?} changed the database");
+    }
+    // The extended protocol (Parse), on one raw session.
+    let mut pg = pg_session(
+        f.pg_port,
+        &format!("{user}@{r}"),
+        &pw,
+        &format!("{r}_postgres"),
+    )
+    .await;
+    for sql in corpus {
+        let mut batch = pg_parse("", sql);
+        batch.extend(pg_bind_execute("", &[]));
+        batch.extend(pg_msg(b'S', &[]));
+        pg.write_all(&batch).await.unwrap();
+        let answer = pg_until_ready(&mut pg).await;
+        let (code, message) = pg_error(&answer).unwrap_or_default();
+        assert_eq!(code, "42501", "{sql:?}: {answer:?}");
+        assert!(message.contains("needs EXECUTE"), "{sql:?}: {message}");
+    }
+    assert_eq!(
+        pg_state(f),
+        before,
+        "the extended protocol changed the database"
+    );
+    // Columns read in the same notation stay allowed.
+    let (ok, out) = psql_gw(
+        f,
+        &user,
+        &pw,
+        &[
+            "SELECT t.a FROM t ORDER BY t.a LIMIT 1",
+            "SELECT t.b, s.a FROM t JOIN s ON s.a = t.a WHERE t.a = 1",
+            "SELECT (t).b FROM t WHERE t.a = 2",
+            "SELECT c.relname FROM pg_class c WHERE c.relname = 'pg_class'",
+        ],
+    );
+    assert!(ok && !out.contains("ERROR"), "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["1", "1|1", "2", "pg_class"],
+        "{out}"
+    );
+    let answer = pg_query(&mut pg, "SELECT t.a FROM t WHERE t.a = 3").await;
+    assert_eq!(pg_values(&answer), ["3"], "{answer:?}");
+
+    // A function created through the gateway: the open session refuses `s.b` from then on
+    // (before, `b` was only t's column, so `s.b` was the database's own error).
+    let answer = pg_query(&mut pg, "SELECT s.b FROM s").await;
+    assert_eq!(
+        pg_error(&answer).unwrap_or_default().0,
+        "42703",
+        "{answer:?}"
+    );
+    let (creator, cpw, _) = person(f, &["SELECT", "CREATE"]).await;
+    let (ok, out) = psql_gw(
+        f,
+        &creator,
+        &cpw,
+        &[&format!(
+            "CREATE FUNCTION b(s) RETURNS int LANGUAGE sql AS $${body}$$"
+        )],
+    );
+    assert!(ok && out.contains("CREATE FUNCTION"), "{out}");
+    let before = pg_state(f);
+    let answer = pg_query(&mut pg, "SELECT s.b FROM s").await;
+    let (code, message) = pg_error(&answer).unwrap_or_default();
+    assert_eq!(code, "42501", "{answer:?}");
+    assert!(message.contains("needs EXECUTE"), "{message}");
+    // A new session reads the catalog again: columns allowed, the new function refused.
+    let (_, out) = psql_gw(
+        f,
+        &user,
+        &pw,
+        &["SELECT t.a FROM t WHERE t.a = 4", "SELECT s.b FROM s"],
+    );
+    assert!(
+        out.starts_with("4\n") && out.contains("needs EXECUTE"),
+        "{out}"
+    );
+    assert_eq!(
+        pg_state(f),
+        before,
+        "a function created through the gateway ran"
+    );
+    pg_admin(&format!(
+        "SET search_path = {r}; DROP FUNCTION f(t), f(s), g(pair), h(anyelement), b(s); DROP TYPE pair"
+    ));
+}
+
+/// The statement events of `user` as an auditor reads them, once at least `want` are there
+/// (statement events are committed in batches a few ms later).
+async fn statement_events_of(f: &Fixture, user: &str, want: usize) -> Vec<Value> {
+    let (_, _, auditor) = common::user_with_roles(&f.server, &["Auditor"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = call(
+            client()
+                .get(f.server.url(&format!(
+                    "/api/v1/audit?user={}&action=db.statement&limit=1000",
+                    enc(user)
+                )))
+                .bearer_auth(&auditor),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let events = v["events"].as_array().unwrap().clone();
+        if events.len() >= want || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Passwords typed in SQL, in every form either database takes one, are masked in the
+/// audit whether the statement was allowed or refused; the rest of the text stays readable.
+#[tokio::test]
+async fn passwords_typed_in_sql_are_masked_in_the_audit() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let pg_sqls = [
+        "ALTER ROLE nobody_here PASSWORD 'Sekrit-pg-1'",
+        "CREATE ROLE nobody_here LOGIN ENCRYPTED PASSWORD 'Sekrit-pg-2' VALID UNTIL '2030-01-01'",
+        "CREATE USER nobody_here WITH PASSWORD $$Sekrit-pg-3$$",
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER nowhere OPTIONS (user 'u', password 'Sekrit-pg-4')",
+        "ALTER USER MAPPING FOR CURRENT_USER SERVER nowhere OPTIONS (SET password 'Sekrit-pg-5')",
+        "SELECT dblink_connect('c', 'host=127.0.0.9 user=u password=Sekrit-pg-6')",
+        "CREATE SUBSCRIPTION nosub CONNECTION 'postgresql://u:Sekrit-pg-7@127.0.0.9/d' PUBLICATION p",
+        // Allowed: a connection string in a plain query.
+        "SELECT length('host=127.0.0.9 password=Sekrit-pg-8') AS n",
+    ];
+    for sql in pg_sqls {
+        psql_gw(f, &user, &pw, &[sql]);
+    }
+    let my_sqls = [
+        "CREATE USER 'nobody_here'@'%' IDENTIFIED BY 'Sekrit-my-1'",
+        "ALTER USER 'nobody_here'@'%' IDENTIFIED WITH mysql_native_password BY 'Sekrit-my-2'",
+        "SET PASSWORD = PASSWORD('Sekrit-my-3')",
+        "SET PASSWORD FOR 'nobody_here'@'%' = 'Sekrit-my-4'",
+        "GRANT SELECT ON *.* TO 'nobody_here'@'%' IDENTIFIED BY 'Sekrit-my-5'",
+        "CHANGE MASTER TO MASTER_USER = 'r', MASTER_PASSWORD = 'Sekrit-my-6'",
+        "CREATE SERVER nosrv FOREIGN DATA WRAPPER mysql OPTIONS (USER 'r', PASSWORD 'Sekrit-my-7')",
+        "CREATE USER nobody_here IDENTIFIED VIA ed25519 USING PASSWORD('Sekrit-my-8')",
+    ];
+    for sql in my_sqls {
+        mariadb_gw(f, &user, &pw, sql, false);
+    }
+    let events = statement_events_of(f, &user, pg_sqls.len() + my_sqls.len()).await;
+    let statements: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["detail"]["statement"].as_str())
+        .collect();
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(
+        !all.contains("Sekrit"),
+        "a password reached the audit: {statements:#?}"
+    );
+    for want in [
+        "ALTER ROLE nobody_here PASSWORD '***'",
+        "CREATE ROLE nobody_here LOGIN ENCRYPTED PASSWORD '***' VALID UNTIL '2030-01-01'",
+        "OPTIONS (user 'u', password '***')",
+        "'host=127.0.0.9 user=u password=***'",
+        "'postgresql://u:***@127.0.0.9/d'",
+        "SELECT length('host=127.0.0.9 password=***') AS n",
+        "CREATE USER 'nobody_here'@'%' IDENTIFIED BY '***'",
+        "IDENTIFIED WITH mysql_native_password BY '***'",
+        "SET PASSWORD = PASSWORD('***')",
+        "SET PASSWORD FOR 'nobody_here'@'%' = '***'",
+        "MASTER_PASSWORD = '***'",
+    ] {
+        assert!(
+            statements.iter().any(|s| s.contains(want)),
+            "no {want:?} in {statements:#?}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| e["detail"]["verdict"] == "allowed")
+            && events.iter().any(|e| e["detail"]["verdict"] == "refused"),
+        "{statements:#?}"
+    );
+}
+
+/// `haechi_gateway_logins_total{protocol,outcome}` for one protocol and outcome.
+async fn logins_metric(f: &Fixture, protocol: &str, outcome: &str) -> u64 {
+    let (p, o) = (
+        format!("protocol=\"{protocol}\""),
+        format!("outcome=\"{outcome}\""),
+    );
+    metrics_text(&f.server)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("haechi_gateway_logins_total{") && l.contains(&p) && l.contains(&o)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// A gateway login checks the password before it looks at the target or account: someone
+/// without the password gets the same answer for a target that does not exist as for one
+/// that does; every login is counted by its outcome.
+#[tokio::test]
+async fn gateway_logins_check_the_password_first_and_are_counted() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let (user, pw, _) = person(f, &["SELECT"]).await;
+    let pg_target = format!("{}_postgres", f.run);
+    let my_target = format!("{}_mysql", f.run);
+    let before = [
+        logins_metric(f, "postgres", "failed").await,
+        logins_metric(f, "postgres", "unknown_target").await,
+        logins_metric(f, "mysql", "failed").await,
+        logins_metric(f, "mysql", "unknown_target").await,
+        logins_metric(f, "postgres", "success").await,
+    ];
+    // Wrong password: on a real target, on one that does not exist, with an unknown account.
+    let (_, real) = psql_gw_on(f, &pg_target, &user, "wrong", &["SELECT 1"]);
+    let (_, unknown) = psql_gw_on(f, "no_such_target", &user, "wrong", &["SELECT 1"]);
+    let strip = |s: &str| s.replace("no_such_target", "").replace(&pg_target, "");
+    assert!(real.contains("wrong user id or password"), "{real}");
+    assert_eq!(strip(&real), strip(&unknown));
+    let (_, real) = mariadb_gw_on(f, &my_target, &user, "wrong", "SELECT 1", false);
+    let (_, unknown) = mariadb_gw_on(f, "no_such_target", &user, "wrong", "SELECT 1", false);
+    assert!(
+        real.contains("ERROR 1045") && real.contains("wrong user id or password"),
+        "{real}"
+    );
+    let strip = |s: &str| s.replace("no_such_target", "").replace(&my_target, "");
+    assert_eq!(strip(&real), strip(&unknown));
+    // With the right password, the unknown target is named.
+    let (ok, out) = psql_gw_on(f, "no_such_target", &user, &pw, &["SELECT 1"]);
+    assert!(
+        !ok && out.contains("there is no postgres database target named 'no_such_target'"),
+        "{out}"
+    );
+    let (_, out) = mariadb_gw_on(f, "no_such_target", &user, &pw, "SELECT 1", false);
+    assert!(
+        out.contains("there is no mysql database target named 'no_such_target'"),
+        "{out}"
+    );
+    let (ok, out) = psql_gw(f, &user, &pw, &["SELECT 1"]);
+    assert!(ok, "{out}");
+    let after = [
+        logins_metric(f, "postgres", "failed").await,
+        logins_metric(f, "postgres", "unknown_target").await,
+        logins_metric(f, "mysql", "failed").await,
+        logins_metric(f, "mysql", "unknown_target").await,
+        logins_metric(f, "postgres", "success").await,
+    ];
+    // psql tries once more without TLS after a failed TLS login only with sslmode=prefer; the
+    // tests use require, so each failed login above is one login.
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2],
+            after[3] - before[3],
+            after[4] - before[4]
+        ],
+        [2, 1, 2, 1, 1],
+        "{before:?} -> {after:?}"
+    );
+}
+
+/// An open session on either gateway stops working once its person may no longer log in: the
+/// user is disabled, their password is changed, or their allow-list stops holding the
+/// client's address. Each cause ends the next statements with a refusal naming it.
+#[tokio::test]
+async fn open_sessions_end_with_their_persons_rights() {
+    let _serial = SERIAL.lock().await;
+    let f = fixture().await;
+    let causes = [
+        (json!({ "disabled": true }), "the account is disabled"),
+        (
+            json!({ "password": format!("Pw-{}", common::unique("new")) }),
+            "the login was revoked",
+        ),
+        (
+            json!({ "allowed_ips": ["10.0.0.0/8"] }),
+            "may no longer connect from this address",
+        ),
+    ];
+    for (change, why) in causes {
+        let (user, pw, _) = person(f, &["SELECT"]).await;
+        let login = format!("{user}@{}", f.run);
+        let mut pg = pg_session(f.pg_port, &login, &pw, &format!("{}_postgres", f.run)).await;
+        let mut my = mysql_session(f.my_port, &login, &pw, &format!("{}_mysql", f.run)).await;
+        assert_eq!(pg_values(&pg_query(&mut pg, "SELECT 1").await), ["1"]);
+        assert!(my_query(&mut my, "SELECT 1").await.is_ok());
+        let (s, v) = call(
+            client()
+                .patch(f.server.url(&format!("/api/v1/users/{}", enc(&user))))
+                .bearer_auth(&f.admin)
+                .json(&change),
+        )
+        .await;
+        assert_eq!(s, 200, "{change}: {v}");
+        // Checked every 2 s: refused within a few seconds, on both.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pg_refused = loop {
+            let answer = pg_query(&mut pg, "SELECT 1").await;
+            if let Some((code, message)) = pg_error(&answer) {
+                break (code, message);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{change}: the PostgreSQL session goes on"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(pg_refused.0, "42501", "{pg_refused:?}");
+        assert!(
+            pg_refused.1.contains(why) && pg_refused.1.contains("log in again"),
+            "{change}: {pg_refused:?}"
+        );
+        let my_refused = loop {
+            match my_query(&mut my, "SELECT 1").await {
+                Err(e) => break e,
+                Ok(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{change}: the MySQL session goes on"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        assert_eq!(my_refused.0, 1142, "{my_refused:?}");
+        assert!(my_refused.1.contains(why), "{change}: {my_refused:?}");
+    }
+}

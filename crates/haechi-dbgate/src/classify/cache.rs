@@ -34,11 +34,13 @@ const EXACT: u8 = 0xFF;
 const SHAPE: u8 = 0xFE;
 
 /// What a cached statement string needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub needs: PrivSet,
     pub statements: usize,
     pub session_neutral: bool,
+    /// Names in attribute notation (see [`super::Classification::fields`]).
+    pub fields: std::sync::Arc<[String]>,
 }
 
 /// The shared cache (one per gateway engine).
@@ -49,7 +51,7 @@ pub struct Cache {
 
 impl Cache {
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.map.lock().ok()?.get(key).copied()
+        self.map.lock().ok()?.get(key).cloned()
     }
 
     pub fn insert(&self, key: &[u8], entry: Entry) {

@@ -37,6 +37,11 @@ pub struct Classification {
     /// state, and any backend connection logged in as the same account with the same startup
     /// parameters answers it as the session's own would. Such strings may be pooled.
     pub session_neutral: bool,
+    /// PostgreSQL: names read in attribute notation (`x.name`, `(expr).name`), each of which
+    /// the database may run as the function `name(x)` instead of reading a column. The
+    /// protocol layer resolves them against the target's catalog (see
+    /// `gateway::pg::catalog`); a name it cannot show to be only a column needs `EXECUTE`.
+    pub fields: std::sync::Arc<[String]>,
 }
 
 /// Facts about a statement string beyond its privileges.
@@ -59,6 +64,7 @@ impl Classification {
             prepared: Vec::new(),
             deallocated: Vec::new(),
             session_neutral: false,
+            fields: std::sync::Arc::from([]),
         }
     }
 
@@ -71,6 +77,7 @@ impl Classification {
             prepared: Vec::new(),
             deallocated: Vec::new(),
             session_neutral: false,
+            fields: std::sync::Arc::from([]),
         }
     }
 

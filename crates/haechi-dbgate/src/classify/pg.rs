@@ -149,6 +149,7 @@ pub fn classify_cached(
         if let Some(e) = cache.get(key) {
             let mut c = Classification::needs(e.needs, e.statements);
             c.session_neutral = e.session_neutral;
+            c.fields = e.fields;
             return c;
         }
     }
@@ -160,6 +161,7 @@ pub fn classify_cached(
                 needs: c.needs,
                 statements: c.statements,
                 session_neutral: c.session_neutral,
+                fields: c.fields.clone(),
             },
         );
     }
@@ -195,6 +197,7 @@ fn classify_full(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> (Clas
     let mut all_queries = !parsed.protobuf.stmts.is_empty();
     let mut needs = Needs(PrivSet::EMPTY, false);
     let mut out = Classification::needs(PrivSet::EMPTY, parsed.protobuf.stmts.len());
+    let mut fields = Vec::new();
     for raw in &parsed.protobuf.stmts {
         let Some(node) = raw.stmt.as_deref().and_then(|n| n.node.as_ref()) else {
             continue;
@@ -204,7 +207,13 @@ fn classify_full(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> (Clas
         if let Err(why) = statement(node, &mut needs, &mut out, prepared) {
             return (Classification::unclassifiable(why), false);
         }
+        if let Err(why) = fields_of(node, &mut fields) {
+            return (Classification::unclassifiable(why), false);
+        }
     }
+    fields.sort_unstable();
+    fields.dedup();
+    out.fields = fields.into();
     out.needs = needs.0;
     out.session_neutral = all_queries && !needs.1 && needs.0 == PrivSet::of(&[P::Select]);
     let cacheable = all_cacheable
@@ -586,23 +595,28 @@ fn setting(v: &protobuf::VariableSetStmt, needs: &mut Needs) {
 /// Walks `node`'s whole tree. `executes` says whether nested data-modifying statements run
 /// now (a query) or not (planning only, DDL expressions).
 fn walk(node: &N, needs: &mut Needs, executes: bool) -> Result<(), String> {
-    let mut w = Walker {
-        frames: Vec::with_capacity(32),
-        funcs: Vec::new(),
-        ops: Vec::new(),
-        needs: PrivSet::EMPTY,
-        session_bound: false,
-        executes,
-        top: true,
-    };
+    let mut w = Walker::new(executes, None);
     node.serialize(&mut w).map_err(|e| e.0)?;
     needs.0 = needs.0.union(w.needs);
     needs.1 |= w.session_bound;
     Ok(())
 }
 
+/// Adds to `fields` every name `node`'s whole tree reads in attribute notation: the second
+/// and later names of a column reference (`t.name`, `s.t.name`, `t.c.name`) and the field
+/// names of an indirection (`(expr).name`). PostgreSQL reads such a name as a column when the
+/// row has one, and otherwise as a call of the function `name` with the row as its argument
+/// (`t.f` is `f(t)`), so the text alone cannot tell which it is. Names given as assignment
+/// targets (`INSERT INTO t (c.f)`, `UPDATE t SET c.f = ...`) are not read and not added.
+fn fields_of(node: &N, fields: &mut Vec<String>) -> Result<(), String> {
+    let mut w = Walker::new(false, Some(std::mem::take(fields)));
+    node.serialize(&mut w).map_err(|e| e.0)?;
+    *fields = w.fields.unwrap_or_default();
+    Ok(())
+}
+
 /// Decides what a called function needs from its qualified name.
-fn function_needs(parts: &[String], needs: &mut PrivSet) {
+pub(crate) fn function_needs(parts: &[String], needs: &mut PrivSet) {
     let (schema, name) = match parts {
         [name] => (None, name.as_str()),
         [schema, name] => (Some(schema.as_str()), name.as_str()),
@@ -674,9 +688,27 @@ struct Walker {
     executes: bool,
     /// The first struct is the statement itself (its own kind is mapped by the caller).
     top: bool,
+    /// Names read so far in each column reference being read (innermost last).
+    column_refs: Vec<usize>,
+    /// Collects names read in attribute notation (see [`fields_of`]) when set.
+    fields: Option<Vec<String>>,
 }
 
 impl Walker {
+    fn new(executes: bool, fields: Option<Vec<String>>) -> Walker {
+        Walker {
+            frames: Vec::with_capacity(32),
+            funcs: Vec::new(),
+            ops: Vec::new(),
+            needs: PrivSet::EMPTY,
+            session_bound: false,
+            executes,
+            top: true,
+            column_refs: Vec::new(),
+            fields,
+        }
+    }
+
     /// The nearest frame that is not one of the `Node` / `String` wrappers.
     fn owner(&self) -> Option<&Frame> {
         self.frames
@@ -690,6 +722,7 @@ impl Walker {
         match name {
             "FuncCall" => self.funcs.push(Vec::new()),
             "AExpr" => self.ops.push(Vec::new()),
+            "ColumnRef" => self.column_refs.push(0),
             "InsertStmt" if self.executes && !top => self.needs.add(P::Insert),
             "UpdateStmt" if self.executes && !top => self.needs.add(P::Update),
             "DeleteStmt" if self.executes && !top => self.needs.add(P::Delete),
@@ -722,6 +755,9 @@ impl Walker {
                         operator_needs(&parts, &mut self.needs);
                     }
                 }
+                "ColumnRef" => {
+                    self.column_refs.pop();
+                }
                 _ => {}
             }
         }
@@ -744,6 +780,22 @@ impl Walker {
             Some(("AExpr", "name")) => {
                 if let Some(parts) = self.ops.last_mut() {
                     parts.push(v.to_owned());
+                }
+            }
+            Some(("ColumnRef", "fields")) => {
+                let read = self.column_refs.last_mut().map(|n| {
+                    *n += 1;
+                    *n
+                });
+                if read.is_some_and(|n| n > 1) {
+                    if let Some(f) = &mut self.fields {
+                        f.push(v.to_owned());
+                    }
+                }
+            }
+            Some(("AIndirection", "indirection")) => {
+                if let Some(f) = &mut self.fields {
+                    f.push(v.to_owned());
                 }
             }
             _ => {}

@@ -45,6 +45,81 @@ pub(crate) async fn send<W: AsyncWrite + Unpin + ?Sized>(
     w.flush().await
 }
 
+/// Time a client has, from its connection, to finish TLS and hand over its login (startup,
+/// password): a client that sends nothing, or sends slowly, is dropped then.
+pub const PRE_AUTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest message taken from a client before its login succeeded (a startup packet, a
+/// password, a MySQL handshake response with its attributes).
+pub const PRE_AUTH_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Runs `step` of a client's login, failing with `TimedOut` once `deadline` has passed.
+pub(crate) async fn before<T>(
+    deadline: tokio::time::Instant,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout_at(deadline, step).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not finish its login in time",
+        )),
+    }
+}
+
+/// A stream whose first reads return bytes already read off it (a TLS ClientHello that came
+/// in one read with the request to start TLS), then the stream's own.
+pub(crate) struct Prefixed<T> {
+    prefix: bytes::Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(crate) fn new(prefix: bytes::Bytes, inner: T) -> Prefixed<T> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if !me.prefix.is_empty() {
+            let n = me.prefix.len().min(buf.remaining());
+            buf.put_slice(&me.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut me.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Connects to where `target`'s database listens: its Unix socket when it has one, else TCP
 /// `host:port` (without Nagle's delay: every message is a whole request or answer).
 pub(crate) async fn dial(target: &Target) -> std::io::Result<BoxIo> {
@@ -167,6 +242,80 @@ pub struct Session {
     pub prepared: HashMap<String, PrivSet>,
     /// Set after a statement changed how text is lexed: from then on only `ALL` allows.
     lexer_uncertain: bool,
+    /// PostgreSQL: the target's catalog snapshot this session decides attribute notation by.
+    pub(crate) catalog: Option<Arc<pg::catalog::Catalog>>,
+    /// Whether the person may still use the session (see [`Liveness`]).
+    liveness: Arc<Liveness>,
+}
+
+/// How often an open session's person is checked (token not revoked, user not disabled,
+/// address still allowed).
+pub const LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Set once the person of a session may no longer use it: their user was disabled, their
+/// password changed (which revokes their tokens), the token they logged in with was revoked,
+/// or their address left their allow-list. The session's next statements are refused, as
+/// for a locked policy.
+#[derive(Default)]
+pub struct Liveness {
+    dead: std::sync::atomic::AtomicBool,
+    why: Mutex<String>,
+}
+
+impl Liveness {
+    fn end(&self, why: String) {
+        if let Ok(mut w) = self.why.lock() {
+            *w = why;
+        }
+        self.dead.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn ended(&self) -> Option<String> {
+        if !self.dead.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(self.why.lock().map(|w| w.clone()).unwrap_or_default())
+    }
+}
+
+/// Checks a session's person every [`LIVENESS_INTERVAL`] until the session is gone (or its
+/// person may no longer use it); then revokes the token the login minted.
+async fn watch(
+    live: std::sync::Weak<Liveness>,
+    gate: Arc<DbGate>,
+    token: SecretString,
+    minted: bool,
+    ip: IpAddr,
+) {
+    loop {
+        tokio::time::sleep(LIVENESS_INTERVAL).await;
+        let Some(l) = live.upgrade() else { break };
+        match gate
+            .identity()
+            .session_alive(token.expose_secret(), ip)
+            .await
+        {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.code,
+                    haechi_types::Code::Unauthenticated
+                        | haechi_types::Code::AccountLocked
+                        | haechi_types::Code::IpNotAllowed
+                ) =>
+            {
+                l.end(e.message);
+                break;
+            }
+            // The store could not answer: the session goes on, and the next check decides.
+            Err(e) => tracing::warn!("database gateway: cannot check an open session's user: {e}"),
+        }
+    }
+    if minted {
+        if let Err(e) = gate.identity().end_session(token.expose_secret()).await {
+            tracing::warn!("database gateway: the token of an ended session was not revoked: {e}");
+        }
+    }
 }
 
 /// The verdict on one statement string.
@@ -210,35 +359,54 @@ impl DbGate {
         password: &SecretString,
         client: SocketAddr,
     ) -> std::result::Result<Session, LoginRefused> {
-        let refuse = |m: String| LoginRefused(m);
-        let Some((user_id, account)) = user_name.rsplit_once('@') else {
-            return Err(refuse(format!(
-                "log in as <haechi user>@<database account> (got '{user_name}')"
-            )));
+        let counted = |outcome: &'static str, m: String| {
+            metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => outcome).increment(1);
+            LoginRefused(m)
         };
+        let Some((user_id, account)) = user_name.rsplit_once('@') else {
+            return Err(counted(
+                "failed",
+                format!("log in as <haechi user>@<database account> (got '{user_name}')"),
+            ));
+        };
+        // The password first, so that whether a target or account exists is told only to
+        // someone who proved it (and costs the same time as a wrong password).
+        let ip = crate::policy::canonical(client.ip());
+        let (token, minted) = self
+            .authenticate(user_id, password, ip)
+            .await
+            .map_err(|e| counted("failed", e.message))?;
+        let liveness = Arc::new(Liveness::default());
+        tokio::spawn(watch(
+            Arc::downgrade(&liveness),
+            self.clone(),
+            token,
+            minted,
+            ip,
+        ));
         let target = match targets::find_target(&self.store, database).await {
             Ok(Some(t)) if t.kind == kind => t,
             Ok(_) => {
-                return Err(refuse(format!(
-                    "there is no {} database target named '{database}'",
-                    kind.as_str()
-                )));
+                return Err(counted(
+                    "unknown_target",
+                    format!(
+                        "there is no {} database target named '{database}'",
+                        kind.as_str()
+                    ),
+                ));
             }
-            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+            Err(e) => return Err(counted("error", format!("login failed: {}", e.message))),
         };
         let account = match targets::find_account(&self.store, database, account).await {
             Ok(Some(a)) => a,
             Ok(None) => {
-                return Err(refuse(format!(
-                    "database target '{database}' has no account '{account}'"
-                )));
+                return Err(counted(
+                    "unknown_target",
+                    format!("database target '{database}' has no account '{account}'"),
+                ));
             }
-            Err(e) => return Err(refuse(format!("login failed: {}", e.message))),
+            Err(e) => return Err(counted("error", format!("login failed: {}", e.message))),
         };
-        let ip = crate::policy::canonical(client.ip());
-        self.authenticate(user_id, password, ip)
-            .await
-            .map_err(|e| refuse(e.message))?;
         let matches = self.matching(user_id, &account.account, &target, ip);
         let now = now_ms();
         if !matches.iter().any(|p| p.effective(now)) {
@@ -261,13 +429,15 @@ impl DbGate {
                     ),
             )
             .await;
-            metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "denied").increment(1);
             let (user, acct, tgt) = (user_id, &account.account, &target.name);
-            return Err(refuse(if matches.is_empty() {
-                format!("{why} lets '{user}' use account '{acct}' on '{tgt}' from {ip}")
-            } else {
-                format!("{why}: '{user}' may not use account '{acct}' on '{tgt}' from {ip}")
-            }));
+            return Err(counted(
+                "denied",
+                if matches.is_empty() {
+                    format!("{why} lets '{user}' use account '{acct}' on '{tgt}' from {ip}")
+                } else {
+                    format!("{why}: '{user}' may not use account '{acct}' on '{tgt}' from {ip}")
+                },
+            ));
         }
         self.record(
             Event::new("gateway", "db.connect")
@@ -288,6 +458,8 @@ impl DbGate {
             matches,
             prepared: HashMap::new(),
             lexer_uncertain: false,
+            catalog: None,
+            liveness,
         })
     }
 
@@ -327,20 +499,28 @@ impl DbGate {
         }
     }
 
-    /// A Haechi password, or a token (then it must be the same user's).
-    async fn authenticate(&self, user_id: &str, password: &SecretString, ip: IpAddr) -> Result<()> {
+    /// A Haechi password, or a token (then it must be the same user's). Returns the token the
+    /// session's liveness is checked by (see [`Liveness`]) and whether this login minted it
+    /// (then it is revoked when the session ends).
+    async fn authenticate(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        ip: IpAddr,
+    ) -> Result<(SecretString, bool)> {
         let secret = password.expose_secret();
         if secret.starts_with(haechi_identity::token::PREFIX) {
             let p = self.identity().authenticate(secret, ip).await?;
             if p.user_id != user_id {
                 return Err(Error::unauthenticated("wrong user id or password"));
             }
-            return Ok(());
+            return Ok((password.clone(), false));
         }
-        self.identity()
+        let ok = self
+            .identity()
             .login(user_id, password, ip, "gateway")
             .await?;
-        Ok(())
+        Ok((ok.token, true))
     }
 
     /// The principal an account's password is read as: the user who registered the account.
@@ -415,6 +595,14 @@ impl Session {
 
     /// The verdict on a classified statement string, against the policies as they are now.
     pub fn decide(&mut self, c: &Classification) -> Verdict {
+        if let Some(why) = self.liveness.ended() {
+            return Verdict::Refuse {
+                message: format!(
+                    "Haechi DB gateway: refused: {why}; this session can no longer be used, log in again"
+                ),
+                missing: c.needs,
+            };
+        }
         let generation = self.gate.generation();
         if generation != self.seen_generation {
             self.matches = self.gate.matching(
@@ -473,6 +661,19 @@ impl Session {
         Verdict::Refuse { message, missing }
     }
 
+    /// PostgreSQL: adds `EXECUTE` to `c` unless every name it reads in attribute notation is
+    /// only a column by the target's current catalog snapshot (see [`pg::catalog`]).
+    pub fn resolve_fields(&mut self, c: &mut Classification) {
+        if c.fields.is_empty() {
+            return;
+        }
+        self.catalog = self
+            .gate
+            .pg_catalogs
+            .for_session(&self.target.name, &self.catalog);
+        pg::catalog::resolve(c, self.catalog.as_deref());
+    }
+
     /// From now on only `ALL` allows a statement: the database reads this session's text
     /// otherwise than the classifier does (see [`Session::apply`]).
     pub fn distrust_lexing(&mut self) {
@@ -495,6 +696,9 @@ impl Session {
         }
         if c.flags.lexer_change {
             self.lexer_uncertain = true;
+        }
+        if self.target.kind == Kind::Postgres && pg::catalog::Catalogs::invalidates(c.needs) {
+            self.gate.pg_catalogs.invalidate(&self.target.name);
         }
     }
 
@@ -535,7 +739,13 @@ impl Auditor {
     /// Queues the audit event of one statement string and counts its verdict.
     pub async fn audit(&self, r: StatementRecord<'_>) {
         let cap = self.gate.config().audit_statement_bytes;
-        let text = cap_text(r.text, cap);
+        let dialect = if self.protocol == "mysql" {
+            crate::redact::Dialect::MySql
+        } else {
+            crate::redact::Dialect::Postgres
+        };
+        let redacted = crate::redact::redact(r.text, dialect);
+        let text = cap_text(&redacted, cap);
         let (verdict, outcome, missing) = match r.verdict {
             Verdict::Allow if r.error.is_some() => ("allowed", Outcome::Failure, None),
             Verdict::Allow => ("allowed", Outcome::Success, None),

@@ -42,6 +42,7 @@ pub async fn handle(
     main: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + crate::gateway::PRE_AUTH_DEADLINE;
     let mut io: BoxIo = Box::new(tcp);
     let scramble: Vec<u8> = (0..20).map(|_| rand::random::<u8>() % 94 + 33).collect();
     let conn_id: u32 = rand::random::<u32>() & 0x7fff_ffff;
@@ -70,7 +71,7 @@ pub async fn handle(
     crate::gateway::send(&mut io, &out).await?;
 
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut pkt = p::read_packet(&mut io, &mut buf).await?;
+    let mut pkt = read_pre_auth(&mut io, &mut buf, deadline).await?;
     let mut encrypted = false;
     if pkt.payload.len() >= 4 {
         let caps = u32::from_le_bytes([
@@ -88,12 +89,13 @@ pub async fn handle(
                 )
                 .await;
             };
-            if !buf.is_empty() {
-                return Ok(());
-            }
-            io = Box::new(a.accept(io).await?);
+            // Bytes read past the SSLRequest (a ClientHello sent in the same write) are the
+            // start of the TLS handshake.
+            let early = buf.split().freeze();
+            let plain = crate::gateway::Prefixed::new(early, io);
+            io = Box::new(crate::gateway::before(deadline, a.accept(plain)).await?);
             encrypted = true;
-            pkt = p::read_packet(&mut io, &mut buf).await?;
+            pkt = read_pre_auth(&mut io, &mut buf, deadline).await?;
         }
     }
     let Some(resp) = parse_response(&pkt.payload) else {
@@ -142,7 +144,7 @@ pub async fn handle(
         let mut out = BytesMut::new();
         p::put_packet(&mut out, seq, &sw);
         crate::gateway::send(&mut io, &out).await?;
-        let r = p::read_packet(&mut io, &mut buf).await?;
+        let r = read_pre_auth(&mut io, &mut buf, deadline).await?;
         seq = r.seq.wrapping_add(1);
         if plugin == "mysql_clear_password" {
             return login(io, buf, peer, gate, &main, resp, seq, strip_nul(&r.payload)).await;
@@ -151,7 +153,7 @@ pub async fn handle(
     let mut out = BytesMut::new();
     p::put_packet(&mut out, seq, &[0x01, 0x04]);
     crate::gateway::send(&mut io, &out).await?;
-    let r = p::read_packet(&mut io, &mut buf).await?;
+    let r = read_pre_auth(&mut io, &mut buf, deadline).await?;
     seq = r.seq.wrapping_add(1);
     if r.payload.first() == Some(&0x02) && r.payload.len() == 1 {
         return refuse_login(
@@ -162,6 +164,19 @@ pub async fn handle(
         .await;
     }
     login(io, buf, peer, gate, &main, resp, seq, strip_nul(&r.payload)).await
+}
+
+/// A packet of the login, within its deadline and size cap.
+async fn read_pre_auth(
+    io: &mut BoxIo,
+    buf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<p::Packet> {
+    crate::gateway::before(
+        deadline,
+        p::read_packet_capped(io, buf, crate::gateway::PRE_AUTH_MAX_MESSAGE),
+    )
+    .await
 }
 
 fn strip_nul(b: &[u8]) -> Vec<u8> {

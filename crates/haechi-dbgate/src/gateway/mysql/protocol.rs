@@ -79,7 +79,22 @@ pub async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
 ) -> std::io::Result<Packet> {
+    read_packet_capped(r, buf, usize::MAX).await
+}
+
+/// [`read_packet`], refusing a packet whose payload is announced longer than `cap`.
+pub async fn read_packet_capped<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cap: usize,
+) -> std::io::Result<Packet> {
     loop {
+        if buf.len() >= 4 && u32::from_le_bytes([buf[0], buf[1], buf[2], 0]) as usize > cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a packet longer than allowed before login",
+            ));
+        }
         if let Some(p) = frame(buf) {
             return Ok(p);
         }

@@ -88,6 +88,8 @@ pub async fn connect(
             .map_err(|e| e.to_string())?;
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<Scram> = None;
+        // Set once the server proved it knows the password (SCRAM's server signature).
+        let mut scram_verified = false;
         let mut out = LoginState {
             pid: 0,
             secret: 0,
@@ -109,6 +111,11 @@ pub async fn connect(
                     let rest = &m.body[4..];
                     let mut reply = BytesMut::new();
                     match code {
+                        // A server that began SCRAM must finish it: AuthenticationOk before
+                        // its signature was checked could come from anyone in the middle.
+                        0 if scram.is_some() && !scram_verified => {
+                            return Err("the database accepted the login before proving it knows the password (SCRAM not completed)".into());
+                        }
                         0 => continue,
                         3 => {
                             let mut b = BytesMut::new();
@@ -146,6 +153,7 @@ pub async fn connect(
                         12 => {
                             let s = scram.as_ref().ok_or("SCRAM out of order")?;
                             s.verify_server(&String::from_utf8_lossy(rest))?;
+                            scram_verified = true;
                             continue;
                         }
                         other => {
@@ -427,4 +435,67 @@ fn marker_in(message: &str) -> Option<&str> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(rest.len());
     Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::Kind;
+    use tokio::io::AsyncWriteExt;
+
+    fn target(port: u16) -> Target {
+        Target {
+            id: 1,
+            name: "t".into(),
+            kind: Kind::Postgres,
+            host: "127.0.0.1".into(),
+            port,
+            database: "d".into(),
+            tls: BackendTls::Disable,
+            socket: None,
+            created_by: "x".into(),
+            created_at: 0,
+        }
+    }
+
+    /// A server that starts SCRAM, takes the client's first message, and then says
+    /// AuthenticationOk without the server-final message: the login must fail.
+    #[tokio::test]
+    async fn a_scram_login_must_be_completed_by_the_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_i32().await.unwrap();
+            let mut startup = vec![0u8; len as usize - 4];
+            s.read_exact(&mut startup).await.unwrap();
+            let mut out = BytesMut::new();
+            let mut b = BytesMut::new();
+            b.put_i32(10);
+            b.put_slice(b"SCRAM-SHA-256\0\0");
+            p::put_msg(&mut out, b'R', &b);
+            s.write_all(&out).await.unwrap();
+            let mut buf = BytesMut::new();
+            let first = p::read_msg(&mut s, &mut buf).await.unwrap();
+            assert_eq!(first.tag, b'p');
+            let mut out = BytesMut::new();
+            p::put_msg(&mut out, b'R', &0i32.to_be_bytes());
+            p::put_msg(&mut out, b'Z', b"I");
+            s.write_all(&out).await.unwrap();
+            let _ = s.read_u8().await;
+        });
+        let r = connect(
+            &target(port),
+            "acct",
+            &SecretString::from("pw".to_owned()),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
+        match r {
+            Ok(_) => panic!("a login without the SCRAM server signature was accepted"),
+            Err(e) => assert!(e.contains("SCRAM not completed"), "{e}"),
+        }
+        server.abort();
+    }
 }

@@ -18,7 +18,7 @@ use super::pool;
 use super::protocol::{self as p, Msg};
 use super::{BackendKey, CancelTarget};
 use crate::classify::{pg as classify_pg, Classification};
-use crate::gateway::{BoxIo, LoginFailed, Session, Verdict};
+use crate::gateway::{before, BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
 use crate::targets::{BackendTls, Kind};
 use crate::DbGate;
@@ -44,16 +44,19 @@ pub async fn handle(
     main: tokio::runtime::Handle,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + crate::gateway::PRE_AUTH_DEADLINE;
     let mut io: BoxIo = Box::new(tcp);
     let mut encrypted = false;
     let params = loop {
-        let mut pkt = p::read_startup(&mut io).await?;
+        // Startup packets are read exactly (length, then body), so a TLS ClientHello sent in
+        // the same write as the SSLRequest stays in the socket for the TLS handshake.
+        let mut pkt = before(deadline, p::read_startup(&mut io)).await?;
         let code = pkt.get_i32();
         match code {
             p::SSL_REQUEST => match &acceptor {
                 Some(a) if !encrypted => {
                     crate::gateway::send(&mut io, b"S").await?;
-                    io = Box::new(a.accept(io).await?);
+                    io = Box::new(before(deadline, a.accept(io)).await?);
                     encrypted = true;
                 }
                 _ => crate::gateway::send(&mut io, b"N").await?,
@@ -127,7 +130,11 @@ pub async fn handle(
     p::auth_request(&mut out, 3, &[]);
     crate::gateway::send(&mut io, &out).await?;
     let mut buf = BytesMut::with_capacity(8192);
-    let m = p::read_msg(&mut io, &mut buf).await?;
+    let m = before(
+        deadline,
+        p::read_msg_capped(&mut io, &mut buf, crate::gateway::PRE_AUTH_MAX_MESSAGE),
+    )
+    .await?;
     if m.tag != b'p' {
         return fatal(&mut io, "08P01", "expected a password message").await;
     }
@@ -161,7 +168,7 @@ pub async fn handle(
         })
         .cloned()
         .collect();
-    let db = match backend::connect(
+    let mut db = match backend::connect(
         &session.target,
         &session.account.account,
         &db_password,
@@ -179,6 +186,10 @@ pub async fn handle(
             return fatal(&mut io, "08006", &msg).await;
         }
     };
+    session.catalog = gate
+        .pg_catalogs
+        .load(&session.target.name, &mut db.io)
+        .await;
     // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
     // A database or role configured otherwise reads backslashes in '...' as escapes, so the
     // classification cannot be trusted: only ALL allows anything then.
@@ -304,10 +315,11 @@ async fn pooled<R: AsyncRead + Unpin>(
             let msg = buf.split_to(len).freeze();
             let mut body = msg.slice(5..);
             let sql = p::cstr(&mut body).unwrap_or_default();
-            let c = {
+            let mut c = {
                 let prepared = |name: &str| session.prepared.get(name).copied();
                 classify_pg::classify_cached(&sql, &prepared, &session.gate().pg_classes, &mut key)
             };
+            session.resolve_fields(&mut c);
             // Refusals, anything not session-neutral, and text with a backslash (which a
             // pooled connection might read otherwise, see `relay`) go the session's own way
             // (decided again there).
@@ -415,6 +427,7 @@ impl Flow<'_> {
         let prepared = |name: &str| session.prepared.get(name).copied();
         let mut c =
             classify_pg::classify_cached(sql, &prepared, &session.gate().pg_classes, &mut self.key);
+        self.session.resolve_fields(&mut c);
         if self.batch_executed && sql.contains('\\') {
             c.needs.add(crate::Privilege::All);
             c.unclassifiable.get_or_insert_with(|| {

@@ -11,6 +11,7 @@
 //! error, and nothing of a refused string runs.
 
 mod backend;
+pub mod catalog;
 mod frontend;
 pub mod pool;
 pub mod protocol;

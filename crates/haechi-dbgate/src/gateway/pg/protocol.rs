@@ -77,7 +77,24 @@ pub async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<By
 
 /// Reads one typed message.
 pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<Msg> {
+    read_msg_capped(r, buf, MAX_MESSAGE).await
+}
+
+/// [`read_msg`], refusing a message whose length is announced longer than `cap`.
+pub async fn read_msg_capped<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cap: usize,
+) -> std::io::Result<Msg> {
     loop {
+        if buf.len() >= 5
+            && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as i64 > cap as i64
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a message longer than allowed before login",
+            ));
+        }
         if let Some(m) = frame(buf)? {
             return Ok(m);
         }
