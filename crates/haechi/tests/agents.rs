@@ -236,7 +236,10 @@ async fn rerun_makes_exec_no_2_and_keeps_1_readable() {
     let s = &e.server;
     let t = admin_token(s).await;
     let id = unique("rerun");
-    let flag = std::env::temp_dir().join(unique("flag"));
+    // The flag lives in a directory of its own: the agents' data directories are under the
+    // temporary directory, so their sandbox keeps scripts from creating files directly in it.
+    let flag_dir = tempfile::tempdir().unwrap();
+    let flag = flag_dir.path().join("flag");
     // Fails the first time, succeeds once the flag file exists.
     let script = format!(
         "#!/bin/sh\nif [ -e {f} ]; then echo second; exit 0; fi\ntouch {f}\necho first; exit 2\n",
@@ -647,4 +650,122 @@ async fn output_over_the_cap_is_truncated_with_a_marker() {
     )
     .await;
     assert_eq!(d["nodes"][0]["truncated"], true);
+}
+
+/// The script of the sandbox tests: tries to read each argument, directly and through its
+/// parent's (the agent's) `/proc/<pid>/root`, and says what happened.
+const TRY_READ: &str = "#!/bin/sh\nfor a in \"$@\"; do for f in \"$a\" \"/proc/$PPID/root$a\"; do\n  if err=$(cat \"$f\" 2>&1 >/dev/null); then echo \"READ $f\"; else echo \"DENIED $f: $err\"; fi\ndone; done\n";
+
+fn assert_all_denied(n: &serde_json::Value, paths: &[&std::path::Path]) {
+    let out = n["outText"].as_str().unwrap();
+    assert!(
+        !out.contains("READ "),
+        "a script read a protected file:\n{out}\n{}",
+        n["errText"]
+    );
+    for p in paths {
+        let line = format!("DENIED {}: ", p.display());
+        assert!(
+            out.contains(&line),
+            "no denial for {}:\n{out}\n{}",
+            p.display(),
+            n["errText"]
+        );
+        let via_proc = format!("/root{}: ", p.display());
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("DENIED /proc/") && l.contains(&via_proc)),
+            "no denial through /proc for {}:\n{out}",
+            p.display()
+        );
+    }
+    assert!(out.contains("Permission denied"), "{out}");
+}
+
+#[tokio::test]
+async fn scripts_cannot_read_the_server_keys_the_store_or_an_agent_credential() {
+    assert!(
+        running_as_root(),
+        "these tests run as root (the agents switch users)"
+    );
+    // A local agent allowed to run as root: only the sandbox stands between a script and the
+    // server's data directory.
+    let node = unique("local");
+    let s = Server::start_with(
+        local_agent_opts(&node).env("HAECHI_AGENTS__LOCAL_ALLOW_PRIVILEGED_OS_USERS", "true"),
+    );
+    wait_node_connected(&s, &node, Duration::from_secs(30)).await;
+    let key = s.data_dir.join("vault.key");
+    let cred = s.data_dir.join("agent/credential.json");
+    assert!(
+        key.is_file() && cred.is_file(),
+        "the files the test needs exist"
+    );
+    let mut targets = vec![key.clone(), cred.clone()];
+    if let Db::Sqlite(store) = &s.db {
+        targets.push(store.clone());
+    }
+    let mut args: Vec<String> = targets.iter().map(|p| p.display().to_string()).collect();
+    args.push("/etc/hostname".into()); // a control: everything else stays readable
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n = run_once(&s, &node, "root", TRY_READ, &argv).await;
+    let out = n["outText"].as_str().unwrap();
+    assert!(
+        out.contains("READ /etc/hostname\n"),
+        "{out}\n{}",
+        n["errText"]
+    );
+    let out_without_control = serde_json::json!({
+        "outText": out.lines().filter(|l| !l.ends_with("/etc/hostname")).collect::<Vec<_>>().join("\n"),
+        "errText": n["errText"].clone(),
+    });
+    let paths: Vec<&std::path::Path> = targets.iter().map(|p| p.as_path()).collect();
+    assert_all_denied(&out_without_control, &paths);
+
+    s.finish().await;
+
+    // A separate agent's script cannot read that agent's credential or journal.
+    let e = env();
+    let cred = e.a.dir.join("credential.json");
+    let jobs = e.a.dir.join("jobs");
+    let n = run_once(
+        &e.server,
+        &e.a.node_id,
+        &current_user(),
+        TRY_READ,
+        &[&cred.display().to_string(), &jobs.display().to_string()],
+    )
+    .await;
+    assert_all_denied(&n, &[cred.as_path()]);
+}
+
+#[tokio::test]
+async fn the_local_agent_refuses_root_and_the_server_user_unless_configured() {
+    let node = unique("local");
+    let key = "k8Jz0m1yXh3jVw2bq9Yc6pQfT4rLs7uN5eAiGoDvWbM=";
+    let s = Server::start_with(local_agent_opts(&node).env("HAECHI_VAULT_MASTER_KEY", key));
+    wait_node_connected(&s, &node, Duration::from_secs(30)).await;
+    let n = run_once(&s, &node, &current_user(), "echo ran", &[]).await;
+    assert_eq!(n["resultCd"], "F", "{n}");
+    assert_eq!(n["outText"], "", "it must not have run");
+    let err = n["errText"].as_str().unwrap();
+    assert!(
+        err.contains("refusing to run as os user")
+            && err.contains("local_allow_privileged_os_users"),
+        "{err}"
+    );
+    let n = run_once(&s, &node, "root", "echo ran", &[]).await;
+    assert_eq!(
+        (n["resultCd"].as_str(), n["outText"].as_str()),
+        (Some("F"), Some("")),
+        "{n}"
+    );
+
+    // An unprivileged user runs, and finds neither the master key nor the server's environment.
+    let script = "#!/bin/sh\nid -un\nenv | grep -c HAECHI_VAULT || true\ncat /proc/$PPID/environ >/dev/null 2>&1 && echo ENVIRON-READ; true\n";
+    let n = run_once(&s, &node, "haechi-test", script, &[]).await;
+    assert_eq!(n["resultCd"], "S", "{n}");
+    assert_eq!(n["outText"], "haechi-test\n0\n", "{n}");
+    assert!(!s.logs().contains(key));
+    s.finish().await;
 }
