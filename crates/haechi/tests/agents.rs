@@ -769,3 +769,92 @@ async fn the_local_agent_refuses_root_and_the_server_user_unless_configured() {
     assert!(!s.logs().contains(key));
     s.finish().await;
 }
+
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn background_children_end_with_the_script_which_runs_with_limits_and_umask() {
+    let e = env();
+    let script = "#!/bin/sh\nsleep 300 &\necho \"bg=$!\"\necho \"umask=$(umask)\"\necho \"nofile=$(ulimit -n)\"\necho \"core=$(ulimit -c)\"\nexit 0\n";
+    let n = run_once(&e.server, &e.a.node_id, &current_user(), script, &[]).await;
+    assert_eq!(n["resultCd"], "S", "{n}");
+    let out = n["outText"].as_str().unwrap();
+    assert!(out.contains("umask=0077\n"), "{out}");
+    assert!(out.contains("nofile=8192\n"), "{out}");
+    assert!(out.contains("core=0\n"), "{out}");
+    let pid: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("bg="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The result is reported once the group is gone: the background sleep is not left behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background child {pid} outlived its script"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_removes_the_run_files_of_runs_killed_with_it_at_its_next_start() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    let mut a = Agent::start(s, &node_name("leftover")).await;
+    let id = unique("leftover");
+    approved_task(
+        s,
+        &t,
+        &id,
+        "#!/bin/sh\necho \"$0\"\necho \"$$\"\nexec sleep 120\n",
+        json!({}),
+    )
+    .await;
+    let no = start(s, &t, &id, &[&a.node_id], &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (script, pid) = loop {
+        let n = node_detail(s, &t, no, &a.node_id, None).await;
+        let out = String::from_utf8(b64(&n["encbase64out"])).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        if lines.len() >= 2 {
+            break (
+                std::path::PathBuf::from(lines[0]),
+                lines[1].parse::<i32>().unwrap(),
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "no output: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let run_dir = script.parent().unwrap().to_path_buf();
+    assert!(script.is_file(), "{}", script.display());
+    a.kill9();
+    // The script outlives the killed agent (its own process group); its files stay behind.
+    assert!(run_dir.is_dir());
+    a.restart(s);
+    a.wait_connected(s).await;
+    assert!(
+        !run_dir.exists(),
+        "{} was left behind after the agent started again",
+        run_dir.display()
+    );
+    let n = wait_status(s, &t, no, &a.node_id, "LOST", Duration::from_secs(30)).await;
+    assert_eq!(n["resultCd"], "F");
+    // The orphaned script (now `sleep`, by `exec`) is ended by its own pid, once checked.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if pid > 1 && cmdline.starts_with(b"sleep\0120") {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+}
