@@ -852,7 +852,7 @@ async fn an_agent_removes_the_run_files_of_runs_killed_with_it_at_its_next_start
     assert_eq!(n["resultCd"], "F");
     // The orphaned script (now `sleep`, by `exec`) is ended by its own pid, once checked.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if pid > 1 && cmdline.starts_with(b"sleep\0120") {
+    if pid > 1 && cmdline.starts_with(b"sleep\x00120") {
         let _ = std::process::Command::new("kill")
             .arg(pid.to_string())
             .status();
