@@ -178,6 +178,11 @@ pub async fn start_local(
         },
         None => (format!("http://{authority}"), None),
     };
+    let node_id = cfg
+        .agents
+        .local_node_id
+        .clone()
+        .unwrap_or_else(local_hostname);
     let enrolled = matches!(Credential::load(&data_dir), Ok(Some(_)));
     let enroll_token = if enrolled {
         None
@@ -186,9 +191,12 @@ pub async fn start_local(
             user_id: "system".into(),
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
+        // Made for the local node's id, so it also enrols that node again after its
+        // credential was revoked.
         let req = haechi_exec::NewEnrollmentToken {
             ttl_secs: Some(600),
             uses: Some(1),
+            node_id: Some(node_id.clone()),
         };
         match exec.create_enrollment_token(&actor, req).await {
             Ok(t) => Some(t.token),
@@ -202,7 +210,7 @@ pub async fn start_local(
         server,
         tls,
         data_dir,
-        node_id: cfg.agents.local_node_id.clone(),
+        node_id: Some(node_id),
         enroll_token,
         exec_helper: helper(),
         // The server's data directory holds the vault key, the store, the TLS key and this
@@ -215,7 +223,7 @@ pub async fn start_local(
     };
     println!(
         "haechi: local agent starting (node id: {})",
-        opts.node_id.clone().unwrap_or_else(local_hostname)
+        opts.node_id.as_deref().unwrap_or_default()
     );
     Some(tokio::spawn(async move {
         if let Err(e) = haechi_agent::run(opts, std::future::pending()).await {

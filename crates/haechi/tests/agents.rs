@@ -858,3 +858,125 @@ async fn an_agent_removes_the_run_files_of_runs_killed_with_it_at_its_next_start
             .status();
     }
 }
+
+/// Makes an enrolment token; `extra` is merged into the request.
+async fn enrollment_token(s: &Server, t: &str, extra: serde_json::Value) -> String {
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/agents/enrollment-tokens"))
+            .bearer_auth(t)
+            .json(&extra),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+async fn enroll_as(s: &Server, token: &str, node: &str) -> (u16, serde_json::Value) {
+    call(
+        client()
+            .post(s.url("/api/v1/agents/enroll"))
+            .json(&json!({ "token": token, "nodeId": node, "hostname": "h" })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_single_use_token_enrols_exactly_one_of_many_parallel_agents() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    for round in 0..3 {
+        let token = enrollment_token(s, &t, json!({ "uses": 1 })).await;
+        let attempts = (0..12).map(|i| {
+            let token = token.clone();
+            let node = node_name(&format!("race{round}x{i}"));
+            async move { enroll_as(s, &token, &node).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let ok = results.iter().filter(|(st, _)| *st == 201).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|(st, _)| *st == 201 || *st == 401),
+            "{results:?}"
+        );
+    }
+    // A three-use token: exactly three.
+    let token = enrollment_token(s, &t, json!({ "uses": 3 })).await;
+    let attempts = (0..10).map(|i| {
+        let token = token.clone();
+        let node = node_name(&format!("race3x{i}"));
+        async move { enroll_as(s, &token, &node).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(
+        results.iter().filter(|(st, _)| *st == 201).count(),
+        3,
+        "{results:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_enrolled_again_only_with_a_token_made_for_it() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    let node = node_name("reenrol");
+    let token = enrollment_token(s, &t, json!({})).await;
+    let (st, body) = enroll_as(s, &token, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .post(s.url(&format!("/api/v1/nodes/{node}/revoke")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Any token: refused, and the refusal does not use it up.
+    let any = enrollment_token(s, &t, json!({ "uses": 1 })).await;
+    let (st, body) = enroll_as(s, &any, &node).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("node_id"),
+        "{body}"
+    );
+    let (st, body) = enroll_as(s, &any, &node_name("fresh")).await;
+    assert_eq!(st, 201, "the refused attempt took the token's use: {body}");
+
+    // A token made for another node: refused for this one.
+    let other = enrollment_token(s, &t, json!({ "node_id": node_name("other") })).await;
+    let (st, body) = enroll_as(s, &other, &node).await;
+    assert_eq!(st, 403, "{body}");
+
+    // A token made for it: enrolled again.
+    let bound = enrollment_token(s, &t, json!({ "node_id": node })).await;
+    let (st, body) = enroll_as(s, &bound, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/agents/enrollment-tokens"))
+            .bearer_auth(&t)
+            .json(&json!({ "node_id": "bad id" })),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+}
+
+#[tokio::test]
+async fn new_nodes_can_be_made_to_start_disabled() {
+    let s = Server::start_with(exec_opts().env("HAECHI_AGENTS__NEW_NODES_DISABLED", "true"));
+    let t = admin_token(&s).await;
+    let token = enrollment_token(&s, &t, json!({})).await;
+    let node = node_name("vetted");
+    let (st, body) = enroll_as(&s, &token, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .get(s.url(&format!("/api/v1/nodes/{node}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("D")), "{body}");
+    s.finish().await;
+}
