@@ -859,28 +859,6 @@ async fn an_agent_removes_the_run_files_of_runs_killed_with_it_at_its_next_start
     }
 }
 
-/// Makes an enrolment token; `extra` is merged into the request.
-async fn enrollment_token(s: &Server, t: &str, extra: serde_json::Value) -> String {
-    let (st, body) = call(
-        client()
-            .post(s.url("/api/v1/agents/enrollment-tokens"))
-            .bearer_auth(t)
-            .json(&extra),
-    )
-    .await;
-    assert_eq!(st, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
-
-async fn enroll_as(s: &Server, token: &str, node: &str) -> (u16, serde_json::Value) {
-    call(
-        client()
-            .post(s.url("/api/v1/agents/enroll"))
-            .json(&json!({ "token": token, "nodeId": node, "hostname": "h" })),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_single_use_token_enrols_exactly_one_of_many_parallel_agents() {
     let e = env();

@@ -43,15 +43,7 @@ impl Agent {
     /// Like [`Agent::start`], dialling `url` (a relay in front of the server).
     pub async fn start_at(s: &Server, node_id: &str, url: &str) -> Agent {
         let admin = admin_token(s).await;
-        let (st, body) = call(
-            client()
-                .post(s.url("/api/v1/agents/enrollment-tokens"))
-                .bearer_auth(&admin)
-                .json(&json!({})),
-        )
-        .await;
-        assert_eq!(st, 201, "{body}");
-        let token = body["token"].as_str().unwrap().to_owned();
+        let token = enrollment_token(s, &admin, json!({})).await;
         let tmp = tempfile::tempdir().unwrap();
         let mut a = Agent {
             node_id: node_id.to_owned(),
@@ -175,6 +167,29 @@ pub async fn run_once(s: &Server, node: &str, os_user: &str, script: &str, args:
     n["outText"] = json!(String::from_utf8_lossy(&b64(&n["encbase64out"])));
     n["errText"] = json!(String::from_utf8_lossy(&b64(&n["encbase64err"])));
     n
+}
+
+/// Makes an enrolment token with the body `extra` (`{}` for the defaults).
+pub async fn enrollment_token(s: &Server, t: &str, extra: Value) -> String {
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/agents/enrollment-tokens"))
+            .bearer_auth(t)
+            .json(&extra),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Enrols `node` with `token` through the API (as an agent would).
+pub async fn enroll_as(s: &Server, token: &str, node: &str) -> (u16, Value) {
+    call(
+        client()
+            .post(s.url("/api/v1/agents/enroll"))
+            .json(&json!({ "token": token, "nodeId": node, "hostname": "h" })),
+    )
+    .await
 }
 
 /// A TCP relay in front of a server, so agents keep one address while the server behind it
