@@ -13,6 +13,7 @@ mod fsutil;
 mod journal;
 pub mod protocol;
 mod runner;
+pub mod sandbox;
 mod session;
 mod sysinfo;
 
@@ -24,12 +25,12 @@ use std::time::Duration;
 
 pub use credential::Credential;
 pub use error::AgentError;
-pub use runner::ExecHelper;
+pub use runner::{ExecHelper, Limits};
 pub use session::{dial, Socket};
 
 use journal::Journal;
 use protocol::{Finished, Outcome};
-use runner::{Job, Progress};
+use runner::{Job, Progress, RunPolicy, SandboxState};
 
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -50,8 +51,18 @@ pub struct AgentOptions {
     pub node_id: Option<String>,
     /// The one-time enrolment token (needed only until the agent has its credential).
     pub enroll_token: Option<String>,
-    /// How to switch users when the agent runs as root.
+    /// The helper scripts start through (user switch, sandbox, limits).
     pub exec_helper: Option<ExecHelper>,
+    /// Paths scripts must not reach besides the agent's own data directory (the server's local
+    /// agent adds the server's data directory).
+    pub protect: Vec<PathBuf>,
+    /// Run scripts without the sandbox when the kernel cannot enforce it (loudly); otherwise
+    /// such runs fail.
+    pub allow_unsandboxed: bool,
+    /// Refuse `root` and the agent's own user as `osUser` (the server's local agent).
+    pub refuse_privileged_os_users: bool,
+    /// Resource limits and umask of scripts.
+    pub limits: Limits,
     /// Reported as `agentVer`.
     pub agent_ver: String,
 }
@@ -59,6 +70,7 @@ pub struct AgentOptions {
 /// The agent: its journal and the executions it holds.
 pub(crate) struct Agent {
     opts: AgentOptions,
+    policy: Arc<RunPolicy>,
     journal: Arc<Journal>,
     jobs: Mutex<HashMap<i64, Arc<Job>>>,
     acked: Mutex<VecDeque<i64>>,
@@ -147,7 +159,7 @@ impl Agent {
         tokio::spawn(runner::run(
             job.clone(),
             self.journal.clone(),
-            self.opts.exec_helper.clone(),
+            self.policy.clone(),
         ));
         Ok(Some(job))
     }
@@ -164,7 +176,9 @@ pub async fn run(
     let cred = credential::load_or_enroll(&opts).await?;
     tracing::info!(node_id = %cred.node_id, server = %opts.server, "agent starting");
     let journal = Arc::new(Journal::open(&opts.data_dir)?);
+    let policy = Arc::new(run_policy(&opts)?);
     let agent = Arc::new(Agent {
+        policy,
         opts,
         journal: journal.clone(),
         jobs: Mutex::new(HashMap::new()),
@@ -197,6 +211,48 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
         }
     }
+}
+
+/// How scripts will run: the sandbox (probed once), the paths it protects, the runs' directory
+/// (emptied of what a killed agent left behind).
+fn run_policy(opts: &AgentOptions) -> Result<RunPolicy, AgentError> {
+    let mut protect = vec![opts.data_dir.clone()];
+    protect.extend(opts.protect.iter().cloned());
+    let probed = if opts.exec_helper.is_some() {
+        sandbox::probe()
+    } else {
+        Err("this agent has no helper to apply the sandbox with".to_owned())
+    };
+    let sandbox = match probed {
+        Ok(()) => {
+            tracing::info!(protected = ?protect, "scripts run in a Landlock sandbox that keeps them out of the protected paths");
+            SandboxState::On
+        }
+        Err(why) if opts.allow_unsandboxed => {
+            tracing::error!(
+                "DEGRADED: scripts run WITHOUT their sandbox and can read the agent's credential and journal{}: {why}",
+                if opts.protect.is_empty() { "" } else { " and the server's data directory" }
+            );
+            SandboxState::Degraded(why)
+        }
+        Err(why) => {
+            tracing::error!("scripts will be refused: the sandbox is unavailable: {why}");
+            SandboxState::Unavailable(why)
+        }
+    };
+    let run_root = runner::run_root(&opts.data_dir).map_err(AgentError::Config)?;
+    let left = runner::clean_run_root(&run_root);
+    if left > 0 {
+        tracing::info!(removed = left, dir = %run_root.display(), "removed what runs of an earlier start left behind");
+    }
+    Ok(RunPolicy {
+        helper: opts.exec_helper.clone(),
+        protect,
+        sandbox,
+        refuse_privileged: opts.refuse_privileged_os_users,
+        run_root,
+        limits: opts.limits.clone(),
+    })
 }
 
 /// Exponential backoff from 0.5 s to 30 s, with ±25 % jitter so many agents that lost the same
@@ -246,24 +302,143 @@ fn recover(agent: &Arc<Agent>) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// The user-switch helper: run as root, become `user` (its groups, gid, uid) and exec
+/// What the helper (`haechi agent-exec-as`) is told: its arguments before `--`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExecAs {
+    /// Become this user (the agent runs as root).
+    pub user: Option<String>,
+    /// Apply the sandbox protecting these paths.
+    pub sandbox: bool,
+    pub protect: Vec<PathBuf>,
+    pub limits: Limits,
+}
+
+impl ExecAs {
+    /// Parses `[--user U] [--sandbox] [--protect P]... [--rlimit-nofile N] [--rlimit-nproc N]
+    /// [--rlimit-core N] [--rlimit-as N] [--umask OCTAL] -- PROGRAM ARGS...`; returns the options
+    /// and the command.
+    pub fn parse(args: &[OsString]) -> Result<(ExecAs, &[OsString]), String> {
+        let mut me = ExecAs::default();
+        let mut i = 0;
+        let value = |i: usize, flag: &str| {
+            args.get(i + 1)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        let number = |v: &OsString, flag: &str| {
+            v.to_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| format!("{flag} takes a number"))
+        };
+        while i < args.len() {
+            let flag = args[i].to_str().unwrap_or("");
+            match flag {
+                "--" => return Ok((me, &args[i + 1..])),
+                "--sandbox" => {
+                    me.sandbox = true;
+                    i += 1;
+                    continue;
+                }
+                "--user" => {
+                    me.user = Some(
+                        value(i, flag)?
+                            .to_str()
+                            .ok_or("--user takes a user name")?
+                            .to_owned(),
+                    )
+                }
+                "--protect" => me.protect.push(PathBuf::from(value(i, flag)?)),
+                "--rlimit-nofile" => me.limits.nofile = number(value(i, flag)?, flag)?,
+                "--rlimit-nproc" => me.limits.nproc = number(value(i, flag)?, flag)?,
+                "--rlimit-core" => me.limits.core = number(value(i, flag)?, flag)?,
+                "--rlimit-as" => me.limits.address_space = number(value(i, flag)?, flag)?,
+                "--umask" => {
+                    me.limits.umask = value(i, flag)?
+                        .to_str()
+                        .and_then(|s| u32::from_str_radix(s, 8).ok())
+                        .filter(|m| *m <= 0o777)
+                        .ok_or("--umask takes an octal mode")?
+                }
+                other => return Err(format!("unknown option {other:?}")),
+            }
+            i += 2;
+        }
+        Err("no program to run (expected `-- PROGRAM ARGS...`)".into())
+    }
+}
+
+/// The helper every script starts through: sets the limits and umask, applies the sandbox
+/// (before giving up root, so no `no_new_privs` is needed then and setuid programs keep
+/// working inside it), becomes the task's user (its groups, gid, uid) when asked, and execs
 /// `program` with `args`. Returns only on failure.
 pub fn exec_as(
-    user: &str,
+    opts: &ExecAs,
     program: &OsStr,
     args: &[OsString],
 ) -> Result<std::convert::Infallible, String> {
-    use nix::unistd::{execv, initgroups, setgid, setuid, User};
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    use nix::unistd::{execv, geteuid, initgroups, setgid, setuid, User};
     use std::os::unix::ffi::OsStrExt;
-    let u = User::from_name(user)
-        .map_err(|e| format!("cannot look up os user '{user}': {e}"))?
-        .ok_or_else(|| format!("os user '{user}' does not exist"))?;
-    let name = CString::new(user).map_err(|_| "the user name holds a NUL byte".to_owned())?;
-    initgroups(&name, u.gid).map_err(|e| format!("cannot set the groups of '{user}': {e}"))?;
-    setgid(u.gid).map_err(|e| format!("cannot switch to the group of '{user}': {e}"))?;
-    setuid(u.uid).map_err(|e| format!("cannot switch to os user '{user}': {e}"))?;
-    if !u.uid.is_root() && setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
-        return Err(format!("switching to '{user}' did not drop root"));
+    let target = match &opts.user {
+        Some(user) => {
+            let u = User::from_name(user)
+                .map_err(|e| format!("cannot look up os user '{user}': {e}"))?
+                .ok_or_else(|| format!("os user '{user}' does not exist"))?;
+            let name = CString::new(user.as_str())
+                .map_err(|_| "the user name holds a NUL byte".to_owned())?;
+            Some((u, name))
+        }
+        None => None,
+    };
+    let l = &opts.limits;
+    let unlimited_if_zero = |v: u64| if v == 0 { RLIM_INFINITY } else { v };
+    for (resource, wanted, name) in [
+        (
+            Resource::RLIMIT_NOFILE,
+            unlimited_if_zero(l.nofile),
+            "open files",
+        ),
+        (
+            Resource::RLIMIT_NPROC,
+            unlimited_if_zero(l.nproc),
+            "processes",
+        ),
+        (Resource::RLIMIT_CORE, l.core, "core size"),
+        (
+            Resource::RLIMIT_AS,
+            unlimited_if_zero(l.address_space),
+            "address space",
+        ),
+    ] {
+        // Without root a limit cannot rise above the agent's own hard limit: keep that one.
+        let (_, hard) =
+            getrlimit(resource).map_err(|e| format!("cannot read the limit of {name}: {e}"))?;
+        let value = if geteuid().is_root() {
+            wanted
+        } else {
+            wanted.min(hard)
+        };
+        setrlimit(resource, value, value)
+            .map_err(|e| format!("cannot set the script's limit of {name} to {value}: {e}"))?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(l.umask));
+    if opts.sandbox {
+        let root = geteuid().is_root();
+        match sandbox::restrict(&opts.protect, !root)? {
+            sandbox::Enforced::Fully => {}
+            sandbox::Enforced::Partly => eprintln!(
+                "haechi-agent: warning: this kernel's Landlock is older than the agent's; the sandbox denies reading \
+                 and writing the protected paths, but not every newer right"
+            ),
+        }
+    }
+    if let Some((u, name)) = &target {
+        let user = &u.name;
+        initgroups(name, u.gid).map_err(|e| format!("cannot set the groups of '{user}': {e}"))?;
+        setgid(u.gid).map_err(|e| format!("cannot switch to the group of '{user}': {e}"))?;
+        setuid(u.uid).map_err(|e| format!("cannot switch to os user '{user}': {e}"))?;
+        if !u.uid.is_root() && setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+            return Err(format!("switching to '{user}' did not drop root"));
+        }
     }
     let cstr = |s: &OsStr| {
         CString::new(s.as_bytes()).map_err(|_| "an argument holds a NUL byte".to_owned())

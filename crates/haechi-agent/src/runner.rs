@@ -26,9 +26,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// The PATH scripts get.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How the agent switches to another OS user when it runs as root: it re-executes a helper
-/// (`program args... <user> -- <interpreter> <argv...>`) that drops to the user's uid, gid and
-/// groups, then execs the script ([`crate::exec_as`]).
+/// The helper every script starts through (`program args... [--user U] [--sandbox --protect P...]
+/// --rlimit-... --umask M -- <interpreter> <argv...>`, [`crate::exec_as`]): it sets the
+/// script's limits and umask, applies the sandbox, drops to the user's uid, gid and groups
+/// when the agent runs as root, then execs the script.
 #[derive(Debug, Clone)]
 pub struct ExecHelper {
     pub program: PathBuf,
@@ -151,7 +152,7 @@ impl Sink {
 }
 
 /// Runs `job` to its end and records the result in the journal and the job's progress.
-pub async fn run(job: Arc<Job>, journal: Arc<Journal>, helper: Option<ExecHelper>) {
+pub async fn run(job: Arc<Job>, journal: Arc<Journal>, policy: Arc<RunPolicy>) {
     let sink = Arc::new(Sink {
         job: job.clone(),
         journal: journal.clone(),
@@ -166,7 +167,7 @@ pub async fn run(job: Arc<Job>, journal: Arc<Journal>, helper: Option<ExecHelper
         ]),
     });
     let started_at = now_ms();
-    let (outcome, exit_code, reason, started) = match prepare(&job.spec, helper.as_ref()) {
+    let (outcome, exit_code, reason, started) = match prepare(&job.spec, &policy) {
         Err(reason) => {
             sink.write(Stream::Err, format!("haechi-agent: {reason}\n").as_bytes());
             (Outcome::Failed, None, Some(reason), None)
@@ -194,13 +195,72 @@ pub async fn run(job: Arc<Job>, journal: Arc<Journal>, helper: Option<ExecHelper
     job.progress.send_modify(|p| p.result = Some(result));
 }
 
-/// A command ready to spawn, and the script file it runs (removed when dropped).
+/// A command ready to spawn, and the private directory of the run (its script and `TMPDIR`),
+/// removed when dropped.
 struct Prepared {
     command: Command,
-    _script: tempfile::TempPath,
+    _dir: RunDir,
 }
 
-fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, String> {
+/// How this agent runs scripts, decided once when it starts.
+#[derive(Debug, Clone)]
+pub struct RunPolicy {
+    /// The user-switch and sandbox helper (`haechi agent-exec-as`).
+    pub helper: Option<ExecHelper>,
+    /// Paths scripts must not read or change (the agent's data directory, and for the server's
+    /// local agent the server's data directory).
+    pub protect: Vec<PathBuf>,
+    /// Whether scripts run in the Landlock sandbox.
+    pub sandbox: SandboxState,
+    /// Refuse `root` and the agent's own user as `osUser` (the server's local agent: its user
+    /// is the server's).
+    pub refuse_privileged: bool,
+    /// Where runs get their private directories.
+    pub run_root: PathBuf,
+    /// Resource limits and umask of scripts.
+    pub limits: Limits,
+}
+
+/// The sandbox as the agent found it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Scripts run in the sandbox.
+    On,
+    /// The sandbox is unavailable (the reason) and the operator allowed running without it.
+    Degraded(String),
+    /// The sandbox is unavailable (the reason): scripts are refused.
+    Unavailable(String),
+}
+
+/// Resource limits set on every script (`setrlimit`, soft and hard), and its umask.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open files (`RLIMIT_NOFILE`).
+    pub nofile: u64,
+    /// Processes of the script's user (`RLIMIT_NPROC`; not enforced on root).
+    pub nproc: u64,
+    /// Core dump size in bytes (`RLIMIT_CORE`; 0: none, so no memory image with secrets is left).
+    pub core: u64,
+    /// Address space in bytes (`RLIMIT_AS`; 0: unlimited).
+    pub address_space: u64,
+    /// The umask scripts start with (octal in the helper's arguments; 0o077 = 63).
+    pub umask: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            nofile: 8192,
+            nproc: 4096,
+            core: 0,
+            address_space: 0,
+            umask: 0o077,
+        }
+    }
+}
+
+fn prepare(spec: &RunSpec, policy: &RunPolicy) -> Result<Prepared, String> {
     if let Some(why) = &spec.env_unavailable {
         return Err(why.clone());
     }
@@ -223,6 +283,13 @@ fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, Stri
         }
         Err(e) => return Err(format!("cannot look up os user '{}': {e}", spec.os_user)),
     };
+    if policy.refuse_privileged && (target.uid.is_root() || target.uid == euid) {
+        return Err(format!(
+            "refusing to run as os user '{}' on the server's own node: root and the server's user '{me}' can reach \
+             the server's keys and store; use an unprivileged user, or set agents.local_allow_privileged_os_users = true",
+            spec.os_user
+        ));
+    }
     let switch = target.uid != euid;
     if switch && !euid.is_root() {
         return Err(format!(
@@ -231,42 +298,60 @@ fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, Stri
             spec.os_user
         ));
     }
-    let helper = match (switch, helper) {
-        (true, None) => {
+    let sandboxed = match &policy.sandbox {
+        SandboxState::On => true,
+        SandboxState::Degraded(_) => false,
+        SandboxState::Unavailable(why) => {
+            return Err(format!(
+                "refusing to run the script without its sandbox: {why} (run `haechi agent` with \
+                 --allow-unsandboxed, or set agents.allow_unsandboxed_scripts = true for the local agent, to run scripts \
+                 that can read the agent's credential)"
+            ))
+        }
+    };
+    let helper = match &policy.helper {
+        Some(h) => h,
+        None if switch => {
             return Err(format!(
                 "cannot run as os user '{}': this agent cannot switch users",
                 spec.os_user
             ))
         }
-        (true, Some(h)) => Some(h),
-        (false, _) => None,
+        None if sandboxed => return Err("this agent has no sandbox helper".into()),
+        None => return Err("this agent has no helper to set the script's limits".into()),
     };
 
-    let script = write_script(spec, switch.then_some(&target))?;
+    let dir = RunDir::create(&policy.run_root, spec, &target)?;
     let (interpreter, interp_arg) = interpreter_of(&spec.script);
-    let mut argv: Vec<OsString> = Vec::new();
-    if let Some(a) = interp_arg {
-        argv.push(a.into());
+    let mut command = Command::new(&helper.program);
+    command.args(&helper.args);
+    if switch {
+        command.arg("--user").arg(&spec.os_user);
     }
-    argv.push(script.as_os_str().to_owned());
-    argv.extend(spec.args.iter().map(OsString::from));
-
-    let mut command = match helper {
-        Some(h) => {
-            let mut c = Command::new(&h.program);
-            c.args(&h.args)
-                .arg(&spec.os_user)
-                .arg("--")
-                .arg(&interpreter)
-                .args(&argv);
-            c
+    if sandboxed {
+        command.arg("--sandbox");
+        for p in &policy.protect {
+            command.arg("--protect").arg(p);
         }
-        None => {
-            let mut c = Command::new(&interpreter);
-            c.args(&argv);
-            c
-        }
-    };
+    }
+    let l = &policy.limits;
+    command
+        .arg("--rlimit-nofile")
+        .arg(l.nofile.to_string())
+        .arg("--rlimit-nproc")
+        .arg(l.nproc.to_string())
+        .arg("--rlimit-core")
+        .arg(l.core.to_string())
+        .arg("--rlimit-as")
+        .arg(l.address_space.to_string())
+        .arg("--umask")
+        .arg(format!("{:o}", l.umask))
+        .arg("--")
+        .arg(&interpreter);
+    if let Some(a) = interp_arg {
+        command.arg(a);
+    }
+    command.arg(&dir.script).args(&spec.args);
     let home = target.dir.clone();
     command
         .env_clear()
@@ -275,6 +360,7 @@ fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, Stri
         .env("USER", &target.name)
         .env("LOGNAME", &target.name)
         .env("SHELL", &target.shell)
+        .env("TMPDIR", &dir.tmp)
         .env("HAECHI_TASK_ID", &spec.task_id)
         .env("HAECHI_NODE_ID", &spec.node_id)
         .env("HAECHI_TASK_INSTANCE_NO", spec.instance_no.to_string())
@@ -298,40 +384,146 @@ fn prepare(spec: &RunSpec, helper: Option<&ExecHelper>) -> Result<Prepared, Stri
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    Ok(Prepared {
-        command,
-        _script: script,
-    })
+    Ok(Prepared { command, _dir: dir })
 }
 
-/// The script goes to a private temporary file the target user owns (it must read it; the
-/// agent's data directory is not theirs to read).
-fn write_script(spec: &RunSpec, owner: Option<&User>) -> Result<tempfile::TempPath, String> {
-    let suffix: String = spec
-        .script_name
+/// The private directory of one run, `<run_root>/<exec_id>-<random>/`, owned by the task's
+/// user (mode 0700): the script (mode 0500) and `tmp/` (the script's `TMPDIR`). Removed when
+/// the run ends; what a killed agent left behind is removed at its next start
+/// ([`clean_run_root`]).
+struct RunDir {
+    path: PathBuf,
+    script: PathBuf,
+    tmp: PathBuf,
+}
+
+impl RunDir {
+    fn create(root: &Path, spec: &RunSpec, owner: &User) -> Result<RunDir, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", spec.exec_id))
+            .tempdir_in(root)
+            .map_err(|e| {
+                format!(
+                    "cannot create the run's directory in {}: {e}",
+                    root.display()
+                )
+            })?
+            .keep();
+        let run = RunDir {
+            script: dir.join(script_file_name(&spec.script_name)),
+            tmp: dir.join("tmp"),
+            path: dir,
+        };
+        let fail = |what: &str, e: std::io::Error| format!("cannot {what}: {e}");
+        std::fs::create_dir(&run.tmp).map_err(|e| fail("create the run's TMPDIR", e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&run.script)
+            .map_err(|e| fail("write the script", e))?;
+        file.write_all(spec.script.as_bytes())
+            .map_err(|e| fail("write the script", e))?;
+        drop(file);
+        std::fs::set_permissions(&run.script, std::fs::Permissions::from_mode(0o500))
+            .map_err(|e| fail("set the script's mode", e))?;
+        for p in [&run.path, &run.tmp, &run.script] {
+            nix::unistd::chown(p.as_path(), Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                format!(
+                    "cannot give the run's files to os user '{}': {e}",
+                    owner.name
+                )
+            })?;
+        }
+        Ok(run)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(dir = %self.path.display(), "cannot remove a run's directory: {e}");
+        }
+    }
+}
+
+/// The script's file name: `script` plus the task's `scriptName` reduced to safe characters
+/// (some interpreters care about the extension).
+fn script_file_name(script_name: &str) -> String {
+    let suffix: String = script_name
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         .take(64)
         .collect();
-    let mut file = tempfile::Builder::new()
-        .prefix(&format!("haechi-{}-", spec.exec_id))
-        .suffix(&if suffix.is_empty() {
-            String::new()
-        } else {
-            format!("-{suffix}")
-        })
-        .tempfile()
-        .map_err(|e| format!("cannot write the script to a temporary file: {e}"))?;
-    file.write_all(spec.script.as_bytes())
-        .map_err(|e| format!("cannot write the script: {e}"))?;
-    let path = file.into_temp_path();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o500))
-        .map_err(|e| format!("cannot set the script's mode: {e}"))?;
-    if let Some(u) = owner {
-        nix::unistd::chown(path.as_os_str(), Some(u.uid), Some(u.gid))
-            .map_err(|e| format!("cannot give the script to os user '{}': {e}", u.name))?;
+    if suffix.is_empty() {
+        "script".to_owned()
+    } else {
+        format!("script-{suffix}")
     }
-    Ok(path)
+}
+
+/// The directory runs get their private directories in: `<tmp>/haechi-runs-<hash of the data
+/// directory>`, owned by the agent's user (mode 0711), so one agent finds what an earlier run of
+/// itself left and another agent on the host never touches it. When that name is taken by
+/// something the agent does not own, a fresh random directory is used.
+pub fn run_root(data_dir: &Path) -> Result<PathBuf, String> {
+    let key = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let name = format!(
+        "haechi-runs-{:016x}",
+        fnv1a(key.as_os_str().as_encoded_bytes())
+    );
+    let root = std::env::temp_dir().join(name);
+    match std::fs::create_dir(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", root.display())),
+    }
+    let ours = std::fs::symlink_metadata(&root).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.is_dir() && m.uid() == geteuid().as_raw()
+    });
+    let root = if ours {
+        root
+    } else {
+        tracing::warn!(dir = %root.display(), "the runs' directory is not the agent's own; using a fresh one");
+        tempfile::Builder::new()
+            .prefix("haechi-runs-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a directory for runs: {e}"))?
+            .keep()
+    };
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", root.display()))?;
+    Ok(root)
+}
+
+/// Removes what runs left in `root` (the agent was killed while they ran). Called at start,
+/// before any run, while the agent holds its data directory's lock.
+pub fn clean_run_root(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let gone = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove what an earlier run left: {e}")
+            }
+        }
+    }
+    removed
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The interpreter of a script: its `#!` line (program and at most one argument, as the kernel
@@ -400,7 +592,13 @@ async fn execute(
         _ = cancelled => End::Cancelled,
     };
     let (outcome, status, reason) = match end {
-        End::Exited(s) => (Outcome::Exited, s.ok(), None),
+        End::Exited(s) => {
+            // What the script left running in its group (background children) ends with it.
+            if let Some(pgid) = pgid {
+                end_group(pgid).await;
+            }
+            (Outcome::Exited, s.ok(), None)
+        }
         End::Timeout => {
             let s = kill_group(&mut child, pgid).await;
             (
@@ -523,6 +721,22 @@ impl Masker {
         }
         out
     }
+}
+
+/// Ends what is left of a process group whose leader has exited: SIGTERM, then SIGKILL to
+/// whatever is still there after the grace.
+async fn end_group(pgid: Pid) {
+    if killpg(pgid, Signal::SIGTERM).is_err() {
+        return; // nothing left
+    }
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if killpg(pgid, None).is_err() {
+            return;
+        }
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
 }
 
 /// SIGTERM to the group, SIGKILL after a grace; returns the script's exit status.

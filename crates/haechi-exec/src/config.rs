@@ -22,6 +22,20 @@ pub struct AgentsConfig {
     pub local_node_id: Option<String>,
     /// Seconds an enrolment token lives when its request does not say.
     pub enrollment_token_ttl_secs: u64,
+    /// New nodes start disabled (`D`): they connect, but get no work until an admin enables
+    /// them (`PATCH /api/v1/nodes/{id}`).
+    pub new_nodes_disabled: bool,
+    /// Let the local agent run tasks as `root` or as the server's own user. Off by default:
+    /// those users can read the server's data directory (vault key, store) outside the sandbox's
+    /// reach through other means (a root script could lift it by loading a module, for example).
+    pub local_allow_privileged_os_users: bool,
+    /// Let the local agent run scripts without their Landlock sandbox when the kernel cannot
+    /// enforce it (a loud, degraded mode in which scripts can read the server's data
+    /// directory). Off by default: such runs fail with the reason.
+    pub allow_unsandboxed_scripts: bool,
+    /// Resource limits and umask of the local agent's scripts (`haechi agent` takes them as
+    /// `--script-*` options).
+    pub script_limits: haechi_agent::Limits,
 }
 
 impl Default for AgentsConfig {
@@ -34,6 +48,10 @@ impl Default for AgentsConfig {
             local_agent: true,
             local_node_id: None,
             enrollment_token_ttl_secs: 3600,
+            new_nodes_disabled: false,
+            local_allow_privileged_os_users: false,
+            allow_unsandboxed_scripts: false,
+            script_limits: haechi_agent::Limits::default(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct NewEnrollmentToken {
     pub ttl_secs: Option<u64>,
     /// How many agents may enrol with it (default 1, at most 100000).
     pub uses: Option<u64>,
+    /// The one node id this token enrols. Only such a token enrols an id that exists already
+    /// (a revoked node enrolled again); a token without it enrols new node ids only.
+    pub node_id: Option<String>,
 }
 
 /// A new enrolment token (shown once; the server keeps its hash).
@@ -29,6 +32,9 @@ pub struct EnrollmentToken {
     pub token: String,
     pub expires_at: i64,
     pub uses: u64,
+    /// The node id it is bound to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,19 +120,24 @@ impl Exec {
         if uses == 0 || uses > 100_000 {
             return Err(Error::field("uses", "must be between 1 and 100000"));
         }
+        if let Some(node) = &req.node_id {
+            check_id("node_id", node)?;
+        }
         let token = random_secret("hce_");
         let now = now_ms();
         let expires_at = now + ttl as i64 * 1000;
         let mut tx = self.store.begin().await?;
         in_tx!(tx, |c| {
             sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, uses_left, expires_at, created_by, created_at) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO enrollment_tokens (token_hash, uses_left, expires_at, created_by, created_at, node_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
         )
         .bind(hash(&token))
         .bind(uses as i64)
         .bind(expires_at)
         .bind(&actor.user_id)
         .bind(now)
+        .bind(&req.node_id)
         .execute(&mut *c)
         .await
         .map(|_| ())
@@ -135,7 +146,9 @@ impl Exec {
             &mut tx,
             actor
                 .event("admin", "agent.enrollment_token.create")
-                .detail(serde_json::json!({ "ttl_secs": ttl, "uses": uses })),
+                .detail(
+                    serde_json::json!({ "ttl_secs": ttl, "uses": uses, "node_id": req.node_id }),
+                ),
         )
         .await?;
         tx.commit().await?;
@@ -143,6 +156,7 @@ impl Exec {
             token,
             expires_at,
             uses,
+            node_id: req.node_id,
         })
     }
 
@@ -157,19 +171,30 @@ impl Exec {
         };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        let token: Option<(i64, i64, i64, String)> = in_tx!(tx, |c| {
+        // One statement takes a use: the row is locked (PostgreSQL) or the database is (SQLite)
+        // until the transaction ends, so two enrolments never share the last use. Any refusal
+        // below drops the transaction and gives the use back.
+        let token: Option<(i64, String, Option<String>)> = in_tx!(tx, |c| {
             sqlx::query_as(
-            "SELECT id, uses_left, expires_at, created_by FROM enrollment_tokens WHERE token_hash = $1"
-        )
-        .bind(hash(&req.token))
-        .fetch_optional(&mut *c)
-        .await
+                "UPDATE enrollment_tokens SET uses_left = uses_left - 1 \
+                 WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 \
+                 RETURNING id, created_by, node_id",
+            )
+            .bind(hash(&req.token))
+            .bind(now)
+            .fetch_optional(&mut *c)
+            .await
         })?;
-        let Some((token_id, uses_left, expires_at, owner)) = token else {
+        let Some((_token_id, owner, bound_to)) = token else {
             return Err(refused());
         };
-        if uses_left <= 0 || expires_at <= now {
-            return Err(refused());
+        if let Some(bound) = &bound_to {
+            if *bound != req.node_id {
+                return Err(Error::forbidden(format!(
+                    "this enrolment token was made for node '{bound}', not '{}'",
+                    req.node_id
+                )));
+            }
         }
         let existing: Option<(Option<String>,)> = in_tx!(tx, |c| sqlx::query_as(
             "SELECT secret_hash FROM nodes WHERE id = $1"
@@ -177,6 +202,13 @@ impl Exec {
         .bind(&req.node_id)
         .fetch_optional(&mut *c)
         .await)?;
+        if matches!(existing, Some((None,))) && bound_to.is_none() {
+            return Err(Error::forbidden(format!(
+                "node '{}' exists (its credential was revoked); enrolling it again needs a token made for it: \
+                 POST /api/v1/agents/enrollment-tokens {{\"node_id\":\"{}\"}}",
+                req.node_id, req.node_id
+            )));
+        }
         let secret = random_secret("hca_");
         let guid = random_guid();
         let clip = |s: &str| s.chars().take(256).collect::<String>();
@@ -207,7 +239,7 @@ impl Exec {
             None => {
                 in_tx!(tx, |c| sqlx::query(
                     "INSERT INTO nodes (id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'E', $9, $9)"
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)"
                 )
                 .bind(&req.node_id)
                 .bind(&guid)
@@ -218,18 +250,12 @@ impl Exec {
                 .bind(clip(&req.hostname))
                 .bind(&owner)
                 .bind(now)
+                .bind(if self.cfg.agents.new_nodes_disabled { "D" } else { "E" })
                 .execute(&mut *c)
                 .await
                 .map(|_| ()))?;
             }
         }
-        in_tx!(tx, |c| sqlx::query(
-            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = $1"
-        )
-        .bind(token_id)
-        .execute(&mut *c)
-        .await
-        .map(|_| ()))?;
         haechi_audit::append(
             &mut tx,
             haechi_audit::Event::new("admin", "node.enroll")

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use haechi_agent::{AgentOptions, Credential, ExecHelper};
+use haechi_agent::{AgentOptions, Credential, ExecHelper, Limits};
 
 use crate::tls::{client_config, normalize_fingerprint, Pin};
 
@@ -44,14 +44,30 @@ pub struct AgentArgs {
     /// Stop when standard input closes (for supervisors and test harnesses).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// Run scripts without their Landlock sandbox when this kernel cannot enforce it (a loud,
+    /// degraded mode: scripts can then read the agent's credential). Without it such runs fail.
+    #[arg(long)]
+    allow_unsandboxed: bool,
+    /// Scripts' open-file limit (RLIMIT_NOFILE; 0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().nofile)]
+    script_nofile: u64,
+    /// Scripts' process limit, per user (RLIMIT_NPROC; 0 = unlimited; not enforced on root).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().nproc)]
+    script_nproc: u64,
+    /// Scripts' core dump size in bytes (RLIMIT_CORE; 0 = no core dumps).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().core)]
+    script_core_bytes: u64,
+    /// Scripts' address space in bytes (RLIMIT_AS; 0 = unlimited).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().address_space)]
+    script_address_space_bytes: u64,
 }
 
-/// `haechi agent-exec-as USER -- PROGRAM ARGS...` (internal).
+/// `haechi agent-exec-as [--user U] [--sandbox --protect P...] [--rlimit-...] -- PROGRAM ARGS...`
+/// (internal; the options are read by `haechi_agent::ExecAs::parse`).
 #[derive(Args)]
 pub struct ExecAsArgs {
-    user: String,
-    #[arg(last = true, required = true)]
-    command: Vec<OsString>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    args: Vec<OsString>,
 }
 
 fn helper() -> Option<ExecHelper> {
@@ -95,6 +111,16 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         node_id: a.node_id,
         enroll_token: a.enroll_token,
         exec_helper: helper(),
+        protect: Vec::new(),
+        allow_unsandboxed: a.allow_unsandboxed,
+        refuse_privileged_os_users: false,
+        limits: Limits {
+            nofile: a.script_nofile,
+            nproc: a.script_nproc,
+            core: a.script_core_bytes,
+            address_space: a.script_address_space_bytes,
+            ..Limits::default()
+        },
         agent_ver: env!("CARGO_PKG_VERSION").to_owned(),
     };
     haechi_agent::run(opts, shutdown(a.stop_on_stdin_eof))
@@ -105,11 +131,20 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 
 /// The user-switch helper: never returns on success (the script replaces it).
 pub fn exec_as(a: &ExecAsArgs) -> ExitCode {
-    let Some((program, args)) = a.command.split_first() else {
-        eprintln!("haechi-agent: no program to run");
-        return ExitCode::from(126);
+    let parsed = haechi_agent::ExecAs::parse(&a.args).and_then(|(opts, command)| {
+        command
+            .split_first()
+            .map(|(program, args)| (opts, program, args))
+            .ok_or_else(|| "no program to run".to_owned())
+    });
+    let (opts, program, args) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("haechi-agent: {e}");
+            return ExitCode::from(126);
+        }
     };
-    match haechi_agent::exec_as(&a.user, program, args) {
+    match haechi_agent::exec_as(&opts, program, args) {
         Ok(never) => match never {},
         Err(e) => {
             eprintln!("haechi-agent: {e}");
@@ -143,6 +178,11 @@ pub async fn start_local(
         },
         None => (format!("http://{authority}"), None),
     };
+    let node_id = cfg
+        .agents
+        .local_node_id
+        .clone()
+        .unwrap_or_else(local_hostname);
     let enrolled = matches!(Credential::load(&data_dir), Ok(Some(_)));
     let enroll_token = if enrolled {
         None
@@ -151,9 +191,12 @@ pub async fn start_local(
             user_id: "system".into(),
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
+        // Made for the local node's id, so it also enrols that node again after its
+        // credential was revoked.
         let req = haechi_exec::NewEnrollmentToken {
             ttl_secs: Some(600),
             uses: Some(1),
+            node_id: Some(node_id.clone()),
         };
         match exec.create_enrollment_token(&actor, req).await {
             Ok(t) => Some(t.token),
@@ -167,14 +210,20 @@ pub async fn start_local(
         server,
         tls,
         data_dir,
-        node_id: cfg.agents.local_node_id.clone(),
+        node_id: Some(node_id),
         enroll_token,
         exec_helper: helper(),
+        // The server's data directory holds the vault key, the store, the TLS key and this
+        // agent's own directory.
+        protect: vec![cfg.data_dir.clone()],
+        allow_unsandboxed: cfg.agents.allow_unsandboxed_scripts,
+        refuse_privileged_os_users: !cfg.agents.local_allow_privileged_os_users,
+        limits: cfg.agents.script_limits.clone(),
         agent_ver: env!("CARGO_PKG_VERSION").to_owned(),
     };
     println!(
         "haechi: local agent starting (node id: {})",
-        opts.node_id.clone().unwrap_or_else(local_hostname)
+        opts.node_id.as_deref().unwrap_or_default()
     );
     Some(tokio::spawn(async move {
         if let Err(e) = haechi_agent::run(opts, std::future::pending()).await {

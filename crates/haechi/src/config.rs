@@ -252,6 +252,19 @@ impl Config {
         Config::load_from(config_file, &env, overrides)
     }
 
+    /// Removes the secret keys' environment variables (`HAECHI_VAULT_MASTER_KEY`,
+    /// `HAECHI_DATABASE_URL`, `HAECHI_ADMIN_PASSWORD`) from this process once the configuration
+    /// holds them, so no child process can inherit them. Call it before any other thread runs:
+    /// changing the environment races with threads reading it.
+    pub fn remove_secrets_from_env() {
+        for (key, _) in SECRETS {
+            let name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            if std::env::var_os(&name).is_some() {
+                std::env::remove_var(&name);
+            }
+        }
+    }
+
     /// [`Config::load`] with an explicit environment instead of the process's. Variables
     /// without the `HAECHI_` prefix, and `HAECHI_*` variables that name no key (such as
     /// `HAECHI_CONFIG`), are ignored.

@@ -282,6 +282,21 @@ fn main() -> ExitCode {
         // The agent's user switch: no runtime, straight to exec.
         return agent::exec_as(a);
     }
+    // The server's configuration is read while this is the only thread, so the secrets it took
+    // from the environment can be removed from it safely: no child ever inherits them.
+    let server_cfg = match &cli.command {
+        Command::Server(a) => match server_config(a, cli.config.as_deref()) {
+            Ok(cfg) => {
+                Config::remove_secrets_from_env();
+                Some(cfg)
+            }
+            Err(e) => {
+                eprintln!("haechi: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -292,7 +307,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(dispatch(cli, server_cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("haechi: {e:#}");
@@ -316,21 +331,27 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The configuration of `haechi server`.
+fn server_config(a: &ServerArgs, config: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        data_dir: a.data_dir.clone(),
+        listen: a.listen.clone(),
+        database_url: a.database_url.clone(),
+        plain_http: a.plain_http.then_some(true),
+        pg_gateway: a.pg_gateway.clone(),
+        mysql_gateway: a.mysql_gateway.clone(),
+    };
+    let mut cfg = Config::load(config, &overrides)?;
+    if a.no_local_agent {
+        cfg.agents.local_agent = false;
+    }
+    Ok(cfg)
+}
+
+async fn dispatch(cli: Cli, server_cfg: Option<Config>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server(a) => {
-            let overrides = Overrides {
-                data_dir: a.data_dir,
-                listen: a.listen,
-                database_url: a.database_url,
-                plain_http: a.plain_http.then_some(true),
-                pg_gateway: a.pg_gateway,
-                mysql_gateway: a.mysql_gateway,
-            };
-            let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
-            if a.no_local_agent {
-                cfg.agents.local_agent = false;
-            }
+            let cfg = server_cfg.context("the server's configuration was not loaded")?;
             init_logging(&cfg);
             server::run(
                 cfg,

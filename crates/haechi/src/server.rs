@@ -21,6 +21,12 @@ pub struct RunOptions {
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    // Not dumpable: other processes of the server's user cannot read its memory or
+    // /proc/<pid>/environ (which keeps the environment it started with), and no core dump
+    // holds its keys.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("cannot mark the server not dumpable: {e}");
+    }
     create_private_dir(&cfg.data_dir)?;
     // Everything that can fail for a reason outside the store (the certificate, the ports) is
     // done before the store is opened and the bootstrap user created: a first start that

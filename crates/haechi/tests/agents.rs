@@ -236,7 +236,10 @@ async fn rerun_makes_exec_no_2_and_keeps_1_readable() {
     let s = &e.server;
     let t = admin_token(s).await;
     let id = unique("rerun");
-    let flag = std::env::temp_dir().join(unique("flag"));
+    // The flag lives in a directory of its own: the agents' data directories are under the
+    // temporary directory, so their sandbox keeps scripts from creating files directly in it.
+    let flag_dir = tempfile::tempdir().unwrap();
+    let flag = flag_dir.path().join("flag");
     // Fails the first time, succeeds once the flag file exists.
     let script = format!(
         "#!/bin/sh\nif [ -e {f} ]; then echo second; exit 0; fi\ntouch {f}\necho first; exit 2\n",
@@ -647,4 +650,311 @@ async fn output_over_the_cap_is_truncated_with_a_marker() {
     )
     .await;
     assert_eq!(d["nodes"][0]["truncated"], true);
+}
+
+/// The script of the sandbox tests: tries to read each argument, directly and through its
+/// parent's (the agent's) `/proc/<pid>/root`, and says what happened.
+const TRY_READ: &str = "#!/bin/sh\nfor a in \"$@\"; do for f in \"$a\" \"/proc/$PPID/root$a\"; do\n  if err=$(cat \"$f\" 2>&1 >/dev/null); then echo \"READ $f\"; else echo \"DENIED $f: $err\"; fi\ndone; done\n";
+
+fn assert_all_denied(n: &serde_json::Value, paths: &[&std::path::Path]) {
+    let out = n["outText"].as_str().unwrap();
+    assert!(
+        !out.contains("READ "),
+        "a script read a protected file:\n{out}\n{}",
+        n["errText"]
+    );
+    for p in paths {
+        let line = format!("DENIED {}: ", p.display());
+        assert!(
+            out.contains(&line),
+            "no denial for {}:\n{out}\n{}",
+            p.display(),
+            n["errText"]
+        );
+        let via_proc = format!("/root{}: ", p.display());
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("DENIED /proc/") && l.contains(&via_proc)),
+            "no denial through /proc for {}:\n{out}",
+            p.display()
+        );
+    }
+    assert!(out.contains("Permission denied"), "{out}");
+}
+
+#[tokio::test]
+async fn scripts_cannot_read_the_server_keys_the_store_or_an_agent_credential() {
+    assert!(
+        running_as_root(),
+        "these tests run as root (the agents switch users)"
+    );
+    // A local agent allowed to run as root: only the sandbox stands between a script and the
+    // server's data directory.
+    let node = unique("local");
+    let s = Server::start_with(
+        local_agent_opts(&node).env("HAECHI_AGENTS__LOCAL_ALLOW_PRIVILEGED_OS_USERS", "true"),
+    );
+    wait_node_connected(&s, &node, Duration::from_secs(30)).await;
+    let key = s.data_dir.join("vault.key");
+    let cred = s.data_dir.join("agent/credential.json");
+    assert!(
+        key.is_file() && cred.is_file(),
+        "the files the test needs exist"
+    );
+    let mut targets = vec![key.clone(), cred.clone()];
+    if let Db::Sqlite(store) = &s.db {
+        targets.push(store.clone());
+    }
+    let mut args: Vec<String> = targets.iter().map(|p| p.display().to_string()).collect();
+    args.push("/etc/hostname".into()); // a control: everything else stays readable
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n = run_once(&s, &node, "root", TRY_READ, &argv).await;
+    let out = n["outText"].as_str().unwrap();
+    assert!(
+        out.contains("READ /etc/hostname\n"),
+        "{out}\n{}",
+        n["errText"]
+    );
+    let out_without_control = serde_json::json!({
+        "outText": out.lines().filter(|l| !l.ends_with("/etc/hostname")).collect::<Vec<_>>().join("\n"),
+        "errText": n["errText"].clone(),
+    });
+    let paths: Vec<&std::path::Path> = targets.iter().map(|p| p.as_path()).collect();
+    assert_all_denied(&out_without_control, &paths);
+
+    s.finish().await;
+
+    // A separate agent's script cannot read that agent's credential or journal.
+    let e = env();
+    let cred = e.a.dir.join("credential.json");
+    let jobs = e.a.dir.join("jobs");
+    let n = run_once(
+        &e.server,
+        &e.a.node_id,
+        &current_user(),
+        TRY_READ,
+        &[&cred.display().to_string(), &jobs.display().to_string()],
+    )
+    .await;
+    assert_all_denied(&n, &[cred.as_path()]);
+}
+
+#[tokio::test]
+async fn the_local_agent_refuses_root_and_the_server_user_unless_configured() {
+    let node = unique("local");
+    let key = "k8Jz0m1yXh3jVw2bq9Yc6pQfT4rLs7uN5eAiGoDvWbM=";
+    let s = Server::start_with(local_agent_opts(&node).env("HAECHI_VAULT_MASTER_KEY", key));
+    wait_node_connected(&s, &node, Duration::from_secs(30)).await;
+    let n = run_once(&s, &node, &current_user(), "echo ran", &[]).await;
+    assert_eq!(n["resultCd"], "F", "{n}");
+    assert_eq!(n["outText"], "", "it must not have run");
+    let err = n["errText"].as_str().unwrap();
+    assert!(
+        err.contains("refusing to run as os user")
+            && err.contains("local_allow_privileged_os_users"),
+        "{err}"
+    );
+    let n = run_once(&s, &node, "root", "echo ran", &[]).await;
+    assert_eq!(
+        (n["resultCd"].as_str(), n["outText"].as_str()),
+        (Some("F"), Some("")),
+        "{n}"
+    );
+
+    // An unprivileged user runs, and finds neither the master key nor the server's environment.
+    let script = "#!/bin/sh\nid -un\nenv | grep -c HAECHI_VAULT || true\ncat /proc/$PPID/environ >/dev/null 2>&1 && echo ENVIRON-READ; true\n";
+    let n = run_once(&s, &node, "haechi-test", script, &[]).await;
+    assert_eq!(n["resultCd"], "S", "{n}");
+    assert_eq!(n["outText"], "haechi-test\n0\n", "{n}");
+    assert!(!s.logs().contains(key));
+    s.finish().await;
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn background_children_end_with_the_script_which_runs_with_limits_and_umask() {
+    let e = env();
+    let script = "#!/bin/sh\nsleep 300 &\necho \"bg=$!\"\necho \"umask=$(umask)\"\necho \"nofile=$(ulimit -n)\"\necho \"core=$(ulimit -c)\"\nexit 0\n";
+    let n = run_once(&e.server, &e.a.node_id, &current_user(), script, &[]).await;
+    assert_eq!(n["resultCd"], "S", "{n}");
+    let out = n["outText"].as_str().unwrap();
+    assert!(out.contains("umask=0077\n"), "{out}");
+    assert!(out.contains("nofile=8192\n"), "{out}");
+    assert!(out.contains("core=0\n"), "{out}");
+    let pid: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("bg="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // The result is reported once the group is gone: the background sleep is not left behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background child {pid} outlived its script"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_removes_the_run_files_of_runs_killed_with_it_at_its_next_start() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    let mut a = Agent::start(s, &node_name("leftover")).await;
+    let id = unique("leftover");
+    approved_task(
+        s,
+        &t,
+        &id,
+        "#!/bin/sh\necho \"$0\"\necho \"$$\"\nexec sleep 120\n",
+        json!({}),
+    )
+    .await;
+    let no = start(s, &t, &id, &[&a.node_id], &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (script, pid) = loop {
+        let n = node_detail(s, &t, no, &a.node_id, None).await;
+        let out = String::from_utf8(b64(&n["encbase64out"])).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        if lines.len() >= 2 {
+            break (
+                std::path::PathBuf::from(lines[0]),
+                lines[1].parse::<i32>().unwrap(),
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "no output: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let run_dir = script.parent().unwrap().to_path_buf();
+    assert!(script.is_file(), "{}", script.display());
+    a.kill9();
+    // The script outlives the killed agent (its own process group); its files stay behind.
+    assert!(run_dir.is_dir());
+    a.restart(s);
+    a.wait_connected(s).await;
+    assert!(
+        !run_dir.exists(),
+        "{} was left behind after the agent started again",
+        run_dir.display()
+    );
+    let n = wait_status(s, &t, no, &a.node_id, "LOST", Duration::from_secs(30)).await;
+    assert_eq!(n["resultCd"], "F");
+    // The orphaned script (now `sleep`, by `exec`) is ended by its own pid, once checked.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if pid > 1 && cmdline.starts_with(b"sleep\x00120") {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_single_use_token_enrols_exactly_one_of_many_parallel_agents() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    for round in 0..3 {
+        let token = enrollment_token(s, &t, json!({ "uses": 1 })).await;
+        let attempts = (0..12).map(|i| {
+            let token = token.clone();
+            let node = node_name(&format!("race{round}x{i}"));
+            async move { enroll_as(s, &token, &node).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let ok = results.iter().filter(|(st, _)| *st == 201).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|(st, _)| *st == 201 || *st == 401),
+            "{results:?}"
+        );
+    }
+    // A three-use token: exactly three.
+    let token = enrollment_token(s, &t, json!({ "uses": 3 })).await;
+    let attempts = (0..10).map(|i| {
+        let token = token.clone();
+        let node = node_name(&format!("race3x{i}"));
+        async move { enroll_as(s, &token, &node).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(
+        results.iter().filter(|(st, _)| *st == 201).count(),
+        3,
+        "{results:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_enrolled_again_only_with_a_token_made_for_it() {
+    let e = env();
+    let s = &e.server;
+    let t = admin_token(s).await;
+    let node = node_name("reenrol");
+    let token = enrollment_token(s, &t, json!({})).await;
+    let (st, body) = enroll_as(s, &token, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .post(s.url(&format!("/api/v1/nodes/{node}/revoke")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Any token: refused, and the refusal does not use it up.
+    let any = enrollment_token(s, &t, json!({ "uses": 1 })).await;
+    let (st, body) = enroll_as(s, &any, &node).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("node_id"),
+        "{body}"
+    );
+    let (st, body) = enroll_as(s, &any, &node_name("fresh")).await;
+    assert_eq!(st, 201, "the refused attempt took the token's use: {body}");
+
+    // A token made for another node: refused for this one.
+    let other = enrollment_token(s, &t, json!({ "node_id": node_name("other") })).await;
+    let (st, body) = enroll_as(s, &other, &node).await;
+    assert_eq!(st, 403, "{body}");
+
+    // A token made for it: enrolled again.
+    let bound = enrollment_token(s, &t, json!({ "node_id": node })).await;
+    let (st, body) = enroll_as(s, &bound, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/agents/enrollment-tokens"))
+            .bearer_auth(&t)
+            .json(&json!({ "node_id": "bad id" })),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+}
+
+#[tokio::test]
+async fn new_nodes_can_be_made_to_start_disabled() {
+    let s = Server::start_with(exec_opts().env("HAECHI_AGENTS__NEW_NODES_DISABLED", "true"));
+    let t = admin_token(&s).await;
+    let token = enrollment_token(&s, &t, json!({})).await;
+    let node = node_name("vetted");
+    let (st, body) = enroll_as(&s, &token, &node).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .get(s.url(&format!("/api/v1/nodes/{node}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!((st, body["status"].as_str()), (200, Some("D")), "{body}");
+    s.finish().await;
 }

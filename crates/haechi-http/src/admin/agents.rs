@@ -36,7 +36,9 @@ pub async fn create_enrollment_token(
 /// Enrols an agent with an enrolment token (no user token: the enrolment token is the
 /// credential). Answers the agent's own secret, once.
 #[utoipa::path(post, path = "/api/v1/agents/enroll", tag = "agents", request_body = EnrollRequest, security(()),
-    responses((status = 201, body = EnrollResponse), (status = 400), (status = 401), (status = 409)))]
+    responses((status = 201, body = EnrollResponse), (status = 400), (status = 401),
+              (status = 403, description = "the token was made for another node id, or the node exists and the token was not made for it"),
+              (status = 409)))]
 pub async fn enroll(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -43,15 +43,7 @@ impl Agent {
     /// Like [`Agent::start`], dialling `url` (a relay in front of the server).
     pub async fn start_at(s: &Server, node_id: &str, url: &str) -> Agent {
         let admin = admin_token(s).await;
-        let (st, body) = call(
-            client()
-                .post(s.url("/api/v1/agents/enrollment-tokens"))
-                .bearer_auth(&admin)
-                .json(&json!({})),
-        )
-        .await;
-        assert_eq!(st, 201, "{body}");
-        let token = body["token"].as_str().unwrap().to_owned();
+        let token = enrollment_token(s, &admin, json!({})).await;
         let tmp = tempfile::tempdir().unwrap();
         let mut a = Agent {
             node_id: node_id.to_owned(),
@@ -96,25 +88,7 @@ impl Agent {
 
     /// Waits until the server reports the node connected.
     pub async fn wait_connected(&self, s: &Server) {
-        let admin = admin_token(s).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (st, body) = call(
-                client()
-                    .get(s.url(&format!("/api/v1/nodes/{}", self.node_id)))
-                    .bearer_auth(&admin),
-            )
-            .await;
-            if st == 200 && body["connected"] == true {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent {} did not connect: {st} {body}",
-                self.node_id
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_node_connected(s, &self.node_id, Duration::from_secs(30)).await;
     }
 
     /// Kills the agent process with SIGKILL.
@@ -149,6 +123,73 @@ impl Drop for Agent {
             let _ = c.wait();
         }
     }
+}
+
+/// Waits until the server reports `node_id` connected.
+pub async fn wait_node_connected(s: &Server, node_id: &str, within: Duration) {
+    let admin = admin_token(s).await;
+    let deadline = Instant::now() + within;
+    loop {
+        let (st, body) = call(
+            client()
+                .get(s.url(&format!("/api/v1/nodes/{node_id}")))
+                .bearer_auth(&admin),
+        )
+        .await;
+        if st == 200 && body["connected"] == true {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node_id} did not connect: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Server options like [`exec_opts`], with the server's own local agent as node `node_id`.
+pub fn local_agent_opts(node_id: &str) -> Opts {
+    Opts::default()
+        .env("HAECHI_AGENTS__LOCAL_NODE_ID", node_id)
+        .env("HAECHI_AGENTS__HEARTBEAT_SECS", "1")
+        .env("HAECHI_TASKS__ALLOW_SELF_APPROVAL", "true")
+}
+
+/// Runs `script` as `os_user` on `node` with `args` and waits for the end; returns the node's
+/// execution (with `out` and `err` decoded into `outText`/`errText`).
+pub async fn run_once(s: &Server, node: &str, os_user: &str, script: &str, args: &[&str]) -> Value {
+    let t = admin_token(s).await;
+    let id = unique("once");
+    approved_task(s, &t, &id, script, json!({ "osUser": os_user })).await;
+    let no = start(s, &t, &id, &[node], args).await;
+    wait_end(s, &t, no, Duration::from_secs(30)).await;
+    let mut n = node_detail(s, &t, no, node, None).await;
+    n["outText"] = json!(String::from_utf8_lossy(&b64(&n["encbase64out"])));
+    n["errText"] = json!(String::from_utf8_lossy(&b64(&n["encbase64err"])));
+    n
+}
+
+/// Makes an enrolment token with the body `extra` (`{}` for the defaults).
+pub async fn enrollment_token(s: &Server, t: &str, extra: Value) -> String {
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/agents/enrollment-tokens"))
+            .bearer_auth(t)
+            .json(&extra),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Enrols `node` with `token` through the API (as an agent would).
+pub async fn enroll_as(s: &Server, token: &str, node: &str) -> (u16, Value) {
+    call(
+        client()
+            .post(s.url("/api/v1/agents/enroll"))
+            .json(&json!({ "token": token, "nodeId": node, "hostname": "h" })),
+    )
+    .await
 }
 
 /// A TCP relay in front of a server, so agents keep one address while the server behind it
