@@ -215,7 +215,9 @@ impl Exec {
         match existing {
             Some((Some(_),)) => {
                 return Err(Error::conflict(format!(
-                    "node '{}' is already enrolled; revoke its credential first (POST /api/v1/nodes/{}/revoke) to enrol it again",
+                    "node '{}' is already enrolled (on the server's own host the local agent enrols the host name): \
+                     start this agent with another --node-id, or, to replace the enrolled agent, revoke its credential \
+                     (POST /api/v1/nodes/{}/revoke) and enrol with a token made for that node id",
                     req.node_id, req.node_id
                 )))
             }

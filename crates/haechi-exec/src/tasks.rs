@@ -604,7 +604,8 @@ impl Exec {
                     && !self.cfg.tasks.allow_self_approval
                 {
                     return Err(Error::forbidden(format!(
-                        "you requested the approval of task '{id}'; another approver must approve it"
+                        "you requested the approval of task '{id}'; another approver must approve it \
+                         (tasks.allow_self_approval lets a requester approve their own request)"
                     )));
                 }
                 if action == ApprovalAction::Approve {

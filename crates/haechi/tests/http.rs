@@ -17,8 +17,9 @@ async fn an_oversized_body_is_a_413_over_http2_too() {
         .build()
         .unwrap();
     let id = unique("h2big");
-    let big = json!({"user_id": id, "name": "x".repeat(3 * 1024 * 1024), "password": "good-password-1"})
-        .to_string();
+    let big =
+        json!({"user_id": id, "name": "x".repeat(3 * 1024 * 1024), "password": "good-password-1"})
+            .to_string();
     for client in [h2.clone(), client()] {
         let r = client
             .post(s.url("/api/v1/users"))
