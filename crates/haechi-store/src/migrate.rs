@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_dbgate"),
     migration!(6, "0006_task_env"),
     migration!(7, "0007_target_socket"),
+    migration!(8, "0008_name_keys"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"
