@@ -66,12 +66,15 @@ impl Credential {
 /// journal would start executions twice).
 pub fn lock_data_dir(data_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
     let path = data_dir.join("agent.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| AgentError::io(format!("cannot open {}", path.display()), e))?;
+    let file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        0o600,
+    )
+    .open(&path)
+    .map_err(|e| AgentError::io(format!("cannot open {}", path.display()), e))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
         AgentError::Config(format!(
             "another agent is running on the data directory {}",

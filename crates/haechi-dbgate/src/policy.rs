@@ -240,7 +240,9 @@ pub(crate) fn merge(base: &Policy, input: PolicyInput, creating: bool) -> Result
         p.client_ip_end = ip("clientIpEnd", input.client_ip_end)?;
     }
     if let Some(a) = text("serverAddress", input.server_address, MAX_NAME)? {
-        p.server_address = Some(a.trim().to_owned());
+        let a = a.trim();
+        haechi_types::ident::check_host("serverAddress", a)?;
+        p.server_address = Some(a.to_owned());
     }
     if let Some(port) = input.server_port {
         // 0 is what a policy without a port reads as (DBSAFER's wire): sent back, it clears.

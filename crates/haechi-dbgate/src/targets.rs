@@ -170,12 +170,7 @@ fn name_field(field: &str, v: &str) -> Result<()> {
 
 pub(crate) fn validate_target(t: &NewTarget) -> Result<u16> {
     name_field("name", &t.name)?;
-    if t.host.trim().is_empty() || t.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::field(
-            "host",
-            "must be a host name or IP address without spaces",
-        ));
-    }
+    haechi_types::ident::check_host("host", &t.host)?;
     if !(1..=65535).contains(&t.port) {
         return Err(Error::field(
             "port",

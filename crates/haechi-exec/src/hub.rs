@@ -312,7 +312,9 @@ impl Exec {
                         tracing::warn!(%node_id, "ignoring a second hello")
                     }
                     Err(e) => {
-                        tracing::warn!(%node_id, "ignoring a message the server does not understand: {e}")
+                        // The parser's message quotes what the agent sent: escaped, so an
+                        // agent cannot forge log lines (issue 26 item 15).
+                        tracing::warn!(%node_id, "ignoring a message the server does not understand: {}", e.to_string().escape_debug())
                     }
                 },
             }

@@ -97,7 +97,8 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
             format_args!("may hold letters, digits, '.', '_' and '-' only (found {c:?})"),
         ));
     }
-    Ok(())
+    // No fullwidth or other compatibility look-alikes of another id.
+    haechi_types::ident::check(field, id, 128, haechi_types::ident::Spaces::Refused)
 }
 
 impl Exec {

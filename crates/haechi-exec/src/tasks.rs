@@ -174,6 +174,7 @@ impl Exec {
                 "must be 1 to 255 characters long",
             ));
         }
+        haechi_types::ident::check_no_control("scriptName", &script_name)?;
         let script = required("script", spec.script, base.map(|b| &b.script))?;
         if script.trim().is_empty() {
             return Err(Error::field("script", "must not be empty"));

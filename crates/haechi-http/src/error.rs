@@ -161,6 +161,20 @@ fn vault_code(code: Code) -> &'static str {
 pub async fn envelope(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let family = Family::of(&path);
+    // A NUL byte (`%00`) names nothing Haechi stores (every name refuses control characters),
+    // and PostgreSQL refuses it in text: answer 400 here for every route and family rather than
+    // let a lookup fail deep inside.
+    let query = req.uri().query().unwrap_or("");
+    if [path.as_str(), query].iter().any(|s| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    }) {
+        return family.render(
+            &Error::invalid("the path and query must not contain a NUL byte (%00)"),
+            &path,
+        );
+    }
     let mut res = next.run(req).await;
     if let Some(Pending(e)) = res.extensions_mut().remove::<Pending>() {
         return family.render(&e, &path);

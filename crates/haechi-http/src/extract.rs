@@ -190,7 +190,73 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             ),
         )
     })?;
-    serde_path_to_error::deserialize(value).map_err(field_error)
+    serde_path_to_error::deserialize(ObjectsOnly(value)).map_err(field_error)
+}
+
+/// A JSON tree that refuses to become a struct unless it is an object. serde's derived structs
+/// also accept an array of their fields in order, so `[]` would otherwise pass as a body whose
+/// fields are all optional (issue 18 item 11); every other request type is read as the tree
+/// reads it (a `Value`, a list).
+struct ObjectsOnly(serde_json::Value);
+
+impl<'de> serde::Deserializer<'de> for ObjectsOnly {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_any(self.0, v)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        if !self.0.is_object() {
+            return Err(serde::de::Error::custom(format_args!(
+                "the body must be a JSON object {{...}}, not {}",
+                json_kind(&self.0)
+            )));
+        }
+        serde::Deserializer::deserialize_struct(self.0, name, fields, v)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_option(self.0, v)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_enum(self.0, name, variants, v)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_newtype_struct(self.0, name, v)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

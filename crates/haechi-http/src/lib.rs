@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::{ApiError, ApiResult, Family};
-pub use serve::serve;
+pub use serve::{serve, ServeLimits};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -38,6 +38,22 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// The server's UTC offset, seconds (dates in the OPMATE family).
     pub utc_offset_secs: i32,
+    /// Who may read `GET /metrics`.
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read `GET /metrics` (setting `metrics_access`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// A client on a loopback address (a local Prometheus agent, a sidecar) without a token;
+    /// any other client with the token of a user holding `admin.settings`.
+    #[default]
+    Loopback,
+    /// Every client with the token of a user holding `admin.settings`.
+    Token,
+    /// Anyone who reaches the port, without a token.
+    Open,
 }
 
 /// What every handler can reach.
@@ -98,14 +114,29 @@ async fn not_found() -> ApiError {
     ))
 }
 
+/// The Prometheus text, for whom `metrics_access` lets in (401 without a token, 403 without
+/// `admin.settings`).
 async fn metrics_text(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> impl axum::response::IntoResponse {
-    (
+    req: axum::extract::Request,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = req.into_parts();
+    let extract::ClientIp(ip) = extract::ClientIp::from_request_parts(&mut parts, &state).await?;
+    let open = match state.http.metrics_access {
+        MetricsAccess::Open => true,
+        MetricsAccess::Loopback => ip.is_loopback(),
+        MetricsAccess::Token => false,
+    };
+    if !open {
+        let caller = extract::Caller::from_request_parts(&mut parts, &state).await?;
+        caller.require(haechi_identity::Permission::AdminSettings)?;
+    }
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         state.metrics.render(),
-    )
+    ))
 }

@@ -10,6 +10,7 @@
 mod offline;
 mod password;
 mod permission;
+mod slots;
 pub mod token;
 mod users;
 
@@ -20,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
 use haechi_store::{in_tx, read, Store};
-use haechi_types::{time::now_ms, Code, Error, Result};
+use haechi_types::{ident, time::now_ms, Code, Error, Result};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub struct IdentityConfig {
     pub token_max_secs: u64,
     /// How long a server trusts a token it has resolved before asking the store again.
     pub token_cache_secs: u64,
+    /// Logins for one user id that may wait for their password check at once; more are
+    /// refused at once (503) without a check, so a flood of guesses for one account queues at
+    /// most this many.
+    pub max_concurrent_logins: u32,
     /// Argon2id cost.
     pub argon2: Argon2Params,
 }
@@ -61,6 +66,7 @@ impl Default for IdentityConfig {
             token_idle_secs: 3600,
             token_max_secs: 12 * 3600,
             token_cache_secs: 5,
+            max_concurrent_logins: 4,
             argon2: Argon2Params::default(),
         }
     }
@@ -158,7 +164,11 @@ pub struct Identity {
     cfg: IdentityConfig,
     hasher: Hasher,
     cache: RwLock<HashMap<String, Arc<CachedToken>>>,
+    login_slots: slots::LoginSlots,
 }
+
+/// The answer to every failed login, whatever the reason (see [`Identity::login`]).
+pub const LOGIN_FAILED: &str = "wrong user id or password";
 
 /// The token cache is swept of expired entries whenever it grows to a power of two this size
 /// or above.
@@ -176,6 +186,7 @@ impl Identity {
             cfg,
             hasher,
             cache: RwLock::new(HashMap::new()),
+            login_slots: slots::LoginSlots::default(),
         })
     }
 
@@ -198,6 +209,7 @@ impl Identity {
         admin_password: Option<SecretString>,
     ) -> Result<Option<SecretString>> {
         users::ensure_builtin_roles(&self.store).await?;
+        users::fill_name_keys(&self.store).await?;
         let count: i64 = read!(self.store, |db| sqlx::query_scalar(
             "SELECT COUNT(*) FROM users"
         )
@@ -207,7 +219,16 @@ impl Identity {
             return Ok(None);
         }
         let (password, generated) = match admin_password {
-            Some(p) => (p, false),
+            Some(p) => {
+                // The bootstrap password meets the same policy as every other.
+                users::validate_password(&p).map_err(|e| {
+                    Error::invalid(format!(
+                        "the first admin password (HAECHI_ADMIN_PASSWORD or admin_password) {}",
+                        e.message.trim_start_matches("password: ")
+                    ))
+                })?;
+                (p, false)
+            }
             None => (users::random_password(), true),
         };
         let hash = self.hasher.hash(&password).await?;
@@ -215,9 +236,21 @@ impl Identity {
         Ok((created && generated).then_some(password))
     }
 
-    /// The one login behind all three login endpoints. Failures say only "wrong user id or
-    /// password", except that a caller who proves the password learns why the account is
-    /// locked; a wrong password on an unknown user costs the same Argon2 time as on a real one.
+    /// The one login behind every login endpoint (MDRM, OPMATE, vault, the DB gateways).
+    ///
+    /// Every failure answers the same 401 "wrong user id or password", whatever the reason: an
+    /// unknown user, a wrong password, or an account that may not log in now (disabled, locked
+    /// after failed logins or for inactivity, address outside its allow-list), even when the
+    /// password was right. So the answer tells a guesser nothing once the account is locked;
+    /// the audit event keeps the true reason. Each attempt costs one Argon2 verification, also
+    /// for an unknown user.
+    ///
+    /// The outcome is decided after the verification, inside one write transaction that holds
+    /// the user's row (`FOR UPDATE` on PostgreSQL; SQLite's write transactions are serial), so
+    /// logins running at once cannot each read "not locked" and count past the limit, and a
+    /// right password that arrives after the limit was reached is refused. At most
+    /// `max_concurrent_logins` logins per user id wait for verification at once; more are
+    /// refused at once with 503 without a password check.
     pub async fn login(
         &self,
         user_id: &str,
@@ -225,13 +258,15 @@ impl Identity {
         ip: IpAddr,
         family: &'static str,
     ) -> Result<LoginOk> {
+        let _slot = self
+            .login_slots
+            .enter(&ident::fold(user_id), self.cfg.max_concurrent_logins)?;
         let row = users::find_login_row(&self.store, user_id).await?;
         let ok = self
             .hasher
             .verify(password, row.as_ref().map(|r| r.password_hash.clone()))
             .await?;
-        let now = now_ms();
-        let fail = |code: Code, msg: &str| Error::new(code, msg);
+        let failed = || Error::new(Code::LoginFailed, LOGIN_FAILED);
         let audit_failure = |reason: &'static str| {
             Event::new(family, "auth.login")
                 .by(user_id.to_owned(), Some(ip.to_string()))
@@ -240,52 +275,69 @@ impl Identity {
         };
         let Some(row) = row else {
             haechi_audit::record(&self.store, audit_failure("bad credentials")).await?;
-            return Err(fail(Code::LoginFailed, "wrong user id or password"));
+            return Err(failed());
         };
-        let lock_active = row.locked_at.is_some_and(|at| {
+        let mut tx = self.store.begin().await?;
+        let now = now_ms();
+        // The row as it stands now, held until the transaction ends.
+        let Some(state) = users::lock_login_row(&mut tx, self.store.backend(), row.id).await?
+        else {
+            // Deleted while the password was being checked.
+            haechi_audit::append(&mut tx, audit_failure("bad credentials")).await?;
+            tx.commit().await?;
+            return Err(failed());
+        };
+        // A password changed meanwhile: the one just checked is no longer the password.
+        let ok = ok && state.password_hash == row.password_hash;
+        let lock_active = state.locked_at.is_some_and(|at| {
             self.cfg.lockout_secs == 0 || now - at < self.cfg.lockout_secs as i64 * 1000
         });
         if !ok {
-            let mut tx = self.store.begin().await?;
             if !lock_active {
-                users::count_failed_login(&mut tx, row.id, self.cfg.max_failed_logins, now).await?;
+                // A lock that has run out starts a fresh count.
+                let before = if state.locked_at.is_some() {
+                    0
+                } else {
+                    state.failed_logins
+                };
+                users::set_failed_logins(
+                    &mut tx,
+                    row.id,
+                    before + 1,
+                    self.cfg.max_failed_logins,
+                    now,
+                )
+                .await?;
             }
-            haechi_audit::append(&mut tx, audit_failure("bad credentials")).await?;
+            let reason = if lock_active {
+                "bad credentials; account locked"
+            } else {
+                "bad credentials"
+            };
+            haechi_audit::append(&mut tx, audit_failure(reason)).await?;
             tx.commit().await?;
-            return Err(fail(Code::LoginFailed, "wrong user id or password"));
+            return Err(failed());
         }
-        let refusal = if row.disabled {
-            Some((Code::AccountLocked, "account is disabled", "disabled"))
+        let refusal = if state.disabled {
+            Some("disabled")
         } else if lock_active {
-            Some((
-                Code::AccountLocked,
-                "account is locked after too many failed logins; an administrator can unlock it",
-                "locked",
-            ))
-        } else if row.kind()? == UserKind::Human && self.inactive(&row, now) {
-            Some((
-                Code::AccountLocked,
-                "account is locked for inactivity; an administrator can unlock it",
-                "inactive",
-            ))
-        } else if !ip_allowed(&row.allowed_ips()?, ip) {
-            Some((
-                Code::IpNotAllowed,
-                "login from this address is not allowed for this account",
-                "ip not allowed",
-            ))
+            Some("locked")
+        } else if state.kind()? == UserKind::Human && self.inactive(&state, now) {
+            Some("inactive")
+        } else if !ip_allowed(&state.allowed_ips()?, ip) {
+            Some("ip not allowed")
         } else {
             None
         };
-        if let Some((code, message, reason)) = refusal {
-            haechi_audit::record(&self.store, audit_failure(reason)).await?;
-            return Err(fail(code, message));
+        if let Some(reason) = refusal {
+            haechi_audit::append(&mut tx, audit_failure(reason)).await?;
+            tx.commit().await?;
+            return Err(failed());
         }
 
         let token = token::generate();
         let hash = token::hash(token.expose_secret());
         let expires_at = now + self.cfg.token_max_secs as i64 * 1000;
-        let mut tx = self.store.begin().await?;
         in_tx!(tx, |c| {
             sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, family, client_ip, created_at, last_used_at, expires_at) \

@@ -125,6 +125,15 @@ impl PermissionSet {
         PermissionSet(self.0 | other.0)
     }
 
+    /// A pair of permissions this set holds that one account must never hold together
+    /// (separation of duties: [`CONFLICTING`]).
+    pub fn conflict(self) -> Option<(Permission, Permission)> {
+        CONFLICTING
+            .iter()
+            .copied()
+            .find(|(a, b)| self.has(*a) && self.has(*b))
+    }
+
     pub fn list(self) -> Vec<Permission> {
         Permission::ALL
             .iter()
@@ -134,13 +143,18 @@ impl PermissionSet {
     }
 }
 
+/// Permissions one account may not hold together, through any mix of roles: whoever manages
+/// users must not also read the audit log that records what they did (issue 18, item 6).
+pub const CONFLICTING: &[(Permission, Permission)] =
+    &[(Permission::AdminUsers, Permission::AuditRead)];
+
 pub const SYSTEM_ADMIN: &str = "System Admin";
 pub const AUDITOR: &str = "Auditor";
 pub const LOCKER_ADMIN: &str = "Locker Admin";
 
 /// The built-in roles, created (and kept up to date) at every start. `System Admin` holds every
-/// permission except reading the audit log: that is the `Auditor`'s alone (separation of duties;
-/// an admin who grants themself `Auditor` leaves an audit event doing it).
+/// permission except reading the audit log: that is the `Auditor`'s alone (separation of duties:
+/// no account may hold both `admin.users` and `audit.read`, see [`CONFLICTING`]).
 pub fn builtin_roles() -> Vec<(&'static str, &'static str, Vec<Permission>)> {
     use Permission::*;
     vec![
@@ -216,5 +230,14 @@ mod tests {
         let auditor = &roles.iter().find(|r| r.0 == AUDITOR).unwrap().2;
         assert!(!admin.contains(&Permission::AuditRead));
         assert_eq!(auditor, &vec![Permission::AuditRead]);
+        for (name, _, perms) in &roles {
+            assert_eq!(PermissionSet::of(perms).conflict(), None, "{name}");
+        }
+        assert_eq!(
+            PermissionSet::of(admin)
+                .union(PermissionSet::of(auditor))
+                .conflict(),
+            Some((Permission::AdminUsers, Permission::AuditRead))
+        );
     }
 }

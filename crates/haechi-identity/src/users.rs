@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use haechi_store::{in_tx, is_unique_violation, read, Store, Tx};
-use haechi_types::{time, time::now_ms, Error, Result};
+use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
+use haechi_types::{ident, time, time::now_ms, Error, Result};
 use ipnet::IpNet;
 use rand::Rng;
 use secrecy::SecretString;
@@ -185,6 +185,7 @@ pub(crate) struct LoginRow {
     pub password_hash: String,
     pub kind: String,
     pub disabled: bool,
+    pub failed_logins: i64,
     pub locked_at: Option<i64>,
     pub allowed_ips: String,
     pub last_login_at: Option<i64>,
@@ -224,18 +225,27 @@ pub(crate) fn parse_allowed_ips(json: &str) -> Result<Vec<IpNet>> {
 
 // ---- validation -------------------------------------------------------------------------------
 
+/// A user id: a name under `haechi_types::ident` (1 to 64 characters, NFKC, no invisible or
+/// control characters, no spaces), and no `@` or `/` (the gateway login name is
+/// `<user_id>@<account>`; the id is a path segment).
 fn validate_user_id(user_id: &str) -> Result<()> {
-    let n = user_id.chars().count();
-    if n == 0 || n > 64 {
-        return Err(Error::field("user_id", "must be 1 to 64 characters"));
-    }
-    if let Some(bad) = user_id
-        .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || *c == '@' || *c == '/')
-    {
+    ident::check("user_id", user_id, 64, ident::Spaces::Refused)?;
+    if let Some(bad) = user_id.chars().find(|c| *c == '@' || *c == '/') {
         return Err(Error::field(
             "user_id",
-            format_args!("must not contain {bad:?} (no spaces, control characters, '@' or '/')"),
+            format_args!("must not contain {bad:?} (no '@' or '/')"),
+        ));
+    }
+    Ok(())
+}
+
+/// A role name: a name under `haechi_types::ident` with single inner spaces, not a number.
+fn validate_role_name(name: &str) -> Result<()> {
+    ident::check("name", name, 100, ident::Spaces::Inner)?;
+    if name.parse::<i64>().is_ok() {
+        return Err(Error::field(
+            "name",
+            "must not be a number (roles are looked up by id or name)",
         ));
     }
     Ok(())
@@ -261,7 +271,7 @@ fn validate_text(field: &str, value: &str, max: usize, required: bool) -> Result
     Ok(())
 }
 
-fn validate_password(pw: &SecretString) -> Result<()> {
+pub(crate) fn validate_password(pw: &SecretString) -> Result<()> {
     use secrecy::ExposeSecret;
     let n = pw.expose_secret().chars().count();
     if n < 8 {
@@ -326,21 +336,60 @@ pub(crate) async fn ensure_builtin_roles(store: &Store) -> Result<()> {
     let mut tx = store.begin().await?;
     for (name, description, perms) in builtin_roles() {
         let json = serde_json::to_string(&perms)?;
-        in_tx!(tx, |c| sqlx::query(
-            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at) \
-             VALUES ($1, $2, $3, TRUE, $4, $4) \
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at, name_key) \
+             VALUES ($1, $2, $3, TRUE, $4, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
-               permissions = excluded.permissions, builtin = TRUE"
+               permissions = excluded.permissions, builtin = TRUE, name_key = excluded.name_key"
         )
         .bind(name)
         .bind(description)
         .bind(&json)
         .bind(now)
+        .bind(ident::fold(name))
         .execute(&mut *c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
     }
     tx.commit().await
+}
+
+/// Fills the folded key of user ids and role names stored before keys existed (migration
+/// 0008). Two old names that fold alike keep no key (the second is logged): they stay usable,
+/// and no new look-alike of either can be made beside the one that has its key.
+pub(crate) async fn fill_name_keys(store: &Store) -> Result<()> {
+    for (table, col, key) in [
+        ("users", "user_id", "id_key"),
+        ("roles", "name", "name_key"),
+    ] {
+        let rows: Vec<(i64, String)> = read!(store, |db| sqlx::query_as(&format!(
+            "SELECT id, {col} FROM {table} WHERE {key} IS NULL ORDER BY id"
+        ))
+        .fetch_all(db)
+        .await)?;
+        for (id, name) in rows {
+            let mut tx = store.begin().await?;
+            let r = in_tx!(tx, |c| sqlx::query(&format!(
+                "UPDATE {table} SET {key} = $1 WHERE id = $2"
+            ))
+            .bind(ident::fold(&name))
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()));
+            match r {
+                Ok(_) => tx.commit().await?,
+                Err(e) if is_unique_violation(&e) => tracing::warn!(
+                    "{table}.{col} #{id} {name:?} differs from another only in case or width; \
+                     it keeps working, but rename one of them"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn insert_bootstrap_admin(store: &Store, hash: &str) -> Result<bool> {
@@ -348,8 +397,8 @@ pub(crate) async fn insert_bootstrap_admin(store: &Store, hash: &str) -> Result<
     let mut tx = store.begin().await?;
     let id: Option<i64> = in_tx!(tx, |c| {
         sqlx::query_scalar(
-        "INSERT INTO users (user_id, name, kind, password_hash, activity_reset_at, password_changed_at, created_at, updated_at) \
-         VALUES ('admin', 'Administrator', 'human', $1, $2, $2, $2, $2) ON CONFLICT (user_id) DO NOTHING RETURNING id"
+        "INSERT INTO users (user_id, name, kind, password_hash, activity_reset_at, password_changed_at, created_at, updated_at, id_key) \
+         VALUES ('admin', 'Administrator', 'human', $1, $2, $2, $2, $2, 'admin') ON CONFLICT DO NOTHING RETURNING id"
     )
     .bind(hash)
     .bind(now)
@@ -374,26 +423,50 @@ pub(crate) async fn insert_bootstrap_admin(store: &Store, hash: &str) -> Result<
     Ok(true)
 }
 
+const LOGIN_COLS: &str = "id, user_id, password_hash, kind, disabled, failed_logins, locked_at, \
+                          allowed_ips, last_login_at, activity_reset_at";
+
 pub(crate) async fn find_login_row(store: &Store, user_id: &str) -> Result<Option<LoginRow>> {
-    Ok(read!(store, |db| {
-        sqlx::query_as(
-        "SELECT id, user_id, password_hash, kind, disabled, locked_at, allowed_ips, last_login_at, activity_reset_at \
-         FROM users WHERE user_id = $1"
-    )
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
-    })?)
+    let sql = format!("SELECT {LOGIN_COLS} FROM users WHERE user_id = $1");
+    Ok(read!(store, |db| sqlx::query_as(&sql)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await)?)
 }
 
-pub(crate) async fn count_failed_login(tx: &mut Tx, id: i64, max: u32, now: i64) -> Result<()> {
+/// The login row of user `id`, held by `tx` until it ends: on PostgreSQL with `FOR UPDATE`;
+/// SQLite's write transactions (`BEGIN IMMEDIATE` on the one writer) are serial already.
+pub(crate) async fn lock_login_row(
+    tx: &mut Tx,
+    backend: Backend,
+    id: i64,
+) -> Result<Option<LoginRow>> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let sql = format!("SELECT {LOGIN_COLS} FROM users WHERE id = $1{lock}");
+    Ok(in_tx!(tx, |c| sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?)
+}
+
+/// Records a failed login as the `count`th in a row, locking the account when it reaches
+/// `max`.
+pub(crate) async fn set_failed_logins(
+    tx: &mut Tx,
+    id: i64,
+    count: i64,
+    max: u32,
+    now: i64,
+) -> Result<()> {
+    let locked_at = (count >= max as i64).then_some(now);
     in_tx!(tx, |c| sqlx::query(
-        "UPDATE users SET failed_logins = failed_logins + 1, \
-           locked_at = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_at END \
-         WHERE id = $3"
+        "UPDATE users SET failed_logins = $1, locked_at = $2 WHERE id = $3"
     )
-    .bind(max as i64)
-    .bind(now)
+    .bind(count)
+    .bind(locked_at)
     .bind(id)
     .execute(&mut *c)
     .await
@@ -589,6 +662,40 @@ async fn set_roles(tx: &mut Tx, user_pk: i64, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
+fn stored_permissions(json: &str) -> Result<PermissionSet> {
+    let names: Vec<String> = serde_json::from_str(json)?;
+    let perms: Vec<Permission> = names.iter().filter_map(|p| Permission::parse(p)).collect();
+    Ok(PermissionSet::of(&perms))
+}
+
+/// The permissions of a set of roles together.
+async fn permissions_of_roles(tx: &mut Tx, ids: &[i64]) -> Result<PermissionSet> {
+    let mut set = PermissionSet::default();
+    for id in ids {
+        let json: String = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT permissions FROM roles WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await)?;
+        set = set.union(stored_permissions(&json)?);
+    }
+    Ok(set)
+}
+
+/// Refuses a change after which `who` would hold two permissions that one account must never
+/// hold together (separation of duties).
+fn refuse_conflict(set: PermissionSet, who: &str) -> Result<()> {
+    match set.conflict() {
+        Some((a, b)) => Err(Error::forbidden(format!(
+            "separation of duties: {who} would hold both '{}' and '{}', which no account may hold together",
+            a.as_str(),
+            b.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Enabled users holding `System Admin`, other than `except`.
 async fn other_active_admins(tx: &mut Tx, except: i64) -> Result<i64> {
     Ok(in_tx!(tx, |c| {
@@ -614,6 +721,45 @@ async fn is_admin(tx: &mut Tx, user_pk: i64) -> Result<bool> {
     .await
     })?;
     Ok(n > 0)
+}
+
+/// Refuses new permissions `perms` for `role` when the actor holds the role (nobody widens
+/// their own rights) or when a holder of the role would then hold a conflicting pair.
+async fn check_role_permissions(
+    tx: &mut Tx,
+    actor: &Actor,
+    role: &Role,
+    perms: PermissionSet,
+) -> Result<()> {
+    refuse_conflict(perms, &format!("every holder of role '{}'", role.name))?;
+    let holders: Vec<(i64, String)> = in_tx!(tx, |c| sqlx::query_as(
+        "SELECT u.id, u.user_id FROM user_roles ur JOIN users u ON u.id = ur.user_id \
+         WHERE ur.role_id = $1 ORDER BY u.id"
+    )
+    .bind(role.id)
+    .fetch_all(&mut *c)
+    .await)?;
+    if holders.iter().any(|(_, id)| *id == actor.user_id) {
+        return Err(Error::forbidden(format!(
+            "you hold role '{}'; nobody changes the permissions of a role they hold",
+            role.name
+        )));
+    }
+    for (pk, user_id) in holders {
+        let others: Vec<i64> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT role_id FROM user_roles WHERE user_id = $1 AND role_id <> $2"
+        )
+        .bind(pk)
+        .bind(role.id)
+        .fetch_all(&mut *c)
+        .await)?;
+        let set = permissions_of_roles(tx, &others).await?.union(perms);
+        refuse_conflict(
+            set,
+            &format!("user '{user_id}' (who holds role '{}')", role.name),
+        )?;
+    }
+    Ok(())
 }
 
 async fn user_pk(tx: &mut Tx, user_id: &str) -> Result<i64> {
@@ -751,10 +897,14 @@ impl Identity {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         let role_ids = role_ids(&mut tx, &new.roles).await?;
+        refuse_conflict(
+            permissions_of_roles(&mut tx, &role_ids).await?,
+            &format!("user '{}'", new.user_id),
+        )?;
         let inserted = in_tx!(tx, |c| {
             sqlx::query_scalar::<_, i64>(
-            "INSERT INTO users (user_id, name, kind, password_hash, allowed_ips, activity_reset_at, password_changed_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $6) RETURNING id"
+            "INSERT INTO users (user_id, name, kind, password_hash, allowed_ips, activity_reset_at, password_changed_at, created_at, updated_at, id_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $6, $7) RETURNING id"
         )
         .bind(&new.user_id)
         .bind(&new.name)
@@ -762,6 +912,7 @@ impl Identity {
         .bind(&hash)
         .bind(&ips)
         .bind(now)
+        .bind(ident::fold(&new.user_id))
         .fetch_one(&mut *c)
         .await
         });
@@ -769,7 +920,7 @@ impl Identity {
             Ok(id) => id,
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
-                    "a user with user_id '{}' already exists",
+                    "a user with user_id '{}' (or one that differs only in case or width) already exists",
                     new.user_id
                 )))
             }
@@ -817,6 +968,17 @@ impl Identity {
             Some(names) => Some(role_ids(&mut tx, names).await?),
             None => None,
         };
+        if let Some(ids) = &new_role_ids {
+            if actor.user_id == user_id {
+                return Err(Error::forbidden(
+                    "nobody changes their own roles; another administrator must do it",
+                ));
+            }
+            refuse_conflict(
+                permissions_of_roles(&mut tx, ids).await?,
+                &format!("user '{user_id}'"),
+            )?;
+        }
         let was_admin = is_admin(&mut tx, pk).await?;
         if was_admin {
             let admin_role: i64 = in_tx!(tx, |c| sqlx::query_scalar(
@@ -932,7 +1094,10 @@ impl Identity {
         self.get_user(user_id).await
     }
 
-    /// A user changing their own password must prove the current one.
+    /// A user changing their own password must prove the current one. A wrong
+    /// `current_password` counts toward the failed-login lockout as a wrong login does (under
+    /// the same row lock, see [`Identity::login`]) and is audited (`user.password` failure); while
+    /// the account is locked the change is refused.
     pub async fn change_own_password(
         &self,
         actor: &Actor,
@@ -940,17 +1105,53 @@ impl Identity {
         current: &SecretString,
         new: SecretString,
     ) -> Result<()> {
-        let row = find_login_row(&self.store, user_id).await?;
+        validate_password(&new)?;
+        let _slot = self
+            .login_slots
+            .enter(&ident::fold(user_id), self.cfg.max_concurrent_logins)?;
+        let row = find_login_row(&self.store, user_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
         let ok = self
             .hasher
-            .verify(current, row.map(|r| r.password_hash))
+            .verify(current, Some(row.password_hash.clone()))
             .await?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+        let state = lock_login_row(&mut tx, self.store.backend(), row.id)
+            .await?
+            .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
+        let ok = ok && state.password_hash == row.password_hash;
+        let locked = self.lock_active(state.locked_at);
+        let refused = |reason: &'static str| {
+            actor
+                .event("admin", "user.password")
+                .target(user_id)
+                .outcome(haechi_audit::Outcome::Failure)
+                .detail(serde_json::json!({ "reason": reason }))
+        };
+        if locked {
+            haechi_audit::append(&mut tx, refused("locked")).await?;
+            tx.commit().await?;
+            return Err(Error::forbidden(
+                "the account is locked after too many failed attempts; an administrator can unlock it",
+            ));
+        }
         if !ok {
+            let before = if state.locked_at.is_some() {
+                0
+            } else {
+                state.failed_logins
+            };
+            set_failed_logins(&mut tx, row.id, before + 1, self.cfg.max_failed_logins, now).await?;
+            haechi_audit::append(&mut tx, refused("wrong current password")).await?;
+            tx.commit().await?;
             return Err(Error::field(
                 "current_password",
                 "is not the current password",
             ));
         }
+        drop(tx);
         self.update_user(
             actor,
             user_id,
@@ -1022,26 +1223,25 @@ impl Identity {
     }
 
     pub async fn create_role(&self, actor: &Actor, new: NewRole) -> Result<Role> {
-        validate_text("name", &new.name, 100, true)?;
+        validate_role_name(&new.name)?;
         validate_text("description", &new.description, 500, false)?;
-        if new.name.parse::<i64>().is_ok() {
-            return Err(Error::field(
-                "name",
-                "must not be a number (roles are looked up by id or name)",
-            ));
-        }
         let perms = parse_permissions(&new.permissions)?;
+        refuse_conflict(
+            PermissionSet::of(&perms),
+            &format!("every holder of role '{}'", new.name),
+        )?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         let r = in_tx!(tx, |c| {
             sqlx::query_scalar::<_, i64>(
-            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at) \
-             VALUES ($1, $2, $3, FALSE, $4, $4) RETURNING id"
+            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at, name_key) \
+             VALUES ($1, $2, $3, FALSE, $4, $4, $5) RETURNING id"
         )
         .bind(&new.name)
         .bind(&new.description)
         .bind(serde_json::to_string(&perms)?)
         .bind(now)
+        .bind(ident::fold(&new.name))
         .fetch_one(&mut *c)
         .await
         });
@@ -1049,7 +1249,7 @@ impl Identity {
             Ok(id) => id,
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
-                    "a role named '{}' already exists",
+                    "a role named '{}' (or one that differs only in case or width) already exists",
                     new.name
                 )))
             }
@@ -1076,10 +1276,7 @@ impl Identity {
             )));
         }
         if let Some(n) = &patch.name {
-            validate_text("name", n, 100, true)?;
-            if n.parse::<i64>().is_ok() {
-                return Err(Error::field("name", "must not be a number"));
-            }
+            validate_role_name(n)?;
         }
         if let Some(d) = &patch.description {
             validate_text("description", d, 500, false)?;
@@ -1090,23 +1287,28 @@ impl Identity {
             .map(parse_permissions)
             .transpose()?;
         let mut tx = self.store.begin().await?;
+        if let Some(perms) = &perms {
+            check_role_permissions(&mut tx, actor, &role, PermissionSet::of(perms)).await?;
+        }
         let r = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE roles SET name = COALESCE($1, name), description = COALESCE($2, description), \
-             permissions = COALESCE($3, permissions), updated_at = $4 WHERE id = $5"
+             permissions = COALESCE($3, permissions), updated_at = $4, name_key = COALESCE($6, name_key) \
+             WHERE id = $5"
         )
         .bind(&patch.name)
         .bind(&patch.description)
         .bind(perms.as_ref().map(serde_json::to_string).transpose()?)
         .bind(now_ms())
         .bind(role.id)
+        .bind(patch.name.as_deref().map(ident::fold))
         .execute(&mut *c).await.map(|r| r.rows_affected())
         });
         match r {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict("a role with that name already exists"))
-            }
+            Err(e) if is_unique_violation(&e) => return Err(Error::conflict(
+                "a role with that name (or one that differs only in case or width) already exists",
+            )),
             Err(e) => return Err(e.into()),
         }
         haechi_audit::append(

@@ -143,6 +143,8 @@ impl Store {
     }
 
     async fn open_sqlite(path: &Path, readers: u32) -> Result<Store> {
+        private_files(path)
+            .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -212,6 +214,46 @@ impl Store {
             Pools::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// Makes the SQLite file and its `-wal` / `-shm` companions readable by their owner only,
+/// whatever the mode of the directory they are in or the process's umask: the file is created
+/// here 0600 before SQLite opens it (SQLite gives the companions the mode of the database
+/// file), and files left by an older version with wider modes are narrowed to 0600.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let mut companions = [
+            path.as_os_str().to_owned(),
+            path.as_os_str().to_owned(),
+            path.as_os_str().to_owned(),
+        ];
+        companions[1].push("-wal");
+        companions[2].push("-shm");
+        for file in companions {
+            let file = Path::new(&file);
+            match std::fs::symlink_metadata(file) {
+                Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Db<'a> {

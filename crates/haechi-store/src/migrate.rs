@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_task_env"),
     migration!(7, "0007_target_socket"),
     migration!(8, "0008_enrollment_token_node"),
+    migration!(9, "0009_name_keys"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

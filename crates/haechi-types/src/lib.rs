@@ -4,6 +4,7 @@
 //! Nothing here knows about a wire format.
 
 mod error;
+pub mod ident;
 pub mod time;
 
 pub use error::{Code, Error, Result};

@@ -117,7 +117,7 @@ impl Vault {
     }
 }
 
-/// A name: 1–50 characters, not blank, no control characters.
+/// A name: 1–50 characters, not blank, no control or invisible characters, in NFKC form.
 pub(crate) fn check_name(field: &str, value: &str) -> Result<()> {
     use haechi_types::Error;
     if value.trim().is_empty() {
@@ -136,7 +136,13 @@ pub(crate) fn check_name(field: &str, value: &str) -> Result<()> {
     if value.chars().any(char::is_control) {
         return Err(Error::field(field, "must not contain control characters"));
     }
-    Ok(())
+    // No invisible characters or compatibility look-alikes (issue 18 item 11).
+    haechi_types::ident::check(
+        field,
+        value,
+        limits::NAME_CHARS,
+        haechi_types::ident::Spaces::Free,
+    )
 }
 
 /// A description: at most 255 characters; line breaks and tabs allowed, other control

@@ -366,6 +366,10 @@ pub fn parse(value: &Value) -> Result<Definition> {
         ));
     }
     let group = top.req_text("group", MAX_NAME_CHARS)?;
+    // No invisible characters or compatibility look-alikes (issue 18 item 11).
+    for (field, v) in [("name", &name), ("group", &group)] {
+        haechi_types::ident::check(field, v, MAX_NAME_CHARS, haechi_types::ident::Spaces::Free)?;
+    }
     let description = top
         .free_text("description", MAX_DESCRIPTION_CHARS)?
         .unwrap_or_default();

@@ -53,10 +53,13 @@ pub(crate) fn server_identity(data_dir: &Path) -> (String, Option<ServerLock>) {
         )
     };
     let lock_path = data_dir.join("workflow-server.lock");
+    // Files of the data directory are the owner's only (issue 18 item 12).
+    use std::os::unix::fs::OpenOptionsExt;
     let file = match std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
     {
         Ok(f) => f,
@@ -80,7 +83,14 @@ pub(crate) fn server_identity(data_dir: &Path) -> (String, Option<ServerLock>) {
         Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => {
             let id = format!("{host}-{:016x}", rand::random::<u64>());
-            if let Err(e) = std::fs::write(&id_path, format!("{id}\n")) {
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&id_path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes()));
+            if let Err(e) = written {
                 tracing::warn!("cannot write {}: {e}", id_path.display());
                 return (ephemeral(), None);
             }

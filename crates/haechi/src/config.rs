@@ -89,6 +89,19 @@ pub struct Config {
     pub vault_master_key_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Who may read `GET /metrics`: `loopback` (a client on a loopback address without a token,
+    /// others with the token of a user holding `admin.settings`), `token` (everyone with such a
+    /// token) or `open` (anyone).
+    pub metrics_access: haechi_http::MetricsAccess,
+    /// Seconds a client has to send a request's whole header, after connecting or after its
+    /// previous request; an idle HTTP/1 keep-alive connection is closed after as long.
+    pub http_header_timeout_secs: u64,
+    /// Seconds without frames after which an HTTP/2 connection is pinged; no answer within as
+    /// long closes it.
+    pub http2_keepalive_secs: u64,
+    /// HTTPS connections (requests and the agents' WebSockets) open at once; more are closed
+    /// as they arrive.
+    pub http_max_connections: usize,
     /// UTC offset (`+HH:MM` or `-HH:MM`) of the server's time zone, used for OPMATE's
     /// `YYYYMMDDHHMMSS` dates.
     pub timezone: String,
@@ -143,6 +156,10 @@ impl Default for Config {
             vault_master_key: None,
             vault_master_key_file: None,
             max_body_bytes: 1024 * 1024,
+            metrics_access: haechi_http::MetricsAccess::Loopback,
+            http_header_timeout_secs: 30,
+            http2_keepalive_secs: 60,
+            http_max_connections: 16_384,
             timezone: "+09:00".to_string(),
             trusted_proxies: Vec::new(),
             log_level: "info".to_string(),
@@ -366,6 +383,15 @@ impl Config {
             .unwrap_or_else(|| panic!("timezone {:?} is not ±HH:MM", self.timezone))
     }
 
+    /// The HTTP server's deadlines and connection cap.
+    pub fn serve_limits(&self) -> haechi_http::ServeLimits {
+        haechi_http::ServeLimits {
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout_secs),
+            http2_keepalive: std::time::Duration::from_secs(self.http2_keepalive_secs),
+            max_connections: self.http_max_connections,
+        }
+    }
+
     /// `trusted_proxies` as networks (a single address is a /32 or /128 network); entries
     /// that do not parse are left out ([`Config::load`] rejects them).
     pub fn trusted_proxy_nets(&self) -> Vec<IpNet> {
@@ -530,6 +556,15 @@ impl Config {
             _ => {}
         }
 
+        for (key, v) in [
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+            ("http2_keepalive_secs", self.http2_keepalive_secs),
+            ("http_max_connections", self.http_max_connections as u64),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, 0, "must be at least 1"));
+            }
+        }
         if self.max_body_bytes == 0 {
             return Err(self.invalid("max_body_bytes", 0, "must be at least 1"));
         }

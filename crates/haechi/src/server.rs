@@ -129,6 +129,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             max_body_bytes: cfg.max_body_bytes,
             trusted_proxies: cfg.trusted_proxy_nets(),
             utc_offset_secs: cfg.utc_offset_secs(),
+            metrics_access: cfg.metrics_access,
         },
         metrics: haechi_http::metrics::install(),
     });
@@ -154,6 +155,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         listener,
         tls,
         router,
+        cfg.serve_limits(),
         shutdown_signal(opts.stop_on_stdin_eof),
     )
     .await?;

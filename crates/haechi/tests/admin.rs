@@ -1399,6 +1399,15 @@ async fn the_last_enabled_system_admin_is_protected() {
             "disable self (route)",
             client().post(format!("{me}/disable")),
         ),
+        ("delete self", client().delete(&me)),
+    ] {
+        let (st, body) = call(req.bearer_auth(&admin)).await;
+        assert_eq!(st, 409, "{what}: {body}");
+        assert_eq!(body["code"], "conflict", "{what}");
+        assert!(body["message"].is_string());
+    }
+    // Nobody changes their own roles (issue 18 item 6), the last admin included.
+    for (what, req) in [
         (
             "drop own System Admin",
             client().patch(&me).json(&json!({"roles": ["Auditor"]})),
@@ -1413,11 +1422,10 @@ async fn the_last_enabled_system_admin_is_protected() {
                 .put(format!("{me}/roles"))
                 .json(&json!({"roles": []})),
         ),
-        ("delete self", client().delete(&me)),
     ] {
         let (st, body) = call(req.bearer_auth(&admin)).await;
-        assert_eq!(st, 409, "{what}: {body}");
-        assert_eq!(body["code"], "conflict", "{what}");
+        assert_eq!(st, 403, "{what}: {body}");
+        assert_eq!(body["code"], "forbidden", "{what}");
         assert!(body["message"].is_string());
     }
     assert_eq!(
@@ -1433,20 +1441,21 @@ async fn the_last_enabled_system_admin_is_protected() {
         "admin still works"
     );
 
-    // With a second enabled System Admin, admin may step down, but still not delete itself.
+    // With a second enabled System Admin, admin may be stepped down (by the other admin), but
+    // still not delete itself.
     let second = unique("second");
     create_user(&s, &admin, json!({"user_id": second, "name": "S", "password": "second-pw-1", "roles": ["System Admin"]})).await;
     let (st, body) = call(client().delete(&me).bearer_auth(&admin)).await;
     assert_eq!(st, 409, "nobody deletes their own account: {body}");
+    let second_token = login(&s, &second, "second-pw-1").await;
     let (st, body) = call(
         client()
             .patch(&me)
-            .bearer_auth(&admin)
+            .bearer_auth(&second_token)
             .json(&json!({"roles": ["Auditor"]})),
     )
     .await;
     assert_eq!(st, 200, "{body}");
-    let second_token = login(&s, &second, "second-pw-1").await;
     let (st, body) = call(
         client()
             .patch(user_url(&s, &second))
@@ -1474,10 +1483,11 @@ async fn the_last_enabled_system_admin_is_protected() {
     )
     .await;
     assert_eq!(st, 200);
+    let dormant_token = login(&s, &dormant, "dormant-pw-1").await;
     let (st, body) = call(
         client()
             .patch(user_url(&s, &second))
-            .bearer_auth(&second_token)
+            .bearer_auth(&dormant_token)
             .json(&json!({"roles": []})),
     )
     .await;
@@ -1540,4 +1550,244 @@ async fn changing_your_own_password_needs_the_current_one() {
     assert_eq!(body["code"], "forbidden");
     assert!(can_login(s, &other, &other_pw).await);
     assert!(!can_login(s, &other, "hijacked-pw-1").await);
+}
+
+// ---- separation of duties (issue 18 item 6) ---------------------------------------------------
+
+/// Nobody changes their own roles, no account may hold both `admin.users` and `audit.read`
+/// (whatever roles carry them), and nobody changes the permissions of a role they hold.
+#[tokio::test]
+async fn separation_of_duties_cannot_be_granted_to_oneself() {
+    let s = shared();
+    let admin = admin_token(s).await;
+    // A System Admin of our own, so the shared `admin` is never changed.
+    let boss = unique("boss");
+    create_user(s, &admin, json!({"user_id": boss, "name": "B", "password": "boss-password-1", "roles": ["System Admin"]})).await;
+    let boss_token = login(s, &boss, "boss-password-1").await;
+    let me = user_url(s, &boss);
+    let before = fetch_user(s, &admin, &boss).await.1;
+
+    let refused = |what: &'static str, (st, body): (u16, Value)| {
+        assert_eq!(st, 403, "{what}: {body}");
+        assert_eq!(body["code"], "forbidden", "{what}: {body}");
+    };
+    refused(
+        "add Auditor to oneself",
+        call(
+            client()
+                .patch(&me)
+                .bearer_auth(&boss_token)
+                .json(&json!({"roles": ["System Admin", "Auditor"]})),
+        )
+        .await,
+    );
+    refused(
+        "add Auditor to oneself (route)",
+        call(
+            client()
+                .put(format!("{me}/roles"))
+                .bearer_auth(&boss_token)
+                .json(&json!({"roles": ["System Admin", "Auditor"]})),
+        )
+        .await,
+    );
+    refused(
+        "add a harmless role to oneself",
+        call(
+            client()
+                .patch(&me)
+                .bearer_auth(&boss_token)
+                .json(&json!({"roles": ["System Admin", "Vault User"]})),
+        )
+        .await,
+    );
+    // A custom role that carries audit.read counts as well as `Auditor`.
+    let readers = unique("Readers ");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/roles"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": readers, "permissions": ["audit.read", "node.view"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    // Another admin may not make boss an admin who reads the audit either.
+    refused(
+        "give a System Admin the Auditor role",
+        call(
+            client()
+                .put(format!("{me}/roles"))
+                .bearer_auth(&admin)
+                .json(&json!({"roles": ["System Admin", "Auditor"]})),
+        )
+        .await,
+    );
+    refused(
+        "give a System Admin a role holding audit.read",
+        call(
+            client()
+                .patch(&me)
+                .bearer_auth(&admin)
+                .json(&json!({"roles": ["System Admin", readers]})),
+        )
+        .await,
+    );
+    assert_eq!(
+        fetch_user(s, &admin, &boss).await.1,
+        before,
+        "boss unchanged"
+    );
+    let (st, _) = call(
+        client()
+            .get(s.url("/api/v1/audit?limit=1"))
+            .bearer_auth(&boss_token),
+    )
+    .await;
+    assert_eq!(st, 403, "boss still cannot read the audit");
+
+    // Neither at creation, nor in one role.
+    let both = unique("both");
+    refused(
+        "create a user who holds both",
+        call(client().post(s.url("/api/v1/users")).bearer_auth(&admin).json(&json!({"user_id": both, "name": "x", "password": "both-password-1", "roles": ["System Admin", "Auditor"]}))).await,
+    );
+    assert_eq!(fetch_user(s, &admin, &both).await.0, 404);
+    refused(
+        "create a role holding both",
+        call(
+            client()
+                .post(s.url("/api/v1/roles"))
+                .bearer_auth(&admin)
+                .json(
+                    &json!({"name": unique("Both "), "permissions": ["admin.users", "audit.read"]}),
+                ),
+        )
+        .await,
+    );
+
+    // Editing a role: not one you hold, and not so that a holder would hold both.
+    let helpers = unique("Helpers ");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/roles"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": helpers, "permissions": ["vault.use"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = call(
+        client()
+            .put(format!("{me}/roles"))
+            .bearer_auth(&admin)
+            .json(&json!({"roles": ["System Admin", helpers]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let boss_token = login(s, &boss, "boss-password-1").await;
+    refused(
+        "add audit.read to a role one holds",
+        call(
+            client()
+                .patch(role_url(s, &helpers))
+                .bearer_auth(&boss_token)
+                .json(&json!({"permissions": ["vault.use", "audit.read"]})),
+        )
+        .await,
+    );
+    refused(
+        "add node.view to a role one holds",
+        call(
+            client()
+                .patch(role_url(s, &helpers))
+                .bearer_auth(&boss_token)
+                .json(&json!({"permissions": ["vault.use", "node.view"]})),
+        )
+        .await,
+    );
+    refused(
+        "add audit.read to a role a System Admin holds",
+        call(
+            client()
+                .patch(role_url(s, &helpers))
+                .bearer_auth(&admin)
+                .json(&json!({"permissions": ["vault.use", "audit.read"]})),
+        )
+        .await,
+    );
+    let (st, role) = call(client().get(role_url(s, &helpers)).bearer_auth(&admin)).await;
+    assert_eq!(st, 200);
+    assert_eq!(role["permissions"], json!(["vault.use"]), "{role}");
+
+    // What stays allowed: another admin grants the Auditor role to someone who manages nobody.
+    let (plain, _) = plain_user(s, &admin).await;
+    let (st, body) = call(
+        client()
+            .put(format!("{}/roles", user_url(s, &plain)))
+            .bearer_auth(&boss_token)
+            .json(&json!({"roles": ["Auditor"]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+}
+
+// ---- state files (issue 18 item 12) ---------------------------------------------------------
+
+/// Every file of the data directory that holds state or keys is 0600 (the public certificate
+/// aside), also when the operator made the directory 0755 and the umask is 022.
+#[tokio::test]
+async fn state_files_are_private_whatever_the_directory_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pg_name = format!("haechi_t_modes_{}", std::process::id());
+    let db = match &shared().db {
+        Db::Sqlite(_) => Db::Sqlite(dir.join("haechi.db")),
+        Db::Postgres(url) => {
+            shared().sql(&format!("CREATE DATABASE {pg_name}"));
+            let base = url.rsplit_once('/').unwrap().0;
+            Db::Postgres(format!("{base}/{pg_name}"))
+        }
+    };
+    let s = Server::start_with(Opts {
+        reuse: Some((dir.clone(), db.clone())),
+        ..Default::default()
+    });
+    // Some writes, so SQLite's WAL and shared-memory files exist.
+    let admin = admin_token(&s).await;
+    plain_user(&s, &admin).await;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+        .collect();
+    if matches!(db, Db::Sqlite(_)) {
+        for needed in ["haechi.db", "haechi.db-wal", "haechi.db-shm"] {
+            assert!(names.iter().any(|n| n == needed), "{needed} in {names:?}");
+        }
+    }
+    assert!(names.iter().any(|n| n == "tls/key.pem"), "{names:?}");
+    for (p, name) in files.iter().zip(&names) {
+        if name == "tls/cert.pem" {
+            continue;
+        }
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
+    }
+    s.finish().await;
+    if matches!(db, Db::Postgres(_)) {
+        shared().sql(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"));
+    }
 }

@@ -425,3 +425,347 @@ async fn openapi_document_lists_every_family() {
     }
     assert!(paths["/api/v1/users"].get("post").is_some());
 }
+
+// ---- input that must be refused (issue 18 item 11) --------------------------------------------
+
+/// Look-alike user ids and role names are refused (400) or collide with the name they imitate
+/// (409), and nothing is created.
+#[tokio::test]
+async fn look_alike_user_ids_and_role_names_are_refused() {
+    let s = shared();
+    let admin = admin_token(s).await;
+    let base = unique("look");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&json!({"user_id": base, "name": "Base", "password": "look-password-1"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let fullwidth: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                char::from_u32(c as u32 + 0xFEE0).unwrap()
+            } else {
+                c
+            }
+        })
+        .collect();
+    for (id, status) in [
+        (base.to_uppercase(), 409),
+        ("ADMIN".to_owned(), 409),
+        (fullwidth, 400),
+        (format!("ad\u{200B}{base}"), 400),
+        (format!("{base}\u{202E}"), 400),
+        (format!("{base}\u{0}"), 400),
+        (format!("\u{FEFF}{base}"), 400),
+    ] {
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/users"))
+                .bearer_auth(&admin)
+                .json(&json!({"user_id": id, "name": "Look", "password": "look-password-1"})),
+        )
+        .await;
+        assert_eq!(st, status, "{id:?}: {body}");
+        let (st, _) = call(
+            client()
+                .get(s.url(&format!("/api/v1/users/{}", enc(&id))))
+                .bearer_auth(&admin),
+        )
+        .await;
+        let expected = if id.contains('\0') { 400 } else { 404 };
+        assert_eq!(st, expected, "{id:?} must not exist");
+    }
+    let role = unique("Look Role ");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/roles"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": role, "permissions": ["node.view"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    for (name, status) in [
+        (role.to_lowercase(), 409),
+        ("system admin".to_owned(), 409),
+        (format!("{role}\u{200D}"), 400),
+        ("Look\u{3000}Role".to_owned(), 400),
+        (format!(" {role}x"), 400),
+    ] {
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/roles"))
+                .bearer_auth(&admin)
+                .json(&json!({"name": name, "permissions": ["node.view"]})),
+        )
+        .await;
+        assert_eq!(st, status, "{name:?}: {body}");
+    }
+    // A rename is held to the same rule.
+    let (st, body) = call(
+        client()
+            .patch(s.url(&format!("/api/v1/roles/{}", enc(&role))))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "AUDITOR"})),
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+}
+
+/// A body that is JSON but not an object where an object is expected is 400 in every family,
+/// and changes nothing; a NUL in a task's scriptName and a path as a DBSAFER serverAddress are
+/// refused.
+#[tokio::test]
+async fn non_object_bodies_and_bad_names_are_refused() {
+    let s = shared();
+    let admin = admin_token(s).await;
+    const POLICIES: &str = "/dbsafer/api/v1/policy/custom/access-policies";
+    let policy = json!({
+        "policyId": unique("P_LOOK"), "userId": unique("u"), "account": "app",
+        "clientIpBegin": "1.1.1.1", "clientIpEnd": "2.2.2.2", "serverAddress": "127.0.0.1",
+        "serverPort": 5432, "sid": "db1", "sqlPrivileges": ["SELECT"], "policyType": "SAC",
+        "startDate": "2022-01-01T00:00:00", "endDate": "2099-12-31T23:59:59"
+    });
+    let (st, body) = call(
+        client()
+            .post(s.url(POLICIES))
+            .bearer_auth(&admin)
+            .json(&policy),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let location = format!("{POLICIES}/{}", body["index"].as_i64().unwrap());
+    let (st, before) = call(client().get(s.url(&location)).bearer_auth(&admin)).await;
+    assert_eq!(st, 200, "{before}");
+    for bad in [
+        json!([]),
+        json!([{"serverPort": 1}]),
+        json!("x"),
+        json!(5),
+        json!(null),
+    ] {
+        let (st, body) = call(
+            client()
+                .put(s.url(&location))
+                .bearer_auth(&admin)
+                .json(&bad),
+        )
+        .await;
+        assert_eq!(st, 400, "PUT {bad}: {body}");
+        assert_eq!(body["status"], 400, "DBSAFER's shape: {body}");
+    }
+    let (_, after) = call(client().get(s.url(&location)).bearer_auth(&admin)).await;
+    assert_eq!(before, after, "nothing changed");
+    // A NUL in a path or query is 400 in every family (PostgreSQL refuses it in text).
+    for path in [
+        "/api/v1/users/a%00b",
+        "/api/v1/audit?user=a%00b",
+        "/opmate/task/a%00b",
+        "/v2/credentialvault/lockers/1%00",
+        "/dbsafer/api/v1/policy/custom/access-policies?policyId=%00",
+    ] {
+        let (st, body) = call(client().get(s.url(path)).bearer_auth(&admin)).await;
+        assert_eq!(st, 400, "{path}: {body}");
+    }
+    for (route, family) in [
+        ("/api/v1/users", "admin"),
+        ("/api/v1/auth", "mdrm"),
+        ("/v1/authentication", "vault"),
+        ("/opmate/user/admin/login", "opmate"),
+    ] {
+        let (st, body) = call(
+            client()
+                .post(s.url(route))
+                .bearer_auth(&admin)
+                .json(&json!([])),
+        )
+        .await;
+        assert_eq!(st, 400, "{family} {route}: {body}");
+    }
+
+    for address in ["../../../../etc/passwd", "/tmp/x", "db host", "http://db"] {
+        let mut p = policy.clone();
+        p["policyId"] = json!(unique("P_ADDR"));
+        p["serverAddress"] = json!(address);
+        let (st, body) = call(client().post(s.url(POLICIES)).bearer_auth(&admin).json(&p)).await;
+        assert_eq!(st, 400, "{address:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("serverAddress"),
+            "{body}"
+        );
+    }
+
+    let id = unique("look-task");
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/tasks"))
+            .bearer_auth(&admin)
+            .json(&json!({
+                "id": id, "scriptName": "run\u{0}.sh", "script": "true", "osUser": "root"
+            })),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    for bad in [format!("ｔ{id}"), format!("{id}\u{200B}")] {
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/tasks"))
+                .bearer_auth(&admin)
+                .json(&json!({
+                    "id": bad, "scriptName": "run.sh", "script": "true", "osUser": "root"
+                })),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad:?}: {body}");
+    }
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/tasks"))
+            .bearer_auth(&admin)
+            .json(&json!({
+                "id": id, "scriptName": "run.sh", "script": "true", "osUser": "root"
+            })),
+    )
+    .await;
+    assert_eq!(st, 201, "a clean task still goes in: {body}");
+}
+
+// ---- slow clients (issue 26 item 4, the HTTP half) ---------------------------------------------
+
+/// Reads until the server closes the connection; how long that took, or `None` after `limit`.
+async fn closed_within(
+    sock: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|_| start.elapsed())
+}
+
+/// A client that sends half a request header, or goes quiet after a request, is disconnected
+/// after `http_header_timeout_secs`; past `http_max_connections` a connection is closed at once.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start_with(
+        Opts::default()
+            .arg("--plain-http")
+            .env("HAECHI_HTTP_HEADER_TIMEOUT_SECS", "2")
+            .env("HAECHI_HTTP_MAX_CONNECTIONS", "3")
+            .env("HAECHI_AGENTS__LOCAL_AGENT", "false"),
+    );
+    let addr = s.base.trim_start_matches("http://").to_owned();
+
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    quiet
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cap: three are open, a fourth is closed at once.
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let t = closed_within(&mut fourth, Duration::from_secs(1)).await;
+    assert!(
+        t.is_some(),
+        "a connection past the cap must be closed at once"
+    );
+
+    for (what, sock) in [
+        ("half a header", &mut half),
+        ("idle after a request", &mut quiet),
+        ("silent", &mut third),
+    ] {
+        let t = closed_within(sock, Duration::from_secs(8))
+            .await
+            .unwrap_or_else(|| panic!("{what}: still open after 8 s"));
+        assert!(t < Duration::from_secs(5), "{what}: closed after {t:?}");
+    }
+    // Slots are free again.
+    let (st, _) = call(client().get(s.url("/api/v1/health"))).await;
+    assert_eq!(st, 200);
+    s.finish().await;
+}
+
+// ---- /metrics and HSTS (issue 26 item 15) ------------------------------------------------------
+
+/// By default `/metrics` answers a loopback client without a token, and any other client only
+/// with a token of a user holding `admin.settings`; `metrics_access = "token"` asks everyone.
+/// HTTPS answers carry HSTS.
+#[tokio::test]
+async fn metrics_need_a_token_off_loopback_and_https_answers_carry_hsts() {
+    // 127.0.0.1 is a trusted proxy here, so X-Forwarded-For can play a client elsewhere.
+    let s = Server::start_with(Opts::default().env("HAECHI_TRUSTED_PROXIES", "[\"127.0.0.1\"]"));
+    let admin = admin_token(&s).await;
+    let (_, _, nobody) = user_with_roles(&s, &[]).await;
+    let far = "192.0.2.7";
+    let metrics = s.url("/metrics");
+    let r = client().get(&metrics).send().await.unwrap();
+    assert_eq!(r.status(), 200, "loopback without a token");
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "HTTPS answers carry HSTS"
+    );
+    let (st, body) = call(client().get(&metrics).header("X-Forwarded-For", far)).await;
+    assert_eq!(st, 401, "{body}");
+    let (st, body) = call(
+        client()
+            .get(&metrics)
+            .header("X-Forwarded-For", far)
+            .bearer_auth(&nobody),
+    )
+    .await;
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = call(
+        client()
+            .get(&metrics)
+            .header("X-Forwarded-For", far)
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(body
+        .as_str()
+        .unwrap()
+        .contains("haechi_http_requests_total"));
+    // Error answers carry HSTS too.
+    let r = client().get(s.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("strict-transport-security"));
+    s.finish().await;
+
+    let s = Server::start_with(Opts::default().env("HAECHI_METRICS_ACCESS", "token"));
+    let (st, _) = call(client().get(s.url("/metrics"))).await;
+    assert_eq!(st, 401, "token: loopback needs one too");
+    let admin = admin_token(&s).await;
+    let (st, _) = call(client().get(s.url("/metrics")).bearer_auth(&admin)).await;
+    assert_eq!(st, 200);
+    s.finish().await;
+
+    // Plain HTTP (loopback only) carries no HSTS.
+    let s = Server::start_with(Opts::default().arg("--plain-http"));
+    let r = client().get(s.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("strict-transport-security"));
+    s.finish().await;
+}
