@@ -241,8 +241,14 @@ pub(crate) fn merge(base: &Policy, input: PolicyInput, creating: bool) -> Result
     }
     if let Some(a) = text("serverAddress", input.server_address, MAX_NAME)? {
         let a = a.trim();
-        haechi_types::ident::check_host("serverAddress", a)?;
-        p.server_address = Some(a.to_owned());
+        // "" is what a policy without an address reads as (DBSAFER's wire): sent back, it
+        // clears the address (a policy without one grants nothing).
+        if a.is_empty() {
+            p.server_address = None;
+        } else {
+            haechi_types::ident::check_host("serverAddress", a)?;
+            p.server_address = Some(a.to_owned());
+        }
     }
     if let Some(port) = input.server_port {
         // 0 is what a policy without a port reads as (DBSAFER's wire): sent back, it clears.

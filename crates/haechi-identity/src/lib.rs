@@ -49,10 +49,11 @@ pub struct IdentityConfig {
     pub token_max_secs: u64,
     /// How long a server trusts a token it has resolved before asking the store again.
     pub token_cache_secs: u64,
-    /// Logins for one user id that may wait for their password check at once; more are
-    /// refused at once (503) without a check, so a flood of guesses for one account queues at
-    /// most this many.
+    /// Logins for one user id whose password is checked at once; more wait for their turn.
     pub max_concurrent_logins: u32,
+    /// Logins for one user id that may wait for their turn; more are refused at once (503)
+    /// without a check, so a flood of guesses for one account holds at most this many.
+    pub max_queued_logins: u32,
     /// Argon2id cost.
     pub argon2: Argon2Params,
 }
@@ -67,6 +68,7 @@ impl Default for IdentityConfig {
             token_max_secs: 12 * 3600,
             token_cache_secs: 5,
             max_concurrent_logins: 4,
+            max_queued_logins: 1024,
             argon2: Argon2Params::default(),
         }
     }
@@ -249,8 +251,9 @@ impl Identity {
     /// the user's row (`FOR UPDATE` on PostgreSQL; SQLite's write transactions are serial), so
     /// logins running at once cannot each read "not locked" and count past the limit, and a
     /// right password that arrives after the limit was reached is refused. At most
-    /// `max_concurrent_logins` logins per user id wait for verification at once; more are
-    /// refused at once with 503 without a password check.
+    /// `max_concurrent_logins` logins per user id are verified at once; up to
+    /// `max_queued_logins` more wait for their turn, and more than that are refused at once
+    /// with 503 without a password check.
     pub async fn login(
         &self,
         user_id: &str,
@@ -260,7 +263,12 @@ impl Identity {
     ) -> Result<LoginOk> {
         let _slot = self
             .login_slots
-            .enter(&ident::fold(user_id), self.cfg.max_concurrent_logins)?;
+            .enter(
+                &ident::fold(user_id),
+                self.cfg.max_concurrent_logins,
+                self.cfg.max_queued_logins,
+            )
+            .await?;
         let row = users::find_login_row(&self.store, user_id).await?;
         let ok = self
             .hasher

@@ -1108,7 +1108,12 @@ impl Identity {
         validate_password(&new)?;
         let _slot = self
             .login_slots
-            .enter(&ident::fold(user_id), self.cfg.max_concurrent_logins)?;
+            .enter(
+                &ident::fold(user_id),
+                self.cfg.max_concurrent_logins,
+                self.cfg.max_queued_logins,
+            )
+            .await?;
         let row = find_login_row(&self.store, user_id)
             .await?
             .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;

@@ -551,7 +551,12 @@ async fn parallel_guesses_cannot_pass_the_lockout() {
 /// rest are refused at once with 503 and are not counted.
 #[tokio::test]
 async fn queued_logins_per_account_are_bounded() {
-    let s = shared();
+    // 2 checked at once and 4 waiting: of 40 logins at once, most are refused without a check.
+    let s = &Server::start_with(
+        Opts::default()
+            .env("HAECHI_IDENTITY__MAX_CONCURRENT_LOGINS", "2")
+            .env("HAECHI_IDENTITY__MAX_QUEUED_LOGINS", "4"),
+    );
     let (user, _, _) = user_with_roles(s, &[]).await;
     let statuses: Vec<u16> = parallel_wrong_logins(s, &user, 40)
         .await
