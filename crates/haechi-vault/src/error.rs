@@ -43,8 +43,24 @@ impl From<VaultError> for Error {
                 field.clone(),
                 "is not this vault's master key (the key was refused; nothing changed)",
             ),
+            // Logged with the details under a reference; the client sees only the reference.
+            VaultError::Corrupt { .. } => {
+                let reference: u32 = rand::random();
+                tracing::error!(
+                    reference = format_args!("{reference:08x}"),
+                    "vault integrity failure: {e}"
+                );
+                Error::new(
+                    Code::Internal,
+                    format!(
+                        "a stored vault value failed its integrity check: it was altered, moved or rolled back \
+                         in the store (reference {reference:08x}); the server log and the audit log \
+                         (credential.value.integrity) have the details. Overwriting the value repairs it"
+                    ),
+                )
+            }
             // `internal` logs the cause under a reference and shows the client only that.
-            VaultError::Corrupt { .. } | VaultError::CorruptDataKey { .. } => {
+            VaultError::CorruptDataKey { .. } => {
                 Error::internal(format_args!("vault data corruption: {e}"))
             }
         }

@@ -2011,6 +2011,86 @@ async fn a_ciphertext_moved_to_another_row_fails_cleanly() {
     );
 }
 
+#[tokio::test]
+async fn an_older_ciphertext_copied_back_over_a_newer_one_is_refused_and_audited() {
+    let s = shared();
+    let owner = user(s, &["Vault User"]).await;
+    let c = owner.credential(&[("secret", false)]).await;
+    let cid = id(&c);
+    let a = id(&c["attributes"][0]);
+    let v = owner.values(cid, &[(a, "first-plain-value")]).await;
+    let vid = id(&v[0]);
+    // Keep the first version's stored bytes (nonce, ciphertext and key), straight from the
+    // database, then change the value through the API.
+    let saved: String = unique("rollback")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    s.sql(&format!(
+        "CREATE TABLE {saved} AS SELECT nonce, ciphertext, key_id FROM vault_values WHERE id = {vid}"
+    ));
+    let (st, e) = owner
+        .put(
+            &format!("/credentials/{cid}/attributevalues/{vid}"),
+            json!([{"version": 0, "value": "second-plain-value"}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(
+        owner.read(cid).await,
+        vec![(a, None, "second-plain-value".into())]
+    );
+    // Roll the row back: the first version's bytes over the second's (its version stays 1).
+    s.sql(&format!(
+        "UPDATE vault_values SET nonce = (SELECT nonce FROM {saved}), \
+         ciphertext = (SELECT ciphertext FROM {saved}), key_id = (SELECT key_id FROM {saved}) \
+         WHERE id = {vid}"
+    ));
+    s.sql(&format!("DROP TABLE {saved}"));
+    let (st, e) = owner
+        .get(&format!("/credentials/{cid}/attributevalues"))
+        .await;
+    assert_eq!(st, 500, "{e}");
+    assert_keys(&e, &["code", "message"]);
+    let text = e.to_string();
+    assert!(
+        !text.contains("first-plain") && !text.contains("second-plain"),
+        "no value in the error: {e}"
+    );
+    assert!(
+        text.contains("integrity check") && text.contains("reference"),
+        "{e}"
+    );
+    assert!(!text.contains("decrypt"), "no internals in the error: {e}");
+    // The failure is audited: who, which credential and value; never a value.
+    let events = audit(s, "action=credential.value.integrity").await;
+    let detail = |e: &Value| match &e["detail"] {
+        Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    };
+    let event = events
+        .iter()
+        .find(|e| e["action"] == "credential.value.integrity" && detail(e)["value"] == vid)
+        .unwrap_or_else(|| panic!("an integrity event for value {vid}: {events:?}"));
+    assert_eq!(event["outcome"], "failure", "{event}");
+    assert_eq!(event["target"], format!("credential:{cid}"), "{event}");
+    assert_eq!(detail(event)["version"], 1, "{event}");
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("first-plain") && !all.contains("second-plain"));
+    // Overwriting the value (at its current version) repairs it.
+    let (st, e) = owner
+        .put(
+            &format!("/credentials/{cid}/attributevalues/{vid}"),
+            json!([{"version": 1, "value": "third-plain-value"}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(
+        owner.read(cid).await,
+        vec![(a, None, "third-plain-value".into())]
+    );
+}
+
 // ---- modes and keys across restarts ----------------------------------------------------------------
 
 #[tokio::test]
