@@ -43,21 +43,16 @@ impl From<VaultError> for Error {
                 field.clone(),
                 "is not this vault's master key (the key was refused; nothing changed)",
             ),
-            // Logged with the details under a reference; the client sees only the reference.
+            // Logged with the details under a reference; the client sees what happened, the
+            // reference and no detail.
             VaultError::Corrupt { .. } => {
-                let reference: u32 = rand::random();
-                tracing::error!(
-                    reference = format_args!("{reference:08x}"),
-                    "vault integrity failure: {e}"
+                let mut err = Error::internal(format_args!("vault integrity failure: {e}"));
+                err.message = format!(
+                    "a stored vault value failed its integrity check: it was altered, moved or rolled back \
+                     in the store (audit event credential.value.integrity; overwriting the value repairs it). {}",
+                    err.message
                 );
-                Error::new(
-                    Code::Internal,
-                    format!(
-                        "a stored vault value failed its integrity check: it was altered, moved or rolled back \
-                         in the store (reference {reference:08x}); the server log and the audit log \
-                         (credential.value.integrity) have the details. Overwriting the value repairs it"
-                    ),
-                )
+                err
             }
             // `internal` logs the cause under a reference and shows the client only that.
             VaultError::CorruptDataKey { .. } => {
