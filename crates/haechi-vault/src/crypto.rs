@@ -5,11 +5,20 @@
 //!   in the store and the info string `haechi vault kek v1`.
 //! - The **key check** is a second HKDF output (info `haechi vault key check v1`) kept in the
 //!   store: it tells a wrong master key from the right one without decrypting anything.
-//! - **Data keys** are 32 random bytes, stored only wrapped (AES-256-GCM) by the KEK.
+//! - **Data keys** are 32 random bytes, stored only wrapped (AES-256-GCM) by the KEK, with the
+//!   data key's id as associated data: a wrapped key copied over another id fails to unwrap.
 //! - Every **value** is AES-256-GCM under a data key with a fresh random 96-bit nonce and
-//!   associated data that names its row: credential id, attribute id and user id (0 for a
-//!   standard attribute's single value). A ciphertext copied into another row therefore fails
-//!   to authenticate instead of decrypting into the wrong place.
+//!   associated data that names its row and its state: value id, credential id, attribute id,
+//!   user id (0 for a standard attribute's single value), the row's version and the data key's
+//!   id. A ciphertext copied into another row, or an older ciphertext of the same row copied
+//!   back over a newer one (a rollback), fails to authenticate instead of decrypting.
+//!
+//! **Formats.** The current format (2) marks itself with a leading byte: a stored nonce is
+//! `0x02 || 12-byte nonce` (13 bytes) and a wrapped key `0x02 || nonce || ciphertext` (61 bytes).
+//! The first format (no marker: a 12-byte nonce, a 60-byte wrapped key) bound a value only to
+//! credential, attribute and user and a wrapped key to a constant; it still opens, so an existing
+//! store upgrades in place: every write produces format 2, a data-key rotation re-seals every
+//! value and a master-key change re-wraps every data key in format 2.
 //!
 //! Key material lives in `secrecy`/`zeroize` types and is wiped on drop; `Debug` never shows it.
 
@@ -34,8 +43,14 @@ pub const SALT_LEN: usize = 32;
 
 const KEK_INFO: &[u8] = b"haechi vault kek v1";
 const CHECK_INFO: &[u8] = b"haechi vault key check v1";
-const DATA_KEY_AAD: &[u8] = b"haechi vault data key v1";
-const VALUE_AAD: &[u8] = b"haechi vault value v1";
+const DATA_KEY_AAD_V1: &[u8] = b"haechi vault data key v1";
+const VALUE_AAD_V1: &[u8] = b"haechi vault value v1";
+const DATA_KEY_AAD_V2: &[u8] = b"haechi vault data key v2";
+const VALUE_AAD_V2: &[u8] = b"haechi vault value v2";
+/// The leading byte of format-2 nonces and wrapped keys.
+const FORMAT_2: u8 = 2;
+/// Bytes in a wrapped data key of the first format: nonce, key, tag.
+const WRAPPED_V1_LEN: usize = NONCE_LEN + KEY_LEN + 16;
 
 /// Why a key or ciphertext was refused. Carries no key material and no plaintext.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -151,8 +166,8 @@ pub fn new_salt() -> Vec<u8> {
 pub struct Kek(Aes256Gcm);
 
 impl Kek {
-    /// `nonce || AES-256-GCM(kek, data key)`.
-    pub fn wrap(&self, key: &DataKey) -> Vec<u8> {
+    /// `0x02 || nonce || AES-256-GCM(kek, data key)`, bound to the data key's id `id`.
+    pub fn wrap(&self, key: &DataKey, id: i64) -> Vec<u8> {
         let nonce: [u8; NONCE_LEN] = random_bytes();
         let ct = self
             .0
@@ -160,30 +175,29 @@ impl Kek {
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: key.raw.expose_secret(),
-                    aad: DATA_KEY_AAD,
+                    aad: &wrap_aad(id),
                 },
             )
             .expect("AES-GCM encryption of 32 bytes cannot fail");
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(FORMAT_2);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         out
     }
 
-    pub fn unwrap(&self, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
-        if wrapped.len() != NONCE_LEN + KEY_LEN + 16 {
-            return Err(CryptoError::Malformed);
-        }
-        let (nonce, ct) = wrapped.split_at(NONCE_LEN);
+    /// Unwraps the data key stored under id `id` (either format).
+    pub fn unwrap(&self, wrapped: &[u8], id: i64) -> Result<DataKey, CryptoError> {
+        let v2_aad = wrap_aad(id);
+        let (body, aad): (&[u8], &[u8]) = match wrapped {
+            [FORMAT_2, rest @ ..] if rest.len() == WRAPPED_V1_LEN => (rest, &v2_aad),
+            _ if wrapped.len() == WRAPPED_V1_LEN => (wrapped, DATA_KEY_AAD_V1),
+            _ => return Err(CryptoError::Malformed),
+        };
+        let (nonce, ct) = body.split_at(NONCE_LEN);
         let raw = Zeroizing::new(
             self.0
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: ct,
-                        aad: DATA_KEY_AAD,
-                    },
-                )
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
                 .map_err(|_| CryptoError::Authentication)?,
         );
         let bytes: [u8; KEY_LEN] = raw
@@ -194,34 +208,68 @@ impl Kek {
     }
 }
 
+fn wrap_aad(id: i64) -> [u8; DATA_KEY_AAD_V2.len() + 8] {
+    let mut out = [0u8; DATA_KEY_AAD_V2.len() + 8];
+    out[..DATA_KEY_AAD_V2.len()].copy_from_slice(DATA_KEY_AAD_V2);
+    out[DATA_KEY_AAD_V2.len()..].copy_from_slice(&id.to_be_bytes());
+    out
+}
+
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Kek([REDACTED])")
     }
 }
 
-/// Where a value lives; bound into its ciphertext as associated data.
+/// Where a value lives and which state of it a ciphertext holds; bound into its ciphertext as
+/// associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
+    /// The value's row id.
+    pub value: i64,
     pub credential: i64,
     pub attribute: i64,
     /// The user a `userProvided` value belongs to, 0 for a standard attribute's value.
     pub user: i64,
+    /// The row's version (its `version` column) that this ciphertext is for.
+    pub version: i64,
+    /// The id of the data key that seals it.
+    pub key: i64,
 }
 
 impl Slot {
-    fn aad(&self) -> [u8; VALUE_AAD.len() + 24] {
-        let mut out = [0u8; VALUE_AAD.len() + 24];
-        let (label, ids) = out.split_at_mut(VALUE_AAD.len());
-        label.copy_from_slice(VALUE_AAD);
+    /// The associated data of the first format: credential, attribute and user only.
+    fn aad_v1(&self) -> [u8; VALUE_AAD_V1.len() + 24] {
+        let mut out = [0u8; VALUE_AAD_V1.len() + 24];
+        let (label, ids) = out.split_at_mut(VALUE_AAD_V1.len());
+        label.copy_from_slice(VALUE_AAD_V1);
         ids[..8].copy_from_slice(&self.credential.to_be_bytes());
         ids[8..16].copy_from_slice(&self.attribute.to_be_bytes());
         ids[16..].copy_from_slice(&self.user.to_be_bytes());
         out
     }
+
+    /// The associated data of format 2: every field.
+    fn aad_v2(&self) -> [u8; VALUE_AAD_V2.len() + 48] {
+        let mut out = [0u8; VALUE_AAD_V2.len() + 48];
+        let (label, ids) = out.split_at_mut(VALUE_AAD_V2.len());
+        label.copy_from_slice(VALUE_AAD_V2);
+        for (chunk, n) in ids.chunks_exact_mut(8).zip([
+            self.value,
+            self.credential,
+            self.attribute,
+            self.user,
+            self.version,
+            self.key,
+        ]) {
+            chunk.copy_from_slice(&n.to_be_bytes());
+        }
+        out
+    }
 }
 
-/// An encrypted value as stored: the nonce and the ciphertext (with its tag).
+/// An encrypted value as stored: the nonce (format 2: with its leading format byte) and the
+/// ciphertext (with its tag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
     pub nonce: Vec<u8>,
@@ -248,43 +296,48 @@ impl DataKey {
         key
     }
 
-    /// Encrypts `plaintext` for `slot` under a fresh random nonce.
+    /// Encrypts `plaintext` for `slot` under a fresh random nonce, in format 2.
     pub fn seal(&self, plaintext: &[u8], slot: Slot) -> Sealed {
         let nonce: [u8; NONCE_LEN] = random_bytes();
-        let aad = slot.aad();
         let ciphertext = self
             .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad: &slot.aad_v2(),
                 },
             )
             .expect("AES-GCM encryption of a bounded value cannot fail");
+        let mut stored = Vec::with_capacity(1 + NONCE_LEN);
+        stored.push(FORMAT_2);
+        stored.extend_from_slice(&nonce);
         Sealed {
-            nonce: nonce.to_vec(),
+            nonce: stored,
             ciphertext,
         }
     }
 
-    /// Decrypts a value of `slot`; fails if the bytes were altered or belong to another slot.
+    /// Decrypts a value of `slot` (either format); fails if the bytes were altered, belong to
+    /// another slot, or (format 2) to another version of this one or another data key.
     pub fn open(
         &self,
         nonce: &[u8],
         ciphertext: &[u8],
         slot: Slot,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if nonce.len() != NONCE_LEN {
-            return Err(CryptoError::Malformed);
-        }
-        let aad = slot.aad();
+        let (v1, v2) = (slot.aad_v1(), slot.aad_v2());
+        let (nonce, aad): (&[u8], &[u8]) = match nonce {
+            [FORMAT_2, rest @ ..] if rest.len() == NONCE_LEN => (rest, &v2),
+            _ if nonce.len() == NONCE_LEN => (nonce, &v1),
+            _ => return Err(CryptoError::Malformed),
+        };
         self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map(Zeroizing::new)
@@ -303,9 +356,12 @@ mod tests {
     use super::*;
 
     const SLOT: Slot = Slot {
+        value: 7,
         credential: 12,
         attribute: 61,
         user: 0,
+        version: 3,
+        key: 2,
     };
 
     #[test]
@@ -344,8 +400,10 @@ mod tests {
         let salt = new_salt();
         let k = MasterKey::generate();
         let dk = DataKey::generate();
-        let wrapped = k.kek(&salt).wrap(&dk);
-        let back = k.kek(&salt).unwrap(&wrapped).unwrap();
+        let wrapped = k.kek(&salt).wrap(&dk, 2);
+        assert_eq!(wrapped.len(), 61);
+        assert_eq!(wrapped[0], 2, "format 2");
+        let back = k.kek(&salt).unwrap(&wrapped, 2).unwrap();
         let sealed = dk.seal(b"secret", SLOT);
         assert_eq!(
             &*back.open(&sealed.nonce, &sealed.ciphertext, SLOT).unwrap(),
@@ -354,12 +412,17 @@ mod tests {
         assert_eq!(
             MasterKey::generate()
                 .kek(&salt)
-                .unwrap(&wrapped)
+                .unwrap(&wrapped, 2)
                 .unwrap_err(),
             CryptoError::Authentication
         );
+        // A wrapped key copied over another id does not unwrap.
         assert_eq!(
-            k.kek(&salt).unwrap(&wrapped[1..]).unwrap_err(),
+            k.kek(&salt).unwrap(&wrapped, 3).unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert_eq!(
+            k.kek(&salt).unwrap(&wrapped[2..], 2).unwrap_err(),
             CryptoError::Malformed
         );
     }
@@ -375,11 +438,18 @@ mod tests {
             &*dk.open(&a.nonce, &a.ciphertext, SLOT).unwrap(),
             "Jane.Smith 한글".as_bytes()
         );
+        assert_eq!(a.nonce.len(), 13);
+        assert_eq!(a.nonce[0], 2, "format 2");
         for other in [
+            Slot { value: 8, ..SLOT },
             Slot {
                 credential: 13,
                 ..SLOT
             },
+            // An older (or newer) version of the same row: a rollback does not open.
+            Slot { version: 2, ..SLOT },
+            Slot { version: 4, ..SLOT },
+            Slot { key: 1, ..SLOT },
             Slot {
                 attribute: 62,
                 ..SLOT
@@ -402,6 +472,91 @@ mod tests {
                 .open(&a.nonce, &a.ciphertext, SLOT)
                 .unwrap_err(),
             CryptoError::Authentication
+        );
+    }
+
+    /// Seals as the first format did (written here by hand, byte for byte as the previous code
+    /// did): a 12-byte nonce and associated data naming only credential, attribute and user.
+    fn seal_first_format(dk: &DataKey, plaintext: &[u8], slot: Slot) -> Sealed {
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        let mut aad = b"haechi vault value v1".to_vec();
+        for n in [slot.credential, slot.attribute, slot.user] {
+            aad.extend_from_slice(&n.to_be_bytes());
+        }
+        let ciphertext = dk
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    #[test]
+    fn the_first_format_still_opens() {
+        // A wrapped key of the first format: nonce || ciphertext, constant associated data.
+        let salt = new_salt();
+        let k = MasterKey::generate();
+        let kek = k.kek(&salt);
+        let dk = DataKey::generate();
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        let mut old_wrapped = nonce.to_vec();
+        old_wrapped.extend(
+            kek.0
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: dk.raw.expose_secret(),
+                        aad: b"haechi vault data key v1",
+                    },
+                )
+                .unwrap(),
+        );
+        assert_eq!(old_wrapped.len(), 60);
+        let back = kek.unwrap(&old_wrapped, 5).unwrap();
+        assert_eq!(back.raw.expose_secret(), dk.raw.expose_secret());
+        // A value of the first format opens for its credential, attribute and user, whatever
+        // the row's id, version and key id (the first format did not bind them) ...
+        let old = seal_first_format(&dk, "옛 값".as_bytes(), SLOT);
+        assert_eq!(old.nonce.len(), 12);
+        for slot in [
+            SLOT,
+            Slot {
+                value: 99,
+                version: 0,
+                key: 1,
+                ..SLOT
+            },
+        ] {
+            assert_eq!(
+                &*back.open(&old.nonce, &old.ciphertext, slot).unwrap(),
+                "옛 값".as_bytes()
+            );
+        }
+        // ... and not for another slot.
+        assert_eq!(
+            back.open(&old.nonce, &old.ciphertext, Slot { user: 4, ..SLOT })
+                .unwrap_err(),
+            CryptoError::Authentication
+        );
+        // A format-2 nonce marker glued onto a first-format ciphertext does not open either.
+        let mut marked = vec![2u8];
+        marked.extend_from_slice(&old.nonce);
+        assert_eq!(
+            back.open(&marked, &old.ciphertext, SLOT).unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert_eq!(
+            back.open(&old.nonce[1..], &old.ciphertext, SLOT)
+                .unwrap_err(),
+            CryptoError::Malformed
         );
     }
 }

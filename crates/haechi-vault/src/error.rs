@@ -43,8 +43,19 @@ impl From<VaultError> for Error {
                 field.clone(),
                 "is not this vault's master key (the key was refused; nothing changed)",
             ),
+            // Logged with the details under a reference; the client sees what happened, the
+            // reference and no detail.
+            VaultError::Corrupt { .. } => {
+                let mut err = Error::internal(format_args!("vault integrity failure: {e}"));
+                err.message = format!(
+                    "a stored vault value failed its integrity check: it was altered, moved or rolled back \
+                     in the store (audit event credential.value.integrity; overwriting the value repairs it). {}",
+                    err.message
+                );
+                err
+            }
             // `internal` logs the cause under a reference and shows the client only that.
-            VaultError::Corrupt { .. } | VaultError::CorruptDataKey { .. } => {
+            VaultError::CorruptDataKey { .. } => {
                 Error::internal(format_args!("vault data corruption: {e}"))
             }
         }

@@ -165,6 +165,27 @@ fn remove_key_file(path: &Path) -> Result<bool> {
     }
 }
 
+/// Stores a data key wrapped under `kek`, bound to its new id: the row is inserted first to
+/// learn the id, then its wrapped key written (both in `tx`).
+async fn insert_data_key(tx: &mut Tx, kek: &Kek, key: &DataKey, now: i64) -> Result<i64> {
+    let id: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+        "INSERT INTO vault_data_keys (wrapped, created_at) VALUES ($1, $2) RETURNING id"
+    )
+    .bind(Vec::<u8>::new())
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await)?;
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE vault_data_keys SET wrapped = $1 WHERE id = $2"
+    )
+    .bind(kek.wrap(key, id))
+    .bind(id)
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(id)
+}
+
 /// ` FOR UPDATE` (exclusive) or ` FOR SHARE` on PostgreSQL; nothing on SQLite (one writer).
 fn state_lock(tx: &Tx, exclusive: bool) -> &'static str {
     match (tx.backend(), exclusive) {
@@ -226,18 +247,11 @@ impl Vault {
         let check = master.check_value(&salt);
         let kek = master.kek(&salt);
         let data_key = DataKey::generate();
-        let wrapped = kek.wrap(&data_key);
         let now = now_ms();
 
         let created = async {
             let mut tx = self.store.begin().await?;
-            let key_id: i64 = in_tx!(tx, |c| sqlx::query_scalar(
-                "INSERT INTO vault_data_keys (wrapped, created_at) VALUES ($1, $2) RETURNING id"
-            )
-            .bind(&wrapped)
-            .bind(now)
-            .fetch_one(&mut *c)
-            .await)?;
+            let key_id = insert_data_key(&mut tx, &kek, &data_key, now).await?;
             let inserted = in_tx!(tx, |c| sqlx::query(
                 "INSERT INTO vault_state (id, mode, kek_salt, key_check, active_key_id, created_at, updated_at) \
                  VALUES (1, 'Express', $1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING"
@@ -379,7 +393,7 @@ impl Vault {
         .await)?;
         let wrapped = wrapped
             .ok_or_else(|| Error::internal(format_args!("vault data key {id} is missing")))?;
-        match ring.kek.unwrap(&wrapped) {
+        match ring.kek.unwrap(&wrapped, id) {
             Ok(k) => {
                 let k = Arc::new(k);
                 ring.remember(id, k.clone());
@@ -399,7 +413,7 @@ impl Vault {
                             ring.source,
                         ));
                         let k =
-                            Arc::new(fresh.kek.unwrap(&wrapped).map_err(|source| {
+                            Arc::new(fresh.kek.unwrap(&wrapped, id).map_err(|source| {
                                 VaultError::CorruptDataKey { key: id, source }
                             })?);
                         fresh.remember(id, k.clone());
@@ -628,20 +642,13 @@ impl Vault {
         let _guard = self.admin.lock().await;
         let ring = self.keyring()?;
         let new_key = DataKey::generate();
-        let wrapped = ring.kek.wrap(&new_key);
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         let state = Self::state_tx(&mut tx, true).await?;
         if state.kek_salt != ring.salt {
             return Err(VaultError::Sealed.into());
         }
-        let new_id: i64 = in_tx!(tx, |c| sqlx::query_scalar(
-            "INSERT INTO vault_data_keys (wrapped, created_at) VALUES ($1, $2) RETURNING id"
-        )
-        .bind(&wrapped)
-        .bind(now)
-        .fetch_one(&mut *c)
-        .await)?;
+        let new_id = insert_data_key(&mut tx, &ring.kek, &new_key, now).await?;
 
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -652,6 +659,7 @@ impl Vault {
             key_id: i64,
             nonce: Vec<u8>,
             ciphertext: Vec<u8>,
+            version: i64,
         }
         const PAGE: i64 = 500;
         let mut after = 0i64;
@@ -659,7 +667,7 @@ impl Vault {
         loop {
             let page: Vec<Row> = in_tx!(tx, |c| {
                 sqlx::query_as(
-                "SELECT id, credential_id, attribute_id, user_id, key_id, nonce, ciphertext FROM vault_values \
+                "SELECT id, credential_id, attribute_id, user_id, key_id, nonce, ciphertext, version FROM vault_values \
                  WHERE id > $1 AND key_id <> $2 ORDER BY id LIMIT $3"
             )
             .bind(after)
@@ -673,9 +681,12 @@ impl Vault {
             for v in page {
                 let old = self.data_key(&ring, v.key_id).await?;
                 let slot = Slot {
+                    value: v.id,
                     credential: v.credential_id,
                     attribute: v.attribute_id,
                     user: v.user_id.unwrap_or(0),
+                    version: v.version,
+                    key: v.key_id,
                 };
                 let plain = old.open(&v.nonce, &v.ciphertext, slot).map_err(|source| {
                     VaultError::Corrupt {
@@ -685,7 +696,13 @@ impl Vault {
                         source,
                     }
                 })?;
-                let sealed = new_key.seal(&plain, slot);
+                let sealed = new_key.seal(
+                    &plain,
+                    Slot {
+                        key: new_id,
+                        ..slot
+                    },
+                );
                 in_tx!(tx, |c| {
                     sqlx::query("UPDATE vault_values SET key_id = $1, nonce = $2, ciphertext = $3 WHERE id = $4")
                     .bind(new_id)
@@ -795,12 +812,12 @@ impl Vault {
         .await)?;
         for (id, wrapped) in &keys {
             let dk = old_kek
-                .unwrap(wrapped)
+                .unwrap(wrapped, *id)
                 .map_err(|source| VaultError::CorruptDataKey { key: *id, source })?;
             in_tx!(tx, |c| sqlx::query(
                 "UPDATE vault_data_keys SET wrapped = $1 WHERE id = $2"
             )
-            .bind(new_kek.wrap(&dk))
+            .bind(new_kek.wrap(&dk, *id))
             .bind(*id)
             .execute(&mut *c)
             .await

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
+use haechi_audit::Outcome;
 use haechi_identity::{Actor, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
@@ -40,11 +41,15 @@ struct ValueRow {
 }
 
 impl ValueRow {
+    /// The slot its ciphertext is bound to: this row, at its version, under its data key.
     fn slot(&self) -> Slot {
         Slot {
+            value: self.id,
             credential: self.credential_id,
             attribute: self.attribute_id,
             user: self.user_id.unwrap_or(0),
+            version: self.stamp.version,
+            key: self.key_id,
         }
     }
 }
@@ -108,16 +113,40 @@ fn not_found_value(credential: i64, value: i64) -> Error {
 }
 
 impl Vault {
-    async fn decrypt(&self, ring: &Arc<Keyring>, row: ValueRow) -> Result<Value> {
+    /// Decrypts one value for `actor`. A value that fails its integrity check (altered, moved
+    /// to another row, rolled back to an older version, or its key id changed) is audited as
+    /// `credential.value.integrity` (failure) and answered without any value.
+    async fn decrypt(&self, actor: &Actor, ring: &Arc<Keyring>, row: ValueRow) -> Result<Value> {
         let key = self.data_key(ring, row.key_id).await?;
-        let plain = key
-            .open(&row.nonce, &row.ciphertext, row.slot())
-            .map_err(|source| VaultError::Corrupt {
-                value: row.id,
-                credential: row.credential_id,
-                attribute: row.attribute_id,
-                source,
-            })?;
+        let plain = match key.open(&row.nonce, &row.ciphertext, row.slot()) {
+            Ok(plain) => plain,
+            Err(source) => {
+                haechi_audit::record(
+                    &self.store,
+                    actor
+                        .event("vault", "credential.value.integrity")
+                        .outcome(Outcome::Failure)
+                        .target(format!("credential:{}", row.credential_id))
+                        .detail(json!({
+                            "credential": row.credential_id,
+                            "value": row.id,
+                            "attribute": row.attribute_id,
+                            "user": row.user_id,
+                            "version": row.stamp.version,
+                            "key_id": row.key_id,
+                            "reason": source.to_string(),
+                        })),
+                )
+                .await?;
+                return Err(VaultError::Corrupt {
+                    value: row.id,
+                    credential: row.credential_id,
+                    attribute: row.attribute_id,
+                    source,
+                }
+                .into());
+            }
+        };
         let text = std::str::from_utf8(&plain).map_err(|_| {
             Error::internal(format_args!(
                 "vault value {} is not UTF-8 after decryption",
@@ -186,10 +215,14 @@ impl Vault {
                 )));
             }
             let user = attr.user_provided.then_some(p.id);
+            // The row's id is filled in by `insert_value`.
             let slot = Slot {
+                value: 0,
                 credential,
                 attribute: attr.id,
                 user: user.unwrap_or(0),
+                version: 0,
+                key: key_id,
             };
             if !slots.insert(slot.attribute) {
                 return Err(Error::field(
@@ -259,31 +292,50 @@ impl Vault {
         if existing.is_some() {
             return Err(taken(existing));
         }
-        let sealed = key.seal(value.expose_secret().as_bytes(), slot);
+        // The ciphertext is bound to the row's id: insert the row to learn it, then seal and
+        // write the value (both in `tx`: no empty row is ever visible).
         let inserted = in_tx!(tx, |c| {
             sqlx::query_scalar::<_, i64>(
             "INSERT INTO vault_values (credential_id, attribute_id, user_id, slot, key_id, nonce, ciphertext, \
              created_by, created_at, updated_by, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $9, 0) RETURNING id"
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $7, $8, 0) RETURNING id"
         )
         .bind(slot.credential)
         .bind(slot.attribute)
         .bind(user)
         .bind(slot.user)
         .bind(key_id)
-        .bind(&sealed.nonce)
-        .bind(&sealed.ciphertext)
+        .bind(Vec::<u8>::new())
         .bind(by)
         .bind(now)
         .fetch_one(&mut *c)
         .await
         });
-        match inserted {
-            Ok(id) => Ok(id),
+        let id = match inserted {
+            Ok(id) => id,
             // Another server sharing the store inserted it in between.
-            Err(e) if is_unique_violation(&e) => Err(taken(None)),
-            Err(e) => Err(e.into()),
-        }
+            Err(e) if is_unique_violation(&e) => return Err(taken(None)),
+            Err(e) => return Err(e.into()),
+        };
+        let sealed = key.seal(
+            value.expose_secret().as_bytes(),
+            Slot {
+                value: id,
+                version: 0,
+                key: key_id,
+                ..slot
+            },
+        );
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE vault_values SET nonce = $1, ciphertext = $2 WHERE id = $3"
+        )
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(id)
     }
 
     /// The value of one attribute (by name, or by its numeric id) of a credential the caller
@@ -418,7 +470,7 @@ impl Vault {
             .collect();
         let mut values = Vec::with_capacity(rows.len());
         for row in rows {
-            values.push(self.decrypt(&ring, row).await?);
+            values.push(self.decrypt(actor, &ring, row).await?);
         }
         self.reads
             .record(
@@ -521,7 +573,14 @@ impl Vault {
             return Err(not_modified(&format!("value {value}")));
         }
         let (key_id, key) = self.active_key_tx(&mut tx, &ring).await?;
-        let sealed = key.seal(patch.value.expose_secret().as_bytes(), slot);
+        let sealed = key.seal(
+            patch.value.expose_secret().as_bytes(),
+            Slot {
+                version: row.stamp.version + 1,
+                key: key_id,
+                ..slot
+            },
+        );
         let now = now_ms();
         in_tx!(tx, |c| {
             sqlx::query(

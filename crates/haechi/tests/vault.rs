@@ -1958,6 +1958,23 @@ async fn a_clean_stop_loses_no_read_event_and_keeps_the_chain() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// Reads the values of `cid`, which must fail its integrity check: a 500 in the vault's envelope
+/// with none of `plain` and no internals. Returns the error as text.
+async fn refused_read(owner: &Who, cid: i64, plain: &[&str]) -> String {
+    let (st, e) = owner
+        .get(&format!("/credentials/{cid}/attributevalues"))
+        .await;
+    assert_eq!(st, 500, "{e}");
+    assert_keys(&e, &["code", "message"]);
+    let text = e.to_string();
+    assert!(
+        plain.iter().all(|p| !text.contains(p)),
+        "no value in the error: {e}"
+    );
+    assert!(!text.contains("decrypt"), "no internals in the error: {e}");
+    text
+}
+
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_row_fails_cleanly() {
     let s = shared();
@@ -1975,17 +1992,7 @@ async fn a_ciphertext_moved_to_another_row_fails_cleanly() {
          ciphertext = (SELECT ciphertext FROM vault_values WHERE id = {vb}), \
          key_id = (SELECT key_id FROM vault_values WHERE id = {vb}) WHERE id = {va}"
     ));
-    let (st, e) = owner
-        .get(&format!("/credentials/{cid}/attributevalues"))
-        .await;
-    assert_eq!(st, 500, "{e}");
-    assert_keys(&e, &["code", "message"]);
-    let text = e.to_string();
-    assert!(
-        !text.contains("beta-plain") && !text.contains("alpha-plain"),
-        "no value in the error: {e}"
-    );
-    assert!(!text.contains("decrypt"), "no internals in the error: {e}");
+    refused_read(&owner, cid, &["beta-plain", "alpha-plain"]).await;
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(
         s.logs().contains(&format!(
@@ -2009,6 +2016,68 @@ async fn a_ciphertext_moved_to_another_row_fails_cleanly() {
             (b, None, "beta-plain-value".into())
         ]
     );
+}
+
+/// Changes standard value `vid` of attribute `a` (at `version`) and reads it back.
+async fn replace_value(owner: &Who, cid: i64, (a, vid): (i64, i64), version: i64, value: &str) {
+    let (st, e) = owner
+        .put(
+            &format!("/credentials/{cid}/attributevalues/{vid}"),
+            json!([{"version": version, "value": value}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(owner.read(cid).await, vec![(a, None, value.to_owned())]);
+}
+
+#[tokio::test]
+async fn an_older_ciphertext_copied_back_over_a_newer_one_is_refused_and_audited() {
+    let s = shared();
+    let owner = user(s, &["Vault User"]).await;
+    let c = owner.credential(&[("secret", false)]).await;
+    let cid = id(&c);
+    let a = id(&c["attributes"][0]);
+    let v = owner.values(cid, &[(a, "first-plain-value")]).await;
+    let vid = id(&v[0]);
+    // Keep the first version's stored bytes (nonce, ciphertext and key), straight from the
+    // database, then change the value through the API.
+    let saved: String = unique("rollback")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    s.sql(&format!(
+        "CREATE TABLE {saved} AS SELECT nonce, ciphertext, key_id FROM vault_values WHERE id = {vid}"
+    ));
+    replace_value(&owner, cid, (a, vid), 0, "second-plain-value").await;
+    // Roll the row back: the first version's bytes over the second's (its version stays 1).
+    s.sql(&format!(
+        "UPDATE vault_values SET nonce = (SELECT nonce FROM {saved}), \
+         ciphertext = (SELECT ciphertext FROM {saved}), key_id = (SELECT key_id FROM {saved}) \
+         WHERE id = {vid}"
+    ));
+    s.sql(&format!("DROP TABLE {saved}"));
+    let text = refused_read(&owner, cid, &["first-plain", "second-plain"]).await;
+    assert!(
+        text.contains("integrity check") && text.contains("(reference "),
+        "{text}"
+    );
+    // The failure is audited: who, which credential and value; never a value.
+    let events = audit(s, "action=credential.value.integrity").await;
+    let detail = |e: &Value| match &e["detail"] {
+        Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    };
+    let event = events
+        .iter()
+        .find(|e| e["action"] == "credential.value.integrity" && detail(e)["value"] == vid)
+        .unwrap_or_else(|| panic!("an integrity event for value {vid}: {events:?}"));
+    assert_eq!(event["outcome"], "failure", "{event}");
+    assert_eq!(event["target"], format!("credential:{cid}"), "{event}");
+    assert_eq!(detail(event)["version"], 1, "{event}");
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(!all.contains("first-plain") && !all.contains("second-plain"));
+    // Overwriting the value (at its current version) repairs it.
+    replace_value(&owner, cid, (a, vid), 1, "third-plain-value").await;
 }
 
 // ---- modes and keys across restarts ----------------------------------------------------------------
