@@ -165,6 +165,31 @@ impl Agent {
     }
 }
 
+/// Refuses an `http://` server URL that is not on this machine: the agent's secret and every
+/// script and its output would cross the network in clear.
+pub fn require_loopback_for_plain_http(server: &str) -> Result<(), AgentError> {
+    let Some(rest) = server.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(AgentError::Config(format!(
+            "refusing {server}: plain http:// is only for a server on this machine (the agent's \
+             secret would cross the network in clear); use https://"
+        )))
+    }
+}
+
 /// Runs the agent until `shutdown` resolves. Returns an error when it cannot go on at all
 /// (no credential and no token, enrolment refused, credential revoked).
 pub async fn run(
@@ -188,6 +213,10 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut failures: u32 = 0;
+    // When the last welcomed connection ended: for a while after it, the server is most likely
+    // restarting, and the agent tries again at least every ~1 s so that it is back within a
+    // second or two of the server answering.
+    let mut lost_at: Option<std::time::Instant> = None;
     loop {
         let attempt = session::run(&agent, &cred);
         let outcome = tokio::select! {
@@ -198,6 +227,7 @@ pub async fn run(
             Ok(session::Ended { welcomed }) => {
                 if welcomed {
                     failures = 0;
+                    lost_at = Some(std::time::Instant::now());
                 }
                 tracing::info!("connection to the server closed; reconnecting");
             }
@@ -205,7 +235,12 @@ pub async fn run(
             Err(e) => tracing::warn!("connection to the server failed: {e}"),
         }
         failures = failures.saturating_add(1);
-        let wait = backoff(failures);
+        let recently_connected = lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_FOR);
+        let wait = if recently_connected {
+            backoff(failures).min(jittered(FAST_RECONNECT_MS))
+        } else {
+            backoff(failures)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut shutdown => return Ok(()),
@@ -255,11 +290,21 @@ fn run_policy(opts: &AgentOptions) -> Result<RunPolicy, AgentError> {
     })
 }
 
+/// How long after a connection that the server welcomed ended the agent keeps retrying about
+/// every second, before the backoff may grow to its maximum.
+const FAST_RECONNECT_FOR: Duration = Duration::from_secs(300);
+/// The retry interval in that period (before jitter).
+const FAST_RECONNECT_MS: u64 = 1000;
+
 /// Exponential backoff from 0.5 s to 30 s, with ±25 % jitter so many agents that lost the same
 /// server do not return in one wave.
 fn backoff(failures: u32) -> Duration {
     let base = 500u64.saturating_mul(1u64 << failures.saturating_sub(1).min(10));
-    let base = base.min(MAX_BACKOFF.as_millis() as u64);
+    jittered(base.min(MAX_BACKOFF.as_millis() as u64))
+}
+
+/// `base` ms ±25 %.
+fn jittered(base: u64) -> Duration {
     let jitter = rand::random::<u64>() % (base / 2 + 1);
     Duration::from_millis(base - base / 4 + jitter)
 }
@@ -454,6 +499,26 @@ pub fn exec_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://10.0.0.1:8443",
+            "http://127.0.0.1:8443",
+            "http://localhost:8443/",
+            "http://[::1]:8443",
+        ] {
+            assert!(require_loopback_for_plain_http(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:8443",
+            "http://haechi.example:8443",
+            "http://[2001:db8::1]:8443",
+            "http://127.0.0.1.example:80",
+        ] {
+            assert!(require_loopback_for_plain_http(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_bounded() {

@@ -71,6 +71,9 @@ pub async fn dial(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
+    if !secure {
+        crate::require_loopback_for_plain_http(server)?;
+    }
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let work = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -169,80 +172,93 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential) -> Result<Ended, AgentEr
         ));
     };
     tracing::info!(%node_id, "connected to the server");
-    let heartbeat = Duration::from_secs(heartbeat_secs.max(1));
+    // From here on the server has welcomed the agent: however the connection ends, the next
+    // connection starts a fresh backoff (a server killed with -9 ends it with an I/O error).
+    let served: Result<Ended, AgentError> = async {
+        let heartbeat = Duration::from_secs(heartbeat_secs.max(1));
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
-    let mut streamers = JoinSet::new();
-    for id in ack {
-        agent.forget(id);
-    }
-    for r in resume {
-        if let Some(job) = agent.job(r.exec_id) {
-            streamers.spawn(stream_job(
-                job,
-                agent.journal.clone(),
-                out_tx.clone(),
-                r.out,
-                r.err,
-            ));
+        let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+        let mut streamers = JoinSet::new();
+        for id in ack {
+            agent.forget(id);
         }
-    }
+        for r in resume {
+            if let Some(job) = agent.job(r.exec_id) {
+                streamers.spawn(stream_job(
+                    job,
+                    agent.journal.clone(),
+                    out_tx.clone(),
+                    r.out,
+                    r.err,
+                ));
+            }
+        }
 
-    let mut ticker = tokio::time::interval(heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    let mut last_heard = Instant::now();
-    loop {
-        tokio::select! {
-            msg = incoming.next() => {
-                let msg = match msg {
-                    None => return Ok(Ended { welcomed: true }),
-                    Some(Err(e)) => return Err(AgentError::Connection(e.to_string())),
-                    Some(Ok(m)) => m,
-                };
-                last_heard = Instant::now();
-                let text = match msg {
-                    Message::Text(t) => t,
-                    Message::Close(_) => return Ok(Ended { welcomed: true }),
-                    _ => continue,
-                };
-                let msg: ServerMsg = match serde_json::from_str(text.as_str()) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!("ignoring a message the agent does not understand: {e}");
-                        continue;
-                    }
-                };
-                match msg {
-                    ServerMsg::Run(spec) => {
-                        let exec_id = spec.exec_id;
-                        match agent.accept(spec) {
-                            Ok(Some(job)) => {
-                                streamers.spawn(stream_job(job, agent.journal.clone(), out_tx.clone(), 0, 0));
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                msg = incoming.next() => {
+                    let msg = match msg {
+                        None => return Ok(Ended { welcomed: true }),
+                        Some(Err(e)) => return Err(AgentError::Connection(e.to_string())),
+                        Some(Ok(m)) => m,
+                    };
+                    last_heard = Instant::now();
+                    let text = match msg {
+                        Message::Text(t) => t,
+                        Message::Close(_) => return Ok(Ended { welcomed: true }),
+                        _ => continue,
+                    };
+                    let msg: ServerMsg = match serde_json::from_str(text.as_str()) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!("ignoring a message the agent does not understand: {e}");
+                            continue;
+                        }
+                    };
+                    match msg {
+                        ServerMsg::Run(spec) => {
+                            let exec_id = spec.exec_id;
+                            match agent.accept(spec) {
+                                Ok(Some(job)) => {
+                                    streamers.spawn(stream_job(job, agent.journal.clone(), out_tx.clone(), 0, 0));
+                                }
+                                Ok(None) => tracing::debug!(exec_id, "already held; not started again"),
+                                Err(e) => tracing::error!(exec_id, "cannot journal the execution, not starting it: {e}"),
                             }
-                            Ok(None) => tracing::debug!(exec_id, "already held; not started again"),
-                            Err(e) => tracing::error!(exec_id, "cannot journal the execution, not starting it: {e}"),
                         }
-                    }
-                    ServerMsg::Cancel { exec_id } => {
-                        if let Some(job) = agent.job(exec_id) {
-                            job.cancel();
+                        ServerMsg::Cancel { exec_id } => {
+                            if let Some(job) = agent.job(exec_id) {
+                                job.cancel();
+                            }
                         }
+                        ServerMsg::Ack { exec_id } => agent.forget(exec_id),
+                        ServerMsg::HeartbeatAck | ServerMsg::Welcome { .. } => {}
                     }
-                    ServerMsg::Ack { exec_id } => agent.forget(exec_id),
-                    ServerMsg::HeartbeatAck | ServerMsg::Welcome { .. } => {}
                 }
-            }
-            Some(m) = out_rx.recv() => {
-                sink.send(m).await.map_err(|e| AgentError::Connection(e.to_string()))?;
-            }
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat * 3 {
-                    return Err(AgentError::Connection("the server stopped answering heartbeats".into()));
+                Some(m) = out_rx.recv() => {
+                    sink.send(m).await.map_err(|e| AgentError::Connection(e.to_string()))?;
                 }
-                send_json(&mut sink, &AgentMsg::Heartbeat).await?;
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > heartbeat * 3 {
+                        return Err(AgentError::Connection("the server stopped answering heartbeats".into()));
+                    }
+                    send_json(&mut sink, &AgentMsg::Heartbeat).await?;
+                }
             }
         }
+    }
+    .await;
+    match served {
+        Err(AgentError::Refused(msg)) => Err(AgentError::Refused(msg)),
+        Err(e) => {
+            tracing::warn!("connection to the server lost: {e}");
+            Ok(Ended { welcomed: true })
+        }
+        ok => ok,
     }
 }
 

@@ -88,7 +88,15 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                     .context("--server-fingerprint is not a SHA-256 fingerprint")?,
             ),
             (None, Some(ca), _) => Pin::Ca(ca.clone()),
-            (None, None, true) => Pin::Insecure,
+            (None, None, true) => {
+                tracing::warn!(
+                    "INSECURE: --insecure-skip-verify trusts any certificate: anyone between this \
+                     node and {} can pose as the server, take this agent's secret and send it \
+                     scripts to run; pin the server with --server-fingerprint instead",
+                    a.server
+                );
+                Pin::Insecure
+            }
             (None, None, false) => {
                 anyhow::bail!(
                     "say how to trust the server: --server-fingerprint SHA256 (printed when the server starts), --ca FILE, or --insecure-skip-verify"
@@ -97,6 +105,8 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         };
         Some(client_config(pin)?)
     } else {
+        haechi_agent::require_loopback_for_plain_http(&a.server)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         None
     };
     if let Some(cred) = Credential::load(&a.data_dir).map_err(|e| anyhow::anyhow!("{e}"))? {

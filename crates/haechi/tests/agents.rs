@@ -6,7 +6,7 @@ mod common;
 mod exec_support;
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use exec_support::*;
@@ -957,4 +957,36 @@ async fn new_nodes_can_be_made_to_start_disabled() {
     .await;
     assert_eq!((st, body["status"].as_str()), (200, Some("D")), "{body}");
     s.finish().await;
+}
+
+/// After a server restart the agent is back within about a second of the server answering
+/// again, however often it restarts: the backoff starts over after a welcomed connection and
+/// stays near one second while the server is most likely restarting (issue: the gap used to
+/// grow with each outage to tens of seconds).
+#[tokio::test]
+async fn an_agent_is_back_within_two_seconds_after_the_fifth_server_restart() {
+    let mut s = Server::start_with(exec_opts());
+    let relay = Relay::start(&s).await;
+    let a = Agent::start_at(&s, &node_name("bouncy"), &relay.url).await;
+    let mut old = Vec::new();
+    for round in 1..=5 {
+        s.kill9();
+        // Down long enough that an exponential backoff would be at 4 s and more.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let mut opts = exec_opts();
+        opts.reuse = s.same_state().reuse;
+        let next = Server::start_with(opts);
+        relay.point_at(&next);
+        let up = Instant::now();
+        wait_node_connected(&next, &a.node_id, Duration::from_secs(30)).await;
+        let back = up.elapsed();
+        if round == 5 {
+            assert!(
+                back < Duration::from_secs(2),
+                "round {round}: the agent came back {back:?} after the server answered"
+            );
+        }
+        old.push(std::mem::replace(&mut s, next));
+    }
+    drop(old);
 }
