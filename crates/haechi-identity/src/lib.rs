@@ -238,6 +238,17 @@ impl Identity {
         Ok((created && generated).then_some(password))
     }
 
+    /// Waits for one of the account's password-check turns (see [`slots`]).
+    pub(crate) async fn password_check_turn(&self, user_id: &str) -> Result<slots::Slot> {
+        self.login_slots
+            .enter(
+                &ident::fold(user_id),
+                self.cfg.max_concurrent_logins,
+                self.cfg.max_queued_logins,
+            )
+            .await
+    }
+
     /// The one login behind every login endpoint (MDRM, OPMATE, vault, the DB gateways).
     ///
     /// Every failure answers the same 401 "wrong user id or password", whatever the reason: an
@@ -261,14 +272,7 @@ impl Identity {
         ip: IpAddr,
         family: &'static str,
     ) -> Result<LoginOk> {
-        let _slot = self
-            .login_slots
-            .enter(
-                &ident::fold(user_id),
-                self.cfg.max_concurrent_logins,
-                self.cfg.max_queued_logins,
-            )
-            .await?;
+        let _slot = self.password_check_turn(user_id).await?;
         let row = users::find_login_row(&self.store, user_id).await?;
         let ok = self
             .hasher

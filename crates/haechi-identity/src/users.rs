@@ -1106,14 +1106,7 @@ impl Identity {
         new: SecretString,
     ) -> Result<()> {
         validate_password(&new)?;
-        let _slot = self
-            .login_slots
-            .enter(
-                &ident::fold(user_id),
-                self.cfg.max_concurrent_logins,
-                self.cfg.max_queued_logins,
-            )
-            .await?;
+        let _slot = self.password_check_turn(user_id).await?;
         let row = find_login_row(&self.store, user_id)
             .await?
             .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;

@@ -162,6 +162,28 @@ fn the_certificate_and_its_fingerprint_survive_a_restart() {
     assert!(again.base.starts_with("https://"));
 }
 
+/// `haechi login` as admin (pinning the server's fingerprint) into a session file of its own;
+/// the directory holding it lives as long as the returned guard.
+fn cli_login_as_admin(s: &Server) -> (tempfile::TempDir, std::path::PathBuf) {
+    let fp = s.fingerprint.clone().expect("fingerprint");
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.json");
+    let mut cmd = haechi(&[
+        "login",
+        "--server",
+        &s.base,
+        "--fingerprint",
+        &fp,
+        "-u",
+        "admin",
+        "--password-stdin",
+    ]);
+    cmd.env("HAECHI_SESSION", &session);
+    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
+    assert!(out.status.success(), "login: {}", text(&out));
+    (dir, session)
+}
+
 /// The random bootstrap password printed by a server, if any.
 fn printed_password(logs: &str) -> Option<String> {
     logs.split("password (shown once): ")
@@ -208,22 +230,7 @@ async fn the_bootstrap_password_is_random_printed_once_and_works() {
 async fn cli_login_pins_the_fingerprint_and_keeps_a_private_session() {
     let s = shared();
     let fp = s.fingerprint.clone().expect("fingerprint");
-    let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("session.json");
-
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        &fp,
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &session);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
-    assert!(out.status.success(), "login: {}", text(&out));
+    let (dir, session) = cli_login_as_admin(s);
     let saved = std::fs::read_to_string(&session).expect("a session file");
     assert!(
         !saved.contains(ADMIN_PASSWORD),
@@ -633,22 +640,7 @@ fn login_without_a_terminal_names_password_stdin() {
 #[tokio::test]
 async fn cli_lists_executions_and_approvals_as_tables() {
     let s = shared();
-    let fp = s.fingerprint.clone().expect("fingerprint");
-    let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("session.json");
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        &fp,
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &session);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
-    assert!(out.status.success(), "login: {}", text(&out));
+    let (_dir, session) = cli_login_as_admin(s);
     let cli = |args: &[&str]| {
         let out = haechi(args)
             .env("HAECHI_SESSION", &session)
