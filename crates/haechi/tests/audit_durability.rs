@@ -40,6 +40,16 @@ async fn credential_with_a_value(s: &Server) -> (String, String, i64) {
     (user_id, token, id)
 }
 
+/// The `credential.value.read` events stored for `user_id`, read straight from the store.
+fn value_reads_stored(s: &Server, user_id: &str) -> u64 {
+    s.sql(&format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'credential.value.read' \
+         AND user_id = '{user_id}'"
+    ))
+    .parse()
+    .unwrap()
+}
+
 /// Reads the value from `readers` tasks until the server dies; returns the reads answered 200.
 async fn read_until_killed(s: &mut Server, token: &str, id: i64, readers: usize) -> u64 {
     let answered = Arc::new(AtomicU64::new(0));
@@ -92,13 +102,7 @@ async fn answered_vault_reads_keep_their_events_across_kill_9() {
         assert!(n > 0, "round {round}: no read was answered before the kill");
         answered += n;
         let next = Server::start_with(s.same_state());
-        let events: u64 = next
-            .sql(&format!(
-                "SELECT COUNT(*) FROM audit_events WHERE action = 'credential.value.read' \
-                 AND user_id = '{user_id}'"
-            ))
-            .parse()
-            .unwrap();
+        let events = value_reads_stored(&next, &user_id);
         assert!(
             events >= answered,
             "round {round}: {answered} reads were answered but only {events} events are stored \
@@ -135,13 +139,7 @@ async fn batched_mode_still_audits_every_read() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let n: u64 = s
-            .sql(&format!(
-                "SELECT COUNT(*) FROM audit_events WHERE action = 'credential.value.read' \
-                 AND user_id = '{user_id}'"
-            ))
-            .parse()
-            .unwrap();
+        let n = value_reads_stored(&s, &user_id);
         if n == 5 {
             break;
         }
