@@ -168,20 +168,26 @@ fn cli_login_as_admin(s: &Server) -> (tempfile::TempDir, std::path::PathBuf) {
     let fp = s.fingerprint.clone().expect("fingerprint");
     let dir = tempfile::tempdir().unwrap();
     let session = dir.path().join("session.json");
+    let out = cli_login(s, &fp, &session, &format!("{ADMIN_PASSWORD}\n"));
+    assert!(out.status.success(), "login: {}", text(&out));
+    (dir, session)
+}
+
+/// `haechi login -u admin --password-stdin` against `s`, pinning `fingerprint`, saving the
+/// session in `session`, with `stdin` as the password line.
+fn cli_login(s: &Server, fingerprint: &str, session: &Path, stdin: &str) -> Output {
     let mut cmd = haechi(&[
         "login",
         "--server",
         &s.base,
         "--fingerprint",
-        &fp,
+        fingerprint,
         "-u",
         "admin",
         "--password-stdin",
     ]);
-    cmd.env("HAECHI_SESSION", &session);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
-    assert!(out.status.success(), "login: {}", text(&out));
-    (dir, session)
+    cmd.env("HAECHI_SESSION", session);
+    run_with_stdin(cmd, stdin)
 }
 
 /// The random bootstrap password printed by a server, if any.
@@ -266,34 +272,12 @@ async fn cli_login_pins_the_fingerprint_and_keeps_a_private_session() {
     // The fingerprint may be written without colons and in lower case.
     let other = dir.path().join("other.json");
     let bare = fp.replace(':', "").to_lowercase();
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        &bare,
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &other);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
+    let out = cli_login(s, &bare, &other, &format!("{ADMIN_PASSWORD}\n"));
     assert!(out.status.success(), "{}", text(&out));
 
     // A wrong password fails and says so.
     let failed = dir.path().join("failed.json");
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        &fp,
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &failed);
-    let out = run_with_stdin(cmd, "not-the-password\n");
+    let out = cli_login(s, &fp, &failed, "not-the-password\n");
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("wrong user id or password"),
@@ -319,18 +303,7 @@ fn cli_login_refuses_a_server_with_another_fingerprint() {
     let wrong = format!("{}{}", if first == '0' { '1' } else { '0' }, &fp[1..]);
     let dir = tempfile::tempdir().unwrap();
     let session = dir.path().join("session.json");
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        &wrong,
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &session);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
+    let out = cli_login(s, &wrong, &session, &format!("{ADMIN_PASSWORD}\n"));
     assert!(
         !out.status.success(),
         "a wrong fingerprint must fail: {}",
@@ -344,18 +317,7 @@ fn cli_login_refuses_a_server_with_another_fingerprint() {
     assert!(!session.exists(), "no session is saved");
 
     // Not a fingerprint at all.
-    let mut cmd = haechi(&[
-        "login",
-        "--server",
-        &s.base,
-        "--fingerprint",
-        "abc",
-        "-u",
-        "admin",
-        "--password-stdin",
-    ]);
-    cmd.env("HAECHI_SESSION", &session);
-    let out = run_with_stdin(cmd, &format!("{ADMIN_PASSWORD}\n"));
+    let out = cli_login(s, "abc", &session, &format!("{ADMIN_PASSWORD}\n"));
     assert!(!out.status.success());
     assert!(!session.exists());
 }
