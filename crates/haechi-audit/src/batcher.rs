@@ -135,6 +135,8 @@ impl Batcher {
 
 async fn write_loop(store: Store, mut rx: mpsc::Receiver<Queued>, opts: BatcherOptions) {
     let mut batch: Vec<Queued> = Vec::with_capacity(opts.max_batch);
+    // Where the chain ended after this writer's last commit (see `crate::append_after`).
+    let mut head: Option<crate::Head> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         drain(&mut rx, &mut batch, opts.max_batch);
@@ -147,7 +149,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Queued>, opts: BatcherO
             tokio::time::sleep(opts.linger).await;
             drain(&mut rx, &mut batch, opts.max_batch);
         }
-        commit_with_retry(&store, &mut batch).await;
+        commit_with_retry(&store, &mut batch, &mut head).await;
     }
 }
 
@@ -163,11 +165,12 @@ fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
 /// Commits `batch`, retrying with back-off until it commits: an audit event is never dropped
 /// silently. While this waits, the queue fills and producers wait too. Once committed, those
 /// waiting for their events are told.
-async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>) {
+async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>, head: &mut Option<crate::Head>) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match append_batch(store, batch).await {
-            Ok(()) => {
+        match append_batch(store, batch, head.as_ref()).await {
+            Ok(new_head) => {
+                *head = Some(new_head);
                 for q in batch.drain(..) {
                     if let Some(done) = q.committed {
                         let _ = done.send(());
@@ -176,6 +179,7 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>) {
                 return;
             }
             Err(e) => {
+                *head = None;
                 tracing::error!(
                     events = batch.len(),
                     "could not append audit events (retrying in {delay:?}): {e}"
@@ -187,9 +191,10 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>) {
     }
 }
 
-async fn append_batch(store: &Store, batch: &[Queued]) -> Result<()> {
+async fn append_batch(store: &Store, batch: &[Queued], head: Option<&crate::Head>) -> Result<crate::Head> {
     let events: Vec<&Event> = batch.iter().map(|q| &q.event).collect();
     let mut tx = store.begin().await?;
-    crate::append_slice(&mut tx, &events).await?;
-    tx.commit().await
+    let new_head = crate::append_after(&mut tx, &events, head).await?;
+    tx.commit().await?;
+    Ok(new_head)
 }

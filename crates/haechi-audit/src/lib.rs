@@ -164,53 +164,7 @@ pub fn event_hash(e: &StoredEvent) -> String {
 /// Appends `event` inside `tx`. The head row is locked until `tx` ends, so concurrent appends
 /// (from this server or another on the same PostgreSQL) form one chain.
 pub async fn append(tx: &mut Tx, event: Event) -> Result<i64> {
-    let lock = match tx.backend() {
-        Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
-    };
-    let (head_seq, head_hash): (i64, String) =
-        in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
-    let mut stored = StoredEvent {
-        seq: head_seq + 1,
-        at: time::now_ms(),
-        user_id: event.user.as_deref().map(cut),
-        source_ip: event.source_ip.as_deref().map(cut),
-        family: event.family.to_owned(),
-        action: cut(&event.action),
-        target: event.target.as_deref().map(cut),
-        outcome: event.outcome.as_str().to_owned(),
-        detail: event.detail.to_json()?,
-        prev_hash: head_hash,
-        hash: String::new(),
-    };
-    stored.hash = event_hash(&stored);
-    in_tx!(tx, |c| {
-        sqlx::query(
-        "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    )
-    .bind(stored.seq)
-    .bind(stored.at)
-    .bind(&stored.user_id)
-    .bind(&stored.source_ip)
-    .bind(&stored.family)
-    .bind(&stored.action)
-    .bind(&stored.target)
-    .bind(&stored.outcome)
-    .bind(&stored.detail)
-    .bind(&stored.prev_hash)
-    .bind(&stored.hash)
-    .execute(&mut *c).await.map(|r| r.rows_affected())
-    })?;
-    in_tx!(tx, |c| sqlx::query(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
-    )
-    .bind(stored.seq)
-    .bind(&stored.hash)
-    .execute(&mut *c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(stored.seq)
+    append_slice(tx, std::slice::from_ref(&event)).await
 }
 
 /// Appends `events` inside `tx`, in order, as consecutive links of the one chain: the head is
@@ -223,23 +177,112 @@ pub async fn append_many(tx: &mut Tx, events: Vec<Event>) -> Result<i64> {
 
 /// [`append_many`] for borrowed events (a caller that may retry keeps them).
 pub async fn append_slice<E: std::borrow::Borrow<Event>>(tx: &mut Tx, events: &[E]) -> Result<i64> {
-    // Rows per INSERT (11 parameters each): every statement is a round trip (to PostgreSQL,
-    // or to sqlx's SQLite thread). SQLite's parameters are anonymous (below), so binding is
-    // linear in their number; 128 rows stay far below its limit of 32,766 parameters.
-    let rows = match tx.backend() {
-        Backend::Postgres => 64,
-        Backend::Sqlite => 128,
-    };
+    let head = read_head(tx).await?;
+    if events.is_empty() {
+        return Ok(head.seq);
+    }
+    let stored = chain(&head, events)?;
+    insert_rows(tx, &stored).await?;
+    let new_head = head_of(&stored, head);
+    set_head(tx, &new_head, None).await?;
+    Ok(new_head.seq)
+}
+
+/// The end of the chain: the last event's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// [`append_slice`] for a writer that remembers where the chain ended after its own last
+/// append (`hint`): the head is then moved with one conditional `UPDATE` instead of being read
+/// first, which saves a round trip per transaction while this writer is the only one appending.
+/// When someone else appended in between (another transaction, another server), the update
+/// matches nothing, and the head is read (and locked) and the chain computed again, exactly as
+/// [`append_slice`] does. Returns the new head, the hint for the next call.
+pub async fn append_after<E: std::borrow::Borrow<Event>>(
+    tx: &mut Tx,
+    events: &[E],
+    hint: Option<&Head>,
+) -> Result<Head> {
+    if let Some(hint) = hint {
+        if !events.is_empty() {
+            let stored = chain(hint, events)?;
+            let new_head = head_of(&stored, hint.clone());
+            // The conditional update also takes the head's row lock on PostgreSQL (and SQLite's
+            // write lock is held since BEGIN IMMEDIATE): nobody can append between it and the
+            // inserts.
+            if set_head(tx, &new_head, Some(hint)).await? {
+                insert_rows(tx, &stored).await?;
+                return Ok(new_head);
+            }
+        }
+    }
+    let head = read_head(tx).await?;
+    if events.is_empty() {
+        return Ok(head);
+    }
+    let stored = chain(&head, events)?;
+    insert_rows(tx, &stored).await?;
+    let new_head = head_of(&stored, head);
+    set_head(tx, &new_head, None).await?;
+    Ok(new_head)
+}
+
+/// Reads the head, locking it on PostgreSQL until `tx` ends (SQLite's write transactions are
+/// `BEGIN IMMEDIATE`: the lock is already held).
+async fn read_head(tx: &mut Tx) -> Result<Head> {
     let lock = match tx.backend() {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
-    let (mut seq, mut prev): (i64, String) =
+    let (seq, hash): (i64, String) =
         in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
-    if events.is_empty() {
-        return Ok(seq);
+    Ok(Head { seq, hash })
+}
+
+/// Moves the head to `to`; with `from`, only if the head is still `from` (false when not).
+async fn set_head(tx: &mut Tx, to: &Head, from: Option<&Head>) -> Result<bool> {
+    let changed = match from {
+        None => in_tx!(tx, |c| sqlx::query(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
+        )
+        .bind(to.seq)
+        .bind(&to.hash)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?,
+        Some(from) => in_tx!(tx, |c| sqlx::query(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4"
+        )
+        .bind(to.seq)
+        .bind(&to.hash)
+        .bind(from.seq)
+        .bind(&from.hash)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?,
+    };
+    Ok(changed == 1)
+}
+
+/// The head after `stored` (or `head` itself when nothing is stored).
+fn head_of(stored: &[StoredEvent], head: Head) -> Head {
+    match stored.last() {
+        Some(e) => Head {
+            seq: e.seq,
+            hash: e.hash.clone(),
+        },
+        None => head,
     }
+}
+
+/// `events` as the links after `head`, their hashes chained in memory.
+fn chain<E: std::borrow::Borrow<Event>>(head: &Head, events: &[E]) -> Result<Vec<StoredEvent>> {
     let at = time::now_ms();
+    let mut seq = head.seq;
+    let mut prev = head.hash.clone();
     let mut stored = Vec::with_capacity(events.len());
     for event in events {
         let event: &Event = event.borrow();
@@ -261,6 +304,18 @@ pub async fn append_slice<E: std::borrow::Borrow<Event>>(tx: &mut Tx, events: &[
         prev = e.hash.clone();
         stored.push(e);
     }
+    Ok(stored)
+}
+
+/// Inserts chained events with multi-row inserts.
+async fn insert_rows(tx: &mut Tx, stored: &[StoredEvent]) -> Result<()> {
+    // Rows per INSERT (11 parameters each): every statement is a round trip (to PostgreSQL,
+    // or to sqlx's SQLite thread). SQLite's parameters are anonymous (below), so binding is
+    // linear in their number; 128 rows stay far below its limit of 32,766 parameters.
+    let rows = match tx.backend() {
+        Backend::Postgres => 64,
+        Backend::Sqlite => 128,
+    };
     // SQLite gets anonymous `?` parameters: for a numbered one (`$n`), binding looks its name
     // up by a linear scan (`sqlite3_bind_parameter_name`), quadratic in the parameter count.
     let anonymous = tx.backend() == Backend::Sqlite;
@@ -306,15 +361,7 @@ pub async fn append_slice<E: std::borrow::Borrow<Event>>(tx: &mut Tx, events: &[
             q.execute(&mut *c).await.map(|r| r.rows_affected())
         })?;
     }
-    in_tx!(tx, |c| sqlx::query(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
-    )
-    .bind(seq)
-    .bind(&prev)
-    .execute(&mut *c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(seq)
+    Ok(())
 }
 
 /// Appends one event in a transaction of its own (for events that record no other change,
@@ -497,4 +544,65 @@ pub async fn verify(store: &Store) -> Result<Verification> {
         checked,
         broken: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&haechi_store::StoreOptions {
+            database_url: None,
+            sqlite_path: dir.path().join("audit.db"),
+            max_connections: 2,
+        })
+        .await
+        .unwrap()
+    }
+
+    fn events(n: usize, action: &str) -> Vec<Event> {
+        (0..n).map(|_| Event::new("admin", action)).collect()
+    }
+
+    async fn append_hinted(store: &Store, n: usize, hint: Option<&Head>) -> Head {
+        let mut tx = store.begin().await.unwrap();
+        let head = append_after(&mut tx, &events(n, "hinted"), hint).await.unwrap();
+        tx.commit().await.unwrap();
+        head
+    }
+
+    /// A writer's remembered head is used while it is right and ignored once another
+    /// transaction has appended: the chain stays one unbroken chain either way.
+    #[tokio::test]
+    async fn a_stale_head_hint_falls_back_to_reading_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let first = append_hinted(&store, 3, None).await;
+        let second = append_hinted(&store, 2, Some(&first)).await;
+        assert_eq!(second.seq, first.seq + 2);
+
+        // Someone else appends: the hint `second` is now stale.
+        record(&store, Event::new("admin", "other")).await.unwrap();
+        let third = append_hinted(&store, 4, Some(&second)).await;
+        assert_eq!(third.seq, second.seq + 5, "the other event keeps its place");
+
+        // A hint that never was the head (wrong hash) is not trusted either.
+        let forged = Head {
+            seq: third.seq,
+            hash: "0".repeat(64),
+        };
+        let fourth = append_hinted(&store, 1, Some(&forged)).await;
+        assert_eq!(fourth.seq, third.seq + 1);
+
+        let v = verify(&store).await.unwrap();
+        assert_eq!(v.checked, fourth.seq);
+        assert!(v.broken.is_none(), "chain broken: {:?}", v.broken);
+        let head: (i64, String) = read!(store, |db| sqlx::query_as(
+            "SELECT seq, hash FROM audit_head WHERE id = 1"
+        )
+        .fetch_one(db)
+        .await)
+        .unwrap();
+        assert_eq!(head, (fourth.seq, fourth.hash));
+    }
 }

@@ -422,13 +422,13 @@ impl Vault {
     /// caller's own values of `userProvided` attributes. The read is audited (who, which
     /// credential, which attributes; never the values).
     ///
-    /// Reads are the hot path and each audit event is a write, so the event is queued and
-    /// appended with others in one transaction a few milliseconds later (one link each in the
-    /// hash chain, in order). The queue is bounded (reads wait when it is full, never drop an
-    /// event), a failed commit is retried until it succeeds, and shutdown drains it: a clean
-    /// stop loses no event. A crash (kill -9, power loss) can lose the events of the reads of its
-    /// last few milliseconds. Waiting for each commit instead measured a third slower on this
-    /// 2-core machine (bench/README.md).
+    /// Reads are the hot path and each audit event is a write: the event goes through the
+    /// audit [`haechi_audit::Batcher`], which appends what is queued in one transaction (one
+    /// link each in the hash chain, in order). Under `audit.durability = strict` (the default)
+    /// this returns only once the event has committed, so no value leaves the server without its
+    /// record (group commit: readers waiting at the same moment share a transaction); under
+    /// `batched` it returns once the event is queued, and a crash can lose the events of the last
+    /// few milliseconds. Figures of both: bench/README.md.
     pub async fn read_values(
         &self,
         p: &Principal,
