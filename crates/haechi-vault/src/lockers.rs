@@ -253,10 +253,12 @@ impl Vault {
                     patch.version + 1,
                 ))
             }
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict(format!(
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict(format!(
                 "the creator of locker {id} already made a locker named '{}'; choose another name",
                 name.as_deref().unwrap_or_default()
-            ))),
+            )))
+            }
             Err(e) => return Err(e.into()),
         }
         haechi_audit::append(
