@@ -44,7 +44,7 @@ pub use hub::{AgentFrame, ServerFrame};
 pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
-pub use tasks::{ApprovalAction, TaskSpec};
+pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
 
 /// Something that happened to an instance, for observers (workflow engine, output followers).
 #[derive(Debug, Clone)]

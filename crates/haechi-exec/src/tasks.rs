@@ -570,9 +570,19 @@ impl Exec {
         actor: &Actor,
         id: &str,
         action: ApprovalAction,
+        reviewed: Option<i64>,
         comment: Option<String>,
     ) -> Result<Task> {
         let comment = comment.unwrap_or_default();
+        if reviewed.is_none() && action != ApprovalAction::Request {
+            return Err(Error::field(
+                "revisionNo",
+                format_args!(
+                    "is required to approve or reject: name the revision you reviewed \
+                     (GET /api/v1/tasks/{id}/approval shows it and its diff)"
+                ),
+            ));
+        }
         if comment.chars().count() > 2000 {
             return Err(Error::field("comment", "must be at most 2000 characters"));
         }
@@ -587,6 +597,14 @@ impl Exec {
         .await)?;
         let (status, requested_by, revision_no) =
             row.ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?;
+        // An approval is pinned to the revision its approver reviewed (issue 18 item 5): a task
+        // edited since then is a new revision the approver has not seen.
+        if let Some(r) = reviewed.filter(|r| *r != revision_no) {
+            return Err(Error::conflict(format!(
+                "task '{id}' is at revision {revision_no}, not revision {r}: it changed after you \
+                 reviewed it; review revision {revision_no} (and its diff) and decide again"
+            )));
+        }
         let (new_status, audit_action) = match (action, status.as_str()) {
             (ApprovalAction::Request, "N" | "R") => ("Q", "task.approval.request"),
             (ApprovalAction::Request, "Q") => {
@@ -650,6 +668,21 @@ impl Exec {
             .await
             .map(|_| ())
             })?;
+            if action == ApprovalAction::Approve {
+                in_tx!(tx, |c| {
+                    sqlx::query(
+                        "UPDATE task_revisions SET approved_by = $3, approved_at = $4 \
+                         WHERE task_id = $1 AND revision_no = $2",
+                    )
+                    .bind(id)
+                    .bind(revision_no)
+                    .bind(&actor.user_id)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+                })?;
+            }
         }
         haechi_audit::append(
             &mut tx,
@@ -662,6 +695,89 @@ impl Exec {
         tx.commit().await?;
         self.get_task(id).await
     }
+}
+
+impl Exec {
+    /// What an approver reviews: the task's current revision and its unified diff (script and
+    /// every field) to the last revision that was approved, or to nothing for a first approval.
+    pub async fn approval_review(&self, id: &str) -> Result<ApprovalReview> {
+        let current = self.get_task(id).await?;
+        let approved: Option<i64> = read!(self.store, |db| sqlx::query_scalar(
+            "SELECT MAX(revision_no) FROM task_revisions \
+             WHERE task_id = $1 AND revision_no < $2 AND approved_at IS NOT NULL"
+        )
+        .bind(id)
+        .bind(current.revision_no)
+        .fetch_one(db)
+        .await)?;
+        let before = match approved {
+            Some(no) => review_text(&self.get_task_revision(id, no).await?),
+            None => String::new(),
+        };
+        let old_header = match approved {
+            Some(no) => format!("{id} revision {no} (last approved)"),
+            None => format!("{id} (never approved)"),
+        };
+        let new_header = format!("{id} revision {}", current.revision_no);
+        let diff = similar::TextDiff::from_lines(&before, &review_text(&current))
+            .unified_diff()
+            .context_radius(3)
+            .header(&old_header, &new_header)
+            .to_string();
+        Ok(ApprovalReview {
+            task_id: current.id.clone(),
+            revision_no: current.revision_no,
+            apprv_status: current.apprv_status.clone(),
+            apprv_requested_by: current.apprv_requested_by.clone(),
+            approved_revision_no: approved,
+            diff,
+        })
+    }
+}
+
+/// The text of a revision an approver compares: every field that changes what runs, then the
+/// script, one line each.
+fn review_text(t: &Task) -> String {
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    let mut out = format!(
+        "scriptName: {}\nosUser: {}\nexecOndemand: {}\nexecScheduler: {}\nexecTask: {}\n\
+         schedule: {}\nscheduleTz: {}\nnextTaskId: {}\ntimeoutSecs: {}\ntargetNodeIds: {}\n\
+         arguments: {}\ndescription: {}\nscript:\n",
+        t.script_name,
+        t.os_user,
+        t.exec_ondemand,
+        t.exec_scheduler,
+        t.exec_task,
+        t.schedule.as_deref().unwrap_or(""),
+        t.schedule_tz.as_deref().unwrap_or(""),
+        t.next_task_id,
+        t.timeout_secs,
+        json(&t.target_node_ids),
+        json(&t.arguments),
+        t.description.replace('\n', "\\n"),
+    );
+    out.push_str(&t.script);
+    if !t.script.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `GET /api/v1/tasks/{task_id}/approval`: the revision under review and what changed since
+/// the last approved one.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalReview {
+    pub task_id: String,
+    /// The revision an approval or rejection must name.
+    pub revision_no: i64,
+    /// `N`, `Q`, `A` or `R`.
+    pub apprv_status: String,
+    pub apprv_requested_by: String,
+    /// The last revision before this one that was approved; absent when none was.
+    pub approved_revision_no: Option<i64>,
+    /// Unified diff from the last approved revision (or from nothing) to this one.
+    pub diff: String,
 }
 
 /// Arguments: at most 256, each at most 64 KiB, no NUL bytes (they go to argv).

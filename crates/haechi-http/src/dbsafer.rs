@@ -20,13 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use haechi_dbgate::{Policy, PolicyFilter, PolicyInput};
-use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
 use crate::error::ApiResult;
-use crate::extract::{numeric_id, Caller, Json, Query};
+use crate::extract::{need, numeric_id, Allowed, Caller, Json, Query};
 use crate::AppState;
 
 const BASE: &str = "/dbsafer/api/v1/policy/custom/access-policies";
@@ -335,10 +334,9 @@ fn index_of(raw: &str) -> Result<i64, Error> {
     responses((status = 200, body = PolicyList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_policies(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::DbPolicyManage>,
     Query(q): Query<PolicyQuery>,
 ) -> ApiResult<axum::Json<PolicyList>> {
-    caller.require(Permission::DbPolicyManage)?;
     let f = q.filter()?;
     let off = offset(&state);
     Ok(axum::Json(PolicyList {
@@ -357,10 +355,9 @@ pub async fn list_policies(
     responses((status = 200, body = PolicyOut), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::DbPolicyManage>,
     Path(index): Path<String>,
 ) -> ApiResult<axum::Json<PolicyOut>> {
-    caller.require(Permission::DbPolicyManage)?;
     let p = state.dbgate.get_policy(index_of(&index)?).await?;
     Ok(axum::Json(to_out(p, offset(&state))))
 }
@@ -370,10 +367,9 @@ pub async fn get_policy(
     responses((status = 201, body = PolicyOut), (status = 400), (status = 401), (status = 403), (status = 409)))]
 pub async fn create_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Json(body): Json<PolicyBody>,
 ) -> ApiResult<Response> {
-    caller.require(Permission::DbPolicyManage)?;
     let off = offset(&state);
     let input = to_input(body, off)?;
     let p = state.dbgate.create_policy(&caller.actor(), input).await?;
@@ -391,11 +387,10 @@ pub async fn create_policy(
     responses((status = 200, body = PolicyOut), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Path(index): Path<String>,
     Json(body): Json<PolicyBody>,
 ) -> ApiResult<axum::Json<PolicyOut>> {
-    caller.require(Permission::DbPolicyManage)?;
     let index = index_of(&index)?;
     let off = offset(&state);
     let input = to_input(body, off)?;
@@ -412,10 +407,9 @@ pub async fn update_policy(
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 pub async fn delete_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Path(index): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::DbPolicyManage)?;
     state
         .dbgate
         .delete_policy(&caller.actor(), index_of(&index)?)
@@ -429,7 +423,6 @@ async fn set_locked(
     q: PolicyQuery,
     lock: bool,
 ) -> ApiResult<axum::Json<LockResults>> {
-    caller.require(Permission::DbPolicyManage)?;
     let f = q.filter()?;
     let indexes = state.dbgate.set_locked(&caller.actor(), &f, lock).await?;
     let message = if lock {
@@ -454,10 +447,10 @@ async fn set_locked(
     responses((status = 200, body = LockResults), (status = 400), (status = 401), (status = 403)))]
 pub async fn lock_policies(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Query(q): Query<PolicyQuery>,
 ) -> ApiResult<axum::Json<LockResults>> {
-    set_locked(state, caller, q, true).await
+    set_locked(state, caller.caller, q, true).await
 }
 
 /// Unlocks every policy matching the filters (at least one).
@@ -465,10 +458,10 @@ pub async fn lock_policies(
     responses((status = 200, body = LockResults), (status = 400), (status = 401), (status = 403)))]
 pub async fn unlock_policies(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Query(q): Query<PolicyQuery>,
 ) -> ApiResult<axum::Json<LockResults>> {
-    set_locked(state, caller, q, false).await
+    set_locked(state, caller.caller, q, false).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Request extractors whose rejections are [`ApiError`]s, so every bad input is a 4xx in the
 //! family's envelope with a message that names the field.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -126,6 +128,14 @@ impl Caller {
     pub fn require(&self, p: Permission) -> Result<(), ApiError> {
         Ok(self.principal.require(p)?)
     }
+
+    /// `Ok` when the caller holds any of `any`, else the 403 naming the first.
+    pub fn require_any(&self, any: &[Permission]) -> Result<(), ApiError> {
+        match any.iter().find(|p| self.principal.can(**p)) {
+            Some(_) => Ok(()),
+            None => Ok(self.principal.require(any[0])?),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -148,6 +158,103 @@ impl FromRequestParts<AppState> for Caller {
         let caller = Caller { principal, ip };
         parts.extensions.insert(caller.clone());
         Ok(caller)
+    }
+}
+
+/// What a route needs, named by a type so that a handler's signature states it and
+/// [`Allowed`] checks it before anything else of the request is read: a caller without the
+/// right gets 401/403, never a 400 about a body or query they may not send (docs/permissions.md).
+pub trait Need: Send + Sync + 'static {
+    /// Holding any one of these lets the caller in (a handler may check a narrower one once it
+    /// knows what is asked, e.g. `request` vs `approve`).
+    const ANY: &'static [Permission];
+}
+
+/// An authenticated caller holding one of `N::ANY`. Put it first among a handler's extractors.
+pub struct Allowed<N: Need> {
+    pub caller: Caller,
+    _need: PhantomData<N>,
+}
+
+impl<N: Need> Deref for Allowed<N> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<N: Need> FromRequestParts<AppState> for Allowed<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_any(N::ANY)?;
+        Ok(Allowed {
+            caller,
+            _need: PhantomData,
+        })
+    }
+}
+
+/// The [`Need`]s of the routes, one type per permission (or set of permissions).
+pub mod need {
+    use haechi_identity::Permission;
+
+    macro_rules! needs {
+        ($($(#[$doc:meta])* $name:ident => [$($p:ident),+];)*) => {$(
+            $(#[$doc])*
+            pub struct $name;
+            impl super::Need for $name {
+                const ANY: &'static [Permission] = &[$(Permission::$p),+];
+            }
+        )*};
+    }
+
+    needs! {
+        AdminUsers => [AdminUsers];
+        AuditRead => [AuditRead];
+        WorkflowView => [WorkflowView];
+        WorkflowExecute => [WorkflowExecute];
+        WorkflowControl => [WorkflowControl];
+        WorkflowManage => [WorkflowManage];
+        NodeView => [NodeView];
+        NodeManage => [NodeManage];
+        TaskDevelop => [TaskDevelop];
+        TaskExecute => [TaskExecute];
+        DbPolicyManage => [DbPolicyManage];
+        VaultUse => [VaultUse];
+        VaultSettings => [VaultSettings];
+        /// Task approval: `request` needs `task.develop`, `approve`/`reject` `task.approve`.
+        TaskDevelopOrApprove => [TaskDevelop, TaskApprove];
+    }
+}
+
+/// A caller acting on their own account (the `{user_id}` of the path) or holding
+/// `admin.users`; checked before the body is read.
+pub struct SelfOrAdmin {
+    pub caller: Caller,
+    pub user_id: String,
+}
+
+impl FromRequestParts<AppState> for SelfOrAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let axum::extract::Path(user_id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| Error::not_found("no such user"))?;
+        if caller.principal.user_id != user_id {
+            caller.require(Permission::AdminUsers)?;
+        }
+        Ok(SelfOrAdmin { caller, user_id })
     }
 }
 

@@ -107,9 +107,11 @@ impl Vault {
         });
         let id = match inserted {
             Ok(id) => id,
+            // Names are unique per owner (issue 18 item 10): only the caller's own credentials
+            // can collide, so the answer tells nothing about anyone else's.
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
-                    "a credential named '{}' already exists; choose another name",
+                    "you already own a credential named '{}'; choose another name",
                     new.name
                 )))
             }
@@ -359,8 +361,8 @@ impl Vault {
             }
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
-                    "a credential named '{}' already exists; choose another name",
-                    name.as_deref().unwrap_or_default()
+                    "the owner of credential {id} already owns a credential named '{}'; choose another name",
+                    name.as_ref().unwrap_or(&row.name)
                 )))
             }
             Err(e) => return Err(e.into()),
@@ -403,7 +405,7 @@ impl Vault {
                 "credential {id} already belongs to user {new_owner}"
             )));
         }
-        in_tx!(tx, |c| {
+        let moved = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE vault_credentials SET owner_id = $1, updated_by = $2, updated_at = $3, version = version + 1 WHERE id = $4"
         )
@@ -414,7 +416,17 @@ impl Vault {
         .execute(&mut *c)
         .await
         .map(|r| r.rows_affected())
-        })?;
+        });
+        match moved {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict(format!(
+                    "user {new_owner} already owns a credential named '{}'; rename credential {id} first",
+                    acc.row.name
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
         haechi_audit::append(
             &mut tx,
             actor

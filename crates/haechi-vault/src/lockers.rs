@@ -97,9 +97,11 @@ impl Vault {
         let id = match inserted {
             Ok(id) => id,
             Err(e) if is_unique_violation(&e) => {
+                // Names are unique per creator (issue 18 item 10): only lockers the caller made
+                // can collide, so the answer tells nothing about anyone else's.
                 return Err(Error::conflict(format!(
-                    "a locker named '{name}' already exists; choose another name"
-                )))
+                    "you already made a locker named '{name}'; choose another name"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -253,9 +255,9 @@ impl Vault {
             }
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
-                    "a locker named '{}' already exists; choose another name",
-                    name.as_deref().unwrap_or_default()
-                )))
+                "the creator of locker {id} already made a locker named '{}'; choose another name",
+                name.as_deref().unwrap_or_default()
+            )))
             }
             Err(e) => return Err(e.into()),
         }

@@ -606,7 +606,7 @@ async fn approvals(json_out: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Tasks waiting for approval (haechi task approve ID):");
+    println!("Tasks waiting for approval (haechi task review ID, then haechi task approve ID --revision N):");
     let mut t = Table::new(&["TASK", "REVISION", "SCRIPT", "REQUESTED BY", "CHANGED"]);
     for task in tasks["tasks"].as_array().into_iter().flatten() {
         t.row(vec![

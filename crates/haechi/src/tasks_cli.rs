@@ -72,15 +72,23 @@ pub enum TaskCmd {
         #[arg(long)]
         comment: Option<String>,
     },
-    /// Approve a requested task.
+    /// Show the revision under review and its diff to the last approved revision.
+    Review { task: String },
+    /// Approve a requested task at the revision you reviewed (`haechi task review`).
     Approve {
         task: String,
+        /// The revision you reviewed; refused when the task has another one now.
+        #[arg(long)]
+        revision: i64,
         #[arg(long)]
         comment: Option<String>,
     },
-    /// Reject a requested task.
+    /// Reject a requested task at the revision you reviewed (`haechi task review`).
     Reject {
         task: String,
+        /// The revision you reviewed; refused when the task has another one now.
+        #[arg(long)]
+        revision: i64,
         #[arg(long)]
         comment: Option<String>,
     },
@@ -199,9 +207,34 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<ExitCode> {
             c.call(Method::PUT, &t(&task), Some(&read_json(&file)?))
                 .await?
         }
-        TaskCmd::Request { task, comment } => approval(&c, &t(&task), "request", comment).await?,
-        TaskCmd::Approve { task, comment } => approval(&c, &t(&task), "approve", comment).await?,
-        TaskCmd::Reject { task, comment } => approval(&c, &t(&task), "reject", comment).await?,
+        TaskCmd::Review { task } => {
+            let review = c
+                .call(Method::GET, &format!("{}/approval", t(&task)), None)
+                .await?;
+            println!(
+                "{} revision {} (approval {}, requested by {}); decide with --revision {}",
+                review["taskId"].as_str().unwrap_or(""),
+                review["revisionNo"],
+                review["apprvStatus"].as_str().unwrap_or(""),
+                review["apprvRequestedBy"].as_str().unwrap_or(""),
+                review["revisionNo"],
+            );
+            print!("{}", review["diff"].as_str().unwrap_or(""));
+            return Ok(ExitCode::SUCCESS);
+        }
+        TaskCmd::Request { task, comment } => {
+            approval(&c, &t(&task), "request", None, comment).await?
+        }
+        TaskCmd::Approve {
+            task,
+            revision,
+            comment,
+        } => approval(&c, &t(&task), "approve", Some(revision), comment).await?,
+        TaskCmd::Reject {
+            task,
+            revision,
+            comment,
+        } => approval(&c, &t(&task), "reject", Some(revision), comment).await?,
         TaskCmd::Instance { instance } => {
             c.call(
                 Method::GET,
@@ -227,12 +260,13 @@ async fn approval(
     c: &Client,
     path: &str,
     action: &str,
+    revision: Option<i64>,
     comment: Option<String>,
 ) -> anyhow::Result<Value> {
     c.call(
         Method::POST,
         &format!("{path}/approval"),
-        Some(&json!({ "action": action, "comment": comment })),
+        Some(&json!({ "action": action, "revisionNo": revision, "comment": comment })),
     )
     .await
 }

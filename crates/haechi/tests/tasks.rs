@@ -45,12 +45,23 @@ async fn post(s: &Server, token: &str, path: &str, body: Value) -> (u16, Value) 
     call(client().post(s.url(path)).bearer_auth(token).json(&body)).await
 }
 
+async fn get(s: &Server, token: &str, path: &str) -> (u16, Value) {
+    call(client().get(s.url(path)).bearer_auth(token)).await
+}
+
+/// An approval action; `approve` and `reject` name the task's current revision (what the
+/// caller reviewed).
 async fn approval(s: &Server, token: &str, id: &str, action: &str) -> (u16, Value) {
+    let revision = if action == "request" {
+        Value::Null
+    } else {
+        get(s, token, &format!("/api/v1/tasks/{id}")).await.1["revisionNo"].clone()
+    };
     post(
         s,
         token,
         &format!("/api/v1/tasks/{id}/approval"),
-        json!({ "action": action, "comment": "자동 테스트" }),
+        json!({ "action": action, "revisionNo": revision, "comment": "자동 테스트" }),
     )
     .await
 }
@@ -219,6 +230,123 @@ async fn revisions_and_the_approval_flow() {
     )
     .await;
     assert_eq!(st, 403);
+}
+
+/// An approval action naming `revision` (or none).
+async fn decide_at(
+    s: &Server,
+    token: &str,
+    id: &str,
+    action: &str,
+    revision: Value,
+) -> (u16, Value) {
+    post(
+        s,
+        token,
+        &format!("/api/v1/tasks/{id}/approval"),
+        json!({ "action": action, "revisionNo": revision }),
+    )
+    .await
+}
+
+/// Issue 18 item 5: the approver reviewed revision 1; the developer edits the task and asks
+/// again; an approval naming revision 1 is refused and changes nothing; the approver is shown
+/// revision 2 and its diff to the last approved revision.
+#[tokio::test]
+async fn an_approval_is_pinned_to_the_revision_reviewed() {
+    let s = &env().server;
+    let p = people(s).await;
+    let id = unique("pin");
+    let spec = json!({ "id": id, "scriptName": "pin.sh", "script": "echo one\necho two\n",
+                       "osUser": current_user(), "timeoutSecs": 30 });
+    assert_eq!(post(s, &p.dev, "/api/v1/tasks", spec).await.0, 201);
+    assert_eq!(
+        decide_at(s, &p.dev, &id, "request", Value::Null).await.0,
+        200
+    );
+    let (st, review) = get(s, &p.approver, &format!("/api/v1/tasks/{id}/approval")).await;
+    assert_eq!(st, 200, "{review}");
+    assert_eq!(review["revisionNo"], 1);
+    assert_eq!(review["apprvStatus"], "Q");
+    assert_eq!(review["approvedRevisionNo"], Value::Null);
+    let diff = review["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+echo one\n") && diff.contains("+scriptName: pin.sh"),
+        "{diff}"
+    );
+
+    // The developer changes the script after the approver read revision 1, and asks again.
+    let (st, t) = call(
+        client()
+            .put(s.url(&format!("/api/v1/tasks/{id}")))
+            .bearer_auth(&p.dev)
+            .json(&json!({ "script": "echo one\nrm -rf /tmp/x\n" })),
+    )
+    .await;
+    assert_eq!((st, t["revisionNo"].as_i64()), (200, Some(2)), "{t}");
+    assert_eq!(decide_at(s, &p.dev, &id, "request", json!(2)).await.0, 200);
+
+    // Deciding on what was reviewed (revision 1) is refused and changes nothing; so is a
+    // decision that names no revision.
+    for action in ["approve", "reject"] {
+        let (st, body) = decide_at(s, &p.approver, &id, action, json!(1)).await;
+        assert_eq!(st, 409, "{action}: {body}");
+        assert!(body.to_string().contains("revision 2"), "{body}");
+        let (st, body) = decide_at(s, &p.approver, &id, action, Value::Null).await;
+        assert_eq!(st, 400, "{action}: {body}");
+        assert!(body.to_string().contains("revisionNo"), "{body}");
+    }
+    let (_, t) = get(s, &p.approver, &format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(
+        (t["revisionNo"].as_i64(), t["apprvStatus"].as_str()),
+        (Some(2), Some("Q"))
+    );
+
+    // Approving the revision shown works; the next edit is reviewed against it.
+    let (st, t) = decide_at(s, &p.approver, &id, "approve", json!(2)).await;
+    assert_eq!((st, t["apprvStatus"].as_str()), (200, Some("A")), "{t}");
+    let (st, _) = call(
+        client()
+            .put(s.url(&format!("/api/v1/tasks/{id}")))
+            .bearer_auth(&p.dev)
+            .json(&json!({ "script": "echo one\necho three\n", "timeoutSecs": 60 })),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        decide_at(s, &p.dev, &id, "request", Value::Null).await.0,
+        200
+    );
+    let (_, review) = get(s, &p.approver, &format!("/api/v1/tasks/{id}/approval")).await;
+    assert_eq!(
+        (
+            review["revisionNo"].as_i64(),
+            review["approvedRevisionNo"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    let diff = review["diff"].as_str().unwrap();
+    for line in [
+        "-rm -rf /tmp/x\n",
+        "+echo three\n",
+        "-timeoutSecs: 30\n",
+        "+timeoutSecs: 60\n",
+        " echo one\n",
+    ] {
+        assert!(diff.contains(line), "{line:?} missing from\n{diff}");
+    }
+    assert!(
+        diff.starts_with(&format!(
+            "--- {id} revision 2 (last approved)\n+++ {id} revision 3\n"
+        )),
+        "{diff}"
+    );
+    assert_eq!(
+        get(s, &p.approver, "/api/v1/tasks/no-such-task/approval")
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]

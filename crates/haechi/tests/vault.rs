@@ -2621,3 +2621,103 @@ async fn administering_a_locker_never_becomes_reading_it() {
         "now a consumer by the owner's choice"
     );
 }
+
+/// Issue 18 item 10: names are unique per owner (credentials) and per creator (lockers), so
+/// creating one under the name of something the caller cannot see succeeds instead of answering
+/// 409 and so telling that it exists; the caller's own names still collide, with a message
+/// about their own, and a Locker Admin sees both.
+#[tokio::test]
+async fn names_are_unique_per_owner_and_tell_nothing_of_others() {
+    let s = shared();
+    let alice = user(s, &["Vault User"]).await;
+    let bob = user(s, &["Vault User"]).await;
+    let locker_admin = user(s, &["Locker Admin"]).await;
+    let cred_name = unique("same-cred");
+    let locker_name = unique("same-locker");
+    let attrs = json!([{"name": "pw", "userProvided": false, "masked": true}]);
+    let (st, a_cred) = alice
+        .post(
+            "/credentials",
+            json!({"name": cred_name, "attributes": attrs}),
+        )
+        .await;
+    assert_eq!(st, 201, "{a_cred}");
+    let (st, a_locker) = alice.post("/lockers", json!({"name": locker_name})).await;
+    assert_eq!(st, 201, "{a_locker}");
+
+    // Bob cannot see Alice's: the same names are his to use.
+    assert_eq!(
+        bob.get(&format!("/credentials/{}", id(&a_cred))).await.0,
+        404
+    );
+    let (st, b_cred) = bob
+        .post(
+            "/credentials",
+            json!({"name": cred_name, "attributes": attrs}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b_cred}");
+    let (st, b_locker) = bob.post("/lockers", json!({"name": locker_name})).await;
+    assert_eq!(st, 201, "{b_locker}");
+    assert_ne!(id(&a_cred), id(&b_cred));
+
+    // His own names collide, and the answer speaks of his own only; nothing is created.
+    let (st, e) = bob
+        .post(
+            "/credentials",
+            json!({"name": cred_name, "attributes": attrs}),
+        )
+        .await;
+    assert_eq!(st, 409, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("you already own"),
+        "{e}"
+    );
+    let (st, e) = bob.post("/lockers", json!({"name": locker_name})).await;
+    assert_eq!(st, 409, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("you already made"),
+        "{e}"
+    );
+    let (_, mine) = bob.get(&format!("/credentials?name={cred_name}")).await;
+    assert_eq!(ids(&mine), vec![id(&b_cred)]);
+
+    // Renaming onto another owner's name is fine too; onto one's own is 409.
+    let (st, other) = bob
+        .post(
+            "/credentials",
+            json!({"name": unique("other"), "attributes": attrs}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, e) = bob
+        .put(
+            &format!("/credentials/{}", id(&other)),
+            json!({"version": other["version"], "name": cred_name}),
+        )
+        .await;
+    assert_eq!(st, 409, "{e}");
+
+    // Giving a credential to someone who owns one of that name is refused (the giver chose
+    // them); the Locker Admin sees both of each name.
+    let (st, e) = locker_admin
+        .put_empty(&format!("/credentials/{}/owner/{}", id(&b_cred), alice.id))
+        .await;
+    assert_eq!(st, 409, "{e}");
+    let (_, both) = locker_admin
+        .get(&format!("/credentials?name={cred_name}"))
+        .await;
+    let mut got = ids(&both);
+    got.sort();
+    let mut want = vec![id(&a_cred), id(&b_cred)];
+    want.sort();
+    assert_eq!(got, want);
+    let (_, lockers) = locker_admin.get("/lockers").await;
+    let named = lockers["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["name"] == locker_name.as_str())
+        .count();
+    assert_eq!(named, 2);
+}

@@ -9,12 +9,11 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use haechi_agent::protocol::{EnrollRequest, EnrollResponse};
 use haechi_exec::{AgentFrame, EnrollmentToken, Exec, NewEnrollmentToken, ServerFrame};
-use haechi_identity::Permission;
 use haechi_types::Error;
 use tokio::sync::mpsc;
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, ClientIp, Json};
+use crate::extract::{need, Allowed, ClientIp, Json};
 use crate::AppState;
 
 /// Creates an enrolment token (`node.manage`). Give it to `haechi agent --enroll-token`.
@@ -22,10 +21,9 @@ use crate::AppState;
     responses((status = 201, body = EnrollmentToken), (status = 400), (status = 401), (status = 403)))]
 pub async fn create_enrollment_token(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::NodeManage>,
     Json(body): Json<NewEnrollmentToken>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::NodeManage)?;
     let token = state
         .exec
         .create_enrollment_token(&caller.actor(), body)

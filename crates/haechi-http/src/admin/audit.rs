@@ -2,12 +2,11 @@
 
 use axum::extract::State;
 use haechi_audit::{Filter, StoredEvent, Verification};
-use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, Page, Query};
+use crate::extract::{need, Allowed, Page, Query};
 use crate::AppState;
 
 /// Filters of `GET /api/v1/audit`.
@@ -90,10 +89,9 @@ fn to_wire(e: StoredEvent) -> AuditEvent {
     responses((status = 200, body = AuditList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::AuditRead>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<axum::Json<AuditList>> {
-    caller.require(Permission::AuditRead)?;
     let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
     let filter = Filter {
         from_ms: instant("from", &q.from)?,
@@ -117,8 +115,7 @@ pub async fn list_audit(
     responses((status = 200, body = Verification), (status = 403)))]
 pub async fn verify_audit(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::AuditRead>,
 ) -> ApiResult<axum::Json<Verification>> {
-    caller.require(Permission::AuditRead)?;
     Ok(axum::Json(haechi_audit::verify(&state.store).await?))
 }

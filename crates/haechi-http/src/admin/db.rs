@@ -8,11 +8,10 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::Router;
 use haechi_dbgate::{Account, NewAccount, NewTarget, Target};
-use haechi_identity::Permission;
 use serde::Serialize;
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, Json};
+use crate::extract::{need, Allowed, Json};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -50,10 +49,9 @@ pub struct AccountList {
     responses((status = 201, body = Target), (status = 400), (status = 401), (status = 403), (status = 409)))]
 pub async fn create_target(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Json(new): Json<NewTarget>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::DbPolicyManage)?;
     let t = state.dbgate.create_target(&caller.actor(), new).await?;
     Ok((StatusCode::CREATED, axum::Json(t)))
 }
@@ -63,9 +61,8 @@ pub async fn create_target(
     responses((status = 200, body = TargetList), (status = 401), (status = 403)))]
 pub async fn list_targets(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::DbPolicyManage>,
 ) -> ApiResult<axum::Json<TargetList>> {
-    caller.require(Permission::DbPolicyManage)?;
     Ok(axum::Json(TargetList {
         targets: state.dbgate.list_targets().await?,
     }))
@@ -76,10 +73,9 @@ pub async fn list_targets(
     responses((status = 200, body = Target), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_target(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<Target>> {
-    caller.require(Permission::DbPolicyManage)?;
     Ok(axum::Json(state.dbgate.get_target(&name).await?))
 }
 
@@ -88,10 +84,9 @@ pub async fn get_target(
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 pub async fn delete_target(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::DbPolicyManage)?;
     state.dbgate.delete_target(&caller.actor(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -103,11 +98,10 @@ pub async fn delete_target(
     responses((status = 201, body = Account), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn create_account(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
     Json(new): Json<NewAccount>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::DbPolicyManage)?;
     let a = state
         .dbgate
         .create_account(&caller.principal, &caller.actor(), &name, new)
@@ -120,10 +114,9 @@ pub async fn create_account(
     responses((status = 200, body = AccountList), (status = 401), (status = 403), (status = 404)))]
 pub async fn list_accounts(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<AccountList>> {
-    caller.require(Permission::DbPolicyManage)?;
     Ok(axum::Json(AccountList {
         accounts: state.dbgate.list_accounts(&name).await?,
     }))
@@ -135,10 +128,9 @@ pub async fn list_accounts(
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 pub async fn delete_account(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::DbPolicyManage>,
     Path((name, account)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::DbPolicyManage)?;
     state
         .dbgate
         .delete_account(&caller.actor(), &name, &account)

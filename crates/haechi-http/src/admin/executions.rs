@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use haechi_identity::Permission;
 use haechi_types::Error;
 use haechi_workflow::{
     Control, Decision, DecisionRequest, EventPage, ExecutionFilter, ExecutionSummary,
@@ -13,7 +12,7 @@ use haechi_workflow::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, Json, Page, Query};
+use crate::extract::{need, Allowed, Caller, Json, Page, Query};
 use crate::AppState;
 
 /// Longest wait of `GET /api/v1/executions/{id}/events`, seconds.
@@ -25,10 +24,9 @@ const MAX_EVENT_WAIT_SECS: u64 = 60;
     responses((status = 200, body = ExecutionView), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_execution(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ExecutionView>> {
-    caller.require(Permission::WorkflowView)?;
     Ok(axum::Json(state.workflows.execution(&id).await?))
 }
 
@@ -84,10 +82,9 @@ fn instant(field: &str, v: Option<&str>) -> Result<Option<i64>, Error> {
     responses((status = 200, body = ExecutionList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_executions(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Query(q): Query<ExecutionListQuery>,
 ) -> ApiResult<axum::Json<ExecutionList>> {
-    caller.require(Permission::WorkflowView)?;
     let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
     let workflow_id = match q.wf_id.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -138,11 +135,10 @@ pub struct ControlBody {
     responses((status = 200, body = StatusView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn control_execution(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowControl>,
     Path(id): Path<String>,
     Json(body): Json<ControlBody>,
 ) -> ApiResult<axum::Json<StatusView>> {
-    caller.require(Permission::WorkflowControl)?;
     let action = Control::parse(&body.action).ok_or_else(|| {
         Error::field(
             "action",
@@ -213,11 +209,10 @@ pub struct EventsQuery {
     responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn execution_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<axum::Json<EventPage>> {
-    caller.require(Permission::WorkflowView)?;
     let number = |field: &str, v: Option<&str>| -> Result<u64, Error> {
         match v.map(str::trim) {
             None | Some("") => Ok(0),

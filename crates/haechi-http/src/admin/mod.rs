@@ -17,8 +17,6 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::Serialize;
 
-use crate::error::ApiResult;
-use crate::extract::Caller;
 use crate::AppState;
 
 pub use agents::*;
@@ -145,7 +143,10 @@ fn exec_routes() -> Router<AppState> {
             "/api/v1/tasks/{task_id}/revisions/{revision_no}",
             get(tasks::get_revision),
         )
-        .route("/api/v1/tasks/{task_id}/approval", post(tasks::approval))
+        .route(
+            "/api/v1/tasks/{task_id}/approval",
+            get(tasks::get_approval).post(tasks::approval),
+        )
         .route("/api/v1/tasks/{task_id}/instances", post(tasks::run_task))
         .route(
             "/api/v1/task-instances/{instance_no}",
@@ -197,9 +198,4 @@ pub async fn openapi_json() -> impl axum::response::IntoResponse {
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         crate::openapi::document_json(),
     )
-}
-
-/// Checks the caller may administer users (used by several handlers).
-pub(crate) fn require_admin(caller: &Caller) -> ApiResult<()> {
-    caller.require(haechi_identity::Permission::AdminUsers)
 }

@@ -2,11 +2,10 @@
 
 use axum::extract::{Path, State};
 use haechi_exec::{Node, NodeFilter};
-use haechi_identity::Permission;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, Json, Page, Query};
+use crate::extract::{need, Allowed, Json, Page, Query};
 use crate::AppState;
 
 /// Filters of `GET /api/v1/nodes` (substrings, except `owner_user_id` and `status`).
@@ -37,10 +36,9 @@ pub struct NodeList {
     responses((status = 200, body = NodeList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_nodes(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Query(q): Query<NodeListQuery>,
 ) -> ApiResult<axum::Json<NodeList>> {
-    caller.require(Permission::NodeView)?;
     let p = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
     let e = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = NodeFilter {
@@ -73,10 +71,9 @@ pub async fn list_nodes(
     responses((status = 200, body = Node), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_node(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Node>> {
-    caller.require(Permission::NodeView)?;
     Ok(axum::Json(state.exec.get_node(&id).await?))
 }
 
@@ -93,11 +90,10 @@ pub struct NodePatch {
     responses((status = 200, body = Node), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn update_node(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::NodeManage>,
     Path(id): Path<String>,
     Json(body): Json<NodePatch>,
 ) -> ApiResult<axum::Json<Node>> {
-    caller.require(Permission::NodeManage)?;
     Ok(axum::Json(
         state
             .exec
@@ -112,10 +108,9 @@ pub async fn update_node(
     responses((status = 200, body = Node), (status = 401), (status = 403), (status = 404)))]
 pub async fn revoke_node(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::NodeManage>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Node>> {
-    caller.require(Permission::NodeManage)?;
     Ok(axum::Json(
         state.exec.revoke_agent(&caller.actor(), &id).await?,
     ))

@@ -6,9 +6,8 @@ use axum::response::IntoResponse;
 use haechi_identity::{NewRole, Role, RolePatch};
 use serde::Serialize;
 
-use super::require_admin;
 use crate::error::ApiResult;
-use crate::extract::{Caller, Json};
+use crate::extract::{need, Allowed, Caller, Json};
 use crate::AppState;
 
 /// All roles.
@@ -34,10 +33,9 @@ pub async fn list_roles(
     responses((status = 201, body = Role), (status = 400), (status = 403), (status = 409)))]
 pub async fn create_role(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewRole>,
 ) -> ApiResult<impl IntoResponse> {
-    require_admin(&caller)?;
     let role = state.identity.create_role(&caller.actor(), new).await?;
     Ok((StatusCode::CREATED, axum::Json(role)))
 }
@@ -59,11 +57,10 @@ pub async fn get_role(
     responses((status = 200, body = Role), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_role(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(role): Path<String>,
     Json(patch): Json<RolePatch>,
 ) -> ApiResult<axum::Json<Role>> {
-    require_admin(&caller)?;
     Ok(axum::Json(
         state
             .identity
@@ -77,10 +74,9 @@ pub async fn update_role(
     responses((status = 204), (status = 403), (status = 404), (status = 409)))]
 pub async fn delete_role(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(role): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&caller)?;
     state.identity.delete_role(&caller.actor(), &role).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,12 +4,11 @@ use axum::extract::{Path, State};
 use base64::Engine;
 use haechi_agent::protocol::Stream;
 use haechi_exec::{Instance, NodeExecFilter, NodeExecution, Paging};
-use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{numeric_id, Caller, Json, Query};
+use crate::extract::{need, numeric_id, Allowed, Json, Query};
 use crate::AppState;
 
 /// An instance and the latest execution of each of its nodes.
@@ -41,10 +40,9 @@ pub(crate) async fn detail(state: &AppState, instance: Instance) -> Result<Insta
     responses((status = 200, body = InstanceDetail), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_instance(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(no): Path<String>,
 ) -> ApiResult<axum::Json<InstanceDetail>> {
-    caller.require(Permission::NodeView)?;
     let no = numeric_id("task instance", &no)?;
     let inst = state.exec.get_instance(no).await?;
     Ok(axum::Json(detail(&state, inst).await?))
@@ -65,11 +63,10 @@ pub struct CancelRequest {
     responses((status = 200, body = InstanceDetail), (status = 401), (status = 403), (status = 404)))]
 pub async fn cancel_instance(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskExecute>,
     Path(no): Path<String>,
     Json(body): Json<CancelRequest>,
 ) -> ApiResult<axum::Json<InstanceDetail>> {
-    caller.require(Permission::TaskExecute)?;
     let no = numeric_id("task instance", &no)?;
     state
         .exec
@@ -85,10 +82,9 @@ pub async fn cancel_instance(
     responses((status = 200, body = NodeExecution), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn rerun_node(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskExecute>,
     Path((no, node)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<NodeExecution>> {
-    caller.require(Permission::TaskExecute)?;
     let no = numeric_id("task instance", &no)?;
     Ok(axum::Json(
         state.exec.rerun_node(&caller.actor(), no, &node).await?,
@@ -148,11 +144,10 @@ fn num(field: &str, v: Option<String>, default: i64) -> Result<i64, Error> {
     responses((status = 200, body = OutputChunk), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn output(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path((no, node)): Path<(String, String)>,
     Query(q): Query<OutputQuery>,
 ) -> ApiResult<axum::Json<OutputChunk>> {
-    caller.require(Permission::NodeView)?;
     let no = numeric_id("task instance", &no)?;
     let exec_no = match q.exec_no.filter(|s| !s.is_empty()) {
         None => None,

@@ -3,13 +3,15 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_exec::{ApprovalAction, RunnerGubun, StartInstance, Task, TaskFilter, TaskSpec};
+use haechi_exec::{
+    ApprovalAction, ApprovalReview, RunnerGubun, StartInstance, Task, TaskFilter, TaskSpec,
+};
 use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{numeric_id, Caller, Json, Page, Query};
+use crate::extract::{need, numeric_id, Allowed, Json, Page, Query};
 use crate::AppState;
 
 /// Creates a task at revision 1, approval `N` (`task.develop`).
@@ -17,10 +19,9 @@ use crate::AppState;
     responses((status = 201, body = Task), (status = 400), (status = 401), (status = 403), (status = 409)))]
 pub async fn create_task(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskDevelop>,
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::TaskDevelop)?;
     let task = state.exec.create_task(&caller.actor(), spec).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
@@ -31,11 +32,10 @@ pub async fn create_task(
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn update_task(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskDevelop>,
     Path(id): Path<String>,
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<axum::Json<Task>> {
-    caller.require(Permission::TaskDevelop)?;
     Ok(axum::Json(
         state.exec.update_task(&caller.actor(), &id, spec).await?,
     ))
@@ -46,10 +46,9 @@ pub async fn update_task(
     responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_task(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Task>> {
-    caller.require(Permission::NodeView)?;
     Ok(axum::Json(state.exec.get_task(&id).await?))
 }
 
@@ -78,10 +77,9 @@ pub struct TaskList {
     responses((status = 200, body = TaskList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Query(q): Query<TaskListQuery>,
 ) -> ApiResult<axum::Json<TaskList>> {
-    caller.require(Permission::NodeView)?;
     let p = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
     let e = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = TaskFilter {
@@ -118,10 +116,9 @@ pub struct RevisionList {
     responses((status = 200, body = RevisionList), (status = 401), (status = 403), (status = 404)))]
 pub async fn list_revisions(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RevisionList>> {
-    caller.require(Permission::NodeView)?;
     Ok(axum::Json(RevisionList {
         revisions: state.exec.list_task_revisions(&id).await?,
     }))
@@ -133,29 +130,47 @@ pub async fn list_revisions(
     responses((status = 200, body = Task), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_revision(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path((id, no)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Task>> {
-    caller.require(Permission::NodeView)?;
     let no = numeric_id("revision", &no)?;
     Ok(axum::Json(state.exec.get_task_revision(&id, no).await?))
+}
+
+/// The revision under review and its unified diff (script and fields) to the last approved
+/// revision: what an approver reads before deciding, and the `revisionNo` the decision names.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}/approval", tag = "tasks",
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = ApprovalReview), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_approval(
+    State(state): State<AppState>,
+    _caller: Allowed<need::NodeView>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ApprovalReview>> {
+    Ok(axum::Json(state.exec.approval_review(&id).await?))
 }
 
 /// `POST /api/v1/tasks/{task_id}/approval` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ApprovalRequest {
     action: ApprovalAction,
+    /// The revision the caller reviewed: required to approve or reject (409 when the task is
+    /// at another revision now); optional with `request`.
+    #[serde(rename = "revisionNo", alias = "revision_no")]
+    revision_no: Option<i64>,
     comment: Option<String>,
 }
 
 /// Approval: `request` (`task.develop`: `N`/`R` → `Q`), `approve` or `reject` (`task.approve`:
-/// `Q` → `A`/`R`; nobody approves their own request unless `tasks.allow_self_approval`).
+/// `Q` → `A`/`R`; nobody approves their own request unless `tasks.allow_self_approval`). An
+/// approval or rejection names the `revisionNo` reviewed and is refused (409) when the task has
+/// another revision now.
 #[utoipa::path(post, path = "/api/v1/tasks/{task_id}/approval", tag = "tasks", request_body = ApprovalRequest,
     params(("task_id" = String, Path, description = "task id")),
     responses((status = 200, body = Task), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn approval(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskDevelopOrApprove>,
     Path(id): Path<String>,
     Json(body): Json<ApprovalRequest>,
 ) -> ApiResult<axum::Json<Task>> {
@@ -168,7 +183,13 @@ pub async fn approval(
     Ok(axum::Json(
         state
             .exec
-            .task_approval(&caller.actor(), &id, body.action, body.comment)
+            .task_approval(
+                &caller.actor(),
+                &id,
+                body.action,
+                body.revision_no,
+                body.comment,
+            )
             .await?,
     ))
 }
@@ -190,11 +211,10 @@ pub struct RunTask {
     responses((status = 201, body = super::task_instances::InstanceDetail), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn run_task(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskExecute>,
     Path(id): Path<String>,
     Json(body): Json<RunTask>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::TaskExecute)?;
     if body.node_id_list.is_empty() {
         return Err(Error::field("nodeIdList", "must name at least one node").into());
     }

@@ -8,9 +8,8 @@ use haechi_types::Error;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::require_admin;
 use crate::error::ApiResult;
-use crate::extract::{numeric_id, Caller, Json, Page, Query};
+use crate::extract::{need, numeric_id, Allowed, Caller, Json, Page, Query, SelfOrAdmin};
 use crate::AppState;
 
 /// `limit` / `offset` query of list routes.
@@ -67,10 +66,9 @@ pub async fn me(caller: Caller) -> axum::Json<Me> {
     responses((status = 200, body = UserList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_users(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::AdminUsers>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<axum::Json<UserList>> {
-    require_admin(&caller)?;
     let page = q.page()?;
     let (users, total) = state.identity.list_users(page.limit, page.offset).await?;
     Ok(axum::Json(UserList {
@@ -86,10 +84,9 @@ pub async fn list_users(
     responses((status = 201, body = User), (status = 400), (status = 403), (status = 409)))]
 pub async fn create_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewUser>,
 ) -> ApiResult<impl IntoResponse> {
-    require_admin(&caller)?;
     let user = state.identity.create_user(&caller.actor(), new).await?;
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
@@ -99,12 +96,8 @@ pub async fn create_user(
     params(("user_id" = String, Path)), responses((status = 200, body = User), (status = 403), (status = 404)))]
 pub async fn get_user(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(user_id): Path<String>,
+    SelfOrAdmin { user_id, .. }: SelfOrAdmin,
 ) -> ApiResult<axum::Json<User>> {
-    if caller.principal.user_id != user_id {
-        require_admin(&caller)?;
-    }
     Ok(axum::Json(state.identity.get_user(&user_id).await?))
 }
 
@@ -115,11 +108,10 @@ pub async fn get_user(
     responses((status = 200, body = User), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
     Json(patch): Json<UserPatch>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     Ok(axum::Json(
         state
             .identity
@@ -133,10 +125,9 @@ pub async fn update_user(
     responses((status = 204), (status = 403), (status = 404), (status = 409)))]
 pub async fn delete_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_admin(&caller)?;
     state
         .identity
         .delete_user(&caller.actor(), &user_id)
@@ -149,10 +140,9 @@ pub async fn delete_user(
     responses((status = 200, body = User), (status = 403), (status = 404), (status = 409)))]
 pub async fn disable_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     let patch = UserPatch {
         disabled: Some(true),
         ..Default::default()
@@ -170,10 +160,9 @@ pub async fn disable_user(
     responses((status = 200, body = User), (status = 403), (status = 404)))]
 pub async fn enable_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     let patch = UserPatch {
         disabled: Some(false),
         ..Default::default()
@@ -191,10 +180,9 @@ pub async fn enable_user(
     responses((status = 200, body = User), (status = 403), (status = 404)))]
 pub async fn unlock_user(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     Ok(axum::Json(
         state
             .identity
@@ -219,8 +207,7 @@ pub struct SetPassword {
     params(("user_id" = String, Path)), responses((status = 204), (status = 400), (status = 403), (status = 404)))]
 pub async fn set_password(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(user_id): Path<String>,
+    SelfOrAdmin { caller, user_id }: SelfOrAdmin,
     Json(body): Json<SetPassword>,
 ) -> ApiResult<StatusCode> {
     let actor = caller.actor();
@@ -258,11 +245,10 @@ pub struct SetRoles {
     params(("user_id" = String, Path)), responses((status = 200, body = User), (status = 400), (status = 403), (status = 404)))]
 pub async fn set_roles(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
     Json(body): Json<SetRoles>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     let patch = UserPatch {
         roles: Some(body.roles),
         ..Default::default()
@@ -287,11 +273,10 @@ pub struct SetAllowedIps {
     params(("user_id" = String, Path)), responses((status = 200, body = User), (status = 400), (status = 403), (status = 404)))]
 pub async fn set_allowed_ips(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
     Json(body): Json<SetAllowedIps>,
 ) -> ApiResult<axum::Json<User>> {
-    require_admin(&caller)?;
     let patch = UserPatch {
         allowed_ips: Some(body.allowed_ips),
         ..Default::default()

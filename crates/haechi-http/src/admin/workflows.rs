@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_identity::Permission;
 use haechi_types::{Code, Error};
 use haechi_workflow::definition::yaml_to_value;
 use haechi_workflow::{
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, Caller, Json, Page, Query};
+use crate::extract::{need, parse_json, Allowed, Json, Page, Query};
 use crate::AppState;
 
 /// A definition body: JSON, or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`).
@@ -51,10 +50,9 @@ impl FromRequest<AppState> for DefinitionBody {
     responses((status = 201, body = Created), (status = 400), (status = 401), (status = 403), (status = 409), (status = 415)))]
 pub async fn create_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::WorkflowManage)?;
     let created = state
         .workflows
         .create_workflow(&caller.principal, &caller.actor(), &def)
@@ -68,11 +66,10 @@ pub async fn create_workflow(
     responses((status = 200, body = Created), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<axum::Json<Created>> {
-    caller.require(Permission::WorkflowManage)?;
     Ok(axum::Json(
         state
             .workflows
@@ -87,10 +84,9 @@ pub async fn update_workflow(
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 pub async fn delete_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::WorkflowManage)?;
     state
         .workflows
         .delete_workflow(&caller.actor(), &id)
@@ -112,11 +108,10 @@ pub struct WorkflowQuery {
     responses((status = 200, body = WorkflowDoc), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
     Query(q): Query<WorkflowQuery>,
 ) -> ApiResult<axum::Json<WorkflowDoc>> {
-    caller.require(Permission::WorkflowView)?;
     let version = match q.version.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -143,10 +138,9 @@ pub struct VersionList {
     responses((status = 200, body = VersionList), (status = 401), (status = 403), (status = 404)))]
 pub async fn list_versions(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<VersionList>> {
-    caller.require(Permission::WorkflowView)?;
     Ok(axum::Json(VersionList {
         versions: state.workflows.workflow_versions(&id).await?,
     }))
@@ -179,10 +173,9 @@ pub struct WorkflowList {
     responses((status = 200, body = WorkflowList), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_workflows(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Query(q): Query<WorkflowListQuery>,
 ) -> ApiResult<axum::Json<WorkflowList>> {
-    caller.require(Permission::WorkflowView)?;
     let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
     let filter = WorkflowFilter {
         group: q.group.filter(|s| !s.is_empty()),
@@ -217,11 +210,10 @@ pub struct StartExecution {
     responses((status = 201, body = ExecutionView), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn start_execution(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowExecute>,
     Path(id): Path<String>,
     Json(body): Json<StartExecution>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::WorkflowExecute)?;
     let params = crate::mdrm::params_of(body.params)?;
     let exec_id = state
         .workflows

@@ -15,7 +15,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
-use haechi_identity::Permission;
 use haechi_types::Error;
 use haechi_workflow::{Control, RunStatus, StatusView, WorkflowFilter};
 use serde::de::{self, Deserializer};
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, FormOrJson, Query};
+use crate::extract::{need, Allowed, FormOrJson, Query};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -68,10 +67,9 @@ const LIST_MAX: i64 = 10_000;
               (status = 401, description = "`{\"result\":\"fail\",\"message\"}`"), (status = 403)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Query(q): Query<MdrmListQuery>,
 ) -> ApiResult<axum::Json<MdrmWorkflowList>> {
-    caller.require(Permission::WorkflowView)?;
     let filter = WorkflowFilter {
         group: q.group.filter(|g| !g.is_empty()),
         name: None,
@@ -131,10 +129,9 @@ pub struct MdrmExecuted {
               (status = 404, description = "`{\"result\":\"fail\",\"message\"}`: no such workflow")))]
 pub async fn execute(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowExecute>,
     FormOrJson(body): FormOrJson<MdrmExecute>,
 ) -> ApiResult<axum::Json<MdrmExecuted>> {
-    caller.require(Permission::WorkflowExecute)?;
     let params = params_of(body.params)?;
     let wf_id = body.wf_id.trim();
     if wf_id.is_empty() {
@@ -216,10 +213,9 @@ pub struct MdrmStatusQuery {
               (status = 404, description = "`{\"result\":\"fail\",\"message\"}`: no such execution")))]
 pub async fn status(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Query(q): Query<MdrmStatusQuery>,
 ) -> ApiResult<axum::Json<StatusView>> {
-    caller.require(Permission::WorkflowView)?;
     let id = q
         .execution_id
         .map(|s| s.trim().to_owned())
@@ -256,10 +252,9 @@ pub struct MdrmControlled {
               (status = 404), (status = 409, description = "`{\"result\":\"fail\",\"message\"}`: the action does not fit")))]
 pub async fn control(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowControl>,
     FormOrJson(body): FormOrJson<MdrmControl>,
 ) -> ApiResult<axum::Json<MdrmControlled>> {
-    caller.require(Permission::WorkflowControl)?;
     let action = Control::parse(&body.action).ok_or_else(|| {
         Error::field(
             "action",

@@ -6,7 +6,6 @@ use haechi_agent::protocol::Stream;
 use haechi_exec::{
     ExecStatus, InstanceFilter, NodeExecFilter, NodeExecution, RunnerGubun, StartInstance,
 };
-use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use time::UtcOffset;
 
 use super::wire::{dt, offset, ok, opt, paging, parse_dt};
 use crate::error::ApiResult;
-use crate::extract::{numeric_id, Caller, Json, Query};
+use crate::extract::{need, numeric_id, Allowed, Json, Query};
 use crate::AppState;
 
 /// `POST /opmate/task/{task_id}/instance` body.
@@ -37,11 +36,10 @@ pub struct NewInstance {
               (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn create_instance(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskExecute>,
     Path(task_id): Path<String>,
     Json(body): Json<NewInstance>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::TaskExecute)?;
     let req = StartInstance {
         task_id,
         node_ids: body.node_id_list,
@@ -64,10 +62,9 @@ pub async fn create_instance(
               (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn rerun_node(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::TaskExecute>,
     Path((instance_no, node_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::TaskExecute)?;
     let no = numeric_id("task instance", &instance_no)?;
     let e = state.exec.rerun_node(&caller.actor(), no, &node_id).await?;
     Ok(ok(json!({ "execNo": e.exec_no })))
@@ -94,11 +91,10 @@ pub struct InstanceQuery {
               (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn list_instances(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(task_id): Path<String>,
     Query(q): Query<InstanceQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::NodeView)?;
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
     let off = offset(&state);
     let filter = InstanceFilter {
@@ -173,11 +169,10 @@ pub struct ExecNoQuery {
               (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_instance_node(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path((instance_no, node_id)): Path<(String, String)>,
     Query(q): Query<ExecNoQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::NodeView)?;
     let no = numeric_id("task instance", &instance_no)?;
     let exec_no = match opt(q.exec_no) {
         None => None,
@@ -231,11 +226,10 @@ fn yn(field: &str, v: Option<String>) -> Result<bool, Error> {
               (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn list_instance_nodes(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Path(instance_no): Path<String>,
     Query(q): Query<InstanceNodesQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::NodeView)?;
     let no = numeric_id("task instance", &instance_no)?;
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
     let with_out = yn("stdoutYn", q.stdout_yn)?;

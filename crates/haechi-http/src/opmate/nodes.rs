@@ -2,13 +2,12 @@
 
 use axum::extract::State;
 use haechi_exec::NodeFilter;
-use haechi_identity::Permission;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::wire::{dt, offset, ok, opt, paging};
 use crate::error::ApiResult;
-use crate::extract::{Caller, Query};
+use crate::extract::{need, Allowed, Query};
 use crate::AppState;
 
 /// Filters of `GET /opmate/node` (the document misspells `status` as `stauts`; both work).
@@ -42,10 +41,9 @@ pub struct NodeQuery {
               (status = 400), (status = 401), (status = 403)))]
 pub async fn list_nodes(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Query(q): Query<NodeQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::NodeView)?;
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
     let status = match (opt(q.status), opt(q.stauts)) {
         (Some(v), _) => super::wire::flag("status", Some(v))?,

@@ -2,14 +2,13 @@
 
 use axum::extract::State;
 use haechi_exec::TaskFilter;
-use haechi_identity::Permission;
 use haechi_types::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::wire::{flag, ok, opt, paging};
 use crate::error::ApiResult;
-use crate::extract::{Caller, Query};
+use crate::extract::{need, Allowed, Query};
 use crate::AppState;
 
 /// Filters of `GET /opmate/task`. The document spells the approval filters `apprStatus` /
@@ -45,10 +44,9 @@ pub struct TaskQuery {
               (status = 400), (status = 401), (status = 403)))]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::NodeView>,
     Query(q): Query<TaskQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    caller.require(Permission::NodeView)?;
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
     let apprv_status = opt(q.appr_status).or(opt(q.apprv_status));
     if let Some(s) = &apprv_status {

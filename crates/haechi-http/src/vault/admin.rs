@@ -6,9 +6,8 @@ use haechi_vault::Status;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::VaultSettingsUser;
 use crate::error::ApiResult;
-use crate::extract::Json;
+use crate::extract::{need, Allowed, Json};
 use crate::AppState;
 
 /// The vault as this server sees it.
@@ -52,7 +51,7 @@ impl From<Status> for VaultStatus {
     responses((status = 200, body = VaultStatus), (status = 401), (status = 403)))]
 pub async fn vault_status(
     State(state): State<AppState>,
-    VaultSettingsUser(_caller): VaultSettingsUser,
+    _caller: Allowed<need::VaultSettings>,
 ) -> ApiResult<axum::Json<VaultStatus>> {
     Ok(axum::Json(state.vault.status().await?.into()))
 }
@@ -78,7 +77,7 @@ pub struct UnsealOut {
     responses((status = 200, body = UnsealOut), (status = 400), (status = 401), (status = 403)))]
 pub async fn vault_unseal(
     State(state): State<AppState>,
-    VaultSettingsUser(caller): VaultSettingsUser,
+    caller: Allowed<need::VaultSettings>,
     Json(body): Json<UnsealIn>,
 ) -> ApiResult<axum::Json<UnsealOut>> {
     let unsealed = state
@@ -108,7 +107,7 @@ pub struct RotateOut {
     responses((status = 200, body = RotateOut), (status = 401), (status = 403), (status = 503, description = "sealed")))]
 pub async fn rotate_data_key(
     State(state): State<AppState>,
-    VaultSettingsUser(caller): VaultSettingsUser,
+    caller: Allowed<need::VaultSettings>,
 ) -> ApiResult<axum::Json<RotateOut>> {
     let r = state.vault.rotate_data_key(&caller.actor()).await?;
     Ok(axum::Json(RotateOut {
@@ -143,7 +142,7 @@ pub struct ChangeKeyOut {
     responses((status = 200, body = ChangeKeyOut), (status = 400), (status = 401), (status = 403), (status = 503, description = "sealed")))]
 pub async fn change_master_key(
     State(state): State<AppState>,
-    VaultSettingsUser(caller): VaultSettingsUser,
+    caller: Allowed<need::VaultSettings>,
     Json(body): Json<ChangeKeyIn>,
 ) -> ApiResult<axum::Json<ChangeKeyOut>> {
     let r = state

@@ -6,9 +6,9 @@ use haechi_vault::CredentialFilter;
 use serde::Deserialize;
 
 use super::wire::{parse_bool, CredentialIn, CredentialOut, CredentialUpdateIn, List};
-use super::{page, path_id, VaultUser};
+use super::{page, path_id};
 use crate::error::ApiResult;
-use crate::extract::{Json, Query};
+use crate::extract::{need, Allowed, Json, Query};
 use crate::AppState;
 
 /// Filters of the credential list.
@@ -31,7 +31,7 @@ pub struct CredentialQuery {
     responses((status = 200, body = List<CredentialOut>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_credentials(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Query(q): Query<CredentialQuery>,
 ) -> ApiResult<axum::Json<List<CredentialOut>>> {
     // `name` is one exact name (it may hold a comma); `names` is a comma-separated list. The
@@ -66,7 +66,7 @@ pub async fn list_credentials(
     responses((status = 201, body = CredentialOut), (status = 400), (status = 401), (status = 403), (status = 409)))]
 pub async fn create_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Json(body): Json<CredentialIn>,
 ) -> ApiResult<(StatusCode, axum::Json<CredentialOut>)> {
     let c = state
@@ -82,7 +82,7 @@ pub async fn create_credential(
     responses((status = 200, body = CredentialOut), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("credential", &id)?;
@@ -97,7 +97,7 @@ pub async fn get_credential(
     responses((status = 200, body = CredentialOut), (status = 304), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
     Json(body): Json<CredentialUpdateIn>,
 ) -> ApiResult<axum::Json<CredentialOut>> {
@@ -116,7 +116,7 @@ pub async fn update_credential(
     responses((status = 200, body = CredentialOut), (status = 304), (status = 403), (status = 404)))]
 pub async fn transfer_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, owner)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("credential", &id)?;
@@ -134,7 +134,7 @@ pub async fn transfer_credential(
     responses((status = 204), (status = 403), (status = 404)))]
 pub async fn delete_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("credential", &id)?;

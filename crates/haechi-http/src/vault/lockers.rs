@@ -9,9 +9,9 @@ use super::wire::{
     parse_bool, ConsumerIn, CredentialOut, IdOut, List, LockerIn, LockerOut, LockerUpdateIn,
     MemberIn, MemberOut,
 };
-use super::{page, path_id, VaultUser};
+use super::{page, path_id};
 use crate::error::ApiResult;
-use crate::extract::{Json, Query};
+use crate::extract::{need, Allowed, Json, Query};
 use crate::AppState;
 
 /// Filters of the locker lists.
@@ -51,7 +51,7 @@ async fn lockers(
     responses((status = 200, body = List<LockerOut>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_lockers(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Query(q): Query<LockerQuery>,
 ) -> ApiResult<axum::Json<List<LockerOut>>> {
     Ok(axum::Json(lockers(&state, &caller, &q, false).await?))
@@ -62,7 +62,7 @@ pub async fn list_lockers(
     responses((status = 200, body = List<LockerOut>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_lockers_advanced(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Query(q): Query<LockerQuery>,
 ) -> ApiResult<axum::Json<List<LockerOut>>> {
     Ok(axum::Json(lockers(&state, &caller, &q, true).await?))
@@ -73,7 +73,7 @@ pub async fn list_lockers_advanced(
     responses((status = 201, body = LockerOut), (status = 400), (status = 403), (status = 409)))]
 pub async fn create_locker(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Json(body): Json<LockerIn>,
 ) -> ApiResult<(StatusCode, axum::Json<LockerOut>)> {
     let (name, description) = body.into_parts();
@@ -90,7 +90,7 @@ pub async fn create_locker(
     responses((status = 200, body = LockerOut), (status = 403), (status = 404)))]
 pub async fn get_locker(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<LockerOut>> {
     let id = path_id("locker", &id)?;
@@ -105,7 +105,7 @@ pub async fn get_locker(
     responses((status = 200, body = LockerOut), (status = 304), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_locker(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
     Json(body): Json<LockerUpdateIn>,
 ) -> ApiResult<axum::Json<LockerOut>> {
@@ -124,7 +124,7 @@ pub async fn update_locker(
     responses((status = 204), (status = 403), (status = 404), (status = 409)))]
 pub async fn delete_locker(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
@@ -141,7 +141,7 @@ pub async fn delete_locker(
     responses((status = 200, body = List<IdOut>), (status = 404)))]
 pub async fn list_consumers(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<IdOut>>> {
     let id = path_id("locker", &id)?;
@@ -157,7 +157,7 @@ pub async fn list_consumers(
     responses((status = 204), (status = 304), (status = 400), (status = 403), (status = 404)))]
 pub async fn add_consumer(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
     Json(body): Json<ConsumerIn>,
 ) -> ApiResult<StatusCode> {
@@ -175,7 +175,7 @@ pub async fn add_consumer(
     responses((status = 204), (status = 403), (status = 404)))]
 pub async fn remove_consumer(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, role)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
@@ -193,7 +193,7 @@ pub async fn remove_consumer(
     responses((status = 200, body = List<MemberOut>), (status = 404)))]
 pub async fn list_members(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<MemberOut>>> {
     let id = path_id("locker", &id)?;
@@ -210,7 +210,7 @@ pub async fn list_members(
     responses((status = 204), (status = 304), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn set_member(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, user)): Path<(String, String)>,
     Json(body): Json<MemberIn>,
 ) -> ApiResult<StatusCode> {
@@ -230,7 +230,7 @@ pub async fn set_member(
     responses((status = 204), (status = 403), (status = 404), (status = 409)))]
 pub async fn remove_member(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
@@ -249,7 +249,7 @@ pub async fn remove_member(
     responses((status = 200, body = CredentialOut), (status = 304), (status = 403), (status = 404), (status = 409)))]
 pub async fn add_locker_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, credential)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("locker", &id)?;
@@ -267,7 +267,7 @@ pub async fn add_locker_credential(
     responses((status = 200, body = List<CredentialOut>), (status = 404)))]
 pub async fn list_locker_credentials(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
     Query(q): Query<PagingQuery>,
 ) -> ApiResult<axum::Json<List<CredentialOut>>> {
@@ -288,7 +288,7 @@ pub async fn list_locker_credentials(
     responses((status = 204), (status = 403), (status = 404)))]
 pub async fn remove_locker_credential(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, credential)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;

@@ -19,11 +19,8 @@ mod settings;
 mod values;
 pub mod wire;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use haechi_identity::Permission;
 
 pub use admin::*;
 pub use auth::*;
@@ -33,7 +30,7 @@ pub use settings::*;
 pub use values::*;
 
 use crate::error::ApiError;
-use crate::extract::{numeric_id, Caller};
+use crate::extract::numeric_id;
 use crate::AppState;
 
 const PREFIX: &str = "/v2/credentialvault";
@@ -136,38 +133,6 @@ pub fn routes() -> Router<AppState> {
     routes
         .into_iter()
         .fold(r, |r, (rest, route)| cv(r, rest, route))
-}
-
-/// A caller with `vault.use`: every `/v2/credentialvault` route but mode and keys.
-pub struct VaultUser(pub Caller);
-
-impl FromRequestParts<AppState> for VaultUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(Permission::VaultUse)?;
-        Ok(VaultUser(caller))
-    }
-}
-
-/// A caller with `vault.settings` (System Admin): mode, master key, rotation.
-pub struct VaultSettingsUser(pub Caller);
-
-impl FromRequestParts<AppState> for VaultSettingsUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(Permission::VaultSettings)?;
-        Ok(VaultSettingsUser(caller))
-    }
 }
 
 /// A numeric path id; anything else is a 404 (no such object).

@@ -6,9 +6,8 @@ use haechi_types::Error;
 use haechi_vault::Mode;
 
 use super::wire::{AppliedOut, KeyIn, ModeIn, ModeOut};
-use super::VaultSettingsUser;
 use crate::error::ApiResult;
-use crate::extract::Json;
+use crate::extract::{need, Allowed, Json};
 use crate::AppState;
 
 /// The vault's mode: `{"name":"Express"|"Manual"}`.
@@ -16,7 +15,7 @@ use crate::AppState;
     responses((status = 200, body = ModeOut), (status = 401), (status = 403)))]
 pub async fn get_mode(
     State(state): State<AppState>,
-    VaultSettingsUser(_caller): VaultSettingsUser,
+    _caller: Allowed<need::VaultSettings>,
 ) -> ApiResult<axum::Json<ModeOut>> {
     Ok(axum::Json(ModeOut {
         name: state.vault.mode().await?.as_str(),
@@ -30,7 +29,7 @@ pub async fn get_mode(
     responses((status = 204), (status = 304), (status = 400), (status = 401), (status = 403)))]
 pub async fn set_mode(
     State(state): State<AppState>,
-    VaultSettingsUser(caller): VaultSettingsUser,
+    caller: Allowed<need::VaultSettings>,
     Json(body): Json<ModeIn>,
 ) -> ApiResult<StatusCode> {
     let mode = Mode::parse(&body.name).ok_or_else(|| {
@@ -51,7 +50,7 @@ pub async fn set_mode(
     responses((status = 200, body = AppliedOut), (status = 401), (status = 403)))]
 pub async fn get_key_status(
     State(state): State<AppState>,
-    VaultSettingsUser(_caller): VaultSettingsUser,
+    _caller: Allowed<need::VaultSettings>,
 ) -> ApiResult<axum::Json<AppliedOut>> {
     Ok(axum::Json(AppliedOut {
         applied: state.vault.applied(),
@@ -64,7 +63,7 @@ pub async fn get_key_status(
     responses((status = 200, body = AppliedOut), (status = 400), (status = 401), (status = 403)))]
 pub async fn apply_key(
     State(state): State<AppState>,
-    VaultSettingsUser(caller): VaultSettingsUser,
+    caller: Allowed<need::VaultSettings>,
     Json(body): Json<KeyIn>,
 ) -> ApiResult<axum::Json<AppliedOut>> {
     state

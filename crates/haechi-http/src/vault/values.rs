@@ -4,10 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use haechi_types::Error;
 
+use super::path_id;
 use super::wire::{value_items, List, ValueIn, ValueOut, ValueUpdateIn};
-use super::{path_id, VaultUser};
 use crate::error::ApiResult;
-use crate::extract::Json;
+use crate::extract::{need, Allowed, Json};
 use crate::AppState;
 
 /// The engine names items `[i]`; a wrapped body's items are `list[i]`.
@@ -36,7 +36,7 @@ fn in_list(e: Error, wrapped: bool) -> Error {
               (status = 503, description = "the vault is sealed")))]
 pub async fn create_values(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, axum::Json<Vec<ValueOut>>)> {
@@ -63,7 +63,7 @@ pub async fn create_values(
               (status = 503, description = "the vault is sealed")))]
 pub async fn list_values(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<ValueOut>>> {
     let id = path_id("credential", &id)?;
@@ -85,7 +85,7 @@ pub async fn list_values(
               (status = 409), (status = 503, description = "the vault is sealed")))]
 pub async fn update_value(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, value_id)): Path<(String, String)>,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<axum::Json<Vec<ValueOut>>> {
@@ -116,7 +116,7 @@ pub async fn update_value(
     responses((status = 204), (status = 403), (status = 404), (status = 503, description = "the vault is sealed")))]
 pub async fn delete_value(
     State(state): State<AppState>,
-    VaultUser(caller): VaultUser,
+    caller: Allowed<need::VaultUse>,
     Path((id, value_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("credential", &id)?;

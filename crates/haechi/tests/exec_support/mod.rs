@@ -260,18 +260,20 @@ pub async fn approved_task(s: &Server, token: &str, id: &str, script: &str, extr
 
 /// Requests and approves a task (the server allows self-approval in these tests).
 pub async fn approve(s: &Server, token: &str, id: &str) -> Value {
+    let mut revision = Value::Null;
     for action in ["request", "approve"] {
         let (st, body) = call(
             client()
                 .post(s.url(&format!("/api/v1/tasks/{id}/approval")))
                 .bearer_auth(token)
-                .json(&json!({ "action": action })),
+                .json(&json!({ "action": action, "revisionNo": revision })),
         )
         .await;
         assert_eq!(st, 200, "{action} {id}: {body}");
         if action == "approve" {
             return body;
         }
+        revision = body["revisionNo"].clone();
     }
     unreachable!()
 }
