@@ -20,7 +20,7 @@ use super::{BackendKey, CancelTarget};
 use crate::classify::{pg as classify_pg, Classification};
 use crate::gateway::{before, BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
-use crate::targets::{BackendTls, Kind};
+use crate::targets::Kind;
 use crate::DbGate;
 
 /// Statement names standing in for refused statements start with this.
@@ -236,7 +236,8 @@ pub async fn handle(
         host: session.target.host.clone(),
         port: session.target.port,
         socket: session.target.socket.clone(),
-        tls: session.target.tls == BackendTls::Require,
+        tls: session.target.tls,
+        tls_ca_file: session.target.tls_ca_file.clone(),
         pid: db.pid,
         secret: db.secret,
     };
