@@ -264,13 +264,15 @@ async fn lens_of(
     if let Some(l) = lens.get(&exec_id) {
         return Ok(Some(*l));
     }
-    let row: Option<(i64, i64, String, bool)> = in_tx!(tx, |c| sqlx::query_as(
+    let row: Option<(i64, i64, String, bool)> = in_tx!(tx, |c| {
+        sqlx::query_as(
         "SELECT out_len, err_len, status, truncated FROM node_executions WHERE id = $1 AND node_id = $2"
     )
     .bind(exec_id)
     .bind(node_id)
     .fetch_optional(&mut *c)
-    .await)?;
+    .await
+    })?;
     Ok(row.map(|(out, err, status, truncated)| {
         let l = Lens {
             out,

@@ -13,7 +13,7 @@ use common::*;
 use exec_support::*;
 use futures::{SinkExt, StreamExt};
 use haechi_agent::protocol::{
-    AgentMsg, Finished, OutputFrame, Outcome, ServerMsg, Stream, AUTH_SCHEME, MAX_CHUNK,
+    AgentMsg, Finished, Outcome, OutputFrame, ServerMsg, Stream, AUTH_SCHEME, MAX_CHUNK,
     PROTOCOL_VERSION, TRUNCATION_MARKER_ROOM,
 };
 use haechi_agent::Socket;
@@ -82,9 +82,7 @@ async fn next_msg(ws: &mut Socket, within: Duration) -> Option<ServerMsg> {
             Ok(Some(Ok(Message::Text(t)))) => {
                 return Some(serde_json::from_str(t.as_str()).unwrap())
             }
-            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
-                return None
-            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
             Ok(Some(Ok(_))) => continue,
         }
     }
@@ -101,6 +99,16 @@ async fn closed_within(ws: &mut Socket, within: Duration) -> bool {
             Ok(Some(Ok(_))) => continue,
         }
     }
+}
+
+/// Sends a heartbeat and expects its answer.
+async fn assert_heartbeat_answered(ws: &mut Socket) {
+    let beat = serde_json::to_string(&AgentMsg::Heartbeat).unwrap();
+    ws.send(Message::text(beat)).await.unwrap();
+    assert!(matches!(
+        next_msg(ws, Duration::from_secs(10)).await,
+        Some(ServerMsg::HeartbeatAck)
+    ));
 }
 
 /// The server process's resident memory now and at its peak, in KiB (`/proc/<pid>/status`).
@@ -135,27 +143,9 @@ async fn a_message_over_the_size_cap_closes_only_that_connection() {
     );
 
     // The other agent's connection is untouched, and the hostile one can come back.
-    other
-        .send(Message::text(
-            serde_json::to_string(&AgentMsg::Heartbeat).unwrap(),
-        ))
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_msg(&mut other, Duration::from_secs(10)).await,
-        Some(ServerMsg::HeartbeatAck)
-    ));
+    assert_heartbeat_answered(&mut other).await;
     let mut again = connect(s, &auth, "oversize-host").await;
-    again
-        .send(Message::text(
-            serde_json::to_string(&AgentMsg::Heartbeat).unwrap(),
-        ))
-        .await
-        .unwrap();
-    assert!(matches!(
-        next_msg(&mut again, Duration::from_secs(10)).await,
-        Some(ServerMsg::HeartbeatAck)
-    ));
+    assert_heartbeat_answered(&mut again).await;
     let (st, _) = call(client().get(s.url("/api/v1/agents/connect"))).await;
     assert_eq!(st, 401, "the server still answers");
 }
@@ -290,7 +280,10 @@ async fn what_an_agent_says_is_logged_escaped() {
             "a line of the agent's text stands on its own: {line:?}"
         );
     }
-    assert!(!logs.contains('\u{1b}'), "an escape sequence reached the log");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "an escape sequence reached the log"
+    );
     assert!(!logs.contains('\u{85}'), "a C1 control reached the log");
 }
 
@@ -308,9 +301,10 @@ async fn an_agent_that_never_reads_is_disconnected() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut sent = 0u64;
     let ended = loop {
-        let mut batch = futures::stream::iter(
-            (0..1000).map(|_| Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::text(beat.clone()))),
-        );
+        let mut batch =
+            futures::stream::iter((0..1000).map(|_| {
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::text(beat.clone()))
+            }));
         if ws.send_all(&mut batch).await.is_err() {
             break true;
         }
@@ -321,10 +315,10 @@ async fn an_agent_that_never_reads_is_disconnected() {
     };
     let (rss_after, _) = memory_kib(s);
     eprintln!("deaf agent: {sent} heartbeats sent before the server ended the connection; server RSS {rss_before} KiB -> {rss_after} KiB");
-    assert!(ended, "the server kept answering an agent that reads nothing ({sent} heartbeats)");
     assert!(
-        s.logs().contains(&node),
-        "the server still logs and runs"
+        ended,
+        "the server kept answering an agent that reads nothing ({sent} heartbeats)"
     );
+    assert!(s.logs().contains(&node), "the server still logs and runs");
     let _ = admin_token(s).await;
 }

@@ -850,6 +850,73 @@ async fn verified_target(
     .await;
 }
 
+/// `verify-full` targets on one database, each reached by a user granted `SELECT` on it.
+struct VerifyFull<'a> {
+    s: &'a Server,
+    admin: &'a str,
+    kind: &'a str,
+    /// Prefix of the targets' names.
+    name: &'a str,
+    port: u16,
+    db: &'a str,
+    account: &'a str,
+    credential: i64,
+    /// Where `test_certs` wrote the CA files.
+    ca_dir: &'a Path,
+}
+
+impl VerifyFull<'_> {
+    /// Checks the validation of such targets, then for each case (name suffix, host, CA file,
+    /// refused) makes the target and logs in through the gateway with `login` (whether the
+    /// session works and is TLS, and the client's output): refused ones fail with the
+    /// certificate error.
+    async fn check(
+        &self,
+        cases: &[(&str, &str, &str, bool)],
+        login: impl Fn(&(String, String), &str) -> (bool, String),
+    ) {
+        let ca = self.ca_dir.join("ca.crt");
+        verify_full_is_validated(self.s, self.admin, self.kind, self.port, &ca).await;
+        for (suffix, host, ca, refused) in cases {
+            let target = format!("{}-{suffix}", self.name);
+            verified_target(
+                self.s,
+                self.admin,
+                self.kind,
+                &target,
+                host,
+                self.port,
+                self.db,
+                &self.ca_dir.join(ca),
+            )
+            .await;
+            let user = grant_at(
+                self.s,
+                self.admin,
+                self.kind,
+                host,
+                &target,
+                self.port,
+                self.db,
+                self.account,
+                self.credential,
+                &["SELECT"],
+            )
+            .await;
+            let (ok, out) = login(&user, &target);
+            if *refused {
+                assert!(!ok, "{target}: {out}");
+                assert!(
+                    out.contains("cannot log in to database target") && out.contains("certificate"),
+                    "{target}: {out}"
+                );
+            } else {
+                assert!(ok, "{target}: {out}");
+            }
+        }
+    }
+}
+
 /// `verify-full` targets: a CA file is required, must exist and hold a certificate, and is
 /// taken by no other mode (400, and no target is made).
 async fn verify_full_is_validated(s: &Server, admin: &str, kind: &str, port: u16, ca: &Path) {
@@ -976,50 +1043,30 @@ async fn the_gateway_uses_tls_to_postgresql_when_the_target_requires_it() {
 
     // verify-full (issue 26 item 7): the certificate must chain to the target's CA file and
     // name the target's host (the cluster's names `localhost` only).
-    let data = cluster.dir.path().join("data");
-    verify_full_is_validated(&s, &admin, "postgres", cluster.port, &data.join("ca.crt")).await;
-    for (suffix, host, ca, refused) in [
-        ("vf", "localhost", "ca.crt", false),
-        ("wrongca", "localhost", "wrong-ca.crt", true),
-        ("wrongname", "127.0.0.1", "ca.crt", true),
-    ] {
-        let target = format!("{name}-{suffix}");
-        verified_target(
-            &s,
-            &admin,
-            "postgres",
-            &target,
-            host,
-            cluster.port,
-            "postgres",
-            &data.join(ca),
+    let logins = VerifyFull {
+        s: &s,
+        admin: &admin,
+        kind: "postgres",
+        name: &name,
+        port: cluster.port,
+        db: "postgres",
+        account: "tlsrole",
+        credential: cred,
+        ca_dir: &cluster.dir.path().join("data"),
+    };
+    logins
+        .check(
+            &[
+                ("vf", "localhost", "ca.crt", false),
+                ("wrongca", "localhost", "wrong-ca.crt", true),
+                ("wrongname", "127.0.0.1", "ca.crt", true),
+            ],
+            |user, target| {
+                let (ok, out) = through(user, target);
+                (ok && out.trim() == "t", out)
+            },
         )
         .await;
-        let user = grant_at(
-            &s,
-            &admin,
-            "postgres",
-            host,
-            &target,
-            cluster.port,
-            "postgres",
-            "tlsrole",
-            cred,
-            &["SELECT"],
-        )
-        .await;
-        let (ok, out) = through(&user, &target);
-        if refused {
-            assert!(!ok, "{target}: {out}");
-            assert!(
-                out.contains("cannot log in to database target") && out.contains("certificate"),
-                "{target}: {out}"
-            );
-        } else {
-            assert!(ok, "{target}: {out}");
-            assert_eq!(out.trim(), "t", "{target}");
-        }
-    }
     assert!(!s.logs().contains(&pw));
 }
 
@@ -1175,44 +1222,27 @@ async fn the_gateway_uses_tls_to_mariadb_when_the_target_requires_it() {
     assert!(!out.contains(&pw) && !s.logs().contains(&pw));
 
     // verify-full (issue 26 item 7): the right CA works, a wrong CA is refused.
-    let ca_dir = m.dir.path();
-    verify_full_is_validated(&s, &admin, "mysql", m.port, &ca_dir.join("ca.crt")).await;
-    for (suffix, ca, refused) in [("vf", "ca.crt", false), ("wrongca", "wrong-ca.crt", true)] {
-        let target = format!("{name}-{suffix}");
-        verified_target(
-            &s,
-            &admin,
-            "mysql",
-            &target,
-            "localhost",
-            m.port,
-            "tlsdb",
-            &ca_dir.join(ca),
+    let logins = VerifyFull {
+        s: &s,
+        admin: &admin,
+        kind: "mysql",
+        name: &name,
+        port: m.port,
+        db: "tlsdb",
+        account: "tlsacct",
+        credential: cred,
+        ca_dir: m.dir.path(),
+    };
+    logins
+        .check(
+            &[
+                ("vf", "localhost", "ca.crt", false),
+                ("wrongca", "localhost", "wrong-ca.crt", true),
+            ],
+            |user, target| {
+                let (ok, out) = through(user, target);
+                (ok && !out.trim().is_empty(), out)
+            },
         )
         .await;
-        let user = grant_at(
-            &s,
-            &admin,
-            "mysql",
-            "localhost",
-            &target,
-            m.port,
-            "tlsdb",
-            "tlsacct",
-            cred,
-            &["SELECT"],
-        )
-        .await;
-        let (ok, out) = through(&user, &target);
-        if refused {
-            assert!(!ok, "{target}: {out}");
-            assert!(
-                out.contains("cannot log in to database target") && out.contains("certificate"),
-                "{target}: {out}"
-            );
-        } else {
-            assert!(ok, "{target}: {out}");
-            assert!(!out.trim().is_empty(), "{target}: the session is TLS");
-        }
-    }
 }

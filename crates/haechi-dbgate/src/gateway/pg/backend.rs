@@ -460,6 +460,15 @@ mod tests {
         }
     }
 
+    /// A fake server's first step: accepts a connection and reads its startup packet.
+    async fn accept_startup(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut startup = vec![0u8; len as usize - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        s
+    }
+
     /// A server that asks for the clear password, then one that asks for MD5, over plain TCP:
     /// the gateway sends neither and fails the login; with `allow_insecure_password` it
     /// answers (issue 26 item 7).
@@ -469,10 +478,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let server = tokio::spawn(async move {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let len = s.read_i32().await.unwrap();
-                let mut startup = vec![0u8; len as usize - 4];
-                s.read_exact(&mut startup).await.unwrap();
+                let mut s = accept_startup(&listener).await;
                 let mut out = BytesMut::new();
                 let mut b = BytesMut::new();
                 b.put_i32(code);
@@ -497,7 +503,11 @@ mod tests {
             .await;
             let answered = server.await.unwrap();
             if allowed {
-                assert_eq!(answered, Some(b'p'), "code {code}: the password was answered");
+                assert_eq!(
+                    answered,
+                    Some(b'p'),
+                    "code {code}: the password was answered"
+                );
             } else {
                 assert_eq!(answered, None, "code {code}: nothing was sent");
                 let e = r.err().expect("the login fails");
@@ -513,10 +523,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let len = s.read_i32().await.unwrap();
-            let mut startup = vec![0u8; len as usize - 4];
-            s.read_exact(&mut startup).await.unwrap();
+            let mut s = accept_startup(&listener).await;
             let mut out = BytesMut::new();
             let mut b = BytesMut::new();
             b.put_i32(10);
