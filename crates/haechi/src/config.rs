@@ -497,7 +497,7 @@ impl Config {
             return Err(self.invalid(
                 "agents.max_message_bytes",
                 self.agents.max_message_bytes,
-                &format!("must be {min_message} to 67108864 (64 MiB)"),
+                format!("must be {min_message} to 67108864 (64 MiB)"),
             ));
         }
         if self.agents.inbound_buffer_bytes < self.agents.max_message_bytes * 4

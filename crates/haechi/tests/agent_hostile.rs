@@ -215,7 +215,7 @@ async fn output_flooded_past_the_cap_is_dropped_and_memory_stays_bounded() {
     let (rss_after, peak) = memory_kib(s);
     eprintln!(
         "flood: {} MiB sent in {sent_secs:.1} s; server RSS {rss_before} KiB before, {rss_after} KiB after, peak {peak} KiB",
-        2 * total >> 20
+        (2 * total) >> 20
     );
 
     wait_end(s, &t, no, Duration::from_secs(30)).await;

@@ -260,6 +260,10 @@ pub struct Unit {
     pub started: std::time::Instant,
 }
 
+/// Statement names standing in for refused statements start with this (the frontend makes
+/// them, the backend recognises them in the database's errors).
+pub const MARKER_PREFIX: &str = "haechi_refused_";
+
 /// Refusal messages by the marker statement name that stands in for the refused statement.
 pub type Markers = Arc<Mutex<HashMap<String, String>>>;
 
@@ -429,7 +433,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// The marker name in a "prepared statement ... does not exist" message, if it is ours.
 fn marker_in(message: &str) -> Option<&str> {
-    let start = message.find(super::frontend::MARKER_PREFIX)?;
+    let start = message.find(MARKER_PREFIX)?;
     let rest = &message[start..];
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::backend::{self, Markers, Unit};
+use super::backend::{self, Markers, Unit, MARKER_PREFIX};
 use super::pool;
 use super::protocol::{self as p, Msg};
 use super::{BackendKey, CancelTarget};
@@ -22,9 +22,6 @@ use crate::gateway::{before, BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
 use crate::targets::Kind;
 use crate::DbGate;
-
-/// Statement names standing in for refused statements start with this.
-pub const MARKER_PREFIX: &str = "haechi_refused_";
 
 /// Startup parameters passed on to the database; anything else (notably `options`, which can
 /// set any setting) is dropped.
