@@ -31,6 +31,15 @@ pub const AUTH_SCHEME: &str = "HaechiAgent";
 /// The largest output chunk an agent puts in one frame.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
+/// Bytes past an execution's output cap its truncation marker may take: the server keeps at
+/// most the cap plus this many bytes of output per execution, whatever an agent sends.
+pub const TRUNCATION_MARKER_ROOM: u64 = 256;
+
+/// The line an agent writes where it drops output over the cap of `cap` bytes.
+pub fn truncation_marker(cap: u64) -> String {
+    format!("\n[haechi: output truncated: the cap of {cap} bytes per execution was reached]\n")
+}
+
 /// `POST /api/v1/agents/enroll` body.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -274,6 +283,11 @@ mod tests {
             }
         );
         assert!(OutputFrame::decode(&bytes[..5]).is_none());
+    }
+
+    #[test]
+    fn the_truncation_marker_fits_its_room() {
+        assert!(truncation_marker(u64::MAX).len() as u64 <= TRUNCATION_MARKER_ROOM);
     }
 
     #[test]

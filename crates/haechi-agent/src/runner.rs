@@ -125,10 +125,7 @@ impl Sink {
             } else {
                 cap.truncated = true;
                 let mut kept = data[..room as usize].to_vec();
-                kept.extend_from_slice(
-                    format!("\n[haechi: output truncated: the cap of {} bytes per execution was reached]\n", cap.limit)
-                        .as_bytes(),
-                );
+                kept.extend_from_slice(crate::protocol::truncation_marker(cap.limit).as_bytes());
                 cap.used = cap.limit;
                 kept
             }

@@ -474,7 +474,7 @@ impl DbGate {
             actor
                 .event("admin", "db.target.create")
                 .target(format!("db-target:{}", t.name))
-                .detail(json!({ "id": t.id, "kind": t.kind.as_str(), "host": t.host, "port": t.port, "database": t.database, "tls": t.tls.as_str(), "socket": t.socket })),
+                .detail(json!({ "id": t.id, "kind": t.kind.as_str(), "host": t.host, "port": t.port, "database": t.database, "tls": t.tls.as_str(), "tls_ca_file": t.tls_ca_file, "allow_insecure_password": t.allow_insecure_password, "socket": t.socket })),
         )
         .await?;
         tx.commit().await?;

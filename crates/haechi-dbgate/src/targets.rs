@@ -40,7 +40,11 @@ pub enum BackendTls {
     #[default]
     Disable,
     /// TLS required; the server's certificate is not verified (libpq's `sslmode=require`).
+    /// The gateway does not send the account's password in clear or MD5 form over it.
     Require,
+    /// TLS required; the server's certificate must chain to the target's `tls_ca_file` and
+    /// name its `host` (libpq's `sslmode=verify-full`).
+    VerifyFull,
 }
 
 impl BackendTls {
@@ -48,12 +52,14 @@ impl BackendTls {
         match self {
             BackendTls::Disable => "disable",
             BackendTls::Require => "require",
+            BackendTls::VerifyFull => "verify-full",
         }
     }
 
     fn parse(s: &str) -> BackendTls {
         match s {
             "require" => BackendTls::Require,
+            "verify-full" => BackendTls::VerifyFull,
             _ => BackendTls::Disable,
         }
     }
@@ -71,6 +77,14 @@ pub struct Target {
     /// The database (PostgreSQL) or default schema (MySQL) sessions open.
     pub database: String,
     pub tls: BackendTls,
+    /// The PEM file of the CA certificates a `verify-full` target's certificate must chain to
+    /// (a path on the gateway's machine, read at each connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// Send the account's password in clear or MD5 form (PostgreSQL) or by MySQL full
+    /// authentication even without `verify-full` TLS. Off: such logins are refused, since
+    /// anyone in the middle would get the password.
+    pub allow_insecure_password: bool,
     /// The Unix socket the gateway reaches the database by instead of TCP `host:port` (a
     /// gateway on the database's own machine); `host` and `port` stay the target's address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +105,13 @@ impl Target {
             Kind::Postgres => std::path::Path::new(s).join(format!(".s.PGSQL.{}", self.port)),
             Kind::Mysql => std::path::PathBuf::from(s),
         })
+    }
+
+    /// Whether the gateway may send the account's password itself (PostgreSQL cleartext or
+    /// MD5, MySQL full authentication): over TLS whose certificate it verified, or when the
+    /// target allows it explicitly.
+    pub fn may_send_password(&self) -> bool {
+        self.tls == BackendTls::VerifyFull || self.allow_insecure_password
     }
 
     /// Where the gateway connects to, for messages.
@@ -116,6 +137,12 @@ pub struct NewTarget {
     pub database: String,
     #[serde(default)]
     pub tls: BackendTls,
+    /// The CA file of a `verify-full` target (see [`Target::tls_ca_file`]).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// See [`Target::allow_insecure_password`].
+    #[serde(default)]
+    pub allow_insecure_password: bool,
     /// Reach the database over this Unix socket instead of TCP (see [`Target::socket`]).
     #[serde(default)]
     pub socket: Option<String>,
@@ -186,7 +213,37 @@ pub(crate) fn validate_target(t: &NewTarget) -> Result<u16> {
     if let Some(socket) = &t.socket {
         validate_socket(t, socket)?;
     }
+    validate_tls(t)?;
     Ok(t.port as u16)
+}
+
+/// `verify-full` takes a CA file that holds certificates now, and a host a certificate can
+/// name; only `verify-full` takes a CA file.
+fn validate_tls(t: &NewTarget) -> Result<()> {
+    match (&t.tls, &t.tls_ca_file) {
+        (BackendTls::VerifyFull, None) => Err(Error::field(
+            "tls_ca_file",
+            "is required with tls \"verify-full\": the PEM file of the CA certificates the database's certificate must chain to",
+        )),
+        (BackendTls::VerifyFull, Some(file)) => {
+            if !file.starts_with('/') || file.chars().any(char::is_control) {
+                return Err(Error::field("tls_ca_file", "must be an absolute path"));
+            }
+            crate::gateway::ca_roots(file).map_err(|e| Error::field("tls_ca_file", e))?;
+            rustls::pki_types::ServerName::try_from(t.host.trim()).map_err(|_| {
+                Error::field(
+                    "host",
+                    "must be a DNS name or an IP address that the database's certificate names (tls \"verify-full\")",
+                )
+            })?;
+            Ok(())
+        }
+        (_, Some(_)) => Err(Error::field(
+            "tls_ca_file",
+            "is used only with tls \"verify-full\"",
+        )),
+        (_, None) => Ok(()),
+    }
 }
 
 /// A Unix socket address holds at most 107 bytes of path (`sun_path`).
@@ -199,7 +256,7 @@ fn validate_socket(t: &NewTarget, socket: &str) -> Result<()> {
             "must be an absolute path (PostgreSQL: the socket directory, MySQL: the socket file)",
         ));
     }
-    if t.tls == BackendTls::Require {
+    if t.tls != BackendTls::Disable {
         return Err(Error::field(
             "socket",
             "a target reached over a Unix socket takes no TLS: set tls to \"disable\" or leave socket out",
@@ -243,6 +300,8 @@ struct TargetRow {
     port: i64,
     database: String,
     tls: String,
+    tls_ca_file: Option<String>,
+    allow_insecure_password: bool,
     socket: Option<String>,
     created_by: String,
     created_at: i64,
@@ -260,6 +319,8 @@ impl TargetRow {
             port: u16::try_from(self.port).unwrap_or(0),
             database: self.database,
             tls: BackendTls::parse(&self.tls),
+            tls_ca_file: self.tls_ca_file,
+            allow_insecure_password: self.allow_insecure_password,
             socket: self.socket,
             created_by: self.created_by,
             created_at: self.created_at,
@@ -268,7 +329,7 @@ impl TargetRow {
 }
 
 const TARGET_COLS: &str =
-    "id, name, kind, host, port, database, tls, socket, created_by, created_at";
+    "id, name, kind, host, port, database, tls, tls_ca_file, allow_insecure_password, socket, created_by, created_at";
 
 pub(crate) async fn insert_target(
     tx: &mut Tx,
@@ -279,8 +340,9 @@ pub(crate) async fn insert_target(
 ) -> Result<Target> {
     let r = in_tx!(tx, |c| {
         sqlx::query_scalar::<_, i64>(
-        "INSERT INTO db_targets (name, kind, host, port, database, tls, socket, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id"
+        "INSERT INTO db_targets (name, kind, host, port, database, tls, socket, created_by, created_at, updated_at, \
+         tls_ca_file, allow_insecure_password) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING id"
     )
     .bind(&t.name)
     .bind(t.kind.as_str())
@@ -291,6 +353,8 @@ pub(crate) async fn insert_target(
     .bind(t.socket.as_deref().map(socket_dir))
     .bind(by)
     .bind(now)
+    .bind(t.tls_ca_file.as_deref())
+    .bind(t.allow_insecure_password)
     .fetch_one(&mut *c)
     .await
     });
@@ -303,6 +367,8 @@ pub(crate) async fn insert_target(
             port,
             database: t.database.clone(),
             tls: t.tls,
+            tls_ca_file: t.tls_ca_file.clone(),
+            allow_insecure_password: t.allow_insecure_password,
             socket: t.socket.as_deref().map(|s| socket_dir(s).to_owned()),
             created_by: by.to_owned(),
             created_at: now,

@@ -15,6 +15,13 @@ pub struct AgentsConfig {
     /// Bytes of output (stdout and stderr together) kept per execution; the rest is dropped
     /// after a marker line.
     pub output_cap_bytes: u64,
+    /// Largest WebSocket message (and frame) the server reads from an agent; a larger one
+    /// closes that agent's connection. Output travels in chunks of at most 64 KiB.
+    pub max_message_bytes: u64,
+    /// Bytes of agents' messages the server holds received but not yet stored, all agents
+    /// together; each agent may hold at most four maximum-size messages of it. When it is
+    /// full the server stops reading the sockets until the store catches up (backpressure).
+    pub inbound_buffer_bytes: u64,
     /// Start a local agent with the server, enrolled automatically, so tasks can run on this
     /// machine at once (`haechi server --no-local-agent` turns it off).
     pub local_agent: bool,
@@ -45,6 +52,8 @@ impl Default for AgentsConfig {
             missed_heartbeats: 3,
             lost_grace_secs: 60,
             output_cap_bytes: 16 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
+            inbound_buffer_bytes: 64 * 1024 * 1024,
             local_agent: true,
             local_node_id: None,
             enrollment_token_ttl_secs: 3600,

@@ -10,7 +10,7 @@ use haechi_agent::protocol::{AgentMsg, OutputFrame, Resume, RunSpec, ServerMsg, 
 use haechi_store::read;
 use haechi_types::time::now_ms;
 use haechi_types::Result;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::writer::Op;
 use crate::Exec;
@@ -19,12 +19,32 @@ use crate::Exec;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A `Run` or `Cancel` is not sent again to the same agent sooner than this.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// Longest reason of a result the server keeps, in bytes (a longer one is cut).
+const MAX_REASON: usize = 4096;
+/// Least share of the buffers a message holds, however short (bounds the messages waiting).
+const MIN_HELD: usize = 1024;
+
+/// The buffer shares one agent message holds until it is stored (dropped with its writer
+/// operation): its connection's and the server's.
+pub(crate) struct Held {
+    _conn: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
 
 /// A frame from an agent's WebSocket.
 #[derive(Debug)]
 pub enum AgentFrame {
     Text(String),
     Binary(Vec<u8>),
+}
+
+impl AgentFrame {
+    fn len(&self) -> usize {
+        match self {
+            AgentFrame::Text(t) => t.len(),
+            AgentFrame::Binary(b) => b.len(),
+        }
+    }
 }
 
 /// A frame to an agent's WebSocket.
@@ -35,9 +55,104 @@ pub enum ServerFrame {
     Close(String),
 }
 
+/// Frames waiting to be written to one agent. An agent that does not read what it is sent
+/// is disconnected once this many are waiting (runs and cancels are not waited for: they are
+/// sent again by the monitor's sweep).
+pub const OUTBOUND_FRAMES: usize = 1024;
+
+/// The sending side of one agent's outbound queue: bounded, with a close that never waits
+/// behind queued frames.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<ServerFrame>,
+    close: Arc<watch::Sender<Option<String>>>,
+}
+
+/// The receiving side, read by the socket's writer.
+pub struct OutboundRx {
+    rx: mpsc::Receiver<ServerFrame>,
+    close: watch::Receiver<Option<String>>,
+}
+
+/// A new outbound queue of [`OUTBOUND_FRAMES`] frames.
+pub fn outbound() -> (Outbound, OutboundRx) {
+    let (tx, rx) = mpsc::channel(OUTBOUND_FRAMES);
+    let (ctx, crx) = watch::channel(None);
+    (
+        Outbound {
+            tx,
+            close: Arc::new(ctx),
+        },
+        OutboundRx { rx, close: crx },
+    )
+}
+
+impl Outbound {
+    /// Queues a frame the agent must get; a full queue (the agent does not read) closes the
+    /// connection instead. False when the frame was not queued.
+    fn send(&self, msg: &ServerMsg) -> bool {
+        match self.tx.try_send(text(msg)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(
+                    "the agent does not read what the server sends; the server closed the connection",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a frame that is sent again later when it does not fit now (runs, cancels).
+    fn offer(&self, msg: &ServerMsg) -> bool {
+        self.tx.try_send(text(msg)).is_ok()
+    }
+
+    /// Closes the connection with `reason` (ahead of any queued frame).
+    pub fn close(&self, reason: &str) {
+        self.close.send_replace(Some(reason.to_owned()));
+    }
+}
+
+/// Resolves once the connection is to be closed: lets the socket's owner end a connection
+/// whose writer is stuck on an agent that does not read.
+pub struct Closing(watch::Receiver<Option<String>>);
+
+impl Closing {
+    pub async fn wait(mut self) {
+        if self.0.wait_for(Option::is_some).await.is_err() {
+            // Every sender is gone: the session ends by its socket, not by a close.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl OutboundRx {
+    /// See [`Closing`].
+    pub fn closing(&self) -> Closing {
+        Closing(self.close.clone())
+    }
+
+    /// The next frame to write; a [`ServerFrame::Close`] once the connection is to be closed;
+    /// `None` when every sender is gone.
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        if let Some(r) = self.close.borrow_and_update().clone() {
+            return Some(ServerFrame::Close(r));
+        }
+        tokio::select! {
+            biased;
+            changed = self.close.changed() => match changed {
+                Ok(()) => self.close.borrow_and_update().clone().map(ServerFrame::Close),
+                Err(_) => self.rx.recv().await,
+            },
+            f = self.rx.recv() => f,
+        }
+    }
+}
+
 struct Session {
     conn: u64,
-    tx: mpsc::UnboundedSender<ServerFrame>,
+    tx: Outbound,
 }
 
 #[derive(Default)]
@@ -76,7 +191,7 @@ impl Hub {
             .collect()
     }
 
-    fn register(&self, node_id: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
+    fn register(&self, node_id: &str, tx: Outbound) -> u64 {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let old = self
             .sessions
@@ -84,9 +199,8 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .insert(node_id.to_owned(), Session { conn, tx });
         if let Some(old) = old {
-            let _ = old.tx.send(ServerFrame::Close(
-                "another connection of this agent replaced this one".into(),
-            ));
+            old.tx
+                .close("another connection of this agent replaced this one");
         }
         conn
     }
@@ -102,7 +216,7 @@ impl Hub {
     pub fn send(&self, node_id: &str, msg: &ServerMsg) -> bool {
         let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         match s.get(node_id) {
-            Some(sess) => sess.tx.send(text(msg)).is_ok(),
+            Some(sess) => sess.tx.offer(msg),
             None => false,
         }
     }
@@ -138,7 +252,7 @@ impl Hub {
         for (node, spec) in runs {
             if let Some(sess) = sessions.get(&node) {
                 let id = spec.exec_id;
-                if sess.tx.send(text(&ServerMsg::Run(spec))).is_ok() {
+                if sess.tx.offer(&ServerMsg::Run(spec)) {
                     sent.insert(id, now);
                 }
             }
@@ -173,7 +287,7 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .remove(node_id)
         {
-            let _ = s.tx.send(ServerFrame::Close(reason.to_owned()));
+            s.tx.close(reason);
         }
     }
 
@@ -186,12 +300,35 @@ impl Hub {
             .map(|(_, s)| s)
             .collect();
         for s in all {
-            let _ = s.tx.send(ServerFrame::Close(reason.to_owned()));
+            s.tx.close(reason);
         }
     }
 }
 
 impl Exec {
+    /// Bytes of messages one agent connection may hold received but not stored.
+    fn conn_window(&self) -> usize {
+        self.cfg.agents.max_message_bytes as usize * 4
+    }
+
+    /// Largest message the server reads from an agent (`agents.max_message_bytes`).
+    pub fn max_agent_message_bytes(&self) -> usize {
+        self.cfg.agents.max_message_bytes as usize
+    }
+
+    /// Waits until a message of `len` bytes fits in its connection's window and in the
+    /// server's inbound buffer.
+    /// (`None` only if a semaphore were closed, which none is.)
+    async fn hold(&self, window: &Arc<Semaphore>, len: usize) -> Option<Held> {
+        let n = len.clamp(MIN_HELD, self.conn_window()) as u32;
+        let conn = window.clone().acquire_many_owned(n).await.ok()?;
+        let all = self.inbound.clone().acquire_many_owned(n).await.ok()?;
+        Some(Held {
+            _conn: conn,
+            _all: all,
+        })
+    }
+
     /// Agents connected to this server.
     pub fn connected_agents(&self) -> usize {
         self.hub.connected_count()
@@ -204,7 +341,7 @@ impl Exec {
         self: &Arc<Self>,
         node_id: String,
         mut inbound: mpsc::Receiver<AgentFrame>,
-        outbound: mpsc::UnboundedSender<ServerFrame>,
+        outbound: Outbound,
     ) {
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
             Ok(Some(AgentFrame::Text(t))) => serde_json::from_str::<AgentMsg>(&t).ok(),
@@ -219,36 +356,37 @@ impl Exec {
             jobs,
         }) = hello
         else {
-            let _ = outbound.send(ServerFrame::Close("expected a hello".into()));
+            outbound.close("expected a hello");
             return;
         };
         if protocol != PROTOCOL_VERSION {
-            let _ = outbound.send(ServerFrame::Close(format!(
+            outbound.close(&format!(
                 "this server speaks agent protocol {PROTOCOL_VERSION}, the agent {protocol}: upgrade the agent"
-            )));
+            ));
             return;
         }
         let clip = |s: String| s.chars().take(256).collect::<String>();
+        let (agent_ver, os_name, ip, hostname) =
+            (clip(agent_ver), clip(os_name), clip(ip), clip(hostname));
+        // What the agent says of itself is its own text: the log format escapes it.
+        tracing::info!(%node_id, %hostname, %agent_ver, %os_name, %ip, jobs = jobs.len(), "agent connected");
         let _ = self.writer.send(Op::NodeSeen {
             node_id: node_id.clone(),
-            agent_ver: clip(agent_ver),
-            os_name: clip(os_name),
-            ip: clip(ip),
-            hostname: clip(hostname),
+            agent_ver,
+            os_name,
+            ip,
+            hostname,
             at: now_ms(),
         });
         let (resume, ack) = match self.reconcile(&node_id, &jobs).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(%node_id, "cannot reconcile the agent's executions: {e}");
-                let _ = outbound.send(ServerFrame::Close(
-                    "the server cannot read its store; reconnect later".into(),
-                ));
+                outbound.close("the server cannot read its store; reconnect later");
                 return;
             }
         };
         let conn = self.hub.register(&node_id, outbound.clone());
-        tracing::debug!(%node_id, conn, jobs = jobs.len(), "agent connected");
         metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
         let welcome = ServerMsg::Welcome {
             node_id: node_id.clone(),
@@ -256,7 +394,7 @@ impl Exec {
             resume,
             ack,
         };
-        let _ = outbound.send(text(&welcome));
+        outbound.send(&welcome);
         match self.pending_runs(&node_id).await {
             Ok(runs) => {
                 let held: std::collections::HashSet<i64> = jobs.iter().copied().collect();
@@ -270,13 +408,20 @@ impl Exec {
         }
         self.note_heartbeat(&node_id);
 
+        let window = Arc::new(Semaphore::new(self.conn_window()));
         while let Some(frame) = inbound.recv().await {
+            // Every message holds its share of the buffers until it is stored: when the
+            // writer falls behind, this loop, then the socket's reader, then the agent wait.
+            let Some(held) = self.hold(&window, frame.len()).await else {
+                break;
+            };
             match frame {
                 AgentFrame::Binary(b) => match OutputFrame::decode(&b) {
                     Some(f) => {
                         let _ = self.writer.send(Op::Output {
                             node_id: node_id.clone(),
                             frame: f,
+                            _held: held,
                         });
                     }
                     None => tracing::warn!(%node_id, "ignoring a malformed output frame"),
@@ -284,27 +429,36 @@ impl Exec {
                 AgentFrame::Text(t) => match serde_json::from_str::<AgentMsg>(&t) {
                     Ok(AgentMsg::Heartbeat) => {
                         self.note_heartbeat(&node_id);
-                        let _ = outbound.send(text(&ServerMsg::HeartbeatAck));
+                        outbound.send(&ServerMsg::HeartbeatAck);
                     }
                     Ok(AgentMsg::Started { exec_id, at_ms }) => {
                         let _ = self.writer.send(Op::Started {
                             node_id: node_id.clone(),
                             exec_id,
                             at: at_ms,
+                            _held: held,
                         });
                     }
-                    Ok(AgentMsg::Finished(f)) => {
+                    Ok(AgentMsg::Finished(mut f)) => {
                         let exec_id = f.exec_id;
+                        if let Some(r) = f.reason.as_mut() {
+                            let mut end = r.len().min(MAX_REASON);
+                            while !r.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            r.truncate(end);
+                        }
                         let (tx, rx) = oneshot::channel();
                         let _ = self.writer.send(Op::Finished {
                             node_id: node_id.clone(),
                             finished: f,
                             committed: tx,
+                            _held: held,
                         });
                         let out = outbound.clone();
                         tokio::spawn(async move {
                             if rx.await.is_ok() {
-                                let _ = out.send(text(&ServerMsg::Ack { exec_id }));
+                                out.send(&ServerMsg::Ack { exec_id });
                             }
                         });
                     }
@@ -312,9 +466,9 @@ impl Exec {
                         tracing::warn!(%node_id, "ignoring a second hello")
                     }
                     Err(e) => {
-                        // The parser's message quotes what the agent sent: escaped, so an
-                        // agent cannot forge log lines (issue 26 item 15).
-                        tracing::warn!(%node_id, "ignoring a message the server does not understand: {}", e.to_string().escape_debug())
+                        // The parser's message quotes what the agent sent: the text log format
+                        // escapes it, so an agent cannot forge log lines (issue 26 item 15).
+                        tracing::warn!(%node_id, "ignoring a message the server does not understand: {e}")
                     }
                 },
             }

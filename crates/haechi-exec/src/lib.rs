@@ -40,7 +40,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
 pub use haechi_agent::protocol::SecretEnv;
-pub use hub::{AgentFrame, ServerFrame};
+pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
@@ -66,6 +66,9 @@ pub struct Exec {
     cfg: ExecConfig,
     hub: hub::Hub,
     writer: mpsc::UnboundedSender<writer::Op>,
+    /// The server's inbound buffer of agents' messages (`agents.inbound_buffer_bytes`), in
+    /// bytes: what agents sent that is not stored yet. Bounds the writer's queue.
+    inbound: Arc<tokio::sync::Semaphore>,
     events: broadcast::Sender<ExecEvent>,
     /// Heartbeats received since the last flush, by node.
     heartbeats: Mutex<HashMap<String, i64>>,
@@ -85,11 +88,15 @@ impl Exec {
     /// Starts the engine and its background tasks (writer, monitor, scheduler).
     pub fn start(store: Store, cfg: ExecConfig) -> Arc<Exec> {
         let (wtx, wrx) = mpsc::unbounded_channel();
+        let inbound = Arc::new(tokio::sync::Semaphore::new(
+            cfg.agents.inbound_buffer_bytes as usize,
+        ));
         let exec = Arc::new(Exec {
             store,
             cfg,
             hub: hub::Hub::default(),
             writer: wtx,
+            inbound,
             events: broadcast::channel(4096).0,
             heartbeats: Mutex::new(HashMap::new()),
             run_envs: Mutex::new(HashMap::new()),

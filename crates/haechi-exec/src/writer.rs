@@ -7,12 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use haechi_agent::protocol::{Finished, Outcome, OutputFrame, RunSpec, SecretEnv, Stream};
+use haechi_agent::protocol::{
+    Finished, Outcome, OutputFrame, RunSpec, SecretEnv, Stream, TRUNCATION_MARKER_ROOM,
+};
 use haechi_identity::Actor;
 use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hub::Held;
 use crate::model::ExecStatus;
 use crate::{Exec, ExecEvent};
 
@@ -26,15 +29,21 @@ pub(crate) enum Op {
         node_id: String,
         exec_id: i64,
         at: i64,
+        /// Released once the operation is applied (the agent's buffer share).
+        _held: Held,
     },
     Output {
         node_id: String,
         frame: OutputFrame,
+        /// Released once the operation is applied (the agent's buffer share).
+        _held: Held,
     },
     Finished {
         node_id: String,
         finished: Finished,
         committed: oneshot::Sender<()>,
+        /// Released once the operation is applied (the agent's buffer share).
+        _held: Held,
     },
     NodeSeen {
         node_id: String,
@@ -96,12 +105,14 @@ struct After {
     touched: HashSet<i64>,
 }
 
-/// Cached stored output lengths (and whether the execution is still open) per execution.
+/// Cached stored output lengths (and whether the execution is still open, and its output
+/// truncated) per execution.
 #[derive(Clone, Copy)]
 struct Lens {
     out: i64,
     err: i64,
     open: bool,
+    truncated: bool,
 }
 
 pub(crate) async fn run(exec: Arc<Exec>, mut rx: mpsc::UnboundedReceiver<Op>) {
@@ -253,18 +264,21 @@ async fn lens_of(
     if let Some(l) = lens.get(&exec_id) {
         return Ok(Some(*l));
     }
-    let row: Option<(i64, i64, String)> = in_tx!(tx, |c| sqlx::query_as(
-        "SELECT out_len, err_len, status FROM node_executions WHERE id = $1 AND node_id = $2"
+    let row: Option<(i64, i64, String, bool)> = in_tx!(tx, |c| {
+        sqlx::query_as(
+        "SELECT out_len, err_len, status, truncated FROM node_executions WHERE id = $1 AND node_id = $2"
     )
     .bind(exec_id)
     .bind(node_id)
     .fetch_optional(&mut *c)
-    .await)?;
-    Ok(row.map(|(out, err, status)| {
+    .await
+    })?;
+    Ok(row.map(|(out, err, status, truncated)| {
         let l = Lens {
             out,
             err,
             open: !ExecStatus::parse(&status).is_some_and(ExecStatus::is_final),
+            truncated,
         };
         lens.insert(exec_id, l);
         l
@@ -287,7 +301,7 @@ async fn end_execution(
 ) -> Result<Option<i64>> {
     let no: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
         "UPDATE node_executions SET status = $3, result_cd = $4, exit_cd = $5, reason = $6, \
-         start_at = COALESCE(start_at, $7), end_at = $8, truncated = $9 \
+         start_at = COALESCE(start_at, $7), end_at = $8, truncated = (truncated OR $9) \
          WHERE id = $1 AND node_id = $2 AND status IN ('WAIT', 'RUN') RETURNING instance_no"
     )
     .bind(exec_id)
@@ -318,6 +332,7 @@ async fn apply_one(
             node_id,
             exec_id,
             at,
+            _held: _,
         } => {
             let no: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
                 "UPDATE node_executions SET status = 'RUN', start_at = COALESCE(start_at, $3) \
@@ -355,7 +370,11 @@ async fn apply_one(
                 }
             }
         }
-        Op::Output { node_id, frame } => {
+        Op::Output {
+            node_id,
+            frame,
+            _held: _,
+        } => {
             let Some(l) = lens_of(tx, lens, frame.exec_id, &node_id).await? else {
                 return Ok(());
             };
@@ -380,7 +399,37 @@ async fn apply_one(
                 );
                 return Ok(());
             }
-            let data = &frame.data[(stored - pos) as usize..];
+            let mut data = &frame.data[(stored - pos) as usize..];
+            // The agent keeps the cap; the server keeps it too, so an agent that does not
+            // cannot fill the store (issue 26 item 6).
+            let room = (exec.cfg.agents.output_cap_bytes as i64 + TRUNCATION_MARKER_ROOM as i64
+                - l.out
+                - l.err)
+                .max(0);
+            if data.len() as i64 > room {
+                data = &data[..room as usize];
+                if !l.truncated {
+                    tracing::warn!(
+                        exec_id = frame.exec_id,
+                        %node_id,
+                        "the agent sent output beyond the cap; the rest is dropped"
+                    );
+                    in_tx!(tx, |c| sqlx::query(
+                        "UPDATE node_executions SET truncated = $2 WHERE id = $1"
+                    )
+                    .bind(frame.exec_id)
+                    .bind(true)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ()))?;
+                    if let Some(l) = lens.get_mut(&frame.exec_id) {
+                        l.truncated = true;
+                    }
+                }
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
             in_tx!(tx, |c| sqlx::query(
                 "INSERT INTO execution_output (exec_id, stream, pos, data) VALUES ($1, $2, $3, $4)"
             )
@@ -409,6 +458,7 @@ async fn apply_one(
             node_id,
             finished: f,
             committed,
+            _held: _,
         } => {
             let (status, result_cd) = match f.outcome {
                 Outcome::Exited if f.exit_code == Some(0) => (ExecStatus::End, "S"),

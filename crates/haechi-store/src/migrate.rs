@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_enrollment_token_node"),
     migration!(9, "0009_name_keys"),
     migration!(12, "0012_approved_revisions_owner_names", foreign_keys_off),
+    migration!(13, "0013_target_tls_verify"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

@@ -259,6 +259,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .fmt_fields(crate::logfmt::EscapedFields::default())
         .init();
 }
 

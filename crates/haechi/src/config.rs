@@ -492,6 +492,23 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        let min_message = (haechi_agent::protocol::MAX_CHUNK + 1024) as u64;
+        if !(min_message..=(64 << 20)).contains(&self.agents.max_message_bytes) {
+            return Err(self.invalid(
+                "agents.max_message_bytes",
+                self.agents.max_message_bytes,
+                format!("must be {min_message} to 67108864 (64 MiB)"),
+            ));
+        }
+        if self.agents.inbound_buffer_bytes < self.agents.max_message_bytes * 4
+            || self.agents.inbound_buffer_bytes > u32::MAX as u64
+        {
+            return Err(self.invalid(
+                "agents.inbound_buffer_bytes",
+                self.agents.inbound_buffer_bytes,
+                "must be at least four times agents.max_message_bytes and below 4 GiB",
+            ));
+        }
         let wf = &self.workflow;
         if !(2..=3600).contains(&wf.lease_secs) {
             return Err(self.invalid("workflow.lease_secs", wf.lease_secs, "must be 2 to 3600"));

@@ -3,6 +3,7 @@
 mod agent;
 mod client;
 mod config;
+mod logfmt;
 mod ports;
 mod server;
 mod table;
@@ -327,7 +328,7 @@ fn init_logging(cfg: &Config) {
     if cfg.log_format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        builder.fmt_fields(logfmt::EscapedFields::default()).init();
     }
 }
 

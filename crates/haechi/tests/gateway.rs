@@ -477,7 +477,16 @@ async fn targets_and_accounts_refuse_bad_input_and_change_nothing() {
         (with("port", json!(0)), "port"),
         (with("port", json!(65536)), "port"),
         (with("database", json!("")), "database"),
-        (with("tls", json!("verify-full")), "tls"),
+        (with("tls", json!("verify-ca")), "tls"),
+        (with("tls", json!("verify-full")), "tls_ca_file"),
+        (
+            with("tls_ca_file", json!("/etc/ssl/certs/ca-certificates.crt")),
+            "tls_ca_file",
+        ),
+        (
+            with("allow_insecure_password", json!("yes")),
+            "allow_insecure_password",
+        ),
         (with("socket", json!("var/run/postgresql")), "socket"),
         (with("socket", json!(5)), "socket"),
         (with("socket", json!(long_dir)), "socket"),

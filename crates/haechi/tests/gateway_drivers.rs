@@ -7,11 +7,13 @@
 //!   permission error, and the session still usable.
 //! - The gateway's own logins to PostgreSQL with SCRAM-SHA-256 and MD5: a private PostgreSQL
 //!   cluster (initdb in a temporary directory) whose `pg_hba.conf` asks SCRAM of one role and
-//!   MD5 of another, with the passwords only in the vault; a wrong vault password fails the
-//!   login cleanly and the password appears nowhere.
-//! - TLS from the gateway to the database (`"tls": "require"` targets): that cluster with
-//!   `hostssl` only, and a private MariaDB server (`mariadb-install-db`) whose account is
-//!   `REQUIRE SSL`.
+//!   MD5 of another and the clear password of a third, with the passwords only in the vault;
+//!   MD5 and the clear password are sent over plain TCP only to a target that allows it; a
+//!   wrong vault password fails the login cleanly and the password appears nowhere.
+//! - TLS from the gateway to the database (`"tls": "require"` and `"verify-full"` targets):
+//!   that cluster with `hostssl` only, and a private MariaDB server (`mariadb-install-db`)
+//!   whose account is `REQUIRE SSL`, both with a certificate from a test CA; `verify-full`
+//!   with the right CA works, with another CA or for another name it is refused.
 
 mod common;
 mod gateway_support;
@@ -80,6 +82,35 @@ async fn grant(
     credential: i64,
     privileges: &[&str],
 ) -> (String, String) {
+    grant_at(
+        s,
+        admin,
+        kind,
+        "127.0.0.1",
+        target,
+        port,
+        database,
+        account,
+        credential,
+        privileges,
+    )
+    .await
+}
+
+/// [`grant`] on a target whose address is `host` (the policy names the same).
+#[allow(clippy::too_many_arguments)]
+async fn grant_at(
+    s: &Server,
+    admin: &str,
+    kind: &str,
+    host: &str,
+    target: &str,
+    port: u16,
+    database: &str,
+    account: &str,
+    credential: i64,
+    privileges: &[&str],
+) -> (String, String) {
     let (st, v) = call(
         client()
             .get(s.url(&format!("/api/v1/db/targets/{target}")))
@@ -91,7 +122,7 @@ async fn grant(
             s,
             admin,
             "/api/v1/db/targets",
-            json!({ "name": target, "kind": kind, "host": "127.0.0.1", "port": port, "database": database }),
+            json!({ "name": target, "kind": kind, "host": host, "port": port, "database": database }),
         )
         .await;
     } else {
@@ -124,7 +155,7 @@ async fn grant(
         s,
         admin,
         "/dbsafer/api/v1/policy/custom/access-policies",
-        json!({ "userId": user, "account": account, "serverAddress": "127.0.0.1", "serverPort": port,
+        json!({ "userId": user, "account": account, "serverAddress": host, "serverPort": port,
                 "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1", "sqlPrivileges": privileges }),
     )
     .await;
@@ -500,7 +531,8 @@ async fn a_role_reading_backslash_escapes_needs_all() {
 }
 
 /// A private PostgreSQL cluster on a free port: SCRAM-SHA-256 for every role over TCP but
-/// `md5role`, which gets MD5; trust over its Unix socket (for set-up). Stopped on drop.
+/// `md5role`, which gets MD5, and `pwrole`, which gets the clear password; trust over its
+/// Unix socket (for set-up). Stopped on drop.
 struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -523,7 +555,8 @@ impl Cluster {
     /// None when PostgreSQL's server programs are not on this machine.
     fn start() -> Option<Cluster> {
         Cluster::start_with(
-            "local all all trust\nhost all md5role 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            "local all all trust\nhost all md5role 127.0.0.1/32 md5\nhost all pwrole 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
             false,
         )
     }
@@ -566,7 +599,7 @@ impl Cluster {
             c.dir.path().display()
         );
         if ssl {
-            self_signed(&data);
+            test_certs(&data);
             if as_postgres {
                 let (ok, out) = run(Command::new("chown")
                     .arg("postgres")
@@ -625,6 +658,7 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
     let md5_pw = format!("Md5-{}", common::unique("pw"));
     cluster.sql(&format!(
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE scramrole LOGIN PASSWORD '{scram_pw}'; \
+         CREATE ROLE pwrole LOGIN PASSWORD '{md5_pw}'; \
          SET password_encryption = 'md5'; CREATE ROLE md5role LOGIN PASSWORD '{md5_pw}';"
     ));
     // The cluster really asks for the passwords: a wrong one is refused, directly.
@@ -649,32 +683,28 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
     let (scram_cred, scram_value) =
         vault_password(&s, &admin, &format!("{target}-s"), &scram_pw).await;
     let (md5_cred, _) = vault_password(&s, &admin, &format!("{target}-m"), &md5_pw).await;
-    let users = [
-        grant(
-            &s,
-            &admin,
-            "postgres",
-            &target,
-            cluster.port,
-            "postgres",
-            "scramrole",
-            scram_cred,
-            &["SELECT"],
-        )
-        .await,
-        grant(
-            &s,
-            &admin,
-            "postgres",
-            &target,
-            cluster.port,
-            "postgres",
-            "md5role",
-            md5_cred,
-            &["SELECT"],
-        )
-        .await,
-    ];
+    // The same cluster as a target that allows sending the password without verified TLS.
+    let insecure = format!("{target}-insecure");
+    post(
+        &s,
+        &admin,
+        "/api/v1/db/targets",
+        json!({ "name": insecure, "kind": "postgres", "host": "127.0.0.1", "port": cluster.port,
+                "database": "postgres", "allow_insecure_password": true }),
+    )
+    .await;
+    let scram_user = grant(
+        &s,
+        &admin,
+        "postgres",
+        &target,
+        cluster.port,
+        "postgres",
+        "scramrole",
+        scram_cred,
+        &["SELECT"],
+    )
+    .await;
     let through = |user: &str, account: &str, pw: &str| {
         run(Command::new("psql")
             .arg(format!(
@@ -683,10 +713,42 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
             .args(["-X", "-qtAc", "SELECT current_user"])
             .env("PGPASSWORD", pw))
     };
-    for ((user, pw), account) in users.iter().zip(["scramrole", "md5role"]) {
-        let (ok, out) = through(user, account, pw);
-        assert!(ok, "{account}: {out}");
-        assert_eq!(out.trim(), account);
+    let (ok, out) = through(&scram_user.0, "scramrole", &scram_user.1);
+    assert!(ok, "scramrole: {out}");
+    assert_eq!(out.trim(), "scramrole");
+    // MD5 and the clear password go to a server whose certificate was not verified only when
+    // the target allows it (issue 26 item 7): refused through `target`, used through `insecure`.
+    for (account, form) in [("md5role", "MD5"), ("pwrole", "clear")] {
+        for (via, allowed) in [(&target, false), (&insecure, true)] {
+            let (user, pw) = grant(
+                &s,
+                &admin,
+                "postgres",
+                via,
+                cluster.port,
+                "postgres",
+                account,
+                md5_cred,
+                &["SELECT"],
+            )
+            .await;
+            let (ok, out) = run(Command::new("psql")
+                .arg(format!(
+                    "host=127.0.0.1 port={pg_port} user={user}@{account} dbname={via} sslmode=require"
+                ))
+                .args(["-X", "-qtAc", "SELECT current_user"])
+                .env("PGPASSWORD", &pw));
+            if allowed {
+                assert!(ok, "{account} through {via}: {out}");
+                assert_eq!(out.trim(), account);
+            } else {
+                assert!(!ok, "{account} over plain TCP: {out}");
+                assert!(
+                    out.contains(&format!("in {form} form")) && out.contains("verify-full"),
+                    "{out}"
+                );
+            }
+        }
     }
     // A wrong password in the vault: the login fails with the gateway's message, no secret in it.
     let (st, v) = call(
@@ -699,7 +761,7 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    let (ok, out) = through(&users[0].0, "scramrole", &users[0].1);
+    let (ok, out) = through(&scram_user.0, "scramrole", &scram_user.1);
     assert!(!ok, "{out}");
     assert!(out.contains("cannot log in to database target"), "{out}");
     // The passwords are nowhere but encrypted in the vault: not in the message, the server's
@@ -715,17 +777,29 @@ async fn the_gateway_logs_in_to_postgresql_with_scram_and_md5() {
     }
 }
 
-/// Writes `server.crt` and `server.key` (a self-signed certificate for 127.0.0.1) into `dir`.
-fn self_signed(dir: &Path) {
-    let (ok, out) = run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(dir.join("server.key"))
-        .arg("-out")
-        .arg(dir.join("server.crt")));
-    assert!(ok, "openssl: {out}");
+/// Writes the certificates of the TLS tests into `dir`: `server.crt` and `server.key` for the
+/// name `localhost` only (not `127.0.0.1`), issued by the CA of `ca.crt`; `wrong-ca.crt` is
+/// another CA of the same name (only its key differs).
+fn test_certs(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = || {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "Haechi test CA");
+        (p.self_signed(&key).unwrap(), key)
+    };
+    let (ca_cert, ca_key) = ca();
+    let (wrong_ca, _) = ca();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("wrong-ca.crt"), wrong_ca.pem()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         dir.join("server.key"),
@@ -751,6 +825,143 @@ async fn tls_target(
         json!({ "name": name, "kind": kind, "host": "127.0.0.1", "port": port, "database": db, "tls": tls }),
     )
     .await;
+}
+
+/// A `verify-full` target named `name` on `host`:`port` whose certificate must chain to the
+/// CA file `ca`.
+#[allow(clippy::too_many_arguments)]
+async fn verified_target(
+    s: &Server,
+    admin: &str,
+    kind: &str,
+    name: &str,
+    host: &str,
+    port: u16,
+    db: &str,
+    ca: &Path,
+) {
+    post(
+        s,
+        admin,
+        "/api/v1/db/targets",
+        json!({ "name": name, "kind": kind, "host": host, "port": port, "database": db,
+                "tls": "verify-full", "tls_ca_file": ca }),
+    )
+    .await;
+}
+
+/// `verify-full` targets on one database, each reached by a user granted `SELECT` on it.
+struct VerifyFull<'a> {
+    s: &'a Server,
+    admin: &'a str,
+    kind: &'a str,
+    /// Prefix of the targets' names.
+    name: &'a str,
+    port: u16,
+    db: &'a str,
+    account: &'a str,
+    credential: i64,
+    /// Where `test_certs` wrote the CA files.
+    ca_dir: &'a Path,
+}
+
+impl VerifyFull<'_> {
+    /// Checks the validation of such targets, then for each case (name suffix, host, CA file,
+    /// refused) makes the target and logs in through the gateway with `login` (whether the
+    /// session works and is TLS, and the client's output): refused ones fail with the
+    /// certificate error.
+    async fn check(
+        &self,
+        cases: &[(&str, &str, &str, bool)],
+        login: impl Fn(&(String, String), &str) -> (bool, String),
+    ) {
+        let ca = self.ca_dir.join("ca.crt");
+        verify_full_is_validated(self.s, self.admin, self.kind, self.port, &ca).await;
+        for (suffix, host, ca, refused) in cases {
+            let target = format!("{}-{suffix}", self.name);
+            verified_target(
+                self.s,
+                self.admin,
+                self.kind,
+                &target,
+                host,
+                self.port,
+                self.db,
+                &self.ca_dir.join(ca),
+            )
+            .await;
+            let user = grant_at(
+                self.s,
+                self.admin,
+                self.kind,
+                host,
+                &target,
+                self.port,
+                self.db,
+                self.account,
+                self.credential,
+                &["SELECT"],
+            )
+            .await;
+            let (ok, out) = login(&user, &target);
+            if *refused {
+                assert!(!ok, "{target}: {out}");
+                assert!(
+                    out.contains("cannot log in to database target") && out.contains("certificate"),
+                    "{target}: {out}"
+                );
+            } else {
+                assert!(ok, "{target}: {out}");
+            }
+        }
+    }
+}
+
+/// `verify-full` targets: a CA file is required, must exist and hold a certificate, and is
+/// taken by no other mode (400, and no target is made).
+async fn verify_full_is_validated(s: &Server, admin: &str, kind: &str, port: u16, ca: &Path) {
+    let name = common::unique("badtls").to_lowercase();
+    let base =
+        json!({ "name": name, "kind": kind, "host": "localhost", "port": port, "database": "d" });
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (body, field) in [
+        (with(json!({ "tls": "verify-full" })), "tls_ca_file"),
+        (
+            with(json!({ "tls": "verify-full", "tls_ca_file": "/nonexistent/ca.pem" })),
+            "tls_ca_file",
+        ),
+        (
+            with(json!({ "tls": "verify-full", "tls_ca_file": "relative/ca.pem" })),
+            "tls_ca_file",
+        ),
+        (
+            with(json!({ "tls": "require", "tls_ca_file": ca })),
+            "tls_ca_file",
+        ),
+    ] {
+        let (st, v) = call(
+            client()
+                .post(s.url("/api/v1/db/targets"))
+                .bearer_auth(admin)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let (st, _) = call(
+        client()
+            .get(s.url(&format!("/api/v1/db/targets/{name}")))
+            .bearer_auth(admin),
+    )
+    .await;
+    assert_eq!(st, 404);
 }
 
 /// A target with `"tls": "require"` reaches PostgreSQL over TLS (the cluster takes TCP logins
@@ -829,6 +1040,34 @@ async fn the_gateway_uses_tls_to_postgresql_when_the_target_requires_it() {
     assert!(out.contains("cannot log in to database target"), "{out}");
     assert!(out.contains("no encryption"), "{out}");
     assert!(!out.contains(&pw) && !s.logs().contains(&pw));
+
+    // verify-full (issue 26 item 7): the certificate must chain to the target's CA file and
+    // name the target's host (the cluster's names `localhost` only).
+    let logins = VerifyFull {
+        s: &s,
+        admin: &admin,
+        kind: "postgres",
+        name: &name,
+        port: cluster.port,
+        db: "postgres",
+        account: "tlsrole",
+        credential: cred,
+        ca_dir: &cluster.dir.path().join("data"),
+    };
+    logins
+        .check(
+            &[
+                ("vf", "localhost", "ca.crt", false),
+                ("wrongca", "localhost", "wrong-ca.crt", true),
+                ("wrongname", "127.0.0.1", "ca.crt", true),
+            ],
+            |user, target| {
+                let (ok, out) = through(user, target);
+                (ok && out.trim() == "t", out)
+            },
+        )
+        .await;
+    assert!(!s.logs().contains(&pw));
 }
 
 /// A private MariaDB server (`mariadb-install-db` in a temporary directory) with TLS; killed on
@@ -849,7 +1088,7 @@ impl PrivateMariadb {
         }
         let as_root = run(Command::new("id").arg("-u")).1.trim() == "0";
         let dir = tempfile::tempdir().unwrap();
-        self_signed(dir.path());
+        test_certs(dir.path());
         if as_root {
             let (ok, out) = run(Command::new("chown").arg("-R").arg("mysql").arg(dir.path()));
             assert!(ok, "{out}");
@@ -981,4 +1220,29 @@ async fn the_gateway_uses_tls_to_mariadb_when_the_target_requires_it() {
     assert!(!ok, "{out}");
     assert!(out.contains("cannot log in to database target"), "{out}");
     assert!(!out.contains(&pw) && !s.logs().contains(&pw));
+
+    // verify-full (issue 26 item 7): the right CA works, a wrong CA is refused.
+    let logins = VerifyFull {
+        s: &s,
+        admin: &admin,
+        kind: "mysql",
+        name: &name,
+        port: m.port,
+        db: "tlsdb",
+        account: "tlsacct",
+        credential: cred,
+        ca_dir: m.dir.path(),
+    };
+    logins
+        .check(
+            &[
+                ("vf", "localhost", "ca.crt", false),
+                ("wrongca", "localhost", "wrong-ca.crt", true),
+            ],
+            |user, target| {
+                let (ok, out) = through(user, target);
+                (ok && !out.trim().is_empty(), out)
+            },
+        )
+        .await;
 }

@@ -25,6 +25,7 @@ use crate::targets::{self, Account, Kind, Target};
 use crate::DbGate;
 
 pub use tls::backend_tls_config;
+pub(crate) use tls::ca_roots;
 
 /// A byte stream to a client or a database: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

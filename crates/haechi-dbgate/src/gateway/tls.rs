@@ -1,12 +1,18 @@
-//! TLS from the gateway to a database (`tls: "require"`): encrypted, the server not
+//! TLS from the gateway to a database. `tls: "require"`: encrypted, the server not
 //! authenticated (libpq's `sslmode=require`); handshake signatures are still checked.
+//! `tls: "verify-full"`: the server's certificate must chain to the target's CA file and name
+//! its host (libpq's `sslmode=verify-full`).
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::BoxIo;
+use crate::targets::{BackendTls, Target};
 
 #[derive(Debug)]
 struct AnyServer {
@@ -48,7 +54,7 @@ impl ServerCertVerifier for AnyServer {
     }
 }
 
-/// The client configuration for TLS to databases.
+/// The client configuration for TLS to databases that are not authenticated (`require`).
 pub fn backend_tls_config() -> std::io::Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
@@ -59,4 +65,57 @@ pub fn backend_tls_config() -> std::io::Result<Arc<ClientConfig>> {
         .with_custom_certificate_verifier(Arc::new(AnyServer { algorithms }))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The CA certificates of a PEM file, as trust anchors; an error a person can act on when the
+/// file cannot be read or holds no usable certificate.
+pub fn ca_roots(file: &str) -> std::result::Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| format!("cannot read the CA file {file}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("the CA file {file} is not PEM: {e}"))?;
+        roots.add(cert).map_err(|e| {
+            format!("the CA file {file} holds a certificate that cannot be a CA: {e}")
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("the CA file {file} holds no certificate"));
+    }
+    Ok(roots)
+}
+
+/// The client configuration for TLS to `target` (`require` or `verify-full`).
+fn config_for(target: &Target) -> std::result::Result<Arc<ClientConfig>, String> {
+    match target.tls {
+        BackendTls::VerifyFull => {
+            let file = target.tls_ca_file.as_deref().ok_or_else(|| {
+                format!(
+                    "the target {} verifies TLS but names no CA file",
+                    target.name
+                )
+            })?;
+            let roots = ca_roots(file)?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        }
+        _ => backend_tls_config().map_err(|e| e.to_string()),
+    }
+}
+
+/// The TLS handshake with `target` over `io`, checking its certificate as the target says.
+pub async fn connect(target: &Target, io: BoxIo) -> std::result::Result<BoxIo, String> {
+    let cfg = config_for(target)?;
+    let name =
+        ServerName::try_from(target.host.clone()).map_err(|e| format!("{}: {e}", target.host))?;
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, io)
+        .await
+        .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
+    Ok(Box::new(tls))
 }

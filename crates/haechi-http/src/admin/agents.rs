@@ -62,17 +62,27 @@ pub async fn connect(
     let upgrade = upgrade
         .map_err(|_| Error::invalid("this route takes a WebSocket upgrade from `haechi agent`"))?;
     let exec = state.exec.clone();
+    // A message or frame over the cap ends the connection before it is buffered whole.
+    let max = exec.max_agent_message_bytes();
     Ok(upgrade
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
         .on_upgrade(move |socket| bridge(exec, node_id, socket)))
 }
 
-/// Moves frames between the socket and the engine until either side ends.
+/// How long a connection the server closes has to take its close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Moves frames between the socket and the engine until either side ends. Both ways are
+/// bounded: the engine takes a frame only when it has room for it (the socket is not read
+/// meanwhile), and an agent that does not read its frames is disconnected.
 async fn bridge(exec: Arc<Exec>, node_id: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (in_tx, in_rx) = mpsc::channel::<AgentFrame>(256);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerFrame>();
+    let (in_tx, in_rx) = mpsc::channel::<AgentFrame>(2);
+    let (out_tx, mut out_rx) = haechi_exec::outbound();
+    let closing = out_rx.closing();
     let serve = {
         let exec = exec.clone();
         tokio::spawn(async move { exec.serve_agent(node_id, in_rx, out_tx).await })
@@ -91,7 +101,7 @@ async fn bridge(exec: Arc<Exec>, node_id: String, socket: WebSocket) {
         }
     };
     let writer = async move {
-        while let Some(f) = out_rx.recv().await {
+        while let Some(f) = out_rx.next().await {
             let sent = match f {
                 ServerFrame::Text(t) => sink.send(Message::Text(t.into())).await,
                 ServerFrame::Close(reason) => {
@@ -108,9 +118,16 @@ async fn bridge(exec: Arc<Exec>, node_id: String, socket: WebSocket) {
             }
         }
     };
+    // A close the writer cannot deliver (it waits on an agent that does not read) ends the
+    // connection after a grace period.
+    let stuck = async move {
+        closing.wait().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
     tokio::select! {
         _ = reader => {}
         _ = writer => {}
+        _ = stuck => {}
     }
     let _ = serve.await;
 }

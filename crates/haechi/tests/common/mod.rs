@@ -226,6 +226,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server printed so far (stdout and stderr).
     pub fn logs(&self) -> String {
         self.output.lock().unwrap().clone()

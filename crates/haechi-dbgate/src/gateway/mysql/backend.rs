@@ -102,7 +102,7 @@ pub async fn connect(
         }
         let mut seq = hello.seq.wrapping_add(1);
         let mut encrypted = false;
-        if target.tls == BackendTls::Require {
+        if target.tls != BackendTls::Disable {
             if h.caps & p::CLIENT_SSL == 0 {
                 return Err(format!(
                     "{} does not offer TLS, and the target requires it",
@@ -118,14 +118,7 @@ pub async fn connect(
             p::put_packet(&mut out, seq, &req);
             crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
             seq = seq.wrapping_add(1);
-            let cfg = crate::gateway::backend_tls_config().map_err(io_err)?;
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|e| format!("{}: {e}", target.host))?;
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, io)
-                .await
-                .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
-            io = Box::new(tls);
+            io = crate::gateway::tls::connect(target, io).await?;
             caps |= p::CLIENT_SSL;
             encrypted = true;
         }
@@ -189,7 +182,9 @@ pub async fn connect(
                 }
                 Some(0x01) if plugin == "caching_sha2_password" => match pl.get(1) {
                     Some(0x03) => {}
-                    Some(0x04) if encrypted => {
+                    // The password itself goes only over TLS whose certificate was checked,
+                    // unless the target allows it (then over any TLS).
+                    Some(0x04) if encrypted && target.may_send_password() => {
                         let mut pw = password.expose_secret().as_bytes().to_vec();
                         pw.push(0);
                         let mut out = BytesMut::new();
@@ -198,7 +193,7 @@ pub async fn connect(
                         crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
                     }
                     _ => {
-                        return Err("the database wants caching_sha2_password full authentication, which needs TLS to the database: set the target's tls to \"require\"".into())
+                        return Err("the database wants caching_sha2_password full authentication (the password itself), which the gateway sends only over TLS whose certificate it verified: set the target's tls to \"verify-full\" with its CA file (or tls \"require\" and allow_insecure_password)".into())
                     }
                 },
                 _ => return Err("unexpected packet during the database login".into()),

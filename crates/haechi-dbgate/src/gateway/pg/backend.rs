@@ -34,7 +34,7 @@ async fn open(target: &Target, timeout: Duration) -> Result<BoxIo, String> {
         .map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
     match target.tls {
         BackendTls::Disable => Ok(io),
-        BackendTls::Require => {
+        BackendTls::Require | BackendTls::VerifyFull => {
             let mut req = BytesMut::new();
             req.put_i32(8);
             req.put_i32(p::SSL_REQUEST);
@@ -48,14 +48,7 @@ async fn open(target: &Target, timeout: Duration) -> Result<BoxIo, String> {
                     target.address()
                 ));
             }
-            let cfg = crate::gateway::backend_tls_config().map_err(|e| e.to_string())?;
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|e| format!("{}: {e}", target.host))?;
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, io)
-                .await
-                .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
-            Ok(Box::new(tls))
+            crate::gateway::tls::connect(target, io).await
         }
     }
 }
@@ -117,6 +110,15 @@ pub async fn connect(
                             return Err("the database accepted the login before proving it knows the password (SCRAM not completed)".into());
                         }
                         0 => continue,
+                        // The password itself (clear) or a hash anyone who has it can replay
+                        // to this server (MD5) goes only to a server whose certificate we
+                        // checked, unless the target allows it.
+                        3 | 5 if !target.may_send_password() => {
+                            return Err(format!(
+                                "the database asks for the password in {} form, which the gateway sends only over TLS whose certificate it verified: set the target's tls to \"verify-full\" with its CA file (or allow_insecure_password)",
+                                if code == 3 { "clear" } else { "MD5" }
+                            ));
+                        }
                         3 => {
                             let mut b = BytesMut::new();
                             p::put_cstr(&mut b, password.expose_secret());
@@ -230,11 +232,9 @@ pub async fn cancel(t: &BackendKey) -> Result<(), String> {
         port: t.port,
         socket: t.socket.clone(),
         database: String::new(),
-        tls: if t.tls {
-            BackendTls::Require
-        } else {
-            BackendTls::Disable
-        },
+        tls: t.tls,
+        tls_ca_file: t.tls_ca_file.clone(),
+        allow_insecure_password: false,
         created_by: String::new(),
         created_at: 0,
     };
@@ -259,6 +259,10 @@ pub struct Unit {
     pub verdict: Verdict,
     pub started: std::time::Instant,
 }
+
+/// Statement names standing in for refused statements start with this (the frontend makes
+/// them, the backend recognises them in the database's errors).
+pub const MARKER_PREFIX: &str = "haechi_refused_";
 
 /// Refusal messages by the marker statement name that stands in for the refused statement.
 pub type Markers = Arc<Mutex<HashMap<String, String>>>;
@@ -429,7 +433,7 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// The marker name in a "prepared statement ... does not exist" message, if it is ours.
 fn marker_in(message: &str) -> Option<&str> {
-    let start = message.find(super::frontend::MARKER_PREFIX)?;
+    let start = message.find(MARKER_PREFIX)?;
     let rest = &message[start..];
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -452,9 +456,67 @@ mod tests {
             port,
             database: "d".into(),
             tls: BackendTls::Disable,
+            tls_ca_file: None,
+            allow_insecure_password: false,
             socket: None,
             created_by: "x".into(),
             created_at: 0,
+        }
+    }
+
+    /// A fake server's first step: accepts a connection and reads its startup packet.
+    async fn accept_startup(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut startup = vec![0u8; len as usize - 4];
+        s.read_exact(&mut startup).await.unwrap();
+        s
+    }
+
+    /// A server that asks for the clear password, then one that asks for MD5, over plain TCP:
+    /// the gateway sends neither and fails the login; with `allow_insecure_password` it
+    /// answers (issue 26 item 7).
+    #[tokio::test]
+    async fn no_clear_or_md5_password_without_verified_tls_unless_allowed() {
+        for (code, allowed) in [(3, false), (5, false), (3, true), (5, true)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let mut s = accept_startup(&listener).await;
+                let mut out = BytesMut::new();
+                let mut b = BytesMut::new();
+                b.put_i32(code);
+                if code == 5 {
+                    b.put_slice(b"salt");
+                }
+                p::put_msg(&mut out, b'R', &b);
+                s.write_all(&out).await.unwrap();
+                // What the client sends next, if anything, before it hangs up.
+                let mut buf = BytesMut::new();
+                p::read_msg(&mut s, &mut buf).await.ok().map(|m| m.tag)
+            });
+            let mut t = target(port);
+            t.allow_insecure_password = allowed;
+            let r = connect(
+                &t,
+                "acct",
+                &SecretString::from("pw".to_owned()),
+                &[],
+                Duration::from_secs(2),
+            )
+            .await;
+            let answered = server.await.unwrap();
+            if allowed {
+                assert_eq!(
+                    answered,
+                    Some(b'p'),
+                    "code {code}: the password was answered"
+                );
+            } else {
+                assert_eq!(answered, None, "code {code}: nothing was sent");
+                let e = r.err().expect("the login fails");
+                assert!(e.contains("verify-full"), "{e}");
+            }
         }
     }
 
@@ -465,10 +527,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let len = s.read_i32().await.unwrap();
-            let mut startup = vec![0u8; len as usize - 4];
-            s.read_exact(&mut startup).await.unwrap();
+            let mut s = accept_startup(&listener).await;
             let mut out = BytesMut::new();
             let mut b = BytesMut::new();
             b.put_i32(10);

@@ -13,18 +13,15 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::backend::{self, Markers, Unit};
+use super::backend::{self, Markers, Unit, MARKER_PREFIX};
 use super::pool;
 use super::protocol::{self as p, Msg};
 use super::{BackendKey, CancelTarget};
 use crate::classify::{pg as classify_pg, Classification};
 use crate::gateway::{before, BoxIo, LoginFailed, Session, Verdict};
 use crate::privilege::PrivSet;
-use crate::targets::{BackendTls, Kind};
+use crate::targets::Kind;
 use crate::DbGate;
-
-/// Statement names standing in for refused statements start with this.
-pub const MARKER_PREFIX: &str = "haechi_refused_";
 
 /// Startup parameters passed on to the database; anything else (notably `options`, which can
 /// set any setting) is dropped.
@@ -236,7 +233,8 @@ pub async fn handle(
         host: session.target.host.clone(),
         port: session.target.port,
         socket: session.target.socket.clone(),
-        tls: session.target.tls == BackendTls::Require,
+        tls: session.target.tls,
+        tls_ca_file: session.target.tls_ca_file.clone(),
         pid: db.pid,
         secret: db.secret,
     };

@@ -32,7 +32,8 @@ pub struct BackendKey {
     pub port: u16,
     /// The target's Unix socket directory, when it is reached by one.
     pub socket: Option<String>,
-    pub tls: bool,
+    pub tls: crate::targets::BackendTls,
+    pub tls_ca_file: Option<String>,
     pub pid: i32,
     pub secret: i32,
 }

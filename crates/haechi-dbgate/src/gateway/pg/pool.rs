@@ -39,7 +39,7 @@ use super::backend::{self, Unit};
 use super::protocol as p;
 use super::BackendKey;
 use crate::gateway::{Auditor, BoxIo, StatementRecord};
-use crate::targets::{BackendTls, Target};
+use crate::targets::Target;
 use crate::DbGateConfig;
 
 /// A connection whose head statement has run this long takes no more statements.
@@ -267,7 +267,8 @@ impl Pool {
                 host: self.target.host.clone(),
                 port: self.target.port,
                 socket: self.target.socket.clone(),
-                tls: self.target.tls == BackendTls::Require,
+                tls: self.target.tls,
+                tls_ca_file: self.target.tls_ca_file.clone(),
                 pid: db.pid,
                 secret: db.secret,
             },
