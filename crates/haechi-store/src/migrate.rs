@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_target_socket"),
     migration!(8, "0008_enrollment_token_node"),
     migration!(9, "0009_name_keys"),
+    migration!(11, "0011_runbook"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

@@ -92,6 +92,18 @@ fn workflow_routes() -> Router<AppState> {
             get(workflows::list_versions),
         )
         .route(
+            "/api/v1/workflows/{id}/versions/{version}",
+            get(workflows::get_version),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions/{version}/restore",
+            post(workflows::restore_version),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions/{version}/diff",
+            get(workflows::diff_versions),
+        )
+        .route(
             "/api/v1/workflows/{id}/executions",
             post(workflows::start_execution),
         )
@@ -111,6 +123,14 @@ fn workflow_routes() -> Router<AppState> {
         .route(
             "/api/v1/executions/{execution_id}/steps/{name}/decision",
             post(executions::decide_step),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/steps/{name}/actions",
+            post(executions::step_action),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/report",
+            get(executions::execution_report),
         )
 }
 
