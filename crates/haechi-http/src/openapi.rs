@@ -20,6 +20,7 @@ use crate::{admin, dbsafer, mdrm, opmate, vault};
         mdrm::list, mdrm::execute, mdrm::status, mdrm::control,
         admin::create_workflow, admin::update_workflow, admin::delete_workflow, admin::get_workflow,
         admin::list_versions, admin::get_version, admin::restore_version, admin::diff_versions,
+        admin::lock_workflow, admin::unlock_workflow,
         admin::list_workflows, admin::start_execution,
         admin::get_execution, admin::list_executions, admin::control_execution, admin::decide_step,
         admin::step_action, admin::execution_report,

@@ -62,16 +62,15 @@ pub(crate) async fn load_actions(
     store: &Store,
     id: &str,
 ) -> Result<BTreeMap<usize, Vec<StepActionView>>> {
-    let rows: Vec<ActionRow> =
-        read!(store, |db| {
-            sqlx::query_as(
+    let rows: Vec<ActionRow> = read!(store, |db| {
+        sqlx::query_as(
         "SELECT idx, action, by_user, at, reason, attempt, arguments FROM workflow_step_actions \
          WHERE execution_id = $1 ORDER BY idx, n"
     )
     .bind(id)
     .fetch_all(db)
     .await
-        })?;
+    })?;
     let mut out: BTreeMap<usize, Vec<StepActionView>> = BTreeMap::new();
     for r in rows {
         let Some(action) = StepAction::parse(&r.action) else {
@@ -368,15 +367,14 @@ impl Workflows {
             _ => {
                 // PAUSED: going again once no step waits for a decision any more (a WAITING
                 // step skipped while paused by hand leaves the run paused).
-                let failed: Vec<i64> =
-                    in_tx!(tx, |c| {
-                        sqlx::query_scalar(
+                let failed: Vec<i64> = in_tx!(tx, |c| {
+                    sqlx::query_scalar(
                     "SELECT idx FROM workflow_steps WHERE execution_id = $1 AND status = 'FAILED'"
                 )
                 .bind(id)
                 .fetch_all(&mut *c)
                 .await
-                    })?;
+                })?;
                 let still_asking = failed.iter().any(|i| {
                     loaded
                         .def

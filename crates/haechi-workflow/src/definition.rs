@@ -33,6 +33,7 @@ const MAX_URL_BYTES: usize = 8 * 1024;
 const MAX_NODES: usize = 10_000;
 const MAX_ARGUMENTS: usize = 1000;
 const MAX_PARAMS: usize = 200;
+const MAX_CONCURRENCY: u64 = 10_000;
 
 /// A duration in whole milliseconds, written as seconds (`5`, `0.25`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -122,6 +123,10 @@ pub struct Definition {
     /// The recovery time objective of a whole run (the report compares the run against it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_secs: Option<Secs>,
+    /// Most runs at a time (running or paused); absent = unlimited. An execute beyond it is
+    /// refused naming the running execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     pub steps: Vec<Step>,
 }
 
@@ -391,6 +396,15 @@ pub fn parse(value: &Value) -> Result<Definition> {
         .unwrap_or_default();
     let params = parse_params(top.take("params"))?;
     let rto_secs = top.seconds("rto_secs", true)?;
+    let concurrency = match top.uint("concurrency", MAX_CONCURRENCY)? {
+        Some(0) => {
+            return Err(Error::field(
+                "concurrency",
+                "must be at least 1 (leave it out for no limit)",
+            ))
+        }
+        other => other.map(|n| n as u32),
+    };
     let steps_value = top
         .take("steps")
         .ok_or_else(|| Error::field("steps", "is required: a list of steps"))?;
@@ -400,6 +414,7 @@ pub fn parse(value: &Value) -> Result<Definition> {
         "description",
         "params",
         "rto_secs",
+        "concurrency",
         "steps",
     ])?;
     let Some(list) = steps_value.as_array() else {
@@ -440,6 +455,7 @@ pub fn parse(value: &Value) -> Result<Definition> {
         description,
         params,
         rto_secs,
+        concurrency,
         steps,
     };
     check_needs(&def)?;

@@ -258,6 +258,7 @@ impl Workflows {
                 family,
                 step_names: loaded.def.steps.iter().map(|s| s.name.clone()).collect(),
                 skipped,
+                concurrency: loaded.def.concurrency,
                 owner: self.eng.server_id.clone(),
                 lease_until: now_ms() + self.eng.cfg.lease_secs as i64 * 1000,
                 day: today(self.eng.utc_offset_secs),

@@ -40,6 +40,8 @@ pub(crate) struct NewExecution {
     pub step_names: Vec<String>,
     /// Per step: left out by `only_steps` (stored `SKIPPED`).
     pub skipped: Vec<bool>,
+    /// The workflow's `concurrency`: refused when this many of its runs are active already.
+    pub concurrency: Option<u32>,
     pub owner: String,
     pub lease_until: i64,
     /// `YYYYMMDD` in the server's time zone.
@@ -311,6 +313,25 @@ async fn try_batch(
 }
 
 async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
+    // The run lock. Every create holds the audit head's lock by now (PostgreSQL), so creates
+    // across servers are serialized and this count sees every committed run.
+    if let Some(limit) = new.concurrency {
+        let running: Vec<(String, String)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT id, status FROM workflow_executions WHERE workflow_id = $1 \
+             AND status IN ('RUNNING', 'PAUSED') ORDER BY created_at, id"
+        )
+        .bind(new.workflow_id)
+        .fetch_all(&mut *c)
+        .await)?;
+        if running.len() as u64 >= u64::from(limit) {
+            let (id, status) = &running[0];
+            return Err(Error::conflict(format!(
+                "workflow {} allows {limit} run{} at a time (concurrency: {limit}): execution {id} is {status}",
+                new.workflow_id,
+                if limit == 1 { "" } else { "s" }
+            )));
+        }
+    }
     let seq: i64 = in_tx!(tx, |c| sqlx::query_scalar(
         "INSERT INTO workflow_exec_seq (day, last) VALUES ($1, 1) \
          ON CONFLICT (day) DO UPDATE SET last = workflow_exec_seq.last + 1 RETURNING last"

@@ -31,6 +31,7 @@ mod executions;
 mod expr;
 mod journal;
 mod lease;
+mod locks;
 mod metrics;
 pub mod model;
 pub mod ports;

@@ -226,11 +226,23 @@ pub struct WorkflowDoc {
     pub current_version: i64,
     /// The workflow was deleted (its runs stay readable).
     pub deleted: bool,
+    /// Who holds the edit lock, and since when (absent: nobody).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_lock: Option<EditLock>,
     pub created_by: String,
     /// When this version was made, unix ms.
     pub created_at: i64,
     #[serde(flatten)]
     pub definition: Definition,
+}
+
+/// A workflow's edit lock.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EditLock {
+    /// The user id holding it.
+    pub holder: String,
+    /// Unix ms.
+    pub since: i64,
 }
 
 /// A version in a workflow's history.

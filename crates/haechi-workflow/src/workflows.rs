@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use crate::definition::{self, Action, Definition};
 use crate::model::{
-    Change, Created, Listed, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary,
+    Change, Created, EditLock, Listed, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
+    WorkflowSummary,
 };
 use crate::Workflows;
 
@@ -27,10 +28,13 @@ pub(crate) struct WorkflowRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    pub edit_lock_holder: Option<String>,
+    pub edit_lock_since: Option<i64>,
 }
 
 const WORKFLOW_COLUMNS: &str =
-    "id, name, group_name, description, version, created_by, created_at, updated_at, deleted_at";
+    "id, name, group_name, description, version, created_by, created_at, \
+     updated_at, deleted_at, edit_lock_holder, edit_lock_since";
 
 impl From<WorkflowRow> for WorkflowSummary {
     fn from(r: WorkflowRow) -> Self {
@@ -264,6 +268,7 @@ impl Workflows {
         let Some((current, None)) = lock_workflow(&mut tx, row.id).await? else {
             return Err(Error::not_found(format_args!("workflow '{key}'")));
         };
+        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
         let version = current + 1;
         let updated: std::result::Result<u64, sqlx::Error> = in_tx!(tx, |c| {
             sqlx::query(
@@ -304,6 +309,7 @@ impl Workflows {
     pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
+        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
         let n = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE workflows SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL"
@@ -349,6 +355,10 @@ impl Workflows {
             version: v,
             current_version: row.version,
             deleted: row.deleted_at.is_some(),
+            edit_lock: match (row.edit_lock_holder, row.edit_lock_since) {
+                (Some(holder), Some(since)) => Some(EditLock { holder, since }),
+                _ => None,
+            },
             created_by,
             created_at,
             definition: serde_json::from_str(&text)?,

@@ -936,3 +936,124 @@ async fn versions_are_listed_read_compared_and_version_1_restored_after_version_
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn the_edit_lock_and_the_run_lock_hold_across_servers() {
+    let s1 = Server::start_with(wf_opts());
+    // On PostgreSQL a second server shares the store; on SQLite the one server plays both.
+    let s2 = pg_admin_url().map(|_| Server::start_with(s1.same_state().arg("--no-local-agent")));
+    let other = s2.as_ref().unwrap_or(&s1);
+    let admin = admin_token(&s1).await;
+    let editor = role_with(
+        &s1,
+        &admin,
+        &["workflow.view", "workflow.manage", "workflow.execute"],
+    )
+    .await;
+    let (alice, _, alice_t) = user_with_roles(&s1, &[&editor]).await;
+    let (_, _, bob_t) = user_with_roles(&s1, &[&editor]).await;
+    let mut d = def(
+        "dr",
+        json!([{ "name": "wait", "type": "sleep", "seconds": 30 }]),
+    );
+    d["concurrency"] = json!(1);
+    let id = create_wf(&s1, &alice_t, d.clone()).await;
+    let wf = |s: &Server, p: &str| s.url(&format!("/api/v1/workflows/{id}{p}"));
+
+    // The edit lock.
+    let (st, l) = call(client().post(wf(&s1, "/lock")).bearer_auth(&alice_t)).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["holder"], alice);
+    let since = l["since"].as_i64().unwrap();
+    let (_, doc) = call(client().get(wf(other, "")).bearer_auth(&bob_t)).await;
+    assert_eq!(
+        doc["edit_lock"],
+        json!({ "holder": alice, "since": since }),
+        "{doc}"
+    );
+    let mut v2 = d.clone();
+    v2["description"] = json!("bob's change");
+    let (st, body) = call(client().put(wf(other, "")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 423, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&alice), "{body}");
+    for (req, what) in [
+        (
+            client().post(wf(other, "/lock")).bearer_auth(&bob_t),
+            "lock",
+        ),
+        (
+            client()
+                .post(wf(other, "/versions/1/restore"))
+                .bearer_auth(&bob_t),
+            "restore",
+        ),
+        (
+            client().delete(wf(other, "/lock")).bearer_auth(&bob_t),
+            "release",
+        ),
+        (client().delete(wf(other, "")).bearer_auth(&bob_t), "delete"),
+    ] {
+        let (st, body) = call(req).await;
+        assert_eq!(st, 423, "{what}: {body}");
+    }
+    let (_, doc) = call(client().get(wf(&s1, "")).bearer_auth(&bob_t)).await;
+    assert_eq!(doc["version"], 1, "nothing changed");
+    // The holder edits; the lock stays, renewing keeps its start.
+    let mut v3 = d.clone();
+    v3["description"] = json!("alice's change");
+    let (st, body) = call(client().put(wf(&s1, "")).bearer_auth(&alice_t).json(&v3)).await;
+    assert_eq!(st, 200, "{body}");
+    let (_, l) = call(client().post(wf(&s1, "/lock")).bearer_auth(&alice_t)).await;
+    assert_eq!(l["since"], since);
+    // An administrator breaks it (audited with the holder); then bob may edit.
+    let (st, body) = call(client().delete(wf(other, "/lock")).bearer_auth(&admin)).await;
+    assert_eq!(st, 204, "{body}");
+    let (st, body) = call(client().put(wf(other, "")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 200, "{body}");
+    let (st, _) = call(client().delete(wf(&s1, "/lock")).bearer_auth(&alice_t)).await;
+    assert_eq!(st, 409, "not locked any more");
+    let audit = audit_of(&s1, "workflow.lock").await;
+    assert!(
+        audit.iter().any(|e| e["action"] == "workflow.lock.break"
+            && e["user"] == "admin"
+            && e["detail"]["holder"] == alice),
+        "{audit:?}"
+    );
+
+    // The run lock: concurrency 1, across the servers.
+    let first = execute(&s1, &alice_t, &id).await;
+    let (st, body) = call(
+        client()
+            .post(other.url("/services/workflow/execute"))
+            .bearer_auth(&bob_t)
+            .form(&[("wf_id", id.as_str())]),
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["result"], "fail", "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&first), "{body}");
+    let (_, list) = call(
+        client()
+            .get(s1.url("/api/v1/executions"))
+            .bearer_auth(&admin)
+            .query(&[("wf_id", id.as_str())]),
+    )
+    .await;
+    assert_eq!(list["total"], 1, "nothing else started: {list}");
+    let (st, _) = control(&s1, &admin, &first, "stop").await;
+    assert_eq!(st, 200);
+    let (st, body) = call(
+        client()
+            .post(other.url("/services/workflow/execute"))
+            .bearer_auth(&bob_t)
+            .form(&[("wf_id", id.as_str())]),
+    )
+    .await;
+    assert_eq!(st, 200, "a run may start once the other ended: {body}");
+    let second = body["execution_id"].as_str().unwrap().to_owned();
+    control(other, &admin, &second, "stop").await;
+    if let Some(s2) = s2 {
+        s2.finish().await;
+    }
+    s1.finish().await;
+}

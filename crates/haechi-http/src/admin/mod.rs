@@ -92,6 +92,10 @@ fn workflow_routes() -> Router<AppState> {
             get(workflows::list_versions),
         )
         .route(
+            "/api/v1/workflows/{id}/lock",
+            post(workflows::lock_workflow).delete(workflows::unlock_workflow),
+        )
+        .route(
             "/api/v1/workflows/{id}/versions/{version}",
             get(workflows::get_version),
         )

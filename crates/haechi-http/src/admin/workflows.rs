@@ -10,7 +10,8 @@ use haechi_identity::Permission;
 use haechi_types::{Code, Error};
 use haechi_workflow::definition::yaml_to_value;
 use haechi_workflow::{
-    Created, ExecutionView, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary,
+    Created, EditLock, ExecutionView, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
+    WorkflowSummary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -200,6 +201,42 @@ pub async fn restore_version(
         .restore_version(&caller.principal, &caller.actor(), &id, version)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// Takes the edit lock of a workflow, or renews it for its holder (`workflow.manage`). While
+/// someone holds it, another user's edit answers 423 naming the holder.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/lock", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 200, body = EditLock), (status = 401), (status = 403), (status = 404), (status = 423)))]
+pub async fn lock_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<EditLock>> {
+    caller.require(Permission::WorkflowManage)?;
+    Ok(axum::Json(
+        state
+            .workflows
+            .lock_workflow(&caller.principal, &caller.actor(), &id)
+            .await?,
+    ))
+}
+
+/// Releases the edit lock (its holder), or breaks another user's (`admin.settings`; audited).
+#[utoipa::path(delete, path = "/api/v1/workflows/{id}/lock", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409), (status = 423)))]
+pub async fn unlock_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Permission::WorkflowManage)?;
+    state
+        .workflows
+        .unlock_workflow(&caller.principal, &caller.actor(), &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/workflows/{id}/versions/{version}/diff` query.

@@ -22,3 +22,7 @@ CREATE TABLE workflow_step_actions (
     arguments TEXT,
     PRIMARY KEY (execution_id, idx, n)
 );
+
+-- A workflow's edit lock: one editor at a time (absent: nobody holds it).
+ALTER TABLE workflows ADD COLUMN edit_lock_holder TEXT;
+ALTER TABLE workflows ADD COLUMN edit_lock_since BIGINT;
