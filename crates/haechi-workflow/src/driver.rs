@@ -716,7 +716,7 @@ impl Driver {
             }
             // Steps whose needs are met (not while paused), unless their condition is false.
             if p.next.status == RunStatus::Running {
-                for idx in 0..defs.len() {
+                for (idx, def) in defs.iter().enumerate() {
                     if p.next.steps[idx].status == StepStatus::Waiting && self.ready(&p.next, idx) {
                         match self.condition(&p.next, idx) {
                             None | Some(Ok(true)) => self.begin_attempt(&mut p, idx, now),
@@ -725,10 +725,10 @@ impl Driver {
                                 s.status = StepStatus::Skipped;
                                 let message = format!(
                                     "the condition is false: {}",
-                                    defs[idx].condition.as_deref().unwrap_or_default()
+                                    def.condition.as_deref().unwrap_or_default()
                                 );
                                 p.events.push(step_event(
-                                    &defs[idx].name,
+                                    &def.name,
                                     StepStatus::Skipped,
                                     0,
                                     &message,
@@ -741,7 +741,7 @@ impl Driver {
                                 s.ended_at = Some(now);
                                 s.error = Some(format!("if: {why}"));
                                 p.events.push(step_event(
-                                    &defs[idx].name,
+                                    &def.name,
                                     StepStatus::Failed,
                                     0,
                                     &format!("if: {why}"),

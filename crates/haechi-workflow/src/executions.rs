@@ -197,11 +197,7 @@ fn skipped_steps(def: &Definition, only: Option<&[String]>) -> Result<Vec<bool>>
             ));
         }
     }
-    Ok(def
-        .steps
-        .iter()
-        .map(|s| !only.iter().any(|o| *o == s.name))
-        .collect())
+    Ok(def.steps.iter().map(|s| !only.contains(&s.name)).collect())
 }
 
 impl Workflows {
