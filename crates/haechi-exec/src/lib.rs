@@ -39,7 +39,7 @@ use haechi_types::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
-pub use haechi_agent::protocol::SecretEnv;
+pub use haechi_agent::protocol::{SecretEnv, Stream};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;

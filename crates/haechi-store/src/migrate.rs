@@ -48,8 +48,9 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_target_socket"),
     migration!(8, "0008_enrollment_token_node"),
     migration!(9, "0009_name_keys"),
-    migration!(12, "0012_approved_revisions_owner_names", foreign_keys_off),
-    migration!(13, "0013_target_tls_verify"),
+    migration!(10, "0010_runbook"),
+    migration!(11, "0011_approved_revisions_owner_names", foreign_keys_off),
+    migration!(12, "0012_target_tls_verify"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"
@@ -224,7 +225,7 @@ mod tests {
         }
     }
 
-    /// The SQLite rebuild of `vault_credentials` and `vault_lockers` (0012) keeps every row, id
+    /// The SQLite rebuild of `vault_credentials` and `vault_lockers` (0011) keeps every row, id
     /// and reference, AUTOINCREMENT's high-water mark and the foreign keys of the tables that
     /// refer to them, and leaves foreign keys on.
     #[tokio::test]

@@ -30,6 +30,8 @@ pub enum Code {
     MethodNotAllowed,
     /// The request conflicts with the current state (version mismatch, duplicate, wrong state).
     Conflict,
+    /// The object is locked by someone else (a workflow's edit lock).
+    Locked,
     /// An update that changes nothing.
     NotModified,
     /// The vault is sealed, or a dependency is not ready.
@@ -49,6 +51,7 @@ impl Code {
             Code::NotFound => 404,
             Code::MethodNotAllowed => 405,
             Code::Conflict => 409,
+            Code::Locked => 423,
             Code::NotModified => 304,
             Code::Unavailable => 503,
             Code::Internal => 500,
@@ -69,6 +72,7 @@ impl Code {
             Code::NotFound => "not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::Conflict => "conflict",
+            Code::Locked => "locked",
             Code::NotModified => "not_modified",
             Code::Unavailable => "unavailable",
             Code::Internal => "internal",
@@ -122,6 +126,10 @@ impl Error {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(Code::Conflict, message)
+    }
+
+    pub fn locked(message: impl Into<String>) -> Self {
+        Self::new(Code::Locked, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

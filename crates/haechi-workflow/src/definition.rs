@@ -33,6 +33,7 @@ const MAX_URL_BYTES: usize = 8 * 1024;
 const MAX_NODES: usize = 10_000;
 const MAX_ARGUMENTS: usize = 1000;
 const MAX_PARAMS: usize = 200;
+const MAX_CONCURRENCY: u64 = 10_000;
 
 /// A duration in whole milliseconds, written as seconds (`5`, `0.25`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -95,6 +96,9 @@ pub enum OnFailure {
     Stop,
     /// The step is `FAILED` but the run goes on as if it had succeeded.
     Continue,
+    /// The run pauses (`PAUSED`) with the step `FAILED`, waiting for an operator's action on
+    /// it (retry, skip or mark as succeeded).
+    Ask,
 }
 
 /// A parameter the workflow takes at execute time.
@@ -116,6 +120,13 @@ pub struct Definition {
     pub description: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, ParamSpec>,
+    /// The recovery time objective of a whole run (the report compares the run against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_secs: Option<Secs>,
+    /// Most runs at a time (running or paused); absent = unlimited. An execute beyond it is
+    /// refused naming the running execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     pub steps: Vec<Step>,
 }
 
@@ -144,6 +155,12 @@ pub struct Step {
     pub retry_max_delay_secs: Option<Secs>,
     #[serde(default, skip_serializing_if = "is_stop")]
     pub on_failure: OnFailure,
+    /// The step's recovery time objective (the report compares its duration against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_secs: Option<Secs>,
+    /// A condition (CEL over `params`, `vars` and `steps`); false → the step is `SKIPPED`.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -225,6 +242,10 @@ pub struct TaskAction {
     /// Environment variables whose values come from the credential vault.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_from_vault: BTreeMap<String, VaultRef>,
+    /// Variables taken from the stdout of the step's first node: name → a regex with one
+    /// group; the match becomes `vars.NAME` and `${NAME}` in later steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, String>,
 }
 
 /// A `db_access` step: unlocks DBSAFER policy `policy` for `duration`. The step succeeds once
@@ -374,10 +395,28 @@ pub fn parse(value: &Value) -> Result<Definition> {
         .free_text("description", MAX_DESCRIPTION_CHARS)?
         .unwrap_or_default();
     let params = parse_params(top.take("params"))?;
+    let rto_secs = top.seconds("rto_secs", true)?;
+    let concurrency = match top.uint("concurrency", MAX_CONCURRENCY)? {
+        Some(0) => {
+            return Err(Error::field(
+                "concurrency",
+                "must be at least 1 (leave it out for no limit)",
+            ))
+        }
+        other => other.map(|n| n as u32),
+    };
     let steps_value = top
         .take("steps")
         .ok_or_else(|| Error::field("steps", "is required: a list of steps"))?;
-    top.finish(&["name", "group", "description", "params", "steps"])?;
+    top.finish(&[
+        "name",
+        "group",
+        "description",
+        "params",
+        "rto_secs",
+        "concurrency",
+        "steps",
+    ])?;
     let Some(list) = steps_value.as_array() else {
         return Err(Error::field("steps", "must be a list of steps"));
     };
@@ -415,6 +454,8 @@ pub fn parse(value: &Value) -> Result<Definition> {
         group,
         description,
         params,
+        rto_secs,
+        concurrency,
         steps,
     };
     check_needs(&def)?;
@@ -566,10 +607,26 @@ fn parse_step(i: usize, v: &Value) -> Result<Step> {
         None | Some(Value::Null) => OnFailure::Stop,
         Some(Value::String(s)) if s == "stop" => OnFailure::Stop,
         Some(Value::String(s)) if s == "continue" => OnFailure::Continue,
+        Some(Value::String(s)) if s == "ask" => OnFailure::Ask,
         Some(other) => {
             return Err(f.err(
                 "on_failure",
-                format_args!("must be \"stop\" or \"continue\" (got {other})"),
+                format_args!("must be \"stop\", \"continue\" or \"ask\" (got {other})"),
+            ))
+        }
+    };
+    let rto_secs = f.seconds("rto_secs", true)?;
+    let condition = match f.take("if") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => {
+            crate::expr::check(e).map_err(|m| f.err("if", m))?;
+            Some(e.clone())
+        }
+        Some(Value::Bool(b)) => Some(b.to_string()),
+        Some(other) => {
+            return Err(f.err(
+                "if",
+                format_args!("must be an expression (a string), got {}", kind_of(other)),
             ))
         }
     };
@@ -584,6 +641,8 @@ fn parse_step(i: usize, v: &Value) -> Result<Step> {
         "retry_backoff",
         "retry_max_delay_secs",
         "on_failure",
+        "rto_secs",
+        "if",
     ];
     allowed.extend_from_slice(action_fields(kind));
     f.finish(&allowed)?;
@@ -597,12 +656,14 @@ fn parse_step(i: usize, v: &Value) -> Result<Step> {
         retry_backoff,
         retry_max_delay_secs,
         on_failure,
+        rto_secs,
+        condition,
     })
 }
 
 fn action_fields(kind: StepKind) -> &'static [&'static str] {
     match kind {
-        StepKind::Task => &["task", "nodes", "arguments", "env_from_vault"],
+        StepKind::Task => &["task", "nodes", "arguments", "env_from_vault", "capture"],
         StepKind::Sleep => &["seconds"],
         StepKind::Http => &[
             "method",
@@ -692,11 +753,13 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
                 check_template(f, &format!("arguments[{j}]"), a)?;
             }
             let env_from_vault = parse_env_from_vault(f)?;
+            let capture = parse_capture(f)?;
             Action::Task(TaskAction {
                 task,
                 nodes,
                 arguments,
                 env_from_vault,
+                capture,
             })
         }
         StepKind::Http => {
@@ -821,6 +884,59 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
 }
 
 /// Most `env_from_vault` variables of one task step.
+/// Most `capture` variables of one step.
+const MAX_CAPTURES: usize = 50;
+/// Longest `capture` regex, bytes.
+const MAX_CAPTURE_REGEX: usize = 1000;
+
+/// A task step's `capture`: `{"NAME": "regex with one group"}`.
+fn parse_capture(f: &mut Fields<'_>) -> Result<BTreeMap<String, String>> {
+    let Some(v) = f.take("capture") else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(map) = v.as_object() else {
+        if v.is_null() {
+            return Ok(BTreeMap::new());
+        }
+        return Err(f.err(
+            "capture",
+            "must be an object: variable name → a regex with one group",
+        ));
+    };
+    if map.len() > MAX_CAPTURES {
+        return Err(f.err("capture", format_args!("at most {MAX_CAPTURES} variables")));
+    }
+    let mut out = BTreeMap::new();
+    for (name, re) in map {
+        let field = format!("capture.{name}");
+        check_param_name(&f.path(&field), name)?;
+        let Some(re) = re.as_str() else {
+            return Err(f.err(&field, "must be a regex (a string)"));
+        };
+        if re.len() > MAX_CAPTURE_REGEX {
+            return Err(f.err(
+                &field,
+                format_args!("must be at most {MAX_CAPTURE_REGEX} bytes"),
+            ));
+        }
+        let compiled = regex::RegexBuilder::new(re)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| f.err(&field, format_args!("is not a valid regex: {e}")))?;
+        if compiled.captures_len() != 2 {
+            return Err(f.err(
+                &field,
+                format_args!(
+                    "must have exactly one group (the value to capture); it has {}",
+                    compiled.captures_len() - 1
+                ),
+            ));
+        }
+        out.insert(name.clone(), re.to_owned());
+    }
+    Ok(out)
+}
+
 const MAX_ENV_FROM_VAULT: usize = 50;
 
 fn parse_env_from_vault(f: &mut Fields<'_>) -> Result<BTreeMap<String, VaultRef>> {
@@ -1170,6 +1286,23 @@ fn check_cycles(def: &Definition) -> Result<()> {
 }
 
 fn check_param_refs(def: &Definition) -> Result<()> {
+    // Variables a task step captures fill `${NAME}` like parameters (in steps that run after
+    // it; before, they are empty).
+    let mut captured: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        if let Action::Task(t) = &s.action {
+            for name in t.capture.keys() {
+                if def.params.contains_key(name) {
+                    return Err(def.step_error(
+                        i,
+                        &format!("capture.{name}"),
+                        format_args!("'{name}' is already a parameter of the workflow"),
+                    ));
+                }
+                captured.insert(name.as_str());
+            }
+        }
+    }
     for (i, s) in def.steps.iter().enumerate() {
         let mut fields: Vec<(String, &str)> = Vec::new();
         let mut body_strings: Vec<String> = Vec::new();
@@ -1193,7 +1326,7 @@ fn check_param_refs(def: &Definition) -> Result<()> {
         let body = body_strings.iter().map(|b| ("body".to_owned(), b.as_str()));
         for (field, text) in fields.into_iter().chain(body) {
             for name in template_refs(text).unwrap_or_default() {
-                if !def.params.contains_key(&name) {
+                if !def.params.contains_key(&name) && !captured.contains(name.as_str()) {
                     let declared = if def.params.is_empty() {
                         "the workflow declares no params".to_owned()
                     } else {

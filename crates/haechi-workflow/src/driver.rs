@@ -12,7 +12,7 @@
 //! control or decision, the lease lost), and one timer for the nearest retry or approval
 //! deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -697,19 +697,65 @@ impl Driver {
                     self.begin_attempt(&mut p, idx, now);
                 }
             }
-            // Steps whose needs are met (not while paused).
+            // A step that failed with `on_failure: ask` pauses the run until an operator
+            // decides it (retry, skip, mark as succeeded).
             if p.next.status == RunStatus::Running {
-                for idx in 0..defs.len() {
+                if let Some(f) = (0..defs.len()).find(|i| {
+                    p.next.steps[*i].status == StepStatus::Failed
+                        && defs[*i].on_failure == OnFailure::Ask
+                }) {
+                    p.next.status = RunStatus::Paused;
+                    p.events.push(run_event(
+                        RunStatus::Paused,
+                        format!(
+                            "step '{}' failed (on_failure: ask): waiting for an operator to retry, skip or mark it as succeeded",
+                            defs[f].name
+                        ),
+                    ));
+                }
+            }
+            // Steps whose needs are met (not while paused), unless their condition is false.
+            if p.next.status == RunStatus::Running {
+                for (idx, def) in defs.iter().enumerate() {
                     if p.next.steps[idx].status == StepStatus::Waiting && self.ready(&p.next, idx) {
-                        self.begin_attempt(&mut p, idx, now);
+                        match self.condition(&p.next, idx) {
+                            None | Some(Ok(true)) => self.begin_attempt(&mut p, idx, now),
+                            Some(Ok(false)) => {
+                                let s = &mut p.next.steps[idx];
+                                s.status = StepStatus::Skipped;
+                                let message = format!(
+                                    "the condition is false: {}",
+                                    def.condition.as_deref().unwrap_or_default()
+                                );
+                                p.events.push(step_event(
+                                    &def.name,
+                                    StepStatus::Skipped,
+                                    0,
+                                    &message,
+                                ));
+                            }
+                            Some(Err(why)) => {
+                                let s = &mut p.next.steps[idx];
+                                s.status = StepStatus::Failed;
+                                s.started_at = Some(now);
+                                s.ended_at = Some(now);
+                                s.error = Some(format!("if: {why}"));
+                                p.events.push(step_event(
+                                    &def.name,
+                                    StepStatus::Failed,
+                                    0,
+                                    &format!("if: {why}"),
+                                ));
+                            }
+                        }
                     }
                 }
             }
-            let all_done = p
-                .next
-                .steps
-                .iter()
-                .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed));
+            let all_done = p.next.steps.iter().zip(defs).all(|(s, d)| match s.status {
+                StepStatus::Succeeded | StepStatus::Skipped => true,
+                StepStatus::Failed => d.on_failure == OnFailure::Continue,
+                _ => false,
+            });
             if all_done {
                 p.next.status = RunStatus::Completed;
                 p.next.ended_at = Some(now);
@@ -748,13 +794,42 @@ impl Driver {
         p
     }
 
-    /// All of the step's needs succeeded (or failed with `on_failure: continue`).
+    /// The step's `if`, evaluated over the run's parameters, captured variables and the
+    /// steps' statuses; `None` without one.
+    fn condition(&self, next: &RunState, idx: usize) -> Option<std::result::Result<bool, String>> {
+        let cond = self.def.def.steps[idx].condition.as_deref()?;
+        let statuses = next
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), s.status.as_str().to_owned()))
+            .collect();
+        Some(crate::expr::eval(
+            cond,
+            &next.params,
+            &captured(next),
+            &statuses,
+        ))
+    }
+
+    /// What `${NAME}` reads: the parameters and, when the definition captures any, the
+    /// variables captured so far.
+    fn values<'s>(&self, state: &'s RunState) -> std::borrow::Cow<'s, BTreeMap<String, String>> {
+        if !self.def.captures {
+            return std::borrow::Cow::Borrowed(&state.params);
+        }
+        let mut all = state.params.clone();
+        all.extend(captured(state));
+        std::borrow::Cow::Owned(all)
+    }
+
+    /// All of the step's needs succeeded, were skipped (`only_steps`, a false `if`, an
+    /// operator's skip) or failed with `on_failure: continue`.
     fn ready(&self, next: &RunState, idx: usize) -> bool {
         let defs = &self.def.def.steps;
         self.def.graph.needs[idx]
             .iter()
             .all(|d| match next.steps[*d].status {
-                StepStatus::Succeeded => true,
+                StepStatus::Succeeded | StepStatus::Skipped => true,
                 StepStatus::Failed => defs[*d].on_failure == OnFailure::Continue,
                 _ => false,
             })
@@ -829,6 +904,10 @@ impl Driver {
     /// Starts the step's next attempt.
     fn begin_attempt(&self, p: &mut Plan, idx: usize, now: i64) {
         let step = &self.def.def.steps[idx];
+        let values = match step.action {
+            Action::Task(_) => Some(self.values(&p.next).into_owned()),
+            _ => None,
+        };
         let s = &mut p.next.steps[idx];
         if s.attempts == 0 {
             s.started_at = Some(now);
@@ -860,13 +939,19 @@ impl Driver {
         ));
         match &step.action {
             Action::Task(t) => {
-                let params = &self.state.params;
+                let params = values.as_ref().unwrap_or(&self.state.params);
+                // An operator's retry may have given the arguments anew.
+                let written = s
+                    .arguments
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str::<Vec<String>>(a).ok())
+                    .unwrap_or_else(|| t.arguments.clone());
                 p.task_starts.push((
                     idx,
                     TaskStart {
                         task_id: t.task.clone(),
                         nodes: t.nodes.clone(),
-                        arguments: t.arguments.iter().map(|a| substitute(a, params)).collect(),
+                        arguments: written.iter().map(|a| substitute(a, params)).collect(),
                         origin: format!("{}/{}/{attempt}", self.state.id, step.name),
                         actor: self.actor(),
                         vault_uses: Vec::new(),
@@ -896,6 +981,7 @@ impl Driver {
                     s.status = StepStatus::Stopped;
                     s.retry_at = None;
                     s.ended_at = Some(now);
+                    s.cut_by_failure = true;
                     if self.running.contains_key(&idx) {
                         p.effects.abort.push(idx);
                     }
@@ -908,6 +994,7 @@ impl Driver {
                 }
                 StepStatus::Waiting => {
                     s.status = StepStatus::Skipped;
+                    s.cut_by_failure = true;
                     p.events
                         .push(step_event(&s.name, StepStatus::Skipped, 0, ""));
                 }
@@ -960,7 +1047,8 @@ impl Driver {
     fn spawn_attempt(&mut self, idx: usize, resumed: bool) {
         let step = &self.def.def.steps[idx];
         let s = &self.state.steps[idx];
-        let params = &self.state.params;
+        let values = self.values(&self.state);
+        let params = values.as_ref();
         let mut refused = None;
         let action = match &step.action {
             Action::Http(h) => {
@@ -1005,6 +1093,30 @@ impl Driver {
             old.abort();
         }
     }
+}
+
+/// The variables task steps captured, from their stored results (a later capture of the same
+/// name wins).
+pub(crate) fn captured(state: &RunState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for s in &state.steps {
+        if s.status != StepStatus::Succeeded {
+            continue;
+        }
+        let Some(r) = s.result.as_deref().filter(|r| r.contains("\"captured\"")) else {
+            continue;
+        };
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(r) {
+            if let Some(serde_json::Value::Object(c)) = m.get("captured") {
+                for (k, v) in c {
+                    if let Some(v) = v.as_str() {
+                        out.insert(k.clone(), v.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn step_event(name: &str, status: StepStatus, attempt: i64, message: &str) -> NewEvent {

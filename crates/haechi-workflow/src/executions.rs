@@ -14,6 +14,7 @@ use haechi_types::{time::now_ms, Error, Result};
 use serde_json::{json, Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
+use crate::actions::load_actions;
 use crate::definition::{self, Action, Definition};
 use crate::driver::Driver;
 use crate::journal::{insert_events, NewEvent, NewExecution};
@@ -110,16 +111,17 @@ fn today(utc_offset_secs: i32) -> String {
     format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
-fn not_found(id: &str) -> Error {
+pub(crate) fn not_found(id: &str) -> Error {
     Error::not_found(format_args!("execution '{id}'"))
 }
 
 /// Locks an execution's row until the transaction ends (PostgreSQL; SQLite has one writer).
 /// An execution's row as a control or decision sees it.
 #[derive(sqlx::FromRow)]
-struct Locked {
-    status: String,
-    rev: i64,
+pub(crate) struct Locked {
+    pub status: String,
+    pub active: bool,
+    pub rev: i64,
     current_step: String,
     steps_done: i64,
     steps_total: i64,
@@ -127,14 +129,14 @@ struct Locked {
 
 /// Reads an execution's row and locks it until the transaction ends (PostgreSQL; SQLite has
 /// one writer).
-async fn lock_run(tx: &mut Tx, id: &str) -> Result<Option<Locked>> {
+pub(crate) async fn lock_run(tx: &mut Tx, id: &str) -> Result<Option<Locked>> {
     let sql = match tx.backend() {
         Backend::Postgres => {
-            "SELECT status, rev, current_step, steps_done, steps_total FROM workflow_executions \
+            "SELECT status, active, rev, current_step, steps_done, steps_total FROM workflow_executions \
              WHERE id = $1 FOR UPDATE"
         }
         Backend::Sqlite => {
-            "SELECT status, rev, current_step, steps_done, steps_total FROM workflow_executions \
+            "SELECT status, active, rev, current_step, steps_done, steps_total FROM workflow_executions \
              WHERE id = $1"
         }
     };
@@ -157,7 +159,7 @@ async fn bump(tx: &mut Tx, id: &str, rev: i64) -> Result<()> {
     Ok(())
 }
 
-async fn announce(tx: &mut Tx, id: &str) -> Result<()> {
+pub(crate) async fn announce(tx: &mut Tx, id: &str) -> Result<()> {
     if tx.backend() == Backend::Postgres {
         in_tx!(tx, |c| sqlx::query(lease::notify_sql())
             .bind(lease::CHANNEL)
@@ -167,6 +169,35 @@ async fn announce(tx: &mut Tx, id: &str) -> Result<()> {
             .map(|_| ()))?;
     }
     Ok(())
+}
+
+/// What an execute may ask besides the parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ExecuteOptions {
+    /// Run only these steps: the others are `SKIPPED` from the start and count as met.
+    pub only_steps: Option<Vec<String>>,
+}
+
+/// Which steps `only_steps` leaves out (`true`: skipped); an unknown name → 400.
+fn skipped_steps(def: &Definition, only: Option<&[String]>) -> Result<Vec<bool>> {
+    let Some(only) = only else {
+        return Ok(vec![false; def.steps.len()]);
+    };
+    if only.is_empty() {
+        return Err(Error::field(
+            "only_steps",
+            "must name at least one step (leave it out to run every step)",
+        ));
+    }
+    for (j, name) in only.iter().enumerate() {
+        if !def.steps.iter().any(|s| s.name == *name) {
+            return Err(Error::field(
+                format!("only_steps[{j}]"),
+                format_args!("the workflow has no step '{name}'"),
+            ));
+        }
+    }
+    Ok(def.steps.iter().map(|s| !only.contains(&s.name)).collect())
 }
 
 impl Workflows {
@@ -180,17 +211,36 @@ impl Workflows {
         key: &str,
         params: &Map<String, Value>,
     ) -> Result<String> {
+        self.execute_with(p, actor, family, key, params, &ExecuteOptions::default())
+            .await
+    }
+
+    /// [`Workflows::execute`] with options (`only_steps`).
+    pub async fn execute_with(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        family: &'static str,
+        key: &str,
+        params: &Map<String, Value>,
+        opts: &ExecuteOptions,
+    ) -> Result<String> {
         let wf = workflows::find(&self.eng.store, key, false).await?;
         let loaded = self.eng.loaded(wf.id, wf.version).await?;
         let resolved = definition::resolve_params(&loaded.def, params)?;
+        let skipped = skipped_steps(&loaded.def, opts.only_steps.as_deref())?;
         self.check_starter(p, actor, &loaded.def).await?;
         let shown: BTreeMap<&str, String> = resolved
             .iter()
             .map(|(k, v)| (k.as_str(), audit_text(v)))
             .collect();
-        let audit = actor.event(family, "workflow.execute").detail(json!({
+        let mut detail = json!({
             "wf_id": wf.id.to_string(), "name": wf.name, "version": wf.version, "params": shown,
-        }));
+        });
+        if let Some(only) = &opts.only_steps {
+            detail["only_steps"] = json!(only);
+        }
+        let audit = actor.event(family, "workflow.execute").detail(detail);
         let created = self
             .eng
             .journal
@@ -203,6 +253,8 @@ impl Workflows {
                 source_ip: actor.ip.to_string(),
                 family,
                 step_names: loaded.def.steps.iter().map(|s| s.name.clone()).collect(),
+                skipped,
+                concurrency: loaded.def.concurrency,
                 owner: self.eng.server_id.clone(),
                 lease_until: now_ms() + self.eng.cfg.lease_secs as i64 * 1000,
                 day: today(self.eng.utc_offset_secs),
@@ -328,13 +380,22 @@ impl Workflows {
         let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
         let rev = locked.rev;
         let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
+        let asking = match (action, from) {
+            (Control::Resume, RunStatus::Paused) => self.asking_step(&mut tx, id).await?,
+            _ => None,
+        };
         let to = match (action, from) {
             (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
             (Control::Pause, RunStatus::Running) => RunStatus::Paused,
-            (Control::Resume, RunStatus::Paused) => RunStatus::Running,
+            (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
             _ => {
                 drop(tx);
                 let why = match (action, from) {
+                    (Control::Resume, RunStatus::Paused) => format!(
+                        "execution {id} waits for a decision on failed step '{}' (on_failure: ask): \
+                         retry, skip or mark it as succeeded first; resume alone does not decide it",
+                        asking.unwrap_or_default()
+                    ),
                     (_, s) if s.is_final() => format!(
                         "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
                         s.as_str()
@@ -447,6 +508,40 @@ impl Workflows {
             current_step: locked.current_step,
             progress: progress(locked.steps_done, locked.steps_total),
         })
+    }
+
+    /// The first `FAILED` step of a `PAUSED` run that waits for an operator's decision
+    /// (`on_failure: ask`).
+    async fn asking_step(&self, tx: &mut Tx, id: &str) -> Result<Option<String>> {
+        let head: Option<(i64, i64)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)?;
+        let Some((workflow_id, version)) = head else {
+            return Ok(None);
+        };
+        let failed: Vec<i64> = in_tx!(tx, |c| {
+            sqlx::query_scalar(
+            "SELECT idx FROM workflow_steps WHERE execution_id = $1 AND status = 'FAILED' ORDER BY idx"
+        )
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await
+        })?;
+        if failed.is_empty() {
+            return Ok(None);
+        }
+        let loaded = self.eng.loaded(workflow_id, version).await?;
+        Ok(failed.into_iter().find_map(|i| {
+            loaded
+                .def
+                .steps
+                .get(i as usize)
+                .filter(|s| s.on_failure == definition::OnFailure::Ask)
+                .map(|s| s.name.clone())
+        }))
     }
 
     /// Decides an approval step. Only a holder of the step's role may; the step must be
@@ -602,7 +697,12 @@ impl Workflows {
         let run = load_run(&self.eng.store, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        Ok(step_view(&loaded.def.steps[idx].action, &run.steps[idx]))
+        let mut actions = load_actions(&self.eng.store, id).await?;
+        Ok(step_view(
+            &loaded.def.steps[idx].action,
+            &run.steps[idx],
+            actions.remove(&idx).unwrap_or_default(),
+        ))
     }
 
     /// An execution with every step.
@@ -611,7 +711,63 @@ impl Workflows {
             .await?
             .ok_or_else(|| not_found(id))?;
         let loaded = self.eng.loaded(run.workflow_id, run.version).await?;
-        Ok(execution_view(&run, &loaded.def))
+        let actions = load_actions(&self.eng.store, id).await?;
+        Ok(execution_view(&run, &loaded.def, actions))
+    }
+
+    /// The RTO report of an execution: per step its target, real duration, attempts and the
+    /// operators' actions, and the whole run against the workflow's target.
+    pub async fn report(&self, id: &str) -> Result<ReportView> {
+        let run = load_run(&self.eng.store, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let loaded = self.eng.loaded(run.workflow_id, run.version).await?;
+        let mut actions = load_actions(&self.eng.store, id).await?;
+        let now = now_ms();
+        let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
+        let within = |d: Option<f64>, rto: Option<f64>| match (d, rto) {
+            (Some(d), Some(r)) => Some(d <= r),
+            _ => None,
+        };
+        let steps = loaded
+            .def
+            .steps
+            .iter()
+            .zip(&run.steps)
+            .enumerate()
+            .map(|(i, (d, s))| {
+                let rto = d.rto_secs.map(|r| secs(r.ms() as i64));
+                let duration = s.started_at.map(|a| secs(s.ended_at.unwrap_or(now) - a));
+                StepReport {
+                    name: s.name.clone(),
+                    kind: d.action.kind().as_str().to_owned(),
+                    status: s.status,
+                    rto_secs: rto,
+                    started_at: s.started_at,
+                    ended_at: s.ended_at,
+                    duration_secs: duration,
+                    attempts: s.attempts,
+                    within_rto: within(duration, rto),
+                    actions: actions.remove(&i).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let rto = loaded.def.rto_secs.map(|r| secs(r.ms() as i64));
+        let duration = secs(run.ended_at.unwrap_or(now) - run.created_at);
+        Ok(ReportView {
+            execution_id: run.id.clone(),
+            wf_id: run.workflow_id.to_string(),
+            workflow_name: loaded.def.name.clone(),
+            version: run.version,
+            status: run.status,
+            started_by: run.started_by.clone(),
+            created_at: run.created_at,
+            ended_at: run.ended_at,
+            rto_secs: rto,
+            duration_secs: duration,
+            within_rto: within(Some(duration), rto),
+            steps,
+        })
     }
 
     /// Executions, newest first.
@@ -715,7 +871,7 @@ impl Workflows {
     }
 }
 
-fn step_view(action: &Action, s: &StepState) -> StepView {
+fn step_view(action: &Action, s: &StepState, actions: Vec<StepActionView>) -> StepView {
     StepView {
         name: s.name.clone(),
         kind: action.kind().as_str().to_owned(),
@@ -739,10 +895,15 @@ fn step_view(action: &Action, s: &StepState) -> StepView {
             }),
             _ => None,
         },
+        actions,
     }
 }
 
-fn execution_view(run: &RunState, def: &crate::Definition) -> ExecutionView {
+fn execution_view(
+    run: &RunState,
+    def: &crate::Definition,
+    mut actions: BTreeMap<usize, Vec<StepActionView>>,
+) -> ExecutionView {
     ExecutionView {
         execution_id: run.id.clone(),
         wf_id: run.workflow_id.to_string(),
@@ -760,7 +921,8 @@ fn execution_view(run: &RunState, def: &crate::Definition) -> ExecutionView {
             .steps
             .iter()
             .zip(&run.steps)
-            .map(|(d, s)| step_view(&d.action, s))
+            .enumerate()
+            .map(|(i, (d, s))| step_view(&d.action, s, actions.remove(&i).unwrap_or_default()))
             .collect(),
     }
 }

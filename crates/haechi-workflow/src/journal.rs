@@ -38,6 +38,10 @@ pub(crate) struct NewExecution {
     pub source_ip: String,
     pub family: &'static str,
     pub step_names: Vec<String>,
+    /// Per step: left out by `only_steps` (stored `SKIPPED`).
+    pub skipped: Vec<bool>,
+    /// The workflow's `concurrency`: refused when this many of its runs are active already.
+    pub concurrency: Option<u32>,
     pub owner: String,
     pub lease_until: i64,
     /// `YYYYMMDD` in the server's time zone.
@@ -309,6 +313,25 @@ async fn try_batch(
 }
 
 async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
+    // The run lock. Every create holds the audit head's lock by now (PostgreSQL), so creates
+    // across servers are serialized and this count sees every committed run.
+    if let Some(limit) = new.concurrency {
+        let running: Vec<(String, String)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT id, status FROM workflow_executions WHERE workflow_id = $1 \
+             AND status IN ('RUNNING', 'PAUSED') ORDER BY created_at, id"
+        )
+        .bind(new.workflow_id)
+        .fetch_all(&mut *c)
+        .await)?;
+        if running.len() as u64 >= u64::from(limit) {
+            let (id, status) = &running[0];
+            return Err(Error::conflict(format!(
+                "workflow {} allows {limit} run{} at a time (concurrency: {limit}): execution {id} is {status}",
+                new.workflow_id,
+                if limit == 1 { "" } else { "s" }
+            )));
+        }
+    }
     let seq: i64 = in_tx!(tx, |c| sqlx::query_scalar(
         "INSERT INTO workflow_exec_seq (day, last) VALUES ($1, 1) \
          ON CONFLICT (day) DO UPDATE SET last = workflow_exec_seq.last + 1 RETURNING last"
@@ -340,9 +363,16 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
     .await
     .map(|_| ())
     })?;
-    for (chunk_no, chunk) in new.step_names.chunks(300).enumerate() {
+    let status = |i: usize| {
+        if new.skipped.get(i).copied().unwrap_or(false) {
+            StepStatus::Skipped.as_str()
+        } else {
+            StepStatus::Waiting.as_str()
+        }
+    };
+    for (chunk_no, chunk) in new.step_names.chunks(200).enumerate() {
         let rows: Vec<String> = (0..chunk.len())
-            .map(|k| format!("($1, ${}, ${}, 'WAITING')", 2 * k + 2, 2 * k + 3))
+            .map(|k| format!("($1, ${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
             .collect();
         let sql = format!(
             "INSERT INTO workflow_steps (execution_id, idx, name, status) VALUES {}",
@@ -351,26 +381,31 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
         in_tx!(tx, |c| {
             let mut q = sqlx::query(&sql).bind(&id);
             for (k, name) in chunk.iter().enumerate() {
-                q = q.bind((chunk_no * 300 + k) as i64).bind(name);
+                let i = chunk_no * 200 + k;
+                q = q.bind(i as i64).bind(name).bind(status(i));
             }
             q.execute(&mut *c).await.map(|_| ())
         })?;
     }
-    insert_events(
-        tx,
-        &id,
-        1,
-        now,
-        0,
-        &[NewEvent {
-            step: None,
-            status: RunStatus::Running.as_str(),
-            attempt: 0,
-            message: format!("started by {} (version {})", new.started_by, new.version),
-            task_instance_no: None,
-        }],
-    )
-    .await?;
+    let mut events = vec![NewEvent {
+        step: None,
+        status: RunStatus::Running.as_str(),
+        attempt: 0,
+        message: format!("started by {} (version {})", new.started_by, new.version),
+        task_instance_no: None,
+    }];
+    for (i, name) in new.step_names.iter().enumerate() {
+        if new.skipped.get(i).copied().unwrap_or(false) {
+            events.push(NewEvent {
+                step: Some(name.clone()),
+                status: StepStatus::Skipped.as_str(),
+                attempt: 0,
+                message: "not in only_steps".to_owned(),
+                task_instance_no: None,
+            });
+        }
+    }
+    insert_events(tx, &id, 1, now, 0, &events).await?;
     haechi_audit::append(tx, new.audit.clone().target(id.clone())).await?;
     Ok(CreatedExecution { id })
 }
@@ -530,7 +565,8 @@ pub(crate) async fn write_step(
         sqlx::query(
         "UPDATE workflow_steps SET status = $3, attempts = $4, started_at = $5, ended_at = $6, attempt_started_at = $7, \
          retry_at = $8, resumes = $9, task_instance_no = $10, decision = $11, decided_by = $12, decided_at = $13, \
-         decision_comment = $14, error = $15, result = $16 WHERE execution_id = $1 AND idx = $2"
+         decision_comment = $14, error = $15, result = $16, arguments = $17, cut_by_failure = $18 \
+         WHERE execution_id = $1 AND idx = $2"
     )
     .bind(execution_id)
     .bind(idx as i64)
@@ -548,6 +584,8 @@ pub(crate) async fn write_step(
     .bind(&s.decision_comment)
     .bind(&s.error)
     .bind(&s.result)
+    .bind(&s.arguments)
+    .bind(s.cut_by_failure)
     .execute(&mut *c)
     .await
     .map(|_| ())

@@ -3,7 +3,8 @@
 //! - `definition`: what a workflow definition may say (JSON or YAML), its checks and the
 //!   `${param}` substitution.
 //! - `workflows`: definitions in the store, versioned, grouped, soft-deleted.
-//! - `executions`: execute, status, control, decisions and the views of a run.
+//! - `executions`: execute, status, control, decisions and the views of a run; `actions`:
+//!   operators' retry / skip / mark_succeeded of a failed step.
 //! - `driver`: the per-execution state machine that moves a run forward; `steps`: one attempt
 //!   of a sleep, http or task step; `journal`: the one writer that commits transitions in
 //!   groups, each fenced by the execution's `rev`.
@@ -21,13 +22,16 @@
 //! The engine knows nothing of HTTP shapes: the HTTP layer renders its types as MDRM's
 //! `{"result": ...}` envelopes or the admin API.
 
+mod actions;
 pub mod config;
 pub mod definition;
 mod driver;
 pub mod egress;
 mod executions;
+mod expr;
 mod journal;
 mod lease;
+mod locks;
 mod metrics;
 pub mod model;
 pub mod ports;
@@ -45,9 +49,10 @@ use haechi_store::Store;
 use haechi_types::{Error, Result};
 use tokio::sync::watch;
 
+pub use actions::StepActionRequest;
 pub use config::WorkflowConfig;
 pub use definition::{Definition, Graph};
-pub use executions::DecisionRequest;
+pub use executions::{DecisionRequest, ExecuteOptions};
 pub use model::*;
 pub use ports::{ExecTasks, PolicyGate, SecretSource, TaskEnd, TaskRunner, TaskStart, VaultUse};
 pub use steps::idempotency_key;
@@ -77,6 +82,8 @@ pub struct Options {
 pub(crate) struct Loaded {
     pub def: Definition,
     pub graph: Graph,
+    /// Some task step captures variables (`${NAME}` then reads them too).
+    pub captures: bool,
 }
 
 pub(crate) struct Engine {
@@ -108,8 +115,13 @@ impl Engine {
             return Ok(l.clone());
         }
         let def = workflows::load_version(&self.store, workflow_id, version).await?;
+        let captures = def
+            .steps
+            .iter()
+            .any(|s| matches!(&s.action, definition::Action::Task(t) if !t.capture.is_empty()));
         let loaded = Arc::new(Loaded {
             graph: def.graph(),
+            captures,
             def,
         });
         let mut defs = self.defs.lock().unwrap_or_else(|p| p.into_inner());

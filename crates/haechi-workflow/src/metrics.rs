@@ -6,6 +6,7 @@
 //! - `haechi_workflow_executions_driven`: executions this server drives now
 //! - `haechi_workflow_step_duration_seconds{type,outcome}`: one attempt, from its start to its end
 //! - `haechi_workflow_commit_duration_seconds`, `haechi_workflow_commit_batch_size`: the journal
+//! - `haechi_workflow_step_actions_total{action}`: operators' retry / skip / mark_succeeded
 
 use crate::model::RunStatus;
 
@@ -29,4 +30,8 @@ pub(crate) fn step(kind: &'static str, ok: bool, secs: f64) {
         "outcome" => if ok { "succeeded" } else { "failed" }
     )
     .record(secs);
+}
+
+pub(crate) fn step_action(action: &'static str) {
+    metrics::counter!("haechi_workflow_step_actions_total", "action" => action).increment(1);
 }

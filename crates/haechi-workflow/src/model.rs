@@ -154,6 +154,53 @@ impl Decision {
     }
 }
 
+/// An operator's action on a failed step (CONTRACT §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    /// A new attempt (with new `arguments` when given).
+    Retry,
+    /// The step becomes `SKIPPED`; its dependents go on.
+    Skip,
+    /// The step becomes `SUCCEEDED`; its dependents go on.
+    MarkSucceeded,
+}
+
+impl StepAction {
+    pub const ALL: [StepAction; 3] = [
+        StepAction::Retry,
+        StepAction::Skip,
+        StepAction::MarkSucceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepAction::Retry => "retry",
+            StepAction::Skip => "skip",
+            StepAction::MarkSucceeded => "mark_succeeded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepAction> {
+        StepAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// An action an operator took on a step: what, who, when and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepActionView {
+    pub action: StepAction,
+    pub by: String,
+    /// Unix ms.
+    pub at: i64,
+    pub reason: String,
+    /// The attempt the action was taken on.
+    pub attempt: i64,
+    /// A retry's new arguments, when it gave some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Vec<String>>,
+}
+
 /// A workflow in a list.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkflowSummary {
@@ -179,11 +226,23 @@ pub struct WorkflowDoc {
     pub current_version: i64,
     /// The workflow was deleted (its runs stay readable).
     pub deleted: bool,
+    /// Who holds the edit lock, and since when (absent: nobody).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_lock: Option<EditLock>,
     pub created_by: String,
     /// When this version was made, unix ms.
     pub created_at: i64,
     #[serde(flatten)]
     pub definition: Definition,
+}
+
+/// A workflow's edit lock.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EditLock {
+    /// The user id holding it.
+    pub holder: String,
+    /// Unix ms.
+    pub since: i64,
 }
 
 /// A version in a workflow's history.
@@ -194,6 +253,29 @@ pub struct VersionInfo {
     pub group: String,
     pub created_by: String,
     pub created_at: i64,
+}
+
+/// What changed between two versions of a workflow.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VersionDiff {
+    pub id: String,
+    pub from: i64,
+    pub to: i64,
+    /// Every field that differs; empty when the two versions define the same workflow.
+    pub changes: Vec<Change>,
+}
+
+/// One difference: a field's path (`description`, `params.site`, `steps.switch.url`; a step
+/// added or removed whole is `steps.NAME`) and its values (absent: not there).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Change {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub from: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub to: Option<serde_json::Value>,
 }
 
 /// Just created (or changed): the id and the version made.
@@ -243,6 +325,8 @@ pub struct StepView {
     /// Approval steps: the decision, who made it and their comment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionView>,
+    /// Operators' actions on the step (retry, skip, mark_succeeded), oldest first.
+    pub actions: Vec<StepActionView>,
 }
 
 /// A decision on an approval step.
@@ -273,6 +357,48 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub steps: Vec<StepView>,
+}
+
+/// The RTO report of an execution: each step's target against its real duration.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReportView {
+    pub execution_id: String,
+    pub wf_id: String,
+    pub workflow_name: String,
+    pub version: i64,
+    pub status: RunStatus,
+    pub started_by: String,
+    /// Unix ms.
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+    /// The workflow's recovery time objective, seconds (absent: none set).
+    pub rto_secs: Option<f64>,
+    /// From the start to the end (or to now while the run goes on), seconds.
+    pub duration_secs: f64,
+    /// `duration_secs <= rto_secs`; absent without a target.
+    pub within_rto: Option<bool>,
+    pub steps: Vec<StepReport>,
+}
+
+/// One step of the RTO report.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: StepStatus,
+    pub rto_secs: Option<f64>,
+    /// Unix ms of the first attempt's start and of the end.
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// From the first attempt's start to the end (or to now while it runs), seconds; absent
+    /// when it never started.
+    pub duration_secs: Option<f64>,
+    pub attempts: i64,
+    /// `duration_secs <= rto_secs`; absent without a target or a duration.
+    pub within_rto: Option<bool>,
+    /// Who decided what on the step.
+    pub actions: Vec<StepActionView>,
 }
 
 /// An execution in a list.

@@ -122,6 +122,15 @@ pub trait TaskRunner: Send + Sync + 'static {
 
     /// Cancels instance `no` unless it has ended: its running node executions are killed.
     fn cancel<'a>(&'a self, no: i64, actor: Option<&'a Actor>) -> BoxFuture<'a, Result<()>>;
+
+    /// The start (at most `max` bytes) of the stdout of node `node`'s run of instance `no`
+    /// (a task step's `capture`).
+    fn node_stdout<'a>(
+        &'a self,
+        no: i64,
+        node: &'a str,
+        max: i64,
+    ) -> BoxFuture<'a, Result<Vec<u8>>>;
 }
 
 /// [`TaskRunner`] over the execution engine.
@@ -220,6 +229,47 @@ impl TaskRunner for ExecTasks {
                     ),
                 }
             })
+        })
+    }
+
+    fn node_stdout<'a>(
+        &'a self,
+        no: i64,
+        node: &'a str,
+        max: i64,
+    ) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let filter = NodeExecFilter {
+                node_id: Some(node.to_owned()),
+                ..Default::default()
+            };
+            let nodes = self
+                .0
+                .instance_nodes(
+                    no,
+                    &filter,
+                    Paging {
+                        limit: 10_000,
+                        offset: 0,
+                    },
+                )
+                .await?;
+            // The filter matches a substring: take the node itself, its latest run.
+            let Some(e) = nodes
+                .items
+                .iter()
+                .filter(|e| e.node_id == node)
+                .max_by_key(|e| e.exec_no)
+            else {
+                return Ok(Vec::new());
+            };
+            let mut data = self
+                .0
+                .read_output_from(e.exec_id, haechi_exec::Stream::Out, 0, max)
+                .await?
+                .data;
+            data.truncate(max.max(0) as usize);
+            Ok(data)
         })
     }
 

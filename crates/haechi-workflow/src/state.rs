@@ -56,6 +56,12 @@ pub(crate) struct StepState {
     pub error: Option<String>,
     /// JSON text.
     pub result: Option<String>,
+    /// A task step's arguments as an operator's retry gave them (JSON array); `None` = the
+    /// definition's.
+    pub arguments: Option<String>,
+    /// Stopped or skipped because another step failed and ended the run (an operator's
+    /// action that sets the run going again makes it `WAITING` again).
+    pub cut_by_failure: bool,
 }
 
 impl StepState {
@@ -106,11 +112,14 @@ pub(crate) struct StepRow {
     pub decision_comment: Option<String>,
     pub error: Option<String>,
     pub result: Option<String>,
+    pub arguments: Option<String>,
+    pub cut_by_failure: bool,
 }
 
 pub(crate) const STEP_COLUMNS: &str =
     "name, status, attempts, started_at, ended_at, attempt_started_at, retry_at, \
-     resumes, task_instance_no, decision, decided_by, decided_at, decision_comment, error, result";
+     resumes, task_instance_no, decision, decided_by, decided_at, decision_comment, error, result, \
+     arguments, cut_by_failure";
 
 impl From<StepRow> for StepState {
     fn from(r: StepRow) -> StepState {
@@ -130,6 +139,8 @@ impl From<StepRow> for StepState {
             decision_comment: r.decision_comment,
             error: r.error,
             result: r.result,
+            arguments: r.arguments,
+            cut_by_failure: r.cut_by_failure,
         }
     }
 }

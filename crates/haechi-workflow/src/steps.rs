@@ -356,15 +356,74 @@ async fn task(ctx: &AttemptCtx, spec: &AttemptSpec) -> AttemptResult {
         None => wait.await,
     };
     match ended {
-        Ok(end) if end.ok => AttemptResult::ok(Some(
-            json!({ "taskInstanceNo": no, "summary": end.summary }),
-        )),
+        Ok(end) if end.ok => {
+            let mut result = json!({ "taskInstanceNo": no, "summary": end.summary });
+            if let Action::Task(t) = &spec.action {
+                if !t.capture.is_empty() {
+                    match capture(ctx, no, t).await {
+                        Ok(vars) => result["captured"] = json!(vars),
+                        Err(why) => return AttemptResult::fail_with(why, result),
+                    }
+                }
+            }
+            AttemptResult::ok(Some(result))
+        }
         Ok(end) => AttemptResult::fail_with(end.summary, json!({ "taskInstanceNo": no })),
         Err(e) => AttemptResult::fail(format!(
             "following task instance {no} failed: {}",
             e.message
         )),
     }
+}
+
+/// Most stdout a `capture` reads, bytes.
+const CAPTURE_READ_BYTES: i64 = 1024 * 1024;
+/// Longest captured value, characters.
+const CAPTURE_VALUE_CHARS: usize = 4096;
+
+/// A task step's `capture`: each regex on the stdout of the step's first node; group 1 of the
+/// first match is the value. No match fails the step, naming the variable.
+async fn capture(
+    ctx: &AttemptCtx,
+    no: i64,
+    t: &crate::definition::TaskAction,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, String> {
+    let node = t.nodes.first().map(String::as_str).unwrap_or_default();
+    let out = ctx
+        .tasks
+        .node_stdout(no, node, CAPTURE_READ_BYTES)
+        .await
+        .map_err(|e| {
+            format!(
+                "capture: the output of node '{node}' could not be read: {}",
+                e.message
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out);
+    let mut vars = std::collections::BTreeMap::new();
+    for (name, re) in &t.capture {
+        let re = regex::RegexBuilder::new(re)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("capture '{name}': {e}"))?;
+        let value = re
+            .captures(&text)
+            .and_then(|c| c.get(1))
+            .map(|m| {
+                m.as_str()
+                    .chars()
+                    .take(CAPTURE_VALUE_CHARS)
+                    .collect::<String>()
+            })
+            .ok_or_else(|| {
+                format!(
+                    "capture '{name}': /{}/ matched nothing in the stdout of node '{node}'",
+                    re.as_str()
+                )
+            })?;
+        vars.insert(name.clone(), value);
+    }
+    Ok(vars)
 }
 
 #[cfg(test)]

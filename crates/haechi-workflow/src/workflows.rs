@@ -11,7 +11,10 @@ use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
 
 use crate::definition::{self, Action, Definition};
-use crate::model::{Created, Listed, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary};
+use crate::model::{
+    Change, Created, EditLock, Listed, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
+    WorkflowSummary,
+};
 use crate::Workflows;
 
 #[derive(sqlx::FromRow)]
@@ -25,10 +28,13 @@ pub(crate) struct WorkflowRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    pub edit_lock_holder: Option<String>,
+    pub edit_lock_since: Option<i64>,
 }
 
 const WORKFLOW_COLUMNS: &str =
-    "id, name, group_name, description, version, created_by, created_at, updated_at, deleted_at";
+    "id, name, group_name, description, version, created_by, created_at, \
+     updated_at, deleted_at, edit_lock_holder, edit_lock_since";
 
 impl From<WorkflowRow> for WorkflowSummary {
     fn from(r: WorkflowRow) -> Self {
@@ -262,6 +268,7 @@ impl Workflows {
         let Some((current, None)) = lock_workflow(&mut tx, row.id).await? else {
             return Err(Error::not_found(format_args!("workflow '{key}'")));
         };
+        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
         let version = current + 1;
         let updated: std::result::Result<u64, sqlx::Error> = in_tx!(tx, |c| {
             sqlx::query(
@@ -302,6 +309,7 @@ impl Workflows {
     pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
+        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
         let n = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE workflows SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL"
@@ -347,9 +355,59 @@ impl Workflows {
             version: v,
             current_version: row.version,
             deleted: row.deleted_at.is_some(),
+            edit_lock: match (row.edit_lock_holder, row.edit_lock_since) {
+                (Some(holder), Some(since)) => Some(EditLock { holder, since }),
+                _ => None,
+            },
             created_by,
             created_at,
             definition: serde_json::from_str(&text)?,
+        })
+    }
+
+    /// Makes version `version`'s definition the workflow's newest version again (a new
+    /// version, checked as any edit, so version numbers only grow); returns it.
+    pub async fn restore_version(
+        &self,
+        author: &Principal,
+        actor: &Actor,
+        key: &str,
+        version: i64,
+    ) -> Result<Created> {
+        let old = self.get_workflow(key, Some(version)).await?;
+        if old.deleted {
+            return Err(Error::not_found(format_args!("workflow '{key}'")));
+        }
+        let value = serde_json::to_value(&old.definition)?;
+        let created = self.update_workflow(author, actor, key, &value).await?;
+        haechi_audit::record(
+            &self.eng.store,
+            actor
+                .event("admin", "workflow.restore")
+                .target(created.id.clone())
+                .detail(json!({ "from_version": version, "version": created.version })),
+        )
+        .await?;
+        Ok(created)
+    }
+
+    /// What changed from version `from` to version `to`: each field that differs, by path
+    /// (steps by name: `steps.switch.url`), with both values; steps added or removed whole.
+    pub async fn diff_versions(&self, key: &str, from: i64, to: i64) -> Result<VersionDiff> {
+        let a = self.get_workflow(key, Some(from)).await?;
+        let b = self.get_workflow(key, Some(to)).await?;
+        let mut changes = Vec::new();
+        diff_values(
+            "",
+            &serde_json::to_value(&a.definition)?,
+            &serde_json::to_value(&b.definition)?,
+            &mut changes,
+        );
+        Ok(VersionDiff {
+            id: a.id,
+            from,
+            to,
+            changes,
         })
     }
 
@@ -438,4 +496,91 @@ async fn insert_version(
     .map(|_| ())
     })?;
     Ok(())
+}
+
+/// Steps compared by name, so a step moved in the list is not "changed everywhere".
+fn keyed_steps(v: &Value) -> Option<Vec<(String, &Value)>> {
+    v.as_array()?
+        .iter()
+        .map(|s| Some((s.get("name")?.as_str()?.to_owned(), s)))
+        .collect()
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn diff_values(path: &str, a: &Value, b: &Value, out: &mut Vec<Change>) {
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = join(path, k);
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => diff_values(&p, va, vb, out),
+                    (va, vb) => out.push(Change {
+                        path: p,
+                        from: va.cloned(),
+                        to: vb.cloned(),
+                    }),
+                }
+            }
+        }
+        (Value::Array(_), Value::Array(_)) if path == "steps" => {
+            match (keyed_steps(a), keyed_steps(b)) {
+                (Some(xa), Some(xb)) => {
+                    for (name, sa) in &xa {
+                        let p = join(path, name);
+                        match xb.iter().find(|(n, _)| n == name) {
+                            Some((_, sb)) => diff_values(&p, sa, sb, out),
+                            None => out.push(Change {
+                                path: p,
+                                from: Some((*sa).clone()),
+                                to: None,
+                            }),
+                        }
+                    }
+                    for (name, sb) in &xb {
+                        if !xa.iter().any(|(n, _)| n == name) {
+                            out.push(Change {
+                                path: join(path, name),
+                                from: None,
+                                to: Some((*sb).clone()),
+                            });
+                        }
+                    }
+                    let order = |l: &Vec<(String, &Value)>| -> Vec<String> {
+                        l.iter().map(|(n, _)| n.clone()).collect()
+                    };
+                    let (oa, ob) = (order(&xa), order(&xb));
+                    let common_a: Vec<&String> = oa.iter().filter(|n| ob.contains(n)).collect();
+                    let common_b: Vec<&String> = ob.iter().filter(|n| oa.contains(n)).collect();
+                    if common_a != common_b {
+                        out.push(Change {
+                            path: "steps (order)".to_owned(),
+                            from: Some(json!(oa)),
+                            to: Some(json!(ob)),
+                        });
+                    }
+                }
+                _ => out.push(Change {
+                    path: path.to_owned(),
+                    from: Some(a.clone()),
+                    to: Some(b.clone()),
+                }),
+            }
+        }
+        _ => out.push(Change {
+            path: path.to_owned(),
+            from: Some(a.clone()),
+            to: Some(b.clone()),
+        }),
+    }
 }

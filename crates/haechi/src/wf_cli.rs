@@ -93,6 +93,18 @@ pub enum WfCmd {
         /// stop, pause or resume
         action: String,
     },
+    /// The RTO report of an execution: each step's target against its real duration.
+    Report {
+        execution: String,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An operator's action on a failed step: retry it, skip it or mark it as succeeded.
+    Step {
+        #[command(subcommand)]
+        action: StepCmd,
+    },
     /// Approve or reject an approval step.
     Decide {
         execution: String,
@@ -101,6 +113,36 @@ pub enum WfCmd {
         action: String,
         #[arg(long)]
         comment: Option<String>,
+    },
+}
+
+/// `haechi wf step ...`.
+#[derive(Subcommand)]
+pub enum StepCmd {
+    /// Start a new attempt of a failed step (a FAILED run goes on from it).
+    Retry {
+        execution: String,
+        step: String,
+        /// Why (required; audited and shown on the step).
+        #[arg(long)]
+        reason: String,
+        /// A task step's argument for the new attempt (repeatable; replaces the definition's).
+        #[arg(long = "arg", value_name = "ARG")]
+        args: Vec<String>,
+    },
+    /// Skip a failed step (or a waiting step of a paused run); its dependents go on.
+    Skip {
+        execution: String,
+        step: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mark a failed step as succeeded after checking by hand; its dependents go on.
+    MarkSucceeded {
+        execution: String,
+        step: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -238,6 +280,74 @@ pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
                 Some(&json!({ "action": action })),
             )
             .await?
+        }
+        WfCmd::Report { execution, json } => {
+            let report = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/executions/{}/report", segment(&execution)),
+                    None,
+                )
+                .await?;
+            if json {
+                report
+            } else {
+                print_report(&report);
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        WfCmd::Step { action } => {
+            let (execution, step, body) = match action {
+                StepCmd::Retry {
+                    execution,
+                    step,
+                    reason,
+                    args,
+                } => {
+                    let mut body = json!({ "action": "retry", "reason": reason });
+                    if !args.is_empty() {
+                        body["arguments"] = json!(args);
+                    }
+                    (execution, step, body)
+                }
+                StepCmd::Skip {
+                    execution,
+                    step,
+                    reason,
+                } => (
+                    execution,
+                    step,
+                    json!({ "action": "skip", "reason": reason }),
+                ),
+                StepCmd::MarkSucceeded {
+                    execution,
+                    step,
+                    reason,
+                } => (
+                    execution,
+                    step,
+                    json!({ "action": "mark_succeeded", "reason": reason }),
+                ),
+            };
+            c.call(
+                Method::POST,
+                &format!(
+                    "/api/v1/executions/{}/steps/{}/actions",
+                    segment(&execution),
+                    segment(&step)
+                ),
+                Some(&body),
+            )
+            .await?;
+            let view = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/executions/{}", segment(&execution)),
+                    None,
+                )
+                .await?;
+            print_execution(&view);
+            return Ok(ExitCode::SUCCESS);
         }
         WfCmd::Decide {
             execution,
@@ -545,5 +655,107 @@ fn print_execution(v: &Value) {
             detail,
         ]);
     }
+    t.print();
+    let mut actions = Table::new(&["STEP", "ACTION", "BY", "AT", "ATTEMPT", "REASON"]);
+    let mut any = false;
+    for s in v["steps"].as_array().into_iter().flatten() {
+        for a in s["actions"].as_array().into_iter().flatten() {
+            any = true;
+            let mut what = cell(&a["action"]);
+            if let Some(args) = a["arguments"].as_array() {
+                let args: Vec<String> = args.iter().map(cell).collect();
+                what = format!("{what} [{}]", args.join(" "));
+            }
+            actions.row(vec![
+                cell(&s["name"]),
+                what,
+                cell(&a["by"]),
+                local_time(a["at"].as_i64()),
+                cell(&a["attempt"]),
+                cell(&a["reason"]),
+            ]);
+        }
+    }
+    if any {
+        println!("operator actions:");
+        actions.print();
+    }
+}
+
+fn secs_cell(v: &Value) -> String {
+    v.as_f64()
+        .map(|x| format!("{x:.1}s"))
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn within_cell(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".to_owned(),
+        Some(false) => "MISSED".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+fn print_report(r: &Value) {
+    println!(
+        "{}  {} ({} v{})  {}  started by {} at {}, ended {}",
+        cell(&r["execution_id"]),
+        cell(&r["workflow_name"]),
+        cell(&r["wf_id"]),
+        cell(&r["version"]),
+        cell(&r["status"]),
+        cell(&r["started_by"]),
+        local_time(r["created_at"].as_i64()),
+        local_time(r["ended_at"].as_i64()),
+    );
+    let mut t = Table::new(&[
+        "STEP",
+        "TYPE",
+        "STATUS",
+        "RTO",
+        "ACTUAL",
+        "WITHIN",
+        "ATTEMPTS",
+        "DECISIONS",
+    ]);
+    for s in r["steps"].as_array().into_iter().flatten() {
+        let decisions: Vec<String> = s["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{} by {}: {}",
+                    cell(&a["action"]),
+                    cell(&a["by"]),
+                    cell(&a["reason"])
+                )
+            })
+            .collect();
+        t.row(vec![
+            cell(&s["name"]),
+            cell(&s["type"]),
+            cell(&s["status"]),
+            secs_cell(&s["rto_secs"]),
+            secs_cell(&s["duration_secs"]),
+            within_cell(&s["within_rto"]),
+            cell(&s["attempts"]),
+            if decisions.is_empty() {
+                "-".to_owned()
+            } else {
+                decisions.join("; ")
+            },
+        ]);
+    }
+    t.row(vec![
+        "(whole run)".to_owned(),
+        "-".to_owned(),
+        cell(&r["status"]),
+        secs_cell(&r["rto_secs"]),
+        secs_cell(&r["duration_secs"]),
+        within_cell(&r["within_rto"]),
+        "-".to_owned(),
+        "-".to_owned(),
+    ]);
     t.print();
 }

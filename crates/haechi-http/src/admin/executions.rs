@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use haechi_types::Error;
 use haechi_workflow::{
     Control, Decision, DecisionRequest, EventPage, ExecutionFilter, ExecutionSummary,
-    ExecutionView, RunStatus, StatusView, StepView,
+    ExecutionView, ReportView, RunStatus, StatusView, StepAction, StepActionRequest, StepView,
 };
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +192,56 @@ pub async fn decide_step(
     ))
 }
 
+/// `POST /api/v1/executions/{id}/steps/{name}/actions` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct StepActionBody {
+    /// `retry`, `skip` or `mark_succeeded`.
+    action: String,
+    /// Why (required; audited and shown on the step).
+    #[serde(default)]
+    reason: Option<String>,
+    /// `retry` of a task step only: the arguments of the new attempt (and later ones).
+    #[serde(default)]
+    arguments: Option<Vec<String>>,
+}
+
+/// Retries, skips or marks as succeeded a failed step (`workflow.control`, CONTRACT §9): a
+/// `FAILED` run goes back to `RUNNING`, a run paused by `on_failure: ask` goes on. A missing
+/// reason → 400; a step or run that does not fit → 409 naming its state.
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/steps/{name}/actions", tag = "executions",
+    request_body = StepActionBody,
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN"), ("name" = String, Path, description = "step name")),
+    responses((status = 200, body = StepView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn step_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, step)): Path<(String, String)>,
+    Json(body): Json<StepActionBody>,
+) -> ApiResult<axum::Json<StepView>> {
+    caller.require(Permission::WorkflowControl)?;
+    let action = StepAction::parse(body.action.trim()).ok_or_else(|| {
+        Error::field(
+            "action",
+            format_args!(
+                "must be retry, skip or mark_succeeded (got {:?})",
+                body.action
+            ),
+        )
+    })?;
+    let req = StepActionRequest {
+        step,
+        action,
+        reason: body.reason.unwrap_or_default(),
+        arguments: body.arguments,
+    };
+    Ok(axum::Json(
+        state
+            .workflows
+            .step_action(&caller.actor(), "admin", &id, req)
+            .await?,
+    ))
+}
+
 /// `GET /api/v1/executions/{id}/events` query.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -232,4 +282,133 @@ pub async fn execution_events(
             .events(&id, after, Duration::from_secs(wait))
             .await?,
     ))
+}
+
+/// `GET /api/v1/executions/{id}/report` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// The RTO report of an execution (`workflow.view`): per step its `rto_secs`, real
+/// `duration_secs`, `attempts` and the operators' `actions`, and the whole run against the
+/// workflow's `rto_secs`. `?format=csv` gives the same as CSV (one row per step, then the run).
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}/report", tag = "executions",
+    params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN"), ReportQuery),
+    responses((status = 200, body = ReportView, description = "JSON, or text/csv with ?format=csv"),
+        (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn execution_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    caller.require(Permission::WorkflowView)?;
+    let csv = match q.format.as_deref().map(str::trim) {
+        None | Some("") | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(Error::field(
+                "format",
+                format_args!("must be json or csv (got {other:?})"),
+            )
+            .into())
+        }
+    };
+    let report = state.workflows.report(&id).await?;
+    if !csv {
+        return Ok(axum::Json(report).into_response());
+    }
+    let disposition = format!(
+        "attachment; filename=\"{}-report.csv\"",
+        report.execution_id
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_owned(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        report_csv(&report),
+    )
+        .into_response())
+}
+
+/// One CSV field: quoted when it must be, and a leading `=`, `+`, `-`, `@` (a formula to a
+/// spreadsheet) made inert with a `'`.
+fn csv_field(s: &str) -> String {
+    let s = match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn opt_num(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_default()
+}
+
+fn opt_bool(v: Option<bool>) -> String {
+    v.map(|b| b.to_string()).unwrap_or_default()
+}
+
+fn report_csv(r: &ReportView) -> String {
+    let mut out = String::from(
+        "step,type,status,rto_secs,duration_secs,attempts,within_rto,started_at,ended_at,actions\r\n",
+    );
+    let iso = |ms: Option<i64>| ms.map(haechi_types::time::iso_ms).unwrap_or_default();
+    for s in &r.steps {
+        let actions: Vec<String> = s
+            .actions
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} by {} at {} (attempt {}): {}",
+                    a.action.as_str(),
+                    a.by,
+                    haechi_types::time::iso_ms(a.at),
+                    a.attempt,
+                    a.reason
+                )
+            })
+            .collect();
+        let row = [
+            csv_field(&s.name),
+            csv_field(&s.kind),
+            s.status.as_str().to_owned(),
+            opt_num(s.rto_secs),
+            opt_num(s.duration_secs),
+            s.attempts.to_string(),
+            opt_bool(s.within_rto),
+            iso(s.started_at),
+            iso(s.ended_at),
+            csv_field(&actions.join("; ")),
+        ];
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    let total = [
+        "(run)".to_owned(),
+        "workflow".to_owned(),
+        r.status.as_str().to_owned(),
+        opt_num(r.rto_secs),
+        opt_num(Some(r.duration_secs)),
+        String::new(),
+        opt_bool(r.within_rto),
+        iso(Some(r.created_at)),
+        iso(r.ended_at),
+        String::new(),
+    ];
+    out.push_str(&total.join(","));
+    out.push_str("\r\n");
+    out
 }

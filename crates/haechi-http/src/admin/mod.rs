@@ -90,6 +90,22 @@ fn workflow_routes() -> Router<AppState> {
             get(workflows::list_versions),
         )
         .route(
+            "/api/v1/workflows/{id}/lock",
+            post(workflows::lock_workflow).delete(workflows::unlock_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions/{version}",
+            get(workflows::get_version),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions/{version}/restore",
+            post(workflows::restore_version),
+        )
+        .route(
+            "/api/v1/workflows/{id}/versions/{version}/diff",
+            get(workflows::diff_versions),
+        )
+        .route(
             "/api/v1/workflows/{id}/executions",
             post(workflows::start_execution),
         )
@@ -109,6 +125,14 @@ fn workflow_routes() -> Router<AppState> {
         .route(
             "/api/v1/executions/{execution_id}/steps/{name}/decision",
             post(executions::decide_step),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/steps/{name}/actions",
+            post(executions::step_action),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/report",
+            get(executions::execution_report),
         )
 }
 

@@ -9,7 +9,8 @@ use axum::response::IntoResponse;
 use haechi_types::{Code, Error};
 use haechi_workflow::definition::yaml_to_value;
 use haechi_workflow::{
-    Created, ExecutionView, VersionInfo, WorkflowDoc, WorkflowFilter, WorkflowSummary,
+    Created, EditLock, ExecutionView, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
+    WorkflowSummary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -146,6 +147,127 @@ pub async fn list_versions(
     }))
 }
 
+fn version_number(v: &str) -> Result<i64, Error> {
+    v.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            Error::field(
+                "version",
+                format_args!("must be a version number ≥ 1 (got {v:?})"),
+            )
+        })
+}
+
+/// Reads one version of a workflow (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/versions/{version}", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow"),
+        ("version" = i64, Path, description = "version number")),
+    responses((status = 200, body = WorkflowDoc), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, String)>,
+) -> ApiResult<axum::Json<WorkflowDoc>> {
+    caller.require(Permission::WorkflowView)?;
+    let version = version_number(&version)?;
+    Ok(axum::Json(
+        state.workflows.get_workflow(&id, Some(version)).await?,
+    ))
+}
+
+/// Makes an old version the newest again, as a new version (`workflow.manage`); checked as
+/// any edit. Answers 201 with the new version's number.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/versions/{version}/restore", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow"),
+        ("version" = i64, Path, description = "the version to restore")),
+    responses((status = 201, body = Created), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn restore_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(Permission::WorkflowManage)?;
+    let version = version_number(&version)?;
+    let created = state
+        .workflows
+        .restore_version(&caller.principal, &caller.actor(), &id, version)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// Takes the edit lock of a workflow, or renews it for its holder (`workflow.manage`). While
+/// someone holds it, another user's edit answers 423 naming the holder.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/lock", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 200, body = EditLock), (status = 401), (status = 403), (status = 404), (status = 423)))]
+pub async fn lock_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<EditLock>> {
+    caller.require(Permission::WorkflowManage)?;
+    Ok(axum::Json(
+        state
+            .workflows
+            .lock_workflow(&caller.principal, &caller.actor(), &id)
+            .await?,
+    ))
+}
+
+/// Releases the edit lock (its holder), or breaks another user's (`admin.settings`; audited).
+#[utoipa::path(delete, path = "/api/v1/workflows/{id}/lock", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409), (status = 423)))]
+pub async fn unlock_workflow(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Permission::WorkflowManage)?;
+    state
+        .workflows
+        .unlock_workflow(&caller.principal, &caller.actor(), &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/workflows/{id}/versions/{version}/diff` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DiffQuery {
+    /// The version to compare with (default: the current one).
+    to: Option<String>,
+}
+
+/// What changed from one version to another (`workflow.view`).
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/versions/{version}/diff", tag = "workflows",
+    params(("id" = String, Path, description = "workflow id, or the name of a live workflow"),
+        ("version" = i64, Path, description = "the older version"), DiffQuery),
+    responses((status = 200, body = VersionDiff), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn diff_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, String)>,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<axum::Json<VersionDiff>> {
+    caller.require(Permission::WorkflowView)?;
+    let from = version_number(&version)?;
+    let to = match q.to.as_deref().map(str::trim) {
+        None | Some("") => state.workflows.get_workflow(&id, None).await?.version,
+        Some(v) => version_number(v).map_err(|_| {
+            Error::field(
+                "to",
+                format_args!("must be a version number ≥ 1 (got {v:?})"),
+            )
+        })?,
+    };
+    Ok(axum::Json(
+        state.workflows.diff_versions(&id, from, to).await?,
+    ))
+}
+
 /// Filters of `GET /api/v1/workflows`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -202,6 +324,10 @@ pub struct StartExecution {
     /// server's `workflow.sync_wait_secs`); default 0.
     #[serde(default)]
     wait_secs: Option<u64>,
+    /// Run only these steps: the others are `SKIPPED` from the start and count as met for
+    /// `needs`.
+    #[serde(default)]
+    only_steps: Option<Vec<String>>,
 }
 
 /// Starts a workflow (`workflow.execute`); answers 201 with the execution.
@@ -215,9 +341,19 @@ pub async fn start_execution(
     Json(body): Json<StartExecution>,
 ) -> ApiResult<impl IntoResponse> {
     let params = crate::mdrm::params_of(body.params)?;
+    let opts = haechi_workflow::ExecuteOptions {
+        only_steps: body.only_steps,
+    };
     let exec_id = state
         .workflows
-        .execute(&caller.principal, &caller.actor(), "admin", &id, &params)
+        .execute_with(
+            &caller.principal,
+            &caller.actor(),
+            "admin",
+            &id,
+            &params,
+            &opts,
+        )
         .await?;
     let wait = body
         .wait_secs
