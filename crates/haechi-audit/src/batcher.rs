@@ -191,7 +191,11 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>, head: &mut Op
     }
 }
 
-async fn append_batch(store: &Store, batch: &[Queued], head: Option<&crate::Head>) -> Result<crate::Head> {
+async fn append_batch(
+    store: &Store,
+    batch: &[Queued],
+    head: Option<&crate::Head>,
+) -> Result<crate::Head> {
     let events: Vec<&Event> = batch.iter().map(|q| &q.event).collect();
     let mut tx = store.begin().await?;
     let new_head = crate::append_after(&mut tx, &events, head).await?;

@@ -237,8 +237,7 @@ async fn read_head(tx: &mut Tx) -> Result<Head> {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
-    let (seq, hash): (i64, String) =
-        in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
+    let (seq, hash): (i64, String) = in_tx!(tx, |c| sqlx::query_as(lock).fetch_one(&mut *c).await)?;
     Ok(Head { seq, hash })
 }
 
@@ -281,12 +280,10 @@ fn head_of(stored: &[StoredEvent], head: Head) -> Head {
 /// `events` as the links after `head`, their hashes chained in memory.
 fn chain<E: std::borrow::Borrow<Event>>(head: &Head, events: &[E]) -> Result<Vec<StoredEvent>> {
     let at = time::now_ms();
-    let mut seq = head.seq;
     let mut prev = head.hash.clone();
     let mut stored = Vec::with_capacity(events.len());
-    for event in events {
+    for (seq, event) in (head.seq + 1..).zip(events) {
         let event: &Event = event.borrow();
-        seq += 1;
         let mut e = StoredEvent {
             seq,
             at,
@@ -566,7 +563,9 @@ mod tests {
 
     async fn append_hinted(store: &Store, n: usize, hint: Option<&Head>) -> Head {
         let mut tx = store.begin().await.unwrap();
-        let head = append_after(&mut tx, &events(n, "hinted"), hint).await.unwrap();
+        let head = append_after(&mut tx, &events(n, "hinted"), hint)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         head
     }

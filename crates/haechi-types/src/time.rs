@@ -64,7 +64,13 @@ pub fn compact(ms: i64, offset: UtcOffset) -> String {
     let t = from_ms(ms).to_offset(offset);
     let mut s = String::with_capacity(14);
     year(&mut s, t.year());
-    for v in [u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second()] {
+    for v in [
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    ] {
         two(&mut s, v);
     }
     s

@@ -122,6 +122,7 @@ impl Fixtures {
             .replace("{role}", &enc(&self.role))
             .replace("{task_id}", &self.task)
             .replace("{revision_no}", "1")
+            .replace("{version}", "1")
             .replace("{credential_id}", &self.credential.to_string())
             .replace("{owner_id}", "1")
             .replace("{value_id}", "1")

@@ -214,11 +214,10 @@ pub struct StepActionBody {
     responses((status = 200, body = StepView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn step_action(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowControl>,
     Path((id, step)): Path<(String, String)>,
     Json(body): Json<StepActionBody>,
 ) -> ApiResult<axum::Json<StepView>> {
-    caller.require(Permission::WorkflowControl)?;
     let action = StepAction::parse(body.action.trim()).ok_or_else(|| {
         Error::field(
             "action",
@@ -301,12 +300,11 @@ pub struct ReportQuery {
         (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn execution_report(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
     Query(q): Query<ReportQuery>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    caller.require(Permission::WorkflowView)?;
     let csv = match q.format.as_deref().map(str::trim) {
         None | Some("") | Some("json") => false,
         Some("csv") => true,

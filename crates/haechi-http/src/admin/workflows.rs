@@ -167,10 +167,9 @@ fn version_number(v: &str) -> Result<i64, Error> {
     responses((status = 200, body = WorkflowDoc), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_version(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path((id, version)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<WorkflowDoc>> {
-    caller.require(Permission::WorkflowView)?;
     let version = version_number(&version)?;
     Ok(axum::Json(
         state.workflows.get_workflow(&id, Some(version)).await?,
@@ -185,10 +184,9 @@ pub async fn get_version(
     responses((status = 201, body = Created), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn restore_version(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     Path((id, version)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(Permission::WorkflowManage)?;
     let version = version_number(&version)?;
     let created = state
         .workflows
@@ -204,10 +202,9 @@ pub async fn restore_version(
     responses((status = 200, body = EditLock), (status = 401), (status = 403), (status = 404), (status = 423)))]
 pub async fn lock_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EditLock>> {
-    caller.require(Permission::WorkflowManage)?;
     Ok(axum::Json(
         state
             .workflows
@@ -222,10 +219,9 @@ pub async fn lock_workflow(
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409), (status = 423)))]
 pub async fn unlock_workflow(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Permission::WorkflowManage)?;
     state
         .workflows
         .unlock_workflow(&caller.principal, &caller.actor(), &id)
@@ -248,11 +244,10 @@ pub struct DiffQuery {
     responses((status = 200, body = VersionDiff), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn diff_versions(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<need::WorkflowView>,
     Path((id, version)): Path<(String, String)>,
     Query(q): Query<DiffQuery>,
 ) -> ApiResult<axum::Json<VersionDiff>> {
-    caller.require(Permission::WorkflowView)?;
     let from = version_number(&version)?;
     let to = match q.to.as_deref().map(str::trim) {
         None | Some("") => state.workflows.get_workflow(&id, None).await?.version,
