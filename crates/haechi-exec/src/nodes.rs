@@ -365,6 +365,19 @@ impl Exec {
         })
     }
 
+    /// Nodes whose heartbeats are missing, longest missing first, at most `limit`.
+    pub async fn missing_nodes(&self, limit: i64) -> Result<Vec<Node>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE missing_since IS NOT NULL \
+             ORDER BY missing_since, id LIMIT $1"
+        );
+        let rows: Vec<NodeRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(limit)
+            .fetch_all(db)
+            .await)?;
+        Ok(rows.into_iter().map(|r| self.node_from_row(r)).collect())
+    }
+
     pub async fn get_node(&self, id: &str) -> Result<Node> {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
         let row: Option<NodeRow> = read!(self.store, |db| sqlx::query_as(&sql)

@@ -505,6 +505,24 @@ impl Exec {
         }
     }
 
+    /// The newest revision of task `id` that an approver approved, if any. Revisions do not
+    /// keep their approval; the audit event of each approval names its revision (and is
+    /// written in the approval's transaction), so it is read from there.
+    pub async fn last_approved_revision(&self, id: &str) -> Result<Option<i64>> {
+        let detail: Option<String> = read!(self.store, |db| {
+            sqlx::query_scalar(
+            "SELECT detail FROM audit_events WHERE action = 'task.approval.approve' AND target = $1 \
+             ORDER BY seq DESC LIMIT 1"
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        })?;
+        Ok(detail
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|v| v["revisionNo"].as_i64()))
+    }
+
     /// Every revision of a task, newest first.
     pub async fn list_task_revisions(&self, id: &str) -> Result<Vec<Task>> {
         let sql = format!(

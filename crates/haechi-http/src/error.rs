@@ -177,6 +177,10 @@ pub async fn envelope(req: Request, next: Next) -> Response {
             &path,
         );
     }
+    // The web console renders its own errors as pages (`console::frame`).
+    if path == "/" || path == "/console" || path.starts_with("/console/") {
+        return next.run(req).await;
+    }
     let mut res = next.run(req).await;
     if let Some(Pending(e)) = res.extensions_mut().remove::<Pending>() {
         return family.render(&e, &path);

@@ -6,6 +6,7 @@
 //! loop). Engines are reached through [`AppState`]; they know nothing of wire formats.
 
 pub mod admin;
+pub mod console;
 pub mod dbsafer;
 pub mod error;
 pub mod extract;
@@ -40,6 +41,9 @@ pub struct HttpConfig {
     pub utc_offset_secs: i32,
     /// Who may read `GET /metrics`.
     pub metrics_access: MetricsAccess,
+    /// SHA-256 fingerprint of the server's certificate (the console shows it in the
+    /// `haechi agent --server-fingerprint` command); `None` over plain HTTP.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Who may read `GET /metrics` (setting `metrics_access`).
@@ -99,6 +103,8 @@ pub fn router(state: AppState) -> Router {
         .merge(mdrm::routes())
         .merge(opmate::routes())
         .merge(vault::routes())
+        .merge(console::routes())
+        .route("/", axum::routing::get(console::root))
         .route("/metrics", axum::routing::get(metrics_text))
         .layer(axum::middleware::from_fn(metrics::track))
         .fallback(not_found)

@@ -272,6 +272,32 @@ impl Identity {
         ip: IpAddr,
         family: &'static str,
     ) -> Result<LoginOk> {
+        self.login_checked(user_id, password, ip, family, false)
+            .await
+    }
+
+    /// [`Identity::login`] for the web console, where `api` accounts may not log in
+    /// (CONTRACT §1, §8): the same checks and audit, and an `api` account is refused like every
+    /// other refusal (the audit event says why).
+    pub async fn login_human(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        ip: IpAddr,
+        family: &'static str,
+    ) -> Result<LoginOk> {
+        self.login_checked(user_id, password, ip, family, true)
+            .await
+    }
+
+    async fn login_checked(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        ip: IpAddr,
+        family: &'static str,
+        humans_only: bool,
+    ) -> Result<LoginOk> {
         let _slot = self.password_check_turn(user_id).await?;
         let row = users::find_login_row(&self.store, user_id).await?;
         let ok = self
@@ -338,6 +364,8 @@ impl Identity {
             Some("inactive")
         } else if !ip_allowed(&state.allowed_ips()?, ip) {
             Some("ip not allowed")
+        } else if humans_only && state.kind()? == UserKind::Api {
+            Some("api account: no console login")
         } else {
             None
         };

@@ -130,6 +130,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             trusted_proxies: cfg.trusted_proxy_nets(),
             utc_offset_secs: cfg.utc_offset_secs(),
             metrics_access: cfg.metrics_access,
+            tls_fingerprint: own_fingerprint.clone(),
         },
         metrics: haechi_http::metrics::install(),
     });

@@ -1,0 +1,312 @@
+//! The console's two languages. Korean is the default; English when the user chose it (cookie
+//! `haechi_lang`) or the browser prefers it (`Accept-Language`). Every string of every page is
+//! in [`TEXT`], once per language; a unit test checks that every key a template uses is there.
+
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+/// The language of one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Ko,
+    En,
+}
+
+/// The cookie that keeps a user's choice of language.
+pub const LANG_COOKIE: &str = "haechi_lang";
+
+/// (key, Korean, English).
+const TEXT: &[(&str, &str, &str)] = &[
+    ("app", "Haechi 운영 콘솔", "Haechi console"),
+    ("skip", "본문으로 건너뛰기", "Skip to content"),
+    ("user_id", "사용자 ID", "User ID"),
+    ("password", "비밀번호", "Password"),
+    ("login", "로그인", "Log in"),
+    ("logout", "로그아웃", "Log out"),
+    ("login_title", "콘솔 로그인", "Console login"),
+    ("login_failed", "사용자 ID 또는 비밀번호가 올바르지 않거나, 이 계정으로 지금 로그인할 수 없습니다.", "Wrong user ID or password, or this account may not log in now."),
+    ("login_busy", "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하세요.", "Too many login attempts; try again shortly."),
+    ("login_expired", "로그인 양식이 만료되었습니다. 다시 시도하세요.", "The login form expired; please try again."),
+    ("logged_out", "로그아웃되었습니다.", "You have logged out."),
+    ("session_expired", "세션이 만료되었습니다. 다시 로그인하세요.", "Your session expired; please log in again."),
+    ("expiry_warning", "활동이 없어 곧 세션이 만료됩니다.", "Your session will expire soon for inactivity."),
+    ("stay", "세션 연장", "Stay logged in"),
+    ("language", "언어", "Language"),
+    ("lang_ko", "한국어", "한국어 (Korean)"),
+    ("lang_en", "English (영어)", "English"),
+    ("change", "변경", "Change"),
+    ("nav", "주 메뉴", "Main menu"),
+    ("nav_dashboard", "대시보드", "Dashboard"),
+    ("nav_workflows", "워크플로", "Workflows"),
+    ("nav_executions", "실행 이력", "Runs"),
+    ("nav_tasks", "태스크", "Tasks"),
+    ("nav_approvals", "승인 대기", "Approvals"),
+    ("nav_nodes", "노드", "Nodes"),
+    ("signed_in_as", "로그인 사용자", "Signed in as"),
+    ("sealed_banner", "자격 증명 금고가 봉인되어 있습니다. 금고 값이 필요한 단계와 DB 게이트웨이 계정은 봉인 해제 전까지 실패합니다.", "The credential vault is sealed. Steps that need vault values and DB gateway accounts fail until it is unsealed."),
+    ("running_now", "실행 중인 워크플로", "Runs in progress"),
+    ("no_running", "실행 중인 워크플로가 없습니다.", "No run is in progress."),
+    ("pending_approvals", "결정 대기 중인 승인", "Approvals waiting for you"),
+    ("no_approvals", "결정할 승인이 없습니다.", "Nothing waits for your decision."),
+    ("task_approvals", "승인 요청된 태스크", "Tasks waiting for approval"),
+    ("missing_nodes", "하트비트가 끊긴 노드", "Nodes with missing heartbeats"),
+    ("no_missing_nodes", "모든 노드가 하트비트를 보내고 있습니다.", "Every node is sending heartbeats."),
+    ("execution", "실행", "Run"),
+    ("workflow", "워크플로", "Workflow"),
+    ("status", "상태", "Status"),
+    ("started_by", "시작한 사람", "Started by"),
+    ("started_at", "시작 시각", "Started"),
+    ("ended_at", "종료 시각", "Ended"),
+    ("elapsed", "경과 시간", "Elapsed"),
+    ("progress", "진행률", "Progress"),
+    ("version", "버전", "Version"),
+    ("params", "파라미터", "Parameters"),
+    ("no_params", "파라미터 없음", "No parameters"),
+    ("step", "단계", "Step"),
+    ("steps", "단계 목록", "Steps"),
+    ("type", "종류", "Type"),
+    ("attempts", "시도", "Attempts"),
+    ("error", "오류", "Error"),
+    ("decision", "결정", "Decision"),
+    ("decided_by", "결정한 사람", "Decided by"),
+    ("comment", "의견", "Comment"),
+    ("graph", "흐름도", "Flowchart"),
+    ("graph_desc", "단계와 의존 관계를 나타낸 흐름도. 같은 내용이 아래 단계 목록에 있습니다.", "Flowchart of the steps and their dependencies; the step list below has the same content."),
+    ("live", "실시간 갱신 중", "Updating live"),
+    ("live_off", "실시간 갱신이 끊겼습니다. 새로 고침하세요.", "Live updates stopped; reload the page."),
+    ("controls", "실행 제어", "Run controls"),
+    ("Run", "실행", "Run"),
+    ("Pause", "일시정지", "Pause"),
+    ("Resume", "재개", "Resume"),
+    ("Stop", "중지", "Stop"),
+    ("Approve", "승인", "Approve"),
+    ("Reject", "반려", "Reject"),
+    ("Re-run", "재실행", "Re-run"),
+    ("Cancel", "취소", "Cancel"),
+    ("Request approval", "승인 요청", "Request approval"),
+    ("filter", "필터", "Filter"),
+    ("apply", "적용", "Apply"),
+    ("all", "전체", "All"),
+    ("from", "시작일", "From"),
+    ("to", "종료일", "To"),
+    ("prev_page", "이전 페이지", "Previous page"),
+    ("next_page", "다음 페이지", "Next page"),
+    ("page_of", "페이지", "Page"),
+    ("total", "전체 건수", "Total"),
+    ("none", "없음", "None"),
+    ("log", "로그", "Log"),
+    ("step_log", "단계 로그", "Step log"),
+    ("nodes_of_step", "이 단계의 노드", "Nodes of this step"),
+    ("node", "노드", "Node"),
+    ("exit_code", "종료 코드", "Exit code"),
+    ("exec_no", "실행 번호", "execNo"),
+    ("reason", "사유", "Reason"),
+    ("output", "출력", "Output"),
+    ("stdout", "표준 출력", "stdout"),
+    ("stderr", "표준 오류", "stderr"),
+    ("follow", "따라가기", "Follow"),
+    ("search", "검색", "Search"),
+    ("load_earlier", "이전 출력 더 보기", "Load earlier output"),
+    ("shown_bytes", "표시 중인 바이트", "Bytes shown"),
+    ("of_bytes", "전체", "of"),
+    ("no_output", "출력이 없습니다.", "No output."),
+    ("matches", "일치하는 줄", "Matching lines"),
+    ("select_node", "노드를 선택하면 출력을 볼 수 있습니다.", "Choose a node to see its output."),
+    ("task_instance", "태스크 인스턴스", "Task instance"),
+    ("task", "태스크", "Task"),
+    ("arguments", "인자", "Arguments"),
+    ("runner", "실행한 사람", "Run by"),
+    ("node_grid", "노드별 실행 결과", "Results by node"),
+    ("no_nodes", "노드가 없습니다.", "No nodes."),
+    ("workflows", "워크플로 목록", "Workflows"),
+    ("group", "그룹", "Group"),
+    ("name", "이름", "Name"),
+    ("description", "설명", "Description"),
+    ("updated_at", "수정 시각", "Updated"),
+    ("created_by", "만든 사람", "Created by"),
+    ("definition", "정의", "Definition"),
+    ("run_form", "실행 파라미터", "Run with parameters"),
+    ("required", "필수", "required"),
+    ("default_is", "기본값", "default"),
+    ("versions", "버전 이력", "Versions"),
+    ("runs_of_wf", "이 워크플로의 실행", "Runs of this workflow"),
+    ("nodes", "노드 목록", "Nodes"),
+    ("hostname", "호스트 이름", "Host name"),
+    ("ip", "IP 주소", "IP address"),
+    ("os", "운영체제", "OS"),
+    ("agent_ver", "에이전트 버전", "Agent version"),
+    ("heartbeat", "마지막 하트비트", "Last heartbeat"),
+    ("heartbeat_age", "하트비트 경과", "Heartbeat age"),
+    ("connected", "연결됨", "Connected"),
+    ("disconnected", "연결 끊김", "Not connected"),
+    ("missing_since", "하트비트 끊김 시작", "Missing since"),
+    ("enabled", "사용", "Enabled"),
+    ("disabled", "사용 안 함", "Disabled"),
+    ("Enable", "사용", "Enable"),
+    ("Disable", "사용 중지", "Disable"),
+    ("enrol", "노드 등록", "Enrol a node"),
+    ("enrol_help", "등록 토큰을 만들고, 새 서버에서 아래 명령을 실행하세요. 토큰은 이 화면에서 한 번만 보입니다.", "Create an enrolment token, then run the command below on the new machine. The token is shown only on this page, once."),
+    ("create_token", "등록 토큰 만들기", "Create enrolment token"),
+    ("node_id_opt", "노드 ID (선택)", "Node ID (optional)"),
+    ("command", "실행할 명령", "Command to run"),
+    ("tasks", "태스크 목록", "Tasks"),
+    ("owner", "소유자", "Owner"),
+    ("approval_status", "승인 상태", "Approval status"),
+    ("revision", "리비전", "Revision"),
+    ("script", "스크립트", "Script"),
+    ("approvals", "승인 대기열", "Approval queue"),
+    ("workflow_approvals", "워크플로 승인 단계", "Workflow approval steps"),
+    ("role", "역할", "Role"),
+    ("requested_by", "요청한 사람", "Requested by"),
+    ("requested_at", "요청 시각", "Requested"),
+    ("actions", "작업", "Actions"),
+    ("open", "열기", "Open"),
+    ("error_title", "요청을 처리할 수 없습니다", "The request could not be done"),
+    ("forbidden", "이 화면이나 작업에 대한 권한이 없습니다. 아무것도 바뀌지 않았습니다.", "You do not have the right to this page or action. Nothing was changed."),
+    ("not_found", "찾을 수 없습니다.", "Not found."),
+    ("csrf_failed", "요청의 보안 토큰이 없거나 올바르지 않습니다. 아무것도 바뀌지 않았습니다. 화면을 새로 고친 뒤 다시 시도하세요.", "The request's security token is missing or wrong. Nothing was changed. Reload the page and try again."),
+    ("back", "대시보드로", "To the dashboard"),
+    ("done_ok", "처리되었습니다.", "Done."),
+    ("secs", "초", "s"),
+    ("time_zone", "시간대", "Time zone"),
+    ("run_on_nodes", "노드에서 실행", "Run on nodes"),
+    ("nodes_help", "노드 ID를 공백이나 쉼표로 구분해 입력합니다.", "Node IDs, separated by spaces or commas."),
+    ("arguments_help", "한 줄에 인자 하나 (줄 전체가 하나의 인자).", "One argument per line (each line is one whole argument)."),
+    ("revisions", "리비전 이력", "Revisions"),
+    ("diff", "비교", "Compare"),
+];
+
+impl Lang {
+    /// The text of `key` in this language; the key itself when there is none (a unit test
+    /// keeps that from happening in a template).
+    pub fn t(&self, key: &str) -> &'static str {
+        match TEXT.iter().find(|(k, _, _)| *k == key) {
+            Some((_, ko, en)) => match self {
+                Lang::Ko => ko,
+                Lang::En => en,
+            },
+            None => "?",
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Lang::Ko => "ko",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s {
+            "ko" => Some(Lang::Ko),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// The language of a request: the user's choice, else the browser's first preference
+    /// between Korean and English, else Korean.
+    pub fn of_headers(headers: &HeaderMap) -> Lang {
+        if let Some(l) = cookie(headers, LANG_COOKIE).and_then(|v| Lang::parse(&v)) {
+            return l;
+        }
+        let Some(accept) = headers
+            .get(axum::http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Lang::Ko;
+        };
+        let mut best: Option<(f32, Lang)> = None;
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let lang = if tag == "ko" || tag.starts_with("ko-") {
+                Lang::Ko
+            } else if tag == "en" || tag.starts_with("en-") {
+                Lang::En
+            } else {
+                continue;
+            };
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map_or(Lang::Ko, |(_, l)| l)
+    }
+
+    pub fn of_parts(parts: &Parts) -> Lang {
+        Lang::of_headers(&parts.headers)
+    }
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_once_and_complete_in_both_languages() {
+        let mut seen = std::collections::HashSet::new();
+        for (k, ko, en) in TEXT {
+            assert!(seen.insert(*k), "key {k} is twice in TEXT");
+            assert!(!ko.is_empty() && !en.is_empty(), "key {k} lacks a text");
+        }
+    }
+
+    /// Every `t("...")` in a template names a key of [`TEXT`].
+    #[test]
+    fn every_key_a_template_uses_exists() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates/console");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for piece in text.split("t(\"").skip(1) {
+                let key = &piece[..piece.find('"').unwrap()];
+                assert!(
+                    TEXT.iter().any(|(k, _, _)| *k == key),
+                    "{}: key {key:?} is not in TEXT",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} keys found in the templates");
+    }
+
+    #[test]
+    fn accept_language_picks_the_preferred_of_korean_and_english() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(axum::http::header::ACCEPT_LANGUAGE, v.parse().unwrap());
+            Lang::of_headers(&m)
+        };
+        assert_eq!(h("en-US,en;q=0.9"), Lang::En);
+        assert_eq!(h("ko-KR,en;q=0.5"), Lang::Ko);
+        assert_eq!(h("fr, en;q=0.3, ko;q=0.2"), Lang::En);
+        assert_eq!(h("fr"), Lang::Ko);
+        assert_eq!(Lang::of_headers(&HeaderMap::new()), Lang::Ko);
+        let mut m = HeaderMap::new();
+        m.insert(axum::http::header::ACCEPT_LANGUAGE, "en".parse().unwrap());
+        m.insert(
+            axum::http::header::COOKIE,
+            "a=b; haechi_lang=ko".parse().unwrap(),
+        );
+        assert_eq!(Lang::of_headers(&m), Lang::Ko);
+    }
+}

@@ -1,0 +1,424 @@
+//! The run page (`/console/executions/{id}`): the flowchart and the list of the same steps,
+//! live over Server-Sent Events (pushed when the engine records a transition, not polled),
+//! pause / resume / stop, approve / reject with a comment, and each task step's log per node.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use haechi_identity::Permission;
+use haechi_types::time::now_ms;
+use haechi_types::Error;
+use haechi_workflow::definition::Action;
+use haechi_workflow::{Control, Decision, DecisionRequest, ExecutionView, RunStatus};
+
+use super::instances::{node_rows, NodeRow, OutputPanel};
+use super::{
+    comment, dag, page as html_page, q, see_other, span, when, when_opt, Chrome, Lang, Result,
+    Session, St, FAMILY,
+};
+use crate::AppState;
+
+/// How long one wait for a transition lasts before the stream sends a keep-alive and checks
+/// the session again.
+const LIVE_WAIT: Duration = Duration::from_secs(15);
+
+pub struct DecisionShown {
+    pub word: &'static str,
+    pub by: String,
+    pub at: String,
+    pub comment: String,
+}
+
+pub struct StepRow {
+    pub name: String,
+    /// The name in a query string.
+    pub q: String,
+    pub kind: String,
+    pub st: St,
+    pub attempts: i64,
+    pub started: String,
+    pub ended: String,
+    pub error: String,
+    pub instance: Option<i64>,
+    pub decision: Option<DecisionShown>,
+    /// Waiting for a decision that this user may make.
+    pub can_decide: bool,
+    pub role: String,
+    pub selected: bool,
+}
+
+/// The part of the run page that the live stream replaces.
+#[derive(Template)]
+#[template(path = "console/run_live.html")]
+pub struct RunLive {
+    pub l: Lang,
+    pub csrf: String,
+    pub id: String,
+    pub st: St,
+    pub progress: u8,
+    pub current_step: String,
+    pub elapsed: String,
+    pub ended: String,
+    pub error: String,
+    pub can_pause: bool,
+    pub can_resume: bool,
+    pub can_stop: bool,
+    pub svg: String,
+    pub steps: Vec<StepRow>,
+}
+
+async fn render_live(
+    state: &AppState,
+    l: Lang,
+    csrf: &str,
+    p: &haechi_identity::Principal,
+    view: &ExecutionView,
+    selected: Option<&str>,
+) -> Result<String> {
+    let off = state.http.utc_offset_secs;
+    let doc = state
+        .workflows
+        .get_workflow(&view.wf_id, Some(view.version))
+        .await?;
+    let def = &doc.definition;
+    let status: Vec<Option<St>> = view
+        .steps
+        .iter()
+        .map(|s| Some(St::of(l, s.status.as_str())))
+        .collect();
+    let svg = dag::svg(def, &status, l.t("graph_desc"), true);
+    let running = !view.status.is_final();
+    let steps = view
+        .steps
+        .iter()
+        .zip(&def.steps)
+        .map(|(s, d)| {
+            let role = match &d.action {
+                Action::Approval { role } => role.clone(),
+                _ => String::new(),
+            };
+            let awaiting = running
+                && !role.is_empty()
+                && s.status == haechi_workflow::StepStatus::Running
+                && s.decision.is_none();
+            StepRow {
+                name: s.name.clone(),
+                q: q(&s.name),
+                kind: s.kind.clone(),
+                st: St::of(l, s.status.as_str()),
+                attempts: s.attempts,
+                started: when_opt(s.started_at, off),
+                ended: when_opt(s.ended_at, off),
+                error: s.error.clone().unwrap_or_default(),
+                instance: s.task_instance_no,
+                decision: s.decision.as_ref().map(|d| DecisionShown {
+                    word: match d.action {
+                        Decision::Approve => l.t("Approve"),
+                        Decision::Reject => l.t("Reject"),
+                    },
+                    by: d.by.clone(),
+                    at: when(d.at, off),
+                    comment: d.comment.clone().unwrap_or_default(),
+                }),
+                can_decide: awaiting && p.roles.iter().any(|r| r.name == role),
+                role,
+                selected: selected == Some(s.name.as_str()),
+            }
+        })
+        .collect();
+    let control = p.can(Permission::WorkflowControl);
+    let end = view.ended_at.unwrap_or_else(now_ms);
+    let live = RunLive {
+        l,
+        csrf: csrf.to_owned(),
+        id: view.execution_id.clone(),
+        st: St::of(l, view.status.as_str()),
+        progress: view.progress,
+        current_step: view.current_step.clone(),
+        elapsed: span(end - view.created_at),
+        ended: when_opt(view.ended_at, off),
+        error: view.error.clone().unwrap_or_default(),
+        can_pause: control && view.status == RunStatus::Running,
+        can_resume: control && view.status == RunStatus::Paused,
+        can_stop: control && running,
+        svg,
+        steps,
+    };
+    Ok(live.render()?)
+}
+
+/// The log panel of the chosen task step.
+pub struct LogPanel {
+    pub step: String,
+    pub instance: i64,
+    pub nodes: Vec<NodeRow>,
+    pub total: i64,
+    pub output: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/run.html")]
+struct RunPage {
+    c: Chrome,
+    id: String,
+    wf_id: String,
+    workflow_name: String,
+    version: i64,
+    started_by: String,
+    created: String,
+    params: Vec<(String, String)>,
+    live_html: String,
+    log: Option<LogPanel>,
+    may_see_nodes: bool,
+}
+
+/// `GET /console/executions/{id}` (`workflow.view`, as `GET /api/v1/executions/{id}`).
+pub async fn page_handler(
+    state: &AppState,
+    s: &Session,
+    id: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
+    s.require(Permission::WorkflowView)?;
+    let view = state.workflows.execution(id).await?;
+    let p = s.principal();
+    // The step whose log is shown: the one asked for, else the latest task step that ran.
+    let selected = query.get("step").cloned().or_else(|| {
+        view.steps
+            .iter()
+            .rev()
+            .find(|st| st.task_instance_no.is_some())
+            .map(|st| st.name.clone())
+    });
+    let live_html = render_live(state, s.lang, &s.csrf, p, &view, selected.as_deref()).await?;
+    let may_see_nodes = p.can(Permission::NodeView);
+    let mut log = None;
+    if let (true, Some(name)) = (may_see_nodes, &selected) {
+        if let Some(step) = view.steps.iter().find(|st| &st.name == name) {
+            if let Some(no) = step.task_instance_no {
+                let (nodes, total) = node_rows(
+                    state,
+                    s.lang,
+                    no,
+                    None,
+                    0,
+                    200,
+                    &format!("?step={}", q(name)),
+                )
+                .await?;
+                let node = query
+                    .get("node")
+                    .cloned()
+                    .or_else(|| nodes.first().map(|n| n.node_id.clone()));
+                let output = match node {
+                    Some(node) => OutputPanel::new(s.lang, no, &node, None).render()?,
+                    None => String::new(),
+                };
+                log = Some(LogPanel {
+                    step: name.clone(),
+                    instance: no,
+                    nodes,
+                    total,
+                    output,
+                });
+            }
+        }
+    }
+    let title = format!("{} · {}", view.workflow_name, view.execution_id);
+    html_page(RunPage {
+        c: Chrome::new(state, s, "executions", title),
+        id: view.execution_id.clone(),
+        wf_id: view.wf_id.clone(),
+        workflow_name: view.workflow_name.clone(),
+        version: view.version,
+        started_by: view.started_by.clone(),
+        created: when(view.created_at, state.http.utc_offset_secs),
+        params: view.params.clone().into_iter().collect(),
+        live_html,
+        log,
+        may_see_nodes,
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    page_handler(&state, &s, &id, &query).await
+}
+
+struct Live {
+    state: AppState,
+    s: Session,
+    id: String,
+    after: i64,
+    first: bool,
+    opened_at: i64,
+    /// 0 running, 1 the final state was sent (send `end` next), 2 done.
+    phase: u8,
+}
+
+/// `GET /console/executions/{id}/live`: an event stream; each `live` event is the new HTML of
+/// the run's live part, sent as soon as the engine records a transition. `end` when the run
+/// has ended (or the session has).
+pub async fn live(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    s.require(Permission::WorkflowView)?;
+    state.workflows.status(&id).await?;
+    let start = Live {
+        state,
+        s,
+        id,
+        after: 0,
+        first: true,
+        opened_at: now_ms(),
+        phase: 0,
+    };
+    let stream = futures::stream::unfold(start, |mut ctx| async move {
+        match ctx.phase {
+            2 => return None,
+            1 => {
+                ctx.phase = 2;
+                return Some((
+                    Ok::<_, Infallible>(Event::default().event("end").data("end")),
+                    ctx,
+                ));
+            }
+            _ => {}
+        }
+        // The stream is no use of the session: it ends when the session would idle out
+        // (the page's own timer warns first), and at once when the token is revoked (logout,
+        // password change, user disabled).
+        let idle_ms = ctx.state.identity.config().token_idle_secs as i64 * 1000;
+        let valid = now_ms() - ctx.opened_at < idle_ms
+            && ctx
+                .state
+                .identity
+                .session_alive(&ctx.s.token, ctx.s.caller.ip)
+                .await
+                .is_ok();
+        if !valid {
+            ctx.phase = 2;
+            return Some((Ok(Event::default().event("end").data("session")), ctx));
+        }
+        let wait = if ctx.first { Duration::ZERO } else { LIVE_WAIT };
+        let events = match ctx.state.workflows.events(&ctx.id, ctx.after, wait).await {
+            Ok(p) => p,
+            Err(_) => {
+                ctx.phase = 2;
+                return Some((Ok(Event::default().event("end").data("gone")), ctx));
+            }
+        };
+        let fresh = ctx.first || !events.events.is_empty() || events.status.is_final();
+        ctx.first = false;
+        ctx.after = events.next;
+        if !fresh {
+            return Some((Ok(Event::default().comment("waiting")), ctx));
+        }
+        let html = match ctx.state.workflows.execution(&ctx.id).await {
+            Ok(view) => {
+                if view.status.is_final() {
+                    ctx.phase = 1;
+                }
+                render_live(
+                    &ctx.state,
+                    ctx.s.lang,
+                    &ctx.s.csrf,
+                    ctx.s.principal(),
+                    &view,
+                    None,
+                )
+                .await
+                .ok()
+            }
+            Err(_) => None,
+        };
+        match html {
+            // SSE lines end at CR or LF; a CR inside text is kept as its character reference.
+            Some(h) => Some((
+                Ok(Event::default()
+                    .event("live")
+                    .data(h.replace('\r', "&#13;"))),
+                ctx,
+            )),
+            None => {
+                ctx.phase = 2;
+                Some((Ok(Event::default().event("end").data("gone")), ctx))
+            }
+        }
+    });
+    let mut res = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
+}
+
+fn back_to(id: &str) -> String {
+    format!("/console/executions/{}", q(id))
+}
+
+/// `POST /console/executions/{id}/control` (`workflow.control`, as the API's control).
+pub async fn control(
+    State(state): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response> {
+    let form = s.form(&body)?;
+    s.require(Permission::WorkflowControl)?;
+    let action = form
+        .get("action")
+        .and_then(|a| Control::parse(a))
+        .ok_or_else(|| Error::field("action", "must be stop, pause or resume"))?;
+    state
+        .workflows
+        .control(&s.caller.actor(), FAMILY, &id, action)
+        .await?;
+    Ok(see_other(&back_to(&id)))
+}
+
+/// `POST /console/executions/{id}/steps/{step}/decision`: approve or reject an approval step
+/// (a holder of its role only, as the API).
+pub async fn decide(
+    State(state): State<AppState>,
+    s: Session,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response> {
+    let form = s.form(&body)?;
+    let decision = form
+        .get("decision")
+        .and_then(|d| Decision::parse(d))
+        .ok_or_else(|| Error::field("decision", "must be approve or reject"))?;
+    let comment = comment(&form);
+    state
+        .workflows
+        .decide(
+            s.principal(),
+            &s.caller.actor(),
+            FAMILY,
+            &id,
+            DecisionRequest {
+                step,
+                decision,
+                comment,
+            },
+        )
+        .await?;
+    Ok(see_other(&back_to(&id)))
+}
