@@ -505,22 +505,17 @@ impl Exec {
         }
     }
 
-    /// The newest revision of task `id` that an approver approved, if any. Revisions do not
-    /// keep their approval; the audit event of each approval names its revision (and is
-    /// written in the approval's transaction), so it is read from there.
+    /// The newest revision of task `id` that an approver approved, if any (each revision keeps
+    /// its approval since migration 0011).
     pub async fn last_approved_revision(&self, id: &str) -> Result<Option<i64>> {
-        let detail: Option<String> = read!(self.store, |db| {
+        read!(self.store, |db| {
             sqlx::query_scalar(
-            "SELECT detail FROM audit_events WHERE action = 'task.approval.approve' AND target = $1 \
-             ORDER BY seq DESC LIMIT 1"
+            "SELECT MAX(revision_no) FROM task_revisions WHERE task_id = $1 AND approved_at IS NOT NULL"
         )
         .bind(id)
-        .fetch_optional(db)
+        .fetch_one(db)
         .await
-        })?;
-        Ok(detail
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
-            .and_then(|v| v["revisionNo"].as_i64()))
+        })
     }
 
     /// Every revision of a task, newest first.

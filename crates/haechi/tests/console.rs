@@ -71,7 +71,7 @@ async fn task_approved_by(s: &Server, admin: &str, approver: &str, id: &str, scr
             client()
                 .post(s.url(&format!("/api/v1/tasks/{}/approval", enc(id))))
                 .bearer_auth(who)
-                .json(&json!({ "action": action })),
+                .json(&json!({ "action": action, "revisionNo": 1 })),
         )
         .await;
         assert_eq!(st, 200, "{action} {id}: {body}");

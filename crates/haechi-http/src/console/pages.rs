@@ -908,10 +908,16 @@ pub async fn decide_task(
         _ => return Err(Error::field("decision", "must be approve or reject").into()),
     };
     s.require(Permission::TaskApprove)?;
+    // The revision the approver was shown: a task changed since is refused (409), never
+    // approved unseen (issue 18, item 5).
+    let reviewed = form
+        .get("revision")
+        .and_then(|r| r.trim().parse::<i64>().ok())
+        .ok_or_else(|| Error::field("revision", "must name the revision reviewed"))?;
     let comment = comment(&form);
     state
         .exec
-        .task_approval(&s.caller.actor(), &id, action, comment)
+        .task_approval(&s.caller.actor(), &id, action, Some(reviewed), comment)
         .await?;
     Ok(see_other("/console/approvals"))
 }

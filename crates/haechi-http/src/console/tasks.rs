@@ -122,7 +122,13 @@ pub async fn request_approval(
     let comment = comment(&form);
     state
         .exec
-        .task_approval(&s.caller.actor(), &id, ApprovalAction::Request, comment)
+        .task_approval(
+            &s.caller.actor(),
+            &id,
+            ApprovalAction::Request,
+            None,
+            comment,
+        )
         .await?;
     Ok(see_other(&format!("/console/tasks/{}", q(&id))))
 }
