@@ -508,14 +508,15 @@ impl Exec {
     /// The newest revision of task `id` that an approver approved, if any (each revision keeps
     /// its approval since migration 0011).
     pub async fn last_approved_revision(&self, id: &str) -> Result<Option<i64>> {
-        read!(self.store, |db| {
+        let newest: Option<i64> = read!(self.store, |db| {
             sqlx::query_scalar(
             "SELECT MAX(revision_no) FROM task_revisions WHERE task_id = $1 AND approved_at IS NOT NULL"
         )
         .bind(id)
         .fetch_one(db)
         .await
-        })
+        })?;
+        Ok(newest)
     }
 
     /// Every revision of a task, newest first.
