@@ -311,6 +311,10 @@ impl Workflows {
         let mut drive_here = false;
         match run_status {
             RunStatus::Failed => {
+                // Going again counts against the run lock like a new run (`concurrency`):
+                // refused while the limit is taken by other runs, and nothing changes.
+                crate::journal::run_lock(&mut tx, workflow_id, loaded.def.concurrency, Some(id))
+                    .await?;
                 let cut: Vec<String> = in_tx!(tx, |c| {
                     sqlx::query_scalar(
                     "SELECT name FROM workflow_steps WHERE execution_id = $1 AND cut_by_failure ORDER BY idx"

@@ -312,26 +312,40 @@ async fn try_batch(
         .collect()
 }
 
+/// The run lock (`concurrency` of a workflow): a conflict naming the oldest active run when
+/// `limit` runs of workflow `workflow_id` are `RUNNING` or `PAUSED` already, not counting
+/// `except` (a run being set going again by an operator's decision).
+pub(crate) async fn run_lock(
+    tx: &mut Tx,
+    workflow_id: i64,
+    limit: Option<u32>,
+    except: Option<&str>,
+) -> Result<()> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let running: Vec<(String, String)> = in_tx!(tx, |c| sqlx::query_as(
+        "SELECT id, status FROM workflow_executions WHERE workflow_id = $1 \
+         AND status IN ('RUNNING', 'PAUSED') AND id <> $2 ORDER BY created_at, id"
+    )
+    .bind(workflow_id)
+    .bind(except.unwrap_or(""))
+    .fetch_all(&mut *c)
+    .await)?;
+    if running.len() as u64 >= u64::from(limit) {
+        let (id, status) = &running[0];
+        return Err(Error::conflict(format!(
+            "workflow {workflow_id} allows {limit} run{} at a time (concurrency: {limit}): execution {id} is {status}",
+            if limit == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
 async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
     // The run lock. Every create holds the audit head's lock by now (PostgreSQL), so creates
     // across servers are serialized and this count sees every committed run.
-    if let Some(limit) = new.concurrency {
-        let running: Vec<(String, String)> = in_tx!(tx, |c| sqlx::query_as(
-            "SELECT id, status FROM workflow_executions WHERE workflow_id = $1 \
-             AND status IN ('RUNNING', 'PAUSED') ORDER BY created_at, id"
-        )
-        .bind(new.workflow_id)
-        .fetch_all(&mut *c)
-        .await)?;
-        if running.len() as u64 >= u64::from(limit) {
-            let (id, status) = &running[0];
-            return Err(Error::conflict(format!(
-                "workflow {} allows {limit} run{} at a time (concurrency: {limit}): execution {id} is {status}",
-                new.workflow_id,
-                if limit == 1 { "" } else { "s" }
-            )));
-        }
-    }
+    run_lock(tx, new.workflow_id, new.concurrency, None).await?;
     let seq: i64 = in_tx!(tx, |c| sqlx::query_scalar(
         "INSERT INTO workflow_exec_seq (day, last) VALUES ($1, 1) \
          ON CONFLICT (day) DO UPDATE SET last = workflow_exec_seq.last + 1 RETURNING last"

@@ -1057,3 +1057,64 @@ async fn the_edit_lock_and_the_run_lock_hold_across_servers() {
     }
     s1.finish().await;
 }
+
+/// A decision that sets a `FAILED` run going again counts against the run lock: with
+/// `concurrency: 1` and another run active, a retry answers 409 naming that run and changes
+/// nothing; once it has ended, the same retry goes through.
+#[tokio::test]
+async fn a_retry_that_revives_a_failed_run_respects_the_run_lock() {
+    let hook = Hook::start();
+    let s = Server::start_with(wf_opts());
+    let admin = admin_token(&s).await;
+    let mut d = def(
+        "dr",
+        json!([
+            { "name": "switch", "type": "http", "method": "POST", "url": hook.url("/switch"),
+              "expect_status": 200 },
+            { "name": "settle", "type": "sleep", "seconds": 30 },
+        ]),
+    );
+    d["concurrency"] = json!(1);
+    let id = create_wf(&s, &admin, d).await;
+
+    hook.script(&[status_reply(500)]);
+    let failed = execute(&s, &admin, &id).await;
+    wait_for(&s, &admin, &failed, "FAILED", T).await;
+    let running = execute(&s, &admin, &id).await;
+    let deadline = Instant::now() + T;
+    while hook.seen().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second run never called the hook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let retry = json!({ "action": "retry", "reason": "the switch is back" });
+    let (st, body) = act(&s, &admin, &failed, "switch", retry.clone()).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body.to_string().contains(&running),
+        "names the active run: {body}"
+    );
+    let e = wait_for(&s, &admin, &failed, "FAILED", T).await;
+    assert_eq!(step(&e, "switch")["status"], "FAILED", "{e}");
+    assert_eq!(step(&e, "switch")["attempts"], 1, "{e}");
+    assert!(step(&e, "switch")["actions"]
+        .as_array()
+        .is_none_or(|a| a.is_empty()));
+    assert_eq!(hook.seen().len(), 2, "nothing was sent again");
+
+    let (st, body) = control(&s, &admin, &running, "stop").await;
+    assert_eq!(st, 200, "{body}");
+    wait_for(&s, &admin, &running, "STOPPED", T).await;
+    let (st, body) = act(&s, &admin, &failed, "switch", retry).await;
+    assert_eq!(st, 200, "{body}");
+    let deadline = Instant::now() + T;
+    while hook.seen().len() < 3 {
+        assert!(Instant::now() < deadline, "the retry never called the hook");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    control(&s, &admin, &failed, "stop").await;
+    s.finish().await;
+}
