@@ -69,12 +69,12 @@ pub struct WaitingStep {
     pub mine: bool,
 }
 
-/// Approval steps of running executions that wait for a decision.
-async fn waiting_steps(state: &AppState, s: &Session) -> Result<Vec<WaitingStep>> {
+/// Runs that are `RUNNING`, then those `PAUSED`: at most `limit` of each.
+async fn active_runs(
+    state: &AppState,
+    limit: i64,
+) -> Result<Vec<haechi_workflow::ExecutionSummary>> {
     let mut out = Vec::new();
-    if !s.principal().can(Permission::WorkflowView) {
-        return Ok(out);
-    }
     for status in [RunStatus::Running, RunStatus::Paused] {
         let listed = state
             .workflows
@@ -83,31 +83,45 @@ async fn waiting_steps(state: &AppState, s: &Session) -> Result<Vec<WaitingStep>
                     status: Some(status),
                     ..Default::default()
                 },
-                200,
+                limit,
                 0,
             )
             .await?;
-        for e in listed.items {
-            let view = state.workflows.execution(&e.execution_id).await?;
-            if !view.steps.iter().any(|st| st.kind == "approval") {
-                continue;
-            }
-            let doc = state
-                .workflows
-                .get_workflow(&view.wf_id, Some(view.version))
-                .await?;
-            for (st, d) in view.steps.iter().zip(&doc.definition.steps) {
-                if let Action::Approval { role } = &d.action {
-                    if st.status == haechi_workflow::StepStatus::Running && st.decision.is_none() {
-                        out.push(WaitingStep {
-                            execution: view.execution_id.clone(),
-                            workflow: view.workflow_name.clone(),
-                            step: st.name.clone(),
-                            role: role.clone(),
-                            since: when_opt(st.started_at, state.http.utc_offset_secs),
-                            mine: s.principal().roles.iter().any(|r| &r.name == role),
-                        });
-                    }
+        out.extend(listed.items);
+    }
+    Ok(out)
+}
+
+/// Approval steps of the `active` runs that wait for a decision.
+async fn waiting_steps(
+    state: &AppState,
+    s: &Session,
+    active: &[haechi_workflow::ExecutionSummary],
+) -> Result<Vec<WaitingStep>> {
+    let mut out = Vec::new();
+    if !s.principal().can(Permission::WorkflowView) {
+        return Ok(out);
+    }
+    for e in active {
+        let view = state.workflows.execution(&e.execution_id).await?;
+        if !view.steps.iter().any(|st| st.kind == "approval") {
+            continue;
+        }
+        let doc = state
+            .workflows
+            .get_workflow(&view.wf_id, Some(view.version))
+            .await?;
+        for (st, d) in view.steps.iter().zip(&doc.definition.steps) {
+            if let Action::Approval { role } = &d.action {
+                if st.status == haechi_workflow::StepStatus::Running && st.decision.is_none() {
+                    out.push(WaitingStep {
+                        execution: view.execution_id.clone(),
+                        workflow: view.workflow_name.clone(),
+                        step: st.name.clone(),
+                        role: role.clone(),
+                        since: when_opt(st.started_at, state.http.utc_offset_secs),
+                        mine: s.principal().roles.iter().any(|r| &r.name == role),
+                    });
                 }
             }
         }
@@ -225,24 +239,21 @@ pub async fn dashboard(State(state): State<AppState>, s: Session) -> Result<Resp
     let l = s.lang;
     let off = state.http.utc_offset_secs;
     let p = s.principal();
-    let mut running = Vec::new();
-    if p.can(Permission::WorkflowView) {
-        for status in [RunStatus::Running, RunStatus::Paused] {
-            let listed = state
-                .workflows
-                .list_executions(
-                    &ExecutionFilter {
-                        status: Some(status),
-                        ..Default::default()
-                    },
-                    100,
-                    0,
-                )
-                .await?;
-            running.extend(listed.items.iter().map(|e| run_row(l, off, e)));
+    // One read of the active runs serves both the list and the approval steps waiting in them.
+    let active = if p.can(Permission::WorkflowView) {
+        active_runs(&state, 200).await?
+    } else {
+        Vec::new()
+    };
+    let (mut shown, mut running) = ([0usize; 2], Vec::new());
+    for e in &active {
+        let n = &mut shown[usize::from(e.status == RunStatus::Paused)];
+        if *n < 100 {
+            *n += 1;
+            running.push(run_row(l, off, e));
         }
     }
-    let waiting = waiting_steps(&state, &s)
+    let waiting = waiting_steps(&state, &s, &active)
         .await?
         .into_iter()
         .filter(|w| w.mine)
@@ -857,7 +868,12 @@ pub async fn approvals(State(state): State<AppState>, s: Session) -> Result<Resp
     let l = s.lang;
     let off = state.http.utc_offset_secs;
     let p = s.principal();
-    let waiting = waiting_steps(&state, &s).await?;
+    let active = if p.can(Permission::WorkflowView) {
+        active_runs(&state, 200).await?
+    } else {
+        Vec::new()
+    };
+    let waiting = waiting_steps(&state, &s, &active).await?;
     let mut tasks = Vec::new();
     let can_approve_tasks = p.can(Permission::TaskApprove);
     if can_approve_tasks || p.can(Permission::NodeView) {
