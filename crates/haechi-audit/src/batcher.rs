@@ -59,6 +59,25 @@ impl Default for BatcherOptions {
     }
 }
 
+fn shutting_down() -> Error {
+    Error::unavailable("the server is shutting down")
+}
+
+/// An event queued by [`Batcher::enqueue`].
+#[must_use = "under strict durability the event is durable only once `committed` returns"]
+pub struct Pending(Option<oneshot::Receiver<()>>);
+
+impl Pending {
+    /// Returns once the event is committed ([`Durability::Strict`]), or at once when the
+    /// batcher is [`Durability::Batched`].
+    pub async fn committed(self) -> Result<()> {
+        match self.0 {
+            Some(rx) => rx.await.map_err(|_| shutting_down()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An event in the queue, and who waits for its commit.
 struct Queued {
     event: Event,
@@ -87,33 +106,34 @@ impl Batcher {
     /// Queues `event` (waiting while the queue is full) and, under [`Durability::Strict`],
     /// waits until it is committed. Fails once shutdown has begun.
     pub async fn record(&self, event: Event) -> Result<()> {
+        self.enqueue(event).await?.committed().await
+    }
+
+    /// Queues `event` (waiting while the queue is full) without waiting for its commit: the
+    /// answer says when it is durable as [`Batcher::record`] would have. Several events
+    /// queued before any is waited for share one transaction.
+    pub async fn enqueue(&self, event: Event) -> Result<Pending> {
         let sender = self
             .sender
             .lock()
             .map_err(|_| Error::internal("audit batcher lock poisoned"))?
             .clone()
-            .ok_or_else(|| Error::unavailable("the server is shutting down"))?;
-        let shutting_down = || Error::unavailable("the server is shutting down");
-        match self.durability {
-            Durability::Batched => sender
-                .send(Queued {
-                    event,
-                    committed: None,
-                })
-                .await
-                .map_err(|_| shutting_down()),
+            .ok_or_else(shutting_down)?;
+        let (done, committed) = match self.durability {
+            Durability::Batched => (None, None),
             Durability::Strict => {
                 let (done, committed) = oneshot::channel();
-                sender
-                    .send(Queued {
-                        event,
-                        committed: Some(done),
-                    })
-                    .await
-                    .map_err(|_| shutting_down())?;
-                committed.await.map_err(|_| shutting_down())
+                (Some(done), Some(committed))
             }
-        }
+        };
+        sender
+            .send(Queued {
+                event,
+                committed: done,
+            })
+            .await
+            .map_err(|_| shutting_down())?;
+        Ok(Pending(committed))
     }
 
     pub fn durability(&self) -> Durability {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod batcher;
-pub use batcher::{Batcher, BatcherOptions, Durability};
+pub use batcher::{Batcher, BatcherOptions, Durability, Pending};
 
 /// The hash `prev_hash` of the first event points at.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -58,6 +58,9 @@ pub struct DbGateConfig {
     pub pg_pool_size: usize,
     /// A pooled backend connection with nothing to do for this long is closed.
     pub pg_pool_idle: Duration,
+    /// `audit.durability`: `strict` holds the message that ends a statement's answer until
+    /// the statement's event is committed; `batched` only queues the event.
+    pub audit_durability: haechi_audit::Durability,
 }
 
 impl Default for DbGateConfig {
@@ -70,6 +73,7 @@ impl Default for DbGateConfig {
             session_threads: 0,
             pg_pool_size: 0,
             pg_pool_idle: Duration::from_secs(600),
+            audit_durability: haechi_audit::Durability::default(),
         }
     }
 }
@@ -107,6 +111,25 @@ pub struct DbGate {
     pub(crate) session_threads: std::sync::OnceLock<gateway::SessionThreads>,
 }
 
+/// A gateway audit event on its way to the store (see [`DbGate::enqueue`]).
+pub(crate) struct Queued(Option<haechi_audit::Pending>);
+
+impl Queued {
+    pub(crate) fn none() -> Queued {
+        Queued(None)
+    }
+
+    /// Returns once the event is committed (`audit.durability = strict`) or at once (batched).
+    /// A failure is logged; the statement's answer goes on regardless.
+    pub(crate) async fn committed(self) {
+        if let Some(p) = self.0 {
+            if let Err(e) = p.committed().await {
+                tracing::error!("gateway audit event not recorded: {e}");
+            }
+        }
+    }
+}
+
 impl DbGate {
     /// Loads the policies and starts the task that notices changes made by other servers and
     /// ends time-boxed unlocks.
@@ -122,13 +145,13 @@ impl DbGate {
             // to the store's thread), at the price of a wider window a crash could lose.
             audit: Batcher::start(
                 store.clone(),
-                // A statement's event is written once its result has been relayed (it holds
-                // the row count and duration), so waiting for its commit would delay the next
-                // statement without keeping the result from leaving first: the gateway stays
-                // batched whatever `audit.durability` says (docs/dbgate.md, "Audit").
+                // A statement's event is written once its database has answered (it holds the
+                // row count and duration) and before the message that ends the answer goes to
+                // the client; `strict` waits for its commit there (docs/dbgate.md, "Audit").
+                // The writer never lingers while a producer waits.
                 BatcherOptions {
                     linger: STATEMENT_AUDIT_LINGER,
-                    durability: haechi_audit::Durability::Batched,
+                    durability: cfg.audit_durability,
                     ..BatcherOptions::default()
                 },
             ),
@@ -574,8 +597,17 @@ impl DbGate {
     }
 
     pub(crate) async fn record(&self, event: Event) {
-        if let Err(e) = self.audit.record(event).await {
-            tracing::error!("gateway audit event not recorded: {e}");
+        self.enqueue(event).await.committed().await;
+    }
+
+    /// Queues a statement's event; [`Queued::committed`] says when it is durable.
+    pub(crate) async fn enqueue(&self, event: Event) -> Queued {
+        match self.audit.enqueue(event).await {
+            Ok(p) => Queued(Some(p)),
+            Err(e) => {
+                tracing::error!("gateway audit event not recorded: {e}");
+                Queued(None)
+            }
         }
     }
 

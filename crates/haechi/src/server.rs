@@ -92,6 +92,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             session_threads: cfg.gateway_threads,
             pg_pool_size: cfg.gateway_pool_size,
             pg_pool_idle: std::time::Duration::from_secs(cfg.gateway_pool_idle_secs),
+            audit_durability: cfg.audit.durability,
             ..Default::default()
         },
     )

@@ -3,6 +3,7 @@
 //! an answered read without its event (CONTRACT §6). Runs on both store backends.
 
 mod common;
+mod gateway_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -158,4 +159,162 @@ async fn batched_mode_still_audits_every_read() {
     let text = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(text.contains("durability"), "{text}");
     s.finish().await;
+}
+
+/// The gateway under `strict`: a statement is finished for its client (PostgreSQL's
+/// ReadyForQuery, MySQL's final OK/EOF) only once its `db.statement` event is committed, so
+/// `kill -9` during bursts of statements from several `psql` sessions never leaves a statement
+/// whose answer a client received without its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_gateway_statements_keep_their_events_across_kill_9() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let pg_addr = gateway_support::free_addr();
+    let mut s = {
+        let pg_addr = pg_addr.clone();
+        tokio::task::spawn_blocking(move || {
+            Server::start_with(Opts::default().arg("--pg-gateway").arg(&pg_addr))
+        })
+        .await
+        .unwrap()
+    };
+    let port = gateway_support::gateway_port(&s, "PostgreSQL gateway on");
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    // The machine's PostgreSQL (trust authentication) as its superuser, through a target whose
+    // account's password is a vault value.
+    let target = unique("durgw").to_lowercase();
+    let (st, cred) = call(
+        client()
+            .post(s.url("/v2/credentialvault/credentials"))
+            .bearer_auth(&admin)
+            .json(&json!({ "name": target,
+                           "attributes": [{"name": "password", "userProvided": false, "masked": true}] })),
+    )
+    .await;
+    assert_eq!(st, 201, "{cred}");
+    let cred_id = cred["id"].as_i64().unwrap();
+    let attr = cred["attributes"][0]["id"].as_i64().unwrap();
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!(
+                "/v2/credentialvault/credentials/{cred_id}/attributevalues"
+            )))
+            .bearer_auth(&admin)
+            .json(&json!([{ "credentialAttributeId": attr, "value": "unused-with-trust" }])),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(client().post(s.url("/api/v1/db/targets")).bearer_auth(&admin).json(
+        &json!({ "name": target, "kind": "postgres", "host": "127.0.0.1", "port": 5432, "database": "test" }),
+    ))
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/api/v1/db/targets/{target}/accounts")))
+            .bearer_auth(&admin)
+            .json(
+                &json!({ "account": "postgres", "credentialId": cred_id, "attribute": "password" }),
+            ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (user, password, _) = user_with_roles(&s, &[]).await;
+    let (st, v) = call(
+        client()
+            .post(s.url("/dbsafer/api/v1/policy/custom/access-policies"))
+            .bearer_auth(&admin)
+            .json(&json!({ "userId": user, "account": "postgres", "serverAddress": "127.0.0.1",
+                           "serverPort": 5432, "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1",
+                           "sqlPrivileges": ["SELECT"] })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    // Four psql sessions, each sending one numbered SELECT after another on its stdin and
+    // printing each answer on a line of its own; a line read back is an answered statement.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for n in 0..4 {
+        let mut child = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user={user}@postgres dbname={target} sslmode=require"
+            ))
+            .args(["-X", "-A", "-t", "-q"])
+            .env("PGPASSWORD", &password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql must be installed");
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..1_000_000 {
+                if writeln!(stdin, "SELECT 'mk-{n}-{i}';").is_err() {
+                    break;
+                }
+            }
+        });
+        let answered = answered.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("mk-") {
+                    answered.lock().unwrap().push(line);
+                }
+            }
+        }));
+        children.push(child);
+    }
+    // Once every session has answers coming, kill the server in the middle of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = answered.lock().unwrap().clone();
+        if (0..4).all(|n| seen.iter().any(|l| l.starts_with(&format!("mk-{n}-")))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the psql sessions got no answers:\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.kill9();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 4, "{answered:?}");
+
+    let next = Server::start_with(s.same_state());
+    let stored = next.sql(&format!(
+        "SELECT detail FROM audit_events WHERE action = 'db.statement' AND user_id = '{user}'"
+    ));
+    let marks = regex::Regex::new(r"mk-\d+-\d+").unwrap();
+    let stored: std::collections::HashSet<&str> =
+        marks.find_iter(&stored).map(|m| m.as_str()).collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|a| !stored.contains(a.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered statements have no event: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let (code, out) = next.audit_verify();
+    assert_eq!(code, 0, "{out}");
+    next.finish().await;
+    drop(s);
 }

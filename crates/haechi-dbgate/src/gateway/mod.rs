@@ -737,8 +737,15 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Queues the audit event of one statement string and counts its verdict.
+    /// Records the audit event of one statement string (committed when this returns under
+    /// `audit.durability = strict`) and counts its verdict.
     pub async fn audit(&self, r: StatementRecord<'_>) {
+        self.enqueue(r).await.committed().await;
+    }
+
+    /// Queues the audit event of one statement string and counts its verdict; the answer says
+    /// when the event is durable. Events queued before any is waited for share a commit.
+    pub(crate) async fn enqueue(&self, r: StatementRecord<'_>) -> crate::Queued {
         let cap = self.gate.config().audit_statement_bytes;
         let dialect = if self.protocol == "mysql" {
             crate::redact::Dialect::MySql
@@ -775,8 +782,11 @@ impl Auditor {
             .outcome(outcome)
             .detail_of(&detail);
         match event {
-            Ok(event) => self.gate.record(event).await,
-            Err(e) => tracing::error!("gateway audit event not recorded: {e}"),
+            Ok(event) => self.gate.enqueue(event).await,
+            Err(e) => {
+                tracing::error!("gateway audit event not recorded: {e}");
+                crate::Queued::none()
+            }
         }
     }
 }

@@ -349,6 +349,21 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
     expect: Expect,
     allow_infile: bool,
 ) -> std::io::Result<Outcome> {
+    let o = relay_response_held(db, client, client_buf, expect, allow_infile).await?;
+    flush_held(db, client).await?;
+    Ok(o)
+}
+
+/// As [`relay_response`], but the response's last packet (the one that tells the client the
+/// command is done), with whatever is queued before it, stays in `db.out` until
+/// [`flush_held`]: the statement's audit event goes in between.
+pub async fn relay_response_held<C: AsyncRead + AsyncWrite + Unpin>(
+    db: &mut Backend,
+    client: &mut C,
+    client_buf: &mut BytesMut,
+    expect: Expect,
+    allow_infile: bool,
+) -> std::io::Result<Outcome> {
     let mut out = std::mem::take(&mut db.out);
     out.clear();
     let mut o = Outcome::default();
@@ -359,13 +374,15 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
         () => {{
             loop {
                 if let Some(pk) = p::frame(&mut db.buf) {
-                    out.put_uint_le(pk.payload.len() as u64, 3);
-                    out.put_u8(pk.seq);
-                    out.put_slice(&pk.payload);
+                    // Flushed before a packet is queued, never after: the last packet stays
+                    // queued when the response ends.
                     if flush(&mut out) {
                         crate::gateway::send(client, &out).await?;
                         out.clear();
                     }
+                    out.put_uint_le(pk.payload.len() as u64, 3);
+                    out.put_u8(pk.seq);
+                    out.put_slice(&pk.payload);
                     break pk;
                 }
                 if !out.is_empty() {
@@ -496,12 +513,20 @@ pub async fn relay_response<C: AsyncRead + AsyncWrite + Unpin>(
             }
         },
     }
-    if !out.is_empty() {
-        crate::gateway::send(client, &out).await?;
-    }
-    out.clear();
     db.out = out;
     Ok(o)
+}
+
+/// Sends what [`relay_response_held`] kept back.
+pub async fn flush_held<C: AsyncWrite + Unpin>(
+    db: &mut Backend,
+    client: &mut C,
+) -> std::io::Result<()> {
+    if !db.out.is_empty() {
+        crate::gateway::send(client, &db.out).await?;
+    }
+    db.out.clear();
+    Ok(())
 }
 
 async fn read_client_packet<C: AsyncRead + Unpin>(

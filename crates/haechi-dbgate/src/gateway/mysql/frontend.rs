@@ -407,8 +407,8 @@ async fn commands(
                 };
                 let verdict = session.decide(&c);
                 if let Verdict::Refuse { message, .. } = &verdict {
-                    refuse(client, message).await?;
                     audit(&auditor, &sql, c.needs, &verdict, 0, started, None).await;
+                    refuse(client, message).await?;
                     continue;
                 }
                 forward(db, &pkt.payload, pkt.seq).await?;
@@ -493,15 +493,18 @@ async fn commands(
         };
         let verdict = session.decide(&class);
         match &verdict {
+            // Each statement's event before the packet that ends its answer (committed first
+            // under `audit.durability = strict`; only queued when batched).
             Verdict::Refuse { message, .. } => {
-                refuse(client, message).await?;
                 audit(&auditor, &text, class.needs, &verdict, 0, started, None).await;
+                refuse(client, message).await?;
             }
             Verdict::Allow => {
                 session.apply(&class);
                 forward(db, &pkt.payload, pkt.seq).await?;
-                let o = backend::relay_response(db, client, buf, expect, class.flags.local_infile)
-                    .await?;
+                let o =
+                    backend::relay_response_held(db, client, buf, expect, class.flags.local_infile)
+                        .await?;
                 let code = o.error.map(|c| c.to_string());
                 audit(
                     &auditor,
@@ -513,6 +516,7 @@ async fn commands(
                     code.as_deref(),
                 )
                 .await;
+                backend::flush_held(db, client).await?;
             }
         }
     }

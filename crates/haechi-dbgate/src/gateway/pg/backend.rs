@@ -412,22 +412,32 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
             pos += len;
         }
-        // The client gets its answer first; the audit queue never holds up a result.
-        crate::gateway::send(&mut client, &buf[flushed..pos]).await?;
-        bytes::Buf::advance(&mut buf, pos);
+        // A statement is finished for the client when its ReadyForQuery arrives, and that
+        // is in these bytes: its event goes first. Under `audit.durability = strict` that
+        // waits for the event's commit (shared with every statement finishing meanwhile), so
+        // no client sees a statement done whose record a crash could lose; batched, it only
+        // queues the event.
+        let mut queued = Vec::with_capacity(finished.len());
         for f in finished.drain(..) {
             let allowed = f.unit.verdict.allowed();
-            auditor
-                .audit(StatementRecord {
-                    text: &f.unit.text,
-                    needs: f.unit.needs,
-                    verdict: &f.unit.verdict,
-                    rows: f.rows,
-                    started: f.unit.started,
-                    error: if allowed { f.error.as_deref() } else { None },
-                })
-                .await;
+            queued.push(
+                auditor
+                    .enqueue(StatementRecord {
+                        text: &f.unit.text,
+                        needs: f.unit.needs,
+                        verdict: &f.unit.verdict,
+                        rows: f.rows,
+                        started: f.unit.started,
+                        error: if allowed { f.error.as_deref() } else { None },
+                    })
+                    .await,
+            );
         }
+        for q in queued {
+            q.committed().await;
+        }
+        crate::gateway::send(&mut client, &buf[flushed..pos]).await?;
+        bytes::Buf::advance(&mut buf, pos);
     }
 }
 

@@ -591,6 +591,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
         }
         let mut pos = 0;
         let mut from = 0;
+        let mut done: Vec<Done> = Vec::new();
         loop {
             let len = match p::complete_len(&buf[pos..]) {
                 Ok(Some(len)) => len,
@@ -615,6 +616,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                     // shut down, ...). That is not the end of the sessions on it, so their
                     // clients get what came before it and then 08006, not this error.
                     if matches!(field(b'V').or(field(b'S')), Some("FATAL" | "PANIC")) {
+                        complete_all(&mut done, &buf, &pool).await;
                         forward_head(&shared, &buf[from..pos]).await;
                         fail_all(&shared, &pool).await;
                         return;
@@ -642,7 +644,13 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                             let c = shared.cancelled_for.load(Ordering::SeqCst);
                             c != 0 && c != job.client.id
                         };
-                        complete(job, &buf[from..end], rows, error.take(), hit, &pool).await;
+                        done.push(Done {
+                            job,
+                            answer: from..end,
+                            rows,
+                            error: error.take(),
+                            hit,
+                        });
                     }
                     from = end;
                     rows = 0;
@@ -653,6 +661,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
             }
             pos += len;
         }
+        complete_all(&mut done, &buf, &pool).await;
         // The head statement's answer so far (a long result streams through). A beginning of
         // it that holds no row yet (a RowDescription, an error that its ReadyForQuery has not
         // followed yet) is kept back and read again with what comes next: a statement that
@@ -728,15 +737,55 @@ async fn fail_all(shared: &Shared, pool: &Weak<Pool>) {
     }
 }
 
-/// Hands one finished statement's answer to its session, audits it, and frees its place.
-async fn complete(
-    mut job: Job,
-    answer: &[u8],
+/// A statement whose ReadyForQuery the read loop saw in the chunk it is reading: its answer is
+/// `buf[answer]`.
+struct Done {
+    job: Job,
+    answer: std::ops::Range<usize>,
     rows: u64,
     error: Option<String>,
-    hit_by_cancel: bool,
-    pool: &Weak<Pool>,
-) {
+    hit: bool,
+}
+
+/// Completes the statements that finished in one chunk: their events are queued together (one
+/// commit under `audit.durability = strict`) and committed before any of their answers is
+/// handed to its session, in order.
+async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>) {
+    if done.is_empty() {
+        return;
+    }
+    let mut ready = Vec::with_capacity(done.len());
+    for d in done.drain(..) {
+        if let Some(job) = rerun_elsewhere(d.job, d.hit, pool) {
+            let allowed = job.unit.verdict.allowed();
+            let queued = job
+                .client
+                .auditor
+                .enqueue(StatementRecord {
+                    text: &job.unit.text,
+                    needs: job.unit.needs,
+                    verdict: &job.unit.verdict,
+                    rows: d.rows,
+                    started: job.unit.started,
+                    error: if allowed { d.error.as_deref() } else { None },
+                })
+                .await;
+            ready.push((job, d.answer, queued));
+        }
+    }
+    let mut answers = Vec::with_capacity(ready.len());
+    for (job, answer, queued) in ready {
+        queued.committed().await;
+        answers.push((job, answer));
+    }
+    for (job, answer) in answers {
+        hand_over(job, &buf[answer], pool).await;
+    }
+}
+
+/// A statement that another session's cancel hit before it sent its client anything runs
+/// again on another connection (then `None`); otherwise it completes here.
+fn rerun_elsewhere(mut job: Job, hit_by_cancel: bool, pool: &Weak<Pool>) -> Option<Job> {
     let client = job.client.clone();
     if hit_by_cancel
         && !job.forwarded
@@ -750,7 +799,7 @@ async fn complete(
             match conn.push(job) {
                 Ok(()) => {
                     metrics::counter!("haechi_gateway_pool_reruns_total").increment(1);
-                    return;
+                    return None;
                 }
                 Err(j) => {
                     client.inflight.fetch_add(1, Ordering::SeqCst);
@@ -759,9 +808,24 @@ async fn complete(
             }
         }
     }
-    client.write(answer).await;
+    Some(job)
+}
+
+/// Hands one finished statement's answer to its session, audits it, and frees its place.
+async fn complete(
+    job: Job,
+    answer: &[u8],
+    rows: u64,
+    error: Option<String>,
+    hit_by_cancel: bool,
+    pool: &Weak<Pool>,
+) {
+    let Some(job) = rerun_elsewhere(job, hit_by_cancel, pool) else {
+        return;
+    };
+    // The event before the answer (committed first under `audit.durability = strict`).
     let allowed = job.unit.verdict.allowed();
-    client
+    job.client
         .auditor
         .audit(StatementRecord {
             text: &job.unit.text,
@@ -772,6 +836,13 @@ async fn complete(
             error: if allowed { error.as_deref() } else { None },
         })
         .await;
+    hand_over(job, answer, pool).await;
+}
+
+/// Writes a completed statement's answer to its session and frees its place.
+async fn hand_over(job: Job, answer: &[u8], pool: &Weak<Pool>) {
+    let client = job.client.clone();
+    client.write(answer).await;
     drop(job);
     client.finished();
     if let Some(pool) = pool.upgrade() {
