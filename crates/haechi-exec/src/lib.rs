@@ -45,6 +45,7 @@ pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
+pub use scheduler::CronSpec;
 
 /// Something that happened to an instance, for observers (workflow engine, output followers).
 #[derive(Debug, Clone)]
