@@ -151,7 +151,7 @@ fn cron_in(secs: i64) -> (String, i64) {
 async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
     let mut s = Server::start_with(wf_opts());
     let admin = admin_token(&s).await;
-    let (cron, due) = cron_in(5);
+    let (cron, due) = cron_in(12);
     let mut once = def(
         "dr",
         json!([{ "name": "check", "type": "sleep", "seconds": 0 }]),
@@ -168,6 +168,10 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
 
     // Down across the fire, and up again well after it.
     s.stop();
+    assert!(
+        now_ms() < due - 500,
+        "the server took too long to stop: the fire was not missed"
+    );
     while now_ms() < due + 3_500 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
