@@ -270,7 +270,9 @@ impl Vault {
         };
         let plain = key
             .open(nonce, ciphertext, context_slot(context, key_id))
-            .map_err(|_| Error::conflict("the sealed value could not be opened (altered or moved)"))?;
+            .map_err(|_| {
+                Error::conflict("the sealed value could not be opened (altered or moved)")
+            })?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| Error::conflict("the sealed value is not text"))?;
         Ok(SecretString::from(text))

@@ -609,9 +609,8 @@ fn parse_schedules(v: Option<&Value>) -> Result<Vec<Schedule>> {
             None | Some(Value::Null) => None,
             Some(_) => Some(f.req_text("timezone", 100)?),
         };
-        haechi_exec::CronSpec::parse(&cron, timezone.as_deref(), 0, true).map_err(
-            |(field, m)| Error::field(format!("{at}.{field}"), m),
-        )?;
+        haechi_exec::CronSpec::parse(&cron, timezone.as_deref(), 0, true)
+            .map_err(|(field, m)| Error::field(format!("{at}.{field}"), m))?;
         let params = match f.take("params") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(o)) => {
@@ -1042,7 +1041,9 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
                 None | Some(Value::Null) => BTreeMap::new(),
                 Some(Value::Object(o)) => {
                     if o.len() > MAX_PARAMS {
-                        return Err(f.err("params", format_args!("at most {MAX_PARAMS} parameters")));
+                        return Err(
+                            f.err("params", format_args!("at most {MAX_PARAMS} parameters"))
+                        );
                     }
                     let mut out = BTreeMap::new();
                     for (k, v) in o {
@@ -1055,12 +1056,10 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
                     }
                     out
                 }
-                Some(_) => {
-                    return Err(f.err(
-                        "params",
-                        "must be an object: the child workflow's parameter → value (${name} allowed)",
-                    ))
-                }
+                Some(_) => return Err(f.err(
+                    "params",
+                    "must be an object: the child workflow's parameter → value (${name} allowed)",
+                )),
             };
             Action::Workflow(WorkflowAction { workflow, params })
         }
@@ -1207,7 +1206,10 @@ fn parse_env(f: &mut Fields<'_>) -> Result<BTreeMap<String, String>> {
         let field = format!("env.{name}");
         check_env_name(f, &field, name)?;
         let Some(t) = t.as_str() else {
-            return Err(f.err(&field, "must be a string (\"${param}\" to pass a parameter)"));
+            return Err(f.err(
+                &field,
+                "must be a string (\"${param}\" to pass a parameter)",
+            ));
         };
         if t.len() > 64 * 1024 || t.contains('\0') {
             return Err(f.err(&field, "must be at most 64 KiB, without NUL bytes"));

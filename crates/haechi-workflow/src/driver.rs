@@ -483,10 +483,8 @@ impl Driver {
             if !task.env.is_empty() {
                 if let Err(why) = self.step_env(task, start).await {
                     start.env.clear();
-                    start.env_refused = Some(format!(
-                        "step '{}': {why}",
-                        self.def.def.steps[*idx].name
-                    ));
+                    start.env_refused =
+                        Some(format!("step '{}': {why}", self.def.def.steps[*idx].name));
                     continue;
                 }
             }
@@ -568,7 +566,10 @@ impl Driver {
             .map_err(|_| missing())?;
         // A cycle the definitions no longer show (a rename since): never run a workflow
         // inside itself.
-        let mut ancestor = Some((self.state.workflow_id, self.state.parent_execution_id.clone()));
+        let mut ancestor = Some((
+            self.state.workflow_id,
+            self.state.parent_execution_id.clone(),
+        ));
         let mut depth = 0;
         while let Some((wf, parent)) = ancestor {
             if wf == row.id {
@@ -589,7 +590,10 @@ impl Driver {
                 None => None,
             };
         }
-        let loaded = eng.loaded(row.id, row.version).await.map_err(|e| e.message)?;
+        let loaded = eng
+            .loaded(row.id, row.version)
+            .await
+            .map_err(|e| e.message)?;
         let values = self.values(next);
         let given: serde_json::Map<String, serde_json::Value> = w
             .params
@@ -793,6 +797,7 @@ impl Driver {
                 steps_done: n.steps_done,
                 error: n.error.clone(),
                 ended_at: n.ended_at,
+                has_secrets: self.def.def.password_params().next().is_some(),
             },
             steps: n
                 .steps
@@ -1429,27 +1434,41 @@ async fn wait_child(
                     return AttemptResult {
                         ok: true,
                         error: None,
-                        result: Some(json!({ "child_execution_id": child, "status": status }).to_string()),
+                        result: Some(
+                            json!({ "child_execution_id": child, "status": status }).to_string(),
+                        ),
                     }
                 }
                 Some(st @ (RunStatus::Failed | RunStatus::Stopped)) => {
                     let why = error.map(|e| format!(": {e}")).unwrap_or_default();
                     return AttemptResult {
                         ok: false,
-                        error: Some(format!("child execution {child} ended {}{why}", st.as_str())),
-                        result: Some(json!({ "child_execution_id": child, "status": status }).to_string()),
+                        error: Some(format!(
+                            "child execution {child} ended {}{why}",
+                            st.as_str()
+                        )),
+                        result: Some(
+                            json!({ "child_execution_id": child, "status": status }).to_string(),
+                        ),
                     };
                 }
                 _ => {}
             },
-            Ok(None) => return AttemptResult::fail(format!("child execution {child} does not exist")),
+            Ok(None) => {
+                return AttemptResult::fail(format!("child execution {child} does not exist"))
+            }
             Err(e) => tracing::warn!(%child, "reading the child execution: {}", e.message),
         }
         if let Some(t) = timeout_at {
             if now_ms() >= t {
-                if let Err(e) =
-                    crate::executions::control_run(&eng, &actor, "mdrm", child, crate::model::Control::Stop)
-                        .await
+                if let Err(e) = crate::executions::control_run(
+                    &eng,
+                    &actor,
+                    "mdrm",
+                    child,
+                    crate::model::Control::Stop,
+                )
+                .await
                 {
                     if e.code != haechi_types::Code::Conflict {
                         tracing::warn!(%child, "could not stop the child after the step's timeout: {}", e.message);

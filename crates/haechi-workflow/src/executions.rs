@@ -260,7 +260,6 @@ pub(crate) async fn check_starter(
     Ok(())
 }
 
-
 /// Seals the values of the password parameters with the vault's keys and puts `****` in
 /// their place; a sealed vault (503) or a server without the vault refuses the run.
 pub(crate) async fn seal_passwords(
@@ -316,15 +315,19 @@ pub(crate) async fn open_passwords(
     if names.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<(String, i64, Vec<u8>, Vec<u8>)> = read!(eng.store, |db| sqlx::query_as(
+    let rows: Vec<(String, i64, Vec<u8>, Vec<u8>)> = read!(eng.store, |db| {
+        sqlx::query_as(
         "SELECT name, key_id, nonce, ciphertext FROM workflow_secret_params WHERE execution_id = $1"
     )
     .bind(execution_id)
     .fetch_all(db)
-    .await)
+    .await
+    })
     .map_err(|e| Error::from(e).message)?;
     let Some(sealer) = &eng.sealer else {
-        return Err("password parameters need the credential vault; this server runs without it".into());
+        return Err(
+            "password parameters need the credential vault; this server runs without it".into(),
+        );
     };
     for name in names {
         let Some((_, key_id, nonce, ciphertext)) = rows.iter().find(|r| r.0 == *name) else {
@@ -337,7 +340,10 @@ pub(crate) async fn open_passwords(
         };
         match sealer.open(&secret_context(name), &sealed).await {
             Ok(v) => {
-                out.insert((*name).to_owned(), secrecy::ExposeSecret::expose_secret(&v).to_owned());
+                out.insert(
+                    (*name).to_owned(),
+                    secrecy::ExposeSecret::expose_secret(&v).to_owned(),
+                );
             }
             Err(e) => {
                 return Err(format!(
@@ -360,21 +366,21 @@ pub(crate) fn control_run<'a>(
     action: Control,
 ) -> futures::future::BoxFuture<'a, Result<StatusView>> {
     Box::pin(async move {
-    let mut tx = eng.store.begin().await?;
-    let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-    let rev = locked.rev;
-    let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
-    let asking = match (action, from) {
-        (Control::Resume, RunStatus::Paused) => asking_step(eng, &mut tx, id).await?,
-        _ => None,
-    };
-    let to = match (action, from) {
-        (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
-        (Control::Pause, RunStatus::Running) => RunStatus::Paused,
-        (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
-        _ => {
-            drop(tx);
-            let why = match (action, from) {
+        let mut tx = eng.store.begin().await?;
+        let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+        let rev = locked.rev;
+        let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
+        let asking = match (action, from) {
+            (Control::Resume, RunStatus::Paused) => asking_step(eng, &mut tx, id).await?,
+            _ => None,
+        };
+        let to = match (action, from) {
+            (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
+            (Control::Pause, RunStatus::Running) => RunStatus::Paused,
+            (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
+            _ => {
+                drop(tx);
+                let why = match (action, from) {
                 (Control::Resume, RunStatus::Paused) => format!(
                     "execution {id} waits for a decision on failed step '{}' (on_failure: ask): \
                      retry, skip or mark it as succeeded first; resume alone does not decide it",
@@ -390,7 +396,7 @@ pub(crate) fn control_run<'a>(
                 }
                 _ => format!("'{}' does not fit execution {id} in state {}", action.as_str(), from.as_str()),
             };
-            haechi_audit::record(
+                haechi_audit::record(
                 &eng.store,
                 actor
                     .event(family, "workflow.control")
@@ -399,118 +405,120 @@ pub(crate) fn control_run<'a>(
                     .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
             )
             .await?;
-            return Err(Error::conflict(why));
-        }
-    };
-    let now = now_ms();
-    let new_rev = rev + 1;
-    in_tx!(tx, |c| sqlx::query(
-        "UPDATE workflow_executions SET status = $2, rev = $3, updated_at = $4, \
-         ended_at = CASE WHEN $2 = 'STOPPED' THEN $4 ELSE ended_at END WHERE id = $1"
-    )
-    .bind(id)
-    .bind(to.as_str())
-    .bind(new_rev)
-    .bind(now)
-    .execute(&mut *c)
-    .await
-    .map(|_| ()))?;
-    let mut events = Vec::new();
-    if to == RunStatus::Stopped {
-        let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
-            "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
-             AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
-        )
-        .bind(id)
-        .fetch_all(&mut *c)
-        .await)?;
+                return Err(Error::conflict(why));
+            }
+        };
+        let now = now_ms();
+        let new_rev = rev + 1;
         in_tx!(tx, |c| sqlx::query(
-            "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
-             WHERE execution_id = $1 AND status = 'RUNNING'"
+            "UPDATE workflow_executions SET status = $2, rev = $3, updated_at = $4, \
+         ended_at = CASE WHEN $2 = 'STOPPED' THEN $4 ELSE ended_at END WHERE id = $1"
         )
         .bind(id)
+        .bind(to.as_str())
+        .bind(new_rev)
         .bind(now)
         .execute(&mut *c)
         .await
         .map(|_| ()))?;
-        in_tx!(tx, |c| {
-            sqlx::query(
+        let mut events = Vec::new();
+        if to == RunStatus::Stopped {
+            let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+                "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
+             AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
+            )
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await)?;
+            in_tx!(tx, |c| sqlx::query(
+                "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
+             WHERE execution_id = $1 AND status = 'RUNNING'"
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+            in_tx!(tx, |c| {
+                sqlx::query(
             "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
         )
         .bind(id)
         .execute(&mut *c)
         .await
         .map(|_| ())
-        })?;
-        for (name, status, attempts) in open {
-            let (new, message) = if status == "RUNNING" {
-                (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
-            } else {
-                (StepStatus::Skipped, String::new())
-            };
-            events.push(NewEvent {
-                step: Some(name),
-                status: new.as_str(),
-                attempt: if new == StepStatus::Stopped {
-                    attempts
+            })?;
+            for (name, status, attempts) in open {
+                let (new, message) = if status == "RUNNING" {
+                    (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
                 } else {
-                    0
-                },
-                message,
-                task_instance_no: None,
-            });
+                    (StepStatus::Skipped, String::new())
+                };
+                events.push(NewEvent {
+                    step: Some(name),
+                    status: new.as_str(),
+                    attempt: if new == StepStatus::Stopped {
+                        attempts
+                    } else {
+                        0
+                    },
+                    message,
+                    task_instance_no: None,
+                });
+            }
         }
-    }
-    events.push(NewEvent {
-        step: None,
-        status: to.as_str(),
-        attempt: 0,
-        message: format!("{} by {}", action.as_str(), actor.user_id),
-        task_instance_no: None,
-    });
-    insert_events(&mut tx, id, new_rev, now, 0, &events).await?;
-    haechi_audit::append(
-        &mut tx,
-        actor
-            .event(family, "workflow.control")
-            .target(id.to_owned())
-            .detail(
-                json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
-            ),
-    )
-    .await?;
-    if to == RunStatus::Stopped {
-        crate::journal::delete_secrets(&mut tx, id).await?;
-    }
-    announce(&mut tx, id).await?;
-    tx.commit().await?;
-    if to == RunStatus::Stopped {
-        crate::metrics::ended(RunStatus::Stopped);
-    }
-    eng.poke(id);
-    // The action reaches the children (a child that does not fit it, such as one already
-    // paused or ended, is left as it is).
-    let children: Vec<String> = read!(eng.store, |db| sqlx::query_scalar(
-        "SELECT id FROM workflow_executions WHERE parent_execution_id = $1 \
+        events.push(NewEvent {
+            step: None,
+            status: to.as_str(),
+            attempt: 0,
+            message: format!("{} by {}", action.as_str(), actor.user_id),
+            task_instance_no: None,
+        });
+        insert_events(&mut tx, id, new_rev, now, 0, &events).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event(family, "workflow.control")
+                .target(id.to_owned())
+                .detail(
+                    json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
+                ),
+        )
+        .await?;
+        if to == RunStatus::Stopped {
+            crate::journal::delete_secrets(&mut tx, id).await?;
+        }
+        announce(&mut tx, id).await?;
+        tx.commit().await?;
+        if to == RunStatus::Stopped {
+            crate::metrics::ended(RunStatus::Stopped);
+        }
+        eng.poke(id);
+        // The action reaches the children (a child that does not fit it, such as one already
+        // paused or ended, is left as it is).
+        let children: Vec<String> = read!(eng.store, |db| sqlx::query_scalar(
+            "SELECT id FROM workflow_executions WHERE parent_execution_id = $1 \
          AND status IN ('RUNNING', 'PAUSED') ORDER BY id"
-    )
-    .bind(id)
-    .fetch_all(db)
-    .await)?;
-    for child in children {
-        match control_run(eng, actor, family, &child, action).await {
-            Ok(_) => {}
-            Err(e) if e.code == haechi_types::Code::Conflict => {}
-            Err(e) => tracing::warn!(execution = %id, %child, "could not {} the child execution: {}", action.as_str(), e.message),
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await)?;
+        for child in children {
+            match control_run(eng, actor, family, &child, action).await {
+                Ok(_) => {}
+                Err(e) if e.code == haechi_types::Code::Conflict => {}
+                Err(e) => {
+                    tracing::warn!(execution = %id, %child, "could not {} the child execution: {}", action.as_str(), e.message)
+                }
+            }
         }
-    }
-    // The state the control left, not a later one (the run may go on at once).
-    Ok(StatusView {
-        execution_id: id.to_owned(),
-        status: to,
-        current_step: locked.current_step,
-        progress: progress(locked.steps_done, locked.steps_total),
-    })
+        // The state the control left, not a later one (the run may go on at once).
+        Ok(StatusView {
+            execution_id: id.to_owned(),
+            status: to,
+            current_step: locked.current_step,
+            progress: progress(locked.steps_done, locked.steps_total),
+        })
     })
 }
 
@@ -547,7 +555,6 @@ async fn asking_step(eng: &Engine, tx: &mut Tx, id: &str) -> Result<Option<Strin
             .map(|s| s.name.clone())
     }))
 }
-
 
 impl Workflows {
     /// Starts workflow `key` (its id, or the name of a live workflow) at its current version

@@ -78,6 +78,8 @@ pub(crate) struct RunUpdate {
     pub steps_done: i64,
     pub error: Option<String>,
     pub ended_at: Option<i64>,
+    /// The definition has password parameters: their sealed values go when the run ends.
+    pub has_secrets: bool,
 }
 
 /// A change of one execution, written only if its `rev` is still `expect_rev`.
@@ -496,7 +498,7 @@ async fn apply_rows(tx: &mut Tx, t: &Transition) -> Result<Option<i64>> {
     for (idx, s) in &t.steps {
         write_step(tx, &t.execution_id, *idx, s).await?;
     }
-    if r.status.is_final() {
+    if r.status.is_final() && r.has_secrets {
         delete_secrets(tx, &t.execution_id).await?;
     }
     insert_events(tx, &t.execution_id, rev, now, 0, &t.events).await?;
@@ -643,7 +645,8 @@ async fn start_children(
         };
         match created {
             Ok(c) => {
-                in_tx!(tx, |conn| sqlx::query(
+                in_tx!(tx, |conn| {
+                    sqlx::query(
                     "UPDATE workflow_steps SET child_execution_id = $3 WHERE execution_id = $1 AND idx = $2"
                 )
                 .bind(&t.execution_id)
@@ -651,7 +654,8 @@ async fn start_children(
                 .bind(&c.id)
                 .execute(&mut *conn)
                 .await
-                .map(|_| ()))?;
+                .map(|_| ())
+                })?;
                 events.push(NewEvent {
                     step: step.map(|s| s.name.clone()),
                     status: StepStatus::Running.as_str(),

@@ -50,14 +50,23 @@ fn held_by(key: &str, who: &str, since: Option<i64>, expires: i64) -> Error {
 }
 
 /// An expired lock is ended here (audited), inside the transaction of whoever comes next.
-async fn expire(tx: &mut Tx, id: i64, who: &str, since: Option<i64>, expired: i64, actor: &Actor) -> Result<()> {
-    in_tx!(tx, |c| sqlx::query(
+async fn expire(
+    tx: &mut Tx,
+    id: i64,
+    who: &str,
+    since: Option<i64>,
+    expired: i64,
+    actor: &Actor,
+) -> Result<()> {
+    in_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE workflows SET edit_lock_holder = NULL, edit_lock_since = NULL, edit_lock_touched = NULL WHERE id = $1"
     )
     .bind(id)
     .execute(&mut *c)
     .await
-    .map(|_| ()))?;
+    .map(|_| ())
+    })?;
     haechi_audit::append(
         tx,
         actor
@@ -128,7 +137,8 @@ impl Workflows {
             (Some(_), Some(s)) => s,
             _ => now,
         };
-        in_tx!(tx, |c| sqlx::query(
+        in_tx!(tx, |c| {
+            sqlx::query(
             "UPDATE workflows SET edit_lock_holder = $2, edit_lock_since = $3, edit_lock_touched = $4 WHERE id = $1"
         )
         .bind(row.id)
@@ -137,7 +147,8 @@ impl Workflows {
         .bind(now)
         .execute(&mut *c)
         .await
-        .map(|_| ()))?;
+        .map(|_| ())
+        })?;
         if who.is_none() {
             haechi_audit::append(
                 &mut tx,
@@ -173,13 +184,15 @@ impl Workflows {
         if broken && !p.can(Permission::AdminSettings) {
             return Err(held_by(key, &who, since, expires));
         }
-        in_tx!(tx, |c| sqlx::query(
+        in_tx!(tx, |c| {
+            sqlx::query(
             "UPDATE workflows SET edit_lock_holder = NULL, edit_lock_since = NULL, edit_lock_touched = NULL WHERE id = $1"
         )
         .bind(row.id)
         .execute(&mut *c)
         .await
-        .map(|_| ()))?;
+        .map(|_| ())
+        })?;
         let action = if broken {
             "workflow.lock.break"
         } else {

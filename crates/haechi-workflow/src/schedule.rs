@@ -133,14 +133,16 @@ async fn tick_kind(
         let prev = match last.get(&key) {
             Some(t) => *t,
             None => {
-                let t: Option<i64> = read!(eng.store, |db| sqlx::query_scalar(
+                let t: Option<i64> = read!(eng.store, |db| {
+                    sqlx::query_scalar(
                     "SELECT MAX(fire_at) FROM schedule_runs WHERE kind = $1 AND target = $2 AND sched = $3"
                 )
                 .bind(kind.name())
                 .bind(&entry.target)
                 .bind(&entry.sched)
                 .fetch_one(db)
-                .await)?;
+                .await
+                })?;
                 let t = t.unwrap_or(0);
                 last.insert(key.clone(), t);
                 t
@@ -176,7 +178,8 @@ async fn fire_one(
     missed: bool,
 ) -> Result<()> {
     let mut tx = eng.store.begin().await?;
-    let claimed = in_tx!(tx, |c| sqlx::query(
+    let claimed = in_tx!(tx, |c| {
+        sqlx::query(
         "INSERT INTO schedule_runs (kind, target, sched, fire_at, claimed_at, claimed_by, outcome) \
          VALUES ($1, $2, $3, $4, $5, $6, 'claimed') ON CONFLICT DO NOTHING"
     )
@@ -188,16 +191,15 @@ async fn fire_one(
     .bind(&eng.server_id)
     .execute(&mut *c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     if claimed == 0 {
         // Another server has it.
         return Ok(());
     }
     let fire_iso = haechi_types::time::iso_ms(due);
     let (outcome, started, reason, after) = if missed && entry.misfire == Misfire::Skip {
-        let why = format!(
-            "the fire of {fire_iso} was missed while no server ran (misfire: skip)"
-        );
+        let why = format!("the fire of {fire_iso} was missed while no server ran (misfire: skip)");
         (
             "misfire_skipped",
             None,
@@ -301,12 +303,9 @@ impl Kind for WorkflowKind {
                     continue;
                 };
                 for (i, s) in list.into_iter().enumerate() {
-                    let Ok(spec) = CronSpec::parse(
-                        &s.cron,
-                        s.timezone.as_deref(),
-                        eng.utc_offset_secs,
-                        true,
-                    ) else {
+                    let Ok(spec) =
+                        CronSpec::parse(&s.cron, s.timezone.as_deref(), eng.utc_offset_secs, true)
+                    else {
                         continue;
                     };
                     out.push(Entry {
@@ -340,7 +339,10 @@ impl Kind for WorkflowKind {
                 if e.code == Code::Internal {
                     e
                 } else {
-                    Error::forbidden(format!("the schedule's owner cannot be used: {}", e.message))
+                    Error::forbidden(format!(
+                        "the schedule's owner cannot be used: {}",
+                        e.message
+                    ))
                 }
             })?;
             if !p.can(Permission::WorkflowExecute) {
@@ -404,11 +406,7 @@ impl Kind for WorkflowKind {
 }
 
 fn schedule_key(i: usize, s: &Schedule) -> String {
-    format!(
-        "{i}|{}|{}",
-        s.cron,
-        s.timezone.as_deref().unwrap_or("")
-    )
+    format!("{i}|{}|{}", s.cron, s.timezone.as_deref().unwrap_or(""))
 }
 
 /// OPMATE tasks' schedules (`PUT /api/v1/tasks/{id}/schedules`).
@@ -482,12 +480,18 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
         Value::Array(a) => a,
         Value::Object(o) => {
             if let Some(k) = o.keys().find(|k| *k != "schedules") {
-                return Err(Error::field(k.clone(), "is not a field here (send {\"schedules\": [...]})"));
+                return Err(Error::field(
+                    k.clone(),
+                    "is not a field here (send {\"schedules\": [...]})",
+                ));
             }
             match o.get("schedules") {
                 Some(Value::Array(a)) => a,
                 Some(Value::Null) | None => {
-                    return Err(Error::field("schedules", "is required: a list (empty to remove every schedule)"))
+                    return Err(Error::field(
+                        "schedules",
+                        "is required: a list (empty to remove every schedule)",
+                    ))
                 }
                 Some(_) => return Err(Error::field("schedules", "must be a list")),
             }
@@ -504,10 +508,22 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
     for (i, item) in list.iter().enumerate() {
         let at = format!("schedules[{i}]");
         let Some(o) = item.as_object() else {
-            return Err(Error::field(at, "must be an object with cron (and timezone) or at"));
+            return Err(Error::field(
+                at,
+                "must be an object with cron (and timezone) or at",
+            ));
         };
         for k in o.keys() {
-            if !["cron", "timezone", "at", "nodeIdList", "arguments", "misfire"].contains(&k.as_str()) {
+            if ![
+                "cron",
+                "timezone",
+                "at",
+                "nodeIdList",
+                "arguments",
+                "misfire",
+            ]
+            .contains(&k.as_str())
+            {
                 return Err(Error::field(
                     format!("{at}.{k}"),
                     "is not a schedule field (cron, timezone, at, nodeIdList, arguments, misfire)",
@@ -517,8 +533,13 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
         let text = |k: &str| -> Result<Option<String>> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Ok(Some(s.clone())),
-                Some(_) => Err(Error::field(format!("{at}.{k}"), "must be a non-blank string of at most 200 characters")),
+                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
+                    Ok(Some(s.clone()))
+                }
+                Some(_) => Err(Error::field(
+                    format!("{at}.{k}"),
+                    "must be a non-blank string of at most 200 characters",
+                )),
             }
         };
         let cron = text("cron")?;
@@ -526,7 +547,10 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
         let when_at = text("at")?;
         match (&cron, &when_at) {
             (Some(_), Some(_)) => {
-                return Err(Error::field(format!("{at}.at"), "give either cron or at, not both"))
+                return Err(Error::field(
+                    format!("{at}.at"),
+                    "give either cron or at, not both",
+                ))
             }
             (None, None) => {
                 return Err(Error::field(
@@ -548,7 +572,9 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
                 if haechi_types::time::parse_iso(a).is_none() {
                     return Err(Error::field(
                         format!("{at}.at"),
-                        format_args!("'{a}' is not an RFC 3339 moment (such as 2026-12-24T09:00:00+09:00)"),
+                        format_args!(
+                            "'{a}' is not an RFC 3339 moment (such as 2026-12-24T09:00:00+09:00)"
+                        ),
                     ));
                 }
             }
@@ -560,12 +586,17 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
                     .iter()
                     .enumerate()
                     .map(|(j, x)| match x {
-                        Value::String(s) if !s.contains('\0') && s.len() <= 64 * 1024 => Ok(s.clone()),
+                        Value::String(s) if !s.contains('\0') && s.len() <= 64 * 1024 => {
+                            Ok(s.clone())
+                        }
                         _ => Err(Error::field(format!("{at}.{k}[{j}]"), "must be a string")),
                     })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                Some(_) => Err(Error::field(format!("{at}.{k}"), "must be a list of strings")),
+                Some(_) => Err(Error::field(
+                    format!("{at}.{k}"),
+                    "must be a list of strings",
+                )),
             }
         };
         let node_id_list = list_of("nodeIdList")?;
@@ -580,7 +611,12 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
             None | Some(Value::Null) => Misfire::RunOnce,
             Some(Value::String(s)) if s == "run_once" => Misfire::RunOnce,
             Some(Value::String(s)) if s == "skip" => Misfire::Skip,
-            Some(_) => return Err(Error::field(format!("{at}.misfire"), "must be \"run_once\" or \"skip\"")),
+            Some(_) => {
+                return Err(Error::field(
+                    format!("{at}.misfire"),
+                    "must be \"run_once\" or \"skip\"",
+                ))
+            }
         };
         out.push(TaskSchedule {
             cron,
@@ -605,7 +641,11 @@ fn task_next_fires(list: &[TaskSchedule], utc_offset_secs: i32, now: i64) -> Vec
             let Some(n) = when.next_after(t) else { break };
             out.push(NextFire {
                 schedule: i,
-                cron: s.cron.clone().or_else(|| s.at.clone().map(|a| format!("at {a}"))).unwrap_or_default(),
+                cron: s
+                    .cron
+                    .clone()
+                    .or_else(|| s.at.clone().map(|a| format!("at {a}")))
+                    .unwrap_or_default(),
                 at: n,
                 at_iso: haechi_types::time::iso_ms(n),
             });
@@ -706,13 +746,16 @@ impl Workflows {
         let text = serde_json::to_string(&list)?;
         let mut tx = self.eng.store.begin().await?;
         if list.is_empty() {
-            in_tx!(tx, |c| sqlx::query("DELETE FROM task_schedules WHERE task_id = $1")
-                .bind(task_id)
-                .execute(&mut *c)
-                .await
-                .map(|_| ()))?;
-        } else {
             in_tx!(tx, |c| sqlx::query(
+                "DELETE FROM task_schedules WHERE task_id = $1"
+            )
+            .bind(task_id)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+        } else {
+            in_tx!(tx, |c| {
+                sqlx::query(
                 "INSERT INTO task_schedules (task_id, schedules, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (task_id) DO UPDATE SET schedules = $2, updated_by = $3, updated_at = $4"
             )
@@ -722,7 +765,8 @@ impl Workflows {
             .bind(now)
             .execute(&mut *c)
             .await
-            .map(|_| ()))?;
+            .map(|_| ())
+            })?;
         }
         haechi_audit::append(
             &mut tx,

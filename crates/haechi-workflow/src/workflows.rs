@@ -354,7 +354,14 @@ impl Workflows {
         let Some((current, None)) = lock_workflow(&mut tx, row.id).await? else {
             return Err(Error::not_found(format_args!("workflow '{key}'")));
         };
-        crate::locks::check_edit(&mut tx, row.id, key, actor, self.eng.cfg.edit_lock_idle_secs).await?;
+        crate::locks::check_edit(
+            &mut tx,
+            row.id,
+            key,
+            actor,
+            self.eng.cfg.edit_lock_idle_secs,
+        )
+        .await?;
         let version = current + 1;
         let updated: std::result::Result<u64, sqlx::Error> = in_tx!(tx, |c| {
             sqlx::query(
@@ -396,7 +403,14 @@ impl Workflows {
     pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
-        crate::locks::check_edit(&mut tx, row.id, key, actor, self.eng.cfg.edit_lock_idle_secs).await?;
+        crate::locks::check_edit(
+            &mut tx,
+            row.id,
+            key,
+            actor,
+            self.eng.cfg.edit_lock_idle_secs,
+        )
+        .await?;
         let n = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE workflows SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL"
@@ -455,7 +469,12 @@ impl Workflows {
                 _ => None,
             },
             next_fires: if v == row.version && row.deleted_at.is_none() {
-                next_fires(&definition_of(&text)?, self.eng.utc_offset_secs, now_ms(), 5)
+                next_fires(
+                    &definition_of(&text)?,
+                    self.eng.utc_offset_secs,
+                    now_ms(),
+                    5,
+                )
             } else {
                 Vec::new()
             },

@@ -66,8 +66,10 @@ impl SecretSealer for VaultSealer {
         plaintext: &'a str,
     ) -> BoxFuture<'a, Result<SealedSecret>> {
         Box::pin(async move {
-            let (key_id, nonce, ciphertext) =
-                self.vault.seal_secret(context, plaintext.as_bytes()).await?;
+            let (key_id, nonce, ciphertext) = self
+                .vault
+                .seal_secret(context, plaintext.as_bytes())
+                .await?;
             Ok(SealedSecret {
                 key_id,
                 nonce,

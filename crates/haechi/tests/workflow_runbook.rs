@@ -1199,7 +1199,10 @@ async fn a_sub_workflow_runs_as_a_child_that_follows_its_parent() {
     assert_eq!(ce["params"]["who"], "seoul", "{ce}");
     assert!(e.get("parent_execution_id").is_none(), "{e}");
     assert_eq!(
-        hook.seen().iter().filter(|r| r.path == "/child/seoul").count(),
+        hook.seen()
+            .iter()
+            .filter(|r| r.path == "/child/seoul")
+            .count(),
         1
     );
     assert_eq!(executions_of(&s, &admin, &child_id).await.len(), 1);
@@ -1276,9 +1279,17 @@ async fn a_sub_workflow_runs_as_a_child_that_follows_its_parent() {
     .await;
     let run = execute(&s, &admin, &orphan).await;
     let e = wait_for(&s, &admin, &run, "FAILED", T).await;
-    let why = step(&e, "call-missing")["error"].as_str().unwrap_or_default();
-    assert!(why.contains(&missing) && why.contains("does not exist"), "{e}");
-    assert!(step(&e, "call-missing")["child_execution_id"].is_null(), "{e}");
+    let why = step(&e, "call-missing")["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains(&missing) && why.contains("does not exist"),
+        "{e}"
+    );
+    assert!(
+        step(&e, "call-missing")["child_execution_id"].is_null(),
+        "{e}"
+    );
 
     // Cycles are refused when they are defined, naming them; nothing is stored.
     let mut selfish = def(
@@ -1309,7 +1320,10 @@ async fn a_sub_workflow_runs_as_a_child_that_follows_its_parent() {
     .await;
     assert_eq!(found["total"], 0, "nothing stored: {found}");
     // A → B, then B → A.
-    let b_def = def("dr", json!([{ "name": "b", "type": "sleep", "seconds": 0 }]));
+    let b_def = def(
+        "dr",
+        json!([{ "name": "b", "type": "sleep", "seconds": 0 }]),
+    );
     let b_name = b_def["name"].as_str().unwrap().to_owned();
     let b = create_wf(&s, &admin, b_def.clone()).await;
     let a_def = def(
@@ -1484,7 +1498,10 @@ async fn a_password_parameter_is_sealed_masked_and_gone_when_the_run_ends() {
         )),
         "1"
     );
-    assert!(!contains(&s.store_bytes(), &secret), "the value is in the store");
+    assert!(
+        !contains(&s.store_bytes(), &secret),
+        "the value is in the store"
+    );
     let no = step(&e, "use")["taskInstanceNo"].as_i64().unwrap();
     let n = node_detail(&s, &admin, no, &node, None).await;
     let out = String::from_utf8(b64(&n["encbase64out"])).unwrap();
@@ -1555,7 +1572,10 @@ async fn a_password_parameter_is_sealed_masked_and_gone_when_the_run_ends() {
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
     assert!(page.contains("****") && !page.contains(&secret));
-    assert!(!contains(&s.store_bytes(), &secret), "the value is in the store");
+    assert!(
+        !contains(&s.store_bytes(), &secret),
+        "the value is in the store"
+    );
     assert!(!s.logs().contains(&secret), "the value is in the log");
 
     // A sealed vault refuses a run with a password, and starts nothing.
@@ -1573,10 +1593,69 @@ async fn a_password_parameter_is_sealed_masked_and_gone_when_the_run_ends() {
     let (st, body) = execute_with(&s, &admin, &id, json!({ "db_pass": secret })).await;
     assert_eq!(st, 503, "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("db_pass"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("db_pass"),
         "{body}"
     );
     assert_eq!(executions_of(&s, &admin, &id).await.len(), before);
     assert!(!s.logs().contains(&secret), "the value is in the log");
+    s.finish().await;
+}
+
+/// The edit lock expires when its holder leaves it idle (`workflow.edit_lock_idle_secs`): the
+/// next user's edit takes it over, audited with the holder it ended; the holder's use renews
+/// it.
+#[tokio::test]
+async fn an_idle_edit_lock_expires_and_the_next_user_takes_it() {
+    let s = Server::start_with(wf_opts().env("HAECHI_WORKFLOW__EDIT_LOCK_IDLE_SECS", "2"));
+    let admin = admin_token(&s).await;
+    let editor = role_with(&s, &admin, &["workflow.view", "workflow.manage"]).await;
+    let (alice, _, alice_t) = user_with_roles(&s, &[&editor]).await;
+    let (bob, _, bob_t) = user_with_roles(&s, &[&editor]).await;
+    let d = def("dr", json!([{ "name": "s", "type": "sleep", "seconds": 0 }]));
+    let id = create_wf(&s, &alice_t, d.clone()).await;
+    let url = |p: &str| s.url(&format!("/api/v1/workflows/{id}{p}"));
+    let (st, l) = call(client().post(url("/lock")).bearer_auth(&alice_t)).await;
+    assert_eq!(st, 200, "{l}");
+    let (since, expires) = (l["since"].as_i64().unwrap(), l["expires"].as_i64().unwrap());
+    assert!((expires - since - 2_000).abs() < 500, "{l}");
+    let mut v2 = d.clone();
+    v2["description"] = json!("bob's");
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 423, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("expires"), "{body}");
+    // Alice's edit renews it.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&alice_t).json(&d)).await;
+    assert_eq!(st, 200, "{body}");
+    let (_, doc) = call(client().get(url("")).bearer_auth(&bob_t)).await;
+    assert!(doc["edit_lock"]["expires"].as_i64().unwrap() > expires, "{doc}");
+    assert_eq!(doc["edit_lock"]["since"], since, "{doc}");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 423, "renewed by the edit: {body}");
+    // Idle past its expiry: bob's edit goes through and the lock is gone.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 200, "{body}");
+    let (_, doc) = call(client().get(url("")).bearer_auth(&bob_t)).await;
+    assert!(doc.get("edit_lock").is_none(), "{doc}");
+    assert_eq!(doc["description"], "bob's");
+    // And bob may take it; alice then gets 423 naming bob.
+    let (st, l) = call(client().post(url("/lock")).bearer_auth(&bob_t)).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["holder"], bob);
+    let (st, body) = call(client().put(url("")).bearer_auth(&alice_t).json(&d)).await;
+    assert_eq!(st, 423, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&bob), "{body}");
+    let expired = audit_of(&s, "workflow.lock.expire").await;
+    assert!(
+        expired.iter().any(|e| e["user"] == bob.as_str()
+            && e["detail"]["holder"] == alice.as_str()
+            && e["target"] == id.as_str()),
+        "{expired:?}"
+    );
     s.finish().await;
 }

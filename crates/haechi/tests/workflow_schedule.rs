@@ -68,8 +68,7 @@ async fn a_schedule_fires_each_time_exactly_once_across_two_servers() {
         json!([{ "name": "check", "type": "sleep", "seconds": 0 }]),
     );
     d["params"] = json!({ "site": null });
-    d["schedules"] =
-        json!([{ "cron": "*/2 * * * * *", "timezone": "Asia/Seoul", "params": { "site": "busan" } }]);
+    d["schedules"] = json!([{ "cron": "*/2 * * * * *", "timezone": "Asia/Seoul", "params": { "site": "busan" } }]);
     let id = create_wf(&s1, &admin, d.clone()).await;
 
     // The next fires, every two seconds from now.
@@ -101,7 +100,14 @@ async fn a_schedule_fires_each_time_exactly_once_across_two_servers() {
     assert!(runs.len() >= 3, "it fired every two seconds: {runs:?}");
     for r in &runs {
         assert_eq!(r["started_by"], "schedule", "{r}");
-        let e = wait_for(&s1, &admin, r["execution_id"].as_str().unwrap(), "COMPLETED", T).await;
+        let e = wait_for(
+            &s1,
+            &admin,
+            r["execution_id"].as_str().unwrap(),
+            "COMPLETED",
+            T,
+        )
+        .await;
         assert_eq!(e["params"]["site"], "busan", "{e}");
     }
     // One run per fire: as many runs as claimed fires, each fire time once.
@@ -125,7 +131,11 @@ async fn a_schedule_fires_each_time_exactly_once_across_two_servers() {
         client()
             .get(s1.url("/api/v1/audit"))
             .bearer_auth(&auditor)
-            .query(&[("action", "workflow.execute"), ("user", "schedule"), ("limit", "1000")]),
+            .query(&[
+                ("action", "workflow.execute"),
+                ("user", "schedule"),
+                ("limit", "1000"),
+            ]),
     )
     .await;
     let mine = audit["events"]
@@ -164,7 +174,10 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
     );
     skip["schedules"] = json!([{ "cron": cron, "timezone": "UTC", "misfire": "skip" }]);
     let skip_id = create_wf(&s, &admin, skip).await;
-    assert_eq!(get_wf(&s, &admin, &once_id).await["next_fires"][0]["at"], due);
+    assert_eq!(
+        get_wf(&s, &admin, &once_id).await["next_fires"][0]["at"],
+        due
+    );
 
     // Down across the fire, and up again well after it.
     s.stop();
@@ -185,11 +198,18 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
         if done == "2" {
             break;
         }
-        assert!(Instant::now() < deadline, "the missed fires were not handled: {done}");
+        assert!(
+            Instant::now() < deadline,
+            "the missed fires were not handled: {done}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let runs = executions_of(&s, &admin, &once_id).await;
-    assert_eq!(runs.len(), 1, "run_once: the missed fire ran once: {runs:?}");
+    assert_eq!(
+        runs.len(),
+        1,
+        "run_once: the missed fire ran once: {runs:?}"
+    );
     assert_eq!(runs[0]["started_by"], "schedule");
     assert!(executions_of(&s, &admin, &skip_id).await.is_empty());
     assert_eq!(
@@ -207,12 +227,15 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
     )
     .await;
     assert!(
-        audit["events"].as_array().unwrap().iter().any(|e| e["target"]
-            == format!("workflow:{skip_id}")
-            && e["detail"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("misfire: skip")),
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["target"] == format!("workflow:{skip_id}")
+                && e["detail"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("misfire: skip")),
         "{audit}"
     );
 
@@ -238,8 +261,14 @@ async fn bad_schedules_are_refused_naming_the_field_and_nothing_is_stored() {
     good["schedules"] = json!([{ "cron": "0 3 * * *", "params": { "site": "a" } }]);
     let id = create_wf(&s, &admin, good.clone()).await;
     for (schedules, field) in [
-        (json!([{ "cron": "61 * * * *", "params": { "site": "a" } }]), "schedules[0].cron"),
-        (json!([{ "cron": "* * *", "params": { "site": "a" } }]), "schedules[0].cron"),
+        (
+            json!([{ "cron": "61 * * * *", "params": { "site": "a" } }]),
+            "schedules[0].cron",
+        ),
+        (
+            json!([{ "cron": "* * *", "params": { "site": "a" } }]),
+            "schedules[0].cron",
+        ),
         (
             json!([{ "cron": "0 3 * * *", "timezone": "Mars/Olympus", "params": { "site": "a" } }]),
             "schedules[0].timezone",
@@ -273,6 +302,15 @@ async fn bad_schedules_are_refused_naming_the_field_and_nothing_is_stored() {
     assert_eq!(doc["version"], 1, "nothing stored: {doc}");
     assert_eq!(doc["schedules"], good["schedules"], "{doc}");
     assert_eq!(doc["next_fires"].as_array().unwrap().len(), 5, "{doc}");
+
+    // `haechi wf schedules ID`: the schedules and their next fires, as tables.
+    let dir = tempfile::tempdir().unwrap();
+    let session = cli_login(&s, dir.path());
+    let (code, out, err) = cli_wf(&session, &["schedules", &id]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("CRON") && out.contains("NEXT FIRE"), "{out}");
+    assert!(out.contains("0 3 * * *") && out.contains("site=a"), "{out}");
+    assert_eq!(out.matches("0 3 * * *").count(), 6, "the schedule and 5 fires: {out}");
     s.finish().await;
 }
 
@@ -321,12 +359,18 @@ async fn task_schedules_fire_through_the_same_scheduler_and_refusals_are_audited
 
     // Bad input: a 400 naming the field, nothing stored.
     for (body, field) in [
-        (json!({ "schedules": [{ "cron": "61 * * * *" }] }), "schedules[0].cron"),
+        (
+            json!({ "schedules": [{ "cron": "61 * * * *" }] }),
+            "schedules[0].cron",
+        ),
         (
             json!({ "schedules": [{ "cron": "* * * * *", "timezone": "Mars/Olympus" }] }),
             "schedules[0].timezone",
         ),
-        (json!({ "schedules": [{ "at": "tomorrow" }] }), "schedules[0].at"),
+        (
+            json!({ "schedules": [{ "at": "tomorrow" }] }),
+            "schedules[0].at",
+        ),
         (
             json!({ "schedules": [{ "cron": "* * * * *", "at": "2030-01-01T00:00:00Z" }] }),
             "schedules[0].at",
@@ -375,7 +419,10 @@ async fn task_schedules_fire_through_the_same_scheduler_and_refusals_are_audited
         if runs.len() >= 2 {
             break runs;
         }
-        assert!(Instant::now() < deadline, "the schedule did not fire: {runs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not fire: {runs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let no = runs[0]["taskInstanceNo"].as_i64().unwrap();
@@ -426,12 +473,18 @@ async fn task_schedules_fire_through_the_same_scheduler_and_refusals_are_audited
         if !mine.is_empty() {
             break mine;
         }
-        assert!(Instant::now() < deadline, "no skipped fire audited: {audit}");
+        assert!(
+            Instant::now() < deadline,
+            "no skipped fire audited: {audit}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(skipped[0]["outcome"], "failure", "{skipped:?}");
     assert!(
-        !skipped[0]["detail"]["reason"].as_str().unwrap_or_default().is_empty(),
+        !skipped[0]["detail"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
         "{skipped:?}"
     );
     assert!(scheduler_instances(&s, &admin, &denied).await.is_empty());
