@@ -1982,6 +1982,58 @@ mod tests {
         parse(&v).unwrap_err().message
     }
 
+    #[test]
+    fn password_params_round_trip_and_stay_out_of_stored_text() {
+        let v = json!({"name": "n", "group": "g",
+            "params": {"pw": {"type": "password"}, "opt": {"type": "password", "required": false},
+                       "site": {"type": "string", "default": "a"}},
+            "steps": [{"name": "t", "type": "task", "task": "x", "nodes": ["n1"],
+                       "arguments": ["${site}"], "env": {"PGPASSWORD": "${pw}"}}]});
+        let d = parse(&v).unwrap();
+        assert_eq!(d.password_params().collect::<Vec<_>>(), ["opt", "pw"]);
+        assert!(d.params["pw"].is_required() && !d.params["opt"].is_required());
+        // The stored form parses back to the same definition (restores go through it).
+        let again = parse(&serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
+        let given = json!({"pw": "s"});
+        let r = resolve_params(&d, given.as_object().unwrap()).unwrap();
+        assert_eq!(r["opt"], "");
+        let e = resolve_params(&d, &Map::new()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("params.pw"));
+        for (field, step) in [
+            ("arguments[0]", json!({"arguments": ["${pw}"]})),
+            ("env.LD_PRELOAD", json!({"env": {"LD_PRELOAD": "x"}})),
+        ] {
+            let mut bad = v.clone();
+            for (k, x) in step.as_object().unwrap() {
+                bad["steps"][0][k] = x.clone();
+            }
+            assert!(err(bad).starts_with(&format!("steps[0].{field}")), "{field}");
+        }
+    }
+
+    #[test]
+    fn workflow_steps_and_schedules_are_checked() {
+        let v = json!({"name": "n", "group": "g", "params": {"site": null},
+            "schedules": [{"cron": "*/2 * * * * *", "timezone": "Asia/Seoul", "params": {"site": "a"}}],
+            "steps": [{"name": "w", "type": "workflow", "workflow": 7, "params": {"who": "${site}"}}]});
+        let d = parse(&v).unwrap();
+        assert_eq!(d.workflow_refs(), vec![(0, "7")]);
+        assert_eq!(parse(&serde_json::to_value(&d).unwrap()).unwrap(), d);
+        let mut bad = v.clone();
+        bad["steps"][0]["params"] = json!({"who": "${nope}"});
+        assert!(err(bad).starts_with("steps[0].params.who"));
+        let mut bad = v.clone();
+        bad["schedules"][0]["cron"] = json!("61 * * * *");
+        assert!(err(bad).starts_with("schedules[0].cron"));
+        let mut bad = v.clone();
+        bad["schedules"][0]["timezone"] = json!("Nowhere/Else");
+        assert!(err(bad).starts_with("schedules[0].timezone"));
+        let mut bad = v;
+        bad["schedules"][0]["params"] = json!({});
+        assert!(err(bad).starts_with("schedules[0].params.site"));
+    }
+
     fn db_step(extra: Value) -> Value {
         let mut step = json!({"name": "open", "type": "db_access", "policy": "P1"});
         for (k, v) in extra.as_object().unwrap() {
