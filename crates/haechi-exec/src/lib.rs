@@ -44,6 +44,7 @@ pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, 
 pub use instances::{RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
+pub use scheduler::CronSpec;
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
 
 /// Something that happened to an instance, for observers (workflow engine, output followers).

@@ -80,6 +80,38 @@ pub(crate) fn next_fire(cron: &Cron, tz: &TimeZone, after_ms: i64) -> Option<i64
     Some(next.timestamp().as_millisecond())
 }
 
+/// A cron expression in its time zone, checked: what every schedule (a task's, a
+/// workflow's) fires by.
+#[derive(Debug, Clone)]
+pub struct CronSpec {
+    cron: Cron,
+    tz: TimeZone,
+}
+
+impl CronSpec {
+    /// Parses `cron` (5 fields, or with `seconds` 6 with seconds first) in zone `timezone`
+    /// (an IANA name, `UTC` or `±HH:MM`; absent: the fixed offset `default_offset_secs`).
+    /// The error names the field (`cron` or `timezone`) and says what is wrong.
+    pub fn parse(
+        cron: &str,
+        timezone: Option<&str>,
+        default_offset_secs: i32,
+        seconds: bool,
+    ) -> std::result::Result<CronSpec, (&'static str, String)> {
+        let parsed = parse(cron, seconds).map_err(|e| ("cron", e))?;
+        let tz = match timezone {
+            Some(name) => zone(name, default_offset_secs).map_err(|e| ("timezone", e))?,
+            None => default_zone(default_offset_secs),
+        };
+        Ok(CronSpec { cron: parsed, tz })
+    }
+
+    /// The first fire strictly after `after_ms` (unix ms).
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        next_fire(&self.cron, &self.tz, after_ms)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Scheduled {
     id: String,

@@ -31,6 +31,7 @@ use crate::{admin, dbsafer, mdrm, opmate, vault};
         admin::list_nodes, admin::get_node, admin::update_node, admin::revoke_node,
         admin::create_task, admin::update_task, admin::get_task, admin::list_tasks,
         admin::list_revisions, admin::get_revision, admin::get_approval, admin::approval, admin::run_task,
+        admin::get_task_schedules, admin::set_task_schedules,
         admin::get_instance, admin::cancel_instance, admin::rerun_node, admin::output,
         vault::list_credentials, vault::create_credential, vault::get_credential, vault::update_credential,
         vault::transfer_credential, vault::delete_credential,

@@ -86,6 +86,22 @@ impl StateRow {
 
 const STATE_COLS: &str = "mode, kek_salt, key_check, active_key_id";
 
+/// The slot of a secret sealed outside the vault's tables: negative credential and attribute
+/// ids (no value row has them) and the context's FNV-1a hash as the value id.
+fn context_slot(context: &str, key: i64) -> Slot {
+    let h = context.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Slot {
+        value: h as i64,
+        credential: -1,
+        attribute: -1,
+        user: 0,
+        version: 0,
+        key,
+    }
+}
+
 fn system_event(action: &str) -> Event {
     Event::new("vault", action).by("system", None)
 }
@@ -212,6 +228,54 @@ impl Vault {
                 Mode::Express => self.unseal_at_start(&state).await,
             },
         }
+    }
+
+    /// Seals a secret that lives outside the vault's tables (a workflow run's password
+    /// parameter) with the active data key, bound to `context` (for instance
+    /// `workflow-param:<name>`) as associated data. Returns the data key's id, the nonce and
+    /// the ciphertext. Sealed vault → 503.
+    pub async fn seal_secret(
+        &self,
+        context: &str,
+        plaintext: &[u8],
+    ) -> Result<(i64, Vec<u8>, Vec<u8>)> {
+        let ring = self.keyring()?;
+        let state = self
+            .load_state()
+            .await?
+            .ok_or_else(|| Error::internal("vault_state is missing"))?;
+        let key = self.data_key(&ring, state.active_key_id).await?;
+        let sealed = key.seal(plaintext, context_slot(context, state.active_key_id));
+        Ok((state.active_key_id, sealed.nonce, sealed.ciphertext))
+    }
+
+    /// Opens what [`Vault::seal_secret`] sealed for the same `context`. Sealed vault → 503;
+    /// a data key retired since (a rotation) or altered bytes → an error saying so.
+    pub async fn open_secret(
+        &self,
+        context: &str,
+        key_id: i64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<SecretString> {
+        let ring = self.keyring()?;
+        let key = match self.data_key(&ring, key_id).await {
+            Ok(k) => k,
+            Err(e) if e.code == haechi_types::Code::Internal => {
+                return Err(Error::conflict(format!(
+                    "the value was sealed with vault data key {key_id}, which no longer exists (the data key was rotated)"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let plain = key
+            .open(nonce, ciphertext, context_slot(context, key_id))
+            .map_err(|_| {
+                Error::conflict("the sealed value could not be opened (altered or moved)")
+            })?;
+        let text = String::from_utf8(plain.to_vec())
+            .map_err(|_| Error::conflict("the sealed value is not text"))?;
+        Ok(SecretString::from(text))
     }
 
     async fn load_state(&self) -> Result<Option<StateRow>> {

@@ -34,6 +34,11 @@ pub struct WorkflowConfig {
     /// Bytes of an http step's response body read and kept in the step's result; the rest is
     /// not read (the result says `"truncated": true`).
     pub http_body_max_bytes: u64,
+    /// A workflow's edit lock ends when its holder has not used it (taken, renewed, edited)
+    /// for this long, in seconds; the next user then takes it.
+    pub edit_lock_idle_secs: u64,
+    /// How often the scheduler looks for due fires, in milliseconds.
+    pub schedule_tick_ms: u64,
 }
 
 impl Default for WorkflowConfig {
@@ -47,6 +52,8 @@ impl Default for WorkflowConfig {
             http_allow: Vec::new(),
             http_deny: Vec::new(),
             http_body_max_bytes: 1024,
+            edit_lock_idle_secs: 1800,
+            schedule_tick_ms: 500,
         }
     }
 }
@@ -82,6 +89,18 @@ impl WorkflowConfig {
             return Err(format!(
                 "workflow.http_body_max_bytes = {} must be 1 to {MAX_BODY_BYTES}",
                 self.http_body_max_bytes
+            ));
+        }
+        if self.edit_lock_idle_secs == 0 || self.edit_lock_idle_secs > 7 * 86_400 {
+            return Err(format!(
+                "workflow.edit_lock_idle_secs = {} must be 1 to 604800",
+                self.edit_lock_idle_secs
+            ));
+        }
+        if !(100..=60_000).contains(&self.schedule_tick_ms) {
+            return Err(format!(
+                "workflow.schedule_tick_ms = {} must be 100 to 60000",
+                self.schedule_tick_ms
             ));
         }
         self.egress().map(|_| ())

@@ -101,15 +101,85 @@ pub enum OnFailure {
     Ask,
 }
 
+/// The type of a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    #[default]
+    String,
+    /// A secret: given at execute time only, stored sealed with the vault's keys, shown as
+    /// `****` everywhere, reaching tasks only through a task step's `env` (masked in their
+    /// output), and deleted when the run ends.
+    Password,
+}
+
+/// What every API shows instead of a password parameter's value.
+pub const MASK: &str = "****";
+
 /// A parameter the workflow takes at execute time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParamSpec {
-    /// Used when the execute request gives no value; absent = the value is required.
+    /// `string` (the default) or `password`.
+    #[serde(rename = "type", default, skip_serializing_if = "is_string_type")]
+    pub kind: ParamType,
+    /// Used when the execute request gives no value; absent = the value is required (unless
+    /// `required` is false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Whether an execute must give a value; absent = required unless there is a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
+
+fn is_string_type(t: &ParamType) -> bool {
+    *t == ParamType::String
+}
+
+impl ParamSpec {
+    pub fn is_password(&self) -> bool {
+        self.kind == ParamType::Password
+    }
+
+    /// An execute must give the value.
+    pub fn is_required(&self) -> bool {
+        self.required.unwrap_or(self.default.is_none())
+    }
+}
+
+/// When a workflow starts by itself: a cron expression (5 fields, or 6 with seconds first) in a
+/// time zone, with the run's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Schedule {
+    pub cron: String,
+    /// An IANA zone (`Asia/Seoul`), `UTC` or `±HH:MM`; absent = the server's `timezone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Parameters of the runs it starts (as an execute's `params`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// A fire missed while no server ran: `run_once` (default; the latest missed fire runs
+    /// once at the next start) or `skip`.
+    #[serde(default, skip_serializing_if = "is_run_once")]
+    pub misfire: Misfire,
+}
+
+/// What becomes of a fire missed while no server ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    #[default]
+    RunOnce,
+    Skip,
+}
+
+fn is_run_once(m: &Misfire) -> bool {
+    *m == Misfire::RunOnce
+}
+
+/// Most schedules of one workflow.
+pub const MAX_SCHEDULES: usize = 20;
 
 /// A whole definition: one version of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -127,6 +197,9 @@ pub struct Definition {
     /// refused naming the running execution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// When the workflow starts by itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
     pub steps: Vec<Step>,
 }
 
@@ -185,6 +258,17 @@ pub enum Action {
     Approval { role: String },
     /// Unlocks a DBSAFER policy for a time window.
     DbAccess(DbAccessAction),
+    /// Runs another workflow as a child execution; succeeds when it ends `COMPLETED`.
+    Workflow(WorkflowAction),
+}
+
+/// A `workflow` step: runs workflow `workflow` (its id, or the name of a live workflow) with
+/// `params` (`${name}` filled from this run's values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkflowAction {
+    pub workflow: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 impl Action {
@@ -195,6 +279,7 @@ impl Action {
             Action::Http(_) => StepKind::Http,
             Action::Approval { .. } => StepKind::Approval,
             Action::DbAccess(_) => StepKind::DbAccess,
+            Action::Workflow(_) => StepKind::Workflow,
         }
     }
 }
@@ -207,15 +292,17 @@ pub enum StepKind {
     Http,
     Approval,
     DbAccess,
+    Workflow,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 5] = [
+    pub const ALL: [StepKind; 6] = [
         StepKind::Task,
         StepKind::Sleep,
         StepKind::Http,
         StepKind::Approval,
         StepKind::DbAccess,
+        StepKind::Workflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -225,6 +312,7 @@ impl StepKind {
             StepKind::Http => "http",
             StepKind::Approval => "approval",
             StepKind::DbAccess => "db_access",
+            StepKind::Workflow => "workflow",
         }
     }
 }
@@ -246,6 +334,11 @@ pub struct TaskAction {
     /// group; the match becomes `vars.NAME` and `${NAME}` in later steps.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capture: BTreeMap<String, String>,
+    /// Environment variables of the script: name → a template (`${param}`). Every value is
+    /// treated as a secret (never stored, masked in the output): this is how a `password`
+    /// parameter reaches a task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// A `db_access` step: unlocks DBSAFER policy `policy` for `duration`. The step succeeds once
@@ -324,6 +417,26 @@ impl Definition {
             })
             .collect();
         Graph { needs, index }
+    }
+
+    /// The names of the password parameters.
+    pub fn password_params(&self) -> impl Iterator<Item = &str> {
+        self.params
+            .iter()
+            .filter(|(_, p)| p.is_password())
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// The workflows its `workflow` steps run, with the index of the step naming each.
+    pub fn workflow_refs(&self) -> StepRefs<'_> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.action {
+                Action::Workflow(w) => Some((i, w.workflow.as_str())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every task id and approval role the definition names, with the step naming it (for the
@@ -405,6 +518,7 @@ pub fn parse(value: &Value) -> Result<Definition> {
         }
         other => other.map(|n| n as u32),
     };
+    let schedules = parse_schedules(top.take("schedules"))?;
     let steps_value = top
         .take("steps")
         .ok_or_else(|| Error::field("steps", "is required: a list of steps"))?;
@@ -415,6 +529,7 @@ pub fn parse(value: &Value) -> Result<Definition> {
         "params",
         "rto_secs",
         "concurrency",
+        "schedules",
         "steps",
     ])?;
     let Some(list) = steps_value.as_array() else {
@@ -456,12 +571,115 @@ pub fn parse(value: &Value) -> Result<Definition> {
         params,
         rto_secs,
         concurrency,
+        schedules,
         steps,
     };
     check_needs(&def)?;
     check_cycles(&def)?;
     check_param_refs(&def)?;
+    check_schedule_params(&def)?;
     Ok(def)
+}
+
+fn parse_schedules(v: Option<&Value>) -> Result<Vec<Schedule>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = v.as_array() else {
+        return Err(Error::field(
+            "schedules",
+            "must be a list of {\"cron\", \"timezone\"?, \"params\"?, \"misfire\"?}",
+        ));
+    };
+    if list.len() > MAX_SCHEDULES {
+        return Err(Error::field(
+            "schedules",
+            format_args!("at most {MAX_SCHEDULES} schedules"),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let at = format!("schedules[{i}]");
+        let Some(map) = item.as_object() else {
+            return Err(Error::field(&at, "must be an object with cron"));
+        };
+        let mut f = Fields::new(map, at.clone());
+        let cron = f.req_text("cron", 200)?;
+        let timezone = match f.take("timezone") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(f.req_text("timezone", 100)?),
+        };
+        haechi_exec::CronSpec::parse(&cron, timezone.as_deref(), 0, true)
+            .map_err(|(field, m)| Error::field(format!("{at}.{field}"), m))?;
+        let params = match f.take("params") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(o)) => {
+                let mut p = BTreeMap::new();
+                for (k, v) in o {
+                    if let Some(t) = scalar_text(&format!("{at}.params.{k}"), v)? {
+                        p.insert(k.clone(), t);
+                    }
+                }
+                p
+            }
+            Some(_) => return Err(f.err("params", "must be an object: name → value")),
+        };
+        let misfire = match f.take("misfire") {
+            None | Some(Value::Null) => Misfire::RunOnce,
+            Some(Value::String(s)) if s == "run_once" => Misfire::RunOnce,
+            Some(Value::String(s)) if s == "skip" => Misfire::Skip,
+            Some(other) => {
+                return Err(f.err(
+                    "misfire",
+                    format_args!("must be \"run_once\" or \"skip\" (got {other})"),
+                ))
+            }
+        };
+        f.finish(&["cron", "timezone", "params", "misfire"])?;
+        out.push(Schedule {
+            cron,
+            timezone,
+            params,
+            misfire,
+        });
+    }
+    Ok(out)
+}
+
+/// A schedule's parameters must be the workflow's, fill every required one, and never hold a
+/// password (it would sit in the definition in clear).
+fn check_schedule_params(def: &Definition) -> Result<()> {
+    for (i, s) in def.schedules.iter().enumerate() {
+        for name in s.params.keys() {
+            match def.params.get(name) {
+                None => {
+                    return Err(Error::field(
+                        format!("schedules[{i}].params.{name}"),
+                        "is not a parameter of this workflow",
+                    ))
+                }
+                Some(p) if p.is_password() => {
+                    return Err(Error::field(
+                        format!("schedules[{i}].params.{name}"),
+                        "is a password parameter: a schedule cannot hold its value (it would be stored in the definition in clear)",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for (name, p) in &def.params {
+            if p.is_required() && !s.params.contains_key(name) {
+                return Err(Error::field(
+                    format!("schedules[{i}].params.{name}"),
+                    format_args!(
+                        "is required by the workflow{}; a scheduled run has nobody to give it",
+                        if p.is_password() { " (a password)" } else { "" }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_params(v: Option<&Value>) -> Result<BTreeMap<String, ParamSpec>> {
@@ -488,27 +706,55 @@ fn parse_params(v: Option<&Value>) -> Result<BTreeMap<String, ParamSpec>> {
         let field = format!("params.{name}");
         let spec = match spec {
             Value::Null => ParamSpec {
+                kind: ParamType::String,
                 default: None,
+                required: None,
                 description: String::new(),
             },
             Value::Object(o) => {
                 let mut f = Fields::new(o, field.clone());
+                let kind = match f.take("type") {
+                    None | Some(Value::Null) => ParamType::String,
+                    Some(Value::String(t)) if t == "string" => ParamType::String,
+                    Some(Value::String(t)) if t == "password" => ParamType::Password,
+                    Some(other) => {
+                        return Err(f.err(
+                            "type",
+                            format_args!("must be \"string\" or \"password\" (got {other})"),
+                        ))
+                    }
+                };
                 let default = f
                     .take("default")
                     .map(|d| scalar_text(&format!("{field}.default"), d))
                     .transpose()?
                     .flatten();
+                if kind == ParamType::Password && default.is_some() {
+                    return Err(f.err(
+                        "default",
+                        "a password parameter cannot have a default: it would be stored in the definition in clear; give the value at execute time",
+                    ));
+                }
+                let required = match f.take("required") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(_) => return Err(f.err("required", "must be true or false")),
+                };
                 let description = f
                     .free_text("description", MAX_DESCRIPTION_CHARS)?
                     .unwrap_or_default();
-                f.finish(&["default", "description"])?;
+                f.finish(&["type", "default", "required", "description"])?;
                 ParamSpec {
+                    kind,
                     default,
+                    required,
                     description,
                 }
             }
             other => ParamSpec {
+                kind: ParamType::String,
                 default: scalar_text(&field, other)?,
+                required: None,
                 description: String::new(),
             },
         };
@@ -663,7 +909,15 @@ fn parse_step(i: usize, v: &Value) -> Result<Step> {
 
 fn action_fields(kind: StepKind) -> &'static [&'static str] {
     match kind {
-        StepKind::Task => &["task", "nodes", "arguments", "env_from_vault", "capture"],
+        StepKind::Task => &[
+            "task",
+            "nodes",
+            "arguments",
+            "env_from_vault",
+            "capture",
+            "env",
+        ],
+        StepKind::Workflow => &["workflow", "params"],
         StepKind::Sleep => &["seconds"],
         StepKind::Http => &[
             "method",
@@ -754,13 +1008,60 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
             }
             let env_from_vault = parse_env_from_vault(f)?;
             let capture = parse_capture(f)?;
+            let env = parse_env(f)?;
+            for name in env.keys() {
+                if env_from_vault.contains_key(name) {
+                    return Err(f.err(
+                        &format!("env.{name}"),
+                        "is also set by env_from_vault; name each variable once",
+                    ));
+                }
+            }
             Action::Task(TaskAction {
                 task,
                 nodes,
                 arguments,
                 env_from_vault,
                 capture,
+                env,
             })
+        }
+        StepKind::Workflow => {
+            let workflow = match f.take("workflow") {
+                Some(Value::Number(n)) if n.as_i64().is_some_and(|x| x > 0) => n.to_string(),
+                _ => f.req_text("workflow", MAX_NAME_CHARS)?,
+            };
+            if workflow.contains("${") {
+                return Err(f.err(
+                    "workflow",
+                    "must name the workflow itself (its id or name); parameters are not substituted here",
+                ));
+            }
+            let params = match f.take("params") {
+                None | Some(Value::Null) => BTreeMap::new(),
+                Some(Value::Object(o)) => {
+                    if o.len() > MAX_PARAMS {
+                        return Err(
+                            f.err("params", format_args!("at most {MAX_PARAMS} parameters"))
+                        );
+                    }
+                    let mut out = BTreeMap::new();
+                    for (k, v) in o {
+                        let field = format!("params.{k}");
+                        let Some(t) = scalar_text(&f.path(&field), v)? else {
+                            continue;
+                        };
+                        check_template(f, &field, &t)?;
+                        out.insert(k.clone(), t);
+                    }
+                    out
+                }
+                Some(_) => return Err(f.err(
+                    "params",
+                    "must be an object: the child workflow's parameter → value (${name} allowed)",
+                )),
+            };
+            Action::Workflow(WorkflowAction { workflow, params })
         }
         StepKind::Http => {
             let method = match f.take("method") {
@@ -883,7 +1184,64 @@ fn parse_action(kind: StepKind, f: &mut Fields<'_>) -> Result<Action> {
     })
 }
 
-/// Most `env_from_vault` variables of one task step.
+/// A task step's `env`: `{"NAME": "template"}`.
+fn parse_env(f: &mut Fields<'_>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let Some(v) = f.take("env").filter(|v| !v.is_null()) else {
+        return Ok(out);
+    };
+    let Some(map) = v.as_object() else {
+        return Err(f.err(
+            "env",
+            "must be an object: NAME → value (\"${param}\" to pass a parameter)",
+        ));
+    };
+    if map.len() > MAX_ENV_FROM_VAULT {
+        return Err(f.err(
+            "env",
+            format_args!("names at most {MAX_ENV_FROM_VAULT} variables"),
+        ));
+    }
+    for (name, t) in map {
+        let field = format!("env.{name}");
+        check_env_name(f, &field, name)?;
+        let Some(t) = t.as_str() else {
+            return Err(f.err(
+                &field,
+                "must be a string (\"${param}\" to pass a parameter)",
+            ));
+        };
+        if t.len() > 64 * 1024 || t.contains('\0') {
+            return Err(f.err(&field, "must be at most 64 KiB, without NUL bytes"));
+        }
+        check_template(f, &field, t)?;
+        out.insert(name.clone(), t.to_owned());
+    }
+    Ok(out)
+}
+
+fn check_env_name(f: &Fields<'_>, field: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 100;
+    if !valid {
+        return Err(f.err(
+            field,
+            "is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
+        ));
+    }
+    if reserved_env_name(name) {
+        return Err(f.err(
+            field,
+            "is set by the agent itself or changes how programs run (PATH, LD_*, BASH_ENV…); choose another name",
+        ));
+    }
+    Ok(())
+}
+
 /// Most `capture` variables of one step.
 const MAX_CAPTURES: usize = 50;
 /// Longest `capture` regex, bytes.
@@ -1306,10 +1664,21 @@ fn check_param_refs(def: &Definition) -> Result<()> {
     for (i, s) in def.steps.iter().enumerate() {
         let mut fields: Vec<(String, &str)> = Vec::new();
         let mut body_strings: Vec<String> = Vec::new();
+        // Where a password parameter may go: only a task step's `env` (never stored).
+        let mut secret_ok: Vec<String> = Vec::new();
         match &s.action {
             Action::Task(t) => {
                 for (j, a) in t.arguments.iter().enumerate() {
                     fields.push((format!("arguments[{j}]"), a));
+                }
+                for (k, v) in &t.env {
+                    fields.push((format!("env.{k}"), v));
+                    secret_ok.push(format!("env.{k}"));
+                }
+            }
+            Action::Workflow(w) => {
+                for (k, v) in &w.params {
+                    fields.push((format!("params.{k}"), v));
                 }
             }
             Action::Http(h) => {
@@ -1326,6 +1695,19 @@ fn check_param_refs(def: &Definition) -> Result<()> {
         let body = body_strings.iter().map(|b| ("body".to_owned(), b.as_str()));
         for (field, text) in fields.into_iter().chain(body) {
             for name in template_refs(text).unwrap_or_default() {
+                if def.params.get(&name).is_some_and(ParamSpec::is_password)
+                    && !secret_ok.contains(&field)
+                {
+                    return Err(def.step_error(
+                        i,
+                        &field,
+                        format_args!(
+                            "'${{{name}}}' is a password parameter: it may only reach a task \
+                             through a task step's env (arguments, URLs, bodies and child \
+                             workflows' params are stored and shown in clear)"
+                        ),
+                    ));
+                }
                 if !def.params.contains_key(&name) && !captured.contains(name.as_str()) {
                     let declared = if def.params.is_empty() {
                         "the workflow declares no params".to_owned()
@@ -1384,10 +1766,21 @@ pub fn resolve_params(
             Some(d) => {
                 out.insert(name.clone(), d.clone());
             }
+            None if !spec.is_required() => {
+                out.insert(name.clone(), String::new());
+            }
             None => {
                 return Err(Error::field(
                     format!("params.{name}"),
-                    format_args!("is required by workflow '{}' (it has no default)", def.name),
+                    format_args!(
+                        "is required by workflow '{}' ({})",
+                        def.name,
+                        if spec.is_password() {
+                            "a password parameter, given at execute time"
+                        } else {
+                            "it has no default"
+                        }
+                    ),
                 ))
             }
         }
@@ -1587,6 +1980,58 @@ mod tests {
 
     fn err(v: Value) -> String {
         parse(&v).unwrap_err().message
+    }
+
+    #[test]
+    fn password_params_round_trip_and_stay_out_of_stored_text() {
+        let v = json!({"name": "n", "group": "g",
+            "params": {"pw": {"type": "password"}, "opt": {"type": "password", "required": false},
+                       "site": {"type": "string", "default": "a"}},
+            "steps": [{"name": "t", "type": "task", "task": "x", "nodes": ["n1"],
+                       "arguments": ["${site}"], "env": {"PGPASSWORD": "${pw}"}}]});
+        let d = parse(&v).unwrap();
+        assert_eq!(d.password_params().collect::<Vec<_>>(), ["opt", "pw"]);
+        assert!(d.params["pw"].is_required() && !d.params["opt"].is_required());
+        // The stored form parses back to the same definition (restores go through it).
+        let again = parse(&serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
+        let given = json!({"pw": "s"});
+        let r = resolve_params(&d, given.as_object().unwrap()).unwrap();
+        assert_eq!(r["opt"], "");
+        let e = resolve_params(&d, &Map::new()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("params.pw"));
+        for (field, step) in [
+            ("arguments[0]", json!({"arguments": ["${pw}"]})),
+            ("env.LD_PRELOAD", json!({"env": {"LD_PRELOAD": "x"}})),
+        ] {
+            let mut bad = v.clone();
+            for (k, x) in step.as_object().unwrap() {
+                bad["steps"][0][k] = x.clone();
+            }
+            assert!(err(bad).starts_with(&format!("steps[0].{field}")), "{field}");
+        }
+    }
+
+    #[test]
+    fn workflow_steps_and_schedules_are_checked() {
+        let v = json!({"name": "n", "group": "g", "params": {"site": null},
+            "schedules": [{"cron": "*/2 * * * * *", "timezone": "Asia/Seoul", "params": {"site": "a"}}],
+            "steps": [{"name": "w", "type": "workflow", "workflow": 7, "params": {"who": "${site}"}}]});
+        let d = parse(&v).unwrap();
+        assert_eq!(d.workflow_refs(), vec![(0, "7")]);
+        assert_eq!(parse(&serde_json::to_value(&d).unwrap()).unwrap(), d);
+        let mut bad = v.clone();
+        bad["steps"][0]["params"] = json!({"who": "${nope}"});
+        assert!(err(bad).starts_with("steps[0].params.who"));
+        let mut bad = v.clone();
+        bad["schedules"][0]["cron"] = json!("61 * * * *");
+        assert!(err(bad).starts_with("schedules[0].cron"));
+        let mut bad = v.clone();
+        bad["schedules"][0]["timezone"] = json!("Nowhere/Else");
+        assert!(err(bad).starts_with("schedules[0].timezone"));
+        let mut bad = v;
+        bad["schedules"][0]["params"] = json!({});
+        assert!(err(bad).starts_with("schedules[0].params.site"));
     }
 
     fn db_step(extra: Value) -> Value {

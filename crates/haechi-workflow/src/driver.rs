@@ -68,6 +68,8 @@ struct Effects {
     cancel: Vec<i64>,
     /// Step latencies to record: (type, succeeded, seconds).
     latencies: Vec<(&'static str, bool, f64)>,
+    /// A child execution was cut: the run stays active until it is stopped.
+    stop_children: bool,
 }
 
 /// One transition worked out from the state and what happened.
@@ -75,6 +77,8 @@ struct Plan {
     next: RunState,
     events: Vec<NewEvent>,
     task_starts: Vec<(usize, TaskStart)>,
+    /// Workflow steps whose new attempt starts a child execution.
+    child_starts: Vec<usize>,
     effects: Effects,
     /// How many pending outcomes the plan took into account.
     consumed: usize,
@@ -101,7 +105,17 @@ enum Flow {
 
 impl Driver {
     /// Starts driving an execution this server has just claimed (or created).
-    pub(crate) async fn spawn(eng: &Arc<Engine>, id: &str) -> Result<()> {
+    ///
+    /// Boxed (as [`Driver::run`]) so that a driver may start another one (a workflow step's
+    /// child) without the compiler needing this future's type to check its own.
+    pub(crate) fn spawn<'a>(
+        eng: &'a Arc<Engine>,
+        id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(Self::spawn_inner(eng, id))
+    }
+
+    async fn spawn_inner(eng: &Arc<Engine>, id: &str) -> Result<()> {
         let Some(state) = load_run(&eng.store, id).await? else {
             return Ok(());
         };
@@ -149,7 +163,11 @@ impl Driver {
         Ok(())
     }
 
-    async fn run(mut self) {
+    fn run(self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.run_inner())
+    }
+
+    async fn run_inner(mut self) {
         let mut shutdown = self.eng.shutdown.subscribe();
         let mut failures = 0u32;
         loop {
@@ -277,13 +295,18 @@ impl Driver {
             }
             let mut transition = self.transition(&plan);
             self.read_env(&mut transition).await;
+            self.prepare_children(&plan, &mut transition).await;
             match self.eng.journal.apply(transition).await? {
                 Applied::Conflict => {
                     if !self.reload().await? {
                         return Ok(Flow::Done);
                     }
                 }
-                Applied::Committed { rev, tasks } => {
+                Applied::Committed {
+                    rev,
+                    tasks,
+                    children,
+                } => {
                     let Plan {
                         mut next,
                         effects,
@@ -308,6 +331,32 @@ impl Driver {
                                 });
                             }
                         }
+                    }
+                    let mut new_children = Vec::new();
+                    for (idx, r) in children {
+                        match r {
+                            Ok(child) => {
+                                next.steps[idx].child_execution_id = Some(child.clone());
+                                new_children.push(child);
+                                started.push(idx);
+                            }
+                            Err(e) => {
+                                next.steps[idx].error = Some(e.message.clone());
+                                self.outcomes.push(Outcome {
+                                    idx,
+                                    attempt: next.steps[idx].attempts,
+                                    result: AttemptResult::fail(e.message),
+                                });
+                            }
+                        }
+                    }
+                    for child in new_children {
+                        let eng = self.eng.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = Driver::spawn(&eng, &child).await {
+                                tracing::warn!(execution = %child, "could not start the child's driver yet: {}", e.message);
+                            }
+                        });
                     }
                     let was = self.state.status;
                     self.state = next;
@@ -345,6 +394,7 @@ impl Driver {
         // Until every window is locked the execution stays active, so a server that takes it
         // up after a crash locks them.
         self.lock_windows().await?;
+        self.stop_children().await?;
         loop {
             let now = now_ms();
             let mut next = self.state.clone();
@@ -374,6 +424,7 @@ impl Driver {
                 next,
                 events,
                 task_starts: Vec::new(),
+                child_starts: Vec::new(),
                 effects: Effects::default(),
                 consumed: 0,
             };
@@ -429,6 +480,14 @@ impl Driver {
                 ));
                 continue;
             }
+            if !task.env.is_empty() {
+                if let Err(why) = self.step_env(task, start).await {
+                    start.env.clear();
+                    start.env_refused =
+                        Some(format!("step '{}': {why}", self.def.def.steps[*idx].name));
+                    continue;
+                }
+            }
             if task.env_from_vault.is_empty() {
                 continue;
             }
@@ -469,6 +528,176 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Prepares the child execution of each workflow step's new attempt (stored by the
+    /// journal in the attempt's transaction), or says why it cannot start: the workflow does
+    /// not exist, its parameters do not fit, it is already running in this chain of runs, or
+    /// the starter may not run its steps.
+    async fn prepare_children(&self, plan: &Plan, t: &mut Transition) {
+        for &idx in &plan.child_starts {
+            let r = self.prepare_child(&plan.next, idx).await;
+            t.child_starts.push((idx, r));
+        }
+    }
+
+    async fn prepare_child(
+        &self,
+        next: &RunState,
+        idx: usize,
+    ) -> std::result::Result<crate::journal::NewExecution, String> {
+        let step = &self.def.def.steps[idx];
+        let Action::Workflow(w) = &step.action else {
+            return Err("not a workflow step".to_owned());
+        };
+        let eng = &self.eng;
+        let missing = || {
+            format!(
+                "step '{}' runs workflow '{}', which does not exist",
+                step.name, w.workflow
+            )
+        };
+        let id = crate::workflows::resolve_ref(&eng.store, &w.workflow)
+            .await
+            .map_err(|e| e.message)?
+            .ok_or_else(missing)?;
+        let row = crate::workflows::find(&eng.store, &id.to_string(), false)
+            .await
+            .map_err(|_| missing())?;
+        // A cycle the definitions no longer show (a rename since): never run a workflow
+        // inside itself.
+        let mut ancestor = Some((
+            self.state.workflow_id,
+            self.state.parent_execution_id.clone(),
+        ));
+        let mut depth = 0;
+        while let Some((wf, parent)) = ancestor {
+            if wf == row.id {
+                return Err(format!(
+                    "workflow '{}' is already running in this chain of executions (a cycle); it is not started again",
+                    row.name
+                ));
+            }
+            depth += 1;
+            if depth > 50 {
+                return Err("more than 50 nested workflow executions".to_owned());
+            }
+            ancestor = match parent {
+                Some(pid) => crate::state::load_run(&eng.store, &pid)
+                    .await
+                    .map_err(|e| e.message)?
+                    .map(|r| (r.workflow_id, r.parent_execution_id)),
+                None => None,
+            };
+        }
+        let loaded = eng
+            .loaded(row.id, row.version)
+            .await
+            .map_err(|e| e.message)?;
+        let values = self.values(next);
+        let given: serde_json::Map<String, serde_json::Value> = w
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(substitute(v, &values))))
+            .collect();
+        let resolved = crate::definition::resolve_params(&loaded.def, &given)
+            .map_err(|e| format!("workflow '{}': {}", row.name, e.message))?;
+        let principal = eng
+            .identity
+            .principal_of(self.state.started_by_pk)
+            .await
+            .map_err(|e| e.message)?;
+        let actor = self.actor();
+        crate::executions::check_starter(eng, &principal, &actor, &loaded.def)
+            .await
+            .map_err(|e| e.message)?;
+        let audit = actor.event("mdrm", "workflow.execute").detail(json!({
+            "wf_id": row.id.to_string(), "name": row.name, "version": row.version,
+            "params": resolved, "parent_execution_id": self.state.id, "parent_step": step.name,
+        }));
+        Ok(crate::journal::NewExecution {
+            workflow_id: row.id,
+            version: row.version,
+            params: serde_json::to_string(&resolved).map_err(|e| e.to_string())?,
+            started_by: self.state.started_by.clone(),
+            started_by_pk: self.state.started_by_pk,
+            source_ip: self.state.source_ip.clone(),
+            family: "mdrm",
+            step_names: loaded.def.steps.iter().map(|s| s.name.clone()).collect(),
+            skipped: vec![false; loaded.def.steps.len()],
+            concurrency: loaded.def.concurrency,
+            owner: eng.server_id.clone(),
+            lease_until: now_ms() + eng.cfg.lease_secs as i64 * 1000,
+            day: crate::executions::today(eng.utc_offset_secs),
+            audit,
+            parent: Some((self.state.id.clone(), idx as i64)),
+            secrets: Vec::new(),
+        })
+    }
+
+    /// The run has ended: its child executions still going are stopped too.
+    async fn stop_children(&self) -> Result<()> {
+        let actor = self.actor();
+        for s in &self.state.steps {
+            let Some(child) = &s.child_execution_id else {
+                continue;
+            };
+            if !matches!(s.status, StepStatus::Stopped | StepStatus::Running) {
+                continue;
+            }
+            match crate::executions::control_run(
+                &self.eng,
+                &actor,
+                "mdrm",
+                child,
+                crate::model::Control::Stop,
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == haechi_types::Code::Conflict => {}
+                Err(e) if e.code == haechi_types::Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A task step's `env`, its templates filled from the run's values with the password
+    /// parameters opened (they are never stored in clear; the agent masks every `env` value
+    /// in the output).
+    async fn step_env(
+        &self,
+        task: &crate::definition::TaskAction,
+        start: &mut TaskStart,
+    ) -> std::result::Result<(), String> {
+        let mut values = self.values(&self.state).into_owned();
+        let secrets: Vec<&str> = self
+            .def
+            .def
+            .password_params()
+            .filter(|n| values.get(*n).is_some_and(|v| v == crate::definition::MASK))
+            .collect();
+        let opened = crate::executions::open_passwords(&self.eng, &self.state.id, &secrets).await?;
+        for name in &secrets {
+            match opened.get(*name) {
+                Some(v) => {
+                    values.insert((*name).to_owned(), v.clone());
+                }
+                None => {
+                    return Err(format!(
+                        "the value of password parameter '{name}' is gone (it is deleted when the run ends; start a new run)"
+                    ))
+                }
+            }
+        }
+        for (name, template) in &task.env {
+            start.env.push(SecretEnv {
+                name: name.clone(),
+                value: substitute(template, &values),
+            });
+        }
+        Ok(())
     }
 
     /// The `db_access` windows this run opened that may still be open: (step, policy index
@@ -568,6 +797,7 @@ impl Driver {
                 steps_done: n.steps_done,
                 error: n.error.clone(),
                 ended_at: n.ended_at,
+                has_secrets: self.def.def.password_params().next().is_some(),
             },
             steps: n
                 .steps
@@ -578,6 +808,7 @@ impl Driver {
                 .collect(),
             events: plan.events.clone(),
             task_starts: plan.task_starts.clone(),
+            child_starts: Vec::new(),
         }
     }
 
@@ -588,6 +819,7 @@ impl Driver {
             next: self.state.clone(),
             events: Vec::new(),
             task_starts: Vec::new(),
+            child_starts: Vec::new(),
             effects: Effects::default(),
             consumed: self.outcomes.len(),
         };
@@ -655,6 +887,15 @@ impl Driver {
                             .error
                             .clone()
                             .unwrap_or_else(|| "the task instance could not be started".to_owned());
+                        self.settle(&mut p, idx, AttemptResult::fail(why), now);
+                    }
+                },
+                Action::Workflow(_) => match s.child_execution_id {
+                    Some(_) => p.effects.spawn.push((idx, true)),
+                    None => {
+                        let why = s.error.clone().unwrap_or_else(|| {
+                            "the child execution could not be started".to_owned()
+                        });
                         self.settle(&mut p, idx, AttemptResult::fail(why), now);
                     }
                 },
@@ -919,6 +1160,7 @@ impl Driver {
         s.resumes = 0;
         s.ended_at = None;
         s.task_instance_no = None;
+        s.child_execution_id = None;
         s.decision = None;
         s.decided_by = None;
         s.decided_at = None;
@@ -963,6 +1205,7 @@ impl Driver {
             Action::Sleep { .. } | Action::Http(_) | Action::DbAccess(_) => {
                 p.effects.spawn.push((idx, false))
             }
+            Action::Workflow(_) => p.child_starts.push(idx),
             Action::Approval { .. } => {}
         }
     }
@@ -977,6 +1220,9 @@ impl Driver {
                         if let Some(no) = s.task_instance_no {
                             p.effects.cancel.push(no);
                         }
+                    }
+                    if s.child_execution_id.is_some() {
+                        p.effects.stop_children = true;
                     }
                     s.status = StepStatus::Stopped;
                     s.retry_at = None;
@@ -1010,7 +1256,9 @@ impl Driver {
         p.next.status = RunStatus::Failed;
         p.next.ended_at = Some(now);
         p.next.error = Some(error.clone());
-        p.next.active = !p.effects.cancel.is_empty() || !self.open_windows(&p.next, now).is_empty();
+        p.next.active = !p.effects.cancel.is_empty()
+            || p.effects.stop_children
+            || !self.open_windows(&p.next, now).is_empty();
         p.events.push(run_event(RunStatus::Failed, error));
     }
 
@@ -1047,6 +1295,25 @@ impl Driver {
     fn spawn_attempt(&mut self, idx: usize, resumed: bool) {
         let step = &self.def.def.steps[idx];
         let s = &self.state.steps[idx];
+        if let Action::Workflow(_) = &step.action {
+            let attempt = s.attempts;
+            let Some(child) = s.child_execution_id.clone() else {
+                return;
+            };
+            let timeout_at = step
+                .timeout_secs
+                .map(|t| s.attempt_started_at.unwrap_or_else(now_ms) + t.ms() as i64);
+            let eng = self.eng.clone();
+            let actor = self.actor();
+            let handle = self.futures.spawn(async move {
+                let r = wait_child(eng, &child, timeout_at, actor).await;
+                (idx, attempt, r)
+            });
+            if let Some((_, old)) = self.running.insert(idx, (attempt, handle)) {
+                old.abort();
+            }
+            return;
+        }
         let values = self.values(&self.state);
         let params = values.as_ref();
         let mut refused = None;
@@ -1141,4 +1408,90 @@ fn run_event(status: RunStatus, message: String) -> NewEvent {
 
 fn sleep_until_ms(at: Option<i64>) -> tokio::time::Sleep {
     tokio::time::sleep_until(instant_of(at.unwrap_or_else(now_ms)))
+}
+
+/// Waits for a workflow step's child execution to end: `COMPLETED` is success, `FAILED` or
+/// `STOPPED` failure (naming the child and why). Past the step's timeout the child is stopped
+/// and the attempt fails.
+async fn wait_child(
+    eng: Arc<Engine>,
+    child: &str,
+    timeout_at: Option<i64>,
+    actor: Actor,
+) -> AttemptResult {
+    loop {
+        let row: std::result::Result<Option<(String, Option<String>)>, haechi_types::Error> =
+            haechi_store::read!(eng.store, |db| sqlx::query_as(
+                "SELECT status, error FROM workflow_executions WHERE id = $1"
+            )
+            .bind(child)
+            .fetch_optional(db)
+            .await)
+            .map_err(haechi_types::Error::from);
+        match row {
+            Ok(Some((status, error))) => match RunStatus::parse(&status) {
+                Some(RunStatus::Completed) => {
+                    return AttemptResult {
+                        ok: true,
+                        error: None,
+                        result: Some(
+                            json!({ "child_execution_id": child, "status": status }).to_string(),
+                        ),
+                    }
+                }
+                Some(st @ (RunStatus::Failed | RunStatus::Stopped)) => {
+                    let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+                    return AttemptResult {
+                        ok: false,
+                        error: Some(format!(
+                            "child execution {child} ended {}{why}",
+                            st.as_str()
+                        )),
+                        result: Some(
+                            json!({ "child_execution_id": child, "status": status }).to_string(),
+                        ),
+                    };
+                }
+                _ => {}
+            },
+            Ok(None) => {
+                return AttemptResult::fail(format!("child execution {child} does not exist"))
+            }
+            Err(e) => tracing::warn!(%child, "reading the child execution: {}", e.message),
+        }
+        if let Some(t) = timeout_at {
+            if now_ms() >= t {
+                if let Err(e) = crate::executions::control_run(
+                    &eng,
+                    &actor,
+                    "mdrm",
+                    child,
+                    crate::model::Control::Stop,
+                )
+                .await
+                {
+                    if e.code != haechi_types::Code::Conflict {
+                        tracing::warn!(%child, "could not stop the child after the step's timeout: {}", e.message);
+                    }
+                }
+                return AttemptResult::fail(format!(
+                    "timed out: child execution {child} did not end in time (it was stopped)"
+                ));
+            }
+        }
+        let cap = |d: Duration| {
+            let at = tokio::time::Instant::now() + d;
+            timeout_at.map(instant_of).map_or(at, |t| t.min(at))
+        };
+        match eng.status_watch(child) {
+            Some(mut rx) => {
+                let _ = tokio::time::timeout_at(
+                    cap(Duration::from_secs(5)),
+                    rx.wait_for(|(st, _)| st.is_final()),
+                )
+                .await;
+            }
+            None => tokio::time::sleep_until(cap(Duration::from_millis(250))).await,
+        }
+    }
 }

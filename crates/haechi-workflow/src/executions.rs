@@ -5,6 +5,7 @@
 //! change is written).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use haechi_audit::Outcome;
@@ -21,7 +22,7 @@ use crate::journal::{insert_events, NewEvent, NewExecution};
 use crate::lease;
 use crate::model::*;
 use crate::state::{load_run, RunState, StepState};
-use crate::{workflows, Workflows};
+use crate::{workflows, Engine, Workflows};
 
 /// Longest approval comment, characters.
 const MAX_COMMENT: usize = 2000;
@@ -105,7 +106,7 @@ fn audit_text(v: &str) -> String {
 }
 
 /// `YYYYMMDD` in the server's time zone.
-fn today(utc_offset_secs: i32) -> String {
+pub(crate) fn today(utc_offset_secs: i32) -> String {
     let offset = UtcOffset::from_whole_seconds(utc_offset_secs).unwrap_or(UtcOffset::UTC);
     let t = OffsetDateTime::now_utc().to_offset(offset);
     format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
@@ -200,6 +201,361 @@ fn skipped_steps(def: &Definition, only: Option<&[String]>) -> Result<Vec<bool>>
     Ok(def.steps.iter().map(|s| !only.contains(&s.name)).collect())
 }
 
+/// What the steps will do as the starter, checked before anything is stored (each step
+/// checks again when it starts, as the starter may lose a right in between): a
+/// `db_access` step needs `dbpolicy.manage`; a task step needs `task.execute`, as if
+/// the starter ran the task themselves; an `env_from_vault` variable needs the
+/// starter to be able to use the credential's value (read through the vault, which
+/// audits the read, and dropped).
+pub(crate) async fn check_starter(
+    eng: &Engine,
+    p: &Principal,
+    actor: &Actor,
+    def: &Definition,
+) -> Result<()> {
+    for step in &def.steps {
+        if let Action::Task(t) = &step.action {
+            if !p.can(Permission::TaskExecute) {
+                return Err(Error::forbidden(format!(
+                    "step '{}' runs task '{}' on {}: user '{}' lacks the permission 'task.execute' to run it",
+                    step.name,
+                    t.task,
+                    t.nodes.join(", "),
+                    p.user_id
+                )));
+            }
+        }
+        match &step.action {
+            Action::DbAccess(d) if !p.can(Permission::DbPolicyManage) => {
+                return Err(Error::forbidden(format!(
+                    "step '{}' unlocks DB policy '{}': user '{}' lacks the permission 'dbpolicy.manage' to run it",
+                    step.name, d.policy, p.user_id
+                )));
+            }
+            Action::Task(t) if !t.env_from_vault.is_empty() => {
+                let Some(secrets) = &eng.secrets else {
+                    return Err(Error::invalid(format!(
+                        "step '{}': env_from_vault is not available on this server",
+                        step.name
+                    )));
+                };
+                for (name, r) in &t.env_from_vault {
+                    if let Err(e) = secrets
+                        .read(p.id, actor, r.credential_id, &r.attribute)
+                        .await
+                    {
+                        if e.code == haechi_types::Code::Internal {
+                            return Err(e);
+                        }
+                        return Err(Error::forbidden(format!(
+                            "step '{}', env_from_vault.{name}: user '{}' may not use attribute '{}' of credential {}: {}",
+                            step.name, p.user_id, r.attribute, r.credential_id, e.message
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Seals the values of the password parameters with the vault's keys and puts `****` in
+/// their place; a sealed vault (503) or a server without the vault refuses the run.
+pub(crate) async fn seal_passwords(
+    eng: &Engine,
+    def: &Definition,
+    resolved: &mut BTreeMap<String, String>,
+) -> Result<Vec<(String, crate::ports::SealedSecret)>> {
+    let mut out = Vec::new();
+    for name in def.password_params() {
+        let Some(value) = resolved.get_mut(name) else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        let Some(sealer) = &eng.sealer else {
+            return Err(Error::unavailable(format!(
+                "params.{name} is a password parameter, which needs the credential vault; this server runs without it"
+            )));
+        };
+        let sealed = sealer
+            .seal(&secret_context(name), value)
+            .await
+            .map_err(|e| match e.code {
+                haechi_types::Code::Internal => e,
+                _ => Error::new(
+                    e.code,
+                    format!(
+                        "params.{name} is a password parameter, stored only sealed with the vault's keys: {}; nothing was started",
+                        e.message
+                    ),
+                ),
+            })?;
+        *value = definition::MASK.to_owned();
+        out.push((name.to_owned(), sealed));
+    }
+    Ok(out)
+}
+
+/// What a password parameter's ciphertext is bound to.
+pub(crate) fn secret_context(name: &str) -> String {
+    format!("workflow-param:{name}")
+}
+
+/// The values of an execution's password parameters, opened; an error says why they cannot
+/// be (gone with the end of the run, vault sealed, data key rotated).
+pub(crate) async fn open_passwords(
+    eng: &Engine,
+    execution_id: &str,
+    names: &[&str],
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, i64, Vec<u8>, Vec<u8>)> = read!(eng.store, |db| {
+        sqlx::query_as(
+        "SELECT name, key_id, nonce, ciphertext FROM workflow_secret_params WHERE execution_id = $1"
+    )
+    .bind(execution_id)
+    .fetch_all(db)
+    .await
+    })
+    .map_err(|e| Error::from(e).message)?;
+    let Some(sealer) = &eng.sealer else {
+        return Err(
+            "password parameters need the credential vault; this server runs without it".into(),
+        );
+    };
+    for name in names {
+        let Some((_, key_id, nonce, ciphertext)) = rows.iter().find(|r| r.0 == *name) else {
+            continue;
+        };
+        let sealed = crate::ports::SealedSecret {
+            key_id: *key_id,
+            nonce: nonce.clone(),
+            ciphertext: ciphertext.clone(),
+        };
+        match sealer.open(&secret_context(name), &sealed).await {
+            Ok(v) => {
+                out.insert(
+                    (*name).to_owned(),
+                    secrecy::ExposeSecret::expose_secret(&v).to_owned(),
+                );
+            }
+            Err(e) => {
+                return Err(format!(
+                    "password parameter '{name}' cannot be opened: {}",
+                    e.message
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stops, pauses or resumes an execution. An action that does not fit its state is a 409
+/// (recorded in the audit log as a failure).
+pub(crate) fn control_run<'a>(
+    eng: &'a Arc<Engine>,
+    actor: &'a Actor,
+    family: &'static str,
+    id: &'a str,
+    action: Control,
+) -> futures::future::BoxFuture<'a, Result<StatusView>> {
+    Box::pin(async move {
+        let mut tx = eng.store.begin().await?;
+        let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+        let rev = locked.rev;
+        let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
+        let asking = match (action, from) {
+            (Control::Resume, RunStatus::Paused) => asking_step(eng, &mut tx, id).await?,
+            _ => None,
+        };
+        let to = match (action, from) {
+            (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
+            (Control::Pause, RunStatus::Running) => RunStatus::Paused,
+            (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
+            _ => {
+                drop(tx);
+                let why = match (action, from) {
+                (Control::Resume, RunStatus::Paused) => format!(
+                    "execution {id} waits for a decision on failed step '{}' (on_failure: ask): \
+                     retry, skip or mark it as succeeded first; resume alone does not decide it",
+                    asking.unwrap_or_default()
+                ),
+                (_, s) if s.is_final() => format!(
+                    "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
+                    s.as_str()
+                ),
+                (Control::Pause, RunStatus::Paused) => format!("execution {id} is already PAUSED"),
+                (Control::Resume, RunStatus::Running) => {
+                    format!("execution {id} is RUNNING, not PAUSED: there is nothing to resume")
+                }
+                _ => format!("'{}' does not fit execution {id} in state {}", action.as_str(), from.as_str()),
+            };
+                haechi_audit::record(
+                &eng.store,
+                actor
+                    .event(family, "workflow.control")
+                    .target(id.to_owned())
+                    .outcome(Outcome::Failure)
+                    .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
+            )
+            .await?;
+                return Err(Error::conflict(why));
+            }
+        };
+        let now = now_ms();
+        let new_rev = rev + 1;
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE workflow_executions SET status = $2, rev = $3, updated_at = $4, \
+         ended_at = CASE WHEN $2 = 'STOPPED' THEN $4 ELSE ended_at END WHERE id = $1"
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(new_rev)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+        let mut events = Vec::new();
+        if to == RunStatus::Stopped {
+            let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+                "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
+             AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
+            )
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await)?;
+            in_tx!(tx, |c| sqlx::query(
+                "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
+             WHERE execution_id = $1 AND status = 'RUNNING'"
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
+            in_tx!(tx, |c| {
+                sqlx::query(
+            "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
+        )
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+            })?;
+            for (name, status, attempts) in open {
+                let (new, message) = if status == "RUNNING" {
+                    (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
+                } else {
+                    (StepStatus::Skipped, String::new())
+                };
+                events.push(NewEvent {
+                    step: Some(name),
+                    status: new.as_str(),
+                    attempt: if new == StepStatus::Stopped {
+                        attempts
+                    } else {
+                        0
+                    },
+                    message,
+                    task_instance_no: None,
+                });
+            }
+        }
+        events.push(NewEvent {
+            step: None,
+            status: to.as_str(),
+            attempt: 0,
+            message: format!("{} by {}", action.as_str(), actor.user_id),
+            task_instance_no: None,
+        });
+        insert_events(&mut tx, id, new_rev, now, 0, &events).await?;
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event(family, "workflow.control")
+                .target(id.to_owned())
+                .detail(
+                    json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
+                ),
+        )
+        .await?;
+        if to == RunStatus::Stopped {
+            crate::journal::delete_secrets(&mut tx, id).await?;
+        }
+        announce(&mut tx, id).await?;
+        tx.commit().await?;
+        if to == RunStatus::Stopped {
+            crate::metrics::ended(RunStatus::Stopped);
+        }
+        eng.poke(id);
+        // The action reaches the children (a child that does not fit it, such as one already
+        // paused or ended, is left as it is).
+        let children: Vec<String> = read!(eng.store, |db| sqlx::query_scalar(
+            "SELECT id FROM workflow_executions WHERE parent_execution_id = $1 \
+         AND status IN ('RUNNING', 'PAUSED') ORDER BY id"
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await)?;
+        for child in children {
+            match control_run(eng, actor, family, &child, action).await {
+                Ok(_) => {}
+                Err(e) if e.code == haechi_types::Code::Conflict => {}
+                Err(e) => {
+                    tracing::warn!(execution = %id, %child, "could not {} the child execution: {}", action.as_str(), e.message)
+                }
+            }
+        }
+        // The state the control left, not a later one (the run may go on at once).
+        Ok(StatusView {
+            execution_id: id.to_owned(),
+            status: to,
+            current_step: locked.current_step,
+            progress: progress(locked.steps_done, locked.steps_total),
+        })
+    })
+}
+
+/// The first `FAILED` step of a `PAUSED` run that waits for an operator's decision
+/// (`on_failure: ask`).
+async fn asking_step(eng: &Engine, tx: &mut Tx, id: &str) -> Result<Option<String>> {
+    let head: Option<(i64, i64)> = in_tx!(tx, |c| sqlx::query_as(
+        "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await)?;
+    let Some((workflow_id, version)) = head else {
+        return Ok(None);
+    };
+    let failed: Vec<i64> = in_tx!(tx, |c| {
+        sqlx::query_scalar(
+        "SELECT idx FROM workflow_steps WHERE execution_id = $1 AND status = 'FAILED' ORDER BY idx"
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await
+    })?;
+    if failed.is_empty() {
+        return Ok(None);
+    }
+    let loaded = eng.loaded(workflow_id, version).await?;
+    Ok(failed.into_iter().find_map(|i| {
+        loaded
+            .def
+            .steps
+            .get(i as usize)
+            .filter(|s| s.on_failure == definition::OnFailure::Ask)
+            .map(|s| s.name.clone())
+    }))
+}
+
 impl Workflows {
     /// Starts workflow `key` (its id, or the name of a live workflow) at its current version
     /// with `params`; returns the new execution id. The caller checked the permission.
@@ -227,9 +583,10 @@ impl Workflows {
     ) -> Result<String> {
         let wf = workflows::find(&self.eng.store, key, false).await?;
         let loaded = self.eng.loaded(wf.id, wf.version).await?;
-        let resolved = definition::resolve_params(&loaded.def, params)?;
+        let mut resolved = definition::resolve_params(&loaded.def, params)?;
         let skipped = skipped_steps(&loaded.def, opts.only_steps.as_deref())?;
-        self.check_starter(p, actor, &loaded.def).await?;
+        check_starter(&self.eng, p, actor, &loaded.def).await?;
+        let secrets = seal_passwords(&self.eng, &loaded.def, &mut resolved).await?;
         let shown: BTreeMap<&str, String> = resolved
             .iter()
             .map(|(k, v)| (k.as_str(), audit_text(v)))
@@ -259,6 +616,8 @@ impl Workflows {
                 lease_until: now_ms() + self.eng.cfg.lease_secs as i64 * 1000,
                 day: today(self.eng.utc_offset_secs),
                 audit,
+                parent: None,
+                secrets,
             })
             .await?;
         crate::metrics::started();
@@ -267,60 +626,6 @@ impl Workflows {
             tracing::warn!(execution = %created.id, "could not start its driver yet: {}", e.message);
         }
         Ok(created.id)
-    }
-
-    /// What the steps will do as the starter, checked before anything is stored (each step
-    /// checks again when it starts, as the starter may lose a right in between): a
-    /// `db_access` step needs `dbpolicy.manage`; a task step needs `task.execute`, as if
-    /// the starter ran the task themselves; an `env_from_vault` variable needs the
-    /// starter to be able to use the credential's value (read through the vault, which
-    /// audits the read, and dropped).
-    async fn check_starter(&self, p: &Principal, actor: &Actor, def: &Definition) -> Result<()> {
-        for step in &def.steps {
-            if let Action::Task(t) = &step.action {
-                if !p.can(Permission::TaskExecute) {
-                    return Err(Error::forbidden(format!(
-                        "step '{}' runs task '{}' on {}: user '{}' lacks the permission 'task.execute' to run it",
-                        step.name,
-                        t.task,
-                        t.nodes.join(", "),
-                        p.user_id
-                    )));
-                }
-            }
-            match &step.action {
-                Action::DbAccess(d) if !p.can(Permission::DbPolicyManage) => {
-                    return Err(Error::forbidden(format!(
-                        "step '{}' unlocks DB policy '{}': user '{}' lacks the permission 'dbpolicy.manage' to run it",
-                        step.name, d.policy, p.user_id
-                    )));
-                }
-                Action::Task(t) if !t.env_from_vault.is_empty() => {
-                    let Some(secrets) = &self.eng.secrets else {
-                        return Err(Error::invalid(format!(
-                            "step '{}': env_from_vault is not available on this server",
-                            step.name
-                        )));
-                    };
-                    for (name, r) in &t.env_from_vault {
-                        if let Err(e) = secrets
-                            .read(p.id, actor, r.credential_id, &r.attribute)
-                            .await
-                        {
-                            if e.code == haechi_types::Code::Internal {
-                                return Err(e);
-                            }
-                            return Err(Error::forbidden(format!(
-                                "step '{}', env_from_vault.{name}: user '{}' may not use attribute '{}' of credential {}: {}",
-                                step.name, p.user_id, r.attribute, r.credential_id, e.message
-                            )));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// The MDRM status of an execution.
@@ -368,7 +673,8 @@ impl Workflows {
     }
 
     /// Stops, pauses or resumes an execution. An action that does not fit its state is a 409
-    /// (recorded in the audit log as a failure).
+    /// (recorded in the audit log as a failure). The action reaches the execution's active
+    /// child executions (workflow steps) too.
     pub async fn control(
         &self,
         actor: &Actor,
@@ -376,172 +682,7 @@ impl Workflows {
         id: &str,
         action: Control,
     ) -> Result<StatusView> {
-        let mut tx = self.eng.store.begin().await?;
-        let locked = lock_run(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-        let rev = locked.rev;
-        let from = RunStatus::parse(&locked.status).unwrap_or(RunStatus::Failed);
-        let asking = match (action, from) {
-            (Control::Resume, RunStatus::Paused) => self.asking_step(&mut tx, id).await?,
-            _ => None,
-        };
-        let to = match (action, from) {
-            (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
-            (Control::Pause, RunStatus::Running) => RunStatus::Paused,
-            (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
-            _ => {
-                drop(tx);
-                let why = match (action, from) {
-                    (Control::Resume, RunStatus::Paused) => format!(
-                        "execution {id} waits for a decision on failed step '{}' (on_failure: ask): \
-                         retry, skip or mark it as succeeded first; resume alone does not decide it",
-                        asking.unwrap_or_default()
-                    ),
-                    (_, s) if s.is_final() => format!(
-                        "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
-                        s.as_str()
-                    ),
-                    (Control::Pause, RunStatus::Paused) => format!("execution {id} is already PAUSED"),
-                    (Control::Resume, RunStatus::Running) => {
-                        format!("execution {id} is RUNNING, not PAUSED: there is nothing to resume")
-                    }
-                    _ => format!("'{}' does not fit execution {id} in state {}", action.as_str(), from.as_str()),
-                };
-                haechi_audit::record(
-                    &self.eng.store,
-                    actor
-                        .event(family, "workflow.control")
-                        .target(id.to_owned())
-                        .outcome(Outcome::Failure)
-                        .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
-                )
-                .await?;
-                return Err(Error::conflict(why));
-            }
-        };
-        let now = now_ms();
-        let new_rev = rev + 1;
-        in_tx!(tx, |c| sqlx::query(
-            "UPDATE workflow_executions SET status = $2, rev = $3, updated_at = $4, \
-             ended_at = CASE WHEN $2 = 'STOPPED' THEN $4 ELSE ended_at END WHERE id = $1"
-        )
-        .bind(id)
-        .bind(to.as_str())
-        .bind(new_rev)
-        .bind(now)
-        .execute(&mut *c)
-        .await
-        .map(|_| ()))?;
-        let mut events = Vec::new();
-        if to == RunStatus::Stopped {
-            let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
-                "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
-                 AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
-            )
-            .bind(id)
-            .fetch_all(&mut *c)
-            .await)?;
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
-                 WHERE execution_id = $1 AND status = 'RUNNING'"
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *c)
-            .await
-            .map(|_| ()))?;
-            in_tx!(tx, |c| {
-                sqlx::query(
-                "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
-            )
-            .bind(id)
-            .execute(&mut *c)
-            .await
-            .map(|_| ())
-            })?;
-            for (name, status, attempts) in open {
-                let (new, message) = if status == "RUNNING" {
-                    (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
-                } else {
-                    (StepStatus::Skipped, String::new())
-                };
-                events.push(NewEvent {
-                    step: Some(name),
-                    status: new.as_str(),
-                    attempt: if new == StepStatus::Stopped {
-                        attempts
-                    } else {
-                        0
-                    },
-                    message,
-                    task_instance_no: None,
-                });
-            }
-        }
-        events.push(NewEvent {
-            step: None,
-            status: to.as_str(),
-            attempt: 0,
-            message: format!("{} by {}", action.as_str(), actor.user_id),
-            task_instance_no: None,
-        });
-        insert_events(&mut tx, id, new_rev, now, 0, &events).await?;
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event(family, "workflow.control")
-                .target(id.to_owned())
-                .detail(
-                    json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
-                ),
-        )
-        .await?;
-        announce(&mut tx, id).await?;
-        tx.commit().await?;
-        if to == RunStatus::Stopped {
-            crate::metrics::ended(RunStatus::Stopped);
-        }
-        self.eng.poke(id);
-        // The state the control left, not a later one (the run may go on at once).
-        Ok(StatusView {
-            execution_id: id.to_owned(),
-            status: to,
-            current_step: locked.current_step,
-            progress: progress(locked.steps_done, locked.steps_total),
-        })
-    }
-
-    /// The first `FAILED` step of a `PAUSED` run that waits for an operator's decision
-    /// (`on_failure: ask`).
-    async fn asking_step(&self, tx: &mut Tx, id: &str) -> Result<Option<String>> {
-        let head: Option<(i64, i64)> = in_tx!(tx, |c| sqlx::query_as(
-            "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_optional(&mut *c)
-        .await)?;
-        let Some((workflow_id, version)) = head else {
-            return Ok(None);
-        };
-        let failed: Vec<i64> = in_tx!(tx, |c| {
-            sqlx::query_scalar(
-            "SELECT idx FROM workflow_steps WHERE execution_id = $1 AND status = 'FAILED' ORDER BY idx"
-        )
-        .bind(id)
-        .fetch_all(&mut *c)
-        .await
-        })?;
-        if failed.is_empty() {
-            return Ok(None);
-        }
-        let loaded = self.eng.loaded(workflow_id, version).await?;
-        Ok(failed.into_iter().find_map(|i| {
-            loaded
-                .def
-                .steps
-                .get(i as usize)
-                .filter(|s| s.on_failure == definition::OnFailure::Ask)
-                .map(|s| s.name.clone())
-        }))
+        control_run(&self.eng, actor, family, id, action).await
     }
 
     /// Decides an approval step. Only a holder of the step's role may; the step must be
@@ -896,6 +1037,7 @@ fn step_view(action: &Action, s: &StepState, actions: Vec<StepActionView>) -> St
             _ => None,
         },
         actions,
+        child_execution_id: s.child_execution_id.clone(),
     }
 }
 
@@ -916,6 +1058,7 @@ fn execution_view(
         started_by: run.started_by.clone(),
         created_at: run.created_at,
         ended_at: run.ended_at,
+        parent_execution_id: run.parent_execution_id.clone(),
         error: run.error.clone(),
         steps: def
             .steps

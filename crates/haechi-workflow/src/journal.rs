@@ -48,6 +48,10 @@ pub(crate) struct NewExecution {
     pub day: String,
     /// The audit event of the execute (its target is set to the new id).
     pub audit: Event,
+    /// A child execution: the parent execution and its step's index.
+    pub parent: Option<(String, i64)>,
+    /// The sealed values of its password parameters.
+    pub secrets: Vec<(String, crate::ports::SealedSecret)>,
 }
 
 /// A stored execution.
@@ -74,6 +78,8 @@ pub(crate) struct RunUpdate {
     pub steps_done: i64,
     pub error: Option<String>,
     pub ended_at: Option<i64>,
+    /// The definition has password parameters: their sealed values go when the run ends.
+    pub has_secrets: bool,
 }
 
 /// A change of one execution, written only if its `rev` is still `expect_rev`.
@@ -87,6 +93,9 @@ pub(crate) struct Transition {
     pub events: Vec<NewEvent>,
     /// Task steps whose new attempt starts a task instance in this transaction.
     pub task_starts: Vec<(usize, TaskStart)>,
+    /// Workflow steps whose new attempt starts a child execution in this transaction (or
+    /// why it cannot).
+    pub child_starts: Vec<(usize, std::result::Result<NewExecution, String>)>,
 }
 
 /// What became of a transition.
@@ -95,6 +104,8 @@ pub(crate) enum Applied {
         rev: i64,
         /// Per task start: the instance number, or why it was refused.
         tasks: Vec<(usize, std::result::Result<i64, Error>)>,
+        /// Per child start: the child execution's id, or why it was refused.
+        children: Vec<(usize, std::result::Result<String, Error>)>,
     },
     /// The execution changed since the driver read it: read it again.
     Conflict,
@@ -278,7 +289,9 @@ async fn try_batch(
     }
     let audits = jobs.iter().zip(&revs).any(|(job, rev)| match job {
         Job::Create(..) => true,
-        Job::Apply(t, _) => rev.is_some() && !t.task_starts.is_empty(),
+        Job::Apply(t, _) => {
+            rev.is_some() && (!t.task_starts.is_empty() || !t.child_starts.is_empty())
+        }
     });
     if audits && tx.backend() == Backend::Postgres {
         in_tx!(tx, |c| sqlx::query(
@@ -293,10 +306,15 @@ async fn try_batch(
     for (job, rev) in jobs.iter().zip(&revs) {
         outcomes.push(match (job, rev) {
             (Job::Apply(_, _), None) => Some(Outcome::Applied(Applied::Conflict)),
-            (Job::Apply(t, _), Some(rev)) => Some(Outcome::Applied(Applied::Committed {
-                rev: *rev,
-                tasks: start_tasks(&mut tx, tasks, t, *rev, dispatch).await?,
-            })),
+            (Job::Apply(t, _), Some(rev)) => {
+                let started = start_tasks(&mut tx, tasks, t, *rev, dispatch).await?;
+                let children = start_children(&mut tx, t, *rev).await?;
+                Some(Outcome::Applied(Applied::Committed {
+                    rev: *rev,
+                    tasks: started,
+                    children,
+                }))
+            }
             (Job::Create(..), _) => None,
         });
     }
@@ -342,7 +360,7 @@ pub(crate) async fn run_lock(
     Ok(())
 }
 
-async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
+pub(crate) async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
     // The run lock. Every create holds the audit head's lock by now (PostgreSQL), so creates
     // across servers are serialized and this count sees every committed run.
     run_lock(tx, new.workflow_id, new.concurrency, None).await?;
@@ -359,7 +377,8 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
         sqlx::query(
         "INSERT INTO workflow_executions (id, workflow_id, version, status, active, rev, params, started_by, \
          started_by_pk, source_ip, family, current_step, steps_total, steps_done, owner, lease_until, created_at, \
-         updated_at) VALUES ($1, $2, $3, 'RUNNING', TRUE, 1, $4, $5, $6, $7, $8, '', $9, 0, $10, $11, $12, $12)"
+         updated_at, parent_execution_id, parent_step) \
+         VALUES ($1, $2, $3, 'RUNNING', TRUE, 1, $4, $5, $6, $7, $8, '', $9, 0, $10, $11, $12, $12, $13, $14)"
     )
     .bind(&id)
     .bind(new.workflow_id)
@@ -373,10 +392,26 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
     .bind(&new.owner)
     .bind(new.lease_until)
     .bind(now)
+    .bind(new.parent.as_ref().map(|p| p.0.clone()))
+    .bind(new.parent.as_ref().map(|p| p.1))
     .execute(&mut *c)
     .await
     .map(|_| ())
     })?;
+    for (name, sealed) in &new.secrets {
+        in_tx!(tx, |c| sqlx::query(
+            "INSERT INTO workflow_secret_params (execution_id, name, key_id, nonce, ciphertext) \
+             VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+    }
     let status = |i: usize| {
         if new.skipped.get(i).copied().unwrap_or(false) {
             StepStatus::Skipped.as_str()
@@ -401,11 +436,18 @@ async fn create(tx: &mut Tx, new: &NewExecution) -> Result<CreatedExecution> {
             q.execute(&mut *c).await.map(|_| ())
         })?;
     }
+    let message = match &new.parent {
+        Some((parent, _)) => format!(
+            "started by {} (version {}) as a child of execution {parent}",
+            new.started_by, new.version
+        ),
+        None => format!("started by {} (version {})", new.started_by, new.version),
+    };
     let mut events = vec![NewEvent {
         step: None,
         status: RunStatus::Running.as_str(),
         attempt: 0,
-        message: format!("started by {} (version {})", new.started_by, new.version),
+        message,
         task_instance_no: None,
     }];
     for (i, name) in new.step_names.iter().enumerate() {
@@ -455,6 +497,9 @@ async fn apply_rows(tx: &mut Tx, t: &Transition) -> Result<Option<i64>> {
     let rev = t.expect_rev + 1;
     for (idx, s) in &t.steps {
         write_step(tx, &t.execution_id, *idx, s).await?;
+    }
+    if r.status.is_final() && r.has_secrets {
+        delete_secrets(tx, &t.execution_id).await?;
     }
     insert_events(tx, &t.execution_id, rev, now, 0, &t.events).await?;
     Ok(Some(rev))
@@ -568,6 +613,81 @@ async fn start_tasks(
     Ok(results)
 }
 
+/// The run has ended: the sealed values of its password parameters go, ciphertext and all.
+pub(crate) async fn delete_secrets(tx: &mut Tx, execution_id: &str) -> Result<()> {
+    in_tx!(tx, |c| sqlx::query(
+        "DELETE FROM workflow_secret_params WHERE execution_id = $1"
+    )
+    .bind(execution_id)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Phase 2 of a transition, for workflow steps: the child execution of each new attempt,
+/// stored with the attempt (so an attempt never has two). A refusal (the workflow is
+/// missing, its parameters do not fit, its run lock is full) is recorded on the step and
+/// returned; the attempt then fails with that reason.
+async fn start_children(
+    tx: &mut Tx,
+    t: &Transition,
+    rev: i64,
+) -> Result<Vec<(usize, std::result::Result<String, Error>)>> {
+    let mut results = Vec::with_capacity(t.child_starts.len());
+    let mut events = Vec::new();
+    for (idx, child) in &t.child_starts {
+        let step = t.steps.iter().find(|(i, _)| i == idx).map(|(_, s)| s);
+        let attempt = step.map_or(0, |s| s.attempts);
+        let created = match child {
+            Ok(new) => create(tx, new).await,
+            Err(why) => Err(Error::conflict(why.clone())),
+        };
+        match created {
+            Ok(c) => {
+                in_tx!(tx, |conn| {
+                    sqlx::query(
+                    "UPDATE workflow_steps SET child_execution_id = $3 WHERE execution_id = $1 AND idx = $2"
+                )
+                .bind(&t.execution_id)
+                .bind(*idx as i64)
+                .bind(&c.id)
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                })?;
+                events.push(NewEvent {
+                    step: step.map(|s| s.name.clone()),
+                    status: StepStatus::Running.as_str(),
+                    attempt,
+                    message: format!("child execution {} started", c.id),
+                    task_instance_no: None,
+                });
+                results.push((*idx, Ok(c.id)));
+            }
+            Err(e) if is_refusal(&e) => {
+                let message = format!("the child workflow was not started: {}", e.message);
+                in_tx!(tx, |conn| sqlx::query(
+                    "UPDATE workflow_steps SET error = $3 WHERE execution_id = $1 AND idx = $2"
+                )
+                .bind(&t.execution_id)
+                .bind(*idx as i64)
+                .bind(&message)
+                .execute(&mut *conn)
+                .await
+                .map(|_| ()))?;
+                results.push((*idx, Err(Error::new(e.code, message))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !events.is_empty() {
+        let first = t.events.len() + t.task_starts.len();
+        insert_events(tx, &t.execution_id, rev, now_ms(), first, &events).await?;
+    }
+    Ok(results)
+}
+
 /// Writes a step's whole row.
 pub(crate) async fn write_step(
     tx: &mut Tx,
@@ -579,8 +699,8 @@ pub(crate) async fn write_step(
         sqlx::query(
         "UPDATE workflow_steps SET status = $3, attempts = $4, started_at = $5, ended_at = $6, attempt_started_at = $7, \
          retry_at = $8, resumes = $9, task_instance_no = $10, decision = $11, decided_by = $12, decided_at = $13, \
-         decision_comment = $14, error = $15, result = $16, arguments = $17, cut_by_failure = $18 \
-         WHERE execution_id = $1 AND idx = $2"
+         decision_comment = $14, error = $15, result = $16, arguments = $17, cut_by_failure = $18, \
+         child_execution_id = $19 WHERE execution_id = $1 AND idx = $2"
     )
     .bind(execution_id)
     .bind(idx as i64)
@@ -600,6 +720,7 @@ pub(crate) async fn write_step(
     .bind(&s.result)
     .bind(&s.arguments)
     .bind(s.cut_by_failure)
+    .bind(&s.child_execution_id)
     .execute(&mut *c)
     .await
     .map(|_| ())

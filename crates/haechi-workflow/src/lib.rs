@@ -35,6 +35,7 @@ mod locks;
 mod metrics;
 pub mod model;
 pub mod ports;
+mod schedule;
 mod state;
 mod steps;
 mod workflows;
@@ -54,7 +55,11 @@ pub use config::WorkflowConfig;
 pub use definition::{Definition, Graph};
 pub use executions::{DecisionRequest, ExecuteOptions};
 pub use model::*;
-pub use ports::{ExecTasks, PolicyGate, SecretSource, TaskEnd, TaskRunner, TaskStart, VaultUse};
+pub use ports::{
+    ExecTasks, PolicyGate, SealedSecret, SecretSealer, SecretSource, TaskEnd, TaskRunner,
+    TaskStart, VaultUse,
+};
+pub use schedule::{TaskSchedule, TaskScheduleView};
 pub use steps::idempotency_key;
 
 use crate::driver::DriverHandle;
@@ -70,6 +75,10 @@ pub struct Options {
     pub secrets: Option<Arc<dyn SecretSource>>,
     /// The DB gateway's policies, for `db_access` steps (absent: such definitions are refused).
     pub policies: Option<Arc<dyn PolicyGate>>,
+    /// The vault's keys, for password parameters (absent: such definitions run refused).
+    pub sealer: Option<Arc<dyn SecretSealer>>,
+    /// The execution engine, for the schedules of OPMATE tasks (absent: they do not fire).
+    pub exec: Option<Arc<haechi_exec::Exec>>,
     pub config: WorkflowConfig,
     /// The server's UTC offset (`timezone`): execution ids carry the local date.
     pub utc_offset_secs: i32,
@@ -92,6 +101,8 @@ pub(crate) struct Engine {
     pub tasks: Arc<dyn TaskRunner>,
     pub secrets: Option<Arc<dyn SecretSource>>,
     pub policies: Option<Arc<dyn PolicyGate>>,
+    pub sealer: Option<Arc<dyn SecretSealer>>,
+    pub exec: Option<Arc<haechi_exec::Exec>>,
     pub cfg: WorkflowConfig,
     pub utc_offset_secs: i32,
     /// This server among those sharing the store.
@@ -144,7 +155,7 @@ impl Engine {
         }
     }
 
-    fn status_watch(&self, id: &str) -> Option<watch::Receiver<(RunStatus, i64)>> {
+    pub(crate) fn status_watch(&self, id: &str) -> Option<watch::Receiver<(RunStatus, i64)>> {
         self.drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -196,6 +207,8 @@ impl Workflows {
             tasks: opts.tasks,
             secrets: opts.secrets,
             policies: opts.policies,
+            sealer: opts.sealer,
+            exec: opts.exec,
             cfg: opts.config,
             utc_offset_secs: opts.utc_offset_secs,
             server_id,
@@ -207,7 +220,10 @@ impl Workflows {
             lease::reclaim_own(&eng).await?;
         }
         lease::renew_and_claim(&eng).await?;
-        let mut background = vec![tokio::spawn(lease::run(eng.clone()))];
+        let mut background = vec![
+            tokio::spawn(lease::run(eng.clone())),
+            tokio::spawn(schedule::run(eng.clone())),
+        ];
         if let Some(listener) = lease::listen(eng.clone()) {
             background.push(listener);
         }

@@ -229,6 +229,9 @@ pub struct WorkflowDoc {
     /// Who holds the edit lock, and since when (absent: nobody).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edit_lock: Option<EditLock>,
+    /// The next fires of its schedules (current version only), soonest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub next_fires: Vec<NextFire>,
     pub created_by: String,
     /// When this version was made, unix ms.
     pub created_at: i64,
@@ -243,6 +246,21 @@ pub struct EditLock {
     pub holder: String,
     /// Unix ms.
     pub since: i64,
+    /// When it ends unless its holder uses it again (`workflow.edit_lock_idle_secs` after
+    /// their last use), unix ms.
+    pub expires: i64,
+}
+
+/// A coming fire of a schedule.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NextFire {
+    /// The schedule's index in `schedules`.
+    pub schedule: usize,
+    pub cron: String,
+    /// Unix ms.
+    pub at: i64,
+    /// ISO 8601 UTC.
+    pub at_iso: String,
 }
 
 /// A version in a workflow's history.
@@ -327,6 +345,9 @@ pub struct StepView {
     pub decision: Option<DecisionView>,
     /// Operators' actions on the step (retry, skip, mark_succeeded), oldest first.
     pub actions: Vec<StepActionView>,
+    /// Workflow steps: the child execution of the latest attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_execution_id: Option<String>,
 }
 
 /// A decision on an approval step.
@@ -353,6 +374,9 @@ pub struct ExecutionView {
     pub started_by: String,
     pub created_at: i64,
     pub ended_at: Option<i64>,
+    /// A child execution: the execution whose workflow step started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
     /// Why the run failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

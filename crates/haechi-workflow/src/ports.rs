@@ -71,6 +71,31 @@ pub trait SecretSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<()>>;
 }
 
+/// A secret sealed with the vault's keys: the data key's id, the nonce and the ciphertext.
+#[derive(Clone)]
+pub struct SealedSecret {
+    pub key_id: i64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Seals and opens the values of password parameters with the vault's keys.
+pub trait SecretSealer: Send + Sync + 'static {
+    /// Seals `plaintext` bound to `context`; a sealed vault is a 503 saying so.
+    fn seal<'a>(
+        &'a self,
+        context: &'a str,
+        plaintext: &'a str,
+    ) -> BoxFuture<'a, Result<SealedSecret>>;
+
+    /// Opens what [`SecretSealer::seal`] sealed for the same `context`.
+    fn open<'a>(
+        &'a self,
+        context: &'a str,
+        sealed: &'a SealedSecret,
+    ) -> BoxFuture<'a, Result<SecretString>>;
+}
+
 /// Unlocks and locks DBSAFER policies for `db_access` steps.
 pub trait PolicyGate: Send + Sync + 'static {
     /// The index of the policy named by `policy` (its `policyId`, or its index as a number);
@@ -350,6 +375,13 @@ impl RunEnvSource for StepEnv {
             let Some(Action::Task(task)) = step.map(|s| &s.action) else {
                 return Err(unknown());
             };
+            if !task.env.is_empty() {
+                return Err(Error::conflict(format!(
+                    "the run's environment comes from the env of workflow step '{step_name}' \
+                     (it may hold password parameters, which are not kept for re-runs); retry \
+                     the workflow step instead"
+                )));
+            }
             let secrets = eng.secrets.as_ref().ok_or_else(|| {
                 Error::conflict("env_from_vault is not available on this server (no vault)")
             })?;

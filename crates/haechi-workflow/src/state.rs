@@ -31,6 +31,9 @@ pub(crate) struct RunState {
     pub owner: Option<String>,
     pub created_at: i64,
     pub ended_at: Option<i64>,
+    /// A child execution: its parent and the parent's step (index).
+    pub parent_execution_id: Option<String>,
+    pub parent_step: Option<i64>,
     pub steps: Vec<StepState>,
 }
 
@@ -62,6 +65,9 @@ pub(crate) struct StepState {
     /// Stopped or skipped because another step failed and ended the run (an operator's
     /// action that sets the run going again makes it `WAITING` again).
     pub cut_by_failure: bool,
+    /// Workflow steps: the child execution of the latest attempt (created in the attempt's
+    /// transaction).
+    pub child_execution_id: Option<String>,
 }
 
 impl StepState {
@@ -89,11 +95,14 @@ struct RunRow {
     owner: Option<String>,
     created_at: i64,
     ended_at: Option<i64>,
+    parent_execution_id: Option<String>,
+    parent_step: Option<i64>,
 }
 
 pub(crate) const RUN_COLUMNS: &str =
     "id, workflow_id, version, status, active, rev, params, started_by, started_by_pk, \
-     source_ip, current_step, steps_done, error, owner, created_at, ended_at";
+     source_ip, current_step, steps_done, error, owner, created_at, ended_at, \
+     parent_execution_id, parent_step";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct StepRow {
@@ -114,12 +123,13 @@ pub(crate) struct StepRow {
     pub result: Option<String>,
     pub arguments: Option<String>,
     pub cut_by_failure: bool,
+    pub child_execution_id: Option<String>,
 }
 
 pub(crate) const STEP_COLUMNS: &str =
     "name, status, attempts, started_at, ended_at, attempt_started_at, retry_at, \
      resumes, task_instance_no, decision, decided_by, decided_at, decision_comment, error, result, \
-     arguments, cut_by_failure";
+     arguments, cut_by_failure, child_execution_id";
 
 impl From<StepRow> for StepState {
     fn from(r: StepRow) -> StepState {
@@ -141,6 +151,7 @@ impl From<StepRow> for StepState {
             result: r.result,
             arguments: r.arguments,
             cut_by_failure: r.cut_by_failure,
+            child_execution_id: r.child_execution_id,
         }
     }
 }
@@ -192,6 +203,8 @@ fn run_from(row: RunRow, steps: Vec<StepState>) -> Result<RunState> {
         owner: row.owner,
         created_at: row.created_at,
         ended_at: row.ended_at,
+        parent_execution_id: row.parent_execution_id,
+        parent_step: row.parent_step,
         steps,
     })
 }

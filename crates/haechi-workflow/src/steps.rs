@@ -117,6 +117,8 @@ pub(crate) async fn run_attempt(ctx: Arc<AttemptCtx>, spec: AttemptSpec) -> Atte
         Action::DbAccess(d) => db_access(&ctx, &spec, d).await,
         // Decided through the store, never run as a future.
         Action::Approval { .. } => AttemptResult::fail("an approval step has no attempt to run"),
+        // Waited for by the driver (`driver::wait_child`).
+        Action::Workflow(_) => AttemptResult::fail("a workflow step waits for its child execution"),
     }
 }
 
@@ -140,7 +142,7 @@ async fn sleep(spec: &AttemptSpec, seconds_ms: u64) -> AttemptResult {
 }
 
 /// Waits until `at_ms`; returns at once (without a timer) when it has passed.
-async fn wait_until(at_ms: i64) {
+pub(crate) async fn wait_until(at_ms: i64) {
     if at_ms > now_ms() {
         tokio::time::sleep_until(instant_of(at_ms)).await;
     }

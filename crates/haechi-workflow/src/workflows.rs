@@ -30,11 +30,12 @@ pub(crate) struct WorkflowRow {
     pub deleted_at: Option<i64>,
     pub edit_lock_holder: Option<String>,
     pub edit_lock_since: Option<i64>,
+    pub edit_lock_touched: Option<i64>,
 }
 
 const WORKFLOW_COLUMNS: &str =
     "id, name, group_name, description, version, created_by, created_at, \
-     updated_at, deleted_at, edit_lock_holder, edit_lock_since";
+     updated_at, deleted_at, edit_lock_holder, edit_lock_since, edit_lock_touched";
 
 impl From<WorkflowRow> for WorkflowSummary {
     fn from(r: WorkflowRow) -> Self {
@@ -120,8 +121,14 @@ impl Workflows {
     /// that its author may use every credential its `env_from_vault` names: whoever runs
     /// the workflow lends the step their own access, so an author who could not read a value
     /// must not be able to wire it into a script that others will run.
-    async fn checked(&self, author: &Principal, value: &Value) -> Result<Definition> {
+    async fn checked(
+        &self,
+        author: &Principal,
+        value: &Value,
+        self_id: Option<i64>,
+    ) -> Result<Definition> {
         let def = definition::parse(value)?;
+        self.check_workflow_cycle(self_id, &def).await?;
         for (i, step) in def.steps.iter().enumerate() {
             match &step.action {
                 Action::Task(t) if !t.env_from_vault.is_empty() && self.eng.secrets.is_none() => {
@@ -182,6 +189,84 @@ impl Workflows {
         Ok(def)
     }
 
+    /// Refuses a definition whose `workflow` steps, with the other workflows' current
+    /// versions, would make a workflow run itself (A → A, A → B → A, ...), naming the cycle.
+    /// A reference to a workflow that does not exist is allowed (the step fails when it runs).
+    async fn check_workflow_cycle(&self, self_id: Option<i64>, def: &Definition) -> Result<()> {
+        let refs = def.workflow_refs();
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let store = &self.eng.store;
+        // The new definition's node: its id, or 0 for a workflow not created yet.
+        let me = self_id.unwrap_or(0);
+        let resolve = |key: &str| {
+            let key = key.trim().to_owned();
+            let own_name = key == def.name;
+            async move {
+                if own_name {
+                    return Ok::<_, Error>(Some(me));
+                }
+                let r = resolve_ref(store, &key).await?;
+                Ok(r)
+            }
+        };
+        let mut names: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+        names.insert(me, def.name.clone());
+        // Depth-first from each of this definition's steps; a path back to `me` is a cycle.
+        for (i, key) in refs {
+            let Some(first) = resolve(key).await? else {
+                continue;
+            };
+            let mut stack: Vec<(i64, Vec<i64>)> = vec![(first, vec![me, first])];
+            let mut seen = std::collections::HashSet::new();
+            while let Some((node, path)) = stack.pop() {
+                if node == me {
+                    let mut shown = Vec::with_capacity(path.len());
+                    for id in &path {
+                        let name = match names.get(id) {
+                            Some(n) => n.clone(),
+                            None => find(store, &id.to_string(), true)
+                                .await
+                                .map(|r| r.name)
+                                .unwrap_or_else(|_| id.to_string()),
+                        };
+                        shown.push(format!("'{name}'"));
+                    }
+                    return Err(def.step_error(
+                        i,
+                        "workflow",
+                        format_args!(
+                            "the workflows would run each other in a cycle: {}",
+                            shown.join(" → ")
+                        ),
+                    ));
+                }
+                if !seen.insert(node) {
+                    continue;
+                }
+                let Ok(row) = find(store, &node.to_string(), false).await else {
+                    continue;
+                };
+                names.insert(node, row.name.clone());
+                let child = load_version(store, row.id, row.version).await?;
+                for (_, k) in child.workflow_refs() {
+                    let next = if k.trim() == def.name && self_id.is_none() {
+                        Some(me)
+                    } else {
+                        resolve_ref(store, k.trim()).await?
+                    };
+                    if let Some(n) = next {
+                        let mut p = path.clone();
+                        p.push(n);
+                        stack.push((n, p));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn check_author_vault_use(&self, author: &Principal, def: &Definition) -> Result<()> {
         let Some(secrets) = &self.eng.secrets else {
             return Ok(());
@@ -214,7 +299,7 @@ impl Workflows {
         actor: &Actor,
         value: &Value,
     ) -> Result<Created> {
-        let def = self.checked(author, value).await?;
+        let def = self.checked(author, value, None).await?;
         let text = serde_json::to_string(&def)?;
         let now = now_ms();
         let mut tx = self.eng.store.begin().await?;
@@ -237,6 +322,7 @@ impl Workflows {
             Err(e) => return Err(e.into()),
         };
         insert_version(&mut tx, id, 1, &def, &text, &actor.user_id, now).await?;
+        set_schedules(&mut tx, id, &def, author.id, now).await?;
         haechi_audit::append(
             &mut tx,
             actor
@@ -261,14 +347,21 @@ impl Workflows {
         value: &Value,
     ) -> Result<Created> {
         let row = find(&self.eng.store, key, false).await?;
-        let def = self.checked(author, value).await?;
+        let def = self.checked(author, value, Some(row.id)).await?;
         let text = serde_json::to_string(&def)?;
         let now = now_ms();
         let mut tx = self.eng.store.begin().await?;
         let Some((current, None)) = lock_workflow(&mut tx, row.id).await? else {
             return Err(Error::not_found(format_args!("workflow '{key}'")));
         };
-        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
+        crate::locks::check_edit(
+            &mut tx,
+            row.id,
+            key,
+            actor,
+            self.eng.cfg.edit_lock_idle_secs,
+        )
+        .await?;
         let version = current + 1;
         let updated: std::result::Result<u64, sqlx::Error> = in_tx!(tx, |c| {
             sqlx::query(
@@ -290,6 +383,7 @@ impl Workflows {
             Err(e) => return Err(e.into()),
         }
         insert_version(&mut tx, row.id, version, &def, &text, &actor.user_id, now).await?;
+        set_schedules(&mut tx, row.id, &def, author.id, now).await?;
         haechi_audit::append(
             &mut tx,
             actor
@@ -309,7 +403,14 @@ impl Workflows {
     pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
-        crate::locks::check_edit(&mut tx, row.id, key, &actor.user_id).await?;
+        crate::locks::check_edit(
+            &mut tx,
+            row.id,
+            key,
+            actor,
+            self.eng.cfg.edit_lock_idle_secs,
+        )
+        .await?;
         let n = in_tx!(tx, |c| {
             sqlx::query(
             "UPDATE workflows SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL"
@@ -356,12 +457,30 @@ impl Workflows {
             current_version: row.version,
             deleted: row.deleted_at.is_some(),
             edit_lock: match (row.edit_lock_holder, row.edit_lock_since) {
-                (Some(holder), Some(since)) => Some(EditLock { holder, since }),
+                (Some(holder), Some(since)) => Some(EditLock {
+                    holder,
+                    since,
+                    expires: crate::locks::expires_at(
+                        Some(since),
+                        row.edit_lock_touched,
+                        self.eng.cfg.edit_lock_idle_secs,
+                    ),
+                }),
                 _ => None,
+            },
+            next_fires: if v == row.version && row.deleted_at.is_none() {
+                next_fires(
+                    &definition_of(&text)?,
+                    self.eng.utc_offset_secs,
+                    now_ms(),
+                    5,
+                )
+            } else {
+                Vec::new()
             },
             created_by,
             created_at,
-            definition: serde_json::from_str(&text)?,
+            definition: definition_of(&text)?,
         })
     }
 
@@ -466,6 +585,79 @@ impl Workflows {
             items: rows.into_iter().map(WorkflowSummary::from).collect(),
             total,
         })
+    }
+}
+
+fn definition_of(text: &str) -> Result<Definition> {
+    Ok(serde_json::from_str(text)?)
+}
+
+/// The next `per_schedule` fires of each schedule after `after_ms`, soonest first.
+pub(crate) fn next_fires(
+    def: &Definition,
+    utc_offset_secs: i32,
+    after_ms: i64,
+    per_schedule: usize,
+) -> Vec<crate::model::NextFire> {
+    let mut out = Vec::new();
+    for (i, s) in def.schedules.iter().enumerate() {
+        let Ok(spec) =
+            haechi_exec::CronSpec::parse(&s.cron, s.timezone.as_deref(), utc_offset_secs, true)
+        else {
+            continue;
+        };
+        let mut t = after_ms;
+        for _ in 0..per_schedule {
+            let Some(next) = spec.next_after(t) else {
+                break;
+            };
+            out.push(crate::model::NextFire {
+                schedule: i,
+                cron: s.cron.clone(),
+                at: next,
+                at_iso: haechi_types::time::iso_ms(next),
+            });
+            t = next;
+        }
+    }
+    out.sort_by_key(|f| (f.at, f.schedule));
+    out
+}
+
+/// Keeps the current version's schedules on the workflow's row (the scheduler reads them
+/// there), with who saved them: scheduled runs start with that user's rights.
+async fn set_schedules(
+    tx: &mut Tx,
+    id: i64,
+    def: &Definition,
+    author_pk: i64,
+    now: i64,
+) -> Result<()> {
+    let text = if def.schedules.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&def.schedules)?)
+    };
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE workflows SET schedules = $2, schedules_by = $3, schedules_at = $4 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(&text)
+    .bind(text.as_ref().map(|_| author_pk))
+    .bind(text.as_ref().map(|_| now))
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Which workflow a `workflow` step's reference names now: an id, or the name of a live
+/// workflow (`None`: none).
+pub(crate) async fn resolve_ref(store: &Store, key: &str) -> Result<Option<i64>> {
+    match find(store, key, false).await {
+        Ok(r) => Ok(Some(r.id)),
+        Err(e) if e.code == Code::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

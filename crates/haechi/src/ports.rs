@@ -13,7 +13,7 @@ use haechi_dbgate::{DbGate, PolicyFilter};
 use haechi_identity::{Actor, Identity, Permission};
 use haechi_types::{time::now_ms, Code, Result};
 use haechi_vault::Vault;
-use haechi_workflow::{PolicyGate, SecretSource};
+use haechi_workflow::{PolicyGate, SealedSecret, SecretSealer, SecretSource};
 use secrecy::SecretString;
 
 /// [`SecretSource`] over the credential vault: the vault checks that the user may use the
@@ -49,6 +49,43 @@ impl SecretSource for VaultSecrets {
             let p = self.identity.principal_of(user_pk).await?;
             self.vault
                 .check_attribute_use(&p, credential, attribute)
+                .await
+        })
+    }
+}
+
+/// [`SecretSealer`] over the credential vault's keys (password parameters of workflow runs).
+pub struct VaultSealer {
+    pub vault: Arc<haechi_vault::Vault>,
+}
+
+impl SecretSealer for VaultSealer {
+    fn seal<'a>(
+        &'a self,
+        context: &'a str,
+        plaintext: &'a str,
+    ) -> BoxFuture<'a, Result<SealedSecret>> {
+        Box::pin(async move {
+            let (key_id, nonce, ciphertext) = self
+                .vault
+                .seal_secret(context, plaintext.as_bytes())
+                .await?;
+            Ok(SealedSecret {
+                key_id,
+                nonce,
+                ciphertext,
+            })
+        })
+    }
+
+    fn open<'a>(
+        &'a self,
+        context: &'a str,
+        sealed: &'a SealedSecret,
+    ) -> BoxFuture<'a, Result<SecretString>> {
+        Box::pin(async move {
+            self.vault
+                .open_secret(context, sealed.key_id, &sealed.nonce, &sealed.ciphertext)
                 .await
         })
     }

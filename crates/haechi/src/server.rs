@@ -111,6 +111,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             identity: identity.clone(),
             dbgate: dbgate.clone(),
         })),
+        sealer: Some(Arc::new(crate::ports::VaultSealer {
+            vault: vault.clone(),
+        })),
+        exec: Some(exec.clone()),
         config: cfg.workflow.clone(),
         utc_offset_secs: cfg.utc_offset_secs(),
         data_dir: cfg.data_dir.clone(),

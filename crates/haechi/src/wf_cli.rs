@@ -100,6 +100,13 @@ pub enum WfCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A workflow's schedules and their next fires, as a table.
+    Schedules {
+        workflow: String,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// An operator's action on a failed step: retry it, skip it or mark it as succeeded.
     Step {
         #[command(subcommand)]
@@ -280,6 +287,21 @@ pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
                 Some(&json!({ "action": action })),
             )
             .await?
+        }
+        WfCmd::Schedules { workflow, json } => {
+            let doc = c
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/workflows/{}", segment(&workflow)),
+                    None,
+                )
+                .await?;
+            if json {
+                json!({ "id": doc["id"], "schedules": doc["schedules"], "next_fires": doc["next_fires"] })
+            } else {
+                print_schedules(&doc);
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         WfCmd::Report { execution, json } => {
             let report = c
@@ -583,6 +605,48 @@ async fn follow_output(c: Arc<Client>, step: String, no: i64) {
 }
 
 use crate::table::{cell, local_time, Table};
+
+fn print_schedules(doc: &Value) {
+    let schedules = doc["schedules"].as_array().cloned().unwrap_or_default();
+    if schedules.is_empty() {
+        println!(
+            "workflow {} ({}) has no schedules",
+            cell(&doc["name"]),
+            cell(&doc["id"])
+        );
+        return;
+    }
+    let mut t = Table::new(&["#", "CRON", "TIME ZONE", "MISFIRE", "PARAMS"]);
+    for (i, s) in schedules.iter().enumerate() {
+        let params = s["params"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        t.row(vec![
+            i.to_string(),
+            cell(&s["cron"]),
+            s["timezone"].as_str().unwrap_or("(server)").to_owned(),
+            s["misfire"].as_str().unwrap_or("run_once").to_owned(),
+            params,
+        ]);
+    }
+    t.print();
+    println!();
+    let mut n = Table::new(&["NEXT FIRE", "#", "CRON"]);
+    for f in doc["next_fires"].as_array().cloned().unwrap_or_default() {
+        n.row(vec![
+            local_time(f["at"].as_i64()),
+            cell(&f["schedule"]),
+            cell(&f["cron"]),
+        ]);
+    }
+    n.print();
+}
 
 fn print_executions(list: &Value) {
     let mut t = Table::new(&[

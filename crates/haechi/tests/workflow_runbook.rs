@@ -966,10 +966,13 @@ async fn the_edit_lock_and_the_run_lock_hold_across_servers() {
     assert_eq!(l["holder"], alice);
     let since = l["since"].as_i64().unwrap();
     let (_, doc) = call(client().get(wf(other, "")).bearer_auth(&bob_t)).await;
-    assert_eq!(
-        doc["edit_lock"],
-        json!({ "holder": alice, "since": since }),
-        "{doc}"
+    assert_eq!(doc["edit_lock"]["holder"], alice, "{doc}");
+    assert_eq!(doc["edit_lock"]["since"], since, "{doc}");
+    // It expires 30 minutes (the default) after its holder last used it.
+    let expires = doc["edit_lock"]["expires"].as_i64().unwrap();
+    assert!(
+        (expires - since - 1_800_000).abs() < 5_000,
+        "expires 30 min after taking: {doc}"
     );
     let mut v2 = d.clone();
     v2["description"] = json!("bob's change");
@@ -1116,5 +1119,543 @@ async fn a_retry_that_revives_a_failed_run_respects_the_run_lock() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     control(&s, &admin, &failed, "stop").await;
+    s.finish().await;
+}
+
+/// `GET /api/v1/executions?wf_id=`: the executions of a workflow.
+async fn executions_of(s: &Server, token: &str, wf_id: &str) -> Vec<Value> {
+    let (st, list) = call(
+        client()
+            .get(s.url("/api/v1/executions"))
+            .bearer_auth(token)
+            .query(&[("wf_id", wf_id), ("limit", "1000")]),
+    )
+    .await;
+    assert_eq!(st, 200, "{list}");
+    list["executions"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until step `name` of the execution has a child execution; returns its id.
+async fn child_of(s: &Server, token: &str, exec_id: &str, name: &str) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let e = execution(s, token, exec_id).await;
+        if let Some(c) = step(&e, name)["child_execution_id"].as_str() {
+            return c.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no child started: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 22 item 4: a `workflow` step runs a child execution with parameters, succeeds when
+/// it completes and fails when it fails; the child names its parent and the parent's step its
+/// child; stop, pause and resume of the parent reach the child; a child of a missing workflow
+/// fails the step naming it; a cycle (A → A, A → B → A) is refused when it is defined, naming
+/// it, and nothing is stored.
+#[tokio::test]
+async fn a_sub_workflow_runs_as_a_child_that_follows_its_parent() {
+    let hook = Hook::start();
+    let s = Server::start_with(wf_opts());
+    let admin = admin_token(&s).await;
+
+    let mut child = def(
+        "dr",
+        json!([
+            { "name": "call", "type": "http", "method": "POST",
+              "url": hook.url("/child/${who}"), "expect_status": 200 },
+            { "name": "settle", "type": "sleep", "seconds": 0 },
+        ]),
+    );
+    child["params"] = json!({ "who": null });
+    let child_id = create_wf(&s, &admin, child.clone()).await;
+    let mut parent = def(
+        "dr",
+        json!([
+            { "name": "prepare", "type": "sleep", "seconds": 0 },
+            { "name": "failover", "type": "workflow", "workflow": child_id,
+              "params": { "who": "${site}" } },
+            { "name": "after", "type": "sleep", "seconds": 0 },
+        ]),
+    );
+    parent["params"] = json!({ "site": "seoul" });
+    let parent_id = create_wf(&s, &admin, parent).await;
+
+    // Completes: the child ran with the parent's value, and each side names the other.
+    hook.set_default(status_reply(200));
+    let run = execute(&s, &admin, &parent_id).await;
+    let e = wait_for(&s, &admin, &run, "COMPLETED", T).await;
+    let c = step(&e, "failover")["child_execution_id"]
+        .as_str()
+        .expect("the parent's step names its child")
+        .to_owned();
+    assert_eq!(step(&e, "failover")["type"], "workflow", "{e}");
+    assert_eq!(step(&e, "failover")["status"], "SUCCEEDED", "{e}");
+    assert_eq!(step(&e, "after")["status"], "SUCCEEDED", "{e}");
+    let ce = execution(&s, &admin, &c).await;
+    assert_eq!(ce["parent_execution_id"], run, "{ce}");
+    assert_eq!(ce["wf_id"], child_id, "{ce}");
+    assert_eq!(ce["status"], "COMPLETED", "{ce}");
+    assert_eq!(ce["params"]["who"], "seoul", "{ce}");
+    assert!(e.get("parent_execution_id").is_none(), "{e}");
+    assert_eq!(
+        hook.seen()
+            .iter()
+            .filter(|r| r.path == "/child/seoul")
+            .count(),
+        1
+    );
+    assert_eq!(executions_of(&s, &admin, &child_id).await.len(), 1);
+
+    // Fails: the child's failure fails the step, naming the child.
+    hook.set_default(status_reply(500));
+    let run = execute(&s, &admin, &parent_id).await;
+    let e = wait_for(&s, &admin, &run, "FAILED", T).await;
+    let c = step(&e, "failover")["child_execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(step(&e, "failover")["status"], "FAILED", "{e}");
+    let why = step(&e, "failover")["error"].as_str().unwrap_or_default();
+    assert!(why.contains(&c) && why.contains("FAILED"), "{e}");
+    assert_eq!(step(&e, "after")["status"], "SKIPPED", "{e}");
+    assert_eq!(execution(&s, &admin, &c).await["status"], "FAILED");
+
+    // Stop, pause and resume reach the child.
+    let mut slow = def(
+        "dr",
+        json!([{ "name": "wait", "type": "sleep", "seconds": 60 }]),
+    );
+    slow["name"] = json!(unique("slow-child"));
+    let slow_id = create_wf(&s, &admin, slow).await;
+    let holder = create_wf(
+        &s,
+        &admin,
+        def(
+            "dr",
+            json!([
+                { "name": "run-slow", "type": "workflow", "workflow": slow_id },
+                { "name": "after", "type": "sleep", "seconds": 0 },
+            ]),
+        ),
+    )
+    .await;
+    let run = execute(&s, &admin, &holder).await;
+    let c = child_of(&s, &admin, &run, "run-slow").await;
+    wait_for(&s, &admin, &c, "RUNNING", T).await;
+    let (st, body) = control(&s, &admin, &run, "pause").await;
+    assert_eq!(st, 200, "{body}");
+    wait_for(&s, &admin, &c, "PAUSED", T).await;
+    let (st, body) = control(&s, &admin, &run, "resume").await;
+    assert_eq!(st, 200, "{body}");
+    wait_for(&s, &admin, &c, "RUNNING", T).await;
+    let (st, body) = control(&s, &admin, &run, "stop").await;
+    assert_eq!(st, 200, "{body}");
+    wait_for(&s, &admin, &run, "STOPPED", T).await;
+    let ce = wait_for(&s, &admin, &c, "STOPPED", T).await;
+    assert_eq!(step(&ce, "wait")["status"], "STOPPED", "{ce}");
+    let e = execution(&s, &admin, &run).await;
+    assert_eq!(step(&e, "run-slow")["status"], "STOPPED", "{e}");
+    assert_eq!(step(&e, "after")["status"], "SKIPPED", "{e}");
+    // The child's own controls are audited as the parent's were.
+    let controls = audit_of(&s, "workflow.control").await;
+    assert!(
+        controls
+            .iter()
+            .any(|ev| ev["target"] == c.as_str() && ev["detail"]["to"] == "STOPPED"),
+        "{controls:?}"
+    );
+
+    // A child of a missing workflow fails the step, naming it.
+    let missing = unique("no-such-wf");
+    let orphan = create_wf(
+        &s,
+        &admin,
+        def(
+            "dr",
+            json!([{ "name": "call-missing", "type": "workflow", "workflow": missing }]),
+        ),
+    )
+    .await;
+    let run = execute(&s, &admin, &orphan).await;
+    let e = wait_for(&s, &admin, &run, "FAILED", T).await;
+    let why = step(&e, "call-missing")["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains(&missing) && why.contains("does not exist"),
+        "{e}"
+    );
+    assert!(
+        step(&e, "call-missing")["child_execution_id"].is_null(),
+        "{e}"
+    );
+
+    // Cycles are refused when they are defined, naming them; nothing is stored.
+    let mut selfish = def(
+        "dr",
+        json!([{ "name": "again", "type": "workflow", "workflow": "PLACEHOLDER" }]),
+    );
+    let name = selfish["name"].as_str().unwrap().to_owned();
+    selfish["steps"][0]["workflow"] = json!(name);
+    let (st, body) = call(
+        client()
+            .post(s.url("/api/v1/workflows"))
+            .bearer_auth(&admin)
+            .json(&selfish),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    let msg = body["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("cycle") && msg.contains(&format!("'{name}' → '{name}'")),
+        "{body}"
+    );
+    let (_, found) = call(
+        client()
+            .get(s.url("/api/v1/workflows"))
+            .bearer_auth(&admin)
+            .query(&[("name", name.as_str())]),
+    )
+    .await;
+    assert_eq!(found["total"], 0, "nothing stored: {found}");
+    // A → B, then B → A.
+    let b_def = def(
+        "dr",
+        json!([{ "name": "b", "type": "sleep", "seconds": 0 }]),
+    );
+    let b_name = b_def["name"].as_str().unwrap().to_owned();
+    let b = create_wf(&s, &admin, b_def.clone()).await;
+    let a_def = def(
+        "dr",
+        json!([{ "name": "to-b", "type": "workflow", "workflow": b }]),
+    );
+    let a_name = a_def["name"].as_str().unwrap().to_owned();
+    let a = create_wf(&s, &admin, a_def).await;
+    let mut b2 = b_def.clone();
+    b2["steps"] = json!([{ "name": "to-a", "type": "workflow", "workflow": a_name }]);
+    let (st, body) = call(
+        client()
+            .put(s.url(&format!("/api/v1/workflows/{b}")))
+            .bearer_auth(&admin)
+            .json(&b2),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    let msg = body["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("'{b_name}' → '{a_name}' → '{b_name}'")),
+        "{body}"
+    );
+    assert_eq!(body["field"], "steps[0].workflow", "{body}");
+    let (_, doc) = call(
+        client()
+            .get(s.url(&format!("/api/v1/workflows/{b}")))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(doc["version"], 1, "nothing stored: {doc}");
+    let _ = a;
+    s.finish().await;
+}
+
+/// The child is created in the same transaction as the attempt that starts it: a `kill -9`
+/// of the server while the child runs leaves one child, which the restarted server drives to
+/// its end, and the parent's step then succeeds — no second child for the attempt.
+#[tokio::test]
+async fn a_sub_workflow_survives_kill_9_with_one_child() {
+    let s = Server::start_with(wf_opts());
+    let admin = admin_token(&s).await;
+    let child_id = create_wf(
+        &s,
+        &admin,
+        def(
+            "dr",
+            json!([{ "name": "work", "type": "sleep", "seconds": 3 }]),
+        ),
+    )
+    .await;
+    let parent_id = create_wf(
+        &s,
+        &admin,
+        def(
+            "dr",
+            json!([
+                { "name": "run-child", "type": "workflow", "workflow": child_id },
+                { "name": "after", "type": "sleep", "seconds": 0 },
+            ]),
+        ),
+    )
+    .await;
+    let run = execute(&s, &admin, &parent_id).await;
+    let c = child_of(&s, &admin, &run, "run-child").await;
+    wait_for(&s, &admin, &c, "RUNNING", T).await;
+    let mut old = s;
+    let s = restart_after_kill9(&mut old, wf_opts());
+    let admin = admin_token(&s).await;
+    let e = wait_for(&s, &admin, &run, "COMPLETED", T).await;
+    assert_eq!(step(&e, "run-child")["child_execution_id"], c, "{e}");
+    assert_eq!(step(&e, "run-child")["attempts"], 1, "{e}");
+    assert_eq!(execution(&s, &admin, &c).await["status"], "COMPLETED");
+    let children = executions_of(&s, &admin, &child_id).await;
+    assert_eq!(children.len(), 1, "one child for the attempt: {children:?}");
+    s.finish().await;
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Issue 22 item 5: a `password` parameter is given at execute time, reaches the task through
+/// the step's `env`, is `****` in every answer, the audit and the task's output, is stored only
+/// sealed with the vault's keys while the run lasts and not at all once it ends (the SQLite
+/// files or a `pg_dump`), never in the log; a sealed vault refuses the run; definitions that
+/// would leak it are refused.
+#[tokio::test]
+async fn a_password_parameter_is_sealed_masked_and_gone_when_the_run_ends() {
+    let s = Server::start_with(exec_opts());
+    let admin = admin_token(&s).await;
+    let node = node_name("pwp");
+    let agent = Agent::start(&s, &node).await;
+    let secret = format!("Wombat-{}-pw", unique(""));
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("got.txt");
+    let task = unique("wf-pw");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s' \"$DB_PASS\" > {got}\necho \"site=$1 pw=$DB_PASS.\"\necho \"err:$DB_PASS\" >&2\n",
+        got = got.display()
+    );
+    approved_task(&s, &admin, &task, &script, json!({})).await;
+    let steps = json!([
+        { "name": "use", "type": "task", "task": task, "nodes": [node],
+          "arguments": ["${site}"], "env": { "DB_PASS": "${db_pass}" } },
+        { "name": "hold", "type": "approval", "role": "System Admin" },
+    ]);
+    let mut d = def("dr", steps.clone());
+    d["params"] = json!({ "db_pass": { "type": "password" }, "site": "seoul" });
+
+    // Definitions that would store or show it in clear are refused, naming the field.
+    for (params, steps, field) in [
+        (
+            json!({ "db_pass": { "type": "password", "default": "x" } }),
+            json!([{ "name": "s", "type": "sleep", "seconds": 0 }]),
+            "params.db_pass.default",
+        ),
+        (
+            json!({ "db_pass": { "type": "secret" } }),
+            json!([{ "name": "s", "type": "sleep", "seconds": 0 }]),
+            "params.db_pass.type",
+        ),
+        (
+            json!({ "db_pass": { "type": "password" } }),
+            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
+                     "arguments": ["${db_pass}"] }]),
+            "steps[0].arguments[0]",
+        ),
+        (
+            json!({ "db_pass": { "type": "password" } }),
+            json!([{ "name": "use", "type": "task", "task": task, "nodes": [node],
+                     "env": { "PATH": "${db_pass}" } }]),
+            "steps[0].env.PATH",
+        ),
+    ] {
+        let mut bad = def("dr", steps);
+        bad["params"] = params;
+        let (st, body) = call(
+            client()
+                .post(s.url("/api/v1/workflows"))
+                .bearer_auth(&admin)
+                .json(&bad),
+        )
+        .await;
+        assert_eq!(st, 400, "{field}: {body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let id = create_wf(&s, &admin, d).await;
+    let (st, body) = execute_with(&s, &admin, &id, json!({})).await;
+    assert_eq!(st, 400, "the password is required: {body}");
+    assert!(body.to_string().contains("params.db_pass"), "{body}");
+
+    let (st, body) = execute_with(&s, &admin, &id, json!({ "db_pass": secret })).await;
+    assert_eq!(st, 200, "{body}");
+    let run = body["execution_id"].as_str().unwrap().to_owned();
+    let e = wait_until(&s, &admin, &run, "the approval waits", T, |e| {
+        step(e, "hold")["status"] == "RUNNING"
+    })
+    .await;
+    assert_eq!(step(&e, "use")["status"], "SUCCEEDED", "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        secret,
+        "the task got the value"
+    );
+    assert_eq!(e["params"]["db_pass"], "****", "{e}");
+    assert_eq!(e["params"]["site"], "seoul", "{e}");
+    // Stored sealed while the run lasts: a row, but never the value.
+    assert_eq!(
+        s.sql(&format!(
+            "SELECT COUNT(*) FROM workflow_secret_params WHERE execution_id = '{run}'"
+        )),
+        "1"
+    );
+    assert!(
+        !contains(&s.store_bytes(), &secret),
+        "the value is in the store"
+    );
+    let no = step(&e, "use")["taskInstanceNo"].as_i64().unwrap();
+    let n = node_detail(&s, &admin, no, &node, None).await;
+    let out = String::from_utf8(b64(&n["encbase64out"])).unwrap();
+    let err = String::from_utf8(b64(&n["encbase64err"])).unwrap();
+    assert_eq!(out, "site=seoul pw=****.\n", "stdout: {out:?}");
+    assert_eq!(err, "err:****\n", "stderr: {err:?}");
+
+    // The run ends: the ciphertext goes too.
+    let (st, body) = call(
+        client()
+            .post(s.url(&format!("/api/v1/executions/{run}/steps/hold/decision")))
+            .bearer_auth(&admin)
+            .json(&json!({ "action": "approve" })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    wait_for(&s, &admin, &run, "COMPLETED", T).await;
+    assert_eq!(
+        s.sql(&format!(
+            "SELECT COUNT(*) FROM workflow_secret_params WHERE execution_id = '{run}'"
+        )),
+        "0"
+    );
+
+    // Every answer shows `****`, never the value.
+    let (_, _, auditor) = user_with_roles(&s, &["Auditor"]).await;
+    let mut answers = Vec::new();
+    for path in [
+        format!("/api/v1/executions/{run}"),
+        format!("/api/v1/executions/{run}/report"),
+        format!("/api/v1/executions/{run}/report?format=csv"),
+        format!("/api/v1/executions/{run}/events"),
+        format!("/services/workflow/status?execution_id={run}"),
+        format!("/api/v1/task-instances/{no}"),
+        "/api/v1/audit?limit=1000".to_owned(),
+    ] {
+        let token = if path.starts_with("/api/v1/audit") {
+            &auditor
+        } else {
+            &admin
+        };
+        let r = client()
+            .get(s.url(&path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        answers.push((path, r.text().await.unwrap()));
+    }
+    for (path, text) in &answers {
+        assert!(!text.contains(&secret), "{path} shows the value: {text}");
+    }
+    let execute_events = audit_of(&s, "workflow.execute").await;
+    let ev = execute_events
+        .iter()
+        .find(|ev| ev["target"] == run.as_str())
+        .expect("the execute is audited");
+    assert_eq!(ev["detail"]["params"]["db_pass"], "****", "{ev}");
+    // Console: the run page shows `****`.
+    let page = client()
+        .get(s.url(&format!("/console/executions/{run}")))
+        .header("Cookie", format!("__Host-haechi_session={admin}"))
+        .header("Accept-Language", "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("****") && !page.contains(&secret));
+    assert!(
+        !contains(&s.store_bytes(), &secret),
+        "the value is in the store"
+    );
+    assert!(!s.logs().contains(&secret), "the value is in the log");
+
+    // A sealed vault refuses a run with a password, and starts nothing.
+    drop(agent);
+    let mut old = s;
+    old.stop();
+    let zero_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let s = Server::start_with(
+        old.same_state()
+            .arg("--no-local-agent")
+            .env("HAECHI_VAULT_MASTER_KEY", zero_key),
+    );
+    let admin = admin_token(&s).await;
+    let before = executions_of(&s, &admin, &id).await.len();
+    let (st, body) = execute_with(&s, &admin, &id, json!({ "db_pass": secret })).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("db_pass"),
+        "{body}"
+    );
+    assert_eq!(executions_of(&s, &admin, &id).await.len(), before);
+    assert!(!s.logs().contains(&secret), "the value is in the log");
+    s.finish().await;
+}
+
+/// The edit lock expires when its holder leaves it idle (`workflow.edit_lock_idle_secs`): the
+/// next user's edit takes it over, audited with the holder it ended; the holder's use renews
+/// it.
+#[tokio::test]
+async fn an_idle_edit_lock_expires_and_the_next_user_takes_it() {
+    let s = Server::start_with(wf_opts().env("HAECHI_WORKFLOW__EDIT_LOCK_IDLE_SECS", "2"));
+    let admin = admin_token(&s).await;
+    let editor = role_with(&s, &admin, &["workflow.view", "workflow.manage"]).await;
+    let (alice, _, alice_t) = user_with_roles(&s, &[&editor]).await;
+    let (bob, _, bob_t) = user_with_roles(&s, &[&editor]).await;
+    let d = def("dr", json!([{ "name": "s", "type": "sleep", "seconds": 0 }]));
+    let id = create_wf(&s, &alice_t, d.clone()).await;
+    let url = |p: &str| s.url(&format!("/api/v1/workflows/{id}{p}"));
+    let (st, l) = call(client().post(url("/lock")).bearer_auth(&alice_t)).await;
+    assert_eq!(st, 200, "{l}");
+    let (since, expires) = (l["since"].as_i64().unwrap(), l["expires"].as_i64().unwrap());
+    assert!((expires - since - 2_000).abs() < 500, "{l}");
+    let mut v2 = d.clone();
+    v2["description"] = json!("bob's");
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 423, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("expires"), "{body}");
+    // Alice's edit renews it.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&alice_t).json(&d)).await;
+    assert_eq!(st, 200, "{body}");
+    let (_, doc) = call(client().get(url("")).bearer_auth(&bob_t)).await;
+    assert!(doc["edit_lock"]["expires"].as_i64().unwrap() > expires, "{doc}");
+    assert_eq!(doc["edit_lock"]["since"], since, "{doc}");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 423, "renewed by the edit: {body}");
+    // Idle past its expiry: bob's edit goes through and the lock is gone.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
+    assert_eq!(st, 200, "{body}");
+    let (_, doc) = call(client().get(url("")).bearer_auth(&bob_t)).await;
+    assert!(doc.get("edit_lock").is_none(), "{doc}");
+    assert_eq!(doc["description"], "bob's");
+    // And bob may take it; alice then gets 423 naming bob.
+    let (st, l) = call(client().post(url("/lock")).bearer_auth(&bob_t)).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["holder"], bob);
+    let (st, body) = call(client().put(url("")).bearer_auth(&alice_t).json(&d)).await;
+    assert_eq!(st, 423, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&bob), "{body}");
+    let expired = audit_of(&s, "workflow.lock.expire").await;
+    assert!(
+        expired.iter().any(|e| e["user"] == bob.as_str()
+            && e["detail"]["holder"] == alice.as_str()
+            && e["target"] == id.as_str()),
+        "{expired:?}"
+    );
     s.finish().await;
 }

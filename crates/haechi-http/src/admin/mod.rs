@@ -173,6 +173,10 @@ fn exec_routes() -> Router<AppState> {
         )
         .route("/api/v1/tasks/{task_id}/instances", post(tasks::run_task))
         .route(
+            "/api/v1/tasks/{task_id}/schedules",
+            get(tasks::get_task_schedules).put(tasks::set_task_schedules),
+        )
+        .route(
             "/api/v1/task-instances/{instance_no}",
             get(task_instances::get_instance),
         )

@@ -233,3 +233,45 @@ pub async fn run_task(
     let detail = super::task_instances::detail(&state, inst).await?;
     Ok((StatusCode::CREATED, axum::Json(detail)))
 }
+
+/// A task's schedules (`{"cron","timezone"?}` or `{"at"}`, with `nodeIdList`?, `arguments`?,
+/// `misfire`?) and their next fires.
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}/schedules", tag = "tasks",
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = haechi_workflow::TaskScheduleView), (status = 401), (status = 403), (status = 404)))]
+pub async fn get_task_schedules(
+    State(state): State<AppState>,
+    _caller: Allowed<need::NodeView>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<haechi_workflow::TaskScheduleView>> {
+    Ok(axum::Json(state.workflows.task_schedules(&id).await?))
+}
+
+/// The body of `PUT /api/v1/tasks/{task_id}/schedules`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct TaskSchedulesBody {
+    /// Replaces every schedule of the task (empty: none).
+    #[allow(dead_code)]
+    schedules: Vec<haechi_workflow::TaskSchedule>,
+}
+
+/// Replaces a task's schedules (`task.execute`: a schedule starts runs of the task, as
+/// `runnerGubun` `S`; a fire the task refuses — not approved, `execScheduler` `D`, a node
+/// disabled — is skipped and audited with the reason). A bad cron, time zone or moment is a
+/// 400 naming the field; nothing is stored.
+#[utoipa::path(put, path = "/api/v1/tasks/{task_id}/schedules", tag = "tasks",
+    params(("task_id" = String, Path, description = "task id")),
+    request_body = TaskSchedulesBody,
+    responses((status = 200, body = haechi_workflow::TaskScheduleView), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn set_task_schedules(
+    State(state): State<AppState>,
+    caller: Allowed<need::TaskExecute>,
+    Path(id): Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult<axum::Json<haechi_workflow::TaskScheduleView>> {
+    let view = state
+        .workflows
+        .set_task_schedules(&caller.principal, &caller.actor(), &id, &body)
+        .await?;
+    Ok(axum::Json(view))
+}

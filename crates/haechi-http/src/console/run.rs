@@ -46,6 +46,8 @@ pub struct StepRow {
     pub ended: String,
     pub error: String,
     pub instance: Option<i64>,
+    /// A workflow step's child execution (linked).
+    pub child: Option<String>,
     pub decision: Option<DecisionShown>,
     /// Waiting for a decision that this user may make.
     pub can_decide: bool,
@@ -117,6 +119,7 @@ async fn render_live(
                 ended: when_opt(s.ended_at, off),
                 error: s.error.clone().unwrap_or_default(),
                 instance: s.task_instance_no,
+                child: s.child_execution_id.clone(),
                 decision: s.decision.as_ref().map(|d| DecisionShown {
                     word: match d.action {
                         Decision::Approve => l.t("Approve"),
@@ -172,6 +175,8 @@ struct RunPage {
     version: i64,
     started_by: String,
     created: String,
+    /// A child execution's parent (linked).
+    parent: Option<String>,
     params: Vec<(String, String)>,
     live_html: String,
     log: Option<LogPanel>,
@@ -239,6 +244,7 @@ pub async fn page_handler(
         version: view.version,
         started_by: view.started_by.clone(),
         created: when(view.created_at, state.http.utc_offset_secs),
+        parent: view.parent_execution_id.clone(),
         params: view.params.clone().into_iter().collect(),
         live_html,
         log,
