@@ -189,6 +189,8 @@ pub async fn login_page(headers: HeaderMap, uri: axum::http::Uri) -> Result<Resp
         "session_expired"
     } else if q.contains("bye=1") {
         "logged_out"
+    } else if q.contains("pw=1") {
+        "password_changed"
     } else {
         ""
     };
