@@ -264,6 +264,15 @@ pub async fn logout(State(state): State<AppState>, s: Session, body: Bytes) -> R
     Ok(res)
 }
 
+/// 303 to `to` (a login page) for a session that has just ended (its token revoked by a
+/// password change or a revoke): the cookie goes too.
+pub(super) fn session_ended(to: &str) -> Response {
+    let mut res = see_other(to);
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    res
+}
+
 /// `POST /console/lang`: the user's choice of language, kept in a cookie.
 pub async fn set_lang(s: Session, body: Bytes) -> Result<Response> {
     let form = s.form(&body)?;

@@ -17,6 +17,7 @@ use haechi_identity::{NewRole, NewUser, Permission, RolePatch, User, UserKind, U
 use haechi_types::{Code, Error};
 use secrecy::SecretString;
 
+use super::session::session_ended;
 use super::{page, q, see_other, when, when_opt, Chrome, Fail, Lang, Result, Session};
 use crate::extract::numeric_id;
 use crate::AppState;
@@ -452,7 +453,7 @@ pub async fn set_password(
         .map(|_| ());
     if r.is_ok() && user_id == s.principal().user_id {
         // The admin's own session ended with the change.
-        return Ok(see_other("/console/login?pw=1"));
+        return Ok(session_ended("/console/login?pw=1"));
     }
     after(&state, &s, &user_id, "password", r).await
 }
@@ -473,7 +474,7 @@ pub async fn revoke_token(
         .revoke_user_token(&s.caller.actor(), &user_id, id)
         .await?;
     if id == s.principal().token_id {
-        return Ok(see_other("/console/login?bye=1"));
+        return Ok(session_ended("/console/login?bye=1"));
     }
     Ok(see_other(&format!(
         "/console/users/{}?done=revoked",
@@ -742,7 +743,7 @@ pub async fn change_password(
         )
         .await;
     match r {
-        Ok(()) => Ok(see_other("/console/login?pw=1")),
+        Ok(()) => Ok(session_ended("/console/login?pw=1")),
         Err(e) if is_input_error(&e) => account_page(&state, &s, "", e.message).await,
         Err(e) => Err(e.into()),
     }
@@ -763,7 +764,7 @@ pub async fn revoke_own_token(
         .revoke_my_token(s.principal(), &s.caller.actor(), id)
         .await?;
     if id == s.principal().token_id {
-        return Ok(see_other("/console/login?bye=1"));
+        return Ok(session_ended("/console/login?bye=1"));
     }
     Ok(see_other("/console/account?done=revoked"))
 }
