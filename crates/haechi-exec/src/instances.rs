@@ -1070,9 +1070,8 @@ impl Exec {
         no: i64,
         node_id: &str,
     ) -> Result<Vec<NodeExecution>> {
-        let sql = format!(
-            "{EXEC_SELECT} WHERE e.instance_no = $1 AND e.node_id = $2 ORDER BY e.exec_no"
-        );
+        let sql =
+            format!("{EXEC_SELECT} WHERE e.instance_no = $1 AND e.node_id = $2 ORDER BY e.exec_no");
         let rows: Vec<ExecRow> = read!(self.store, |db| sqlx::query_as(&sql)
             .bind(no)
             .bind(node_id)

@@ -1206,7 +1206,14 @@ impl Identity {
     /// `current` marks the caller's own token.
     pub async fn user_tokens(&self, user_id: &str, current: i64) -> Result<Vec<TokenInfo>> {
         let u = get_user(&self.store, user_id).await?;
-        tokens_of(&self.store, u.id, current, now_ms(), self.cfg.token_idle_secs).await
+        tokens_of(
+            &self.store,
+            u.id,
+            current,
+            now_ms(),
+            self.cfg.token_idle_secs,
+        )
+        .await
     }
 
     /// Revokes one token of a user (an admin ending someone's session); 404 when it is not

@@ -1804,7 +1804,11 @@ async fn an_admin_lists_and_revokes_one_token_of_a_user() {
     let url = format!("{}/tokens", user_url(s, &user_id));
     let me = move |t: &str| {
         let t = t.to_owned();
-        async move { call(client().get(s.url("/api/v1/me")).bearer_auth(t)).await.0 }
+        async move {
+            call(client().get(s.url("/api/v1/me")).bearer_auth(t))
+                .await
+                .0
+        }
     };
     let (st, body) = call(client().get(&url).bearer_auth(&admin)).await;
     assert_eq!(st, 200, "{body}");
@@ -1817,10 +1821,16 @@ async fn an_admin_lists_and_revokes_one_token_of_a_user() {
     );
     assert!(tokens.iter().all(|t| t["current"] == false), "{body}");
 
-    // Bad and unknown ids, another user's token, an unknown user: refused, nothing revoked.
+    // Unknown ids, another user's token, an unknown user: refused, nothing revoked.
+    // A token id that is not a number names no token (as `DELETE /api/v1/tokens/{id}`).
     let (st, body) = call(client().delete(format!("{url}/abc")).bearer_auth(&admin)).await;
-    assert_eq!(st, 400, "{body}");
-    let (st, _) = call(client().delete(format!("{url}/999999999")).bearer_auth(&admin)).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, _) = call(
+        client()
+            .delete(format!("{url}/999999999"))
+            .bearer_auth(&admin),
+    )
+    .await;
     assert_eq!(st, 404);
     let (_, mine) = call(client().get(s.url("/api/v1/tokens")).bearer_auth(&admin)).await;
     let admin_token_id = mine["tokens"]

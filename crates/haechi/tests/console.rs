@@ -366,9 +366,6 @@ async fn console_in_a_real_browser() {
         pwuser_pw.as_str(),
         NEW_OWN_PASSWORD,
     ] {
-        assert!(
-            !logs.contains(pw),
-            "a password is in the server log"
-        );
+        assert!(!logs.contains(pw), "a password is in the server log");
     }
 }

@@ -99,10 +99,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/approvals", get(pages::approvals))
         .route("/console/approvals/tasks/{id}", post(pages::decide_task))
         // console-ops
-        .route(
-            "/console/workflows/{id}/definition",
-            post(editor::save),
-        )
+        .route("/console/workflows/{id}/definition", post(editor::save))
         .route(
             "/console/workflows/{id}/versions/{version}/restore",
             post(editor::restore),
@@ -121,16 +118,10 @@ pub fn routes() -> Router<AppState> {
             "/console/users/{user_id}/tokens/{id}/revoke",
             post(users::revoke_token),
         )
-        .route(
-            "/console/roles",
-            get(users::roles).post(users::create_role),
-        )
+        .route("/console/roles", get(users::roles).post(users::create_role))
         .route("/console/roles/{role}", post(users::update_role))
         .route("/console/account", get(users::account))
-        .route(
-            "/console/account/password",
-            post(users::change_password),
-        )
+        .route("/console/account/password", post(users::change_password))
         .route(
             "/console/account/tokens/{id}/revoke",
             post(users::revoke_own_token),

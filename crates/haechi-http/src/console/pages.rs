@@ -17,8 +17,8 @@ use haechi_workflow::{ExecutionFilter, RunStatus, WorkflowFilter};
 use serde_json::{Map, Value};
 
 use super::{
-    comment, dag, editor, number, opt, page, page_no, q, see_other, span, when, when_opt, Chrome, Lang,
-    Result, Session, St, FAMILY,
+    comment, dag, editor, number, opt, page, page_no, q, see_other, span, when, when_opt, Chrome,
+    Lang, Result, Session, St, FAMILY,
 };
 use crate::AppState;
 
@@ -91,7 +91,11 @@ async fn with_rto(
                 target: span(rto_ms),
                 over: elapsed > rto_ms,
                 margin: span((elapsed - rto_ms).abs()),
-                percent: if rto_ms > 0 { elapsed * 100 / rto_ms } else { 100 },
+                percent: if rto_ms > 0 {
+                    elapsed * 100 / rto_ms
+                } else {
+                    100
+                },
             });
         }
     }
@@ -607,8 +611,14 @@ pub async fn workflow(
     let mut notice = String::new();
     if let Some(v) = number(&query, "saved", 1)? {
         notice = format!("{} {v}", l.t("saved_as_version"));
-    } else if let (Some(v), Some(from)) = (number(&query, "restored", 1)?, number(&query, "from", 1)?) {
-        notice = format!("{} {from} → {} {v}", l.t("restored_version"), l.t("version"));
+    } else if let (Some(v), Some(from)) =
+        (number(&query, "restored", 1)?, number(&query, "from", 1)?)
+    {
+        notice = format!(
+            "{} {from} → {} {v}",
+            l.t("restored_version"),
+            l.t("version")
+        );
     }
     workflow_view(&state, &s, &id, version, None, diff, notice).await
 }
@@ -719,7 +729,10 @@ async fn workflow_view(
         editor,
         diff,
         notice,
-        rto: def.rto_secs.map(|r| span(r.ms() as i64)).unwrap_or_default(),
+        rto: def
+            .rto_secs
+            .map(|r| span(r.ms() as i64))
+            .unwrap_or_default(),
     })?;
     if failed {
         *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;

@@ -247,7 +247,9 @@ pub async fn page_handler(
     if let (true, Some((name, Some(no)))) = (may_see_nodes, &chosen) {
         let node = query.get("node").map(String::as_str);
         let part = step_nodes(state, s.lang, name, *no, node).await?;
-        let shown = node.map(str::to_owned).or_else(|| part.nodes.first().map(|n| n.node_id.clone()));
+        let shown = node
+            .map(str::to_owned)
+            .or_else(|| part.nodes.first().map(|n| n.node_id.clone()));
         if let Some(n) = shown {
             output = OutputPanel::new(s.lang, *no, &n, None).render()?;
         }
@@ -322,7 +324,9 @@ const NODES_POLL: Duration = Duration::from_millis(400);
 
 /// SSE lines end at CR or LF; a CR inside text is kept as its character reference.
 fn html_event(name: &str, html: &str) -> Event {
-    Event::default().event(name).data(html.replace('\r', "&#13;"))
+    Event::default()
+        .event(name)
+        .data(html.replace('\r', "&#13;"))
 }
 
 impl Live {

@@ -22,6 +22,11 @@ use super::{page, q, see_other, when, when_opt, Chrome, Fail, Lang, Result, Sess
 use crate::extract::numeric_id;
 use crate::AppState;
 
+/// `s` as one path segment (`q` writes a space as `+`, which a path keeps as a plus).
+fn seg(s: &str) -> String {
+    q(s).replace('+', "%20")
+}
+
 /// Users per page of the list.
 const USERS_PAGE: i64 = 100;
 
@@ -68,7 +73,7 @@ fn kind_word(l: Lang, k: UserKind) -> &'static str {
 fn user_line(l: Lang, off: i32, u: &User) -> UserLine {
     UserLine {
         user_id: u.user_id.clone(),
-        q: q(&u.user_id),
+        q: seg(&u.user_id),
         name: u.name.clone(),
         kind: kind_word(l, u.kind),
         roles: u.roles.join(", "),
@@ -122,12 +127,7 @@ struct UsersPage {
     draft: Draft,
 }
 
-async fn users_page(
-    state: &AppState,
-    s: &Session,
-    page_no: i64,
-    draft: Draft,
-) -> Result<Response> {
+async fn users_page(state: &AppState, s: &Session, page_no: i64, draft: Draft) -> Result<Response> {
     let l = s.lang;
     let off = state.http.utc_offset_secs;
     let (users, total) = state
@@ -189,7 +189,9 @@ fn kind_of(v: &str) -> Result<UserKind> {
     match v {
         "" | "human" => Ok(UserKind::Human),
         "api" => Ok(UserKind::Api),
-        other => Err(Error::field("kind", format_args!("must be human or api (got {other:?})")).into()),
+        other => {
+            Err(Error::field("kind", format_args!("must be human or api (got {other:?})")).into())
+        }
     }
 }
 
@@ -223,7 +225,10 @@ pub async fn create(State(state): State<AppState>, s: Session, body: Bytes) -> R
         allowed_ips: ip_list(&draft.allowed_ips),
     };
     match state.identity.create_user(&s.caller.actor(), new).await {
-        Ok(u) => Ok(see_other(&format!("/console/users/{}?created=1", q(&u.user_id)))),
+        Ok(u) => Ok(see_other(&format!(
+            "/console/users/{}?created=1",
+            seg(&u.user_id)
+        ))),
         Err(e) if is_input_error(&e) => {
             draft.error = e.message;
             users_page(&state, &s, 1, draft).await
@@ -299,7 +304,7 @@ async fn user_page(
     let failed = !error.is_empty();
     let mut res = page(UserPage {
         c: Chrome::new(state, s, "users", format!("{} {}", l.t("user"), u.user_id)),
-        q: q(&u.user_id),
+        q: seg(&u.user_id),
         is_api: u.kind == UserKind::Api,
         disabled: u.disabled,
         locked: u.locked,
@@ -353,7 +358,7 @@ async fn after(
     match r {
         Ok(()) => Ok(see_other(&format!(
             "/console/users/{}?done={done}",
-            q(user_id)
+            seg(user_id)
         ))),
         Err(e) if is_input_error(&e) && e.code != Code::NotFound => {
             user_page(state, s, user_id, "", e.message).await
@@ -478,7 +483,7 @@ pub async fn revoke_token(
     }
     Ok(see_other(&format!(
         "/console/users/{}?done=revoked",
-        q(&user_id)
+        seg(&user_id)
     )))
 }
 
@@ -538,7 +543,7 @@ async fn roles_page(
     let mut custom = Vec::new();
     for r in state.identity.list_roles().await? {
         let line = RoleLine {
-            q: q(&r.name),
+            q: seg(&r.name),
             name: r.name.clone(),
             description: r.description.clone(),
             permissions: r.permissions.iter().map(|p| p.as_str()).collect(),
@@ -606,7 +611,13 @@ pub async fn create_role(
         Ok(_) => Ok(see_other("/console/roles?done=created")),
         Err(e) if is_input_error(&e) => {
             let checked = perms.iter().filter_map(|p| Permission::parse(p)).collect();
-            roles_page(&state, &s, "", Some((name, description, checked, e.message))).await
+            roles_page(
+                &state,
+                &s,
+                "",
+                Some((name, description, checked, e.message)),
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -653,8 +664,13 @@ pub async fn update_role(
     match r {
         Ok(done) => Ok(see_other(&format!("/console/roles?done={done}"))),
         Err(e) if is_input_error(&e) && e.code != Code::NotFound => {
-            roles_page(&state, &s, "", Some((String::new(), String::new(), Vec::new(), e.message)))
-                .await
+            roles_page(
+                &state,
+                &s,
+                "",
+                Some((String::new(), String::new(), Vec::new(), e.message)),
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
