@@ -92,7 +92,10 @@ async fn console_in_a_real_browser() {
     let s = Server::start_with(
         exec_opts()
             .env("HAECHI_TASKS__ALLOW_SELF_APPROVAL", "false")
-            .env("HAECHI_AGENTS__OUTPUT_CAP_BYTES", "33554432"),
+            .env("HAECHI_AGENTS__OUTPUT_CAP_BYTES", "33554432")
+            // The 200 grid nodes never connect: their executions would turn LOST a few seconds
+            // after enrolment, racing the 50 cancels below on a loaded machine (42 of 50 seen).
+            .env("HAECHI_AGENTS__LOST_GRACE_SECS", "900"),
     );
     let admin = admin_token(&s).await;
     let node = node_name("cn");

@@ -195,7 +195,6 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("never", "없음", "never"),
     ("failed_logins", "연속 로그인 실패", "Failed logins in a row"),
     ("created_at", "생성 시각", "Created"),
-    ("updated_at", "변경 시각", "Updated"),
     ("user_active", "사용 중", "active"),
     ("user_disabled", "비활성화됨", "disabled"),
     ("user_locked", "잠김", "locked"),
