@@ -1063,6 +1063,29 @@ impl Exec {
         })
     }
 
+    /// Every execution of one node of an instance (`execNo` 1, 2, ...): its re-run history.
+    /// 404 when the node is not in the instance.
+    pub async fn node_execution_history(
+        &self,
+        no: i64,
+        node_id: &str,
+    ) -> Result<Vec<NodeExecution>> {
+        let sql =
+            format!("{EXEC_SELECT} WHERE e.instance_no = $1 AND e.node_id = $2 ORDER BY e.exec_no");
+        let rows: Vec<ExecRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(no)
+            .bind(node_id)
+            .fetch_all(db)
+            .await)?;
+        if rows.is_empty() {
+            self.get_instance(no).await?;
+            return Err(Error::not_found(format_args!(
+                "node '{node_id}' in task instance {no}"
+            )));
+        }
+        Ok(rows.into_iter().map(NodeExecution::from).collect())
+    }
+
     pub(crate) async fn execution_by_id(&self, exec_id: i64) -> Result<NodeExecution> {
         let sql = format!("{EXEC_SELECT} WHERE e.id = $1");
         let row: Option<ExecRow> = read!(self.store, |db| sqlx::query_as(&sql)

@@ -14,6 +14,7 @@ use crate::{admin, dbsafer, mdrm, opmate, vault};
         admin::list_users, admin::create_user, admin::get_user, admin::update_user, admin::delete_user,
         admin::disable_user, admin::enable_user, admin::unlock_user, admin::set_password, admin::set_roles,
         admin::set_allowed_ips, admin::my_tokens, admin::logout, admin::revoke_token,
+        admin::user_tokens, admin::revoke_user_token,
         admin::list_roles, admin::create_role, admin::get_role, admin::update_role, admin::delete_role,
         admin::list_audit, admin::verify_audit,
         mdrm::login, opmate::login, vault::login, vault::logout,

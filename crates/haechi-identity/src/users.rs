@@ -1202,6 +1202,48 @@ impl Identity {
         self.get_user(user_id).await
     }
 
+    /// A user's live tokens (never the token values), for an admin who may end them;
+    /// `current` marks the caller's own token.
+    pub async fn user_tokens(&self, user_id: &str, current: i64) -> Result<Vec<TokenInfo>> {
+        let u = get_user(&self.store, user_id).await?;
+        tokens_of(
+            &self.store,
+            u.id,
+            current,
+            now_ms(),
+            self.cfg.token_idle_secs,
+        )
+        .await
+    }
+
+    /// Revokes one token of a user (an admin ending someone's session); 404 when it is not
+    /// a live token of that user.
+    pub async fn revoke_user_token(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        token_id: i64,
+    ) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let pk = user_pk(&mut tx, user_id).await?;
+        if !revoke_token(&mut tx, pk, token_id).await? {
+            return Err(Error::not_found(format_args!(
+                "live token {token_id} of user '{user_id}'"
+            )));
+        }
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "token.revoke")
+                .target(token_id.to_string())
+                .detail(serde_json::json!({ "user_id": user_id })),
+        )
+        .await?;
+        tx.commit().await?;
+        self.forget_token(token_id);
+        Ok(())
+    }
+
     pub async fn list_roles(&self) -> Result<Vec<Role>> {
         let names: Vec<String> = read!(self.store, |db| sqlx::query_scalar(
             "SELECT name FROM roles ORDER BY id"

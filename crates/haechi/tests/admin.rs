@@ -1791,3 +1791,92 @@ async fn state_files_are_private_whatever_the_directory_mode() {
         shared().sql(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"));
     }
 }
+
+// ---- a user's live tokens, seen and revoked by an admin ------------------------------------
+
+#[tokio::test]
+async fn an_admin_lists_and_revokes_one_token_of_a_user() {
+    let s = shared();
+    let admin = admin_token(s).await;
+    let (user_id, password) = plain_user(s, &admin).await;
+    let first = login(s, &user_id, &password).await;
+    let second = login(s, &user_id, &password).await;
+    let url = format!("{}/tokens", user_url(s, &user_id));
+    let me = move |t: &str| {
+        let t = t.to_owned();
+        async move {
+            call(client().get(s.url("/api/v1/me")).bearer_auth(t))
+                .await
+                .0
+        }
+    };
+    let (st, body) = call(client().get(&url).bearer_auth(&admin)).await;
+    assert_eq!(st, 200, "{body}");
+    let tokens = body["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 2, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains(&first) && !text.contains(&second),
+        "token values are never listed: {body}"
+    );
+    assert!(tokens.iter().all(|t| t["current"] == false), "{body}");
+
+    // Unknown ids, another user's token, an unknown user: refused, nothing revoked.
+    // A token id that is not a number names no token (as `DELETE /api/v1/tokens/{id}`).
+    let (st, body) = call(client().delete(format!("{url}/abc")).bearer_auth(&admin)).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, _) = call(
+        client()
+            .delete(format!("{url}/999999999"))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (_, mine) = call(client().get(s.url("/api/v1/tokens")).bearer_auth(&admin)).await;
+    let admin_token_id = mine["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["current"] == true)
+        .unwrap()["id"]
+        .clone();
+    let (st, _) = call(
+        client()
+            .delete(format!("{url}/{admin_token_id}"))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(st, 404, "an admin's own token is not the user's");
+    let (st, _) = call(
+        client()
+            .delete(format!("{}/tokens/1", user_url(s, "no-such-user-x")))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(me(&first).await, 200);
+    assert_eq!(me(&second).await, 200);
+    assert_eq!(me(&admin).await, 200);
+
+    // The user cannot list their own tokens here (that is /api/v1/tokens).
+    let (st, _) = call(client().get(&url).bearer_auth(&first)).await;
+    assert_eq!(st, 403);
+
+    // Revoke the first: it is refused from then on, the second still works.
+    let id = tokens[0]["id"].as_i64().unwrap();
+    let (st, body) = call(client().delete(format!("{url}/{id}")).bearer_auth(&admin)).await;
+    assert_eq!(st, 204, "{body}");
+    assert_eq!(me(&first).await, 401);
+    assert_eq!(me(&second).await, 200);
+    let (_, body) = call(client().get(&url).bearer_auth(&admin)).await;
+    assert_eq!(body["tokens"].as_array().unwrap().len(), 1, "{body}");
+    let (st, _) = call(client().delete(format!("{url}/{id}")).bearer_auth(&admin)).await;
+    assert_eq!(st, 404, "a revoked token is not live");
+    let audited: i64 = s
+        .sql(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'token.revoke' AND target = '{id}' AND user_id = 'admin'"
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(audited, 1);
+}

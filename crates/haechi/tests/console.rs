@@ -20,6 +20,8 @@ use serde_json::json;
 use workflow_support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// The password `test_users.py` gives `pwuser` on the account page (never in the server log).
+const NEW_OWN_PASSWORD: &str = "Changed-In-The-Browser-42";
 
 fn browser_tools_missing() -> Option<String> {
     let py = Command::new("python3")
@@ -90,7 +92,10 @@ async fn console_in_a_real_browser() {
     let s = Server::start_with(
         exec_opts()
             .env("HAECHI_TASKS__ALLOW_SELF_APPROVAL", "false")
-            .env("HAECHI_AGENTS__OUTPUT_CAP_BYTES", "33554432"),
+            .env("HAECHI_AGENTS__OUTPUT_CAP_BYTES", "33554432")
+            // The 200 grid nodes never connect: their executions would turn LOST a few seconds
+            // after enrolment, racing the 50 cancels below on a loaded machine (42 of 50 seen).
+            .env("HAECHI_AGENTS__LOST_GRACE_SECS", "900"),
     );
     let admin = admin_token(&s).await;
     let node = node_name("cn");
@@ -253,6 +258,50 @@ async fn console_in_a_real_browser() {
     .await;
     assert_eq!(st, 201, "create task: {body}");
 
+    // console-ops: runs measured against their RTO (one over it, one within), a workflow to
+    // edit, users to lock / unlock, revoke a token of, and change a password of, and a second
+    // server whose sessions idle out after 20 s (the expiry warning).
+    let rto_over_wf = create_wf(
+        &s,
+        &admin,
+        json!({ "name": unique("rto-over"), "group": "console", "rto_secs": 1,
+                "steps": [ { "name": "long", "type": "sleep", "seconds": 3600 } ] }),
+    )
+    .await;
+    let rto_within_wf = create_wf(
+        &s,
+        &admin,
+        json!({ "name": unique("rto-within"), "group": "console", "rto_secs": 86400,
+                "steps": [ { "name": "long", "type": "sleep", "seconds": 3600 } ] }),
+    )
+    .await;
+    let rto_over_exec = execute(&s, &admin, &rto_over_wf).await;
+    let rto_within_exec = execute(&s, &admin, &rto_within_wf).await;
+    let edit_wf = create_wf(
+        &s,
+        &admin,
+        json!({ "name": unique("editable"), "group": "console", "description": "edited in the browser",
+                "steps": [
+                    { "name": "first", "type": "sleep", "seconds": 1 },
+                    { "name": "second", "type": "sleep", "seconds": 2 }
+                ] }),
+    )
+    .await;
+    let (locked2, locked2_pw) = new_user(&s, &admin, &["Workflow Operator"], "human").await;
+    for _ in 0..5 {
+        let (st, _) = call(
+            client()
+                .post(s.url("/api/v1/auth"))
+                .json(&json!({ "user_id": locked2, "pwd": "wrong-password" })),
+        )
+        .await;
+        assert_eq!(st, 401);
+    }
+    let (tokened, tokened_pw) = new_user(&s, &admin, &["Workflow Operator"], "api").await;
+    let tokened_token = login(&s, &tokened, &tokened_pw).await;
+    let (pwuser, pwuser_pw) = new_user(&s, &admin, &["Auditor"], "human").await;
+    let short = Server::start_with(Opts::default().env("HAECHI_IDENTITY__TOKEN_IDLE_SECS", "20"));
+
     let fixtures = json!({
         "url": s.base,
         "admin": { "user": "admin", "password": ADMIN_PASSWORD },
@@ -275,18 +324,26 @@ async fn console_in_a_real_browser() {
         "grid_prefix": grid_prefix,
         "pending_task": pending_task,
         "step_task": step_task,
+        "rto_over_exec": rto_over_exec,
+        "rto_within_exec": rto_within_exec,
+        "edit_wf": edit_wf,
+        "locked2": { "user": locked2, "password": locked2_pw },
+        "tokened": { "user": tokened, "token": tokened_token },
+        "pwuser": { "user": pwuser, "password": pwuser_pw },
+        "short_url": short.base,
     });
     let dir = tempfile::tempdir().unwrap();
     let fx = dir.path().join("fixtures.json");
     std::fs::write(&fx, serde_json::to_vec_pretty(&fixtures).unwrap()).unwrap();
-    // Only part 1's tests: the other browser test files prepare their own servers and fixtures.
-    let root = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/console_py/test_console.py"
-    );
+    // Part 1's tests and the users/roles pages: the other browser test files prepare their
+    // own servers and fixtures.
+    let dir_py = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_py");
+    let root = format!("{dir_py}/test_console.py");
+    let users_py = format!("{dir_py}/test_users.py");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .args(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", root])
+            .args(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"])
+            .args([&root, &users_py])
             .env("HAECHI_CONSOLE_FIXTURES", &fx)
             .env("HAECHI_CHROMIUM", CHROMIUM)
             .env("HAECHI_BIN", bin())
@@ -301,13 +358,17 @@ async fn console_in_a_real_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
+    drop(short);
     assert!(out.status.success(), "browser tests failed:\n{text}");
     // The passwords typed in the browser never reach the server's log.
     let logs = s.logs();
-    for pw in [&operator_pw, &approver_pw, &developer_pw] {
-        assert!(
-            !logs.contains(pw.as_str()),
-            "a password is in the server log"
-        );
+    for pw in [
+        operator_pw.as_str(),
+        approver_pw.as_str(),
+        developer_pw.as_str(),
+        pwuser_pw.as_str(),
+        NEW_OWN_PASSWORD,
+    ] {
+        assert!(!logs.contains(pw), "a password is in the server log");
     }
 }

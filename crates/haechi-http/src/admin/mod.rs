@@ -47,6 +47,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{user_id}/disable", post(users::disable_user))
         .route("/api/v1/users/{user_id}/enable", post(users::enable_user))
         .route("/api/v1/users/{user_id}/unlock", post(users::unlock_user))
+        .route("/api/v1/users/{user_id}/tokens", get(users::user_tokens))
+        .route(
+            "/api/v1/users/{user_id}/tokens/{id}",
+            delete(users::revoke_user_token),
+        )
         .route("/api/v1/users/{user_id}/password", put(users::set_password))
         .route("/api/v1/users/{user_id}/roles", put(users::set_roles))
         .route(

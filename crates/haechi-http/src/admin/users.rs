@@ -331,3 +331,36 @@ pub async fn revoke_token(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Lists a user's live tokens (`admin.users`; never the token values).
+#[utoipa::path(get, path = "/api/v1/users/{user_id}/tokens", tag = "tokens", params(("user_id" = String, Path)),
+    responses((status = 200, body = TokenList), (status = 401), (status = 403), (status = 404)))]
+pub async fn user_tokens(
+    State(state): State<AppState>,
+    caller: Allowed<need::AdminUsers>,
+    Path(user_id): Path<String>,
+) -> ApiResult<axum::Json<TokenList>> {
+    Ok(axum::Json(TokenList {
+        tokens: state
+            .identity
+            .user_tokens(&user_id, caller.principal.token_id)
+            .await?,
+    }))
+}
+
+/// Revokes one of a user's tokens (`admin.users`): that session ends at its next request.
+#[utoipa::path(delete, path = "/api/v1/users/{user_id}/tokens/{id}", tag = "tokens",
+    params(("user_id" = String, Path), ("id" = i64, Path)),
+    responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn revoke_user_token(
+    State(state): State<AppState>,
+    caller: Allowed<need::AdminUsers>,
+    Path((user_id, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = numeric_id("token", &id)?;
+    state
+        .identity
+        .revoke_user_token(&caller.actor(), &user_id, id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

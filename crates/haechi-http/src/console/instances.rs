@@ -130,6 +130,21 @@ struct InstancePage {
     can_execute: bool,
     any_running: bool,
     output: String,
+    /// The selected node's executions (execNo 1, 2, ...), and the one shown.
+    history: Vec<HistoryRow>,
+    shown_exec: i64,
+}
+
+/// One execution of the selected node (its re-run history).
+pub struct HistoryRow {
+    pub exec_no: i64,
+    pub st: St,
+    pub exit: String,
+    pub started: String,
+    pub ended: String,
+    pub runner: String,
+    pub reason: String,
+    pub link: String,
 }
 
 fn status_param(v: Option<&String>) -> Result<Option<ExecStatus>> {
@@ -167,13 +182,39 @@ pub async fn page_get(
     for r in &mut rows {
         r.selected = node.as_deref() == Some(r.node_id.as_str());
     }
-    let output = match &node {
+    let exec_no = number(&query, "execNo", 1)?;
+    let off = state.http.utc_offset_secs;
+    let (output, history, shown_exec) = match &node {
         Some(n) => {
-            // 404 for a node that is not in the instance.
-            state.exec.node_execution(no, n, None).await?;
-            OutputPanel::new(l, no, n, None).render()?
+            // 404 for a node that is not in the instance (or an execNo it does not have).
+            let shown = state.exec.node_execution(no, n, exec_no).await?;
+            let history = state
+                .exec
+                .node_execution_history(no, n)
+                .await?
+                .iter()
+                .map(|e| HistoryRow {
+                    exec_no: e.exec_no,
+                    st: St::of_exec(l, e),
+                    exit: e.exit_cd.map(|c| c.to_string()).unwrap_or_default(),
+                    started: when_opt(e.start_at, off),
+                    ended: when_opt(e.end_at, off),
+                    runner: e.runner_id.clone(),
+                    reason: e.reason.clone().unwrap_or_default(),
+                    link: format!(
+                        "?status={status_q}&page={page_no}&node={}&execNo={}",
+                        q(n),
+                        e.exec_no
+                    ),
+                })
+                .collect();
+            (
+                OutputPanel::new(l, no, n, exec_no).render()?,
+                history,
+                shown.exec_no,
+            )
         }
-        None => String::new(),
+        None => (String::new(), Vec::new(), 0),
     };
     let mut filters = vec![StatusLink {
         label: l.t("all"),
@@ -190,7 +231,6 @@ pub async fn page_get(
     let pages = ((total + PAGE - 1) / PAGE).max(1);
     let link = |p: i64| format!("?status={status_q}&page={p}");
     let any_running = inst.end_at.is_none();
-    let off = state.http.utc_offset_secs;
     page(InstancePage {
         c: Chrome::new(
             &state,
@@ -224,6 +264,8 @@ pub async fn page_get(
         can_execute: s.principal().can(Permission::TaskExecute),
         any_running,
         output,
+        history,
+        shown_exec,
     })
 }
 

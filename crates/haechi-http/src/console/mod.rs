@@ -5,20 +5,24 @@
 //! - `pages`: the dashboard and the lists (runs, workflows, tasks, approvals, nodes).
 //! - `run`: the run page, its live updates over Server-Sent Events, controls and decisions.
 //! - `instances`: a task instance's node grid, re-run, cancel, and the output window.
+//! - `editor`: the workflow definition editor (errors at their line), version diff, restore.
 //! - `dag`: the flowchart of a workflow, drawn as SVG on the server.
 //! - `assets`: the script and style sheet, embedded in the binary.
+//! - `users`: users, roles, and the user's own account (password, sessions).
 //!
 //! Every action calls the same engine function as its API twin, after the same permission
 //! check; the engine writes the audit event (family `console`).
 
 mod assets;
 mod dag;
+mod editor;
 mod i18n;
 mod instances;
 mod pages;
 mod run;
 mod session;
 mod tasks;
+mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +98,34 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tasks/{id}/run", post(tasks::run))
         .route("/console/approvals", get(pages::approvals))
         .route("/console/approvals/tasks/{id}", post(pages::decide_task))
+        // console-ops
+        .route("/console/workflows/{id}/definition", post(editor::save))
+        .route(
+            "/console/workflows/{id}/versions/{version}/restore",
+            post(editor::restore),
+        )
+        .route("/console/users", get(users::list).post(users::create))
+        .route(
+            "/console/users/{user_id}",
+            get(users::show).post(users::update),
+        )
+        .route("/console/users/{user_id}/state", post(users::set_state))
+        .route(
+            "/console/users/{user_id}/password",
+            post(users::set_password),
+        )
+        .route(
+            "/console/users/{user_id}/tokens/{id}/revoke",
+            post(users::revoke_token),
+        )
+        .route("/console/roles", get(users::roles).post(users::create_role))
+        .route("/console/roles/{role}", post(users::update_role))
+        .route("/console/account", get(users::account))
+        .route("/console/account/password", post(users::change_password))
+        .route(
+            "/console/account/tokens/{id}/revoke",
+            post(users::revoke_own_token),
+        )
         .route("/console/{*rest}", get(unknown).post(unknown))
         .layer(axum::middleware::from_fn(frame))
 }
@@ -383,6 +415,7 @@ pub struct Chrome {
     pub can_workflows: bool,
     pub can_tasks: bool,
     pub can_nodes: bool,
+    pub can_users: bool,
 }
 
 impl Chrome {
@@ -399,6 +432,7 @@ impl Chrome {
             can_workflows: p.can(Permission::WorkflowView),
             can_tasks: p.can(Permission::NodeView),
             can_nodes: p.can(Permission::NodeView),
+            can_users: p.can(Permission::AdminUsers),
         }
     }
 }

@@ -17,8 +17,8 @@ use haechi_workflow::{ExecutionFilter, RunStatus, WorkflowFilter};
 use serde_json::{Map, Value};
 
 use super::{
-    comment, dag, number, opt, page, page_no, q, see_other, span, when, when_opt, Chrome, Lang,
-    Result, Session, St, FAMILY,
+    comment, dag, editor, number, opt, page, page_no, q, see_other, span, when, when_opt, Chrome,
+    Lang, Result, Session, St, FAMILY,
 };
 use crate::AppState;
 
@@ -32,6 +32,17 @@ pub struct RunRow {
     pub started_by: String,
     pub started: String,
     pub elapsed: String,
+    /// Elapsed time against the workflow's RTO (dashboard only).
+    pub rto: Option<RtoShown>,
+}
+
+/// A running run's elapsed time against its workflow's `rto_secs`.
+pub struct RtoShown {
+    pub target: String,
+    pub over: bool,
+    /// By how much it is over, or how much is left.
+    pub margin: String,
+    pub percent: i64,
 }
 
 #[derive(Template)]
@@ -39,10 +50,56 @@ pub struct RunRow {
 struct RunsTable<'a> {
     l: Lang,
     rows: &'a [RunRow],
+    show_rto: bool,
 }
 
 fn runs_table(l: Lang, rows: &[RunRow]) -> Result<String> {
-    Ok(RunsTable { l, rows }.render()?)
+    Ok(RunsTable {
+        l,
+        rows,
+        show_rto: false,
+    }
+    .render()?)
+}
+
+/// Sets each run's RTO view from its workflow version's `rto_secs` (one read per version).
+async fn with_rto(
+    state: &AppState,
+    runs: &[haechi_workflow::ExecutionSummary],
+    rows: &mut [RunRow],
+) -> Result<()> {
+    let mut rto_of: HashMap<(String, i64), Option<i64>> = HashMap::new();
+    for (e, row) in runs.iter().zip(rows.iter_mut()) {
+        let key = (e.wf_id.clone(), e.version);
+        let rto = match rto_of.get(&key) {
+            Some(r) => *r,
+            None => {
+                let r = state
+                    .workflows
+                    .get_workflow(&e.wf_id, Some(e.version))
+                    .await?
+                    .definition
+                    .rto_secs
+                    .map(|r| r.ms() as i64);
+                rto_of.insert(key, r);
+                r
+            }
+        };
+        if let Some(rto_ms) = rto {
+            let elapsed = e.ended_at.unwrap_or_else(now_ms) - e.created_at;
+            row.rto = Some(RtoShown {
+                target: span(rto_ms),
+                over: elapsed > rto_ms,
+                margin: span((elapsed - rto_ms).abs()),
+                percent: if rto_ms > 0 {
+                    elapsed * 100 / rto_ms
+                } else {
+                    100
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn run_row(l: Lang, off: i32, e: &haechi_workflow::ExecutionSummary) -> RunRow {
@@ -56,6 +113,7 @@ fn run_row(l: Lang, off: i32, e: &haechi_workflow::ExecutionSummary) -> RunRow {
         started_by: e.started_by.clone(),
         started: when(e.created_at, off),
         elapsed: span(e.ended_at.unwrap_or_else(now_ms) - e.created_at),
+        rto: None,
     }
 }
 
@@ -245,14 +303,16 @@ pub async fn dashboard(State(state): State<AppState>, s: Session) -> Result<Resp
     } else {
         Vec::new()
     };
-    let (mut shown, mut running) = ([0usize; 2], Vec::new());
+    let (mut shown, mut running, mut listed) = ([0usize; 2], Vec::new(), Vec::new());
     for e in &active {
         let n = &mut shown[usize::from(e.status == RunStatus::Paused)];
         if *n < 100 {
             *n += 1;
             running.push(run_row(l, off, e));
+            listed.push(e.clone());
         }
     }
+    with_rto(&state, &listed, &mut running).await?;
     let waiting = waiting_steps(&state, &s, &active)
         .await?
         .into_iter()
@@ -279,7 +339,12 @@ pub async fn dashboard(State(state): State<AppState>, s: Session) -> Result<Resp
     }
     page(Dashboard {
         c: Chrome::new(&state, &s, "dashboard", l.t("nav_dashboard").to_owned()),
-        running_html: runs_table(l, &running)?,
+        running_html: RunsTable {
+            l,
+            rows: &running,
+            show_rto: true,
+        }
+        .render()?,
         running,
         waiting,
         tasks,
@@ -489,6 +554,20 @@ pub struct ParamField {
     pub required: bool,
 }
 
+pub struct VersionLine {
+    pub version: i64,
+    pub by: String,
+    pub at: String,
+    pub current: bool,
+}
+
+/// A diff between two versions of a workflow, as YAML lines.
+pub struct VersionDiffView {
+    pub from: i64,
+    pub to: i64,
+    pub lines: Vec<DiffLine>,
+}
+
 #[derive(Template)]
 #[template(path = "console/workflow.html")]
 struct WorkflowPage {
@@ -500,13 +579,19 @@ struct WorkflowPage {
     current_version: i64,
     svg: String,
     definition: String,
-    versions: Vec<(i64, String, String)>,
+    versions: Vec<VersionLine>,
     params: Vec<ParamField>,
     can_run: bool,
+    can_manage: bool,
     runs_html: String,
+    editor: Option<editor::Editor>,
+    diff: Option<VersionDiffView>,
+    notice: String,
+    rto: String,
 }
 
-/// `GET /console/workflows/{id}` (`workflow.view`): definition, flowchart, versions, run form.
+/// `GET /console/workflows/{id}` (`workflow.view`): definition, flowchart, versions (with a
+/// diff between two: `?diff_from=&diff_to=`), run form, and the editor for `workflow.manage`.
 pub async fn workflow(
     State(state): State<AppState>,
     s: Session,
@@ -514,18 +599,83 @@ pub async fn workflow(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     s.require(Permission::WorkflowView)?;
+    let version = number(&query, "version", 1)?;
+    let diff = match (
+        number(&query, "diff_from", 1)?,
+        number(&query, "diff_to", 1)?,
+    ) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
+    let l = s.lang;
+    let mut notice = String::new();
+    if let Some(v) = number(&query, "saved", 1)? {
+        notice = format!("{} {v}", l.t("saved_as_version"));
+    } else if let (Some(v), Some(from)) =
+        (number(&query, "restored", 1)?, number(&query, "from", 1)?)
+    {
+        notice = format!(
+            "{} {from} → {} {v}",
+            l.t("restored_version"),
+            l.t("version")
+        );
+    }
+    workflow_view(&state, &s, &id, version, None, diff, notice).await
+}
+
+/// The workflow page; `editor` holds a failed save (shown with its error, status 400).
+pub async fn workflow_page(
+    state: &AppState,
+    s: &Session,
+    id: &str,
+    version: Option<i64>,
+    editor: Option<editor::Editor>,
+    diff: Option<(i64, i64)>,
+) -> Result<Response> {
+    workflow_view(state, s, id, version, editor, diff, String::new()).await
+}
+
+async fn workflow_view(
+    state: &AppState,
+    s: &Session,
+    id: &str,
+    version: Option<i64>,
+    editor: Option<editor::Editor>,
+    diff: Option<(i64, i64)>,
+    notice: String,
+) -> Result<Response> {
+    s.require(Permission::WorkflowView)?;
     let l = s.lang;
     let off = state.http.utc_offset_secs;
-    let version = number(&query, "version", 1)?;
-    let doc = state.workflows.get_workflow(&id, version).await?;
+    let doc = state.workflows.get_workflow(id, version).await?;
     let def = &doc.definition;
     let versions = state
         .workflows
         .workflow_versions(&doc.id)
         .await?
         .into_iter()
-        .map(|v| (v.version, v.created_by, when(v.created_at, off)))
+        .map(|v| VersionLine {
+            current: v.version == doc.current_version,
+            version: v.version,
+            by: v.created_by,
+            at: when(v.created_at, off),
+        })
         .collect();
+    let diff = match diff {
+        Some((a, b)) => {
+            let from = state.workflows.get_workflow(&doc.id, Some(a)).await?;
+            let to = state.workflows.get_workflow(&doc.id, Some(b)).await?;
+            Some(VersionDiffView {
+                from: a,
+                to: b,
+                lines: editor::text_diff(
+                    &editor::definition_yaml(&from.definition),
+                    &editor::definition_yaml(&to.definition),
+                ),
+            })
+        }
+        None => None,
+    };
     let runs: Vec<RunRow> = match doc.id.parse::<i64>() {
         Ok(wid) => state
             .workflows
@@ -544,8 +694,15 @@ pub async fn workflow(
             .collect(),
         Err(_) => Vec::new(),
     };
-    page(WorkflowPage {
-        c: Chrome::new(&state, &s, "workflows", def.name.clone()),
+    let can_manage = s.principal().can(Permission::WorkflowManage) && !doc.deleted;
+    let failed = editor.is_some();
+    let editor = match editor {
+        Some(e) => Some(e),
+        None if can_manage => Some(editor::Editor::of(def)),
+        None => None,
+    };
+    let mut res = page(WorkflowPage {
+        c: Chrome::new(state, s, "workflows", def.name.clone()),
         id: doc.id.clone(),
         group: def.group.clone(),
         description: def.description.clone(),
@@ -567,8 +724,20 @@ pub async fn workflow(
             })
             .collect(),
         can_run: s.principal().can(Permission::WorkflowExecute) && !doc.deleted,
+        can_manage,
         runs_html: runs_table(l, &runs)?,
-    })
+        editor,
+        diff,
+        notice,
+        rto: def
+            .rto_secs
+            .map(|r| span(r.ms() as i64))
+            .unwrap_or_default(),
+    })?;
+    if failed {
+        *res.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
 }
 
 /// `POST /console/workflows/{id}/run` (`workflow.execute`, as the API): starts the workflow

@@ -156,13 +156,61 @@ async fn render_live(
     Ok(live.render()?)
 }
 
-/// The log panel of the chosen task step.
-pub struct LogPanel {
+/// The node table of the chosen task step: what the live stream re-sends as its nodes change.
+pub struct StepNodes {
     pub step: String,
     pub instance: i64,
     pub nodes: Vec<NodeRow>,
     pub total: i64,
-    pub output: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/step_nodes.html")]
+pub struct StepNodesPart {
+    pub l: Lang,
+    pub g: Option<StepNodes>,
+    /// Whether the user may see nodes at all (`node.view`).
+    pub may_see_nodes: bool,
+}
+
+/// The task step whose nodes the page shows: the one asked for, else the latest task step
+/// that has a task instance.
+fn chosen_step(view: &ExecutionView, asked: Option<&str>) -> Option<(String, Option<i64>)> {
+    match asked {
+        Some(name) => view
+            .steps
+            .iter()
+            .find(|st| st.name == name)
+            .map(|st| (st.name.clone(), st.task_instance_no)),
+        None => view
+            .steps
+            .iter()
+            .rev()
+            .find(|st| st.task_instance_no.is_some())
+            .map(|st| (st.name.clone(), st.task_instance_no)),
+    }
+}
+
+/// The node table of step `name`'s task instance `no` (the first 200 nodes; the instance page
+/// has them all), with `node` marked.
+async fn step_nodes(
+    state: &AppState,
+    l: Lang,
+    name: &str,
+    no: i64,
+    node: Option<&str>,
+) -> Result<StepNodes> {
+    let (mut nodes, total) =
+        node_rows(state, l, no, None, 0, 200, &format!("?step={}", q(name))).await?;
+    for n in &mut nodes {
+        n.selected = node == Some(n.node_id.as_str());
+    }
+    Ok(StepNodes {
+        step: name.to_owned(),
+        instance: no,
+        nodes,
+        total,
+    })
 }
 
 #[derive(Template)]
@@ -179,8 +227,9 @@ struct RunPage {
     parent: Option<String>,
     params: Vec<(String, String)>,
     live_html: String,
-    log: Option<LogPanel>,
-    may_see_nodes: bool,
+    live_src: String,
+    nodes_html: String,
+    output: String,
 }
 
 /// `GET /console/executions/{id}` (`workflow.view`, as `GET /api/v1/executions/{id}`).
@@ -193,46 +242,36 @@ pub async fn page_handler(
     s.require(Permission::WorkflowView)?;
     let view = state.workflows.execution(id).await?;
     let p = s.principal();
-    // The step whose log is shown: the one asked for, else the latest task step that ran.
-    let selected = query.get("step").cloned().or_else(|| {
-        view.steps
-            .iter()
-            .rev()
-            .find(|st| st.task_instance_no.is_some())
-            .map(|st| st.name.clone())
-    });
+    let asked = query.get("step").map(String::as_str);
+    let chosen = chosen_step(&view, asked);
+    let selected = chosen.as_ref().map(|(n, _)| n.clone());
     let live_html = render_live(state, s.lang, &s.csrf, p, &view, selected.as_deref()).await?;
     let may_see_nodes = p.can(Permission::NodeView);
-    let mut log = None;
-    if let (true, Some(name)) = (may_see_nodes, &selected) {
-        if let Some(step) = view.steps.iter().find(|st| &st.name == name) {
-            if let Some(no) = step.task_instance_no {
-                let (nodes, total) = node_rows(
-                    state,
-                    s.lang,
-                    no,
-                    None,
-                    0,
-                    200,
-                    &format!("?step={}", q(name)),
-                )
-                .await?;
-                let node = query
-                    .get("node")
-                    .cloned()
-                    .or_else(|| nodes.first().map(|n| n.node_id.clone()));
-                let output = match node {
-                    Some(node) => OutputPanel::new(s.lang, no, &node, None).render()?,
-                    None => String::new(),
-                };
-                log = Some(LogPanel {
-                    step: name.clone(),
-                    instance: no,
-                    nodes,
-                    total,
-                    output,
-                });
-            }
+    let mut g = None;
+    let mut output = String::new();
+    if let (true, Some((name, Some(no)))) = (may_see_nodes, &chosen) {
+        let node = query.get("node").map(String::as_str);
+        let part = step_nodes(state, s.lang, name, *no, node).await?;
+        let shown = node
+            .map(str::to_owned)
+            .or_else(|| part.nodes.first().map(|n| n.node_id.clone()));
+        if let Some(n) = shown {
+            output = OutputPanel::new(s.lang, *no, &n, None).render()?;
+        }
+        g = Some(part);
+    }
+    let nodes_html = StepNodesPart {
+        l: s.lang,
+        g,
+        may_see_nodes,
+    }
+    .render()?;
+    let mut live_src = format!("/console/executions/{}/live", q(&view.execution_id));
+    let mut sep = '?';
+    for k in ["step", "node"] {
+        if let Some(v) = query.get(k) {
+            live_src.push_str(&format!("{sep}{k}={}", q(v)));
+            sep = '&';
         }
     }
     let title = format!("{} · {}", view.workflow_name, view.execution_id);
@@ -247,8 +286,9 @@ pub async fn page_handler(
         parent: view.parent_execution_id.clone(),
         params: view.params.clone().into_iter().collect(),
         live_html,
-        log,
-        may_see_nodes,
+        live_src,
+        nodes_html,
+        output,
     })
 }
 
@@ -270,15 +310,68 @@ struct Live {
     opened_at: i64,
     /// 0 running, 1 the final state was sent (send `end` next), 2 done.
     phase: u8,
+    /// The step the page asked for (else the latest task step, as the page chooses).
+    step: Option<String>,
+    /// The node the page marks in the table.
+    node: Option<String>,
+    /// The task step whose nodes are followed, and its task instance.
+    following: Option<(String, i64)>,
+    /// The node table last sent (sent again only when it changed).
+    nodes_sent: String,
+    /// Whether the followed instance still has nodes that have not ended.
+    nodes_active: bool,
+    /// Events ready to go out before the next wait.
+    queue: std::collections::VecDeque<Event>,
 }
 
-/// `GET /console/executions/{id}/live`: an event stream; each `live` event is the new HTML of
-/// the run's live part, sent as soon as the engine records a transition. `end` when the run
-/// has ended (or the session has).
+/// How often the node table of a running task step is checked (node states are not workflow
+/// transitions, so they do not wake the stream).
+const NODES_POLL: Duration = Duration::from_millis(400);
+
+/// SSE lines end at CR or LF; a CR inside text is kept as its character reference.
+fn html_event(name: &str, html: &str) -> Event {
+    Event::default()
+        .event(name)
+        .data(html.replace('\r', "&#13;"))
+}
+
+impl Live {
+    /// Queues a `nodes` event when the followed step's node table changed.
+    async fn check_nodes(&mut self) {
+        let Some((name, no)) = self.following.clone() else {
+            self.nodes_active = false;
+            return;
+        };
+        let node = self.node.clone();
+        let Ok(part) = step_nodes(&self.state, self.s.lang, &name, no, node.as_deref()).await
+        else {
+            return;
+        };
+        self.nodes_active = part.nodes.iter().any(|n| n.running);
+        let html = StepNodesPart {
+            l: self.s.lang,
+            g: Some(part),
+            may_see_nodes: true,
+        }
+        .render()
+        .unwrap_or_default();
+        if html != self.nodes_sent {
+            self.queue.push_back(html_event("nodes", &html));
+            self.nodes_sent = html;
+        }
+    }
+}
+
+/// `GET /console/executions/{id}/live[?step=NAME]`: an event stream; each `live` event is the
+/// new HTML of the run's live part, sent as soon as the engine records a transition; each
+/// `nodes` event the new node table of the task step the page shows (checked every 400 ms
+/// while its nodes run, for users with `node.view`). `end` when the run has ended (or the
+/// session has).
 pub async fn live(
     State(state): State<AppState>,
     s: Session,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     s.require(Permission::WorkflowView)?;
     state.workflows.status(&id).await?;
@@ -290,77 +383,103 @@ pub async fn live(
         first: true,
         opened_at: now_ms(),
         phase: 0,
+        step: query.get("step").cloned(),
+        node: query.get("node").cloned(),
+        following: None,
+        nodes_sent: String::new(),
+        nodes_active: false,
+        queue: Default::default(),
     };
     let stream = futures::stream::unfold(start, |mut ctx| async move {
-        match ctx.phase {
-            2 => return None,
-            1 => {
-                ctx.phase = 2;
-                return Some((
-                    Ok::<_, Infallible>(Event::default().event("end").data("end")),
-                    ctx,
-                ));
+        loop {
+            if let Some(ev) = ctx.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(ev), ctx));
             }
-            _ => {}
-        }
-        // The stream is no use of the session: it ends when the session would idle out
-        // (the page's own timer warns first), and at once when the token is revoked (logout,
-        // password change, user disabled).
-        let idle_ms = ctx.state.identity.config().token_idle_secs as i64 * 1000;
-        let valid = now_ms() - ctx.opened_at < idle_ms
-            && ctx
-                .state
-                .identity
-                .session_alive(&ctx.s.token, ctx.s.caller.ip)
-                .await
-                .is_ok();
-        if !valid {
-            ctx.phase = 2;
-            return Some((Ok(Event::default().event("end").data("session")), ctx));
-        }
-        let wait = if ctx.first { Duration::ZERO } else { LIVE_WAIT };
-        let events = match ctx.state.workflows.events(&ctx.id, ctx.after, wait).await {
-            Ok(p) => p,
-            Err(_) => {
-                ctx.phase = 2;
-                return Some((Ok(Event::default().event("end").data("gone")), ctx));
-            }
-        };
-        let fresh = ctx.first || !events.events.is_empty() || events.status.is_final();
-        ctx.first = false;
-        ctx.after = events.next;
-        if !fresh {
-            return Some((Ok(Event::default().comment("waiting")), ctx));
-        }
-        let html = match ctx.state.workflows.execution(&ctx.id).await {
-            Ok(view) => {
-                if view.status.is_final() {
-                    ctx.phase = 1;
+            match ctx.phase {
+                2 => return None,
+                1 => {
+                    ctx.phase = 2;
+                    return Some((Ok(Event::default().event("end").data("end")), ctx));
                 }
-                render_live(
+                _ => {}
+            }
+            // The stream is no use of the session: it ends when the session would idle out
+            // (the page's own timer warns first), and at once when the token is revoked
+            // (logout, password change, user disabled).
+            let idle_ms = ctx.state.identity.config().token_idle_secs as i64 * 1000;
+            let valid = now_ms() - ctx.opened_at < idle_ms
+                && ctx
+                    .state
+                    .identity
+                    .session_alive(&ctx.s.token, ctx.s.caller.ip)
+                    .await
+                    .is_ok();
+            if !valid {
+                ctx.phase = 2;
+                return Some((Ok(Event::default().event("end").data("session")), ctx));
+            }
+            let wait = if ctx.first {
+                Duration::ZERO
+            } else if ctx.nodes_active {
+                NODES_POLL
+            } else {
+                LIVE_WAIT
+            };
+            let events = match ctx.state.workflows.events(&ctx.id, ctx.after, wait).await {
+                Ok(p) => p,
+                Err(_) => {
+                    ctx.phase = 2;
+                    return Some((Ok(Event::default().event("end").data("gone")), ctx));
+                }
+            };
+            let fresh = ctx.first || !events.events.is_empty() || events.status.is_final();
+            let first = ctx.first;
+            ctx.first = false;
+            ctx.after = events.next;
+            let may_see_nodes = ctx.s.principal().can(Permission::NodeView);
+            if fresh {
+                let view = match ctx.state.workflows.execution(&ctx.id).await {
+                    Ok(v) => v,
+                    Err(_) => {
+                        ctx.phase = 2;
+                        return Some((Ok(Event::default().event("end").data("gone")), ctx));
+                    }
+                };
+                let chosen = chosen_step(&view, ctx.step.as_deref());
+                ctx.following = match chosen {
+                    Some((name, Some(no))) if may_see_nodes => Some((name, no)),
+                    _ => None,
+                };
+                let html = render_live(
                     &ctx.state,
                     ctx.s.lang,
                     &ctx.s.csrf,
                     ctx.s.principal(),
                     &view,
-                    None,
+                    ctx.following.as_ref().map(|(n, _)| n.as_str()),
                 )
                 .await
-                .ok()
+                .ok();
+                let Some(h) = html else {
+                    ctx.phase = 2;
+                    return Some((Ok(Event::default().event("end").data("gone")), ctx));
+                };
+                if view.status.is_final() {
+                    ctx.phase = 1;
+                }
+                if first {
+                    // The page was rendered with the node table as of now: remember it
+                    // (dropping the event), so that only changes are sent.
+                    ctx.check_nodes().await;
+                    ctx.queue.clear();
+                    ctx.queue.push_back(html_event("live", &h));
+                    continue;
+                }
+                ctx.queue.push_back(html_event("live", &h));
             }
-            Err(_) => None,
-        };
-        match html {
-            // SSE lines end at CR or LF; a CR inside text is kept as its character reference.
-            Some(h) => Some((
-                Ok(Event::default()
-                    .event("live")
-                    .data(h.replace('\r', "&#13;"))),
-                ctx,
-            )),
-            None => {
-                ctx.phase = 2;
-                Some((Ok(Event::default().event("end").data("gone")), ctx))
+            ctx.check_nodes().await;
+            if ctx.queue.is_empty() && !fresh && !ctx.nodes_active {
+                return Some((Ok(Event::default().comment("waiting")), ctx));
             }
         }
     });

@@ -189,6 +189,8 @@ pub async fn login_page(headers: HeaderMap, uri: axum::http::Uri) -> Result<Resp
         "session_expired"
     } else if q.contains("bye=1") {
         "logged_out"
+    } else if q.contains("pw=1") {
+        "password_changed"
     } else {
         ""
     };
@@ -260,6 +262,15 @@ pub async fn logout(State(state): State<AppState>, s: Session, body: Bytes) -> R
     res.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
     Ok(res)
+}
+
+/// 303 to `to` (a login page) for a session that has just ended (its token revoked by a
+/// password change or a revoke): the cookie goes too.
+pub(super) fn session_ended(to: &str) -> Response {
+    let mut res = see_other(to);
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+    res
 }
 
 /// `POST /console/lang`: the user's choice of language, kept in a cookie.

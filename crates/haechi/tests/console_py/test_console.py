@@ -454,3 +454,204 @@ def test_nodes_enrolment_command_and_disable(session, fx, pw, tmp_path):
     with a.page.expect_navigation():
         a.page.get_by_role("button", name="Enable").click()
     assert r.get(f"/api/v1/nodes/{node}", headers=h).json()["status"] == "E"
+
+
+# ---- console-ops: the gaps of part 1 ---------------------------------------------------------
+
+BAD_YAML = """name: {name}
+group: console
+description: edited in the browser
+steps:
+- name: first
+  type: sleep
+  seconds: soon
+- name: second
+  type: sleep
+  seconds: 2
+"""
+
+
+def test_workflow_editor_shows_errors_at_their_line_and_saves_versions(session, fx, pw):
+    a = session("admin")
+    wf = fx["edit_wf"]
+    r, h = api(pw, fx, "admin")
+    name = r.get(f"/api/v1/workflows/{wf}", headers=h).json()["name"]
+    a.goto(f"/console/workflows/{wf}")
+    editor = a.page.get_by_role("textbox", name=re.compile("^Definition"))
+    shown = editor.input_value()
+    assert "name: first" in shown and "edited in the browser" in shown, shown
+
+    # A value the engine refuses: the error names steps[0].seconds, the page marks line 7.
+    editor.fill(BAD_YAML.format(name=name))
+    with a.page.expect_response(lambda x: x.url.endswith("/definition")) as resp:
+        a.page.get_by_role("button", name="Save", exact=True).click()
+    assert resp.value.status == 400, resp.value.status
+    alert = a.page.locator("#editor-error")
+    expect(alert).to_contain_text("line 7")
+    expect(alert).to_contain_text("steps[0].seconds")
+    marked = a.page.locator("ol.lines li.errline")
+    expect(marked).to_have_count(1)
+    expect(marked).to_have_attribute("id", "line-7")
+    expect(marked).to_contain_text("seconds: soon")
+    assert editor.get_attribute("aria-invalid") == "true"
+    # The caret is on that line, and what the user typed is kept.
+    assert "seconds: soon" in editor.input_value()
+    sel = a.page.evaluate("(() => { const t = document.getElementById('definition-text'); return t.value.slice(t.selectionStart, t.selectionEnd); })()")
+    assert sel == "  seconds: soon", sel
+    a.shot("workflow-editor-error")
+    axe = Axe()
+    serious = [v["id"] for v in axe.run(a.page).response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not serious, serious
+    doc = r.get(f"/api/v1/workflows/{wf}", headers=h).json()
+    assert doc["version"] == 1, doc
+
+    # A JSON syntax error: the parser's line.
+    a.page.get_by_label("JSON").check()
+    editor.fill('{\n  "name": "x",\n  "group": \n}\n')
+    with a.page.expect_response(lambda x: x.url.endswith("/definition")) as resp:
+        a.page.get_by_role("button", name="Save", exact=True).click()
+    assert resp.value.status == 400
+    expect(a.page.locator("#editor-error")).to_contain_text("not valid JSON")
+    expect(a.page.locator("ol.lines li.errline")).to_have_attribute("id", "line-4")
+    assert r.get(f"/api/v1/workflows/{wf}", headers=h).json()["version"] == 1
+
+    # Fixed: saved as version 2 through the API's engine call.
+    a.page.get_by_label("YAML").check()
+    editor.fill(BAD_YAML.format(name=name).replace("seconds: soon", "seconds: 3").replace("edited in the browser", "edited twice"))
+    with a.page.expect_navigation():
+        a.page.get_by_role("button", name="Save", exact=True).click()
+    expect(a.page.get_by_role("status").filter(has_text="Saved as version 2")).to_be_visible()
+    doc = r.get(f"/api/v1/workflows/{wf}", headers=h).json()
+    assert doc["version"] == 2 and doc["description"] == "edited twice", doc
+    assert doc["steps"][0]["seconds"] == 3, doc["steps"][0]
+
+    # Versions: a diff between two, then restore version 1 (a new version 3).
+    a.page.get_by_label("Compare version").select_option("1")
+    a.page.get_by_label("with version").select_option("2")
+    with a.page.expect_navigation():
+        a.page.get_by_role("button", name="Compare", exact=True).click()
+    diff = a.page.locator("#version-diff")
+    expect(diff.locator(".del").filter(has_text="edited in the browser")).to_have_count(1)
+    expect(diff.locator(".ins").filter(has_text="edited twice")).to_have_count(1)
+    expect(diff.locator(".same").filter(has_text="name: second")).to_have_count(1)
+    a.shot("workflow-version-diff")
+    with a.page.expect_navigation():
+        a.page.get_by_role("button", name="Restore version 1").click()
+    expect(a.page.get_by_role("status").filter(has_text="Restored version 1")).to_be_visible()
+    doc = r.get(f"/api/v1/workflows/{wf}", headers=h).json()
+    assert doc["version"] == 3 and doc["description"] == "edited in the browser", doc
+    assert doc["steps"][0]["seconds"] == 1, doc["steps"][0]
+    # Without workflow.manage there is no editor, and a save is refused.
+    op = session("operator")
+    op.goto(f"/console/workflows/{wf}")
+    assert op.page.locator("#definition-text").count() == 0
+    token = re.search(r'data-csrf="([0-9a-f]+)"', op.page.content()).group(1)
+    res = op.ctx.request.post(op.url(f"/console/workflows/{wf}/definition"),
+                              form={"csrf": token, "format": "yaml", "definition": BAD_YAML.format(name=name)},
+                              max_redirects=0)
+    assert res.status == 403, res.status
+    assert r.get(f"/api/v1/workflows/{wf}", headers=h).json()["version"] == 3
+
+
+def test_the_task_steps_node_table_is_live(session, fx):
+    op = session("operator")
+    run_from_console(op, fx["main_wf"], {"target": "live-nodes"})
+    op.page.evaluate("window.__marker = 7")
+    seen = []
+    deadline = time.time() + 60
+    cell = op.page.locator("#step-node-table tbody .st").first
+    while time.time() < deadline:
+        if cell.count():
+            code = cell.get_attribute("data-code")
+            if not seen or seen[-1] != code:
+                seen.append(code)
+            if code == "END":
+                break
+        time.sleep(0.05)
+    assert seen and seen[-1] == "END", seen
+    expect(op.page.locator("#step-node-table tbody tr").first).to_contain_text(fx["node"])
+    expect(op.page.locator("#step-node-table tbody tr").first.locator("td").nth(1)).to_have_text("0")
+    assert op.page.evaluate("window.__haechiNodes.count") >= 1
+    assert op.page.evaluate("window.__marker") == 7, "the page was reloaded"
+    print("node states seen live:", seen)
+
+
+def test_dashboard_shows_elapsed_time_against_rto(session, fx):
+    for locale, over, within in [("en-US", "over RTO", "within RTO"), ("ko-KR", "RTO 초과", "RTO 이내")]:
+        a = session("admin", locale=locale)
+        a.goto("/console/")
+        row = lambda e: a.page.locator(f'tr:has(a[href="/console/executions/{e}"]) [data-rto]')
+        expect(row(fx["rto_over_exec"])).to_have_attribute("data-rto", "over")
+        expect(row(fx["rto_over_exec"])).to_contain_text(over)
+        expect(row(fx["rto_within_exec"])).to_have_attribute("data-rto", "within")
+        expect(row(fx["rto_within_exec"])).to_contain_text(within)
+        if locale == "en-US":
+            a.shot("dashboard-rto")
+
+
+def test_a_nodes_exec_no_history(session, fx):
+    a = session("admin")
+    node = quote(fx["node"], safe="")
+    path = f"/console/task-instances/{fx['lines_no']}?node={node}"
+    a.goto(path)
+    hist = a.page.locator("#exec-history tbody tr")
+    expect(hist).to_have_count(1)
+    with a.page.expect_navigation():
+        a.page.locator("#node-grid").get_by_role("button", name="Re-run").click()
+    deadline = time.time() + 60
+    while True:
+        a.goto(path)
+        if hist.count() == 2 and hist.nth(1).locator(".st").get_attribute("data-code") == "END":
+            break
+        assert time.time() < deadline, a.page.inner_text("#exec-history")
+        time.sleep(0.5)
+    for i in (0, 1):
+        expect(hist.nth(i).locator("td").nth(1)).to_have_text("0")
+    expect(hist.nth(1)).to_contain_text("#2")
+    expect(a.page.locator("[data-out-text]")).to_contain_text("line 1000 of 1000", timeout=10000)
+    # The first execution, opened from the history.
+    with a.page.expect_navigation():
+        hist.nth(0).get_by_role("link", name="#1").click()
+    expect(a.page.locator("#exec-history tr.selected")).to_contain_text("#1")
+    assert "execNo=1" in a.page.url
+    expect(a.page.locator("[data-out-info]")).to_contain_text("END", timeout=10000)
+    a.shot("task-instance-exec-history")
+
+
+def test_session_expiry_warns_before_and_stay_logged_in_extends_it(browser, fx):
+    """A server whose sessions idle out after 20 s: the page warns 2 s before (a tenth of
+    the idle time), "Stay logged in" extends the session on the server, and without it the
+    session ends (the page goes to the login page, and the server agrees)."""
+    ctx = browser.new_context(ignore_https_errors=True, locale="en-US")
+    page = ctx.new_page()
+    base = fx["short_url"]
+    page.goto(base + "/console/login")
+    page.get_by_label("User ID").fill("admin")
+    page.get_by_label("Password", exact=True).fill(fx["admin"]["password"])
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+    t0 = time.time()
+    banner = page.locator("#expiry")
+    expect(banner).to_be_hidden()
+    expect(banner).to_be_visible(timeout=25000)
+    warned = time.time() - t0
+    assert 10 < warned < 20, f"warned after {warned:.1f} s"
+    expect(banner).to_contain_text("will expire soon")
+    stay = page.get_by_role("button", name="Stay logged in")
+    expect(stay).to_be_focused()
+    with page.expect_response(lambda r: r.url.endswith("/console/keepalive")) as resp:
+        stay.click()
+    assert resp.value.status == 204
+    expect(banner).to_be_hidden()
+    # Past the first deadline: the server still knows the session.
+    page.wait_for_timeout(max(0, (t0 + 23 - time.time()) * 1000))
+    page.reload()
+    assert "/console/login" not in page.url, page.url
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    # Left alone, the session ends: the page goes to the login page, and so does the server.
+    page.wait_for_url(re.compile(r"/console/login\?expired=1"), timeout=30000)
+    expect(page.get_by_role("status")).to_contain_text("Your session expired")
+    page.wait_for_timeout(1500)
+    page.goto(base + "/console/")
+    assert "/console/login" in page.url, page.url
+    ctx.close()

@@ -75,6 +75,15 @@
       window.__haechiLive.at = Date.now();
       if (state) state.textContent = state.dataset.liveOn;
     });
+    // The shown task step's node table, re-sent when a node's state changes.
+    window.__haechiNodes = { count: 0, at: 0 };
+    es.addEventListener("nodes", function (ev) {
+      var box = document.getElementById("step-nodes");
+      if (!box) return;
+      box.innerHTML = ev.data;
+      window.__haechiNodes.count += 1;
+      window.__haechiNodes.at = Date.now();
+    });
     es.addEventListener("end", function () {
       es.close();
       if (state) state.textContent = "";
@@ -187,4 +196,17 @@
     });
     load();
   });
+})();
+
+// console-ops: the definition editor puts the caret on the line an error names.
+(function () {
+  var ta = document.querySelector("textarea[data-error-line]");
+  if (!ta) return;
+  var line = parseInt(ta.dataset.errorLine, 10);
+  var lines = ta.value.split("\n");
+  var start = 0;
+  for (var i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+  var end = start + (lines[line - 1] || "").length;
+  ta.setSelectionRange(start, end);
+  ta.scrollTop = Math.max(0, (line - 3) * (ta.scrollHeight / Math.max(lines.length, 1)));
 })();
