@@ -74,7 +74,12 @@ impl Reasons {
 impl Exec {
     /// Answers, for each node, whether `actor` starting the task now would run it there, and
     /// why not. Audited as `task.dry_run`.
-    pub async fn dry_run(&self, actor: &Actor, task_id: &str, req: DryRunRequest) -> Result<DryRun> {
+    pub async fn dry_run(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        req: DryRunRequest,
+    ) -> Result<DryRun> {
         check_id("taskId", task_id)?;
         let arguments = req.arguments.unwrap_or_default();
         check_arguments("arguments", &arguments)?;
@@ -116,7 +121,10 @@ impl Exec {
         if task.exec_ondemand != "E" {
             common.add(
                 "ondemand_disabled",
-                format!("task '{task_id}' has execOndemand = {}: it may not be started on demand", task.exec_ondemand),
+                format!(
+                    "task '{task_id}' has execOndemand = {}: it may not be started on demand",
+                    task.exec_ondemand
+                ),
             );
         }
         let runner_groups = serde_json::to_string(&task.runner_groups)?;
@@ -128,9 +136,12 @@ impl Exec {
             }
             common.add("not_runner", e.message);
         }
-        if let Some(w) =
-            self.window_refusal(task_id, &format!("task '{task_id}'"), &task.run_windows, now)
-        {
+        if let Some(w) = self.window_refusal(
+            task_id,
+            &format!("task '{task_id}'"),
+            &task.run_windows,
+            now,
+        ) {
             common.add("outside_window", w.message);
         }
 

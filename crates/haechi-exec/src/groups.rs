@@ -203,7 +203,10 @@ pub(crate) struct NodeAttrs {
 
 impl NodeAttrs {
     /// The attributes `keys` names, or the first key missing.
-    pub fn pick(&self, keys: &BTreeSet<String>) -> std::result::Result<BTreeMap<String, String>, String> {
+    pub fn pick(
+        &self,
+        keys: &BTreeSet<String>,
+    ) -> std::result::Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for k in keys {
             match self.values.get(k) {
@@ -252,7 +255,13 @@ impl Exec {
         &self,
         spec: NodeGroupSpec,
         base: Option<&NodeGroup>,
-    ) -> Result<(String, Vec<String>, BTreeMap<String, String>, i64, Vec<RunWindow>)> {
+    ) -> Result<(
+        String,
+        Vec<String>,
+        BTreeMap<String, String>,
+        i64,
+        Vec<RunWindow>,
+    )> {
         let description = spec
             .description
             .or_else(|| base.map(|b| b.description.clone()))
@@ -278,7 +287,10 @@ impl Exec {
         for (i, n) in nodes.iter().enumerate() {
             check_id(&format!("nodes[{i}]"), n)?;
             if !seen.insert(n.as_str()) {
-                return Err(Error::field("nodes", format_args!("lists node '{n}' twice")));
+                return Err(Error::field(
+                    "nodes",
+                    format_args!("lists node '{n}' twice"),
+                ));
             }
         }
         let attributes = spec
@@ -478,11 +490,13 @@ impl Exec {
                 targeting.join(", ")
             )));
         }
-        let deleted = in_tx!(tx, |c| sqlx::query("DELETE FROM node_groups WHERE name = $1")
-            .bind(name)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let deleted = in_tx!(tx, |c| sqlx::query(
+            "DELETE FROM node_groups WHERE name = $1"
+        )
+        .bind(name)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
         if deleted == 0 {
             return Err(Error::not_found(format_args!("node group '{name}'")));
         }
@@ -493,8 +507,11 @@ impl Exec {
         .execute(&mut *c)
         .await
         .map(|_| ()))?;
-        haechi_audit::append(&mut tx, actor.event("admin", "node_group.delete").target(name))
-            .await?;
+        haechi_audit::append(
+            &mut tx,
+            actor.event("admin", "node_group.delete").target(name),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -514,13 +531,15 @@ impl Exec {
     }
 
     pub async fn get_node_group(&self, name: &str) -> Result<NodeGroup> {
-        let row: Option<GroupRow> = read!(self.store, |db| sqlx::query_as(
+        let row: Option<GroupRow> = read!(self.store, |db| {
+            sqlx::query_as(
             "SELECT name, description, attributes, priority, run_windows, created_by, created_at, updated_at \
              FROM node_groups WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(db)
-        .await)?;
+        .await
+        })?;
         let row = row.ok_or_else(|| Error::not_found(format_args!("node group '{name}'")))?;
         let nodes: Vec<String> = read!(self.store, |db| sqlx::query_scalar(
             "SELECT node_id FROM node_group_members WHERE group_name = $1 ORDER BY node_id"
@@ -533,12 +552,14 @@ impl Exec {
 
     /// Every node group, by name.
     pub async fn list_node_groups(&self) -> Result<Vec<NodeGroup>> {
-        let rows: Vec<GroupRow> = read!(self.store, |db| sqlx::query_as(
+        let rows: Vec<GroupRow> = read!(self.store, |db| {
+            sqlx::query_as(
             "SELECT name, description, attributes, priority, run_windows, created_by, created_at, updated_at \
              FROM node_groups ORDER BY name"
         )
         .fetch_all(db)
-        .await)?;
+        .await
+        })?;
         let members: Vec<(String, String)> = read!(self.store, |db| sqlx::query_as(
             "SELECT group_name, node_id FROM node_group_members ORDER BY group_name, node_id"
         )

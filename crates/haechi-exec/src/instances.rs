@@ -9,9 +9,9 @@ use haechi_types::{time::now_ms, Error, Result};
 
 use crate::model::*;
 use crate::nodes::check_id;
-use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::sql::{bind_args, Arg, Where};
 use crate::tasks::check_arguments;
+use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::Exec;
 use crate::SecretEnv;
 
@@ -199,7 +199,8 @@ pub struct RerunOptions {
 }
 
 /// The attributes of the keys a script names, for each node, or the reason a node cannot run.
-type NodeScriptAttrs = std::collections::HashMap<String, std::result::Result<Option<String>, String>>;
+type NodeScriptAttrs =
+    std::collections::HashMap<String, std::result::Result<Option<String>, String>>;
 
 /// On PostgreSQL, locks an instance's row until the transaction ends.
 async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
@@ -583,7 +584,9 @@ impl Exec {
         nodes: &[String],
         at: i64,
     ) -> std::result::Result<(), StartError> {
-        if let Some(w) = self.window_refusal(task_id, &format!("task '{task_id}'"), task_windows, at) {
+        if let Some(w) =
+            self.window_refusal(task_id, &format!("task '{task_id}'"), task_windows, at)
+        {
             return Err(StartError::OutsideWindow(w));
         }
         for (node, group, windows) in Self::group_windows_in_tx(tx, nodes).await? {

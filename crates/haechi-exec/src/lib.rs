@@ -42,18 +42,18 @@ use haechi_types::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
-pub use haechi_agent::protocol::{SecretEnv, Stream};
-pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use dryrun::{DryRun, DryRunNode, DryRunRequest};
 pub use groups::{
     script_attr_keys, substitute_attrs, InstanceTargets, NodeGroup, NodeGroupSpec, SkippedNode,
     TaskTargets,
 };
+pub use haechi_agent::protocol::{SecretEnv, Stream};
+pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RerunOptions, RunEnvSource, StartedInTx};
-pub use windows::{OutsideWindow, RunWindow, StartError};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
+pub use windows::{OutsideWindow, RunWindow, StartError};
 
 /// Something that happened to an instance, for observers (workflow engine, output followers).
 #[derive(Debug, Clone)]

@@ -123,12 +123,12 @@ async fn tick_once(
 ) -> Result<()> {
     let rows: Vec<Scheduled> = read!(exec.store, |db| {
         sqlx::query_as(
-        "SELECT t.id, r.revision_no, r.schedule, r.schedule_tz, r.arguments, t.apprv_at \
+            "SELECT t.id, r.revision_no, r.schedule, r.schedule_tz, r.arguments, t.apprv_at \
          FROM tasks t JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no \
-         WHERE r.schedule IS NOT NULL AND r.exec_scheduler = 'E' AND t.apprv_status = 'A'"
-    )
-    .fetch_all(db)
-    .await
+         WHERE r.schedule IS NOT NULL AND r.exec_scheduler = 'E' AND t.apprv_status = 'A'",
+        )
+        .fetch_all(db)
+        .await
     })?;
     let now = now_ms();
     let grace = exec.cfg.tasks.misfire_grace_secs as i64 * 1000;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use crate::groups::{check_attributes, TaskTargets};
 use crate::model::{Listed, Paging, Task, TaskFilter};
-use crate::windows::RunWindow;
 use crate::nodes::check_id;
 use crate::sql::{bind_args, Arg, Where};
+use crate::windows::RunWindow;
 use crate::Exec;
 
 /// A task definition (`POST /api/v1/tasks`, `PUT /api/v1/tasks/{id}`). On `PUT`, an absent
@@ -114,7 +114,8 @@ pub(crate) fn task_select() -> String {
 
 impl From<TaskRow> for Task {
     fn from(r: TaskRow) -> Task {
-        let target_node_ids: Vec<String> = serde_json::from_str(&r.target_nodes).unwrap_or_default();
+        let target_node_ids: Vec<String> =
+            serde_json::from_str(&r.target_nodes).unwrap_or_default();
         Task {
             targets: TaskTargets {
                 nodes: target_node_ids.clone(),
@@ -310,7 +311,8 @@ impl Exec {
             None => (
                 spec.target_node_ids
                     .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default()),
-                base.map(|b| b.targets.node_groups.clone()).unwrap_or_default(),
+                base.map(|b| b.targets.node_groups.clone())
+                    .unwrap_or_default(),
                 base.map(|b| b.targets.labels.clone()).unwrap_or_default(),
             ),
         };
@@ -446,7 +448,9 @@ impl Exec {
             if found.is_none() {
                 return Err(Error::field(
                     "targets.nodeGroups",
-                    format_args!("node group '{g}' does not exist (GET /api/v1/node-groups lists them)"),
+                    format_args!(
+                        "node group '{g}' does not exist (GET /api/v1/node-groups lists them)"
+                    ),
                 ));
             }
         }
@@ -460,7 +464,9 @@ impl Exec {
             if found.is_none() {
                 return Err(Error::field(
                     "runnerGroups",
-                    format_args!("user group '{g}' does not exist (GET /api/v1/user-groups lists them)"),
+                    format_args!(
+                        "user group '{g}' does not exist (GET /api/v1/user-groups lists them)"
+                    ),
                 ));
             }
         }

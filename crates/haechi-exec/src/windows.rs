@@ -190,7 +190,10 @@ impl Parsed {
             ) else {
                 continue;
             };
-            let (o, c) = (o.timestamp().as_millisecond(), c.timestamp().as_millisecond());
+            let (o, c) = (
+                o.timestamp().as_millisecond(),
+                c.timestamp().as_millisecond(),
+            );
             // 24:00 is the last representable instant of the day: include it.
             let c = if self.end == Time::MAX { c + 1 } else { c };
             out.push((o, c));

@@ -84,10 +84,7 @@ impl Identity {
         let mut seen = BTreeSet::new();
         for (i, m) in members.iter().enumerate() {
             if m.is_empty() || m.len() > 256 {
-                return Err(Error::field(
-                    format!("members[{i}]"),
-                    "must be a user id",
-                ));
+                return Err(Error::field(format!("members[{i}]"), "must be a user id"));
             }
             if !seen.insert(m.as_str()) {
                 return Err(Error::field(
@@ -225,27 +222,34 @@ impl Identity {
         .execute(&mut *c)
         .await
         .map(|_| ()))?;
-        let deleted = in_tx!(tx, |c| sqlx::query("DELETE FROM user_groups WHERE name = $1")
-            .bind(name)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let deleted = in_tx!(tx, |c| sqlx::query(
+            "DELETE FROM user_groups WHERE name = $1"
+        )
+        .bind(name)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
         if deleted == 0 {
             return Err(Error::not_found(format_args!("user group '{name}'")));
         }
-        haechi_audit::append(&mut tx, actor.event("admin", "user_group.delete").target(name))
-            .await?;
+        haechi_audit::append(
+            &mut tx,
+            actor.event("admin", "user_group.delete").target(name),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn get_user_group(&self, name: &str) -> Result<UserGroup> {
-        let row: Option<GroupRow> = read!(self.store, |db| sqlx::query_as(
+        let row: Option<GroupRow> = read!(self.store, |db| {
+            sqlx::query_as(
             "SELECT name, description, created_by, created_at, updated_at FROM user_groups WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(db)
-        .await)?;
+        .await
+        })?;
         let r = row.ok_or_else(|| Error::not_found(format_args!("user group '{name}'")))?;
         let members: Vec<String> = read!(self.store, |db| sqlx::query_scalar(
             "SELECT user_id FROM user_group_members WHERE group_name = $1 ORDER BY user_id"
@@ -265,11 +269,13 @@ impl Identity {
 
     /// Every user group, by name.
     pub async fn list_user_groups(&self) -> Result<Vec<UserGroup>> {
-        let rows: Vec<GroupRow> = read!(self.store, |db| sqlx::query_as(
+        let rows: Vec<GroupRow> = read!(self.store, |db| {
+            sqlx::query_as(
             "SELECT name, description, created_by, created_at, updated_at FROM user_groups ORDER BY name"
         )
         .fetch_all(db)
-        .await)?;
+        .await
+        })?;
         let members: Vec<(String, String)> = read!(self.store, |db| sqlx::query_as(
             "SELECT group_name, user_id FROM user_group_members ORDER BY group_name, user_id"
         )

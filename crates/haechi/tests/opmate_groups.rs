@@ -63,8 +63,8 @@ fn env() -> &'static Env {
                     &["--label", "role=was", "--label", "sys=billing"],
                 )
                 .await;
-                let b = Agent::start_with_args(s, &node_name("grp-b"), &["--label", "role=was"])
-                    .await;
+                let b =
+                    Agent::start_with_args(s, &node_name("grp-b"), &["--label", "role=was"]).await;
                 let dir = tempfile::tempdir().unwrap();
                 let labels = dir.path().join("labels");
                 std::fs::write(&labels, "# the DB server\nrole=db\n\n").unwrap();
@@ -196,12 +196,30 @@ async fn node_group_crud_and_bad_input() {
     let name = unique("crud");
     let bad = [
         (json!({ "nodes": [] }), "name"),
-        (json!({ "name": name, "nodes": ["no-such-node-x"] }), "no-such-node-x"),
-        (json!({ "name": name, "attributes": { "bad key": "v" } }), "bad key"),
-        (json!({ "name": name, "attributes": { "K": 5 } }), "attributes"),
-        (json!({ "name": name, "runWindows": [{ "start": "25:00", "end": "26:00" }] }), "runWindows[0].start"),
-        (json!({ "name": name, "runWindows": [{ "days": ["FUNDAY"], "start": "01:00", "end": "02:00" }] }), "FUNDAY"),
-        (json!({ "name": name, "runWindows": [{ "start": "01:00", "end": "02:00", "timezone": "Mars/Base" }] }), "Mars/Base"),
+        (
+            json!({ "name": name, "nodes": ["no-such-node-x"] }),
+            "no-such-node-x",
+        ),
+        (
+            json!({ "name": name, "attributes": { "bad key": "v" } }),
+            "bad key",
+        ),
+        (
+            json!({ "name": name, "attributes": { "K": 5 } }),
+            "attributes",
+        ),
+        (
+            json!({ "name": name, "runWindows": [{ "start": "25:00", "end": "26:00" }] }),
+            "runWindows[0].start",
+        ),
+        (
+            json!({ "name": name, "runWindows": [{ "days": ["FUNDAY"], "start": "01:00", "end": "02:00" }] }),
+            "FUNDAY",
+        ),
+        (
+            json!({ "name": name, "runWindows": [{ "start": "01:00", "end": "02:00", "timezone": "Mars/Base" }] }),
+            "Mars/Base",
+        ),
         (json!({ "name": "a b", "nodes": [] }), "name"),
     ];
     for (body, says) in bad {
@@ -239,7 +257,10 @@ async fn node_group_crud_and_bad_input() {
     )
     .await;
     assert_eq!(st, 200, "{g}");
-    assert_eq!(g["attributes"]["PORT"], "8080", "an absent field keeps its value");
+    assert_eq!(
+        g["attributes"]["PORT"], "8080",
+        "an absent field keeps its value"
+    );
     let mut nodes = vec![e.a.node_id.clone(), e.b.node_id.clone()];
     nodes.sort();
     assert_eq!(g["nodes"], json!(nodes));
@@ -301,7 +322,11 @@ async fn node_group_crud_and_bad_input() {
     let (st, audit) = get(s, &auditor, "/api/v1/audit?action=node_group").await;
     assert_eq!(st, 200, "{audit}");
     let text = audit.to_string();
-    for action in ["node_group.create", "node_group.update", "node_group.delete"] {
+    for action in [
+        "node_group.create",
+        "node_group.update",
+        "node_group.delete",
+    ] {
         assert!(text.contains(action), "{action}: {audit}");
     }
     assert!(text.contains(&name), "{audit}");
@@ -454,7 +479,11 @@ async fn default_targets_resolve_nodes_groups_and_labels() {
     let mut expect = vec![e.a.node_id.clone(), e.b.node_id.clone()];
     expect.sort();
     assert_eq!(body["nodeIdList"], json!(expect), "{body}");
-    assert_eq!(body["skippedNodeList"][0]["nodeId"], json!(e.disabled), "{body}");
+    assert_eq!(
+        body["skippedNodeList"][0]["nodeId"],
+        json!(e.disabled),
+        "{body}"
+    );
     assert!(
         body["skippedNodeList"][0]["reason"]
             .as_str()
@@ -620,28 +649,28 @@ async fn a_start_outside_a_window_is_refused_naming_the_next_window() {
         json!({ "runWindows": window }),
     )
     .await;
-    let (st, body) =
-        opmate_start(s, &t, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 409, "{body}");
     let msg = body["resultMsg"].as_str().unwrap().to_owned();
     assert!(msg.contains("outside the run windows"), "{msg}");
     // The next opening is in three hours, at HH:MM UTC.
     let opens = window[0]["start"].as_str().unwrap().to_owned();
-    assert!(msg.contains(&format!("{opens} UTC")), "names {opens}: {msg}");
+    assert!(
+        msg.contains(&format!("{opens} UTC")),
+        "names {opens}: {msg}"
+    );
     assert_eq!(instance_count(s, &t, &task).await, 0, "nothing created");
 
     // A node group's window: node W's group is closed now; A is not in it.
     let free = unique("free");
     approved_task(s, &t, &free, "echo free", json!({})).await;
-    let (st, body) =
-        opmate_start(s, &t, &free, json!({ "nodeIdList": [e.w.node_id] })).await;
+    let (st, body) = opmate_start(s, &t, &free, json!({ "nodeIdList": [e.w.node_id] })).await;
     assert_eq!(st, 409, "{body}");
     assert!(
         body["resultMsg"].as_str().unwrap().contains(&e.closed),
         "{body}"
     );
-    let (st, body) =
-        opmate_start(s, &t, &free, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t, &free, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 200, "{body}");
 
     // An open window (an hour before now to an hour after): it runs.
@@ -654,8 +683,7 @@ async fn a_start_outside_a_window_is_refused_naming_the_next_window() {
         json!({ "runWindows": [{ "start": utc_hhmm(-1), "end": utc_hhmm(1), "timezone": "UTC" }] }),
     )
     .await;
-    let (st, body) =
-        opmate_start(s, &t, &open, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t, &open, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 200, "{body}");
     // Bad windows are 400.
     let (st, body) = put(
@@ -714,7 +742,10 @@ async fn dry_run_on_four_nodes_with_four_reasons() {
     assert_eq!(b["script"], "echo need=@OPM_ATTR.NEED@");
     let w = by(&e.w.node_id);
     assert_eq!(w["reasonCodes"], json!(["outside_window"]), "{w}");
-    assert!(w["reasons"][0].as_str().unwrap().contains("next window opens"));
+    assert!(w["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("next window opens"));
     assert_eq!(w["script"], "echo need=from-closed");
     let d = by(&e.disabled);
     assert_eq!(d["wouldRun"], false);
@@ -789,17 +820,16 @@ async fn runner_groups_allow_one_group_and_refuse_another() {
     .await;
     assert_eq!(st, 400, "{body}");
     // A user group is an admin.users matter.
-    let (st, _) = post(s, &t1, "/api/v1/user-groups", json!({ "name": unique("x") })).await;
-    assert_eq!(st, 403);
-    let task = unique("runner");
-    approved_task(
+    let (st, _) = post(
         s,
-        &t,
-        &task,
-        "echo runner",
-        json!({ "runnerGroups": [ga] }),
+        &t1,
+        "/api/v1/user-groups",
+        json!({ "name": unique("x") }),
     )
     .await;
+    assert_eq!(st, 403);
+    let task = unique("runner");
+    approved_task(s, &t, &task, "echo runner", json!({ "runnerGroups": [ga] })).await;
     let (st, body) = post(
         s,
         &t,
@@ -809,12 +839,10 @@ async fn runner_groups_allow_one_group_and_refuse_another() {
     )
     .await;
     assert_eq!(st, 400, "{body}");
-    let (st, body) =
-        opmate_start(s, &t1, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t1, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 200, "member of {ga}: {body}");
     let no = body["taskInstanceNo"].as_i64().unwrap();
-    let (st, body) =
-        opmate_start(s, &t2, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t2, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 403, "member of {gb} only: {body}");
     assert!(body["resultMsg"].as_str().unwrap().contains(&ga), "{body}");
     assert_eq!(instance_count(s, &t, &task).await, 1);
@@ -845,8 +873,7 @@ async fn runner_groups_allow_one_group_and_refuse_another() {
     )
     .await;
     assert_eq!(st, 200, "{body}");
-    let (st, body) =
-        opmate_start(s, &t2, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
+    let (st, body) = opmate_start(s, &t2, &task, json!({ "nodeIdList": [e.a.node_id] })).await;
     assert_eq!(st, 200, "{body}");
 }
 
@@ -931,7 +958,10 @@ async fn csv_export_matches_the_api() {
         ] {
             assert_eq!(row[col(key)], item[key].as_str().unwrap(), "{key}: {text}");
         }
-        assert_eq!(row[col("taskInstanceNo")], item["taskInstanceNo"].to_string());
+        assert_eq!(
+            row[col("taskInstanceNo")],
+            item["taskInstanceNo"].to_string()
+        );
         assert_eq!(row[col("execNo")], item["execNo"].to_string());
         assert_eq!(row[col("exitCd")], item["exitCd"].to_string());
         assert_eq!(row[col("stdout")], out_text(item));
