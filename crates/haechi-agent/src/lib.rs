@@ -65,6 +65,9 @@ pub struct AgentOptions {
     pub limits: Limits,
     /// Reported as `agentVer`.
     pub agent_ver: String,
+    /// The node's own labels (`--label KEY=VALUE`, `--labels-file`), reported with `os`,
+    /// `arch` and `hostname`; node groups' attributes override them in scripts.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The agent: its journal and the executions it holds.

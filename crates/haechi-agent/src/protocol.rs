@@ -79,6 +79,13 @@ pub enum AgentMsg {
         hostname: String,
         /// Every execution in the agent's journal (running, or finished and not yet acknowledged).
         jobs: Vec<i64>,
+        /// The node's labels: `os`, `arch`, `hostname` and the agent's configured ones
+        /// (absent from older agents).
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+        /// The OS users the agent can run scripts as (absent: unknown).
+        #[serde(default)]
+        os_users: Option<Vec<String>>,
     },
     /// Sent every `heartbeat_secs`.
     Heartbeat,

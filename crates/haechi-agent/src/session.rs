@@ -154,6 +154,8 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential) -> Result<Ended, AgentEr
         ip,
         hostname: sysinfo::hostname(),
         jobs: agent.job_ids(),
+        labels: sysinfo::labels(&agent.opts.labels),
+        os_users: Some(sysinfo::os_users()),
     };
     send_json(&mut sink, &hello).await?;
 

@@ -314,6 +314,8 @@ async fn simulate(
         ip: "127.0.0.1".into(),
         hostname: cred.node_id.clone(),
         jobs: vec![],
+        labels: Default::default(),
+        os_users: None,
     };
     if sink
         .send(Message::text(

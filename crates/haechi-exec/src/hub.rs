@@ -354,6 +354,8 @@ impl Exec {
             ip,
             hostname,
             jobs,
+            labels,
+            os_users,
         }) = hello
         else {
             outbound.close("expected a hello");
@@ -370,12 +372,30 @@ impl Exec {
             (clip(agent_ver), clip(os_name), clip(ip), clip(hostname));
         // What the agent says of itself is its own text: the log format escapes it.
         tracing::info!(%node_id, %hostname, %agent_ver, %os_name, %ip, jobs = jobs.len(), "agent connected");
+        // Labels and users are the agent's own words too: keep what is well formed.
+        let labels: std::collections::BTreeMap<String, String> = labels
+            .into_iter()
+            .filter(|(k, v)| {
+                crate::groups::check_key("labels", k).is_ok()
+                    && v.len() <= crate::groups::MAX_VALUE_BYTES
+                    && !v.contains('\0')
+            })
+            .take(crate::groups::MAX_ATTRIBUTES)
+            .collect();
+        let os_users = os_users.map(|u| {
+            u.into_iter()
+                .filter(|n| !n.is_empty() && n.len() <= 64)
+                .take(10_000)
+                .collect::<Vec<_>>()
+        });
         let _ = self.writer.send(Op::NodeSeen {
             node_id: node_id.clone(),
             agent_ver,
             os_name,
             ip,
             hostname,
+            labels: serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
+            os_users: os_users.map(|u| serde_json::to_string(&u).unwrap_or_else(|_| "[]".into())),
             at: now_ms(),
         });
         let (resume, ack) = match self.reconcile(&node_id, &jobs).await {

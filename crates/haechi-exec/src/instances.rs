@@ -11,6 +11,7 @@ use crate::model::*;
 use crate::nodes::check_id;
 use crate::sql::{bind_args, Arg, Where};
 use crate::tasks::check_arguments;
+use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::Exec;
 use crate::SecretEnv;
 
@@ -57,11 +58,12 @@ struct InstanceRow {
     next_task_id: String,
     next_instance_no: Option<i64>,
     prev_instance_no: Option<i64>,
+    targets: Option<String>,
 }
 
 const INSTANCE_COLUMNS: &str =
     "instance_no, task_id, revision_no, runner_id, runner_gubun, origin, arguments, start_at, \
-                                end_at, next_task_id, next_instance_no, prev_instance_no";
+                                end_at, next_task_id, next_instance_no, prev_instance_no, targets";
 
 impl From<InstanceRow> for Instance {
     fn from(r: InstanceRow) -> Instance {
@@ -78,6 +80,7 @@ impl From<InstanceRow> for Instance {
             next_task_id: r.next_task_id,
             next_task_instance_no: r.next_instance_no,
             prev_task_instance_no: r.prev_instance_no,
+            targets: r.targets.and_then(|t| serde_json::from_str(&t).ok()),
         }
     }
 }
@@ -89,6 +92,7 @@ struct ExecRow {
     task_id: String,
     node_id: String,
     exec_no: i64,
+    revision_no: i64,
     status: String,
     result_cd: Option<String>,
     exit_cd: Option<i64>,
@@ -104,7 +108,8 @@ struct ExecRow {
     cancel_requested: bool,
 }
 
-const EXEC_SELECT: &str = "SELECT e.id AS exec_id, e.instance_no, i.task_id, e.node_id, e.exec_no, e.status, e.result_cd, \
+const EXEC_SELECT: &str = "SELECT e.id AS exec_id, e.instance_no, i.task_id, e.node_id, e.exec_no, \
+     COALESCE(e.revision_no, i.revision_no) AS revision_no, e.status, e.result_cd, \
      e.exit_cd, e.reason, e.runner_id, e.runner_gubun, e.created_at, e.start_at, e.end_at, e.out_len, e.err_len, \
      e.truncated, e.cancel_requested FROM node_executions e JOIN task_instances i ON i.instance_no = e.instance_no";
 
@@ -116,6 +121,7 @@ impl From<ExecRow> for NodeExecution {
             task_id: r.task_id,
             node_id: r.node_id,
             exec_no: r.exec_no,
+            revision_no: r.revision_no,
             status: ExecStatus::parse(&r.status).unwrap_or(ExecStatus::Lost),
             result_cd: r.result_cd,
             exit_cd: r.exit_cd,
@@ -146,7 +152,17 @@ struct RevisionRow {
     next_task_id: String,
     apprv_status: String,
     revision_no: i64,
+    target_nodes: String,
+    target_groups: String,
+    target_labels: String,
+    run_windows: String,
+    runner_groups: String,
 }
+
+const REVISION_SELECT: &str = "SELECT r.script_name, r.script, r.os_user, r.timeout_secs, r.exec_ondemand, \
+     r.exec_scheduler, r.exec_task, r.next_task_id, t.apprv_status, r.revision_no, r.target_nodes, r.target_groups, \
+     r.target_labels, r.run_windows, r.runner_groups FROM tasks t \
+     JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no WHERE t.id = $1";
 
 /// A WAIT execution, joined with what its `Run` needs.
 #[derive(sqlx::FromRow)]
@@ -164,13 +180,27 @@ struct PendingRow {
     timeout_secs: i64,
     /// JSON array of the names of the run's vault environment variables, if it has any.
     env_names: Option<String>,
+    /// JSON object of the attributes the script names (`@OPM_ATTR.KEY@`), if it names any.
+    attrs: Option<String>,
 }
 
 const PENDING_SELECT: &str =
-    "SELECT e.id AS exec_id, e.node_id, e.exec_no, e.instance_no, i.task_id, i.revision_no, \
-     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs, i.env_names FROM node_executions e \
+    "SELECT e.id AS exec_id, e.node_id, e.exec_no, e.instance_no, i.task_id, r.revision_no, \
+     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs, i.env_names, e.attrs FROM node_executions e \
      JOIN task_instances i ON i.instance_no = e.instance_no \
-     JOIN task_revisions r ON r.task_id = i.task_id AND r.revision_no = i.revision_no";
+     JOIN task_revisions r ON r.task_id = i.task_id AND r.revision_no = COALESCE(e.revision_no, i.revision_no)";
+
+/// How a per-node re-run treats a task edited since the instance ran.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RerunOptions {
+    /// Run the task's current revision when it is newer than the instance's (without it such
+    /// a re-run is refused with a 409 naming both revisions).
+    pub use_latest_revision: bool,
+}
+
+/// The attributes of the keys a script names, for each node, or the reason a node cannot run.
+type NodeScriptAttrs =
+    std::collections::HashMap<String, std::result::Result<Option<String>, String>>;
 
 /// On PostgreSQL, locks an instance's row until the transaction ends.
 async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
@@ -188,6 +218,14 @@ async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
 
 impl Exec {
     fn run_spec(&self, p: PendingRow) -> (String, RunSpec) {
+        let script = match p.attrs.as_deref() {
+            Some(a) => {
+                let attrs: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(a).unwrap_or_default();
+                crate::groups::substitute_attrs(&p.script, &attrs)
+            }
+            None => p.script,
+        };
         let needs_env = p.env_names.as_deref().is_some_and(|n| n != "[]");
         // A re-run (execNo > 1) gets only what was read for it, as the person who asked for
         // it; never the values read for the instance's starter.
@@ -223,7 +261,7 @@ impl Exec {
                 instance_no: p.instance_no,
                 exec_no: p.exec_no,
                 script_name: p.script_name,
-                script: p.script,
+                script,
                 args: serde_json::from_str(&p.arguments).unwrap_or_default(),
                 os_user: p.os_user,
                 timeout_secs: p.timeout_secs.max(0) as u64,
@@ -236,48 +274,47 @@ impl Exec {
 
     /// Stores a new instance and its node executions (all `WAIT`) inside `tx`. Every check
     /// comes before the first write, so a refused start leaves `tx` untouched.
+    ///
+    /// With no `node_ids`, the task's default targets are resolved now (disabled target nodes
+    /// are left out and recorded on the instance). Outside a run window of the task or of a
+    /// node's group the start is refused with [`StartError::OutsideWindow`]. A node whose
+    /// script names an attribute it does not have ends `F` at once, naming the key, and is
+    /// never sent to its agent; the other nodes run.
     pub(crate) async fn create_instance_in_tx(
         &self,
         tx: &mut Tx,
         req: &StartInstance,
         prev: Option<i64>,
         actor: Option<&Actor>,
-    ) -> Result<Created> {
+    ) -> std::result::Result<Created, StartError> {
         check_id("taskId", &req.task_id)?;
-        if req.node_ids.is_empty() {
-            return Err(Error::field("nodeIdList", "must name at least one node"));
-        }
         if req.node_ids.len() > MAX_NODES {
             return Err(Error::field(
                 "nodeIdList",
                 format_args!("at most {MAX_NODES} nodes per instance"),
-            ));
+            )
+            .into());
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in req.node_ids.iter().enumerate() {
             check_id(&format!("nodeIdList[{i}]"), n)?;
             if !seen.insert(n.as_str()) {
-                return Err(Error::field(
-                    "nodeIdList",
-                    format_args!("lists node '{n}' twice"),
-                ));
+                return Err(
+                    Error::field("nodeIdList", format_args!("lists node '{n}' twice")).into(),
+                );
             }
         }
         check_arguments("arguments", &req.arguments)?;
         if let Some(o) = &req.origin {
             if o.len() > 512 {
-                return Err(Error::field("origin", "must be at most 512 bytes"));
+                return Err(Error::field("origin", "must be at most 512 bytes").into());
             }
         }
         let rev: Option<RevisionRow> = in_tx!(tx, |c| {
-            sqlx::query_as(
-            "SELECT r.script_name, r.script, r.os_user, r.timeout_secs, r.exec_ondemand, r.exec_scheduler, r.exec_task, \
-             r.next_task_id, t.apprv_status, r.revision_no FROM tasks t \
-             JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no WHERE t.id = $1"
-        )
-        .bind(&req.task_id)
-        .fetch_optional(&mut *c)
-        .await
+            sqlx::query_as(REVISION_SELECT)
+                .bind(&req.task_id)
+                .fetch_optional(&mut *c)
+                .await
         })?;
         let task_id = &req.task_id;
         let rev = rev.ok_or_else(|| Error::not_found(format_args!("task '{task_id}'")))?;
@@ -285,7 +322,8 @@ impl Exec {
             return Err(Error::conflict(format!(
                 "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
                 rev.apprv_status
-            )));
+            ))
+            .into());
         }
         let (flag, name, how) = match req.runner_gubun {
             RunnerGubun::User => (&rev.exec_ondemand, "execOndemand", "started on demand"),
@@ -303,16 +341,83 @@ impl Exec {
         if flag != "E" {
             return Err(Error::conflict(format!(
                 "task '{task_id}' has {name} = {flag}: it may not be {how}"
-            )));
+            ))
+            .into());
         }
-        Self::check_nodes_runnable(tx, &req.node_ids).await?;
-
+        if req.runner_gubun == RunnerGubun::User {
+            if let Some(a) = actor {
+                Self::check_runner_in_tx(tx, task_id, &rev.runner_groups, &a.user_id).await?;
+            }
+        }
+        let (node_ids, targets) = if req.node_ids.is_empty() {
+            let targets = crate::groups::TaskTargets {
+                nodes: serde_json::from_str(&rev.target_nodes).unwrap_or_default(),
+                node_groups: serde_json::from_str(&rev.target_groups).unwrap_or_default(),
+                labels: serde_json::from_str(&rev.target_labels).unwrap_or_default(),
+            };
+            if targets.is_empty() {
+                return Err(Error::field(
+                    "nodeIdList",
+                    format_args!(
+                        "must name at least one node: task '{task_id}' has no default targets \
+                         (set its targets to run it without a node list)"
+                    ),
+                )
+                .into());
+            }
+            let (nodes, skipped) = Self::resolve_targets_in_tx(tx, task_id, &targets).await?;
+            if nodes.is_empty() {
+                let why = if skipped.is_empty() {
+                    "they match no node".to_owned()
+                } else {
+                    skipped
+                        .iter()
+                        .map(|s| format!("'{}': {}", s.node_id, s.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                return Err(Error::conflict(format!(
+                    "task '{task_id}': no node of its targets can run it now ({why})"
+                ))
+                .into());
+            }
+            if nodes.len() > MAX_NODES {
+                return Err(Error::conflict(format!(
+                    "task '{task_id}': its targets resolve to {} nodes, more than {MAX_NODES} per instance",
+                    nodes.len()
+                ))
+                .into());
+            }
+            let report = crate::groups::InstanceTargets {
+                source: "targets".into(),
+                targets: Some(targets),
+                nodes: nodes.clone(),
+                skipped,
+            };
+            (nodes, report)
+        } else {
+            Self::check_nodes_runnable(tx, &req.node_ids).await?;
+            let report = crate::groups::InstanceTargets {
+                source: "request".into(),
+                targets: None,
+                nodes: req.node_ids.clone(),
+                skipped: Vec::new(),
+            };
+            (req.node_ids.clone(), report)
+        };
         let now = now_ms();
+        let task_windows: Vec<RunWindow> =
+            serde_json::from_str(&rev.run_windows).unwrap_or_default();
+        self.check_windows_in_tx(tx, task_id, &task_windows, &node_ids, now)
+            .await?;
+        let attrs = self.script_attrs_in_tx(tx, &rev.script, &node_ids).await?;
+
         let args = serde_json::to_string(&req.arguments)?;
+        let targets_json = serde_json::to_string(&targets)?;
         let no: i64 = in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO task_instances (task_id, revision_no, runner_id, runner_gubun, origin, arguments, start_at, \
-             next_task_id, prev_instance_no) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING instance_no"
+             next_task_id, prev_instance_no, targets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING instance_no"
         )
         .bind(task_id)
         .bind(rev.revision_no)
@@ -323,11 +428,13 @@ impl Exec {
         .bind(now)
         .bind(&rev.next_task_id)
         .bind(prev)
+        .bind(&targets_json)
         .fetch_one(&mut *c)
         .await
         })?;
-        let mut ids: Vec<(i64, String)> = Vec::with_capacity(req.node_ids.len());
-        for chunk in req.node_ids.chunks(100) {
+        let mut ids: Vec<(i64, String)> = Vec::with_capacity(node_ids.len());
+        let mut failed_nodes = 0usize;
+        for chunk in node_ids.chunks(100) {
             let mut w = Where::default();
             let pno = w.arg(Arg::Int(no));
             let pnow = w.arg(Arg::Int(now));
@@ -337,18 +444,51 @@ impl Exec {
                 .iter()
                 .map(|n| {
                     let pn = w.arg(Arg::Text(n.clone()));
-                    format!("({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow})")
+                    match attrs.get(n) {
+                        Some(Err(reason)) => {
+                            failed_nodes += 1;
+                            let pr = w.arg(Arg::Text(reason.clone()));
+                            format!(
+                                "({pno}, {pn}, 1, TRUE, 'END', {prid}, {pg}, {pnow}, 'F', -1, {pr}, {pnow}, NULL)"
+                            )
+                        }
+                        Some(Ok(Some(a))) => {
+                            let pa = w.arg(Arg::Text(a.clone()));
+                            format!(
+                                "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, {pa})"
+                            )
+                        }
+                        _ => format!(
+                            "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, NULL)"
+                        ),
+                    }
                 })
                 .collect();
             let sql = format!(
                 "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, \
-                 created_at) VALUES {} RETURNING id, node_id",
+                 created_at, result_cd, exit_cd, reason, end_at, attrs) VALUES {} RETURNING id, node_id, status",
                 rows.join(", ")
             );
-            let got: Vec<(i64, String)> = in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
-                .fetch_all(&mut *c)
-                .await)?;
-            ids.extend(got);
+            let got: Vec<(i64, String, String)> =
+                in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
+                    .fetch_all(&mut *c)
+                    .await)?;
+            ids.extend(
+                got.into_iter()
+                    .filter(|(_, _, st)| st == "WAIT")
+                    .map(|(id, node, _)| (id, node)),
+            );
+        }
+        let all_failed = ids.is_empty();
+        if all_failed {
+            in_tx!(tx, |c| sqlx::query(
+                "UPDATE task_instances SET end_at = $2 WHERE instance_no = $1"
+            )
+            .bind(no)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))?;
         }
         let event = match actor {
             Some(a) => a.event("opmate", "task.instance.create"),
@@ -361,13 +501,18 @@ impl Exec {
                 .detail(serde_json::json!({
                     "taskId": task_id, "taskInstanceNo": no, "revisionNo": rev.revision_no,
                     "runnerGubun": req.runner_gubun.as_str(), "runnerId": req.runner_id,
-                    "nodes": req.node_ids.len(), "origin": req.origin,
+                    "nodes": node_ids.len(), "origin": req.origin, "targetsSource": targets.source,
+                    "skippedNodes": targets.skipped, "attributeFailures": failed_nodes,
                 })),
         )
         .await?;
         let runs = ids
             .into_iter()
             .map(|(exec_id, node_id)| {
+                let attrs = match attrs.get(&node_id) {
+                    Some(Ok(a)) => a.clone(),
+                    _ => None,
+                };
                 self.run_spec(PendingRow {
                     exec_id,
                     node_id,
@@ -381,6 +526,7 @@ impl Exec {
                     os_user: rev.os_user.clone(),
                     timeout_secs: rev.timeout_secs,
                     env_names: None,
+                    attrs,
                 })
             })
             .collect();
@@ -393,12 +539,121 @@ impl Exec {
             origin: req.origin.clone(),
             arguments: req.arguments.clone(),
             start_at: now,
-            end_at: None,
+            end_at: all_failed.then_some(now),
             next_task_id: rev.next_task_id,
             next_task_instance_no: None,
             prev_task_instance_no: prev,
+            targets: Some(targets),
         };
         Ok(Created { instance, runs })
+    }
+
+    /// A task with runner groups starts only for a member of one of them.
+    pub(crate) async fn check_runner_in_tx(
+        tx: &mut Tx,
+        task_id: &str,
+        runner_groups_json: &str,
+        user_id: &str,
+    ) -> Result<()> {
+        let groups: Vec<String> = serde_json::from_str(runner_groups_json).unwrap_or_default();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mine: Vec<String> = in_tx!(tx, |c| sqlx::query_scalar(
+            "SELECT group_name FROM user_group_members WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .fetch_all(&mut *c)
+        .await)?;
+        if groups.iter().any(|g| mine.contains(g)) {
+            return Ok(());
+        }
+        Err(Error::forbidden(format!(
+            "task '{task_id}' may be started only by members of its runner groups ({}); '{user_id}' is in none of them",
+            groups.join(", ")
+        )))
+    }
+
+    /// Refuses a start at `at` outside the task's run windows or those of a group of one of
+    /// `nodes`, naming the next opening.
+    pub(crate) async fn check_windows_in_tx(
+        &self,
+        tx: &mut Tx,
+        task_id: &str,
+        task_windows: &[RunWindow],
+        nodes: &[String],
+        at: i64,
+    ) -> std::result::Result<(), StartError> {
+        if let Some(w) =
+            self.window_refusal(task_id, &format!("task '{task_id}'"), task_windows, at)
+        {
+            return Err(StartError::OutsideWindow(w));
+        }
+        for (node, group, windows) in Self::group_windows_in_tx(tx, nodes).await? {
+            let scope = format!("node group '{group}' (of node '{node}')");
+            if let Some(w) = self.window_refusal(task_id, &scope, &windows, at) {
+                return Err(StartError::OutsideWindow(w));
+            }
+        }
+        Ok(())
+    }
+
+    /// `Some` when `at` is outside `windows` (none: always inside).
+    pub(crate) fn window_refusal(
+        &self,
+        task_id: &str,
+        scope: &str,
+        windows: &[RunWindow],
+        at: i64,
+    ) -> Option<OutsideWindow> {
+        let off = self.cfg.utc_offset_secs;
+        match crate::windows::check(&crate::windows::parse(windows, off), at) {
+            WindowState::Open => None,
+            WindowState::Closed { next_open } => {
+                let next = match next_open {
+                    Some(ms) => format!(
+                        "the next window opens at {}",
+                        crate::windows::describe_opening(ms, windows, off)
+                    ),
+                    None => "no window opens in the next two weeks".to_owned(),
+                };
+                Some(OutsideWindow {
+                    task_id: task_id.to_owned(),
+                    scope: scope.to_owned(),
+                    next_open,
+                    message: format!(
+                        "task '{task_id}' may not start now: it is outside the run windows of {scope}; {next}"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// For a script that names attributes: each node's attributes as JSON (only the keys
+    /// named), or why the node cannot run (a missing key). `Ok(None)` for every node of a
+    /// script that names none.
+    pub(crate) async fn script_attrs_in_tx(
+        &self,
+        tx: &mut Tx,
+        script: &str,
+        nodes: &[String],
+    ) -> Result<NodeScriptAttrs> {
+        let keys = crate::groups::script_attr_keys(script);
+        let mut out = NodeScriptAttrs::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let all = Self::node_attrs_in_tx(tx, nodes).await?;
+        let none = crate::groups::NodeAttrs::default();
+        for n in nodes {
+            let a = all.get(n).unwrap_or(&none);
+            let v = match a.pick(&keys) {
+                Ok(m) => Ok(Some(serde_json::to_string(&m)?)),
+                Err(missing) => Err(a.missing_message(n, &missing)),
+            };
+            out.insert(n.clone(), v);
+        }
+        Ok(out)
     }
 
     /// Starts a task on nodes: checks it may run there (task exists, approved, the flag of the
@@ -418,6 +673,22 @@ impl Exec {
         Ok(created.instance)
     }
 
+    /// [`Exec::start_instance_in_tx`] with the refusal typed: a start outside a run window is
+    /// [`StartError::OutsideWindow`] (a scheduler skips and audits such a fire), anything else
+    /// [`StartError::Refused`]. A refusal leaves `tx` untouched.
+    pub async fn try_start_instance_in_tx(
+        &self,
+        tx: &mut Tx,
+        actor: Option<&Actor>,
+        req: &StartInstance,
+    ) -> std::result::Result<StartedInTx, StartError> {
+        let created = self.create_instance_in_tx(tx, req, None, actor).await?;
+        Ok(StartedInTx {
+            instance: created.instance,
+            runs: created.runs,
+        })
+    }
+
     /// [`Exec::start_instance`] inside the caller's transaction, for the workflow engine: it
     /// stores a step's attempt and the task instance it starts in one commit, so that a crash
     /// can never leave an attempt whose instance is unknown (and started again). Every check
@@ -429,11 +700,7 @@ impl Exec {
         actor: Option<&Actor>,
         req: &StartInstance,
     ) -> Result<StartedInTx> {
-        let created = self.create_instance_in_tx(tx, req, None, actor).await?;
-        Ok(StartedInTx {
-            instance: created.instance,
-            runs: created.runs,
-        })
+        Ok(self.try_start_instance_in_tx(tx, actor, req).await?)
     }
 
     /// [`Exec::start_instance_in_tx`] for runs that get environment variables (a workflow task
@@ -468,7 +735,10 @@ impl Exec {
                 ));
             }
         }
-        let mut created = self.create_instance_in_tx(tx, req, None, actor).await?;
+        let mut created = self
+            .create_instance_in_tx(tx, req, None, actor)
+            .await
+            .map_err(Error::from)?;
         let no = created.instance.task_instance_no;
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         let names = serde_json::to_string(&names)?;
@@ -570,6 +840,20 @@ impl Exec {
     /// `env_from_vault`) gets them read again as `actor`, each read checked and audited by the
     /// vault, before anything is stored: someone who may not use a value cannot re-run it.
     pub async fn rerun_node(&self, actor: &Actor, no: i64, node_id: &str) -> Result<NodeExecution> {
+        self.rerun_node_with(actor, no, node_id, RerunOptions::default())
+            .await
+    }
+
+    /// [`Exec::rerun_node`] with options. A task edited since the instance ran (its current
+    /// revision is newer than the instance's) is refused with a 409 naming both revisions,
+    /// unless `opts.use_latest_revision` asks for the current revision explicitly.
+    pub async fn rerun_node_with(
+        &self,
+        actor: &Actor,
+        no: i64,
+        node_id: &str,
+        opts: RerunOptions,
+    ) -> Result<NodeExecution> {
         let env = self.env_for_rerun(actor, no).await?;
         let actor = actor.clone();
         let node = node_id.to_owned();
@@ -579,6 +863,7 @@ impl Exec {
                 node_id: node,
                 actor,
                 env,
+                opts,
                 reply,
             })
             .await?;
@@ -593,15 +878,16 @@ impl Exec {
         no: i64,
         node_id: &str,
         env: Option<std::sync::Arc<Vec<SecretEnv>>>,
+        opts: RerunOptions,
     ) -> Result<(String, RunSpec)> {
         lock_instance(tx, no).await?;
-        let inst: Option<(String,)> = in_tx!(tx, |c| sqlx::query_as(
-            "SELECT task_id FROM task_instances WHERE instance_no = $1"
+        let inst: Option<(String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+            "SELECT task_id, revision_no FROM task_instances WHERE instance_no = $1"
         )
         .bind(no)
         .fetch_optional(&mut *c)
         .await)?;
-        let (task_id,) =
+        let (task_id, instance_rev) =
             inst.ok_or_else(|| Error::not_found(format_args!("task instance {no}")))?;
         let last: Option<(i64, i64, String)> = in_tx!(tx, |c| {
             sqlx::query_as(
@@ -620,19 +906,44 @@ impl Exec {
                 "node '{node_id}' of task instance {no} is still {status} (execNo {last_no}); wait for it or cancel it first"
             )));
         }
-        let apprv: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
-            "SELECT apprv_status FROM tasks WHERE id = $1"
-        )
-        .bind(&task_id)
-        .fetch_optional(&mut *c)
-        .await)?;
-        if apprv.as_deref() != Some("A") {
+        let rev: Option<RevisionRow> = in_tx!(tx, |c| sqlx::query_as(REVISION_SELECT)
+            .bind(&task_id)
+            .fetch_optional(&mut *c)
+            .await)?;
+        let rev = rev.ok_or_else(|| Error::not_found(format_args!("task '{task_id}'")))?;
+        // The OPMATE manual's rule: a re-run runs what the instance ran; once the task has a
+        // newer revision that is no longer the task as it is, so say so rather than run either.
+        if rev.revision_no != instance_rev && !opts.use_latest_revision {
             return Err(Error::conflict(format!(
-                "task '{task_id}' is not approved now (apprvStatus {}); only an approved task runs",
-                apprv.unwrap_or_default()
+                "task '{task_id}' is at revision {} now, but task instance {no} ran revision {instance_rev}: \
+                 a per-node re-run would not run what the instance ran. Re-run with useLatestRevision=Y to \
+                 run revision {} on node '{node_id}', or start a new instance",
+                rev.revision_no, rev.revision_no
             )));
         }
-        Self::check_nodes_runnable(tx, &[node_id.to_owned()]).await?;
+        if rev.apprv_status != "A" {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' is not approved now (apprvStatus {}); only an approved task runs",
+                rev.apprv_status
+            )));
+        }
+        Self::check_runner_in_tx(tx, &task_id, &rev.runner_groups, &actor.user_id).await?;
+        let node_list = [node_id.to_owned()];
+        Self::check_nodes_runnable(tx, &node_list).await?;
+        let windows: Vec<RunWindow> = serde_json::from_str(&rev.run_windows).unwrap_or_default();
+        self.check_windows_in_tx(tx, &task_id, &windows, &node_list, now_ms())
+            .await
+            .map_err(Error::from)?;
+        let attrs = match self
+            .script_attrs_in_tx(tx, &rev.script, &node_list)
+            .await?
+            .remove(node_id)
+        {
+            Some(Err(reason)) => return Err(Error::conflict(reason)),
+            Some(Ok(a)) => a,
+            None => None,
+        };
+        let run_rev = (rev.revision_no != instance_rev).then_some(rev.revision_no);
         let now = now_ms();
         in_tx!(tx, |c| sqlx::query(
             "UPDATE node_executions SET latest = FALSE WHERE id = $1"
@@ -643,14 +954,16 @@ impl Exec {
         .map(|_| ()))?;
         let exec_id: i64 = in_tx!(tx, |c| {
             sqlx::query_scalar(
-            "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, created_at) \
-             VALUES ($1, $2, $3, TRUE, 'WAIT', $4, 'U', $5) RETURNING id"
+            "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, created_at, \
+             attrs, revision_no) VALUES ($1, $2, $3, TRUE, 'WAIT', $4, 'U', $5, $6, $7) RETURNING id"
         )
         .bind(no)
         .bind(node_id)
         .bind(last_no + 1)
         .bind(&actor.user_id)
         .bind(now)
+        .bind(&attrs)
+        .bind(run_rev)
         .fetch_one(&mut *c)
         .await
         })?;
@@ -666,7 +979,10 @@ impl Exec {
             actor
                 .event("opmate", "task.instance.rerun")
                 .target(format!("{task_id}#{no}"))
-                .detail(serde_json::json!({ "nodeId": node_id, "execNo": last_no + 1 })),
+                .detail(serde_json::json!({
+                    "nodeId": node_id, "execNo": last_no + 1, "revisionNo": rev.revision_no,
+                    "instanceRevisionNo": instance_rev,
+                })),
         )
         .await?;
         let sql = format!("{PENDING_SELECT} WHERE e.id = $1");
@@ -875,7 +1191,8 @@ impl Exec {
                 .map(|_| ()))?;
                 Ok((true, Some(created)))
             }
-            Err(e) if e.code != haechi_types::Code::Internal => {
+            Err(e) if e.code() != haechi_types::Code::Internal => {
+                let e = e.into_error();
                 tracing::warn!(instance = no, next = %next_task_id, "task chain not started: {}", e.message);
                 haechi_audit::append(
                     tx,
@@ -889,7 +1206,7 @@ impl Exec {
                 .await?;
                 Ok((true, None))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into_error()),
         }
     }
 

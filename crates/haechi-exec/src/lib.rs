@@ -20,6 +20,8 @@
 //! [`Exec::instances_by_origin`] to find its instances again after a restart.
 
 mod config;
+mod dryrun;
+mod groups;
 mod hub;
 mod instances;
 pub mod model;
@@ -28,6 +30,7 @@ mod nodes;
 mod scheduler;
 mod sql;
 mod tasks;
+mod windows;
 mod writer;
 
 use std::collections::HashMap;
@@ -39,13 +42,19 @@ use haechi_types::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use config::{AgentsConfig, ExecConfig, TasksConfig};
+pub use dryrun::{DryRun, DryRunNode, DryRunRequest};
+pub use groups::{
+    script_attr_keys, substitute_attrs, InstanceTargets, NodeGroup, NodeGroupSpec, SkippedNode,
+    TaskTargets,
+};
 pub use haechi_agent::protocol::{SecretEnv, Stream};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
-pub use instances::{RunEnvSource, StartedInTx};
+pub use instances::{RerunOptions, RunEnvSource, StartedInTx};
 pub use model::*;
 pub use nodes::{EnrollmentToken, NewEnrollmentToken};
 pub use scheduler::CronSpec;
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
+pub use windows::{OutsideWindow, RunWindow, StartError};
 
 /// Something that happened to an instance, for observers (workflow engine, output followers).
 #[derive(Debug, Clone)]

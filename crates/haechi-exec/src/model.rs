@@ -112,6 +112,13 @@ pub struct Node {
     pub connected: bool,
     /// The agent's credential was revoked (it must enrol again).
     pub revoked: bool,
+    /// Labels the agent reports: `os`, `arch`, `hostname`, and the agent's own `--label
+    /// KEY=VALUE` / `--labels-file` ones. Scripts see them as `@OPM_ATTR.KEY@` (node groups'
+    /// attributes override them).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The OS users the agent can run scripts as (every user of the machine when it runs as
+    /// root, else its own); absent until an agent that reports them connects.
+    pub os_users: Option<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -139,8 +146,16 @@ pub struct Task {
     pub next_task_id: String,
     /// 0 = no timeout.
     pub timeout_secs: i64,
-    /// Nodes the scheduler runs the task on.
+    /// Nodes the scheduler runs the task on (the same list as `targets.nodes`).
     pub target_node_ids: Vec<String>,
+    /// Default targets: where an instance started without `nodeIdList` runs (and the
+    /// scheduler's), resolved when it starts.
+    pub targets: crate::groups::TaskTargets,
+    /// When the task may start; empty = any time.
+    pub run_windows: Vec<crate::windows::RunWindow>,
+    /// User groups whose members may start the task (besides the `task.execute` permission
+    /// every starter needs); empty = anyone with that permission.
+    pub runner_groups: Vec<String>,
     /// Arguments of scheduled runs.
     pub arguments: Vec<String>,
     pub description: String,
@@ -180,6 +195,9 @@ pub struct Instance {
     pub next_task_instance_no: Option<i64>,
     /// The instance whose success started this one.
     pub prev_task_instance_no: Option<i64>,
+    /// How its nodes were chosen (the task's targets resolved at the start, and the target
+    /// nodes left out with the reason); absent for instances older than this field.
+    pub targets: Option<crate::groups::InstanceTargets>,
 }
 
 /// One execution of an instance on one node (`execNo` counts re-runs from 1).
@@ -192,6 +210,8 @@ pub struct NodeExecution {
     pub task_id: String,
     pub node_id: String,
     pub exec_no: i64,
+    /// The task revision this execution runs (a re-run may run a newer one than its instance).
+    pub revision_no: i64,
     pub status: ExecStatus,
     /// `S` (exit 0) or `F`, once ended.
     pub result_cd: Option<String>,

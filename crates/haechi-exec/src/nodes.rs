@@ -52,11 +52,13 @@ pub(crate) struct NodeRow {
     missing_since: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    labels: String,
+    os_users: Option<String>,
 }
 
 const NODE_COLUMNS: &str =
     "id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
-                            heartbeat_at, missing_since, created_at, updated_at";
+                            heartbeat_at, missing_since, created_at, updated_at, labels, os_users";
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -329,6 +331,8 @@ impl Exec {
             missing_since: r.missing_since,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+            os_users: r.os_users.and_then(|u| serde_json::from_str(&u).ok()),
         }
     }
 

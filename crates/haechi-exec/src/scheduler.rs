@@ -118,7 +118,6 @@ struct Scheduled {
     revision_no: i64,
     schedule: String,
     schedule_tz: Option<String>,
-    target_nodes: String,
     arguments: String,
     apprv_at: Option<i64>,
 }
@@ -156,12 +155,12 @@ async fn tick_once(
 ) -> Result<()> {
     let rows: Vec<Scheduled> = read!(exec.store, |db| {
         sqlx::query_as(
-        "SELECT t.id, r.revision_no, r.schedule, r.schedule_tz, r.target_nodes, r.arguments, t.apprv_at \
+            "SELECT t.id, r.revision_no, r.schedule, r.schedule_tz, r.arguments, t.apprv_at \
          FROM tasks t JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no \
-         WHERE r.schedule IS NOT NULL AND r.exec_scheduler = 'E' AND t.apprv_status = 'A'"
-    )
-    .fetch_all(db)
-    .await
+         WHERE r.schedule IS NOT NULL AND r.exec_scheduler = 'E' AND t.apprv_status = 'A'",
+        )
+        .fetch_all(db)
+        .await
     })?;
     let now = now_ms();
     let grace = exec.cfg.tasks.misfire_grace_secs as i64 * 1000;
@@ -241,7 +240,8 @@ async fn fire(exec: &Exec, row: &Scheduled, due: i64) -> Result<()> {
     }
     let req = StartInstance {
         task_id: row.id.clone(),
-        node_ids: serde_json::from_str(&row.target_nodes).unwrap_or_default(),
+        // The task's targets, resolved at the fire (nodes, groups, labels).
+        node_ids: Vec::new(),
         arguments: serde_json::from_str(&row.arguments).unwrap_or_default(),
         runner_gubun: RunnerGubun::Scheduler,
         runner_id: "scheduler".into(),
@@ -262,19 +262,25 @@ async fn fire(exec: &Exec, row: &Scheduled, due: i64) -> Result<()> {
             tracing::info!(task = %row.id, instance = no, "schedule fired");
             created.runs
         }
-        Err(e) if e.code != haechi_types::Code::Internal => {
-            tracing::warn!(task = %row.id, "schedule fire skipped: {}", e.message);
+        Err(e) if e.code() != haechi_types::Code::Internal => {
+            let (reason, next_open) = match &e {
+                crate::StartError::OutsideWindow(w) => (w.message.clone(), w.next_open),
+                crate::StartError::Refused(e) => (e.message.clone(), None),
+            };
+            tracing::warn!(task = %row.id, "schedule fire skipped: {reason}");
             haechi_audit::append(
                 &mut tx,
                 haechi_audit::Event::new("system", "task.schedule.skip")
                     .target(row.id.clone())
                     .outcome(haechi_audit::Outcome::Failure)
-                    .detail(serde_json::json!({ "fireAt": due, "reason": e.message })),
+                    .detail(serde_json::json!({
+                        "fireAt": due, "reason": reason, "nextWindowOpen": next_open,
+                    })),
             )
             .await?;
             Vec::new()
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into_error()),
     };
     tx.commit().await?;
     exec.hub.dispatch(runs);

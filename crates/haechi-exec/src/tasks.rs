@@ -6,9 +6,11 @@ use haechi_store::{in_tx, read, Backend};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::Deserialize;
 
+use crate::groups::{check_attributes, TaskTargets};
 use crate::model::{Listed, Paging, Task, TaskFilter};
 use crate::nodes::check_id;
 use crate::sql::{bind_args, Arg, Where};
+use crate::windows::RunWindow;
 use crate::Exec;
 
 /// A task definition (`POST /api/v1/tasks`, `PUT /api/v1/tasks/{id}`). On `PUT`, an absent
@@ -44,6 +46,14 @@ pub struct TaskSpec {
     /// Arguments of scheduled runs.
     pub arguments: Option<Vec<String>>,
     pub description: Option<String>,
+    /// Default targets `{"nodes","nodeGroups","labels"}` (replaces all three when given;
+    /// `nodes` is the same list as `targetNodeIds`).
+    pub targets: Option<TaskTargets>,
+    /// When the task may start (`[{"days":["MON"],"start":"22:00","end":"06:00","timezone":"Asia/Seoul"}]`);
+    /// `[]` = any time.
+    pub run_windows: Option<Vec<RunWindow>>,
+    /// User groups whose members may start the task; `[]` = anyone with `task.execute`.
+    pub runner_groups: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/tasks/{id}/approval` actions.
@@ -85,12 +95,17 @@ pub(crate) struct TaskRow {
     pub description: String,
     pub revision_created_by: String,
     pub revision_created_at: i64,
+    pub target_groups: String,
+    pub target_labels: String,
+    pub run_windows: String,
+    pub runner_groups: String,
 }
 
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.owner_user_id, r.revision_no, t.apprv_status, t.apprv_user_id, \
      t.apprv_requested_by, t.apprv_comment, t.apprv_at, t.created_at, t.updated_at, r.script_name, r.script, r.os_user, \
      r.exec_ondemand, r.exec_scheduler, r.exec_task, r.schedule, r.schedule_tz, r.next_task_id, r.timeout_secs, \
-     r.target_nodes, r.arguments, r.description, r.created_by AS revision_created_by, r.created_at AS revision_created_at";
+     r.target_nodes, r.arguments, r.description, r.created_by AS revision_created_by, r.created_at AS revision_created_at, \
+     r.target_groups, r.target_labels, r.run_windows, r.runner_groups";
 
 /// The task and its revisions, joined (append conditions to the `ON` clause or a `WHERE`).
 pub(crate) fn task_select() -> String {
@@ -99,7 +114,16 @@ pub(crate) fn task_select() -> String {
 
 impl From<TaskRow> for Task {
     fn from(r: TaskRow) -> Task {
+        let target_node_ids: Vec<String> =
+            serde_json::from_str(&r.target_nodes).unwrap_or_default();
         Task {
+            targets: TaskTargets {
+                nodes: target_node_ids.clone(),
+                node_groups: serde_json::from_str(&r.target_groups).unwrap_or_default(),
+                labels: serde_json::from_str(&r.target_labels).unwrap_or_default(),
+            },
+            run_windows: serde_json::from_str(&r.run_windows).unwrap_or_default(),
+            runner_groups: serde_json::from_str(&r.runner_groups).unwrap_or_default(),
             id: r.id,
             revision_no: r.revision_no,
             owner_user_id: r.owner_user_id,
@@ -113,7 +137,7 @@ impl From<TaskRow> for Task {
             schedule_tz: r.schedule_tz,
             next_task_id: r.next_task_id,
             timeout_secs: r.timeout_secs,
-            target_node_ids: serde_json::from_str(&r.target_nodes).unwrap_or_default(),
+            target_node_ids,
             arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
             description: r.description,
             apprv_status: r.apprv_status,
@@ -155,6 +179,24 @@ struct Revision {
     target_nodes: Vec<String>,
     arguments: Vec<String>,
     description: String,
+    target_groups: Vec<String>,
+    target_labels: std::collections::BTreeMap<String, String>,
+    run_windows: Vec<RunWindow>,
+    runner_groups: Vec<String>,
+}
+
+/// A list of names (groups): each an id, none twice, at most `max`.
+fn check_names(field: &str, names: &[String], max: usize) -> Result<()> {
+    if names.len() > max {
+        return Err(Error::field(field, format_args!("at most {max} entries")));
+    }
+    for (i, n) in names.iter().enumerate() {
+        check_id(&format!("{field}[{i}]"), n)?;
+        if names[..i].contains(n) {
+            return Err(Error::field(field, format_args!("lists '{n}' twice")));
+        }
+    }
+    Ok(())
 }
 
 impl Exec {
@@ -249,9 +291,41 @@ impl Exec {
                 "must be at most 2592000 (30 days); 0 means no timeout",
             ));
         }
-        let target_nodes = spec
-            .target_node_ids
-            .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default());
+        if let (Some(t), Some(n)) = (&spec.targets, &spec.target_node_ids) {
+            if !t.nodes.is_empty() && &t.nodes != n {
+                return Err(Error::field(
+                    "targets.nodes",
+                    "differs from targetNodeIds: give the nodes in one of the two",
+                ));
+            }
+        }
+        let (target_nodes, target_groups, target_labels) = match spec.targets {
+            Some(t) => {
+                let nodes = if t.nodes.is_empty() {
+                    spec.target_node_ids.unwrap_or_default()
+                } else {
+                    t.nodes
+                };
+                (nodes, t.node_groups, t.labels)
+            }
+            None => (
+                spec.target_node_ids
+                    .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default()),
+                base.map(|b| b.targets.node_groups.clone())
+                    .unwrap_or_default(),
+                base.map(|b| b.targets.labels.clone()).unwrap_or_default(),
+            ),
+        };
+        check_names("targets.nodeGroups", &target_groups, 1000)?;
+        check_attributes("targets.labels", &target_labels)?;
+        let run_windows = match spec.run_windows {
+            Some(w) => crate::windows::validate("runWindows", &w, self.cfg.utc_offset_secs)?,
+            None => base.map(|b| b.run_windows.clone()).unwrap_or_default(),
+        };
+        let runner_groups = spec
+            .runner_groups
+            .unwrap_or_else(|| base.map(|b| b.runner_groups.clone()).unwrap_or_default());
+        check_names("runnerGroups", &runner_groups, 100)?;
         for (i, n) in target_nodes.iter().enumerate() {
             check_id(&format!("targetNodeIds[{i}]"), n)?;
         }
@@ -265,10 +339,15 @@ impl Exec {
             .arguments
             .unwrap_or_else(|| base.map(|b| b.arguments.clone()).unwrap_or_default());
         check_arguments("arguments", &arguments)?;
-        if schedule.is_some() && exec_scheduler == "E" && target_nodes.is_empty() {
+        if schedule.is_some()
+            && exec_scheduler == "E"
+            && target_nodes.is_empty()
+            && target_groups.is_empty()
+            && target_labels.is_empty()
+        {
             return Err(Error::field(
-                "targetNodeIds",
-                "a scheduled task (execScheduler E) needs the nodes to run on",
+                "targets",
+                "a scheduled task (execScheduler E) needs the nodes to run on (targets or targetNodeIds)",
             ));
         }
         let description = spec
@@ -288,6 +367,10 @@ impl Exec {
             target_nodes,
             arguments,
             description,
+            target_groups,
+            target_labels,
+            run_windows,
+            runner_groups,
         })
     }
 
@@ -305,7 +388,8 @@ impl Exec {
             sqlx::query(
             "INSERT INTO task_revisions (task_id, revision_no, script_name, script, os_user, exec_ondemand, exec_scheduler, \
              exec_task, schedule, schedule_tz, next_task_id, timeout_secs, target_nodes, arguments, description, created_by, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             created_at, target_groups, target_labels, run_windows, runner_groups) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         )
         .bind(task_id)
         .bind(no)
@@ -324,6 +408,10 @@ impl Exec {
         .bind(&r.description)
         .bind(by)
         .bind(now)
+        .bind(serde_json::to_string(&r.target_groups).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.target_labels).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&r.run_windows).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.runner_groups).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *c)
         .await
         .map(|_| ())
@@ -344,6 +432,43 @@ impl Exec {
             .execute(&mut *c)
             .await
             .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// The node groups and user groups a revision names exist.
+    async fn check_groups_exist(tx: &mut haechi_store::Tx, r: &Revision) -> Result<()> {
+        for g in &r.target_groups {
+            let found: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
+                "SELECT name FROM node_groups WHERE name = $1"
+            )
+            .bind(g)
+            .fetch_optional(&mut *c)
+            .await)?;
+            if found.is_none() {
+                return Err(Error::field(
+                    "targets.nodeGroups",
+                    format_args!(
+                        "node group '{g}' does not exist (GET /api/v1/node-groups lists them)"
+                    ),
+                ));
+            }
+        }
+        for g in &r.runner_groups {
+            let found: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
+                "SELECT name FROM user_groups WHERE name = $1"
+            )
+            .bind(g)
+            .fetch_optional(&mut *c)
+            .await)?;
+            if found.is_none() {
+                return Err(Error::field(
+                    "runnerGroups",
+                    format_args!(
+                        "user group '{g}' does not exist (GET /api/v1/user-groups lists them)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -378,6 +503,7 @@ impl Exec {
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         Self::check_next_task_exists(&mut tx, &rev.next_task_id).await?;
+        Self::check_groups_exist(&mut tx, &rev).await?;
         let inserted = in_tx!(tx, |c| {
             sqlx::query(
             "INSERT INTO tasks (id, owner_user_id, revision_no, apprv_status, created_at, updated_at) \
@@ -431,6 +557,7 @@ impl Exec {
         .await)?;
         let latest = latest.ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?;
         Self::check_next_task_exists(&mut tx, &rev.next_task_id).await?;
+        Self::check_groups_exist(&mut tx, &rev).await?;
         let no = latest + 1;
         Self::insert_revision(&mut tx, id, no, &rev, &actor.user_id, now).await?;
         in_tx!(tx, |c| {
@@ -756,6 +883,7 @@ fn review_text(t: &Task) -> String {
     let mut out = format!(
         "scriptName: {}\nosUser: {}\nexecOndemand: {}\nexecScheduler: {}\nexecTask: {}\n\
          schedule: {}\nscheduleTz: {}\nnextTaskId: {}\ntimeoutSecs: {}\ntargetNodeIds: {}\n\
+         targets.nodeGroups: {}\ntargets.labels: {}\nrunWindows: {}\nrunnerGroups: {}\n\
          arguments: {}\ndescription: {}\nscript:\n",
         t.script_name,
         t.os_user,
@@ -767,6 +895,10 @@ fn review_text(t: &Task) -> String {
         t.next_task_id,
         t.timeout_secs,
         json(&t.target_node_ids),
+        json(&t.targets.node_groups),
+        serde_json::to_string(&t.targets.labels).unwrap_or_default(),
+        serde_json::to_string(&t.run_windows).unwrap_or_default(),
+        json(&t.runner_groups),
         json(&t.arguments),
         t.description.replace('\n', "\\n"),
     );

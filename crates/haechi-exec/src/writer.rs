@@ -51,6 +51,10 @@ pub(crate) enum Op {
         os_name: String,
         ip: String,
         hostname: String,
+        /// JSON object of the node's labels.
+        labels: String,
+        /// JSON array of the OS users the agent can run as, when it says.
+        os_users: Option<String>,
         at: i64,
     },
     Heartbeats(Vec<(String, i64)>),
@@ -79,6 +83,7 @@ pub(crate) enum Op {
         actor: Actor,
         /// The run's environment read again as `actor` (instances started with one).
         env: Option<Arc<Vec<SecretEnv>>>,
+        opts: crate::RerunOptions,
         reply: oneshot::Sender<Result<i64>>,
     },
     Flush(oneshot::Sender<()>),
@@ -502,12 +507,14 @@ async fn apply_one(
             os_name,
             ip,
             hostname,
+            labels,
+            os_users,
             at,
         } => {
             in_tx!(tx, |c| {
                 sqlx::query(
                 "UPDATE nodes SET agent_ver = $2, os_name = $3, ip = $4, hostname = $5, heartbeat_at = $6, \
-                 missing_since = NULL, updated_at = $6 WHERE id = $1"
+                 missing_since = NULL, updated_at = $6, labels = $7, os_users = $8 WHERE id = $1"
             )
             .bind(&node_id)
             .bind(&agent_ver)
@@ -515,6 +522,8 @@ async fn apply_one(
             .bind(&ip)
             .bind(&hostname)
             .bind(at)
+            .bind(&labels)
+            .bind(&os_users)
             .execute(&mut *c)
             .await
             .map(|_| ())
@@ -635,9 +644,10 @@ async fn apply_one(
             node_id,
             actor,
             env,
+            opts,
             reply,
         } => match exec
-            .rerun_in_tx(tx, &actor, instance_no, &node_id, env)
+            .rerun_in_tx(tx, &actor, instance_no, &node_id, env, opts)
             .await
         {
             Ok((node, spec)) => {

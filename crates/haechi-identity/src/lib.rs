@@ -7,6 +7,7 @@
 //! changes that user; other servers sharing one PostgreSQL see a revocation within
 //! `token_cache_secs`.
 
+mod groups;
 mod offline;
 mod password;
 mod permission;
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use groups::{UserGroup, UserGroupSpec};
 pub use offline::random_password_string;
 pub use password::{Argon2Params, Hasher};
 pub use permission::{

@@ -1178,6 +1178,13 @@ impl Identity {
             .execute(&mut *c)
             .await
             .map(|r| r.rows_affected()))?;
+        in_tx!(tx, |c| sqlx::query(
+            "DELETE FROM user_group_members WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
         haechi_audit::append(&mut tx, actor.event("admin", "user.delete").target(user_id)).await?;
         tx.commit().await?;
         self.forget_user(pk);

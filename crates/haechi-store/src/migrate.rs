@@ -52,6 +52,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_approved_revisions_owner_names", foreign_keys_off),
     migration!(12, "0012_target_tls_verify"),
     migration!(13, "0013_subflows_secrets_schedules"),
+    migration!(14, "0014_opmate_groups"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

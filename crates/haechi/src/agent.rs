@@ -60,6 +60,58 @@ pub struct AgentArgs {
     /// Scripts' address space in bytes (RLIMIT_AS; 0 = unlimited).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().address_space)]
     script_address_space_bytes: u64,
+    /// A label of this node, reported to the server (repeatable): `--label role=was`. Tasks
+    /// target nodes by label, and scripts read them as `@OPM_ATTR.KEY@`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A file of labels, one `KEY=VALUE` a line (`#` comments and blank lines ignored);
+    /// `--label` wins over it.
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
+}
+
+/// The node's labels from `--labels-file` and `--label`, checked.
+fn agent_labels(
+    file: Option<&std::path::Path>,
+    flags: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |origin: &str, line: &str| -> anyhow::Result<()> {
+        let (k, v) = line
+            .split_once('=')
+            .with_context(|| format!("{origin}: {line:?} is not KEY=VALUE"))?;
+        let k = k.trim();
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        anyhow::ensure!(
+            ok,
+            "{origin}: label key {k:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+        );
+        anyhow::ensure!(
+            v.len() <= 4096 && !v.contains('\0'),
+            "{origin}: the value of label {k} must be at most 4096 bytes, without NUL"
+        );
+        out.insert(k.to_owned(), v.trim().to_owned());
+        Ok(())
+    };
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the labels file {}", f.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            add(&format!("{}:{}", f.display(), i + 1), line)?;
+        }
+    }
+    for l in flags {
+        add("--label", l)?;
+    }
+    anyhow::ensure!(out.len() <= 256, "at most 256 labels");
+    Ok(out)
 }
 
 /// `haechi agent-exec-as [--user U] [--sandbox --protect P...] [--rlimit-...] -- PROGRAM ARGS...`
@@ -114,7 +166,9 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!(enrolled_with = %cred.server, "the data directory was enrolled with another server URL");
         }
     }
+    let labels = agent_labels(a.labels_file.as_deref(), &a.labels)?;
     let opts = AgentOptions {
+        labels,
         server: a.server,
         tls,
         data_dir: a.data_dir,
@@ -230,6 +284,7 @@ pub async fn start_local(
         refuse_privileged_os_users: !cfg.agents.local_allow_privileged_os_users,
         limits: cfg.agents.script_limits.clone(),
         agent_ver: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: std::collections::BTreeMap::from([("local".to_owned(), "true".to_owned())]),
     };
     println!(
         "haechi: local agent starting (node id: {})",

@@ -59,6 +59,8 @@ fn hello(hostname: &str) -> Message {
         ip: "127.0.0.1".into(),
         hostname: hostname.into(),
         jobs: vec![],
+        labels: Default::default(),
+        os_users: None,
     };
     Message::text(serde_json::to_string(&m).unwrap())
 }

@@ -5,6 +5,7 @@ mod agents;
 mod audit;
 pub mod db;
 mod executions;
+mod groups;
 mod nodes;
 mod roles;
 mod task_instances;
@@ -22,6 +23,7 @@ use crate::AppState;
 pub use agents::*;
 pub use audit::*;
 pub use executions::*;
+pub use groups::*;
 pub use nodes::*;
 pub use roles::*;
 pub use task_instances::*;
@@ -157,6 +159,27 @@ fn exec_routes() -> Router<AppState> {
         )
         .route("/api/v1/nodes/{node_id}/revoke", post(nodes::revoke_node))
         .route(
+            "/api/v1/node-groups",
+            get(groups::list_node_groups).post(groups::create_node_group),
+        )
+        .route(
+            "/api/v1/node-groups/{name}",
+            get(groups::get_node_group)
+                .put(groups::update_node_group)
+                .delete(groups::delete_node_group),
+        )
+        .route(
+            "/api/v1/user-groups",
+            get(groups::list_user_groups).post(groups::create_user_group),
+        )
+        .route(
+            "/api/v1/user-groups/{name}",
+            get(groups::get_user_group)
+                .put(groups::update_user_group)
+                .delete(groups::delete_user_group),
+        )
+        .route("/api/v1/tasks/{task_id}/dry-run", post(tasks::dry_run))
+        .route(
             "/api/v1/tasks",
             get(tasks::list_tasks).post(tasks::create_task),
         )
@@ -184,6 +207,10 @@ fn exec_routes() -> Router<AppState> {
         .route(
             "/api/v1/task-instances/{instance_no}",
             get(task_instances::get_instance),
+        )
+        .route(
+            "/api/v1/task-instances/{instance_no}/export",
+            get(task_instances::export_instance),
         )
         .route(
             "/api/v1/task-instances/{instance_no}/cancel",

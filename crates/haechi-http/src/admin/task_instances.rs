@@ -76,19 +76,188 @@ pub async fn cancel_instance(
     Ok(axum::Json(detail(&state, inst).await?))
 }
 
-/// Runs the instance again on one node (`task.execute`).
+/// `?useLatestRevision=true` of a re-run.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct RerunQuery {
+    /// `true` (or `Y`): when the task has a newer revision than the instance ran, run that
+    /// one (without it such a re-run is refused with 409 naming both revisions).
+    use_latest_revision: Option<String>,
+}
+
+/// Runs the instance again on one node (`task.execute`). Refused (409, naming both
+/// revisions) when the task has a newer revision than the instance ran, unless
+/// `?useLatestRevision=true`.
 #[utoipa::path(post, path = "/api/v1/task-instances/{instance_no}/nodes/{node_id}/rerun", tag = "tasks",
-    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id")),
-    responses((status = 200, body = NodeExecution), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id"), RerunQuery),
+    responses((status = 200, body = NodeExecution), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn rerun_node(
     State(state): State<AppState>,
     caller: Allowed<need::TaskExecute>,
     Path((no, node)): Path<(String, String)>,
+    Query(q): Query<RerunQuery>,
 ) -> ApiResult<axum::Json<NodeExecution>> {
     let no = numeric_id("task instance", &no)?;
+    let opts = haechi_exec::RerunOptions {
+        use_latest_revision: crate::opmate::use_latest(q.use_latest_revision.as_deref())?,
+    };
     Ok(axum::Json(
-        state.exec.rerun_node(&caller.actor(), no, &node).await?,
+        state
+            .exec
+            .rerun_node_with(&caller.actor(), no, &node, opts)
+            .await?,
     ))
+}
+
+/// `GET /api/v1/task-instances/{instance_no}/export` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `csv` (default) or `json`.
+    format: Option<String>,
+}
+
+/// The columns of an export, in order: OPMATE's `insNodeList` fields (dates as
+/// `YYYYMMDDHHMMSS` in the server's time zone) plus `revisionNo`, `reason`, and the output
+/// decoded as UTF-8 (`stdout`, `stderr`; invalid bytes become U+FFFD).
+pub const EXPORT_COLUMNS: [&str; 15] = [
+    "taskId",
+    "taskInstanceNo",
+    "nodeId",
+    "execNo",
+    "revisionNo",
+    "status",
+    "resultCd",
+    "exitCd",
+    "startDt",
+    "endDt",
+    "runnerId",
+    "runnerGubun",
+    "reason",
+    "stdout",
+    "stderr",
+];
+
+/// An instance's per-node results (the latest execution of each node, by node id) as CSV
+/// (`text/csv`, one row per node, the header first) or as JSON (`{"rows":[{column: value}]}`),
+/// for reports and spreadsheets. A leading `=`, `+`, `-` or `@` of a text cell is made inert.
+#[utoipa::path(get, path = "/api/v1/task-instances/{instance_no}/export", tag = "tasks",
+    params(("instance_no" = i64, Path, description = "task instance number"), ExportQuery),
+    responses((status = 200, description = "text/csv, or JSON with ?format=json"), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn export_instance(
+    State(state): State<AppState>,
+    _caller: Allowed<need::NodeView>,
+    Path(no): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let no = numeric_id("task instance", &no)?;
+    let csv = match q.format.as_deref().map(str::trim) {
+        None | Some("") | Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(Error::field(
+                "format",
+                format_args!("must be csv or json (got {other:?})"),
+            )
+            .into())
+        }
+    };
+    let inst = state.exec.get_instance(no).await?;
+    let off = crate::opmate::wire::offset(&state);
+    let dt = |ms| crate::opmate::wire::dt(ms, off);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = state
+            .exec
+            .instance_nodes(
+                no,
+                &NodeExecFilter::default(),
+                Paging {
+                    limit: 1000,
+                    offset,
+                },
+            )
+            .await?;
+        let n = page.items.len() as i64;
+        for e in page.items {
+            let out = state.exec.read_output(e.exec_id, Stream::Out).await?;
+            let err = state.exec.read_output(e.exec_id, Stream::Err).await?;
+            rows.push(vec![
+                inst.task_id.clone(),
+                no.to_string(),
+                e.node_id.clone(),
+                e.exec_no.to_string(),
+                e.revision_no.to_string(),
+                e.status.as_str().to_owned(),
+                e.result_cd.clone().unwrap_or_default(),
+                e.exit_cd.map(|c| c.to_string()).unwrap_or_default(),
+                dt(e.start_at),
+                dt(e.end_at),
+                e.runner_id.clone(),
+                e.runner_gubun.as_str().to_owned(),
+                e.reason.clone().unwrap_or_default(),
+                String::from_utf8_lossy(&out).into_owned(),
+                String::from_utf8_lossy(&err).into_owned(),
+            ]);
+        }
+        if n < 1000 {
+            break;
+        }
+        offset += n;
+    }
+    if !csv {
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
+            .into_iter()
+            .map(|r| {
+                EXPORT_COLUMNS
+                    .iter()
+                    .zip(r)
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v)))
+                    .collect()
+            })
+            .collect();
+        return Ok(axum::Json(serde_json::json!({ "rows": rows })).into_response());
+    }
+    let mut body = EXPORT_COLUMNS.join(",");
+    body.push_str("\r\n");
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| csv_cell(c)).collect();
+        body.push_str(&cells.join(","));
+        body.push_str("\r\n");
+    }
+    let disposition = format!(
+        "attachment; filename=\"{}-{no}.csv\"",
+        inst.task_id.replace(['"', '\\'], "_")
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_owned(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One CSV cell (RFC 4180 quoting); a leading `=`, `+`, `-`, `@`, tab or CR (a formula to a
+/// spreadsheet) made inert with a `'`, except in a plain number (`-1`).
+fn csv_cell(s: &str) -> String {
+    let numeric = s.parse::<i64>().is_ok();
+    let s = match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') if !numeric => format!("'{s}"),
+        _ => s.to_owned(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
 }
 
 /// Query of the output route.

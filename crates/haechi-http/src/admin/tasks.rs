@@ -4,10 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use haechi_exec::{
-    ApprovalAction, ApprovalReview, RunnerGubun, StartInstance, Task, TaskFilter, TaskSpec,
+    ApprovalAction, ApprovalReview, DryRun, DryRunRequest, RunnerGubun, StartInstance, Task,
+    TaskFilter, TaskSpec,
 };
 use haechi_identity::Permission;
-use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
@@ -198,8 +198,9 @@ pub async fn approval(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunTask {
-    /// Nodes to run on.
-    #[serde(alias = "nodes")]
+    /// Nodes to run on; absent or empty: the task's default `targets`, resolved now (the
+    /// instance's `targets` records what they resolved to and which nodes were left out).
+    #[serde(alias = "nodes", default)]
     node_id_list: Vec<String>,
     #[serde(default)]
     arguments: Vec<String>,
@@ -215,9 +216,6 @@ pub async fn run_task(
     Path(id): Path<String>,
     Json(body): Json<RunTask>,
 ) -> ApiResult<impl IntoResponse> {
-    if body.node_id_list.is_empty() {
-        return Err(Error::field("nodeIdList", "must name at least one node").into());
-    }
     let req = StartInstance {
         task_id: id,
         node_ids: body.node_id_list,
@@ -274,4 +272,23 @@ pub async fn set_task_schedules(
         .set_task_schedules(&caller.principal, &caller.actor(), &id, &body)
         .await?;
     Ok(axum::Json(view))
+}
+
+/// Dry run (`task.execute`): for each node a start would reach now (`nodeIdList`, or the
+/// task's targets), whether it would run and every reason it would not (`unknown_node`,
+/// `disabled`, `not_connected`, `os_user_missing`, `outside_window`, `not_approved`,
+/// `ondemand_disabled`, `not_runner`, `attribute_missing`), and the script as it would run
+/// there with its `@OPM_ATTR.KEY@` substituted. Nothing runs; the dry run is audited.
+#[utoipa::path(post, path = "/api/v1/tasks/{task_id}/dry-run", tag = "tasks", request_body = DryRunRequest,
+    params(("task_id" = String, Path, description = "task id")),
+    responses((status = 200, body = DryRun), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn dry_run(
+    State(state): State<AppState>,
+    caller: Allowed<need::TaskExecute>,
+    Path(id): Path<String>,
+    Json(body): Json<DryRunRequest>,
+) -> ApiResult<axum::Json<DryRun>> {
+    Ok(axum::Json(
+        state.exec.dry_run(&caller.actor(), &id, body).await?,
+    ))
 }

@@ -20,19 +20,25 @@ use crate::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewInstance {
-    /// Nodes to run on, all at once.
-    node_id_list: Vec<String>,
+    /// Nodes to run on, all at once. Absent or empty: the task's default `targets` (nodes,
+    /// node groups, labels), resolved now; disabled target nodes are left out and listed in
+    /// `skippedNodeList`.
+    #[serde(default)]
+    node_id_list: Option<Vec<String>>,
     /// Passed to the script as argv.
     #[serde(default)]
     arguments: Vec<String>,
 }
 
 /// Starts a task on nodes: `{"taskInstanceNo":N,"resultCode":"0000","resultMsg":"Success"}`.
-/// An unknown node (400), a disabled node, an unapproved task or `execOndemand = D` (409)
-/// create nothing.
+/// An unknown node (400), a disabled node, an unapproved task, `execOndemand = D` or a start
+/// outside the run windows of the task or of a node's group (409, naming the next opening)
+/// create nothing; so does a caller outside the task's `runnerGroups` (403). Without
+/// `nodeIdList` the task's `targets` are resolved now, and the answer adds `nodeIdList` (where
+/// it runs) and `skippedNodeList` (`[{"nodeId","reason"}]`, target nodes left out).
 #[utoipa::path(post, path = "/opmate/task/{task_id}/instance", tag = "opmate", request_body = NewInstance,
     params(("task_id" = String, Path, description = "task id")),
-    responses((status = 200, description = "`{\"taskInstanceNo\",\"resultCode\",\"resultMsg\"}`"),
+    responses((status = 200, description = "`{\"taskInstanceNo\",\"resultCode\",\"resultMsg\"}` (+ `nodeIdList`, `skippedNodeList` when the task's targets were used)"),
               (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn create_instance(
     State(state): State<AppState>,
@@ -42,7 +48,7 @@ pub async fn create_instance(
 ) -> ApiResult<axum::Json<Value>> {
     let req = StartInstance {
         task_id,
-        node_ids: body.node_id_list,
+        node_ids: body.node_id_list.unwrap_or_default(),
         arguments: body.arguments,
         runner_gubun: RunnerGubun::User,
         runner_id: caller.principal.user_id.clone(),
@@ -52,21 +58,60 @@ pub async fn create_instance(
         .exec
         .start_instance(Some(&caller.actor()), req)
         .await?;
-    Ok(ok(json!({ "taskInstanceNo": inst.task_instance_no })))
+    match inst.targets.filter(|t| t.source == "targets") {
+        Some(t) => Ok(ok(json!({
+            "taskInstanceNo": inst.task_instance_no,
+            "nodeIdList": t.nodes,
+            "skippedNodeList": t.skipped,
+        }))),
+        None => Ok(ok(json!({ "taskInstanceNo": inst.task_instance_no }))),
+    }
+}
+
+/// `?useLatestRevision=Y` of a per-node re-run.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct RerunQuery {
+    /// `Y`: when the task has a newer revision than the instance ran, run that newer revision
+    /// on the node (without it, such a re-run is refused with 409 naming both revisions).
+    use_latest_revision: Option<String>,
+}
+
+pub(crate) fn use_latest(v: Option<&str>) -> Result<bool, Error> {
+    match v.map(str::trim) {
+        None | Some("") | Some("N") | Some("n") | Some("false") => Ok(false),
+        Some("Y") | Some("y") | Some("true") => Ok(true),
+        Some(other) => Err(Error::field(
+            "useLatestRevision",
+            format_args!("must be Y or N (got {other:?})"),
+        )),
+    }
 }
 
 /// Runs the instance again on one node as `execNo` + 1.
+///
+/// When the task has been edited since the instance ran (its `revisionNo` is newer than the
+/// instance's), the re-run is refused with 409 naming both revisions, unless the caller asks
+/// for the new revision with `?useLatestRevision=Y`.
 #[utoipa::path(put, path = "/opmate/taskinstance/{instance_no}/node/{node_id}", tag = "opmate",
-    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id")),
+    params(("instance_no" = i64, Path, description = "task instance number"), ("node_id" = String, Path, description = "node id"), RerunQuery),
     responses((status = 200, description = "`{\"resultCode\",\"resultMsg\",\"execNo\"}`"),
               (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn rerun_node(
     State(state): State<AppState>,
     caller: Allowed<need::TaskExecute>,
     Path((instance_no, node_id)): Path<(String, String)>,
+    Query(q): Query<RerunQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let no = numeric_id("task instance", &instance_no)?;
-    let e = state.exec.rerun_node(&caller.actor(), no, &node_id).await?;
+    let opts = haechi_exec::RerunOptions {
+        use_latest_revision: use_latest(q.use_latest_revision.as_deref())?,
+    };
+    let e = state
+        .exec
+        .rerun_node_with(&caller.actor(), no, &node_id, opts)
+        .await?;
     Ok(ok(json!({ "execNo": e.exec_no })))
 }
 

@@ -8,7 +8,7 @@
 mod instances;
 mod nodes;
 mod tasks;
-mod wire;
+pub(crate) mod wire;
 
 pub use instances::*;
 pub use nodes::*;

@@ -31,6 +31,8 @@ pub struct Agent {
     fingerprint: Option<String>,
     child: Option<Child>,
     stdin: Option<std::process::ChildStdin>,
+    /// More command-line arguments of `haechi agent` (`--label role=was`).
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -42,6 +44,15 @@ impl Agent {
 
     /// Like [`Agent::start`], dialling `url` (a relay in front of the server).
     pub async fn start_at(s: &Server, node_id: &str, url: &str) -> Agent {
+        Agent::start_full(s, node_id, url, &[]).await
+    }
+
+    /// Like [`Agent::start`], with more arguments of `haechi agent` (`["--label", "k=v"]`).
+    pub async fn start_with_args(s: &Server, node_id: &str, extra: &[&str]) -> Agent {
+        Agent::start_full(s, node_id, &s.base, extra).await
+    }
+
+    async fn start_full(s: &Server, node_id: &str, url: &str, extra: &[&str]) -> Agent {
         let admin = admin_token(s).await;
         let token = enrollment_token(s, &admin, json!({})).await;
         let tmp = tempfile::tempdir().unwrap();
@@ -52,6 +63,7 @@ impl Agent {
             fingerprint: s.fingerprint.clone(),
             child: None,
             stdin: None,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             _tmp: tmp,
         };
         a.spawn(Some(&token));
@@ -81,6 +93,7 @@ impl Agent {
         if let Some(t) = token {
             cmd.arg("--enroll-token").arg(t);
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("spawn haechi agent");
         self.stdin = child.stdin.take();
         self.child = Some(child);

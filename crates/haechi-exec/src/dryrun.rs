@@ -1,0 +1,288 @@
+//! Dry run (issue 24 item 6): for each node a start would reach, whether it would run now and
+//! every reason it would not, and the script as it would run there (attributes substituted).
+//! Nothing is stored but the audit event; nothing is sent to an agent.
+
+use std::collections::BTreeSet;
+
+use haechi_identity::Actor;
+use haechi_store::in_tx;
+use haechi_types::{time::now_ms, Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::groups::{substitute_attrs, TaskTargets};
+use crate::nodes::check_id;
+use crate::tasks::check_arguments;
+use crate::windows::RunWindow;
+use crate::Exec;
+
+/// `POST /api/v1/tasks/{task_id}/dry-run` body.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunRequest {
+    /// The nodes to check; absent or empty: the task's default targets, resolved now.
+    #[serde(default)]
+    pub node_id_list: Option<Vec<String>>,
+    /// The arguments a start would pass (checked as a start checks them).
+    #[serde(default)]
+    pub arguments: Option<Vec<String>>,
+}
+
+/// One node of a dry run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunNode {
+    pub node_id: String,
+    /// A start now would run the script on this node.
+    pub would_run: bool,
+    /// Why not, in words (empty when it would run).
+    pub reasons: Vec<String>,
+    /// The same reasons as stable codes: `unknown_node`, `disabled`, `not_connected`,
+    /// `os_user_missing`, `outside_window`, `not_approved`, `ondemand_disabled`,
+    /// `not_runner`, `attribute_missing`.
+    pub reason_codes: Vec<String>,
+    /// The script as it would run there: every `@OPM_ATTR.KEY@` the node has replaced.
+    pub script: String,
+    /// The attributes the script names, with their values on this node.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/tasks/{task_id}/dry-run` answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    pub task_id: String,
+    pub revision_no: i64,
+    /// `request` (the caller listed the nodes) or `targets` (the task's default targets).
+    pub source: String,
+    /// The arguments a start would pass.
+    pub arguments: Vec<String>,
+    pub nodes: Vec<DryRunNode>,
+}
+
+struct Reasons {
+    text: Vec<String>,
+    codes: Vec<String>,
+}
+
+impl Reasons {
+    fn add(&mut self, code: &str, text: String) {
+        self.codes.push(code.to_owned());
+        self.text.push(text);
+    }
+}
+
+impl Exec {
+    /// Answers, for each node, whether `actor` starting the task now would run it there, and
+    /// why not. Audited as `task.dry_run`.
+    pub async fn dry_run(
+        &self,
+        actor: &Actor,
+        task_id: &str,
+        req: DryRunRequest,
+    ) -> Result<DryRun> {
+        check_id("taskId", task_id)?;
+        let arguments = req.arguments.unwrap_or_default();
+        check_arguments("arguments", &arguments)?;
+        let listed = req.node_id_list.unwrap_or_default();
+        if listed.len() > crate::instances::MAX_NODES {
+            return Err(Error::field(
+                "nodeIdList",
+                format_args!("at most {} nodes", crate::instances::MAX_NODES),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, n) in listed.iter().enumerate() {
+            check_id(&format!("nodeIdList[{i}]"), n)?;
+            if !seen.insert(n.as_str()) {
+                return Err(Error::field(
+                    "nodeIdList",
+                    format_args!("lists node '{n}' twice"),
+                ));
+            }
+        }
+        let task = self.get_task(task_id).await?;
+        let now = now_ms();
+        let mut tx = self.store.begin().await?;
+
+        // Reasons of the task itself, the same on every node.
+        let mut common = Reasons {
+            text: Vec::new(),
+            codes: Vec::new(),
+        };
+        if task.apprv_status != "A" {
+            common.add(
+                "not_approved",
+                format!(
+                    "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
+                    task.apprv_status
+                ),
+            );
+        }
+        if task.exec_ondemand != "E" {
+            common.add(
+                "ondemand_disabled",
+                format!(
+                    "task '{task_id}' has execOndemand = {}: it may not be started on demand",
+                    task.exec_ondemand
+                ),
+            );
+        }
+        let runner_groups = serde_json::to_string(&task.runner_groups)?;
+        if let Err(e) =
+            Self::check_runner_in_tx(&mut tx, task_id, &runner_groups, &actor.user_id).await
+        {
+            if e.code != haechi_types::Code::Forbidden {
+                return Err(e);
+            }
+            common.add("not_runner", e.message);
+        }
+        if let Some(w) = self.window_refusal(
+            task_id,
+            &format!("task '{task_id}'"),
+            &task.run_windows,
+            now,
+        ) {
+            common.add("outside_window", w.message);
+        }
+
+        // The nodes, and those of the targets left out.
+        let (source, nodes, skipped) = if listed.is_empty() {
+            let targets: &TaskTargets = &task.targets;
+            if targets.is_empty() {
+                return Err(Error::field(
+                    "nodeIdList",
+                    format_args!(
+                        "must name at least one node: task '{task_id}' has no default targets"
+                    ),
+                ));
+            }
+            let (nodes, skipped) = Self::resolve_targets_in_tx(&mut tx, task_id, targets).await?;
+            ("targets", nodes, skipped)
+        } else {
+            ("request", listed, Vec::new())
+        };
+        let mut all: Vec<String> = nodes.clone();
+        all.extend(skipped.iter().map(|s| s.node_id.clone()));
+        all.sort();
+
+        let keys = crate::groups::script_attr_keys(&task.script);
+        let attrs = Self::node_attrs_in_tx(&mut tx, &all).await?;
+        let group_windows = Self::group_windows_in_tx(&mut tx, &all).await?;
+        let mut known = std::collections::HashMap::new();
+        for chunk in all.chunks(500) {
+            let mut w = crate::sql::Where::default();
+            let marks: Vec<String> = chunk
+                .iter()
+                .map(|id| w.arg(crate::sql::Arg::Text(id.clone())))
+                .collect();
+            let sql = format!(
+                "SELECT id, status, os_users FROM nodes WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<(String, String, Option<String>)> =
+                in_tx!(tx, |c| crate::sql::bind_args!(sqlx::query_as(&sql), w.args)
+                    .fetch_all(&mut *c)
+                    .await)?;
+            for (id, status, users) in rows {
+                let users: Option<Vec<String>> = users.and_then(|u| serde_json::from_str(&u).ok());
+                known.insert(id, (status, users));
+            }
+        }
+
+        let none = crate::groups::NodeAttrs::default();
+        let mut out = Vec::with_capacity(all.len());
+        for node in &all {
+            let mut r = Reasons {
+                text: common.text.clone(),
+                codes: common.codes.clone(),
+            };
+            match known.get(node) {
+                None => r.add("unknown_node", format!("node '{node}' does not exist")),
+                Some((status, users)) => {
+                    if status == "D" {
+                        r.add(
+                            "disabled",
+                            format!("node '{node}' is disabled (status D) and gets no work"),
+                        );
+                    }
+                    if !self.hub.is_connected(node) {
+                        r.add(
+                            "not_connected",
+                            format!(
+                                "node '{node}' has no agent connected now: the run would wait until its agent connects"
+                            ),
+                        );
+                    }
+                    if let Some(users) = users {
+                        if !users.iter().any(|u| *u == task.os_user) {
+                            r.add(
+                                "os_user_missing",
+                                format!(
+                                    "osUser '{}' is not a user the agent on node '{node}' can run scripts as (it reports: {})",
+                                    task.os_user,
+                                    summarize(users)
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            for (n, group, windows) in &group_windows {
+                if n != node {
+                    continue;
+                }
+                let scope = format!("node group '{group}' (of node '{node}')");
+                if let Some(w) = self.window_refusal(task_id, &scope, windows as &[RunWindow], now)
+                {
+                    r.add("outside_window", w.message);
+                }
+            }
+            let a = attrs.get(node).unwrap_or(&none);
+            let mut picked = std::collections::BTreeMap::new();
+            for k in &keys {
+                match a.values.get(k) {
+                    Some(v) => {
+                        picked.insert(k.clone(), v.clone());
+                    }
+                    None => r.add("attribute_missing", a.missing_message(node, k)),
+                }
+            }
+            out.push(DryRunNode {
+                node_id: node.clone(),
+                would_run: r.codes.is_empty(),
+                script: substitute_attrs(&task.script, &picked),
+                attributes: picked,
+                reasons: r.text,
+                reason_codes: r.codes,
+            });
+        }
+        let would_run = out.iter().filter(|n| n.would_run).count();
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("admin", "task.dry_run")
+                .target(task_id)
+                .detail(serde_json::json!({
+                    "revisionNo": task.revision_no, "source": source, "nodes": out.len(),
+                    "wouldRun": would_run,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(DryRun {
+            task_id: task_id.to_owned(),
+            revision_no: task.revision_no,
+            source: source.to_owned(),
+            arguments,
+            nodes: out,
+        })
+    }
+}
+
+fn summarize(users: &[String]) -> String {
+    if users.len() <= 5 {
+        users.join(", ")
+    } else {
+        format!("{}, … {} users", users[..5].join(", "), users.len())
+    }
+}
