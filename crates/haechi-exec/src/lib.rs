@@ -26,6 +26,7 @@ pub mod model;
 mod monitor;
 mod nodes;
 mod scheduler;
+mod signals;
 mod sql;
 mod tasks;
 mod writer;
@@ -107,6 +108,7 @@ impl Exec {
         tokio::spawn(writer::run(exec.clone(), wrx));
         tokio::spawn(monitor::run(exec.clone()));
         tokio::spawn(scheduler::run(exec.clone()));
+        tokio::spawn(signals::run(exec.clone()));
         exec
     }
 

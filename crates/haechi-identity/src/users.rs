@@ -1090,7 +1090,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_user(pk);
+        self.forget_user(pk).await;
         self.get_user(user_id).await
     }
 
@@ -1180,7 +1180,7 @@ impl Identity {
             .map(|r| r.rows_affected()))?;
         haechi_audit::append(&mut tx, actor.event("admin", "user.delete").target(user_id)).await?;
         tx.commit().await?;
-        self.forget_user(pk);
+        self.forget_user(pk).await;
         Ok(())
     }
 
@@ -1320,7 +1320,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_all();
+        self.forget_all().await;
         load_role(&self.store, &role.id.to_string()).await
     }
 
@@ -1347,13 +1347,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_all();
+        self.forget_all().await;
         Ok(())
-    }
-
-    fn forget_all(&self) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.clear();
-        }
     }
 }

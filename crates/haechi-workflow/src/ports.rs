@@ -368,7 +368,7 @@ impl RunEnvSource for StepEnv {
                     Err(e) => {
                         return Err(Error::forbidden(format!(
                             "this run gets env_from_vault.{name} (attribute '{}' of credential \
-                             {}) of workflow step '{step_name}': a re-run reads it again as \
+                             {}) of workflow step '{step_name}': it is read again as \
                              '{}', who may not use it: {}",
                             r.attribute, r.credential_id, actor.user_id, e.message
                         )))
@@ -376,6 +376,35 @@ impl RunEnvSource for StepEnv {
                 }
             }
             Ok(env)
+        })
+    }
+
+    fn read_as_starter<'a>(&'a self, origin: &'a str) -> BoxFuture<'a, Result<Vec<SecretEnv>>> {
+        Box::pin(async move {
+            let eng = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::unavailable("the workflow engine is stopping"))?;
+            let execution_id = origin.split_once('/').map(|(e, _)| e).unwrap_or(origin);
+            let row: Option<(String, String)> = read!(eng.store, |db| sqlx::query_as(
+                "SELECT started_by, source_ip FROM workflow_executions WHERE id = $1"
+            )
+            .bind(execution_id)
+            .fetch_optional(db)
+            .await)?;
+            let (user_id, ip) = row.ok_or_else(|| {
+                Error::conflict(format!(
+                    "the run's environment comes from workflow step attempt '{origin}', which \
+                     no longer exists"
+                ))
+            })?;
+            let actor = Actor {
+                user_id,
+                ip: ip
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            };
+            self.read_again(&actor, origin).await
         })
     }
 }
