@@ -922,8 +922,9 @@ impl Exec {
     /// The `Run`s of instance `no`'s `WAIT` executions on nodes whose agents are connected
     /// here (another server stored them: [`haechi_store::Signal::Work`]).
     pub(crate) async fn waiting_runs_here(&self, no: i64) -> Result<Vec<(String, RunSpec)>> {
-        let sql =
-            format!("{PENDING_SELECT} WHERE e.status = 'WAIT' AND e.instance_no = $1 ORDER BY e.id");
+        let sql = format!(
+            "{PENDING_SELECT} WHERE e.status = 'WAIT' AND e.instance_no = $1 ORDER BY e.id"
+        );
         let rows: Vec<PendingRow> = read!(self.store, |db| sqlx::query_as(&sql)
             .bind(no)
             .fetch_all(db)

@@ -30,7 +30,9 @@ pub(crate) async fn run(exec: Arc<Exec>) {
             Delivery::Resync => crate::monitor::sweep(&exec, 0).await,
         };
         if let Err(e) = done {
-            tracing::warn!("acting on a signal from another server failed (the sweep retries): {e}");
+            tracing::warn!(
+                "acting on a signal from another server failed (the sweep retries): {e}"
+            );
         }
     }
 }

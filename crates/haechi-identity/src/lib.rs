@@ -543,12 +543,16 @@ impl Identity {
     /// everywhere.
     pub async fn forget_user(&self, user_pk: i64) {
         self.evict_user(user_pk);
-        self.store.publish(Signal::UserChanged { user: user_pk }).await;
+        self.store
+            .publish(Signal::UserChanged { user: user_pk })
+            .await;
     }
 
     async fn forget_token(&self, token_id: i64) {
         self.evict_token(token_id);
-        self.store.publish(Signal::TokenRevoked { token: token_id }).await;
+        self.store
+            .publish(Signal::TokenRevoked { token: token_id })
+            .await;
     }
 
     /// Forgets every cached token, here and on the other servers (a role changed).
@@ -626,13 +630,15 @@ impl Identity {
     pub async fn end_session(&self, token: &str) -> Result<()> {
         let hash = token::hash(token);
         let now = now_ms();
-        let revoked: Option<i64> = read!(self.store.writer(), |db| sqlx::query_scalar(
+        let revoked: Option<i64> = read!(self.store.writer(), |db| {
+            sqlx::query_scalar(
             "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING id"
         )
         .bind(now)
         .bind(&hash)
         .fetch_optional(db)
-        .await)?;
+        .await
+        })?;
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(&hash);
         }

@@ -24,7 +24,6 @@ use tokio::sync::{broadcast, watch};
 
 use crate::{Pools, Store};
 
-
 /// The PostgreSQL channel.
 pub const CHANNEL: &str = "haechi_signal";
 

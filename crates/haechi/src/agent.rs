@@ -24,7 +24,13 @@ pub struct AgentArgs {
     /// PostgreSQL: the agent enrols with the first and, when its server dies, reconnects to
     /// the next; the executions it holds are resumed there. One load balancer address works
     /// too.
-    #[arg(long, env = "HAECHI_SERVER", value_name = "URL", required = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HAECHI_SERVER",
+        value_name = "URL",
+        required = true,
+        value_delimiter = ','
+    )]
     server: Vec<String>,
     /// One-time enrolment token (POST /api/v1/agents/enrollment-tokens); needed only until the
     /// agent holds its own credential in the data directory.
@@ -99,7 +105,11 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--server: every server URL must use the same scheme (https:// or http://)");
     }
     let tls = if https {
-        let pin = match (a.server_fingerprint.is_empty(), &a.ca, a.insecure_skip_verify) {
+        let pin = match (
+            a.server_fingerprint.is_empty(),
+            &a.ca,
+            a.insecure_skip_verify,
+        ) {
             (false, _, _) => Pin::AnyFingerprint(
                 a.server_fingerprint
                     .iter()

@@ -155,6 +155,14 @@ fn node_on(url: &str, mut opts: Opts) -> Node {
     }
 }
 
+/// Options for another server on the store of `first`, given `first`'s vault key (Express
+/// mode: every server needs the key to unseal itself).
+fn same_vault(first: &Server, opts: Opts) -> Opts {
+    let key = std::fs::read_to_string(first.data_dir.join("vault.key"))
+        .expect("the first server's Express key file");
+    opts.env("HAECHI_VAULT_MASTER_KEY", key.trim())
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -201,7 +209,14 @@ async fn work_stored_on_one_server_starts_at_once_on_an_agent_connected_to_anoth
 
     // A cancel made on A reaches the run held by B's agent.
     let long = unique("xs-long");
-    approved_task(&a, &admin, &long, "#!/bin/sh\necho running\nsleep 60\n", json!({})).await;
+    approved_task(
+        &a,
+        &admin,
+        &long,
+        "#!/bin/sh\necho running\nsleep 60\n",
+        json!({}),
+    )
+    .await;
     let no = start(&a, &admin, &long, &[&node], &[]).await;
     wait_status(&a, &admin, no, &node, "RUN", T).await;
     let t = Instant::now();
@@ -215,7 +230,9 @@ async fn work_stored_on_one_server_starts_at_once_on_an_agent_connected_to_anoth
     assert_eq!(st, 200, "{body}");
     wait_end(&a, &admin, no, T).await;
     let took = t.elapsed();
-    println!("cross-server cancel (POST on A → B's agent killed the script and reported): {took:?}");
+    println!(
+        "cross-server cancel (POST on A → B's agent killed the script and reported): {took:?}"
+    );
     let n = node_detail(&a, &admin, no, &node, None).await;
     assert_eq!(n["status"], "CANCEL", "{n}");
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -342,7 +359,10 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
     // makes the lock apply.
     let opts = exec_opts().env("HAECHI_GATEWAY_POLICY_POLL_SECS", "600");
     let a = node_on(&db.url, opts.clone());
-    let b = node_on(&db.url, opts.arg("--pg-gateway").arg(&free_addr()));
+    let b = node_on(
+        &db.url,
+        same_vault(&a, opts.arg("--pg-gateway").arg(&free_addr())),
+    );
     let gw = gateway_port(&b);
     let admin = admin_token(&a).await;
 
@@ -414,9 +434,8 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
     assert_eq!(st, 201, "{v}");
 
     // A session through B's gateway.
-    let conn = format!(
-        "host=127.0.0.1 port={gw} user={user}@{role} dbname={target} sslmode=require"
-    );
+    let conn =
+        format!("host=127.0.0.1 port={gw} user={user}@{role} dbname={target} sslmode=require");
     let mut child = Command::new("psql")
         .arg(conn)
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0"])
@@ -495,7 +514,10 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
         if ask("SELECT 'three';") == "three" {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(2), "the unlock did not reach B");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the unlock did not reach B"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(stdin);
@@ -506,7 +528,10 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
         &db.admin,
         "-X",
         "-qtAc",
-        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE); DROP ROLE IF EXISTS {role}", db.name),
+        &format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP ROLE IF EXISTS {role}",
+            db.name
+        ),
     ]));
     drop(db);
 }
@@ -515,7 +540,7 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
 async fn env_from_vault_values_are_read_again_by_the_server_the_agent_is_connected_to() {
     let Some(db) = SharedDb::create() else { return };
     let a = node_on(&db.url, exec_opts());
-    let b = node_on(&db.url, exec_opts());
+    let b = node_on(&db.url, same_vault(&a, exec_opts()));
     let admin = admin_token(&a).await;
     let node = node_name("xv");
     let agent = Agent::start(&b, &node).await;
@@ -666,7 +691,10 @@ async fn an_agent_fails_over_to_another_server_with_an_execution_running() {
     let t = Instant::now();
     a.kill9();
     wait_node_connected(&b, &node, Duration::from_secs(10)).await;
-    println!("agent connected to the other server {:?} after kill -9", t.elapsed());
+    println!(
+        "agent connected to the other server {:?} after kill -9",
+        t.elapsed()
+    );
     wait_end(&b, &admin, no, T).await;
     let n = node_detail(&b, &admin, no, &node, None).await;
     assert_eq!(n["status"], "END", "{n}");
@@ -674,7 +702,10 @@ async fn an_agent_fails_over_to_another_server_with_an_execution_running() {
     let out = String::from_utf8(b64(&n["encbase64out"])).unwrap();
     let want: String = (1..=40).map(|i| format!("line {i}\n")).collect();
     assert_eq!(out, want, "the output is complete, once");
-    assert_eq!(String::from_utf8(b64(&n["encbase64err"])).unwrap(), "done\n");
+    assert_eq!(
+        String::from_utf8(b64(&n["encbase64err"])).unwrap(),
+        "done\n"
+    );
     // Not marked LOST at any point: one execution, execNo 1.
     let execs = b.sql(&format!(
         "SELECT COUNT(*), MAX(exec_no) FROM node_executions WHERE instance_no = {no}"
@@ -683,7 +714,10 @@ async fn an_agent_fails_over_to_another_server_with_an_execution_running() {
     // And the agent keeps working on B.
     let no = start(&b, &admin, &task, &[&node], &[]).await;
     wait_end(&b, &admin, no, T).await;
-    assert_eq!(node_detail(&b, &admin, no, &node, None).await["resultCd"], "S");
+    assert_eq!(
+        node_detail(&b, &admin, no, &node, None).await["resultCd"],
+        "S"
+    );
     b.server.finish().await;
     drop(a);
     drop(db);
@@ -795,7 +829,10 @@ async fn get_ok(s: &Server, token: &str, path: &str, within: Duration) -> Value 
 #[tokio::test]
 async fn servers_ride_out_a_postgresql_restart_with_runs_in_flight() {
     let Some(pg) = PrivatePg::start() else {
-        assert!(!required(), "PostgreSQL's server programs (initdb, pg_ctl) are missing");
+        assert!(
+            !required(),
+            "PostgreSQL's server programs (initdb, pg_ctl) are missing"
+        );
         eprintln!("skipped: PostgreSQL's server programs (initdb, pg_ctl) are missing");
         return;
     };
@@ -905,7 +942,12 @@ async fn servers_ride_out_a_postgresql_restart_with_runs_in_flight() {
                 for s in ["wait", "work", "notify"] {
                     assert_eq!(step(&e, s)["attempts"], 1, "{s} of {exec_id}: {e}");
                 }
-                instances.push(step(&e, "work")["taskInstanceNo"].as_i64().unwrap().to_string());
+                instances.push(
+                    step(&e, "work")["taskInstanceNo"]
+                        .as_i64()
+                        .unwrap()
+                        .to_string(),
+                );
                 break;
             }
             assert!(
@@ -966,7 +1008,9 @@ async fn a_schedule_fires_once_with_three_servers() {
         "SELECT fire_at FROM schedule_fires WHERE task_id = '{task}' ORDER BY fire_at"
     ));
     let fires: Vec<i64> = fires.lines().map(|l| l.trim().parse().unwrap()).collect();
-    println!("three servers, a schedule every 2 s for 9 s: fires {fires:?}; fires|instances {counts}");
+    println!(
+        "three servers, a schedule every 2 s for 9 s: fires {fires:?}; fires|instances {counts}"
+    );
     assert!(fires.len() >= 3, "{fires:?}");
     for w in fires.windows(2) {
         assert_eq!(w[1] - w[0], 2000, "one fire per due time: {fires:?}");
@@ -1020,11 +1064,7 @@ async fn a_master_key_changed_on_one_server_seals_the_others_at_once() {
     };
     assert_eq!(applied(&b, &admin_b).await.1, json!({"applied": true}));
     let mut raw = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").unwrap(),
-        &mut raw,
-    )
-    .unwrap();
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut raw).unwrap();
     let new = base64::engine::general_purpose::STANDARD.encode(raw);
     let (st, r) = call(
         client()
@@ -1040,11 +1080,16 @@ async fn a_master_key_changed_on_one_server_seals_the_others_at_once() {
         if applied(&b, &admin_b).await.1 == json!({"applied": false}) {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(1), "B still holds the old key");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "B still holds the old key"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     println!("master key changed on A: B sealed after {:?}", t.elapsed());
-    assert!(b.logs_once_they_contain("seals its vault", Duration::from_secs(5)).contains("seals its vault"));
+    assert!(b
+        .logs_once_they_contain("seals its vault", Duration::from_secs(5))
+        .contains("seals its vault"));
     // The new key applied to B unseals it.
     let (st, body) = call(
         client()
