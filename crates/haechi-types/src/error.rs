@@ -199,3 +199,30 @@ impl From<serde_json::Error> for Error {
         Error::internal(format_args!("json: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_503_without_the_driver_text() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111) to 10.0.0.5:5432",
+            )),
+        ] {
+            assert!(store_unreachable(&e), "{e}");
+            let err = Error::from(e);
+            assert_eq!(err.code, Code::Unavailable);
+            assert_eq!(err.code.status(), 503);
+            assert!(!err.message.contains("10.0.0.5"), "{}", err.message);
+        }
+        for e in [sqlx::Error::RowNotFound, sqlx::Error::ColumnNotFound("x".into())] {
+            assert!(!store_unreachable(&e), "{e}");
+            assert_eq!(Error::from(e).code, Code::Internal);
+        }
+    }
+}
