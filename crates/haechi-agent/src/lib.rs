@@ -40,8 +40,13 @@ const ACKED_MEMORY: usize = 4096;
 /// How to run an agent.
 #[derive(Clone)]
 pub struct AgentOptions {
-    /// `https://HOST:PORT` (or `http://` for a server run with plain HTTP).
+    /// `https://HOST:PORT` (or `http://` for a server run with plain HTTP): the server the
+    /// agent enrols with and dials first.
     pub server: String,
+    /// Other servers sharing the same store (or a load balancer's address), tried in turn
+    /// when the current one cannot be reached or its connection is lost. Executions held
+    /// across the switch are resumed on the new server from what the store holds.
+    pub failover: Vec<String>,
     /// How to trust the server (required for `https://`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The agent's own directory: credential, journal.
@@ -202,7 +207,7 @@ pub async fn run(
     fsutil::create_private_dir(&opts.data_dir, 0o711)?;
     let _lock = credential::lock_data_dir(&opts.data_dir)?;
     let cred = credential::load_or_enroll(&opts).await?;
-    tracing::info!(node_id = %cred.node_id, server = %opts.server, "agent starting");
+    tracing::info!(node_id = %cred.node_id, server = %opts.server, failover = ?opts.failover, "agent starting");
     let journal = Arc::new(Journal::open(&opts.data_dir)?);
     let policy = Arc::new(run_policy(&opts)?);
     let agent = Arc::new(Agent {
@@ -220,26 +225,48 @@ pub async fn run(
     // restarting, and the agent tries again at least every ~1 s so that it is back within a
     // second or two of the server answering.
     let mut lost_at: Option<std::time::Instant> = None;
+    let servers: Vec<String> = std::iter::once(agent.opts.server.clone())
+        .chain(agent.opts.failover.iter().cloned())
+        .collect();
+    let mut current = 0usize;
+    // Failures in a row since the last welcome, over every server.
+    let mut tried_since_welcome = 0usize;
     loop {
-        let attempt = session::run(&agent, &cred);
+        let server = servers[current].clone();
+        let attempt = session::run(&agent, &cred, &server);
         let outcome = tokio::select! {
             r = attempt => r,
             _ = &mut shutdown => return Ok(()),
         };
+        let mut switch_now = false;
         match outcome {
             Ok(session::Ended { welcomed }) => {
                 if welcomed {
                     failures = 0;
+                    tried_since_welcome = 0;
                     lost_at = Some(std::time::Instant::now());
+                    // The server went away: another one takes over at once.
+                    switch_now = servers.len() > 1;
                 }
-                tracing::info!("connection to the server closed; reconnecting");
+                tracing::info!(%server, "connection to the server closed; reconnecting");
             }
             Err(AgentError::Refused(msg)) => return Err(AgentError::Refused(msg)),
-            Err(e) => tracing::warn!("connection to the server failed: {e}"),
+            Err(e) => {
+                tracing::warn!(%server, "connection to the server failed: {e}");
+                tried_since_welcome += 1;
+                // Try the next server at once until each was tried once in this round.
+                switch_now = servers.len() > 1 && tried_since_welcome % servers.len() != 0;
+            }
+        }
+        if servers.len() > 1 {
+            current = (current + 1) % servers.len();
+            tracing::info!(server = %servers[current], "trying the next server");
         }
         failures = failures.saturating_add(1);
         let recently_connected = lost_at.is_some_and(|t| t.elapsed() < FAST_RECONNECT_FOR);
-        let wait = if recently_connected {
+        let wait = if switch_now {
+            jittered(FAILOVER_MS)
+        } else if recently_connected {
             backoff(failures).min(jittered(FAST_RECONNECT_MS))
         } else {
             backoff(failures)
@@ -298,6 +325,9 @@ fn run_policy(opts: &AgentOptions) -> Result<RunPolicy, AgentError> {
 const FAST_RECONNECT_FOR: Duration = Duration::from_secs(300);
 /// The retry interval in that period (before jitter).
 const FAST_RECONNECT_MS: u64 = 1000;
+/// The wait before dialling the next server after the current one failed (before jitter):
+/// short, and spread so that the agents of a dead server do not all arrive in one wave.
+const FAILOVER_MS: u64 = 200;
 
 /// Exponential backoff from 0.5 s to 30 s, with ±25 % jitter so many agents that lost the same
 /// server do not return in one wave.

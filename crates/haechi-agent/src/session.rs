@@ -139,13 +139,8 @@ pub async fn dial(
         .map_err(|_| AgentError::Connection(format!("connecting to {host}:{port} timed out")))?
 }
 
-pub async fn run(agent: &Arc<Agent>, cred: &Credential) -> Result<Ended, AgentError> {
-    let (socket, ip) = dial(
-        &agent.opts.server,
-        agent.opts.tls.as_ref(),
-        &cred.authorization(),
-    )
-    .await?;
+pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<Ended, AgentError> {
+    let (socket, ip) = dial(server, agent.opts.tls.as_ref(), &cred.authorization()).await?;
     let (mut sink, mut incoming) = socket.split();
     let hello = AgentMsg::Hello {
         protocol: PROTOCOL_VERSION,
@@ -173,7 +168,7 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential) -> Result<Ended, AgentEr
             "the server's first message was not a welcome".into(),
         ));
     };
-    tracing::info!(%node_id, "connected to the server");
+    tracing::info!(%node_id, %server, "connected to the server");
     // From here on the server has welcomed the agent: however the connection ends, the next
     // connection starts a fresh backoff (a server killed with -9 ends it with an I/O error).
     let served: Result<Ended, AgentError> = async {

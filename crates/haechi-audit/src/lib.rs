@@ -552,6 +552,7 @@ mod tests {
             database_url: None,
             sqlite_path: dir.path().join("audit.db"),
             max_connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(5),
         })
         .await
         .unwrap()

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use haechi_audit::{Batcher, BatcherOptions, Event};
 use haechi_identity::{Actor, Identity, Principal};
-use haechi_store::Store;
+use haechi_store::{Delivery, Signal, Store};
 use haechi_types::{time::now_ms, Error, Result};
 use haechi_vault::Vault;
 use serde_json::json;
@@ -247,7 +247,33 @@ impl DbGate {
         )
         .await?;
         tx.commit().await?;
-        self.reload().await
+        self.changed().await
+    }
+
+    /// After a committed policy change: reloads here, and tells the other servers sharing the
+    /// store, whose gateways then apply it to the next statement of every open session.
+    async fn changed(&self) -> Result<()> {
+        let reloaded = self.reload().await;
+        self.store.publish(Signal::Policies).await;
+        reloaded
+    }
+
+    /// Follows the other servers' policy signals: a policy changed on another server is
+    /// reloaded here at once (the 1 s poll of the version row stays as the safety net).
+    pub fn follow_signals(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let mut signals = self.store.signals().subscribe();
+        tokio::spawn(async move {
+            while let Some(d) = signals.recv().await {
+                if !matches!(d, Delivery::Signal(Signal::Policies) | Delivery::Resync) {
+                    continue;
+                }
+                let Some(gate) = weak.upgrade() else { return };
+                if let Err(e) = gate.reload().await {
+                    tracing::warn!("policy reload on a signal failed (the poll retries): {e}");
+                }
+            }
+        })
     }
 
     /// Reloads every policy from the store and moves the generation on.
@@ -334,7 +360,7 @@ impl DbGate {
                 Err(e) => return Err(e),
             }
         };
-        self.reload().await?;
+        self.changed().await?;
         Ok(created)
     }
 
@@ -359,7 +385,7 @@ impl DbGate {
         )
         .await?;
         tx.commit().await?;
-        self.reload().await?;
+        self.changed().await?;
         Ok(p)
     }
 
@@ -377,7 +403,7 @@ impl DbGate {
         )
         .await?;
         tx.commit().await?;
-        self.reload().await
+        self.changed().await
     }
 
     /// Locks or unlocks every policy matching `f` (at least one filter). Returns the indexes,
@@ -429,7 +455,7 @@ impl DbGate {
             changed.push(index);
         }
         tx.commit().await?;
-        self.reload().await?;
+        self.changed().await?;
         Ok(changed)
     }
 
@@ -481,7 +507,7 @@ impl DbGate {
         )
         .await?;
         tx.commit().await?;
-        self.reload().await?;
+        self.changed().await?;
         Ok(p)
     }
 

@@ -29,6 +29,15 @@ pub trait RunEnvSource: Send + Sync + 'static {
         actor: &'a Actor,
         origin: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<Vec<SecretEnv>>>;
+
+    /// The variables of the instance started by `origin`, read as the user who started the
+    /// workflow execution, exactly as its first attempt read them (the vault checks and
+    /// audits every read): for a server that sends a run whose values another server read
+    /// (that server died, or the agent is connected here).
+    fn read_as_starter<'a>(
+        &'a self,
+        origin: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<SecretEnv>>>;
 }
 
 /// A task instance stored inside a caller's transaction ([`Exec::start_instance_in_tx`]),
@@ -182,11 +191,15 @@ struct PendingRow {
     env_names: Option<String>,
     /// JSON object of the attributes the script names (`@OPM_ATTR.KEY@`), if it names any.
     attrs: Option<String>,
+    /// The workflow step attempt that started the instance, if one did.
+    origin: Option<String>,
+    /// Who asked for this execution (a re-run's user).
+    runner_id: String,
 }
 
 const PENDING_SELECT: &str =
     "SELECT e.id AS exec_id, e.node_id, e.exec_no, e.instance_no, i.task_id, r.revision_no, \
-     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs, i.env_names, e.attrs FROM node_executions e \
+     i.arguments, r.script_name, r.script, r.os_user, r.timeout_secs, i.env_names, e.attrs, i.origin, e.runner_id FROM node_executions e \
      JOIN task_instances i ON i.instance_no = e.instance_no \
      JOIN task_revisions r ON r.task_id = i.task_id AND r.revision_no = COALESCE(e.revision_no, i.revision_no)";
 
@@ -527,6 +540,8 @@ impl Exec {
                     timeout_secs: rev.timeout_secs,
                     env_names: None,
                     attrs,
+                    origin: req.origin.clone(),
+                    runner_id: req.runner_id.clone(),
                 })
             })
             .collect();
@@ -669,7 +684,7 @@ impl Exec {
             .create_instance_in_tx(&mut tx, &req, None, actor)
             .await?;
         tx.commit().await?;
-        self.hub.dispatch(created.runs);
+        self.send_runs(created.runs);
         Ok(created.instance)
     }
 
@@ -830,7 +845,7 @@ impl Exec {
     /// Sends the runs of an instance stored by [`Exec::start_instance_in_tx`] to the agents.
     /// Call it only after that transaction has committed.
     pub fn dispatch_started(&self, started: StartedInTx) {
-        self.hub.dispatch(started.runs);
+        self.send_runs(started.runs);
     }
 
     /// Runs instance `no` again on one node as its next `execNo` (the earlier ones stay
@@ -1218,7 +1233,90 @@ impl Exec {
             .bind(node_id)
             .fetch_all(db)
             .await)?;
-        Ok(rows.into_iter().map(|r| self.run_spec(r)).collect())
+        Ok(self.run_specs(rows).await)
+    }
+
+    /// The `Run`s of instance `no`'s `WAIT` executions on nodes whose agents are connected
+    /// here (another server stored them: [`haechi_store::Signal::Work`]).
+    pub(crate) async fn waiting_runs_here(&self, no: i64) -> Result<Vec<(String, RunSpec)>> {
+        let sql = format!(
+            "{PENDING_SELECT} WHERE e.status = 'WAIT' AND e.instance_no = $1 ORDER BY e.id"
+        );
+        let rows: Vec<PendingRow> = read!(self.store, |db| sqlx::query_as(&sql)
+            .bind(no)
+            .fetch_all(db)
+            .await)?;
+        let rows = rows
+            .into_iter()
+            .filter(|r| self.hub.is_connected(&r.node_id))
+            .collect();
+        Ok(self.run_specs(rows).await)
+    }
+
+    /// Runs from stored rows. A run that needs vault values this server does not hold (they
+    /// were read by another server, which died or whose agent is connected here, or by this
+    /// server before a restart) gets them read again here: a first attempt as the workflow
+    /// execution's starter, a re-run as the person who asked for it, each read checked and
+    /// audited by the vault. The values are kept in memory only, as the first server kept
+    /// them. When they cannot be read, the run tells the agent not to start the script.
+    async fn run_specs(&self, rows: Vec<PendingRow>) -> Vec<(String, RunSpec)> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let needs_env = row.env_names.as_deref().is_some_and(|n| n != "[]");
+            let held = if row.exec_no > 1 {
+                self.rerun_env(row.exec_id).is_some()
+            } else {
+                self.run_env(row.instance_no).is_some()
+            };
+            let mut refused = None;
+            if needs_env && !held {
+                if let Err(e) = self.reread_env(&row).await {
+                    refused = Some(e);
+                }
+            }
+            let (node, mut spec) = self.run_spec(row);
+            if let (Some(why), Some(text)) = (refused, spec.env_unavailable.as_mut()) {
+                text.push_str(&format!(" Reading them again on this server failed: {why}"));
+            }
+            out.push((node, spec));
+        }
+        out
+    }
+
+    /// Reads a run's vault values again on this server (see [`Exec::run_specs`]) and keeps
+    /// them where [`Exec::run_spec`] finds them.
+    async fn reread_env(&self, row: &PendingRow) -> std::result::Result<(), String> {
+        let (Some(source), Some(origin)) = (self.env_source.get(), row.origin.as_deref()) else {
+            return Err("this server has no workflow engine to read them with".to_owned());
+        };
+        let env = if row.exec_no > 1 {
+            let actor = Actor {
+                user_id: row.runner_id.clone(),
+                ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            };
+            source.read_again(&actor, origin).await
+        } else {
+            source.read_as_starter(origin).await
+        }
+        .map_err(|e| e.message)?;
+        let env = std::sync::Arc::new(env);
+        if row.exec_no > 1 {
+            self.rerun_envs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(row.exec_id, (row.instance_no, env));
+        } else {
+            self.run_envs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(row.instance_no, env);
+        }
+        tracing::info!(
+            instance = row.instance_no,
+            exec_id = row.exec_id,
+            "read a run's vault environment again on this server"
+        );
+        Ok(())
     }
 
     /// The `Run`s of the given `WAIT` executions.
@@ -1235,7 +1333,7 @@ impl Exec {
                 read!(self.store, |db| bind_args!(sqlx::query_as(&sql), w.args)
                     .fetch_all(db)
                     .await)?;
-            out.extend(rows.into_iter().map(|r| self.run_spec(r)));
+            out.extend(self.run_specs(rows).await);
         }
         Ok(out)
     }

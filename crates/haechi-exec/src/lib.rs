@@ -28,6 +28,7 @@ pub mod model;
 mod monitor;
 mod nodes;
 mod scheduler;
+mod signals;
 mod sql;
 mod tasks;
 mod windows;
@@ -117,6 +118,7 @@ impl Exec {
         tokio::spawn(writer::run(exec.clone(), wrx));
         tokio::spawn(monitor::run(exec.clone()));
         tokio::spawn(scheduler::run(exec.clone()));
+        tokio::spawn(signals::run(exec.clone()));
         exec
     }
 

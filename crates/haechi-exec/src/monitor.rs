@@ -50,7 +50,7 @@ pub(crate) async fn run(exec: Arc<Exec>) {
             Err(e) => tracing::warn!("monitor: {e}"),
         }
         if ticks.is_multiple_of(2) {
-            if let Err(e) = sweep(&exec).await {
+            if let Err(e) = sweep(&exec, SWEEP_MIN_AGE_MS).await {
                 tracing::warn!("agent sweep failed: {e}");
             }
         }
@@ -92,7 +92,9 @@ fn flush_heartbeats(exec: &Exec) {
     }
 }
 
-async fn sweep(exec: &Exec) -> Result<()> {
+/// Re-sends what the agents connected here should have: cancels not yet obeyed, and runs
+/// waiting for longer than `min_age_ms` (younger ones were just sent).
+pub(crate) async fn sweep(exec: &Exec, min_age_ms: i64) -> Result<()> {
     let connected: HashSet<String> = exec.hub.connected_nodes().into_iter().collect();
     let open: Vec<(i64, String, String, bool, i64)> = read!(exec.store, |db| {
         sqlx::query_as(
@@ -111,7 +113,7 @@ async fn sweep(exec: &Exec) -> Result<()> {
         }
         if status == "RUN" && cancel {
             exec.hub.cancel_paced(&node, id);
-        } else if status == "WAIT" && created < now - SWEEP_MIN_AGE_MS {
+        } else if status == "WAIT" && created <= now - min_age_ms {
             wait_ids.push(id);
         }
     }

@@ -283,7 +283,7 @@ async fn fire(exec: &Exec, row: &Scheduled, due: i64) -> Result<()> {
         Err(e) => return Err(e.into_error()),
     };
     tx.commit().await?;
-    exec.hub.dispatch(runs);
+    exec.send_runs(runs);
     Ok(())
 }
 

@@ -106,6 +106,8 @@ struct After {
     rerun_replies: Vec<(oneshot::Sender<Result<i64>>, Result<i64>)>,
     runs: Vec<(String, RunSpec)>,
     cancels: Vec<(String, i64)>,
+    /// Instances with executions to cancel (announced to the other servers).
+    cancelled: Vec<i64>,
     events: Vec<ExecEvent>,
     touched: HashSet<i64>,
 }
@@ -166,10 +168,11 @@ fn act(exec: &Exec, after: After) {
     for (tx, r) in after.rerun_replies {
         let _ = tx.send(r);
     }
-    exec.hub.dispatch(after.runs);
+    exec.send_runs(after.runs);
     for (node, id) in after.cancels {
         exec.hub.cancel(&node, id);
     }
+    exec.announce_cancels(after.cancelled);
     for e in after.events {
         exec.emit(e);
     }
@@ -627,6 +630,9 @@ async fn apply_one(
                 Ok(notify) => {
                     for (_, id) in &notify {
                         lens.remove(id);
+                    }
+                    if !notify.is_empty() {
+                        after.cancelled.push(instance_no);
                     }
                     after.cancels.extend(notify);
                     after.touched.insert(instance_no);

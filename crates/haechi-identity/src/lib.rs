@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
-use haechi_store::{in_tx, read, Store};
+use haechi_store::{in_tx, read, Delivery, Signal, Store};
 use haechi_types::{ident, time::now_ms, Code, Error, Result};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
@@ -540,18 +540,65 @@ impl Identity {
         }))
     }
 
-    /// Forgets every cached token of a user, so a change to that user applies to the next
-    /// request on this server.
-    pub fn forget_user(&self, user_pk: i64) {
+    /// Forgets every cached token of a user, here and (through the signal bus) on every
+    /// other server sharing the store, so a change to that user applies to the next request
+    /// everywhere.
+    pub async fn forget_user(&self, user_pk: i64) {
+        self.evict_user(user_pk);
+        self.store
+            .publish(Signal::UserChanged { user: user_pk })
+            .await;
+    }
+
+    async fn forget_token(&self, token_id: i64) {
+        self.evict_token(token_id);
+        self.store
+            .publish(Signal::TokenRevoked { token: token_id })
+            .await;
+    }
+
+    /// Forgets every cached token, here and on the other servers (a role changed).
+    pub async fn forget_all(&self) {
+        self.evict_all();
+        self.store.publish(Signal::RolesChanged).await;
+    }
+
+    fn evict_user(&self, user_pk: i64) {
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|_, e| e.principal.id != user_pk);
         }
     }
 
-    fn forget_token(&self, token_id: i64) {
+    fn evict_token(&self, token_id: i64) {
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|_, e| e.principal.token_id != token_id);
         }
+    }
+
+    fn evict_all(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+    }
+
+    /// Follows the other servers' identity signals until the store's bus closes: a token
+    /// revoked or a user changed on another server is evicted from this server's cache at
+    /// once. After the listener reconnected (signals may have been missed) the whole cache
+    /// is dropped.
+    pub fn follow_signals(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        let mut signals = self.store.signals().subscribe();
+        tokio::spawn(async move {
+            while let Some(d) = signals.recv().await {
+                let Some(me) = me.upgrade() else { return };
+                match d {
+                    Delivery::Signal(Signal::TokenRevoked { token }) => me.evict_token(token),
+                    Delivery::Signal(Signal::UserChanged { user }) => me.evict_user(user),
+                    Delivery::Signal(Signal::RolesChanged) | Delivery::Resync => me.evict_all(),
+                    Delivery::Signal(_) => {}
+                }
+            }
+        })
     }
 
     /// Whether a long-lived session opened with `token` (a database gateway session) may go
@@ -585,16 +632,20 @@ impl Identity {
     pub async fn end_session(&self, token: &str) -> Result<()> {
         let hash = token::hash(token);
         let now = now_ms();
-        read!(self.store.writer(), |db| sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL"
+        let revoked: Option<i64> = read!(self.store.writer(), |db| {
+            sqlx::query_scalar(
+            "UPDATE tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING id"
         )
         .bind(now)
         .bind(&hash)
-        .execute(db)
+        .fetch_optional(db)
         .await
-        .map(|r| r.rows_affected()))?;
+        })?;
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(&hash);
+        }
+        if let Some(id) = revoked {
+            self.store.publish(Signal::TokenRevoked { token: id }).await;
         }
         Ok(())
     }
@@ -614,7 +665,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_token(principal.token_id);
+        self.forget_token(principal.token_id).await;
         Ok(())
     }
 
@@ -649,7 +700,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_token(token_id);
+        self.forget_token(token_id).await;
         Ok(())
     }
 }

@@ -1090,7 +1090,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_user(pk);
+        self.forget_user(pk).await;
         self.get_user(user_id).await
     }
 
@@ -1187,7 +1187,7 @@ impl Identity {
         .map(|r| r.rows_affected()))?;
         haechi_audit::append(&mut tx, actor.event("admin", "user.delete").target(user_id)).await?;
         tx.commit().await?;
-        self.forget_user(pk);
+        self.forget_user(pk).await;
         Ok(())
     }
 
@@ -1369,7 +1369,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_all();
+        self.forget_all().await;
         load_role(&self.store, &role.id.to_string()).await
     }
 
@@ -1396,13 +1396,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_all();
+        self.forget_all().await;
         Ok(())
-    }
-
-    fn forget_all(&self) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.clear();
-        }
     }
 }

@@ -9,6 +9,7 @@
 //! transactions never fail with `SQLITE_BUSY` and readers never wait for writers.
 
 mod migrate;
+pub mod signal;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
 pub use migrate::{Migration, MIGRATIONS};
+pub use signal::{Delivery, Signal, Signals, Subscription};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub struct StoreOptions {
     pub sqlite_path: std::path::PathBuf,
     /// Connections in the PostgreSQL pool, or SQLite reader connections.
     pub max_connections: u32,
+    /// How long a request waits for a PostgreSQL connection before it is refused with 503
+    /// (the database is down or restarting): short, so that callers get an answer instead of
+    /// hanging.
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -51,6 +57,7 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    signals: std::sync::Arc<Signals>,
 }
 
 /// A pool to run queries on, for the [`read!`] macro.
@@ -99,7 +106,9 @@ impl Store {
     /// Opens (creating when needed) the store and applies pending migrations.
     pub async fn open(opts: &StoreOptions) -> Result<Store> {
         let store = match &opts.database_url {
-            Some(url) => Self::open_postgres(url, opts.max_connections).await?,
+            Some(url) => {
+                Self::open_postgres(url, opts.max_connections, opts.acquire_timeout).await?
+            }
             None => Self::open_sqlite(&opts.sqlite_path, opts.max_connections).await?,
         };
         migrate::run(&store).await?;
@@ -109,7 +118,7 @@ impl Store {
     /// Opens the store without migrating (for offline checks such as `audit verify`).
     pub async fn open_existing(opts: &StoreOptions) -> Result<Store> {
         match &opts.database_url {
-            Some(url) => Self::open_postgres(url, 2).await,
+            Some(url) => Self::open_postgres(url, 2, opts.acquire_timeout).await,
             None => {
                 if !opts.sqlite_path.exists() {
                     return Err(Error::not_found(format_args!(
@@ -122,13 +131,17 @@ impl Store {
         }
     }
 
-    async fn open_postgres(url: &str, max_connections: u32) -> Result<Store> {
+    async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Store> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid(format!("database URL: {}", redact_url_error(&e))))?
             .application_name("haechi");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout.max(Duration::from_millis(100)))
             .connect_with(options)
             .await
             .map_err(|e| {
@@ -139,6 +152,7 @@ impl Store {
             })?;
         Ok(Store {
             pools: Pools::Postgres(pool),
+            signals: Signals::new(),
         })
     }
 
@@ -172,6 +186,7 @@ impl Store {
             .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
         Ok(Store {
             pools: Pools::Sqlite { writer, reader },
+            signals: Signals::new(),
         })
     }
 

@@ -165,12 +165,64 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if store_unreachable(&e) {
+            // The request is refused whole (nothing was committed): a clear 503 the client
+            // can retry, never the driver's text.
+            tracing::debug!("store unreachable: {e}");
+            return Error::unavailable(
+                "the database is unreachable (restarting or failing over); nothing was changed, try again shortly",
+            );
+        }
         Error::internal(format_args!("store: {e}"))
+    }
+}
+
+/// Whether `e` means the database cannot be reached right now (no connection within the
+/// acquire timeout, a connection lost, PostgreSQL shutting down or starting up), as opposed
+/// to a statement that failed.
+pub fn store_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // Class 08 (connection exception), 57P01..57P03 (admin/crash shutdown, cannot
+            // connect now), 53300 (too many connections).
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::internal(format_args!("json: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_503_without_the_driver_text() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111) to 10.0.0.5:5432",
+            )),
+        ] {
+            assert!(store_unreachable(&e), "{e}");
+            let err = Error::from(e);
+            assert_eq!(err.code, Code::Unavailable);
+            assert_eq!(err.code.status(), 503);
+            assert!(!err.message.contains("10.0.0.5"), "{}", err.message);
+        }
+        for e in [sqlx::Error::RowNotFound, sqlx::Error::ColumnNotFound("x".into())] {
+            assert!(!store_unreachable(&e), "{e}");
+            assert_eq!(Error::from(e).code, Code::Internal);
+        }
     }
 }

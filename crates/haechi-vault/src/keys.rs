@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
 use haechi_identity::Actor;
-use haechi_store::{in_tx, read, Backend, Tx};
+use haechi_store::{in_tx, read, Backend, Delivery, Signal, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -663,6 +663,84 @@ impl Vault {
         if mode == Mode::Manual {
             remove_key_file(&self.key_file)?;
         }
+        self.store.publish(Signal::VaultKeys).await;
+        Ok(())
+    }
+
+    /// Follows the other servers' vault signals: after a master key change, a mode change or
+    /// a data key rotation on another server, this server checks its keys against the store
+    /// at once ([`Vault::recheck_keys`]) instead of at its first failed unwrap.
+    pub fn follow_signals(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let mut signals = self.store.signals().subscribe();
+        tokio::spawn(async move {
+            while let Some(d) = signals.recv().await {
+                if !matches!(d, Delivery::Signal(Signal::VaultKeys) | Delivery::Resync) {
+                    continue;
+                }
+                let Some(vault) = weak.upgrade() else { return };
+                if let Err(e) = vault.recheck_keys().await {
+                    tracing::warn!("vault key check on a signal failed: {e}");
+                }
+            }
+        })
+    }
+
+    /// Compares this server's keys with the store's: a master key changed elsewhere is taken
+    /// on when this server's key still opens it (it cannot: the change needs a new key) and
+    /// otherwise seals this server until the new key is applied to it; a data key cache is
+    /// dropped after a rotation; the key file follows the mode (Manual: no key on disk;
+    /// Express: the key in the key file unless the environment holds it).
+    pub(crate) async fn recheck_keys(&self) -> Result<()> {
+        let _guard = self.admin.lock().await;
+        let Some(state) = self.load_state().await? else {
+            return Ok(());
+        };
+        let ring = self.keyring.read().ok().and_then(|k| k.clone());
+        let Some(ring) = ring else {
+            return Ok(());
+        };
+        if state.kek_salt != ring.salt {
+            if ring.master.matches(&state.kek_salt, &state.key_check) {
+                self.set_keyring(Some(Arc::new(Keyring::new(
+                    ring.master.clone(),
+                    state.kek_salt.clone(),
+                    ring.source,
+                ))))?;
+            } else {
+                tracing::error!(
+                    "the vault master key was changed (by another server sharing the store): this server seals \
+                     its vault until the new key is applied"
+                );
+                self.set_keyring(None)?;
+                return Ok(());
+            }
+        } else {
+            // A rotation retired data keys: unwrap the active one again on first use.
+            let retired: Vec<i64> = ring
+                .cached_ids()
+                .into_iter()
+                .filter(|id| *id != state.active_key_id)
+                .collect();
+            ring.forget(&retired);
+        }
+        match state.mode()? {
+            Mode::Manual => {
+                if remove_key_file(&self.key_file)? {
+                    tracing::info!(
+                        "the vault is in Manual mode now (changed on another server): removed this server's key file"
+                    );
+                }
+            }
+            Mode::Express => {
+                if self.env_key.is_none() && !self.key_file.exists() {
+                    write_key_file(&self.key_file, &ring.master)?;
+                    tracing::info!(
+                        "the vault is in Express mode now (changed on another server): wrote this server's key file"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -825,6 +903,7 @@ impl Vault {
             reencrypted,
             "vault data key rotated"
         );
+        self.store.publish(Signal::VaultKeys).await;
         Ok(Rotation {
             key_id: new_id,
             reencrypted,
@@ -913,6 +992,7 @@ impl Vault {
             }
         }
         self.set_keyring(Some(Arc::new(fresh)))?;
+        self.store.publish(Signal::VaultKeys).await;
 
         let mut warning = None;
         let mut key_file_updated = false;

@@ -206,54 +206,21 @@ impl TaskRunner for ExecTasks {
 
     fn wait<'a>(&'a self, no: i64) -> BoxFuture<'a, Result<TaskEnd>> {
         Box::pin(async move {
+            // The database going away (a restart, a failover) does not end the step: the
+            // instance goes on without it, and is followed again once it is back.
             loop {
-                let inst = self.0.wait_instance(no, Duration::from_secs(3600)).await?;
-                if inst.end_at.is_some() {
-                    break;
+                match self.wait_once(no).await {
+                    Err(e) if e.code == Code::Unavailable => {
+                        tracing::warn!(
+                            instance = no,
+                            "following a task instance: {}; trying again",
+                            e.message
+                        );
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    ended => return ended,
                 }
             }
-            let nodes = self
-                .0
-                .instance_nodes(
-                    no,
-                    &NodeExecFilter::default(),
-                    Paging {
-                        limit: 10_000,
-                        offset: 0,
-                    },
-                )
-                .await?;
-            let failed: Vec<String> = nodes
-                .items
-                .iter()
-                .filter(|e| e.result_cd.as_deref() != Some("S"))
-                .map(|e| {
-                    let mut s = format!("{} {}", e.node_id, e.status.as_str());
-                    if let Some(code) = e.exit_cd {
-                        s.push_str(&format!(" (exit {code})"));
-                    }
-                    if let Some(r) = &e.reason {
-                        s.push_str(&format!(": {r}"));
-                    }
-                    s
-                })
-                .collect();
-            let total = nodes.items.len();
-            Ok(if failed.is_empty() && total > 0 {
-                TaskEnd {
-                    ok: true,
-                    summary: format!("task instance {no}: {total} of {total} nodes ended S"),
-                }
-            } else {
-                TaskEnd {
-                    ok: false,
-                    summary: format!(
-                        "task instance {no}: {} of {total} nodes did not end S: {}",
-                        failed.len(),
-                        failed.join("; ")
-                    ),
-                }
-            })
         })
     }
 
@@ -305,6 +272,60 @@ impl TaskRunner for ExecTasks {
                 return Ok(());
             }
             self.0.cancel(actor, no, None).await.map(|_| ())
+        })
+    }
+}
+
+impl ExecTasks {
+    /// Waits for instance `no` to end and sums up how its nodes ended.
+    async fn wait_once(&self, no: i64) -> Result<TaskEnd> {
+        loop {
+            let inst = self.0.wait_instance(no, Duration::from_secs(3600)).await?;
+            if inst.end_at.is_some() {
+                break;
+            }
+        }
+        let nodes = self
+            .0
+            .instance_nodes(
+                no,
+                &NodeExecFilter::default(),
+                Paging {
+                    limit: 10_000,
+                    offset: 0,
+                },
+            )
+            .await?;
+        let failed: Vec<String> = nodes
+            .items
+            .iter()
+            .filter(|e| e.result_cd.as_deref() != Some("S"))
+            .map(|e| {
+                let mut s = format!("{} {}", e.node_id, e.status.as_str());
+                if let Some(code) = e.exit_cd {
+                    s.push_str(&format!(" (exit {code})"));
+                }
+                if let Some(r) = &e.reason {
+                    s.push_str(&format!(": {r}"));
+                }
+                s
+            })
+            .collect();
+        let total = nodes.items.len();
+        Ok(if failed.is_empty() && total > 0 {
+            TaskEnd {
+                ok: true,
+                summary: format!("task instance {no}: {total} of {total} nodes ended S"),
+            }
+        } else {
+            TaskEnd {
+                ok: false,
+                summary: format!(
+                    "task instance {no}: {} of {total} nodes did not end S: {}",
+                    failed.len(),
+                    failed.join("; ")
+                ),
+            }
         })
     }
 }
@@ -400,7 +421,7 @@ impl RunEnvSource for StepEnv {
                     Err(e) => {
                         return Err(Error::forbidden(format!(
                             "this run gets env_from_vault.{name} (attribute '{}' of credential \
-                             {}) of workflow step '{step_name}': a re-run reads it again as \
+                             {}) of workflow step '{step_name}': it is read again as \
                              '{}', who may not use it: {}",
                             r.attribute, r.credential_id, actor.user_id, e.message
                         )))
@@ -408,6 +429,35 @@ impl RunEnvSource for StepEnv {
                 }
             }
             Ok(env)
+        })
+    }
+
+    fn read_as_starter<'a>(&'a self, origin: &'a str) -> BoxFuture<'a, Result<Vec<SecretEnv>>> {
+        Box::pin(async move {
+            let eng = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Error::unavailable("the workflow engine is stopping"))?;
+            let execution_id = origin.split_once('/').map(|(e, _)| e).unwrap_or(origin);
+            let row: Option<(String, String)> = read!(eng.store, |db| sqlx::query_as(
+                "SELECT started_by, source_ip FROM workflow_executions WHERE id = $1"
+            )
+            .bind(execution_id)
+            .fetch_optional(db)
+            .await)?;
+            let (user_id, ip) = row.ok_or_else(|| {
+                Error::conflict(format!(
+                    "the run's environment comes from workflow step attempt '{origin}', which \
+                     no longer exists"
+                ))
+            })?;
+            let actor = Actor {
+                user_id,
+                ip: ip
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            };
+            self.read_again(&actor, origin).await
         })
     }
 }

@@ -20,8 +20,18 @@ pub const EXEC_AS_COMMAND: &str = "agent-exec-as";
 #[derive(Args)]
 pub struct AgentArgs {
     /// The server, https://HOST:PORT (the server's one HTTPS port; the agent dials out).
-    #[arg(long, env = "HAECHI_SERVER", value_name = "URL")]
-    server: String,
+    /// Repeat it (or give a comma-separated list) for several servers sharing one
+    /// PostgreSQL: the agent enrols with the first and, when its server dies, reconnects to
+    /// the next; the executions it holds are resumed there. One load balancer address works
+    /// too.
+    #[arg(
+        long,
+        env = "HAECHI_SERVER",
+        value_name = "URL",
+        required = true,
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
     /// One-time enrolment token (POST /api/v1/agents/enrollment-tokens); needed only until the
     /// agent holds its own credential in the data directory.
     #[arg(long, env = "HAECHI_ENROLL_TOKEN", value_name = "TOKEN")]
@@ -32,9 +42,10 @@ pub struct AgentArgs {
     /// Node id to enrol as (default: the host name).
     #[arg(long, value_name = "ID")]
     node_id: Option<String>,
-    /// Trust the server whose certificate has this SHA-256 fingerprint (printed at server start).
+    /// Trust the server whose certificate has this SHA-256 fingerprint (printed at server
+    /// start). Repeat it for several servers, each with its own self-signed certificate.
     #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "insecure_skip_verify"])]
-    server_fingerprint: Option<String>,
+    server_fingerprint: Vec<String>,
     /// Trust server certificates signed by this CA (PEM).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure_skip_verify")]
     ca: Option<PathBuf>,
@@ -132,24 +143,45 @@ fn helper() -> Option<ExecHelper> {
 /// Runs `haechi agent` until Ctrl-C or SIGTERM.
 pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    let https = a.server.starts_with("https://");
+    let servers: Vec<String> = a
+        .server
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(first) = servers.first().cloned() else {
+        anyhow::bail!("--server: give at least one server URL");
+    };
+    let https = first.starts_with("https://");
+    if servers.iter().any(|s| s.starts_with("https://") != https) {
+        anyhow::bail!("--server: every server URL must use the same scheme (https:// or http://)");
+    }
     let tls = if https {
-        let pin = match (&a.server_fingerprint, &a.ca, a.insecure_skip_verify) {
-            (Some(f), _, _) => Pin::Fingerprint(
-                normalize_fingerprint(f)
-                    .context("--server-fingerprint is not a SHA-256 fingerprint")?,
+        let pin = match (
+            a.server_fingerprint.is_empty(),
+            &a.ca,
+            a.insecure_skip_verify,
+        ) {
+            (false, _, _) => Pin::AnyFingerprint(
+                a.server_fingerprint
+                    .iter()
+                    .map(|f| {
+                        normalize_fingerprint(f)
+                            .context("--server-fingerprint is not a SHA-256 fingerprint")
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
             ),
-            (None, Some(ca), _) => Pin::Ca(ca.clone()),
-            (None, None, true) => {
+            (true, Some(ca), _) => Pin::Ca(ca.clone()),
+            (true, None, true) => {
                 tracing::warn!(
                     "INSECURE: --insecure-skip-verify trusts any certificate: anyone between this \
                      node and {} can pose as the server, take this agent's secret and send it \
                      scripts to run; pin the server with --server-fingerprint instead",
-                    a.server
+                    first
                 );
                 Pin::Insecure
             }
-            (None, None, false) => {
+            (true, None, false) => {
                 anyhow::bail!(
                     "say how to trust the server: --server-fingerprint SHA256 (printed when the server starts), --ca FILE, or --insecure-skip-verify"
                 )
@@ -157,19 +189,24 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         };
         Some(client_config(pin)?)
     } else {
-        haechi_agent::require_loopback_for_plain_http(&a.server)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for s in &servers {
+            haechi_agent::require_loopback_for_plain_http(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
         None
     };
     if let Some(cred) = Credential::load(&a.data_dir).map_err(|e| anyhow::anyhow!("{e}"))? {
-        if cred.server.trim_end_matches('/') != a.server.trim_end_matches('/') {
+        let known = servers
+            .iter()
+            .any(|s| cred.server.trim_end_matches('/') == s.trim_end_matches('/'));
+        if !known {
             tracing::warn!(enrolled_with = %cred.server, "the data directory was enrolled with another server URL");
         }
     }
     let labels = agent_labels(a.labels_file.as_deref(), &a.labels)?;
     let opts = AgentOptions {
         labels,
-        server: a.server,
+        server: first,
+        failover: servers[1..].to_vec(),
         tls,
         data_dir: a.data_dir,
         node_id: a.node_id,
@@ -272,6 +309,7 @@ pub async fn start_local(
     };
     let opts = AgentOptions {
         server,
+        failover: Vec::new(),
         tls,
         data_dir,
         node_id: Some(node_id),

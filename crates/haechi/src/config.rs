@@ -65,6 +65,9 @@ pub struct Config {
     pub database_url_file: Option<PathBuf>,
     /// Largest number of open database connections.
     pub database_max_connections: u32,
+    /// How long a request waits for a PostgreSQL connection, in milliseconds, before it is
+    /// refused with 503 (the database is down or restarting) instead of hanging.
+    pub database_acquire_timeout_ms: u64,
     /// Serve plain HTTP instead of HTTPS. Allowed only on a loopback address unless
     /// `allow_plain_http_on_public_address` is also set.
     pub plain_http: bool,
@@ -124,6 +127,9 @@ pub struct Config {
     pub gateway_pool_size: usize,
     /// Seconds a pooled backend connection may sit with nothing to do before it is closed.
     pub gateway_pool_idle_secs: u64,
+    /// Seconds between two reads of the policies' version row, the safety net behind the
+    /// signal through which a policy change made on another server applies at once.
+    pub gateway_policy_poll_secs: u64,
     /// The audit log: when an answer may leave relative to its event.
     pub audit: AuditConfig,
     /// Identity settings: lockout, inactivity, token lifetimes, password hashing cost.
@@ -147,6 +153,7 @@ impl Default for Config {
             database_url: None,
             database_url_file: None,
             database_max_connections: 16,
+            database_acquire_timeout_ms: 3000,
             plain_http: false,
             allow_plain_http_on_public_address: false,
             tls_cert: None,
@@ -169,6 +176,7 @@ impl Default for Config {
             gateway_threads: 0,
             gateway_pool_size: 0,
             gateway_pool_idle_secs: 600,
+            gateway_policy_poll_secs: 1,
             audit: AuditConfig::default(),
             identity: IdentityConfig::default(),
             agents: AgentsConfig::default(),
@@ -475,6 +483,13 @@ impl Config {
         if self.database_max_connections == 0 {
             return Err(self.invalid("database_max_connections", 0, "must be at least 1"));
         }
+        if !(100..=600_000).contains(&self.database_acquire_timeout_ms) {
+            return Err(self.invalid(
+                "database_acquire_timeout_ms",
+                self.database_acquire_timeout_ms,
+                "must be between 100 and 600000",
+            ));
+        }
         if self.agents.heartbeat_secs == 0 || self.agents.heartbeat_secs > 3600 {
             return Err(self.invalid(
                 "agents.heartbeat_secs",
@@ -628,6 +643,13 @@ impl Config {
             ));
         }
 
+        if !(1..=3600).contains(&self.gateway_policy_poll_secs) {
+            return Err(self.invalid(
+                "gateway_policy_poll_secs",
+                self.gateway_policy_poll_secs,
+                "must be a number of seconds from 1 to 3600",
+            ));
+        }
         if !(1..=86_400).contains(&self.gateway_pool_idle_secs) {
             return Err(self.invalid(
                 "gateway_pool_idle_secs",
@@ -1444,6 +1466,16 @@ mod tests {
                 "HAECHI_GATEWAY_POOL_IDLE_SECS",
                 "0",
                 "gateway_pool_idle_secs",
+            ),
+            (
+                "HAECHI_GATEWAY_POLICY_POLL_SECS",
+                "0",
+                "gateway_policy_poll_secs",
+            ),
+            (
+                "HAECHI_DATABASE_ACQUIRE_TIMEOUT_MS",
+                "5",
+                "database_acquire_timeout_ms",
             ),
             (
                 "HAECHI_GATEWAY_POOL_IDLE_SECS",

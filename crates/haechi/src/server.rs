@@ -93,6 +93,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             pg_pool_size: cfg.gateway_pool_size,
             pg_pool_idle: std::time::Duration::from_secs(cfg.gateway_pool_idle_secs),
             audit_durability: cfg.audit.durability,
+            poll_interval: std::time::Duration::from_secs(cfg.gateway_policy_poll_secs),
             ..Default::default()
         },
     )
@@ -122,6 +123,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
     exec.set_env_source(workflows.rerun_env_source());
+    // The cross-server signal bus (PostgreSQL): each engine follows the signals it acts on.
+    let (stop_signals, signals_stopped) = tokio::sync::watch::channel(false);
+    let signal_listener = store.listen(signals_stopped);
+    let followers = [
+        identity.follow_signals(),
+        dbgate.follow_signals(),
+        vault.follow_signals(),
+    ];
 
     let state = AppState::new(Services {
         store: store.clone(),
@@ -174,6 +183,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let _ = g.await;
     }
     exec.shutdown().await;
+    let _ = stop_signals.send(true);
+    if let Some(l) = signal_listener {
+        let _ = l.await;
+    }
+    for f in followers {
+        f.abort();
+    }
     dbgate.shutdown().await;
     vault.shutdown().await;
     store.close().await;
@@ -266,6 +282,7 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
             .map(|u| u.expose_secret().to_owned()),
         sqlite_path: cfg.sqlite_path(),
         max_connections: cfg.database_max_connections,
+        acquire_timeout: std::time::Duration::from_millis(cfg.database_acquire_timeout_ms),
     }
 }
 

@@ -124,6 +124,9 @@ pub enum Pin {
     /// [`normalize_fingerprint`] accepts), whatever its names and dates, as `--server-fingerprint`
     /// does. This is how clients trust a server's generated self-signed certificate.
     Fingerprint(String),
+    /// Trust a certificate with any of these fingerprints (an agent given several servers,
+    /// each with its own self-signed certificate).
+    AnyFingerprint(Vec<String>),
     /// Verify the server's certificate chain and name against the CA certificates in this PEM
     /// file (for a server with a certificate issued by an organisation's CA).
     Ca(PathBuf),
@@ -142,12 +145,21 @@ pub fn client_config(pin: Pin) -> Result<Arc<ClientConfig>> {
         .context("the ring crypto provider supports no safe TLS version")?;
     let config = match pin {
         Pin::Fingerprint(pinned) => {
-            let expected = decode_fingerprint(&pinned).ok_or_else(|| {
-                anyhow!(
-                    "{pinned:?} is not a SHA-256 fingerprint: expected 64 hex digits, \
-                     optionally in colon-separated pairs such as AB:CD:…"
-                )
-            })?;
+            return client_config(Pin::AnyFingerprint(vec![pinned]));
+        }
+        Pin::AnyFingerprint(pinned) => {
+            let mut expected = Vec::with_capacity(pinned.len());
+            for p in &pinned {
+                expected.push(decode_fingerprint(p).ok_or_else(|| {
+                    anyhow!(
+                        "{p:?} is not a SHA-256 fingerprint: expected 64 hex digits, \
+                         optionally in colon-separated pairs such as AB:CD:…"
+                    )
+                })?);
+            }
+            if expected.is_empty() {
+                return Err(anyhow!("no fingerprint to pin"));
+            }
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
@@ -205,7 +217,8 @@ impl std::error::Error for FingerprintMismatch {}
 /// and checks handshake signatures against that certificate's key as usual.
 #[derive(Debug)]
 struct PinnedVerifier {
-    expected: Option<[u8; 32]>,
+    /// Any of these; `None` trusts any certificate.
+    expected: Option<Vec<[u8; 32]>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -220,9 +233,13 @@ impl ServerCertVerifier for PinnedVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(expected) = &self.expected {
             let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-            if actual != *expected {
+            if !expected.contains(&actual) {
                 let mismatch = FingerprintMismatch {
-                    expected: colon_hex(expected),
+                    expected: expected
+                        .iter()
+                        .map(|e| colon_hex(e))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                     actual: colon_hex(&actual),
                 };
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Other(

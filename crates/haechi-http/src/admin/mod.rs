@@ -229,24 +229,31 @@ fn exec_routes() -> Router<AppState> {
 /// `GET /api/v1/health`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok` once the server serves requests.
+    /// `ok` once the server serves requests; `degraded` while its database cannot be reached
+    /// (it still serves what needs no database, and refuses the rest with 503).
     status: &'static str,
     version: &'static str,
     /// `sqlite` or `postgres`.
     store: &'static str,
+    /// `ok`, or `unavailable` while the server has no connection to PostgreSQL (it
+    /// reconnects by itself).
+    database: &'static str,
 }
 
-/// Liveness: answers 200 without a token once the server serves requests.
+/// Liveness: answers 200 without a token once the server serves requests, also while its
+/// database is away (then `status` is `degraded`).
 #[utoipa::path(get, path = "/api/v1/health", tag = "admin", security(()),
     responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+    let database_up = state.store.signals().connected();
     axum::Json(Health {
-        status: "ok",
+        status: if database_up { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         store: match state.store.backend() {
             haechi_store::Backend::Sqlite => "sqlite",
             haechi_store::Backend::Postgres => "postgres",
         },
+        database: if database_up { "ok" } else { "unavailable" },
     })
 }
 
