@@ -246,7 +246,7 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential) -> Result<Ended, AgentEr
                     if last_heard.elapsed() > heartbeat * 3 {
                         return Err(AgentError::Connection("the server stopped answering heartbeats".into()));
                     }
-                    send_json(&mut sink, &AgentMsg::Heartbeat).await?;
+                    send_json(&mut sink, &AgentMsg::Heartbeat { at_ms: Some(crate::runner::now_ms()) }).await?;
                 }
             }
         }

@@ -8,7 +8,9 @@
 //! SQLite is opened with one writer connection and a pool of readers (WAL), so write
 //! transactions never fail with `SQLITE_BUSY` and readers never wait for writers.
 
+mod lock;
 mod migrate;
+mod snapshot;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,6 +22,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
 pub use migrate::{Migration, MIGRATIONS};
+pub use lock::SessionLock;
+pub use snapshot::{latest_schema_version, Inventory, PgSnapshot};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

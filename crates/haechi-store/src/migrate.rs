@@ -51,6 +51,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_runbook"),
     migration!(11, "0011_approved_revisions_owner_names", foreign_keys_off),
     migration!(12, "0012_target_tls_verify"),
+    // 13 to 15 are reserved for work landing beside this one.
+    migration!(16, "0016_audit_sinks_clock_skew"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

@@ -32,6 +32,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{VaultError, SEALED_MESSAGE};
 pub use model::*;
+pub use keys::{check_keys_offline, OfflineKeyCheck};
 
 use crate::crypto::MasterKey;
 use crate::keys::Keyring;

@@ -14,14 +14,24 @@ use haechi_agent::{AgentOptions, Credential, ExecHelper, Limits};
 
 use crate::tls::{client_config, normalize_fingerprint, Pin};
 
+#[derive(clap::Subcommand)]
+enum AgentAction {
+    /// Write the systemd unit that runs this agent on this node (and the environment file
+    /// holding its one-time enrolment token).
+    Install(crate::agent_install::InstallArgs),
+}
+
 /// The hidden subcommand the agent runs to become another user before running a script.
 pub const EXEC_AS_COMMAND: &str = "agent-exec-as";
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
     /// The server, https://HOST:PORT (the server's one HTTPS port; the agent dials out).
-    #[arg(long, env = "HAECHI_SERVER", value_name = "URL")]
-    server: String,
+    #[arg(long, env = "HAECHI_SERVER", value_name = "URL", required = true)]
+    server: Option<String>,
     /// One-time enrolment token (POST /api/v1/agents/enrollment-tokens); needed only until the
     /// agent holds its own credential in the data directory.
     #[arg(long, env = "HAECHI_ENROLL_TOKEN", value_name = "TOKEN")]
@@ -79,8 +89,14 @@ fn helper() -> Option<ExecHelper> {
 
 /// Runs `haechi agent` until Ctrl-C or SIGTERM.
 pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    if let Some(AgentAction::Install(i)) = a.action {
+        return crate::agent_install::install(i);
+    }
+    let Some(server) = a.server.clone() else {
+        anyhow::bail!("give --server https://HOST:PORT");
+    };
     init_logging();
-    let https = a.server.starts_with("https://");
+    let https = server.starts_with("https://");
     let tls = if https {
         let pin = match (&a.server_fingerprint, &a.ca, a.insecure_skip_verify) {
             (Some(f), _, _) => Pin::Fingerprint(
@@ -93,7 +109,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                     "INSECURE: --insecure-skip-verify trusts any certificate: anyone between this \
                      node and {} can pose as the server, take this agent's secret and send it \
                      scripts to run; pin the server with --server-fingerprint instead",
-                    a.server
+                    server
                 );
                 Pin::Insecure
             }
@@ -105,17 +121,17 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         };
         Some(client_config(pin)?)
     } else {
-        haechi_agent::require_loopback_for_plain_http(&a.server)
+        haechi_agent::require_loopback_for_plain_http(&server)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         None
     };
     if let Some(cred) = Credential::load(&a.data_dir).map_err(|e| anyhow::anyhow!("{e}"))? {
-        if cred.server.trim_end_matches('/') != a.server.trim_end_matches('/') {
+        if cred.server.trim_end_matches('/') != server.trim_end_matches('/') {
             tracing::warn!(enrolled_with = %cred.server, "the data directory was enrolled with another server URL");
         }
     }
     let opts = AgentOptions {
-        server: a.server,
+        server,
         tls,
         data_dir: a.data_dir,
         node_id: a.node_id,
