@@ -30,7 +30,7 @@ esac
 
 say "building the package from target/$PROFILE/haechi"
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
-cargo deb -p haechi --no-build --profile "$cargo_profile" --output "$out/" >/dev/null
+cargo deb -p haechi --no-build --profile "$cargo_profile" --fast --output "$out/" >/dev/null
 deb=$(ls "$out"/haechi_*.deb)
 dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
 contents=$(dpkg-deb --contents "$deb")

@@ -125,7 +125,10 @@ pub fn validate(sinks: &[SinkConfig]) -> std::result::Result<(), String> {
         }
         let at = format!("audit.sinks[{i}] ({:?})", s.name);
         if !(1..=3600).contains(&s.retry_max_secs) {
-            return Err(format!("{at}: retry_max_secs {} must be 1 to 3600", s.retry_max_secs));
+            return Err(format!(
+                "{at}: retry_max_secs {} must be 1 to 3600",
+                s.retry_max_secs
+            ));
         }
         match s.kind {
             SinkKind::Syslog => {
@@ -144,7 +147,9 @@ pub fn validate(sinks: &[SinkConfig]) -> std::result::Result<(), String> {
                     ));
                 }
                 if !s.tls && (s.ca_file.is_some() || s.server_name.is_some()) {
-                    return Err(format!("{at}: ca_file and server_name apply only with tls = true"));
+                    return Err(format!(
+                        "{at}: ca_file and server_name apply only with tls = true"
+                    ));
                 }
                 if s.path.is_some() {
                     return Err(format!("{at}: path is for file sinks (kind = \"file\")"));
@@ -152,13 +157,18 @@ pub fn validate(sinks: &[SinkConfig]) -> std::result::Result<(), String> {
             }
             SinkKind::File => {
                 if s.path.is_none() {
-                    return Err(format!("{at}: a file sink needs path = \"/var/log/haechi/audit.jsonl\""));
+                    return Err(format!(
+                        "{at}: a file sink needs path = \"/var/log/haechi/audit.jsonl\""
+                    ));
                 }
                 if s.address.is_some() || s.tls {
                     return Err(format!("{at}: address and tls are for syslog sinks"));
                 }
                 if s.max_bytes < 4096 {
-                    return Err(format!("{at}: max_bytes {} must be at least 4096", s.max_bytes));
+                    return Err(format!(
+                        "{at}: max_bytes {} must be at least 4096",
+                        s.max_bytes
+                    ));
                 }
                 if s.keep == 0 || s.keep > 1000 {
                     return Err(format!("{at}: keep {} must be 1 to 1000", s.keep));
@@ -270,7 +280,8 @@ async fn advance(store: &Store, sink: &str, seq: i64) -> Result<()> {
 /// The committed events after `after`, oldest first. Only up to the head: an event is visible
 /// with the head that counts it, and the head moves in the appending transaction.
 async fn events_after(store: &Store, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-    Ok(read!(store, |db| sqlx::query_as(
+    Ok(read!(store, |db| {
+        sqlx::query_as(
         "SELECT seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash \
          FROM audit_events WHERE seq > $1 AND seq <= (SELECT seq FROM audit_head WHERE id = 1) \
          ORDER BY seq LIMIT $2"
@@ -278,7 +289,8 @@ async fn events_after(store: &Store, after: i64, limit: i64) -> Result<Vec<Store
     .bind(after)
     .bind(limit)
     .fetch_all(db)
-    .await)?)
+    .await
+    })?)
 }
 
 async fn sleep_or_stop(d: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
@@ -487,7 +499,12 @@ impl SyslogSink {
         let addr = self.cfg.address.clone().unwrap_or_default();
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {addr} timed out")))??;
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out"),
+                )
+            })??;
         let _ = tcp.set_nodelay(true);
         if !self.cfg.tls {
             return Ok(Box::new(tcp));
@@ -505,27 +522,38 @@ impl SyslogSink {
             None => split_host_port(&addr).map(|(h, _)| h).unwrap_or_default(),
         };
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?} is not a server name"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{host:?} is not a server name"),
+            )
         })?;
         let tls = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_rustls::TlsConnector::from(config).connect(name, tcp),
         )
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
         Ok(Box::new(tls))
     }
 }
 
 fn tls_config(ca_file: &Path) -> std::io::Result<Arc<rustls::ClientConfig>> {
     let pem = std::fs::read(ca_file).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot read ca_file {}: {e}", ca_file.display()))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read ca_file {}: {e}", ca_file.display()),
+        )
     })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert?)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("ca_file {}: {e}", ca_file.display())))?;
+        roots.add(cert?).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("ca_file {}: {e}", ca_file.display()),
+            )
+        })?;
     }
     if roots.is_empty() {
         return Err(std::io::Error::new(
@@ -630,7 +658,9 @@ impl Sink for SyslogSink {
                 conn.flush().await
             })
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the receiver stopped reading"))?
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the receiver stopped reading")
+            })?
         }
         .boxed()
     }
@@ -758,6 +788,38 @@ impl FileSink {
         Ok(())
     }
 
+    /// Cuts the file after its last newline (a crash may have left half a line).
+    fn drop_partial_line(&self) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.path())
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let start = len.saturating_sub(1 << 20);
+        f.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        if tail.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        let keep = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => start + i as u64 + 1,
+            None if start == 0 => 0,
+            None => return Ok(()), // a line over 1 MiB: leave it
+        };
+        f.set_len(keep)?;
+        f.sync_all()
+    }
+
     /// The `seq` of the file's last complete line.
     fn last_seq_in_file(&self) -> Option<i64> {
         use std::io::{Read, Seek, SeekFrom};
@@ -805,8 +867,12 @@ impl Sink for FileSink {
     }
 
     /// After a crash between a write and the cursor's move, the file already holds the events
-    /// up to its last line: start after it, so the file gets no repeats.
+    /// up to its last line: start after it, so the file gets no repeats. A last line cut short
+    /// by the crash is removed first.
     fn resume_point(&mut self, cursor: i64) -> i64 {
+        if let Err(e) = self.drop_partial_line() {
+            tracing::warn!(sink = %self.cfg.name, "audit forwarding: cannot check the end of {}: {e}", self.path().display());
+        }
         self.last_seq_in_file().map_or(cursor, |s| s.max(cursor))
     }
 }
@@ -864,12 +930,19 @@ where
             if e.seq != p.seq + 1 {
                 out.broken = Some((
                     p.seq + 1,
-                    format!("events {} to {} are missing from the export", p.seq + 1, e.seq - 1),
+                    format!(
+                        "events {} to {} are missing from the export",
+                        p.seq + 1,
+                        e.seq - 1
+                    ),
                 ));
                 return out;
             }
             if e.prev_hash != p.hash {
-                out.broken = Some((e.seq, format!("event {} does not link to event {}", e.seq, p.seq)));
+                out.broken = Some((
+                    e.seq,
+                    format!("event {} does not link to event {}", e.seq, p.seq),
+                ));
                 return out;
             }
         } else {
@@ -881,18 +954,33 @@ where
             };
             if let Some(expected) = expected_prev {
                 if e.prev_hash != expected {
-                    out.broken = Some((e.seq, format!("event {} does not link to the event before it in the store", e.seq)));
+                    out.broken = Some((
+                        e.seq,
+                        format!(
+                            "event {} does not link to the event before it in the store",
+                            e.seq
+                        ),
+                    ));
                     return out;
                 }
             }
         }
         if crate::event_hash(&e) != e.hash {
-            out.broken = Some((e.seq, format!("event {} was modified: its content does not match its hash", e.seq)));
+            out.broken = Some((
+                e.seq,
+                format!(
+                    "event {} was modified: its content does not match its hash",
+                    e.seq
+                ),
+            ));
             return out;
         }
         match store_hash(e.seq) {
             Some(Some(h)) if h != e.hash => {
-                out.broken = Some((e.seq, format!("event {} differs from the store's event {}", e.seq, e.seq)));
+                out.broken = Some((
+                    e.seq,
+                    format!("event {} differs from the store's event {}", e.seq, e.seq),
+                ));
                 return out;
             }
             Some(None) => {
@@ -951,8 +1039,13 @@ mod tests {
         let e = &chain(1)[0];
         let m = syslog_message(e, 13, "host one", 42);
         assert!(m.starts_with("<110>1 "), "{m}");
-        assert!(m.contains(" host_one haechi 42 user.create [haechi@32473 seq=\"1\" hash=\""), "{m}");
-        let back = parse_export_line(&format!("{} {m}", m.len())).unwrap().unwrap();
+        assert!(
+            m.contains(" host_one haechi 42 user.create [haechi@32473 seq=\"1\" hash=\""),
+            "{m}"
+        );
+        let back = parse_export_line(&format!("{} {m}", m.len()))
+            .unwrap()
+            .unwrap();
         assert_eq!(&back.hash, &e.hash);
         assert_eq!(crate::event_hash(&back), e.hash);
     }
@@ -988,8 +1081,13 @@ mod tests {
             ..Default::default()
         };
         assert!(validate(&[syslog.clone()]).is_ok());
-        assert!(validate(&[syslog.clone(), syslog.clone()]).unwrap_err().contains("two sinks"));
-        let tls = SinkConfig { tls: true, ..syslog.clone() };
+        assert!(validate(&[syslog.clone(), syslog.clone()])
+            .unwrap_err()
+            .contains("two sinks"));
+        let tls = SinkConfig {
+            tls: true,
+            ..syslog.clone()
+        };
         assert!(validate(&[tls]).unwrap_err().contains("ca_file"));
         let file = SinkConfig {
             name: "f".into(),
@@ -1026,7 +1124,9 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let mut buf = vec![0u8; 65536];
                     while let Ok(n) = tls.read(&mut buf).await {
                         if n == 0 {
@@ -1060,11 +1160,19 @@ mod tests {
         sink.send(&events).await.unwrap();
         let mut got = Vec::new();
         while got.iter().filter(|b| **b == b'<').count() < 3 {
-            got.extend(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap());
+            got.extend(
+                tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         let text = String::from_utf8(got).unwrap();
         for e in &events {
-            assert!(text.contains(&format!("seq=\"{}\" hash=\"{}\"", e.seq, e.hash)), "{text}");
+            assert!(
+                text.contains(&format!("seq=\"{}\" hash=\"{}\"", e.seq, e.hash)),
+                "{text}"
+            );
         }
         assert!(sink.healthy().await);
 
@@ -1097,6 +1205,18 @@ mod tests {
             sink.send(part).await.unwrap();
         }
         assert_eq!(sink.resume_point(0), 60);
+        // Half a line left by a crash is cut on the next start.
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"{\"seq\":61,\"at\"").unwrap();
+        }
+        let mut again = FileSink::new(sink.cfg.clone());
+        assert_eq!(again.resume_point(0), 60);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
         let mut files: Vec<PathBuf> = (1..=50)
             .rev()
             .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
@@ -1107,7 +1227,12 @@ mod tests {
         let mut all = Vec::new();
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
-            assert!(text.len() as u64 <= 4096, "{} is {} bytes", f.display(), text.len());
+            assert!(
+                text.len() as u64 <= 4096,
+                "{} is {} bytes",
+                f.display(),
+                text.len()
+            );
             for line in text.lines() {
                 all.push(parse_export_line(line).unwrap().unwrap());
             }

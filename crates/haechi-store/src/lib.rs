@@ -21,8 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
-pub use migrate::{Migration, MIGRATIONS};
 pub use lock::SessionLock;
+pub use migrate::{Migration, MIGRATIONS};
 pub use snapshot::{latest_schema_version, Inventory, PgSnapshot};
 
 /// Which database is behind the store.

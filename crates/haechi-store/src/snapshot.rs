@@ -53,9 +53,9 @@ impl Store {
                 "VACUUM INTO snapshots are for SQLite stores; PostgreSQL is dumped with pg_dump",
             ));
         };
-        let dest = dest.to_str().ok_or_else(|| {
-            Error::invalid(format!("{} is not a UTF-8 path", dest.display()))
-        })?;
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| Error::invalid(format!("{} is not a UTF-8 path", dest.display())))?;
         sqlx::query("VACUUM INTO $1")
             .bind(dest)
             .execute(reader)
@@ -86,12 +86,14 @@ impl Store {
             .bind(name)
             .fetch_one(db)
             .await)?,
-            Backend::Postgres => read!(self, |db| sqlx::query_scalar(
+            Backend::Postgres => read!(self, |db| {
+                sqlx::query_scalar(
                 "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1"
             )
             .bind(name)
             .fetch_one(db)
-            .await)?,
+            .await
+            })?,
         };
         Ok(n > 0)
     }
@@ -103,9 +105,9 @@ impl Store {
             Backend::Sqlite => read!(self, |db| sqlx::query_scalar(SQLITE_TABLES)
                 .fetch_all(db)
                 .await)?,
-            Backend::Postgres => read!(self, |db| sqlx::query_scalar(PG_TABLES)
-                .fetch_all(db)
-                .await)?,
+            Backend::Postgres => {
+                read!(self, |db| sqlx::query_scalar(PG_TABLES).fetch_all(db).await)?
+            }
         };
         let mut counts = BTreeMap::new();
         for t in &tables {
@@ -152,9 +154,9 @@ pub struct PgSnapshot {
 impl PgSnapshot {
     /// Opens a connection to `url`, starts the transaction and exports its snapshot.
     pub async fn open(url: &str) -> Result<PgSnapshot> {
-        let options: sqlx::postgres::PgConnectOptions = url
-            .parse()
-            .map_err(|e| Error::invalid(format!("database URL: {}", crate::redact_url_error(&e))))?;
+        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+            Error::invalid(format!("database URL: {}", crate::redact_url_error(&e)))
+        })?;
         let mut conn = PgConnection::connect_with(&options.application_name("haechi-backup"))
             .await
             .map_err(|e| {

@@ -912,9 +912,7 @@ pub async fn check_keys_offline(
         return Ok(OfflineKeyCheck::Uninitialized);
     }
     let sql = format!("SELECT {STATE_COLS} FROM vault_state WHERE id = 1");
-    let state: Option<StateRow> = read!(store, |db| sqlx::query_as(&sql)
-        .fetch_optional(db)
-        .await)?;
+    let state: Option<StateRow> = read!(store, |db| sqlx::query_as(&sql).fetch_optional(db).await)?;
     let Some(state) = state else {
         return Ok(OfflineKeyCheck::Uninitialized);
     };

@@ -31,8 +31,8 @@ use haechi_types::Result;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{VaultError, SEALED_MESSAGE};
-pub use model::*;
 pub use keys::{check_keys_offline, OfflineKeyCheck};
+pub use model::*;
 
 use crate::crypto::MasterKey;
 use crate::keys::Keyring;

@@ -228,16 +228,16 @@ pub fn install(a: InstallArgs) -> Result<ExitCode> {
     write_file(&unit_path, unit.as_bytes(), 0o644, a.force)?;
     println!("wrote {}", unit_path.display());
     if token.is_some() {
-        println!("wrote {} (mode 0600, the enrolment token)", a.env_file.display());
+        println!(
+            "wrote {} (mode 0600, the enrolment token)",
+            a.env_file.display()
+        );
     }
     if a.start {
         if !Path::new("/run/systemd/system").exists() {
             bail!("systemd does not run this machine: start the agent with the unit's ExecStart line instead");
         }
-        for args in [
-            vec!["daemon-reload"],
-            vec!["enable", "--now", UNIT],
-        ] {
+        for args in [vec!["daemon-reload"], vec!["enable", "--now", UNIT]] {
             let status = std::process::Command::new("systemctl")
                 .args(&args)
                 .status()

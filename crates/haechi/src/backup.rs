@@ -52,6 +52,8 @@ const SECRETS_MEMBER: &str = "secrets.enc";
 const SECRET_TLS_KEY: &str = "tls/key.pem";
 const SECRET_VAULT_KEY: &str = "vault.key";
 const SECRET_CONFIG: &str = "config/haechi.toml";
+/// The server's local agent's credential (`<data_dir>/agent/credential.json`).
+const SECRET_AGENT: &str = "agent/credential.json";
 /// Associated data of the sealed secrets: a sealed blob from another format cannot be passed off.
 const SECRETS_AAD: &[u8] = b"haechi-backup secrets v1";
 /// The shortest passphrase accepted for a new backup.
@@ -163,7 +165,13 @@ const KDF_M_KIB: u32 = 64 * 1024;
 const KDF_T: u32 = 3;
 const KDF_P: u32 = 1;
 
-fn derive_key(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
+fn derive_key(
+    passphrase: &str,
+    salt: &[u8],
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<Zeroizing<[u8; 32]>> {
     let params = argon2::Params::new(m, t, p, Some(32))
         .map_err(|e| anyhow!("the archive's key derivation parameters are invalid: {e}"))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -222,7 +230,9 @@ fn unseal(passphrase: &str, sealed: &[u8]) -> Result<BTreeMap<String, Zeroizing<
     }
     let salt = b64().decode(&s.salt).context("secrets.enc: salt")?;
     let nonce = b64().decode(&s.nonce).context("secrets.enc: nonce")?;
-    let ciphertext = b64().decode(&s.ciphertext).context("secrets.enc: ciphertext")?;
+    let ciphertext = b64()
+        .decode(&s.ciphertext)
+        .context("secrets.enc: ciphertext")?;
     if nonce.len() != 12 {
         bail!("secrets.enc: the nonce is not 12 bytes");
     }
@@ -241,8 +251,8 @@ fn unseal(passphrase: &str, sealed: &[u8]) -> Result<BTreeMap<String, Zeroizing<
                 anyhow!("the passphrase does not open this backup's secrets (wrong passphrase, or the archive was altered)")
             })?,
     );
-    let map: BTreeMap<String, String> =
-        serde_json::from_slice(&plain).context("secrets.enc: the sealed content is not readable")?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&plain)
+        .context("secrets.enc: the sealed content is not readable")?;
     let mut out = BTreeMap::new();
     for (k, v) in map {
         let bytes = Zeroizing::new(
@@ -314,12 +324,11 @@ fn config_holds_secret(text: &str) -> bool {
 /// A PostgreSQL URL split into the URL without its password and the password (passed to
 /// `pg_dump` / `pg_restore` in `PGPASSWORD`, never on their command line, where `ps` shows it).
 fn split_pg_password(url: &str) -> Result<(String, Option<Zeroizing<String>>)> {
-    let mut parsed = reqwest::Url::parse(url).map_err(|_| anyhow!("the database URL is not a URL"))?;
-    let password = parsed.password().map(|p| {
-        Zeroizing::new(
-            percent_decode(p).unwrap_or_else(|| p.to_owned()),
-        )
-    });
+    let mut parsed =
+        reqwest::Url::parse(url).map_err(|_| anyhow!("the database URL is not a URL"))?;
+    let password = parsed
+        .password()
+        .map(|p| Zeroizing::new(percent_decode(p).unwrap_or_else(|| p.to_owned())));
     if password.is_some() {
         let _ = parsed.set_password(None);
     }
@@ -441,7 +450,9 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
                     cfg.data_dir.display()
                 );
             }
-            let store = Store::open_existing(&store_opts(&cfg, path)).await.map_err(e)?;
+            let store = Store::open_existing(&store_opts(&cfg, path))
+                .await
+                .map_err(e)?;
             let snap = staging.path().join("haechi.db");
             let taken = store.snapshot_sqlite_into(&snap).await;
             store.close().await;
@@ -514,6 +525,23 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
             )),
         }
     }
+    let agent_credential = cfg.data_dir.join(SECRET_AGENT);
+    if agent_credential.exists() {
+        match &passphrase {
+            Some(_) => {
+                let c = Zeroizing::new(
+                    std::fs::read(&agent_credential)
+                        .with_context(|| format!("cannot read {}", agent_credential.display()))?,
+                );
+                secrets.insert(SECRET_AGENT.into(), c);
+            }
+            None => notes.push(
+                "the local agent's credential is kept only encrypted (give --passphrase-file): \
+                 a server restored without it enrols its local agent again"
+                    .into(),
+            ),
+        }
+    }
     if let Some(file) = config_file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
@@ -549,7 +577,9 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
                             ""
                         }
                     ),
-                    Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("cannot read {}", path.display()))
+                    }
                 }
             }
         };
@@ -666,7 +696,12 @@ fn header_for(len: u64, at_ms: i64) -> tar::Header {
     header
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8], at_ms: i64) -> Result<()> {
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+    at_ms: i64,
+) -> Result<()> {
     let mut header = header_for(bytes.len() as u64, at_ms);
     tar.append_data(&mut header, name, bytes)
         .with_context(|| format!("cannot write {name} into the archive"))
@@ -692,13 +727,21 @@ async fn inventory_of_sqlite_file(path: &Path) -> Result<Inventory> {
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut tar = tar::Archive::new(file);
-    let mut entries = tar
-        .entries()
-        .with_context(|| format!("{} is not a Haechi backup (not a tar archive)", path.display()))?;
+    let mut entries = tar.entries().with_context(|| {
+        format!(
+            "{} is not a Haechi backup (not a tar archive)",
+            path.display()
+        )
+    })?;
     let first = entries
         .next()
         .ok_or_else(|| anyhow!("{} is empty: not a Haechi backup", path.display()))?
-        .with_context(|| format!("{} is not a Haechi backup (not a tar archive)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is not a Haechi backup (not a tar archive)",
+                path.display()
+            )
+        })?;
     parse_manifest(path, first)
 }
 
@@ -718,7 +761,11 @@ fn parse_manifest<R: Read>(path: &Path, mut entry: tar::Entry<'_, R>) -> Result<
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("{}: the manifest is not readable", path.display()))?;
     if manifest.format != FORMAT {
-        bail!("{} is not a Haechi backup (format {:?})", path.display(), manifest.format);
+        bail!(
+            "{} is not a Haechi backup (format {:?})",
+            path.display(),
+            manifest.format
+        );
     }
     if manifest.format_version > FORMAT_VERSION {
         bail!(
@@ -815,7 +862,9 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
             }
             let name = entry.path()?.to_string_lossy().into_owned();
             let Some(listed) = manifest.members.iter().find(|m| m.name == name) else {
-                bail!("the archive holds {name:?}, which its manifest does not list: it was altered");
+                bail!(
+                    "the archive holds {name:?}, which its manifest does not list: it was altered"
+                );
             };
             if got.contains_key(&name) {
                 bail!("the archive holds {name:?} twice: it was altered");
@@ -850,7 +899,10 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
     }
     for m in &manifest.members {
         if !got.contains_key(&m.name) {
-            bail!("the archive lacks {}, which its manifest lists: it is truncated", m.name);
+            bail!(
+                "the archive lacks {}, which its manifest lists: it is truncated",
+                m.name
+            );
         }
     }
     let secrets = match (got.get(SECRETS_MEMBER), &passphrase) {
@@ -923,7 +975,8 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         }
     };
     if restored_inventory.counts != manifest.counts
-        || restored_inventory.audit_head != (manifest.audit_head_seq, manifest.audit_head_hash.clone())
+        || restored_inventory.audit_head
+            != (manifest.audit_head_seq, manifest.audit_head_hash.clone())
     {
         bail!("the restored store does not match the manifest's counts and audit head: the archive is inconsistent");
     }
@@ -938,6 +991,11 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
     }
     if let Some(key) = secrets.get(SECRET_VAULT_KEY) {
         write_new(&new_dir.join(haechi_vault::KEY_FILE), key, 0o600)?;
+    }
+    if let Some(c) = secrets.get(SECRET_AGENT) {
+        let agent = new_dir.join("agent");
+        create_dir_private(&agent)?;
+        write_new(&new_dir.join(SECRET_AGENT), c, 0o600)?;
     }
     let config_text = match (secrets.get(SECRET_CONFIG), got.get(CONFIG_MEMBER)) {
         (Some(c), _) => Some(c.to_vec()),
@@ -971,11 +1029,18 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
     // Into place: the target was absent or empty.
     if a.data_dir.exists() {
         std::fs::remove_dir(&a.data_dir).with_context(|| {
-            format!("cannot replace the empty directory {}", a.data_dir.display())
+            format!(
+                "cannot replace the empty directory {}",
+                a.data_dir.display()
+            )
         })?;
     }
-    std::fs::rename(&new_dir, &a.data_dir)
-        .with_context(|| format!("cannot move the restored data into {}", a.data_dir.display()))?;
+    std::fs::rename(&new_dir, &a.data_dir).with_context(|| {
+        format!(
+            "cannot move the restored data into {}",
+            a.data_dir.display()
+        )
+    })?;
     drop(staging);
 
     let total: i64 = manifest.counts.values().sum();
@@ -1036,7 +1101,9 @@ mod tests {
         assert!(!String::from_utf8_lossy(&sealed).contains("k3y"));
         let open = unseal("correct horse battery", &sealed).unwrap();
         assert_eq!(open["vault.key"].as_slice(), b"k3y");
-        let err = unseal("wrong horse battery", &sealed).unwrap_err().to_string();
+        let err = unseal("wrong horse battery", &sealed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("passphrase does not open"), "{err}");
     }
 
@@ -1052,8 +1119,12 @@ mod tests {
 
     #[test]
     fn settings_with_a_secret_are_kept_encrypted() {
-        assert!(config_holds_secret("database_url = \"postgres://u:p@h/db\"\n"));
-        assert!(!config_holds_secret("listen = \"0.0.0.0:8443\"\n[audit]\ndurability = \"strict\"\n"));
+        assert!(config_holds_secret(
+            "database_url = \"postgres://u:p@h/db\"\n"
+        ));
+        assert!(!config_holds_secret(
+            "listen = \"0.0.0.0:8443\"\n[audit]\ndurability = \"strict\"\n"
+        ));
         assert!(config_holds_secret("not toml ["));
     }
 }

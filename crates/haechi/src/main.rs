@@ -790,8 +790,8 @@ async fn verify_export(
     use haechi_audit::forward::{check_export, parse_export_line, stored_hash};
     let mut events = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         for (n, line) in text.lines().enumerate() {
             match parse_export_line(line) {
                 None => {}

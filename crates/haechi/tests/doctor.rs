@@ -38,7 +38,10 @@ fn doctor(s: &Server, config: &Path, env: &[(&str, &str)]) -> (i32, String) {
 /// The line of check `name` (its level word first).
 fn line<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines()
-        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(&format!("{name} "))))
+        .find(|l| {
+            l.get(6..)
+                .is_some_and(|rest| rest.starts_with(&format!("{name} ")))
+        })
         .unwrap_or_else(|| panic!("no {name} line in:\n{out}"))
 }
 
@@ -56,7 +59,10 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
     // The local agent reports its clock with its heartbeats.
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.sql("SELECT COUNT(*) FROM nodes WHERE clock_skew_ms IS NOT NULL") == "0" {
-        assert!(Instant::now() < deadline, "no heartbeat carried the agent's clock");
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat carried the agent's clock"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -69,7 +75,6 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
         ("certificate", "days left"),
         ("server", "answers 200"),
         ("agents", "largest clock skew"),
-        ("disk space", "free of"),
         ("audit log", "the head matches"),
         ("data directory", ""),
     ] {
@@ -77,18 +82,33 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
         assert!(l.starts_with("OK"), "{check}: {l}\n{out}");
         assert!(l.contains(says), "{check}: {l}");
     }
+    // The machine's own disk may be fuller than the checks like: OK or WARN, never FAIL here.
+    let disk = line(&out, "disk space");
+    assert!(
+        (disk.starts_with("OK") || disk.starts_with("WARN")) && disk.contains("free of"),
+        "{disk}"
+    );
     assert!(out.contains("0 FAIL"), "{out}");
 
     // A key that is not the vault's: FAIL, and what to do.
     let (code, out) = doctor(
         &s,
         &cfg,
-        &[("HAECHI_VAULT_MASTER_KEY", "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0aW5n")],
+        &[(
+            "HAECHI_VAULT_MASTER_KEY",
+            "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0ISE=",
+        )],
     );
     assert_eq!(code, 1, "{out}");
     let l = line(&out, "vault");
-    assert!(l.starts_with("FAIL") && l.contains("not this vault's"), "{out}");
-    assert!(out.contains("→ give the key this store was made with"), "{out}");
+    assert!(
+        l.starts_with("FAIL") && l.contains("not this vault's"),
+        "{out}"
+    );
+    assert!(
+        out.contains("→ give the key this store was made with"),
+        "{out}"
+    );
 
     // The server stops: the doctor says so, and what to do; the store is checked all the same.
     // (Stopped, the agent's heartbeats no longer overwrite what the checks below plant.)
@@ -96,23 +116,36 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
     let (code, out) = doctor(&s, &cfg, &[]);
     assert_eq!(code, 0, "{out}");
     let l = line(&out, "server");
-    assert!(l.starts_with("WARN") && l.contains("nothing answers"), "{out}");
+    assert!(
+        l.starts_with("WARN") && l.contains("nothing answers"),
+        "{out}"
+    );
     assert!(out.contains("→ start it (systemctl start haechi)"), "{out}");
     assert!(line(&out, "agents").starts_with("OK"), "{out}");
 
     // An agent's clock far off the server's.
     let node = s.sql("SELECT id FROM nodes WHERE clock_skew_ms IS NOT NULL LIMIT 1");
-    s.sql(&format!("UPDATE nodes SET clock_skew_ms = 45000, heartbeat_at = {} WHERE id = '{node}'", now_ms()));
+    s.sql(&format!(
+        "UPDATE nodes SET clock_skew_ms = 45000, heartbeat_at = {} WHERE id = '{node}'",
+        now_ms()
+    ));
     let (code, out) = doctor(&s, &cfg, &[]);
     assert_eq!(code, 1, "{out}");
     let l = line(&out, "agents");
-    assert!(l.starts_with("FAIL") && l.contains(&node) && l.contains("+45.0 s"), "{out}");
+    assert!(
+        l.starts_with("FAIL") && l.contains(&node) && l.contains("+45.0 s"),
+        "{out}"
+    );
     assert!(out.contains("→ run NTP"), "{out}");
-    s.sql(&format!("UPDATE nodes SET clock_skew_ms = 2500 WHERE id = '{node}'"));
+    s.sql(&format!(
+        "UPDATE nodes SET clock_skew_ms = 2500 WHERE id = '{node}'"
+    ));
     let (code, out) = doctor(&s, &cfg, &[]);
     assert_eq!(code, 0, "a WARN alone does not fail: {out}");
     assert!(line(&out, "agents").starts_with("WARN"), "{out}");
-    s.sql(&format!("UPDATE nodes SET clock_skew_ms = 0 WHERE id = '{node}'"));
+    s.sql(&format!(
+        "UPDATE nodes SET clock_skew_ms = 0 WHERE id = '{node}'"
+    ));
 
     // A store of a newer schema than this binary knows.
     s.sql("INSERT INTO haechi_migrations (version, name, checksum, applied_at) VALUES (9999, '9999_future', 'x', 0)");
@@ -120,7 +153,10 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
     s.sql("DELETE FROM haechi_migrations WHERE version = 9999");
     assert_eq!(code, 1, "{out}");
     let l = line(&out, "migrations");
-    assert!(l.starts_with("FAIL") && l.contains("schema 9999 is newer"), "{out}");
+    assert!(
+        l.starts_with("FAIL") && l.contains("schema 9999 is newer"),
+        "{out}"
+    );
 
     // An expired certificate.
     let key = rcgen::KeyPair::generate().unwrap();
@@ -144,7 +180,10 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
     let (code, out) = doctor(&s, &expired, &[]);
     assert_eq!(code, 1, "{out}");
     let l = line(&out, "certificate");
-    assert!(l.starts_with("FAIL") && l.contains("EXPIRED 2021-01-01"), "{out}");
+    assert!(
+        l.starts_with("FAIL") && l.contains("EXPIRED 2021-01-01"),
+        "{out}"
+    );
     assert!(out.contains("→ renew the certificate"), "{out}");
 
     // No store where it is looked for.
@@ -157,7 +196,10 @@ async fn doctor_says_ok_then_names_each_problem_and_what_to_do() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(line(&text, "store").starts_with("FAIL") && text.contains("no store at"), "{text}");
+    assert!(
+        line(&text, "store").starts_with("FAIL") && text.contains("no store at"),
+        "{text}"
+    );
 
     drop(s);
 }

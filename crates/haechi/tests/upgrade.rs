@@ -63,12 +63,23 @@ async fn the_previous_schema_upgrades_in_place_and_reads_back() {
             let name = unique("haechi_t_upgrade_").to_lowercase();
             let run = |args: &[&str]| {
                 let out = Command::new("psql").args(args).output().unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             };
             run(&[admin.as_str(), "-qtAc", &format!("CREATE DATABASE {name}")]);
             let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
             let dump = fixture().join("postgres.sql");
-            run(&[url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-f", dump.to_str().unwrap()]);
+            run(&[
+                url.as_str(),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-f",
+                dump.to_str().unwrap(),
+            ]);
             (Db::Postgres(url), Some(DropDb(name)))
         }
         None => {
@@ -82,18 +93,24 @@ async fn the_previous_schema_upgrades_in_place_and_reads_back() {
     let (code, out) = doctor(&data, &db);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("WARN") && l.contains(&format!("schema {SCHEMA}; this Haechi brings"))),
+        out.lines().any(|l| l.starts_with("WARN")
+            && l.contains(&format!("schema {SCHEMA}; this Haechi brings"))),
         "{out}"
     );
     assert!(out.contains("take a backup (haechi backup)"), "{out}");
 
-    let s = Server::start_with(Opts {
-        reuse: Some((data.clone(), db.clone())),
-        ..Default::default()
-    }
-    .env("HAECHI_VAULT_MASTER_KEY", KEY));
+    let s = Server::start_with(
+        Opts {
+            reuse: Some((data.clone(), db.clone())),
+            ..Default::default()
+        }
+        .env("HAECHI_VAULT_MASTER_KEY", KEY),
+    );
     assert!(
-        s.sql("SELECT MAX(version) FROM haechi_migrations").parse::<i64>().unwrap() > SCHEMA,
+        s.sql("SELECT MAX(version) FROM haechi_migrations")
+            .parse::<i64>()
+            .unwrap()
+            > SCHEMA,
         "the schema was upgraded"
     );
     let token = login(&s, "admin", ADMIN).await;
@@ -131,7 +148,10 @@ async fn the_previous_schema_upgrades_in_place_and_reads_back() {
         .clone();
     let (st, v) = call(
         client()
-            .get(s.url(&format!("/v2/credentialvault/credentials/{}/attributevalues", cred["id"])))
+            .get(s.url(&format!(
+                "/v2/credentialvault/credentials/{}/attributevalues",
+                cred["id"]
+            )))
             .header("X-Authorization", &token),
     )
     .await;
@@ -156,5 +176,9 @@ async fn the_previous_schema_upgrades_in_place_and_reads_back() {
 
     let (code, out) = doctor(&data, &db);
     assert_eq!(code, 0, "{out}");
-    assert!(out.lines().any(|l| l.starts_with("OK") && l.contains("current")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("OK") && l.contains("current")),
+        "{out}"
+    );
 }
