@@ -381,9 +381,11 @@ async fn every_event_reaches_the_sinks_once_in_order_through_an_outage_and_a_kil
 
     // An edited copy is caught.
     let edited = dir.path().join("edited.log");
-    let text = std::fs::read_to_string(&export)
-        .unwrap()
-        .replacen("\"action\":\"auth.login\"", "\"action\":\"auth.logout\"", 1);
+    let text = std::fs::read_to_string(&export).unwrap().replacen(
+        "\"action\":\"auth.login\"",
+        "\"action\":\"auth.logout\"",
+        1,
+    );
     std::fs::write(&edited, text).unwrap();
     let (code, out) = verify_export(&s, &[edited]);
     assert!(code != 0 && out.contains("BROKEN"), "{out}");

@@ -575,7 +575,7 @@ async fn bad_backups_and_bad_targets_are_refused_and_change_nothing() {
         &s,
         &archive,
         &[
-            "--include-vault-key",
+            "--with-vault-key",
             "--passphrase-file",
             pass.to_str().unwrap(),
         ],
@@ -684,8 +684,22 @@ async fn bad_backups_and_bad_targets_are_refused_and_change_nothing() {
         );
     }
 
-    // And the good archive restores into the same, still empty, place.
-    let (code, out) = restore(&archive, &t, Some(&pass));
+    // And the good archive restores into the same, still empty, place (with the brief's
+    // spellings of the options: --in, --data).
+    let mut args = vec![
+        "restore".to_owned(),
+        "--in".into(),
+        archive.display().to_string(),
+        "--data".into(),
+        t.dir.display().to_string(),
+        "--passphrase-file".into(),
+        pass.display().to_string(),
+    ];
+    if let Db::Postgres(url) = &t.db {
+        args.extend(["--database-url".into(), url.clone()]);
+    }
+    let (code, out) = haechi(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{out}");
+    assert!(t.dir.join("haechi.db").exists() || matches!(t.db, Db::Postgres(_)));
     s.finish().await;
 }

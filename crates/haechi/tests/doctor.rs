@@ -210,3 +210,99 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// `haechi agent install` writes the unit and keeps the enrolment token out of it (in a 0600
+/// environment file); it refuses to replace them without --force, and says what is wrong.
+#[test]
+fn agent_install_writes_the_unit_with_the_token_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let env = dir.path().join("etc/agent.env");
+    let fp = "AB:".repeat(31) + "AB";
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args([
+                "agent",
+                "install",
+                "--server",
+                "https://haechi.example:8443",
+            ])
+            .arg("--unit-dir")
+            .arg(&units)
+            .arg("--env-file")
+            .arg(&env)
+            .args(extra)
+            .env_remove("HAECHI_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(&[
+        "--enroll-token",
+        "hce_secret_token",
+        "--server-fingerprint",
+        &fp,
+        "--node-id",
+        "db 01",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let unit = std::fs::read_to_string(units.join("haechi-agent.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart=/usr/bin/haechi agent --server https://haechi.example:8443 --data-dir /var/lib/haechi-agent --server-fingerprint {fp} --node-id \"db 01\""
+        )),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("StateDirectory=haechi-agent") && unit.contains("WantedBy=multi-user.target")
+    );
+    assert!(
+        !unit.contains("hce_secret_token"),
+        "the token is not in the unit"
+    );
+    let env_text = std::fs::read_to_string(&env).unwrap();
+    assert!(env_text.contains("HAECHI_ENROLL_TOKEN=hce_secret_token"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Not over an existing unit without --force; trust must be said; a bad fingerprint is named.
+    let (code, out) = run(&["--enroll-token", "other", "--server-fingerprint", &fp]);
+    assert!(code != 0 && out.contains("--force"), "{out}");
+    assert!(
+        std::fs::read_to_string(&env)
+            .unwrap()
+            .contains("hce_secret_token"),
+        "unchanged"
+    );
+    let (code, out) = run(&["--force", "--enroll-token", "other"]);
+    assert!(code != 0 && out.contains("--server-fingerprint"), "{out}");
+    let (code, out) = run(&["--force", "--server-fingerprint", "nope"]);
+    assert!(
+        code != 0 && out.contains("not a SHA-256 fingerprint"),
+        "{out}"
+    );
+    let (code, out) = run(&[
+        "--force",
+        "--enroll-token",
+        "two words",
+        "--server-fingerprint",
+        &fp,
+    ]);
+    assert!(code != 0 && out.contains("one word"), "{out}");
+    assert!(
+        std::fs::read_to_string(&env)
+            .unwrap()
+            .contains("hce_secret_token"),
+        "unchanged"
+    );
+}
