@@ -87,8 +87,13 @@ pub enum AgentMsg {
         #[serde(default)]
         os_users: Option<Vec<String>>,
     },
-    /// Sent every `heartbeat_secs`.
-    Heartbeat,
+    /// Sent every `heartbeat_secs`, with the agent's clock (unix ms) when it was sent, from
+    /// which the server keeps the node's clock skew (`haechi doctor` reports it). Agents that
+    /// predate the field send none.
+    Heartbeat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<i64>,
+    },
     /// The execution was journaled and its process started (or is being reported again after a
     /// reconnect while it still runs).
     Started { exec_id: i64, at_ms: i64 },

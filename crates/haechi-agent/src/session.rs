@@ -243,7 +243,7 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<
                     if last_heard.elapsed() > heartbeat * 3 {
                         return Err(AgentError::Connection("the server stopped answering heartbeats".into()));
                     }
-                    send_json(&mut sink, &AgentMsg::Heartbeat).await?;
+                    send_json(&mut sink, &AgentMsg::Heartbeat { at_ms: Some(crate::runner::now_ms()) }).await?;
                 }
             }
         }

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 mod batcher;
 pub use batcher::{Batcher, BatcherOptions, Durability, Pending};
+pub mod forward;
 
 /// The hash `prev_hash` of the first event points at.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -114,7 +115,7 @@ impl Event {
 }
 
 /// An event as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub seq: i64,
     pub at: i64,
@@ -415,6 +416,22 @@ pub async fn query(store: &Store, f: &Filter) -> Result<(Vec<StoredEvent>, i64)>
         .fetch_one(db)
         .await)?;
     Ok((events, total))
+}
+
+/// The head row (`seq`, `hash`; `None` when the row is missing) and the newest stored event's
+/// `seq`: a quick consistency look (`haechi doctor`); [`verify`] checks every link.
+pub async fn head_and_newest(store: &Store) -> Result<(Option<(i64, String)>, Option<i64>)> {
+    let head: Option<(i64, String)> = read!(store, |db| sqlx::query_as(
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    )
+    .fetch_optional(db)
+    .await)?;
+    let newest: Option<i64> = read!(store, |db| sqlx::query_scalar(
+        "SELECT MAX(seq) FROM audit_events"
+    )
+    .fetch_one(db)
+    .await)?;
+    Ok((head, newest))
 }
 
 /// The result of checking the chain.

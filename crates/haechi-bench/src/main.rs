@@ -380,7 +380,7 @@ async fn simulate(
                 }
             }
             _ = ticker.tick() => {
-                if sink.send(Message::text(serde_json::to_string(&AgentMsg::Heartbeat).unwrap_or_default())).await.is_err() {
+                if sink.send(Message::text(serde_json::to_string(&AgentMsg::Heartbeat { at_ms: None }).unwrap_or_default())).await.is_err() {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

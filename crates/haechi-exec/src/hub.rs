@@ -426,7 +426,7 @@ impl Exec {
             }
             Err(e) => tracing::error!(%node_id, "cannot read pending runs: {e}"),
         }
-        self.note_heartbeat(&node_id);
+        self.note_heartbeat(&node_id, None);
 
         let window = Arc::new(Semaphore::new(self.conn_window()));
         while let Some(frame) = inbound.recv().await {
@@ -447,8 +447,8 @@ impl Exec {
                     None => tracing::warn!(%node_id, "ignoring a malformed output frame"),
                 },
                 AgentFrame::Text(t) => match serde_json::from_str::<AgentMsg>(&t) {
-                    Ok(AgentMsg::Heartbeat) => {
-                        self.note_heartbeat(&node_id);
+                    Ok(AgentMsg::Heartbeat { at_ms }) => {
+                        self.note_heartbeat(&node_id, at_ms.map(|at| at - now_ms()));
                         outbound.send(&ServerMsg::HeartbeatAck);
                     }
                     Ok(AgentMsg::Started { exec_id, at_ms }) => {
@@ -498,11 +498,12 @@ impl Exec {
         tracing::debug!(%node_id, conn, "agent disconnected");
     }
 
-    pub(crate) fn note_heartbeat(&self, node_id: &str) {
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node_id.to_owned(), now_ms());
+    /// Notes that `node_id` was heard from now; `skew_ms` is its clock minus ours, when its
+    /// heartbeat said what its clock read.
+    pub(crate) fn note_heartbeat(&self, node_id: &str, skew_ms: Option<i64>) {
+        let mut beats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let skew = skew_ms.or_else(|| beats.get(node_id).and_then(|(_, s)| *s));
+        beats.insert(node_id.to_owned(), (now_ms(), skew));
     }
 
     /// Compares what the agent holds with the store: executions still open resume from the

@@ -52,8 +52,8 @@ pub use haechi_agent::protocol::{SecretEnv, Stream};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RerunOptions, RunEnvSource, StartedInTx};
 pub use model::*;
-pub use nodes::{EnrollmentToken, NewEnrollmentToken};
 pub use scheduler::CronSpec;
+pub use nodes::{node_clocks, EnrollmentToken, NewEnrollmentToken, NodeClock};
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
 pub use windows::{OutsideWindow, RunWindow, StartError};
 
@@ -82,7 +82,7 @@ pub struct Exec {
     inbound: Arc<tokio::sync::Semaphore>,
     events: broadcast::Sender<ExecEvent>,
     /// Heartbeats received since the last flush, by node.
-    heartbeats: Mutex<HashMap<String, i64>>,
+    heartbeats: Mutex<HashMap<String, (i64, Option<i64>)>>,
     /// Per-run environment of instances started with one (vault values), by instance: held
     /// only here, never stored, dropped when the instance ends.
     run_envs: Mutex<HashMap<i64, Arc<Vec<SecretEnv>>>>,

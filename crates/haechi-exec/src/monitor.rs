@@ -81,11 +81,12 @@ async fn due_marks(exec: &Exec, missing_cutoff: i64, lost_cutoff: i64) -> Result
 }
 
 fn flush_heartbeats(exec: &Exec) {
-    let beats: Vec<(String, i64)> = exec
+    let beats: Vec<(String, i64, Option<i64>)> = exec
         .heartbeats
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .drain()
+        .map(|(node, (at, skew))| (node, at, skew))
         .collect();
     if !beats.is_empty() {
         let _ = exec.writer.send(Op::Heartbeats(beats));

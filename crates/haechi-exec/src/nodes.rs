@@ -479,3 +479,26 @@ impl Exec {
         Ok(())
     }
 }
+
+/// An enabled node heard from recently, with what its heartbeats said of its clock
+/// (`haechi doctor`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeClock {
+    pub id: String,
+    /// The node's clock minus the server's, in ms, from its latest heartbeat that carried it.
+    pub clock_skew_ms: Option<i64>,
+    /// Since when its heartbeats are missing (unix ms), if they are.
+    pub missing_since: Option<i64>,
+}
+
+/// Enabled nodes whose last heartbeat is at or after `heard_since` (unix ms). Read straight from
+/// the store, so it works with the server stopped.
+pub async fn node_clocks(store: &haechi_store::Store, heard_since: i64) -> Result<Vec<NodeClock>> {
+    Ok(read!(store, |db| sqlx::query_as(
+        "SELECT id, clock_skew_ms, missing_since FROM nodes \
+         WHERE status = 'E' AND heartbeat_at IS NOT NULL AND heartbeat_at >= $1 ORDER BY id"
+    )
+    .bind(heard_since)
+    .fetch_all(db)
+    .await)?)
+}

@@ -57,7 +57,8 @@ pub(crate) enum Op {
         os_users: Option<String>,
         at: i64,
     },
-    Heartbeats(Vec<(String, i64)>),
+    /// (node, when heard, its clock skew in ms if it said).
+    Heartbeats(Vec<(String, i64, Option<i64>)>),
     /// Nodes silent since before `cutoff` are marked missing.
     MarkMissing {
         cutoff: i64,
@@ -533,12 +534,14 @@ async fn apply_one(
             })?;
         }
         Op::Heartbeats(beats) => {
-            for (node, at) in beats {
+            for (node, at, skew) in beats {
                 in_tx!(tx, |c| sqlx::query(
-                    "UPDATE nodes SET heartbeat_at = $2, missing_since = NULL WHERE id = $1"
+                    "UPDATE nodes SET heartbeat_at = $2, missing_since = NULL, \
+                     clock_skew_ms = COALESCE($3, clock_skew_ms) WHERE id = $1"
                 )
                 .bind(&node)
                 .bind(at)
+                .bind(skew)
                 .execute(&mut *c)
                 .await
                 .map(|_| ()))?;

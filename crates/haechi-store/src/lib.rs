@@ -8,8 +8,10 @@
 //! SQLite is opened with one writer connection and a pool of readers (WAL), so write
 //! transactions never fail with `SQLITE_BUSY` and readers never wait for writers.
 
+mod lock;
 mod migrate;
 pub mod signal;
+mod snapshot;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,8 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
+pub use lock::SessionLock;
 pub use migrate::{Migration, MIGRATIONS};
 pub use signal::{Delivery, Signal, Signals, Subscription};
+pub use snapshot::{latest_schema_version, Inventory, PgSnapshot};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

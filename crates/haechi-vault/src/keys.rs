@@ -1027,3 +1027,60 @@ impl Vault {
         })
     }
 }
+
+/// What `haechi doctor` finds of the vault's keys, without opening the vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfflineKeyCheck {
+    /// No server has started on this store yet.
+    Uninitialized,
+    /// Manual mode: the key is applied after each start (it is not kept on the machine).
+    Manual,
+    /// Express mode, and the key this installation keeps (from `source`) opens the vault.
+    ExpressKeyMatches(KeySource),
+    /// Express mode, but no key is kept: the server would start sealed.
+    ExpressNoKey,
+    /// Express mode, and the kept key (from `source`) is not this vault's: it would start sealed.
+    ExpressKeyMismatch(KeySource),
+    /// The kept key cannot be read or is not a key.
+    KeyUnreadable(String),
+}
+
+/// Checks, without opening the vault, whether the key a server started on `store` with
+/// `data_dir` and `env_key` (`vault_master_key`) would use opens it.
+pub async fn check_keys_offline(
+    store: &haechi_store::Store,
+    data_dir: &Path,
+    env_key: Option<&SecretString>,
+) -> Result<OfflineKeyCheck> {
+    if !store.has_table("vault_state").await? {
+        return Ok(OfflineKeyCheck::Uninitialized);
+    }
+    let sql = format!("SELECT {STATE_COLS} FROM vault_state WHERE id = 1");
+    let state: Option<StateRow> = read!(store, |db| sqlx::query_as(&sql).fetch_optional(db).await)?;
+    let Some(state) = state else {
+        return Ok(OfflineKeyCheck::Uninitialized);
+    };
+    if state.mode()? == Mode::Manual {
+        return Ok(OfflineKeyCheck::Manual);
+    }
+    let (key, source) = match env_key {
+        Some(text) => match MasterKey::parse(text.expose_secret()) {
+            Ok(k) => (k, KeySource::Environment),
+            Err(e) => {
+                return Ok(OfflineKeyCheck::KeyUnreadable(format!(
+                    "vault_master_key (HAECHI_VAULT_MASTER_KEY) is not a master key: {e}"
+                )))
+            }
+        },
+        None => match read_key_file(&data_dir.join(crate::KEY_FILE)) {
+            Ok(Some(k)) => (k, KeySource::File),
+            Ok(None) => return Ok(OfflineKeyCheck::ExpressNoKey),
+            Err(e) => return Ok(OfflineKeyCheck::KeyUnreadable(e.to_string())),
+        },
+    };
+    Ok(if key.matches(&state.kek_salt, &state.key_check) {
+        OfflineKeyCheck::ExpressKeyMatches(source)
+    } else {
+        OfflineKeyCheck::ExpressKeyMismatch(source)
+    })
+}

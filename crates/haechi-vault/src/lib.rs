@@ -31,6 +31,7 @@ use haechi_types::Result;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{VaultError, SEALED_MESSAGE};
+pub use keys::{check_keys_offline, OfflineKeyCheck};
 pub use model::*;
 
 use crate::crypto::MasterKey;

@@ -14,11 +14,21 @@ use haechi_agent::{AgentOptions, Credential, ExecHelper, Limits};
 
 use crate::tls::{client_config, normalize_fingerprint, Pin};
 
+#[derive(clap::Subcommand)]
+enum AgentAction {
+    /// Write the systemd unit that runs this agent on this node (and the environment file
+    /// holding its one-time enrolment token).
+    Install(crate::agent_install::InstallArgs),
+}
+
 /// The hidden subcommand the agent runs to become another user before running a script.
 pub const EXEC_AS_COMMAND: &str = "agent-exec-as";
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
     /// The server, https://HOST:PORT (the server's one HTTPS port; the agent dials out).
     /// Repeat it (or give a comma-separated list) for several servers sharing one
     /// PostgreSQL: the agent enrols with the first and, when its server dies, reconnects to
@@ -142,6 +152,9 @@ fn helper() -> Option<ExecHelper> {
 
 /// Runs `haechi agent` until Ctrl-C or SIGTERM.
 pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    if let Some(AgentAction::Install(i)) = a.action {
+        return crate::agent_install::install(i);
+    }
     init_logging();
     let servers: Vec<String> = a
         .server

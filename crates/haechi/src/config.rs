@@ -195,6 +195,9 @@ pub struct AuditConfig {
     /// (a crash never leaves an answered read unrecorded); `batched`: the event may be
     /// committed a few ms after the answer.
     pub durability: haechi_audit::Durability,
+    /// Where every event is also sent, in order and at least once (a SIEM): each an inline
+    /// table `{ name, kind = "syslog" | "file", ... }`; see docs/operations.md.
+    pub sinks: Vec<haechi_audit::forward::SinkConfig>,
 }
 
 /// Where each configuration value came from, by dotted key (`identity.lockout_secs`):
@@ -625,6 +628,10 @@ impl Config {
                 format!("{:?}", self.log_format),
                 "must be \"text\" or \"json\"",
             ));
+        }
+
+        if let Err(m) = haechi_audit::forward::validate(&self.audit.sinks) {
+            bail!("invalid {m} (from {})", self.sources.get("audit.sinks"));
         }
 
         if self.gateway_threads > 256 {

@@ -56,6 +56,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let identity = Arc::new(
         Identity::new(store.clone(), cfg.identity.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
+    // Audit forwarding reads the log from the store on its own tasks: no request waits on it.
+    let forwarder = haechi_audit::forward::Forwarder::start(
+        store.clone(),
+        cfg.audit.sinks.clone(),
+        haechi_audit::forward::ForwardOptions {
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "-".into()),
+            ..Default::default()
+        },
+    );
     let bootstrap_password = identity
         .bootstrap(cfg.admin_password.clone())
         .await
@@ -192,6 +204,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     dbgate.shutdown().await;
     vault.shutdown().await;
+    if let Some(f) = forwarder {
+        f.shutdown().await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -105,7 +105,7 @@ async fn closed_within(ws: &mut Socket, within: Duration) -> bool {
 
 /// Sends a heartbeat and expects its answer.
 async fn assert_heartbeat_answered(ws: &mut Socket) {
-    let beat = serde_json::to_string(&AgentMsg::Heartbeat).unwrap();
+    let beat = serde_json::to_string(&AgentMsg::Heartbeat { at_ms: None }).unwrap();
     ws.send(Message::text(beat)).await.unwrap();
     assert!(matches!(
         next_msg(ws, Duration::from_secs(10)).await,
@@ -298,7 +298,7 @@ async fn an_agent_that_never_reads_is_disconnected() {
     // Heartbeats, each answered, while the agent reads nothing: once the socket's buffers and
     // the connection's outbound queue are full, the server ends the connection instead of
     // queueing answers without end.
-    let beat = serde_json::to_string(&AgentMsg::Heartbeat).unwrap();
+    let beat = serde_json::to_string(&AgentMsg::Heartbeat { at_ms: None }).unwrap();
     let (rss_before, _) = memory_kib(s);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut sent = 0u64;
