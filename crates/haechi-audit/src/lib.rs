@@ -404,7 +404,7 @@ enum Arg {
 fn condition(f: &Filter) -> (String, Vec<Arg>) {
     let mut cond: Vec<String> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
-    let mut push = |args: &mut Vec<Arg>, a: Arg| {
+    let push = |args: &mut Vec<Arg>, a: Arg| {
         args.push(a);
         format!("${}", args.len())
     };

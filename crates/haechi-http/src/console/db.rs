@@ -320,7 +320,6 @@ pub struct PrivItem {
 }
 
 pub struct PrivGroup {
-    pub key: &'static str,
     pub label: &'static str,
     pub items: Vec<PrivItem>,
 }
@@ -399,13 +398,20 @@ fn form_page(
             .map(|f| f.split('[').next().unwrap_or(f).to_owned())
     };
     let err_field = err.and_then(field_of);
+    // At its field, the message without the field's name in front (the label says it).
     let message_for = |name: &str| match (err, &err_field) {
-        (Some(e), Some(f)) if f == name => e.message.clone(),
+        (Some(e), Some(f)) if f == name => {
+            let full = e.field.as_deref().unwrap_or(name);
+            e.message
+                .strip_prefix(&format!("{full}: "))
+                .unwrap_or(&e.message)
+                .to_owned()
+        }
         _ => String::new(),
     };
     let known = |f: &str| f == "sqlPrivileges" || FORM_FIELDS.iter().any(|(n, ..)| *n == f);
     let error = match (err, &err_field) {
-        (Some(e), Some(f)) if known(f) => String::new(),
+        (Some(_), Some(f)) if known(f) => String::new(),
         (Some(e), _) => e.message.clone(),
         _ => String::new(),
     };
@@ -424,7 +430,6 @@ fn form_page(
     let groups = PRIVILEGE_GROUPS
         .iter()
         .map(|(key, privs)| PrivGroup {
-            key,
             label: l.t(key),
             items: privs
                 .iter()
@@ -693,12 +698,7 @@ async fn targets_page(
         credentials: readable_credentials(state, s).await?,
         sessions,
         notice,
-        error: err
-            .map(|e| match e.field {
-                Some(f) => format!("{f}: {}", e.message),
-                None => e.message,
-            })
-            .unwrap_or_default(),
+        error: err.map(|e| e.message).unwrap_or_default(),
     };
     Ok((status, axum::response::Html(page.render()?)).into_response())
 }
