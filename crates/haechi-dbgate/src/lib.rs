@@ -620,6 +620,12 @@ impl DbGate {
             &open,
             format!("the session was ended by administrator '{}'", actor.user_id),
         );
+        // The connection's task drops the session on its own thread: wait (briefly) until it
+        // has, so a list read right after the answer no longer shows it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.sessions.get(&open.id).is_some() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(view)
     }
 
