@@ -371,50 +371,163 @@ pub async fn record(store: &Store, event: Event) -> Result<i64> {
     Ok(seq)
 }
 
-/// Filters for [`query`]; all optional, combined with AND.
+/// Filters for [`query`], [`page`] and [`count`]; all optional, combined with AND.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub user: Option<String>,
+    /// An action (`auth.login`), or a prefix of dotted actions (`user` matches `user.create`).
     pub action: Option<String>,
+    /// The API family (`admin`, `gateway`, ...), exact.
+    pub family: Option<String>,
+    /// `success`, `failure` or `denied`.
+    pub outcome: Option<String>,
+    /// The target, exact; or every target starting with it when it ends in `*`.
+    pub target: Option<String>,
+    /// A gateway session's id (`detail.session` of its `db.connect` and `db.statement` events).
+    pub session: Option<String>,
+    /// Keyset paging: only events older than this sequence number.
+    pub before: Option<i64>,
+    /// Keyset paging: only events newer than this sequence number (the page nearest to it).
+    pub after: Option<i64>,
     pub limit: i64,
     pub offset: i64,
 }
 
+/// One bound value of a dynamically built condition.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// The `WHERE` condition of `f` (without paging) and its arguments, numbered from `$1`.
+fn condition(f: &Filter) -> (String, Vec<Arg>) {
+    let mut cond: Vec<String> = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
+    let push = |args: &mut Vec<Arg>, a: Arg| {
+        args.push(a);
+        format!("${}", args.len())
+    };
+    if let Some(v) = f.from_ms {
+        cond.push(format!("at >= {}", push(&mut args, Arg::Int(v))));
+    }
+    if let Some(v) = f.to_ms {
+        cond.push(format!("at <= {}", push(&mut args, Arg::Int(v))));
+    }
+    if let Some(v) = &f.user {
+        cond.push(format!("user_id = {}", push(&mut args, Arg::Text(v.clone()))));
+    }
+    if let Some(v) = &f.action {
+        let exact = push(&mut args, Arg::Text(v.clone()));
+        let prefix = push(
+            &mut args,
+            Arg::Text(format!("{}.%", haechi_store::like_escape(v))),
+        );
+        cond.push(format!(
+            "(action = {exact} OR action LIKE {prefix} ESCAPE '\\')"
+        ));
+    }
+    if let Some(v) = &f.family {
+        cond.push(format!("family = {}", push(&mut args, Arg::Text(v.clone()))));
+    }
+    if let Some(v) = &f.outcome {
+        cond.push(format!("outcome = {}", push(&mut args, Arg::Text(v.clone()))));
+    }
+    if let Some(v) = &f.target {
+        match v.strip_suffix('*') {
+            Some(prefix) => {
+                let p = push(
+                    &mut args,
+                    Arg::Text(format!("{}%", haechi_store::like_escape(prefix))),
+                );
+                cond.push(format!("target LIKE {p} ESCAPE '\\'"));
+            }
+            None => cond.push(format!("target = {}", push(&mut args, Arg::Text(v.clone())))),
+        }
+    }
+    if let Some(v) = &f.session {
+        // The detail is the JSON the gateway wrote (`"session":"<16 hex digits>"`).
+        let p = push(
+            &mut args,
+            Arg::Text(format!(
+                "%\"session\":\"{}\"%",
+                haechi_store::like_escape(v)
+            )),
+        );
+        cond.push(format!("family = 'gateway' AND detail LIKE {p} ESCAPE '\\'"));
+    }
+    if let Some(v) = f.before {
+        cond.push(format!("seq < {}", push(&mut args, Arg::Int(v))));
+    }
+    if let Some(v) = f.after {
+        cond.push(format!("seq > {}", push(&mut args, Arg::Int(v))));
+    }
+    let cond = if cond.is_empty() {
+        "1 = 1".to_owned()
+    } else {
+        cond.join(" AND ")
+    };
+    (cond, args)
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_str()),
+            };
+        }
+        q
+    }};
+}
+
+const EVENT_COLS: &str =
+    "seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash";
+
+/// One page of events matching `f`, newest first: `limit` events from `offset`, older than
+/// `before`, or (with `after`) the `limit` events just newer than `after`. Keyset paging by
+/// sequence number (`before`/`after`) costs the same on the millionth page as on the first.
+pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
+    let (cond, mut args) = condition(f);
+    let ascending = f.after.is_some() && f.before.is_none();
+    let n = args.len();
+    args.push(Arg::Int(f.limit));
+    args.push(Arg::Int(f.offset));
+    let sql = format!(
+        "SELECT {EVENT_COLS} FROM audit_events WHERE {cond} ORDER BY seq {} LIMIT ${} OFFSET ${}",
+        if ascending { "ASC" } else { "DESC" },
+        n + 1,
+        n + 2
+    );
+    let mut events: Vec<StoredEvent> =
+        read!(store, |db| bind_all!(sqlx::query_as(&sql), &args).fetch_all(db).await)?;
+    if ascending {
+        events.reverse();
+    }
+    Ok(events)
+}
+
+/// How many events match `f` (paging fields ignored).
+pub async fn count(store: &Store, f: &Filter) -> Result<i64> {
+    let f = Filter {
+        before: None,
+        after: None,
+        ..f.clone()
+    };
+    let (cond, args) = condition(&f);
+    let sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
+    Ok(read!(store, |db| bind_all!(sqlx::query_scalar(&sql), &args)
+        .fetch_one(db)
+        .await)?)
+}
+
 /// Events matching `f`, newest first, and how many match in all.
 pub async fn query(store: &Store, f: &Filter) -> Result<(Vec<StoredEvent>, i64)> {
-    // Placeholders are numbered by position; absent filters compare against NULL and pass.
-    let cond = "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at <= $2) \
-                AND ($3 IS NULL OR user_id = $3) \
-                AND ($4 IS NULL OR action = $4 OR action LIKE $5 ESCAPE '\\')";
-    let action_prefix = f
-        .action
-        .as_deref()
-        .map(|a| format!("{}.%", haechi_store::like_escape(a)));
-    let list_sql = format!(
-        "SELECT seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash \
-         FROM audit_events WHERE {cond} ORDER BY seq DESC LIMIT $6 OFFSET $7"
-    );
-    let count_sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
-    let events: Vec<StoredEvent> = read!(store, |db| sqlx::query_as(&list_sql)
-        .bind(f.from_ms)
-        .bind(f.to_ms)
-        .bind(&f.user)
-        .bind(&f.action)
-        .bind(&action_prefix)
-        .bind(f.limit)
-        .bind(f.offset)
-        .fetch_all(db)
-        .await)?;
-    let total: i64 = read!(store, |db| sqlx::query_scalar(&count_sql)
-        .bind(f.from_ms)
-        .bind(f.to_ms)
-        .bind(&f.user)
-        .bind(&f.action)
-        .bind(&action_prefix)
-        .fetch_one(db)
-        .await)?;
+    let events = page(store, f).await?;
+    let total = count(store, f).await?;
     Ok((events, total))
 }
 
@@ -432,6 +545,56 @@ pub async fn head_and_newest(store: &Store) -> Result<(Option<(i64, String)>, Op
     .fetch_one(db)
     .await)?;
     Ok((head, newest))
+/// One event by its sequence number.
+pub async fn get(store: &Store, seq: i64) -> Result<StoredEvent> {
+    let sql = format!("SELECT {EVENT_COLS} FROM audit_events WHERE seq = $1");
+    let e: Option<StoredEvent> = read!(store, |db| sqlx::query_as(&sql)
+        .bind(seq)
+        .fetch_optional(db)
+        .await)?;
+    e.ok_or_else(|| Error::not_found(format_args!("audit event {seq}")))
+}
+
+/// The action of the event that records a check of the chain.
+pub const VERIFY_ACTION: &str = "audit.verify";
+
+/// Checks the chain now and records the result as an event of its own (`audit.verify`, by
+/// `by`, family `family`), so when the chain was last checked, by whom, and what was found
+/// are themselves part of the chain.
+pub async fn verify_and_record(
+    store: &Store,
+    family: &'static str,
+    by: Option<(&str, String)>,
+) -> Result<Verification> {
+    let v = verify(store).await?;
+    let mut e = Event::new(family, VERIFY_ACTION)
+        .target("audit-log")
+        .outcome(if v.broken.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        })
+        .detail(serde_json::json!({
+            "checked": v.checked,
+            "brokenSeq": v.broken.as_ref().map(|b| b.seq),
+            "reason": v.broken.as_ref().map(|b| b.reason.clone()),
+        }));
+    if let Some((user, ip)) = by {
+        e = e.by(user, Some(ip));
+    }
+    record(store, e).await?;
+    Ok(v)
+}
+
+/// The newest recorded check of the chain (see [`verify_and_record`]), if any.
+pub async fn last_verification(store: &Store) -> Result<Option<StoredEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLS} FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1"
+    );
+    Ok(read!(store, |db| sqlx::query_as(&sql)
+        .bind(VERIFY_ACTION)
+        .fetch_optional(db)
+        .await)?)
 }
 
 /// The result of checking the chain.

@@ -2,10 +2,13 @@
 //! their accounts, SQL classification with each database's own grammar, and the PostgreSQL and
 //! MySQL/MariaDB wire-protocol gateways that enforce the policies statement by statement.
 //!
-//! - `privilege`: the 27 privilege types and bit sets of them.
-//! - `policy`, `targets`: the stored objects and their validation.
-//! - `classify`: statement text → the privileges it needs (`pg` with PostgreSQL's own parser,
+//! - `privilege`, `classify` (re-exported from the `haechi-sqlclass` crate): the 27 privilege
+//!   types, and statement text → the privileges it needs (`pg` with PostgreSQL's own parser,
 //!   `mysql` with a MySQL-dialect parser after expanding executable comments).
+//! - `policy`, `targets`: the stored objects and their validation.
+//! - `decision`: the verdict on a statement from the policies that match a session: one pure
+//!   function, which both the gateway and the policy simulator (`simulate`) call.
+//! - `sessions`: the registry of the sessions open through this server's gateways.
 //! - `gateway`: what both protocols share (login, the per-statement verdict, audit), with
 //!   `pg` and `mysql` each split into `frontend` (what clients speak to us) and `backend` (what
 //!   we speak to the real database).
@@ -15,12 +18,13 @@
 //! an edit or an expiry applies from the next statement without a store query per statement.
 //! Changes made by another server sharing the store are noticed by polling one version row.
 
-pub mod classify;
+pub mod decision;
 pub mod gateway;
 pub mod policy;
-pub mod privilege;
 pub mod redact;
 mod secrets;
+pub mod sessions;
+pub mod simulate;
 pub mod targets;
 
 use std::net::IpAddr;
@@ -35,8 +39,13 @@ use haechi_types::{time::now_ms, Error, Result};
 use haechi_vault::Vault;
 use serde_json::json;
 
+/// The classifier and the privilege types live in their own crate (`haechi-sqlclass`): the
+/// gateway and the policy simulator call the same code.
+pub use haechi_sqlclass::{classify, privilege};
 pub use policy::{Policy, PolicyFilter, PolicyInput};
 pub use privilege::{PrivSet, Privilege};
+pub use sessions::SessionView;
+pub use simulate::{SimulateInput, Simulation};
 pub use targets::{Account, BackendTls, Kind, NewAccount, NewTarget, Target};
 
 /// Settings of the gateway engine.
@@ -109,6 +118,11 @@ pub struct DbGate {
     pub(crate) pg_catalogs: gateway::pg::catalog::Catalogs,
     /// The threads client sessions run on, started with the first session.
     pub(crate) session_threads: std::sync::OnceLock<gateway::SessionThreads>,
+    /// The sessions open through this server's gateways.
+    pub(crate) sessions: Arc<sessions::Registry>,
+    /// Each MySQL target's dialect as its last session saw it (server version, `sql_mode`):
+    /// the policy simulator classifies with it.
+    mysql_flavors: std::sync::Mutex<std::collections::HashMap<String, classify::mysql::Flavor>>,
 }
 
 /// A gateway audit event on its way to the store (see [`DbGate::enqueue`]).
@@ -170,6 +184,8 @@ impl DbGate {
             pg_pools: gateway::pg::pool::Pools::default(),
             pg_catalogs: gateway::pg::catalog::Catalogs::default(),
             session_threads: std::sync::OnceLock::new(),
+            sessions: Arc::default(),
+            mysql_flavors: std::sync::Mutex::default(),
         });
         gate.reload().await?;
         let weak = Arc::downgrade(&gate);
@@ -610,6 +626,74 @@ impl DbGate {
         )
         .await?;
         tx.commit().await
+    }
+
+    // ----- open sessions -----
+
+    /// The sessions open through this server's gateways now, oldest first.
+    pub fn open_sessions(&self) -> Vec<SessionView> {
+        self.sessions.list()
+    }
+
+    /// Ends an open session: its next statement is refused and its connection closed. 404
+    /// when no session of that id is open on this server. Audited (`db.session.end`).
+    pub async fn end_session(&self, actor: &Actor, id: &str) -> Result<SessionView> {
+        let open = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| Error::not_found(format_args!("open gateway session '{id}'")))?;
+        let view = self
+            .sessions
+            .list()
+            .into_iter()
+            .find(|s| s.id == open.id)
+            .ok_or_else(|| Error::not_found(format_args!("open gateway session '{id}'")))?;
+        // The event first (strict, in its own transaction): the end is on record before it
+        // takes effect.
+        haechi_audit::record(
+            &self.store,
+            actor
+                .event("admin", "db.session.end")
+                .target(format!("db-target:{}", open.target))
+                .detail(json!({
+                    "session": open.id,
+                    "user": open.user_id,
+                    "account": open.account,
+                    "protocol": open.protocol,
+                    "clientIp": view.client_ip,
+                    "statements": view.statements,
+                })),
+        )
+        .await?;
+        self.sessions.end(
+            &open,
+            format!("the session was ended by administrator '{}'", actor.user_id),
+        );
+        // The connection's task drops the session on its own thread: wait (briefly) until it
+        // has, so a list read right after the answer no longer shows it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.sessions.get(&open.id).is_some() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(view)
+    }
+
+    /// The dialect the simulator classifies a MySQL target's text in: as its last session
+    /// saw the server, else MariaDB's defaults.
+    pub(crate) fn mysql_flavor(&self, target: &str) -> classify::mysql::Flavor {
+        self.mysql_flavors
+            .lock()
+            .ok()
+            .and_then(|m| m.get(target).copied())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn note_mysql_flavor(&self, target: &str, flavor: classify::mysql::Flavor) {
+        if let Ok(mut m) = self.mysql_flavors.lock() {
+            if m.get(target) != Some(&flavor) {
+                m.insert(target.to_owned(), flavor);
+            }
+        }
     }
 
     // ----- what the gateways use -----

@@ -190,11 +190,11 @@ impl PolicyQuery {
 const NO_START: &str = "1970-01-01T00:00:00";
 const NO_END: &str = "9999-12-31T23:59:59";
 
-fn offset(state: &AppState) -> UtcOffset {
+pub(crate) fn offset(state: &AppState) -> UtcOffset {
     UtcOffset::from_whole_seconds(state.http.utc_offset_secs).unwrap_or(UtcOffset::UTC)
 }
 
-fn local(ms: i64, off: UtcOffset) -> String {
+pub(crate) fn local(ms: i64, off: UtcOffset) -> String {
     let t = haechi_types::time::from_ms(ms).to_offset(off);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
@@ -236,7 +236,7 @@ fn to_out(p: Policy, off: UtcOffset) -> PolicyOut {
 
 /// Parses a policy date: `YYYY-MM-DDTHH:MM:SS` (or with a space, fractions, `Z` or an offset)
 /// in the server's zone, or a bare date (its first second, or its last for an end date).
-fn parse_date(field: &str, raw: &str, off: UtcOffset, end_of_day: bool) -> Result<i64, Error> {
+pub(crate) fn parse_date(field: &str, raw: &str, off: UtcOffset, end_of_day: bool) -> Result<i64, Error> {
     let s = raw.trim();
     let bad = || {
         Error::field(
@@ -323,6 +323,68 @@ fn to_input(b: PolicyBody, off: UtcOffset) -> Result<PolicyInput, Error> {
             .map(|s| parse_date("endDate", s, off, true))
             .transpose()?,
     })
+}
+
+/// The console's policy form, read exactly as the API reads a body (same parsing, and the
+/// engine's same validation after it). Every field of the form is sent: an emptied field
+/// clears it. `existing`: the policy being edited (an emptied date then clears its bound).
+pub(crate) fn form_input(
+    f: &std::collections::HashMap<String, String>,
+    privileges: Vec<String>,
+    off: UtcOffset,
+    existing: Option<&Policy>,
+) -> Result<PolicyInput, Error> {
+    let get = |k: &str| f.get(k).map(|v| v.trim().to_owned());
+    let date = |k: &str, had: bool, none: &str| match get(k) {
+        Some(d) if !d.is_empty() => Some(d),
+        // Emptied: clear a bound the policy had (the wire's "no bound" value); else keep none.
+        _ if had => Some(none.to_owned()),
+        _ => None,
+    };
+    let body = PolicyBody {
+        policy_id: get("policyId").filter(|v| !v.is_empty()),
+        user_id: get("userId"),
+        account: get("account"),
+        client_ip_begin: get("clientIpBegin"),
+        client_ip_end: get("clientIpEnd"),
+        server_address: get("serverAddress"),
+        server_port: get("serverPort").map(|p| {
+            PortValue::Text(if p.is_empty() { "0".to_owned() } else { p })
+        }),
+        sid: get("sid"),
+        sql_privileges: Some(privileges),
+        policy_type: get("policyType"),
+        reserved1: get("reserved1"),
+        reserved2: get("reserved2"),
+        reserved3: get("reserved3"),
+        start_date: date(
+            "startDate",
+            existing.is_some_and(|p| p.start_at.is_some()),
+            NO_START,
+        ),
+        end_date: date(
+            "endDate",
+            existing.is_some_and(|p| p.end_at.is_some()),
+            NO_END,
+        ),
+    };
+    to_input(body, off)
+}
+
+/// A policy date as the console's `datetime-local` field shows it (`YYYY-MM-DDTHH:MM:SS`, the
+/// server's zone); empty for no bound (or the wire's "no bound" values).
+pub(crate) fn form_date(ms: Option<i64>, off: UtcOffset, end: bool) -> String {
+    match ms {
+        None => String::new(),
+        Some(ms) => {
+            let s = local(ms, off);
+            if (!end && s.as_str() <= NO_START) || (end && s.as_str() >= NO_END) {
+                String::new()
+            } else {
+                s
+            }
+        }
+    }
 }
 
 fn index_of(raw: &str) -> Result<i64, Error> {

@@ -188,7 +188,7 @@ impl Default for Config {
 }
 
 /// The `[audit]` table.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// `strict`: no vault value leaves the server before its read's audit event is committed
@@ -198,6 +198,19 @@ pub struct AuditConfig {
     /// Where every event is also sent, in order and at least once (a SIEM): each an inline
     /// table `{ name, kind = "syslog" | "file", ... }`; see docs/operations.md.
     pub sinks: Vec<haechi_audit::forward::SinkConfig>,
+    /// Seconds between automatic checks of the hash chain, each recorded as an `audit.verify`
+    /// event by `system` (the console shows the last result); 0 turns them off.
+    pub verify_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            durability: haechi_audit::Durability::default(),
+            sinks: Vec::new(),
+            verify_interval_secs: 86_400,
+        }
+    }
 }
 
 /// Where each configuration value came from, by dotted key (`identity.lockout_secs`):

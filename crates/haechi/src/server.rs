@@ -160,6 +160,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
         metrics: haechi_http::metrics::install(),
     });
+    spawn_chain_checks(store.clone(), cfg.audit.verify_interval_secs);
     let router = haechi_http::router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(fingerprint) = &own_fingerprint {
@@ -355,4 +356,27 @@ async fn shutdown_signal(stop_on_stdin_eof: bool) {
         _ = term => tracing::info!("terminated; stopping"),
         _ = stdin_eof => tracing::info!("standard input closed; stopping"),
     }
+}
+
+/// Checks the audit chain every `interval_secs` (0: never), recording each result as an
+/// `audit.verify` event by `system` (see `haechi_audit::verify_and_record`).
+fn spawn_chain_checks(store: Store, interval_secs: u64) {
+    if interval_secs == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(interval_secs);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match haechi_audit::verify_and_record(&store, "system", None).await {
+                Ok(v) if v.broken.is_some() => {
+                    tracing::error!("audit chain check: the chain is BROKEN: {:?}", v.broken)
+                }
+                Ok(v) => tracing::info!("audit chain check: intact, {} events", v.checked),
+                Err(e) => tracing::warn!("audit chain check failed: {e}"),
+            }
+        }
+    });
 }

@@ -247,6 +247,8 @@ pub struct Session {
     pub(crate) catalog: Option<Arc<pg::catalog::Catalog>>,
     /// Whether the person may still use the session (see [`Liveness`]).
     liveness: Arc<Liveness>,
+    /// The session's entry in the registry of open sessions (removed when this drops).
+    registered: crate::sessions::Registered,
 }
 
 /// How often an open session's person is checked (token not revoked, user not disabled,
@@ -264,7 +266,7 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    fn end(&self, why: String) {
+    pub(crate) fn end(&self, why: String) {
         if let Ok(mut w) = self.why.lock() {
             *w = why;
         }
@@ -319,22 +321,7 @@ async fn watch(
     }
 }
 
-/// The verdict on one statement string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    /// Refused: `message` names the policy and what is missing.
-    Refuse {
-        message: String,
-        missing: PrivSet,
-    },
-}
-
-impl Verdict {
-    pub fn allowed(&self) -> bool {
-        matches!(self, Verdict::Allow)
-    }
-}
+pub use crate::decision::Verdict;
 
 /// What the audit event of one statement says.
 pub struct StatementRecord<'a> {
@@ -417,7 +404,7 @@ impl DbGate {
                 format!(
                     "DBSAFER policy {} is {}",
                     matches[0].policy_id,
-                    state_of(&matches[0], now)
+                    crate::decision::state_of(&matches[0], now)
                 )
             };
             self.record(
@@ -440,11 +427,19 @@ impl DbGate {
                 },
             ));
         }
+        let registered = self.sessions.register(
+            user_id,
+            &account.account,
+            &target.name,
+            protocol,
+            client,
+            liveness.clone(),
+        );
         self.record(
             Event::new("gateway", "db.connect")
                 .by(user_id, Some(ip.to_string()))
                 .target(format!("db-target:{}", target.name))
-                .detail(json!({ "protocol": protocol, "account": account.account })),
+                .detail(json!({ "protocol": protocol, "account": account.account, "session": registered.open.id })),
         )
         .await;
         metrics::counter!("haechi_gateway_logins_total", "protocol" => protocol, "outcome" => "success").increment(1);
@@ -461,6 +456,7 @@ impl DbGate {
             lexer_uncertain: false,
             catalog: None,
             liveness,
+            registered,
         })
     }
 
@@ -559,18 +555,6 @@ impl DbGate {
     }
 }
 
-fn state_of(p: &Policy, now: i64) -> &'static str {
-    if p.locked_at(now) {
-        "locked"
-    } else if p.start_at.is_some_and(|s| now < s) {
-        "not yet valid"
-    } else if p.end_at.is_some_and(|e| now > e) {
-        "expired"
-    } else {
-        "in force"
-    }
-}
-
 impl Session {
     pub fn gate(&self) -> &Arc<DbGate> {
         &self.gate
@@ -594,7 +578,8 @@ impl Session {
         .await
     }
 
-    /// The verdict on a classified statement string, against the policies as they are now.
+    /// The verdict on a classified statement string, against the policies as they are now
+    /// (see [`crate::decision::decide`], which the policy simulator calls too).
     pub fn decide(&mut self, c: &Classification) -> Verdict {
         if let Some(why) = self.liveness.ended() {
             return Verdict::Refuse {
@@ -614,52 +599,13 @@ impl Session {
             );
             self.seen_generation = generation;
         }
-        let now = now_ms();
-        let mut granted = PrivSet::EMPTY;
-        let mut ids: Vec<&str> = Vec::new();
-        for p in self.matches.iter().filter(|p| p.effective(now)) {
-            granted = granted.union(p.privset());
-            ids.push(&p.policy_id);
-        }
-        if ids.is_empty() {
-            let message = match self.matches.first() {
-                Some(p) => format!(
-                    "Haechi DB gateway: refused: DBSAFER policy {} is {}",
-                    p.policy_id,
-                    state_of(p, now)
-                ),
-                None => {
-                    "Haechi DB gateway: refused: no DBSAFER policy grants this session any more"
-                        .to_owned()
-                }
-            };
-            return Verdict::Refuse {
-                message,
-                missing: c.needs,
-            };
-        }
-        let mut needs = c.needs;
-        if self.lexer_uncertain {
-            needs.add(crate::Privilege::All);
-        }
-        let missing = granted.missing(needs);
-        if missing.is_empty() {
-            return Verdict::Allow;
-        }
-        let policies = ids.join(", ");
-        let message = match &c.unclassifiable {
-            Some(why) => format!(
-                "Haechi DB gateway: refused by DBSAFER policy {policies}: the statement could not be classified ({why}); only a policy granting ALL allows it"
-            ),
-            None if self.lexer_uncertain => format!(
-                "Haechi DB gateway: refused by DBSAFER policy {policies}: an earlier statement changed how this session's SQL is read; only a policy granting ALL allows further statements (reconnect)"
-            ),
-            None => format!(
-                "Haechi DB gateway: refused by DBSAFER policy {policies}: the statement needs {}, which the policy does not grant",
-                missing.names()
-            ),
-        };
-        Verdict::Refuse { message, missing }
+        crate::decision::decide(&self.matches, now_ms(), c, self.lexer_uncertain)
+    }
+
+    /// This session's entry in the registry of open sessions: the connection waits on
+    /// [`crate::sessions::OpenSession::ended`] to close when an administrator ends it.
+    pub fn open(&self) -> Arc<crate::sessions::OpenSession> {
+        self.registered.open.clone()
     }
 
     /// PostgreSQL: adds `EXECUTE` to `c` unless every name it reads in attribute notation is
@@ -716,6 +662,7 @@ impl Session {
             protocol: self.protocol,
             allowed: counter("allowed"),
             refused: counter("refused"),
+            open: self.registered.open.clone(),
         }
     }
 }
@@ -734,6 +681,8 @@ pub struct Auditor {
     /// `haechi_gateway_statements_total` handles, resolved once per session.
     allowed: metrics::Counter,
     refused: metrics::Counter,
+    /// The session's registry entry (its statement count, its id for the audit).
+    open: Arc<crate::sessions::OpenSession>,
 }
 
 impl Auditor {
@@ -763,8 +712,10 @@ impl Auditor {
             Verdict::Allow => self.allowed.increment(1),
             Verdict::Refuse { .. } => self.refused.increment(1),
         }
+        self.open.count_statement();
         let missing = missing.as_deref();
         let detail = StatementDetail {
+            session: &self.open.id,
             protocol: self.protocol,
             account: &self.account,
             target: &self.target_name,
@@ -773,7 +724,8 @@ impl Auditor {
             privileges: &r.needs.names(),
             missing,
             rows: r.rows,
-            duration_ms: r.started.elapsed().as_secs_f64() * 1000.0,
+            // Microseconds are plenty, and a short decimal reads back exactly.
+            duration_ms: (r.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
             error: r.error,
         };
         let event = Event::new("gateway", "db.statement")
@@ -795,6 +747,8 @@ impl Auditor {
 /// statement through the gateway: no JSON map is built for it).
 #[derive(serde::Serialize)]
 struct StatementDetail<'a> {
+    /// The gateway session (see [`crate::sessions`]): statements of one session share it.
+    session: &'a str,
     protocol: &'a str,
     account: &'a str,
     target: &'a str,

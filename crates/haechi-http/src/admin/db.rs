@@ -5,10 +5,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use haechi_dbgate::{Account, NewAccount, NewTarget, Target};
-use serde::Serialize;
+use haechi_dbgate::{Account, NewAccount, NewTarget, SessionView, SimulateInput, Simulation, Target};
+use haechi_types::Error;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, Json};
@@ -29,6 +30,95 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/db/targets/{name}/accounts/{account}",
             delete(delete_account),
         )
+        .route("/api/v1/db/simulate", post(simulate))
+        .route("/api/v1/db/sessions", get(list_sessions))
+        .route("/api/v1/db/sessions/{id}", delete(end_session))
+}
+
+/// What to simulate: a person (`userId`), the address they connect from, the target (its
+/// name), the database account, and a statement string.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulateBody {
+    pub user_id: String,
+    /// An IPv4 or IPv6 address.
+    pub client_ip: String,
+    pub target: String,
+    pub account: String,
+    pub sql: String,
+}
+
+impl SimulateBody {
+    /// The engine's input; 400 naming the field for a bad address.
+    pub fn input(self) -> Result<SimulateInput, Error> {
+        let ip = self.client_ip.trim();
+        let client_ip = ip.parse().map_err(|_| {
+            Error::field(
+                "clientIp",
+                format_args!("'{ip}' is not an IP address (use e.g. 10.0.0.1 or 2001:db8::1)"),
+            )
+        })?;
+        for (field, v) in [
+            ("userId", &self.user_id),
+            ("target", &self.target),
+            ("account", &self.account),
+        ] {
+            if v.trim().is_empty() {
+                return Err(Error::field(field, "is required"));
+            }
+        }
+        Ok(SimulateInput {
+            user_id: self.user_id,
+            client_ip,
+            target: self.target,
+            account: self.account,
+            sql: self.sql,
+        })
+    }
+}
+
+/// Would the gateway run this statement string for this person now? The gateway's own
+/// classifier, policy matching and verdict function answer, with the policy that decides and
+/// the privileges the string needs. Changes nothing.
+#[utoipa::path(post, path = "/api/v1/db/simulate", tag = "db", request_body = SimulateBody,
+    responses((status = 200, body = Simulation), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn simulate(
+    State(state): State<AppState>,
+    _caller: Allowed<need::DbPolicyManage>,
+    Json(body): Json<SimulateBody>,
+) -> ApiResult<axum::Json<Simulation>> {
+    Ok(axum::Json(state.dbgate.simulate(body.input()?).await?))
+}
+
+/// The sessions open through this server's gateways.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+}
+
+/// Lists the sessions open through this server's gateways now (who, which account and
+/// target, from where, since when, how many statements).
+#[utoipa::path(get, path = "/api/v1/db/sessions", tag = "db",
+    responses((status = 200, body = SessionList), (status = 401), (status = 403)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    _caller: Allowed<need::DbPolicyManage>,
+) -> ApiResult<axum::Json<SessionList>> {
+    Ok(axum::Json(SessionList {
+        sessions: state.dbgate.open_sessions(),
+    }))
+}
+
+/// Ends an open gateway session: its connection is closed and nothing more of it runs.
+#[utoipa::path(delete, path = "/api/v1/db/sessions/{id}", tag = "db", params(("id" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    caller: Allowed<need::DbPolicyManage>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.dbgate.end_session(&caller.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// All targets.

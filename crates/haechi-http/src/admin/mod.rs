@@ -75,6 +75,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens/{id}", delete(users::revoke_token))
         .route("/api/v1/audit", get(audit::list_audit))
         .route("/api/v1/audit/verify", get(audit::verify_audit))
+        .route("/api/v1/audit/export", get(audit::export_audit))
         .merge(exec_routes())
         .merge(workflow_routes())
 }

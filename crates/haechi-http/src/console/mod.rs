@@ -14,8 +14,10 @@
 //! check; the engine writes the audit event (family `console`).
 
 mod assets;
+mod audit;
 mod dag;
 mod editor;
+mod db;
 mod i18n;
 mod instances;
 mod pages;
@@ -126,6 +128,39 @@ pub fn routes() -> Router<AppState> {
             "/console/account/tokens/{id}/revoke",
             post(users::revoke_own_token),
         )
+        // console-db: DB access (issue 23 item 2) and the audit log (item 4).
+        .route(
+            "/console/db/policies",
+            get(db::policies).post(db::save_policy),
+        )
+        .route("/console/db/policies/new", get(db::new_policy))
+        .route("/console/db/policies/lock", post(db::lock_filtered))
+        .route("/console/db/policies/unlock", post(db::unlock_filtered))
+        .route(
+            "/console/db/policies/{index}",
+            get(db::edit_policy).post(db::save_policy),
+        )
+        .route("/console/db/policies/{index}/delete", post(db::delete_policy))
+        .route("/console/db/policies/{index}/{action}", post(db::lock_one))
+        .route("/console/db/targets", get(db::targets).post(db::create_target))
+        .route("/console/db/targets/{name}/delete", post(db::delete_target))
+        .route(
+            "/console/db/targets/{name}/accounts",
+            post(db::create_account),
+        )
+        .route(
+            "/console/db/targets/{name}/accounts/{account}/delete",
+            post(db::delete_account),
+        )
+        .route("/console/db/sessions/{id}/end", post(db::end_session))
+        .route(
+            "/console/db/simulate",
+            get(db::simulate_form).post(db::simulate),
+        )
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/export.csv", get(audit::export))
+        .route("/console/audit/verify", post(audit::verify))
+        .route("/console/audit/{seq}", get(audit::event))
         .route("/console/{*rest}", get(unknown).post(unknown))
         .layer(axum::middleware::from_fn(frame))
 }
@@ -416,6 +451,9 @@ pub struct Chrome {
     pub can_tasks: bool,
     pub can_nodes: bool,
     pub can_users: bool,
+    /// console-db: DB access pages (`dbpolicy.manage`) and the audit log (`audit.read`).
+    pub can_db: bool,
+    pub can_audit: bool,
 }
 
 impl Chrome {
@@ -433,6 +471,8 @@ impl Chrome {
             can_tasks: p.can(Permission::NodeView),
             can_nodes: p.can(Permission::NodeView),
             can_users: p.can(Permission::AdminUsers),
+            can_db: p.can(Permission::DbPolicyManage),
+            can_audit: p.can(Permission::AuditRead),
         }
     }
 }

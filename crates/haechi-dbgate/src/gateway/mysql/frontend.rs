@@ -295,10 +295,17 @@ async fn login(
         }
     };
     drop(db_password);
+    gate.note_mysql_flavor(&session.target.name, db.flavor);
     let mut out = BytesMut::new();
     p::ok_packet(&mut out, seq, db.status);
     crate::gateway::send(&mut io, &out).await?;
-    commands(&mut io, &mut buf, &mut db, &mut session).await
+    // An administrator may end the session (see `crate::sessions`): the commands loop is then
+    // dropped, and both sockets with it.
+    let open = session.open();
+    tokio::select! {
+        r = commands(&mut io, &mut buf, &mut db, &mut session) => r,
+        _ = open.ended() => Ok(()),
+    }
 }
 
 /// A statement prepared with COM_STMT_PREPARE.

@@ -153,139 +153,151 @@ pub async fn handle(
         Err(LoginFailed::Refused(m)) => return fatal(&mut io, "28P01", &m).await,
         Err(LoginFailed::Vault(m)) => return fatal(&mut io, "08006", &m).await,
     };
-    let forwarded: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, v)| {
-            FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str())
-                || (k.eq_ignore_ascii_case("client_encoding")
-                    && matches!(
-                        v.to_ascii_uppercase().as_str(),
-                        "UTF8" | "UTF-8" | "UNICODE"
-                    ))
-        })
-        .cloned()
-        .collect();
-    let mut db = match backend::connect(
-        &session.target,
-        &session.account.account,
-        &db_password,
-        &forwarded,
-        gate.config().backend_connect_timeout,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let msg = format!(
-                "cannot log in to database target '{}' as '{}': {e}",
-                session.target.name, session.account.account
-            );
-            return fatal(&mut io, "08006", &msg).await;
-        }
-    };
-    session.catalog = gate
-        .pg_catalogs
-        .load(&session.target.name, &mut db.io)
-        .await;
-    // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
-    // A database or role configured otherwise reads backslashes in '...' as escapes, so the
-    // classification cannot be trusted: only ALL allows anything then.
-    let conforming = db
-        .params
-        .iter()
-        .find(|(k, _)| k == "standard_conforming_strings")
-        .is_none_or(|(_, v)| v.eq_ignore_ascii_case("on"));
-    if !conforming {
-        session.distrust_lexing();
-    }
-    // Statement pooling (see `pool`); the backend just logged in stays the session's reserve.
-    let size = gate.config().pg_pool_size;
-    let mut pool = (size > 0 && conforming).then(|| {
-        gate.pg_pools.get(
+    // An administrator may end the session (see `crate::sessions`): then everything below is
+    // dropped, and with it both sockets.
+    let open = session.open();
+    let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
+    let gate_after = gate.clone();
+    let work = async move {
+        let forwarded: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, v)| {
+                FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str())
+                    || (k.eq_ignore_ascii_case("client_encoding")
+                        && matches!(
+                            v.to_ascii_uppercase().as_str(),
+                            "UTF8" | "UTF-8" | "UNICODE"
+                        ))
+            })
+            .cloned()
+            .collect();
+        let mut db = match backend::connect(
             &session.target,
             &session.account.account,
-            &forwarded,
             &db_password,
-            gate.config(),
+            &forwarded,
+            gate.config().backend_connect_timeout,
         )
-    });
-    drop(db_password);
-    if let Some(p) = &pool {
-        if let Err(e) = p.ensure_open().await {
-            tracing::warn!(target = %session.target.name, "pg gateway: no pooled connection, the session runs on its own: {e}");
-            pool = None;
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = format!(
+                    "cannot log in to database target '{}' as '{}': {e}",
+                    session.target.name, session.account.account
+                );
+                return fatal(&mut io, "08006", &msg).await;
+            }
+        };
+        session.catalog = gate
+            .pg_catalogs
+            .load(&session.target.name, &mut db.io)
+            .await;
+        // pg_query reads text with standard_conforming_strings on, as every server has since 9.1.
+        // A database or role configured otherwise reads backslashes in '...' as escapes, so the
+        // classification cannot be trusted: only ALL allows anything then.
+        let conforming = db
+            .params
+            .iter()
+            .find(|(k, _)| k == "standard_conforming_strings")
+            .is_none_or(|(_, v)| v.eq_ignore_ascii_case("on"));
+        if !conforming {
+            session.distrust_lexing();
         }
-    }
-
-    let key: (i32, i32) = (rand::random::<i32>() & 0x7fff_ffff, rand::random());
-    let mut hello = BytesMut::new();
-    p::auth_request(&mut hello, 0, &[]);
-    for (k, v) in &db.params {
-        let mut b = BytesMut::new();
-        p::put_cstr(&mut b, k);
-        p::put_cstr(&mut b, v);
-        p::put_msg(&mut hello, b'S', &b);
-    }
-    p::backend_key_data(&mut hello, key.0, key.1);
-    p::ready_for_query(&mut hello, db.status);
-    crate::gateway::send(&mut io, &hello).await?;
-    let own = BackendKey {
-        host: session.target.host.clone(),
-        port: session.target.port,
-        socket: session.target.socket.clone(),
-        tls: session.target.tls,
-        tls_ca_file: session.target.tls_ca_file.clone(),
-        pid: db.pid,
-        secret: db.secret,
-    };
-    let (mut client_r, client_w) = tokio::io::split(io);
-    let mut leftover = buf;
-    let client_w = match pool {
-        None => client_w,
-        Some(pool) => {
-            let client = pool::Client::new(pool, client_w, session.auditor());
-            gate.cancels
-                .insert(key, CancelTarget::Pooled(client.clone()));
-            let pinned = pooled(&mut client_r, &client, &mut session, &mut leftover).await;
-            let writer = match pinned {
-                Ok(true) => client.take_writer().await,
-                _ => None,
-            };
-            match writer {
-                Some(w) => w,
-                None => {
-                    gate.cancels.remove(key);
-                    let mut db_io = db.io;
-                    let mut bye = BytesMut::new();
-                    p::put_msg(&mut bye, b'X', &[]);
-                    let _ = crate::gateway::send(&mut db_io, &bye).await;
-                    return pinned.map(|_| ());
-                }
+        // Statement pooling (see `pool`); the backend just logged in stays the session's reserve.
+        let size = gate.config().pg_pool_size;
+        let mut pool = (size > 0 && conforming).then(|| {
+            gate.pg_pools.get(
+                &session.target,
+                &session.account.account,
+                &forwarded,
+                &db_password,
+                gate.config(),
+            )
+        });
+        drop(db_password);
+        if let Some(p) = &pool {
+            if let Err(e) = p.ensure_open().await {
+                tracing::warn!(target = %session.target.name, "pg gateway: no pooled connection, the session runs on its own: {e}");
+                pool = None;
             }
         }
-    };
-    gate.cancels.insert(key, CancelTarget::Backend(own));
 
-    let (db_r, db_w) = tokio::io::split(db.io);
-    let (units_tx, units_rx) = mpsc::channel(1024);
-    let markers: Markers = Arc::new(Mutex::new(HashMap::new()));
-    let auditor = session.auditor();
-    let lex = Arc::new(backend::LexWatch::default());
-    let from_client = relay(
-        client_r,
-        db_w,
-        &mut session,
-        units_tx,
-        markers.clone(),
-        lex.clone(),
-        &mut leftover,
-    );
-    let from_db = backend::relay(db_r, client_w, units_rx, markers, auditor, lex);
-    let result = tokio::select! {
-        r = from_client => r,
-        r = from_db => r,
+        let mut hello = BytesMut::new();
+        p::auth_request(&mut hello, 0, &[]);
+        for (k, v) in &db.params {
+            let mut b = BytesMut::new();
+            p::put_cstr(&mut b, k);
+            p::put_cstr(&mut b, v);
+            p::put_msg(&mut hello, b'S', &b);
+        }
+        p::backend_key_data(&mut hello, key.0, key.1);
+        p::ready_for_query(&mut hello, db.status);
+        crate::gateway::send(&mut io, &hello).await?;
+        let own = BackendKey {
+            host: session.target.host.clone(),
+            port: session.target.port,
+            socket: session.target.socket.clone(),
+            tls: session.target.tls,
+            tls_ca_file: session.target.tls_ca_file.clone(),
+            pid: db.pid,
+            secret: db.secret,
+        };
+        let (mut client_r, client_w) = tokio::io::split(io);
+        let mut leftover = buf;
+        let client_w = match pool {
+            None => client_w,
+            Some(pool) => {
+                let client = pool::Client::new(pool, client_w, session.auditor());
+                gate.cancels
+                    .insert(key, CancelTarget::Pooled(client.clone()));
+                let pinned = pooled(&mut client_r, &client, &mut session, &mut leftover).await;
+                let writer = match pinned {
+                    Ok(true) => client.take_writer().await,
+                    _ => None,
+                };
+                match writer {
+                    Some(w) => w,
+                    None => {
+                        gate.cancels.remove(key);
+                        let mut db_io = db.io;
+                        let mut bye = BytesMut::new();
+                        p::put_msg(&mut bye, b'X', &[]);
+                        let _ = crate::gateway::send(&mut db_io, &bye).await;
+                        return pinned.map(|_| ());
+                    }
+                }
+            }
+        };
+        gate.cancels.insert(key, CancelTarget::Backend(own));
+
+        let (db_r, db_w) = tokio::io::split(db.io);
+        let (units_tx, units_rx) = mpsc::channel(1024);
+        let markers: Markers = Arc::new(Mutex::new(HashMap::new()));
+        let auditor = session.auditor();
+        let lex = Arc::new(backend::LexWatch::default());
+        let from_client = relay(
+            client_r,
+            db_w,
+            &mut session,
+            units_tx,
+            markers.clone(),
+            lex.clone(),
+            &mut leftover,
+        );
+        let from_db = backend::relay(db_r, client_w, units_rx, markers, auditor, lex);
+        let result = tokio::select! {
+            r = from_client => r,
+            r = from_db => r,
+        };
+        gate.cancels.remove(key);
+        result
     };
-    gate.cancels.remove(key);
+    let result = tokio::select! {
+        r = work => r,
+        _ = open.ended() => Ok(()),
+    };
+    gate_after.cancels.remove(key);
     result
 }
 

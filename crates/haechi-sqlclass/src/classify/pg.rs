@@ -616,7 +616,7 @@ fn fields_of(node: &N, fields: &mut Vec<String>) -> Result<(), String> {
 }
 
 /// Decides what a called function needs from its qualified name.
-pub(crate) fn function_needs(parts: &[String], needs: &mut PrivSet) {
+pub fn function_needs(parts: &[String], needs: &mut PrivSet) {
     let (schema, name) = match parts {
         [name] => (None, name.as_str()),
         [schema, name] => (Some(schema.as_str()), name.as_str()),
