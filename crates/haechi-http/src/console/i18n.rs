@@ -227,7 +227,7 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("v_remask_after", "보인 값이 다시 가려지기까지:", "A revealed value is masked again after"),
     ("v_shown_static", "표시 중 (다른 화면으로 가면 사라집니다)", "Shown (gone when you leave this page)"),
     ("v_masked_now", "가려짐", "Masked"),
-    ("v_shown_now", "표시 중, 곧 다시 가려집니다", "Shown; masked again in"),
+    ("v_shown_now", "표시 중, 다시 가려지기까지", "Shown; masked again in"),
     ("v_copied", "클립보드에 복사했습니다 (감사 기록됨).", "Copied to the clipboard (audited)."),
     ("v_reveal_failed", "값을 읽지 못했습니다:", "The value could not be read:"),
     ("v_values_sealed", "금고가 봉인되어 값을 읽거나 쓸 수 없습니다. 봉인이 해제되면 값 보기를 사용할 수 있습니다.", "The vault is sealed: values cannot be read or written. Reveal works again once it is unsealed."),

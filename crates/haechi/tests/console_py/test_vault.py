@@ -261,13 +261,74 @@ def test_a_stranger_sees_no_such_credential_and_system_admin_reads_no_value(sess
     assert r.get(f"/v2/credentialvault/credentials/{cred}/attributevalues", headers=h).status == 403
 
 
+def test_locker_members_act_by_their_permissions(session, fx, pw):
+    """The engine's matrix through the pages: a `manage` member edits the locker and sees its
+    credentials but reads no value; `participate` alone sees none of them; removed, nothing."""
+    cred, vid, locker = STATE["cred"], STATE["value_id"], STATE["locker"]
+    stranger = fx["stranger"]
+    o = session("owner")
+    o.goto(f"/console/vault/lockers/{locker}")
+    add = o.page.locator("form[action$='/members']").last
+    add.get_by_label("User", exact=True).fill(stranger["user"])
+    add.get_by_label("manage").check()
+    add.get_by_label("participate").uncheck()
+    with o.page.expect_navigation():
+        add.get_by_role("button", name="Add", exact=True).click()
+    expect(o.page.locator("#flash-ok")).to_contain_text("Member saved.")
+    member = o.page.locator(f'#members tr[data-member="{stranger["id"]}"]')
+    expect(member).to_contain_text("manage")
+    r, h = as_user(pw, fx, "owner")
+    members = r.get(f"/v2/credentialvault/lockers/{locker}/members", headers=h).json()["list"]
+    assert {"id": stranger["id"], "permissions": ["manage"]} in members, members
+
+    st = session("stranger")
+    res = st.goto(f"/console/vault/credentials/{cred}")
+    assert res.status == 200
+    expect(st.page.locator("#no-values")).to_be_visible()
+    assert st.page.get_by_role("button", name="Reveal").count() == 0
+    assert fx["secret"] not in st.page.content()
+    res = st.ctx.request.post(
+        st.url(f"/console/vault/credentials/{cred}/values/{vid}/reveal"), form={"csrf": csrf_of(st)}
+    )
+    assert res.status == 403 and fx["secret"] not in res.text()
+    st.goto(f"/console/vault/lockers/{locker}")
+    expect(st.page.locator("#locker-form")).to_be_visible()
+    assert st.page.get_by_role("heading", name="Delete locker").count() == 0
+    # Managing a locker never becomes owning it: a manager may not make themselves an owner.
+    res = st.ctx.request.post(
+        st.url(f"/console/vault/lockers/{locker}/members"),
+        form={"csrf": csrf_of(st), "user": "#" + str(stranger["id"]), "own": "1"},
+        headers={"Accept-Language": "en"},
+    )
+    assert res.status == 403, res.status
+
+    # Down to `participate`: the credential is no longer visible to them.
+    with o.page.expect_navigation():
+        o.page.reload()
+    row_form = o.page.locator(f'#members tr[data-member="{stranger["id"]}"] form').first
+    row_form.get_by_label("manage").uncheck()
+    row_form.get_by_label("participate").check()
+    with o.page.expect_navigation():
+        row_form.get_by_role("button", name="Save").click()
+    expect(o.page.locator("#flash-ok")).to_contain_text("Member saved.")
+    assert st.goto(f"/console/vault/credentials/{cred}").status == 404
+    assert st.goto(f"/console/vault/lockers/{locker}").status == 200
+    # Removed: the locker is gone for them too.
+    with o.page.expect_navigation():
+        o.page.locator(f'#members tr[data-member="{stranger["id"]}"]').get_by_role("button", name="Remove").click()
+    expect(o.page.locator("#flash-ok")).to_contain_text("Member removed.")
+    assert st.goto(f"/console/vault/lockers/{locker}").status == 404
+    members = r.get(f"/v2/credentialvault/lockers/{locker}/members", headers=h).json()["list"]
+    assert all(m["id"] != stranger["id"] for m in members), members
+
+
 def test_a_stale_edit_shows_the_conflict_and_keeps_the_input(session, fx, pw):
     cred = STATE["cred"]
     s = session("owner")
     s.goto(f"/console/vault/credentials/{cred}")
     edit = s.page.locator("#edit-form")
     edit.get_by_label("Description").first.fill("typed in the browser")
-    edit.locator("input[name$=_desc]").first.fill("attribute note typed")
+    edit.locator("input[id^=e][id$='-desc']").first.fill("attribute note typed")
     # Meanwhile someone else (the API) changes it.
     r, h = as_user(pw, fx, "owner")
     cur = r.get(f"/v2/credentialvault/credentials/{cred}", headers=h).json()
@@ -284,7 +345,7 @@ def test_a_stale_edit_shows_the_conflict_and_keeps_the_input(session, fx, pw):
     edit = s.page.locator("#edit-form")
     # What the user typed is kept; the field they did not touch shows what is stored now.
     expect(edit.get_by_label("Description").first).to_have_value("typed in the browser")
-    expect(edit.locator("input[name$=_desc]").first).to_have_value("attribute note typed")
+    expect(edit.locator("input[id^=e][id$='-desc']").first).to_have_value("attribute note typed")
     expect(edit.get_by_label("Name").first).to_have_value(STATE["cred_name"] + "-api")
     s.shot("vault-credential-conflict")
     # Nothing was saved.
@@ -403,7 +464,7 @@ def test_sealed_vault_shows_its_state_and_unseals_from_the_page(browser, fx, pw)
         expect(admin.page.locator("#seal-state")).not_to_contain_text("UNSEALED")
         expect(admin.page.locator("#vault-mode")).to_have_text("Manual")
         admin.shot("vault-sealed")
-        key_field = admin.page.get_by_label("Master key").first
+        key_field = admin.page.get_by_label("Master key", exact=True).first
         assert key_field.get_attribute("type") == "password"
         assert key_field.get_attribute("autocomplete") == "off"
         # A wrong key: refused, still sealed, the field empty, the key nowhere in the page.
@@ -414,10 +475,10 @@ def test_sealed_vault_shows_its_state_and_unseals_from_the_page(browser, fx, pw)
         assert resp.value.status == 400
         expect(admin.page.get_by_role("alert")).to_contain_text("not this vault's master key")
         expect(admin.page.locator("#seal-state")).not_to_contain_text("UNSEALED")
-        expect(admin.page.get_by_label("Master key").first).to_have_value("")
+        expect(admin.page.get_by_label("Master key", exact=True).first).to_have_value("")
         assert wrong not in admin.page.content()
         # The right key.
-        admin.page.get_by_label("Master key").first.fill(sx["key"])
+        admin.page.get_by_label("Master key", exact=True).first.fill(sx["key"])
         with admin.page.expect_navigation():
             admin.page.get_by_role("button", name="Unseal").click()
         expect(admin.page.locator("#flash-ok")).to_contain_text("The vault is unsealed.")

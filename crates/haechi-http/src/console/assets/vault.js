@@ -47,6 +47,7 @@
       shown.hidden = true;
       mask.hidden = false;
       hide.hidden = true;
+      revealForm.hidden = false;
       box.removeAttribute("data-open");
       status.textContent = box.dataset.labelMasked;
     };
@@ -58,12 +59,17 @@
       shown.hidden = false;
       mask.hidden = true;
       hide.hidden = false;
+      // While it is shown, another Reveal would only be another read.
+      revealForm.hidden = true;
       box.setAttribute("data-open", "1");
       var left = secs;
-      status.textContent = box.dataset.labelShown + " (" + left + ")";
+      var say = function () {
+        status.textContent = box.dataset.labelShown + " " + left + box.dataset.labelSecs;
+      };
+      say();
       tick = setInterval(function () {
         left -= 1;
-        if (left > 0) status.textContent = box.dataset.labelShown + " (" + left + ")";
+        if (left > 0) say();
       }, 1000);
       timer = setTimeout(remask, secs * 1000);
     };
@@ -96,6 +102,10 @@
       remask();
       var b = revealForm.querySelector("button");
       if (b) b.focus();
+    });
+    // Keyboard: Escape in a shown value masks it.
+    shown.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape") hide.click();
     });
 
     // A value the server rendered (Reveal without the script, then the script loaded).
