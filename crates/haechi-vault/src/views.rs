@@ -98,14 +98,16 @@ impl Vault {
             .await?
             .require_visible()?;
         acc.require_consumer()?;
-        Ok(read!(self.store, |db| sqlx::query_as(
+        Ok(read!(self.store, |db| {
+            sqlx::query_as(
             "SELECT v.id, v.attribute_id, v.user_id, v.created_by, v.created_at, v.updated_by, v.updated_at, v.version \
              FROM vault_values v WHERE v.credential_id = $1 AND (v.user_id IS NULL OR v.user_id = $2) ORDER BY v.id"
         )
         .bind(credential)
         .bind(p.id)
         .fetch_all(db)
-        .await)?)
+        .await
+        })?)
     }
 
     /// The `user_id` (login name) of each numeric user id that exists, for showing owners and

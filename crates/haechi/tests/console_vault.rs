@@ -43,8 +43,10 @@ async fn new_user(s: &Server, admin: &str, roles: &[&str]) -> Value {
         client()
             .post(s.url("/api/v1/users"))
             .bearer_auth(admin)
-            .json(&json!({ "user_id": user_id, "name": "Vault Console User", "password": password,
-                           "roles": roles, "kind": "human" })),
+            .json(
+                &json!({ "user_id": user_id, "name": "Vault Console User", "password": password,
+                           "roles": roles, "kind": "human" }),
+            ),
     )
     .await;
     assert_eq!(st, 201, "create user: {body}");
@@ -242,7 +244,15 @@ async fn vault_console_in_a_real_browser() {
     );
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .args(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test_file])
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                test_file,
+            ])
             .env("HAECHI_CONSOLE_FIXTURES", &fx)
             .env("HAECHI_CHROMIUM", CHROMIUM)
             .env("HAECHI_BIN", bin())

@@ -135,10 +135,7 @@ pub fn routes() -> Router<AppState> {
             "/console/vault/lockers/{id}/credentials/{cid}/remove",
             post(vault::remove_credential),
         )
-        .route(
-            "/console/vault/credentials",
-            post(vault_credential::create),
-        )
+        .route("/console/vault/credentials", post(vault_credential::create))
         .route(
             "/console/vault/credentials/{id}",
             get(vault_credential::page_get).post(vault_credential::update),

@@ -119,8 +119,12 @@ pub fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> &'a str {
 /// A whole number from a form field (400 naming it otherwise).
 pub fn form_number(form: &HashMap<String, String>, k: &str) -> Result<i64> {
     let v = field(form, k).trim();
-    v.parse::<i64>()
-        .map_err(|_| Fail(Error::field(k, format_args!("must be a whole number (got {v:?})"))))
+    v.parse::<i64>().map_err(|_| {
+        Fail(Error::field(
+            k,
+            format_args!("must be a whole number (got {v:?})"),
+        ))
+    })
 }
 
 /// A user named in a form by their user ID, or by their number (`#12`; a bare `12` that is

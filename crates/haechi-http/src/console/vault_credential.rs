@@ -19,14 +19,12 @@ use bytes::Bytes;
 use haechi_identity::Permission;
 use haechi_types::{Code, Error};
 use haechi_vault::{
-    AttributePatch, CredentialPatch, NewAttribute, NewCredential, NewValue,
-    ValuePatch,
+    AttributePatch, CredentialPatch, NewAttribute, NewCredential, NewValue, ValuePatch,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 use super::vault::{
-    done, field, form_number, path_id, refused, user_of, who, AttrDraft, Flash, NewDraft,
-    NEW_ATTRS,
+    done, field, form_number, path_id, refused, user_of, who, AttrDraft, Flash, NewDraft, NEW_ATTRS,
 };
 use super::{page, when, Chrome, Fail, Result, Session};
 use crate::AppState;
@@ -153,7 +151,11 @@ impl EditDraft {
         let now_desc = now.description.clone().unwrap_or_default();
         let three = super::vault::merge_field;
         let name_clash = three(&mut self.name, &self.o_name.clone(), &now.name);
-        let desc_clash = three(&mut self.description, &self.o_description.clone(), &now_desc);
+        let desc_clash = three(
+            &mut self.description,
+            &self.o_description.clone(),
+            &now_desc,
+        );
         for a in &mut self.attrs {
             let Some(stored) = now.attributes.iter().find(|o| o.id == a.id) else {
                 continue;
@@ -178,7 +180,11 @@ impl EditDraft {
             } else if stored.masked != a.orig.masked && stored.masked != a.typed.masked {
                 clash = true;
             }
-            a.now = if clash { stored.summary(l) } else { String::new() };
+            a.now = if clash {
+                stored.summary(l)
+            } else {
+                String::new()
+            };
             a.orig = stored;
         }
         // Attributes someone else added meanwhile.
@@ -199,7 +205,11 @@ impl EditDraft {
         self.version = now.stamp.version;
         self.conflict = Some((
             now.stamp.version,
-            if name_clash { now.name.clone() } else { String::new() },
+            if name_clash {
+                now.name.clone()
+            } else {
+                String::new()
+            },
             if desc_clash { now_desc } else { String::new() },
         ));
     }
@@ -258,11 +268,7 @@ async fn credential_page(state: &AppState, s: &Session, id: i64, x: Extra) -> Re
     } else {
         Vec::new()
     };
-    let mut ids = vec![
-        cred.owner_id,
-        cred.stamp.created_by,
-        cred.stamp.updated_by,
-    ];
+    let mut ids = vec![cred.owner_id, cred.stamp.created_by, cred.stamp.updated_by];
     ids.extend(infos.iter().map(|v| v.stamp.updated_by));
     let names = state.vault.user_names(&ids).await?;
     let locker = match cred.locker_id {
@@ -489,56 +495,54 @@ pub async fn update(
     let added: Vec<AttrDraft> = (0..EDIT_NEW_ATTRS)
         .map(|i| AttrDraft::of_form(&form, i))
         .collect();
-    let result = async {
-        // Descriptions: an empty field where there was none changes nothing.
-        let (current, _) = state.vault.credential_view(s.principal(), id).await?;
-        let desc = |typed: &str, old: &Option<String>| {
-            (typed != old.as_deref().unwrap_or("")).then(|| typed.to_owned())
-        };
-        let mut attributes: Vec<AttributePatch> = edits
-            .iter()
-            .map(|a| {
-                let old = current.attributes.iter().find(|o| o.id == a.id);
-                AttributePatch {
-                    id: Some(a.id),
-                    version: None,
-                    name: Some(a.typed.name.clone()),
-                    description: match old {
-                        Some(o) => desc(&a.typed.description, &o.description),
-                        None => Some(a.typed.description.clone()),
-                    },
-                    user_provided: Some(a.typed.user_provided),
-                    masked: Some(a.typed.masked),
-                }
-            })
-            .collect();
-        attributes.extend(
-            added
+    let result =
+        async {
+            // Descriptions: an empty field where there was none changes nothing.
+            let (current, _) = state.vault.credential_view(s.principal(), id).await?;
+            let desc = |typed: &str, old: &Option<String>| {
+                (typed != old.as_deref().unwrap_or("")).then(|| typed.to_owned())
+            };
+            let mut attributes: Vec<AttributePatch> = edits
                 .iter()
-                .filter(|a| !a.name.is_empty())
-                .map(|a| AttributePatch {
+                .map(|a| {
+                    let old = current.attributes.iter().find(|o| o.id == a.id);
+                    AttributePatch {
+                        id: Some(a.id),
+                        version: None,
+                        name: Some(a.typed.name.clone()),
+                        description: match old {
+                            Some(o) => desc(&a.typed.description, &o.description),
+                            None => Some(a.typed.description.clone()),
+                        },
+                        user_provided: Some(a.typed.user_provided),
+                        masked: Some(a.typed.masked),
+                    }
+                })
+                .collect();
+            attributes.extend(added.iter().filter(|a| !a.name.is_empty()).map(|a| {
+                AttributePatch {
                     id: None,
                     version: None,
                     name: Some(a.name.clone()),
                     description: (!a.description.is_empty()).then(|| a.description.clone()),
                     user_provided: Some(a.user_provided),
                     masked: Some(a.masked),
-                }),
-        );
-        let patch = CredentialPatch {
-            version,
-            name: Some(name.clone()),
-            description: desc(&description, &current.description),
-            owner_id: None,
-            locker_id: None,
-            attributes,
-        };
-        state
-            .vault
-            .update_credential(s.principal(), &s.caller.actor(), id, patch)
-            .await
-    }
-    .await;
+                }
+            }));
+            let patch = CredentialPatch {
+                version,
+                name: Some(name.clone()),
+                description: desc(&description, &current.description),
+                owner_id: None,
+                locker_id: None,
+                attributes,
+            };
+            state
+                .vault
+                .update_credential(s.principal(), &s.caller.actor(), id, patch)
+                .await
+        }
+        .await;
     match result {
         Ok(_) => Ok(done(&credential_url(id), "cred_saved")),
         Err(e) => {
@@ -601,10 +605,12 @@ pub async fn transfer(
             Ok(_) => Ok(done(&credential_url(id), "cred_transferred")),
             Err(_) => Ok(done("/console/vault", "cred_transferred")),
         },
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
@@ -626,10 +632,12 @@ pub async fn put_in_locker(
         .await
     {
         Ok(_) => Ok(done(&credential_url(id), "cred_added")),
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
@@ -649,10 +657,12 @@ pub async fn delete(
         .await
     {
         Ok(()) => Ok(done("/console/vault", "cred_deleted")),
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
@@ -689,10 +699,12 @@ pub async fn create_value(
     };
     match result {
         Ok(()) => Ok(done(&credential_url(id), "value_saved")),
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
@@ -732,10 +744,12 @@ pub async fn update_value(
     };
     match result {
         Ok(()) => Ok(done(&credential_url(id), "value_saved")),
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
@@ -756,10 +770,12 @@ pub async fn delete_value(
         .await
     {
         Ok(()) => Ok(done(&credential_url(id), "value_deleted")),
-        Err(e) => refused(e, &credential_url(id), |f| {
-            credential_page(&state, &s, id, Extra::flash(f))
-        })
-        .await,
+        Err(e) => {
+            refused(e, &credential_url(id), |f| {
+                credential_page(&state, &s, id, Extra::flash(f))
+            })
+            .await
+        }
     }
 }
 
