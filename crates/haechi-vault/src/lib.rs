@@ -7,6 +7,8 @@
 //!   rotation and master key change.
 //! - `credentials`, `values`, `lockers`: the operations, each checking access (`access`) and
 //!   auditing in the transaction of its change.
+//! - `views`: read models for the web console (what the caller may do; which values exist,
+//!   without reading them).
 //! - value reads are audited through a [`haechi_audit::Batcher`] (the hot path; see
 //!   [`Vault::read_values`]).
 //!
@@ -22,6 +24,7 @@ mod lockers;
 mod model;
 mod sql;
 mod values;
+mod views;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -33,6 +36,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use error::{VaultError, SEALED_MESSAGE};
 pub use keys::{check_keys_offline, OfflineKeyCheck};
 pub use model::*;
+pub use views::{CredentialStanding, LockerStanding, ValueInfo};
 
 use crate::crypto::MasterKey;
 use crate::keys::Keyring;

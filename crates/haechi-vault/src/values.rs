@@ -435,25 +435,68 @@ impl Vault {
         actor: &Actor,
         credential: i64,
     ) -> Result<Vec<Value>> {
+        self.read_some(p, actor, credential, None).await
+    }
+
+    /// One value of a credential the caller may use (as [`Vault::read_values`]: a standard
+    /// attribute's value or the caller's own), read and audited on its own: the web console's
+    /// Reveal and Copy, each one audited read of that one value at that moment. `via` says
+    /// which (it goes into the event; never the value). Another user's value, or one that does
+    /// not exist, is 404 and nothing is read.
+    pub async fn read_value(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        credential: i64,
+        value: i64,
+        via: &'static str,
+    ) -> Result<Value> {
+        let mut values = self
+            .read_some(p, actor, credential, Some((value, via)))
+            .await?;
+        values
+            .pop()
+            .ok_or_else(|| not_found_value(credential, value))
+    }
+
+    /// [`Vault::read_values`], or with `only` the one value `only.0` (audited with `via`).
+    async fn read_some(
+        &self,
+        p: &Principal,
+        actor: &Actor,
+        credential: i64,
+        only: Option<(i64, &'static str)>,
+    ) -> Result<Vec<Value>> {
         // The hot path: the credential, the caller's standing and the values in one query.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
+        fn sql(one: bool) -> String {
             format!(
                 "SELECT {}, v.id AS v_id, v.attribute_id AS v_attribute_id, v.user_id AS v_user_id, \
                  v.key_id AS v_key_id, v.nonce AS v_nonce, v.ciphertext AS v_ciphertext, \
                  v.created_by AS v_created_by, v.created_at AS v_created_at, v.updated_by AS v_updated_by, \
                  v.updated_at AS v_updated_at, v.version AS v_version \
                  FROM vault_credentials c {} \
-                 LEFT JOIN vault_values v ON v.credential_id = c.id AND (v.user_id IS NULL OR v.user_id = $2) \
+                 LEFT JOIN vault_values v ON v.credential_id = c.id AND (v.user_id IS NULL OR v.user_id = $2){} \
                  WHERE c.id = $1 ORDER BY v.id",
                 access::credential_access_cols(),
-                access::MEMBER_JOIN
+                access::MEMBER_JOIN,
+                if one { " AND v.id = $3" } else { "" }
             )
-        });
-        let rows: Vec<ReadRow> = read!(self.store, |db| sqlx::query_as(SQL.as_str())
-            .bind(credential)
-            .bind(p.id)
-            .fetch_all(db)
-            .await)?;
+        }
+        static ALL: LazyLock<String> = LazyLock::new(|| sql(false));
+        static ONE: LazyLock<String> = LazyLock::new(|| sql(true));
+        let rows: Vec<ReadRow> = match only {
+            None => read!(self.store, |db| sqlx::query_as(ALL.as_str())
+                .bind(credential)
+                .bind(p.id)
+                .fetch_all(db)
+                .await)?,
+            Some((value, _)) => read!(self.store, |db| sqlx::query_as(ONE.as_str())
+                .bind(credential)
+                .bind(p.id)
+                .bind(value)
+                .fetch_all(db)
+                .await)?,
+        };
         let mut rows = rows.into_iter();
         let Some(first) = rows.next() else {
             return Err(access::not_found_credential(credential));
@@ -468,19 +511,29 @@ impl Vault {
             .into_iter()
             .chain(rows.filter_map(|r| r.split(credential).1))
             .collect();
+        if let Some((value, _)) = only {
+            if rows.is_empty() {
+                return Err(not_found_value(credential, value));
+            }
+        }
         let mut values = Vec::with_capacity(rows.len());
         for row in rows {
             values.push(self.decrypt(actor, &ring, row).await?);
+        }
+        let mut detail = json!({
+            "credential": credential,
+            "attributes": values.iter().map(|v| v.attribute_id).collect::<Vec<_>>(),
+        });
+        if let Some((value, via)) = only {
+            detail["value"] = json!(value);
+            detail["via"] = json!(via);
         }
         self.reads
             .record(
                 actor
                     .event("vault", "credential.value.read")
                     .target(format!("credential:{credential}"))
-                    .detail(json!({
-                        "credential": credential,
-                        "attributes": values.iter().map(|v| v.attribute_id).collect::<Vec<_>>(),
-                    })),
+                    .detail(detail),
             )
             .await?;
         Ok(values)

@@ -17,6 +17,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/console.js"),
     ),
     (
+        "vault.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/vault.js"),
+    ),
+    (
         "console.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/console.css"),

@@ -7,6 +7,8 @@
 //! - `instances`: a task instance's node grid, re-run, cancel, and the output window.
 //! - `editor`: the workflow definition editor (errors at their line), version diff, restore.
 //! - `dag`: the flowchart of a workflow, drawn as SVG on the server.
+//! - `vault`, `vault_credential`: the credential vault (lockers, credentials, masked values
+//!   with Reveal and Copy, unseal).
 //! - `assets`: the script and style sheet, embedded in the binary.
 //! - `users`: users, roles, and the user's own account (password, sessions).
 //!
@@ -25,6 +27,8 @@ mod run;
 mod session;
 mod tasks;
 mod users;
+mod vault;
+mod vault_credential;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,6 +165,77 @@ pub fn routes() -> Router<AppState> {
         .route("/console/audit/export.csv", get(audit::export))
         .route("/console/audit/verify", post(audit::verify))
         .route("/console/audit/{seq}", get(audit::event))
+        // console-vault
+        .route("/console/vault", get(vault::index))
+        .route("/console/vault/unseal", post(vault::unseal))
+        .route("/console/vault/mode", post(vault::set_mode))
+        .route("/console/vault/lockers", post(vault::create_locker))
+        .route(
+            "/console/vault/lockers/{id}",
+            get(vault::locker).post(vault::update_locker),
+        )
+        .route(
+            "/console/vault/lockers/{id}/delete",
+            post(vault::delete_locker),
+        )
+        .route(
+            "/console/vault/lockers/{id}/members",
+            post(vault::set_member),
+        )
+        .route(
+            "/console/vault/lockers/{id}/members/{user}/remove",
+            post(vault::remove_member),
+        )
+        .route(
+            "/console/vault/lockers/{id}/consumers",
+            post(vault::add_consumer),
+        )
+        .route(
+            "/console/vault/lockers/{id}/consumers/{role}/remove",
+            post(vault::remove_consumer),
+        )
+        .route(
+            "/console/vault/lockers/{id}/credentials",
+            post(vault::add_credential),
+        )
+        .route(
+            "/console/vault/lockers/{id}/credentials/{cid}/remove",
+            post(vault::remove_credential),
+        )
+        .route("/console/vault/credentials", post(vault_credential::create))
+        .route(
+            "/console/vault/credentials/{id}",
+            get(vault_credential::page_get).post(vault_credential::update),
+        )
+        .route(
+            "/console/vault/credentials/{id}/owner",
+            post(vault_credential::transfer),
+        )
+        .route(
+            "/console/vault/credentials/{id}/locker",
+            post(vault_credential::put_in_locker),
+        )
+        .route(
+            "/console/vault/credentials/{id}/delete",
+            post(vault_credential::delete),
+        )
+        .route(
+            "/console/vault/credentials/{id}/values",
+            post(vault_credential::create_value),
+        )
+        .route(
+            "/console/vault/credentials/{id}/values/{vid}",
+            post(vault_credential::update_value),
+        )
+        .route(
+            "/console/vault/credentials/{id}/values/{vid}/delete",
+            post(vault_credential::delete_value),
+        )
+        .route(
+            "/console/vault/credentials/{id}/values/{vid}/reveal",
+            post(vault_credential::reveal),
+        )
+        // end console-vault
         .route("/console/{*rest}", get(unknown).post(unknown))
         .layer(axum::middleware::from_fn(frame))
 }
@@ -454,6 +529,8 @@ pub struct Chrome {
     /// console-db: DB access pages (`dbpolicy.manage`) and the audit log (`audit.read`).
     pub can_db: bool,
     pub can_audit: bool,
+    /// The vault pages (`vault.use`, or `vault.settings` for its state).
+    pub can_vault: bool,
 }
 
 impl Chrome {
@@ -473,6 +550,7 @@ impl Chrome {
             can_users: p.can(Permission::AdminUsers),
             can_db: p.can(Permission::DbPolicyManage),
             can_audit: p.can(Permission::AuditRead),
+            can_vault: p.can(Permission::VaultUse) || p.can(Permission::VaultSettings),
         }
     }
 }
