@@ -545,6 +545,8 @@ pub async fn head_and_newest(store: &Store) -> Result<(Option<(i64, String)>, Op
     .fetch_one(db)
     .await)?;
     Ok((head, newest))
+}
+
 /// One event by its sequence number.
 pub async fn get(store: &Store, seq: i64) -> Result<StoredEvent> {
     let sql = format!("SELECT {EVENT_COLS} FROM audit_events WHERE seq = $1");

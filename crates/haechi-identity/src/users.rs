@@ -1247,7 +1247,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        self.forget_token(token_id);
+        self.forget_token(token_id).await;
         Ok(())
     }
 

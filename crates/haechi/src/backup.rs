@@ -388,6 +388,7 @@ fn store_opts(cfg: &Config, sqlite_path: PathBuf) -> StoreOptions {
             .map(|u| u.expose_secret().to_owned()),
         sqlite_path,
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_millis(cfg.database_acquire_timeout_ms),
     }
 }
 
@@ -713,6 +714,7 @@ async fn inventory_of_sqlite_file(path: &Path) -> Result<Inventory> {
         database_url: None,
         sqlite_path: path.to_path_buf(),
         max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(30),
     })
     .await
     .map_err(e)?;
@@ -929,6 +931,7 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
                 database_url: Some(url.to_owned()),
                 sqlite_path: PathBuf::new(),
                 max_connections: 2,
+                acquire_timeout: std::time::Duration::from_secs(30),
             })
             .await
             .map_err(e)?;
@@ -966,6 +969,7 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
                 database_url: Some(url.to_owned()),
                 sqlite_path: PathBuf::new(),
                 max_connections: 2,
+                acquire_timeout: std::time::Duration::from_secs(30),
             })
             .await
             .map_err(e)?;
@@ -1012,6 +1016,7 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         database_url: a.database_url.clone(),
         sqlite_path: new_dir.join("haechi.db"),
         max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(30),
     })
     .await
     .map_err(e)?;
