@@ -281,7 +281,8 @@ async fn credential_page(state: &AppState, s: &Session, id: i64, x: Extra) -> Re
         }
         None => None,
     };
-    let lockers = if st.owner && cred.locker_id.is_none() {
+    // The engine lets the owner (as a member of the locker) or a Locker Admin put it in.
+    let lockers = if (st.owner || st.admin) && cred.locker_id.is_none() {
         let all = state
             .vault
             .list_lockers(
@@ -384,8 +385,9 @@ async fn credential_page(state: &AppState, s: &Session, id: i64, x: Extra) -> Re
         attrs,
         draft,
         lockers,
+        // The engine's rule for DELETE .../lockers/{id}/credentials/{cid}.
         can_remove_from_locker: cred.locker_id.is_some()
-            && (st.member.own || st.member.manage || st.admin || st.owner),
+            && (st.member.own || st.member.manage || st.admin || (st.owner && st.member.any())),
         remask: REMASK_SECS,
     })
 }

@@ -7,6 +7,7 @@ text; POSTs without the CSRF token change nothing; axe-core on every vault page;
 English. Run by tests/console_vault.rs, which prepares the servers and fixtures."""
 
 import json
+import os
 import re
 import time
 
@@ -14,6 +15,16 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from conftest import Session
+
+FIGURES = os.environ.get("HAECHI_CONSOLE_FIGURES")
+
+
+def figure(name, value):
+    print(f"FIGURE {name} = {value}")
+    if FIGURES:
+        with open(FIGURES, "a") as f:
+            f.write(json.dumps({name: value}) + "\n")
+
 
 # What the tests build, in file order (pytest runs them in order, -x stops at the first failure).
 STATE = {}
@@ -147,9 +158,12 @@ def test_a_consumer_reveals_and_copies_each_an_audited_read(session, fx, pw):
     s.shot("vault-credential-consumer")
 
     pwd = row(s, "password")
+    t0 = time.time()
     with s.page.expect_response(lambda r: r.url.endswith("/reveal")) as resp:
         pwd.get_by_role("button", name="Reveal").click()
     res = resp.value
+    expect(pwd.locator("[data-shown]")).to_be_visible()
+    figure("reveal_click_to_value_shown_ms", round((time.time() - t0) * 1000))
     assert res.request.method == "POST"
     assert res.headers["cache-control"] == "no-store", res.headers
     expect(pwd.locator("[data-shown]")).to_have_text(fx["secret"])

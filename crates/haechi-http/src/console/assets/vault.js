@@ -1,4 +1,4 @@
-// Haechi console, the credential vault page: Reveal and Copy of one value, each a POST with
+// Haechi console, the credential vault pages: Reveal and Copy of one value, each a POST with
 // the CSRF token (one audited read on the server). A revealed value is removed from the DOM
 // after the server's re-mask time, when the user hides it, or when the page is hidden; Copy
 // puts the value on the clipboard and never into the DOM. Without this script the forms
@@ -114,6 +114,10 @@
     }
     boxes.push(remask);
   });
+
+  // A stale edit came back: bring its explanation and the kept input into view.
+  var conflict = document.getElementById("conflict");
+  if (conflict) conflict.scrollIntoView({ block: "start" });
 
   // Leaving the page (another tab, minimised) masks every value at once.
   document.addEventListener("visibilitychange", function () {
