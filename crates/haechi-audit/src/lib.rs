@@ -416,7 +416,10 @@ fn condition(f: &Filter) -> (String, Vec<Arg>) {
         cond.push(format!("at <= {}", push(&mut args, Arg::Int(v))));
     }
     if let Some(v) = &f.user {
-        cond.push(format!("user_id = {}", push(&mut args, Arg::Text(v.clone()))));
+        cond.push(format!(
+            "user_id = {}",
+            push(&mut args, Arg::Text(v.clone()))
+        ));
     }
     if let Some(v) = &f.action {
         let exact = push(&mut args, Arg::Text(v.clone()));
@@ -429,10 +432,16 @@ fn condition(f: &Filter) -> (String, Vec<Arg>) {
         ));
     }
     if let Some(v) = &f.family {
-        cond.push(format!("family = {}", push(&mut args, Arg::Text(v.clone()))));
+        cond.push(format!(
+            "family = {}",
+            push(&mut args, Arg::Text(v.clone()))
+        ));
     }
     if let Some(v) = &f.outcome {
-        cond.push(format!("outcome = {}", push(&mut args, Arg::Text(v.clone()))));
+        cond.push(format!(
+            "outcome = {}",
+            push(&mut args, Arg::Text(v.clone()))
+        ));
     }
     if let Some(v) = &f.target {
         match v.strip_suffix('*') {
@@ -443,7 +452,10 @@ fn condition(f: &Filter) -> (String, Vec<Arg>) {
                 );
                 cond.push(format!("target LIKE {p} ESCAPE '\\'"));
             }
-            None => cond.push(format!("target = {}", push(&mut args, Arg::Text(v.clone())))),
+            None => cond.push(format!(
+                "target = {}",
+                push(&mut args, Arg::Text(v.clone()))
+            )),
         }
     }
     if let Some(v) = &f.session {
@@ -455,7 +467,9 @@ fn condition(f: &Filter) -> (String, Vec<Arg>) {
                 haechi_store::like_escape(v)
             )),
         );
-        cond.push(format!("family = 'gateway' AND detail LIKE {p} ESCAPE '\\'"));
+        cond.push(format!(
+            "family = 'gateway' AND detail LIKE {p} ESCAPE '\\'"
+        ));
     }
     if let Some(v) = f.before {
         cond.push(format!("seq < {}", push(&mut args, Arg::Int(v))));
@@ -502,8 +516,9 @@ pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
         n + 1,
         n + 2
     );
-    let mut events: Vec<StoredEvent> =
-        read!(store, |db| bind_all!(sqlx::query_as(&sql), &args).fetch_all(db).await)?;
+    let mut events: Vec<StoredEvent> = read!(store, |db| bind_all!(sqlx::query_as(&sql), &args)
+        .fetch_all(db)
+        .await)?;
     if ascending {
         events.reverse();
     }
@@ -519,9 +534,12 @@ pub async fn count(store: &Store, f: &Filter) -> Result<i64> {
     };
     let (cond, args) = condition(&f);
     let sql = format!("SELECT COUNT(*) FROM audit_events WHERE {cond}");
-    Ok(read!(store, |db| bind_all!(sqlx::query_scalar(&sql), &args)
-        .fetch_one(db)
-        .await)?)
+    Ok(read!(store, |db| bind_all!(
+        sqlx::query_scalar(&sql),
+        &args
+    )
+    .fetch_one(db)
+    .await)?)
 }
 
 /// Events matching `f`, newest first, and how many match in all.
@@ -751,6 +769,117 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         head
+    }
+
+    /// The filters combine with AND, keyset paging walks every event once in either
+    /// direction, and a session id finds the gateway events that carry it.
+    #[tokio::test]
+    async fn filters_and_keyset_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let mut tx = store.begin().await.unwrap();
+        let mut evs = Vec::new();
+        for i in 0..25 {
+            let mut e = Event::new(if i % 2 == 0 { "gateway" } else { "admin" }, "db.statement")
+                .by(if i % 3 == 0 { "kim" } else { "lee" }, None)
+                .target(format!("db-target:t{}", i % 4))
+                .detail(serde_json::json!({ "session": if i < 10 { "00000000000000aa" } else { "00000000000000bb" } }));
+            if i % 5 == 0 {
+                e = e.outcome(Outcome::Denied);
+            }
+            evs.push(e);
+        }
+        evs.push(Event::new("admin", "db.statement.other").by("kim", None));
+        evs.push(Event::new("admin", "dbx").by("kim", None));
+        append_many(&mut tx, evs).await.unwrap();
+        tx.commit().await.unwrap();
+        let f = |build: &dyn Fn(&mut Filter)| {
+            let mut f = Filter {
+                limit: 100,
+                ..Default::default()
+            };
+            build(&mut f);
+            f
+        };
+        let n = |fl: Filter| {
+            let store = store.clone();
+            async move { count(&store, &fl).await.unwrap() }
+        };
+        assert_eq!(n(f(&|f| f.action = Some("db.statement".into()))).await, 26);
+        assert_eq!(
+            n(f(&|f| f.action = Some("db".into()))).await,
+            26,
+            "a prefix is dotted"
+        );
+        assert_eq!(n(f(&|f| f.family = Some("gateway".into()))).await, 13);
+        assert_eq!(n(f(&|f| f.outcome = Some("denied".into()))).await, 5);
+        assert_eq!(n(f(&|f| f.target = Some("db-target:t1".into()))).await, 6);
+        assert_eq!(n(f(&|f| f.target = Some("db-target:*".into()))).await, 25);
+        assert_eq!(
+            n(f(&|f| f.target = Some("db-target:%".into()))).await,
+            0,
+            "% is literal"
+        );
+        assert_eq!(
+            n(f(&|f| {
+                f.user = Some("kim".into());
+                f.family = Some("gateway".into());
+            }))
+            .await,
+            5
+        );
+        assert_eq!(
+            n(f(&|f| f.session = Some("00000000000000aa".into()))).await,
+            5
+        );
+        // Keyset: pages of 4, older then newer, every event once.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let p = page(
+                &store,
+                &f(&|f| {
+                    f.limit = 4;
+                    f.before = before;
+                }),
+            )
+            .await
+            .unwrap();
+            if p.is_empty() {
+                break;
+            }
+            assert!(p.windows(2).all(|w| w[0].seq > w[1].seq));
+            before = p.last().map(|e| e.seq);
+            seen.extend(p.iter().map(|e| e.seq));
+        }
+        assert_eq!(seen, (1..=27).rev().collect::<Vec<_>>());
+        let newer = page(
+            &store,
+            &f(&|f| {
+                f.limit = 3;
+                f.after = Some(10);
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            newer.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![13, 12, 11]
+        );
+        assert_eq!(get(&store, 12).await.unwrap().seq, 12);
+        assert_eq!(
+            get(&store, 999).await.unwrap_err().code,
+            haechi_types::Code::NotFound
+        );
+        // A check of the chain is itself recorded, and is the last one.
+        assert!(last_verification(&store).await.unwrap().is_none());
+        let v = verify_and_record(&store, "admin", Some(("kim", "10.0.0.1".into())))
+            .await
+            .unwrap();
+        assert!(v.broken.is_none());
+        let last = last_verification(&store).await.unwrap().unwrap();
+        assert_eq!(last.user_id.as_deref(), Some("kim"));
+        assert!(last.detail.contains("\"checked\":27"), "{}", last.detail);
     }
 
     /// A writer's remembered head is used while it is right and ignored once another

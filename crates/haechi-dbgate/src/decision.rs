@@ -18,7 +18,10 @@ use crate::privilege::{PrivSet, Privilege};
 pub enum Verdict {
     Allow,
     /// Refused: `message` names the policy and what is missing.
-    Refuse { message: String, missing: PrivSet },
+    Refuse {
+        message: String,
+        missing: PrivSet,
+    },
 }
 
 impl Verdict {
@@ -143,14 +146,20 @@ mod tests {
         let a = policy(1, "A", &[Privilege::Select]);
         let b = policy(2, "B", &[Privilege::Insert]);
         let need = Classification::needs(PrivSet::of(&[Privilege::Select, Privilege::Insert]), 2);
-        assert_eq!(decide(&[a.clone(), b.clone()], 10, &need, false), Verdict::Allow);
+        assert_eq!(
+            decide(&[a.clone(), b.clone()], 10, &need, false),
+            Verdict::Allow
+        );
         let grants = explain(&[a.clone(), b.clone()], 10, need.needs);
         assert_eq!(grants[0].policy, Some((2, "B".into())), "{grants:?}");
         assert_eq!(grants[1].policy, Some((1, "A".into())), "{grants:?}");
         match decide(&[a], 10, &need, false) {
             Verdict::Refuse { message, missing } => {
                 assert_eq!(missing, PrivSet::of(&[Privilege::Insert]));
-                assert!(message.contains("policy A") && message.contains("INSERT"), "{message}");
+                assert!(
+                    message.contains("policy A") && message.contains("INSERT"),
+                    "{message}"
+                );
             }
             v => panic!("{v:?}"),
         }
@@ -170,7 +179,9 @@ mod tests {
         p.locked = false;
         p.end_at = Some(5);
         match decide(&[Arc::new(p)], 10, &need, false) {
-            Verdict::Refuse { message, .. } => assert!(message.ends_with("is expired"), "{message}"),
+            Verdict::Refuse { message, .. } => {
+                assert!(message.ends_with("is expired"), "{message}")
+            }
             v => panic!("{v:?}"),
         }
         assert!(!decide(&[], 10, &need, false).allowed());
@@ -182,7 +193,7 @@ mod tests {
         let c = Classification::unclassifiable("does not parse");
         assert!(!decide(&[sel], 0, &c, false).allowed());
         let all = policy(2, "ALL", &[Privilege::All]);
-        assert!(decide(&[all.clone()], 0, &c, false).allowed());
+        assert!(decide(std::slice::from_ref(&all), 0, &c, false).allowed());
         let plain = Classification::needs(PrivSet::of(&[Privilege::Select]), 1);
         assert!(decide(&[all], 0, &plain, true).allowed());
     }

@@ -95,10 +95,7 @@ impl DbGate {
         if input.sql.len() > MAX_SQL {
             return Err(Error::field(
                 "sql",
-                format_args!(
-                    "must be at most {MAX_SQL} bytes (got {})",
-                    input.sql.len()
-                ),
+                format_args!("must be at most {MAX_SQL} bytes (got {})", input.sql.len()),
             ));
         }
         let user = self.identity().get_user(input.user_id.trim()).await?;

@@ -236,7 +236,12 @@ fn to_out(p: Policy, off: UtcOffset) -> PolicyOut {
 
 /// Parses a policy date: `YYYY-MM-DDTHH:MM:SS` (or with a space, fractions, `Z` or an offset)
 /// in the server's zone, or a bare date (its first second, or its last for an end date).
-pub(crate) fn parse_date(field: &str, raw: &str, off: UtcOffset, end_of_day: bool) -> Result<i64, Error> {
+pub(crate) fn parse_date(
+    field: &str,
+    raw: &str,
+    off: UtcOffset,
+    end_of_day: bool,
+) -> Result<i64, Error> {
     let s = raw.trim();
     let bad = || {
         Error::field(
@@ -348,9 +353,8 @@ pub(crate) fn form_input(
         client_ip_begin: get("clientIpBegin"),
         client_ip_end: get("clientIpEnd"),
         server_address: get("serverAddress"),
-        server_port: get("serverPort").map(|p| {
-            PortValue::Text(if p.is_empty() { "0".to_owned() } else { p })
-        }),
+        server_port: get("serverPort")
+            .map(|p| PortValue::Text(if p.is_empty() { "0".to_owned() } else { p })),
         sid: get("sid"),
         sql_privileges: Some(privileges),
         policy_type: get("policyType"),

@@ -137,8 +137,10 @@ async fn simulate(env: &Env, token: &str, user: &str, sql: &str) -> Value {
         client()
             .post(env.s.url("/api/v1/db/simulate"))
             .bearer_auth(token)
-            .json(&json!({ "userId": user, "clientIp": "127.0.0.1", "target": env.target,
-                           "account": env.run, "sql": sql })),
+            .json(
+                &json!({ "userId": user, "clientIp": "127.0.0.1", "target": env.target,
+                           "account": env.run, "sql": sql }),
+            ),
     )
     .await;
     assert_eq!(st, 200, "simulate {sql}: {v}");
@@ -310,7 +312,13 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         "allowed {allowed}, refused {refused}"
     );
     // What it needs and which policy grants it.
-    let sim = simulate(&env, &dbadmin_token, &simuser, "INSERT INTO s SELECT a FROM t").await;
+    let sim = simulate(
+        &env,
+        &dbadmin_token,
+        &simuser,
+        "INSERT INTO s SELECT a FROM t",
+    )
+    .await;
     assert_eq!(sim["needs"], json!(["INSERT", "SELECT"]), "{sim}");
     assert_eq!(sim["grantedBy"][0]["policyId"], json!(sim_policy), "{sim}");
     let sim = simulate(&env, &dbadmin_token, &simuser, "DELETE FROM s").await;
@@ -319,7 +327,10 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
     // Locked: both refuse, naming the lock.
     let (st, v) = call(
         client()
-            .put(env.s.url("/dbsafer/api/v1/policy/custom/access-policies/lock"))
+            .put(
+                env.s
+                    .url("/dbsafer/api/v1/policy/custom/access-policies/lock"),
+            )
             .bearer_auth(&dbadmin_token)
             .query(&[("policyId", &sim_policy)]),
     )
@@ -406,7 +417,10 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         {
             break s.clone();
         }
-        assert!(Instant::now() < deadline, "no open session of {liveuser}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "no open session of {liveuser}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(session["account"], json!(env.run));
@@ -446,14 +460,24 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("first"), "{text}");
-    assert!(!text.contains("second"), "a statement ran after the end: {text}");
+    assert!(
+        !text.contains("second"),
+        "a statement ran after the end: {text}"
+    );
     let ended = audit(
         &env,
         &auditor_token,
-        &[("action", "db.session.end".into()), ("user", dbadmin.clone())],
+        &[
+            ("action", "db.session.end".into()),
+            ("user", dbadmin.clone()),
+        ],
     )
     .await;
-    assert_eq!(ended["events"][0]["detail"]["session"], json!(id), "{ended}");
+    assert_eq!(
+        ended["events"][0]["detail"]["session"],
+        json!(id),
+        "{ended}"
+    );
 
     // ----- 20,000 audited statements through one gateway session -----
     let (bulkuser, bulkuser_pw) = new_user(&env, &[]).await;
@@ -467,7 +491,17 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
             "host=127.0.0.1 port={} user={bulkuser}@{} dbname={} sslmode=require",
             env.pg_port, env.run, env.target
         ))
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-f"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-f",
+        ])
         .arg(file.path())
         .env("PGPASSWORD", &bulkuser_pw));
     assert!(ok, "{out}");
@@ -487,7 +521,11 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         if v["total"] == json!(20_000) {
             break;
         }
-        assert!(Instant::now() < deadline, "events not all stored: {}", v["total"]);
+        assert!(
+            Instant::now() < deadline,
+            "events not all stored: {}",
+            v["total"]
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Keyset paging to the very end: every event once, newest first, no ceiling.
@@ -531,7 +569,11 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         &[("session", bulk_session.clone()), ("limit", "1".into())],
     )
     .await;
-    assert_eq!(by_session["total"], json!(20_001), "statements and the login");
+    assert_eq!(
+        by_session["total"],
+        json!(20_001),
+        "statements and the login"
+    );
     // The other filters.
     let denied = audit(
         &env,
@@ -548,7 +590,10 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
     let family = audit(
         &env,
         &auditor_token,
-        &[("family", "dbsafer".into()), ("target", "dbpolicy:*".into())],
+        &[
+            ("family", "dbsafer".into()),
+            ("target", "dbpolicy:*".into()),
+        ],
     )
     .await;
     assert!(family["total"].as_i64().unwrap() >= 4, "{family}");
@@ -583,7 +628,10 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
         .starts_with("text/csv"));
     let csv = r.text().await.unwrap();
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines[0], "seq,at,user,source_ip,family,action,target,outcome,detail,hash");
+    assert_eq!(
+        lines[0],
+        "seq,at,user,source_ip,family,action,target,outcome,detail,hash"
+    );
     assert_eq!(lines.len(), 20_001);
     let csv_seqs: Vec<i64> = lines[1..]
         .iter()
@@ -664,6 +712,9 @@ async fn console_db_simulator_sessions_audit_and_the_browser() {
     assert!(out.status.success(), "browser tests failed:\n{text}");
     let logs = env.s.logs();
     for secret in [&env.db_password, &dbadmin_pw, &auditor_pw, &gwuser_pw] {
-        assert!(!logs.contains(secret.as_str()), "a secret is in the server log");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret is in the server log"
+        );
     }
 }

@@ -92,12 +92,19 @@ fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Error> {
 fn seq(name: &str, v: &Option<String>) -> Result<Option<i64>, Error> {
     match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or_else(|| {
-            Error::field(
-                name,
-                format_args!("must be an event's sequence number, a whole number ≥ 0 (got {s:?})"),
-            )
-        }),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::field(
+                    name,
+                    format_args!(
+                        "must be an event's sequence number, a whole number ≥ 0 (got {s:?})"
+                    ),
+                )
+            }),
     }
 }
 
@@ -133,7 +140,10 @@ pub fn filter_of(q: &AuditQuery) -> Result<Filter, Error> {
     let to_ms = instant("to", &q.to)?;
     if let (Some(f), Some(t)) = (from_ms, to_ms) {
         if f > t {
-            return Err(Error::field("from", "is after `to`: the time range is empty"));
+            return Err(Error::field(
+                "from",
+                "is after `to`: the time range is empty",
+            ));
         }
     }
     Ok(Filter {
@@ -248,35 +258,34 @@ pub fn csv_line(out: &mut String, e: &StoredEvent) {
 /// events are those up to the newest one when the export starts.
 pub fn csv_stream(state: &AppState, filter: Filter) -> Body {
     let store = state.store.clone();
-    let first = futures::stream::once(async { Ok::<Bytes, Error>(Bytes::from_static(CSV_HEADER.as_bytes())) });
-    let rest = futures::stream::unfold(
-        (store, filter, false),
-        |(store, mut f, done)| async move {
-            if done {
-                return None;
-            }
-            f.limit = EXPORT_PAGE;
-            f.offset = 0;
-            f.after = None;
-            match haechi_audit::page(&store, &f).await {
-                Ok(events) => {
-                    let last = events.len() < EXPORT_PAGE as usize;
-                    if events.is_empty() {
-                        return None;
-                    }
-                    let mut out = String::with_capacity(events.len() * 256);
-                    for e in &events {
-                        csv_line(&mut out, e);
-                    }
-                    f.before = events.last().map(|e| e.seq);
-                    Some((Ok(Bytes::from(out)), (store, f, last)))
+    let first = futures::stream::once(async {
+        Ok::<Bytes, Error>(Bytes::from_static(CSV_HEADER.as_bytes()))
+    });
+    let rest = futures::stream::unfold((store, filter, false), |(store, mut f, done)| async move {
+        if done {
+            return None;
+        }
+        f.limit = EXPORT_PAGE;
+        f.offset = 0;
+        f.after = None;
+        match haechi_audit::page(&store, &f).await {
+            Ok(events) => {
+                let last = events.len() < EXPORT_PAGE as usize;
+                if events.is_empty() {
+                    return None;
                 }
-                // The status line is gone by now: the stream ends in an error, which the
-                // client sees as a cut-off download rather than a complete file.
-                Err(e) => Some((Err(e), (store, f, true))),
+                let mut out = String::with_capacity(events.len() * 256);
+                for e in &events {
+                    csv_line(&mut out, e);
+                }
+                f.before = events.last().map(|e| e.seq);
+                Some((Ok(Bytes::from(out)), (store, f, last)))
             }
-        },
-    );
+            // The status line is gone by now: the stream ends in an error, which the
+            // client sees as a cut-off download rather than a complete file.
+            Err(e) => Some((Err(e), (store, f, true))),
+        }
+    });
     use futures::StreamExt;
     Body::from_stream(first.chain(rest))
 }
@@ -355,4 +364,30 @@ pub async fn verify_audit(
         )
         .await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        let mut out = String::new();
+        for v in [
+            "plain",
+            "a,b",
+            "say \"hi\"",
+            "two\nlines",
+            "=SUM(A1)",
+            "-1",
+            "@x",
+        ] {
+            csv_field(&mut out, v);
+            out.push('|');
+        }
+        assert_eq!(
+            out,
+            "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\"'=SUM(A1)\"|\"'-1\"|\"'@x\"|"
+        );
+    }
 }

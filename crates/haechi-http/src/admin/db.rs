@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use haechi_dbgate::{Account, NewAccount, NewTarget, SessionView, SimulateInput, Simulation, Target};
+use haechi_dbgate::{
+    Account, NewAccount, NewTarget, SessionView, SimulateInput, Simulation, Target,
+};
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 

@@ -324,7 +324,9 @@ pub async fn list(
     let at_top = filter.before.is_none() && (filter.after.is_none() || !full);
     let newer = match events.first() {
         Some(e) if !at_top => keep(format!("after={}", e.seq)),
-        None if filter.before.is_some() => keep(format!("after={}", filter.before.unwrap_or(0) - 1)),
+        None if filter.before.is_some() => {
+            keep(format!("after={}", filter.before.unwrap_or(0) - 1))
+        }
         _ => String::new(),
     };
     let older = match events.last() {

@@ -223,7 +223,12 @@ pub async fn policies(
         _ => String::new(),
     };
     super::page(PoliciesPage {
-        c: Chrome::new(&state, &s, "db_policies", l.t("cdb_nav_db_policies").to_owned()),
+        c: Chrome::new(
+            &state,
+            &s,
+            "db_policies",
+            l.t("cdb_nav_db_policies").to_owned(),
+        ),
         filters: FILTERS
             .iter()
             .map(|(name, label)| FilterField {
@@ -341,17 +346,65 @@ struct PolicyFormPage {
 
 /// (name, i18n key, input type, hint key, required on create)
 const FORM_FIELDS: &[(&str, &str, &str, &str, bool)] = &[
-    ("policyId", "cdb_f_policy_id", "text", "cdb_h_policy_id", false),
+    (
+        "policyId",
+        "cdb_f_policy_id",
+        "text",
+        "cdb_h_policy_id",
+        false,
+    ),
     ("userId", "cdb_f_user_id", "text", "cdb_h_user_id", true),
     ("account", "cdb_f_account", "text", "cdb_h_account", false),
-    ("clientIpBegin", "cdb_f_client_ip_begin", "text", "cdb_h_client_ip", false),
-    ("clientIpEnd", "cdb_f_client_ip_end", "text", "cdb_h_client_ip_end", false),
-    ("serverAddress", "cdb_f_server_address", "text", "cdb_h_server_address", false),
-    ("serverPort", "cdb_f_server_port", "number", "cdb_h_server_port", false),
+    (
+        "clientIpBegin",
+        "cdb_f_client_ip_begin",
+        "text",
+        "cdb_h_client_ip",
+        false,
+    ),
+    (
+        "clientIpEnd",
+        "cdb_f_client_ip_end",
+        "text",
+        "cdb_h_client_ip_end",
+        false,
+    ),
+    (
+        "serverAddress",
+        "cdb_f_server_address",
+        "text",
+        "cdb_h_server_address",
+        false,
+    ),
+    (
+        "serverPort",
+        "cdb_f_server_port",
+        "number",
+        "cdb_h_server_port",
+        false,
+    ),
     ("sid", "cdb_f_sid", "text", "cdb_h_sid", false),
-    ("policyType", "cdb_f_policy_type", "text", "cdb_h_policy_type", false),
-    ("startDate", "cdb_f_start_date", "datetime-local", "cdb_h_dates", false),
-    ("endDate", "cdb_f_end_date", "datetime-local", "cdb_h_dates", false),
+    (
+        "policyType",
+        "cdb_f_policy_type",
+        "text",
+        "cdb_h_policy_type",
+        false,
+    ),
+    (
+        "startDate",
+        "cdb_f_start_date",
+        "datetime-local",
+        "cdb_h_dates",
+        false,
+    ),
+    (
+        "endDate",
+        "cdb_f_end_date",
+        "datetime-local",
+        "cdb_h_dates",
+        false,
+    ),
 ];
 
 fn form_values(p: &Policy, off: time::UtcOffset) -> HashMap<String, String> {
@@ -370,7 +423,10 @@ fn form_values(p: &Policy, off: time::UtcOffset) -> HashMap<String, String> {
         "clientIpEnd",
         p.client_ip_end.map(|a| a.to_string()).unwrap_or_default(),
     );
-    put("serverAddress", p.server_address.clone().unwrap_or_default());
+    put(
+        "serverAddress",
+        p.server_address.clone().unwrap_or_default(),
+    );
     put(
         "serverPort",
         p.server_port.map(|x| x.to_string()).unwrap_or_default(),
@@ -435,7 +491,9 @@ fn form_page(
                 .iter()
                 .map(|p| PrivItem {
                     name: p.as_str(),
-                    checked: privileges.iter().any(|x| x.eq_ignore_ascii_case(p.as_str())),
+                    checked: privileges
+                        .iter()
+                        .any(|x| x.eq_ignore_ascii_case(p.as_str())),
                 })
                 .collect(),
         })
@@ -962,7 +1020,12 @@ async fn simulate_page(
         None => s.caller.ip.to_string(),
     };
     let page = SimulatePage {
-        c: Chrome::new(state, s, "db_simulate", l.t("cdb_nav_db_simulate").to_owned()),
+        c: Chrome::new(
+            state,
+            s,
+            "db_simulate",
+            l.t("cdb_nav_db_simulate").to_owned(),
+        ),
         user_id: get("userId"),
         client_ip,
         targets,
@@ -986,11 +1049,7 @@ pub async fn simulate_form(State(state): State<AppState>, s: Session) -> Result<
 
 /// `POST /console/db/simulate` (as `POST /api/v1/db/simulate`): a POST so the statement text
 /// never lands in a URL (access logs, history).
-pub async fn simulate(
-    State(state): State<AppState>,
-    s: Session,
-    body: Bytes,
-) -> Result<Response> {
+pub async fn simulate(State(state): State<AppState>, s: Session, body: Bytes) -> Result<Response> {
     let form = s.form(&body)?;
     s.require(Permission::DbPolicyManage)?;
     let l = s.lang;

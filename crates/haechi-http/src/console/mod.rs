@@ -144,9 +144,15 @@ pub fn routes() -> Router<AppState> {
             "/console/db/policies/{index}",
             get(db::edit_policy).post(db::save_policy),
         )
-        .route("/console/db/policies/{index}/delete", post(db::delete_policy))
+        .route(
+            "/console/db/policies/{index}/delete",
+            post(db::delete_policy),
+        )
         .route("/console/db/policies/{index}/{action}", post(db::lock_one))
-        .route("/console/db/targets", get(db::targets).post(db::create_target))
+        .route(
+            "/console/db/targets",
+            get(db::targets).post(db::create_target),
+        )
         .route("/console/db/targets/{name}/delete", post(db::delete_target))
         .route(
             "/console/db/targets/{name}/accounts",
