@@ -255,7 +255,8 @@ pub async fn run(
                 tracing::warn!(%server, "connection to the server failed: {e}");
                 tried_since_welcome += 1;
                 // Try the next server at once until each was tried once in this round.
-                switch_now = servers.len() > 1 && tried_since_welcome % servers.len() != 0;
+                switch_now =
+                    servers.len() > 1 && !tried_since_welcome.is_multiple_of(servers.len());
             }
         }
         if servers.len() > 1 {

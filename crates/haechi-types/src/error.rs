@@ -220,7 +220,10 @@ mod tests {
             assert_eq!(err.code.status(), 503);
             assert!(!err.message.contains("10.0.0.5"), "{}", err.message);
         }
-        for e in [sqlx::Error::RowNotFound, sqlx::Error::ColumnNotFound("x".into())] {
+        for e in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("x".into()),
+        ] {
             assert!(!store_unreachable(&e), "{e}");
             assert_eq!(Error::from(e).code, Code::Internal);
         }

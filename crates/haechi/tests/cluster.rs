@@ -879,8 +879,8 @@ async fn servers_ride_out_a_postgresql_restart_with_runs_in_flight() {
     )
     .await;
     let mut runs = Vec::new();
-    for i in 0..6 {
-        let (s, t) = if i % 2 == 0 {
+    for i in 0..6usize {
+        let (s, t) = if i.is_multiple_of(2) {
             (&a, &admin_a)
         } else {
             (&b, &admin_b)
