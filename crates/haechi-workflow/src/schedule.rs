@@ -99,6 +99,10 @@ pub(crate) async fn run(eng: Arc<Engine>) {
     let mut shutdown = eng.shutdown.subscribe();
     let kinds: Vec<Box<dyn Kind>> = vec![Box::new(WorkflowKind), Box::new(TaskKind)];
     let mut last: HashMap<(&'static str, String, String), i64> = HashMap::new();
+    // The first round prunes at once.
+    let mut pruned = tokio::time::Instant::now()
+        .checked_sub(PRUNE_EVERY)
+        .unwrap_or_else(tokio::time::Instant::now);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -107,12 +111,37 @@ pub(crate) async fn run(eng: Arc<Engine>) {
         if *shutdown.borrow() {
             return;
         }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            if let Err(e) = prune(&eng).await {
+                tracing::warn!("scheduler: pruning old fires: {}", e.message);
+            }
+        }
         for kind in &kinds {
             if let Err(e) = tick_kind(&eng, kind.as_ref(), &mut last).await {
                 tracing::warn!(kind = kind.name(), "scheduler: {}", e.message);
             }
         }
     }
+}
+
+/// How long the record of a fire is kept (the latest of each schedule is always kept: the
+/// next fire is computed after it).
+const KEEP_FIRES_MS: i64 = 30 * 24 * 3600 * 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+async fn prune(eng: &Engine) -> Result<()> {
+    let mut tx = eng.store.begin().await?;
+    in_tx!(tx, |c| sqlx::query(
+        "DELETE FROM schedule_runs WHERE claimed_at < $1 AND fire_at < \
+         (SELECT MAX(x.fire_at) FROM schedule_runs x WHERE x.kind = schedule_runs.kind \
+          AND x.target = schedule_runs.target AND x.sched = schedule_runs.sched)"
+    )
+    .bind(now_ms() - KEEP_FIRES_MS)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await
 }
 
 async fn tick_kind(

@@ -239,6 +239,9 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
         "{audit}"
     );
 
+    // The scheduler's pruning of old fires (each start) works on this store.
+    assert!(!s.logs().contains("pruning old fires"), "{}", s.logs());
+
     // Another restart at once: nothing fires twice.
     s.stop();
     let s = Server::start_with(s.same_state().arg("--no-local-agent"));
