@@ -39,7 +39,7 @@ use crate::{journal, workflows, Engine, Workflows};
 
 /// When an entry fires.
 pub(crate) enum When {
-    Cron(CronSpec),
+    Cron(Box<CronSpec>),
     /// Once, at this unix ms.
     At(i64),
 }
@@ -340,7 +340,7 @@ impl Kind for WorkflowKind {
                     out.push(Entry {
                         target: row.id.to_string(),
                         sched: schedule_key(i, &s),
-                        when: When::Cron(spec),
+                        when: When::Cron(Box::new(spec)),
                         misfire: s.misfire,
                         since: row.schedules_at.unwrap_or(0),
                         payload: json!({ "params": s.params, "by": row.schedules_by }),
@@ -485,7 +485,7 @@ impl TaskSchedule {
         match (&self.cron, &self.at) {
             (Some(c), _) => CronSpec::parse(c, self.timezone.as_deref(), utc_offset_secs, true)
                 .ok()
-                .map(When::Cron),
+                .map(|c| When::Cron(Box::new(c))),
             (None, Some(a)) => haechi_types::time::parse_iso(a).map(When::At),
             _ => None,
         }
@@ -845,16 +845,15 @@ impl Workflows {
         target: &str,
         limit: i64,
     ) -> Result<Vec<FireRecord>> {
-        let rows: Vec<(String, i64, String, Option<String>, Option<String>)> =
-            read!(self.eng.store, |db| sqlx::query_as(
-                "SELECT sched, fire_at, outcome, started, reason FROM schedule_runs \
+        let rows: Vec<FireRow> = read!(self.eng.store, |db| sqlx::query_as(
+            "SELECT sched, fire_at, outcome, started, reason FROM schedule_runs \
                  WHERE kind = $1 AND target = $2 ORDER BY fire_at DESC LIMIT $3"
-            )
-            .bind(kind)
-            .bind(target)
-            .bind(limit)
-            .fetch_all(db)
-            .await)?;
+        )
+        .bind(kind)
+        .bind(target)
+        .bind(limit)
+        .fetch_all(db)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|(schedule, fire_at, outcome, started, reason)| FireRecord {
@@ -867,6 +866,9 @@ impl Workflows {
             .collect())
     }
 }
+
+/// A `schedule_runs` row: schedule, fire time, outcome, what it started, why it was skipped.
+type FireRow = (String, i64, String, Option<String>, Option<String>);
 
 /// One fire of a schedule.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

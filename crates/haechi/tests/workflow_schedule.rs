@@ -313,7 +313,11 @@ async fn bad_schedules_are_refused_naming_the_field_and_nothing_is_stored() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("CRON") && out.contains("NEXT FIRE"), "{out}");
     assert!(out.contains("0 3 * * *") && out.contains("site=a"), "{out}");
-    assert_eq!(out.matches("0 3 * * *").count(), 6, "the schedule and 5 fires: {out}");
+    assert_eq!(
+        out.matches("0 3 * * *").count(),
+        6,
+        "the schedule and 5 fires: {out}"
+    );
     s.finish().await;
 }
 
