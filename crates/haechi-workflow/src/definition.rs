@@ -2008,7 +2008,10 @@ mod tests {
             for (k, x) in step.as_object().unwrap() {
                 bad["steps"][0][k] = x.clone();
             }
-            assert!(err(bad).starts_with(&format!("steps[0].{field}")), "{field}");
+            assert!(
+                err(bad).starts_with(&format!("steps[0].{field}")),
+                "{field}"
+            );
         }
     }
 

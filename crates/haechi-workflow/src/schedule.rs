@@ -39,7 +39,7 @@ use crate::{journal, workflows, Engine, Workflows};
 
 /// When an entry fires.
 pub(crate) enum When {
-    Cron(CronSpec),
+    Cron(Box<CronSpec>),
     /// Once, at this unix ms.
     At(i64),
 }
@@ -99,6 +99,10 @@ pub(crate) async fn run(eng: Arc<Engine>) {
     let mut shutdown = eng.shutdown.subscribe();
     let kinds: Vec<Box<dyn Kind>> = vec![Box::new(WorkflowKind), Box::new(TaskKind)];
     let mut last: HashMap<(&'static str, String, String), i64> = HashMap::new();
+    // The first round prunes at once.
+    let mut pruned = tokio::time::Instant::now()
+        .checked_sub(PRUNE_EVERY)
+        .unwrap_or_else(tokio::time::Instant::now);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -107,12 +111,37 @@ pub(crate) async fn run(eng: Arc<Engine>) {
         if *shutdown.borrow() {
             return;
         }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            if let Err(e) = prune(&eng).await {
+                tracing::warn!("scheduler: pruning old fires: {}", e.message);
+            }
+        }
         for kind in &kinds {
             if let Err(e) = tick_kind(&eng, kind.as_ref(), &mut last).await {
                 tracing::warn!(kind = kind.name(), "scheduler: {}", e.message);
             }
         }
     }
+}
+
+/// How long the record of a fire is kept (the latest of each schedule is always kept: the
+/// next fire is computed after it).
+const KEEP_FIRES_MS: i64 = 30 * 24 * 3600 * 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+async fn prune(eng: &Engine) -> Result<()> {
+    let mut tx = eng.store.begin().await?;
+    in_tx!(tx, |c| sqlx::query(
+        "DELETE FROM schedule_runs WHERE claimed_at < $1 AND fire_at < \
+         (SELECT MAX(x.fire_at) FROM schedule_runs x WHERE x.kind = schedule_runs.kind \
+          AND x.target = schedule_runs.target AND x.sched = schedule_runs.sched)"
+    )
+    .bind(now_ms() - KEEP_FIRES_MS)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await
 }
 
 async fn tick_kind(
@@ -311,7 +340,7 @@ impl Kind for WorkflowKind {
                     out.push(Entry {
                         target: row.id.to_string(),
                         sched: schedule_key(i, &s),
-                        when: When::Cron(spec),
+                        when: When::Cron(Box::new(spec)),
                         misfire: s.misfire,
                         since: row.schedules_at.unwrap_or(0),
                         payload: json!({ "params": s.params, "by": row.schedules_by }),
@@ -456,7 +485,7 @@ impl TaskSchedule {
         match (&self.cron, &self.at) {
             (Some(c), _) => CronSpec::parse(c, self.timezone.as_deref(), utc_offset_secs, true)
                 .ok()
-                .map(When::Cron),
+                .map(|c| When::Cron(Box::new(c))),
             (None, Some(a)) => haechi_types::time::parse_iso(a).map(When::At),
             _ => None,
         }
@@ -816,16 +845,15 @@ impl Workflows {
         target: &str,
         limit: i64,
     ) -> Result<Vec<FireRecord>> {
-        let rows: Vec<(String, i64, String, Option<String>, Option<String>)> =
-            read!(self.eng.store, |db| sqlx::query_as(
-                "SELECT sched, fire_at, outcome, started, reason FROM schedule_runs \
+        let rows: Vec<FireRow> = read!(self.eng.store, |db| sqlx::query_as(
+            "SELECT sched, fire_at, outcome, started, reason FROM schedule_runs \
                  WHERE kind = $1 AND target = $2 ORDER BY fire_at DESC LIMIT $3"
-            )
-            .bind(kind)
-            .bind(target)
-            .bind(limit)
-            .fetch_all(db)
-            .await)?;
+        )
+        .bind(kind)
+        .bind(target)
+        .bind(limit)
+        .fetch_all(db)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|(schedule, fire_at, outcome, started, reason)| FireRecord {
@@ -838,6 +866,9 @@ impl Workflows {
             .collect())
     }
 }
+
+/// A `schedule_runs` row: schedule, fire time, outcome, what it started, why it was skipped.
+type FireRow = (String, i64, String, Option<String>, Option<String>);
 
 /// One fire of a schedule.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

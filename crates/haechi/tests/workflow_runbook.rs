@@ -1614,7 +1614,10 @@ async fn an_idle_edit_lock_expires_and_the_next_user_takes_it() {
     let editor = role_with(&s, &admin, &["workflow.view", "workflow.manage"]).await;
     let (alice, _, alice_t) = user_with_roles(&s, &[&editor]).await;
     let (bob, _, bob_t) = user_with_roles(&s, &[&editor]).await;
-    let d = def("dr", json!([{ "name": "s", "type": "sleep", "seconds": 0 }]));
+    let d = def(
+        "dr",
+        json!([{ "name": "s", "type": "sleep", "seconds": 0 }]),
+    );
     let id = create_wf(&s, &alice_t, d.clone()).await;
     let url = |p: &str| s.url(&format!("/api/v1/workflows/{id}{p}"));
     let (st, l) = call(client().post(url("/lock")).bearer_auth(&alice_t)).await;
@@ -1625,13 +1628,19 @@ async fn an_idle_edit_lock_expires_and_the_next_user_takes_it() {
     v2["description"] = json!("bob's");
     let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;
     assert_eq!(st, 423, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("expires"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expires"),
+        "{body}"
+    );
     // Alice's edit renews it.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let (st, body) = call(client().put(url("")).bearer_auth(&alice_t).json(&d)).await;
     assert_eq!(st, 200, "{body}");
     let (_, doc) = call(client().get(url("")).bearer_auth(&bob_t)).await;
-    assert!(doc["edit_lock"]["expires"].as_i64().unwrap() > expires, "{doc}");
+    assert!(
+        doc["edit_lock"]["expires"].as_i64().unwrap() > expires,
+        "{doc}"
+    );
     assert_eq!(doc["edit_lock"]["since"], since, "{doc}");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let (st, body) = call(client().put(url("")).bearer_auth(&bob_t).json(&v2)).await;

@@ -239,6 +239,9 @@ async fn a_fire_missed_while_the_server_was_down_runs_once_or_is_skipped() {
         "{audit}"
     );
 
+    // The scheduler's pruning of old fires (each start) works on this store.
+    assert!(!s.logs().contains("pruning old fires"), "{}", s.logs());
+
     // Another restart at once: nothing fires twice.
     s.stop();
     let s = Server::start_with(s.same_state().arg("--no-local-agent"));
@@ -310,7 +313,11 @@ async fn bad_schedules_are_refused_naming_the_field_and_nothing_is_stored() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("CRON") && out.contains("NEXT FIRE"), "{out}");
     assert!(out.contains("0 3 * * *") && out.contains("site=a"), "{out}");
-    assert_eq!(out.matches("0 3 * * *").count(), 6, "the schedule and 5 fires: {out}");
+    assert_eq!(
+        out.matches("0 3 * * *").count(),
+        6,
+        "the schedule and 5 fires: {out}"
+    );
     s.finish().await;
 }
 
