@@ -87,12 +87,11 @@ pub struct SkippedNode {
     pub reason: String,
 }
 
-/// How an instance's nodes were chosen.
+/// How an instance's nodes were chosen from its task's default targets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceTargets {
-    /// `request` (the caller listed the nodes) or `targets` (the task's default targets,
-    /// resolved when the instance started).
+    /// `targets` (the task's default targets, resolved when the instance started).
     pub source: String,
     /// The task's targets as they were resolved (source `targets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
