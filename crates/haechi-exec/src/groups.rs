@@ -249,18 +249,18 @@ fn marks(w: &mut Where, ids: &[String]) -> String {
         .join(", ")
 }
 
+/// A group definition checked and ready to store: description, nodes, attributes, priority,
+/// run windows.
+type GroupFields = (
+    String,
+    Vec<String>,
+    BTreeMap<String, String>,
+    i64,
+    Vec<RunWindow>,
+);
+
 impl Exec {
-    fn group_spec(
-        &self,
-        spec: NodeGroupSpec,
-        base: Option<&NodeGroup>,
-    ) -> Result<(
-        String,
-        Vec<String>,
-        BTreeMap<String, String>,
-        i64,
-        Vec<RunWindow>,
-    )> {
+    fn group_spec(&self, spec: NodeGroupSpec, base: Option<&NodeGroup>) -> Result<GroupFields> {
         let description = spec
             .description
             .or_else(|| base.map(|b| b.description.clone()))
