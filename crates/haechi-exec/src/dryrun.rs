@@ -214,7 +214,7 @@ impl Exec {
                         );
                     }
                     if let Some(users) = users {
-                        if !users.iter().any(|u| *u == task.os_user) {
+                        if !users.contains(&task.os_user) {
                             r.add(
                                 "os_user_missing",
                                 format!(

@@ -87,12 +87,11 @@ pub struct SkippedNode {
     pub reason: String,
 }
 
-/// How an instance's nodes were chosen.
+/// How an instance's nodes were chosen from its task's default targets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceTargets {
-    /// `request` (the caller listed the nodes) or `targets` (the task's default targets,
-    /// resolved when the instance started).
+    /// `targets` (the task's default targets, resolved when the instance started).
     pub source: String,
     /// The task's targets as they were resolved (source `targets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,18 +249,18 @@ fn marks(w: &mut Where, ids: &[String]) -> String {
         .join(", ")
 }
 
+/// A group definition checked and ready to store: description, nodes, attributes, priority,
+/// run windows.
+type GroupFields = (
+    String,
+    Vec<String>,
+    BTreeMap<String, String>,
+    i64,
+    Vec<RunWindow>,
+);
+
 impl Exec {
-    fn group_spec(
-        &self,
-        spec: NodeGroupSpec,
-        base: Option<&NodeGroup>,
-    ) -> Result<(
-        String,
-        Vec<String>,
-        BTreeMap<String, String>,
-        i64,
-        Vec<RunWindow>,
-    )> {
+    fn group_spec(&self, spec: NodeGroupSpec, base: Option<&NodeGroup>) -> Result<GroupFields> {
         let description = spec
             .description
             .or_else(|| base.map(|b| b.description.clone()))

@@ -407,16 +407,12 @@ impl Exec {
                 nodes: nodes.clone(),
                 skipped,
             };
-            (nodes, report)
+            (nodes, Some(report))
         } else {
+            // The node executions are the list: nothing more to record (a fan-out to many
+            // nodes stays one row per node).
             Self::check_nodes_runnable(tx, &req.node_ids).await?;
-            let report = crate::groups::InstanceTargets {
-                source: "request".into(),
-                targets: None,
-                nodes: req.node_ids.clone(),
-                skipped: Vec::new(),
-            };
-            (req.node_ids.clone(), report)
+            (req.node_ids.clone(), None)
         };
         let now = now_ms();
         let task_windows: Vec<RunWindow> =
@@ -426,7 +422,7 @@ impl Exec {
         let attrs = self.script_attrs_in_tx(tx, &rev.script, &node_ids).await?;
 
         let args = serde_json::to_string(&req.arguments)?;
-        let targets_json = serde_json::to_string(&targets)?;
+        let targets_json = targets.as_ref().map(serde_json::to_string).transpose()?;
         let no: i64 = in_tx!(tx, |c| {
             sqlx::query_scalar(
             "INSERT INTO task_instances (task_id, revision_no, runner_id, runner_gubun, origin, arguments, start_at, \
@@ -514,8 +510,8 @@ impl Exec {
                 .detail(serde_json::json!({
                     "taskId": task_id, "taskInstanceNo": no, "revisionNo": rev.revision_no,
                     "runnerGubun": req.runner_gubun.as_str(), "runnerId": req.runner_id,
-                    "nodes": node_ids.len(), "origin": req.origin, "targetsSource": targets.source,
-                    "skippedNodes": targets.skipped, "attributeFailures": failed_nodes,
+                    "nodes": node_ids.len(), "origin": req.origin, "targetsSource": targets.as_ref().map_or("request", |t| t.source.as_str()),
+                    "skippedNodes": targets.as_ref().map(|t| &t.skipped), "attributeFailures": failed_nodes,
                 })),
         )
         .await?;
@@ -558,7 +554,7 @@ impl Exec {
             next_task_id: rev.next_task_id,
             next_task_instance_no: None,
             prev_task_instance_no: prev,
-            targets: Some(targets),
+            targets,
         };
         Ok(Created { instance, runs })
     }

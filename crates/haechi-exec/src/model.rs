@@ -195,8 +195,9 @@ pub struct Instance {
     pub next_task_instance_no: Option<i64>,
     /// The instance whose success started this one.
     pub prev_task_instance_no: Option<i64>,
-    /// How its nodes were chosen (the task's targets resolved at the start, and the target
-    /// nodes left out with the reason); absent for instances older than this field.
+    /// How its nodes were chosen when the task's default targets were used: the targets, the
+    /// nodes they resolved to at the start, and the target nodes left out with the reason.
+    /// Absent when the starter listed the nodes (the node executions are that list).
     pub targets: Option<crate::groups::InstanceTargets>,
 }
 
