@@ -52,8 +52,8 @@ pub use haechi_agent::protocol::{SecretEnv, Stream};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RerunOptions, RunEnvSource, StartedInTx};
 pub use model::*;
-pub use scheduler::CronSpec;
 pub use nodes::{node_clocks, EnrollmentToken, NewEnrollmentToken, NodeClock};
+pub use scheduler::CronSpec;
 pub use tasks::{ApprovalAction, ApprovalReview, TaskSpec};
 pub use windows::{OutsideWindow, RunWindow, StartError};
 

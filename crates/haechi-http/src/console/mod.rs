@@ -18,8 +18,8 @@
 mod assets;
 mod audit;
 mod dag;
-mod editor;
 mod db;
+mod editor;
 mod i18n;
 mod instances;
 mod pages;
