@@ -372,9 +372,8 @@ async fn run_sink(
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(sink = %name, "audit forwarding: cannot read events: {e}");
-                    if sleep_or_stop(Duration::from_secs(1), &mut stopped).await {
-                        continue;
-                    }
+                    // A stop is seen at the top of the loop.
+                    sleep_or_stop(Duration::from_secs(1), &mut stopped).await;
                     continue;
                 }
             };
@@ -383,7 +382,7 @@ async fn run_sink(
                     // Give a receiver that is going away the time to say so before counting
                     // what was sent as delivered.
                     if sleep_or_stop(opts.poll, &mut stopped).await {
-                        continue;
+                        continue; // the stop path confirms what is sent
                     }
                     if sink.healthy().await {
                         if advance(&store, &name, sent).await.is_ok() {
@@ -396,9 +395,7 @@ async fn run_sink(
                     }
                     continue;
                 }
-                if sleep_or_stop(opts.poll, &mut stopped).await {
-                    continue;
-                }
+                sleep_or_stop(opts.poll, &mut stopped).await;
                 continue;
             }
             // What was sent before is delivered if the sink is still there now.
@@ -432,9 +429,7 @@ async fn run_sink(
                     );
                     sink.disconnect();
                     sent = confirmed;
-                    if sleep_or_stop(backoff, &mut stopped).await {
-                        continue;
-                    }
+                    sleep_or_stop(backoff, &mut stopped).await;
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }
