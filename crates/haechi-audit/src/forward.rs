@@ -762,7 +762,10 @@ impl FileSink {
             let mut line = serde_json::to_vec(e)?;
             line.push(b'\n');
             let len = line.len() as u64;
-            if self.size > 0 && self.size + pending.len() as u64 + len > self.cfg.max_bytes {
+            // What the file holds plus what waits to be written: a file is rotated before it
+            // would pass max_bytes, unless it is empty (one line longer than max_bytes).
+            let filled = self.size + pending.len() as u64;
+            if filled > 0 && filled + len > self.cfg.max_bytes {
                 self.flush_pending(&mut pending)?;
                 self.rotate()?;
             }
@@ -1196,9 +1199,11 @@ mod tests {
             ..Default::default()
         });
         let events = chain(60);
-        for part in events.chunks(7) {
+        // Small batches, then one batch of several files' worth.
+        for part in events[..21].chunks(7) {
             sink.send(part).await.unwrap();
         }
+        sink.send(&events[21..]).await.unwrap();
         assert_eq!(sink.resume_point(0), 60);
         // Half a line left by a crash is cut on the next start.
         {
