@@ -1078,7 +1078,7 @@ mod tests {
             address: Some("127.0.0.1:514".into()),
             ..Default::default()
         };
-        assert!(validate(&[syslog.clone()]).is_ok());
+        assert!(validate(std::slice::from_ref(&syslog)).is_ok());
         assert!(validate(&[syslog.clone(), syslog.clone()])
             .unwrap_err()
             .contains("two sinks"));
