@@ -372,9 +372,8 @@ async fn run_sink(
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(sink = %name, "audit forwarding: cannot read events: {e}");
-                    if sleep_or_stop(Duration::from_secs(1), &mut stopped).await {
-                        continue;
-                    }
+                    // A stop is seen at the top of the loop.
+                    sleep_or_stop(Duration::from_secs(1), &mut stopped).await;
                     continue;
                 }
             };
@@ -383,7 +382,7 @@ async fn run_sink(
                     // Give a receiver that is going away the time to say so before counting
                     // what was sent as delivered.
                     if sleep_or_stop(opts.poll, &mut stopped).await {
-                        continue;
+                        continue; // the stop path confirms what is sent
                     }
                     if sink.healthy().await {
                         if advance(&store, &name, sent).await.is_ok() {
@@ -396,9 +395,7 @@ async fn run_sink(
                     }
                     continue;
                 }
-                if sleep_or_stop(opts.poll, &mut stopped).await {
-                    continue;
-                }
+                sleep_or_stop(opts.poll, &mut stopped).await;
                 continue;
             }
             // What was sent before is delivered if the sink is still there now.
@@ -432,9 +429,7 @@ async fn run_sink(
                     );
                     sink.disconnect();
                     sent = confirmed;
-                    if sleep_or_stop(backoff, &mut stopped).await {
-                        continue;
-                    }
+                    sleep_or_stop(backoff, &mut stopped).await;
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }
@@ -767,7 +762,10 @@ impl FileSink {
             let mut line = serde_json::to_vec(e)?;
             line.push(b'\n');
             let len = line.len() as u64;
-            if self.size > 0 && self.size + pending.len() as u64 + len > self.cfg.max_bytes {
+            // What the file holds plus what waits to be written: a file is rotated before it
+            // would pass max_bytes, unless it is empty (one line longer than max_bytes).
+            let filled = self.size + pending.len() as u64;
+            if filled > 0 && filled + len > self.cfg.max_bytes {
                 self.flush_pending(&mut pending)?;
                 self.rotate()?;
             }
@@ -1080,7 +1078,7 @@ mod tests {
             address: Some("127.0.0.1:514".into()),
             ..Default::default()
         };
-        assert!(validate(&[syslog.clone()]).is_ok());
+        assert!(validate(std::slice::from_ref(&syslog)).is_ok());
         assert!(validate(&[syslog.clone(), syslog.clone()])
             .unwrap_err()
             .contains("two sinks"));
@@ -1201,9 +1199,11 @@ mod tests {
             ..Default::default()
         });
         let events = chain(60);
-        for part in events.chunks(7) {
+        // Small batches, then one batch of several files' worth.
+        for part in events[..21].chunks(7) {
             sink.send(part).await.unwrap();
         }
+        sink.send(&events[21..]).await.unwrap();
         assert_eq!(sink.resume_point(0), 60);
         // Half a line left by a crash is cut on the next start.
         {

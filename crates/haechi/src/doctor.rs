@@ -201,9 +201,15 @@ fn check_disk(dir: &Path) -> Finding {
                 "check the file system by hand (df -h)",
             ),
             Ok(s) => {
-                let block = s.fragment_size() as u64;
-                let free = s.blocks_available() as u64 * block;
-                let total = (s.blocks() as u64 * block).max(1);
+                // c_ulong / fsblkcnt_t: u64 here, narrower on some platforms.
+                #[allow(clippy::unnecessary_cast)]
+                let (block, avail, blocks) = (
+                    s.fragment_size() as u64,
+                    s.blocks_available() as u64,
+                    s.blocks() as u64,
+                );
+                let free = avail * block;
+                let total = (blocks * block).max(1);
                 let pct = free as f64 * 100.0 / total as f64;
                 let what = format!(
                     "{} free of {} ({pct:.1}%) on the file system of {}",

@@ -63,10 +63,7 @@ impl Receiver {
                             Ok(k) => buf.extend_from_slice(&chunk[..k]),
                         }
                         // Whole frames: `LEN SP MSG`.
-                        loop {
-                            let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-                                break;
-                            };
+                        while let Some(sp) = buf.iter().position(|b| *b == b' ') {
                             let len: usize =
                                 std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
                             if buf.len() < sp + 1 + len {
@@ -183,7 +180,7 @@ fn sink_files(file: &Path) -> Vec<PathBuf> {
             Some((n, p))
         })
         .collect();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     files.push(file.to_path_buf());
     files
@@ -351,7 +348,7 @@ async fn every_event_reaches_the_sinks_once_in_order_through_an_outage_and_a_kil
             .collect::<String>(),
     )
     .unwrap();
-    let (code, out) = verify_export(&s, &[export.clone()]);
+    let (code, out) = verify_export(&s, std::slice::from_ref(&export));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("events 1 to {h_end}")) && out.contains("against the store"),
