@@ -12,14 +12,17 @@
 #    RUNS (3) times. Goal: < 3 s from POST to all END.
 # 2. cross-server start latency: a no-op task on one agent connected to server 2, POSTed to
 #    server 1 directly, SINGLE (20) times: POST → the agent's start, p50 and p99.
+# 3. propagation: a token revoked on server 1 → its first refusal on server 2 (which had it
+#    cached), REVOKES (50) times, p50 and p99 (bench/cluster_revoke.py). Goal: < 100 ms.
 #
 # Only 127.0.0.1 is contacted. The database is a throwaway one on the machine's PostgreSQL
 # (PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/test), dropped at exit. HAProxy is
 # installed from Debian (apt-get, as root) when it is missing. Tunables (environment):
-#   AGENTS=3000 RUNS=3 SINGLE=20 SERVERS=3 SKIP_BUILD= PG_ADMIN_URL=...
+#   AGENTS=3000 RUNS=3 SINGLE=20 REVOKES=50 SERVERS=3 SKIP_BUILD= PG_ADMIN_URL=...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS="${AGENTS:-3000}"; RUNS="${RUNS:-3}"; SINGLE="${SINGLE:-20}"; SERVERS="${SERVERS:-3}"
+REVOKES="${REVOKES:-50}"
 PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 . bench/exec_common.sh
 need haproxy psql:postgresql-client openssl
@@ -128,6 +131,10 @@ p50="$(printf '%s\n' "${lat[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[i
 p99="$(printf '%s\n' "${lat[@]}" | sort -n | awk '{ a[NR] = $1 } END { i = int(NR * 0.99 + 0.5); if (i < 1) i = 1; print a[i] }')"
 echo "POST on server 1 → started on server 2's agent: p50 ${p50} ms, p99 ${p99} ms (all: $sorted)"
 
+say "propagation: a token revoked on server 1, refused on server 2, $REVOKES times"
+python3 bench/cluster_revoke.py "${NODE_BASE[1]}" "${NODE_BASE[2]}" "$ADMIN_PASSWORD" "$REVOKES" | tee "$WORK/revoke.out"
+
 say "summary (load average now: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs)"
 grep -E '^(connected|run )' "$WORK/fanout.out"
 echo "cross-server start: p50 ${p50} ms, p99 ${p99} ms"
+grep -E '^RESULT revoke' "$WORK/revoke.out"

@@ -21,6 +21,8 @@
 # BACKEND=socket has PgBouncer and the gateway reach PostgreSQL over its Unix socket, as a
 # proxy on the database's machine is deployed (the target's `socket`; PgBouncer's host=/dir), while the
 # clients reach all three over TCP; BACKEND=tcp (the default) has both proxies use 127.0.0.1:5432.
+# DURABILITY=strict|batched is the server's audit.durability (default strict, the server's own
+# default: a statement's answer is held until its audit event is committed).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,11 +128,11 @@ if [ "${HAPROXY:-1}" != 0 ]; then
   start_tcpproxy "$WORK" "$HPORT" "$TCPPROXY_SERVER"
 fi
 
-say "haechi server with the PostgreSQL gateway"
+say "haechi server with the PostgreSQL gateway (audit.durability=${DURABILITY:-strict})"
 GPORT=$((30000 + RANDOM % 10000))
 mkfifo "$WORK/stdin"
 env -u HAECHI_CONFIG -u HAECHI_DATABASE_URL HAECHI_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
-  HAECHI_GATEWAY_POOL_SIZE="$POOL" \
+  HAECHI_GATEWAY_POOL_SIZE="$POOL" HAECHI_AUDIT__DURABILITY="${DURABILITY:-strict}" \
   "$BIN" server --data-dir "$WORK/data" --listen 127.0.0.1:0 --pg-gateway "127.0.0.1:$GPORT" --stop-on-stdin-eof \
   <"$WORK/stdin" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!

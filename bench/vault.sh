@@ -23,6 +23,9 @@
 #   CREDENTIALS=10000 SEED_WORKERS=8 THREADS=2 CONNECTIONS=16 DURATION=15 WARMUP=3 SKIP_BUILD=
 #   HAECHI_BIN=path/to/haechi (default target/release/haechi)
 #   DATABASE_URL=postgres://... (a database of its own: the script's server migrates it)
+#   DURABILITY=strict|batched   the server's audit.durability (default strict, as the server's
+#                               own default): strict answers a value read once its audit event
+#                               is committed; run both to see what strict costs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +45,9 @@ if [ -n "${DATABASE_URL:-}" ]; then
   STORE="PostgreSQL"
   DB_ARGS=(--database-url "$DATABASE_URL")
 fi
-say "starting a release server ($STORE, data dir $WORK/data, port picked by the OS)"
+DURABILITY="${DURABILITY:-strict}"
+SERVER_ENV=(HAECHI_AUDIT__DURABILITY="$DURABILITY")
+say "starting a release server ($STORE, audit.durability=$DURABILITY, data dir $WORK/data, port picked by the OS)"
 start_server "$WORK" "${DB_ARGS[@]}"
 
 # ---- seed ----------------------------------------------------------------------------------------
@@ -177,7 +182,7 @@ cat <<SUMMARY
 ==================== haechi bench/vault.sh summary ====================
 date            $(date -u +%Y-%m-%dT%H:%MZ)
 machine         $(machine); wrk and the server share them
-server          release build, $STORE, HTTPS (self-signed), 127.0.0.1, Express mode
+server          release build, $STORE, audit.durability=$DURABILITY, HTTPS (self-signed), 127.0.0.1, Express mode
 data            $CREDENTIALS credentials in one locker, one encrypted value each (seeded in ${SEED_SECS}s; data dir $DB_SIZE)
 load average    ${LOAD_BEFORE} (1/5/15 min, before the wrk runs)
 wrk             $THREADS threads, $CONNECTIONS connections, ${DURATION}s (after ${WARMUP}s warm-up), random ids

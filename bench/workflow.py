@@ -9,9 +9,13 @@ enter into the engine's overhead; wall times as the client sees them are printed
   workflow.py chain   BASE TOKEN STEPS RUNS        100-step chain of `sleep 0`: ms per step
   workflow.py burst   BASE TOKEN EXECS STEPS PID   EXECS executions of a STEPS-step chain at once
   workflow.py tasks   BASE TOKEN STEPS TASK NODE   STEPS task steps running TASK on NODE
+  workflow.py decide  BASE TOKEN SAMPLES           an `on_failure: ask` http step fails, an
+                                                   operator POSTs `retry`: time from that POST
+                                                   to the retried step's request arriving
 """
 
 import concurrent.futures
+import http.server
 import json
 import ssl
 import sys
@@ -194,12 +198,93 @@ def tasks(base, token, steps, task, node):
     print(f"RESULT tasks steps={steps} wall_s={wall:.3f} span_s={span:.3f}")
 
 
+def decide(base, token, samples):
+    """Time from an operator's `retry` decision (POST .../steps/{name}/actions) to the retried
+    http step's request arriving at a local endpoint, over SAMPLES paused runs. The peer, in the
+    same run: the round trip of one `GET /api/v1/executions/{id}` on the same connection (the
+    floor any HTTP-driven action has on this machine)."""
+    state = {"fail": True, "hits": []}
+    lock = threading.Lock()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            at = time.perf_counter()
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            with lock:
+                state["hits"].append(at)
+                code = 500 if state["fail"] else 200
+            self.send_response(code)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/switch"
+    wf = create(base, token, f"decide-{time.time_ns()}", [
+        {"name": "switch", "type": "http", "method": "POST", "url": url,
+         "expect_status": 200, "on_failure": "ask"},
+        {"name": "verify", "type": "sleep", "seconds": 0},
+    ])
+    lat, rtt = [], []
+    for i in range(samples):
+        with lock:
+            state["fail"] = True
+        st, body = call(base, token, "POST", "/services/workflow/execute", form={"wf_id": wf})
+        if st != 200:
+            sys.exit(f"execute: {st} {body}")
+        ex = body["execution_id"]
+        deadline = time.time() + 60
+        while execution(base, token, ex)["status"] != "PAUSED":
+            if time.time() > deadline:
+                sys.exit(f"{ex} did not pause: {execution(base, token, ex)}")
+            time.sleep(0.01)
+        t = time.perf_counter()
+        execution(base, token, ex)
+        rtt.append((time.perf_counter() - t) * 1000)
+        with lock:
+            state["fail"] = False
+            seen = len(state["hits"])
+        t0 = time.perf_counter()
+        st, body = call(base, token, "POST", f"/api/v1/executions/{ex}/steps/switch/actions",
+                        {"action": "retry", "reason": "bench: the endpoint is back"})
+        if st != 200:
+            sys.exit(f"retry: {st} {body}")
+        deadline = time.time() + 60
+        while True:
+            with lock:
+                if len(state["hits"]) > seen:
+                    lat.append((state["hits"][seen] - t0) * 1000)
+                    break
+            if time.time() > deadline:
+                sys.exit(f"{ex}: the retried step never called")
+            time.sleep(0.0005)
+        e = wait_end(base, token, ex, 60)
+        if e["status"] != "COMPLETED":
+            sys.exit(f"{ex} ended {e['status']}")
+    srv.shutdown()
+    print(f"{samples} paused runs: decision POST → retried step's request "
+          f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms; "
+          f"peer: one GET /api/v1/executions/{{id}} round trip p50 {pct(rtt, 50):.1f} ms")
+    print(f"RESULT decide samples={samples} p50_ms={pct(lat, 50):.1f} p99_ms={pct(lat, 99):.1f} "
+          f"get_rtt_p50_ms={pct(rtt, 50):.1f} ratio_p50={pct(lat, 50) / max(pct(rtt, 50), 0.001):.1f}")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
 def main():
     mode = sys.argv[1]
     if mode == "chain":
         chain(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif mode == "burst":
         burst(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+    elif mode == "decide":
+        decide(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "tasks":
         tasks(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:

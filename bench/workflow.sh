@@ -8,14 +8,18 @@
 #          from the first execution created to the last ended (goal >= 2,000/s on SQLite), and
 #          the server's RSS
 #
+#   decide an `on_failure: ask` http step fails and pauses the run; an operator POSTs `retry`:
+#          time from that POST to the retried step's request arriving (DECIDE_SAMPLES runs)
+#
 #   bench/workflow.sh
 #
 # Only 127.0.0.1 is contacted. Tunables (environment):
-#   STEPS=100 RUNS=5 EXECS=1000 BURST_STEPS=10 SKIP_BUILD= BACKENDS="sqlite postgres"
+#   DECIDE_SAMPLES=50 STEPS=100 RUNS=5 EXECS=1000 BURST_STEPS=10 SKIP_BUILD= BACKENDS="sqlite postgres"
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test   (a user that may create databases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+DECIDE_SAMPLES="${DECIDE_SAMPLES:-50}"
 STEPS="${STEPS:-100}"; RUNS="${RUNS:-5}"; EXECS="${EXECS:-1000}"; BURST_STEPS="${BURST_STEPS:-10}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -58,6 +62,10 @@ for backend in $BACKENDS; do
   summary+=("$backend $(grep '^RESULT' <<<"$out")")
   say "$backend: $EXECS executions of a $BURST_STEPS-step chain at once"
   out="$(python3 bench/workflow.py burst "$BASE" "$TOKEN" "$EXECS" "$BURST_STEPS" "$SERVER_PID")"
+  echo "$out"
+  summary+=("$backend $(grep '^RESULT' <<<"$out")")
+  say "$backend: decision POST → retried step, $DECIDE_SAMPLES runs"
+  out="$(python3 bench/workflow.py decide "$BASE" "$TOKEN" "$DECIDE_SAMPLES")"
   echo "$out"
   summary+=("$backend $(grep '^RESULT' <<<"$out")")
   if grep -qiE 'panicked|ERROR' "$WORK/$backend/server.log"; then

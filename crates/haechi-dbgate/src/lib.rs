@@ -88,6 +88,10 @@ impl Default for DbGateConfig {
 }
 
 /// How long the statement audit writer waits for more events before committing a batch.
+/// How long a policy change waits for the other servers' gateways to confirm it (see
+/// `Gate::changed`).
+const APPLIED_WAIT: Duration = Duration::from_secs(2);
+
 const STATEMENT_AUDIT_LINGER: Duration = Duration::from_millis(20);
 
 /// The in-memory copy of every policy.
@@ -266,12 +270,57 @@ impl DbGate {
         self.changed().await
     }
 
-    /// After a committed policy change: reloads here, and tells the other servers sharing the
-    /// store, whose gateways then apply it to the next statement of every open session.
+    /// After a committed policy change: reloads here, tells the other servers sharing the
+    /// store, and waits (at most [`APPLIED_WAIT`]) until each of them confirms that its gateway
+    /// has applied it. So once a lock is answered, the next statement of every open session,
+    /// on every server, is checked against it: not only the next one after a signal arrives.
+    /// A server that does not confirm in time (hung, or cut off from the database) is named
+    /// in the log; its own poll applies the change when it can.
     async fn changed(&self) -> Result<()> {
         let reloaded = self.reload().await;
+        let version = self.loaded_version.load(Ordering::Acquire);
+        let mut acks = self.store.signals().subscribe();
         self.store.publish(Signal::Policies).await;
+        self.await_applied(&mut acks, version).await;
         reloaded
+    }
+
+    async fn await_applied(&self, acks: &mut haechi_store::Subscription, version: i64) {
+        let mut waiting: std::collections::HashSet<u64> = match self.store.listening_servers().await
+        {
+            Ok(peers) => peers.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(
+                        "policy change {version}: cannot list the other servers ({e}); not waiting for their gateways"
+                    );
+                return;
+            }
+        };
+        let deadline = tokio::time::sleep(APPLIED_WAIT);
+        tokio::pin!(deadline);
+        while !waiting.is_empty() {
+            tokio::select! {
+                _ = &mut deadline => {
+                    let list: Vec<String> = waiting.iter().map(|o| format!("{o:x}")).collect();
+                    tracing::warn!(
+                        "policy change {version}: {} other server(s) did not confirm within {:?} (listeners {}); their gateways apply it at their next poll",
+                        waiting.len(),
+                        APPLIED_WAIT,
+                        list.join(", ")
+                    );
+                    return;
+                }
+                d = acks.recv() => match d {
+                    Some(Delivery::Signal(Signal::PoliciesApplied { version: v, server }))
+                        if v >= version =>
+                    {
+                        waiting.remove(&server);
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
     }
 
     /// Follows the other servers' policy signals: a policy changed on another server is
@@ -285,8 +334,18 @@ impl DbGate {
                     continue;
                 }
                 let Some(gate) = weak.upgrade() else { return };
-                if let Err(e) = gate.reload().await {
-                    tracing::warn!("policy reload on a signal failed (the poll retries): {e}");
+                match gate.reload().await {
+                    // Confirms to the server that made the change, which waits for it.
+                    Ok(()) => {
+                        let applied = Signal::PoliciesApplied {
+                            version: gate.loaded_version.load(Ordering::Acquire),
+                            server: gate.store.signals().origin(),
+                        };
+                        gate.store.publish(applied).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("policy reload on a signal failed (the poll retries): {e}")
+                    }
                 }
             }
         })

@@ -27,6 +27,12 @@ use crate::{Pools, Store};
 /// The PostgreSQL channel.
 pub const CHANNEL: &str = "haechi_signal";
 
+/// The `application_name` prefix of every server's listener connection (its origin follows in
+/// hex): how a server finds the others listening on the same database
+/// ([`Store::listening_servers`]) without a membership table that a killed server would leave
+/// stale — PostgreSQL drops a dead server's connection, and with it the entry.
+const LISTENER_APP: &str = "haechi-listen-";
+
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
@@ -48,6 +54,9 @@ pub enum Signal {
     Policies,
     /// The vault's mode or keys changed (master key change, data key rotation, mode change).
     VaultKeys,
+    /// Server `server` (its origin) has applied the policies up to `version` to its gateway:
+    /// the acknowledgement a server changing a policy waits for before it answers.
+    PoliciesApplied { version: i64, server: u64 },
 }
 
 /// What a subscriber receives.
@@ -88,6 +97,11 @@ impl Signals {
     /// [`Delivery::Resync`] (see [`Subscription::recv`]).
     pub fn subscribe(&self) -> Subscription {
         Subscription(self.tx.subscribe())
+    }
+
+    /// This server's origin: the id its signals carry, and its listener's name.
+    pub fn origin(&self) -> u64 {
+        self.origin
     }
 
     fn deliver(&self, d: Delivery) {
@@ -158,6 +172,26 @@ impl Store {
         }
     }
 
+    /// The origins of the other servers listening for signals on this database now (their
+    /// listener connections are open); empty on SQLite, which has one server.
+    pub async fn listening_servers(&self) -> crate::Result<Vec<u64>> {
+        let Pools::Postgres(pool) = &self.pools else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT application_name FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE $1",
+        )
+        .bind(format!("{LISTENER_APP}%"))
+        .fetch_all(pool)
+        .await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| u64::from_str_radix(n.strip_prefix(LISTENER_APP)?, 16).ok())
+            .filter(|o| *o != self.signals.origin)
+            .collect())
+    }
+
     /// [`Store::publish`] from code that cannot wait (it runs on a task of its own).
     pub fn publish_detached(&self, signal: Signal) {
         let store = self.clone();
@@ -188,6 +222,10 @@ impl Store {
                     l.ignore_pool_close_event(true);
                     l.eager_reconnect(false);
                     l.listen(CHANNEL).await?;
+                    sqlx::query("SELECT set_config('application_name', $1, false)")
+                        .bind(format!("{LISTENER_APP}{:x}", signals.origin))
+                        .execute(&mut l)
+                        .await?;
                     Ok::<_, sqlx::Error>(l)
                 };
                 let mut listener =
@@ -252,6 +290,10 @@ mod tests {
             Signal::RolesChanged,
             Signal::Policies,
             Signal::VaultKeys,
+            Signal::PoliciesApplied {
+                version: i64::MAX,
+                server: u64::MAX,
+            },
         ] {
             let text = serde_json::to_string(&Payload { o: 1, s: s.clone() }).unwrap();
             // NOTIFY takes at most 8000 bytes; a payload names an id, never a list.
