@@ -81,7 +81,9 @@ for i in $(seq 1 "$SERVERS"); do start_node "$i"; done
 
 HAPROXY_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 {
-  printf 'global\n  maxconn 40000\n  log stderr format raw local0 err\n'
+  # Two descriptors per proxied connection, within this shell's open files limit (HAProxy
+  # refuses to start when maxconn needs more than it may open).
+  printf 'global\n  maxconn %s\n  log stderr format raw local0 err\n' "$((($(ulimit -n) - 200) / 2))"
   printf 'defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n'
   printf 'frontend haechi\n  bind 127.0.0.1:%s\n  default_backend servers\n' "$HAPROXY_PORT"
   printf 'backend servers\n  balance roundrobin\n'
@@ -91,6 +93,8 @@ HAPROXY_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 } >"$WORK/haproxy.cfg"
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 EXTRA_PIDS+=("$!")
+sleep 0.5
+kill -0 "$!" 2>/dev/null || { echo "HAProxy did not start:" >&2; cat "$WORK/haproxy.log" >&2; exit 1; }
 BASE="https://127.0.0.1:$HAPROXY_PORT"
 for _ in $(seq 1 100); do curl -fsSk "$BASE/api/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
 echo "HAProxy (TCP mode, round robin) at $BASE" >&2

@@ -133,9 +133,10 @@ make_task() {
   local id="$1" script="$2"
   curl -fsSk -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d "{\"id\":\"$id\",\"scriptName\":\"$id.sh\",\"script\":\"$script\",\"osUser\":\"$(id -un)\"}" "$BASE/api/v1/tasks"
-  for action in request approve; do
+  # An approval names the revision reviewed (a new task is revision 1).
+  for body in '{"action":"request"}' '{"action":"approve","revisionNo":1}'; do
     curl -fsSk -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-      -d "{\"action\":\"$action\"}" "$BASE/api/v1/tasks/$id/approval"
+      -d "$body" "$BASE/api/v1/tasks/$id/approval"
   done
 }
 

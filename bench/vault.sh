@@ -65,15 +65,25 @@ ctx = ssl._create_unverified_context()  # the throwaway server's self-signed cer
 local = threading.local()
 
 def call(method, path, body=None, token=None, expect=(200, 201, 204)):
-    conn = getattr(local, "conn", None)
-    if conn is None:
-        conn = local.conn = http.client.HTTPSConnection(base.hostname, base.port, context=ctx, timeout=60)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = "Bearer " + token
-    conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-    res = conn.getresponse()
-    data = res.read()
+    for attempt in range(2):
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPSConnection(base.hostname, base.port, context=ctx, timeout=60)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+            res = conn.getresponse()
+            data = res.read()
+            break
+        except (http.client.HTTPException, OSError):
+            # The server closed a kept-alive connection that sat idle (the main thread's, while
+            # the workers seeded): open a new one, once.
+            conn.close()
+            local.conn = None
+            if attempt == 1:
+                raise
     if res.status not in expect:
         sys.exit(f"{method} {path}: HTTP {res.status} {data[:300]!r}")
     return json.loads(data) if data else None

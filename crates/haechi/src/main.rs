@@ -335,13 +335,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli, server_cfg)) {
+    let code = match runtime.block_on(dispatch(cli, server_cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("haechi: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything that matters was awaited inside `dispatch`. What may be left is a blocking
+    // read that cannot be cancelled (the standard input watched by `--stop-on-stdin-eof`, when
+    // the server stopped on a signal instead): dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 fn init_logging(cfg: &Config) {

@@ -723,3 +723,14 @@ fn has_local_time(line: &str) -> bool {
         })
     })
 }
+
+/// SIGTERM stops a server that was started with `--stop-on-stdin-eof` even while its standard
+/// input stays open: the uncancellable read of stdin used to keep the process alive forever
+/// after the graceful shutdown had finished.
+#[test]
+fn sigterm_stops_the_server_with_its_stdin_still_open() {
+    let mut s = Server::start();
+    let status = s.term(Duration::from_secs(20));
+    let status = status.expect("the server was still running 20 s after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", s.logs());
+}

@@ -283,6 +283,26 @@ impl Server {
         drop(self.stop_async().await);
     }
 
+    /// Sends SIGTERM with the server's stdin still open, and waits up to `within` for it to
+    /// exit: its exit status, or `None` if it was still running (it is then killed).
+    #[allow(dead_code)]
+    pub fn term(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+
     /// Kills the server with SIGKILL (no clean shutdown).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
