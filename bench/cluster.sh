@@ -63,6 +63,7 @@ start_node() {
   EXTRA_PIDS+=("${NODE_PID[$i]}")
   exec {fd}>"$dir/stdin"
   NODE_FD[$i]=$fd
+  CLOSE_FDS+=("$fd")
   local base=""
   for _ in $(seq 1 600); do
     base="$(sed -n 's/.*listening on \(https:\/\/[0-9.:]*\).*/\1/p' "$dir/server.log" | head -n1)"

@@ -48,6 +48,7 @@ WORK="$(mktemp -d -t haechi-bench.XXXXXX)"
 SERVER_PID=""
 SERVER_LOG=""
 EXTRA_PIDS=() # other processes to kill at exit (agents, load tools)
+CLOSE_FDS=()  # descriptors to close at exit, first (other servers' stdin)
 AT_EXIT=()    # commands to run at exit, after the processes are gone (e.g. drop a database)
 
 # stop_server: closes the server's stdin (it runs with --stop-on-stdin-eof, so it drains and
@@ -66,7 +67,10 @@ stop_server() {
 }
 
 bench_cleanup() {
-  local p c
+  local p c fd
+  # Servers started with --stop-on-stdin-eof stop when their stdin closes.
+  for fd in "${CLOSE_FDS[@]}"; do exec {fd}>&- || true; done
+  CLOSE_FDS=()
   for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${EXTRA_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   EXTRA_PIDS=()
