@@ -76,7 +76,7 @@ bench_cleanup() {
   EXTRA_PIDS=()
   stop_server
   for c in "${AT_EXIT[@]}"; do eval "$c" || true; done
-  rm -rf "$WORK"
+  if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM

@@ -205,6 +205,10 @@ async fn apply(
             return Err((e, after));
         }
     };
+    if let Err(e) = take_turn(&mut tx).await {
+        collect_replies(ops, &mut after);
+        return Err((e, after));
+    }
     let mut deltas: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut ops = ops.into_iter();
     while let Some(op) = ops.next() {
@@ -250,6 +254,25 @@ async fn apply(
         return Err((e, after));
     }
     Ok(after)
+}
+
+/// The advisory lock the execution writers of all servers on one PostgreSQL take turns on.
+const WRITER_TURN_KEY: i64 = 0x6861_6563_6869_7772; // "haechiwr"
+
+/// On PostgreSQL, waits for this batch's turn among every server's execution writer. Batches
+/// update executions, instances and nodes (reports, heartbeats, missing and lost marks) in the
+/// order their operations arrived, which differs between servers: two batches that each hold
+/// rows the other needs deadlock, and PostgreSQL then fails one of them, losing that batch's
+/// reports. Taking turns costs little (a batch holds up to `MAX_OPS` operations) and makes that
+/// impossible. SQLite has one writer already.
+async fn take_turn(tx: &mut Tx) -> Result<()> {
+    if let haechi_store::TxConn::Postgres(c) = tx.conn() {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITER_TURN_KEY)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Moves the reply channels of unapplied operations into `after` so they get the error.
