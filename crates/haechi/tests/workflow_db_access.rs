@@ -467,10 +467,11 @@ async fn a_steps_unlock_is_audited_with_the_execution_as_origin() {
         "{dbsafer:?}"
     );
     // The chain, with the origin inside the detail, verifies.
+    let (_, _, auditor) = user_with_roles(&s, &["Auditor"]).await;
     let (st, v) = call(
         client()
             .get(s.url("/api/v1/audit/verify"))
-            .bearer_auth(admin_token(&s).await),
+            .bearer_auth(&auditor),
     )
     .await;
     assert_eq!(st, 200, "{v}");
