@@ -43,17 +43,124 @@ impl Outcome {
     }
 }
 
-/// An event to append. `family` is the API family (`admin`, `mdrm`, `opmate`, `dbsafer`,
-/// `vault`, `gateway`, `system`), `action` a dotted verb (`user.create`, `auth.login`).
+/// The API family an event belongs to: the product API (or the console, or the server itself)
+/// through which the audited action came. [`Family::as_str`] is the string stored in
+/// `audit_events.family`, filtered on, hashed into the chain and shown by the API; these are
+/// exactly the strings stored before the enum existed, so old and new events read alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Haechi's own admin API (`/api/v1/...`).
+    Admin,
+    /// MDRM: login and the workflow API, and the workflow engine's own events.
+    Mdrm,
+    /// OPMATE: nodes, tasks, task instances.
+    Opmate,
+    /// DBSAFER's policy API.
+    Dbsafer,
+    /// The Control Room credential vault API.
+    Vault,
+    /// The database gateways' sessions and statements.
+    Gateway,
+    /// The web console.
+    Console,
+    /// The server itself: startup, background sweeps, the offline CLI.
+    System,
+}
+
+impl Family {
+    /// Every family, in the order the console lists them.
+    pub const ALL: [Family; 8] = [
+        Family::Admin,
+        Family::Console,
+        Family::Mdrm,
+        Family::Opmate,
+        Family::Dbsafer,
+        Family::Vault,
+        Family::Gateway,
+        Family::System,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Admin => "admin",
+            Family::Mdrm => "mdrm",
+            Family::Opmate => "opmate",
+            Family::Dbsafer => "dbsafer",
+            Family::Vault => "vault",
+            Family::Gateway => "gateway",
+            Family::Console => "console",
+            Family::System => "system",
+        }
+    }
+
+    /// The family stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Through what an action came: a request to one API family, the web console, a step of a
+/// workflow execution, a scheduled run, or the server itself. It decides the event's
+/// [`Family`]; an origin that is not a plain request (a workflow execution, a schedule) is
+/// also written into the event's `detail` as `"origin"` (see [`Origin::label`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A request to one of the API families.
+    Api(Family),
+    /// A page or form of the web console.
+    Console,
+    /// A step of a workflow execution (its id, `EXEC_YYYYMMDD_NNNN`).
+    Workflow { execution: String },
+    /// A fire of a schedule: which kind and target, and the schedule's index among the
+    /// target's (`workflow:12/0`, `task:backup/1`).
+    Schedule { schedule: String },
+    /// The server itself.
+    System,
+}
+
+impl Origin {
+    /// The audit family of events of this origin. Workflow steps and scheduled runs belong to
+    /// the workflow engine, MDRM; the origin names which execution or schedule.
+    pub fn family(&self) -> Family {
+        match self {
+            Origin::Api(f) => *f,
+            Origin::Console => Family::Console,
+            Origin::Workflow { .. } | Origin::Schedule { .. } => Family::Mdrm,
+            Origin::System => Family::System,
+        }
+    }
+
+    /// What an event's `detail.origin` says, for origins a family alone does not name:
+    /// `workflow:<execution id>`, `schedule:<kind>:<target>/<index>`; `None` for a plain
+    /// request, the console and the server (their family says it all).
+    pub fn label(&self) -> Option<String> {
+        match self {
+            Origin::Workflow { execution } => Some(format!("workflow:{execution}")),
+            Origin::Schedule { schedule } => Some(format!("schedule:{schedule}")),
+            Origin::Api(_) | Origin::Console | Origin::System => None,
+        }
+    }
+}
+
+/// An event to append. `family` is the API family, `action` a dotted verb (`user.create`,
+/// `auth.login`), `origin` what a workflow execution or schedule adds to that (see
+/// [`Origin::label`]).
 #[derive(Debug, Clone)]
 pub struct Event {
     pub user: Option<String>,
     pub source_ip: Option<String>,
-    pub family: &'static str,
+    pub family: Family,
     pub action: String,
     pub target: Option<String>,
     pub outcome: Outcome,
     pub detail: Detail,
+    pub origin: Option<String>,
 }
 
 /// An event's detail: a JSON value, or JSON text a high-rate producer serialized itself
@@ -71,10 +178,35 @@ impl Detail {
             Detail::Json(s) => Ok(s.clone()),
         }
     }
+
+    /// The JSON text, with `"origin"` set when there is one. The origin lives inside the
+    /// detail so that the hashed fields (and the stored columns) stay what they always were:
+    /// events written before origins existed verify as they did.
+    fn to_json_with(&self, origin: Option<&str>) -> Result<String> {
+        let Some(origin) = origin else {
+            return self.to_json();
+        };
+        let mut value = match self {
+            Detail::Value(v) => v.clone(),
+            Detail::Json(s) => serde_json::from_str(s)?,
+        };
+        match &mut value {
+            // An engine's own, more precise `origin` (a task instance's
+            // `EXEC_.../step/attempt`) is kept.
+            serde_json::Value::Object(map) => {
+                map.entry("origin").or_insert_with(|| origin.into());
+            }
+            other => {
+                let inner = std::mem::take(other);
+                *other = serde_json::json!({ "value": inner, "origin": origin });
+            }
+        }
+        Ok(serde_json::to_string(&value)?)
+    }
 }
 
 impl Event {
-    pub fn new(family: &'static str, action: impl Into<String>) -> Self {
+    pub fn new(family: Family, action: impl Into<String>) -> Self {
         Event {
             user: None,
             source_ip: None,
@@ -83,12 +215,28 @@ impl Event {
             target: None,
             outcome: Outcome::Success,
             detail: Detail::Value(serde_json::Value::Object(Default::default())),
+            origin: None,
         }
+    }
+
+    /// An event of `origin`'s family, with the origin recorded in its detail when it names
+    /// more than the family (a workflow execution, a schedule).
+    pub fn through(origin: &Origin, action: impl Into<String>) -> Self {
+        let mut e = Event::new(origin.family(), action);
+        e.origin = origin.label();
+        e
     }
 
     pub fn by(mut self, user: impl Into<String>, ip: Option<String>) -> Self {
         self.user = Some(user.into());
         self.source_ip = ip;
+        self
+    }
+
+    /// Records `origin` in the detail when it names more than the family (see
+    /// [`Origin::label`]); the family stays as it is.
+    pub fn with_origin(mut self, origin: &Origin) -> Self {
+        self.origin = origin.label();
         self
     }
 
@@ -290,11 +438,11 @@ fn chain<E: std::borrow::Borrow<Event>>(head: &Head, events: &[E]) -> Result<Vec
             at,
             user_id: event.user.as_deref().map(cut),
             source_ip: event.source_ip.as_deref().map(cut),
-            family: event.family.to_owned(),
+            family: event.family.as_str().to_owned(),
             action: cut(&event.action),
             target: event.target.as_deref().map(cut),
             outcome: event.outcome.as_str().to_owned(),
-            detail: event.detail.to_json()?,
+            detail: event.detail.to_json_with(event.origin.as_deref())?,
             prev_hash: prev,
             hash: String::new(),
         };
@@ -583,7 +731,7 @@ pub const VERIFY_ACTION: &str = "audit.verify";
 /// are themselves part of the chain.
 pub async fn verify_and_record(
     store: &Store,
-    family: &'static str,
+    family: Family,
     by: Option<(&str, String)>,
 ) -> Result<Verification> {
     let v = verify(store).await?;
@@ -759,7 +907,7 @@ mod tests {
     }
 
     fn events(n: usize, action: &str) -> Vec<Event> {
-        (0..n).map(|_| Event::new("admin", action)).collect()
+        (0..n).map(|_| Event::new(Family::Admin, action)).collect()
     }
 
     async fn append_hinted(store: &Store, n: usize, hint: Option<&Head>) -> Head {
@@ -780,7 +928,7 @@ mod tests {
         let mut tx = store.begin().await.unwrap();
         let mut evs = Vec::new();
         for i in 0..25 {
-            let mut e = Event::new(if i % 2 == 0 { "gateway" } else { "admin" }, "db.statement")
+            let mut e = Event::new(if i % 2 == 0 { Family::Gateway } else { Family::Admin }, "db.statement")
                 .by(if i % 3 == 0 { "kim" } else { "lee" }, None)
                 .target(format!("db-target:t{}", i % 4))
                 .detail(serde_json::json!({ "session": if i < 10 { "00000000000000aa" } else { "00000000000000bb" } }));
@@ -789,8 +937,8 @@ mod tests {
             }
             evs.push(e);
         }
-        evs.push(Event::new("admin", "db.statement.other").by("kim", None));
-        evs.push(Event::new("admin", "dbx").by("kim", None));
+        evs.push(Event::new(Family::Admin, "db.statement.other").by("kim", None));
+        evs.push(Event::new(Family::Admin, "dbx").by("kim", None));
         append_many(&mut tx, evs).await.unwrap();
         tx.commit().await.unwrap();
         let f = |build: &dyn Fn(&mut Filter)| {
@@ -873,7 +1021,7 @@ mod tests {
         );
         // A check of the chain is itself recorded, and is the last one.
         assert!(last_verification(&store).await.unwrap().is_none());
-        let v = verify_and_record(&store, "admin", Some(("kim", "10.0.0.1".into())))
+        let v = verify_and_record(&store, Family::Admin, Some(("kim", "10.0.0.1".into())))
             .await
             .unwrap();
         assert!(v.broken.is_none());
@@ -893,7 +1041,9 @@ mod tests {
         assert_eq!(second.seq, first.seq + 2);
 
         // Someone else appends: the hint `second` is now stale.
-        record(&store, Event::new("admin", "other")).await.unwrap();
+        record(&store, Event::new(Family::Admin, "other"))
+            .await
+            .unwrap();
         let third = append_hinted(&store, 4, Some(&second)).await;
         assert_eq!(third.seq, second.seq + 5, "the other event keeps its place");
 
@@ -915,5 +1065,88 @@ mod tests {
         .await)
         .unwrap();
         assert_eq!(head, (fourth.seq, fourth.hash));
+    }
+
+    /// Every family's string is the one stored before the enum existed, and parses back.
+    #[test]
+    fn family_strings_are_the_stored_ones() {
+        let names: Vec<&str> = Family::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(
+            names,
+            ["admin", "console", "mdrm", "opmate", "dbsafer", "vault", "gateway", "system"]
+        );
+        for f in Family::ALL {
+            assert_eq!(Family::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Family::parse("workflow"), None);
+    }
+
+    /// An origin a family does not name goes into the detail (next to what was there, JSON
+    /// value or JSON text), is hashed with it, and the chain verifies; a plain request's event
+    /// is stored exactly as before.
+    #[tokio::test]
+    async fn origins_are_recorded_in_the_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let run = Origin::Workflow {
+            execution: "EXEC_20261206_0001".into(),
+        };
+        assert_eq!(run.family(), Family::Mdrm);
+        let fire = Origin::Schedule {
+            schedule: "workflow:12/0".into(),
+        };
+        let api = Origin::Api(Family::Dbsafer);
+        let events = vec![
+            Event::through(&run, "dbpolicy.unlock").detail(serde_json::json!({ "index": 7 })),
+            Event::through(&fire, "workflow.execute")
+                .detail_of(&serde_json::json!({ "wf_id": "12" }))
+                .unwrap(),
+            Event::through(&api, "dbpolicy.lock").detail(serde_json::json!({ "index": 7 })),
+            Event::new(Family::Opmate, "schedule.skip").with_origin(&fire),
+            Event::through(&run, "task.instance.create")
+                .detail(serde_json::json!({ "origin": "EXEC_20261206_0001/s/1" })),
+        ];
+        let mut tx = store.begin().await.unwrap();
+        append_many(&mut tx, events).await.unwrap();
+        tx.commit().await.unwrap();
+        let (stored, _) = query(
+            &store,
+            &Filter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let by_action = |a: &str| stored.iter().find(|e| e.action == a).unwrap().clone();
+        let detail =
+            |e: &StoredEvent| -> serde_json::Value { serde_json::from_str(&e.detail).unwrap() };
+
+        let unlock = by_action("dbpolicy.unlock");
+        assert_eq!(unlock.family, "mdrm");
+        assert_eq!(
+            detail(&unlock),
+            serde_json::json!({ "index": 7, "origin": "workflow:EXEC_20261206_0001" })
+        );
+        let fired = by_action("workflow.execute");
+        assert_eq!(fired.family, "mdrm");
+        assert_eq!(detail(&fired)["origin"], "schedule:workflow:12/0");
+        assert_eq!(detail(&fired)["wf_id"], "12");
+        let lock = by_action("dbpolicy.lock");
+        assert_eq!(lock.family, "dbsafer");
+        assert_eq!(lock.detail, r#"{"index":7}"#);
+        let skip = by_action("schedule.skip");
+        assert_eq!(skip.family, "opmate");
+        assert_eq!(detail(&skip)["origin"], "schedule:workflow:12/0");
+        let instance = by_action("task.instance.create");
+        assert_eq!(instance.family, "mdrm");
+        assert_eq!(
+            detail(&instance)["origin"],
+            "EXEC_20261206_0001/s/1",
+            "the engine's own kept"
+        );
+
+        let v = verify(&store).await.unwrap();
+        assert!(v.broken.is_none(), "chain broken: {:?}", v.broken);
     }
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use haechi_audit::{Batcher, BatcherOptions, Event};
-use haechi_identity::{Actor, Identity, Principal};
+use haechi_identity::{Actor, Caller, Identity};
 use haechi_store::{Delivery, Signal, Store};
 use haechi_types::{time::now_ms, Error, Result};
 use haechi_vault::Vault;
@@ -260,7 +260,7 @@ impl DbGate {
         policy::bump_version(&mut tx).await?;
         haechi_audit::append(
             &mut tx,
-            Event::new("dbsafer", "dbpolicy.lock")
+            Event::new(haechi_audit::Family::Dbsafer, "dbpolicy.lock")
                 .by("system", None)
                 .target(policy_target(&p))
                 .detail(json!({ "index": index, "reason": "time-boxed unlock ended" })),
@@ -405,7 +405,8 @@ impl DbGate {
         format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
     }
 
-    pub async fn create_policy(&self, actor: &Actor, input: PolicyInput) -> Result<Policy> {
+    pub async fn create_policy(&self, caller: &Caller, input: PolicyInput) -> Result<Policy> {
+        let actor = &caller.actor;
         let now = now_ms();
         let p = policy::merge(&policy::blank(now), input, true)?;
         let day = self.today();
@@ -420,7 +421,7 @@ impl DbGate {
                     haechi_audit::append(
                         &mut tx,
                         actor
-                            .event("dbsafer", "dbpolicy.create")
+                            .event("dbpolicy.create")
                             .target(policy_target(&created))
                             .detail(policy_detail(&created)),
                     )
@@ -441,10 +442,11 @@ impl DbGate {
 
     pub async fn update_policy(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         index: i64,
         input: PolicyInput,
     ) -> Result<Policy> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         let old = policy::get_tx(&mut tx, index).await?;
         let mut p = policy::merge(&old, input, false)?;
@@ -454,7 +456,7 @@ impl DbGate {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("dbsafer", "dbpolicy.update")
+                .event("dbpolicy.update")
                 .target(policy_target(&p))
                 .detail(policy_detail(&p)),
         )
@@ -464,7 +466,8 @@ impl DbGate {
         Ok(p)
     }
 
-    pub async fn delete_policy(&self, actor: &Actor, index: i64) -> Result<()> {
+    pub async fn delete_policy(&self, caller: &Caller, index: i64) -> Result<()> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         let old = policy::get_tx(&mut tx, index).await?;
         policy::delete(&mut tx, index).await?;
@@ -472,7 +475,7 @@ impl DbGate {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("dbsafer", "dbpolicy.delete")
+                .event("dbpolicy.delete")
                 .target(policy_target(&old))
                 .detail(json!({ "index": index })),
         )
@@ -485,10 +488,11 @@ impl DbGate {
     /// in order. Unlocking also ends any time box.
     pub async fn set_locked(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         f: &PolicyFilter,
         lock: bool,
     ) -> Result<Vec<i64>> {
+        let actor = &caller.actor;
         if f.is_empty() {
             return Err(Error::invalid(
                 "give at least one filter (policyId, userId, serverAddress, serverPort, account, policyType) to say which policies to change",
@@ -515,14 +519,11 @@ impl DbGate {
             haechi_audit::append(
                 &mut tx,
                 actor
-                    .event(
-                        "dbsafer",
-                        if lock {
-                            "dbpolicy.lock"
-                        } else {
-                            "dbpolicy.unlock"
-                        },
-                    )
+                    .event(if lock {
+                        "dbpolicy.lock"
+                    } else {
+                        "dbpolicy.unlock"
+                    })
                     .target(policy_target(&p))
                     .detail(json!({ "index": index })),
             )
@@ -572,13 +573,10 @@ impl DbGate {
         policy::bump_version(&mut tx).await?;
         haechi_audit::append(
             &mut tx,
-            actor
-                .event("dbsafer", action)
-                .target(policy_target(&p))
-                .detail(json!({
-                    "index": index,
-                    "until": relock_at.map(haechi_types::time::iso_ms),
-                })),
+            actor.event(action).target(policy_target(&p)).detail(json!({
+                "index": index,
+                "until": relock_at.map(haechi_types::time::iso_ms),
+            })),
         )
         .await?;
         tx.commit().await?;
@@ -588,7 +586,8 @@ impl DbGate {
 
     // ----- targets and accounts -----
 
-    pub async fn create_target(&self, actor: &Actor, new: NewTarget) -> Result<Target> {
+    pub async fn create_target(&self, caller: &Caller, new: NewTarget) -> Result<Target> {
+        let actor = &caller.actor;
         let port = targets::validate_target(&new)?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
@@ -596,7 +595,7 @@ impl DbGate {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "db.target.create")
+                .event("db.target.create")
                 .target(format!("db-target:{}", t.name))
                 .detail(json!({ "id": t.id, "kind": t.kind.as_str(), "host": t.host, "port": t.port, "database": t.database, "tls": t.tls.as_str(), "tls_ca_file": t.tls_ca_file, "allow_insecure_password": t.allow_insecure_password, "socket": t.socket })),
         )
@@ -615,7 +614,8 @@ impl DbGate {
             .ok_or_else(|| Error::not_found(format_args!("database target '{name}'")))
     }
 
-    pub async fn delete_target(&self, actor: &Actor, name: &str) -> Result<()> {
+    pub async fn delete_target(&self, caller: &Caller, name: &str) -> Result<()> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         if !targets::delete_target(&mut tx, name).await? {
             return Err(Error::not_found(format_args!("database target '{name}'")));
@@ -623,7 +623,7 @@ impl DbGate {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "db.target.delete")
+                .event("db.target.delete")
                 .target(format!("db-target:{name}")),
         )
         .await?;
@@ -634,27 +634,20 @@ impl DbGate {
     /// (checked by reading it, which the vault audits); the value itself is not kept.
     pub async fn create_account(
         &self,
-        principal: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         target: &str,
         new: NewAccount,
     ) -> Result<Account> {
+        let (principal, actor) = (&*caller.principal, &caller.actor);
         targets::validate_account(&new)?;
         let t = self.get_target(target).await?;
-        secrets::read_password(
-            &self.vault,
-            principal,
-            actor,
-            new.credential_id,
-            &new.attribute,
-        )
-        .await?;
+        secrets::read_password(&self.vault, caller, new.credential_id, &new.attribute).await?;
         let mut tx = self.store.begin().await?;
         let a = targets::insert_account(&mut tx, &t, &new, &principal.user_id, now_ms()).await?;
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "db.account.create")
+                .event("db.account.create")
                 .target(format!("db-target:{}", t.name))
                 .detail(json!({ "account": a.account, "credentialId": a.credential_id, "attribute": a.attribute })),
         )
@@ -668,7 +661,8 @@ impl DbGate {
         targets::list_accounts(&self.store, target).await
     }
 
-    pub async fn delete_account(&self, actor: &Actor, target: &str, account: &str) -> Result<()> {
+    pub async fn delete_account(&self, caller: &Caller, target: &str, account: &str) -> Result<()> {
+        let actor = &caller.actor;
         let t = self.get_target(target).await?;
         let mut tx = self.store.begin().await?;
         if !targets::delete_account(&mut tx, t.id, account).await? {
@@ -679,7 +673,7 @@ impl DbGate {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "db.account.delete")
+                .event("db.account.delete")
                 .target(format!("db-target:{target}"))
                 .detail(json!({ "account": account })),
         )
@@ -696,7 +690,8 @@ impl DbGate {
 
     /// Ends an open session: its next statement is refused and its connection closed. 404
     /// when no session of that id is open on this server. Audited (`db.session.end`).
-    pub async fn end_session(&self, actor: &Actor, id: &str) -> Result<SessionView> {
+    pub async fn end_session(&self, caller: &Caller, id: &str) -> Result<SessionView> {
+        let actor = &caller.actor;
         let open = self
             .sessions
             .get(id)
@@ -712,7 +707,7 @@ impl DbGate {
         haechi_audit::record(
             &self.store,
             actor
-                .event("admin", "db.session.end")
+                .event("db.session.end")
                 .target(format!("db-target:{}", open.target))
                 .detail(json!({
                     "session": open.id,

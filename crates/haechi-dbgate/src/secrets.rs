@@ -1,22 +1,21 @@
 //! The one place the gateway reaches into the credential vault: reading a database account's
-//! password as a given principal. The vault checks access and audits the read; the value
+//! password as a given caller. The vault checks access and audits the read; the value
 //! leaves this function only as a [`SecretString`].
 
-use haechi_identity::{Actor, Principal};
+use haechi_identity::Caller;
 use haechi_types::Result;
 use haechi_vault::Vault;
 use secrecy::SecretString;
 
 /// The value of attribute `attribute` (its name, or its numeric id) of vault credential
-/// `credential`, as `principal` may read it.
+/// `credential`, as `caller`'s principal may read it (the read audited as `caller`'s).
 pub(crate) async fn read_password(
     vault: &Vault,
-    principal: &Principal,
-    actor: &Actor,
+    caller: &Caller,
     credential: i64,
     attribute: &str,
 ) -> Result<SecretString> {
     vault
-        .read_attribute_value(principal, actor, credential, attribute)
+        .read_attribute_value(caller, credential, attribute)
         .await
 }

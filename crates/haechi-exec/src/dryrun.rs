@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use haechi_identity::Actor;
+use haechi_identity::Caller;
 use haechi_store::in_tx;
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -76,10 +76,11 @@ impl Exec {
     /// why not. Audited as `task.dry_run`.
     pub async fn dry_run(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         task_id: &str,
         req: DryRunRequest,
     ) -> Result<DryRun> {
+        let actor = &caller.actor;
         check_id("taskId", task_id)?;
         let arguments = req.arguments.unwrap_or_default();
         check_arguments("arguments", &arguments)?;
@@ -260,7 +261,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "task.dry_run")
+                .event("task.dry_run")
                 .target(task_id)
                 .detail(serde_json::json!({
                     "revisionNo": task.revision_no, "source": source, "nodes": out.len(),

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use haechi_identity::Actor;
+use haechi_identity::Caller;
 use haechi_store::{in_tx, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -362,7 +362,12 @@ impl Exec {
     }
 
     /// Creates a node group.
-    pub async fn create_node_group(&self, actor: &Actor, spec: NodeGroupSpec) -> Result<NodeGroup> {
+    pub async fn create_node_group(
+        &self,
+        caller: &Caller,
+        spec: NodeGroupSpec,
+    ) -> Result<NodeGroup> {
+        let actor = &caller.actor;
         let name = spec
             .name
             .clone()
@@ -397,7 +402,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "node_group.create")
+                .event("node_group.create")
                 .target(name.clone())
                 .detail(serde_json::json!({
                     "nodes": nodes.len(), "attributeKeys": attributes.keys().collect::<Vec<_>>(),
@@ -412,10 +417,11 @@ impl Exec {
     /// Changes a node group (absent fields keep their value).
     pub async fn update_node_group(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         name: &str,
         spec: NodeGroupSpec,
     ) -> Result<NodeGroup> {
+        let actor = &caller.actor;
         if let Some(n) = spec.name.as_deref().filter(|n| *n != name) {
             return Err(Error::field(
                 "name",
@@ -450,7 +456,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "node_group.update")
+                .event("node_group.update")
                 .target(name)
                 .detail(serde_json::json!({
                     "nodes": nodes.len(), "attributeKeys": attributes.keys().collect::<Vec<_>>(),
@@ -463,7 +469,8 @@ impl Exec {
     }
 
     /// Deletes a node group. Tasks that target it are refused (409 naming them).
-    pub async fn delete_node_group(&self, actor: &Actor, name: &str) -> Result<()> {
+    pub async fn delete_node_group(&self, caller: &Caller, name: &str) -> Result<()> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         let rows: Vec<(String, String)> = in_tx!(tx, |c| {
             sqlx::query_as(
@@ -506,11 +513,7 @@ impl Exec {
         .execute(&mut *c)
         .await
         .map(|_| ()))?;
-        haechi_audit::append(
-            &mut tx,
-            actor.event("admin", "node_group.delete").target(name),
-        )
-        .await?;
+        haechi_audit::append(&mut tx, actor.event("node_group.delete").target(name)).await?;
         tx.commit().await?;
         Ok(())
     }

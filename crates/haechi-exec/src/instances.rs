@@ -500,8 +500,8 @@ impl Exec {
             .map(|_| ()))?;
         }
         let event = match actor {
-            Some(a) => a.event("opmate", "task.instance.create"),
-            None => haechi_audit::Event::new("system", "task.instance.create"),
+            Some(a) => a.event("task.instance.create"),
+            None => haechi_audit::Event::new(haechi_audit::Family::System, "task.instance.create"),
         };
         haechi_audit::append(
             tx,
@@ -988,7 +988,7 @@ impl Exec {
         haechi_audit::append(
             tx,
             actor
-                .event("opmate", "task.instance.rerun")
+                .event("task.instance.rerun")
                 .target(format!("{task_id}#{no}"))
                 .detail(serde_json::json!({
                     "nodeId": node_id, "execNo": last_no + 1, "revisionNo": rev.revision_no,
@@ -1114,8 +1114,8 @@ impl Exec {
             }
         }
         let event = match actor {
-            Some(a) => a.event("opmate", "task.instance.cancel"),
-            None => haechi_audit::Event::new("system", "task.instance.cancel"),
+            Some(a) => a.event("task.instance.cancel"),
+            None => haechi_audit::Event::new(haechi_audit::Family::System, "task.instance.cancel"),
         };
         haechi_audit::append(
             tx,
@@ -1207,7 +1207,7 @@ impl Exec {
                 tracing::warn!(instance = no, next = %next_task_id, "task chain not started: {}", e.message);
                 haechi_audit::append(
                     tx,
-                    haechi_audit::Event::new("system", "task.chain.skip")
+                    haechi_audit::Event::new(haechi_audit::Family::System, "task.chain.skip")
                         .target(format!("{task_id}#{no}"))
                         .outcome(haechi_audit::Outcome::Failure)
                         .detail(
@@ -1289,6 +1289,9 @@ impl Exec {
             let actor = Actor {
                 user_id: row.runner_id.clone(),
                 ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                origin: haechi_identity::Origin::Workflow {
+                    execution: origin.split_once('/').map_or(origin, |(e, _)| e).to_owned(),
+                },
             };
             source.read_again(&actor, origin).await
         } else {

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use haechi_agent::protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
-use haechi_identity::Actor;
+use haechi_identity::{Actor, Caller};
 use haechi_store::{in_tx, read};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -147,11 +147,9 @@ impl Exec {
         })?;
         haechi_audit::append(
             &mut tx,
-            actor
-                .event("admin", "agent.enrollment_token.create")
-                .detail(
-                    serde_json::json!({ "ttl_secs": ttl, "uses": uses, "node_id": req.node_id }),
-                ),
+            actor.event("agent.enrollment_token.create").detail(
+                serde_json::json!({ "ttl_secs": ttl, "uses": uses, "node_id": req.node_id }),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -263,7 +261,7 @@ impl Exec {
         }
         haechi_audit::append(
             &mut tx,
-            haechi_audit::Event::new("admin", "node.enroll")
+            haechi_audit::Event::new(haechi_audit::Family::Admin, "node.enroll")
                 .by(format!("agent:{}", req.node_id), Some(ip.to_string()))
                 .target(req.node_id.clone())
                 .detail(serde_json::json!({ "agent_guid": guid, "hostname": clip(&req.hostname), "owner": owner })),
@@ -393,7 +391,8 @@ impl Exec {
     }
 
     /// Enables (`E`) or disables (`D`) a node. A disabled node gets no new work.
-    pub async fn set_node_status(&self, actor: &Actor, id: &str, status: &str) -> Result<Node> {
+    pub async fn set_node_status(&self, caller: &Caller, id: &str, status: &str) -> Result<Node> {
+        let actor = &caller.actor;
         if status != "E" && status != "D" {
             return Err(Error::field(
                 "status",
@@ -418,13 +417,14 @@ impl Exec {
         } else {
             "node.disable"
         };
-        haechi_audit::append(&mut tx, actor.event("admin", action).target(id)).await?;
+        haechi_audit::append(&mut tx, actor.event(action).target(id)).await?;
         tx.commit().await?;
         self.get_node(id).await
     }
 
     /// Revokes a node's agent credential and drops its connection; the agent must enrol again.
-    pub async fn revoke_agent(&self, actor: &Actor, id: &str) -> Result<Node> {
+    pub async fn revoke_agent(&self, caller: &Caller, id: &str) -> Result<Node> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         let n = in_tx!(tx, |c| sqlx::query(
             "UPDATE nodes SET secret_hash = NULL, updated_at = $2 WHERE id = $1"
@@ -437,7 +437,7 @@ impl Exec {
         if n == 0 {
             return Err(Error::not_found(format_args!("node '{id}'")));
         }
-        haechi_audit::append(&mut tx, actor.event("admin", "node.revoke").target(id)).await?;
+        haechi_audit::append(&mut tx, actor.event("node.revoke").target(id)).await?;
         tx.commit().await?;
         self.hub.close(id, "this agent's credential was revoked");
         self.get_node(id).await

@@ -270,7 +270,7 @@ async fn fire(exec: &Exec, row: &Scheduled, due: i64) -> Result<()> {
             tracing::warn!(task = %row.id, "schedule fire skipped: {reason}");
             haechi_audit::append(
                 &mut tx,
-                haechi_audit::Event::new("system", "task.schedule.skip")
+                haechi_audit::Event::new(haechi_audit::Family::System, "task.schedule.skip")
                     .target(row.id.clone())
                     .outcome(haechi_audit::Outcome::Failure)
                     .detail(serde_json::json!({

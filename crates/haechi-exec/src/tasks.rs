@@ -1,7 +1,7 @@
 //! Tasks: definitions with revisions (every edit is a new revision; old ones stay readable),
 //! approval `N → Q → A | R` (an edit resets it to `N`), flags, chains, schedules, timeouts.
 
-use haechi_identity::Actor;
+use haechi_identity::Caller;
 use haechi_store::{in_tx, read, Backend};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::Deserialize;
@@ -493,7 +493,8 @@ impl Exec {
     }
 
     /// Creates a task at revision 1, approval `N`, owned by `actor`.
-    pub async fn create_task(&self, actor: &Actor, spec: TaskSpec) -> Result<Task> {
+    pub async fn create_task(&self, caller: &Caller, spec: TaskSpec) -> Result<Task> {
+        let actor = &caller.actor;
         let id = spec
             .id
             .clone()
@@ -525,7 +526,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "task.create")
+                .event("task.create")
                 .target(id.clone())
                 .detail(serde_json::json!({ "revisionNo": 1 })),
         )
@@ -535,7 +536,8 @@ impl Exec {
     }
 
     /// Makes a new revision of a task; its approval goes back to `N`.
-    pub async fn update_task(&self, actor: &Actor, id: &str, spec: TaskSpec) -> Result<Task> {
+    pub async fn update_task(&self, caller: &Caller, id: &str, spec: TaskSpec) -> Result<Task> {
+        let actor = &caller.actor;
         if let Some(body_id) = &spec.id {
             if body_id != id {
                 return Err(Error::field(
@@ -575,7 +577,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "task.update")
+                .event("task.update")
                 .target(id)
                 .detail(serde_json::json!({ "revisionNo": no })),
         )
@@ -708,12 +710,13 @@ impl Exec {
     /// approver does not approve their own request (unless `tasks.allow_self_approval`).
     pub async fn task_approval(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         id: &str,
         action: ApprovalAction,
         reviewed: Option<i64>,
         comment: Option<String>,
     ) -> Result<Task> {
+        let actor = &caller.actor;
         let comment = comment.unwrap_or_default();
         if reviewed.is_none() && action != ApprovalAction::Request {
             return Err(Error::field(
@@ -828,7 +831,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", audit_action)
+                .event(audit_action)
                 .target(id)
                 .detail(serde_json::json!({ "revisionNo": revision_no, "comment": comment })),
         )

@@ -438,7 +438,7 @@ pub async fn create_policy(
 ) -> ApiResult<Response> {
     let off = offset(&state);
     let input = to_input(body, off)?;
-    let p = state.dbgate.create_policy(&caller.actor(), input).await?;
+    let p = state.dbgate.create_policy(&caller, input).await?;
     let location = format!("{BASE}/{}", p.index);
     let mut res = (StatusCode::CREATED, axum::Json(to_out(p, off))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -460,10 +460,7 @@ pub async fn update_policy(
     let index = index_of(&index)?;
     let off = offset(&state);
     let input = to_input(body, off)?;
-    let p = state
-        .dbgate
-        .update_policy(&caller.actor(), index, input)
-        .await?;
+    let p = state.dbgate.update_policy(&caller, index, input).await?;
     Ok(axum::Json(to_out(p, off)))
 }
 
@@ -478,7 +475,7 @@ pub async fn delete_policy(
 ) -> ApiResult<StatusCode> {
     state
         .dbgate
-        .delete_policy(&caller.actor(), index_of(&index)?)
+        .delete_policy(&caller, index_of(&index)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -490,7 +487,7 @@ async fn set_locked(
     lock: bool,
 ) -> ApiResult<axum::Json<LockResults>> {
     let f = q.filter()?;
-    let indexes = state.dbgate.set_locked(&caller.actor(), &f, lock).await?;
+    let indexes = state.dbgate.set_locked(&caller, &f, lock).await?;
     let message = if lock {
         "lock completed."
     } else {

@@ -75,13 +75,13 @@ impl Family {
     }
 
     /// The audit `family` of requests of this family.
-    pub fn audit_name(self) -> &'static str {
+    pub fn audit_family(self) -> haechi_audit::Family {
         match self {
-            Family::Admin => "admin",
-            Family::MdrmAuth | Family::MdrmWorkflow => "mdrm",
-            Family::Opmate => "opmate",
-            Family::Dbsafer => "dbsafer",
-            Family::Vault => "vault",
+            Family::Admin => haechi_audit::Family::Admin,
+            Family::MdrmAuth | Family::MdrmWorkflow => haechi_audit::Family::Mdrm,
+            Family::Opmate => haechi_audit::Family::Opmate,
+            Family::Dbsafer => haechi_audit::Family::Dbsafer,
+            Family::Vault => haechi_audit::Family::Vault,
         }
     }
 

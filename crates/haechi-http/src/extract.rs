@@ -4,13 +4,12 @@
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
-use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use bytes::Bytes;
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Origin, Permission};
 use haechi_types::{Code, Error};
 use serde::de::DeserializeOwned;
 
@@ -109,32 +108,35 @@ fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_
         .into_iter()
 }
 
-/// An authenticated caller: who, and from where. Rejects with 401 (no or bad token) or 403
-/// (address not allowed for the account).
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub principal: Arc<Principal>,
-    pub ip: IpAddr,
+/// An authenticated caller: the engines' one caller context ([`haechi_identity::Caller`]),
+/// built once per request: who (from the token), from where (the client address), through
+/// which API family (from the path: each family's routes have their own prefix) and the
+/// request's id. Rejects with 401 (no or bad token) or 403 (address not allowed for the
+/// account). The console builds its own, with the console as origin (`console::session`).
+pub use haechi_identity::Caller;
+
+/// The audit origin of a request to `path`: the API family its prefix belongs to.
+pub fn origin_of(path: &str) -> Origin {
+    Origin::Api(crate::error::Family::of(path).audit_family())
 }
 
-impl Caller {
-    pub fn actor(&self) -> Actor {
-        Actor {
-            user_id: self.principal.user_id.clone(),
-            ip: self.ip,
-        }
-    }
+/// The request's id: the client's `X-Request-Id` when it is a short run of visible ASCII
+/// (a proxy's or a client's correlation id), else a fresh random one.
+pub fn request_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()))
+}
 
-    pub fn require(&self, p: Permission) -> Result<(), ApiError> {
-        Ok(self.principal.require(p)?)
-    }
-
-    /// `Ok` when the caller holds any of `any`, else the 403 naming the first.
-    pub fn require_any(&self, any: &[Permission]) -> Result<(), ApiError> {
-        match any.iter().find(|p| self.principal.can(**p)) {
-            Some(_) => Ok(()),
-            None => Ok(self.principal.require(any[0])?),
-        }
+/// `Ok` when the caller holds any of `any`, else the 403 naming the first.
+pub fn require_any(caller: &Caller, any: &[Permission]) -> Result<(), ApiError> {
+    match any.iter().find(|p| caller.can(**p)) {
+        Some(_) => Ok(()),
+        None => Ok(caller.require(any[0])?),
     }
 }
 
@@ -155,7 +157,8 @@ impl FromRequestParts<AppState> for Caller {
             )
         })?;
         let principal = state.identity.authenticate(&token, ip).await?;
-        let caller = Caller { principal, ip };
+        let caller = Caller::new(principal, ip, origin_of(parts.uri.path()))
+            .with_request_id(request_id(parts));
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -191,7 +194,7 @@ impl<N: Need> FromRequestParts<AppState> for Allowed<N> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require_any(N::ANY)?;
+        require_any(&caller, N::ANY)?;
         Ok(Allowed {
             caller,
             _need: PhantomData,

@@ -42,7 +42,7 @@ pub async fn login(
     use secrecy::ExposeSecret;
     match state
         .identity
-        .login(&body.user_id, &body.pwd, ip, "mdrm")
+        .login(&body.user_id, &body.pwd, ip, haechi_audit::Family::Mdrm)
         .await
     {
         Ok(ok) => Ok(axum::Json(json!({

@@ -7,7 +7,7 @@ use haechi_store::{in_tx, read, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{Actor, Identity};
+use crate::{Caller, Identity};
 
 /// A user group.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -132,7 +132,12 @@ impl Identity {
     }
 
     /// Creates a user group.
-    pub async fn create_user_group(&self, actor: &Actor, spec: UserGroupSpec) -> Result<UserGroup> {
+    pub async fn create_user_group(
+        &self,
+        caller: &Caller,
+        spec: UserGroupSpec,
+    ) -> Result<UserGroup> {
+        let actor = &caller.actor;
         let name = spec
             .name
             .clone()
@@ -161,7 +166,7 @@ impl Identity {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "user_group.create")
+                .event("user_group.create")
                 .target(name.clone())
                 .detail(serde_json::json!({ "members": members })),
         )
@@ -173,10 +178,11 @@ impl Identity {
     /// Changes a user group (absent fields keep their value).
     pub async fn update_user_group(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         name: &str,
         spec: UserGroupSpec,
     ) -> Result<UserGroup> {
+        let actor = &caller.actor;
         if let Some(n) = spec.name.as_deref().filter(|n| *n != name) {
             return Err(Error::field(
                 "name",
@@ -202,7 +208,7 @@ impl Identity {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "user_group.update")
+                .event("user_group.update")
                 .target(name)
                 .detail(serde_json::json!({ "members": members })),
         )
@@ -213,7 +219,8 @@ impl Identity {
 
     /// Deletes a user group (tasks that name it as a runner group keep the name: nobody is
     /// its member any more, so they refuse every runner until they are edited).
-    pub async fn delete_user_group(&self, actor: &Actor, name: &str) -> Result<()> {
+    pub async fn delete_user_group(&self, caller: &Caller, name: &str) -> Result<()> {
+        let actor = &caller.actor;
         let mut tx = self.store.begin().await?;
         in_tx!(tx, |c| sqlx::query(
             "DELETE FROM user_group_members WHERE group_name = $1"
@@ -232,11 +239,7 @@ impl Identity {
         if deleted == 0 {
             return Err(Error::not_found(format_args!("user group '{name}'")));
         }
-        haechi_audit::append(
-            &mut tx,
-            actor.event("admin", "user_group.delete").target(name),
-        )
-        .await?;
+        haechi_audit::append(&mut tx, actor.event("user_group.delete").target(name)).await?;
         tx.commit().await?;
         Ok(())
     }

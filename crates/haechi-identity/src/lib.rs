@@ -11,9 +11,12 @@ mod groups;
 mod offline;
 mod password;
 mod permission;
+mod roles;
 mod slots;
 pub mod token;
+mod tokens;
 mod users;
+mod validation;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
+pub use haechi_audit::{Family, Origin};
 use haechi_store::{in_tx, read, Delivery, Signal, Store};
 use haechi_types::{ident, time::now_ms, Code, Error, Result};
 use ipnet::IpNet;
@@ -33,7 +37,9 @@ pub use password::{Argon2Params, Hasher};
 pub use permission::{
     builtin_roles, Permission, PermissionSet, AUDITOR, LOCKER_ADMIN, SYSTEM_ADMIN,
 };
-pub use users::{NewRole, NewUser, Role, RolePatch, TokenInfo, User, UserKind, UserPatch};
+pub use roles::{NewRole, Role, RolePatch};
+pub use tokens::TokenInfo;
+pub use users::{NewUser, User, UserKind, UserPatch};
 
 /// Identity settings (the `[identity]` table of the configuration).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,16 +141,106 @@ pub fn ip_allowed(allowed: &[IpNet], ip: IpAddr) -> bool {
     allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
 }
 
-/// The audit attribution of a change: who, and from where.
+/// The audit attribution of a change: who, from where, and through what (an API family, the
+/// console, a workflow execution, a schedule, the server itself). The part of a [`Caller`]
+/// that an audit event needs; it travels alone where no permission is checked any more (a
+/// queued write, a background sweep, the offline CLI).
 #[derive(Debug, Clone)]
 pub struct Actor {
+    /// The user id, or a system identity (`schedule`, `system`, `local:reset-password`).
     pub user_id: String,
     pub ip: IpAddr,
+    pub origin: Origin,
 }
 
 impl Actor {
-    pub fn event(&self, family: &'static str, action: &str) -> Event {
-        Event::new(family, action).by(self.user_id.clone(), Some(self.ip.to_string()))
+    /// The server itself acting as `user_id` from this host.
+    pub fn system(user_id: impl Into<String>, origin: Origin) -> Actor {
+        Actor {
+            user_id: user_id.into(),
+            ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            origin,
+        }
+    }
+
+    /// An event of this actor's family, by this actor, with its origin (see
+    /// [`Origin::label`]).
+    pub fn event(&self, action: &str) -> Event {
+        Event::through(&self.origin, action).by(self.user_id.clone(), Some(self.ip.to_string()))
+    }
+
+    /// The same as [`Actor::event`] but of `family` whatever the origin, for the few events
+    /// that belong to one family by nature (a gateway session's statements).
+    pub fn event_of(&self, family: Family, action: &str) -> Event {
+        let mut e = self.event(action);
+        e.family = family;
+        e
+    }
+}
+
+/// The one context of an engine call: who (the principal whose permissions count), the
+/// audit attribution (who by name, from which address, through which family, console,
+/// workflow execution or schedule), and the request's id. The HTTP layer builds it once per
+/// request; the workflow engine builds it for a step, the scheduler for a scheduled run.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    pub actor: Actor,
+    /// The id of the request this call serves (`X-Request-Id`, or one made up for it); for
+    /// logs, never stored in the audit chain.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// `principal` calling from `ip` through `origin`, attributed to the principal.
+    pub fn new(principal: Arc<Principal>, ip: IpAddr, origin: Origin) -> Caller {
+        let actor = Actor {
+            user_id: principal.user_id.clone(),
+            ip,
+            origin,
+        };
+        Caller {
+            principal,
+            actor,
+            request_id: None,
+        }
+    }
+
+    /// The same, attributed to `actor` (a schedule acts with its owner's rights but is
+    /// recorded as `schedule`).
+    pub fn acting_as(principal: Arc<Principal>, actor: Actor) -> Caller {
+        Caller {
+            principal,
+            actor,
+            request_id: None,
+        }
+    }
+
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Caller {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.actor.ip
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.actor.origin
+    }
+
+    /// An audit event by this caller, of its origin's family (see [`Actor::event`]).
+    pub fn event(&self, action: &str) -> Event {
+        self.actor.event(action)
+    }
+
+    /// `Ok` when the principal holds `p`, else a 403 that names the missing permission.
+    pub fn require(&self, p: Permission) -> Result<()> {
+        self.principal.require(p)
+    }
+
+    pub fn can(&self, p: Permission) -> bool {
+        self.principal.can(p)
     }
 }
 
@@ -212,7 +308,7 @@ impl Identity {
         &self,
         admin_password: Option<SecretString>,
     ) -> Result<Option<SecretString>> {
-        users::ensure_builtin_roles(&self.store).await?;
+        roles::ensure_builtin_roles(&self.store).await?;
         users::fill_name_keys(&self.store).await?;
         let count: i64 = read!(self.store, |db| sqlx::query_scalar(
             "SELECT COUNT(*) FROM users"
@@ -225,7 +321,7 @@ impl Identity {
         let (password, generated) = match admin_password {
             Some(p) => {
                 // The bootstrap password meets the same policy as every other.
-                users::validate_password(&p).map_err(|e| {
+                validation::validate_password(&p).map_err(|e| {
                     Error::invalid(format!(
                         "the first admin password (HAECHI_ADMIN_PASSWORD or admin_password) {}",
                         e.message.trim_start_matches("password: ")
@@ -233,7 +329,7 @@ impl Identity {
                 })?;
                 (p, false)
             }
-            None => (users::random_password(), true),
+            None => (validation::random_password(), true),
         };
         let hash = self.hasher.hash(&password).await?;
         let created = users::insert_bootstrap_admin(&self.store, &hash).await?;
@@ -272,7 +368,7 @@ impl Identity {
         user_id: &str,
         password: &SecretString,
         ip: IpAddr,
-        family: &'static str,
+        family: Family,
     ) -> Result<LoginOk> {
         self.login_checked(user_id, password, ip, family, false)
             .await
@@ -286,7 +382,7 @@ impl Identity {
         user_id: &str,
         password: &SecretString,
         ip: IpAddr,
-        family: &'static str,
+        family: Family,
     ) -> Result<LoginOk> {
         self.login_checked(user_id, password, ip, family, true)
             .await
@@ -297,7 +393,7 @@ impl Identity {
         user_id: &str,
         password: &SecretString,
         ip: IpAddr,
-        family: &'static str,
+        family: Family,
         humans_only: bool,
     ) -> Result<LoginOk> {
         let _slot = self.password_check_turn(user_id).await?;
@@ -387,7 +483,7 @@ impl Identity {
         )
         .bind(&hash)
         .bind(row.id)
-        .bind(family)
+        .bind(family.as_str())
         .bind(ip.to_string())
         .bind(now)
         .bind(expires_at)
@@ -498,7 +594,7 @@ impl Identity {
     }
 
     async fn load_token(&self, hash: &str, now: i64) -> Result<Arc<CachedToken>> {
-        let row = users::find_token(&self.store, hash).await?;
+        let row = tokens::find_token(&self.store, hash).await?;
         let Some(row) = row else {
             return Err(Error::unauthenticated("the token is not valid"));
         };
@@ -517,7 +613,7 @@ impl Identity {
                 "the token has expired; log in again",
             ));
         }
-        let roles = users::roles_of(&self.store, row.user_pk).await?;
+        let roles = roles::roles_of(&self.store, row.user_pk).await?;
         let permissions = roles
             .iter()
             .fold(PermissionSet::default(), |acc, r| acc.union(r.1));
@@ -528,7 +624,7 @@ impl Identity {
             kind: UserKind::parse(&row.kind)?,
             roles: roles.into_iter().map(|r| r.0).collect(),
             permissions,
-            allowed_ips: users::parse_allowed_ips(&row.allowed_ips)?,
+            allowed_ips: validation::parse_allowed_ips(&row.allowed_ips)?,
             token_id: row.token_id,
         };
         Ok(Arc::new(CachedToken {
@@ -607,7 +703,7 @@ impl Identity {
     /// the token's idle and maximum age do not end it, and the store is read every time (no
     /// cache), so a change made on another server counts at the next check.
     pub async fn session_alive(&self, token: &str, ip: IpAddr) -> Result<()> {
-        let row = users::find_token(&self.store, &token::hash(token))
+        let row = tokens::find_token(&self.store, &token::hash(token))
             .await?
             .ok_or_else(|| Error::unauthenticated("the login is no longer valid"))?;
         // Disabling a user revokes their tokens too: say the cause.
@@ -619,7 +715,7 @@ impl Identity {
                 "the login was revoked (password changed, logged out, or revoked)",
             ));
         }
-        if !ip_allowed(&users::parse_allowed_ips(&row.allowed_ips)?, ip) {
+        if !ip_allowed(&validation::parse_allowed_ips(&row.allowed_ips)?, ip) {
             return Err(Error::new(
                 Code::IpNotAllowed,
                 "the account may no longer connect from this address",
@@ -651,19 +747,11 @@ impl Identity {
     }
 
     /// Revokes the caller's own token (every family's logout).
-    pub async fn logout(
-        &self,
-        principal: &Principal,
-        ip: IpAddr,
-        family: &'static str,
-    ) -> Result<()> {
+    pub async fn logout(&self, caller: &Caller) -> Result<()> {
+        let principal = &caller.principal;
         let mut tx = self.store.begin().await?;
-        users::revoke_token(&mut tx, principal.id, principal.token_id).await?;
-        haechi_audit::append(
-            &mut tx,
-            Event::new(family, "auth.logout").by(principal.user_id.clone(), Some(ip.to_string())),
-        )
-        .await?;
+        tokens::revoke_token(&mut tx, principal.id, principal.token_id).await?;
+        haechi_audit::append(&mut tx, caller.event("auth.logout")).await?;
         tx.commit().await?;
         self.forget_token(principal.token_id).await;
         Ok(())
@@ -671,7 +759,7 @@ impl Identity {
 
     /// The caller's live tokens.
     pub async fn my_tokens(&self, principal: &Principal) -> Result<Vec<TokenInfo>> {
-        users::tokens_of(
+        tokens::tokens_of(
             &self.store,
             principal.id,
             principal.token_id,
@@ -682,21 +770,15 @@ impl Identity {
     }
 
     /// Revokes one of the caller's own tokens.
-    pub async fn revoke_my_token(
-        &self,
-        principal: &Principal,
-        actor: &Actor,
-        token_id: i64,
-    ) -> Result<()> {
+    pub async fn revoke_my_token(&self, caller: &Caller, token_id: i64) -> Result<()> {
+        let (principal, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
-        if !users::revoke_token(&mut tx, principal.id, token_id).await? {
+        if !tokens::revoke_token(&mut tx, principal.id, token_id).await? {
             return Err(Error::not_found(format_args!("token {token_id}")));
         }
         haechi_audit::append(
             &mut tx,
-            actor
-                .event("admin", "token.revoke")
-                .target(token_id.to_string()),
+            actor.event("token.revoke").target(token_id.to_string()),
         )
         .await?;
         tx.commit().await?;

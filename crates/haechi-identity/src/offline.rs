@@ -3,19 +3,16 @@
 use haechi_types::Result;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{users, Actor, Identity, UserPatch};
+use crate::{validation, Actor, Identity, UserPatch};
 
 /// The audit attribution of an offline change: the operator at the server's console.
 fn offline_actor() -> Actor {
-    Actor {
-        user_id: "local:reset-password".to_owned(),
-        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-    }
+    Actor::system("local:reset-password", crate::Origin::System)
 }
 
 /// A random password of the strength the bootstrap user gets.
 pub fn random_password_string() -> String {
-    users::random_password().expose_secret().to_owned()
+    validation::random_password().expose_secret().to_owned()
 }
 
 impl Identity {

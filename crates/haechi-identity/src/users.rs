@@ -1,16 +1,16 @@
-//! Users, roles and tokens in the store, and the admin operations on them.
-
-use std::collections::BTreeSet;
+//! Users in the store and the admin operations on them.
 
 use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
 use haechi_types::{ident, time, time::now_ms, Error, Result};
 use ipnet::IpNet;
-use rand::Rng;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::permission::{builtin_roles, Permission, PermissionSet, SYSTEM_ADMIN};
-use crate::{Actor, Identity, RoleRef};
+use crate::permission::{PermissionSet, SYSTEM_ADMIN};
+use crate::roles::*;
+use crate::tokens::*;
+use crate::validation::*;
+use crate::{Actor, Caller, Identity};
 
 /// `human` accounts log in to the console and lock after inactivity; `api` accounts (MDRM's
 /// `lock_flg = '8'`) are for machines: no console login, never locked for inactivity.
@@ -40,11 +40,14 @@ impl UserKind {
     }
 }
 
-fn iso<S: Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn iso<S: Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&time::iso_ms(*ms))
 }
 
-fn iso_opt<S: Serializer>(ms: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn iso_opt<S: Serializer>(
+    ms: &Option<i64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match ms {
         Some(ms) => s.serialize_str(&time::iso_ms(*ms)),
         None => s.serialize_none(),
@@ -90,7 +93,7 @@ pub struct NewUser {
     pub allowed_ips: Vec<String>,
 }
 
-fn default_kind() -> UserKind {
+pub(crate) fn default_kind() -> UserKind {
     UserKind::Human
 }
 
@@ -106,61 +109,8 @@ pub struct UserPatch {
     pub kind: Option<UserKind>,
 }
 
-/// A role as the admin API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Role {
-    pub id: i64,
-    pub name: String,
-    pub description: String,
-    pub permissions: Vec<Permission>,
-    pub builtin: bool,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: i64,
-}
-
-/// A new role (`POST /api/v1/roles`).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewRole {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    pub permissions: Vec<String>,
-}
-
-/// Changes to a custom role.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct RolePatch {
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub permissions: Option<Vec<String>>,
-}
-
-/// One of the caller's tokens (never the token itself).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TokenInfo {
-    pub id: i64,
-    /// The login endpoint that issued it.
-    pub family: String,
-    pub client_ip: String,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_used_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: i64,
-    /// The token this request was made with.
-    pub current: bool,
-}
-
 #[derive(sqlx::FromRow)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: i64,
     user_id: String,
     name: String,
@@ -174,7 +124,7 @@ struct UserRow {
     updated_at: i64,
 }
 
-const USER_COLS: &str =
+pub(crate) const USER_COLS: &str =
     "id, user_id, name, kind, disabled, failed_logins, locked_at, allowed_ips, \
                          last_login_at, created_at, updated_at";
 
@@ -200,160 +150,6 @@ impl LoginRow {
     pub fn allowed_ips(&self) -> Result<Vec<IpNet>> {
         parse_allowed_ips(&self.allowed_ips)
     }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct TokenRow {
-    pub token_id: i64,
-    pub user_pk: i64,
-    pub last_used_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
-    pub user_id: String,
-    pub name: String,
-    pub kind: String,
-    pub disabled: bool,
-    pub allowed_ips: String,
-}
-
-pub(crate) fn parse_allowed_ips(json: &str) -> Result<Vec<IpNet>> {
-    let list: Vec<String> = serde_json::from_str(json)?;
-    list.iter()
-        .map(|s| s.parse::<IpNet>().map_err(Error::internal))
-        .collect()
-}
-
-// ---- validation -------------------------------------------------------------------------------
-
-/// A user id: a name under `haechi_types::ident` (1 to 64 characters, NFKC, no invisible or
-/// control characters, no spaces), and no `@` or `/` (the gateway login name is
-/// `<user_id>@<account>`; the id is a path segment).
-fn validate_user_id(user_id: &str) -> Result<()> {
-    ident::check("user_id", user_id, 64, ident::Spaces::Refused)?;
-    if let Some(bad) = user_id.chars().find(|c| *c == '@' || *c == '/') {
-        return Err(Error::field(
-            "user_id",
-            format_args!("must not contain {bad:?} (no '@' or '/')"),
-        ));
-    }
-    Ok(())
-}
-
-/// A role name: a name under `haechi_types::ident` with single inner spaces, not a number.
-fn validate_role_name(name: &str) -> Result<()> {
-    ident::check("name", name, 100, ident::Spaces::Inner)?;
-    if name.parse::<i64>().is_ok() {
-        return Err(Error::field(
-            "name",
-            "must not be a number (roles are looked up by id or name)",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_text(field: &str, value: &str, max: usize, required: bool) -> Result<()> {
-    let n = value.chars().count();
-    if required && value.trim().is_empty() {
-        return Err(Error::field(field, "must not be empty"));
-    }
-    if n > max {
-        return Err(Error::field(
-            field,
-            format_args!("must be at most {max} characters (got {n})"),
-        ));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(Error::field(field, "must not contain control characters"));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_password(pw: &SecretString) -> Result<()> {
-    use secrecy::ExposeSecret;
-    let n = pw.expose_secret().chars().count();
-    if n < 8 {
-        return Err(Error::field("password", "must be at least 8 characters"));
-    }
-    if pw.expose_secret().len() > 1024 {
-        return Err(Error::field("password", "must be at most 1024 bytes"));
-    }
-    Ok(())
-}
-
-/// Normalises an allow-list: CIDRs or single addresses, canonical text, as JSON.
-fn normalize_ips(list: &[String]) -> Result<String> {
-    let mut out = Vec::with_capacity(list.len());
-    if list.len() > 256 {
-        return Err(Error::field("allowed_ips", "at most 256 entries"));
-    }
-    for (i, s) in list.iter().enumerate() {
-        let s = s.trim();
-        let net = s
-            .parse::<IpNet>()
-            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                Error::field(
-                    format!("allowed_ips[{i}]"),
-                    format_args!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
-                )
-            })?;
-        out.push(net.trunc().to_string());
-    }
-    Ok(serde_json::to_string(&out)?)
-}
-
-fn parse_permissions(list: &[String]) -> Result<Vec<Permission>> {
-    let mut set = BTreeSet::new();
-    for (i, s) in list.iter().enumerate() {
-        let p = Permission::parse(s).ok_or_else(|| {
-            let known: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
-            Error::field(
-                format!("permissions[{i}]"),
-                format_args!("unknown permission {s:?}; known: {}", known.join(", ")),
-            )
-        })?;
-        set.insert(p.as_str());
-    }
-    Ok(set.into_iter().filter_map(Permission::parse).collect())
-}
-
-pub(crate) fn random_password() -> SecretString {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::thread_rng();
-    let s: String = (0..20)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect();
-    SecretString::from(s)
-}
-
-// ---- store access ------------------------------------------------------------------------------
-
-pub(crate) async fn ensure_builtin_roles(store: &Store) -> Result<()> {
-    let now = now_ms();
-    let mut tx = store.begin().await?;
-    for (name, description, perms) in builtin_roles() {
-        let json = serde_json::to_string(&perms)?;
-        in_tx!(tx, |c| {
-            sqlx::query(
-            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at, name_key) \
-             VALUES ($1, $2, $3, TRUE, $4, $4, $5) \
-             ON CONFLICT (name) DO UPDATE SET description = excluded.description, \
-               permissions = excluded.permissions, builtin = TRUE, name_key = excluded.name_key"
-        )
-        .bind(name)
-        .bind(description)
-        .bind(&json)
-        .bind(now)
-        .bind(ident::fold(name))
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected())
-        })?;
-    }
-    tx.commit().await
 }
 
 /// Fills the folded key of user ids and role names stored before keys existed (migration
@@ -416,14 +212,15 @@ pub(crate) async fn insert_bootstrap_admin(store: &Store, hash: &str) -> Result<
     .map(|r| r.rows_affected()))?;
     haechi_audit::append(
         &mut tx,
-        haechi_audit::Event::new("system", "user.bootstrap").target("admin"),
+        haechi_audit::Event::new(haechi_audit::Family::System, "user.bootstrap").target("admin"),
     )
     .await?;
     tx.commit().await?;
     Ok(true)
 }
 
-const LOGIN_COLS: &str = "id, user_id, password_hash, kind, disabled, failed_logins, locked_at, \
+pub(crate) const LOGIN_COLS: &str =
+    "id, user_id, password_hash, kind, disabled, failed_logins, locked_at, \
                           allowed_ips, last_login_at, activity_reset_at";
 
 pub(crate) async fn find_login_row(store: &Store, user_id: &str) -> Result<Option<LoginRow>> {
@@ -474,99 +271,7 @@ pub(crate) async fn set_failed_logins(
     Ok(())
 }
 
-pub(crate) async fn find_token(store: &Store, hash: &str) -> Result<Option<TokenRow>> {
-    Ok(read!(store, |db| {
-        sqlx::query_as(
-        "SELECT t.id AS token_id, t.user_id AS user_pk, t.last_used_at, t.expires_at, t.revoked_at, \
-                u.user_id, u.name, u.kind, u.disabled, u.allowed_ips \
-         FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1"
-    )
-    .bind(hash)
-    .fetch_optional(db)
-    .await
-    })?)
-}
-
-pub(crate) async fn roles_of(store: &Store, user_pk: i64) -> Result<Vec<(RoleRef, PermissionSet)>> {
-    let rows: Vec<(i64, String, String)> = read!(store, |db| {
-        sqlx::query_as(
-        "SELECT r.id, r.name, r.permissions FROM roles r JOIN user_roles ur ON ur.role_id = r.id \
-         WHERE ur.user_id = $1 ORDER BY r.name"
-    )
-    .bind(user_pk)
-    .fetch_all(db)
-    .await
-    })?;
-    rows.into_iter()
-        .map(|(id, name, perms)| {
-            let perms: Vec<String> = serde_json::from_str(&perms)?;
-            let perms: Vec<Permission> =
-                perms.iter().filter_map(|p| Permission::parse(p)).collect();
-            Ok((RoleRef { id, name }, PermissionSet::of(&perms)))
-        })
-        .collect()
-}
-
-pub(crate) async fn revoke_token(tx: &mut Tx, user_pk: i64, token_id: i64) -> Result<bool> {
-    let done = in_tx!(tx, |c| {
-        sqlx::query(
-        "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL"
-    )
-    .bind(now_ms())
-    .bind(token_id)
-    .bind(user_pk)
-    .execute(&mut *c).await.map(|r| r.rows_affected())
-    })?;
-    Ok(done == 1)
-}
-
-async fn revoke_all_tokens(tx: &mut Tx, user_pk: i64) -> Result<()> {
-    in_tx!(tx, |c| sqlx::query(
-        "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL"
-    )
-    .bind(now_ms())
-    .bind(user_pk)
-    .execute(&mut *c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-pub(crate) async fn tokens_of(
-    store: &Store,
-    user_pk: i64,
-    current: i64,
-    now: i64,
-    idle_secs: u64,
-) -> Result<Vec<TokenInfo>> {
-    let rows: Vec<(i64, String, String, i64, i64, i64)> = read!(store, |db| {
-        sqlx::query_as(
-        "SELECT id, family, client_ip, created_at, last_used_at, expires_at FROM tokens \
-         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 ORDER BY id"
-    )
-    .bind(user_pk)
-    .bind(now)
-    .bind(now - idle_secs as i64 * 1000)
-    .fetch_all(db)
-    .await
-    })?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, family, client_ip, created_at, last_used_at, expires_at)| TokenInfo {
-                id,
-                family,
-                client_ip,
-                created_at,
-                last_used_at,
-                expires_at,
-                current: id == current,
-            },
-        )
-        .collect())
-}
-
-async fn user_roles(store: &Store, user_pks: &[i64]) -> Result<Vec<(i64, String)>> {
+pub(crate) async fn user_roles(store: &Store, user_pks: &[i64]) -> Result<Vec<(i64, String)>> {
     if user_pks.is_empty() {
         return Ok(vec![]);
     }
@@ -582,7 +287,7 @@ async fn user_roles(store: &Store, user_pks: &[i64]) -> Result<Vec<(i64, String)
     Ok(read!(store, |db| sqlx::query_as(&sql).fetch_all(db).await)?)
 }
 
-fn to_user(
+pub(crate) fn to_user(
     row: UserRow,
     roles: Vec<String>,
     lockout_active: impl Fn(Option<i64>) -> bool,
@@ -619,150 +324,7 @@ pub(crate) async fn get_user(store: &Store, user_id: &str) -> Result<User> {
     to_user(row, roles, |l| l.is_some())
 }
 
-async fn role_ids(tx: &mut Tx, names: &[String]) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let id: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
-            "SELECT id FROM roles WHERE name = $1"
-        )
-        .bind(name)
-        .fetch_optional(&mut *c)
-        .await)?;
-        let id = id.ok_or_else(|| {
-            Error::field(
-                format!("roles[{i}]"),
-                format_args!("no role named {name:?}"),
-            )
-        })?;
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
-}
-
-async fn set_roles(tx: &mut Tx, user_pk: i64, ids: &[i64]) -> Result<()> {
-    in_tx!(tx, |c| sqlx::query(
-        "DELETE FROM user_roles WHERE user_id = $1"
-    )
-    .bind(user_pk)
-    .execute(&mut *c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    for id in ids {
-        in_tx!(tx, |c| sqlx::query(
-            "INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)"
-        )
-        .bind(user_pk)
-        .bind(id)
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected()))?;
-    }
-    Ok(())
-}
-
-fn stored_permissions(json: &str) -> Result<PermissionSet> {
-    let names: Vec<String> = serde_json::from_str(json)?;
-    let perms: Vec<Permission> = names.iter().filter_map(|p| Permission::parse(p)).collect();
-    Ok(PermissionSet::of(&perms))
-}
-
-/// The permissions of a set of roles together.
-async fn permissions_of_roles(tx: &mut Tx, ids: &[i64]) -> Result<PermissionSet> {
-    let mut set = PermissionSet::default();
-    for id in ids {
-        let json: String = in_tx!(tx, |c| sqlx::query_scalar(
-            "SELECT permissions FROM roles WHERE id = $1"
-        )
-        .bind(id)
-        .fetch_one(&mut *c)
-        .await)?;
-        set = set.union(stored_permissions(&json)?);
-    }
-    Ok(set)
-}
-
-/// Refuses a change after which `who` would hold two permissions that one account must never
-/// hold together (separation of duties).
-fn refuse_conflict(set: PermissionSet, who: &str) -> Result<()> {
-    match set.conflict() {
-        Some((a, b)) => Err(Error::forbidden(format!(
-            "separation of duties: {who} would hold both '{}' and '{}', which no account may hold together",
-            a.as_str(),
-            b.as_str()
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Enabled users holding `System Admin`, other than `except`.
-async fn other_active_admins(tx: &mut Tx, except: i64) -> Result<i64> {
-    Ok(in_tx!(tx, |c| {
-        sqlx::query_scalar(
-        "SELECT COUNT(*) FROM users u JOIN user_roles ur ON ur.user_id = u.id JOIN roles r ON r.id = ur.role_id \
-         WHERE r.name = $1 AND u.disabled = FALSE AND u.id <> $2"
-    )
-    .bind(SYSTEM_ADMIN)
-    .bind(except)
-    .fetch_one(&mut *c)
-    .await
-    })?)
-}
-
-async fn is_admin(tx: &mut Tx, user_pk: i64) -> Result<bool> {
-    let n: i64 = in_tx!(tx, |c| {
-        sqlx::query_scalar(
-        "SELECT COUNT(*) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1 AND r.name = $2"
-    )
-    .bind(user_pk)
-    .bind(SYSTEM_ADMIN)
-    .fetch_one(&mut *c)
-    .await
-    })?;
-    Ok(n > 0)
-}
-
-/// Refuses new permissions `perms` for `role` when the actor holds the role (nobody widens
-/// their own rights) or when a holder of the role would then hold a conflicting pair.
-async fn check_role_permissions(
-    tx: &mut Tx,
-    actor: &Actor,
-    role: &Role,
-    perms: PermissionSet,
-) -> Result<()> {
-    refuse_conflict(perms, &format!("every holder of role '{}'", role.name))?;
-    let holders: Vec<(i64, String)> = in_tx!(tx, |c| sqlx::query_as(
-        "SELECT u.id, u.user_id FROM user_roles ur JOIN users u ON u.id = ur.user_id \
-         WHERE ur.role_id = $1 ORDER BY u.id"
-    )
-    .bind(role.id)
-    .fetch_all(&mut *c)
-    .await)?;
-    if holders.iter().any(|(_, id)| *id == actor.user_id) {
-        return Err(Error::forbidden(format!(
-            "you hold role '{}'; nobody changes the permissions of a role they hold",
-            role.name
-        )));
-    }
-    for (pk, user_id) in holders {
-        let others: Vec<i64> = in_tx!(tx, |c| sqlx::query_scalar(
-            "SELECT role_id FROM user_roles WHERE user_id = $1 AND role_id <> $2"
-        )
-        .bind(pk)
-        .bind(role.id)
-        .fetch_all(&mut *c)
-        .await)?;
-        let set = permissions_of_roles(tx, &others).await?.union(perms);
-        refuse_conflict(
-            set,
-            &format!("user '{user_id}' (who holds role '{}')", role.name),
-        )?;
-    }
-    Ok(())
-}
-
-async fn user_pk(tx: &mut Tx, user_id: &str) -> Result<i64> {
+pub(crate) async fn user_pk(tx: &mut Tx, user_id: &str) -> Result<i64> {
     let id: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
         "SELECT id FROM users WHERE user_id = $1"
     )
@@ -772,36 +334,112 @@ async fn user_pk(tx: &mut Tx, user_id: &str) -> Result<i64> {
     id.ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))
 }
 
-async fn load_role(store: &Store, key: &str) -> Result<Role> {
-    let by_id = key.parse::<i64>().ok();
-    let row: Option<(i64, String, String, String, bool, i64, i64)> = read!(store, |db| {
-        sqlx::query_as(
-        "SELECT id, name, description, permissions, builtin, created_at, updated_at FROM roles \
-         WHERE id = $1 OR name = $2"
+/// Refuses a change that would leave no enabled `System Admin`: `user_pk` losing the role
+/// (`new_role_ids` without it) or being disabled while no other enabled admin exists.
+async fn keep_an_admin(
+    tx: &mut Tx,
+    pk: i64,
+    user_id: &str,
+    new_role_ids: Option<&[i64]>,
+    disabled: Option<bool>,
+) -> Result<()> {
+    if !is_admin(tx, pk).await? {
+        return Ok(());
+    }
+    let admin_role: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT id FROM roles WHERE name = $1"
     )
-    .bind(by_id)
-    .bind(key)
-    .fetch_optional(db)
-    .await
-    })?;
-    let (id, name, description, permissions, builtin, created_at, updated_at) =
-        row.ok_or_else(|| Error::not_found(format_args!("role '{key}'")))?;
-    let permissions: Vec<String> = serde_json::from_str(&permissions)?;
-    Ok(Role {
-        id,
-        name,
-        description,
-        permissions: permissions
-            .iter()
-            .filter_map(|p| Permission::parse(p))
-            .collect(),
-        builtin,
-        created_at,
-        updated_at,
-    })
+    .bind(SYSTEM_ADMIN)
+    .fetch_one(&mut *c)
+    .await)?;
+    let loses_role = new_role_ids.is_some_and(|ids| !ids.contains(&admin_role));
+    if (loses_role || disabled == Some(true)) && other_active_admins(tx, pk).await? == 0 {
+        return Err(Error::conflict(format!(
+            "'{user_id}' is the last enabled System Admin; make another user System Admin first"
+        )));
+    }
+    Ok(())
 }
 
-// ---- admin operations ---------------------------------------------------------------------------
+/// Writes each field of a checked patch (`ips` normalized, `new_role_ids` resolved, `hash`
+/// the new password's); disabling or a new password revokes every token of the user.
+/// Returns the names of the fields changed.
+async fn apply_user_patch(
+    tx: &mut Tx,
+    pk: i64,
+    patch: &UserPatch,
+    ips: Option<&str>,
+    new_role_ids: Option<&[i64]>,
+    hash: Option<&str>,
+    now: i64,
+) -> Result<Vec<&'static str>> {
+    let mut changed: Vec<&'static str> = Vec::new();
+    if let Some(name) = &patch.name {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE users SET name = $1 WHERE id = $2"
+        )
+        .bind(name)
+        .bind(pk)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        changed.push("name");
+    }
+    if let Some(kind) = patch.kind {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE users SET kind = $1 WHERE id = $2"
+        )
+        .bind(kind.as_str())
+        .bind(pk)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        changed.push("kind");
+    }
+    if let Some(ips) = ips {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE users SET allowed_ips = $1 WHERE id = $2"
+        )
+        .bind(ips)
+        .bind(pk)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        changed.push("allowed_ips");
+    }
+    if let Some(ids) = new_role_ids {
+        set_roles(tx, pk, ids).await?;
+        changed.push("roles");
+    }
+    if let Some(disabled) = patch.disabled {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE users SET disabled = $1 WHERE id = $2"
+        )
+        .bind(disabled)
+        .bind(pk)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if disabled {
+            revoke_all_tokens(tx, pk).await?;
+        }
+        changed.push("disabled");
+    }
+    if let Some(hash) = hash {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3"
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(pk)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        revoke_all_tokens(tx, pk).await?;
+        changed.push("password");
+    }
+    Ok(changed)
+}
 
 impl Identity {
     fn lock_active(&self, locked_at: Option<i64>) -> bool {
@@ -888,7 +526,8 @@ impl Identity {
         Ok((users, total))
     }
 
-    pub async fn create_user(&self, actor: &Actor, new: NewUser) -> Result<User> {
+    pub async fn create_user(&self, caller: &Caller, new: NewUser) -> Result<User> {
+        let actor = &caller.actor;
         validate_user_id(&new.user_id)?;
         validate_text("name", &new.name, 200, true)?;
         validate_password(&new.password)?;
@@ -929,7 +568,7 @@ impl Identity {
         set_roles(&mut tx, id, &role_ids).await?;
         haechi_audit::append(
             &mut tx,
-            actor.event("admin", "user.create").target(new.user_id.clone()).detail(serde_json::json!({
+            actor.event("user.create").target(new.user_id.clone()).detail(serde_json::json!({
                 "kind": new.kind, "roles": new.roles, "allowed_ips": serde_json::from_str::<serde_json::Value>(&ips)?,
             })),
         )
@@ -979,90 +618,24 @@ impl Identity {
                 &format!("user '{user_id}'"),
             )?;
         }
-        let was_admin = is_admin(&mut tx, pk).await?;
-        if was_admin {
-            let admin_role: i64 = in_tx!(tx, |c| sqlx::query_scalar(
-                "SELECT id FROM roles WHERE name = $1"
-            )
-            .bind(SYSTEM_ADMIN)
-            .fetch_one(&mut *c)
-            .await)?;
-            let loses_role = new_role_ids
-                .as_ref()
-                .is_some_and(|ids| !ids.contains(&admin_role));
-            if (loses_role || patch.disabled == Some(true))
-                && other_active_admins(&mut tx, pk).await? == 0
-            {
-                return Err(Error::conflict(format!(
-                    "'{user_id}' is the last enabled System Admin; make another user System Admin first"
-                )));
-            }
-        }
-        let mut changed: Vec<&str> = Vec::new();
-        if let Some(name) = &patch.name {
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE users SET name = $1 WHERE id = $2"
-            )
-            .bind(name)
-            .bind(pk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            changed.push("name");
-        }
-        if let Some(kind) = patch.kind {
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE users SET kind = $1 WHERE id = $2"
-            )
-            .bind(kind.as_str())
-            .bind(pk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            changed.push("kind");
-        }
-        if let Some(ips) = &ips {
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE users SET allowed_ips = $1 WHERE id = $2"
-            )
-            .bind(ips)
-            .bind(pk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            changed.push("allowed_ips");
-        }
-        if let Some(ids) = &new_role_ids {
-            set_roles(&mut tx, pk, ids).await?;
-            changed.push("roles");
-        }
-        if let Some(disabled) = patch.disabled {
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE users SET disabled = $1 WHERE id = $2"
-            )
-            .bind(disabled)
-            .bind(pk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            if disabled {
-                revoke_all_tokens(&mut tx, pk).await?;
-            }
-            changed.push("disabled");
-        }
-        if let Some(hash) = &hash {
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3"
-            )
-            .bind(hash)
-            .bind(now)
-            .bind(pk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-            revoke_all_tokens(&mut tx, pk).await?;
-            changed.push("password");
-        }
+        keep_an_admin(
+            &mut tx,
+            pk,
+            user_id,
+            new_role_ids.as_deref(),
+            patch.disabled,
+        )
+        .await?;
+        let changed = apply_user_patch(
+            &mut tx,
+            pk,
+            &patch,
+            ips.as_deref(),
+            new_role_ids.as_deref(),
+            hash.as_deref(),
+            now,
+        )
+        .await?;
         in_tx!(tx, |c| sqlx::query(
             "UPDATE users SET updated_at = $1 WHERE id = $2"
         )
@@ -1083,10 +656,7 @@ impl Identity {
         }
         haechi_audit::append(
             &mut tx,
-            actor
-                .event("admin", "user.update")
-                .target(user_id)
-                .detail(detail),
+            actor.event("user.update").target(user_id).detail(detail),
         )
         .await?;
         tx.commit().await?;
@@ -1100,11 +670,12 @@ impl Identity {
     /// the account is locked the change is refused.
     pub async fn change_own_password(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         user_id: &str,
         current: &SecretString,
         new: SecretString,
     ) -> Result<()> {
+        let actor = &caller.actor;
         validate_password(&new)?;
         let _slot = self.password_check_turn(user_id).await?;
         let row = find_login_row(&self.store, user_id)
@@ -1123,7 +694,7 @@ impl Identity {
         let locked = self.lock_active(state.locked_at);
         let refused = |reason: &'static str| {
             actor
-                .event("admin", "user.password")
+                .event("user.password")
                 .target(user_id)
                 .outcome(haechi_audit::Outcome::Failure)
                 .detail(serde_json::json!({ "reason": reason }))
@@ -1162,7 +733,8 @@ impl Identity {
         Ok(())
     }
 
-    pub async fn delete_user(&self, actor: &Actor, user_id: &str) -> Result<()> {
+    pub async fn delete_user(&self, caller: &Caller, user_id: &str) -> Result<()> {
+        let actor = &caller.actor;
         if actor.user_id == user_id {
             return Err(Error::conflict("you cannot delete your own account"));
         }
@@ -1185,7 +757,7 @@ impl Identity {
         .execute(&mut *c)
         .await
         .map(|r| r.rows_affected()))?;
-        haechi_audit::append(&mut tx, actor.event("admin", "user.delete").target(user_id)).await?;
+        haechi_audit::append(&mut tx, actor.event("user.delete").target(user_id)).await?;
         tx.commit().await?;
         self.forget_user(pk).await;
         Ok(())
@@ -1204,199 +776,8 @@ impl Identity {
         .bind(pk)
         .execute(&mut *c).await.map(|r| r.rows_affected())
         })?;
-        haechi_audit::append(&mut tx, actor.event("admin", "user.unlock").target(user_id)).await?;
+        haechi_audit::append(&mut tx, actor.event("user.unlock").target(user_id)).await?;
         tx.commit().await?;
         self.get_user(user_id).await
-    }
-
-    /// A user's live tokens (never the token values), for an admin who may end them;
-    /// `current` marks the caller's own token.
-    pub async fn user_tokens(&self, user_id: &str, current: i64) -> Result<Vec<TokenInfo>> {
-        let u = get_user(&self.store, user_id).await?;
-        tokens_of(
-            &self.store,
-            u.id,
-            current,
-            now_ms(),
-            self.cfg.token_idle_secs,
-        )
-        .await
-    }
-
-    /// Revokes one token of a user (an admin ending someone's session); 404 when it is not
-    /// a live token of that user.
-    pub async fn revoke_user_token(
-        &self,
-        actor: &Actor,
-        user_id: &str,
-        token_id: i64,
-    ) -> Result<()> {
-        let mut tx = self.store.begin().await?;
-        let pk = user_pk(&mut tx, user_id).await?;
-        if !revoke_token(&mut tx, pk, token_id).await? {
-            return Err(Error::not_found(format_args!(
-                "live token {token_id} of user '{user_id}'"
-            )));
-        }
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event("admin", "token.revoke")
-                .target(token_id.to_string())
-                .detail(serde_json::json!({ "user_id": user_id })),
-        )
-        .await?;
-        tx.commit().await?;
-        self.forget_token(token_id).await;
-        Ok(())
-    }
-
-    pub async fn list_roles(&self) -> Result<Vec<Role>> {
-        let names: Vec<String> = read!(self.store, |db| sqlx::query_scalar(
-            "SELECT name FROM roles ORDER BY id"
-        )
-        .fetch_all(db)
-        .await)?;
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
-            out.push(load_role(&self.store, &n).await?);
-        }
-        Ok(out)
-    }
-
-    /// A role by numeric id or by name.
-    pub async fn get_role(&self, key: &str) -> Result<Role> {
-        load_role(&self.store, key).await
-    }
-
-    pub async fn create_role(&self, actor: &Actor, new: NewRole) -> Result<Role> {
-        validate_role_name(&new.name)?;
-        validate_text("description", &new.description, 500, false)?;
-        let perms = parse_permissions(&new.permissions)?;
-        refuse_conflict(
-            PermissionSet::of(&perms),
-            &format!("every holder of role '{}'", new.name),
-        )?;
-        let now = now_ms();
-        let mut tx = self.store.begin().await?;
-        let r = in_tx!(tx, |c| {
-            sqlx::query_scalar::<_, i64>(
-            "INSERT INTO roles (name, description, permissions, builtin, created_at, updated_at, name_key) \
-             VALUES ($1, $2, $3, FALSE, $4, $4, $5) RETURNING id"
-        )
-        .bind(&new.name)
-        .bind(&new.description)
-        .bind(serde_json::to_string(&perms)?)
-        .bind(now)
-        .bind(ident::fold(&new.name))
-        .fetch_one(&mut *c)
-        .await
-        });
-        let id = match r {
-            Ok(id) => id,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "a role named '{}' (or one that differs only in case or width) already exists",
-                    new.name
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event("admin", "role.create")
-                .target(new.name.clone())
-                .detail(serde_json::json!({ "id": id, "permissions": perms })),
-        )
-        .await?;
-        tx.commit().await?;
-        load_role(&self.store, &id.to_string()).await
-    }
-
-    pub async fn update_role(&self, actor: &Actor, key: &str, patch: RolePatch) -> Result<Role> {
-        let role = load_role(&self.store, key).await?;
-        if role.builtin {
-            return Err(Error::conflict(format!(
-                "'{}' is a built-in role and cannot be changed",
-                role.name
-            )));
-        }
-        if let Some(n) = &patch.name {
-            validate_role_name(n)?;
-        }
-        if let Some(d) = &patch.description {
-            validate_text("description", d, 500, false)?;
-        }
-        let perms = patch
-            .permissions
-            .as_deref()
-            .map(parse_permissions)
-            .transpose()?;
-        let mut tx = self.store.begin().await?;
-        if let Some(perms) = &perms {
-            check_role_permissions(&mut tx, actor, &role, PermissionSet::of(perms)).await?;
-        }
-        let r = in_tx!(tx, |c| {
-            sqlx::query(
-            "UPDATE roles SET name = COALESCE($1, name), description = COALESCE($2, description), \
-             permissions = COALESCE($3, permissions), updated_at = $4, name_key = COALESCE($6, name_key) \
-             WHERE id = $5"
-        )
-        .bind(&patch.name)
-        .bind(&patch.description)
-        .bind(perms.as_ref().map(serde_json::to_string).transpose()?)
-        .bind(now_ms())
-        .bind(role.id)
-        .bind(patch.name.as_deref().map(ident::fold))
-        .execute(&mut *c).await.map(|r| r.rows_affected())
-        });
-        match r {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict(
-                "a role with that name (or one that differs only in case or width) already exists",
-            )),
-            Err(e) => return Err(e.into()),
-        }
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event("admin", "role.update")
-                .target(role.name.clone())
-                .detail(serde_json::json!({
-                    "id": role.id, "name": patch.name, "permissions": perms,
-                })),
-        )
-        .await?;
-        tx.commit().await?;
-        self.forget_all().await;
-        load_role(&self.store, &role.id.to_string()).await
-    }
-
-    pub async fn delete_role(&self, actor: &Actor, key: &str) -> Result<()> {
-        let role = load_role(&self.store, key).await?;
-        if role.builtin {
-            return Err(Error::conflict(format!(
-                "'{}' is a built-in role and cannot be deleted",
-                role.name
-            )));
-        }
-        let mut tx = self.store.begin().await?;
-        in_tx!(tx, |c| sqlx::query("DELETE FROM roles WHERE id = $1")
-            .bind(role.id)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event("admin", "role.delete")
-                .target(role.name.clone())
-                .detail(serde_json::json!({ "id": role.id })),
-        )
-        .await?;
-        tx.commit().await?;
-        self.forget_all().await;
-        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Caller, Permission, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
@@ -62,10 +62,10 @@ impl Vault {
     /// Creates a credential owned by the caller.
     pub async fn create_credential(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         new: NewCredential,
     ) -> Result<Credential> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         check_name("name", &new.name)?;
         if let Some(d) = &new.description {
             check_description("description", d)?;
@@ -131,7 +131,7 @@ impl Vault {
         }
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "credential.create").target(format!("credential:{id}")).detail(json!({
+            actor.event("credential.create").target(format!("credential:{id}")).detail(json!({
                 "name": new.name,
                 "attributes": attributes.iter().map(|a| json!({ "id": a.id, "name": a.name })).collect::<Vec<_>>(),
             })),
@@ -279,11 +279,11 @@ impl Vault {
     /// Owner or Locker Admin. A stale `version` is 409; no change at all is 304.
     pub async fn update_credential(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         patch: CredentialPatch,
     ) -> Result<Credential> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         if let Some(n) = &patch.name {
             check_name("name", n)?;
         }
@@ -370,7 +370,7 @@ impl Vault {
         plan.apply(&mut tx, id, p.id, now).await?;
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "credential.update").target(format!("credential:{id}")).detail(json!({
+            actor.event("credential.update").target(format!("credential:{id}")).detail(json!({
                 "name": name,
                 "description_changed": description.is_some(),
                 "owner_id": owner,
@@ -387,11 +387,11 @@ impl Vault {
     /// Gives a credential to another user (owner or Locker Admin). The same owner is 304.
     pub async fn transfer_credential(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         new_owner: i64,
     ) -> Result<Credential> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc = access::credential_tx(&mut tx, p, id)
             .await?
@@ -430,7 +430,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "credential.owner")
+                .event("credential.owner")
                 .target(format!("credential:{id}"))
                 .detail(json!({
                     "from": acc.row.owner_id, "to": new_owner,
@@ -442,7 +442,8 @@ impl Vault {
     }
 
     /// Deletes a credential with its attributes and values (owner or Locker Admin).
-    pub async fn delete_credential(&self, p: &Principal, actor: &Actor, id: i64) -> Result<()> {
+    pub async fn delete_credential(&self, caller: &Caller, id: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc: CredentialAccess = access::credential_tx(&mut tx, p, id)
             .await?
@@ -458,7 +459,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "credential.delete")
+                .event("credential.delete")
                 .target(format!("credential:{id}"))
                 .detail(json!({ "name": acc.row.name, "owner_id": acc.row.owner_id, "locker_id": acc.row.locker_id })),
         )

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
-use haechi_identity::Actor;
+use haechi_identity::Caller;
 use haechi_store::{in_tx, read, Backend, Delivery, Signal, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -103,7 +103,7 @@ fn context_slot(context: &str, key: i64) -> Slot {
 }
 
 fn system_event(action: &str) -> Event {
-    Event::new("vault", action).by("system", None)
+    Event::new(haechi_audit::Family::Vault, action).by("system", None)
 }
 
 /// Reads the key file; `Ok(None)` when there is none.
@@ -518,11 +518,12 @@ impl Vault {
     /// Applies the master key (`PUT keys/private`, `haechi vault unseal`). A wrong key is 400
     /// and the vault stays as it was; both outcomes are audited. Returns whether this call
     /// unsealed the vault (false: it already was).
-    pub async fn unseal(&self, actor: &Actor, field: &str, text: &SecretString) -> Result<bool> {
+    pub async fn unseal(&self, caller: &Caller, field: &str, text: &SecretString) -> Result<bool> {
+        let actor = &caller.actor;
         let _guard = self.admin.lock().await;
         let failed = |reason: &'static str| {
             actor
-                .event("vault", "vault.unseal")
+                .event("vault.unseal")
                 .outcome(Outcome::Failure)
                 .detail(json!({ "reason": reason }))
         };
@@ -567,7 +568,7 @@ impl Vault {
         haechi_audit::record(
             &self.store,
             actor
-                .event("vault", "vault.unseal")
+                .event("vault.unseal")
                 .detail(json!({ "already_unsealed": !was_sealed, "key_file_written": wrote_file })),
         )
         .await?;
@@ -580,15 +581,16 @@ impl Vault {
     /// is `NotModified`.
     pub async fn set_mode(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         mode: Mode,
         field: &str,
         text: &SecretString,
     ) -> Result<()> {
+        let actor = &caller.actor;
         let _guard = self.admin.lock().await;
         let failed = |reason: &'static str| {
             actor
-                .event("vault", "vault.mode.change")
+                .event("vault.mode.change")
                 .outcome(Outcome::Failure)
                 .detail(json!({ "to": mode.as_str(), "reason": reason }))
         };
@@ -631,7 +633,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "vault.mode.change")
+                .event("vault.mode.change")
                 .detail(json!({ "from": from.as_str(), "to": mode.as_str() })),
         )
         .await?;
@@ -780,7 +782,8 @@ impl Vault {
     /// Re-encrypts every value under a new data key in one transaction, then deletes the old
     /// data keys. A value that fails to decrypt aborts the rotation (nothing changes) and is
     /// named in the server log.
-    pub async fn rotate_data_key(&self, actor: &Actor) -> Result<Rotation> {
+    pub async fn rotate_data_key(&self, caller: &Caller) -> Result<Rotation> {
+        let actor = &caller.actor;
         let _guard = self.admin.lock().await;
         let ring = self.keyring()?;
         let new_key = DataKey::generate();
@@ -876,7 +879,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "vault.data_key.rotate")
+                .event("vault.data_key.rotate")
                 .target(format!("data-key:{new_id}"))
                 .detail(json!({
                     "key_id": new_id, "reencrypted": reencrypted, "retired_keys": retired,
@@ -916,10 +919,11 @@ impl Vault {
     /// follows when it held the key; an environment key cannot, and the answer says so.
     pub async fn change_master_key(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         current: &SecretString,
         new: &SecretString,
     ) -> Result<Rekey> {
+        let actor = &caller.actor;
         let _guard = self.admin.lock().await;
         let ring = self.keyring()?;
         let current = Self::parse_key("current_key", current)?;
@@ -937,7 +941,7 @@ impl Vault {
             haechi_audit::record(
                 &self.store,
                 actor
-                    .event("vault", "vault.master_key.change")
+                    .event("vault.master_key.change")
                     .outcome(Outcome::Failure)
                     .detail(json!({ "reason": "wrong current key" })),
             )
@@ -978,7 +982,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "vault.master_key.change")
+                .event("vault.master_key.change")
                 .detail(json!({ "rewrapped_keys": keys.len() })),
         )
         .await?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Caller, Permission, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
@@ -71,11 +71,11 @@ impl Vault {
     /// Creates a locker; the caller becomes its member with `own`, `manage` and `participate`.
     pub async fn create_locker(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         name: String,
         description: Option<String>,
     ) -> Result<Locker> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         check_name("name", &name)?;
         if let Some(d) = &description {
             check_description("description", d)?;
@@ -109,7 +109,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.create")
+                .event("locker.create")
                 .target(locker_target(id))
                 .detail(json!({ "name": name })),
         )
@@ -199,11 +199,11 @@ impl Vault {
     /// Changes a locker's name or description (`own`, `manage`, Locker Admin).
     pub async fn update_locker(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         patch: LockerPatch,
     ) -> Result<Locker> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         if let Some(n) = &patch.name {
             check_name("name", n)?;
         }
@@ -263,7 +263,7 @@ impl Vault {
         }
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "locker.update").target(locker_target(id)).detail(json!({
+            actor.event("locker.update").target(locker_target(id)).detail(json!({
                 "name": name, "description_changed": description.is_some(), "version": patch.version + 1,
             })),
         )
@@ -285,7 +285,8 @@ impl Vault {
     }
 
     /// Deletes an empty locker (`own` or Locker Admin); one that holds credentials is 409.
-    pub async fn delete_locker(&self, p: &Principal, actor: &Actor, id: i64) -> Result<()> {
+    pub async fn delete_locker(&self, caller: &Caller, id: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         acc.require_own("deleting the locker")?;
@@ -310,7 +311,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.delete")
+                .event("locker.delete")
                 .target(locker_target(id))
                 .detail(json!({ "name": acc.row.name })),
         )
@@ -334,13 +335,8 @@ impl Vault {
     /// Makes a role a consumer of a locker (`own`, `manage`, Locker Admin). The role must
     /// exist; one already a consumer is 304. A role the caller holds only an `own` member may
     /// add (403 otherwise), so that managing a locker never turns into reading its values.
-    pub async fn add_consumer(
-        &self,
-        p: &Principal,
-        actor: &Actor,
-        id: i64,
-        role: i64,
-    ) -> Result<()> {
+    pub async fn add_consumer(&self, caller: &Caller, id: i64, role: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         acc.require_manage()?;
@@ -384,7 +380,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.consumer.add")
+                .event("locker.consumer.add")
                 .target(locker_target(id))
                 .detail(json!({ "role": role, "role_name": role_name })),
         )
@@ -392,13 +388,8 @@ impl Vault {
         tx.commit().await
     }
 
-    pub async fn remove_consumer(
-        &self,
-        p: &Principal,
-        actor: &Actor,
-        id: i64,
-        role: i64,
-    ) -> Result<()> {
+    pub async fn remove_consumer(&self, caller: &Caller, id: i64, role: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         acc.require_manage()?;
@@ -419,7 +410,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.consumer.remove")
+                .event("locker.consumer.remove")
                 .target(locker_target(id))
                 .detail(json!({ "role": role })),
         )
@@ -454,12 +445,12 @@ impl Vault {
     /// permissions again are 304.
     pub async fn set_member(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         user: i64,
         perms: Perms,
     ) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         if !perms.any() {
             return Err(Error::field(
                 "permissions",
@@ -502,7 +493,7 @@ impl Vault {
         touch_locker(&mut tx, id, p.id).await?;
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "locker.member.set").target(locker_target(id)).detail(json!({
+            actor.event("locker.member.set").target(locker_target(id)).detail(json!({
                 "user": user, "permissions": perms.names(), "previous": current.map(Perms::names),
             })),
         )
@@ -512,13 +503,8 @@ impl Vault {
 
     /// Removes a member (`own`, `manage`, Locker Admin; anyone may leave). Removing an owner
     /// takes `own`; the last owner cannot be removed.
-    pub async fn remove_member(
-        &self,
-        p: &Principal,
-        actor: &Actor,
-        id: i64,
-        user: i64,
-    ) -> Result<()> {
+    pub async fn remove_member(&self, caller: &Caller, id: i64, user: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let acc: LockerAccess = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         let Some(current) = member_tx(&mut tx, id, user).await? else {
@@ -547,7 +533,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.member.remove")
+                .event("locker.member.remove")
                 .target(locker_target(id))
                 .detail(json!({ "user": user, "permissions": current.names() })),
         )
@@ -559,11 +545,11 @@ impl Vault {
     /// permission), or a Locker Admin. Already there is 304; in another locker is 409.
     pub async fn add_credential_to_locker(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         credential: i64,
     ) -> Result<Credential> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let locker = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         let cred = access::credential_tx(&mut tx, p, credential)
@@ -591,7 +577,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.credential.add")
+                .event("locker.credential.add")
                 .target(locker_target(id))
                 .detail(json!({ "credential": credential, "name": cred.row.name })),
         )
@@ -626,11 +612,11 @@ impl Vault {
     /// credential's owner as a member.
     pub async fn remove_credential_from_locker(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         id: i64,
         credential: i64,
     ) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let locker = access::locker_tx(&mut tx, p, id).await?.require_visible()?;
         let cred = access::credential_tx(&mut tx, p, credential).await?;
@@ -648,7 +634,7 @@ impl Vault {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("vault", "locker.credential.remove")
+                .event("locker.credential.remove")
                 .target(locker_target(id))
                 .detail(json!({ "credential": credential, "name": cred.row.name })),
         )

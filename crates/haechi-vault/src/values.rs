@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use haechi_audit::Outcome;
-use haechi_identity::{Actor, Principal};
+use haechi_identity::{Actor, Caller, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -124,7 +124,7 @@ impl Vault {
                 haechi_audit::record(
                     &self.store,
                     actor
-                        .event("vault", "credential.value.integrity")
+                        .event("credential.value.integrity")
                         .outcome(Outcome::Failure)
                         .target(format!("credential:{}", row.credential_id))
                         .detail(json!({
@@ -167,11 +167,11 @@ impl Vault {
     /// ones. An attribute that already has the caller's value is 409 (change it with an update).
     pub async fn create_values(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         credential: i64,
         items: Vec<NewValue>,
     ) -> Result<Vec<Value>> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         if items.is_empty() {
             return Err(Error::invalid(
                 "the body holds no value: send [{\"credentialAttributeId\":N,\"value\":\"...\"}]",
@@ -243,7 +243,7 @@ impl Vault {
         }
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "credential.value.create").target(format!("credential:{credential}")).detail(json!({
+            actor.event("credential.value.create").target(format!("credential:{credential}")).detail(json!({
                 "credential": credential,
                 "values": out.iter().map(|v| json!({ "id": v.id, "attribute": v.attribute_id, "user": v.user_id })).collect::<Vec<_>>(),
             })),
@@ -343,13 +343,14 @@ impl Vault {
     /// workflow task steps' `env_from_vault`). Access and audit as [`Vault::read_values`].
     pub async fn read_attribute_value(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         credential: i64,
         attribute: &str,
     ) -> Result<SecretString> {
-        let attr = self.usable_attribute(p, credential, attribute).await?;
-        self.read_values(p, actor, credential)
+        let attr = self
+            .usable_attribute(&caller.principal, credential, attribute)
+            .await?;
+        self.read_values(caller, credential)
             .await?
             .into_iter()
             .find(|v| v.attribute_id == attr.id)
@@ -359,7 +360,7 @@ impl Vault {
                     "attribute",
                     format_args!(
                         "attribute '{}' of credential {credential} has no value user '{}' can use",
-                        attr.name, p.user_id
+                        attr.name, caller.principal.user_id
                     ),
                 )
             })
@@ -429,13 +430,8 @@ impl Vault {
     /// record (group commit: readers waiting at the same moment share a transaction); under
     /// `batched` it returns once the event is queued, and a crash can lose the events of the last
     /// few milliseconds. Figures of both: bench/README.md.
-    pub async fn read_values(
-        &self,
-        p: &Principal,
-        actor: &Actor,
-        credential: i64,
-    ) -> Result<Vec<Value>> {
-        self.read_some(p, actor, credential, None).await
+    pub async fn read_values(&self, caller: &Caller, credential: i64) -> Result<Vec<Value>> {
+        self.read_some(caller, credential, None).await
     }
 
     /// One value of a credential the caller may use (as [`Vault::read_values`]: a standard
@@ -445,14 +441,13 @@ impl Vault {
     /// not exist, is 404 and nothing is read.
     pub async fn read_value(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         credential: i64,
         value: i64,
         via: &'static str,
     ) -> Result<Value> {
         let mut values = self
-            .read_some(p, actor, credential, Some((value, via)))
+            .read_some(caller, credential, Some((value, via)))
             .await?;
         values
             .pop()
@@ -462,11 +457,11 @@ impl Vault {
     /// [`Vault::read_values`], or with `only` the one value `only.0` (audited with `via`).
     async fn read_some(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         credential: i64,
         only: Option<(i64, &'static str)>,
     ) -> Result<Vec<Value>> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         // The hot path: the credential, the caller's standing and the values in one query.
         fn sql(one: bool) -> String {
             format!(
@@ -531,7 +526,7 @@ impl Vault {
         self.reads
             .record(
                 actor
-                    .event("vault", "credential.value.read")
+                    .event("credential.value.read")
                     .target(format!("credential:{credential}"))
                     .detail(detail),
             )
@@ -576,12 +571,12 @@ impl Vault {
     /// Changes one value. A stale `version` is 409; the same value again is 304.
     pub async fn update_value(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         credential: i64,
         value: i64,
         patch: ValuePatch,
     ) -> Result<Value> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         check_value("[0].value".into(), &patch.value)?;
         let mut tx = self.store.begin().await?;
         let (_, row) = self.value_for_change(&mut tx, p, credential, value).await?;
@@ -652,7 +647,7 @@ impl Vault {
         })?;
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "credential.value.update").target(format!("credential:{credential}")).detail(json!({
+            actor.event("credential.value.update").target(format!("credential:{credential}")).detail(json!({
                 "credential": credential, "value": value, "attribute": row.attribute_id, "user": row.user_id,
             })),
         )
@@ -673,13 +668,8 @@ impl Vault {
     }
 
     /// Deletes one value (same rights as changing it).
-    pub async fn delete_value(
-        &self,
-        p: &Principal,
-        actor: &Actor,
-        credential: i64,
-        value: i64,
-    ) -> Result<()> {
+    pub async fn delete_value(&self, caller: &Caller, credential: i64, value: i64) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let mut tx = self.store.begin().await?;
         let (_, row) = self.value_for_change(&mut tx, p, credential, value).await?;
         self.keyring()?;
@@ -692,7 +682,7 @@ impl Vault {
         .map(|r| r.rows_affected()))?;
         haechi_audit::append(
             &mut tx,
-            actor.event("vault", "credential.value.delete").target(format!("credential:{credential}")).detail(json!({
+            actor.event("credential.value.delete").target(format!("credential:{credential}")).detail(json!({
                 "credential": credential, "value": value, "attribute": row.attribute_id, "user": row.user_id,
             })),
         )

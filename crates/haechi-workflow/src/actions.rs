@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use haechi_identity::Actor;
+use haechi_identity::Caller;
 use haechi_store::{in_tx, read, Store};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
@@ -130,11 +130,11 @@ impl Workflows {
     /// Anything else is a 409 naming the state; a missing reason a 400.
     pub async fn step_action(
         &self,
-        actor: &Actor,
-        family: &'static str,
+        caller: &Caller,
         id: &str,
         req: StepActionRequest,
     ) -> Result<crate::model::StepView> {
+        let actor = &caller.actor;
         let reason = check_reason(&req.reason)?;
         let step = req.step.as_str();
         let action = req.action;
@@ -235,7 +235,7 @@ impl Workflows {
             haechi_audit::record(
                 &self.eng.store,
                 actor
-                    .event(family, "workflow.step.action")
+                    .event("workflow.step.action")
                     .target(format!("{id}/{step}"))
                     .outcome(haechi_audit::Outcome::Failure)
                     .detail(json!({ "action": action.as_str(), "reason": reason, "refused": why })),
@@ -421,7 +421,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event(family, "workflow.step.action")
+                .event("workflow.step.action")
                 .target(format!("{id}/{step}"))
                 .detail(detail),
         )

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haechi_exec::SecretEnv;
-use haechi_identity::{Actor, Permission};
+use haechi_identity::{Actor, Origin, Permission};
 use haechi_types::{time::now_ms, Result};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -608,10 +608,14 @@ impl Driver {
             .await
             .map_err(|e| e.message)?;
         let actor = self.actor();
-        crate::executions::check_starter(eng, &principal, &actor, &loaded.def)
+        let caller = haechi_identity::Caller::acting_as(
+            std::sync::Arc::new(principal.clone()),
+            actor.clone(),
+        );
+        crate::executions::check_starter(eng, &caller, &loaded.def)
             .await
             .map_err(|e| e.message)?;
-        let audit = actor.event("mdrm", "workflow.execute").detail(json!({
+        let audit = actor.event("workflow.execute").detail(json!({
             "wf_id": row.id.to_string(), "name": row.name, "version": row.version,
             "params": resolved, "parent_execution_id": self.state.id, "parent_step": step.name,
         }));
@@ -648,7 +652,6 @@ impl Driver {
             match crate::executions::control_run(
                 &self.eng,
                 &actor,
-                "mdrm",
                 child,
                 crate::model::Control::Stop,
             )
@@ -759,7 +762,7 @@ impl Driver {
             haechi_audit::record(
                 &self.eng.store,
                 actor
-                    .event("mdrm", "workflow.db_access.lock")
+                    .event("workflow.db_access.lock")
                     .target(self.state.id.clone())
                     .detail(json!({
                         "step": step, "policy": policy, "index": index,
@@ -773,6 +776,8 @@ impl Driver {
         Ok(())
     }
 
+    /// The execution's steps act as the user who started it, from where they started it,
+    /// with this execution as their origin.
     fn actor(&self) -> Actor {
         Actor {
             user_id: self.state.started_by.clone(),
@@ -781,6 +786,9 @@ impl Driver {
                 .source_ip
                 .parse()
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            origin: Origin::Workflow {
+                execution: self.state.id.clone(),
+            },
         }
     }
 
@@ -1461,14 +1469,9 @@ async fn wait_child(
         }
         if let Some(t) = timeout_at {
             if now_ms() >= t {
-                if let Err(e) = crate::executions::control_run(
-                    &eng,
-                    &actor,
-                    "mdrm",
-                    child,
-                    crate::model::Control::Stop,
-                )
-                .await
+                if let Err(e) =
+                    crate::executions::control_run(&eng, &actor, child, crate::model::Control::Stop)
+                        .await
                 {
                     if e.code != haechi_types::Code::Conflict {
                         tracing::warn!(%child, "could not stop the child after the step's timeout: {}", e.message);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haechi_audit::Outcome;
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Actor, Caller, Permission};
 use haechi_store::{in_tx, read, Backend, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::{json, Map, Value};
@@ -207,12 +207,8 @@ fn skipped_steps(def: &Definition, only: Option<&[String]>) -> Result<Vec<bool>>
 /// the starter ran the task themselves; an `env_from_vault` variable needs the
 /// starter to be able to use the credential's value (read through the vault, which
 /// audits the read, and dropped).
-pub(crate) async fn check_starter(
-    eng: &Engine,
-    p: &Principal,
-    actor: &Actor,
-    def: &Definition,
-) -> Result<()> {
+pub(crate) async fn check_starter(eng: &Engine, caller: &Caller, def: &Definition) -> Result<()> {
+    let (p, actor) = (&*caller.principal, &caller.actor);
     for step in &def.steps {
         if let Action::Task(t) = &step.action {
             if !p.can(Permission::TaskExecute) {
@@ -361,7 +357,6 @@ pub(crate) async fn open_passwords(
 pub(crate) fn control_run<'a>(
     eng: &'a Arc<Engine>,
     actor: &'a Actor,
-    family: &'static str,
     id: &'a str,
     action: Control,
 ) -> futures::future::BoxFuture<'a, Result<StatusView>> {
@@ -399,7 +394,7 @@ pub(crate) fn control_run<'a>(
                 haechi_audit::record(
                 &eng.store,
                 actor
-                    .event(family, "workflow.control")
+                    .event("workflow.control")
                     .target(id.to_owned())
                     .outcome(Outcome::Failure)
                     .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
@@ -478,7 +473,7 @@ pub(crate) fn control_run<'a>(
         haechi_audit::append(
             &mut tx,
             actor
-                .event(family, "workflow.control")
+                .event("workflow.control")
                 .target(id.to_owned())
                 .detail(
                     json!({ "action": action.as_str(), "from": from.as_str(), "to": to.as_str() }),
@@ -504,7 +499,7 @@ pub(crate) fn control_run<'a>(
         .fetch_all(db)
         .await)?;
         for child in children {
-            match control_run(eng, actor, family, &child, action).await {
+            match control_run(eng, actor, &child, action).await {
                 Ok(_) => {}
                 Err(e) if e.code == haechi_types::Code::Conflict => {}
                 Err(e) => {
@@ -561,31 +556,29 @@ impl Workflows {
     /// with `params`; returns the new execution id. The caller checked the permission.
     pub async fn execute(
         &self,
-        p: &Principal,
-        actor: &Actor,
-        family: &'static str,
+        caller: &Caller,
         key: &str,
         params: &Map<String, Value>,
     ) -> Result<String> {
-        self.execute_with(p, actor, family, key, params, &ExecuteOptions::default())
+        self.execute_with(caller, key, params, &ExecuteOptions::default())
             .await
     }
 
     /// [`Workflows::execute`] with options (`only_steps`).
     pub async fn execute_with(
         &self,
-        p: &Principal,
-        actor: &Actor,
-        family: &'static str,
+        caller: &Caller,
         key: &str,
         params: &Map<String, Value>,
         opts: &ExecuteOptions,
     ) -> Result<String> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
+        let family = caller.actor.origin.family();
         let wf = workflows::find(&self.eng.store, key, false).await?;
         let loaded = self.eng.loaded(wf.id, wf.version).await?;
         let mut resolved = definition::resolve_params(&loaded.def, params)?;
         let skipped = skipped_steps(&loaded.def, opts.only_steps.as_deref())?;
-        check_starter(&self.eng, p, actor, &loaded.def).await?;
+        check_starter(&self.eng, caller, &loaded.def).await?;
         let secrets = seal_passwords(&self.eng, &loaded.def, &mut resolved).await?;
         let shown: BTreeMap<&str, String> = resolved
             .iter()
@@ -597,7 +590,7 @@ impl Workflows {
         if let Some(only) = &opts.only_steps {
             detail["only_steps"] = json!(only);
         }
-        let audit = actor.event(family, "workflow.execute").detail(detail);
+        let audit = actor.event("workflow.execute").detail(detail);
         let created = self
             .eng
             .journal
@@ -608,7 +601,7 @@ impl Workflows {
                 started_by: p.user_id.clone(),
                 started_by_pk: p.id,
                 source_ip: actor.ip.to_string(),
-                family,
+                family: family.as_str(),
                 step_names: loaded.def.steps.iter().map(|s| s.name.clone()).collect(),
                 skipped,
                 concurrency: loaded.def.concurrency,
@@ -675,26 +668,20 @@ impl Workflows {
     /// Stops, pauses or resumes an execution. An action that does not fit its state is a 409
     /// (recorded in the audit log as a failure). The action reaches the execution's active
     /// child executions (workflow steps) too.
-    pub async fn control(
-        &self,
-        actor: &Actor,
-        family: &'static str,
-        id: &str,
-        action: Control,
-    ) -> Result<StatusView> {
-        control_run(&self.eng, actor, family, id, action).await
+    pub async fn control(&self, caller: &Caller, id: &str, action: Control) -> Result<StatusView> {
+        let actor = &caller.actor;
+        control_run(&self.eng, actor, id, action).await
     }
 
     /// Decides an approval step. Only a holder of the step's role may; the step must be
     /// waiting for its decision.
     pub async fn decide(
         &self,
-        p: &Principal,
-        actor: &Actor,
-        family: &'static str,
+        caller: &Caller,
         id: &str,
         req: DecisionRequest,
     ) -> Result<StepView> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let DecisionRequest {
             step,
             decision,
@@ -827,7 +814,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event(family, "workflow.decision")
+                .event("workflow.decision")
                 .target(format!("{id}/{step}"))
                 .detail(json!({ "action": decision.as_str(), "role": role, "comment": comment })),
         )

@@ -519,7 +519,7 @@ async fn audit_vault_uses(
     for u in &req.vault_uses {
         let mut event = req
             .actor
-            .event("mdrm", "workflow.vault.use")
+            .event("workflow.vault.use")
             .target(format!("credential:{}", u.credential_id));
         let mut detail = serde_json::json!({
             "execution_id": t.execution_id, "step": step, "attempt": attempt, "env": u.name,

@@ -8,7 +8,7 @@
 //! The lock lives in the workflow's row and is read in the same transaction as the edit it
 //! guards, so two servers on one PostgreSQL agree on it.
 
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Actor, Caller, Permission};
 use haechi_store::{in_tx, Backend, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
@@ -70,7 +70,7 @@ async fn expire(
     haechi_audit::append(
         tx,
         actor
-            .event("admin", "workflow.lock.expire")
+            .event("workflow.lock.expire")
             .target(id.to_string())
             .detail(json!({
                 "holder": who,
@@ -114,7 +114,8 @@ pub(crate) async fn check_edit(
 
 impl Workflows {
     /// Takes (or renews, for its holder) the edit lock of a workflow.
-    pub async fn lock_workflow(&self, p: &Principal, actor: &Actor, key: &str) -> Result<EditLock> {
+    pub async fn lock_workflow(&self, caller: &Caller, key: &str) -> Result<EditLock> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let row = find(&self.eng.store, key, false).await?;
         let idle = self.eng.cfg.edit_lock_idle_secs;
         let mut tx = self.eng.store.begin().await?;
@@ -153,7 +154,7 @@ impl Workflows {
             haechi_audit::append(
                 &mut tx,
                 actor
-                    .event("admin", "workflow.lock")
+                    .event("workflow.lock")
                     .target(row.id.to_string())
                     .detail(json!({ "name": row.name })),
             )
@@ -168,7 +169,8 @@ impl Workflows {
     }
 
     /// Releases the edit lock (its holder), or breaks it (`admin.settings`).
-    pub async fn unlock_workflow(&self, p: &Principal, actor: &Actor, key: &str) -> Result<()> {
+    pub async fn unlock_workflow(&self, caller: &Caller, key: &str) -> Result<()> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
         let (who, since, touched) = holder(&mut tx, row.id)
@@ -201,7 +203,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", action)
+                .event(action)
                 .target(row.id.to_string())
                 .detail(json!({
                     "name": row.name, "holder": who,

@@ -456,6 +456,9 @@ impl RunEnvSource for StepEnv {
                 ip: ip
                     .parse()
                     .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                origin: haechi_identity::Origin::Workflow {
+                    execution: execution_id.to_owned(),
+                },
             };
             self.read_again(&actor, origin).await
         })

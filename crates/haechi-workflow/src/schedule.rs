@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use haechi_audit::{Event, Outcome};
+use haechi_audit::{Event, Family, Origin, Outcome};
 use haechi_exec::{CronSpec, RunnerGubun, StartInstance};
-use haechi_identity::{Actor, Permission, Principal};
+use haechi_identity::{Actor, Caller, Permission, Principal};
 use haechi_store::{in_tx, read, Backend, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -261,6 +261,7 @@ async fn fire_one(
         haechi_audit::append(
             &mut tx,
             Event::new(family(kind.name()), "schedule.skip")
+                .with_origin(&schedule_origin(kind.name(), entry))
                 .by("schedule", None)
                 .target(format!("{}:{}", kind.name(), entry.target))
                 .outcome(Outcome::Failure)
@@ -281,10 +282,18 @@ async fn fire_one(
     Ok(())
 }
 
-fn family(kind: &str) -> &'static str {
+fn family(kind: &str) -> Family {
     match kind {
-        "task" => "opmate",
-        _ => "mdrm",
+        "task" => Family::Opmate,
+        _ => Family::Mdrm,
+    }
+}
+
+/// The origin of what a fire of `entry` starts: `<kind>:<target>/<index of the schedule>`.
+fn schedule_origin(kind: &str, entry: &Entry) -> Origin {
+    let index = entry.sched.split('|').next().unwrap_or_default();
+    Origin::Schedule {
+        schedule: format!("{kind}:{}/{index}", entry.target),
     }
 }
 
@@ -380,17 +389,15 @@ impl Kind for WorkflowKind {
                     p.user_id
                 )));
             }
-            let actor = Actor {
-                user_id: "schedule".to_owned(),
-                ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            };
+            let actor = Actor::system("schedule", schedule_origin("workflow", entry));
             let given: serde_json::Map<String, Value> = entry.payload["params"]
                 .as_object()
                 .cloned()
                 .unwrap_or_default();
             let resolved = definition::resolve_params(&loaded.def, &given)?;
-            crate::executions::check_starter(eng, &p, &actor, &loaded.def).await?;
-            let audit = Event::new("mdrm", "workflow.execute")
+            let caller = Caller::acting_as(std::sync::Arc::new(p.clone()), actor.clone());
+            crate::executions::check_starter(eng, &caller, &loaded.def).await?;
+            let audit = Event::through(&actor.origin, "workflow.execute")
                 .by("schedule", None)
                 .detail(json!({
                     "wf_id": row.id.to_string(), "name": row.name, "version": row.version,
@@ -762,11 +769,11 @@ impl Workflows {
     /// problem of the list is a 400 naming the field, and nothing is stored.
     pub async fn set_task_schedules(
         &self,
-        p: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         task_id: &str,
         body: &Value,
     ) -> Result<TaskScheduleView> {
+        let (p, actor) = (&*caller.principal, &caller.actor);
         let list = parse_task_schedules(body)?;
         if !self.eng.tasks.task_exists(task_id).await? {
             return Err(Error::not_found(format_args!("task '{task_id}'")));
@@ -800,7 +807,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "task.schedules.set")
+                .event("task.schedules.set")
                 .target(task_id.to_owned())
                 .detail(json!({ "schedules": list })),
         )

@@ -5,7 +5,7 @@
 //! changed since. Deleting a workflow hides it (and frees its name); its versions stay, and so
 //! its runs stay readable.
 
-use haechi_identity::{Actor, Principal};
+use haechi_identity::{Caller, Principal};
 use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
@@ -293,12 +293,8 @@ impl Workflows {
 
     /// Creates a workflow from a definition (a JSON value; YAML is converted by the caller
     /// with [`definition::yaml_to_value`]): version 1.
-    pub async fn create_workflow(
-        &self,
-        author: &Principal,
-        actor: &Actor,
-        value: &Value,
-    ) -> Result<Created> {
+    pub async fn create_workflow(&self, caller: &Caller, value: &Value) -> Result<Created> {
+        let (author, actor) = (&*caller.principal, &caller.actor);
         let def = self.checked(author, value, None).await?;
         let text = serde_json::to_string(&def)?;
         let now = now_ms();
@@ -326,7 +322,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "workflow.create")
+                .event("workflow.create")
                 .target(id.to_string())
                 .detail(json!({ "name": def.name, "group": def.group, "version": 1, "steps": def.steps.len() })),
         )
@@ -341,11 +337,11 @@ impl Workflows {
     /// Makes a new version of a workflow; runs already started keep theirs.
     pub async fn update_workflow(
         &self,
-        author: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         key: &str,
         value: &Value,
     ) -> Result<Created> {
+        let (author, actor) = (&*caller.principal, &caller.actor);
         let row = find(&self.eng.store, key, false).await?;
         let def = self.checked(author, value, Some(row.id)).await?;
         let text = serde_json::to_string(&def)?;
@@ -387,7 +383,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "workflow.update")
+                .event("workflow.update")
                 .target(row.id.to_string())
                 .detail(json!({ "name": def.name, "group": def.group, "version": version, "steps": def.steps.len() })),
         )
@@ -400,7 +396,8 @@ impl Workflows {
     }
 
     /// Deletes a workflow: it leaves the lists and cannot be run; its runs stay readable.
-    pub async fn delete_workflow(&self, actor: &Actor, key: &str) -> Result<()> {
+    pub async fn delete_workflow(&self, caller: &Caller, key: &str) -> Result<()> {
+        let actor = &caller.actor;
         let row = find(&self.eng.store, key, false).await?;
         let mut tx = self.eng.store.begin().await?;
         crate::locks::check_edit(
@@ -427,7 +424,7 @@ impl Workflows {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "workflow.delete")
+                .event("workflow.delete")
                 .target(row.id.to_string())
                 .detail(json!({ "name": row.name, "version": row.version })),
         )
@@ -488,21 +485,21 @@ impl Workflows {
     /// version, checked as any edit, so version numbers only grow); returns it.
     pub async fn restore_version(
         &self,
-        author: &Principal,
-        actor: &Actor,
+        caller: &Caller,
         key: &str,
         version: i64,
     ) -> Result<Created> {
+        let actor = &caller.actor;
         let old = self.get_workflow(key, Some(version)).await?;
         if old.deleted {
             return Err(Error::not_found(format_args!("workflow '{key}'")));
         }
         let value = serde_json::to_value(&old.definition)?;
-        let created = self.update_workflow(author, actor, key, &value).await?;
+        let created = self.update_workflow(caller, key, &value).await?;
         haechi_audit::record(
             &self.eng.store,
             actor
-                .event("admin", "workflow.restore")
+                .event("workflow.restore")
                 .target(created.id.clone())
                 .detail(json!({ "from_version": version, "version": created.version })),
         )

@@ -301,10 +301,7 @@ pub async fn start_local(
     let enroll_token = if enrolled {
         None
     } else {
-        let actor = haechi_identity::Actor {
-            user_id: "system".into(),
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
+        let actor = haechi_identity::Actor::system("system", haechi_identity::Origin::System);
         // Made for the local node's id, so it also enrols that node again after its
         // credential was revoked.
         let req = haechi_exec::NewEnrollmentToken {

@@ -3,14 +3,16 @@
 //! `env_from_vault` ([`VaultSecrets`]) and policy unlock/lock for `db_access` steps
 //! ([`DbGatePolicies`]). Both act as the user who started the execution, resolved from the
 //! store at the moment of use (`Identity::principal_of`), so a right taken away since the run
-//! started applies at its next step.
+//! started applies at its next step. The actor the workflow engine hands in has the execution
+//! as its origin, so what the vault or the gateway audits names the execution, not an API
+//! family's request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use haechi_dbgate::{DbGate, PolicyFilter};
-use haechi_identity::{Actor, Identity, Permission};
+use haechi_identity::{Actor, Caller, Identity, Permission};
 use haechi_types::{time::now_ms, Code, Result};
 use haechi_vault::Vault;
 use haechi_workflow::{PolicyGate, SealedSecret, SecretSealer, SecretSource};
@@ -33,8 +35,9 @@ impl SecretSource for VaultSecrets {
     ) -> BoxFuture<'a, Result<SecretString>> {
         Box::pin(async move {
             let p = self.identity.principal_of(user_pk).await?;
+            let caller = Caller::acting_as(Arc::new(p), actor.clone());
             self.vault
-                .read_attribute_value(&p, actor, credential, attribute)
+                .read_attribute_value(&caller, credential, attribute)
                 .await
         })
     }

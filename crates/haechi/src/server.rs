@@ -370,7 +370,8 @@ fn spawn_chain_checks(store: Store, interval_secs: u64) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match haechi_audit::verify_and_record(&store, "system", None).await {
+            match haechi_audit::verify_and_record(&store, haechi_audit::Family::System, None).await
+            {
                 Ok(v) if v.broken.is_some() => {
                     tracing::error!("audit chain check: the chain is BROKEN: {:?}", v.broken)
                 }

@@ -407,3 +407,73 @@ async fn permissions_and_bad_input() {
     );
     assert!(locked(&s, &token, index).await, "nothing was unlocked");
 }
+
+/// The unlock a `db_access` step makes is the workflow's doing, not a DBSAFER API call: its
+/// audit event has the workflow engine's family (`mdrm`) and names the execution as its origin
+/// (`detail.origin` = `workflow:<execution id>`), while the lock made through the DBSAFER API
+/// stays a `dbsafer` event without an origin.
+#[tokio::test]
+async fn a_steps_unlock_is_audited_with_the_execution_as_origin() {
+    let s = Server::start_with(wf_opts());
+    let (user_id, token) = starter(&s).await;
+    let (policy_id, index) = locked_policy(&s, &token).await;
+    let id = create_wf(
+        &s,
+        &admin_token(&s).await,
+        def(
+            "db",
+            json!([{ "name": "open", "type": "db_access", "policy": policy_id, "duration": "10m" }]),
+        ),
+    )
+    .await;
+    let exec_id = execute(&s, &token, &id).await;
+    wait_for(&s, &token, &exec_id, "COMPLETED", T).await;
+
+    let unlocks = audit(&s, "action=dbpolicy.unlock").await;
+    let mine: Vec<&Value> = unlocks
+        .iter()
+        .filter(|ev| ev["detail"]["index"] == index)
+        .collect();
+    assert_eq!(mine.len(), 1, "{unlocks:?}");
+    let ev = mine[0];
+    assert_eq!(ev["family"], "mdrm", "{ev}");
+    assert_eq!(
+        ev["detail"]["origin"],
+        format!("workflow:{exec_id}").as_str(),
+        "{ev}"
+    );
+    assert_eq!(ev["user"], user_id.as_str(), "{ev}");
+    assert_eq!(
+        ev["target"],
+        format!("dbpolicy:{index}:{policy_id}").as_str(),
+        "{ev}"
+    );
+
+    // Filtering on the DBSAFER family finds the API's lock of this policy but not the step's
+    // unlock.
+    let dbsafer = audit(
+        &s,
+        &format!("family=dbsafer&target=dbpolicy:{index}:{policy_id}"),
+    )
+    .await;
+    assert!(
+        dbsafer.iter().any(|ev| ev["action"] == "dbpolicy.lock"
+            && ev["user"] == user_id.as_str()
+            && ev["detail"].get("origin").is_none()),
+        "{dbsafer:?}"
+    );
+    assert!(
+        dbsafer.iter().all(|ev| ev["action"] != "dbpolicy.unlock"),
+        "{dbsafer:?}"
+    );
+    // The chain, with the origin inside the detail, verifies.
+    let (_, _, auditor) = user_with_roles(&s, &["Auditor"]).await;
+    let (st, v) = call(
+        client()
+            .get(s.url("/api/v1/audit/verify"))
+            .bearer_auth(&auditor),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["broken"].is_null(), "{v}");
+}

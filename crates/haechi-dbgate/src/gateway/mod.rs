@@ -408,7 +408,7 @@ impl DbGate {
                 )
             };
             self.record(
-                Event::new("gateway", "db.connect")
+                Event::new(haechi_audit::Family::Gateway, "db.connect")
                     .by(user_id, Some(ip.to_string()))
                     .target(format!("db-target:{}", target.name))
                     .outcome(Outcome::Denied)
@@ -436,7 +436,7 @@ impl DbGate {
             liveness.clone(),
         );
         self.record(
-            Event::new("gateway", "db.connect")
+            Event::new(haechi_audit::Family::Gateway, "db.connect")
                 .by(user_id, Some(ip.to_string()))
                 .target(format!("db-target:{}", target.name))
                 .detail(json!({ "protocol": protocol, "account": account.account, "session": registered.open.id })),
@@ -515,7 +515,7 @@ impl DbGate {
         }
         let ok = self
             .identity()
-            .login(user_id, password, ip, "gateway")
+            .login(user_id, password, ip, haechi_audit::Family::Gateway)
             .await?;
         Ok((ok.token, true))
     }
@@ -567,11 +567,12 @@ impl Session {
         let actor = Actor {
             user_id: self.user_id.clone(),
             ip: self.client.ip(),
+            origin: haechi_identity::Origin::Api(haechi_audit::Family::Gateway),
         };
+        let caller = haechi_identity::Caller::acting_as(std::sync::Arc::new(principal), actor);
         crate::secrets::read_password(
             self.gate.vault(),
-            &principal,
-            &actor,
+            &caller,
             self.account.credential_id,
             &self.account.attribute,
         )
@@ -728,7 +729,7 @@ impl Auditor {
             duration_ms: (r.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
             error: r.error,
         };
-        let event = Event::new("gateway", "db.statement")
+        let event = Event::new(haechi_audit::Family::Gateway, "db.statement")
             .by(self.user_id.clone(), Some(self.client_ip.clone()))
             .target(self.target.clone())
             .outcome(outcome)

@@ -26,7 +26,7 @@ pub async fn create_enrollment_token(
 ) -> ApiResult<impl IntoResponse> {
     let token = state
         .exec
-        .create_enrollment_token(&caller.actor(), body)
+        .create_enrollment_token(&caller.actor, body)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(token)))
 }

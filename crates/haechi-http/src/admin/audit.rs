@@ -308,7 +308,7 @@ pub async fn export_audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Response> {
     let filter = filter_of(&q)?;
-    let seq = record_export(&state, &caller.actor(), "admin", &filter).await?;
+    let seq = record_export(&state, &caller.actor, &filter).await?;
     // The export's own event is newer than everything it holds.
     let filter = Filter {
         before: Some(filter.before.map_or(seq, |b| b.min(seq))),
@@ -321,13 +321,12 @@ pub async fn export_audit(
 pub async fn record_export(
     state: &AppState,
     actor: &haechi_identity::Actor,
-    family: &'static str,
     f: &Filter,
 ) -> Result<i64, Error> {
     haechi_audit::record(
         &state.store,
         actor
-            .event(family, "audit.export")
+            .event("audit.export")
             .target("audit-log")
             .detail(serde_json::json!({
                 "from": f.from_ms.map(haechi_types::time::iso_ms),
@@ -348,11 +347,11 @@ pub async fn verify_audit(
     State(state): State<AppState>,
     caller: Allowed<need::AuditRead>,
 ) -> ApiResult<axum::Json<Verification>> {
-    let actor = caller.actor();
+    let actor = caller.actor.clone();
     Ok(axum::Json(
         haechi_audit::verify_and_record(
             &state.store,
-            "admin",
+            haechi_audit::Family::Admin,
             Some((&actor.user_id, actor.ip.to_string())),
         )
         .await?,

@@ -119,7 +119,7 @@ pub async fn end_session(
     caller: Allowed<need::DbPolicyManage>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.dbgate.end_session(&caller.actor(), &id).await?;
+    state.dbgate.end_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,7 +144,7 @@ pub async fn create_target(
     caller: Allowed<need::DbPolicyManage>,
     Json(new): Json<NewTarget>,
 ) -> ApiResult<impl IntoResponse> {
-    let t = state.dbgate.create_target(&caller.actor(), new).await?;
+    let t = state.dbgate.create_target(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(t)))
 }
 
@@ -179,7 +179,7 @@ pub async fn delete_target(
     caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.dbgate.delete_target(&caller.actor(), &name).await?;
+    state.dbgate.delete_target(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,10 +194,7 @@ pub async fn create_account(
     Path(name): Path<String>,
     Json(new): Json<NewAccount>,
 ) -> ApiResult<impl IntoResponse> {
-    let a = state
-        .dbgate
-        .create_account(&caller.principal, &caller.actor(), &name, new)
-        .await?;
+    let a = state.dbgate.create_account(&caller, &name, new).await?;
     Ok((StatusCode::CREATED, axum::Json(a)))
 }
 
@@ -225,7 +222,7 @@ pub async fn delete_account(
 ) -> ApiResult<StatusCode> {
     state
         .dbgate
-        .delete_account(&caller.actor(), &name, &account)
+        .delete_account(&caller, &name, &account)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -146,10 +146,7 @@ pub async fn control_execution(
         )
     })?;
     Ok(axum::Json(
-        state
-            .workflows
-            .control(&caller.actor(), "admin", &id, action)
-            .await?,
+        state.workflows.control(&caller, &id, action).await?,
     ))
 }
 
@@ -184,12 +181,7 @@ pub async fn decide_step(
         decision,
         comment: body.comment,
     };
-    Ok(axum::Json(
-        state
-            .workflows
-            .decide(&caller.principal, &caller.actor(), "admin", &id, req)
-            .await?,
-    ))
+    Ok(axum::Json(state.workflows.decide(&caller, &id, req).await?))
 }
 
 /// `POST /api/v1/executions/{id}/steps/{name}/actions` body.
@@ -234,10 +226,7 @@ pub async fn step_action(
         arguments: body.arguments,
     };
     Ok(axum::Json(
-        state
-            .workflows
-            .step_action(&caller.actor(), "admin", &id, req)
-            .await?,
+        state.workflows.step_action(&caller, &id, req).await?,
     ))
 }
 

@@ -39,7 +39,7 @@ pub async fn create_node_group(
     caller: Allowed<need::NodeManage>,
     Json(spec): Json<NodeGroupSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let g = state.exec.create_node_group(&caller.actor(), spec).await?;
+    let g = state.exec.create_node_group(&caller, spec).await?;
     Ok((StatusCode::CREATED, axum::Json(g)))
 }
 
@@ -66,10 +66,7 @@ pub async fn update_node_group(
     Json(spec): Json<NodeGroupSpec>,
 ) -> ApiResult<axum::Json<NodeGroup>> {
     Ok(axum::Json(
-        state
-            .exec
-            .update_node_group(&caller.actor(), &name, spec)
-            .await?,
+        state.exec.update_node_group(&caller, &name, spec).await?,
     ))
 }
 
@@ -82,7 +79,7 @@ pub async fn delete_node_group(
     caller: Allowed<need::NodeManage>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.exec.delete_node_group(&caller.actor(), &name).await?;
+    state.exec.delete_node_group(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -114,10 +111,7 @@ pub async fn create_user_group(
     caller: Allowed<need::AdminUsers>,
     Json(spec): Json<UserGroupSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let g = state
-        .identity
-        .create_user_group(&caller.actor(), spec)
-        .await?;
+    let g = state.identity.create_user_group(&caller, spec).await?;
     Ok((StatusCode::CREATED, axum::Json(g)))
 }
 
@@ -146,7 +140,7 @@ pub async fn update_user_group(
     Ok(axum::Json(
         state
             .identity
-            .update_user_group(&caller.actor(), &name, spec)
+            .update_user_group(&caller, &name, spec)
             .await?,
     ))
 }
@@ -160,9 +154,6 @@ pub async fn delete_user_group(
     caller: Allowed<need::AdminUsers>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .identity
-        .delete_user_group(&caller.actor(), &name)
-        .await?;
+    state.identity.delete_user_group(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -97,7 +97,7 @@ pub async fn update_node(
     Ok(axum::Json(
         state
             .exec
-            .set_node_status(&caller.actor(), &id, &body.status)
+            .set_node_status(&caller, &id, &body.status)
             .await?,
     ))
 }
@@ -111,7 +111,5 @@ pub async fn revoke_node(
     caller: Allowed<need::NodeManage>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Node>> {
-    Ok(axum::Json(
-        state.exec.revoke_agent(&caller.actor(), &id).await?,
-    ))
+    Ok(axum::Json(state.exec.revoke_agent(&caller, &id).await?))
 }

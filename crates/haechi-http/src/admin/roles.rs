@@ -36,7 +36,7 @@ pub async fn create_role(
     caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewRole>,
 ) -> ApiResult<impl IntoResponse> {
-    let role = state.identity.create_role(&caller.actor(), new).await?;
+    let role = state.identity.create_role(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(role)))
 }
 
@@ -62,10 +62,7 @@ pub async fn update_role(
     Json(patch): Json<RolePatch>,
 ) -> ApiResult<axum::Json<Role>> {
     Ok(axum::Json(
-        state
-            .identity
-            .update_role(&caller.actor(), &role, patch)
-            .await?,
+        state.identity.update_role(&caller, &role, patch).await?,
     ))
 }
 
@@ -77,6 +74,6 @@ pub async fn delete_role(
     caller: Allowed<need::AdminUsers>,
     Path(role): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.identity.delete_role(&caller.actor(), &role).await?;
+    state.identity.delete_role(&caller, &role).await?;
     Ok(StatusCode::NO_CONTENT)
 }

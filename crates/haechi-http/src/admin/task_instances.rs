@@ -70,7 +70,7 @@ pub async fn cancel_instance(
     let no = numeric_id("task instance", &no)?;
     state
         .exec
-        .cancel(Some(&caller.actor()), no, body.node_id.as_deref())
+        .cancel(Some(&caller.actor), no, body.node_id.as_deref())
         .await?;
     let inst = state.exec.get_instance(no).await?;
     Ok(axum::Json(detail(&state, inst).await?))
@@ -105,7 +105,7 @@ pub async fn rerun_node(
     Ok(axum::Json(
         state
             .exec
-            .rerun_node_with(&caller.actor(), no, &node, opts)
+            .rerun_node_with(&caller.actor, no, &node, opts)
             .await?,
     ))
 }

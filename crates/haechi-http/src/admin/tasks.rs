@@ -22,7 +22,7 @@ pub async fn create_task(
     caller: Allowed<need::TaskDevelop>,
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let task = state.exec.create_task(&caller.actor(), spec).await?;
+    let task = state.exec.create_task(&caller, spec).await?;
     Ok((StatusCode::CREATED, axum::Json(task)))
 }
 
@@ -37,7 +37,7 @@ pub async fn update_task(
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<axum::Json<Task>> {
     Ok(axum::Json(
-        state.exec.update_task(&caller.actor(), &id, spec).await?,
+        state.exec.update_task(&caller, &id, spec).await?,
     ))
 }
 
@@ -183,13 +183,7 @@ pub async fn approval(
     Ok(axum::Json(
         state
             .exec
-            .task_approval(
-                &caller.actor(),
-                &id,
-                body.action,
-                body.revision_no,
-                body.comment,
-            )
+            .task_approval(&caller, &id, body.action, body.revision_no, body.comment)
             .await?,
     ))
 }
@@ -224,10 +218,7 @@ pub async fn run_task(
         runner_id: caller.principal.user_id.clone(),
         origin: None,
     };
-    let inst = state
-        .exec
-        .start_instance(Some(&caller.actor()), req)
-        .await?;
+    let inst = state.exec.start_instance(Some(&caller.actor), req).await?;
     let detail = super::task_instances::detail(&state, inst).await?;
     Ok((StatusCode::CREATED, axum::Json(detail)))
 }
@@ -269,7 +260,7 @@ pub async fn set_task_schedules(
 ) -> ApiResult<axum::Json<haechi_workflow::TaskScheduleView>> {
     let view = state
         .workflows
-        .set_task_schedules(&caller.principal, &caller.actor(), &id, &body)
+        .set_task_schedules(&caller, &id, &body)
         .await?;
     Ok(axum::Json(view))
 }
@@ -288,7 +279,5 @@ pub async fn dry_run(
     Path(id): Path<String>,
     Json(body): Json<DryRunRequest>,
 ) -> ApiResult<axum::Json<DryRun>> {
-    Ok(axum::Json(
-        state.exec.dry_run(&caller.actor(), &id, body).await?,
-    ))
+    Ok(axum::Json(state.exec.dry_run(&caller, &id, body).await?))
 }

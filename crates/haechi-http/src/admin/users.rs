@@ -87,7 +87,7 @@ pub async fn create_user(
     caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewUser>,
 ) -> ApiResult<impl IntoResponse> {
-    let user = state.identity.create_user(&caller.actor(), new).await?;
+    let user = state.identity.create_user(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
@@ -115,7 +115,7 @@ pub async fn update_user(
     Ok(axum::Json(
         state
             .identity
-            .update_user(&caller.actor(), &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch)
             .await?,
     ))
 }
@@ -128,10 +128,7 @@ pub async fn delete_user(
     caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .identity
-        .delete_user(&caller.actor(), &user_id)
-        .await?;
+    state.identity.delete_user(&caller, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -150,7 +147,7 @@ pub async fn disable_user(
     Ok(axum::Json(
         state
             .identity
-            .update_user(&caller.actor(), &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch)
             .await?,
     ))
 }
@@ -170,7 +167,7 @@ pub async fn enable_user(
     Ok(axum::Json(
         state
             .identity
-            .update_user(&caller.actor(), &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch)
             .await?,
     ))
 }
@@ -184,10 +181,7 @@ pub async fn unlock_user(
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
     Ok(axum::Json(
-        state
-            .identity
-            .unlock_user(&caller.actor(), &user_id)
-            .await?,
+        state.identity.unlock_user(&caller.actor, &user_id).await?,
     ))
 }
 
@@ -210,13 +204,15 @@ pub async fn set_password(
     SelfOrAdmin { caller, user_id }: SelfOrAdmin,
     Json(body): Json<SetPassword>,
 ) -> ApiResult<StatusCode> {
-    let actor = caller.actor();
     if caller.principal.can(Permission::AdminUsers) {
         let patch = UserPatch {
             password: Some(body.password),
             ..Default::default()
         };
-        state.identity.update_user(&actor, &user_id, patch).await?;
+        state
+            .identity
+            .update_user(&caller.actor, &user_id, patch)
+            .await?;
     } else if caller.principal.user_id == user_id {
         let current = body.current_password.ok_or_else(|| {
             Error::field(
@@ -226,7 +222,7 @@ pub async fn set_password(
         })?;
         state
             .identity
-            .change_own_password(&actor, &user_id, &current, body.password)
+            .change_own_password(&caller, &user_id, &current, body.password)
             .await?;
     } else {
         caller.require(Permission::AdminUsers)?;
@@ -256,7 +252,7 @@ pub async fn set_roles(
     Ok(axum::Json(
         state
             .identity
-            .update_user(&caller.actor(), &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch)
             .await?,
     ))
 }
@@ -284,7 +280,7 @@ pub async fn set_allowed_ips(
     Ok(axum::Json(
         state
             .identity
-            .update_user(&caller.actor(), &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch)
             .await?,
     ))
 }
@@ -309,10 +305,7 @@ pub async fn my_tokens(
 /// Revokes the token this request carries (logout).
 #[utoipa::path(delete, path = "/api/v1/tokens/current", tag = "tokens", responses((status = 204), (status = 401)))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    state
-        .identity
-        .logout(&caller.principal, caller.ip, "admin")
-        .await?;
+    state.identity.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -325,10 +318,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = numeric_id("token", &id)?;
-    state
-        .identity
-        .revoke_my_token(&caller.principal, &caller.actor(), id)
-        .await?;
+    state.identity.revoke_my_token(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -360,7 +350,7 @@ pub async fn revoke_user_token(
     let id = numeric_id("token", &id)?;
     state
         .identity
-        .revoke_user_token(&caller.actor(), &user_id, id)
+        .revoke_user_token(&caller, &user_id, id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

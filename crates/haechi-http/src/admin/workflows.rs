@@ -54,10 +54,7 @@ pub async fn create_workflow(
     caller: Allowed<need::WorkflowManage>,
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<impl IntoResponse> {
-    let created = state
-        .workflows
-        .create_workflow(&caller.principal, &caller.actor(), &def)
-        .await?;
+    let created = state.workflows.create_workflow(&caller, &def).await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -72,10 +69,7 @@ pub async fn update_workflow(
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<axum::Json<Created>> {
     Ok(axum::Json(
-        state
-            .workflows
-            .update_workflow(&caller.principal, &caller.actor(), &id, &def)
-            .await?,
+        state.workflows.update_workflow(&caller, &id, &def).await?,
     ))
 }
 
@@ -88,10 +82,7 @@ pub async fn delete_workflow(
     caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .workflows
-        .delete_workflow(&caller.actor(), &id)
-        .await?;
+    state.workflows.delete_workflow(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -190,7 +181,7 @@ pub async fn restore_version(
     let version = version_number(&version)?;
     let created = state
         .workflows
-        .restore_version(&caller.principal, &caller.actor(), &id, version)
+        .restore_version(&caller, &id, version)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
@@ -206,10 +197,7 @@ pub async fn lock_workflow(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EditLock>> {
     Ok(axum::Json(
-        state
-            .workflows
-            .lock_workflow(&caller.principal, &caller.actor(), &id)
-            .await?,
+        state.workflows.lock_workflow(&caller, &id).await?,
     ))
 }
 
@@ -222,10 +210,7 @@ pub async fn unlock_workflow(
     caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .workflows
-        .unlock_workflow(&caller.principal, &caller.actor(), &id)
-        .await?;
+    state.workflows.unlock_workflow(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -341,14 +326,7 @@ pub async fn start_execution(
     };
     let exec_id = state
         .workflows
-        .execute_with(
-            &caller.principal,
-            &caller.actor(),
-            "admin",
-            &id,
-            &params,
-            &opts,
-        )
+        .execute_with(&caller, &id, &params, &opts)
         .await?;
     let wait = body
         .wait_secs

@@ -458,7 +458,7 @@ pub async fn export(
 ) -> Result<Response> {
     s.require(Permission::AuditRead)?;
     let filter = filter_of(&state, &query)?;
-    let seq = crate::admin::record_export(&state, &s.caller.actor(), FAMILY, &filter).await?;
+    let seq = crate::admin::record_export(&state, &s.caller.actor, &filter).await?;
     let filter = Filter {
         before: Some(filter.before.map_or(seq, |b| b.min(seq))),
         after: None,
@@ -474,7 +474,7 @@ pub async fn export(
 pub async fn verify(State(state): State<AppState>, s: Session, body: Bytes) -> Result<Response> {
     s.form(&body)?;
     s.require(Permission::AuditRead)?;
-    let actor = s.caller.actor();
+    let actor = s.caller.actor.clone();
     haechi_audit::verify_and_record(
         &state.store,
         FAMILY,

@@ -266,7 +266,7 @@ async fn by_filter(state: &AppState, s: &Session, body: &Bytes, lock: bool) -> R
     let form = s.form(body)?;
     s.require(Permission::DbPolicyManage)?;
     let f = filter_of(&form)?;
-    let changed = state.dbgate.set_locked(&s.caller.actor(), &f, lock).await?;
+    let changed = state.dbgate.set_locked(&s.caller, &f, lock).await?;
     let back = filter_query(&form);
     Ok(see_other(&format!(
         "/console/db/policies?{back}{}done={}&n={}",
@@ -296,7 +296,7 @@ pub async fn lock_one(
         policy_id: Some(p.policy_id.clone()),
         ..Default::default()
     };
-    let changed = state.dbgate.set_locked(&s.caller.actor(), &f, lock).await?;
+    let changed = state.dbgate.set_locked(&s.caller, &f, lock).await?;
     let back = filter_query(&form);
     Ok(see_other(&format!(
         "/console/db/policies?{back}{}done={action}&n={}",
@@ -576,13 +576,8 @@ pub async fn save_policy(
     let result = match dbsafer::form_input(&form, privileges.clone(), off, existing.as_ref()) {
         Err(e) => Err(e),
         Ok(input) => match &existing {
-            Some(p) => {
-                state
-                    .dbgate
-                    .update_policy(&s.caller.actor(), p.index, input)
-                    .await
-            }
-            None => state.dbgate.create_policy(&s.caller.actor(), input).await,
+            Some(p) => state.dbgate.update_policy(&s.caller, p.index, input).await,
+            None => state.dbgate.create_policy(&s.caller, input).await,
         },
     };
     match result {
@@ -608,7 +603,7 @@ pub async fn delete_policy(
     s.require(Permission::DbPolicyManage)?;
     state
         .dbgate
-        .delete_policy(&s.caller.actor(), index_of(&index)?)
+        .delete_policy(&s.caller, index_of(&index)?)
         .await?;
     Ok(see_other("/console/db/policies?done=deleted"))
 }
@@ -848,7 +843,7 @@ pub async fn create_target(
         })
     })();
     let r = match new {
-        Ok(new) => state.dbgate.create_target(&s.caller.actor(), new).await,
+        Ok(new) => state.dbgate.create_target(&s.caller, new).await,
         Err(e) => Err(e),
     };
     or_show(&state, &s, r, "target").await
@@ -863,7 +858,7 @@ pub async fn delete_target(
 ) -> Result<Response> {
     s.form(&body)?;
     s.require(Permission::DbPolicyManage)?;
-    let r = state.dbgate.delete_target(&s.caller.actor(), &name).await;
+    let r = state.dbgate.delete_target(&s.caller, &name).await;
     or_show(&state, &s, r, "target_deleted").await
 }
 
@@ -897,8 +892,7 @@ pub async fn create_account(
             state
                 .dbgate
                 .create_account(
-                    s.principal(),
-                    &s.caller.actor(),
+                    &s.caller,
                     &name,
                     NewAccount {
                         account,
@@ -924,7 +918,7 @@ pub async fn delete_account(
     s.require(Permission::DbPolicyManage)?;
     let r = state
         .dbgate
-        .delete_account(&s.caller.actor(), &name, &account)
+        .delete_account(&s.caller, &name, &account)
         .await;
     or_show(&state, &s, r, "account_deleted").await
 }
@@ -938,7 +932,7 @@ pub async fn end_session(
 ) -> Result<Response> {
     s.form(&body)?;
     s.require(Permission::DbPolicyManage)?;
-    state.dbgate.end_session(&s.caller.actor(), &id).await?;
+    state.dbgate.end_session(&s.caller, &id).await?;
     Ok(see_other("/console/db/targets?done=ended"))
 }
 
@@ -1017,7 +1011,7 @@ async fn simulate_page(
         .unwrap_or(StatusCode::OK);
     let client_ip = match form.get("clientIp") {
         Some(ip) => ip.clone(),
-        None => s.caller.ip.to_string(),
+        None => s.caller.ip().to_string(),
     };
     let page = SimulatePage {
         c: Chrome::new(

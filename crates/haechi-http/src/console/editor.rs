@@ -453,7 +453,7 @@ pub async fn save(
         Ok(value) => {
             state
                 .workflows
-                .update_workflow(s.principal(), &s.caller.actor(), &id, &value)
+                .update_workflow(&s.caller, &id, &value)
                 .await
         }
         Err(e) => Err(e),
@@ -495,7 +495,7 @@ pub async fn restore(
         })?;
     let created = state
         .workflows
-        .restore_version(s.principal(), &s.caller.actor(), &id, version)
+        .restore_version(&s.caller, &id, version)
         .await?;
     Ok(see_other(&format!(
         "/console/workflows/{}?restored={}&from={version}#versions-h",

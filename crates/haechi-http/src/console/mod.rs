@@ -50,7 +50,7 @@ pub use session::Session;
 use crate::AppState;
 
 /// The audit family of what the console does.
-pub const FAMILY: &str = "console";
+pub const FAMILY: haechi_audit::Family = haechi_audit::Family::Console;
 
 /// The console's routes (merged into the one router).
 pub fn routes() -> Router<AppState> {

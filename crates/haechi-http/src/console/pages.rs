@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use super::{
     comment, dag, editor, number, opt, page, page_no, q, see_other, span, when, when_opt, Chrome,
-    Lang, Result, Session, St, FAMILY,
+    Lang, Result, Session, St,
 };
 use crate::AppState;
 
@@ -758,10 +758,7 @@ pub async fn run_workflow(
             }
         }
     }
-    let exec_id = state
-        .workflows
-        .execute(s.principal(), &s.caller.actor(), FAMILY, &id, &params)
-        .await?;
+    let exec_id = state.workflows.execute(&s.caller, &id, &params).await?;
     Ok(see_other(&format!("/console/executions/{}", q(&exec_id))))
 }
 
@@ -849,10 +846,7 @@ pub async fn node_status(
     let form = s.form(&body)?;
     s.require(Permission::NodeManage)?;
     let status = form.get("status").map(String::as_str).unwrap_or("");
-    state
-        .exec
-        .set_node_status(&s.caller.actor(), &id, status)
-        .await?;
+    state.exec.set_node_status(&s.caller, &id, status).await?;
     Ok(see_other("/console/nodes"))
 }
 
@@ -874,7 +868,7 @@ pub async fn enrolment_token(
     let token = state
         .exec
         .create_enrollment_token(
-            &s.caller.actor(),
+            &s.caller.actor,
             NewEnrollmentToken {
                 ttl_secs: None,
                 uses: None,
@@ -1102,7 +1096,7 @@ pub async fn decide_task(
     let comment = comment(&form);
     state
         .exec
-        .task_approval(&s.caller.actor(), &id, action, Some(reviewed), comment)
+        .task_approval(&s.caller, &id, action, Some(reviewed), comment)
         .await?;
     Ok(see_other("/console/approvals"))
 }

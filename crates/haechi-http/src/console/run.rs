@@ -20,7 +20,7 @@ use haechi_workflow::{Control, Decision, DecisionRequest, ExecutionView, RunStat
 use super::instances::{node_rows, NodeRow, OutputPanel};
 use super::{
     comment, dag, page as html_page, q, see_other, span, when, when_opt, Chrome, Lang, Result,
-    Session, St, FAMILY,
+    Session, St,
 };
 use crate::AppState;
 
@@ -411,7 +411,7 @@ pub async fn live(
                 && ctx
                     .state
                     .identity
-                    .session_alive(&ctx.s.token, ctx.s.caller.ip)
+                    .session_alive(&ctx.s.token, ctx.s.caller.ip())
                     .await
                     .is_ok();
             if !valid {
@@ -510,10 +510,7 @@ pub async fn control(
         .get("action")
         .and_then(|a| Control::parse(a))
         .ok_or_else(|| Error::field("action", "must be stop, pause or resume"))?;
-    state
-        .workflows
-        .control(&s.caller.actor(), FAMILY, &id, action)
-        .await?;
+    state.workflows.control(&s.caller, &id, action).await?;
     Ok(see_other(&back_to(&id)))
 }
 
@@ -534,9 +531,7 @@ pub async fn decide(
     state
         .workflows
         .decide(
-            s.principal(),
-            &s.caller.actor(),
-            FAMILY,
+            &s.caller,
             &id,
             DecisionRequest {
                 step,

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use haechi_identity::{Principal, UserKind};
+use haechi_identity::{Origin, Principal, UserKind};
 use haechi_types::{Code, Error};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use super::i18n::{cookie, LANG_COOKIE};
 use super::{page, see_other, Fail, Lang, Result, FAMILY};
-use crate::extract::{Caller, ClientIp};
+use crate::extract::{request_id, Caller, ClientIp};
 use crate::AppState;
 
 /// The session cookie. `__Host-`: only ever set with `Secure`, `Path=/` and no domain.
@@ -63,7 +63,7 @@ impl Session {
 
     /// 403 unless the user holds `p` (the same check as the API twin).
     pub fn require(&self, p: haechi_identity::Permission) -> Result<()> {
-        self.caller.require(p).map_err(|e| Fail(e.0))
+        self.caller.require(p).map_err(Fail)
     }
 }
 
@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for Session {
         Ok(Session {
             csrf: csrf_of(&token),
             token,
-            caller: Caller { principal, ip },
+            caller: Caller::new(principal, ip, Origin::Console).with_request_id(request_id(parts)),
             lang,
         })
     }
@@ -254,10 +254,7 @@ pub async fn login_submit(
 /// `POST /console/logout`: revokes the session's token (audited) and clears the cookie.
 pub async fn logout(State(state): State<AppState>, s: Session, body: Bytes) -> Result<Response> {
     s.form(&body)?;
-    state
-        .identity
-        .logout(&s.caller.principal, s.caller.ip, FAMILY)
-        .await?;
+    state.identity.logout(&s.caller).await?;
     let mut res = see_other("/console/login?bye=1");
     res.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));

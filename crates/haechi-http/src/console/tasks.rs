@@ -122,13 +122,7 @@ pub async fn request_approval(
     let comment = comment(&form);
     state
         .exec
-        .task_approval(
-            &s.caller.actor(),
-            &id,
-            ApprovalAction::Request,
-            None,
-            comment,
-        )
+        .task_approval(&s.caller, &id, ApprovalAction::Request, None, comment)
         .await?;
     Ok(see_other(&format!("/console/tasks/{}", q(&id))))
 }
@@ -166,7 +160,7 @@ pub async fn run(
     let inst = state
         .exec
         .start_instance(
-            Some(&s.caller.actor()),
+            Some(&s.caller.actor),
             StartInstance {
                 task_id: id,
                 node_ids,

@@ -224,7 +224,7 @@ pub async fn create(State(state): State<AppState>, s: Session, body: Bytes) -> R
         roles,
         allowed_ips: ip_list(&draft.allowed_ips),
     };
-    match state.identity.create_user(&s.caller.actor(), new).await {
+    match state.identity.create_user(&s.caller, new).await {
         Ok(u) => Ok(see_other(&format!(
             "/console/users/{}?created=1",
             seg(&u.user_id)
@@ -385,7 +385,7 @@ pub async fn update(
     };
     let r = state
         .identity
-        .update_user(&s.caller.actor(), &user_id, patch)
+        .update_user(&s.caller.actor, &user_id, patch)
         .await
         .map(|_| ());
     after(&state, &s, &user_id, "saved", r).await
@@ -401,7 +401,7 @@ pub async fn set_state(
 ) -> Result<Response> {
     let form = s.form(&body)?;
     s.require(Permission::AdminUsers)?;
-    let actor = s.caller.actor();
+    let actor = s.caller.actor.clone();
     let (r, done) = match field(&form, "action") {
         "disable" | "enable" => {
             let disable = field(&form, "action") == "disable";
@@ -453,7 +453,7 @@ pub async fn set_password(
     };
     let r = state
         .identity
-        .update_user(&s.caller.actor(), &user_id, patch)
+        .update_user(&s.caller.actor, &user_id, patch)
         .await
         .map(|_| ());
     if r.is_ok() && user_id == s.principal().user_id {
@@ -476,7 +476,7 @@ pub async fn revoke_token(
     let id = numeric_id("token", &id)?;
     state
         .identity
-        .revoke_user_token(&s.caller.actor(), &user_id, id)
+        .revoke_user_token(&s.caller, &user_id, id)
         .await?;
     if id == s.principal().token_id {
         return Ok(session_ended("/console/login?bye=1"));
@@ -607,7 +607,7 @@ pub async fn create_role(
         permissions: perms.clone(),
     };
     let (name, description) = (new.name.clone(), new.description.clone());
-    match state.identity.create_role(&s.caller.actor(), new).await {
+    match state.identity.create_role(&s.caller, new).await {
         Ok(_) => Ok(see_other("/console/roles?done=created")),
         Err(e) if is_input_error(&e) => {
             let checked = perms.iter().filter_map(|p| Permission::parse(p)).collect();
@@ -633,12 +633,11 @@ pub async fn update_role(
 ) -> Result<Response> {
     let form = s.form(&body)?;
     s.require(Permission::AdminUsers)?;
-    let actor = s.caller.actor();
     let r = match field(&form, "action") {
         "save" => state
             .identity
             .update_role(
-                &actor,
+                &s.caller,
                 &role,
                 RolePatch {
                     name: None,
@@ -650,7 +649,7 @@ pub async fn update_role(
             .map(|_| "saved"),
         "delete" => state
             .identity
-            .delete_role(&actor, &role)
+            .delete_role(&s.caller, &role)
             .await
             .map(|_| "deleted"),
         other => {
@@ -752,7 +751,7 @@ pub async fn change_password(
     let r = state
         .identity
         .change_own_password(
-            &s.caller.actor(),
+            &s.caller,
             &s.principal().user_id,
             &current,
             SecretString::from(new.to_owned()),
@@ -775,10 +774,7 @@ pub async fn revoke_own_token(
 ) -> Result<Response> {
     s.form(&body)?;
     let id = numeric_id("token", &id)?;
-    state
-        .identity
-        .revoke_my_token(s.principal(), &s.caller.actor(), id)
-        .await?;
+    state.identity.revoke_my_token(&s.caller, id).await?;
     if id == s.principal().token_id {
         return Ok(session_ended("/console/login?bye=1"));
     }

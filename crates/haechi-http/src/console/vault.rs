@@ -432,7 +432,7 @@ pub async fn unseal(State(state): State<AppState>, s: Session, body: Bytes) -> R
     s.require(Permission::VaultSettings)?;
     let key = SecretString::from(field(&form, "key").trim().to_owned());
     drop(form);
-    match state.vault.unseal(&s.caller.actor(), "key", &key).await {
+    match state.vault.unseal(&s.caller, "key", &key).await {
         Ok(_) => Ok(done("/console/vault", "unsealed")),
         Err(e) => {
             refused(e, "/console/vault", |f| {
@@ -459,11 +459,7 @@ pub async fn set_mode(State(state): State<AppState>, s: Session, body: Bytes) ->
         ))
     })?;
     drop(form);
-    match state
-        .vault
-        .set_mode(&s.caller.actor(), mode, "key", &key)
-        .await
-    {
+    match state.vault.set_mode(&s.caller, mode, "key", &key).await {
         Ok(()) => Ok(done("/console/vault", "mode_changed")),
         Err(e) => {
             refused(e, "/console/vault", |f| {
@@ -487,8 +483,7 @@ pub async fn create_locker(
     let made = state
         .vault
         .create_locker(
-            s.principal(),
-            &s.caller.actor(),
+            &s.caller,
             name.clone(),
             (!description.is_empty()).then(|| description.clone()),
         )
@@ -733,11 +728,7 @@ pub async fn update_locker(
         name: Some(name.clone()),
         description: Some(description.clone()),
     };
-    match state
-        .vault
-        .update_locker(s.principal(), &s.caller.actor(), id, patch)
-        .await
-    {
+    match state.vault.update_locker(&s.caller, id, patch).await {
         Ok(_) => Ok(done(&locker_url(id), "locker_saved")),
         Err(e) => {
             let mut draft = LockerDraft {
@@ -784,11 +775,7 @@ pub async fn delete_locker(
     s.form(&body)?;
     require_use(&s)?;
     let id = path_id("locker", &id)?;
-    match state
-        .vault
-        .delete_locker(s.principal(), &s.caller.actor(), id)
-        .await
-    {
+    match state.vault.delete_locker(&s.caller, id).await {
         Ok(()) => Ok(done("/console/vault", "locker_deleted")),
         Err(e) => refused(e, &locker_url(id), |f| locker_page(&state, &s, id, f, None)).await,
     }
@@ -809,7 +796,7 @@ pub async fn set_member(
         let user = user_of(&state, "user", field(&form, "user")).await?;
         state
             .vault
-            .set_member(s.principal(), &s.caller.actor(), id, user, perms_of(&form))
+            .set_member(&s.caller, id, user, perms_of(&form))
             .await
     }
     .await;
@@ -830,11 +817,7 @@ pub async fn remove_member(
     require_use(&s)?;
     let id = path_id("locker", &id)?;
     let user = path_id("user", &user)?;
-    match state
-        .vault
-        .remove_member(s.principal(), &s.caller.actor(), id, user)
-        .await
-    {
+    match state.vault.remove_member(&s.caller, id, user).await {
         Ok(()) if user == s.principal().id => Ok(done("/console/vault", "member_removed")),
         Ok(()) => Ok(done(&locker_url(id), "member_removed")),
         Err(e) => refused(e, &locker_url(id), |f| locker_page(&state, &s, id, f, None)).await,
@@ -852,11 +835,7 @@ pub async fn add_consumer(
     require_use(&s)?;
     let id = path_id("locker", &id)?;
     let role = form_number(&form, "role")?;
-    match state
-        .vault
-        .add_consumer(s.principal(), &s.caller.actor(), id, role)
-        .await
-    {
+    match state.vault.add_consumer(&s.caller, id, role).await {
         Ok(()) => Ok(done(&locker_url(id), "consumer_added")),
         Err(e) => refused(e, &locker_url(id), |f| locker_page(&state, &s, id, f, None)).await,
     }
@@ -873,11 +852,7 @@ pub async fn remove_consumer(
     require_use(&s)?;
     let id = path_id("locker", &id)?;
     let role = path_id("role", &role)?;
-    match state
-        .vault
-        .remove_consumer(s.principal(), &s.caller.actor(), id, role)
-        .await
-    {
+    match state.vault.remove_consumer(&s.caller, id, role).await {
         Ok(()) => Ok(done(&locker_url(id), "consumer_removed")),
         Err(e) => refused(e, &locker_url(id), |f| locker_page(&state, &s, id, f, None)).await,
     }
@@ -898,7 +873,7 @@ pub async fn add_credential(
     let back = field(&form, "back") == "credential";
     let result = state
         .vault
-        .add_credential_to_locker(s.principal(), &s.caller.actor(), id, credential)
+        .add_credential_to_locker(&s.caller, id, credential)
         .await;
     let to = if back {
         super::vault_credential::credential_url(credential)
@@ -929,7 +904,7 @@ pub async fn remove_credential(
     };
     match state
         .vault
-        .remove_credential_from_locker(s.principal(), &s.caller.actor(), id, credential)
+        .remove_credential_from_locker(&s.caller, id, credential)
         .await
     {
         Ok(()) => Ok(done(&to, "cred_removed")),

@@ -438,11 +438,7 @@ pub async fn create(State(state): State<AppState>, s: Session, body: Bytes) -> R
             .map(attribute_of)
             .collect(),
     };
-    match state
-        .vault
-        .create_credential(s.principal(), &s.caller.actor(), new)
-        .await
-    {
+    match state.vault.create_credential(&s.caller, new).await {
         Ok(c) => Ok(done(&credential_url(c.id), "cred_created")),
         Err(e) => {
             let draft = NewDraft {
@@ -539,10 +535,7 @@ pub async fn update(
                 locker_id: None,
                 attributes,
             };
-            state
-                .vault
-                .update_credential(s.principal(), &s.caller.actor(), id, patch)
-                .await
+            state.vault.update_credential(&s.caller, id, patch).await
         }
         .await;
     match result {
@@ -595,10 +588,7 @@ pub async fn transfer(
     let id = path_id("credential", &id)?;
     let result = async {
         let owner = user_of(&state, "owner", field(&form, "owner")).await?;
-        state
-            .vault
-            .transfer_credential(s.principal(), &s.caller.actor(), id, owner)
-            .await
+        state.vault.transfer_credential(&s.caller, id, owner).await
     }
     .await;
     match result {
@@ -630,7 +620,7 @@ pub async fn put_in_locker(
     let locker = form_number(&form, "locker")?;
     match state
         .vault
-        .add_credential_to_locker(s.principal(), &s.caller.actor(), locker, id)
+        .add_credential_to_locker(&s.caller, locker, id)
         .await
     {
         Ok(_) => Ok(done(&credential_url(id), "cred_added")),
@@ -653,11 +643,7 @@ pub async fn delete(
     s.form(&body)?;
     s.require(Permission::VaultUse)?;
     let id = path_id("credential", &id)?;
-    match state
-        .vault
-        .delete_credential(s.principal(), &s.caller.actor(), id)
-        .await
-    {
+    match state.vault.delete_credential(&s.caller, id).await {
         Ok(()) => Ok(done("/console/vault", "cred_deleted")),
         Err(e) => {
             refused(e, &credential_url(id), |f| {
@@ -688,8 +674,7 @@ pub async fn create_value(
         state
             .vault
             .create_values(
-                s.principal(),
-                &s.caller.actor(),
+                &s.caller,
                 id,
                 vec![NewValue {
                     attribute_id: attribute,
@@ -731,8 +716,7 @@ pub async fn update_value(
         state
             .vault
             .update_value(
-                s.principal(),
-                &s.caller.actor(),
+                &s.caller,
                 id,
                 vid,
                 ValuePatch {
@@ -766,11 +750,7 @@ pub async fn delete_value(
     s.require(Permission::VaultUse)?;
     let id = path_id("credential", &id)?;
     let vid = path_id("value", &vid)?;
-    match state
-        .vault
-        .delete_value(s.principal(), &s.caller.actor(), id, vid)
-        .await
-    {
+    match state.vault.delete_value(&s.caller, id, vid).await {
         Ok(()) => Ok(done(&credential_url(id), "value_deleted")),
         Err(e) => {
             refused(e, &credential_url(id), |f| {
@@ -804,7 +784,7 @@ pub async fn reveal(
     };
     let value = state
         .vault
-        .read_value(s.principal(), &s.caller.actor(), id, vid, via)
+        .read_value(&s.caller, id, vid, via)
         .await
         .map_err(Fail)?;
     let json = headers

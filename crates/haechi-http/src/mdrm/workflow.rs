@@ -141,10 +141,7 @@ pub async fn execute(
         )
         .into());
     }
-    let id = state
-        .workflows
-        .execute(&caller.principal, &caller.actor(), "mdrm", wf_id, &params)
-        .await?;
+    let id = state.workflows.execute(&caller, wf_id, &params).await?;
     if !body.sync {
         return Ok(axum::Json(MdrmExecuted {
             result: "success",
@@ -265,10 +262,7 @@ pub async fn control(
     if id.is_empty() {
         return Err(Error::field("execution_id", "is required").into());
     }
-    let st = state
-        .workflows
-        .control(&caller.actor(), "mdrm", id, action)
-        .await?;
+    let st = state.workflows.control(&caller, id, action).await?;
     let message = match action {
         Control::Stop => "Workflow stopped.",
         Control::Pause => "Workflow paused: running steps finish, no new step starts.",

@@ -54,10 +54,7 @@ pub async fn create_instance(
         runner_id: caller.principal.user_id.clone(),
         origin: None,
     };
-    let inst = state
-        .exec
-        .start_instance(Some(&caller.actor()), req)
-        .await?;
+    let inst = state.exec.start_instance(Some(&caller.actor), req).await?;
     match inst.targets.filter(|t| t.source == "targets") {
         Some(t) => Ok(ok(json!({
             "taskInstanceNo": inst.task_instance_no,
@@ -110,7 +107,7 @@ pub async fn rerun_node(
     };
     let e = state
         .exec
-        .rerun_node_with(&caller.actor(), no, &node_id, opts)
+        .rerun_node_with(&caller.actor, no, &node_id, opts)
         .await?;
     Ok(ok(json!({ "execNo": e.exec_no })))
 }

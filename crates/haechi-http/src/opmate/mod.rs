@@ -66,7 +66,7 @@ pub async fn login(
     use secrecy::ExposeSecret;
     match state
         .identity
-        .login(&user_id, &body.password, ip, "opmate")
+        .login(&user_id, &body.password, ip, haechi_audit::Family::Opmate)
         .await
     {
         Ok(ok) => Ok(axum::Json(json!({

@@ -80,10 +80,7 @@ pub async fn vault_unseal(
     caller: Allowed<need::VaultSettings>,
     Json(body): Json<UnsealIn>,
 ) -> ApiResult<axum::Json<UnsealOut>> {
-    let unsealed = state
-        .vault
-        .unseal(&caller.actor(), "key", &body.key)
-        .await?;
+    let unsealed = state.vault.unseal(&caller, "key", &body.key).await?;
     Ok(axum::Json(UnsealOut {
         applied: true,
         unsealed,
@@ -109,7 +106,7 @@ pub async fn rotate_data_key(
     State(state): State<AppState>,
     caller: Allowed<need::VaultSettings>,
 ) -> ApiResult<axum::Json<RotateOut>> {
-    let r = state.vault.rotate_data_key(&caller.actor()).await?;
+    let r = state.vault.rotate_data_key(&caller).await?;
     Ok(axum::Json(RotateOut {
         key_id: r.key_id,
         reencrypted: r.reencrypted,
@@ -147,7 +144,7 @@ pub async fn change_master_key(
 ) -> ApiResult<axum::Json<ChangeKeyOut>> {
     let r = state
         .vault
-        .change_master_key(&caller.actor(), &body.current_key, &body.new_key)
+        .change_master_key(&caller, &body.current_key, &body.new_key)
         .await?;
     Ok(axum::Json(ChangeKeyOut {
         rewrapped_keys: r.rewrapped_keys,

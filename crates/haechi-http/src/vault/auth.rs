@@ -32,7 +32,12 @@ pub async fn login(
     use secrecy::ExposeSecret;
     let ok = match state
         .identity
-        .login(&body.username, &body.password, ip, "vault")
+        .login(
+            &body.username,
+            &body.password,
+            ip,
+            haechi_audit::Family::Vault,
+        )
         .await
     {
         Ok(ok) => ok,
@@ -75,9 +80,6 @@ pub async fn login(
 #[utoipa::path(post, path = "/v1/authentication/logout", tag = "vault",
     responses((status = 204, description = "logged out"), (status = 401, description = "no valid token")))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    state
-        .identity
-        .logout(&caller.principal, caller.ip, "vault")
-        .await?;
+    state.identity.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

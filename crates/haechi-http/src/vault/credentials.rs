@@ -69,10 +69,7 @@ pub async fn create_credential(
     caller: Allowed<need::VaultUse>,
     Json(body): Json<CredentialIn>,
 ) -> ApiResult<(StatusCode, axum::Json<CredentialOut>)> {
-    let c = state
-        .vault
-        .create_credential(&caller.principal, &caller.actor(), body.into())
-        .await?;
+    let c = state.vault.create_credential(&caller, body.into()).await?;
     Ok((StatusCode::CREATED, axum::Json(CredentialOut::from(&c))))
 }
 
@@ -103,10 +100,7 @@ pub async fn update_credential(
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("credential", &id)?;
     let patch = body.into_patch(id)?;
-    let c = state
-        .vault
-        .update_credential(&caller.principal, &caller.actor(), id, patch)
-        .await?;
+    let c = state.vault.update_credential(&caller, id, patch).await?;
     Ok(axum::Json(CredentialOut::from(&c)))
 }
 
@@ -121,10 +115,7 @@ pub async fn transfer_credential(
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("credential", &id)?;
     let owner = path_id("user", &owner)?;
-    let c = state
-        .vault
-        .transfer_credential(&caller.principal, &caller.actor(), id, owner)
-        .await?;
+    let c = state.vault.transfer_credential(&caller, id, owner).await?;
     Ok(axum::Json(CredentialOut::from(&c)))
 }
 
@@ -138,9 +129,6 @@ pub async fn delete_credential(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("credential", &id)?;
-    state
-        .vault
-        .delete_credential(&caller.principal, &caller.actor(), id)
-        .await?;
+    state.vault.delete_credential(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

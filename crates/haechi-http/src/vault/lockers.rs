@@ -79,7 +79,7 @@ pub async fn create_locker(
     let (name, description) = body.into_parts();
     let l = state
         .vault
-        .create_locker(&caller.principal, &caller.actor(), name, description)
+        .create_locker(&caller, name, description)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(LockerOut::from(&l))))
 }
@@ -111,10 +111,7 @@ pub async fn update_locker(
 ) -> ApiResult<axum::Json<LockerOut>> {
     let id = path_id("locker", &id)?;
     let patch = body.into_patch(id)?;
-    let l = state
-        .vault
-        .update_locker(&caller.principal, &caller.actor(), id, patch)
-        .await?;
+    let l = state.vault.update_locker(&caller, id, patch).await?;
     Ok(axum::Json(LockerOut::from(&l)))
 }
 
@@ -128,10 +125,7 @@ pub async fn delete_locker(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
-    state
-        .vault
-        .delete_locker(&caller.principal, &caller.actor(), id)
-        .await?;
+    state.vault.delete_locker(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -162,10 +156,7 @@ pub async fn add_consumer(
     Json(body): Json<ConsumerIn>,
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
-    state
-        .vault
-        .add_consumer(&caller.principal, &caller.actor(), id, body.id.0)
-        .await?;
+    state.vault.add_consumer(&caller, id, body.id.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -180,10 +171,7 @@ pub async fn remove_consumer(
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
     let role = path_id("role", &role)?;
-    state
-        .vault
-        .remove_consumer(&caller.principal, &caller.actor(), id, role)
-        .await?;
+    state.vault.remove_consumer(&caller, id, role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -217,10 +205,7 @@ pub async fn set_member(
     let id = path_id("locker", &id)?;
     let user = path_id("user", &user)?;
     let perms = body.perms()?;
-    state
-        .vault
-        .set_member(&caller.principal, &caller.actor(), id, user, perms)
-        .await?;
+    state.vault.set_member(&caller, id, user, perms).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -235,10 +220,7 @@ pub async fn remove_member(
 ) -> ApiResult<StatusCode> {
     let id = path_id("locker", &id)?;
     let user = path_id("user", &user)?;
-    state
-        .vault
-        .remove_member(&caller.principal, &caller.actor(), id, user)
-        .await?;
+    state.vault.remove_member(&caller, id, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -256,7 +238,7 @@ pub async fn add_locker_credential(
     let credential = path_id("credential", &credential)?;
     let c = state
         .vault
-        .add_credential_to_locker(&caller.principal, &caller.actor(), id, credential)
+        .add_credential_to_locker(&caller, id, credential)
         .await?;
     Ok(axum::Json(CredentialOut::from(&c)))
 }
@@ -295,7 +277,7 @@ pub async fn remove_locker_credential(
     let credential = path_id("credential", &credential)?;
     state
         .vault
-        .remove_credential_from_locker(&caller.principal, &caller.actor(), id, credential)
+        .remove_credential_from_locker(&caller, id, credential)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -40,7 +40,7 @@ pub async fn set_mode(
     })?;
     state
         .vault
-        .set_mode(&caller.actor(), mode, "privatekey", &body.privatekey)
+        .set_mode(&caller, mode, "privatekey", &body.privatekey)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -68,7 +68,7 @@ pub async fn apply_key(
 ) -> ApiResult<axum::Json<AppliedOut>> {
     state
         .vault
-        .unseal(&caller.actor(), "privateKey", &body.private_key)
+        .unseal(&caller, "privateKey", &body.private_key)
         .await?;
     Ok(axum::Json(AppliedOut { applied: true }))
 }

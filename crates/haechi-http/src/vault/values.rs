@@ -46,7 +46,7 @@ pub async fn create_values(
     let items = items.into_iter().map(|(_, v)| v.into()).collect();
     let values = state
         .vault
-        .create_values(&caller.principal, &caller.actor(), id, items)
+        .create_values(&caller, id, items)
         .await
         .map_err(|e| in_list(e, wrapped))?;
     Ok((
@@ -67,10 +67,7 @@ pub async fn list_values(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<List<ValueOut>>> {
     let id = path_id("credential", &id)?;
-    let values = state
-        .vault
-        .read_values(&caller.principal, &caller.actor(), id)
-        .await?;
+    let values = state.vault.read_values(&caller, id).await?;
     Ok(axum::Json(List::of(
         values.iter().map(ValueOut::from).collect(),
     )))
@@ -104,7 +101,7 @@ pub async fn update_value(
     let patch = item.into_patch(value_id, &at)?;
     let value = state
         .vault
-        .update_value(&caller.principal, &caller.actor(), id, value_id, patch)
+        .update_value(&caller, id, value_id, patch)
         .await
         .map_err(|e| in_list(e, wrapped))?;
     Ok(axum::Json(vec![ValueOut::from(&value)]))
@@ -121,9 +118,6 @@ pub async fn delete_value(
 ) -> ApiResult<StatusCode> {
     let id = path_id("credential", &id)?;
     let value_id = path_id("value", &value_id)?;
-    state
-        .vault
-        .delete_value(&caller.principal, &caller.actor(), id, value_id)
-        .await?;
+    state.vault.delete_value(&caller, id, value_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
