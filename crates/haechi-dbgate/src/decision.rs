@@ -197,4 +197,143 @@ mod tests {
         let plain = Classification::needs(PrivSet::of(&[Privilege::Select]), 1);
         assert!(decide(&[all], 0, &plain, true).allowed());
     }
+
+    fn needs(privs: &[Privilege]) -> Classification {
+        Classification::needs(PrivSet::of(privs), 1)
+    }
+
+    fn refusal(v: Verdict) -> (String, PrivSet) {
+        match v {
+            Verdict::Refuse { message, missing } => (message, missing),
+            Verdict::Allow => panic!("allowed, expected a refusal"),
+        }
+    }
+
+    #[test]
+    fn a_policy_outside_its_window_is_named_with_its_state() {
+        let mut p = crate::policy::blank(0);
+        p.policy_id = "W".into();
+        p.privileges = vec![Privilege::Select];
+        p.start_at = Some(100);
+        p.end_at = Some(200);
+        let p = Arc::new(p);
+        let sel = needs(&[Privilege::Select]);
+        let (message, missing) = refusal(decide(std::slice::from_ref(&p), 99, &sel, false));
+        assert_eq!(
+            message,
+            "Haechi DB gateway: refused: DBSAFER policy W is not yet valid"
+        );
+        assert_eq!(
+            missing, sel.needs,
+            "everything the statement needs is missing"
+        );
+        // Both ends of the window are inclusive.
+        assert!(decide(std::slice::from_ref(&p), 100, &sel, false).allowed());
+        assert!(decide(std::slice::from_ref(&p), 200, &sel, false).allowed());
+        let (message, _) = refusal(decide(&[p], 201, &sel, false));
+        assert!(message.ends_with("policy W is expired"), "{message}");
+    }
+
+    #[test]
+    fn a_time_boxed_unlock_ends_at_its_relock_time() {
+        let mut p = crate::policy::blank(0);
+        p.policy_id = "T".into();
+        p.privileges = vec![Privilege::Update];
+        p.relock_at = Some(50);
+        let p = Arc::new(p);
+        let upd = needs(&[Privilege::Update]);
+        assert!(decide(std::slice::from_ref(&p), 49, &upd, false).allowed());
+        let (message, _) = refusal(decide(std::slice::from_ref(&p), 50, &upd, false));
+        assert!(message.ends_with("policy T is locked"), "{message}");
+        assert_eq!(state_of(&p, 49), "in force");
+        assert_eq!(state_of(&p, 50), "locked");
+    }
+
+    #[test]
+    fn no_matching_policy_refuses_everything() {
+        let (message, missing) = refusal(decide(&[], 0, &needs(&[Privilege::Select]), false));
+        assert!(
+            message.contains("no DBSAFER policy grants this session"),
+            "{message}"
+        );
+        assert_eq!(missing, PrivSet::of(&[Privilege::Select]));
+    }
+
+    #[test]
+    fn only_policies_in_force_grant_and_are_named() {
+        let sel = policy(1, "SEL", &[Privilege::Select]);
+        let mut locked = crate::policy::blank(0);
+        locked.index = 2;
+        locked.policy_id = "DEL".into();
+        locked.privileges = vec![Privilege::Delete];
+        locked.locked = true;
+        let locked = Arc::new(locked);
+        let ins = policy(3, "INS", &[Privilege::Insert]);
+        let matches = [sel, locked, ins];
+        let del = needs(&[Privilege::Select, Privilege::Delete]);
+        let (message, missing) = refusal(decide(&matches, 0, &del, false));
+        assert_eq!(missing, PrivSet::of(&[Privilege::Delete]));
+        assert_eq!(
+            message,
+            "Haechi DB gateway: refused by DBSAFER policy SEL, INS: the statement needs DELETE, which the policy does not grant"
+        );
+        let grants = explain(&matches, 0, del.needs);
+        let by = |privilege| {
+            grants
+                .iter()
+                .find(|g| g.privilege == privilege)
+                .and_then(|g| g.policy.clone())
+        };
+        assert_eq!(by(Privilege::Select), Some((1, "SEL".into())));
+        assert_eq!(
+            by(Privilege::Delete),
+            None,
+            "a locked policy grants nothing"
+        );
+    }
+
+    #[test]
+    fn all_grants_every_privilege_and_explain_names_it() {
+        let all = policy(7, "EVERY", &[Privilege::All]);
+        let many = needs(&[Privilege::Drop, Privilege::Grant, Privilege::Select]);
+        assert!(decide(std::slice::from_ref(&all), 0, &many, false).allowed());
+        let grants = explain(&[all], 0, many.needs);
+        assert_eq!(grants.len(), 3);
+        assert!(grants.iter().all(|g| g.policy == Some((7, "EVERY".into()))));
+    }
+
+    #[test]
+    fn a_statement_that_needs_nothing_is_allowed_by_any_policy_in_force() {
+        let sel = policy(1, "S", &[Privilege::Select]);
+        assert!(decide(&[sel], 0, &Classification::needs(PrivSet::EMPTY, 0), false).allowed());
+    }
+
+    #[test]
+    fn after_a_lexing_change_only_all_allows() {
+        let sel = policy(1, "S", &[Privilege::Select]);
+        let (message, missing) = refusal(decide(&[sel], 0, &needs(&[Privilege::Select]), true));
+        assert!(missing.has(Privilege::All), "{missing:?}");
+        assert!(
+            message.contains("changed how this session's SQL is read")
+                && message.contains("reconnect"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unclassifiable_refusal_says_why() {
+        let sel = policy(1, "S", &[Privilege::Select]);
+        let (message, missing) = refusal(decide(
+            &[sel],
+            0,
+            &Classification::unclassifiable("it does not parse"),
+            false,
+        ));
+        assert_eq!(missing, PrivSet::of(&[Privilege::All]));
+        assert!(
+            message.contains("could not be classified (it does not parse)")
+                && message.contains("only a policy granting ALL"),
+            "{message}"
+        );
+    }
 }

@@ -19,6 +19,7 @@
 //! Changes made by another server sharing the store are noticed by polling one version row.
 
 pub mod decision;
+pub mod error;
 pub mod gateway;
 pub mod policy;
 pub mod redact;

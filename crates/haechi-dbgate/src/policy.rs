@@ -674,4 +674,90 @@ mod tests {
         p.relock_at = Some(12);
         assert!(p.effective(11) && !p.effective(12));
     }
+
+    #[test]
+    fn a_half_open_client_range_admits_one_address() {
+        let mut p = blank(0);
+        assert!(
+            p.admits_client("203.0.113.9".parse().unwrap()),
+            "no range: any address"
+        );
+        p.client_ip_begin = Some("10.0.0.5".parse().unwrap());
+        assert!(p.admits_client("10.0.0.5".parse().unwrap()));
+        assert!(p.admits_client("::ffff:10.0.0.5".parse().unwrap()));
+        assert!(!p.admits_client("10.0.0.6".parse().unwrap()));
+        p.client_ip_begin = None;
+        p.client_ip_end = Some("10.0.0.7".parse().unwrap());
+        assert!(p.admits_client("10.0.0.7".parse().unwrap()));
+        assert!(!p.admits_client("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_ranges_compare_within_their_family() {
+        let mut i = input();
+        i.client_ip_begin = Some("2001:db8::1".into());
+        i.client_ip_end = Some("2001:db8::ff".into());
+        let p = merge(&blank(0), i, true).unwrap();
+        assert!(p.admits_client("2001:db8::80".parse().unwrap()));
+        assert!(!p.admits_client("2001:db8::100".parse().unwrap()));
+        assert!(!p.admits_client("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            canonical("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            canonical("2001:db8::1".parse().unwrap()),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn filters_match_exactly_and_combine_with_and() {
+        let mut i = input();
+        i.account = Some("app".into());
+        i.server_address = Some("db1".into());
+        i.server_port = Some(5432);
+        i.policy_type = Some("ops".into());
+        let p = merge(&blank(0), i, true).unwrap();
+        assert!(PolicyFilter::default().is_empty());
+        assert!(PolicyFilter::default().matches(&p));
+        let f = PolicyFilter {
+            user_id: Some("user001".into()),
+            server_port: Some(5432),
+            account: Some("app".into()),
+            ..Default::default()
+        };
+        assert!(!f.is_empty() && f.matches(&p));
+        let wrong_port = PolicyFilter {
+            server_port: Some(5433),
+            ..f.clone()
+        };
+        assert!(!wrong_port.matches(&p));
+        let prefix_only = PolicyFilter {
+            server_address: Some("db".into()),
+            ..Default::default()
+        };
+        assert!(!prefix_only.matches(&p), "no substring match");
+        let wrong_type = PolicyFilter {
+            policy_type: Some("dev".into()),
+            ..Default::default()
+        };
+        assert!(!wrong_type.matches(&p));
+    }
+
+    #[test]
+    fn an_update_keeps_what_it_does_not_name() {
+        let mut i = input();
+        i.account = Some("app".into());
+        i.sql_privileges = Some(vec!["SELECT".into()]);
+        let p = merge(&blank(0), i, true).unwrap();
+        let change = PolicyInput {
+            sql_privileges: Some(vec!["UPDATE".into()]),
+            ..Default::default()
+        };
+        let q = merge(&p, change, false).unwrap();
+        assert_eq!(q.account.as_deref(), Some("app"));
+        assert_eq!(q.user_id, "user001");
+        assert_eq!(q.privileges, vec![Privilege::Update]);
+    }
 }

@@ -16,6 +16,7 @@
 
 mod common;
 mod exec_support;
+mod gateway_support;
 mod workflow_support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use exec_support::*;
+use gateway_support::{free_addr, gateway_port, grant_pg_account, run, PgGrant};
 use serde_json::{json, Value};
 use workflow_support::*;
 
@@ -39,18 +41,6 @@ fn now_ms() -> i64 {
 
 fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// Replaces the database of a PostgreSQL URL.
@@ -331,27 +321,6 @@ async fn a_token_revoked_or_a_user_disabled_on_one_server_is_refused_on_another_
     drop(db);
 }
 
-/// A free loopback address.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
-fn gateway_port(s: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(line) = s
-            .logs()
-            .lines()
-            .find(|l| l.contains("PostgreSQL gateway on"))
-        {
-            return line.rsplit(':').next().unwrap().trim().parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no gateway in:\n{}", s.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test]
 async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_servers_gateway() {
     let Some(db) = SharedDb::create() else { return };
@@ -363,7 +332,7 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
         &db.url,
         same_vault(&a, opts.arg("--pg-gateway").arg(&free_addr())),
     );
-    let gw = gateway_port(&b);
+    let gw = gateway_port(&b, "PostgreSQL gateway on");
     let admin = admin_token(&a).await;
 
     // A role on the machine's PostgreSQL (in the test's own database), a credential holding
@@ -379,59 +348,11 @@ async fn a_policy_locked_on_one_server_refuses_the_next_statement_on_another_ser
         &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} LOGIN PASSWORD '{db_password}'"),
     ]));
     assert!(ok, "{out}");
-    let (st, cred) = call(
-        client()
-            .post(a.url("/v2/credentialvault/credentials"))
-            .bearer_auth(&admin)
-            .json(&json!({ "name": role, "attributes": [{ "name": "password", "userProvided": false, "masked": true }] })),
-    )
-    .await;
-    assert_eq!(st, 201, "{cred}");
-    let credential = cred["id"].as_i64().unwrap();
-    let attr = cred["attributes"][0]["id"].as_i64().unwrap();
-    let (st, v) = call(
-        client()
-            .post(a.url(&format!(
-                "/v2/credentialvault/credentials/{credential}/attributevalues"
-            )))
-            .bearer_auth(&admin)
-            .json(&json!([{ "credentialAttributeId": attr, "value": db_password }])),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let target = format!("{role}_pg");
-    let (st, v) = call(client().post(a.url("/api/v1/db/targets")).bearer_auth(&admin).json(
-        &json!({ "name": target, "kind": "postgres", "host": "127.0.0.1", "port": 5432, "database": db.name }),
-    ))
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let (st, v) = call(
-        client()
-            .post(a.url(&format!("/api/v1/db/targets/{target}/accounts")))
-            .bearer_auth(&admin)
-            .json(&json!({ "account": role, "credentialId": credential, "attribute": "password" })),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let user = unique("clu").to_lowercase();
-    let password = format!("Pw-{}", unique("x"));
-    let (st, v) = call(
-        client()
-            .post(a.url("/api/v1/users"))
-            .bearer_auth(&admin)
-            .json(&json!({ "user_id": user, "name": "Gateway user", "password": password })),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    let (st, v) = call(
-        client()
-            .post(a.url("/dbsafer/api/v1/policy/custom/access-policies"))
-            .bearer_auth(&admin)
-            .json(&json!({ "userId": user, "account": role, "serverAddress": "127.0.0.1", "serverPort": 5432,
-                           "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1", "sqlPrivileges": ["SELECT"] })),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
+    let PgGrant {
+        user,
+        password,
+        target,
+    } = grant_pg_account(&a, &admin, &role, &db_password, &db.name, &["SELECT"]).await;
 
     // A session through B's gateway.
     let conn =

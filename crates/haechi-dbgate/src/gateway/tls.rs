@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::BoxIo;
+use crate::error::BackendError;
 use crate::targets::{BackendTls, Target};
 
 #[derive(Debug)]
@@ -69,53 +70,61 @@ pub fn backend_tls_config() -> std::io::Result<Arc<ClientConfig>> {
 
 /// The CA certificates of a PEM file, as trust anchors; an error a person can act on when the
 /// file cannot be read or holds no usable certificate.
-pub fn ca_roots(file: &str) -> std::result::Result<RootCertStore, String> {
+pub fn ca_roots(file: &str) -> Result<RootCertStore, BackendError> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| format!("cannot read the CA file {file}: {e}"))?;
+        .map_err(|e| BackendError::TlsConfig(format!("cannot read the CA file {file}: {e}")))?;
     for cert in certs {
-        let cert = cert.map_err(|e| format!("the CA file {file} is not PEM: {e}"))?;
+        let cert = cert
+            .map_err(|e| BackendError::TlsConfig(format!("the CA file {file} is not PEM: {e}")))?;
         roots.add(cert).map_err(|e| {
-            format!("the CA file {file} holds a certificate that cannot be a CA: {e}")
+            BackendError::TlsConfig(format!(
+                "the CA file {file} holds a certificate that cannot be a CA: {e}"
+            ))
         })?;
     }
     if roots.is_empty() {
-        return Err(format!("the CA file {file} holds no certificate"));
+        return Err(BackendError::TlsConfig(format!(
+            "the CA file {file} holds no certificate"
+        )));
     }
     Ok(roots)
 }
 
 /// The client configuration for TLS to `target` (`require` or `verify-full`).
-fn config_for(target: &Target) -> std::result::Result<Arc<ClientConfig>, String> {
+fn config_for(target: &Target) -> Result<Arc<ClientConfig>, BackendError> {
     match target.tls {
         BackendTls::VerifyFull => {
             let file = target.tls_ca_file.as_deref().ok_or_else(|| {
-                format!(
+                BackendError::TlsConfig(format!(
                     "the target {} verifies TLS but names no CA file",
                     target.name
-                )
+                ))
             })?;
             let roots = ca_roots(file)?;
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let config = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
+                .map_err(|e| BackendError::TlsConfig(e.to_string()))?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             Ok(Arc::new(config))
         }
-        _ => backend_tls_config().map_err(|e| e.to_string()),
+        _ => backend_tls_config().map_err(|e| BackendError::TlsConfig(e.to_string())),
     }
 }
 
 /// The TLS handshake with `target` over `io`, checking its certificate as the target says.
-pub async fn connect(target: &Target, io: BoxIo) -> std::result::Result<BoxIo, String> {
+pub async fn connect(target: &Target, io: BoxIo) -> Result<BoxIo, BackendError> {
     let cfg = config_for(target)?;
-    let name =
-        ServerName::try_from(target.host.clone()).map_err(|e| format!("{}: {e}", target.host))?;
+    let name = ServerName::try_from(target.host.clone())
+        .map_err(|e| BackendError::TlsConfig(format!("host name {}: {e}", target.host)))?;
     let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, io)
         .await
-        .map_err(|e| format!("TLS to {} failed: {e}", target.address()))?;
+        .map_err(|source| BackendError::Tls {
+            address: target.address(),
+            source,
+        })?;
     Ok(Box::new(tls))
 }

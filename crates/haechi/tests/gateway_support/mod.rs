@@ -104,3 +104,88 @@ pub async fn start_gateways(pool_size: usize) -> (Server, u16, u16) {
     let my_port = gateway_port(&server, "MySQL gateway on");
     (server, pg_port, my_port)
 }
+
+/// What [`grant_pg_account`] registered: the person who may use the account, and where.
+pub struct PgGrant {
+    /// The Haechi user and their password.
+    pub user: String,
+    pub password: String,
+    /// The database target's name (the `dbname` a client gives the gateway).
+    pub target: String,
+}
+
+/// Registers, on `s` as `admin`, PostgreSQL account `account` (password `account_password`,
+/// kept as a vault credential) of `database` on the machine's PostgreSQL as a target named
+/// `<account>_pg`, and a new user whom a DBSAFER policy grants `privileges` on it from
+/// 127.0.0.1.
+pub async fn grant_pg_account(
+    s: &Server,
+    admin: &str,
+    account: &str,
+    account_password: &str,
+    database: &str,
+    privileges: &[&str],
+) -> PgGrant {
+    use crate::common::{call, client, unique};
+    use serde_json::json;
+    let (st, cred) = call(
+        client()
+            .post(s.url("/v2/credentialvault/credentials"))
+            .bearer_auth(admin)
+            .json(&json!({ "name": account, "attributes": [{ "name": "password", "userProvided": false, "masked": true }] })),
+    )
+    .await;
+    assert_eq!(st, 201, "{cred}");
+    let credential = cred["id"].as_i64().unwrap();
+    let attr = cred["attributes"][0]["id"].as_i64().unwrap();
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!(
+                "/v2/credentialvault/credentials/{credential}/attributevalues"
+            )))
+            .bearer_auth(admin)
+            .json(&json!([{ "credentialAttributeId": attr, "value": account_password }])),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let target = format!("{account}_pg");
+    let (st, v) = call(client().post(s.url("/api/v1/db/targets")).bearer_auth(admin).json(
+        &json!({ "name": target, "kind": "postgres", "host": "127.0.0.1", "port": 5432, "database": database }),
+    ))
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        client()
+            .post(s.url(&format!("/api/v1/db/targets/{target}/accounts")))
+            .bearer_auth(admin)
+            .json(
+                &json!({ "account": account, "credentialId": credential, "attribute": "password" }),
+            ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let user = unique("clu").to_lowercase();
+    let password = format!("Pw-{}", unique("x"));
+    let (st, v) = call(
+        client()
+            .post(s.url("/api/v1/users"))
+            .bearer_auth(admin)
+            .json(&json!({ "user_id": user, "name": "Gateway user", "password": password })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        client()
+            .post(s.url("/dbsafer/api/v1/policy/custom/access-policies"))
+            .bearer_auth(admin)
+            .json(&json!({ "userId": user, "account": account, "serverAddress": "127.0.0.1", "serverPort": 5432,
+                           "clientIpBegin": "127.0.0.1", "clientIpEnd": "127.0.0.1", "sqlPrivileges": privileges })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    PgGrant {
+        user,
+        password,
+        target,
+    }
+}

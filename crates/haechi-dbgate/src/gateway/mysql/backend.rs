@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::protocol::{self as p, Packet};
 use crate::classify::mysql::Flavor;
+use crate::error::BackendError;
 use crate::gateway::BoxIo;
 use crate::targets::{BackendTls, Target};
 
@@ -57,19 +58,15 @@ fn auth_response(
     plugin: &str,
     password: &SecretString,
     scramble: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BackendError> {
     let pw = password.expose_secret().as_bytes();
     match plugin {
         "mysql_native_password" => Ok(native_scramble(pw, scramble)),
         "caching_sha2_password" => Ok(sha2_scramble(pw, scramble)),
-        other => Err(format!(
-            "the database asks for authentication plugin '{other}', which Haechi does not support"
-        )),
+        other => Err(BackendError::UnsupportedAuth {
+            method: format!("plugin '{other}'"),
+        }),
     }
-}
-
-fn io_err(e: std::io::Error) -> String {
-    e.to_string()
 }
 
 /// Connects and logs in as `account`. `caps` are the capabilities the client negotiated with
@@ -82,13 +79,17 @@ pub async fn connect(
     caps: u32,
     charset: u8,
     timeout: Duration,
-) -> Result<Backend, String> {
+) -> Result<Backend, BackendError> {
     let fut = async {
-        let mut io = crate::gateway::dial(target)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
+        let mut io =
+            crate::gateway::dial(target)
+                .await
+                .map_err(|source| BackendError::Connect {
+                    address: target.address(),
+                    source,
+                })?;
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        let hello = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
+        let hello = p::read_packet(&mut io, &mut buf).await?;
         let h = parse_handshake(&hello.payload)?;
         let mut caps = (caps & p::GATEWAY_CAPS & h.caps)
             | p::CLIENT_PROTOCOL_41
@@ -104,10 +105,9 @@ pub async fn connect(
         let mut encrypted = false;
         if target.tls != BackendTls::Disable {
             if h.caps & p::CLIENT_SSL == 0 {
-                return Err(format!(
-                    "{} does not offer TLS, and the target requires it",
-                    target.address()
-                ));
+                return Err(BackendError::TlsNotOffered {
+                    address: target.address(),
+                });
             }
             let mut req = BytesMut::new();
             req.put_u32_le(caps | p::CLIENT_SSL);
@@ -116,89 +116,24 @@ pub async fn connect(
             req.put_slice(&[0u8; 23]);
             let mut out = BytesMut::new();
             p::put_packet(&mut out, seq, &req);
-            crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
+            crate::gateway::send(&mut io, &out).await?;
             seq = seq.wrapping_add(1);
             io = crate::gateway::tls::connect(target, io).await?;
             caps |= p::CLIENT_SSL;
             encrypted = true;
         }
-        let mut plugin = h.plugin.clone();
-        let mut scramble = h.scramble.clone();
-        let resp = auth_response(&plugin, password, &scramble)?;
-        let mut body = BytesMut::new();
-        body.put_u32_le(caps);
-        body.put_u32_le(p::MAX_PAYLOAD as u32);
-        body.put_u8(charset);
-        body.put_slice(&[0u8; 23]);
-        body.put_slice(account.as_bytes());
-        body.put_u8(0);
-        p::put_lenenc_int(&mut body, resp.len() as u64);
-        body.put_slice(&resp);
-        if caps & p::CLIENT_CONNECT_WITH_DB != 0 {
-            body.put_slice(target.database.as_bytes());
-            body.put_u8(0);
-        }
-        body.put_slice(plugin.as_bytes());
-        body.put_u8(0);
-        if caps & p::CLIENT_CONNECT_ATTRS != 0 {
-            let mut attrs = BytesMut::new();
-            for (k, v) in [
-                ("_client_name", "haechi-gateway"),
-                ("program_name", "haechi"),
-            ] {
-                p::put_lenenc_int(&mut attrs, k.len() as u64);
-                attrs.put_slice(k.as_bytes());
-                p::put_lenenc_int(&mut attrs, v.len() as u64);
-                attrs.put_slice(v.as_bytes());
-            }
-            p::put_lenenc_int(&mut body, attrs.len() as u64);
-            body.put_slice(&attrs);
-        }
+        let resp = auth_response(&h.plugin, password, &h.scramble)?;
+        let body = handshake_response(caps, charset, account, &target.database, &h.plugin, &resp);
         let mut out = BytesMut::new();
         p::put_packet(&mut out, seq, &body);
-        crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
-        let status;
-        loop {
-            let pkt = p::read_packet(&mut io, &mut buf).await.map_err(io_err)?;
-            seq = pkt.seq.wrapping_add(1);
-            let pl = &pkt.payload;
-            match pl.first() {
-                Some(0x00) => {
-                    status = p::ok_info(pl).1;
-                    break;
-                }
-                Some(0xFF) => {
-                    let msg = String::from_utf8_lossy(pl.get(9..).unwrap_or_default()).into_owned();
-                    return Err(format!("the database refused the login: {msg}"));
-                }
-                Some(0xFE) => {
-                    let mut b = &pl[1..];
-                    plugin = String::from_utf8_lossy(p::nul_str(&mut b).unwrap_or_default()).into_owned();
-                    scramble = b.strip_suffix(&[0]).unwrap_or(b).to_vec();
-                    let resp = auth_response(&plugin, password, &scramble)?;
-                    let mut out = BytesMut::new();
-                    p::put_packet(&mut out, seq, &resp);
-                    crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
-                }
-                Some(0x01) if plugin == "caching_sha2_password" => match pl.get(1) {
-                    Some(0x03) => {}
-                    // The password itself goes only over TLS whose certificate was checked,
-                    // unless the target allows it (then over any TLS).
-                    Some(0x04) if encrypted && target.may_send_password() => {
-                        let mut pw = password.expose_secret().as_bytes().to_vec();
-                        pw.push(0);
-                        let mut out = BytesMut::new();
-                        p::put_packet(&mut out, seq, &pw);
-                        zeroize::Zeroize::zeroize(&mut pw);
-                        crate::gateway::send(&mut io, &out).await.map_err(io_err)?;
-                    }
-                    _ => {
-                        return Err("the database wants caching_sha2_password full authentication (the password itself), which the gateway sends only over TLS whose certificate it verified: set the target's tls to \"verify-full\" with its CA file (or tls \"require\" and allow_insecure_password)".into())
-                    }
-                },
-                _ => return Err("unexpected packet during the database login".into()),
-            }
-        }
+        crate::gateway::send(&mut io, &out).await?;
+        let auth = Auth {
+            target,
+            password,
+            encrypted,
+            plugin: h.plugin.clone(),
+        };
+        let status = auth.finish(&mut io, &mut buf).await?;
         let mut backend = Backend {
             io,
             buf,
@@ -212,7 +147,120 @@ pub async fn connect(
     };
     tokio::time::timeout(timeout, fut)
         .await
-        .map_err(|_| "logging in to the database timed out".to_owned())?
+        .map_err(|_| BackendError::Timeout {
+            step: "logging in to the database".into(),
+        })?
+}
+
+/// The client's HandshakeResponse41: capabilities, account, auth response, database, plugin
+/// and the connection attributes.
+fn handshake_response(
+    caps: u32,
+    charset: u8,
+    account: &str,
+    database: &str,
+    plugin: &str,
+    resp: &[u8],
+) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_u32_le(caps);
+    body.put_u32_le(p::MAX_PAYLOAD as u32);
+    body.put_u8(charset);
+    body.put_slice(&[0u8; 23]);
+    body.put_slice(account.as_bytes());
+    body.put_u8(0);
+    p::put_lenenc_int(&mut body, resp.len() as u64);
+    body.put_slice(resp);
+    if caps & p::CLIENT_CONNECT_WITH_DB != 0 {
+        body.put_slice(database.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_slice(plugin.as_bytes());
+    body.put_u8(0);
+    if caps & p::CLIENT_CONNECT_ATTRS != 0 {
+        let mut attrs = BytesMut::new();
+        for (k, v) in [
+            ("_client_name", "haechi-gateway"),
+            ("program_name", "haechi"),
+        ] {
+            p::put_lenenc_int(&mut attrs, k.len() as u64);
+            attrs.put_slice(k.as_bytes());
+            p::put_lenenc_int(&mut attrs, v.len() as u64);
+            attrs.put_slice(v.as_bytes());
+        }
+        p::put_lenenc_int(&mut body, attrs.len() as u64);
+        body.put_slice(&attrs);
+    }
+    body
+}
+
+/// The gateway's side of the login after its handshake response.
+struct Auth<'a> {
+    target: &'a Target,
+    password: &'a SecretString,
+    /// The connection to the database is TLS.
+    encrypted: bool,
+    /// The authentication plugin in use (the database may switch it).
+    plugin: String,
+}
+
+impl Auth<'_> {
+    /// Answers the database until it accepts (its OK's status flags) or refuses the login.
+    async fn finish(mut self, io: &mut BoxIo, buf: &mut BytesMut) -> Result<u16, BackendError> {
+        loop {
+            let pkt = p::read_packet(io, buf).await?;
+            let seq = pkt.seq.wrapping_add(1);
+            let pl = &pkt.payload;
+            let reply = match pl.first() {
+                Some(0x00) => return Ok(p::ok_info(pl).1),
+                Some(0xFF) => {
+                    let msg = String::from_utf8_lossy(pl.get(9..).unwrap_or_default()).into_owned();
+                    return Err(BackendError::LoginRefused { detail: msg });
+                }
+                // AuthSwitchRequest: another plugin, another scramble.
+                Some(0xFE) => {
+                    let mut b = &pl[1..];
+                    self.plugin = String::from_utf8_lossy(p::nul_str(&mut b).unwrap_or_default())
+                        .into_owned();
+                    let scramble = b.strip_suffix(&[0]).unwrap_or(b);
+                    Some(auth_response(&self.plugin, self.password, scramble)?)
+                }
+                Some(0x01) if self.plugin == "caching_sha2_password" => {
+                    self.sha2_more(pl.get(1))?
+                }
+                _ => {
+                    return Err(BackendError::Protocol(
+                        "unexpected packet during the database login".into(),
+                    ))
+                }
+            };
+            if let Some(mut reply) = reply {
+                let mut out = BytesMut::new();
+                p::put_packet(&mut out, seq, &reply);
+                zeroize::Zeroize::zeroize(&mut reply);
+                crate::gateway::send(io, &out).await?;
+            }
+        }
+    }
+
+    /// caching_sha2_password's AuthMoreData: fast authentication succeeded (nothing to send),
+    /// or the database wants the password itself.
+    fn sha2_more(&self, what: Option<&u8>) -> Result<Option<Vec<u8>>, BackendError> {
+        match what {
+            Some(0x03) => Ok(None),
+            // The password itself goes only over TLS whose certificate was checked, unless
+            // the target allows it (then over any TLS).
+            Some(0x04) if self.encrypted && self.target.may_send_password() => {
+                let mut pw = self.password.expose_secret().as_bytes().to_vec();
+                pw.push(0);
+                Ok(Some(pw))
+            }
+            _ => Err(BackendError::InsecurePassword {
+                form: "clear (caching_sha2_password full authentication)",
+                otherwise: "or tls \"require\" and allow_insecure_password",
+            }),
+        }
+    }
 }
 
 struct Handshake {
@@ -222,11 +270,11 @@ struct Handshake {
     plugin: String,
 }
 
-fn parse_handshake(pl: &[u8]) -> Result<Handshake, String> {
-    let bad = || "the database sent a malformed handshake".to_owned();
+fn parse_handshake(pl: &[u8]) -> Result<Handshake, BackendError> {
+    let bad = || BackendError::Protocol("the database sent a malformed handshake".into());
     if pl.first() == Some(&0xFF) {
         let msg = String::from_utf8_lossy(pl.get(3..).unwrap_or_default()).into_owned();
-        return Err(format!("the database refused the connection: {msg}"));
+        return Err(BackendError::LoginRefused { detail: msg });
     }
     if pl.first() != Some(&10) {
         return Err(bad());
@@ -270,38 +318,28 @@ fn parse_handshake(pl: &[u8]) -> Result<Handshake, String> {
 
 impl Backend {
     /// Runs a query of the gateway's own and returns the first column of its first row.
-    async fn query_one(&mut self, sql: &str) -> Result<String, String> {
+    async fn query_one(&mut self, sql: &str) -> Result<String, BackendError> {
         let mut q = BytesMut::new();
         q.put_u8(0x03);
         q.put_slice(sql.as_bytes());
         let mut out = BytesMut::new();
         p::put_packet(&mut out, 0, &q);
-        crate::gateway::send(&mut self.io, &out)
-            .await
-            .map_err(io_err)?;
-        let first = p::read_packet(&mut self.io, &mut self.buf)
-            .await
-            .map_err(io_err)?;
+        crate::gateway::send(&mut self.io, &out).await?;
+        let first = p::read_packet(&mut self.io, &mut self.buf).await?;
         if first.payload.first() == Some(&0xFF) {
-            return Err("the database refused the gateway's session query".into());
+            return Err(BackendError::Query(p::err_message(&first.payload)));
         }
         let mut b = &first.payload[..];
         let cols = p::lenenc_int(&mut b).unwrap_or(0);
         for _ in 0..cols {
-            p::read_packet(&mut self.io, &mut self.buf)
-                .await
-                .map_err(io_err)?;
+            p::read_packet(&mut self.io, &mut self.buf).await?;
         }
-        let _ = p::read_packet(&mut self.io, &mut self.buf)
-            .await
-            .map_err(io_err)?; // EOF
+        let _ = p::read_packet(&mut self.io, &mut self.buf).await?; // EOF
         let mut value: Option<String> = None;
         loop {
-            let pkt = p::read_packet(&mut self.io, &mut self.buf)
-                .await
-                .map_err(io_err)?;
+            let pkt = p::read_packet(&mut self.io, &mut self.buf).await?;
             if pkt.payload.first() == Some(&0xFF) {
-                return Err("the database refused the gateway's session query".into());
+                return Err(BackendError::Query(p::err_message(&pkt.payload)));
             }
             if p::is_eof(&pkt.payload) {
                 break;
@@ -366,155 +404,191 @@ pub async fn relay_response_held<C: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<Outcome> {
     let mut out = std::mem::take(&mut db.out);
     out.clear();
+    let mut r = Relay { db, client, out };
     let mut o = Outcome::default();
-    let flush = |out: &mut BytesMut| out.len() >= 64 * 1024;
-    // Reads one packet from the database, flushing what is queued for the client first when
-    // the database has nothing ready.
-    macro_rules! next {
-        () => {{
-            loop {
-                if let Some(pk) = p::frame(&mut db.buf) {
-                    // Flushed before a packet is queued, never after: the last packet stays
-                    // queued when the response ends.
-                    if flush(&mut out) {
-                        crate::gateway::send(client, &out).await?;
-                        out.clear();
-                    }
-                    out.put_uint_le(pk.payload.len() as u64, 3);
-                    out.put_u8(pk.seq);
-                    out.put_slice(&pk.payload);
-                    break pk;
-                }
-                if !out.is_empty() {
-                    crate::gateway::send(client, &out).await?;
-                    out.clear();
-                }
-                if db.buf.capacity() - db.buf.len() < 16 * 1024 {
-                    db.buf.reserve(64 * 1024);
-                }
-                if tokio::io::AsyncReadExt::read_buf(&mut db.io, &mut db.buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        }};
-    }
-    // Packets of a payload longer than 16 MiB continue in the next packets.
-    macro_rules! skip_continuations {
-        ($pk:expr) => {{
-            let mut last = $pk.payload.len();
-            while last == p::MAX_PAYLOAD {
-                let c = next!();
-                last = c.payload.len();
-            }
-        }};
-    }
-    match expect {
+    let relayed = match expect {
         Expect::Single => {
-            let pk = next!();
+            let pk = r.next().await?;
             if pk.payload.first() == Some(&0xFF) {
                 o.error = Some(p::err_code(&pk.payload));
+            }
+            Ok(())
+        }
+        Expect::Fields => r.fields(&mut o).await,
+        Expect::Prepare => r.prepare(&mut o).await,
+        Expect::Results => r.results(client_buf, allow_infile, &mut o).await,
+    };
+    relayed?;
+    r.db.out = r.out;
+    Ok(o)
+}
+
+/// One response on its way from the database to the client.
+struct Relay<'a, C> {
+    db: &'a mut Backend,
+    client: &'a mut C,
+    /// Packets queued for the client.
+    out: BytesMut,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
+    /// Reads one packet from the database and queues it for the client, flushing what is
+    /// queued first when the database has nothing ready.
+    async fn next(&mut self) -> std::io::Result<Packet> {
+        loop {
+            if let Some(pk) = p::frame(&mut self.db.buf) {
+                // Flushed before a packet is queued, never after: the last packet stays
+                // queued when the response ends.
+                if self.out.len() >= 64 * 1024 {
+                    crate::gateway::send(self.client, &self.out).await?;
+                    self.out.clear();
+                }
+                self.out.put_uint_le(pk.payload.len() as u64, 3);
+                self.out.put_u8(pk.seq);
+                self.out.put_slice(&pk.payload);
+                return Ok(pk);
+            }
+            if !self.out.is_empty() {
+                crate::gateway::send(self.client, &self.out).await?;
+                self.out.clear();
+            }
+            if self.db.buf.capacity() - self.db.buf.len() < 16 * 1024 {
+                self.db.buf.reserve(64 * 1024);
+            }
+            if tokio::io::AsyncReadExt::read_buf(&mut self.db.io, &mut self.db.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
-        Expect::Fields => loop {
-            let pk = next!();
+    }
+
+    /// Column definitions up to EOF (COM_FIELD_LIST), or an error.
+    async fn fields(&mut self, o: &mut Outcome) -> std::io::Result<()> {
+        loop {
+            let pk = self.next().await?;
             if pk.payload.first() == Some(&0xFF) {
                 o.error = Some(p::err_code(&pk.payload));
-                break;
+                return Ok(());
             }
             if p::is_eof(&pk.payload) {
-                break;
+                return Ok(());
             }
-        },
-        Expect::Prepare => {
-            let pk = next!();
-            if pk.payload.first() == Some(&0xFF) {
-                o.error = Some(p::err_code(&pk.payload));
-            } else if pk.payload.len() >= 9 {
-                let pl = &pk.payload;
-                o.stmt_id = Some(u32::from_le_bytes([pl[1], pl[2], pl[3], pl[4]]));
-                let cols = u16::from_le_bytes([pl[5], pl[6]]);
-                let params = u16::from_le_bytes([pl[7], pl[8]]);
-                for n in [params, cols] {
-                    if n > 0 {
-                        for _ in 0..n {
-                            let _ = next!();
-                        }
-                        let _ = next!(); // EOF
+        }
+    }
+
+    /// COM_STMT_PREPARE's answer: the statement id, then its parameter and column definitions.
+    async fn prepare(&mut self, o: &mut Outcome) -> std::io::Result<()> {
+        let pk = self.next().await?;
+        if pk.payload.first() == Some(&0xFF) {
+            o.error = Some(p::err_code(&pk.payload));
+        } else if pk.payload.len() >= 9 {
+            let pl = &pk.payload;
+            o.stmt_id = Some(u32::from_le_bytes([pl[1], pl[2], pl[3], pl[4]]));
+            let cols = u16::from_le_bytes([pl[5], pl[6]]);
+            let params = u16::from_le_bytes([pl[7], pl[8]]);
+            for n in [params, cols] {
+                if n > 0 {
+                    for _ in 0..n {
+                        self.next().await?;
                     }
+                    self.next().await?; // EOF
                 }
             }
         }
-        Expect::Results => loop {
-            let pk = next!();
-            let first = pk.payload.first().copied();
-            match first {
+        Ok(())
+    }
+
+    /// OK, ERR or result sets, as long as the database says more results follow.
+    async fn results(
+        &mut self,
+        client_buf: &mut BytesMut,
+        allow_infile: bool,
+        o: &mut Outcome,
+    ) -> std::io::Result<()> {
+        loop {
+            let pk = self.next().await?;
+            let status = match pk.payload.first() {
                 Some(0x00) => {
                     let (rows, status) = p::ok_info(&pk.payload);
                     o.rows += rows;
-                    if status & p::SERVER_MORE_RESULTS_EXISTS == 0 {
-                        break;
-                    }
+                    status
                 }
                 Some(0xFF) => {
                     o.error = Some(p::err_code(&pk.payload));
-                    break;
+                    return Ok(());
                 }
                 Some(0xFB) => {
-                    // LOCAL INFILE request: the packet was queued for the client; take it back
-                    // when refused.
-                    if !allow_infile {
-                        let queued = 4 + pk.payload.len();
-                        out.truncate(out.len() - queued);
-                        let mut empty = BytesMut::new();
-                        p::put_packet(&mut empty, pk.seq.wrapping_add(1), &[]);
-                        crate::gateway::send(&mut db.io, &empty).await?;
-                        o.infile_refused = true;
-                    } else {
-                        crate::gateway::send(client, &out).await?;
-                        out.clear();
-                        // Client → database: file packets up to an empty one.
-                        loop {
-                            let fp = read_client_packet(client, client_buf).await?;
-                            let mut raw = BytesMut::new();
-                            raw.put_uint_le(fp.payload.len() as u64, 3);
-                            raw.put_u8(fp.seq);
-                            raw.put_slice(&fp.payload);
-                            crate::gateway::send(&mut db.io, &raw).await?;
-                            if fp.payload.is_empty() {
-                                break;
-                            }
-                        }
-                    }
+                    self.local_infile(&pk, client_buf, allow_infile, o).await?;
+                    continue;
                 }
-                _ => {
-                    // A result set: column count, definitions, EOF, rows, EOF.
-                    let mut b = &pk.payload[..];
-                    let cols = p::lenenc_int(&mut b).unwrap_or(0);
-                    for _ in 0..cols {
-                        let _ = next!();
-                    }
-                    let _ = next!(); // EOF after the definitions
-                    let status = loop {
-                        let row = next!();
-                        if row.payload.first() == Some(&0xFF) {
-                            o.error = Some(p::err_code(&row.payload));
-                            break 0;
-                        }
-                        if p::is_eof(&row.payload) {
-                            break p::eof_status(&row.payload);
-                        }
-                        o.rows += 1;
-                        skip_continuations!(row);
-                    };
-                    if o.error.is_some() || status & p::SERVER_MORE_RESULTS_EXISTS == 0 {
-                        break;
-                    }
-                }
+                _ => self.result_set(&pk, o).await?,
+            };
+            if o.error.is_some() || status & p::SERVER_MORE_RESULTS_EXISTS == 0 {
+                return Ok(());
             }
-        },
+        }
     }
-    db.out = out;
-    Ok(o)
+
+    /// A result set after its column count `pk`: definitions, EOF, rows, EOF. Returns the
+    /// final EOF's status flags (`0` after an error).
+    async fn result_set(&mut self, pk: &Packet, o: &mut Outcome) -> std::io::Result<u16> {
+        let mut b = &pk.payload[..];
+        let cols = p::lenenc_int(&mut b).unwrap_or(0);
+        for _ in 0..cols {
+            self.next().await?;
+        }
+        self.next().await?; // EOF after the definitions
+        loop {
+            let row = self.next().await?;
+            if row.payload.first() == Some(&0xFF) {
+                o.error = Some(p::err_code(&row.payload));
+                return Ok(0);
+            }
+            if p::is_eof(&row.payload) {
+                return Ok(p::eof_status(&row.payload));
+            }
+            o.rows += 1;
+            // Packets of a payload longer than 16 MiB continue in the next packets.
+            let mut last = row.payload.len();
+            while last == p::MAX_PAYLOAD {
+                last = self.next().await?.payload.len();
+            }
+        }
+    }
+
+    /// A LOCAL INFILE request `pk` (already queued for the client): refused with an empty
+    /// file unless `allow_infile`, else the client's file packets go to the database.
+    async fn local_infile(
+        &mut self,
+        pk: &Packet,
+        client_buf: &mut BytesMut,
+        allow_infile: bool,
+        o: &mut Outcome,
+    ) -> std::io::Result<()> {
+        if !allow_infile {
+            // Take the request back from what is queued for the client.
+            let queued = 4 + pk.payload.len();
+            self.out.truncate(self.out.len() - queued);
+            let mut empty = BytesMut::new();
+            p::put_packet(&mut empty, pk.seq.wrapping_add(1), &[]);
+            crate::gateway::send(&mut self.db.io, &empty).await?;
+            o.infile_refused = true;
+            return Ok(());
+        }
+        crate::gateway::send(self.client, &self.out).await?;
+        self.out.clear();
+        // Client → database: file packets up to an empty one.
+        loop {
+            let fp = read_client_packet(self.client, client_buf).await?;
+            let mut raw = BytesMut::new();
+            raw.put_uint_le(fp.payload.len() as u64, 3);
+            raw.put_u8(fp.seq);
+            raw.put_slice(&fp.payload);
+            crate::gateway::send(&mut self.db.io, &raw).await?;
+            if fp.payload.is_empty() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Sends what [`relay_response_held`] kept back.

@@ -16,7 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use super::backend::{self, Backend, Expect};
 use super::protocol::{self as p};
 use crate::classify::{mysql as classify_mysql, Classification};
-use crate::gateway::{BoxIo, LoginFailed, Session, StatementRecord, Verdict};
+use crate::error::{ClientError, ER_ACCESS_DENIED};
+use crate::gateway::{BoxIo, Session, StatementRecord, Verdict};
 use crate::privilege::{PrivSet, Privilege};
 use crate::targets::Kind;
 use crate::DbGate;
@@ -28,11 +29,8 @@ const DEFAULT_COLLATION: u8 = 45;
 /// Collation ids of the character sets in [`classify_mysql::UNSAFE_CHARSETS`].
 const UNSAFE_COLLATIONS: &[u8] = &[1, 84, 13, 88, 28, 87, 95, 96, 12, 91, 97, 98, 248, 249];
 
-const ER_ACCESS_DENIED: u16 = 1045;
 const ER_TABLEACCESS_DENIED: u16 = 1142;
 const ER_UNKNOWN_COM: u16 = 1047;
-/// ER_UNKNOWN_ERROR: the database behind the gateway could not be reached or refused us.
-const ER_CONNECT_FAILED: u16 = 1105;
 
 pub async fn handle(
     tcp: TcpStream,
@@ -238,6 +236,13 @@ async fn refuse_login(io: &mut BoxIo, seq: u8, message: &str) -> std::io::Result
     Ok(())
 }
 
+/// Sends `e` as the ERR packet that ends the login.
+async fn client_error(io: &mut BoxIo, seq: u8, e: &ClientError) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    p::err_packet(&mut out, seq, e.mysql_code, e.mysql_sqlstate(), &e.message);
+    crate::gateway::send(io, &out).await
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn login(
     mut io: BoxIo,
@@ -263,9 +268,7 @@ async fn login(
         .await
     {
         Ok(s) => s,
-        Err(LoginFailed::Refused(m) | LoginFailed::Vault(m)) => {
-            return refuse_login(&mut io, seq, &m).await
-        }
+        Err(e) => return client_error(&mut io, seq, &e.for_client()).await,
     };
     let charset = if resp.charset == 0 {
         DEFAULT_COLLATION
@@ -284,14 +287,8 @@ async fn login(
     {
         Ok(b) => b,
         Err(e) => {
-            let mut out = BytesMut::new();
-            let msg = format!(
-                "cannot log in to database target '{}' as '{}': {e}",
-                session.target.name, session.account.account
-            );
-            p::err_packet(&mut out, seq, ER_CONNECT_FAILED, "HY000", &msg);
-            crate::gateway::send(&mut io, &out).await?;
-            return Ok(());
+            let c = e.for_client(&session.target.name, &session.account.account);
+            return client_error(&mut io, seq, &c).await;
         }
     };
     drop(db_password);
@@ -314,6 +311,26 @@ struct Stmt {
     needs: PrivSet,
 }
 
+/// The command phase of one logged-in connection.
+struct Commands<'a> {
+    client: &'a mut BoxIo,
+    buf: &'a mut BytesMut,
+    db: &'a mut Backend,
+    session: &'a mut Session,
+    stmts: HashMap<u32, Stmt>,
+    auditor: crate::gateway::Auditor,
+}
+
+/// What to do after a command was looked at.
+enum Next {
+    /// Decide the statement (text for the audit, classification, response shape).
+    Decide(String, Classification, Expect),
+    /// The command was handled; read the next.
+    Done,
+    /// The connection ends.
+    Quit,
+}
+
 async fn commands(
     client: &mut BoxIo,
     buf: &mut BytesMut,
@@ -321,15 +338,21 @@ async fn commands(
     session: &mut Session,
 ) -> std::io::Result<()> {
     let auditor = session.auditor();
-    let mut stmts: HashMap<u32, Stmt> = HashMap::new();
+    let mut c = Commands {
+        client,
+        buf,
+        db,
+        session,
+        stmts: HashMap::new(),
+        auditor,
+    };
     loop {
-        let pkt = match p::read_packet(client, buf).await {
+        let pkt = match p::read_packet(c.client, c.buf).await {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let pl = &pkt.payload;
-        if pl.len() >= p::MAX_PAYLOAD {
+        if pkt.payload.len() >= p::MAX_PAYLOAD {
             let mut out = BytesMut::new();
             p::err_packet(
                 &mut out,
@@ -338,136 +361,83 @@ async fn commands(
                 "08S01",
                 "commands of 16 MiB or more are not accepted by the gateway",
             );
-            crate::gateway::send(client, &out).await?;
+            crate::gateway::send(c.client, &out).await?;
             return Ok(());
         }
-        let Some(&cmd) = pl.first() else {
+        let Some(&cmd) = pkt.payload.first() else {
             return Ok(());
         };
         let started = Instant::now();
-        // (statement text for the audit, classification, response shape)
-        let (text, class, expect): (String, Classification, Expect) = match cmd {
-            0x01 => {
-                forward(db, &pkt.payload, pkt.seq).await?;
-                return Ok(());
+        match c.command(&pkt, cmd, started).await? {
+            Next::Decide(text, class, expect) => {
+                c.decided(&pkt, &text, &class, expect, started).await?
             }
-            0x0e => {
-                forward(db, &pkt.payload, pkt.seq).await?;
-                backend::relay_response(db, client, buf, Expect::Single, false).await?;
-                continue;
+            Next::Done => {}
+            Next::Quit => return Ok(()),
+        }
+    }
+}
+
+impl Commands<'_> {
+    /// Looks at one command: what needs a decision is returned; the rest is handled here.
+    async fn command(
+        &mut self,
+        pkt: &p::Packet,
+        cmd: u8,
+        started: Instant,
+    ) -> std::io::Result<Next> {
+        let pl = &pkt.payload;
+        let show = |text: &str, expect| {
+            let c = Classification::needs(PrivSet::of(&[Privilege::Show]), 1);
+            Next::Decide(text.into(), c, expect)
+        };
+        Ok(match cmd {
+            // COM_QUIT
+            0x01 => {
+                forward(self.db, pl, pkt.seq).await?;
+                Next::Quit
             }
             0x03 => {
                 let sql = String::from_utf8_lossy(&pl[1..]).into_owned();
-                let prepared = |n: &str| session.prepared.get(n).copied();
-                let c = match std::str::from_utf8(&pl[1..]) {
-                    Ok(s) => classify_mysql::classify(s, db.flavor, &prepared),
-                    Err(_) => Classification::unclassifiable("the statement is not valid UTF-8"),
-                };
-                (sql, c, Expect::Results)
+                let c = self.classify(&pl[1..]);
+                Next::Decide(sql, c, Expect::Results)
             }
             0x02 => {
                 let schema = String::from_utf8_lossy(&pl[1..]).into_owned();
-                (
+                Next::Decide(
                     format!("USE `{schema}`"),
                     Classification::needs(PrivSet::of(&[Privilege::Connect]), 1),
                     Expect::Results,
                 )
             }
-            0x04 => (
-                "<COM_FIELD_LIST>".into(),
-                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
-                Expect::Fields,
-            ),
-            0x09 => (
-                "<COM_STATISTICS>".into(),
-                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
-                Expect::Single,
-            ),
-            0x0a => (
-                "<COM_PROCESS_INFO>".into(),
-                Classification::needs(PrivSet::of(&[Privilege::Show]), 1),
-                Expect::Results,
-            ),
-            0x0c => (
+            0x04 => show("<COM_FIELD_LIST>", Expect::Fields),
+            0x09 => show("<COM_STATISTICS>", Expect::Single),
+            0x0a => show("<COM_PROCESS_INFO>", Expect::Results),
+            0x0c => Next::Decide(
                 "<COM_PROCESS_KILL>".into(),
                 Classification::needs(PrivSet::of(&[Privilege::Command]), 1),
                 Expect::Results,
             ),
-            0x1b => {
-                forward(db, &pkt.payload, pkt.seq).await?;
-                backend::relay_response(db, client, buf, Expect::Single, false).await?;
-                continue;
-            }
+            // COM_PING, COM_SET_OPTION, COM_STMT_RESET: one packet back.
+            0x0e | 0x1b | 0x1a => self.pass(pkt, Some(Expect::Single)).await?,
+            // COM_RESET_CONNECTION: forgets the prepared statements too.
             0x1f => {
-                forward(db, &pkt.payload, pkt.seq).await?;
-                backend::relay_response(db, client, buf, Expect::Single, false).await?;
-                stmts.clear();
-                session.prepared.clear();
-                continue;
+                self.pass(pkt, Some(Expect::Single)).await?;
+                self.stmts.clear();
+                self.session.prepared.clear();
+                Next::Done
             }
-            0x16 => {
-                let sql = String::from_utf8_lossy(&pl[1..]).into_owned();
-                let prepared = |n: &str| session.prepared.get(n).copied();
-                let c = match std::str::from_utf8(&pl[1..]) {
-                    Ok(s) => classify_mysql::classify(s, db.flavor, &prepared),
-                    Err(_) => Classification::unclassifiable("the statement is not valid UTF-8"),
-                };
-                let verdict = session.decide(&c);
-                if let Verdict::Refuse { message, .. } = &verdict {
-                    audit(&auditor, &sql, c.needs, &verdict, 0, started, None).await;
-                    refuse(client, message).await?;
-                    continue;
-                }
-                forward(db, &pkt.payload, pkt.seq).await?;
-                let o = backend::relay_response(db, client, buf, Expect::Prepare, false).await?;
-                if let Some(id) = o.stmt_id {
-                    stmts.insert(
-                        id,
-                        Stmt {
-                            text: Arc::from(sql.as_str()),
-                            needs: c.needs,
-                        },
-                    );
-                }
-                continue;
-            }
-            0x17 | 0x1c => {
-                let id = pl
-                    .get(1..5)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let Some(stmt) = id.and_then(|id| stmts.get(&id)) else {
-                    // Unknown statement: the database answers with its own error.
-                    forward(db, &pkt.payload, pkt.seq).await?;
-                    backend::relay_response(db, client, buf, Expect::Results, false).await?;
-                    continue;
-                };
-                let expect = if cmd == 0x1c {
-                    Expect::Fields
-                } else {
-                    Expect::Results
-                };
-                (
-                    stmt.text.to_string(),
-                    Classification::needs(stmt.needs, 1),
-                    expect,
-                )
-            }
-            0x18 => {
-                // COM_STMT_SEND_LONG_DATA: no response.
-                forward(db, &pkt.payload, pkt.seq).await?;
-                continue;
-            }
+            0x16 => self.prepare(pkt, started).await?,
+            0x17 | 0x1c => self.execute(pkt, cmd).await?,
+            // COM_STMT_SEND_LONG_DATA: no response.
+            0x18 => self.pass(pkt, None).await?,
+            // COM_STMT_CLOSE: no response.
             0x19 => {
                 if let Some(b) = pl.get(1..5) {
-                    stmts.remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    self.stmts
+                        .remove(&u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 }
-                forward(db, &pkt.payload, pkt.seq).await?;
-                continue;
-            }
-            0x1a => {
-                forward(db, &pkt.payload, pkt.seq).await?;
-                backend::relay_response(db, client, buf, Expect::Single, false).await?;
-                continue;
+                self.pass(pkt, None).await?
             }
             0x11 => {
                 // COM_CHANGE_USER would log in as someone else on the same connection: the
@@ -480,8 +450,8 @@ async fn commands(
                     "28000",
                     "Haechi DB gateway: changing the user on an open connection is not allowed; reconnect",
                 );
-                crate::gateway::send(client, &out).await?;
-                return Ok(());
+                crate::gateway::send(self.client, &out).await?;
+                Next::Quit
             }
             other => {
                 let mut out = BytesMut::new();
@@ -494,38 +464,116 @@ async fn commands(
                         "Haechi DB gateway: command 0x{other:02x} is not allowed through the gateway"
                     ),
                 );
-                crate::gateway::send(client, &out).await?;
-                continue;
+                crate::gateway::send(self.client, &out).await?;
+                Next::Done
             }
-        };
-        let verdict = session.decide(&class);
-        match &verdict {
-            // Each statement's event before the packet that ends its answer (committed first
-            // under `audit.durability = strict`; only queued when batched).
-            Verdict::Refuse { message, .. } => {
-                audit(&auditor, &text, class.needs, &verdict, 0, started, None).await;
-                refuse(client, message).await?;
-            }
-            Verdict::Allow => {
-                session.apply(&class);
-                forward(db, &pkt.payload, pkt.seq).await?;
-                let o =
-                    backend::relay_response_held(db, client, buf, expect, class.flags.local_infile)
-                        .await?;
-                let code = o.error.map(|c| c.to_string());
-                audit(
-                    &auditor,
-                    &text,
-                    class.needs,
-                    &verdict,
-                    o.rows,
-                    started,
-                    code.as_deref(),
-                )
-                .await;
-                backend::flush_held(db, client).await?;
-            }
+        })
+    }
+
+    /// Classifies statement text as the database's flavor reads it.
+    fn classify(&self, text: &[u8]) -> Classification {
+        let prepared = |n: &str| self.session.prepared.get(n).copied();
+        match std::str::from_utf8(text) {
+            Ok(s) => classify_mysql::classify(s, self.db.flavor, &prepared),
+            Err(_) => Classification::unclassifiable("the statement is not valid UTF-8"),
         }
+    }
+
+    /// Passes a command that needs no decision on, with its response when it has one.
+    async fn pass(&mut self, pkt: &p::Packet, response: Option<Expect>) -> std::io::Result<Next> {
+        forward(self.db, &pkt.payload, pkt.seq).await?;
+        if let Some(expect) = response {
+            backend::relay_response(self.db, self.client, self.buf, expect, false).await?;
+        }
+        Ok(Next::Done)
+    }
+
+    /// COM_STMT_PREPARE: decided when prepared (and again at each execution).
+    async fn prepare(&mut self, pkt: &p::Packet, started: Instant) -> std::io::Result<Next> {
+        let pl = &pkt.payload;
+        let sql = String::from_utf8_lossy(&pl[1..]).into_owned();
+        let c = self.classify(&pl[1..]);
+        let verdict = self.session.decide(&c);
+        if let Verdict::Refuse { message, .. } = &verdict {
+            audit(&self.auditor, &sql, c.needs, &verdict, 0, started, None).await;
+            refuse(self.client, message).await?;
+            return Ok(Next::Done);
+        }
+        forward(self.db, pl, pkt.seq).await?;
+        let o =
+            backend::relay_response(self.db, self.client, self.buf, Expect::Prepare, false).await?;
+        if let Some(id) = o.stmt_id {
+            self.stmts.insert(
+                id,
+                Stmt {
+                    text: Arc::from(sql.as_str()),
+                    needs: c.needs,
+                },
+            );
+        }
+        Ok(Next::Done)
+    }
+
+    /// COM_STMT_EXECUTE / COM_STMT_FETCH: the prepared statement, decided again.
+    async fn execute(&mut self, pkt: &p::Packet, cmd: u8) -> std::io::Result<Next> {
+        let id = pkt
+            .payload
+            .get(1..5)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let Some(stmt) = id.and_then(|id| self.stmts.get(&id)) else {
+            // Unknown statement: the database answers with its own error.
+            return self.pass(pkt, Some(Expect::Results)).await;
+        };
+        let expect = if cmd == 0x1c {
+            Expect::Fields
+        } else {
+            Expect::Results
+        };
+        Ok(Next::Decide(
+            stmt.text.to_string(),
+            Classification::needs(stmt.needs, 1),
+            expect,
+        ))
+    }
+
+    /// Refuses or runs a decided command. Each statement's event goes before the packet that
+    /// ends its answer (committed first under `audit.durability = strict`; only queued when
+    /// batched).
+    async fn decided(
+        &mut self,
+        pkt: &p::Packet,
+        text: &str,
+        class: &Classification,
+        expect: Expect,
+        started: Instant,
+    ) -> std::io::Result<()> {
+        let verdict = self.session.decide(class);
+        if let Verdict::Refuse { message, .. } = &verdict {
+            audit(&self.auditor, text, class.needs, &verdict, 0, started, None).await;
+            return refuse(self.client, message).await;
+        }
+        self.session.apply(class);
+        forward(self.db, &pkt.payload, pkt.seq).await?;
+        let o = backend::relay_response_held(
+            self.db,
+            self.client,
+            self.buf,
+            expect,
+            class.flags.local_infile,
+        )
+        .await?;
+        let code = o.error.map(|c| c.to_string());
+        audit(
+            &self.auditor,
+            text,
+            class.needs,
+            &verdict,
+            o.rows,
+            started,
+            code.as_deref(),
+        )
+        .await;
+        backend::flush_held(self.db, self.client).await
     }
 }
 

@@ -220,6 +220,16 @@ pub fn err_code(p: &[u8]) -> u16 {
     }
 }
 
+/// The message text of an ERR packet (after its code and its `#` SQLSTATE, when present).
+pub fn err_message(p: &[u8]) -> String {
+    let rest = p.get(3..).unwrap_or_default();
+    let rest = match rest.first() {
+        Some(b'#') => rest.get(6..).unwrap_or_default(),
+        _ => rest,
+    };
+    String::from_utf8_lossy(rest).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +255,15 @@ mod tests {
         assert!(is_eof(&[0xFE, 0, 0, 2, 0]));
         assert_eq!(eof_status(&[0xFE, 0, 0, 8, 0]), 8);
         assert_eq!(ok_info(&[0, 5, 0, 2, 0, 0, 0]), (5, 2));
+    }
+
+    #[test]
+    fn err_message_skips_code_and_sqlstate() {
+        let mut out = BytesMut::new();
+        err_packet(&mut out, 1, 1045, "28000", "Access denied");
+        assert_eq!(err_message(&out[4..]), "Access denied");
+        assert_eq!(err_code(&out[4..]), 1045);
+        assert_eq!(err_message(&[0xFF, 0x15, 0x04, b'n', b'o']), "no");
+        assert_eq!(err_message(&[0xFF]), "");
     }
 }

@@ -24,6 +24,7 @@ use bytes::{Buf, BytesMut};
 
 use super::protocol as p;
 use crate::classify::{pg as classify_pg, Classification};
+use crate::error::BackendError;
 use crate::gateway::BoxIo;
 use crate::privilege::{PrivSet, Privilege as P};
 
@@ -167,24 +168,25 @@ pub fn resolve(c: &mut Classification, catalog: Option<&Catalog>) {
 type Sets = (HashSet<String>, HashSet<String>);
 
 /// Runs [`QUERY`] on `io` and reads its rows, up to `ReadyForQuery`.
-async fn read(io: &mut BoxIo) -> Result<Sets, String> {
+async fn read(io: &mut BoxIo) -> Result<Sets, BackendError> {
     let mut out = BytesMut::new();
     let mut b = BytesMut::new();
     p::put_cstr(&mut b, QUERY);
     p::put_msg(&mut out, b'Q', &b);
-    crate::gateway::send(io, &out)
-        .await
-        .map_err(|e| e.to_string())?;
+    crate::gateway::send(io, &out).await?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let (mut columns, mut functions) = (HashSet::new(), HashSet::new());
     let mut failed = None;
     loop {
-        let m = p::read_msg(io, &mut buf).await.map_err(|e| e.to_string())?;
+        let m = p::read_msg(io, &mut buf).await?;
         match m.tag {
             b'D' => {
-                let row = texts(m.body.clone()).ok_or("a malformed catalog row")?;
+                let row = texts(m.body.clone())
+                    .ok_or_else(|| BackendError::Protocol("a malformed catalog row".into()))?;
                 let [kind, schema, name] = row.as_slice() else {
-                    return Err("a catalog row of the wrong width".into());
+                    return Err(BackendError::Protocol(
+                        "a catalog row of the wrong width".into(),
+                    ));
                 };
                 if kind == "c" {
                     columns.insert(name.clone());
@@ -202,10 +204,12 @@ async fn read(io: &mut BoxIo) -> Result<Sets, String> {
             }
             b'Z' => {
                 if !buf.is_empty() {
-                    return Err("the database sent more than the catalog query's answer".into());
+                    return Err(BackendError::Protocol(
+                        "the database sent more than the catalog query's answer".into(),
+                    ));
                 }
                 return match failed {
-                    Some(e) => Err(e),
+                    Some(e) => Err(BackendError::Query(e)),
                     None => Ok((columns, functions)),
                 };
             }

@@ -16,6 +16,7 @@ mod frontend;
 pub mod pool;
 pub mod protocol;
 mod scram;
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

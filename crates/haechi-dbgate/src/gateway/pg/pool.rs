@@ -35,9 +35,11 @@ use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Notify};
 
-use super::backend::{self, Unit};
+use super::backend;
 use super::protocol as p;
+use super::shared::{self, Unit};
 use super::BackendKey;
+use crate::error::BackendError;
 use crate::gateway::{Auditor, BoxIo, StatementRecord};
 use crate::targets::Target;
 use crate::DbGateConfig;
@@ -206,7 +208,7 @@ impl Pool {
 
     /// Opens the first connection if there is none (so a session's first statement finds one);
     /// logins that arrive together wait for the one that is opening it.
-    pub async fn ensure_open(self: &Arc<Self>) -> Result<(), String> {
+    pub async fn ensure_open(self: &Arc<Self>) -> Result<(), BackendError> {
         loop {
             if !self.usable().is_empty() {
                 return Ok(());
@@ -225,7 +227,9 @@ impl Pool {
                 return r;
             }
             if tokio::time::timeout(self.timeout, opened).await.is_err() {
-                return Err("no pooled connection opened in time".into());
+                return Err(BackendError::Timeout {
+                    step: "opening a pooled connection".into(),
+                });
             }
         }
     }
@@ -241,7 +245,7 @@ impl Pool {
     }
 
     /// Logs a new connection in and starts its tasks.
-    async fn open(self: &Arc<Self>) -> Result<(), String> {
+    async fn open(self: &Arc<Self>) -> Result<(), BackendError> {
         let password = self
             .password
             .lock()
@@ -608,7 +612,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                 // A pooled statement changed how this connection reads text (a view calling
                 // set_config, say): pooled statements hold no backslash, so those queued
                 // behind are read as they were classified; nothing more goes to it.
-                b'S' if backend::parameter_changes_lexing(body) => retire(&shared, &pool),
+                b'S' if shared::parameter_changes_lexing(body) => retire(&shared, &pool),
                 b'E' => {
                     let fields = p::error_fields(body);
                     let field = |k: u8| p::field(&fields, k);

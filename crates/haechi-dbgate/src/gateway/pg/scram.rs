@@ -7,6 +7,8 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::error::BackendError;
+
 type HmacSha256 = Hmac<Sha256>;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -43,7 +45,11 @@ impl Scram {
     }
 
     /// Answers `server-first-message` with `client-final-message`.
-    pub fn client_final(&mut self, server_first: &str, password: &[u8]) -> Result<String, String> {
+    pub fn client_final(
+        &mut self,
+        server_first: &str,
+        password: &[u8],
+    ) -> Result<String, BackendError> {
         let mut nonce = None;
         let mut salt = None;
         let mut iterations = None;
@@ -56,10 +62,14 @@ impl Scram {
             }
         }
         let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
-            return Err("the database sent a malformed SCRAM challenge".into());
+            return Err(BackendError::Scram(
+                "the database sent a malformed SCRAM challenge".into(),
+            ));
         };
         if !nonce.starts_with(&self.nonce) || iterations == 0 || iterations > 10_000_000 {
-            return Err("the database sent an invalid SCRAM challenge".into());
+            return Err(BackendError::Scram(
+                "the database sent an invalid SCRAM challenge".into(),
+            ));
         }
         let mut salted = Zeroizing::new([0u8; 32]);
         pbkdf2::pbkdf2_hmac::<Sha256>(password, &salt, iterations, salted.as_mut());
@@ -78,23 +88,25 @@ impl Scram {
     }
 
     /// Checks `server-final-message` (proves the database knew the password too).
-    pub fn verify_server(&self, server_final: &str) -> Result<(), String> {
+    pub fn verify_server(&self, server_final: &str) -> Result<(), BackendError> {
         let salted = self
             .salted
             .as_ref()
-            .ok_or_else(|| "SCRAM out of order".to_owned())?;
+            .ok_or_else(|| BackendError::Scram("out of order".into()))?;
         let Some(v) = server_final.strip_prefix("v=") else {
-            return Err(format!(
+            return Err(BackendError::Scram(format!(
                 "the database refused the SCRAM proof ({server_final})"
-            ));
+            )));
         };
         let server_key = hmac(salted.as_ref(), b"Server Key");
         let expected = hmac(&server_key, self.auth_message.as_bytes());
         let got = B64
             .decode(v.split(',').next().unwrap_or(""))
-            .map_err(|_| "malformed SCRAM server signature".to_owned())?;
+            .map_err(|_| BackendError::Scram("malformed server signature".into()))?;
         if got.as_slice() != expected.as_slice() {
-            return Err("the database's SCRAM signature does not match".into());
+            return Err(BackendError::Scram(
+                "the database's signature does not match".into(),
+            ));
         }
         Ok(())
     }
