@@ -488,8 +488,7 @@ impl Exec {
     /// execution `via`: the token's execution must be that one, on that node, still open, and
     /// the token's hash the one its agent reported. Refusals are audited (without the token).
     async fn check_file_token(&self, node_id: &str, via: i64, token: &str) -> Result<RunOrigin> {
-        let refused = |msg: String| Error::unauthenticated(msg);
-        let invalid = || refused("the file token is not valid".into());
+        let invalid = || Error::unauthenticated("the file token is not valid");
         let Some(exec_id) = file_token_exec(token) else {
             return Err(invalid());
         };
@@ -519,7 +518,7 @@ impl Exec {
             if row.token_sha256.is_some() {
                 self.revoke_file_token(exec_id).await;
             }
-            return Err(refused(format!(
+            return Err(Error::unauthenticated(format!(
                 "the file token's execution {exec_id} has ended ({}); a file token is good only while its execution runs",
                 row.status
             )));
