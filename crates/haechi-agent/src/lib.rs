@@ -9,6 +9,7 @@
 
 mod credential;
 mod error;
+pub mod files;
 mod fsutil;
 mod journal;
 pub mod protocol;
@@ -82,6 +83,8 @@ pub(crate) struct Agent {
     journal: Arc<Journal>,
     jobs: Mutex<HashMap<i64, Arc<Job>>>,
     acked: Mutex<VecDeque<i64>>,
+    /// Relays running scripts' file requests over the current connection.
+    files: Arc<files::FileRelay>,
 }
 
 impl Agent {
@@ -168,6 +171,7 @@ impl Agent {
             job.clone(),
             self.journal.clone(),
             self.policy.clone(),
+            self.files.clone(),
         ));
         Ok(Some(job))
     }
@@ -216,6 +220,7 @@ pub async fn run(
         journal: journal.clone(),
         jobs: Mutex::new(HashMap::new()),
         acked: Mutex::new(VecDeque::new()),
+        files: Arc::default(),
     });
     recover(&agent)?;
 

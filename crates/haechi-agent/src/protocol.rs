@@ -28,6 +28,10 @@ pub const ENROLL_PATH: &str = "/api/v1/agents/enroll";
 /// `Authorization: HaechiAgent <node_id>:<secret>` authenticates an enrolled agent.
 pub const AUTH_SCHEME: &str = "HaechiAgent";
 
+/// The largest message (and frame) an agent reads from the server: a file a script gets
+/// travels in one message, base64.
+pub const MAX_SERVER_MESSAGE: usize = 96 * 1024 * 1024;
+
 /// The largest output chunk an agent puts in one frame.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -96,7 +100,39 @@ pub enum AgentMsg {
     },
     /// The execution was journaled and its process started (or is being reported again after a
     /// reconnect while it still runs).
-    Started { exec_id: i64, at_ms: i64 },
+    Started {
+        exec_id: i64,
+        at_ms: i64,
+        /// SHA-256 (hex) of the file token the agent gave the script (`HAECHI_FILE_TOKEN`);
+        /// the server keeps it while the execution runs (absent from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_token_sha256: Option<String>,
+    },
+    /// A running script asks for a file of the repository (`haechi file get`), relayed by
+    /// its agent. Answered by [`ServerMsg::FileReply`] with the same `req`.
+    FileGet {
+        req: u64,
+        /// The execution whose run socket the request came through.
+        exec_id: i64,
+        /// The script's `HAECHI_FILE_TOKEN`.
+        token: String,
+        name: String,
+    },
+    /// A running script stores a file in the repository (`haechi file put`), relayed by its
+    /// agent. Answered by [`ServerMsg::FileReply`] with the same `req`.
+    FilePut {
+        req: u64,
+        exec_id: i64,
+        token: String,
+        name: String,
+        #[serde(default)]
+        description: String,
+        /// Replace a file of that name (a new version) instead of refusing.
+        #[serde(default)]
+        replace: bool,
+        /// The content, base64.
+        content: String,
+    },
     /// The execution ended and all its output has been sent.
     Finished(Finished),
 }
@@ -143,6 +179,10 @@ pub enum ServerMsg {
     Welcome {
         node_id: String,
         heartbeat_secs: u64,
+        /// The largest message the server reads from the agent (`agents.max_message_bytes`;
+        /// absent from older servers): bounds a file a script puts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_message_bytes: Option<u64>,
         /// Executions the server knows and still waits on: send output from these offsets.
         resume: Vec<Resume>,
         /// Executions whose result the server already holds (or does not know): forget them.
@@ -156,6 +196,44 @@ pub enum ServerMsg {
     Ack { exec_id: i64 },
     /// Answer to a heartbeat.
     HeartbeatAck,
+    /// Answer to [`AgentMsg::FileGet`] or [`AgentMsg::FilePut`].
+    FileReply(FileReply),
+}
+
+/// The server's answer to a script's file request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileReply {
+    pub req: u64,
+    /// The HTTP status the same request would have had on the API (200, 201, 400, 401, 404,
+    /// 409, 413, ...).
+    pub status: u16,
+    /// Why it was refused, in words for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// SHA-256 of the content, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The file's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// The content (base64) of a get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// The prefix of a file token: `hft_<exec_id>_<random>`.
+pub const FILE_TOKEN_PREFIX: &str = "hft_";
+
+/// The execution a file token names (the server checks the rest against its stored hash).
+pub fn file_token_exec(token: &str) -> Option<i64> {
+    let rest = token.strip_prefix(FILE_TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if secret.len() < 32 {
+        return None;
+    }
+    id.parse().ok()
 }
 
 /// Where to resume an execution's output.
@@ -307,6 +385,7 @@ mod tests {
         let m = serde_json::to_value(AgentMsg::Started {
             exec_id: 1,
             at_ms: 2,
+            file_token_sha256: None,
         })
         .unwrap();
         assert_eq!(m["type"], "started");

@@ -50,14 +50,21 @@ pub struct Job {
     pub spec: RunSpec,
     pub progress: watch::Sender<Progress>,
     cancel: watch::Sender<bool>,
+    /// The run's file token (`HAECHI_FILE_TOKEN`): only in memory, never journaled; the server
+    /// gets its hash with `Started`.
+    pub file_token: String,
+    /// `Started` (with the token's hash) has been sent to the server.
+    pub announced: watch::Sender<bool>,
 }
 
 impl Job {
     pub fn new(spec: RunSpec, progress: Progress) -> Arc<Job> {
         Arc::new(Job {
+            file_token: crate::files::new_token(spec.exec_id),
             spec,
             progress: watch::channel(progress).0,
             cancel: watch::channel(false).0,
+            announced: watch::channel(false).0,
         })
     }
 
@@ -149,7 +156,12 @@ impl Sink {
 }
 
 /// Runs `job` to its end and records the result in the journal and the job's progress.
-pub async fn run(job: Arc<Job>, journal: Arc<Journal>, policy: Arc<RunPolicy>) {
+pub async fn run(
+    job: Arc<Job>,
+    journal: Arc<Journal>,
+    policy: Arc<RunPolicy>,
+    files: Arc<crate::files::FileRelay>,
+) {
     let sink = Arc::new(Sink {
         job: job.clone(),
         journal: journal.clone(),
@@ -164,13 +176,20 @@ pub async fn run(job: Arc<Job>, journal: Arc<Journal>, policy: Arc<RunPolicy>) {
         ]),
     });
     let started_at = now_ms();
-    let (outcome, exit_code, reason, started) = match prepare(&job.spec, &policy) {
+    let (outcome, exit_code, reason, started) = match prepare(&job, &policy) {
         Err(reason) => {
             sink.write(Stream::Err, format!("haechi-agent: {reason}\n").as_bytes());
             (Outcome::Failed, None, Some(reason), None)
         }
-        Ok(prepared) => {
+        Ok(mut prepared) => {
+            // The run's file socket lives exactly as long as the script runs.
+            let socket = prepared.socket.take().map(|(listener, owner)| {
+                tokio::spawn(crate::files::serve(listener, owner, job.clone(), files))
+            });
             let (o, c, r) = execute(&job, &sink, prepared, started_at).await;
+            if let Some(s) = socket {
+                s.abort();
+            }
             (o, c, r, Some(started_at))
         }
     };
@@ -196,6 +215,8 @@ pub async fn run(job: Arc<Job>, journal: Arc<Journal>, policy: Arc<RunPolicy>) {
 /// removed when dropped.
 struct Prepared {
     command: Command,
+    /// The run's file socket and the user it belongs to.
+    socket: Option<(std::os::unix::net::UnixListener, nix::unistd::Uid)>,
     _dir: RunDir,
 }
 
@@ -257,7 +278,8 @@ impl Default for Limits {
     }
 }
 
-fn prepare(spec: &RunSpec, policy: &RunPolicy) -> Result<Prepared, String> {
+fn prepare(job: &Job, policy: &RunPolicy) -> Result<Prepared, String> {
+    let spec = &job.spec;
     if let Some(why) = &spec.env_unavailable {
         return Err(why.clone());
     }
@@ -319,6 +341,7 @@ fn prepare(spec: &RunSpec, policy: &RunPolicy) -> Result<Prepared, String> {
     };
 
     let dir = RunDir::create(&policy.run_root, spec, &target)?;
+    let (listener, socket_path) = crate::files::bind_socket(&dir.path, target.uid, target.gid)?;
     let (interpreter, interp_arg) = interpreter_of(&spec.script);
     let mut command = Command::new(&helper.program);
     command.args(&helper.args);
@@ -361,7 +384,9 @@ fn prepare(spec: &RunSpec, policy: &RunPolicy) -> Result<Prepared, String> {
         .env("HAECHI_TASK_ID", &spec.task_id)
         .env("HAECHI_NODE_ID", &spec.node_id)
         .env("HAECHI_TASK_INSTANCE_NO", spec.instance_no.to_string())
-        .env("HAECHI_EXEC_NO", spec.exec_no.to_string());
+        .env("HAECHI_EXEC_NO", spec.exec_no.to_string())
+        .env(crate::files::ENV_FILE_SOCKET, &socket_path)
+        .env(crate::files::ENV_FILE_TOKEN, &job.file_token);
     for key in ["LANG", "LC_ALL", "TZ"] {
         if let Some(v) = std::env::var_os(key) {
             command.env(key, v);
@@ -381,7 +406,11 @@ fn prepare(spec: &RunSpec, policy: &RunPolicy) -> Result<Prepared, String> {
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    Ok(Prepared { command, _dir: dir })
+    Ok(Prepared {
+        command,
+        socket: Some((listener, target.uid)),
+        _dir: dir,
+    })
 }
 
 /// The private directory of one run, `<run_root>/<exec_id>-<random>/`, owned by the task's

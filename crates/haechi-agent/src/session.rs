@@ -40,9 +40,12 @@ pub struct Ended {
 
 /// Small buffers: an agent reads little, and a load test runs thousands in one process.
 pub fn ws_config() -> WebSocketConfig {
+    // A file a script gets arrives in one message (base64).
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
+        .max_message_size(Some(crate::protocol::MAX_SERVER_MESSAGE))
+        .max_frame_size(Some(crate::protocol::MAX_SERVER_MESSAGE))
 }
 
 /// Dials the server: TCP, TLS (unless the URL is `http://`), WebSocket upgrade with the
@@ -159,6 +162,7 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<
         .map_err(|_| AgentError::Connection("the server did not answer the hello".into()))??;
     let ServerMsg::Welcome {
         heartbeat_secs,
+        max_message_bytes,
         resume,
         ack,
         node_id,
@@ -175,6 +179,9 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<
         let heartbeat = Duration::from_secs(heartbeat_secs.max(1));
 
         let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+        let relay = agent.files.clone();
+        let generation = relay.attach(out_tx.clone(), max_message_bytes);
+        let _detach = Detach(&relay, generation);
         let mut streamers = JoinSet::new();
         for id in ack {
             agent.forget(id);
@@ -233,6 +240,7 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<
                             }
                         }
                         ServerMsg::Ack { exec_id } => agent.forget(exec_id),
+                        ServerMsg::FileReply(r) => agent.files.complete(r),
                         ServerMsg::HeartbeatAck | ServerMsg::Welcome { .. } => {}
                     }
                 }
@@ -256,6 +264,15 @@ pub async fn run(agent: &Arc<Agent>, cred: &Credential, server: &str) -> Result<
             Ok(Ended { welcomed: true })
         }
         ok => ok,
+    }
+}
+
+/// Detaches the file relay from a connection when its session ends.
+struct Detach<'a>(&'a crate::files::FileRelay, u64);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.0.detach(self.1);
     }
 }
 
@@ -308,7 +325,11 @@ async fn stream_job(
         let p = rx.borrow_and_update().clone();
         if !announced && p.result.is_none() {
             if let Some(at) = p.started_at {
-                let msg = AgentMsg::Started { exec_id, at_ms: at };
+                let msg = AgentMsg::Started {
+                    exec_id,
+                    at_ms: at,
+                    file_token_sha256: Some(crate::files::token_sha256(&job.file_token)),
+                };
                 let Ok(text) = serde_json::to_string(&msg) else {
                     return;
                 };
@@ -316,6 +337,7 @@ async fn stream_job(
                     return;
                 }
                 announced = true;
+                job.announced.send_replace(true);
             }
         }
         for (stream, pos, len) in [

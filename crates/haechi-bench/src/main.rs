@@ -354,7 +354,7 @@ async fn simulate(
                     }
                     ServerMsg::Run(spec) => {
                         let now = now_ms();
-                        let started = AgentMsg::Started { exec_id: spec.exec_id, at_ms: now };
+                        let started = AgentMsg::Started { exec_id: spec.exec_id, at_ms: now, file_token_sha256: None };
                         let finished = AgentMsg::Finished(Finished {
                             exec_id: spec.exec_id,
                             outcome: Outcome::Exited,

@@ -91,11 +91,37 @@ impl Default for TasksConfig {
     }
 }
 
+/// The OPMATE file repository (the `[files]` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Largest file the repository takes, in bytes (an upload or a script's put over it is
+    /// refused with 413 and nothing is stored). A script's get or put travels in one message
+    /// of the agent's connection, so through an agent the smaller of this and
+    /// `agents.max_message_bytes` (less about a quarter for the encoding) applies.
+    pub max_bytes: u64,
+    /// Store files sealed with the vault's active data key (AES-256-GCM, bound to the file's
+    /// name and version); `false` stores them as given. Reading an encrypted file needs the
+    /// vault unsealed.
+    pub encrypt: bool,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            max_bytes: 64 * 1024 * 1024,
+            encrypt: true,
+        }
+    }
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
     pub agents: AgentsConfig,
     pub tasks: TasksConfig,
+    /// The file repository.
+    pub files: FilesConfig,
     /// The server's UTC offset in seconds (`timezone`): the default zone of schedules.
     pub utc_offset_secs: i32,
 }

@@ -411,6 +411,7 @@ impl Exec {
         let welcome = ServerMsg::Welcome {
             node_id: node_id.clone(),
             heartbeat_secs: self.cfg.agents.heartbeat_secs,
+            max_message_bytes: Some(self.cfg.agents.max_message_bytes),
             resume,
             ack,
         };
@@ -451,7 +452,16 @@ impl Exec {
                         self.note_heartbeat(&node_id, at_ms.map(|at| at - now_ms()));
                         outbound.send(&ServerMsg::HeartbeatAck);
                     }
-                    Ok(AgentMsg::Started { exec_id, at_ms }) => {
+                    Ok(AgentMsg::Started {
+                        exec_id,
+                        at_ms,
+                        file_token_sha256,
+                    }) => {
+                        // Kept before the next message is read: the script's first file
+                        // request, which can only follow this on the connection, finds it.
+                        if let Some(h) = file_token_sha256 {
+                            self.note_file_token(&node_id, exec_id, &h).await;
+                        }
                         let _ = self.writer.send(Op::Started {
                             node_id: node_id.clone(),
                             exec_id,
@@ -476,10 +486,50 @@ impl Exec {
                             _held: held,
                         });
                         let out = outbound.clone();
+                        let exec = self.clone();
                         tokio::spawn(async move {
                             if rx.await.is_ok() {
                                 out.send(&ServerMsg::Ack { exec_id });
+                                exec.revoke_file_token(exec_id).await;
                             }
+                        });
+                    }
+                    Ok(AgentMsg::FileGet {
+                        req,
+                        exec_id,
+                        token,
+                        name,
+                    }) => {
+                        let (exec, out, node) = (self.clone(), outbound.clone(), node_id.clone());
+                        tokio::spawn(async move {
+                            let reply = exec
+                                .relay_file_get(&node, req, exec_id, &token, &name)
+                                .await;
+                            out.send(&ServerMsg::FileReply(reply));
+                            drop(held);
+                        });
+                    }
+                    Ok(AgentMsg::FilePut {
+                        req,
+                        exec_id,
+                        token,
+                        name,
+                        description,
+                        replace,
+                        content,
+                    }) => {
+                        let (exec, out, node) = (self.clone(), outbound.clone(), node_id.clone());
+                        tokio::spawn(async move {
+                            let new = crate::NewFile {
+                                name,
+                                description,
+                                replace,
+                            };
+                            let reply = exec
+                                .relay_file_put(&node, req, exec_id, &token, new, &content)
+                                .await;
+                            drop(held);
+                            out.send(&ServerMsg::FileReply(reply));
                         });
                     }
                     Ok(AgentMsg::Hello { .. }) => {

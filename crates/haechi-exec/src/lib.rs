@@ -21,6 +21,7 @@
 
 mod config;
 mod dryrun;
+mod files;
 mod groups;
 mod hub;
 mod instances;
@@ -42,8 +43,11 @@ use haechi_store::Store;
 use haechi_types::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use config::{AgentsConfig, ExecConfig, TasksConfig};
+pub use config::{AgentsConfig, ExecConfig, FilesConfig, TasksConfig};
 pub use dryrun::{DryRun, DryRunNode, DryRunRequest};
+pub use files::{
+    check_file_name, sha256_hex, FileCaller, FileInfo, NewFile, RunOrigin, MAX_FILE_NAME,
+};
 pub use groups::{
     script_attr_keys, substitute_attrs, InstanceTargets, NodeGroup, NodeGroupSpec, SkippedNode,
     TaskTargets,
@@ -92,6 +96,8 @@ pub struct Exec {
     /// Where a re-run's environment is read again (set by the server once the workflow
     /// engine is up; absent: such re-runs are refused).
     env_source: std::sync::OnceLock<Arc<dyn RunEnvSource>>,
+    /// The vault whose active data key seals the file repository's files (set by the server).
+    file_vault: std::sync::OnceLock<Arc<haechi_vault::Vault>>,
     stop: watch::Sender<bool>,
 }
 
@@ -113,6 +119,7 @@ impl Exec {
             run_envs: Mutex::new(HashMap::new()),
             rerun_envs: Mutex::new(HashMap::new()),
             env_source: std::sync::OnceLock::new(),
+            file_vault: std::sync::OnceLock::new(),
             stop: watch::channel(false).0,
         });
         tokio::spawn(writer::run(exec.clone(), wrx));

@@ -227,6 +227,8 @@ pub mod need {
         NodeManage => [NodeManage];
         TaskDevelop => [TaskDevelop];
         TaskExecute => [TaskExecute];
+        /// Reading the file repository.
+        FileRead => [TaskDevelop, TaskExecute];
         DbPolicyManage => [DbPolicyManage];
         VaultUse => [VaultUse];
         VaultSettings => [VaultSettings];

@@ -54,6 +54,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_subflows_secrets_schedules"),
     migration!(14, "0014_opmate_groups"),
     migration!(15, "0015_audit_sinks_clock_skew"),
+    migration!(16, "0016_opmate_files"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

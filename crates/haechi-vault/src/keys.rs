@@ -258,6 +258,23 @@ impl Vault {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<SecretString> {
+        let plain = self
+            .open_secret_bytes(context, key_id, nonce, ciphertext)
+            .await?;
+        let text = String::from_utf8(plain.to_vec())
+            .map_err(|_| Error::conflict("the sealed value is not text"))?;
+        Ok(SecretString::from(text))
+    }
+
+    /// [`Vault::open_secret`] for bytes that need not be text (files of the OPMATE file
+    /// repository).
+    pub async fn open_secret_bytes(
+        &self,
+        context: &str,
+        key_id: i64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let ring = self.keyring()?;
         let key = match self.data_key(&ring, key_id).await {
             Ok(k) => k,
@@ -268,14 +285,8 @@ impl Vault {
             }
             Err(e) => return Err(e),
         };
-        let plain = key
-            .open(nonce, ciphertext, context_slot(context, key_id))
-            .map_err(|_| {
-                Error::conflict("the sealed value could not be opened (altered or moved)")
-            })?;
-        let text = String::from_utf8(plain.to_vec())
-            .map_err(|_| Error::conflict("the sealed value is not text"))?;
-        Ok(SecretString::from(text))
+        key.open(nonce, ciphertext, context_slot(context, key_id))
+            .map_err(|_| Error::conflict("the sealed value could not be opened (altered or moved)"))
     }
 
     async fn load_state(&self) -> Result<Option<StateRow>> {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use haechi_exec::{AgentsConfig, TasksConfig};
+use haechi_exec::{AgentsConfig, FilesConfig, TasksConfig};
 use haechi_identity::IdentityConfig;
 use haechi_workflow::WorkflowConfig;
 use ipnet::IpNet;
@@ -138,6 +138,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// Tasks: approval, default timeout, schedules.
     pub tasks: TasksConfig,
+    /// The OPMATE file repository: size limit, encryption.
+    pub files: FilesConfig,
     /// Workflows: the sync wait of MDRM execute, leases between servers, http step defaults.
     pub workflow: WorkflowConfig,
     /// Where each value came from (filled by [`Config::load`]; empty means all defaults).
@@ -181,6 +183,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             agents: AgentsConfig::default(),
             tasks: TasksConfig::default(),
+            files: FilesConfig::default(),
             workflow: WorkflowConfig::default(),
             sources: Sources::default(),
         }

@@ -6,6 +6,7 @@ mod backup;
 mod client;
 mod config;
 mod doctor;
+mod file_cli;
 mod logfmt;
 mod ports;
 mod server;
@@ -98,6 +99,10 @@ enum Command {
     /// Manage and run workflows (MDRM runbooks) and their executions.
     #[command(subcommand)]
     Wf(wf_cli::WfCmd),
+    /// Inside a task run: get or put a file of the OPMATE file repository through the agent
+    /// running the task (`HAECHI_FILE_SOCKET`, `HAECHI_FILE_TOKEN`).
+    #[command(subcommand)]
+    File(file_cli::FileCmd),
     /// (internal) Become an OS user and run a program; the agent's user switch.
     #[command(name = "agent-exec-as", hide = true)]
     AgentExecAs(agent::ExecAsArgs),
@@ -429,6 +434,7 @@ async fn dispatch(cli: Cli, server_cfg: Option<Config>) -> anyhow::Result<ExitCo
         Command::Node(cmd) => tasks_cli::node(cmd).await,
         Command::Vault(cmd) => vault_cli::vault(cmd).await,
         Command::Wf(cmd) => wf_cli::wf(cmd).await,
+        Command::File(cmd) => file_cli::file(cmd).await,
         Command::AgentExecAs(a) => Ok(agent::exec_as(&a)),
     }
 }

@@ -91,6 +91,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         haechi_exec::ExecConfig {
             agents: cfg.agents.clone(),
             tasks: cfg.tasks.clone(),
+            files: cfg.files.clone(),
             utc_offset_secs: cfg.utc_offset_secs(),
         },
     );
@@ -135,6 +136,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
     exec.set_env_source(workflows.rerun_env_source());
+    exec.set_file_vault(vault.clone());
     // The cross-server signal bus (PostgreSQL): each engine follows the signals it acts on.
     let (stop_signals, signals_stopped) = tokio::sync::watch::channel(false);
     let signal_listener = store.listen(signals_stopped);

@@ -173,6 +173,7 @@ async fn output_flooded_past_the_cap_is_dropped_and_memory_stays_bounded() {
     let started = AgentMsg::Started {
         exec_id: spec.exec_id,
         at_ms: 1,
+        file_token_sha256: None,
     };
     ws.send(Message::text(serde_json::to_string(&started).unwrap()))
         .await

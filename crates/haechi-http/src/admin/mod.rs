@@ -5,6 +5,7 @@ mod agents;
 mod audit;
 pub mod db;
 mod executions;
+mod files;
 mod groups;
 mod nodes;
 mod roles;
@@ -23,6 +24,7 @@ use crate::AppState;
 pub use agents::*;
 pub use audit::*;
 pub use executions::*;
+pub use files::*;
 pub use groups::*;
 pub use nodes::*;
 pub use roles::*;
@@ -179,6 +181,18 @@ fn exec_routes() -> Router<AppState> {
                 .put(groups::update_user_group)
                 .delete(groups::delete_user_group),
         )
+        .route(
+            "/api/v1/files",
+            get(files::list_files).post(files::upload_file).layer(
+                // The upload reads at most `files.max_bytes` itself.
+                axum::extract::DefaultBodyLimit::disable(),
+            ),
+        )
+        .route(
+            "/api/v1/files/{name}",
+            get(files::download_file).delete(files::delete_file),
+        )
+        .route("/api/v1/files/{name}/info", get(files::file_info))
         .route("/api/v1/tasks/{task_id}/dry-run", post(tasks::dry_run))
         .route(
             "/api/v1/tasks",
