@@ -83,10 +83,9 @@ pub enum FileCaller<'a> {
 impl FileCaller<'_> {
     fn event(&self, action: &str) -> Event {
         match self {
-            FileCaller::User(a) => a.event("admin", action),
-            FileCaller::Run(o) => {
-                Event::new("opmate", action).by(format!("exec:{}", o.exec_id), None)
-            }
+            FileCaller::User(a) => a.event(action),
+            FileCaller::Run(o) => Event::new(haechi_audit::Family::Opmate, action)
+                .by(format!("exec:{}", o.exec_id), None),
         }
     }
 
@@ -425,7 +424,7 @@ impl Exec {
         haechi_audit::append(
             &mut tx,
             actor
-                .event("admin", "file.delete")
+                .event("file.delete")
                 .target(name)
                 .detail(serde_json::json!({ "sha256": sha256, "version": version })),
         )
@@ -552,7 +551,7 @@ impl Exec {
         name: &str,
         e: &Error,
     ) {
-        let event = Event::new("opmate", action)
+        let event = Event::new(haechi_audit::Family::Opmate, action)
             .by(format!("exec:{via}"), None)
             .target(name.chars().take(MAX_FILE_NAME).collect::<String>())
             .outcome(Outcome::Denied)

@@ -78,7 +78,7 @@ pub async fn upload_file(
     let info = state
         .exec
         .put_file(
-            FileCaller::User(&caller.actor()),
+            FileCaller::User(&caller.actor),
             NewFile {
                 name: q.name,
                 description: q.description,
@@ -115,7 +115,7 @@ pub async fn download_file(
 ) -> ApiResult<Response> {
     let (info, content) = state
         .exec
-        .get_file(FileCaller::User(&caller.actor()), &name)
+        .get_file(FileCaller::User(&caller.actor), &name)
         .await?;
     Ok(file_response(&info, content))
 }
@@ -152,6 +152,6 @@ pub async fn delete_file(
     caller: Allowed<need::TaskDevelop>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.exec.delete_file(&caller.actor(), &name).await?;
+    state.exec.delete_file(&caller.actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
