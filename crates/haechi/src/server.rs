@@ -168,6 +168,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(fingerprint) = &own_fingerprint {
         println!("haechi: TLS certificate SHA-256 fingerprint: {fingerprint}");
     }
+    let shutdown = shutdown_signal(opts.stop_on_stdin_eof);
     println!("haechi: listening on {scheme}://{bound}");
     let (stop_gateways, gateways_stopped) = tokio::sync::watch::channel(false);
     let gateways = serve_gateways(gateway_listeners, &dbgate, tls.clone(), &gateways_stopped);
@@ -181,14 +182,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         print_bootstrap_block(password.expose_secret(), &format!("{scheme}://{bound}"));
     }
 
-    haechi_http::serve(
-        listener,
-        tls,
-        router,
-        cfg.serve_limits(),
-        shutdown_signal(opts.stop_on_stdin_eof),
-    )
-    .await?;
+    haechi_http::serve(listener, tls, router, cfg.serve_limits(), shutdown).await?;
     if let Some(agent) = local_agent {
         agent.abort();
     }
@@ -325,38 +319,43 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal(stop_on_stdin_eof: bool) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// What stops the server. The SIGTERM handler is installed here, when this is called (before
+/// the server says it is listening), not when the future is first polled: a SIGTERM sent as soon
+/// as the server announced itself would otherwise still kill it with the default action.
+fn shutdown_signal(stop_on_stdin_eof: bool) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+    let term_stream =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let term = async move {
+            #[cfg(unix)]
+            if let Some(mut s) = term_stream {
                 s.recv().await;
+                return;
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    let stdin_eof = async {
-        if !stop_on_stdin_eof {
-            return std::future::pending::<()>().await;
-        }
-        use tokio::io::AsyncReadExt;
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
+            std::future::pending::<()>().await
+        };
+        let stdin_eof = async {
+            if !stop_on_stdin_eof {
+                return std::future::pending::<()>().await;
             }
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("interrupted; stopping"),
+            _ = term => tracing::info!("terminated; stopping"),
+            _ = stdin_eof => tracing::info!("standard input closed; stopping"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("interrupted; stopping"),
-        _ = term => tracing::info!("terminated; stopping"),
-        _ = stdin_eof => tracing::info!("standard input closed; stopping"),
     }
 }
 
