@@ -88,6 +88,14 @@ const STATE_COLS: &str = "mode, kek_salt, key_check, active_key_id";
 
 /// The slot of a secret sealed outside the vault's tables: negative credential and attribute
 /// ids (no value row has them) and the context's FNV-1a hash as the value id.
+/// The tables outside the vault that hold values sealed with [`Vault::seal_secret`] (a
+/// `key_id` column naming the data key): a running workflow's password parameters and the
+/// OPMATE file repository's encrypted files. A rotation re-encrypts the vault's own values at
+/// once; the keys these rows reference are kept for opening them (like a key version kept for
+/// decryption only) until the rows are gone — a run's secrets when it ends, a file when it is
+/// replaced or deleted.
+const SEALED_ELSEWHERE: &[&str] = &["workflow_secret_params", "opmate_files"];
+
 fn context_slot(context: &str, key: i64) -> Slot {
     let h = context.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -880,13 +888,23 @@ impl Vault {
         .execute(&mut *c)
         .await
         .map(|r| r.rows_affected()))?;
-        let retired = in_tx!(tx, |c| sqlx::query(
-            "DELETE FROM vault_data_keys WHERE id <> $1"
-        )
-        .bind(new_id)
-        .execute(&mut *c)
-        .await
-        .map(|r| r.rows_affected()))? as i64;
+        // Values other engines sealed with `seal_secret` live in their own tables (see
+        // SEALED_ELSEWHERE): the keys they reference stay, for opening only (nothing new is
+        // sealed with a key that is not the active one), until those rows are gone.
+        let retire_sql = format!(
+            "DELETE FROM vault_data_keys WHERE id <> $1{}",
+            SEALED_ELSEWHERE
+                .iter()
+                .map(|t| format!(
+                    " AND id NOT IN (SELECT key_id FROM {t} WHERE key_id IS NOT NULL)"
+                ))
+                .collect::<String>()
+        );
+        let retired = in_tx!(tx, |c| sqlx::query(&retire_sql)
+            .bind(new_id)
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()))? as i64;
         haechi_audit::append(
             &mut tx,
             actor

@@ -404,3 +404,58 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// A vault data-key rotation keeps encrypted files readable: the key they were sealed with is
+/// kept for opening them (never for new seals) until the last file sealed with it is gone.
+#[tokio::test]
+async fn an_encrypted_file_stays_readable_across_a_data_key_rotation() {
+    // A server of its own: a rotation on the shared one would race the other tests' uploads.
+    let s = Server::start();
+    let t = admin_token(&s).await;
+    let content = b"kept across the rotation\n".to_vec();
+    let (st, up) = upload(&s, &t, "rotated.txt", content.clone()).await;
+    assert_eq!(st, 201, "{up}");
+    assert_eq!(up["encrypted"], true, "{up}");
+    let rotate = || async {
+        call(
+            client()
+                .post(s.url("/api/v1/vault/rotate-data-key"))
+                .bearer_auth(&t),
+        )
+        .await
+    };
+    let (st, r) = rotate().await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["retired_keys"], 0, "the file's key is kept: {r}");
+    assert_eq!(s.sql("SELECT COUNT(*) FROM vault_data_keys"), "2");
+    let get = |name: &'static str| {
+        let url = s.url(&format!("/api/v1/files/{name}"));
+        let t = t.clone();
+        async move {
+            let r = client().get(url).bearer_auth(&t).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (st, body) = get("rotated.txt").await;
+    assert_eq!(st, 200);
+    assert_eq!(body, content, "the file reads back after the rotation");
+    // A file stored after the rotation uses the new key; both read back.
+    let (st, up) = upload(&s, &t, "after.txt", b"new key\n".to_vec()).await;
+    assert_eq!(st, 201, "{up}");
+    assert_eq!(get("after.txt").await.1, b"new key\n".to_vec());
+    // Once the old file is gone, the next rotation retires its key.
+    let (st, _) = call(
+        client()
+            .delete(s.url("/api/v1/files/rotated.txt"))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert!(st == 200 || st == 204, "{st}");
+    let (st, r) = rotate().await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["retired_keys"], 1, "{r}");
+    assert_eq!(s.sql("SELECT COUNT(*) FROM vault_data_keys"), "2");
+    assert_eq!(get("after.txt").await.1, b"new key\n".to_vec());
+    s.finish().await;
+}
