@@ -159,8 +159,27 @@ fn vault_code(code: Code) -> &'static str {
     }
 }
 
-/// The outermost middleware: renders every error in the request's family envelope.
-pub async fn envelope(req: Request, next: Next) -> Response {
+/// The request's correlation id, decided once by [`envelope`] and kept in the request's
+/// extensions: the caller context, the log span and the `X-Request-Id` answer header share it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The outermost middleware: gives the request its id (the client's `X-Request-Id` when it is
+/// usable, else a fresh one), runs it inside a `request` log span carrying that id (so an internal
+/// error's log line names the request), answers the id in `X-Request-Id`, and renders every
+/// error in the request's family envelope.
+pub async fn envelope(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = crate::extract::request_id_of(req.headers()).into();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id, method = %req.method());
+    let mut res = tracing::Instrument::instrument(enveloped(req, next), span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn enveloped(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let family = Family::of(&path);
     // A NUL byte (`%00`) names nothing Haechi stores (every name refuses control characters),

@@ -120,11 +120,18 @@ pub fn origin_of(path: &str) -> Origin {
     Origin::Api(crate::error::Family::of(path).audit_family())
 }
 
-/// The request's id: the client's `X-Request-Id` when it is a short run of visible ASCII
-/// (a proxy's or a client's correlation id), else a fresh random one.
+/// The request's id, as [`crate::error::envelope`] decided it for this request.
 pub fn request_id(parts: &Parts) -> String {
-    parts
-        .headers
+    match parts.extensions.get::<crate::error::RequestId>() {
+        Some(id) => id.0.to_string(),
+        None => request_id_of(&parts.headers),
+    }
+}
+
+/// A request id from headers: the client's `X-Request-Id` when it is a short run of visible
+/// ASCII (a proxy's or a client's correlation id), else a fresh random one.
+pub fn request_id_of(headers: &axum::http::HeaderMap) -> String {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))

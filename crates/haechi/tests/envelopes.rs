@@ -769,3 +769,73 @@ async fn metrics_need_a_token_off_loopback_and_https_answers_carry_hsts() {
     assert!(!r.headers().contains_key("strict-transport-security"));
     s.finish().await;
 }
+
+/// Every answer carries the request's id (`X-Request-Id`): the client's own when it is a short
+/// run of visible ASCII, else a fresh one; and a log line written while the request is handled
+/// names that id, so an answer can be found in the server log.
+#[tokio::test]
+async fn every_answer_names_its_request_id_and_the_log_carries_it() {
+    let s = shared();
+    let id_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let c = client();
+    let r = c
+        .get(s.url("/api/v1/health"))
+        .header("X-Request-Id", "proxy-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&r), "proxy-7f3a");
+    // Errors, in each family's envelope, carry it too.
+    for path in [
+        "/api/v1/nope",
+        "/opmate/nope",
+        "/v2/credentialvault/nope",
+        "/console/nope",
+    ] {
+        let r = c
+            .get(s.url(path))
+            .header("X-Request-Id", "err-42")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+        assert_eq!(id_of(&r), "err-42", "{path}");
+    }
+    // No id, or one that is too long or has spaces: a fresh 16-hex-digit id, different each time.
+    let mut seen = std::collections::HashSet::new();
+    for bad in [None, Some("x".repeat(65)), Some("two words".to_owned())] {
+        let mut req = c.get(s.url("/api/v1/health"));
+        if let Some(v) = &bad {
+            req = req.header("X-Request-Id", v.as_str());
+        }
+        let id = id_of(&req.send().await.unwrap());
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{bad:?} -> {id:?}"
+        );
+        assert!(seen.insert(id), "ids repeat");
+    }
+    // A warning logged while handling a request (a wrong vault master key) names the request.
+    let token = admin_token(s).await;
+    let r = c
+        .put(s.url("/v2/credentialvault/keys/private"))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "wrongkey-91c2")
+        .json(&json!({"privateKey": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(id_of(&r), "wrongkey-91c2");
+    let logs = s.logs_once_they_contain("wrongkey-91c2", std::time::Duration::from_secs(5));
+    let line = logs
+        .lines()
+        .find(|l| l.contains("wrong vault master key"))
+        .unwrap_or_else(|| panic!("no wrong-key line in:\n{logs}"));
+    assert!(line.contains("wrongkey-91c2"), "{line}");
+}
