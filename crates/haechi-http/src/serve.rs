@@ -60,19 +60,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut refused_logged = tokio::time::Instant::now() - Duration::from_secs(60);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
+    haechi_types::net::accept_until(&listener, "https", shutdown, |tcp, peer| {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             drop(tcp);
             if refused_logged.elapsed() >= Duration::from_secs(10) {
@@ -82,14 +70,14 @@ pub async fn serve(
                     "connection refused: http_max_connections are open"
                 );
             }
-            continue;
+            return;
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
+        let watcher = graceful.watcher();
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -102,14 +90,14 @@ pub async fn serve(
                 });
             }
             None => {
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _slot = slot;
                     serve_connection(tcp, peer, router, limits, watcher).await
                 });
             }
         }
-    }
+    })
+    .await;
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}

@@ -28,19 +28,7 @@ pub async fn serve(
     });
     // Logins run here, on the server's runtime; sessions on the gateway's own threads.
     let main = tokio::runtime::Handle::current();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("mysql gateway: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
+    haechi_types::net::accept_until(&listener, "mysql gateway", shutdown, |tcp, peer| {
         let session_gate = gate.clone();
         let acceptor = acceptor.clone();
         let main = main.clone();
@@ -49,5 +37,6 @@ pub async fn serve(
                 tracing::debug!(%peer, "mysql gateway session ended: {e}");
             }
         });
-    }
+    })
+    .await;
 }
