@@ -21,21 +21,11 @@ struct Env {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let server = Server::start_with(exec_opts());
-                let a = Agent::start(&server, &node_name("agent-a")).await;
-                let b = Agent::start(&server, &node_name("agent-b")).await;
-                Env { server, a, b }
-            })
-        })
-        .join()
-        .unwrap()
+    shared_env(&ENV, || async {
+        let server = Server::start_with(exec_opts());
+        let a = Agent::start(&server, &node_name("agent-a")).await;
+        let b = Agent::start(&server, &node_name("agent-b")).await;
+        Env { server, a, b }
     })
 }
 

@@ -19,20 +19,10 @@ struct Env {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let server = Server::start_with(exec_opts());
-                let agent = Agent::start(&server, &node_name("op-agent")).await;
-                Env { server, agent }
-            })
-        })
-        .join()
-        .unwrap()
+    shared_env(&ENV, || async {
+        let server = Server::start_with(exec_opts());
+        let agent = Agent::start(&server, &node_name("op-agent")).await;
+        Env { server, agent }
     })
 }
 

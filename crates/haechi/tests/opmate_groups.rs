@@ -48,70 +48,59 @@ fn closed_window() -> Value {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let server = Server::start_with(exec_opts());
-                let s = &server;
-                let a = Agent::start_with_args(
-                    s,
-                    &node_name("grp-a"),
-                    &["--label", "role=was", "--label", "sys=billing"],
-                )
-                .await;
-                let b =
-                    Agent::start_with_args(s, &node_name("grp-b"), &["--label", "role=was"]).await;
-                let dir = tempfile::tempdir().unwrap();
-                let labels = dir.path().join("labels");
-                std::fs::write(&labels, "# the DB server\nrole=db\n\n").unwrap();
-                let c = Agent::start_with_args(
-                    s,
-                    &node_name("grp-c"),
-                    &["--labels-file", labels.to_str().unwrap()],
-                )
-                .await;
-                let w = Agent::start(s, &node_name("grp-w")).await;
-                let admin = admin_token(s).await;
-                let disabled = node_name("grp-off");
-                fake_node(s, &admin, &disabled).await;
-                let (st, body) = call(
-                    client()
-                        .patch(s.url(&format!("/api/v1/nodes/{disabled}")))
-                        .bearer_auth(&admin)
-                        .json(&json!({ "status": "D" })),
-                )
-                .await;
-                assert_eq!(st, 200, "{body}");
-                let offline = node_name("grp-idle");
-                fake_node(s, &admin, &offline).await;
-                let closed = unique("closed");
-                let (st, body) = post(
-                    s,
-                    &admin,
-                    "/api/v1/node-groups",
-                    json!({ "name": closed, "nodes": [w.node_id], "runWindows": closed_window(),
-                            "attributes": { "NEED": "from-closed" } }),
-                )
-                .await;
-                assert_eq!(st, 201, "{body}");
-                Env {
-                    server,
-                    a,
-                    b,
-                    c,
-                    w,
-                    closed,
-                    disabled,
-                    offline,
-                }
-            })
-        })
-        .join()
-        .unwrap()
+    shared_env(&ENV, || async {
+        let server = Server::start_with(exec_opts());
+        let s = &server;
+        let a = Agent::start_with_args(
+            s,
+            &node_name("grp-a"),
+            &["--label", "role=was", "--label", "sys=billing"],
+        )
+        .await;
+        let b = Agent::start_with_args(s, &node_name("grp-b"), &["--label", "role=was"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("labels");
+        std::fs::write(&labels, "# the DB server\nrole=db\n\n").unwrap();
+        let c = Agent::start_with_args(
+            s,
+            &node_name("grp-c"),
+            &["--labels-file", labels.to_str().unwrap()],
+        )
+        .await;
+        let w = Agent::start(s, &node_name("grp-w")).await;
+        let admin = admin_token(s).await;
+        let disabled = node_name("grp-off");
+        fake_node(s, &admin, &disabled).await;
+        let (st, body) = call(
+            client()
+                .patch(s.url(&format!("/api/v1/nodes/{disabled}")))
+                .bearer_auth(&admin)
+                .json(&json!({ "status": "D" })),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        let offline = node_name("grp-idle");
+        fake_node(s, &admin, &offline).await;
+        let closed = unique("closed");
+        let (st, body) = post(
+            s,
+            &admin,
+            "/api/v1/node-groups",
+            json!({ "name": closed, "nodes": [w.node_id], "runWindows": closed_window(),
+                    "attributes": { "NEED": "from-closed" } }),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+        Env {
+            server,
+            a,
+            b,
+            c,
+            w,
+            closed,
+            disabled,
+            offline,
+        }
     })
 }
 

@@ -19,25 +19,15 @@ struct Env {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                // Self-approval stays off here: the approval rules are under test.
-                let mut opts = exec_opts();
-                opts.env
-                    .retain(|(k, _)| k != "HAECHI_TASKS__ALLOW_SELF_APPROVAL");
-                let server = Server::start_with(opts);
-                let a = Agent::start(&server, &node_name("ta")).await;
-                let b = Agent::start(&server, &node_name("tb")).await;
-                Env { server, a, b }
-            })
-        })
-        .join()
-        .unwrap()
+    shared_env(&ENV, || async {
+        // Self-approval stays off here: the approval rules are under test.
+        let mut opts = exec_opts();
+        opts.env
+            .retain(|(k, _)| k != "HAECHI_TASKS__ALLOW_SELF_APPROVAL");
+        let server = Server::start_with(opts);
+        let a = Agent::start(&server, &node_name("ta")).await;
+        let b = Agent::start(&server, &node_name("tb")).await;
+        Env { server, a, b }
     })
 }
 

@@ -23,6 +23,27 @@ pub fn exec_opts() -> Opts {
         .env("HAECHI_TASKS__ALLOW_SELF_APPROVAL", "true")
 }
 
+/// A test binary's shared environment (a server and its agents), made once on a runtime of its
+/// own so that it outlives the runtime of the test that happens to ask first.
+pub fn shared_env<T, F, Fut>(cell: &'static std::sync::OnceLock<T>, make: F) -> &'static T
+where
+    T: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    cell.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(make())
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 /// A running `haechi agent`.
 pub struct Agent {
     pub node_id: String,
