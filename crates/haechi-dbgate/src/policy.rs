@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use haechi_store::{in_tx, is_unique_violation, read, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
 use haechi_types::{Error, Result};
 
 use crate::privilege::{PrivSet, Privilege};
@@ -492,17 +492,13 @@ pub(crate) async fn insert(tx: &mut Tx, mut p: Policy, day: &str) -> Result<Poli
     .fetch_one(&mut *c)
     .await
     });
-    match r {
-        Ok(id) => {
-            p.index = id;
-            Ok(p)
-        }
-        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
+    p.index = created_or_taken(r, || {
+        Error::conflict(format!(
             "policyId '{}' is already used by another policy; choose another or leave it out to have one generated",
             p.policy_id
-        ))),
-        Err(e) => Err(e.into()),
-    }
+        ))
+    })?;
+    Ok(p)
 }
 
 pub(crate) async fn update(tx: &mut Tx, p: &Policy) -> Result<()> {
@@ -536,14 +532,13 @@ pub(crate) async fn update(tx: &mut Tx, p: &Policy) -> Result<()> {
     .await
     .map(|r| r.rows_affected())
     });
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
+    created_or_taken(r, || {
+        Error::conflict(format!(
             "policyId '{}' is already used by another policy",
             p.policy_id
-        ))),
-        Err(e) => Err(e.into()),
-    }
+        ))
+    })?;
+    Ok(())
 }
 
 pub(crate) async fn delete(tx: &mut Tx, index: i64) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Database targets (the real servers behind the gateway) and their accounts. An account's
 //! password is a vault credential attribute value: only the reference is stored here.
 
-use haechi_store::{in_tx, is_unique_violation, read, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
 use haechi_types::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -358,27 +358,23 @@ pub(crate) async fn insert_target(
     .fetch_one(&mut *c)
     .await
     });
-    match r {
-        Ok(id) => Ok(Target {
-            id,
-            name: t.name.clone(),
-            kind: t.kind,
-            host: t.host.trim().to_owned(),
-            port,
-            database: t.database.clone(),
-            tls: t.tls,
-            tls_ca_file: t.tls_ca_file.clone(),
-            allow_insecure_password: t.allow_insecure_password,
-            socket: t.socket.as_deref().map(|s| socket_dir(s).to_owned()),
-            created_by: by.to_owned(),
-            created_at: now,
-        }),
-        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
-            "a target named '{}' already exists",
-            t.name
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    let id = created_or_taken(r, || {
+        Error::conflict(format!("a target named '{}' already exists", t.name))
+    })?;
+    Ok(Target {
+        id,
+        name: t.name.clone(),
+        kind: t.kind,
+        host: t.host.trim().to_owned(),
+        port,
+        database: t.database.clone(),
+        tls: t.tls,
+        tls_ca_file: t.tls_ca_file.clone(),
+        allow_insecure_password: t.allow_insecure_password,
+        socket: t.socket.as_deref().map(|s| socket_dir(s).to_owned()),
+        created_by: by.to_owned(),
+        created_at: now,
+    })
 }
 
 /// A socket path as stored: without trailing slashes (`/` stays `/`).
@@ -465,22 +461,21 @@ pub(crate) async fn insert_account(
     .fetch_one(&mut *c)
     .await
     });
-    match r {
-        Ok(id) => Ok(Account {
-            id,
-            target: target.name.clone(),
-            account: a.account.clone(),
-            credential_id: a.credential_id,
-            attribute: a.attribute.clone(),
-            registered_by: by.to_owned(),
-            created_at: now,
-        }),
-        Err(e) if is_unique_violation(&e) => Err(Error::conflict(format!(
+    let id = created_or_taken(r, || {
+        Error::conflict(format!(
             "target '{}' already has an account '{}'; delete it first to register it again",
             target.name, a.account
-        ))),
-        Err(e) => Err(e.into()),
-    }
+        ))
+    })?;
+    Ok(Account {
+        id,
+        target: target.name.clone(),
+        account: a.account.clone(),
+        credential_id: a.credential_id,
+        attribute: a.attribute.clone(),
+        registered_by: by.to_owned(),
+        created_at: now,
+    })
 }
 
 pub(crate) async fn list_accounts(store: &Store, target: &str) -> Result<Vec<Account>> {

@@ -2,15 +2,16 @@
 //! every reason it would not, and the script as it would run there (attributes substituted).
 //! Nothing is stored but the audit event; nothing is sent to an agent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use haechi_identity::Caller;
-use haechi_store::in_tx;
+use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::groups::{substitute_attrs, TaskTargets};
-use crate::nodes::check_id;
+use crate::model::Task;
+use crate::nodes::{check_id, check_node_list};
 use crate::tasks::check_arguments;
 use crate::windows::RunWindow;
 use crate::Exec;
@@ -71,6 +72,17 @@ impl Reasons {
     }
 }
 
+/// What a dry run knows of the nodes it looks at.
+struct NodeFacts {
+    /// Status and the OS users its agent reported, of each node that exists.
+    known: HashMap<String, (String, Option<Vec<String>>)>,
+    attrs: HashMap<String, crate::groups::NodeAttrs>,
+    /// (node, group, the group's run windows).
+    group_windows: Vec<(String, String, Vec<RunWindow>)>,
+    /// The attribute keys the task's script names.
+    keys: BTreeSet<String>,
+}
+
 impl Exec {
     /// Answers, for each node, whether `actor` starting the task now would run it there, and
     /// why not. Audited as `task.dry_run`.
@@ -91,21 +103,74 @@ impl Exec {
                 format_args!("at most {} nodes", crate::instances::MAX_NODES),
             ));
         }
-        let mut seen = BTreeSet::new();
-        for (i, n) in listed.iter().enumerate() {
-            check_id(&format!("nodeIdList[{i}]"), n)?;
-            if !seen.insert(n.as_str()) {
-                return Err(Error::field(
-                    "nodeIdList",
-                    format_args!("lists node '{n}' twice"),
-                ));
-            }
-        }
+        check_node_list(&listed)?;
         let task = self.get_task(task_id).await?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
+        let common = self.task_reasons(&mut tx, caller, &task, now).await?;
 
-        // Reasons of the task itself, the same on every node.
+        // The nodes, and those of the targets left out.
+        let (source, nodes, skipped) = if listed.is_empty() {
+            let targets: &TaskTargets = &task.targets;
+            if targets.is_empty() {
+                return Err(Error::field(
+                    "nodeIdList",
+                    format_args!(
+                        "must name at least one node: task '{task_id}' has no default targets"
+                    ),
+                ));
+            }
+            let (nodes, skipped) = Self::resolve_targets_in_tx(&mut tx, task_id, targets).await?;
+            ("targets", nodes, skipped)
+        } else {
+            ("request", listed, Vec::new())
+        };
+        let mut all: Vec<String> = nodes;
+        all.extend(skipped.iter().map(|s| s.node_id.clone()));
+        all.sort();
+
+        let facts = NodeFacts {
+            known: Self::known_nodes_in_tx(&mut tx, &all).await?,
+            attrs: Self::node_attrs_in_tx(&mut tx, &all).await?,
+            group_windows: Self::group_windows_in_tx(&mut tx, &all).await?,
+            keys: crate::groups::script_attr_keys(&task.script),
+        };
+        let out: Vec<DryRunNode> = all
+            .iter()
+            .map(|node| self.dry_run_node(&task, &common, &facts, node, now))
+            .collect();
+        let would_run = out.iter().filter(|n| n.would_run).count();
+        haechi_audit::append(
+            &mut tx,
+            actor
+                .event("task.dry_run")
+                .target(task_id)
+                .detail(serde_json::json!({
+                    "revisionNo": task.revision_no, "source": source, "nodes": out.len(),
+                    "wouldRun": would_run,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(DryRun {
+            task_id: task_id.to_owned(),
+            revision_no: task.revision_no,
+            source: source.to_owned(),
+            arguments,
+            nodes: out,
+        })
+    }
+
+    /// Reasons of the task itself, the same on every node: approval, the on-demand flag,
+    /// the caller's runner groups, the task's run windows.
+    async fn task_reasons(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        task: &Task,
+        now: i64,
+    ) -> Result<Reasons> {
+        let task_id = task.id.as_str();
         let mut common = Reasons {
             text: Vec::new(),
             codes: Vec::new(),
@@ -130,7 +195,7 @@ impl Exec {
         }
         let runner_groups = serde_json::to_string(&task.runner_groups)?;
         if let Err(e) =
-            Self::check_runner_in_tx(&mut tx, task_id, &runner_groups, &actor.user_id).await
+            Self::check_runner_in_tx(tx, task_id, &runner_groups, &caller.actor.user_id).await
         {
             if e.code != haechi_types::Code::Forbidden {
                 return Err(e);
@@ -145,32 +210,16 @@ impl Exec {
         ) {
             common.add("outside_window", w.message);
         }
+        Ok(common)
+    }
 
-        // The nodes, and those of the targets left out.
-        let (source, nodes, skipped) = if listed.is_empty() {
-            let targets: &TaskTargets = &task.targets;
-            if targets.is_empty() {
-                return Err(Error::field(
-                    "nodeIdList",
-                    format_args!(
-                        "must name at least one node: task '{task_id}' has no default targets"
-                    ),
-                ));
-            }
-            let (nodes, skipped) = Self::resolve_targets_in_tx(&mut tx, task_id, targets).await?;
-            ("targets", nodes, skipped)
-        } else {
-            ("request", listed, Vec::new())
-        };
-        let mut all: Vec<String> = nodes.clone();
-        all.extend(skipped.iter().map(|s| s.node_id.clone()));
-        all.sort();
-
-        let keys = crate::groups::script_attr_keys(&task.script);
-        let attrs = Self::node_attrs_in_tx(&mut tx, &all).await?;
-        let group_windows = Self::group_windows_in_tx(&mut tx, &all).await?;
-        let mut known = std::collections::HashMap::new();
-        for chunk in all.chunks(500) {
+    /// Status and reported OS users of each of `nodes` that exists.
+    async fn known_nodes_in_tx(
+        tx: &mut Tx,
+        nodes: &[String],
+    ) -> Result<HashMap<String, (String, Option<Vec<String>>)>> {
+        let mut known = HashMap::new();
+        for chunk in nodes.chunks(500) {
             let mut w = crate::sql::Where::default();
             let marks: Vec<String> = chunk
                 .iter()
@@ -189,94 +238,82 @@ impl Exec {
                 known.insert(id, (status, users));
             }
         }
+        Ok(known)
+    }
 
-        let none = crate::groups::NodeAttrs::default();
-        let mut out = Vec::with_capacity(all.len());
-        for node in &all {
-            let mut r = Reasons {
-                text: common.text.clone(),
-                codes: common.codes.clone(),
-            };
-            match known.get(node) {
-                None => r.add("unknown_node", format!("node '{node}' does not exist")),
-                Some((status, users)) => {
-                    if status == "D" {
+    /// One node's answer: the task's reasons, then the node's own (unknown, disabled, no agent,
+    /// OS user, its groups' windows, missing attributes), and the script as it would run there.
+    fn dry_run_node(
+        &self,
+        task: &Task,
+        common: &Reasons,
+        facts: &NodeFacts,
+        node: &str,
+        now: i64,
+    ) -> DryRunNode {
+        let mut r = Reasons {
+            text: common.text.clone(),
+            codes: common.codes.clone(),
+        };
+        match facts.known.get(node) {
+            None => r.add("unknown_node", format!("node '{node}' does not exist")),
+            Some((status, users)) => {
+                if status == "D" {
+                    r.add(
+                        "disabled",
+                        format!("node '{node}' is disabled (status D) and gets no work"),
+                    );
+                }
+                if !self.hub.is_connected(node) {
+                    r.add(
+                        "not_connected",
+                        format!(
+                            "node '{node}' has no agent connected now: the run would wait until its agent connects"
+                        ),
+                    );
+                }
+                if let Some(users) = users {
+                    if !users.contains(&task.os_user) {
                         r.add(
-                            "disabled",
-                            format!("node '{node}' is disabled (status D) and gets no work"),
-                        );
-                    }
-                    if !self.hub.is_connected(node) {
-                        r.add(
-                            "not_connected",
+                            "os_user_missing",
                             format!(
-                                "node '{node}' has no agent connected now: the run would wait until its agent connects"
+                                "osUser '{}' is not a user the agent on node '{node}' can run scripts as (it reports: {})",
+                                task.os_user,
+                                summarize(users)
                             ),
                         );
                     }
-                    if let Some(users) = users {
-                        if !users.contains(&task.os_user) {
-                            r.add(
-                                "os_user_missing",
-                                format!(
-                                    "osUser '{}' is not a user the agent on node '{node}' can run scripts as (it reports: {})",
-                                    task.os_user,
-                                    summarize(users)
-                                ),
-                            );
-                        }
-                    }
                 }
             }
-            for (n, group, windows) in &group_windows {
-                if n != node {
-                    continue;
-                }
-                let scope = format!("node group '{group}' (of node '{node}')");
-                if let Some(w) = self.window_refusal(task_id, &scope, windows as &[RunWindow], now)
-                {
-                    r.add("outside_window", w.message);
-                }
-            }
-            let a = attrs.get(node).unwrap_or(&none);
-            let mut picked = std::collections::BTreeMap::new();
-            for k in &keys {
-                match a.values.get(k) {
-                    Some(v) => {
-                        picked.insert(k.clone(), v.clone());
-                    }
-                    None => r.add("attribute_missing", a.missing_message(node, k)),
-                }
-            }
-            out.push(DryRunNode {
-                node_id: node.clone(),
-                would_run: r.codes.is_empty(),
-                script: substitute_attrs(&task.script, &picked),
-                attributes: picked,
-                reasons: r.text,
-                reason_codes: r.codes,
-            });
         }
-        let would_run = out.iter().filter(|n| n.would_run).count();
-        haechi_audit::append(
-            &mut tx,
-            actor
-                .event("task.dry_run")
-                .target(task_id)
-                .detail(serde_json::json!({
-                    "revisionNo": task.revision_no, "source": source, "nodes": out.len(),
-                    "wouldRun": would_run,
-                })),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(DryRun {
-            task_id: task_id.to_owned(),
-            revision_no: task.revision_no,
-            source: source.to_owned(),
-            arguments,
-            nodes: out,
-        })
+        for (n, group, windows) in &facts.group_windows {
+            if n != node {
+                continue;
+            }
+            let scope = format!("node group '{group}' (of node '{node}')");
+            if let Some(w) = self.window_refusal(&task.id, &scope, windows as &[RunWindow], now) {
+                r.add("outside_window", w.message);
+            }
+        }
+        let none = crate::groups::NodeAttrs::default();
+        let a = facts.attrs.get(node).unwrap_or(&none);
+        let mut picked = std::collections::BTreeMap::new();
+        for k in &facts.keys {
+            match a.values.get(k) {
+                Some(v) => {
+                    picked.insert(k.clone(), v.clone());
+                }
+                None => r.add("attribute_missing", a.missing_message(node, k)),
+            }
+        }
+        DryRunNode {
+            node_id: node.to_owned(),
+            would_run: r.codes.is_empty(),
+            script: substitute_attrs(&task.script, &picked),
+            attributes: picked,
+            reasons: r.text,
+            reason_codes: r.codes,
+        }
     }
 }
 

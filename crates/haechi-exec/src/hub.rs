@@ -343,92 +343,12 @@ impl Exec {
         mut inbound: mpsc::Receiver<AgentFrame>,
         outbound: Outbound,
     ) {
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
-            Ok(Some(AgentFrame::Text(t))) => serde_json::from_str::<AgentMsg>(&t).ok(),
-            _ => None,
-        };
-        let Some(AgentMsg::Hello {
-            protocol,
-            agent_ver,
-            os_name,
-            ip,
-            hostname,
-            jobs,
-            labels,
-            os_users,
-        }) = hello
-        else {
-            outbound.close("expected a hello");
+        let Some(jobs) = self.accept_hello(&node_id, &mut inbound, &outbound).await else {
             return;
         };
-        if protocol != PROTOCOL_VERSION {
-            outbound.close(&format!(
-                "this server speaks agent protocol {PROTOCOL_VERSION}, the agent {protocol}: upgrade the agent"
-            ));
+        let Some(conn) = self.welcome(&node_id, &jobs, &outbound).await else {
             return;
-        }
-        let clip = |s: String| s.chars().take(256).collect::<String>();
-        let (agent_ver, os_name, ip, hostname) =
-            (clip(agent_ver), clip(os_name), clip(ip), clip(hostname));
-        // What the agent says of itself is its own text: the log format escapes it.
-        tracing::info!(%node_id, %hostname, %agent_ver, %os_name, %ip, jobs = jobs.len(), "agent connected");
-        // Labels and users are the agent's own words too: keep what is well formed.
-        let labels: std::collections::BTreeMap<String, String> = labels
-            .into_iter()
-            .filter(|(k, v)| {
-                crate::groups::check_key("labels", k).is_ok()
-                    && v.len() <= crate::groups::MAX_VALUE_BYTES
-                    && !v.contains('\0')
-            })
-            .take(crate::groups::MAX_ATTRIBUTES)
-            .collect();
-        let os_users = os_users.map(|u| {
-            u.into_iter()
-                .filter(|n| !n.is_empty() && n.len() <= 64)
-                .take(10_000)
-                .collect::<Vec<_>>()
-        });
-        let _ = self.writer.send(Op::NodeSeen {
-            node_id: node_id.clone(),
-            agent_ver,
-            os_name,
-            ip,
-            hostname,
-            labels: serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
-            os_users: os_users.map(|u| serde_json::to_string(&u).unwrap_or_else(|_| "[]".into())),
-            at: now_ms(),
-        });
-        let (resume, ack) = match self.reconcile(&node_id, &jobs).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(%node_id, "cannot reconcile the agent's executions: {e}");
-                outbound.close("the server cannot read its store; reconnect later");
-                return;
-            }
         };
-        let conn = self.hub.register(&node_id, outbound.clone());
-        metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
-        let welcome = ServerMsg::Welcome {
-            node_id: node_id.clone(),
-            heartbeat_secs: self.cfg.agents.heartbeat_secs,
-            max_message_bytes: Some(self.cfg.agents.max_message_bytes),
-            resume,
-            ack,
-        };
-        outbound.send(&welcome);
-        match self.pending_runs(&node_id).await {
-            Ok(runs) => {
-                let held: std::collections::HashSet<i64> = jobs.iter().copied().collect();
-                let runs: Vec<_> = runs
-                    .into_iter()
-                    .filter(|(_, s)| !held.contains(&s.exec_id))
-                    .collect();
-                self.hub.dispatch(runs);
-            }
-            Err(e) => tracing::error!(%node_id, "cannot read pending runs: {e}"),
-        }
-        self.note_heartbeat(&node_id, None);
-
         let window = Arc::new(Semaphore::new(self.conn_window()));
         while let Some(frame) = inbound.recv().await {
             // Every message holds its share of the buffers until it is stored: when the
@@ -448,93 +368,7 @@ impl Exec {
                     None => tracing::warn!(%node_id, "ignoring a malformed output frame"),
                 },
                 AgentFrame::Text(t) => match serde_json::from_str::<AgentMsg>(&t) {
-                    Ok(AgentMsg::Heartbeat { at_ms }) => {
-                        self.note_heartbeat(&node_id, at_ms.map(|at| at - now_ms()));
-                        outbound.send(&ServerMsg::HeartbeatAck);
-                    }
-                    Ok(AgentMsg::Started {
-                        exec_id,
-                        at_ms,
-                        file_token_sha256,
-                    }) => {
-                        // Kept before the next message is read: the script's first file
-                        // request, which can only follow this on the connection, finds it.
-                        if let Some(h) = file_token_sha256 {
-                            self.note_file_token(&node_id, exec_id, &h).await;
-                        }
-                        let _ = self.writer.send(Op::Started {
-                            node_id: node_id.clone(),
-                            exec_id,
-                            at: at_ms,
-                            _held: held,
-                        });
-                    }
-                    Ok(AgentMsg::Finished(mut f)) => {
-                        let exec_id = f.exec_id;
-                        if let Some(r) = f.reason.as_mut() {
-                            let mut end = r.len().min(MAX_REASON);
-                            while !r.is_char_boundary(end) {
-                                end -= 1;
-                            }
-                            r.truncate(end);
-                        }
-                        let (tx, rx) = oneshot::channel();
-                        let _ = self.writer.send(Op::Finished {
-                            node_id: node_id.clone(),
-                            finished: f,
-                            committed: tx,
-                            _held: held,
-                        });
-                        let out = outbound.clone();
-                        let exec = self.clone();
-                        tokio::spawn(async move {
-                            if rx.await.is_ok() {
-                                out.send(&ServerMsg::Ack { exec_id });
-                                exec.revoke_file_token(exec_id).await;
-                            }
-                        });
-                    }
-                    Ok(AgentMsg::FileGet {
-                        req,
-                        exec_id,
-                        token,
-                        name,
-                    }) => {
-                        let (exec, out, node) = (self.clone(), outbound.clone(), node_id.clone());
-                        tokio::spawn(async move {
-                            let reply = exec
-                                .relay_file_get(&node, req, exec_id, &token, &name)
-                                .await;
-                            out.send(&ServerMsg::FileReply(reply));
-                            drop(held);
-                        });
-                    }
-                    Ok(AgentMsg::FilePut {
-                        req,
-                        exec_id,
-                        token,
-                        name,
-                        description,
-                        replace,
-                        content,
-                    }) => {
-                        let (exec, out, node) = (self.clone(), outbound.clone(), node_id.clone());
-                        tokio::spawn(async move {
-                            let new = crate::NewFile {
-                                name,
-                                description,
-                                replace,
-                            };
-                            let reply = exec
-                                .relay_file_put(&node, req, exec_id, &token, new, &content)
-                                .await;
-                            drop(held);
-                            out.send(&ServerMsg::FileReply(reply));
-                        });
-                    }
-                    Ok(AgentMsg::Hello { .. }) => {
-                        tracing::warn!(%node_id, "ignoring a second hello")
-                    }
+                    Ok(msg) => self.on_message(&node_id, &outbound, msg, held).await,
                     Err(e) => {
                         // The parser's message quotes what the agent sent: the text log format
                         // escapes it, so an agent cannot forge log lines (issue 26 item 15).
@@ -546,6 +380,202 @@ impl Exec {
         self.hub.unregister(&node_id, conn);
         metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
         tracing::debug!(%node_id, conn, "agent disconnected");
+    }
+
+    /// Waits for the agent's `Hello`, checks its protocol version and records what it says of
+    /// its node; returns the executions in its journal. `None`: the connection was closed.
+    async fn accept_hello(
+        &self,
+        node_id: &str,
+        inbound: &mut mpsc::Receiver<AgentFrame>,
+        outbound: &Outbound,
+    ) -> Option<Vec<i64>> {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
+            Ok(Some(AgentFrame::Text(t))) => serde_json::from_str::<AgentMsg>(&t).ok(),
+            _ => None,
+        };
+        let Some(AgentMsg::Hello {
+            protocol,
+            agent_ver,
+            os_name,
+            ip,
+            hostname,
+            jobs,
+            labels,
+            os_users,
+        }) = hello
+        else {
+            outbound.close("expected a hello");
+            return None;
+        };
+        if protocol != PROTOCOL_VERSION {
+            outbound.close(&format!(
+                "this server speaks agent protocol {PROTOCOL_VERSION}, the agent {protocol}: upgrade the agent"
+            ));
+            return None;
+        }
+        let clip = |s: String| s.chars().take(256).collect::<String>();
+        let (agent_ver, os_name, ip, hostname) =
+            (clip(agent_ver), clip(os_name), clip(ip), clip(hostname));
+        // What the agent says of itself is its own text: the log format escapes it.
+        tracing::info!(%node_id, %hostname, %agent_ver, %os_name, %ip, jobs = jobs.len(), "agent connected");
+        let (labels, os_users) = well_formed_labels_and_users(labels, os_users);
+        let _ = self.writer.send(Op::NodeSeen(crate::writer::NodeSeen {
+            node_id: node_id.to_owned(),
+            agent_ver,
+            os_name,
+            ip,
+            hostname,
+            labels,
+            os_users,
+            at: now_ms(),
+        }));
+        Some(jobs)
+    }
+
+    /// Tells the agent which of its executions to resume and which to forget, registers the
+    /// session and sends the runs waiting for the node; returns the session's number.
+    /// `None`: the store could not be read and the connection was closed.
+    async fn welcome(&self, node_id: &str, jobs: &[i64], outbound: &Outbound) -> Option<u64> {
+        let (resume, ack) = match self.reconcile(node_id, jobs).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(%node_id, "cannot reconcile the agent's executions: {e}");
+                outbound.close("the server cannot read its store; reconnect later");
+                return None;
+            }
+        };
+        let conn = self.hub.register(node_id, outbound.clone());
+        metrics::gauge!("haechi_agents_connected").set(self.hub.connected_count() as f64);
+        let welcome = ServerMsg::Welcome {
+            node_id: node_id.to_owned(),
+            heartbeat_secs: self.cfg.agents.heartbeat_secs,
+            max_message_bytes: Some(self.cfg.agents.max_message_bytes),
+            resume,
+            ack,
+        };
+        outbound.send(&welcome);
+        match self.pending_runs(node_id).await {
+            Ok(runs) => {
+                let held: std::collections::HashSet<i64> = jobs.iter().copied().collect();
+                let runs: Vec<_> = runs
+                    .into_iter()
+                    .filter(|(_, s)| !held.contains(&s.exec_id))
+                    .collect();
+                self.hub.dispatch(runs);
+            }
+            Err(e) => tracing::error!(%node_id, "cannot read pending runs: {e}"),
+        }
+        self.note_heartbeat(node_id, None);
+        Some(conn)
+    }
+
+    /// One message of a welcomed agent. `held` is its share of the buffers, released once
+    /// what it asks is stored or answered.
+    async fn on_message(
+        self: &Arc<Self>,
+        node_id: &str,
+        outbound: &Outbound,
+        msg: AgentMsg,
+        held: Held,
+    ) {
+        match msg {
+            AgentMsg::Heartbeat { at_ms } => {
+                self.note_heartbeat(node_id, at_ms.map(|at| at - now_ms()));
+                outbound.send(&ServerMsg::HeartbeatAck);
+            }
+            AgentMsg::Started {
+                exec_id,
+                at_ms,
+                file_token_sha256,
+            } => {
+                // Kept before the next message is read: the script's first file
+                // request, which can only follow this on the connection, finds it.
+                if let Some(h) = file_token_sha256 {
+                    self.note_file_token(node_id, exec_id, &h).await;
+                }
+                let _ = self.writer.send(Op::Started {
+                    node_id: node_id.to_owned(),
+                    exec_id,
+                    at: at_ms,
+                    _held: held,
+                });
+            }
+            AgentMsg::Finished(f) => self.on_finished(node_id, outbound, f, held),
+            AgentMsg::FileGet {
+                req,
+                exec_id,
+                token,
+                name,
+            } => {
+                let (exec, out, node) = (self.clone(), outbound.clone(), node_id.to_owned());
+                tokio::spawn(async move {
+                    let reply = exec
+                        .relay_file_get(&node, req, exec_id, &token, &name)
+                        .await;
+                    out.send(&ServerMsg::FileReply(reply));
+                    drop(held);
+                });
+            }
+            AgentMsg::FilePut {
+                req,
+                exec_id,
+                token,
+                name,
+                description,
+                replace,
+                content,
+            } => {
+                let (exec, out, node) = (self.clone(), outbound.clone(), node_id.to_owned());
+                tokio::spawn(async move {
+                    let new = crate::NewFile {
+                        name,
+                        description,
+                        replace,
+                    };
+                    let reply = exec
+                        .relay_file_put(&node, req, exec_id, &token, new, &content)
+                        .await;
+                    drop(held);
+                    out.send(&ServerMsg::FileReply(reply));
+                });
+            }
+            AgentMsg::Hello { .. } => tracing::warn!(%node_id, "ignoring a second hello"),
+        }
+    }
+
+    /// An execution's end: stored by the writer, then acknowledged (the agent forgets it) and
+    /// its file token revoked.
+    fn on_finished(
+        self: &Arc<Self>,
+        node_id: &str,
+        outbound: &Outbound,
+        mut f: haechi_agent::protocol::Finished,
+        held: Held,
+    ) {
+        let exec_id = f.exec_id;
+        if let Some(r) = f.reason.as_mut() {
+            let mut end = r.len().min(MAX_REASON);
+            while !r.is_char_boundary(end) {
+                end -= 1;
+            }
+            r.truncate(end);
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self.writer.send(Op::Finished {
+            node_id: node_id.to_owned(),
+            finished: f,
+            committed: tx,
+            _held: held,
+        });
+        let out = outbound.clone();
+        let exec = self.clone();
+        tokio::spawn(async move {
+            if rx.await.is_ok() {
+                out.send(&ServerMsg::Ack { exec_id });
+                exec.revoke_file_token(exec_id).await;
+            }
+        });
     }
 
     /// Notes that `node_id` was heard from now; `skew_ms` is its clock minus ours, when its
@@ -598,4 +628,31 @@ impl Exec {
         }
         Ok((resume, ack))
     }
+}
+
+/// The labels and OS users an agent reported, as stored: they are the agent's own words, so
+/// only well-formed ones are kept (JSON object of labels; JSON array of users, when it said).
+fn well_formed_labels_and_users(
+    labels: std::collections::BTreeMap<String, String>,
+    os_users: Option<Vec<String>>,
+) -> (String, Option<String>) {
+    let labels: std::collections::BTreeMap<String, String> = labels
+        .into_iter()
+        .filter(|(k, v)| {
+            crate::groups::check_key("labels", k).is_ok()
+                && v.len() <= crate::groups::MAX_VALUE_BYTES
+                && !v.contains('\0')
+        })
+        .take(crate::groups::MAX_ATTRIBUTES)
+        .collect();
+    let os_users = os_users.map(|u| {
+        u.into_iter()
+            .filter(|n| !n.is_empty() && n.len() <= 64)
+            .take(10_000)
+            .collect::<Vec<_>>()
+    });
+    (
+        serde_json::to_string(&labels).unwrap_or_else(|_| "{}".into()),
+        os_users.map(|u| serde_json::to_string(&u).unwrap_or_else(|_| "[]".into())),
+    )
 }

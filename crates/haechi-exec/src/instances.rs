@@ -4,12 +4,12 @@
 
 use haechi_agent::protocol::{RunSpec, Stream};
 use haechi_identity::Actor;
-use haechi_store::{in_tx, read, Backend, Tx};
+use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 
 use crate::model::*;
-use crate::nodes::check_id;
-use crate::sql::{bind_args, Arg, Where};
+use crate::nodes::{check_id, check_node_list};
+use crate::sql::{bind_args, list_page, Arg, Where};
 use crate::tasks::check_arguments;
 use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::Exec;
@@ -173,6 +173,58 @@ const REVISION_SELECT: &str = "SELECT r.script_name, r.script, r.os_user, r.time
      r.target_labels, r.run_windows, r.runner_groups FROM tasks t \
      JOIN task_revisions r ON r.task_id = t.id AND r.revision_no = t.revision_no WHERE t.id = $1";
 
+impl RevisionRow {
+    /// Only an approved task starts, and only in the ways its flags allow
+    /// (`execOndemand`, `execScheduler`, `execTask`).
+    fn check_startable(&self, task_id: &str, gubun: RunnerGubun) -> Result<()> {
+        if self.apprv_status != "A" {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
+                self.apprv_status
+            )));
+        }
+        let (flag, name, how) = match gubun {
+            RunnerGubun::User => (&self.exec_ondemand, "execOndemand", "started on demand"),
+            RunnerGubun::Scheduler => (
+                &self.exec_scheduler,
+                "execScheduler",
+                "started by its schedule",
+            ),
+            RunnerGubun::Task => (
+                &self.exec_task,
+                "execTask",
+                "started by another task's chain",
+            ),
+        };
+        if flag != "E" {
+            return Err(Error::conflict(format!(
+                "task '{task_id}' has {name} = {flag}: it may not be {how}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The request's own fields, checked before anything is read: ids, at most [`MAX_NODES`]
+/// distinct nodes, the arguments, the origin's length.
+fn check_start_request(req: &StartInstance) -> Result<()> {
+    check_id("taskId", &req.task_id)?;
+    if req.node_ids.len() > MAX_NODES {
+        return Err(Error::field(
+            "nodeIdList",
+            format_args!("at most {MAX_NODES} nodes per instance"),
+        ));
+    }
+    check_node_list(&req.node_ids)?;
+    check_arguments("arguments", &req.arguments)?;
+    if let Some(o) = &req.origin {
+        if o.len() > 512 {
+            return Err(Error::field("origin", "must be at most 512 bytes"));
+        }
+    }
+    Ok(())
+}
+
 /// A WAIT execution, joined with what its `Run` needs.
 #[derive(sqlx::FromRow)]
 struct PendingRow {
@@ -214,20 +266,6 @@ pub struct RerunOptions {
 /// The attributes of the keys a script names, for each node, or the reason a node cannot run.
 type NodeScriptAttrs =
     std::collections::HashMap<String, std::result::Result<Option<String>, String>>;
-
-/// On PostgreSQL, locks an instance's row until the transaction ends.
-async fn lock_instance(tx: &mut Tx, no: i64) -> Result<()> {
-    if tx.backend() == Backend::Postgres {
-        in_tx!(tx, |c| sqlx::query(
-            "SELECT instance_no FROM task_instances WHERE instance_no = $1 FOR UPDATE"
-        )
-        .bind(no)
-        .fetch_optional(&mut *c)
-        .await
-        .map(|_| ()))?;
-    }
-    Ok(())
-}
 
 impl Exec {
     fn run_spec(&self, p: PendingRow) -> (String, RunSpec) {
@@ -300,29 +338,7 @@ impl Exec {
         prev: Option<i64>,
         actor: Option<&Actor>,
     ) -> std::result::Result<Created, StartError> {
-        check_id("taskId", &req.task_id)?;
-        if req.node_ids.len() > MAX_NODES {
-            return Err(Error::field(
-                "nodeIdList",
-                format_args!("at most {MAX_NODES} nodes per instance"),
-            )
-            .into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, n) in req.node_ids.iter().enumerate() {
-            check_id(&format!("nodeIdList[{i}]"), n)?;
-            if !seen.insert(n.as_str()) {
-                return Err(
-                    Error::field("nodeIdList", format_args!("lists node '{n}' twice")).into(),
-                );
-            }
-        }
-        check_arguments("arguments", &req.arguments)?;
-        if let Some(o) = &req.origin {
-            if o.len() > 512 {
-                return Err(Error::field("origin", "must be at most 512 bytes").into());
-            }
-        }
+        check_start_request(req)?;
         let rev: Option<RevisionRow> = in_tx!(tx, |c| {
             sqlx::query_as(REVISION_SELECT)
                 .bind(&req.task_id)
@@ -331,82 +347,14 @@ impl Exec {
         })?;
         let task_id = &req.task_id;
         let rev = rev.ok_or_else(|| Error::not_found(format_args!("task '{task_id}'")))?;
-        if rev.apprv_status != "A" {
-            return Err(Error::conflict(format!(
-                "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
-                rev.apprv_status
-            ))
-            .into());
-        }
-        let (flag, name, how) = match req.runner_gubun {
-            RunnerGubun::User => (&rev.exec_ondemand, "execOndemand", "started on demand"),
-            RunnerGubun::Scheduler => (
-                &rev.exec_scheduler,
-                "execScheduler",
-                "started by its schedule",
-            ),
-            RunnerGubun::Task => (
-                &rev.exec_task,
-                "execTask",
-                "started by another task's chain",
-            ),
-        };
-        if flag != "E" {
-            return Err(Error::conflict(format!(
-                "task '{task_id}' has {name} = {flag}: it may not be {how}"
-            ))
-            .into());
-        }
+        rev.check_startable(task_id, req.runner_gubun)?;
         if req.runner_gubun == RunnerGubun::User {
             if let Some(a) = actor {
                 Self::check_runner_in_tx(tx, task_id, &rev.runner_groups, &a.user_id).await?;
             }
         }
         let (node_ids, targets) = if req.node_ids.is_empty() {
-            let targets = crate::groups::TaskTargets {
-                nodes: serde_json::from_str(&rev.target_nodes).unwrap_or_default(),
-                node_groups: serde_json::from_str(&rev.target_groups).unwrap_or_default(),
-                labels: serde_json::from_str(&rev.target_labels).unwrap_or_default(),
-            };
-            if targets.is_empty() {
-                return Err(Error::field(
-                    "nodeIdList",
-                    format_args!(
-                        "must name at least one node: task '{task_id}' has no default targets \
-                         (set its targets to run it without a node list)"
-                    ),
-                )
-                .into());
-            }
-            let (nodes, skipped) = Self::resolve_targets_in_tx(tx, task_id, &targets).await?;
-            if nodes.is_empty() {
-                let why = if skipped.is_empty() {
-                    "they match no node".to_owned()
-                } else {
-                    skipped
-                        .iter()
-                        .map(|s| format!("'{}': {}", s.node_id, s.reason))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                };
-                return Err(Error::conflict(format!(
-                    "task '{task_id}': no node of its targets can run it now ({why})"
-                ))
-                .into());
-            }
-            if nodes.len() > MAX_NODES {
-                return Err(Error::conflict(format!(
-                    "task '{task_id}': its targets resolve to {} nodes, more than {MAX_NODES} per instance",
-                    nodes.len()
-                ))
-                .into());
-            }
-            let report = crate::groups::InstanceTargets {
-                source: "targets".into(),
-                targets: Some(targets),
-                nodes: nodes.clone(),
-                skipped,
-            };
+            let (nodes, report) = Self::resolve_default_targets_in_tx(tx, task_id, &rev).await?;
             (nodes, Some(report))
         } else {
             // The node executions are the list: nothing more to record (a fan-out to many
@@ -441,53 +389,8 @@ impl Exec {
         .fetch_one(&mut *c)
         .await
         })?;
-        let mut ids: Vec<(i64, String)> = Vec::with_capacity(node_ids.len());
-        let mut failed_nodes = 0usize;
-        for chunk in node_ids.chunks(100) {
-            let mut w = Where::default();
-            let pno = w.arg(Arg::Int(no));
-            let pnow = w.arg(Arg::Int(now));
-            let prid = w.arg(Arg::Text(req.runner_id.clone()));
-            let pg = w.arg(Arg::Text(req.runner_gubun.as_str().to_owned()));
-            let rows: Vec<String> = chunk
-                .iter()
-                .map(|n| {
-                    let pn = w.arg(Arg::Text(n.clone()));
-                    match attrs.get(n) {
-                        Some(Err(reason)) => {
-                            failed_nodes += 1;
-                            let pr = w.arg(Arg::Text(reason.clone()));
-                            format!(
-                                "({pno}, {pn}, 1, TRUE, 'END', {prid}, {pg}, {pnow}, 'F', -1, {pr}, {pnow}, NULL)"
-                            )
-                        }
-                        Some(Ok(Some(a))) => {
-                            let pa = w.arg(Arg::Text(a.clone()));
-                            format!(
-                                "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, {pa})"
-                            )
-                        }
-                        _ => format!(
-                            "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, NULL)"
-                        ),
-                    }
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, \
-                 created_at, result_cd, exit_cd, reason, end_at, attrs) VALUES {} RETURNING id, node_id, status",
-                rows.join(", ")
-            );
-            let got: Vec<(i64, String, String)> =
-                in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
-                    .fetch_all(&mut *c)
-                    .await)?;
-            ids.extend(
-                got.into_iter()
-                    .filter(|(_, _, st)| st == "WAIT")
-                    .map(|(id, node, _)| (id, node)),
-            );
-        }
+        let (ids, failed_nodes) =
+            Self::insert_node_executions_in_tx(tx, no, req, &node_ids, &attrs, now).await?;
         let all_failed = ids.is_empty();
         if all_failed {
             in_tx!(tx, |c| sqlx::query(
@@ -557,6 +460,118 @@ impl Exec {
             targets,
         };
         Ok(Created { instance, runs })
+    }
+
+    /// The nodes a start without a node list runs on: the task's default targets resolved
+    /// now, with the report of how (disabled target nodes are left out and named).
+    async fn resolve_default_targets_in_tx(
+        tx: &mut Tx,
+        task_id: &str,
+        rev: &RevisionRow,
+    ) -> Result<(Vec<String>, crate::groups::InstanceTargets)> {
+        let targets = crate::groups::TaskTargets {
+            nodes: serde_json::from_str(&rev.target_nodes).unwrap_or_default(),
+            node_groups: serde_json::from_str(&rev.target_groups).unwrap_or_default(),
+            labels: serde_json::from_str(&rev.target_labels).unwrap_or_default(),
+        };
+        if targets.is_empty() {
+            return Err(Error::field(
+                "nodeIdList",
+                format_args!(
+                    "must name at least one node: task '{task_id}' has no default targets \
+                     (set its targets to run it without a node list)"
+                ),
+            ));
+        }
+        let (nodes, skipped) = Self::resolve_targets_in_tx(tx, task_id, &targets).await?;
+        if nodes.is_empty() {
+            let why = if skipped.is_empty() {
+                "they match no node".to_owned()
+            } else {
+                skipped
+                    .iter()
+                    .map(|s| format!("'{}': {}", s.node_id, s.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(Error::conflict(format!(
+                "task '{task_id}': no node of its targets can run it now ({why})"
+            )));
+        }
+        if nodes.len() > MAX_NODES {
+            return Err(Error::conflict(format!(
+                "task '{task_id}': its targets resolve to {} nodes, more than {MAX_NODES} per instance",
+                nodes.len()
+            )));
+        }
+        let report = crate::groups::InstanceTargets {
+            source: "targets".into(),
+            targets: Some(targets),
+            nodes: nodes.clone(),
+            skipped,
+        };
+        Ok((nodes, report))
+    }
+
+    /// Stores one `WAIT` execution per node of instance `no` (or, for a node whose script
+    /// names an attribute it lacks, one already ended `F` with the reason); returns the
+    /// executions to send, and how many nodes failed that way.
+    async fn insert_node_executions_in_tx(
+        tx: &mut Tx,
+        no: i64,
+        req: &StartInstance,
+        node_ids: &[String],
+        attrs: &NodeScriptAttrs,
+        now: i64,
+    ) -> Result<(Vec<(i64, String)>, usize)> {
+        let mut ids: Vec<(i64, String)> = Vec::with_capacity(node_ids.len());
+        let mut failed_nodes = 0usize;
+        for chunk in node_ids.chunks(100) {
+            let mut w = Where::default();
+            let pno = w.arg(Arg::Int(no));
+            let pnow = w.arg(Arg::Int(now));
+            let prid = w.arg(Arg::Text(req.runner_id.clone()));
+            let pg = w.arg(Arg::Text(req.runner_gubun.as_str().to_owned()));
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|n| {
+                    let pn = w.arg(Arg::Text(n.clone()));
+                    match attrs.get(n) {
+                        Some(Err(reason)) => {
+                            failed_nodes += 1;
+                            let pr = w.arg(Arg::Text(reason.clone()));
+                            format!(
+                                "({pno}, {pn}, 1, TRUE, 'END', {prid}, {pg}, {pnow}, 'F', -1, {pr}, {pnow}, NULL)"
+                            )
+                        }
+                        Some(Ok(Some(a))) => {
+                            let pa = w.arg(Arg::Text(a.clone()));
+                            format!(
+                                "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, {pa})"
+                            )
+                        }
+                        _ => format!(
+                            "({pno}, {pn}, 1, TRUE, 'WAIT', {prid}, {pg}, {pnow}, NULL, NULL, NULL, NULL, NULL)"
+                        ),
+                    }
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, \
+                 created_at, result_cd, exit_cd, reason, end_at, attrs) VALUES {} RETURNING id, node_id, status",
+                rows.join(", ")
+            );
+            let got: Vec<(i64, String, String)> =
+                in_tx!(tx, |c| bind_args!(sqlx::query_as(&sql), w.args)
+                    .fetch_all(&mut *c)
+                    .await)?;
+            ids.extend(
+                got.into_iter()
+                    .filter(|(_, _, st)| st == "WAIT")
+                    .map(|(id, node, _)| (id, node)),
+            );
+        }
+        Ok((ids, failed_nodes))
     }
 
     /// A task with runner groups starts only for a member of one of them.
@@ -891,7 +906,7 @@ impl Exec {
         env: Option<std::sync::Arc<Vec<SecretEnv>>>,
         opts: RerunOptions,
     ) -> Result<(String, RunSpec)> {
-        lock_instance(tx, no).await?;
+        tx.lock_row("task_instances", "instance_no", no).await?;
         let inst: Option<(String, i64)> = in_tx!(tx, |c| sqlx::query_as(
             "SELECT task_id, revision_no FROM task_instances WHERE instance_no = $1"
         )
@@ -1057,7 +1072,7 @@ impl Exec {
         no: i64,
         node_id: Option<&str>,
     ) -> Result<Vec<(String, i64)>> {
-        lock_instance(tx, no).await?;
+        tx.lock_row("task_instances", "instance_no", no).await?;
         let task: Option<String> = in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT task_id FROM task_instances WHERE instance_no = $1"
         )
@@ -1135,7 +1150,7 @@ impl Exec {
         tx: &mut Tx,
         no: i64,
     ) -> Result<(bool, Option<Created>)> {
-        lock_instance(tx, no).await?;
+        tx.lock_row("task_instances", "instance_no", no).await?;
         let (total, active, ok): (i64, Option<i64>, Option<i64>) = in_tx!(tx, |c| {
             sqlx::query_as(
             "SELECT COUNT(*), SUM(CASE WHEN status IN ('WAIT', 'RUN') THEN 1 ELSE 0 END), \
@@ -1373,28 +1388,17 @@ impl Exec {
         w.cmp_int("start_at", "<=", filter.start_le);
         w.eq_text("runner_id", &filter.runner_id);
         w.eq_text("next_task_id", &filter.next_task_id);
-        let count_sql = format!("SELECT COUNT(*) FROM task_instances{}", w.sql());
-        let total: i64 = read!(self.store, |db| bind_args!(
-            sqlx::query_scalar(&count_sql),
-            w.args
+        let select = format!("SELECT {INSTANCE_COLUMNS} FROM task_instances");
+        let rows: Listed<InstanceRow> = list_page(
+            &self.store,
+            &select,
+            "SELECT COUNT(*) FROM task_instances",
+            &w,
+            "instance_no DESC",
+            page,
         )
-        .fetch_one(db)
-        .await)?;
-        let mut pw = w.clone();
-        let lim = pw.arg(Arg::Int(page.limit));
-        let off = pw.arg(Arg::Int(page.offset));
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM task_instances{} ORDER BY instance_no DESC LIMIT {lim} OFFSET {off}",
-            w.sql()
-        );
-        let rows: Vec<InstanceRow> =
-            read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
-                .fetch_all(db)
-                .await)?;
-        Ok(Listed {
-            items: rows.into_iter().map(Instance::from).collect(),
-            total,
-        })
+        .await?;
+        Ok(rows.map(Instance::from))
     }
 
     /// The latest execution of each node of an instance, ordered by node id.
@@ -1412,27 +1416,16 @@ impl Exec {
         w.eq_text("e.status", &filter.status.map(|s| s.as_str().to_owned()));
         w.eq_text("e.result_cd", &filter.result_cd);
         w.eq_int("e.exit_cd", filter.exit_cd);
-        let count_sql = format!("SELECT COUNT(*) FROM node_executions e{}", w.sql());
-        let total: i64 = read!(self.store, |db| bind_args!(
-            sqlx::query_scalar(&count_sql),
-            w.args
+        let rows: Listed<ExecRow> = list_page(
+            &self.store,
+            EXEC_SELECT,
+            "SELECT COUNT(*) FROM node_executions e",
+            &w,
+            "e.node_id",
+            page,
         )
-        .fetch_one(db)
-        .await)?;
-        let mut pw = w.clone();
-        let lim = pw.arg(Arg::Int(page.limit));
-        let off = pw.arg(Arg::Int(page.offset));
-        let sql = format!(
-            "{EXEC_SELECT}{} ORDER BY e.node_id LIMIT {lim} OFFSET {off}",
-            w.sql()
-        );
-        let rows: Vec<ExecRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
-            .fetch_all(db)
-            .await)?;
-        Ok(Listed {
-            items: rows.into_iter().map(NodeExecution::from).collect(),
-            total,
-        })
+        .await?;
+        Ok(rows.map(NodeExecution::from))
     }
 
     /// One node's execution of an instance: `exec_no`, or the latest.
@@ -1554,5 +1547,77 @@ impl Exec {
             }
         }
         Ok(OutputSlice { data: out, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use haechi_types::Code;
+
+    use super::*;
+
+    fn request(node_ids: &[&str]) -> StartInstance {
+        StartInstance {
+            task_id: "t1".into(),
+            node_ids: node_ids.iter().map(|n| n.to_string()).collect(),
+            arguments: Vec::new(),
+            runner_gubun: RunnerGubun::User,
+            runner_id: "u".into(),
+            origin: None,
+        }
+    }
+
+    fn revision(apprv_status: &str, ondemand: &str, scheduler: &str, task: &str) -> RevisionRow {
+        RevisionRow {
+            script_name: "s".into(),
+            script: "true".into(),
+            os_user: "root".into(),
+            timeout_secs: 0,
+            exec_ondemand: ondemand.into(),
+            exec_scheduler: scheduler.into(),
+            exec_task: task.into(),
+            next_task_id: String::new(),
+            apprv_status: apprv_status.into(),
+            revision_no: 1,
+            target_nodes: "[]".into(),
+            target_groups: "[]".into(),
+            target_labels: "{}".into(),
+            run_windows: "[]".into(),
+            runner_groups: "[]".into(),
+        }
+    }
+
+    #[test]
+    fn a_start_request_is_checked_before_anything_is_read() {
+        assert!(check_start_request(&request(&["n1", "n2"])).is_ok());
+        let e = check_start_request(&request(&["n1", "n1"])).expect_err("twice");
+        assert_eq!(e.field.as_deref(), Some("nodeIdList"));
+        let many: Vec<String> = (0..=MAX_NODES).map(|i| format!("n{i}")).collect();
+        let mut r = request(&[]);
+        r.node_ids = many;
+        assert!(check_start_request(&r).is_err());
+        let mut r = request(&["n1"]);
+        r.origin = Some("x".repeat(513));
+        let e = check_start_request(&r).expect_err("origin");
+        assert_eq!(e.field.as_deref(), Some("origin"));
+    }
+
+    #[test]
+    fn only_an_approved_task_starts_and_only_in_the_ways_its_flags_allow() {
+        let e = revision("Q", "E", "E", "E")
+            .check_startable("t1", RunnerGubun::User)
+            .expect_err("not approved");
+        assert_eq!(e.code, Code::Conflict);
+        assert!(e.message.contains("is not approved (apprvStatus Q)"));
+        let rev = revision("A", "E", "D", "D");
+        assert!(rev.check_startable("t1", RunnerGubun::User).is_ok());
+        let e = rev
+            .check_startable("t1", RunnerGubun::Scheduler)
+            .expect_err("scheduler off");
+        assert_eq!(
+            e.message,
+            "task 't1' has execScheduler = D: it may not be started by its schedule"
+        );
+        assert!(rev.check_startable("t1", RunnerGubun::Task).is_err());
     }
 }

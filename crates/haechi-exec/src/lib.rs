@@ -53,6 +53,8 @@ pub use groups::{
     TaskTargets,
 };
 pub use haechi_agent::protocol::{SecretEnv, Stream};
+/// Callers page exec's lists with the store's types.
+pub use haechi_store::{Listed, Paging};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};
 pub use instances::{RerunOptions, RunEnvSource, StartedInTx};
 pub use model::*;

@@ -232,20 +232,6 @@ pub struct NodeExecution {
     pub cancel_requested: bool,
 }
 
-/// One page of a list and the number of all matches.
-#[derive(Debug, Clone)]
-pub struct Listed<T> {
-    pub items: Vec<T>,
-    pub total: i64,
-}
-
-/// `limit` and `offset`, already validated.
-#[derive(Debug, Clone, Copy)]
-pub struct Paging {
-    pub limit: i64,
-    pub offset: i64,
-}
-
 /// Filters of the node list: substrings, except `owner_user_id` and `status` (exact).
 #[derive(Debug, Clone, Default)]
 pub struct NodeFilter {

@@ -3,14 +3,14 @@
 use base64::Engine;
 use haechi_agent::protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
 use haechi_identity::{Actor, Caller};
-use haechi_store::{in_tx, read};
+use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::model::{Listed, Node, NodeFilter, Paging};
-use crate::sql::{bind_args, Where};
+use crate::model::{Node, NodeFilter};
+use crate::sql::{bind_args, list_page, Where};
 use crate::Exec;
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
@@ -103,6 +103,138 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
     haechi_types::ident::check(field, id, 128, haechi_types::ident::Spaces::Refused)
 }
 
+/// What the agent says of itself, as stored: at most 256 characters.
+fn clip(s: &str) -> String {
+    s.chars().take(256).collect()
+}
+
+/// Takes one use of the enrolment token `req` presents; returns who made it (the node's owner)
+/// and the node it was made for, if any. One statement takes the use: the row is locked
+/// (PostgreSQL) or the database is (SQLite) until the transaction ends, so two enrolments never
+/// share the last use. Any later refusal drops the transaction and gives the use back.
+async fn take_enrollment_use(
+    tx: &mut Tx,
+    req: &EnrollRequest,
+    now: i64,
+) -> Result<(String, Option<String>)> {
+    let token: Option<(i64, String, Option<String>)> = in_tx!(tx, |c| {
+        sqlx::query_as(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1 \
+             WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 \
+             RETURNING id, created_by, node_id",
+        )
+        .bind(hash(&req.token))
+        .bind(now)
+        .fetch_optional(&mut *c)
+        .await
+    })?;
+    let Some((_token_id, owner, bound_to)) = token else {
+        return Err(Error::unauthenticated(
+            "the enrolment token is unknown, expired or used up; create a new one",
+        ));
+    };
+    if let Some(bound) = &bound_to {
+        if *bound != req.node_id {
+            return Err(Error::forbidden(format!(
+                "this enrolment token was made for node '{bound}', not '{}'",
+                req.node_id
+            )));
+        }
+    }
+    Ok((owner, bound_to))
+}
+
+/// Whether `node_id` may be enrolled, given its stored credential (`None`: no such node;
+/// `Some(None)`: its credential was revoked) and whether the token was made for this node.
+/// Returns whether the node is known (re-enrolled) rather than new. An enrolled node is never
+/// taken over, and a revoked one only with a token made for it.
+fn check_enrollable(node_id: &str, stored: Option<Option<String>>, bound: bool) -> Result<bool> {
+    match stored {
+        None => Ok(false),
+        Some(None) if bound => Ok(true),
+        Some(None) => Err(Error::forbidden(format!(
+            "node '{node_id}' exists (its credential was revoked); enrolling it again needs a token made for it: POST /api/v1/agents/enrollment-tokens {{\"node_id\":\"{node_id}\"}}"
+        ))),
+        Some(Some(_)) => Err(Error::conflict(format!(
+            "node '{node_id}' is already enrolled (on the server's own host the local agent enrols the host name): start this agent with another --node-id, or, to replace the enrolled agent, revoke its credential (POST /api/v1/nodes/{node_id}/revoke) and enrol with a token made for that node id"
+        ))),
+    }
+}
+
+/// A node's new credential and what its agent said of itself, as an enrolment stores them.
+struct Enrolment<'a> {
+    req: &'a EnrollRequest,
+    guid: &'a str,
+    secret_hash: String,
+    ip: String,
+    now: i64,
+}
+
+impl Enrolment<'_> {
+    /// A new node, owned by `owner`, enabled (`E`) or not (`D`).
+    async fn register(&self, tx: &mut Tx, owner: &str, status: &str) -> Result<()> {
+        let r = self.req;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "INSERT INTO nodes (id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)"
+        )
+        .bind(&r.node_id)
+        .bind(self.guid)
+        .bind(&self.secret_hash)
+        .bind(clip(&r.agent_ver))
+        .bind(clip(&r.os_name))
+        .bind(&self.ip)
+        .bind(clip(&r.hostname))
+        .bind(owner)
+        .bind(self.now)
+        .bind(status)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// A node whose credential was revoked gets a new one; its owner and status stay.
+    async fn re_register(&self, tx: &mut Tx) -> Result<()> {
+        let r = self.req;
+        in_tx!(tx, |c| {
+            sqlx::query(
+            "UPDATE nodes SET agent_guid = $2, secret_hash = $3, agent_ver = $4, os_name = $5, hostname = $6, \
+             ip = $7, updated_at = $8, missing_since = NULL WHERE id = $1"
+        )
+        .bind(&r.node_id)
+        .bind(self.guid)
+        .bind(&self.secret_hash)
+        .bind(clip(&r.agent_ver))
+        .bind(clip(&r.os_name))
+        .bind(clip(&r.hostname))
+        .bind(&self.ip)
+        .bind(self.now)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        })?;
+        Ok(())
+    }
+}
+
+/// A request's node list (`nodeIdList`): each a valid node id, none listed twice.
+pub(crate) fn check_node_list(ids: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in ids.iter().enumerate() {
+        check_id(&format!("nodeIdList[{i}]"), n)?;
+        if !seen.insert(n.as_str()) {
+            return Err(Error::field(
+                "nodeIdList",
+                format_args!("lists node '{n}' twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Exec {
     /// Creates a one-time (or N-time) enrolment token.
     pub async fn create_enrollment_token(
@@ -165,99 +297,34 @@ impl Exec {
     /// agent's own credential. The node's owner is the user who made the token.
     pub async fn enroll(&self, req: EnrollRequest, ip: std::net::IpAddr) -> Result<EnrollResponse> {
         check_id("nodeId", &req.node_id)?;
-        let refused = || {
-            Error::unauthenticated(
-                "the enrolment token is unknown, expired or used up; create a new one",
-            )
-        };
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        // One statement takes a use: the row is locked (PostgreSQL) or the database is (SQLite)
-        // until the transaction ends, so two enrolments never share the last use. Any refusal
-        // below drops the transaction and gives the use back.
-        let token: Option<(i64, String, Option<String>)> = in_tx!(tx, |c| {
-            sqlx::query_as(
-                "UPDATE enrollment_tokens SET uses_left = uses_left - 1 \
-                 WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2 \
-                 RETURNING id, created_by, node_id",
-            )
-            .bind(hash(&req.token))
-            .bind(now)
-            .fetch_optional(&mut *c)
-            .await
-        })?;
-        let Some((_token_id, owner, bound_to)) = token else {
-            return Err(refused());
-        };
-        if let Some(bound) = &bound_to {
-            if *bound != req.node_id {
-                return Err(Error::forbidden(format!(
-                    "this enrolment token was made for node '{bound}', not '{}'",
-                    req.node_id
-                )));
-            }
-        }
-        let existing: Option<(Option<String>,)> = in_tx!(tx, |c| sqlx::query_as(
+        let (owner, bound_to) = take_enrollment_use(&mut tx, &req, now).await?;
+        let stored: Option<(Option<String>,)> = in_tx!(tx, |c| sqlx::query_as(
             "SELECT secret_hash FROM nodes WHERE id = $1"
         )
         .bind(&req.node_id)
         .fetch_optional(&mut *c)
         .await)?;
-        if matches!(existing, Some((None,))) && bound_to.is_none() {
-            return Err(Error::forbidden(format!(
-                "node '{}' exists (its credential was revoked); enrolling it again needs a token made for it: \
-                 POST /api/v1/agents/enrollment-tokens {{\"node_id\":\"{}\"}}",
-                req.node_id, req.node_id
-            )));
-        }
+        let known = check_enrollable(&req.node_id, stored.map(|(h,)| h), bound_to.is_some())?;
         let secret = random_secret("hca_");
         let guid = random_guid();
-        let clip = |s: &str| s.chars().take(256).collect::<String>();
-        match existing {
-            Some((Some(_),)) => {
-                return Err(Error::conflict(format!(
-                    "node '{}' is already enrolled (on the server's own host the local agent enrols the host name): \
-                     start this agent with another --node-id, or, to replace the enrolled agent, revoke its credential \
-                     (POST /api/v1/nodes/{}/revoke) and enrol with a token made for that node id",
-                    req.node_id, req.node_id
-                )))
-            }
-            Some((None,)) => {
-                in_tx!(tx, |c| sqlx::query(
-                    "UPDATE nodes SET agent_guid = $2, secret_hash = $3, agent_ver = $4, os_name = $5, hostname = $6, \
-                     ip = $7, updated_at = $8, missing_since = NULL WHERE id = $1"
-                )
-                .bind(&req.node_id)
-                .bind(&guid)
-                .bind(hash(&secret))
-                .bind(clip(&req.agent_ver))
-                .bind(clip(&req.os_name))
-                .bind(clip(&req.hostname))
-                .bind(ip.to_string())
-                .bind(now)
-                .execute(&mut *c)
-                .await
-                .map(|_| ()))?;
-            }
-            None => {
-                in_tx!(tx, |c| sqlx::query(
-                    "INSERT INTO nodes (id, agent_guid, secret_hash, agent_ver, os_name, ip, hostname, owner_user_id, status, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)"
-                )
-                .bind(&req.node_id)
-                .bind(&guid)
-                .bind(hash(&secret))
-                .bind(clip(&req.agent_ver))
-                .bind(clip(&req.os_name))
-                .bind(ip.to_string())
-                .bind(clip(&req.hostname))
-                .bind(&owner)
-                .bind(now)
-                .bind(if self.cfg.agents.new_nodes_disabled { "D" } else { "E" })
-                .execute(&mut *c)
-                .await
-                .map(|_| ()))?;
-            }
+        let enrolment = Enrolment {
+            req: &req,
+            guid: &guid,
+            secret_hash: hash(&secret),
+            ip: ip.to_string(),
+            now,
+        };
+        if known {
+            enrolment.re_register(&mut tx).await?;
+        } else {
+            let status = if self.cfg.agents.new_nodes_disabled {
+                "D"
+            } else {
+                "E"
+            };
+            enrolment.register(&mut tx, &owner, status).await?;
         }
         haechi_audit::append(
             &mut tx,
@@ -344,27 +411,17 @@ impl Exec {
         w.contains("hostname", &filter.hostname);
         w.eq_text("owner_user_id", &filter.owner_user_id);
         w.eq_text("status", &filter.status);
-        let count_sql = format!("SELECT COUNT(*) FROM nodes{}", w.sql());
-        let total: i64 = read!(self.store, |db| bind_args!(
-            sqlx::query_scalar(&count_sql),
-            w.args
+        let select = format!("SELECT {NODE_COLUMNS} FROM nodes");
+        let rows: Listed<NodeRow> = list_page(
+            &self.store,
+            &select,
+            "SELECT COUNT(*) FROM nodes",
+            &w,
+            "id",
+            page,
         )
-        .fetch_one(db)
-        .await)?;
-        let mut pw = w.clone();
-        let lim = pw.arg(crate::sql::Arg::Int(page.limit));
-        let off = pw.arg(crate::sql::Arg::Int(page.offset));
-        let sql = format!(
-            "SELECT {NODE_COLUMNS} FROM nodes{} ORDER BY id LIMIT {lim} OFFSET {off}",
-            w.sql()
-        );
-        let rows: Vec<NodeRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
-            .fetch_all(db)
-            .await)?;
-        Ok(Listed {
-            items: rows.into_iter().map(|r| self.node_from_row(r)).collect(),
-            total,
-        })
+        .await?;
+        Ok(rows.map(|r| self.node_from_row(r)))
     }
 
     /// Nodes whose heartbeats are missing, longest missing first, at most `limit`.
@@ -501,4 +558,41 @@ pub async fn node_clocks(store: &haechi_store::Store, heard_since: i64) -> Resul
     .bind(heard_since)
     .fetch_all(db)
     .await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use haechi_types::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_new_node_enrols_and_a_revoked_one_only_with_a_token_made_for_it() {
+        assert!(!check_enrollable("n1", None, false).expect("new"));
+        assert!(!check_enrollable("n1", None, true).expect("new, bound token"));
+        assert!(check_enrollable("n1", Some(None), true).expect("revoked, bound token"));
+        let e = check_enrollable("n1", Some(None), false).expect_err("revoked, any token");
+        assert_eq!(e.code, Code::Forbidden);
+        assert!(e
+            .message
+            .ends_with("POST /api/v1/agents/enrollment-tokens {\"node_id\":\"n1\"}"));
+    }
+
+    #[test]
+    fn an_enrolled_node_is_never_taken_over() {
+        for bound in [false, true] {
+            let e = check_enrollable("n1", Some(Some("hash".into())), bound).expect_err("taken");
+            assert_eq!(e.code, Code::Conflict);
+            assert!(e.message.contains("(POST /api/v1/nodes/n1/revoke)"));
+        }
+    }
+
+    #[test]
+    fn a_node_list_names_each_node_once() {
+        assert!(check_node_list(&["a".into(), "b".into()]).is_ok());
+        let e = check_node_list(&["a".into(), "a".into()]).expect_err("twice");
+        assert_eq!(e.field.as_deref(), Some("nodeIdList"));
+        let e = check_node_list(&["a".into(), "a b".into()]).expect_err("bad id");
+        assert_eq!(e.field.as_deref(), Some("nodeIdList[1]"));
+    }
 }

@@ -1,7 +1,11 @@
 //! A small builder for the list queries' `WHERE` clauses: conditions with `$n` placeholders and
 //! their values, run the same way on both backends.
 
-use haechi_store::like_escape;
+use haechi_store::{like_escape, read, Listed, Paging, Store};
+use haechi_types::Result;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::FromRow;
 
 /// A bound value.
 #[derive(Debug, Clone)]
@@ -84,3 +88,128 @@ macro_rules! bind_args {
     }};
 }
 pub(crate) use bind_args;
+
+/// One page of a list query and the number of all its matches: `select` (`SELECT ... FROM ...`)
+/// with the conditions of `w`, ordered by `order_by`, `page.limit` rows from `page.offset`; and
+/// `count` (`SELECT COUNT(*) FROM ...`) with the same conditions and binds, so the total always
+/// counts what the pages show.
+pub(crate) async fn list_page<R>(
+    store: &Store,
+    select: &str,
+    count: &str,
+    w: &Where,
+    order_by: &str,
+    page: Paging,
+) -> Result<Listed<R>>
+where
+    R: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let (count_sql, page_sql, page_args) = page_queries(select, count, w, order_by, page);
+    let total: i64 = read!(store, |db| bind_args!(
+        sqlx::query_scalar(&count_sql),
+        w.args
+    )
+    .fetch_one(db)
+    .await)?;
+    let items: Vec<R> = read!(store, |db| bind_args!(sqlx::query_as(&page_sql), page_args)
+        .fetch_all(db)
+        .await)?;
+    Ok(Listed { items, total })
+}
+
+/// The count query, the page query and the page query's binds (the conditions', then limit
+/// and offset).
+fn page_queries(
+    select: &str,
+    count: &str,
+    w: &Where,
+    order_by: &str,
+    page: Paging,
+) -> (String, String, Vec<Arg>) {
+    let conditions = w.sql();
+    let mut pw = w.clone();
+    let lim = pw.arg(Arg::Int(page.limit));
+    let off = pw.arg(Arg::Int(page.offset));
+    (
+        format!("{count}{conditions}"),
+        format!("{select}{conditions} ORDER BY {order_by} LIMIT {lim} OFFSET {off}"),
+        pw.args,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use haechi_store::{in_tx, StoreOptions};
+
+    use super::*;
+
+    #[test]
+    fn the_page_and_the_count_share_conditions_and_binds() {
+        let mut w = Where::default();
+        w.eq_text("status", &Some("E".into()));
+        let (count, page, args) = page_queries(
+            "SELECT id FROM nodes",
+            "SELECT COUNT(*) FROM nodes",
+            &w,
+            "id",
+            Paging {
+                limit: 10,
+                offset: 20,
+            },
+        );
+        assert_eq!(count, "SELECT COUNT(*) FROM nodes WHERE status = $1");
+        assert_eq!(
+            page,
+            "SELECT id FROM nodes WHERE status = $1 ORDER BY id LIMIT $2 OFFSET $3"
+        );
+        assert!(matches!(
+            args.as_slice(),
+            [Arg::Text(s), Arg::Int(10), Arg::Int(20)] if s == "E"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_page_holds_its_slice_and_the_total_counts_every_match() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreOptions {
+            database_url: None,
+            sqlite_path: dir.path().join("store.db"),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("open the store");
+        let mut tx = store.begin().await.expect("begin");
+        for (id, status) in [("a", "E"), ("b", "D"), ("c", "E"), ("d", "E"), ("e", "E")] {
+            in_tx!(tx, |c| sqlx::query(
+                "INSERT INTO nodes (id, agent_guid, status, created_at, updated_at) VALUES ($1, $1, $2, 1, 1)"
+            )
+            .bind(id)
+            .bind(status)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))
+            .expect("node");
+        }
+        tx.commit().await.expect("commit");
+        let mut w = Where::default();
+        w.eq_text("status", &Some("E".into()));
+        let page: Listed<(String,)> = list_page(
+            &store,
+            "SELECT id FROM nodes",
+            "SELECT COUNT(*) FROM nodes",
+            &w,
+            "id DESC",
+            Paging {
+                limit: 2,
+                offset: 1,
+            },
+        )
+        .await
+        .expect("list");
+        assert_eq!(page.total, 4);
+        assert_eq!(page.items, vec![("d".to_owned(),), ("c".to_owned(),)]);
+    }
+}

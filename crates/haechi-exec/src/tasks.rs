@@ -2,14 +2,14 @@
 //! approval `N → Q → A | R` (an edit resets it to `N`), flags, chains, schedules, timeouts.
 
 use haechi_identity::Caller;
-use haechi_store::{in_tx, read, Backend};
+use haechi_store::{in_tx, read, Listed, Paging};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::Deserialize;
 
 use crate::groups::{check_attributes, TaskTargets};
-use crate::model::{Listed, Paging, Task, TaskFilter};
+use crate::model::{Task, TaskFilter};
 use crate::nodes::check_id;
-use crate::sql::{bind_args, Arg, Where};
+use crate::sql::{list_page, Arg, Where};
 use crate::windows::RunWindow;
 use crate::Exec;
 
@@ -199,44 +199,125 @@ fn check_names(field: &str, names: &[String], max: usize) -> Result<()> {
     Ok(())
 }
 
+/// A field a revision must have: given now, or kept from the previous revision.
+fn required(field: &str, v: Option<String>, prev: Option<&String>) -> Result<String> {
+    match (v, prev) {
+        (Some(v), _) => Ok(v),
+        (None, Some(p)) => Ok(p.clone()),
+        (None, None) => Err(Error::field(field, "is required")),
+    }
+}
+
+/// An optional text field: blank clears it, absent keeps the previous revision's.
+fn cleared_or_kept(v: Option<String>, prev: Option<&String>) -> Option<String> {
+    match v {
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => Some(s.trim().to_owned()),
+        None => prev.cloned(),
+    }
+}
+
+fn check_script_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 255 {
+        return Err(Error::field(
+            "scriptName",
+            "must be 1 to 255 characters long",
+        ));
+    }
+    haechi_types::ident::check_no_control("scriptName", name)
+}
+
+fn check_script(script: &str) -> Result<()> {
+    if script.trim().is_empty() {
+        return Err(Error::field("script", "must not be empty"));
+    }
+    if script.len() > 1024 * 1024 {
+        return Err(Error::field("script", "must be at most 1 MiB"));
+    }
+    Ok(())
+}
+
+/// An OS user name the agent can pass to the system as it is: no option-like leading `-`.
+fn check_os_user(user: &str) -> Result<()> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && !user.starts_with('-')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::field(
+            "osUser",
+            format_args!("{user:?} is not an OS user name"),
+        ))
+    }
+}
+
+/// A revision's default targets: `targets` (whose nodes may instead come in the older
+/// `targetNodeIds`, but not differently in both), or, when neither is given, the previous
+/// revision's.
+fn targets_of(
+    targets: Option<TaskTargets>,
+    node_ids: Option<Vec<String>>,
+    base: Option<&Task>,
+) -> Result<TaskTargets> {
+    if let (Some(t), Some(n)) = (&targets, &node_ids) {
+        if !t.nodes.is_empty() && &t.nodes != n {
+            return Err(Error::field(
+                "targets.nodes",
+                "differs from targetNodeIds: give the nodes in one of the two",
+            ));
+        }
+    }
+    let targets = match targets {
+        Some(t) => TaskTargets {
+            nodes: if t.nodes.is_empty() {
+                node_ids.unwrap_or_default()
+            } else {
+                t.nodes
+            },
+            node_groups: t.node_groups,
+            labels: t.labels,
+        },
+        None => TaskTargets {
+            nodes: node_ids
+                .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default()),
+            node_groups: base
+                .map(|b| b.targets.node_groups.clone())
+                .unwrap_or_default(),
+            labels: base.map(|b| b.targets.labels.clone()).unwrap_or_default(),
+        },
+    };
+    check_names("targets.nodeGroups", &targets.node_groups, 1000)?;
+    check_attributes("targets.labels", &targets.labels)?;
+    Ok(targets)
+}
+
+/// The target nodes: valid ids, none twice.
+fn check_target_nodes(nodes: &[String]) -> Result<()> {
+    for (i, n) in nodes.iter().enumerate() {
+        check_id(&format!("targetNodeIds[{i}]"), n)?;
+    }
+    let mut dedup = nodes.to_vec();
+    dedup.sort();
+    dedup.dedup();
+    if dedup.len() != nodes.len() {
+        return Err(Error::field("targetNodeIds", "lists a node twice"));
+    }
+    Ok(())
+}
+
 impl Exec {
     /// Applies `spec` over `base` (the previous revision, or defaults) and validates the result.
     fn revision(&self, task_id: &str, spec: TaskSpec, base: Option<&Task>) -> Result<Revision> {
-        let required = |field: &str, v: Option<String>, prev: Option<&String>| -> Result<String> {
-            match (v, prev) {
-                (Some(v), _) => Ok(v),
-                (None, Some(p)) => Ok(p.clone()),
-                (None, None) => Err(Error::field(field, "is required")),
-            }
-        };
         let script_name = required("scriptName", spec.script_name, base.map(|b| &b.script_name))?;
-        if script_name.trim().is_empty() || script_name.chars().count() > 255 {
-            return Err(Error::field(
-                "scriptName",
-                "must be 1 to 255 characters long",
-            ));
-        }
-        haechi_types::ident::check_no_control("scriptName", &script_name)?;
+        check_script_name(&script_name)?;
         let script = required("script", spec.script, base.map(|b| &b.script))?;
-        if script.trim().is_empty() {
-            return Err(Error::field("script", "must not be empty"));
-        }
-        if script.len() > 1024 * 1024 {
-            return Err(Error::field("script", "must be at most 1 MiB"));
-        }
+        check_script(&script)?;
         let os_user = required("osUser", spec.os_user, base.map(|b| &b.os_user))?;
-        let user_ok = !os_user.is_empty()
-            && os_user.len() <= 64
-            && !os_user.starts_with('-')
-            && os_user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$'));
-        if !user_ok {
-            return Err(Error::field(
-                "osUser",
-                format_args!("{os_user:?} is not an OS user name"),
-            ));
-        }
+        check_os_user(&os_user)?;
         let exec_ondemand = flag(
             "execOndemand",
             spec.exec_ondemand,
@@ -252,24 +333,10 @@ impl Exec {
             spec.exec_task,
             base.map_or("D", |b| &b.exec_task),
         )?;
-        let schedule = match spec.schedule {
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(s.trim().to_owned()),
-            None => base.and_then(|b| b.schedule.clone()),
-        };
-        let schedule_tz = match spec.schedule_tz {
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(s.trim().to_owned()),
-            None => base.and_then(|b| b.schedule_tz.clone()),
-        };
-        if let Some(tz) = &schedule_tz {
-            crate::scheduler::zone(tz, self.cfg.utc_offset_secs)
-                .map_err(|e| Error::field("scheduleTz", e))?;
-        }
-        if let Some(s) = &schedule {
-            crate::scheduler::parse(s, self.cfg.tasks.schedule_seconds)
-                .map_err(|e| Error::field("schedule", e))?;
-        }
+        let schedule = cleared_or_kept(spec.schedule, base.and_then(|b| b.schedule.as_ref()));
+        let schedule_tz =
+            cleared_or_kept(spec.schedule_tz, base.and_then(|b| b.schedule_tz.as_ref()));
+        self.check_schedule(schedule.as_deref(), schedule_tz.as_deref())?;
         let next_task_id = spec
             .next_task_id
             .unwrap_or_else(|| base.map(|b| b.next_task_id.clone()).unwrap_or_default());
@@ -291,33 +358,11 @@ impl Exec {
                 "must be at most 2592000 (30 days); 0 means no timeout",
             ));
         }
-        if let (Some(t), Some(n)) = (&spec.targets, &spec.target_node_ids) {
-            if !t.nodes.is_empty() && &t.nodes != n {
-                return Err(Error::field(
-                    "targets.nodes",
-                    "differs from targetNodeIds: give the nodes in one of the two",
-                ));
-            }
-        }
-        let (target_nodes, target_groups, target_labels) = match spec.targets {
-            Some(t) => {
-                let nodes = if t.nodes.is_empty() {
-                    spec.target_node_ids.unwrap_or_default()
-                } else {
-                    t.nodes
-                };
-                (nodes, t.node_groups, t.labels)
-            }
-            None => (
-                spec.target_node_ids
-                    .unwrap_or_else(|| base.map(|b| b.target_node_ids.clone()).unwrap_or_default()),
-                base.map(|b| b.targets.node_groups.clone())
-                    .unwrap_or_default(),
-                base.map(|b| b.targets.labels.clone()).unwrap_or_default(),
-            ),
-        };
-        check_names("targets.nodeGroups", &target_groups, 1000)?;
-        check_attributes("targets.labels", &target_labels)?;
+        let TaskTargets {
+            nodes: target_nodes,
+            node_groups: target_groups,
+            labels: target_labels,
+        } = targets_of(spec.targets, spec.target_node_ids, base)?;
         let run_windows = match spec.run_windows {
             Some(w) => crate::windows::validate("runWindows", &w, self.cfg.utc_offset_secs)?,
             None => base.map(|b| b.run_windows.clone()).unwrap_or_default(),
@@ -326,15 +371,7 @@ impl Exec {
             .runner_groups
             .unwrap_or_else(|| base.map(|b| b.runner_groups.clone()).unwrap_or_default());
         check_names("runnerGroups", &runner_groups, 100)?;
-        for (i, n) in target_nodes.iter().enumerate() {
-            check_id(&format!("targetNodeIds[{i}]"), n)?;
-        }
-        let mut dedup = target_nodes.clone();
-        dedup.sort();
-        dedup.dedup();
-        if dedup.len() != target_nodes.len() {
-            return Err(Error::field("targetNodeIds", "lists a node twice"));
-        }
+        check_target_nodes(&target_nodes)?;
         let arguments = spec
             .arguments
             .unwrap_or_else(|| base.map(|b| b.arguments.clone()).unwrap_or_default());
@@ -372,6 +409,19 @@ impl Exec {
             run_windows,
             runner_groups,
         })
+    }
+
+    /// A schedule parses (with seconds only when `tasks.schedule_seconds`), in a zone that exists.
+    fn check_schedule(&self, schedule: Option<&str>, tz: Option<&str>) -> Result<()> {
+        if let Some(tz) = tz {
+            crate::scheduler::zone(tz, self.cfg.utc_offset_secs)
+                .map_err(|e| Error::field("scheduleTz", e))?;
+        }
+        if let Some(s) = schedule {
+            crate::scheduler::parse(s, self.cfg.tasks.schedule_seconds)
+                .map_err(|e| Error::field("schedule", e))?;
+        }
+        Ok(())
     }
 
     async fn insert_revision(
@@ -550,7 +600,8 @@ impl Exec {
         let rev = self.revision(id, spec, Some(&current))?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        Self::lock_task(&mut tx, id).await?;
+        // Concurrent edits and approvals of one task serialize on its row.
+        tx.lock_row("tasks", "id", id).await?;
         let latest: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
             "SELECT revision_no FROM tasks WHERE id = $1"
         )
@@ -584,21 +635,6 @@ impl Exec {
         .await?;
         tx.commit().await?;
         self.get_task(id).await
-    }
-
-    /// On PostgreSQL, locks the task's row until the transaction ends (concurrent edits and
-    /// approvals of one task serialize). SQLite has one writer, so nothing to do there.
-    async fn lock_task(tx: &mut haechi_store::Tx, id: &str) -> Result<()> {
-        if tx.backend() == Backend::Postgres {
-            in_tx!(tx, |c| sqlx::query(
-                "SELECT id FROM tasks WHERE id = $1 FOR UPDATE"
-            )
-            .bind(id)
-            .fetch_optional(&mut *c)
-            .await
-            .map(|_| ()))?;
-        }
-        Ok(())
     }
 
     /// The task at its current revision.
@@ -682,27 +718,11 @@ impl Exec {
             ));
         }
         let from = "FROM tasks t JOIN task_revisions r ON r.task_id = t.id";
-        let count_sql = format!("SELECT COUNT(*) {from}{}", w.sql());
-        let total: i64 = read!(self.store, |db| bind_args!(
-            sqlx::query_scalar(&count_sql),
-            w.args
-        )
-        .fetch_one(db)
-        .await)?;
-        let mut pw = w.clone();
-        let lim = pw.arg(Arg::Int(page.limit));
-        let off = pw.arg(Arg::Int(page.offset));
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} {from}{} ORDER BY t.id LIMIT {lim} OFFSET {off}",
-            w.sql()
-        );
-        let rows: Vec<TaskRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
-            .fetch_all(db)
-            .await)?;
-        Ok(Listed {
-            items: rows.into_iter().map(Task::from).collect(),
-            total,
-        })
+        let select = format!("SELECT {TASK_COLUMNS} {from}");
+        let count = format!("SELECT COUNT(*) {from}");
+        let rows: Listed<TaskRow> =
+            list_page(&self.store, &select, &count, &w, "t.id", page).await?;
+        Ok(rows.map(Task::from))
     }
 
     /// Moves a task through approval. The HTTP layer checks the permission of the action
@@ -732,7 +752,8 @@ impl Exec {
         }
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        Self::lock_task(&mut tx, id).await?;
+        // Concurrent edits and approvals of one task serialize on its row.
+        tx.lock_row("tasks", "id", id).await?;
         let row: Option<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
             "SELECT apprv_status, apprv_requested_by, revision_no FROM tasks WHERE id = $1"
         )
@@ -949,4 +970,46 @@ pub(crate) fn check_arguments(field: &str, args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_field_clears_and_an_absent_one_keeps_the_previous() {
+        let prev = "0 * * * *".to_owned();
+        assert_eq!(cleared_or_kept(Some("  ".into()), Some(&prev)), None);
+        assert_eq!(
+            cleared_or_kept(Some(" 5 * * * * ".into()), Some(&prev)),
+            Some("5 * * * *".into())
+        );
+        assert_eq!(cleared_or_kept(None, Some(&prev)), Some(prev.clone()));
+        assert!(required("script", None, None).is_err());
+        assert_eq!(required("script", None, Some(&prev)).ok(), Some(prev));
+    }
+
+    #[test]
+    fn target_nodes_come_from_targets_or_target_node_ids_but_not_differently_from_both() {
+        let t = |nodes: &[&str]| TaskTargets {
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        };
+        let ids = |nodes: &[&str]| Some(nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        let got = targets_of(Some(t(&[])), ids(&["a"]), None).expect("ids");
+        assert_eq!(got.nodes, vec!["a".to_owned()]);
+        let got = targets_of(Some(t(&["b"])), ids(&["b"]), None).expect("same in both");
+        assert_eq!(got.nodes, vec!["b".to_owned()]);
+        let e = targets_of(Some(t(&["b"])), ids(&["a"]), None).expect_err("differ");
+        assert_eq!(e.field.as_deref(), Some("targets.nodes"));
+        assert!(targets_of(None, None, None).expect("none").is_empty());
+    }
+
+    #[test]
+    fn an_os_user_cannot_look_like_an_option() {
+        assert!(check_os_user("deploy_1$").is_ok());
+        assert!(check_os_user("-r").is_err());
+        assert!(check_os_user("a b").is_err());
+        assert!(check_target_nodes(&["a".into(), "a".into()]).is_err());
+    }
 }

@@ -45,18 +45,7 @@ pub(crate) enum Op {
         /// Released once the operation is applied (the agent's buffer share).
         _held: Held,
     },
-    NodeSeen {
-        node_id: String,
-        agent_ver: String,
-        os_name: String,
-        ip: String,
-        hostname: String,
-        /// JSON object of the node's labels.
-        labels: String,
-        /// JSON array of the OS users the agent can run as, when it says.
-        os_users: Option<String>,
-        at: i64,
-    },
+    NodeSeen(NodeSeen),
     /// (node, when heard, its clock skew in ms if it said).
     Heartbeats(Vec<(String, i64, Option<i64>)>),
     /// Nodes silent since before `cutoff` are marked missing.
@@ -88,6 +77,20 @@ pub(crate) enum Op {
         reply: oneshot::Sender<Result<i64>>,
     },
     Flush(oneshot::Sender<()>),
+}
+
+/// What an agent says of its node when it connects.
+pub(crate) struct NodeSeen {
+    pub node_id: String,
+    pub agent_ver: String,
+    pub os_name: String,
+    pub ip: String,
+    pub hostname: String,
+    /// JSON object of the node's labels.
+    pub labels: String,
+    /// JSON array of the OS users the agent can run as, when it says.
+    pub os_users: Option<String>,
+    pub at: i64,
 }
 
 impl Op {
@@ -365,283 +368,30 @@ async fn apply_one(
             exec_id,
             at,
             _held: _,
-        } => {
-            let no: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
-                "UPDATE node_executions SET status = 'RUN', start_at = COALESCE(start_at, $3) \
-                 WHERE id = $1 AND node_id = $2 AND status = 'WAIT' RETURNING instance_no"
-            )
-            .bind(exec_id)
-            .bind(&node_id)
-            .bind(at)
-            .fetch_optional(&mut *c)
-            .await)?;
-            match no {
-                Some(no) => after.events.push(ExecEvent {
-                    instance_no: no,
-                    node_id: node_id.clone(),
-                    exec_id,
-                    status: ExecStatus::Run,
-                    instance_ended: false,
-                }),
-                None => {
-                    // Already ended (cancelled before it started, or lost): stop it on the agent.
-                    let st: Option<(String, bool)> = in_tx!(tx, |c| {
-                        sqlx::query_as(
-                        "SELECT status, cancel_requested FROM node_executions WHERE id = $1 AND node_id = $2"
-                    )
-                    .bind(exec_id)
-                    .bind(&node_id)
-                    .fetch_optional(&mut *c)
-                    .await
-                    })?;
-                    if let Some((status, cancel)) = st {
-                        if cancel || ExecStatus::parse(&status).is_some_and(ExecStatus::is_final) {
-                            after.cancels.push((node_id, exec_id));
-                        }
-                    }
-                }
-            }
-        }
+        } => started(tx, after, node_id, exec_id, at).await?,
         Op::Output {
             node_id,
             frame,
             _held: _,
         } => {
-            let Some(l) = lens_of(tx, lens, frame.exec_id, &node_id).await? else {
-                return Ok(());
-            };
-            if !l.open {
-                return Ok(());
-            }
-            let stored = match frame.stream {
-                Stream::Out => l.out,
-                Stream::Err => l.err,
-            };
-            let pos = frame.pos as i64;
-            let end = pos + frame.data.len() as i64;
-            if end <= stored {
-                return Ok(());
-            }
-            if pos > stored {
-                tracing::warn!(
-                    exec_id = frame.exec_id,
-                    pos,
-                    stored,
-                    "output gap; dropping a chunk"
-                );
-                return Ok(());
-            }
-            let mut data = &frame.data[(stored - pos) as usize..];
-            // The agent keeps the cap; the server keeps it too, so an agent that does not
-            // cannot fill the store (issue 26 item 6).
-            let room = (exec.cfg.agents.output_cap_bytes as i64 + TRUNCATION_MARKER_ROOM as i64
-                - l.out
-                - l.err)
-                .max(0);
-            if data.len() as i64 > room {
-                data = &data[..room as usize];
-                if !l.truncated {
-                    tracing::warn!(
-                        exec_id = frame.exec_id,
-                        %node_id,
-                        "the agent sent output beyond the cap; the rest is dropped"
-                    );
-                    in_tx!(tx, |c| sqlx::query(
-                        "UPDATE node_executions SET truncated = $2 WHERE id = $1"
-                    )
-                    .bind(frame.exec_id)
-                    .bind(true)
-                    .execute(&mut *c)
-                    .await
-                    .map(|_| ()))?;
-                    if let Some(l) = lens.get_mut(&frame.exec_id) {
-                        l.truncated = true;
-                    }
-                }
-            }
-            if data.is_empty() {
-                return Ok(());
-            }
-            in_tx!(tx, |c| sqlx::query(
-                "INSERT INTO execution_output (exec_id, stream, pos, data) VALUES ($1, $2, $3, $4)"
-            )
-            .bind(frame.exec_id)
-            .bind(frame.stream.code() as i64)
-            .bind(stored)
-            .bind(data)
-            .execute(&mut *c)
-            .await
-            .map(|_| ()))?;
-            let n = data.len() as i64;
-            let d = deltas.entry(frame.exec_id).or_default();
-            let entry = lens.get_mut(&frame.exec_id).expect("loaded above");
-            match frame.stream {
-                Stream::Out => {
-                    d.0 += n;
-                    entry.out += n;
-                }
-                Stream::Err => {
-                    d.1 += n;
-                    entry.err += n;
-                }
-            }
+            let cap = exec.cfg.agents.output_cap_bytes as i64;
+            output(tx, lens, deltas, cap, &node_id, &frame).await?
         }
         Op::Finished {
             node_id,
-            finished: f,
+            finished,
             committed,
             _held: _,
         } => {
-            let (status, result_cd) = match f.outcome {
-                Outcome::Exited if f.exit_code == Some(0) => (ExecStatus::End, "S"),
-                Outcome::Exited | Outcome::Failed => (ExecStatus::End, "F"),
-                Outcome::Timeout => (ExecStatus::Timeout, "F"),
-                Outcome::Cancelled => (ExecStatus::Cancel, "F"),
-                Outcome::Lost => (ExecStatus::Lost, "F"),
-            };
-            let exit = Some(f.exit_code.map(i64::from).unwrap_or(-1));
-            let no = end_execution(
-                tx,
-                f.exec_id,
-                &node_id,
-                status,
-                result_cd,
-                exit,
-                f.reason.as_deref(),
-                f.started_at_ms,
-                f.ended_at_ms,
-                f.truncated,
-            )
-            .await?;
-            if let Some(l) = lens.get_mut(&f.exec_id) {
-                l.open = false;
-            }
-            if let Some(no) = no {
-                after.touched.insert(no);
-                after.events.push(ExecEvent {
-                    instance_no: no,
-                    node_id,
-                    exec_id: f.exec_id,
-                    status,
-                    instance_ended: false,
-                });
-            }
+            finish(tx, lens, after, node_id, &finished).await?;
             after.committed.push(committed);
         }
-        Op::NodeSeen {
-            node_id,
-            agent_ver,
-            os_name,
-            ip,
-            hostname,
-            labels,
-            os_users,
-            at,
-        } => {
-            in_tx!(tx, |c| {
-                sqlx::query(
-                "UPDATE nodes SET agent_ver = $2, os_name = $3, ip = $4, hostname = $5, heartbeat_at = $6, \
-                 missing_since = NULL, updated_at = $6, labels = $7, os_users = $8 WHERE id = $1"
-            )
-            .bind(&node_id)
-            .bind(&agent_ver)
-            .bind(&os_name)
-            .bind(&ip)
-            .bind(&hostname)
-            .bind(at)
-            .bind(&labels)
-            .bind(&os_users)
-            .execute(&mut *c)
-            .await
-            .map(|_| ())
-            })?;
-        }
-        Op::Heartbeats(beats) => {
-            for (node, at, skew) in beats {
-                in_tx!(tx, |c| sqlx::query(
-                    "UPDATE nodes SET heartbeat_at = $2, missing_since = NULL, \
-                     clock_skew_ms = COALESCE($3, clock_skew_ms) WHERE id = $1"
-                )
-                .bind(&node)
-                .bind(at)
-                .bind(skew)
-                .execute(&mut *c)
-                .await
-                .map(|_| ()))?;
-            }
-        }
-        Op::MarkMissing { cutoff } => {
-            let missing: Vec<String> = in_tx!(tx, |c| sqlx::query_scalar(
-                "UPDATE nodes SET missing_since = $2 WHERE missing_since IS NULL \
-                 AND COALESCE(heartbeat_at, created_at) < $1 RETURNING id"
-            )
-            .bind(cutoff)
-            .bind(now_ms())
-            .fetch_all(&mut *c)
-            .await)?;
-            for n in missing {
-                tracing::warn!(node_id = %n, "node missing: no heartbeat");
-            }
-        }
-        Op::MarkLost { cutoff } => {
-            let lost: Vec<(i64, i64, String)> = in_tx!(tx, |c| {
-                sqlx::query_as(
-                "UPDATE node_executions SET status = 'LOST', result_cd = 'F', exit_cd = -1, \
-                 reason = 'the node stopped heartbeating and did not come back in time', end_at = $2 \
-                 WHERE status IN ('WAIT', 'RUN') AND node_id IN \
-                 (SELECT id FROM nodes WHERE missing_since IS NOT NULL AND missing_since < $1) \
-                 RETURNING id, instance_no, node_id"
-            )
-            .bind(cutoff)
-            .bind(now_ms())
-            .fetch_all(&mut *c)
-            .await
-            })?;
-            for (id, no, node) in lost {
-                tracing::warn!(exec_id = id, instance = no, node_id = %node, "execution lost");
-                if let Some(l) = lens.get_mut(&id) {
-                    l.open = false;
-                }
-                after.touched.insert(no);
-                after.events.push(ExecEvent {
-                    instance_no: no,
-                    node_id: node,
-                    exec_id: id,
-                    status: ExecStatus::Lost,
-                    instance_ended: false,
-                });
-            }
-        }
+        Op::NodeSeen(seen) => node_seen(tx, &seen).await?,
+        Op::Heartbeats(beats) => heartbeats(tx, &beats).await?,
+        Op::MarkMissing { cutoff } => mark_missing(tx, cutoff).await?,
+        Op::MarkLost { cutoff } => mark_lost(tx, lens, after, cutoff).await?,
         Op::Unknown { node_id, exec_ids } => {
-            let now = now_ms();
-            for id in exec_ids {
-                let no = end_execution(
-                    tx,
-                    id,
-                    &node_id,
-                    ExecStatus::Lost,
-                    "F",
-                    Some(-1),
-                    Some("the agent came back without this execution (its journal was lost)"),
-                    None,
-                    now,
-                    false,
-                )
-                .await?;
-                if let Some(no) = no {
-                    if let Some(l) = lens.get_mut(&id) {
-                        l.open = false;
-                    }
-                    after.touched.insert(no);
-                    after.events.push(ExecEvent {
-                        instance_no: no,
-                        node_id: node_id.clone(),
-                        exec_id: id,
-                        status: ExecStatus::Lost,
-                        instance_ended: false,
-                    });
-                }
-            }
+            lose_unknown(tx, lens, after, &node_id, &exec_ids).await?
         }
         Op::Cancel {
             instance_no,
@@ -649,27 +399,8 @@ async fn apply_one(
             actor,
             reply,
         } => {
-            match exec
-                .cancel_in_tx(tx, actor.as_ref(), instance_no, node_id.as_deref())
-                .await
-            {
-                Ok(notify) => {
-                    for (_, id) in &notify {
-                        lens.remove(id);
-                    }
-                    if !notify.is_empty() {
-                        after.cancelled.push(instance_no);
-                    }
-                    after.cancels.extend(notify);
-                    after.touched.insert(instance_no);
-                    after.cancel_replies.push((reply, Ok(())));
-                }
-                Err(e) if e.code == haechi_types::Code::Internal => {
-                    after.cancel_replies.push((reply, Ok(())));
-                    return Err(e);
-                }
-                Err(e) => after.cancel_replies.push((reply, Err(e))),
-            }
+            let r = cancel(exec, tx, lens, after, instance_no, node_id, actor).await;
+            answer(&mut after.cancel_replies, reply, r, ())?;
         }
         Op::Rerun {
             instance_no,
@@ -678,21 +409,683 @@ async fn apply_one(
             env,
             opts,
             reply,
-        } => match exec
-            .rerun_in_tx(tx, &actor, instance_no, &node_id, env, opts)
-            .await
-        {
-            Ok((node, spec)) => {
-                let id = spec.exec_id;
-                after.runs.push((node, spec));
-                after.rerun_replies.push((reply, Ok(id)));
-            }
-            Err(e) if e.code == haechi_types::Code::Internal => {
-                after.rerun_replies.push((reply, Ok(0)));
-                return Err(e);
-            }
-            Err(e) => after.rerun_replies.push((reply, Err(e))),
-        },
+        } => {
+            let r = exec
+                .rerun_in_tx(tx, &actor, instance_no, &node_id, env, opts)
+                .await
+                .map(|(node, spec)| {
+                    let id = spec.exec_id;
+                    after.runs.push((node, spec));
+                    id
+                });
+            answer(&mut after.rerun_replies, reply, r, 0)?;
+        }
     }
     Ok(())
+}
+
+/// Queues a caller's answer for once the batch is committed. An internal error (the store
+/// failed) fails the whole batch, and the caller gets it then (see [`fail`]); any other error
+/// is this caller's answer alone and the batch goes on.
+fn answer<T>(
+    replies: &mut Vec<(oneshot::Sender<Result<T>>, Result<T>)>,
+    reply: oneshot::Sender<Result<T>>,
+    result: Result<T>,
+    placeholder: T,
+) -> Result<()> {
+    match result {
+        Err(e) if e.code == haechi_types::Code::Internal => {
+            replies.push((reply, Ok(placeholder)));
+            Err(e)
+        }
+        result => {
+            replies.push((reply, result));
+            Ok(())
+        }
+    }
+}
+
+/// An execution the batch ended: its cached lengths are closed, its instance is settled at
+/// the end of the batch, and observers hear of it after the commit.
+fn ended(
+    lens: &mut HashMap<i64, Lens>,
+    after: &mut After,
+    instance_no: i64,
+    node_id: String,
+    exec_id: i64,
+    status: ExecStatus,
+) {
+    if let Some(l) = lens.get_mut(&exec_id) {
+        l.open = false;
+    }
+    after.touched.insert(instance_no);
+    after.events.push(ExecEvent {
+        instance_no,
+        node_id,
+        exec_id,
+        status,
+        instance_ended: false,
+    });
+}
+
+/// The agent started an execution: `WAIT` becomes `RUN`. An execution that ended meanwhile
+/// (cancelled before it started, or lost) is stopped on the agent instead.
+async fn started(
+    tx: &mut Tx,
+    after: &mut After,
+    node_id: String,
+    exec_id: i64,
+    at: i64,
+) -> Result<()> {
+    let no: Option<i64> = in_tx!(tx, |c| sqlx::query_scalar(
+        "UPDATE node_executions SET status = 'RUN', start_at = COALESCE(start_at, $3) \
+         WHERE id = $1 AND node_id = $2 AND status = 'WAIT' RETURNING instance_no"
+    )
+    .bind(exec_id)
+    .bind(&node_id)
+    .bind(at)
+    .fetch_optional(&mut *c)
+    .await)?;
+    if let Some(no) = no {
+        after.events.push(ExecEvent {
+            instance_no: no,
+            node_id,
+            exec_id,
+            status: ExecStatus::Run,
+            instance_ended: false,
+        });
+        return Ok(());
+    }
+    let st: Option<(String, bool)> = in_tx!(tx, |c| sqlx::query_as(
+        "SELECT status, cancel_requested FROM node_executions WHERE id = $1 AND node_id = $2"
+    )
+    .bind(exec_id)
+    .bind(&node_id)
+    .fetch_optional(&mut *c)
+    .await)?;
+    if let Some((status, cancel)) = st {
+        if cancel || ExecStatus::parse(&status).is_some_and(ExecStatus::is_final) {
+            after.cancels.push((node_id, exec_id));
+        }
+    }
+    Ok(())
+}
+
+/// Stores a chunk of an open execution's output at the end of what is stored: a chunk already
+/// stored (a resend) or of an ended execution is ignored, one past a gap is dropped (the agent
+/// resends from what the store holds after a reconnect), and output beyond the cap
+/// (`output_cap_bytes` plus room for the marker) is cut and the execution marked truncated.
+async fn output(
+    tx: &mut Tx,
+    lens: &mut HashMap<i64, Lens>,
+    deltas: &mut HashMap<i64, (i64, i64)>,
+    cap: i64,
+    node_id: &str,
+    frame: &OutputFrame,
+) -> Result<()> {
+    let Some(l) = lens_of(tx, lens, frame.exec_id, node_id).await? else {
+        return Ok(());
+    };
+    if !l.open {
+        return Ok(());
+    }
+    let stored = match frame.stream {
+        Stream::Out => l.out,
+        Stream::Err => l.err,
+    };
+    let pos = frame.pos as i64;
+    let end = pos + frame.data.len() as i64;
+    if end <= stored {
+        return Ok(());
+    }
+    if pos > stored {
+        tracing::warn!(
+            exec_id = frame.exec_id,
+            pos,
+            stored,
+            "output gap; dropping a chunk"
+        );
+        return Ok(());
+    }
+    let mut data = &frame.data[(stored - pos) as usize..];
+    // The agent keeps the cap; the server keeps it too, so an agent that does not
+    // cannot fill the store (issue 26 item 6).
+    let room = (cap + TRUNCATION_MARKER_ROOM as i64 - l.out - l.err).max(0);
+    if data.len() as i64 > room {
+        data = &data[..room as usize];
+        if !l.truncated {
+            tracing::warn!(
+                exec_id = frame.exec_id,
+                %node_id,
+                "the agent sent output beyond the cap; the rest is dropped"
+            );
+            mark_truncated(tx, lens, frame.exec_id).await?;
+        }
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    in_tx!(tx, |c| sqlx::query(
+        "INSERT INTO execution_output (exec_id, stream, pos, data) VALUES ($1, $2, $3, $4)"
+    )
+    .bind(frame.exec_id)
+    .bind(frame.stream.code() as i64)
+    .bind(stored)
+    .bind(data)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    let n = data.len() as i64;
+    let d = deltas.entry(frame.exec_id).or_default();
+    if let Some(entry) = lens.get_mut(&frame.exec_id) {
+        match frame.stream {
+            Stream::Out => {
+                d.0 += n;
+                entry.out += n;
+            }
+            Stream::Err => {
+                d.1 += n;
+                entry.err += n;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn mark_truncated(tx: &mut Tx, lens: &mut HashMap<i64, Lens>, exec_id: i64) -> Result<()> {
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE node_executions SET truncated = $2 WHERE id = $1"
+    )
+    .bind(exec_id)
+    .bind(true)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    if let Some(l) = lens.get_mut(&exec_id) {
+        l.truncated = true;
+    }
+    Ok(())
+}
+
+/// The agent's report that an execution ended. A report for an execution that already ended
+/// (cancelled, lost, or a resend) changes nothing.
+async fn finish(
+    tx: &mut Tx,
+    lens: &mut HashMap<i64, Lens>,
+    after: &mut After,
+    node_id: String,
+    f: &Finished,
+) -> Result<()> {
+    let (status, result_cd) = match f.outcome {
+        Outcome::Exited if f.exit_code == Some(0) => (ExecStatus::End, "S"),
+        Outcome::Exited | Outcome::Failed => (ExecStatus::End, "F"),
+        Outcome::Timeout => (ExecStatus::Timeout, "F"),
+        Outcome::Cancelled => (ExecStatus::Cancel, "F"),
+        Outcome::Lost => (ExecStatus::Lost, "F"),
+    };
+    let exit = Some(f.exit_code.map(i64::from).unwrap_or(-1));
+    let no = end_execution(
+        tx,
+        f.exec_id,
+        &node_id,
+        status,
+        result_cd,
+        exit,
+        f.reason.as_deref(),
+        f.started_at_ms,
+        f.ended_at_ms,
+        f.truncated,
+    )
+    .await?;
+    if let Some(l) = lens.get_mut(&f.exec_id) {
+        l.open = false;
+    }
+    if let Some(no) = no {
+        ended(lens, after, no, node_id, f.exec_id, status);
+    }
+    Ok(())
+}
+
+/// What the agent said of its node when it connected.
+async fn node_seen(tx: &mut Tx, seen: &NodeSeen) -> Result<()> {
+    in_tx!(tx, |c| {
+        sqlx::query(
+        "UPDATE nodes SET agent_ver = $2, os_name = $3, ip = $4, hostname = $5, heartbeat_at = $6, \
+         missing_since = NULL, updated_at = $6, labels = $7, os_users = $8 WHERE id = $1"
+    )
+    .bind(&seen.node_id)
+    .bind(&seen.agent_ver)
+    .bind(&seen.os_name)
+    .bind(&seen.ip)
+    .bind(&seen.hostname)
+    .bind(seen.at)
+    .bind(&seen.labels)
+    .bind(&seen.os_users)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    })?;
+    Ok(())
+}
+
+async fn heartbeats(tx: &mut Tx, beats: &[(String, i64, Option<i64>)]) -> Result<()> {
+    for (node, at, skew) in beats {
+        in_tx!(tx, |c| sqlx::query(
+            "UPDATE nodes SET heartbeat_at = $2, missing_since = NULL, \
+             clock_skew_ms = COALESCE($3, clock_skew_ms) WHERE id = $1"
+        )
+        .bind(node)
+        .bind(at)
+        .bind(skew)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+    }
+    Ok(())
+}
+
+async fn mark_missing(tx: &mut Tx, cutoff: i64) -> Result<()> {
+    let missing: Vec<String> = in_tx!(tx, |c| sqlx::query_scalar(
+        "UPDATE nodes SET missing_since = $2 WHERE missing_since IS NULL \
+         AND COALESCE(heartbeat_at, created_at) < $1 RETURNING id"
+    )
+    .bind(cutoff)
+    .bind(now_ms())
+    .fetch_all(&mut *c)
+    .await)?;
+    for n in missing {
+        tracing::warn!(node_id = %n, "node missing: no heartbeat");
+    }
+    Ok(())
+}
+
+async fn mark_lost(
+    tx: &mut Tx,
+    lens: &mut HashMap<i64, Lens>,
+    after: &mut After,
+    cutoff: i64,
+) -> Result<()> {
+    let lost: Vec<(i64, i64, String)> = in_tx!(tx, |c| sqlx::query_as(
+        "UPDATE node_executions SET status = 'LOST', result_cd = 'F', exit_cd = -1, \
+         reason = 'the node stopped heartbeating and did not come back in time', end_at = $2 \
+         WHERE status IN ('WAIT', 'RUN') AND node_id IN \
+         (SELECT id FROM nodes WHERE missing_since IS NOT NULL AND missing_since < $1) \
+         RETURNING id, instance_no, node_id"
+    )
+    .bind(cutoff)
+    .bind(now_ms())
+    .fetch_all(&mut *c)
+    .await)?;
+    for (id, no, node) in lost {
+        tracing::warn!(exec_id = id, instance = no, node_id = %node, "execution lost");
+        ended(lens, after, no, node, id, ExecStatus::Lost);
+    }
+    Ok(())
+}
+
+/// Running executions the node's agent came back without end `LOST`.
+async fn lose_unknown(
+    tx: &mut Tx,
+    lens: &mut HashMap<i64, Lens>,
+    after: &mut After,
+    node_id: &str,
+    exec_ids: &[i64],
+) -> Result<()> {
+    let now = now_ms();
+    for &id in exec_ids {
+        let no = end_execution(
+            tx,
+            id,
+            node_id,
+            ExecStatus::Lost,
+            "F",
+            Some(-1),
+            Some("the agent came back without this execution (its journal was lost)"),
+            None,
+            now,
+            false,
+        )
+        .await?;
+        if let Some(no) = no {
+            ended(lens, after, no, node_id.to_owned(), id, ExecStatus::Lost);
+        }
+    }
+    Ok(())
+}
+
+/// Cancels an instance's open executions (or one node's); the agents are told after the commit.
+async fn cancel(
+    exec: &Exec,
+    tx: &mut Tx,
+    lens: &mut HashMap<i64, Lens>,
+    after: &mut After,
+    instance_no: i64,
+    node_id: Option<String>,
+    actor: Option<Actor>,
+) -> Result<()> {
+    let notify = exec
+        .cancel_in_tx(tx, actor.as_ref(), instance_no, node_id.as_deref())
+        .await?;
+    for (_, id) in &notify {
+        lens.remove(id);
+    }
+    if !notify.is_empty() {
+        after.cancelled.push(instance_no);
+    }
+    after.cancels.extend(notify);
+    after.touched.insert(instance_no);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use haechi_store::{read, Store, StoreOptions};
+    use haechi_types::Code;
+
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreOptions {
+            database_url: None,
+            sqlite_path: dir.path().join("store.db"),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("open the store");
+        (dir, store)
+    }
+
+    /// A node's execution in `status` of a new instance; returns (instance, execution).
+    async fn execution(store: &Store, node: &str, status: &str) -> (i64, i64) {
+        let mut tx = store.begin().await.expect("begin");
+        let no: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+            "INSERT INTO task_instances (task_id, revision_no, runner_id, runner_gubun, arguments, start_at) \
+             VALUES ('t', 1, 'u', 'U', '[]', 1) RETURNING instance_no"
+        )
+        .fetch_one(&mut *c)
+        .await)
+        .expect("instance");
+        let id: i64 = in_tx!(tx, |c| sqlx::query_scalar(
+            "INSERT INTO node_executions (instance_no, node_id, exec_no, latest, status, runner_id, runner_gubun, created_at) \
+             VALUES ($1, $2, 1, TRUE, $3, 'u', 'U', 1) RETURNING id"
+        )
+        .bind(no)
+        .bind(node)
+        .bind(status)
+        .fetch_one(&mut *c)
+        .await)
+        .expect("execution");
+        tx.commit().await.expect("commit");
+        (no, id)
+    }
+
+    async fn status_of(store: &Store, exec_id: i64) -> (String, bool) {
+        read!(store, |db| sqlx::query_as(
+            "SELECT status, truncated FROM node_executions WHERE id = $1"
+        )
+        .bind(exec_id)
+        .fetch_one(db)
+        .await)
+        .expect("status")
+    }
+
+    fn frame(exec_id: i64, pos: u64, data: &[u8]) -> OutputFrame {
+        OutputFrame {
+            exec_id,
+            stream: Stream::Out,
+            pos,
+            data: data.to_vec(),
+        }
+    }
+
+    fn finished(exec_id: i64, outcome: Outcome, exit_code: Option<i32>) -> Finished {
+        Finished {
+            exec_id,
+            outcome,
+            exit_code,
+            reason: None,
+            started_at_ms: Some(1),
+            ended_at_ms: 2,
+            out_len: 0,
+            err_len: 0,
+            truncated: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn started_runs_a_waiting_execution_and_stops_an_ended_one() {
+        let (_dir, store) = store().await;
+        let (no, waiting) = execution(&store, "n1", "WAIT").await;
+        let (_, cancelled) = execution(&store, "n1", "CANCEL").await;
+        let mut tx = store.begin().await.expect("begin");
+        let mut after = After::default();
+        started(&mut tx, &mut after, "n1".into(), waiting, 5)
+            .await
+            .expect("started");
+        started(&mut tx, &mut after, "n1".into(), cancelled, 5)
+            .await
+            .expect("started");
+        // Another node's agent cannot start this node's execution.
+        started(&mut tx, &mut after, "n2".into(), waiting, 5)
+            .await
+            .expect("started");
+        tx.commit().await.expect("commit");
+        assert_eq!(status_of(&store, waiting).await.0, "RUN");
+        assert_eq!(after.events.len(), 1);
+        assert_eq!(after.events[0].instance_no, no);
+        assert_eq!(after.events[0].status, ExecStatus::Run);
+        assert_eq!(after.cancels, vec![("n1".to_owned(), cancelled)]);
+    }
+
+    #[tokio::test]
+    async fn output_is_appended_once_and_a_finished_executions_output_is_ignored() {
+        let (_dir, store) = store().await;
+        let (no, id) = execution(&store, "n1", "RUN").await;
+        let mut tx = store.begin().await.expect("begin");
+        let (mut lens, mut deltas, mut after) = (HashMap::new(), HashMap::new(), After::default());
+        for f in [
+            frame(id, 0, b"abc"),
+            frame(id, 0, b"abc"), // a resend: already stored
+            frame(id, 5, b"zz"),  // past a gap: dropped
+            frame(id, 2, b"cde"), // overlaps: only "de" is new
+        ] {
+            output(&mut tx, &mut lens, &mut deltas, 1000, "n1", &f)
+                .await
+                .expect("output");
+        }
+        finish(
+            &mut tx,
+            &mut lens,
+            &mut after,
+            "n1".into(),
+            &finished(id, Outcome::Exited, Some(0)),
+        )
+        .await
+        .expect("finish");
+        output(
+            &mut tx,
+            &mut lens,
+            &mut deltas,
+            1000,
+            "n1",
+            &frame(id, 5, b"late"),
+        )
+        .await
+        .expect("output after the end");
+        // The same report again (the agent resends until acknowledged) changes nothing.
+        let events = after.events.len();
+        finish(
+            &mut tx,
+            &mut lens,
+            &mut after,
+            "n1".into(),
+            &finished(id, Outcome::Failed, Some(1)),
+        )
+        .await
+        .expect("finish again");
+        tx.commit().await.expect("commit");
+        assert_eq!(deltas.get(&id), Some(&(5, 0)));
+        let stored: Vec<(i64, Vec<u8>)> = read!(store, |db| sqlx::query_as(
+            "SELECT pos, data FROM execution_output WHERE exec_id = $1 ORDER BY pos"
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await)
+        .expect("output");
+        assert_eq!(stored, vec![(0, b"abc".to_vec()), (3, b"de".to_vec())]);
+        assert_eq!(status_of(&store, id).await.0, "END");
+        let result: String = read!(store, |db| sqlx::query_scalar(
+            "SELECT result_cd FROM node_executions WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_one(db)
+        .await)
+        .expect("result");
+        assert_eq!(result, "S");
+        assert_eq!(events, 1);
+        assert_eq!(after.events.len(), 1);
+        assert!(after.touched.contains(&no));
+    }
+
+    #[tokio::test]
+    async fn output_beyond_the_cap_is_cut_and_the_execution_marked_truncated() {
+        let (_dir, store) = store().await;
+        let (_, id) = execution(&store, "n1", "RUN").await;
+        let mut tx = store.begin().await.expect("begin");
+        let (mut lens, mut deltas) = (HashMap::new(), HashMap::new());
+        let room = 10 + TRUNCATION_MARKER_ROOM as usize;
+        let big = vec![b'x'; room + 50];
+        output(
+            &mut tx,
+            &mut lens,
+            &mut deltas,
+            10,
+            "n1",
+            &frame(id, 0, &big),
+        )
+        .await
+        .expect("output");
+        tx.commit().await.expect("commit");
+        assert_eq!(deltas.get(&id), Some(&(room as i64, 0)));
+        assert!(status_of(&store, id).await.1);
+    }
+
+    #[tokio::test]
+    async fn a_report_of_an_execution_that_already_ended_changes_nothing() {
+        let (_dir, store) = store().await;
+        let (_, id) = execution(&store, "n1", "CANCEL").await;
+        let mut tx = store.begin().await.expect("begin");
+        let (mut lens, mut after) = (HashMap::new(), After::default());
+        finish(
+            &mut tx,
+            &mut lens,
+            &mut after,
+            "n1".into(),
+            &finished(id, Outcome::Exited, Some(0)),
+        )
+        .await
+        .expect("finish");
+        lose_unknown(&mut tx, &mut lens, &mut after, "n1", &[id])
+            .await
+            .expect("unknown");
+        tx.commit().await.expect("commit");
+        assert_eq!(status_of(&store, id).await.0, "CANCEL");
+        assert!(after.events.is_empty());
+        assert!(after.touched.is_empty());
+    }
+
+    #[tokio::test]
+    async fn executions_of_missing_nodes_are_lost_and_those_of_others_kept() {
+        let (_dir, store) = store().await;
+        let (no, gone) = execution(&store, "gone", "RUN").await;
+        let (_, here) = execution(&store, "here", "WAIT").await;
+        let mut tx = store.begin().await.expect("begin");
+        for (node, missing_since) in [("gone", Some(1_i64)), ("here", None)] {
+            in_tx!(tx, |c| sqlx::query(
+                "INSERT INTO nodes (id, agent_guid, created_at, updated_at, missing_since) VALUES ($1, $1, 1, 1, $2)"
+            )
+            .bind(node)
+            .bind(missing_since)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))
+            .expect("node");
+        }
+        let (mut lens, mut after) = (HashMap::new(), After::default());
+        mark_lost(&mut tx, &mut lens, &mut after, 100)
+            .await
+            .expect("mark lost");
+        tx.commit().await.expect("commit");
+        assert_eq!(status_of(&store, gone).await.0, "LOST");
+        assert_eq!(status_of(&store, here).await.0, "WAIT");
+        assert_eq!(after.events.len(), 1);
+        assert_eq!(after.events[0].exec_id, gone);
+        assert!(after.touched.contains(&no));
+    }
+
+    /// The operations of a batch apply in the order they arrived: a heartbeat before the
+    /// missing-node sweep does not save a node whose heartbeat is old, one after it does.
+    #[tokio::test]
+    async fn a_batch_applies_its_operations_in_order() {
+        let (_dir, store) = store().await;
+        let exec = Exec::start(
+            store.clone(),
+            crate::ExecConfig {
+                agents: Default::default(),
+                tasks: Default::default(),
+                files: Default::default(),
+                utc_offset_secs: 0,
+            },
+        );
+        let mut tx = store.begin().await.expect("begin");
+        for node in ["first", "second"] {
+            in_tx!(tx, |c| sqlx::query(
+                "INSERT INTO nodes (id, agent_guid, created_at, updated_at) VALUES ($1, $1, 1, 1)"
+            )
+            .bind(node)
+            .execute(&mut *c)
+            .await
+            .map(|_| ()))
+            .expect("node");
+        }
+        tx.commit().await.expect("commit");
+        let now = now_ms();
+        let ops = vec![
+            Op::Heartbeats(vec![("first".into(), 2, None)]),
+            Op::MarkMissing { cutoff: now },
+            Op::Heartbeats(vec![("second".into(), now, None)]),
+        ];
+        let mut lens = HashMap::new();
+        assert!(apply(&exec, ops, &mut lens).await.is_ok());
+        let missing: Vec<(String, Option<i64>)> = read!(store, |db| sqlx::query_as(
+            "SELECT id, missing_since FROM nodes ORDER BY id"
+        )
+        .fetch_all(db)
+        .await)
+        .expect("nodes");
+        assert!(
+            missing[0].1.is_some(),
+            "first: its old heartbeat came before the sweep"
+        );
+        assert!(
+            missing[1].1.is_none(),
+            "second: its heartbeat came after the sweep"
+        );
+        exec.shutdown().await;
+    }
+
+    #[test]
+    fn an_internal_error_fails_the_batch_and_others_answer_only_their_caller() {
+        let mut replies = Vec::new();
+        let (tx, _rx) = oneshot::channel();
+        assert!(answer(&mut replies, tx, Err(Error::conflict("taken")), ()).is_ok());
+        let (tx, _rx) = oneshot::channel();
+        let e = answer(&mut replies, tx, Err(Error::internal("disk")), ()).expect_err("fails");
+        assert_eq!(e.code, Code::Internal);
+        assert!(matches!(&replies[0].1, Err(e) if e.code == Code::Conflict));
+        // The failed batch's callers get its error later (`fail`), not this placeholder.
+        assert!(replies[1].1.is_ok());
+    }
 }

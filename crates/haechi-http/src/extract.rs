@@ -10,6 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use bytes::Bytes;
 use haechi_identity::{Origin, Permission};
+use haechi_store::Paging;
 use haechi_types::{Code, Error};
 use serde::de::DeserializeOwned;
 
@@ -505,37 +506,30 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// `limit` (default 100, at most 1000) and `offset` (default 0), CONTRACT §0.
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    pub limit: i64,
-    pub offset: i64,
-}
-
-impl Page {
-    pub fn parse(limit: Option<&str>, offset: Option<&str>) -> Result<Page, Error> {
-        let num = |name: &str, v: Option<&str>, default: i64| -> Result<i64, Error> {
-            match v {
-                None | Some("") => Ok(default),
-                Some(s) => s
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| {
-                        Error::field(name, format_args!("must be a whole number ≥ 0 (got {s:?})"))
-                    }),
-            }
-        };
-        let limit = num("limit", limit, 100)?;
-        if limit > 1000 {
-            return Err(Error::field("limit", "must be at most 1000"));
+/// `limit` (default 100, at most 1000) and `offset` (default 0), CONTRACT §0, parsed into the
+/// store's one paging type that every engine's lists take.
+pub fn parse_page(limit: Option<&str>, offset: Option<&str>) -> Result<Paging, Error> {
+    let num = |name: &str, v: Option<&str>, default: i64| -> Result<i64, Error> {
+        match v {
+            None | Some("") => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    Error::field(name, format_args!("must be a whole number ≥ 0 (got {s:?})"))
+                }),
         }
-        Ok(Page {
-            limit,
-            offset: num("offset", offset, 0)?,
-        })
+    };
+    let limit = num("limit", limit, 100)?;
+    if limit > 1000 {
+        return Err(Error::field("limit", "must be at most 1000"));
     }
+    Ok(Paging {
+        limit,
+        offset: num("offset", offset, 0)?,
+    })
 }
 
 /// A path parameter that must be a number; anything else is a 404 (no such object).

@@ -416,8 +416,7 @@ impl Identity {
         let mut tx = self.store.begin().await?;
         let now = now_ms();
         // The row as it stands now, held until the transaction ends.
-        let Some(state) = users::lock_login_row(&mut tx, self.store.backend(), row.id).await?
-        else {
+        let Some(state) = users::lock_login_row(&mut tx, row.id).await? else {
             // Deleted while the password was being checked.
             haechi_audit::append(&mut tx, audit_failure("bad credentials")).await?;
             tx.commit().await?;

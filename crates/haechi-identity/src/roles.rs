@@ -1,7 +1,7 @@
 //! Roles in the store (built-in and custom), the permissions they grant, the rules that keep
 //! at least one System Admin, and the admin operations on roles.
 
-use haechi_store::{in_tx, is_unique_violation, read, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -303,16 +303,12 @@ impl Identity {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match r {
-            Ok(id) => id,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "a role named '{}' (or one that differs only in case or width) already exists",
-                    new.name
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = created_or_taken(r, || {
+            Error::conflict(format!(
+                "a role named '{}' (or one that differs only in case or width) already exists",
+                new.name
+            ))
+        })?;
         haechi_audit::append(
             &mut tx,
             actor
@@ -363,13 +359,11 @@ impl Identity {
         .bind(patch.name.as_deref().map(ident::fold))
         .execute(&mut *c).await.map(|r| r.rows_affected())
         });
-        match r {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(Error::conflict(
+        created_or_taken(r, || {
+            Error::conflict(
                 "a role with that name (or one that differs only in case or width) already exists",
-            )),
-            Err(e) => return Err(e.into()),
-        }
+            )
+        })?;
         haechi_audit::append(
             &mut tx,
             actor

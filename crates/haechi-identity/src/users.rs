@@ -1,6 +1,6 @@
 //! Users in the store and the admin operations on them.
 
-use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, is_unique_violation, read, Store, Tx};
 use haechi_types::{ident, time, time::now_ms, Error, Result};
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -233,16 +233,11 @@ pub(crate) async fn find_login_row(store: &Store, user_id: &str) -> Result<Optio
 
 /// The login row of user `id`, held by `tx` until it ends: on PostgreSQL with `FOR UPDATE`;
 /// SQLite's write transactions (`BEGIN IMMEDIATE` on the one writer) are serial already.
-pub(crate) async fn lock_login_row(
-    tx: &mut Tx,
-    backend: Backend,
-    id: i64,
-) -> Result<Option<LoginRow>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
-    let sql = format!("SELECT {LOGIN_COLS} FROM users WHERE id = $1{lock}");
+pub(crate) async fn lock_login_row(tx: &mut Tx, id: i64) -> Result<Option<LoginRow>> {
+    let sql = format!(
+        "SELECT {LOGIN_COLS} FROM users WHERE id = $1{}",
+        tx.for_update()
+    );
     Ok(in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&mut *c)
@@ -555,16 +550,12 @@ impl Identity {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match inserted {
-            Ok(id) => id,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "a user with user_id '{}' (or one that differs only in case or width) already exists",
-                    new.user_id
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = created_or_taken(inserted, || {
+            Error::conflict(format!(
+                "a user with user_id '{}' (or one that differs only in case or width) already exists",
+                new.user_id
+            ))
+        })?;
         set_roles(&mut tx, id, &role_ids).await?;
         haechi_audit::append(
             &mut tx,
@@ -687,7 +678,7 @@ impl Identity {
             .await?;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
-        let state = lock_login_row(&mut tx, self.store.backend(), row.id)
+        let state = lock_login_row(&mut tx, row.id)
             .await?
             .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
         let ok = ok && state.password_hash == row.password_hash;

@@ -10,6 +10,8 @@
 
 mod lock;
 mod migrate;
+mod page;
+mod rowlock;
 pub mod signal;
 mod snapshot;
 
@@ -24,6 +26,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool}
 
 pub use lock::SessionLock;
 pub use migrate::{Migration, MIGRATIONS};
+pub use page::{Listed, Paging};
 pub use signal::{Delivery, Signal, Signals, Subscription};
 pub use snapshot::{latest_schema_version, Inventory, PgSnapshot};
 
@@ -316,6 +319,23 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// The result of a write that a unique constraint guards (a name, a key): a unique violation
+/// becomes `taken()`, the 409 Conflict that says which name is taken and what to do instead;
+/// every other error passes through. The constraint decides, not a read before the write, so
+/// two servers creating the same name at once get one success and one conflict.
+pub fn created_or_taken<T>(
+    result: std::result::Result<T, sqlx::Error>,
+    taken: impl FnOnce() -> Error,
+) -> Result<T> {
+    result.map_err(|e| {
+        if is_unique_violation(&e) {
+            taken()
+        } else {
+            e.into()
+        }
+    })
+}
+
 /// True when `e` is a foreign-key violation (both backends).
 pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
@@ -342,4 +362,49 @@ pub fn like_escape(s: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use haechi_types::{Code, Error};
+
+    use crate::{created_or_taken, Store};
+
+    /// A second row with a taken name is the caller's conflict; other failures stay what they
+    /// are.
+    #[tokio::test]
+    async fn a_unique_violation_becomes_the_conflict_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("s.db"), 1)
+            .await
+            .expect("open");
+        let mut tx = store.begin().await.expect("begin");
+        let insert = "INSERT INTO named (name) VALUES ($1)";
+        in_tx!(tx, |c| sqlx::query("CREATE TABLE named (name TEXT UNIQUE)")
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()))
+        .expect("create");
+        let taken = || Error::conflict("'a' is taken");
+        let first = in_tx!(tx, |c| sqlx::query(insert)
+            .bind("a")
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()));
+        assert!(created_or_taken(first, taken).is_ok());
+        let second = in_tx!(tx, |c| sqlx::query(insert)
+            .bind("a")
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()));
+        let e = created_or_taken(second, taken).expect_err("taken");
+        assert_eq!(e.code, Code::Conflict);
+        assert_eq!(e.message, "'a' is taken");
+        let other = in_tx!(tx, |c| sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()));
+        let e = created_or_taken(other, taken).expect_err("no such table");
+        assert_ne!(e.code, Code::Conflict);
+    }
 }

@@ -146,7 +146,7 @@ pub(crate) async fn credential(store: &Store, p: &Principal, id: i64) -> Result<
 
 /// The same inside a write transaction, with the credential's row locked on PostgreSQL.
 pub(crate) async fn credential_tx(tx: &mut Tx, p: &Principal, id: i64) -> Result<CredentialAccess> {
-    let sql = credential_access_sql(&sql::lock_rows(tx, "c"));
+    let sql = credential_access_sql(&tx.backend().for_update_of("c"));
     let row: Option<CredentialAccessRow> = in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .bind(p.id)
@@ -255,7 +255,7 @@ pub(crate) async fn locker(store: &Store, p: &Principal, id: i64) -> Result<Lock
 }
 
 pub(crate) async fn locker_tx(tx: &mut Tx, p: &Principal, id: i64) -> Result<LockerAccess> {
-    let sql = locker_access_sql(&sql::lock_rows(tx, "l"));
+    let sql = locker_access_sql(&tx.backend().for_update_of("l"));
     let row: Option<LockerAccessRow> = in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .bind(p.id)

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use haechi_identity::{Caller, Permission, Principal};
-use haechi_store::{in_tx, is_unique_violation, read, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
 
@@ -105,18 +105,14 @@ impl Vault {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match inserted {
-            Ok(id) => id,
-            // Names are unique per owner (issue 18 item 10): only the caller's own credentials
-            // can collide, so the answer tells nothing about anyone else's.
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "you already own a credential named '{}'; choose another name",
-                    new.name
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // Names are unique per owner (issue 18 item 10): only the caller's own credentials
+        // can collide, so the answer tells nothing about anyone else's.
+        let id = created_or_taken(inserted, || {
+            Error::conflict(format!(
+                "you already own a credential named '{}'; choose another name",
+                new.name
+            ))
+        })?;
         let mut attributes = Vec::with_capacity(new.attributes.len());
         for a in &new.attributes {
             let aid = insert_attribute(&mut tx, id, a, p.id, now).await?;
@@ -350,22 +346,18 @@ impl Vault {
         .await
         .map(|r| r.rows_affected())
         });
-        match updated {
-            Ok(1) => {}
-            Ok(_) => {
-                return Err(version_conflict(
-                    &format!("credential {id}"),
-                    patch.version,
-                    patch.version + 1,
-                ))
-            }
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "the owner of credential {id} already owns a credential named '{}'; choose another name",
-                    name.as_ref().unwrap_or(&row.name)
-                )))
-            }
-            Err(e) => return Err(e.into()),
+        let updated = created_or_taken(updated, || {
+            Error::conflict(format!(
+                "the owner of credential {id} already owns a credential named '{}'; choose another name",
+                name.as_ref().unwrap_or(&row.name)
+            ))
+        })?;
+        if updated != 1 {
+            return Err(version_conflict(
+                &format!("credential {id}"),
+                patch.version,
+                patch.version + 1,
+            ));
         }
         plan.apply(&mut tx, id, p.id, now).await?;
         haechi_audit::append(
@@ -417,16 +409,12 @@ impl Vault {
         .await
         .map(|r| r.rows_affected())
         });
-        match moved {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
-                    "user {new_owner} already owns a credential named '{}'; rename credential {id} first",
-                    acc.row.name
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        created_or_taken(moved, || {
+            Error::conflict(format!(
+                "user {new_owner} already owns a credential named '{}'; rename credential {id} first",
+                acc.row.name
+            ))
+        })?;
         haechi_audit::append(
             &mut tx,
             actor

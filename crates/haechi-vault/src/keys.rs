@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use haechi_audit::{Event, Outcome};
 use haechi_identity::Caller;
-use haechi_store::{in_tx, read, Backend, Delivery, Signal, Tx};
+use haechi_store::{in_tx, read, Delivery, Signal, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -212,10 +212,10 @@ async fn insert_data_key(tx: &mut Tx, kek: &Kek, key: &DataKey, now: i64) -> Res
 
 /// ` FOR UPDATE` (exclusive) or ` FOR SHARE` on PostgreSQL; nothing on SQLite (one writer).
 fn state_lock(tx: &Tx, exclusive: bool) -> &'static str {
-    match (tx.backend(), exclusive) {
-        (Backend::Postgres, true) => " FOR UPDATE",
-        (Backend::Postgres, false) => " FOR SHARE",
-        (Backend::Sqlite, _) => "",
+    if exclusive {
+        tx.backend().for_update()
+    } else {
+        tx.backend().for_share()
     }
 }
 

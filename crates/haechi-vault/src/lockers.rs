@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use haechi_identity::{Caller, Permission, Principal};
-use haechi_store::{in_tx, is_unique_violation, read, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
 
@@ -94,17 +94,13 @@ impl Vault {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match inserted {
-            Ok(id) => id,
-            Err(e) if is_unique_violation(&e) => {
-                // Names are unique per creator (issue 18 item 10): only lockers the caller made
-                // can collide, so the answer tells nothing about anyone else's.
-                return Err(Error::conflict(format!(
-                    "you already made a locker named '{name}'; choose another name"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // Names are unique per creator (issue 18 item 10): only lockers the caller made can
+        // collide, so the answer tells nothing about anyone else's.
+        let id = created_or_taken(inserted, || {
+            Error::conflict(format!(
+                "you already made a locker named '{name}'; choose another name"
+            ))
+        })?;
         set_member_row(&mut tx, id, p.id, Perms::ALL).await?;
         haechi_audit::append(
             &mut tx,
@@ -244,22 +240,18 @@ impl Vault {
         .await
         .map(|r| r.rows_affected())
         });
-        match updated {
-            Ok(1) => {}
-            Ok(_) => {
-                return Err(version_conflict(
-                    &format!("locker {id}"),
-                    patch.version,
-                    patch.version + 1,
-                ))
-            }
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::conflict(format!(
+        let updated = created_or_taken(updated, || {
+            Error::conflict(format!(
                 "the creator of locker {id} already made a locker named '{}'; choose another name",
                 name.as_deref().unwrap_or_default()
-            )))
-            }
-            Err(e) => return Err(e.into()),
+            ))
+        })?;
+        if updated != 1 {
+            return Err(version_conflict(
+                &format!("locker {id}"),
+                patch.version,
+                patch.version + 1,
+            ));
         }
         haechi_audit::append(
             &mut tx,

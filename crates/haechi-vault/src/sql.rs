@@ -1,8 +1,6 @@
 //! SQL shared by the vault's operations: row types, the visibility predicates, and a small
 //! argument list for queries whose shape depends on the request (filters, name lists).
 
-use haechi_store::{Backend, Tx};
-
 use crate::model::{Attribute, Credential, Locker, Perms, Stamp};
 
 /// A bind argument of a query built at run time.
@@ -41,15 +39,6 @@ impl Args {
 
     pub fn iter(&self) -> std::slice::Iter<'_, Arg> {
         self.0.iter()
-    }
-}
-
-/// ` FOR UPDATE OF <alias>` on PostgreSQL (row locks for read-then-write in a transaction);
-/// nothing on SQLite, whose single writer already serialises write transactions.
-pub(crate) fn lock_rows(tx: &Tx, alias: &str) -> String {
-    match tx.backend() {
-        Backend::Postgres => format!(" FOR UPDATE OF {alias}"),
-        Backend::Sqlite => String::new(),
     }
 }
 

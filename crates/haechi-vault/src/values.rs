@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use haechi_audit::Outcome;
 use haechi_identity::{Actor, Caller, Principal};
-use haechi_store::{in_tx, is_unique_violation, read, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -311,12 +311,8 @@ impl Vault {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match inserted {
-            Ok(id) => id,
-            // Another server sharing the store inserted it in between.
-            Err(e) if is_unique_violation(&e) => return Err(taken(None)),
-            Err(e) => return Err(e.into()),
-        };
+        // Another server sharing the store may have inserted it in between.
+        let id = created_or_taken(inserted, || taken(None))?;
         let sealed = key.seal(
             value.expose_secret().as_bytes(),
             Slot {

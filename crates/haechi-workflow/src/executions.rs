@@ -131,17 +131,12 @@ pub(crate) struct Locked {
 /// Reads an execution's row and locks it until the transaction ends (PostgreSQL; SQLite has
 /// one writer).
 pub(crate) async fn lock_run(tx: &mut Tx, id: &str) -> Result<Option<Locked>> {
-    let sql = match tx.backend() {
-        Backend::Postgres => {
-            "SELECT status, active, rev, current_step, steps_done, steps_total FROM workflow_executions \
-             WHERE id = $1 FOR UPDATE"
-        }
-        Backend::Sqlite => {
-            "SELECT status, active, rev, current_step, steps_done, steps_total FROM workflow_executions \
-             WHERE id = $1"
-        }
-    };
-    Ok(in_tx!(tx, |c| sqlx::query_as(sql)
+    let sql = format!(
+        "SELECT status, active, rev, current_step, steps_done, steps_total FROM workflow_executions \
+         WHERE id = $1{}",
+        tx.for_update()
+    );
+    Ok(in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&mut *c)
         .await)?)

@@ -293,13 +293,8 @@ async fn try_batch(
             rev.is_some() && (!t.task_starts.is_empty() || !t.child_starts.is_empty())
         }
     });
-    if audits && tx.backend() == Backend::Postgres {
-        in_tx!(tx, |c| sqlx::query(
-            "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"
-        )
-        .execute(&mut *c)
-        .await
-        .map(|_| ()))?;
+    if audits {
+        tx.lock_row("audit_head", "id", 1_i64).await?;
     }
     // Phase 2: task instances of new attempts; phase 3: new executions.
     let mut outcomes = Vec::with_capacity(jobs.len());

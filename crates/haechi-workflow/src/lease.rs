@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use haechi_store::{read, Backend, Db};
+use haechi_store::{read, Db};
 use haechi_types::{time::now_ms, Result};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -156,17 +156,13 @@ pub(crate) async fn renew_and_claim(eng: &Arc<Engine>) -> Result<()> {
     let now = now_ms();
     // On PostgreSQL the rows are locked in id order, as the journal takes them, so a renewal
     // and a journal batch never wait for each other in a cycle.
-    let renew = match eng.store.backend() {
-        Backend::Postgres => {
-            "UPDATE workflow_executions SET lease_until = $1 WHERE id IN \
-             (SELECT id FROM workflow_executions WHERE owner = $2 AND active ORDER BY id FOR UPDATE) \
-             RETURNING id, rev"
-        }
-        Backend::Sqlite => {
-            "UPDATE workflow_executions SET lease_until = $1 WHERE owner = $2 AND active RETURNING id, rev"
-        }
-    };
-    let owned: Vec<(String, i64)> = read!(eng.store.writer(), |db| sqlx::query_as(renew)
+    let renew = format!(
+        "UPDATE workflow_executions SET lease_until = $1 WHERE id IN \
+         (SELECT id FROM workflow_executions WHERE owner = $2 AND active ORDER BY id{}) \
+         RETURNING id, rev",
+        eng.store.backend().for_update()
+    );
+    let owned: Vec<(String, i64)> = read!(eng.store.writer(), |db| sqlx::query_as(&renew)
         .bind(now + lease_ms)
         .bind(&eng.server_id)
         .fetch_all(db)

@@ -9,7 +9,7 @@
 //! guards, so two servers on one PostgreSQL agree on it.
 
 use haechi_identity::{Actor, Caller, Permission};
-use haechi_store::{in_tx, Backend, Tx};
+use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
 
@@ -22,15 +22,12 @@ type Holder = (Option<String>, Option<i64>, Option<i64>);
 /// Reads (and on PostgreSQL locks) the row's lock holder, since when, and its last use;
 /// `None` when the workflow is gone.
 async fn holder(tx: &mut Tx, id: i64) -> Result<Option<Holder>> {
-    let sql = match tx.backend() {
-        Backend::Postgres => {
-            "SELECT edit_lock_holder, edit_lock_since, edit_lock_touched FROM workflows WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
-        }
-        Backend::Sqlite => {
-            "SELECT edit_lock_holder, edit_lock_since, edit_lock_touched FROM workflows WHERE id = $1 AND deleted_at IS NULL"
-        }
-    };
-    Ok(in_tx!(tx, |c| sqlx::query_as(sql)
+    let sql = format!(
+        "SELECT edit_lock_holder, edit_lock_since, edit_lock_touched FROM workflows \
+         WHERE id = $1 AND deleted_at IS NULL{}",
+        tx.for_update()
+    );
+    Ok(in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&mut *c)
         .await)?)

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::definition::Definition;
 
+/// One page of a list: the store's type, which every engine's lists share.
+pub use haechi_store::Listed;
+
 /// The state of an execution (MDRM `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -492,13 +495,6 @@ pub struct WorkflowFilter {
     pub group: Option<String>,
     /// Exact name.
     pub name: Option<String>,
-}
-
-/// One page and the number of all matches.
-#[derive(Debug, Clone)]
-pub struct Listed<T> {
-    pub items: Vec<T>,
-    pub total: i64,
 }
 
 /// Progress in percent: finished steps (succeeded or failed) over all steps.

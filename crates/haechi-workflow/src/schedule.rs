@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use haechi_audit::{Event, Family, Origin, Outcome};
 use haechi_exec::{CronSpec, RunnerGubun, StartInstance};
 use haechi_identity::{Actor, Caller, Permission, Principal};
-use haechi_store::{in_tx, read, Backend, Tx};
+use haechi_store::{in_tx, read, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -300,15 +300,7 @@ fn schedule_origin(kind: &str, entry: &Entry) -> Origin {
 /// On PostgreSQL every execution's creation holds the audit head's lock first (so the run
 /// lock's count sees every committed run, across servers), as the journal does.
 async fn lock_audit_head(tx: &mut Tx) -> Result<()> {
-    if tx.backend() == Backend::Postgres {
-        in_tx!(tx, |c| sqlx::query(
-            "SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"
-        )
-        .execute(&mut *c)
-        .await
-        .map(|_| ()))?;
-    }
-    Ok(())
+    tx.lock_row("audit_head", "id", 1_i64).await
 }
 
 /// Workflows' `schedules`.

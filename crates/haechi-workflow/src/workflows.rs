@@ -6,7 +6,7 @@
 //! its runs stay readable.
 
 use haechi_identity::{Caller, Principal};
-use haechi_store::{in_tx, is_unique_violation, read, Backend, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
 
@@ -100,11 +100,11 @@ pub(crate) async fn find(store: &Store, key: &str, deleted_ok: bool) -> Result<W
 }
 
 async fn lock_workflow(tx: &mut Tx, id: i64) -> Result<Option<(i64, Option<i64>)>> {
-    let sql = match tx.backend() {
-        Backend::Postgres => "SELECT version, deleted_at FROM workflows WHERE id = $1 FOR UPDATE",
-        Backend::Sqlite => "SELECT version, deleted_at FROM workflows WHERE id = $1",
-    };
-    Ok(in_tx!(tx, |c| sqlx::query_as(sql)
+    let sql = format!(
+        "SELECT version, deleted_at FROM workflows WHERE id = $1{}",
+        tx.for_update()
+    );
+    Ok(in_tx!(tx, |c| sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&mut *c)
         .await)?)
@@ -312,11 +312,7 @@ impl Workflows {
         .fetch_one(&mut *c)
         .await
         });
-        let id = match inserted {
-            Ok(id) => id,
-            Err(e) if is_unique_violation(&e) => return Err(name_taken(&def.name)),
-            Err(e) => return Err(e.into()),
-        };
+        let id = created_or_taken(inserted, || name_taken(&def.name))?;
         insert_version(&mut tx, id, 1, &def, &text, &actor.user_id, now).await?;
         set_schedules(&mut tx, id, &def, author.id, now).await?;
         haechi_audit::append(
@@ -373,11 +369,7 @@ impl Workflows {
         .await
         .map(|r| r.rows_affected())
         });
-        match updated {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(name_taken(&def.name)),
-            Err(e) => return Err(e.into()),
-        }
+        created_or_taken(updated, || name_taken(&def.name))?;
         insert_version(&mut tx, row.id, version, &def, &text, &actor.user_id, now).await?;
         set_schedules(&mut tx, row.id, &def, author.id, now).await?;
         haechi_audit::append(

@@ -11,7 +11,7 @@ use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{need, Allowed, Page, Query};
+use crate::extract::{need, parse_page, Allowed, Query};
 use crate::AppState;
 
 /// Filters of `GET /api/v1/audit` and `GET /api/v1/audit/export`.
@@ -179,7 +179,7 @@ pub async fn list_audit(
     _caller: Allowed<need::AuditRead>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<axum::Json<AuditList>> {
-    let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let page = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let filter = Filter {
         limit: page.limit,
         offset: page.offset,

@@ -12,7 +12,7 @@ use haechi_workflow::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{need, Allowed, Caller, Json, Page, Query};
+use crate::extract::{need, parse_page, Allowed, Caller, Json, Query};
 use crate::AppState;
 
 /// Longest wait of `GET /api/v1/executions/{id}/events`, seconds.
@@ -85,7 +85,7 @@ pub async fn list_executions(
     _caller: Allowed<need::WorkflowView>,
     Query(q): Query<ExecutionListQuery>,
 ) -> ApiResult<axum::Json<ExecutionList>> {
-    let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let page = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let workflow_id = match q.wf_id.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(s) => Some(s.parse::<i64>().map_err(|_| {

@@ -5,7 +5,7 @@ use haechi_exec::{Node, NodeFilter};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{need, Allowed, Json, Page, Query};
+use crate::extract::{need, parse_page, Allowed, Json, Query};
 use crate::AppState;
 
 /// Filters of `GET /api/v1/nodes` (substrings, except `owner_user_id` and `status`).
@@ -39,7 +39,7 @@ pub async fn list_nodes(
     _caller: Allowed<need::NodeView>,
     Query(q): Query<NodeListQuery>,
 ) -> ApiResult<axum::Json<NodeList>> {
-    let p = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let p = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let e = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = NodeFilter {
         id: e(q.id),
@@ -50,16 +50,7 @@ pub async fn list_nodes(
         owner_user_id: e(q.owner_user_id),
         status: crate::opmate::flag_filter("status", q.status)?,
     };
-    let listed = state
-        .exec
-        .list_nodes(
-            &filter,
-            haechi_exec::Paging {
-                limit: p.limit,
-                offset: p.offset,
-            },
-        )
-        .await?;
+    let listed = state.exec.list_nodes(&filter, p).await?;
     Ok(axum::Json(NodeList {
         nodes: listed.items,
         total: listed.total,

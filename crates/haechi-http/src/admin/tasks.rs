@@ -11,7 +11,7 @@ use haechi_identity::Permission;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{need, numeric_id, Allowed, Json, Page, Query};
+use crate::extract::{need, numeric_id, parse_page, Allowed, Json, Query};
 use crate::AppState;
 
 /// Creates a task at revision 1, approval `N` (`task.develop`).
@@ -80,7 +80,7 @@ pub async fn list_tasks(
     _caller: Allowed<need::NodeView>,
     Query(q): Query<TaskListQuery>,
 ) -> ApiResult<axum::Json<TaskList>> {
-    let p = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let p = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let e = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = TaskFilter {
         id: e(q.id),
@@ -88,16 +88,7 @@ pub async fn list_tasks(
         apprv_status: e(q.apprv_status),
         ..Default::default()
     };
-    let listed = state
-        .exec
-        .list_tasks(
-            &filter,
-            haechi_exec::Paging {
-                limit: p.limit,
-                offset: p.offset,
-            },
-        )
-        .await?;
+    let listed = state.exec.list_tasks(&filter, p).await?;
     Ok(axum::Json(TaskList {
         tasks: listed.items,
         total: listed.total,

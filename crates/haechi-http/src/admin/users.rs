@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiResult;
-use crate::extract::{need, numeric_id, Allowed, Caller, Json, Page, Query, SelfOrAdmin};
+use crate::extract::{need, numeric_id, parse_page, Allowed, Caller, Json, Query, SelfOrAdmin};
 use crate::AppState;
 
 /// `limit` / `offset` query of list routes.
@@ -22,8 +22,8 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    pub fn page(&self) -> Result<Page, Error> {
-        Page::parse(self.limit.as_deref(), self.offset.as_deref())
+    pub fn page(&self) -> Result<haechi_store::Paging, Error> {
+        parse_page(self.limit.as_deref(), self.offset.as_deref())
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{need, parse_json, Allowed, Json, Page, Query};
+use crate::extract::{need, parse_json, parse_page, Allowed, Json, Query};
 use crate::AppState;
 
 /// A definition body: JSON, or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`).
@@ -278,7 +278,7 @@ pub async fn list_workflows(
     _caller: Allowed<need::WorkflowView>,
     Query(q): Query<WorkflowListQuery>,
 ) -> ApiResult<axum::Json<WorkflowList>> {
-    let page = Page::parse(q.limit.as_deref(), q.offset.as_deref())?;
+    let page = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let filter = WorkflowFilter {
         group: q.group.filter(|s| !s.is_empty()),
         name: q.name.filter(|s| !s.is_empty()),

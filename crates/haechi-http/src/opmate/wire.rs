@@ -4,7 +4,7 @@ use haechi_types::{Error, Result};
 use serde_json::{json, Map, Value};
 use time::UtcOffset;
 
-use crate::extract::Page;
+use crate::extract::parse_page;
 use crate::AppState;
 
 /// The server's time zone, for OPMATE's `YYYYMMDDHHMMSS` dates.
@@ -57,11 +57,7 @@ pub fn flag(field: &str, v: Option<String>) -> Result<Option<String>> {
 
 /// Paging from OPMATE's `limit`/`offset` (CONTRACT §0).
 pub fn paging(limit: Option<&str>, offset: Option<&str>) -> Result<haechi_exec::Paging> {
-    let p = Page::parse(limit, offset)?;
-    Ok(haechi_exec::Paging {
-        limit: p.limit,
-        offset: p.offset,
-    })
+    parse_page(limit, offset)
 }
 
 /// A success envelope with the given fields.

@@ -146,6 +146,6 @@ fn page(limit: Option<&str>, offset: Option<&str>) -> Result<Option<(i64, i64)>,
     if limit.is_none() && offset.is_none() {
         return Ok(None);
     }
-    let p = crate::extract::Page::parse(limit, offset)?;
+    let p = crate::extract::parse_page(limit, offset)?;
     Ok(Some((p.limit, p.offset)))
 }
