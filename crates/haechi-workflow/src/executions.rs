@@ -364,37 +364,19 @@ pub(crate) fn control_run<'a>(
             (Control::Resume, RunStatus::Paused) => asking_step(eng, &mut tx, id).await?,
             _ => None,
         };
-        let to = match (action, from) {
-            (Control::Stop, RunStatus::Running | RunStatus::Paused) => RunStatus::Stopped,
-            (Control::Pause, RunStatus::Running) => RunStatus::Paused,
-            (Control::Resume, RunStatus::Paused) if asking.is_none() => RunStatus::Running,
-            _ => {
+        let to = match control_target(id, action, from, asking.as_deref()) {
+            Ok(to) => to,
+            Err(why) => {
                 drop(tx);
-                let why = match (action, from) {
-                (Control::Resume, RunStatus::Paused) => format!(
-                    "execution {id} waits for a decision on failed step '{}' (on_failure: ask): \
-                     retry, skip or mark it as succeeded first; resume alone does not decide it",
-                    asking.unwrap_or_default()
-                ),
-                (_, s) if s.is_final() => format!(
-                    "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
-                    s.as_str()
-                ),
-                (Control::Pause, RunStatus::Paused) => format!("execution {id} is already PAUSED"),
-                (Control::Resume, RunStatus::Running) => {
-                    format!("execution {id} is RUNNING, not PAUSED: there is nothing to resume")
-                }
-                _ => format!("'{}' does not fit execution {id} in state {}", action.as_str(), from.as_str()),
-            };
                 haechi_audit::record(
-                &eng.store,
-                actor
-                    .event("workflow.control")
-                    .target(id.to_owned())
-                    .outcome(Outcome::Failure)
-                    .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
-            )
-            .await?;
+                    &eng.store,
+                    actor
+                        .event("workflow.control")
+                        .target(id.to_owned())
+                        .outcome(Outcome::Failure)
+                        .detail(json!({ "action": action.as_str(), "status": from.as_str(), "reason": why })),
+                )
+                .await?;
                 return Err(Error::conflict(why));
             }
         };
@@ -413,49 +395,7 @@ pub(crate) fn control_run<'a>(
         .map(|_| ()))?;
         let mut events = Vec::new();
         if to == RunStatus::Stopped {
-            let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
-                "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
-             AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
-            )
-            .bind(id)
-            .fetch_all(&mut *c)
-            .await)?;
-            in_tx!(tx, |c| sqlx::query(
-                "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
-             WHERE execution_id = $1 AND status = 'RUNNING'"
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *c)
-            .await
-            .map(|_| ()))?;
-            in_tx!(tx, |c| {
-                sqlx::query(
-            "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
-        )
-        .bind(id)
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-            })?;
-            for (name, status, attempts) in open {
-                let (new, message) = if status == "RUNNING" {
-                    (StepStatus::Stopped, format!("stopped by {}", actor.user_id))
-                } else {
-                    (StepStatus::Skipped, String::new())
-                };
-                events.push(NewEvent {
-                    step: Some(name),
-                    status: new.as_str(),
-                    attempt: if new == StepStatus::Stopped {
-                        attempts
-                    } else {
-                        0
-                    },
-                    message,
-                    task_instance_no: None,
-                });
-            }
+            events = stop_steps(&mut tx, id, now, &actor.user_id).await?;
         }
         events.push(NewEvent {
             step: None,
@@ -484,24 +424,7 @@ pub(crate) fn control_run<'a>(
             crate::metrics::ended(RunStatus::Stopped);
         }
         eng.poke(id);
-        // The action reaches the children (a child that does not fit it, such as one already
-        // paused or ended, is left as it is).
-        let children: Vec<String> = read!(eng.store, |db| sqlx::query_scalar(
-            "SELECT id FROM workflow_executions WHERE parent_execution_id = $1 \
-         AND status IN ('RUNNING', 'PAUSED') ORDER BY id"
-        )
-        .bind(id)
-        .fetch_all(db)
-        .await)?;
-        for child in children {
-            match control_run(eng, actor, &child, action).await {
-                Ok(_) => {}
-                Err(e) if e.code == haechi_types::Code::Conflict => {}
-                Err(e) => {
-                    tracing::warn!(execution = %id, %child, "could not {} the child execution: {}", action.as_str(), e.message)
-                }
-            }
-        }
+        control_children(eng, actor, id, action).await?;
         // The state the control left, not a later one (the run may go on at once).
         Ok(StatusView {
             execution_id: id.to_owned(),
@@ -510,6 +433,170 @@ pub(crate) fn control_run<'a>(
             progress: progress(locked.steps_done, locked.steps_total),
         })
     })
+}
+
+/// A decision's comment: at most [`MAX_COMMENT`] characters, line breaks and tabs allowed.
+fn check_comment(comment: Option<&str>) -> Result<()> {
+    let Some(c) = comment else { return Ok(()) };
+    if c.chars().count() > MAX_COMMENT {
+        return Err(Error::field(
+            "comment",
+            format_args!("must be at most {MAX_COMMENT} characters"),
+        ));
+    }
+    if c.chars()
+        .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t'))
+    {
+        return Err(Error::field(
+            "comment",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Why approval step `step` cannot take a decision now (a 409), or `None` when it waits for
+/// one: it must be running its attempt (not waiting for its needs or to ask again) and not
+/// decided yet.
+fn decision_refusal(step: &str, row: &DecisionRow) -> Option<String> {
+    match (row.status.as_str(), row.retry_at, &row.decision) {
+        ("WAITING", _, _) => Some(format!(
+            "step '{step}' has not started yet: it waits for the steps it needs"
+        )),
+        ("RUNNING", Some(_), _) => Some(format!(
+            "step '{step}' waits to ask again (retry); decide when it does"
+        )),
+        ("RUNNING", None, Some(d)) => Some(format!(
+            "step '{step}' was already decided ({d} by {})",
+            row.decided_by.as_deref().unwrap_or_default()
+        )),
+        ("RUNNING", None, None) => None,
+        (s, _, _) => Some(format!("step '{step}' has already ended ({s})")),
+    }
+}
+
+/// The journal's line for a decision.
+fn decision_message(decision: Decision, by: &str, comment: Option<&str>) -> String {
+    let verb = match decision {
+        Decision::Approve => "approved",
+        Decision::Reject => "rejected",
+    };
+    match comment.filter(|c| !c.is_empty()) {
+        Some(c) => format!("{verb} by {by}: {c}"),
+        None => format!("{verb} by {by}"),
+    }
+}
+
+/// The state `action` takes an execution in state `from` to, or why it does not fit (a 409).
+/// `asking` is the step a `PAUSED` run waits for a decision on, if any.
+fn control_target(
+    id: &str,
+    action: Control,
+    from: RunStatus,
+    asking: Option<&str>,
+) -> std::result::Result<RunStatus, String> {
+    match (action, from) {
+        (Control::Stop, RunStatus::Running | RunStatus::Paused) => Ok(RunStatus::Stopped),
+        (Control::Pause, RunStatus::Running) => Ok(RunStatus::Paused),
+        (Control::Resume, RunStatus::Paused) => match asking {
+            None => Ok(RunStatus::Running),
+            Some(step) => Err(format!(
+                "execution {id} waits for a decision on failed step '{step}' (on_failure: ask): \
+                 retry, skip or mark it as succeeded first; resume alone does not decide it"
+            )),
+        },
+        (_, s) if s.is_final() => Err(format!(
+            "execution {id} has already ended ({}); only a RUNNING or PAUSED execution can be controlled",
+            s.as_str()
+        )),
+        (Control::Pause, RunStatus::Paused) => Err(format!("execution {id} is already PAUSED")),
+        (Control::Resume, RunStatus::Running) => Err(format!(
+            "execution {id} is RUNNING, not PAUSED: there is nothing to resume"
+        )),
+        _ => Err(format!(
+            "'{}' does not fit execution {id} in state {}",
+            action.as_str(),
+            from.as_str()
+        )),
+    }
+}
+
+/// A stop: the running steps are `STOPPED` and the waiting ones `SKIPPED`; returns their
+/// journal events.
+async fn stop_steps(tx: &mut Tx, id: &str, now: i64, by: &str) -> Result<Vec<NewEvent>> {
+    let mut events = Vec::new();
+    let open: Vec<(String, String, i64)> = in_tx!(tx, |c| sqlx::query_as(
+        "SELECT name, status, attempts FROM workflow_steps WHERE execution_id = $1 \
+     AND status IN ('RUNNING', 'WAITING') ORDER BY idx"
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await)?;
+    in_tx!(tx, |c| sqlx::query(
+        "UPDATE workflow_steps SET status = 'STOPPED', ended_at = $2, retry_at = NULL \
+     WHERE execution_id = $1 AND status = 'RUNNING'"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map(|_| ()))?;
+    in_tx!(tx, |c| {
+        sqlx::query(
+    "UPDATE workflow_steps SET status = 'SKIPPED' WHERE execution_id = $1 AND status = 'WAITING'"
+    )
+    .bind(id)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    })?;
+    for (name, status, attempts) in open {
+        let (new, message) = if status == "RUNNING" {
+            (StepStatus::Stopped, format!("stopped by {by}"))
+        } else {
+            (StepStatus::Skipped, String::new())
+        };
+        events.push(NewEvent {
+            step: Some(name),
+            status: new.as_str(),
+            attempt: if new == StepStatus::Stopped {
+                attempts
+            } else {
+                0
+            },
+            message,
+            task_instance_no: None,
+        });
+    }
+    Ok(events)
+}
+
+/// Passes a control on to the run's children that are `RUNNING` or `PAUSED`.
+async fn control_children(
+    eng: &Arc<Engine>,
+    actor: &Actor,
+    id: &str,
+    action: Control,
+) -> Result<()> {
+    // The action reaches the children (a child that does not fit it, such as one already
+    // paused or ended, is left as it is).
+    let children: Vec<String> = read!(eng.store, |db| sqlx::query_scalar(
+        "SELECT id FROM workflow_executions WHERE parent_execution_id = $1 \
+     AND status IN ('RUNNING', 'PAUSED') ORDER BY id"
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await)?;
+    for child in children {
+        match control_run(eng, actor, &child, action).await {
+            Ok(_) => {}
+            Err(e) if e.code == haechi_types::Code::Conflict => {}
+            Err(e) => {
+                tracing::warn!(execution = %id, %child, "could not {} the child execution: {}", action.as_str(), e.message)
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first `FAILED` step of a `PAUSED` run that waits for an operator's decision
@@ -683,22 +770,7 @@ impl Workflows {
             comment,
         } = req;
         let step = step.as_str();
-        if let Some(c) = &comment {
-            if c.chars().count() > MAX_COMMENT {
-                return Err(Error::field(
-                    "comment",
-                    format_args!("must be at most {MAX_COMMENT} characters"),
-                ));
-            }
-            if c.chars()
-                .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t'))
-            {
-                return Err(Error::field(
-                    "comment",
-                    "must not contain control characters",
-                ));
-            }
-        }
+        check_comment(comment.as_deref())?;
         let head: Option<(i64, i64)> = read!(self.eng.store, |db| sqlx::query_as(
             "SELECT workflow_id, version FROM workflow_executions WHERE id = $1"
         )
@@ -741,28 +813,8 @@ impl Workflows {
         .fetch_optional(&mut *c)
         .await
         })?;
-        let DecisionRow {
-            status: step_status,
-            attempts,
-            retry_at,
-            decision: decided,
-            decided_by,
-        } = row.ok_or_else(|| not_found(id))?;
-        let why = match (step_status.as_str(), retry_at, decided) {
-            ("WAITING", _, _) => Some(format!(
-                "step '{step}' has not started yet: it waits for the steps it needs"
-            )),
-            ("RUNNING", Some(_), _) => Some(format!(
-                "step '{step}' waits to ask again (retry); decide when it does"
-            )),
-            ("RUNNING", None, Some(d)) => Some(format!(
-                "step '{step}' was already decided ({d} by {})",
-                decided_by.unwrap_or_default()
-            )),
-            ("RUNNING", None, None) => None,
-            (s, _, _) => Some(format!("step '{step}' has already ended ({s})")),
-        };
-        if let Some(why) = why {
+        let row = row.ok_or_else(|| not_found(id))?;
+        if let Some(why) = decision_refusal(step, &row) {
             return Err(Error::conflict(why));
         }
         let now = now_ms();
@@ -783,14 +835,7 @@ impl Workflows {
         })?;
         let new_rev = rev + 1;
         bump(&mut tx, id, new_rev).await?;
-        let verb = match decision {
-            Decision::Approve => "approved",
-            Decision::Reject => "rejected",
-        };
-        let message = match comment.as_deref().filter(|c| !c.is_empty()) {
-            Some(c) => format!("{verb} by {}: {c}", p.user_id),
-            None => format!("{verb} by {}", p.user_id),
-        };
+        let message = decision_message(decision, &p.user_id, comment.as_deref());
         insert_events(
             &mut tx,
             id,
@@ -800,7 +845,7 @@ impl Workflows {
             &[NewEvent {
                 step: Some(step.to_owned()),
                 status: StepStatus::Running.as_str(),
-                attempt: attempts,
+                attempt: row.attempts,
                 message,
                 task_instance_no: None,
             }],
@@ -1049,5 +1094,96 @@ fn execution_view(
             .enumerate()
             .map(|(i, (d, s))| step_view(&d.action, s, actions.remove(&i).unwrap_or_default()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_fit_only_some_states() {
+        let to = |a, from| control_target("e1", a, from, None);
+        assert_eq!(
+            to(Control::Stop, RunStatus::Running),
+            Ok(RunStatus::Stopped)
+        );
+        assert_eq!(to(Control::Stop, RunStatus::Paused), Ok(RunStatus::Stopped));
+        assert_eq!(
+            to(Control::Pause, RunStatus::Running),
+            Ok(RunStatus::Paused)
+        );
+        assert_eq!(
+            to(Control::Resume, RunStatus::Paused),
+            Ok(RunStatus::Running)
+        );
+        assert_eq!(
+            to(Control::Pause, RunStatus::Paused),
+            Err("execution e1 is already PAUSED".to_owned())
+        );
+        assert!(
+            to(Control::Resume, RunStatus::Running).is_err_and(|e| e.contains("nothing to resume"))
+        );
+        for from in [RunStatus::Completed, RunStatus::Failed, RunStatus::Stopped] {
+            for a in [Control::Stop, Control::Pause, Control::Resume] {
+                let e = to(a, from).unwrap_err();
+                assert!(e.contains("has already ended"), "{e}");
+                assert!(e.contains(from.as_str()), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn resume_does_not_decide_a_step_that_asks() {
+        let e = control_target("e1", Control::Resume, RunStatus::Paused, Some("db")).unwrap_err();
+        assert!(e.contains("failed step 'db' (on_failure: ask)"), "{e}");
+        // Stopping is always possible.
+        assert_eq!(
+            control_target("e1", Control::Stop, RunStatus::Paused, Some("db")),
+            Ok(RunStatus::Stopped)
+        );
+    }
+
+    fn row(status: &str, retry_at: Option<i64>, decision: Option<&str>) -> DecisionRow {
+        DecisionRow {
+            status: status.to_owned(),
+            attempts: 1,
+            retry_at,
+            decision: decision.map(str::to_owned),
+            decided_by: decision.map(|_| "bob".to_owned()),
+        }
+    }
+
+    #[test]
+    fn an_approval_takes_one_decision_while_it_asks() {
+        assert_eq!(decision_refusal("ok", &row("RUNNING", None, None)), None);
+        let why = |r| decision_refusal("ok", &r).unwrap_or_default();
+        assert!(why(row("WAITING", None, None)).contains("has not started yet"));
+        assert!(why(row("RUNNING", Some(5), None)).contains("waits to ask again"));
+        assert_eq!(
+            why(row("RUNNING", None, Some("approve"))),
+            "step 'ok' was already decided (approve by bob)"
+        );
+        assert_eq!(
+            why(row("FAILED", None, Some("reject"))),
+            "step 'ok' has already ended (FAILED)"
+        );
+        assert!(why(row("SUCCEEDED", None, None)).contains("has already ended (SUCCEEDED)"));
+    }
+
+    #[test]
+    fn decisions_and_their_comments() {
+        assert_eq!(
+            decision_message(Decision::Approve, "bob", Some("go")),
+            "approved by bob: go"
+        );
+        assert_eq!(
+            decision_message(Decision::Reject, "bob", Some("")),
+            "rejected by bob"
+        );
+        assert!(check_comment(None).is_ok());
+        assert!(check_comment(Some("line one\nline two\tok")).is_ok());
+        assert!(check_comment(Some("bell\u{7}")).is_err());
+        assert!(check_comment(Some(&"x".repeat(MAX_COMMENT + 1))).is_err());
     }
 }

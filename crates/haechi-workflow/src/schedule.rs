@@ -504,8 +504,23 @@ const MAX_TASK_SCHEDULES: usize = 20;
 
 /// Parses `{"schedules": [...]}` (or a bare list), every problem a 400 naming the field.
 fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
-    let list = match v {
-        Value::Array(a) => a,
+    let list = schedule_list(v)?;
+    if list.len() > MAX_TASK_SCHEDULES {
+        return Err(Error::field(
+            "schedules",
+            format_args!("at most {MAX_TASK_SCHEDULES} schedules"),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| parse_task_schedule(&format!("schedules[{i}]"), item))
+        .collect()
+}
+
+/// The list of a `{"schedules": [...]}` body, or a bare list.
+fn schedule_list(v: &Value) -> Result<&Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
         Value::Object(o) => {
             if let Some(k) = o.keys().find(|k| *k != "schedules") {
                 return Err(Error::field(
@@ -514,148 +529,146 @@ fn parse_task_schedules(v: &Value) -> Result<Vec<TaskSchedule>> {
                 ));
             }
             match o.get("schedules") {
-                Some(Value::Array(a)) => a,
-                Some(Value::Null) | None => {
-                    return Err(Error::field(
-                        "schedules",
-                        "is required: a list (empty to remove every schedule)",
-                    ))
-                }
-                Some(_) => return Err(Error::field("schedules", "must be a list")),
+                Some(Value::Array(a)) => Ok(a),
+                Some(Value::Null) | None => Err(Error::field(
+                    "schedules",
+                    "is required: a list (empty to remove every schedule)",
+                )),
+                Some(_) => Err(Error::field("schedules", "must be a list")),
             }
         }
-        _ => return Err(Error::invalid("the body must be {\"schedules\": [...]}")),
-    };
-    if list.len() > MAX_TASK_SCHEDULES {
+        _ => Err(Error::invalid("the body must be {\"schedules\": [...]}")),
+    }
+}
+
+/// One task schedule, at `at` in the body.
+fn parse_task_schedule(at: &str, item: &Value) -> Result<TaskSchedule> {
+    let Some(o) = item.as_object() else {
         return Err(Error::field(
-            "schedules",
-            format_args!("at most {MAX_TASK_SCHEDULES} schedules"),
+            at,
+            "must be an object with cron (and timezone) or at",
+        ));
+    };
+    for k in o.keys() {
+        if ![
+            "cron",
+            "timezone",
+            "at",
+            "nodeIdList",
+            "arguments",
+            "misfire",
+        ]
+        .contains(&k.as_str())
+        {
+            return Err(Error::field(
+                format!("{at}.{k}"),
+                "is not a schedule field (cron, timezone, at, nodeIdList, arguments, misfire)",
+            ));
+        }
+    }
+    let text = |k: &str| -> Result<Option<String>> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Ok(Some(s.clone())),
+            Some(_) => Err(Error::field(
+                format!("{at}.{k}"),
+                "must be a non-blank string of at most 200 characters",
+            )),
+        }
+    };
+    let cron = text("cron")?;
+    let timezone = text("timezone")?;
+    let when_at = text("at")?;
+    check_when(at, cron.as_deref(), timezone.as_deref(), when_at.as_deref())?;
+    let list_of = |k: &str| -> Result<Option<Vec<String>>> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) if a.len() <= 10_000 => a
+                .iter()
+                .enumerate()
+                .map(|(j, x)| match x {
+                    Value::String(s) if !s.contains('\0') && s.len() <= 64 * 1024 => Ok(s.clone()),
+                    _ => Err(Error::field(format!("{at}.{k}[{j}]"), "must be a string")),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(Error::field(
+                format!("{at}.{k}"),
+                "must be a list of strings",
+            )),
+        }
+    };
+    let node_id_list = list_of("nodeIdList")?;
+    if node_id_list.as_ref().is_some_and(|n| n.is_empty()) {
+        return Err(Error::field(
+            format!("{at}.nodeIdList"),
+            "must name at least one node (leave it out for the task's default targets)",
         ));
     }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
-        let at = format!("schedules[{i}]");
-        let Some(o) = item.as_object() else {
+    let arguments = list_of("arguments")?.unwrap_or_default();
+    let misfire = match o.get("misfire") {
+        None | Some(Value::Null) => Misfire::RunOnce,
+        Some(Value::String(s)) if s == "run_once" => Misfire::RunOnce,
+        Some(Value::String(s)) if s == "skip" => Misfire::Skip,
+        Some(_) => {
             return Err(Error::field(
-                at,
-                "must be an object with cron (and timezone) or at",
-            ));
-        };
-        for k in o.keys() {
-            if ![
-                "cron",
-                "timezone",
-                "at",
-                "nodeIdList",
-                "arguments",
-                "misfire",
-            ]
-            .contains(&k.as_str())
-            {
+                format!("{at}.misfire"),
+                "must be \"run_once\" or \"skip\"",
+            ))
+        }
+    };
+    Ok(TaskSchedule {
+        cron,
+        timezone,
+        at: when_at,
+        node_id_list,
+        arguments,
+        misfire,
+    })
+}
+
+/// A schedule fires either by `cron` (in `timezone`) or once `at` an RFC 3339 moment.
+fn check_when(
+    at: &str,
+    cron: Option<&str>,
+    timezone: Option<&str>,
+    when_at: Option<&str>,
+) -> Result<()> {
+    match (cron, when_at) {
+        (Some(_), Some(_)) => {
+            return Err(Error::field(
+                format!("{at}.at"),
+                "give either cron or at, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(Error::field(
+                format!("{at}.cron"),
+                "is required (or at: one moment, RFC 3339)",
+            ))
+        }
+        (Some(c), None) => {
+            CronSpec::parse(c, timezone, 0, true)
+                .map_err(|(field, m)| Error::field(format!("{at}.{field}"), m))?;
+        }
+        (None, Some(a)) => {
+            if timezone.is_some() {
                 return Err(Error::field(
-                    format!("{at}.{k}"),
-                    "is not a schedule field (cron, timezone, at, nodeIdList, arguments, misfire)",
+                    format!("{at}.timezone"),
+                    "goes with cron; an 'at' moment carries its own offset",
+                ));
+            }
+            if haechi_types::time::parse_iso(a).is_none() {
+                return Err(Error::field(
+                    format!("{at}.at"),
+                    format_args!(
+                        "'{a}' is not an RFC 3339 moment (such as 2026-12-24T09:00:00+09:00)"
+                    ),
                 ));
             }
         }
-        let text = |k: &str| -> Result<Option<String>> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
-                    Ok(Some(s.clone()))
-                }
-                Some(_) => Err(Error::field(
-                    format!("{at}.{k}"),
-                    "must be a non-blank string of at most 200 characters",
-                )),
-            }
-        };
-        let cron = text("cron")?;
-        let timezone = text("timezone")?;
-        let when_at = text("at")?;
-        match (&cron, &when_at) {
-            (Some(_), Some(_)) => {
-                return Err(Error::field(
-                    format!("{at}.at"),
-                    "give either cron or at, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(Error::field(
-                    format!("{at}.cron"),
-                    "is required (or at: one moment, RFC 3339)",
-                ))
-            }
-            (Some(c), None) => {
-                CronSpec::parse(c, timezone.as_deref(), 0, true)
-                    .map_err(|(field, m)| Error::field(format!("{at}.{field}"), m))?;
-            }
-            (None, Some(a)) => {
-                if timezone.is_some() {
-                    return Err(Error::field(
-                        format!("{at}.timezone"),
-                        "goes with cron; an 'at' moment carries its own offset",
-                    ));
-                }
-                if haechi_types::time::parse_iso(a).is_none() {
-                    return Err(Error::field(
-                        format!("{at}.at"),
-                        format_args!(
-                            "'{a}' is not an RFC 3339 moment (such as 2026-12-24T09:00:00+09:00)"
-                        ),
-                    ));
-                }
-            }
-        }
-        let list_of = |k: &str| -> Result<Option<Vec<String>>> {
-            match o.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Array(a)) if a.len() <= 10_000 => a
-                    .iter()
-                    .enumerate()
-                    .map(|(j, x)| match x {
-                        Value::String(s) if !s.contains('\0') && s.len() <= 64 * 1024 => {
-                            Ok(s.clone())
-                        }
-                        _ => Err(Error::field(format!("{at}.{k}[{j}]"), "must be a string")),
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(Some),
-                Some(_) => Err(Error::field(
-                    format!("{at}.{k}"),
-                    "must be a list of strings",
-                )),
-            }
-        };
-        let node_id_list = list_of("nodeIdList")?;
-        if node_id_list.as_ref().is_some_and(|n| n.is_empty()) {
-            return Err(Error::field(
-                format!("{at}.nodeIdList"),
-                "must name at least one node (leave it out for the task's default targets)",
-            ));
-        }
-        let arguments = list_of("arguments")?.unwrap_or_default();
-        let misfire = match o.get("misfire") {
-            None | Some(Value::Null) => Misfire::RunOnce,
-            Some(Value::String(s)) if s == "run_once" => Misfire::RunOnce,
-            Some(Value::String(s)) if s == "skip" => Misfire::Skip,
-            Some(_) => {
-                return Err(Error::field(
-                    format!("{at}.misfire"),
-                    "must be \"run_once\" or \"skip\"",
-                ))
-            }
-        };
-        out.push(TaskSchedule {
-            cron,
-            timezone,
-            at: when_at,
-            node_id_list,
-            arguments,
-            misfire,
-        });
     }
-    Ok(out)
+    Ok(())
 }
 
 fn task_next_fires(list: &[TaskSchedule], utc_offset_secs: i32, now: i64) -> Vec<NextFire> {

@@ -202,6 +202,8 @@ fn piece_needs(
     Ok(())
 }
 
+/// Privileges of one statement. Statements that read or change data are here; the rest go
+/// on to [`session_statement`] and then [`schema_statement`].
 fn statement(
     st: &Statement,
     flavor: Flavor,
@@ -243,11 +245,89 @@ fn statement(
             }
         }
         Statement::ExplainTable { .. } => needs.add(P::Desc),
+        other => return session_statement(other, flavor, needs, out, prepared),
+    }
+    Ok(())
+}
+
+/// Statements that act on the session or the server: transactions, settings, locks, `SHOW`,
+/// calls and prepared statements.
+fn session_statement(
+    st: &Statement,
+    flavor: Flavor,
+    needs: &mut Needs,
+    out: &mut Classification,
+    prepared: &dyn Fn(&str) -> Option<PrivSet>,
+) -> Result<(), String> {
+    match st {
         Statement::StartTransaction { .. } | Statement::Savepoint { .. } => needs.add(P::Begin),
         Statement::Commit { .. } | Statement::ReleaseSavepoint { .. } => needs.add(P::Commit),
         Statement::Rollback { .. } => needs.add(P::Rollback),
         Statement::Set(s) => set(s, flavor, needs, out),
         Statement::Use(_) => needs.add(P::Connect),
+        Statement::Call(_) => needs.add(P::Execute),
+        Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowProcessList { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCharset(_)
+        | Statement::ShowObjects(_)
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowCollation { .. } => needs.add(P::Show),
+        Statement::Lock(_) | Statement::LockTables { .. } | Statement::UnlockTables => {
+            needs.add(P::Lock)
+        }
+        Statement::Flush { read_lock, .. } => {
+            needs.add(P::Command);
+            if *read_lock {
+                needs.add(P::Lock);
+            }
+        }
+        Statement::Kill { .. } | Statement::OptimizeTable { .. } | Statement::Analyze(_) => {
+            needs.add(P::Command)
+        }
+        Statement::Prepare {
+            name,
+            statement: inner,
+            ..
+        } => {
+            let mut inner_needs = Needs(PrivSet::EMPTY, false);
+            statement(inner, flavor, &mut inner_needs, out, prepared)?;
+            functions(inner, &mut inner_needs);
+            needs.0 = needs.0.union(inner_needs.0);
+            out.prepared
+                .push((name.value.to_ascii_lowercase(), inner_needs.0));
+        }
+        Statement::Execute { name, .. } => {
+            let name = name
+                .as_ref()
+                .map(object_last)
+                .ok_or_else(|| "EXECUTE without a statement name".to_owned())?;
+            match prepared(&name) {
+                Some(p) => needs.0 = needs.0.union(p),
+                None => {
+                    return Err(format!(
+                        "EXECUTE of prepared statement `{name}`, which was not prepared through this gateway session"
+                    ))
+                }
+            }
+        }
+        Statement::Deallocate { name, .. } => out.deallocated.push(Some(name.value.clone())),
+        other => return schema_statement(other, needs),
+    }
+    Ok(())
+}
+
+/// Statements that create, change or drop schema objects, or grant and revoke.
+fn schema_statement(st: &Statement, needs: &mut Needs) -> Result<(), String> {
+    match st {
         Statement::Truncate(_) => needs.add(P::Truncate),
         Statement::Grant(_) => needs.add(P::Grant),
         Statement::Revoke(_) => needs.add(P::Revoke),
@@ -309,62 +389,7 @@ fn statement(
         | Statement::CreateUser(_)
         | Statement::CreateSequence { .. } => needs.add(P::Create),
         Statement::CreateServer(_) => needs.add(P::Link),
-        Statement::Call(_) => needs.add(P::Execute),
-        Statement::ShowFunctions { .. }
-        | Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowCreate { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::ShowDatabases { .. }
-        | Statement::ShowProcessList { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::ShowCharset(_)
-        | Statement::ShowObjects(_)
-        | Statement::ShowTables { .. }
-        | Statement::ShowViews { .. }
-        | Statement::ShowCollation { .. } => needs.add(P::Show),
-        Statement::Lock(_) | Statement::LockTables { .. } | Statement::UnlockTables => {
-            needs.add(P::Lock)
-        }
-        Statement::Flush { read_lock, .. } => {
-            needs.add(P::Command);
-            if *read_lock {
-                needs.add(P::Lock);
-            }
-        }
-        Statement::Kill { .. } | Statement::OptimizeTable { .. } | Statement::Analyze(_) => {
-            needs.add(P::Command)
-        }
         Statement::Comment { .. } => needs.add(P::Comment),
-        Statement::Prepare {
-            name,
-            statement: inner,
-            ..
-        } => {
-            let mut inner_needs = Needs(PrivSet::EMPTY, false);
-            statement(inner, flavor, &mut inner_needs, out, prepared)?;
-            functions(inner, &mut inner_needs);
-            needs.0 = needs.0.union(inner_needs.0);
-            out.prepared
-                .push((name.value.to_ascii_lowercase(), inner_needs.0));
-        }
-        Statement::Execute { name, .. } => {
-            let name = name
-                .as_ref()
-                .map(object_last)
-                .ok_or_else(|| "EXECUTE without a statement name".to_owned())?;
-            match prepared(&name) {
-                Some(p) => needs.0 = needs.0.union(p),
-                None => {
-                    return Err(format!(
-                        "EXECUTE of prepared statement `{name}`, which was not prepared through this gateway session"
-                    ))
-                }
-            }
-        }
-        Statement::Deallocate { name, .. } => out.deallocated.push(Some(name.value.clone())),
         other => {
             return Err(format!(
                 "no privilege mapping for this statement kind ({})",

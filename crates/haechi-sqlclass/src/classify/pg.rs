@@ -223,7 +223,9 @@ fn classify_full(sql: &str, prepared: &dyn Fn(&str) -> Option<PrivSet>) -> (Clas
     (out, cacheable)
 }
 
-/// Privileges of one top-level statement.
+/// Privileges of one top-level statement, by family: statements that run queries or
+/// evaluate expressions, those that act on the session (prepared statements, cursors,
+/// transactions, settings), and the rest, whose kind alone decides.
 fn statement(
     node: &N,
     needs: &mut Needs,
@@ -231,7 +233,38 @@ fn statement(
     prepared: &dyn Fn(&str) -> Option<PrivSet>,
 ) -> Result<(), String> {
     match node {
-        // Statements that run queries: their kind, plus whatever runs inside them.
+        N::SelectStmt(_)
+        | N::InsertStmt(_)
+        | N::UpdateStmt(_)
+        | N::DeleteStmt(_)
+        | N::MergeStmt(_)
+        | N::ExplainStmt(_)
+        | N::CreateTableAsStmt(_)
+        | N::CopyStmt(_)
+        | N::CallStmt(_)
+        | N::IndexStmt(_)
+        | N::AlterTableStmt(_) => query_statement(node, needs, out, prepared),
+        N::PrepareStmt(_)
+        | N::ExecuteStmt(_)
+        | N::DeallocateStmt(_)
+        | N::DeclareCursorStmt(_)
+        | N::FetchStmt(_)
+        | N::ClosePortalStmt(_)
+        | N::TransactionStmt(_)
+        | N::VariableSetStmt(_) => session_statement(node, needs, out, prepared),
+        other => object_statement(other, needs),
+    }
+}
+
+/// Statements that run queries or evaluate expressions: their kind, plus whatever runs
+/// inside them.
+fn query_statement(
+    node: &N,
+    needs: &mut Needs,
+    out: &mut Classification,
+    prepared: &dyn Fn(&str) -> Option<PrivSet>,
+) -> Result<(), String> {
+    match node {
         N::SelectStmt(_) => {
             needs.add(P::Select);
             walk(node, needs, true)
@@ -278,6 +311,52 @@ fn statement(
                 None => Ok(()),
             }
         }
+        N::CopyStmt(c) => {
+            if c.is_program || !c.filename.is_empty() {
+                // A program or a file on the database server: outside what statement kinds say.
+                needs.add(P::All);
+                return Ok(());
+            }
+            needs.add(if c.is_from { P::Insert } else { P::Select });
+            if let Some(inner) = c.query.as_deref().and_then(|n| n.node.as_ref()) {
+                statement(inner, needs, out, prepared)?;
+            }
+            if let Some(w) = c.where_clause.as_deref().and_then(|n| n.node.as_ref()) {
+                walk(w, needs, true)?;
+            }
+            Ok(())
+        }
+        N::CallStmt(c) => {
+            needs.add(P::Execute);
+            if let Some(f) = &c.funccall {
+                let n = N::FuncCall(f.clone());
+                walk(&n, needs, true)?;
+            }
+            Ok(())
+        }
+        N::IndexStmt(i) => {
+            needs.add(P::Index);
+            let n = N::IndexStmt(i.clone());
+            walk(&n, needs, false)
+        }
+        N::AlterTableStmt(_) => {
+            needs.add(P::Alter);
+            // Defaults and USING expressions are evaluated over existing rows now.
+            walk(node, needs, false)
+        }
+        _ => Err(no_mapping(node)),
+    }
+}
+
+/// Statements that act on the session: prepared statements, cursors, transactions and
+/// settings.
+fn session_statement(
+    node: &N,
+    needs: &mut Needs,
+    out: &mut Classification,
+    prepared: &dyn Fn(&str) -> Option<PrivSet>,
+) -> Result<(), String> {
+    match node {
         N::PrepareStmt(p) => {
             let mut inner_needs = Needs(PrivSet::EMPTY, false);
             if let Some(inner) = p.query.as_deref().and_then(|n| n.node.as_ref()) {
@@ -316,34 +395,6 @@ fn statement(
             Ok(())
         }
         N::ClosePortalStmt(_) => Ok(()),
-        N::CopyStmt(c) => {
-            if c.is_program || !c.filename.is_empty() {
-                // A program or a file on the database server: outside what statement kinds say.
-                needs.add(P::All);
-                return Ok(());
-            }
-            needs.add(if c.is_from { P::Insert } else { P::Select });
-            if let Some(inner) = c.query.as_deref().and_then(|n| n.node.as_ref()) {
-                statement(inner, needs, out, prepared)?;
-            }
-            if let Some(w) = c.where_clause.as_deref().and_then(|n| n.node.as_ref()) {
-                walk(w, needs, true)?;
-            }
-            Ok(())
-        }
-        N::CallStmt(c) => {
-            needs.add(P::Execute);
-            if let Some(f) = &c.funccall {
-                let n = N::FuncCall(f.clone());
-                walk(&n, needs, true)?;
-            }
-            Ok(())
-        }
-        // Anonymous code blocks run arbitrary statements the text does not show.
-        N::DoStmt(_) => {
-            needs.add(P::All);
-            Ok(())
-        }
         N::TransactionStmt(t) => {
             use protobuf::TransactionStmtKind as K;
             match K::try_from(t.kind).unwrap_or(K::Undefined) {
@@ -363,6 +414,19 @@ fn statement(
         }
         N::VariableSetStmt(v) => {
             setting(v, needs);
+            Ok(())
+        }
+        _ => Err(no_mapping(node)),
+    }
+}
+
+/// Statements whose kind alone decides what they need: privileges, locks, maintenance, code
+/// the text does not show; schema objects are [`schema_statement`]'s.
+fn object_statement(node: &N, needs: &mut Needs) -> Result<(), String> {
+    match node {
+        // Anonymous code blocks run arbitrary statements the text does not show.
+        N::DoStmt(_) => {
+            needs.add(P::All);
             Ok(())
         }
         N::VariableShowStmt(_) => {
@@ -394,11 +458,30 @@ fn statement(
             needs.add(if grant { P::Grant } else { P::Revoke });
             Ok(())
         }
-        N::IndexStmt(i) => {
-            needs.add(P::Index);
-            let n = N::IndexStmt(i.clone());
-            walk(&n, needs, false)
+        N::VacuumStmt(_)
+        | N::ClusterStmt(_)
+        | N::CheckPointStmt(_)
+        | N::ListenStmt(_)
+        | N::UnlistenStmt(_)
+        | N::NotifyStmt(_)
+        | N::DiscardStmt(_)
+        | N::RefreshMatViewStmt(_)
+        | N::ConstraintsSetStmt(_) => {
+            needs.add(P::Command);
+            Ok(())
         }
+        // Loading a shared library runs its code inside the server.
+        N::LoadStmt(_) => {
+            needs.add(P::All);
+            Ok(())
+        }
+        other => schema_statement(other, needs),
+    }
+}
+
+/// Statements that create, change or drop schema objects and database links.
+fn schema_statement(node: &N, needs: &mut Needs) -> Result<(), String> {
+    match node {
         N::ReindexStmt(_) => {
             needs.add(P::Index);
             Ok(())
@@ -406,11 +489,6 @@ fn statement(
         N::RenameStmt(_) => {
             needs.add(P::Rename);
             Ok(())
-        }
-        N::AlterTableStmt(_) => {
-            needs.add(P::Alter);
-            // Defaults and USING expressions are evaluated over existing rows now.
-            walk(node, needs, false)
         }
         N::DropStmt(_)
         | N::DropdbStmt(_)
@@ -504,28 +582,13 @@ fn statement(
             needs.add(P::Alter);
             Ok(())
         }
-        N::VacuumStmt(_)
-        | N::ClusterStmt(_)
-        | N::CheckPointStmt(_)
-        | N::ListenStmt(_)
-        | N::UnlistenStmt(_)
-        | N::NotifyStmt(_)
-        | N::DiscardStmt(_)
-        | N::RefreshMatViewStmt(_)
-        | N::ConstraintsSetStmt(_) => {
-            needs.add(P::Command);
-            Ok(())
-        }
-        // Loading a shared library runs its code inside the server.
-        N::LoadStmt(_) => {
-            needs.add(P::All);
-            Ok(())
-        }
-        other => Err(format!(
-            "no privilege mapping for statement kind {}",
-            kind_name(other)
-        )),
+        other => Err(no_mapping(other)),
     }
+}
+
+/// The error for a statement kind with no safe mapping.
+fn no_mapping(n: &N) -> String {
+    format!("no privilege mapping for statement kind {}", kind_name(n))
 }
 
 fn kind_name(n: &N) -> String {

@@ -11,6 +11,11 @@
 //! It is driven by events, never by polling: attempt futures ending, messages (a poke after a
 //! control or decision, the lease lost), and one timer for the nearest retry or approval
 //! deadline.
+//!
+//! Planning reads nothing but the state, the definition and the time: it is `plan.rs`, unit
+//! tested there without a store.
+
+mod plan;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -18,20 +23,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haechi_exec::SecretEnv;
-use haechi_identity::{Actor, Origin, Permission};
+use haechi_identity::{Actor, Permission};
 use haechi_types::{time::now_ms, Result};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
-use crate::definition::{host_is_fixed, substitute, substitute_json, Action, OnFailure, Step};
+use crate::definition::{host_is_fixed, substitute, substitute_json, Action};
 use crate::journal::{Applied, NewEvent, RunUpdate, Transition};
 use crate::model::{RunStatus, StepStatus};
 use crate::ports::{TaskStart, VaultUse};
 use crate::state::{load_run, RunState};
 use crate::steps::{instant_of, run_attempt, AttemptResult, AttemptSpec};
 use crate::{Engine, Loaded};
+use plan::{actor_of, open_windows, values, Planner};
 
 /// What a driver is told.
 #[derive(Debug)]
@@ -703,35 +709,9 @@ impl Driver {
         Ok(())
     }
 
-    /// The `db_access` windows this run opened that may still be open: (step, policy index
-    /// if known, policy, window end).
+    /// The `db_access` windows this run opened that may still be open (see [`open_windows`]).
     fn open_windows(&self, state: &RunState, now: i64) -> Vec<(usize, Option<i64>, String, i64)> {
-        let mut out = Vec::new();
-        for (idx, (s, step)) in state.steps.iter().zip(&self.def.def.steps).enumerate() {
-            let Action::DbAccess(d) = &step.action else {
-                continue;
-            };
-            let Some(started) = s.attempt_started_at else {
-                continue;
-            };
-            let until = started + d.duration.ms() as i64;
-            let known = s
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-                .and_then(|v| Some((v.get("index")?.as_i64()?, v.get("until")?.as_i64()?)));
-            match (s.status, known) {
-                (StepStatus::Succeeded, Some((index, until))) if until > now => {
-                    out.push((idx, Some(index), d.policy.clone(), until))
-                }
-                // The unlock may have happened while the run ended around it.
-                (StepStatus::Running | StepStatus::Stopped, _) if until > now => {
-                    out.push((idx, None, d.policy.clone(), until))
-                }
-                _ => {}
-            }
-        }
-        out
+        open_windows(&self.def, state, now)
     }
 
     /// The run ended `FAILED` or `STOPPED`: locks again every policy a `db_access` step of it
@@ -776,20 +756,9 @@ impl Driver {
         Ok(())
     }
 
-    /// The execution's steps act as the user who started it, from where they started it,
-    /// with this execution as their origin.
+    /// The execution's steps act as the user who started it (see [`actor_of`]).
     fn actor(&self) -> Actor {
-        Actor {
-            user_id: self.state.started_by.clone(),
-            ip: self
-                .state
-                .source_ip
-                .parse()
-                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            origin: Origin::Workflow {
-                execution: self.state.id.clone(),
-            },
-        }
+        actor_of(&self.state)
     }
 
     fn transition(&self, plan: &Plan) -> Transition {
@@ -822,452 +791,19 @@ impl Driver {
 
     /// Works out the next state from the current one, the pending outcomes and the time.
     fn plan(&self, now: i64) -> Plan {
-        let defs = &self.def.def.steps;
-        let mut p = Plan {
-            next: self.state.clone(),
-            events: Vec::new(),
-            task_starts: Vec::new(),
-            child_starts: Vec::new(),
-            effects: Effects::default(),
-            consumed: self.outcomes.len(),
-        };
-
-        // Attempts that ended.
-        for o in &self.outcomes {
-            let s = &p.next.steps[o.idx];
-            if s.in_flight() && s.attempts == o.attempt {
-                self.settle(&mut p, o.idx, o.result.clone(), now);
-            }
+        Planner {
+            def: &self.def,
+            state: &self.state,
+            outcomes: &self.outcomes,
+            running: &self.running,
+            retry_cap_ms: self.eng.cfg.retry_max_delay_secs * 1000,
         }
-
-        // Approvals: a stored decision, or the deadline passed.
-        for (idx, step) in defs.iter().enumerate() {
-            if !matches!(step.action, Action::Approval { .. }) || !p.next.steps[idx].in_flight() {
-                continue;
-            }
-            let s = &p.next.steps[idx];
-            let by = s.decided_by.clone().unwrap_or_default();
-            let comment = s
-                .decision_comment
-                .as_deref()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            let result = match s.decision.as_deref() {
-                Some("approve") => Some(AttemptResult {
-                    ok: true,
-                    error: None,
-                    result: Some(json!({ "decision": "approve", "by": by }).to_string()),
-                }),
-                Some("reject") => Some(AttemptResult {
-                    ok: false,
-                    error: Some(format!("rejected by {by}{comment}")),
-                    result: Some(json!({ "decision": "reject", "by": by }).to_string()),
-                }),
-                _ => match (step.timeout_secs, s.attempt_started_at) {
-                    (Some(t), Some(at)) if now >= at + t.ms() as i64 => Some(AttemptResult::fail(
-                        format!("no decision within {t} (timed out)"),
-                    )),
-                    _ => None,
-                },
-            };
-            if let Some(r) = result {
-                self.settle(&mut p, idx, r, now);
-            }
-        }
-
-        // Attempts under way with no future here: the server stopped during them, or another
-        // server drove them until it died. Take them up again.
-        for (idx, step) in defs.iter().enumerate() {
-            let s = &p.next.steps[idx];
-            if !s.in_flight() || self.running.contains_key(&idx) {
-                continue;
-            }
-            match &step.action {
-                Action::Approval { .. } => {}
-                // Unlocking again is harmless: the window still ends where the first attempt
-                // put it (its start plus the duration).
-                Action::Sleep { .. } | Action::DbAccess(_) => p.effects.spawn.push((idx, true)),
-                Action::Task(_) => match s.task_instance_no {
-                    Some(_) => p.effects.spawn.push((idx, true)),
-                    None => {
-                        let why = s
-                            .error
-                            .clone()
-                            .unwrap_or_else(|| "the task instance could not be started".to_owned());
-                        self.settle(&mut p, idx, AttemptResult::fail(why), now);
-                    }
-                },
-                Action::Workflow(_) => match s.child_execution_id {
-                    Some(_) => p.effects.spawn.push((idx, true)),
-                    None => {
-                        let why = s.error.clone().unwrap_or_else(|| {
-                            "the child execution could not be started".to_owned()
-                        });
-                        self.settle(&mut p, idx, AttemptResult::fail(why), now);
-                    }
-                },
-                Action::Http(_) => {
-                    if s.resumes == 0 {
-                        let s = &mut p.next.steps[idx];
-                        s.resumes += 1;
-                        let (name, attempt) = (s.name.clone(), s.attempts);
-                        p.events.push(step_event(
-                            &name,
-                            StepStatus::Running,
-                            attempt,
-                            "the server stopped during this call: sending it again with the same Idempotency-Key",
-                        ));
-                        p.effects.spawn.push((idx, true));
-                    } else {
-                        self.settle(
-                            &mut p,
-                            idx,
-                            AttemptResult::fail(
-                                "the server stopped during this call twice; its outcome is unknown",
-                            ),
-                            now,
-                        );
-                    }
-                }
-            }
-        }
-
-        let failed = (0..defs.len()).find(|i| {
-            p.next.steps[*i].status == StepStatus::Failed && defs[*i].on_failure == OnFailure::Stop
-        });
-        if let Some(f) = failed {
-            self.fail_run(&mut p, f, now);
-        } else {
-            // Retries that are due.
-            for idx in 0..defs.len() {
-                let s = &p.next.steps[idx];
-                if s.status == StepStatus::Running && s.retry_at.is_some_and(|r| r <= now) {
-                    self.begin_attempt(&mut p, idx, now);
-                }
-            }
-            // A step that failed with `on_failure: ask` pauses the run until an operator
-            // decides it (retry, skip, mark as succeeded).
-            if p.next.status == RunStatus::Running {
-                if let Some(f) = (0..defs.len()).find(|i| {
-                    p.next.steps[*i].status == StepStatus::Failed
-                        && defs[*i].on_failure == OnFailure::Ask
-                }) {
-                    p.next.status = RunStatus::Paused;
-                    p.events.push(run_event(
-                        RunStatus::Paused,
-                        format!(
-                            "step '{}' failed (on_failure: ask): waiting for an operator to retry, skip or mark it as succeeded",
-                            defs[f].name
-                        ),
-                    ));
-                }
-            }
-            // Steps whose needs are met (not while paused), unless their condition is false.
-            if p.next.status == RunStatus::Running {
-                for (idx, def) in defs.iter().enumerate() {
-                    if p.next.steps[idx].status == StepStatus::Waiting && self.ready(&p.next, idx) {
-                        match self.condition(&p.next, idx) {
-                            None | Some(Ok(true)) => self.begin_attempt(&mut p, idx, now),
-                            Some(Ok(false)) => {
-                                let s = &mut p.next.steps[idx];
-                                s.status = StepStatus::Skipped;
-                                let message = format!(
-                                    "the condition is false: {}",
-                                    def.condition.as_deref().unwrap_or_default()
-                                );
-                                p.events.push(step_event(
-                                    &def.name,
-                                    StepStatus::Skipped,
-                                    0,
-                                    &message,
-                                ));
-                            }
-                            Some(Err(why)) => {
-                                let s = &mut p.next.steps[idx];
-                                s.status = StepStatus::Failed;
-                                s.started_at = Some(now);
-                                s.ended_at = Some(now);
-                                s.error = Some(format!("if: {why}"));
-                                p.events.push(step_event(
-                                    &def.name,
-                                    StepStatus::Failed,
-                                    0,
-                                    &format!("if: {why}"),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            let all_done = p.next.steps.iter().zip(defs).all(|(s, d)| match s.status {
-                StepStatus::Succeeded | StepStatus::Skipped => true,
-                StepStatus::Failed => d.on_failure == OnFailure::Continue,
-                _ => false,
-            });
-            if all_done {
-                p.next.status = RunStatus::Completed;
-                p.next.ended_at = Some(now);
-                p.next.active = false;
-                p.events.push(run_event(
-                    RunStatus::Completed,
-                    "every step has ended".to_owned(),
-                ));
-            }
-        }
-
-        p.next.steps_done = p
-            .next
-            .steps
-            .iter()
-            .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Failed))
-            .count() as i64;
-        if let Some((_, s)) = p
-            .next
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.status == StepStatus::Running)
-            .max_by_key(|(i, s)| (s.attempt_started_at.or(s.started_at), *i))
-        {
-            p.next.current_step = s.name.clone();
-        }
-
-        for (idx, (attempt, _)) in &self.running {
-            let s = &p.next.steps[*idx];
-            let current = s.in_flight() && s.attempts == *attempt;
-            if !current && !p.effects.abort.contains(idx) {
-                p.effects.abort.push(*idx);
-            }
-        }
-        p
+        .plan(now)
     }
 
-    /// The step's `if`, evaluated over the run's parameters, captured variables and the
-    /// steps' statuses; `None` without one.
-    fn condition(&self, next: &RunState, idx: usize) -> Option<std::result::Result<bool, String>> {
-        let cond = self.def.def.steps[idx].condition.as_deref()?;
-        let statuses = next
-            .steps
-            .iter()
-            .map(|s| (s.name.clone(), s.status.as_str().to_owned()))
-            .collect();
-        Some(crate::expr::eval(
-            cond,
-            &next.params,
-            &captured(next),
-            &statuses,
-        ))
-    }
-
-    /// What `${NAME}` reads: the parameters and, when the definition captures any, the
-    /// variables captured so far.
+    /// What `${NAME}` reads (see [`values`]).
     fn values<'s>(&self, state: &'s RunState) -> std::borrow::Cow<'s, BTreeMap<String, String>> {
-        if !self.def.captures {
-            return std::borrow::Cow::Borrowed(&state.params);
-        }
-        let mut all = state.params.clone();
-        all.extend(captured(state));
-        std::borrow::Cow::Owned(all)
-    }
-
-    /// All of the step's needs succeeded, were skipped (`only_steps`, a false `if`, an
-    /// operator's skip) or failed with `on_failure: continue`.
-    fn ready(&self, next: &RunState, idx: usize) -> bool {
-        let defs = &self.def.def.steps;
-        self.def.graph.needs[idx]
-            .iter()
-            .all(|d| match next.steps[*d].status {
-                StepStatus::Succeeded | StepStatus::Skipped => true,
-                StepStatus::Failed => defs[*d].on_failure == OnFailure::Continue,
-                _ => false,
-            })
-    }
-
-    /// Records how an attempt ended: success, a retry later, or failure for good.
-    fn settle(&self, p: &mut Plan, idx: usize, r: AttemptResult, now: i64) {
-        let step = &self.def.def.steps[idx];
-        let s = &mut p.next.steps[idx];
-        let took = s
-            .attempt_started_at
-            .map(|a| (now - a).max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        p.effects
-            .latencies
-            .push((step.action.kind().as_str(), r.ok, took));
-        if r.result.is_some() {
-            s.result = r.result;
-        }
-        if r.ok {
-            s.status = StepStatus::Succeeded;
-            s.ended_at = Some(now);
-            s.error = None;
-            let name = s.name.clone();
-            let attempt = s.attempts;
-            p.events
-                .push(step_event(&name, StepStatus::Succeeded, attempt, ""));
-            return;
-        }
-        let error = r.error.unwrap_or_else(|| "failed".to_owned());
-        s.error = Some(error.clone());
-        if s.attempts <= i64::from(step.retries) {
-            let delay = self.retry_delay(step, s.attempts);
-            s.retry_at = Some(now + delay as i64);
-            let message = format!(
-                "attempt {} failed: {error}; retry {} of {} in {}",
-                s.attempts,
-                s.attempts,
-                step.retries,
-                crate::definition::Secs(delay)
-            );
-            let (name, attempt) = (s.name.clone(), s.attempts);
-            p.events
-                .push(step_event(&name, StepStatus::Running, attempt, &message));
-        } else {
-            s.status = StepStatus::Failed;
-            s.ended_at = Some(now);
-            let message = if step.on_failure == OnFailure::Continue {
-                format!("{error} (on_failure: continue, the run goes on)")
-            } else {
-                error
-            };
-            let (name, attempt) = (s.name.clone(), s.attempts);
-            p.events
-                .push(step_event(&name, StepStatus::Failed, attempt, &message));
-        }
-    }
-
-    /// The wait before the try after failed attempt `attempt`: `retry_delay_secs` (default
-    /// 1 s) times `retry_backoff` (default 2) per earlier retry, at most the cap.
-    fn retry_delay(&self, step: &Step, attempt: i64) -> u64 {
-        let base = step.retry_delay_secs.map(|s| s.ms()).unwrap_or(1000) as f64;
-        let factor = step.retry_backoff.unwrap_or(2.0);
-        let cap = step
-            .retry_max_delay_secs
-            .map(|s| s.ms())
-            .unwrap_or(self.eng.cfg.retry_max_delay_secs * 1000) as f64;
-        let exp = (attempt - 1).clamp(0, 60) as i32;
-        (base * factor.powi(exp)).min(cap).max(0.0) as u64
-    }
-
-    /// Starts the step's next attempt.
-    fn begin_attempt(&self, p: &mut Plan, idx: usize, now: i64) {
-        let step = &self.def.def.steps[idx];
-        let values = match step.action {
-            Action::Task(_) => Some(self.values(&p.next).into_owned()),
-            _ => None,
-        };
-        let s = &mut p.next.steps[idx];
-        if s.attempts == 0 {
-            s.started_at = Some(now);
-        }
-        s.attempts += 1;
-        s.status = StepStatus::Running;
-        s.attempt_started_at = Some(now);
-        s.retry_at = None;
-        s.resumes = 0;
-        s.ended_at = None;
-        s.task_instance_no = None;
-        s.child_execution_id = None;
-        s.decision = None;
-        s.decided_by = None;
-        s.decided_at = None;
-        s.decision_comment = None;
-        let attempt = s.attempts;
-        let message = match &step.action {
-            Action::Approval { role } => {
-                format!("waiting for a decision by a holder of role '{role}'")
-            }
-            _ if attempt > 1 => format!("attempt {attempt}"),
-            _ => String::new(),
-        };
-        p.events.push(step_event(
-            &step.name,
-            StepStatus::Running,
-            attempt,
-            &message,
-        ));
-        match &step.action {
-            Action::Task(t) => {
-                let params = values.as_ref().unwrap_or(&self.state.params);
-                // An operator's retry may have given the arguments anew.
-                let written = s
-                    .arguments
-                    .as_deref()
-                    .and_then(|a| serde_json::from_str::<Vec<String>>(a).ok())
-                    .unwrap_or_else(|| t.arguments.clone());
-                p.task_starts.push((
-                    idx,
-                    TaskStart {
-                        task_id: t.task.clone(),
-                        nodes: t.nodes.clone(),
-                        arguments: written.iter().map(|a| substitute(a, params)).collect(),
-                        origin: format!("{}/{}/{attempt}", self.state.id, step.name),
-                        actor: self.actor(),
-                        vault_uses: Vec::new(),
-                        env: Vec::new(),
-                        env_refused: None,
-                    },
-                ));
-            }
-            Action::Sleep { .. } | Action::Http(_) | Action::DbAccess(_) => {
-                p.effects.spawn.push((idx, false))
-            }
-            Action::Workflow(_) => p.child_starts.push(idx),
-            Action::Approval { .. } => {}
-        }
-    }
-
-    /// A step failed with `on_failure: stop`: the run ends `FAILED`; what is under way is
-    /// stopped and what has not started is skipped.
-    fn fail_run(&self, p: &mut Plan, failed: usize, now: i64) {
-        for (idx, s) in p.next.steps.iter_mut().enumerate() {
-            match s.status {
-                StepStatus::Running => {
-                    if s.retry_at.is_none() {
-                        if let Some(no) = s.task_instance_no {
-                            p.effects.cancel.push(no);
-                        }
-                    }
-                    if s.child_execution_id.is_some() {
-                        p.effects.stop_children = true;
-                    }
-                    s.status = StepStatus::Stopped;
-                    s.retry_at = None;
-                    s.ended_at = Some(now);
-                    s.cut_by_failure = true;
-                    if self.running.contains_key(&idx) {
-                        p.effects.abort.push(idx);
-                    }
-                    p.events.push(step_event(
-                        &s.name,
-                        StepStatus::Stopped,
-                        s.attempts,
-                        "stopped: another step failed",
-                    ));
-                }
-                StepStatus::Waiting => {
-                    s.status = StepStatus::Skipped;
-                    s.cut_by_failure = true;
-                    p.events
-                        .push(step_event(&s.name, StepStatus::Skipped, 0, ""));
-                }
-                _ => {}
-            }
-        }
-        let f = &p.next.steps[failed];
-        let error = format!(
-            "step '{}' failed: {}",
-            f.name,
-            f.error.as_deref().unwrap_or("failed")
-        );
-        p.next.status = RunStatus::Failed;
-        p.next.ended_at = Some(now);
-        p.next.error = Some(error.clone());
-        p.next.active = !p.effects.cancel.is_empty()
-            || p.effects.stop_children
-            || !self.open_windows(&p.next, now).is_empty();
-        p.events.push(run_event(RunStatus::Failed, error));
+        values(&self.def, state)
     }
 
     /// Acts on a committed plan.
