@@ -263,7 +263,7 @@ impl Event {
 }
 
 /// An event as stored.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct StoredEvent {
     pub seq: i64,
     pub at: i64,
@@ -766,7 +766,7 @@ pub async fn last_verification(store: &Store) -> Result<Option<StoredEvent>> {
 }
 
 /// The result of checking the chain.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Verification {
     /// Events checked.
     pub checked: i64,
@@ -775,7 +775,7 @@ pub struct Verification {
 }
 
 /// Where and how the chain breaks.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Broken {
     /// The sequence number of the first event that does not verify.
     pub seq: i64,

@@ -12,8 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use serde::Serialize;
-
 use crate::gateway::Liveness;
 
 /// One open session, shared between the registry and the connection carrying it.
@@ -66,7 +64,7 @@ impl OpenSession {
 }
 
 /// What the API and the console show of an open session.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct SessionView {
     pub id: String,
     pub user_id: String,

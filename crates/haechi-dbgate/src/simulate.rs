@@ -12,7 +12,6 @@
 use std::net::IpAddr;
 
 use haechi_types::{time::now_ms, Error, Result};
-use serde::Serialize;
 
 use crate::classify::{mysql as classify_mysql, pg as classify_pg};
 use crate::decision::{self, Verdict};
@@ -35,8 +34,7 @@ pub struct SimulateInput {
 }
 
 /// A policy that matches the person, account, target and address, and its state now.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct MatchedPolicy {
     pub index: i64,
     pub policy_id: String,
@@ -46,8 +44,7 @@ pub struct MatchedPolicy {
 }
 
 /// A needed privilege and the policy that grants it (`null`: none does).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct GrantOut {
     pub privilege: String,
     pub policy_index: Option<i64>,
@@ -55,8 +52,7 @@ pub struct GrantOut {
 }
 
 /// The simulator's answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Simulation {
     /// Whether the gateway would run the statement string.
     pub allowed: bool,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::MAX_NAME;
 
 /// Which wire protocol a target speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Postgres,
@@ -33,7 +33,7 @@ impl Kind {
 }
 
 /// TLS from the gateway to the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendTls {
     /// Plain TCP.
@@ -66,7 +66,7 @@ impl BackendTls {
 }
 
 /// A database server reachable through the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub id: i64,
     /// The database name clients give to reach this target.
@@ -79,7 +79,6 @@ pub struct Target {
     pub tls: BackendTls,
     /// The PEM file of the CA certificates a `verify-full` target's certificate must chain to
     /// (a path on the gateway's machine, read at each connection).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<String>,
     /// Send the account's password in clear or MD5 form (PostgreSQL) or by MySQL full
     /// authentication even without `verify-full` TLS. Off: such logins are refused, since
@@ -87,11 +86,8 @@ pub struct Target {
     pub allow_insecure_password: bool,
     /// The Unix socket the gateway reaches the database by instead of TCP `host:port` (a
     /// gateway on the database's own machine); `host` and `port` stay the target's address.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
     pub created_by: String,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(serialize_with = "iso")]
     pub created_at: i64,
 }
 
@@ -123,55 +119,43 @@ impl Target {
     }
 }
 
-fn iso<S: serde::Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&haechi_types::time::iso_ms(*ms))
-}
-
 /// A new target (`POST /api/v1/db/targets`).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct NewTarget {
     pub name: String,
     pub kind: Kind,
     pub host: String,
     pub port: i64,
     pub database: String,
-    #[serde(default)]
     pub tls: BackendTls,
     /// The CA file of a `verify-full` target (see [`Target::tls_ca_file`]).
-    #[serde(default)]
     pub tls_ca_file: Option<String>,
     /// See [`Target::allow_insecure_password`].
-    #[serde(default)]
     pub allow_insecure_password: bool,
     /// Reach the database over this Unix socket instead of TCP (see [`Target::socket`]).
-    #[serde(default)]
     pub socket: Option<String>,
 }
 
 /// A database account of a target (`POST /api/v1/db/targets/{name}/accounts`).
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct NewAccount {
     /// The database login name.
     pub account: String,
     /// The vault credential holding the password.
-    #[serde(rename = "credentialId")]
     pub credential_id: i64,
     /// The attribute of that credential whose value is the password (name or numeric id).
     pub attribute: String,
 }
 
 /// A registered account. Never carries the password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: i64,
     pub target: String,
     pub account: String,
-    #[serde(rename = "credentialId")]
     pub credential_id: i64,
     pub attribute: String,
     pub registered_by: String,
-    #[schema(value_type = String, format = DateTime)]
-    #[serde(serialize_with = "iso")]
     pub created_at: i64,
 }
 

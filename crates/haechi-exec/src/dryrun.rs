@@ -7,7 +7,6 @@ use std::collections::{BTreeSet, HashMap};
 use haechi_identity::Caller;
 use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::groups::{substitute_attrs, TaskTargets};
 use crate::model::Task;
@@ -17,20 +16,16 @@ use crate::windows::RunWindow;
 use crate::Exec;
 
 /// `POST /api/v1/tasks/{task_id}/dry-run` body.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct DryRunRequest {
     /// The nodes to check; absent or empty: the task's default targets, resolved now.
-    #[serde(default)]
     pub node_id_list: Option<Vec<String>>,
     /// The arguments a start would pass (checked as a start checks them).
-    #[serde(default)]
     pub arguments: Option<Vec<String>>,
 }
 
 /// One node of a dry run.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct DryRunNode {
     pub node_id: String,
     /// A start now would run the script on this node.
@@ -48,8 +43,7 @@ pub struct DryRunNode {
 }
 
 /// `POST /api/v1/tasks/{task_id}/dry-run` answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct DryRun {
     pub task_id: String,
     pub revision_no: i64,

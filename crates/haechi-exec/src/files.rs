@@ -34,7 +34,7 @@ pub const MAX_FILE_NAME: usize = 128;
 const MAX_DESCRIPTION: usize = 1024;
 
 /// A file of the repository, without its content.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileInfo {
     pub name: String,

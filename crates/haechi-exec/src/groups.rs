@@ -25,8 +25,7 @@ pub const MAX_ATTRIBUTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 4096;
 
 /// A node group.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct NodeGroup {
     pub name: String,
     pub description: String,
@@ -46,8 +45,7 @@ pub struct NodeGroup {
 
 /// `POST /api/v1/node-groups` and `PUT /api/v1/node-groups/{name}` body. On `PUT`, an absent
 /// field keeps its value.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct NodeGroupSpec {
     /// The group's name (create only; on `PUT` it must match the path when given).
     pub name: Option<String>,
@@ -62,7 +60,7 @@ pub struct NodeGroupSpec {
 /// A task's default targets: `nodes` and the members of `nodeGroups` (their union), narrowed
 /// to the nodes whose labels hold every `labels` pair; with no nodes and no groups, every node
 /// whose labels hold them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskTargets {
     #[serde(default)]
@@ -80,7 +78,7 @@ impl TaskTargets {
 }
 
 /// A node left out of a start, and why (disabled, unknown).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SkippedNode {
     pub node_id: String,
@@ -88,7 +86,7 @@ pub struct SkippedNode {
 }
 
 /// How an instance's nodes were chosen from its task's default targets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceTargets {
     /// `targets` (the task's default targets, resolved when the instance started).

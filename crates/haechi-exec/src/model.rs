@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The state of one node execution (CONTRACT §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ExecStatus {
     /// Stored, not yet accepted by the agent.
     #[serde(rename = "WAIT")]
@@ -59,7 +59,7 @@ impl ExecStatus {
 }
 
 /// Who started an instance (`runnerGubun`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunnerGubun {
     /// A user (the API, the CLI, a workflow on a user's behalf).
     #[serde(rename = "U")]
@@ -92,8 +92,7 @@ impl RunnerGubun {
 }
 
 /// A registered node (a machine running `haechi agent`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Node {
     pub id: String,
     pub agent_guid: String,
@@ -124,8 +123,7 @@ pub struct Node {
 }
 
 /// A task at one revision, with its approval state.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Task {
     pub id: String,
     pub revision_no: i64,
@@ -175,8 +173,7 @@ pub struct Task {
 }
 
 /// A task instance: one start of a task on a set of nodes.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Instance {
     pub task_instance_no: i64,
     pub task_id: String,
@@ -202,8 +199,7 @@ pub struct Instance {
 }
 
 /// One execution of an instance on one node (`execNo` counts re-runs from 1).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct NodeExecution {
     /// Engine-wide id of this execution.
     pub exec_id: i64,

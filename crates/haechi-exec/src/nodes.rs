@@ -5,7 +5,6 @@ use haechi_agent::protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
 use haechi_identity::{Actor, Caller};
 use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -14,8 +13,7 @@ use crate::sql::{bind_args, list_page, Where};
 use crate::Exec;
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct NewEnrollmentToken {
     /// Lifetime in seconds (default `agents.enrollment_token_ttl_secs`; at most 30 days).
     pub ttl_secs: Option<u64>,
@@ -27,13 +25,12 @@ pub struct NewEnrollmentToken {
 }
 
 /// A new enrolment token (shown once; the server keeps its hash).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EnrollmentToken {
     pub token: String,
     pub expires_at: i64,
     pub uses: u64,
     /// The node id it is bound to, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
 }
 

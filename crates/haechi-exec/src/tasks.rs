@@ -4,7 +4,6 @@
 use haechi_identity::Caller;
 use haechi_store::{in_tx, read, Listed, Paging};
 use haechi_types::{time::now_ms, Error, Result};
-use serde::Deserialize;
 
 use crate::groups::{check_attributes, TaskTargets};
 use crate::model::{Task, TaskFilter};
@@ -15,8 +14,7 @@ use crate::Exec;
 
 /// A task definition (`POST /api/v1/tasks`, `PUT /api/v1/tasks/{id}`). On `PUT`, an absent
 /// field keeps the previous revision's value.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct TaskSpec {
     /// The task id (create only).
     pub id: Option<String>,
@@ -34,14 +32,12 @@ pub struct TaskSpec {
     /// 5-field cron expression (minute hour day-of-month month day-of-week), or `""` for none.
     pub schedule: Option<String>,
     /// Time zone of the schedule: an IANA name (`Asia/Seoul`) or `±HH:MM`; default the server's.
-    #[serde(alias = "timezone")]
     pub schedule_tz: Option<String>,
     /// Task to start when an instance of this one ends with every node `S` (`""` for none).
     pub next_task_id: Option<String>,
     /// Seconds before the agent kills the script (0 = none).
     pub timeout_secs: Option<u64>,
     /// Nodes scheduled runs go to.
-    #[serde(alias = "nodeIdList")]
     pub target_node_ids: Option<Vec<String>>,
     /// Arguments of scheduled runs.
     pub arguments: Option<Vec<String>>,
@@ -57,8 +53,7 @@ pub struct TaskSpec {
 }
 
 /// `POST /api/v1/tasks/{id}/approval` actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalAction {
     /// The developer asks for approval (`N`/`R` → `Q`).
     Request,
@@ -935,8 +930,7 @@ fn review_text(t: &Task) -> String {
 
 /// `GET /api/v1/tasks/{task_id}/approval`: the revision under review and what changed since
 /// the last approved one.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct ApprovalReview {
     pub task_id: String,
     /// The revision an approval or rejection must name.

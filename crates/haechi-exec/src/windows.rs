@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// One window: on `days` (all days when empty), from `start` to `end` (`HH:MM`, 24 h) in
 /// `timezone` (IANA name or `±HH:MM`; default the server's). An `end` at or before `start`
 /// crosses midnight: the window opens on a listed day and closes on the next day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunWindow {
     /// `MON` … `SUN` (case-insensitive); empty = every day.

@@ -5,12 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use haechi_store::{in_tx, read, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::{Caller, Identity};
 
 /// A user group.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct UserGroup {
     pub name: String,
     pub description: String,
@@ -23,7 +22,7 @@ pub struct UserGroup {
 
 /// `POST /api/v1/user-groups` and `PUT /api/v1/user-groups/{name}` body; on `PUT` an absent
 /// field keeps its value.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default)]
 pub struct UserGroupSpec {
     /// The group's name (create only; on `PUT` it must match the path when given).
     pub name: Option<String>,

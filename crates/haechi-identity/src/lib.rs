@@ -100,7 +100,7 @@ pub struct Principal {
 }
 
 /// A role as a principal holds it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RoleRef {
     pub id: i64,
     pub name: String,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One right. Roles hold sets of them; every request checks one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Permission {
     /// Manage users, roles and their tokens.
     #[serde(rename = "admin.users")]

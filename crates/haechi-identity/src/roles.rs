@@ -3,40 +3,33 @@
 
 use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::permission::{builtin_roles, Permission, PermissionSet, SYSTEM_ADMIN};
-use crate::users::iso;
 use crate::validation::*;
 use crate::{Actor, Caller, Identity, RoleRef};
 
 /// A role as the admin API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Role {
     pub id: i64,
     pub name: String,
     pub description: String,
     pub permissions: Vec<Permission>,
     pub builtin: bool,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
 /// A new role (`POST /api/v1/roles`).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug)]
 pub struct NewRole {
     pub name: String,
-    #[serde(default)]
     pub description: String,
     pub permissions: Vec<String>,
 }
 
 /// Changes to a custom role.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default)]
 pub struct RolePatch {
     pub name: Option<String>,
     pub description: Option<String>,

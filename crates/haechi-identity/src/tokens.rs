@@ -3,26 +3,19 @@
 
 use haechi_store::{in_tx, read, Store, Tx};
 use haechi_types::{time::now_ms, Error, Result};
-use serde::Serialize;
 
-use crate::users::{get_user, iso, user_pk};
+use crate::users::{get_user, user_pk};
 use crate::{Caller, Identity};
 
 /// One of the caller's tokens (never the token itself).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct TokenInfo {
     pub id: i64,
     /// The login endpoint that issued it.
     pub family: String,
     pub client_ip: String,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub last_used_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     /// The token this request was made with.
     pub current: bool,

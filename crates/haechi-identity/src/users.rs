@@ -1,10 +1,10 @@
 //! Users in the store and the admin operations on them.
 
 use haechi_store::{created_or_taken, in_tx, is_unique_violation, read, Store, Tx};
-use haechi_types::{ident, time, time::now_ms, Error, Result};
+use haechi_types::{ident, time::now_ms, Error, Result};
 use ipnet::IpNet;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::permission::{PermissionSet, SYSTEM_ADMIN};
 use crate::roles::*;
@@ -14,7 +14,7 @@ use crate::{Actor, Caller, Identity};
 
 /// `human` accounts log in to the console and lock after inactivity; `api` accounts (MDRM's
 /// `lock_flg = '8'`) are for machines: no console login, never locked for inactivity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UserKind {
     Human,
@@ -40,22 +40,8 @@ impl UserKind {
     }
 }
 
-pub(crate) fn iso<S: Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&time::iso_ms(*ms))
-}
-
-pub(crate) fn iso_opt<S: Serializer>(
-    ms: &Option<i64>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&time::iso_ms(*ms)),
-        None => s.serialize_none(),
-    }
-}
-
 /// A user as the admin API shows it. Never carries the password hash.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct User {
     pub id: i64,
     pub user_id: String,
@@ -67,44 +53,29 @@ pub struct User {
     /// Locked after too many failed logins (lifts by itself after `lockout_secs`, or by an admin).
     pub locked: bool,
     pub failed_logins: i64,
-    #[serde(serialize_with = "iso_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_login_at: Option<i64>,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    #[serde(serialize_with = "iso")]
-    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
 /// A new user (`POST /api/v1/users`).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug)]
 pub struct NewUser {
     pub user_id: String,
     pub name: String,
-    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
-    #[serde(default = "default_kind")]
     pub kind: UserKind,
-    #[serde(default)]
     pub roles: Vec<String>,
-    #[serde(default)]
     pub allowed_ips: Vec<String>,
 }
 
-pub(crate) fn default_kind() -> UserKind {
-    UserKind::Human
-}
-
 /// Changes to a user (`PATCH /api/v1/users/{user_id}`); absent fields stay as they are.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default)]
 pub struct UserPatch {
     pub name: Option<String>,
     pub roles: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
     pub disabled: Option<bool>,
-    #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
     pub kind: Option<UserKind>,
 }

@@ -9,7 +9,7 @@ use crate::definition::Definition;
 pub use haechi_store::Listed;
 
 /// The state of an execution (MDRM `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RunStatus {
     Running,
@@ -52,9 +52,7 @@ impl RunStatus {
 }
 
 /// The state of one step of an execution.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum StepStatus {
     /// Not started yet.
@@ -102,7 +100,7 @@ impl StepStatus {
 }
 
 /// A control action on an execution (MDRM `action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Control {
     /// Kill what runs and end `STOPPED`.
@@ -133,7 +131,7 @@ impl Control {
 }
 
 /// An approval decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Approve,
@@ -158,7 +156,7 @@ impl Decision {
 }
 
 /// An operator's action on a failed step (CONTRACT §9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepAction {
     /// A new attempt (with new `arguments` when given).
@@ -190,7 +188,7 @@ impl StepAction {
 }
 
 /// An action an operator took on a step: what, who, when and why.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct StepActionView {
     pub action: StepAction,
     pub by: String,
@@ -200,12 +198,11 @@ pub struct StepActionView {
     /// The attempt the action was taken on.
     pub attempt: i64,
     /// A retry's new arguments, when it gave some.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Vec<String>>,
 }
 
 /// A workflow in a list.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct WorkflowSummary {
     /// The MDRM `wf_id`.
     pub id: String,
@@ -221,7 +218,7 @@ pub struct WorkflowSummary {
 }
 
 /// One version of a workflow, with its definition.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct WorkflowDoc {
     pub id: String,
     pub version: i64,
@@ -230,20 +227,17 @@ pub struct WorkflowDoc {
     /// The workflow was deleted (its runs stay readable).
     pub deleted: bool,
     /// Who holds the edit lock, and since when (absent: nobody).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub edit_lock: Option<EditLock>,
     /// The next fires of its schedules (current version only), soonest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub next_fires: Vec<NextFire>,
     pub created_by: String,
     /// When this version was made, unix ms.
     pub created_at: i64,
-    #[serde(flatten)]
     pub definition: Definition,
 }
 
 /// A workflow's edit lock.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EditLock {
     /// The user id holding it.
     pub holder: String,
@@ -255,7 +249,7 @@ pub struct EditLock {
 }
 
 /// A coming fire of a schedule.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct NextFire {
     /// The schedule's index in `schedules`.
     pub schedule: usize,
@@ -267,7 +261,7 @@ pub struct NextFire {
 }
 
 /// A version in a workflow's history.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct VersionInfo {
     pub version: i64,
     pub name: String,
@@ -277,7 +271,7 @@ pub struct VersionInfo {
 }
 
 /// What changed between two versions of a workflow.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct VersionDiff {
     pub id: String,
     pub from: i64,
@@ -288,26 +282,22 @@ pub struct VersionDiff {
 
 /// One difference: a field's path (`description`, `params.site`, `steps.switch.url`; a step
 /// added or removed whole is `steps.NAME`) and its values (absent: not there).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Change {
     pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub from: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub to: Option<serde_json::Value>,
 }
 
 /// Just created (or changed): the id and the version made.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Created {
     pub id: String,
     pub version: i64,
 }
 
 /// The MDRM status of an execution.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct StatusView {
     pub execution_id: String,
     pub status: RunStatus,
@@ -319,11 +309,10 @@ pub struct StatusView {
 }
 
 /// One step of an execution.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct StepView {
     pub name: String,
     /// `task`, `sleep`, `http` or `approval`.
-    #[serde(rename = "type")]
     pub kind: String,
     pub status: StepStatus,
     /// Tries so far (the first and every retry).
@@ -332,39 +321,32 @@ pub struct StepView {
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
     /// When the step waits to retry: the next try's time, unix ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<i64>,
     /// The OPMATE task instance of the latest attempt (task steps).
-    #[serde(rename = "taskInstanceNo", skip_serializing_if = "Option::is_none")]
     pub task_instance_no: Option<i64>,
     /// Why the latest attempt failed, in words.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What the step produced (http: the status and the start of the body).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     /// Approval steps: the decision, who made it and their comment.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionView>,
     /// Operators' actions on the step (retry, skip, mark_succeeded), oldest first.
     pub actions: Vec<StepActionView>,
     /// Workflow steps: the child execution of the latest attempt.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub child_execution_id: Option<String>,
 }
 
 /// A decision on an approval step.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct DecisionView {
     pub action: Decision,
     pub by: String,
     pub at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
 
 /// An execution with every step.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ExecutionView {
     pub execution_id: String,
     pub wf_id: String,
@@ -378,16 +360,14 @@ pub struct ExecutionView {
     pub created_at: i64,
     pub ended_at: Option<i64>,
     /// A child execution: the execution whose workflow step started it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_execution_id: Option<String>,
     /// Why the run failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub steps: Vec<StepView>,
 }
 
 /// The RTO report of an execution: each step's target against its real duration.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ReportView {
     pub execution_id: String,
     pub wf_id: String,
@@ -408,10 +388,9 @@ pub struct ReportView {
 }
 
 /// One step of the RTO report.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct StepReport {
     pub name: String,
-    #[serde(rename = "type")]
     pub kind: String,
     pub status: StepStatus,
     pub rto_secs: Option<f64>,
@@ -429,7 +408,7 @@ pub struct StepReport {
 }
 
 /// An execution in a list.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ExecutionSummary {
     pub execution_id: String,
     pub wf_id: String,
@@ -444,31 +423,23 @@ pub struct ExecutionSummary {
 }
 
 /// One entry of an execution's transition log.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EventView {
     /// Increases with every transition of the execution (pass it back as `after`).
     pub seq: i64,
     pub at: i64,
     /// The step, or absent for the run itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// The new status (a run or step status).
     pub status: String,
-    #[serde(skip_serializing_if = "is_zero")]
     pub attempt: i64,
-    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The task instance of a task step's attempt.
-    #[serde(rename = "taskInstanceNo", skip_serializing_if = "Option::is_none")]
     pub task_instance_no: Option<i64>,
 }
 
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
-
 /// A page of the execution log.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct EventPage {
     pub execution_id: String,
     pub status: RunStatus,

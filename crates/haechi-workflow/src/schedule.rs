@@ -442,7 +442,7 @@ struct TaskKind;
 
 /// One schedule of a task: a cron expression in a time zone, or one moment (`at`), with the
 /// nodes and arguments of the instances it starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSchedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -468,14 +468,12 @@ fn is_run_once(m: &Misfire) -> bool {
 }
 
 /// A task's schedules and their next fires.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct TaskScheduleView {
     pub task_id: String,
     pub schedules: Vec<TaskSchedule>,
     /// Soonest first; `schedule` is the index in `schedules`.
     pub next_fires: Vec<NextFire>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
 }
 
@@ -883,7 +881,7 @@ impl Workflows {
 type FireRow = (String, i64, String, Option<String>, Option<String>);
 
 /// One fire of a schedule.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FireRecord {
     pub schedule: String,
     /// Unix ms.

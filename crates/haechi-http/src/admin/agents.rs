@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use haechi_agent::protocol::{EnrollRequest, EnrollResponse};
-use haechi_exec::{AgentFrame, EnrollmentToken, Exec, NewEnrollmentToken, ServerFrame};
+use haechi_exec::{AgentFrame, Exec, ServerFrame};
 use haechi_types::Error;
 use tokio::sync::mpsc;
 
+use super::wire::exec::{EnrollmentToken, NewEnrollmentToken};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, ClientIp, Json};
 use crate::AppState;
@@ -26,9 +27,12 @@ pub async fn create_enrollment_token(
 ) -> ApiResult<impl IntoResponse> {
     let token = state
         .exec
-        .create_enrollment_token(&caller.actor, body)
+        .create_enrollment_token(&caller.actor, body.into())
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(token)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(EnrollmentToken::from(&token)),
+    ))
 }
 
 /// Enrols an agent with an enrolment token (no user token: the enrolment token is the

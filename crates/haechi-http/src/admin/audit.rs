@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use haechi_audit::{Filter, StoredEvent, Verification};
+use haechi_audit::{Filter, StoredEvent};
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
+use super::wire::audit::Verification;
 use crate::error::ApiResult;
 use crate::extract::{need, parse_page, Allowed, Query};
 use crate::AppState;
@@ -348,14 +349,13 @@ pub async fn verify_audit(
     caller: Allowed<need::AuditRead>,
 ) -> ApiResult<axum::Json<Verification>> {
     let actor = caller.actor.clone();
-    Ok(axum::Json(
-        haechi_audit::verify_and_record(
-            &state.store,
-            haechi_audit::Family::Admin,
-            Some((&actor.user_id, actor.ip.to_string())),
-        )
-        .await?,
-    ))
+    let verification = haechi_audit::verify_and_record(
+        &state.store,
+        haechi_audit::Family::Admin,
+        Some((&actor.user_id, actor.ip.to_string())),
+    )
+    .await?;
+    Ok(axum::Json(Verification::from(&verification)))
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use haechi_dbgate::{
-    Account, NewAccount, NewTarget, SessionView, SimulateInput, Simulation, Target,
-};
+use haechi_dbgate::SimulateInput;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::db::{Account, NewAccount, NewTarget, SessionView, Simulation, Target};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, Json};
 use crate::AppState;
@@ -89,7 +89,9 @@ pub async fn simulate(
     _caller: Allowed<need::DbPolicyManage>,
     Json(body): Json<SimulateBody>,
 ) -> ApiResult<axum::Json<Simulation>> {
-    Ok(axum::Json(state.dbgate.simulate(body.input()?).await?))
+    Ok(axum::Json(Simulation::from(
+        &state.dbgate.simulate(body.input()?).await?,
+    )))
 }
 
 /// The sessions open through this server's gateways.
@@ -107,7 +109,7 @@ pub async fn list_sessions(
     _caller: Allowed<need::DbPolicyManage>,
 ) -> ApiResult<axum::Json<SessionList>> {
     Ok(axum::Json(SessionList {
-        sessions: state.dbgate.open_sessions(),
+        sessions: all(&state.dbgate.open_sessions()),
     }))
 }
 
@@ -144,8 +146,8 @@ pub async fn create_target(
     caller: Allowed<need::DbPolicyManage>,
     Json(new): Json<NewTarget>,
 ) -> ApiResult<impl IntoResponse> {
-    let t = state.dbgate.create_target(&caller, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(t)))
+    let t = state.dbgate.create_target(&caller, new.into()).await?;
+    Ok((StatusCode::CREATED, axum::Json(Target::from(&t))))
 }
 
 /// Lists targets.
@@ -156,7 +158,7 @@ pub async fn list_targets(
     _caller: Allowed<need::DbPolicyManage>,
 ) -> ApiResult<axum::Json<TargetList>> {
     Ok(axum::Json(TargetList {
-        targets: state.dbgate.list_targets().await?,
+        targets: all(&state.dbgate.list_targets().await?),
     }))
 }
 
@@ -168,7 +170,9 @@ pub async fn get_target(
     _caller: Allowed<need::DbPolicyManage>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<Target>> {
-    Ok(axum::Json(state.dbgate.get_target(&name).await?))
+    Ok(axum::Json(Target::from(
+        &state.dbgate.get_target(&name).await?,
+    )))
 }
 
 /// Deletes a target and its accounts.
@@ -194,8 +198,11 @@ pub async fn create_account(
     Path(name): Path<String>,
     Json(new): Json<NewAccount>,
 ) -> ApiResult<impl IntoResponse> {
-    let a = state.dbgate.create_account(&caller, &name, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(a)))
+    let a = state
+        .dbgate
+        .create_account(&caller, &name, new.into())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(Account::from(&a))))
 }
 
 /// Lists a target's accounts (never their passwords).
@@ -207,7 +214,7 @@ pub async fn list_accounts(
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<AccountList>> {
     Ok(axum::Json(AccountList {
-        accounts: state.dbgate.list_accounts(&name).await?,
+        accounts: all(&state.dbgate.list_accounts(&name).await?),
     }))
 }
 

@@ -6,11 +6,13 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use haechi_types::Error;
 use haechi_workflow::{
-    Control, Decision, DecisionRequest, EventPage, ExecutionFilter, ExecutionSummary,
-    ExecutionView, ReportView, RunStatus, StatusView, StepAction, StepActionRequest, StepView,
+    Control, Decision, DecisionRequest, ExecutionFilter, ReportView, RunStatus, StepAction,
+    StepActionRequest,
 };
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::workflow::{EventPage, ExecutionSummary, ExecutionView, StatusView, StepView};
 use crate::error::ApiResult;
 use crate::extract::{need, parse_page, Allowed, Caller, Json, Query};
 use crate::AppState;
@@ -27,7 +29,9 @@ pub async fn get_execution(
     _caller: Allowed<need::WorkflowView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ExecutionView>> {
-    Ok(axum::Json(state.workflows.execution(&id).await?))
+    Ok(axum::Json(ExecutionView::from(
+        &state.workflows.execution(&id).await?,
+    )))
 }
 
 /// Filters of `GET /api/v1/executions`.
@@ -116,7 +120,7 @@ pub async fn list_executions(
         .list_executions(&filter, page.limit, page.offset)
         .await?;
     Ok(axum::Json(ExecutionList {
-        executions: listed.items,
+        executions: all(&listed.items),
         total: listed.total,
     }))
 }
@@ -145,9 +149,9 @@ pub async fn control_execution(
             format_args!("must be stop, pause or resume (got {:?})", body.action),
         )
     })?;
-    Ok(axum::Json(
-        state.workflows.control(&caller, &id, action).await?,
-    ))
+    Ok(axum::Json(StatusView::from(
+        &state.workflows.control(&caller, &id, action).await?,
+    )))
 }
 
 /// `POST /api/v1/executions/{id}/steps/{name}/decision` body.
@@ -181,7 +185,9 @@ pub async fn decide_step(
         decision,
         comment: body.comment,
     };
-    Ok(axum::Json(state.workflows.decide(&caller, &id, req).await?))
+    Ok(axum::Json(StepView::from(
+        &state.workflows.decide(&caller, &id, req).await?,
+    )))
 }
 
 /// `POST /api/v1/executions/{id}/steps/{name}/actions` body.
@@ -225,9 +231,9 @@ pub async fn step_action(
         reason: body.reason.unwrap_or_default(),
         arguments: body.arguments,
     };
-    Ok(axum::Json(
-        state.workflows.step_action(&caller, &id, req).await?,
-    ))
+    Ok(axum::Json(StepView::from(
+        &state.workflows.step_action(&caller, &id, req).await?,
+    )))
 }
 
 /// `GET /api/v1/executions/{id}/events` query.
@@ -264,12 +270,12 @@ pub async fn execution_events(
     };
     let after = number("after", q.after.as_deref())?.min(i64::MAX as u64) as i64;
     let wait = number("wait_secs", q.wait_secs.as_deref())?.min(MAX_EVENT_WAIT_SECS);
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(EventPage::from(
+        &state
             .workflows
             .events(&id, after, Duration::from_secs(wait))
             .await?,
-    ))
+    )))
 }
 
 /// `GET /api/v1/executions/{id}/report` query.
@@ -285,7 +291,7 @@ pub struct ReportQuery {
 /// workflow's `rto_secs`. `?format=csv` gives the same as CSV (one row per step, then the run).
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}/report", tag = "executions",
     params(("execution_id" = String, Path, description = "EXEC_YYYYMMDD_NNNN"), ReportQuery),
-    responses((status = 200, body = ReportView, description = "JSON, or text/csv with ?format=csv"),
+    responses((status = 200, body = super::wire::workflow::ReportView, description = "JSON, or text/csv with ?format=csv"),
         (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn execution_report(
     State(state): State<AppState>,
@@ -307,7 +313,7 @@ pub async fn execution_report(
     };
     let report = state.workflows.report(&id).await?;
     if !csv {
-        return Ok(axum::Json(report).into_response());
+        return Ok(axum::Json(super::wire::workflow::ReportView::from(&report)).into_response());
     }
     let disposition = format!(
         "attachment; filename=\"{}-report.csv\"",

@@ -6,10 +6,12 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use haechi_exec::{FileCaller, FileInfo, NewFile};
+use haechi_exec::{FileCaller, NewFile};
 use haechi_types::{Code, Error};
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::exec::FileInfo;
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed};
 use crate::AppState;
@@ -42,7 +44,7 @@ pub async fn list_files(
     _caller: Allowed<need::FileRead>,
 ) -> ApiResult<axum::Json<FileList>> {
     Ok(axum::Json(FileList {
-        files: state.exec.list_files().await?,
+        files: all(&state.exec.list_files().await?),
     }))
 }
 
@@ -87,7 +89,7 @@ pub async fn upload_file(
             &content,
         )
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(info)))
+    Ok((StatusCode::CREATED, axum::Json(FileInfo::from(&info))))
 }
 
 /// A file's details without its content.
@@ -99,7 +101,9 @@ pub async fn file_info(
     _caller: Allowed<need::FileRead>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<FileInfo>> {
-    Ok(axum::Json(state.exec.file_info(&name).await?))
+    Ok(axum::Json(FileInfo::from(
+        &state.exec.file_info(&name).await?,
+    )))
 }
 
 /// Downloads a file's content (`application/octet-stream`; its SHA-256 in `X-Haechi-Sha256`).
@@ -121,7 +125,7 @@ pub async fn download_file(
 }
 
 /// The response carrying a file's content (the console's download uses it too).
-pub fn file_response(info: &FileInfo, content: Vec<u8>) -> Response {
+pub fn file_response(info: &haechi_exec::FileInfo, content: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(content));
     let h = r.headers_mut();
     h.insert(

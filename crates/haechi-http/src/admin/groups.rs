@@ -3,10 +3,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_exec::{NodeGroup, NodeGroupSpec};
-use haechi_identity::{UserGroup, UserGroupSpec};
 use serde::Serialize;
 
+use super::wire::all;
+use super::wire::exec::{NodeGroup, NodeGroupSpec};
+use super::wire::identity::{UserGroup, UserGroupSpec};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, Json};
 use crate::AppState;
@@ -26,7 +27,7 @@ pub async fn list_node_groups(
     _caller: Allowed<need::NodeView>,
 ) -> ApiResult<axum::Json<NodeGroupList>> {
     Ok(axum::Json(NodeGroupList {
-        node_groups: state.exec.list_node_groups().await?,
+        node_groups: all(&state.exec.list_node_groups().await?),
     }))
 }
 
@@ -39,8 +40,8 @@ pub async fn create_node_group(
     caller: Allowed<need::NodeManage>,
     Json(spec): Json<NodeGroupSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let g = state.exec.create_node_group(&caller, spec).await?;
-    Ok((StatusCode::CREATED, axum::Json(g)))
+    let g = state.exec.create_node_group(&caller, spec.into()).await?;
+    Ok((StatusCode::CREATED, axum::Json(NodeGroup::from(&g))))
 }
 
 /// Reads a node group.
@@ -52,7 +53,9 @@ pub async fn get_node_group(
     _caller: Allowed<need::NodeView>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<NodeGroup>> {
-    Ok(axum::Json(state.exec.get_node_group(&name).await?))
+    Ok(axum::Json(NodeGroup::from(
+        &state.exec.get_node_group(&name).await?,
+    )))
 }
 
 /// Changes a node group (absent fields keep their value; `nodes` replaces the members).
@@ -65,9 +68,12 @@ pub async fn update_node_group(
     Path(name): Path<String>,
     Json(spec): Json<NodeGroupSpec>,
 ) -> ApiResult<axum::Json<NodeGroup>> {
-    Ok(axum::Json(
-        state.exec.update_node_group(&caller, &name, spec).await?,
-    ))
+    Ok(axum::Json(NodeGroup::from(
+        &state
+            .exec
+            .update_node_group(&caller, &name, spec.into())
+            .await?,
+    )))
 }
 
 /// Deletes a node group; refused (409) while a task targets it.
@@ -98,7 +104,7 @@ pub async fn list_user_groups(
     _caller: Allowed<need::AdminUsers>,
 ) -> ApiResult<axum::Json<UserGroupList>> {
     Ok(axum::Json(UserGroupList {
-        user_groups: state.identity.list_user_groups().await?,
+        user_groups: all(&state.identity.list_user_groups().await?),
     }))
 }
 
@@ -111,8 +117,11 @@ pub async fn create_user_group(
     caller: Allowed<need::AdminUsers>,
     Json(spec): Json<UserGroupSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let g = state.identity.create_user_group(&caller, spec).await?;
-    Ok((StatusCode::CREATED, axum::Json(g)))
+    let g = state
+        .identity
+        .create_user_group(&caller, spec.into())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(UserGroup::from(&g))))
 }
 
 /// Reads a user group.
@@ -124,7 +133,9 @@ pub async fn get_user_group(
     _caller: Allowed<need::AdminUsers>,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<UserGroup>> {
-    Ok(axum::Json(state.identity.get_user_group(&name).await?))
+    Ok(axum::Json(UserGroup::from(
+        &state.identity.get_user_group(&name).await?,
+    )))
 }
 
 /// Changes a user group (absent fields keep their value; `members` replaces the members).
@@ -137,12 +148,12 @@ pub async fn update_user_group(
     Path(name): Path<String>,
     Json(spec): Json<UserGroupSpec>,
 ) -> ApiResult<axum::Json<UserGroup>> {
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(UserGroup::from(
+        &state
             .identity
-            .update_user_group(&caller, &name, spec)
+            .update_user_group(&caller, &name, spec.into())
             .await?,
-    ))
+    )))
 }
 
 /// Deletes a user group.

@@ -12,6 +12,7 @@ mod roles;
 mod task_instances;
 mod tasks;
 mod users;
+pub(crate) mod wire;
 mod workflows;
 
 use axum::extract::State;

@@ -1,9 +1,11 @@
 //! Nodes: list, read, enable/disable, revoke the agent's credential.
 
 use axum::extract::{Path, State};
-use haechi_exec::{Node, NodeFilter};
+use haechi_exec::NodeFilter;
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::exec::Node;
 use crate::error::ApiResult;
 use crate::extract::{need, parse_page, Allowed, Json, Query};
 use crate::AppState;
@@ -52,7 +54,7 @@ pub async fn list_nodes(
     };
     let listed = state.exec.list_nodes(&filter, p).await?;
     Ok(axum::Json(NodeList {
-        nodes: listed.items,
+        nodes: all(&listed.items),
         total: listed.total,
     }))
 }
@@ -65,7 +67,7 @@ pub async fn get_node(
     _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Node>> {
-    Ok(axum::Json(state.exec.get_node(&id).await?))
+    Ok(axum::Json(Node::from(&state.exec.get_node(&id).await?)))
 }
 
 /// `PATCH /api/v1/nodes/{node_id}` body.
@@ -85,12 +87,12 @@ pub async fn update_node(
     Path(id): Path<String>,
     Json(body): Json<NodePatch>,
 ) -> ApiResult<axum::Json<Node>> {
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(Node::from(
+        &state
             .exec
             .set_node_status(&caller, &id, &body.status)
             .await?,
-    ))
+    )))
 }
 
 /// Revokes the node's agent credential and drops its connection (`node.manage`); the agent
@@ -102,5 +104,7 @@ pub async fn revoke_node(
     caller: Allowed<need::NodeManage>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Node>> {
-    Ok(axum::Json(state.exec.revoke_agent(&caller, &id).await?))
+    Ok(axum::Json(Node::from(
+        &state.exec.revoke_agent(&caller, &id).await?,
+    )))
 }

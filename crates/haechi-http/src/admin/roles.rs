@@ -3,9 +3,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_identity::{NewRole, Role, RolePatch};
 use serde::Serialize;
 
+use super::wire::all;
+use super::wire::identity::{NewRole, Role, RolePatch};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, Caller, Json};
 use crate::AppState;
@@ -24,7 +25,7 @@ pub async fn list_roles(
     _caller: Caller,
 ) -> ApiResult<axum::Json<RoleList>> {
     Ok(axum::Json(RoleList {
-        roles: state.identity.list_roles().await?,
+        roles: all(&state.identity.list_roles().await?),
     }))
 }
 
@@ -36,8 +37,8 @@ pub async fn create_role(
     caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewRole>,
 ) -> ApiResult<impl IntoResponse> {
-    let role = state.identity.create_role(&caller, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(role)))
+    let role = state.identity.create_role(&caller, new.into()).await?;
+    Ok((StatusCode::CREATED, axum::Json(Role::from(&role))))
 }
 
 /// Reads a role by numeric id or name.
@@ -48,7 +49,9 @@ pub async fn get_role(
     _caller: Caller,
     Path(role): Path<String>,
 ) -> ApiResult<axum::Json<Role>> {
-    Ok(axum::Json(state.identity.get_role(&role).await?))
+    Ok(axum::Json(Role::from(
+        &state.identity.get_role(&role).await?,
+    )))
 }
 
 /// Changes a custom role (built-in roles are fixed).
@@ -61,9 +64,12 @@ pub async fn update_role(
     Path(role): Path<String>,
     Json(patch): Json<RolePatch>,
 ) -> ApiResult<axum::Json<Role>> {
-    Ok(axum::Json(
-        state.identity.update_role(&caller, &role, patch).await?,
-    ))
+    Ok(axum::Json(Role::from(
+        &state
+            .identity
+            .update_role(&caller, &role, patch.into())
+            .await?,
+    )))
 }
 
 /// Deletes a custom role.

@@ -3,10 +3,12 @@
 use axum::extract::{Path, State};
 use base64::Engine;
 use haechi_agent::protocol::Stream;
-use haechi_exec::{Instance, NodeExecFilter, NodeExecution, Paging};
+use haechi_exec::{NodeExecFilter, Paging};
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::exec::{ExecStatus, Instance, NodeExecution};
 use crate::error::ApiResult;
 use crate::extract::{need, numeric_id, Allowed, Json, Query};
 use crate::AppState;
@@ -18,7 +20,10 @@ pub struct InstanceDetail {
     nodes: Vec<NodeExecution>,
 }
 
-pub(crate) async fn detail(state: &AppState, instance: Instance) -> Result<InstanceDetail, Error> {
+pub(crate) async fn detail(
+    state: &AppState,
+    instance: haechi_exec::Instance,
+) -> Result<InstanceDetail, Error> {
     let nodes = state
         .exec
         .instance_nodes(
@@ -31,7 +36,10 @@ pub(crate) async fn detail(state: &AppState, instance: Instance) -> Result<Insta
         )
         .await?
         .items;
-    Ok(InstanceDetail { instance, nodes })
+    Ok(InstanceDetail {
+        instance: Instance::from(&instance),
+        nodes: all(&nodes),
+    })
 }
 
 /// Reads an instance with its nodes.
@@ -102,12 +110,12 @@ pub async fn rerun_node(
     let opts = haechi_exec::RerunOptions {
         use_latest_revision: crate::opmate::use_latest(q.use_latest_revision.as_deref())?,
     };
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(NodeExecution::from(
+        &state
             .exec
             .rerun_node_with(&caller.actor, no, &node, opts)
             .await?,
-    ))
+    )))
 }
 
 /// `GET /api/v1/task-instances/{instance_no}/export` query.
@@ -280,7 +288,7 @@ pub struct OutputQuery {
 #[serde(rename_all = "camelCase")]
 pub struct OutputChunk {
     exec_no: i64,
-    status: haechi_exec::ExecStatus,
+    status: ExecStatus,
     result_cd: Option<String>,
     exit_cd: Option<i64>,
     /// Base64 of stdout bytes from `outOffset`.
@@ -344,7 +352,7 @@ pub async fn output(
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(axum::Json(OutputChunk {
         exec_no: e.exec_no,
-        status: e.status,
+        status: e.status.into(),
         result_cd: e.result_cd,
         exit_cd: e.exit_cd,
         out: b64.encode(&out.data),

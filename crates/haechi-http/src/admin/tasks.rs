@@ -3,13 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_exec::{
-    ApprovalAction, ApprovalReview, DryRun, DryRunRequest, RunnerGubun, StartInstance, Task,
-    TaskFilter, TaskSpec,
-};
+use haechi_exec::{RunnerGubun, StartInstance, TaskFilter};
 use haechi_identity::Permission;
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::exec::{ApprovalAction, ApprovalReview, DryRun, DryRunRequest, Task, TaskSpec};
+use super::wire::workflow::TaskScheduleView;
 use crate::error::ApiResult;
 use crate::extract::{need, numeric_id, parse_page, Allowed, Json, Query};
 use crate::AppState;
@@ -22,8 +22,8 @@ pub async fn create_task(
     caller: Allowed<need::TaskDevelop>,
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    let task = state.exec.create_task(&caller, spec).await?;
-    Ok((StatusCode::CREATED, axum::Json(task)))
+    let task = state.exec.create_task(&caller, spec.into()).await?;
+    Ok((StatusCode::CREATED, axum::Json(Task::from(&task))))
 }
 
 /// Edits a task: a new revision (absent fields keep their value); approval goes back to `N`.
@@ -36,9 +36,9 @@ pub async fn update_task(
     Path(id): Path<String>,
     Json(spec): Json<TaskSpec>,
 ) -> ApiResult<axum::Json<Task>> {
-    Ok(axum::Json(
-        state.exec.update_task(&caller, &id, spec).await?,
-    ))
+    Ok(axum::Json(Task::from(
+        &state.exec.update_task(&caller, &id, spec.into()).await?,
+    )))
 }
 
 /// Reads a task at its current revision.
@@ -49,7 +49,7 @@ pub async fn get_task(
     _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Task>> {
-    Ok(axum::Json(state.exec.get_task(&id).await?))
+    Ok(axum::Json(Task::from(&state.exec.get_task(&id).await?)))
 }
 
 /// Filters of `GET /api/v1/tasks`.
@@ -90,7 +90,7 @@ pub async fn list_tasks(
     };
     let listed = state.exec.list_tasks(&filter, p).await?;
     Ok(axum::Json(TaskList {
-        tasks: listed.items,
+        tasks: all(&listed.items),
         total: listed.total,
     }))
 }
@@ -111,7 +111,7 @@ pub async fn list_revisions(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RevisionList>> {
     Ok(axum::Json(RevisionList {
-        revisions: state.exec.list_task_revisions(&id).await?,
+        revisions: all(&state.exec.list_task_revisions(&id).await?),
     }))
 }
 
@@ -125,7 +125,9 @@ pub async fn get_revision(
     Path((id, no)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Task>> {
     let no = numeric_id("revision", &no)?;
-    Ok(axum::Json(state.exec.get_task_revision(&id, no).await?))
+    Ok(axum::Json(Task::from(
+        &state.exec.get_task_revision(&id, no).await?,
+    )))
 }
 
 /// The revision under review and its unified diff (script and fields) to the last approved
@@ -138,7 +140,9 @@ pub async fn get_approval(
     _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ApprovalReview>> {
-    Ok(axum::Json(state.exec.approval_review(&id).await?))
+    Ok(axum::Json(ApprovalReview::from(
+        &state.exec.approval_review(&id).await?,
+    )))
 }
 
 /// `POST /api/v1/tasks/{task_id}/approval` body.
@@ -171,12 +175,18 @@ pub async fn approval(
             caller.require(Permission::TaskApprove)?
         }
     }
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(Task::from(
+        &state
             .exec
-            .task_approval(&caller, &id, body.action, body.revision_no, body.comment)
+            .task_approval(
+                &caller,
+                &id,
+                body.action.into(),
+                body.revision_no,
+                body.comment,
+            )
             .await?,
-    ))
+    )))
 }
 
 /// `POST /api/v1/tasks/{task_id}/instances` body.
@@ -218,13 +228,15 @@ pub async fn run_task(
 /// `misfire`?) and their next fires.
 #[utoipa::path(get, path = "/api/v1/tasks/{task_id}/schedules", tag = "tasks",
     params(("task_id" = String, Path, description = "task id")),
-    responses((status = 200, body = haechi_workflow::TaskScheduleView), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = TaskScheduleView), (status = 401), (status = 403), (status = 404)))]
 pub async fn get_task_schedules(
     State(state): State<AppState>,
     _caller: Allowed<need::NodeView>,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<haechi_workflow::TaskScheduleView>> {
-    Ok(axum::Json(state.workflows.task_schedules(&id).await?))
+) -> ApiResult<axum::Json<TaskScheduleView>> {
+    Ok(axum::Json(TaskScheduleView::from(
+        &state.workflows.task_schedules(&id).await?,
+    )))
 }
 
 /// The body of `PUT /api/v1/tasks/{task_id}/schedules`.
@@ -232,7 +244,7 @@ pub async fn get_task_schedules(
 pub struct TaskSchedulesBody {
     /// Replaces every schedule of the task (empty: none).
     #[allow(dead_code)]
-    schedules: Vec<haechi_workflow::TaskSchedule>,
+    schedules: Vec<super::wire::workflow::TaskSchedule>,
 }
 
 /// Replaces a task's schedules (`task.execute`: a schedule starts runs of the task, as
@@ -242,18 +254,18 @@ pub struct TaskSchedulesBody {
 #[utoipa::path(put, path = "/api/v1/tasks/{task_id}/schedules", tag = "tasks",
     params(("task_id" = String, Path, description = "task id")),
     request_body = TaskSchedulesBody,
-    responses((status = 200, body = haechi_workflow::TaskScheduleView), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = TaskScheduleView), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub async fn set_task_schedules(
     State(state): State<AppState>,
     caller: Allowed<need::TaskExecute>,
     Path(id): Path<String>,
     Json(body): Json<serde_json::Value>,
-) -> ApiResult<axum::Json<haechi_workflow::TaskScheduleView>> {
+) -> ApiResult<axum::Json<TaskScheduleView>> {
     let view = state
         .workflows
         .set_task_schedules(&caller, &id, &body)
         .await?;
-    Ok(axum::Json(view))
+    Ok(axum::Json(TaskScheduleView::from(&view)))
 }
 
 /// Dry run (`task.execute`): for each node a start would reach now (`nodeIdList`, or the
@@ -270,5 +282,7 @@ pub async fn dry_run(
     Path(id): Path<String>,
     Json(body): Json<DryRunRequest>,
 ) -> ApiResult<axum::Json<DryRun>> {
-    Ok(axum::Json(state.exec.dry_run(&caller, &id, body).await?))
+    Ok(axum::Json(DryRun::from(
+        &state.exec.dry_run(&caller, &id, body.into()).await?,
+    )))
 }

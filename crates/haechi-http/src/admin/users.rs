@@ -3,11 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_identity::{NewUser, Permission, RoleRef, TokenInfo, User, UserKind, UserPatch};
+use haechi_identity::{Permission, UserPatch};
 use haechi_types::Error;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::wire::all;
+use super::wire::identity::{self as w, NewUser, RoleRef, TokenInfo, User, UserKind};
 use crate::error::ApiResult;
 use crate::extract::{need, numeric_id, parse_page, Allowed, Caller, Json, Query, SelfOrAdmin};
 use crate::AppState;
@@ -44,7 +46,7 @@ pub struct Me {
     name: String,
     kind: UserKind,
     roles: Vec<RoleRef>,
-    permissions: Vec<Permission>,
+    permissions: Vec<w::Permission>,
 }
 
 /// Who am I: the caller's identity, roles and effective permissions.
@@ -55,9 +57,9 @@ pub async fn me(caller: Caller) -> axum::Json<Me> {
         id: p.id,
         user_id: p.user_id.clone(),
         name: p.name.clone(),
-        kind: p.kind,
-        roles: p.roles.clone(),
-        permissions: p.permissions.list(),
+        kind: p.kind.into(),
+        roles: all(&p.roles),
+        permissions: p.permissions.list().into_iter().map(Into::into).collect(),
     })
 }
 
@@ -72,7 +74,7 @@ pub async fn list_users(
     let page = q.page()?;
     let (users, total) = state.identity.list_users(page.limit, page.offset).await?;
     Ok(axum::Json(UserList {
-        users,
+        users: all(&users),
         total,
         limit: page.limit,
         offset: page.offset,
@@ -87,8 +89,8 @@ pub async fn create_user(
     caller: Allowed<need::AdminUsers>,
     Json(new): Json<NewUser>,
 ) -> ApiResult<impl IntoResponse> {
-    let user = state.identity.create_user(&caller, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(user)))
+    let user = state.identity.create_user(&caller, new.into()).await?;
+    Ok((StatusCode::CREATED, axum::Json(User::from(&user))))
 }
 
 /// Reads a user (`admin.users`, or the user themself).
@@ -98,26 +100,28 @@ pub async fn get_user(
     State(state): State<AppState>,
     SelfOrAdmin { user_id, .. }: SelfOrAdmin,
 ) -> ApiResult<axum::Json<User>> {
-    Ok(axum::Json(state.identity.get_user(&user_id).await?))
+    Ok(axum::Json(User::from(
+        &state.identity.get_user(&user_id).await?,
+    )))
 }
 
 /// Changes any of `name`, `roles`, `allowed_ips`, `disabled`, `password`, `kind`
 /// (`admin.users`). A password change or disabling revokes the user's tokens.
-#[utoipa::path(patch, path = "/api/v1/users/{user_id}", tag = "users", request_body = UserPatch,
+#[utoipa::path(patch, path = "/api/v1/users/{user_id}", tag = "users", request_body = w::UserPatch,
     params(("user_id" = String, Path)),
     responses((status = 200, body = User), (status = 400), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_user(
     State(state): State<AppState>,
     caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
-    Json(patch): Json<UserPatch>,
+    Json(patch): Json<w::UserPatch>,
 ) -> ApiResult<axum::Json<User>> {
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(User::from(
+        &state
             .identity
-            .update_user(&caller.actor, &user_id, patch)
+            .update_user(&caller.actor, &user_id, patch.into())
             .await?,
-    ))
+    )))
 }
 
 /// Deletes a user (`admin.users`; not yourself, not the last System Admin).
@@ -144,12 +148,12 @@ pub async fn disable_user(
         disabled: Some(true),
         ..Default::default()
     };
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(User::from(
+        &state
             .identity
             .update_user(&caller.actor, &user_id, patch)
             .await?,
-    ))
+    )))
 }
 
 /// Enables a disabled user.
@@ -164,12 +168,12 @@ pub async fn enable_user(
         disabled: Some(false),
         ..Default::default()
     };
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(User::from(
+        &state
             .identity
             .update_user(&caller.actor, &user_id, patch)
             .await?,
-    ))
+    )))
 }
 
 /// Lifts a failed-login or inactivity lock.
@@ -180,9 +184,9 @@ pub async fn unlock_user(
     caller: Allowed<need::AdminUsers>,
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
-    Ok(axum::Json(
-        state.identity.unlock_user(&caller.actor, &user_id).await?,
-    ))
+    Ok(axum::Json(User::from(
+        &state.identity.unlock_user(&caller.actor, &user_id).await?,
+    )))
 }
 
 /// `PUT /api/v1/users/{user_id}/password` body.
@@ -249,12 +253,12 @@ pub async fn set_roles(
         roles: Some(body.roles),
         ..Default::default()
     };
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(User::from(
+        &state
             .identity
             .update_user(&caller.actor, &user_id, patch)
             .await?,
-    ))
+    )))
 }
 
 /// `PUT /api/v1/users/{user_id}/allowed-ips` body.
@@ -277,12 +281,12 @@ pub async fn set_allowed_ips(
         allowed_ips: Some(body.allowed_ips),
         ..Default::default()
     };
-    Ok(axum::Json(
-        state
+    Ok(axum::Json(User::from(
+        &state
             .identity
             .update_user(&caller.actor, &user_id, patch)
             .await?,
-    ))
+    )))
 }
 
 /// The caller's live tokens.
@@ -298,7 +302,7 @@ pub async fn my_tokens(
     caller: Caller,
 ) -> ApiResult<axum::Json<TokenList>> {
     Ok(axum::Json(TokenList {
-        tokens: state.identity.my_tokens(&caller.principal).await?,
+        tokens: all(&state.identity.my_tokens(&caller.principal).await?),
     }))
 }
 
@@ -331,10 +335,10 @@ pub async fn user_tokens(
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<TokenList>> {
     Ok(axum::Json(TokenList {
-        tokens: state
+        tokens: all(&state
             .identity
             .user_tokens(&user_id, caller.principal.token_id)
-            .await?,
+            .await?),
     }))
 }
 

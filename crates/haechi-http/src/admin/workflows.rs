@@ -8,13 +8,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use haechi_types::{Code, Error};
 use haechi_workflow::definition::yaml_to_value;
-use haechi_workflow::{
-    Created, EditLock, ExecutionView, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
-    WorkflowSummary,
-};
+use haechi_workflow::WorkflowFilter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::wire::all;
+use super::wire::workflow::{
+    Created, EditLock, ExecutionView, VersionDiff, VersionInfo, WorkflowDoc, WorkflowSummary,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{need, parse_json, parse_page, Allowed, Json, Query};
 use crate::AppState;
@@ -46,7 +47,7 @@ impl FromRequest<AppState> for DefinitionBody {
 
 /// Creates a workflow (`workflow.manage`): `{"id","version":1}`. A definition with a problem
 /// is a 400 that names the step and field.
-#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = haechi_workflow::Definition,
+#[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows", request_body(content = super::wire::workflow::Definition,
         description = "JSON, or YAML with Content-Type: application/yaml"),
     responses((status = 201, body = Created), (status = 400), (status = 401), (status = 403), (status = 409), (status = 415)))]
 pub async fn create_workflow(
@@ -55,11 +56,11 @@ pub async fn create_workflow(
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<impl IntoResponse> {
     let created = state.workflows.create_workflow(&caller, &def).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((StatusCode::CREATED, axum::Json(Created::from(&created))))
 }
 
 /// Makes a new version of a workflow (`workflow.manage`); runs already started keep theirs.
-#[utoipa::path(put, path = "/api/v1/workflows/{id}", tag = "workflows", request_body = haechi_workflow::Definition,
+#[utoipa::path(put, path = "/api/v1/workflows/{id}", tag = "workflows", request_body = super::wire::workflow::Definition,
     params(("id" = String, Path, description = "workflow id, or the name of a live workflow")),
     responses((status = 200, body = Created), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn update_workflow(
@@ -68,9 +69,9 @@ pub async fn update_workflow(
     Path(id): Path<String>,
     DefinitionBody(def): DefinitionBody,
 ) -> ApiResult<axum::Json<Created>> {
-    Ok(axum::Json(
-        state.workflows.update_workflow(&caller, &id, &def).await?,
-    ))
+    Ok(axum::Json(Created::from(
+        &state.workflows.update_workflow(&caller, &id, &def).await?,
+    )))
 }
 
 /// Deletes a workflow (`workflow.manage`): it can no longer be run; its runs stay readable.
@@ -113,9 +114,9 @@ pub async fn get_workflow(
             )
         })?),
     };
-    Ok(axum::Json(
-        state.workflows.get_workflow(&id, version).await?,
-    ))
+    Ok(axum::Json(WorkflowDoc::from(
+        &state.workflows.get_workflow(&id, version).await?,
+    )))
 }
 
 /// A workflow's versions.
@@ -134,7 +135,7 @@ pub async fn list_versions(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<VersionList>> {
     Ok(axum::Json(VersionList {
-        versions: state.workflows.workflow_versions(&id).await?,
+        versions: all(&state.workflows.workflow_versions(&id).await?),
     }))
 }
 
@@ -162,9 +163,9 @@ pub async fn get_version(
     Path((id, version)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<WorkflowDoc>> {
     let version = version_number(&version)?;
-    Ok(axum::Json(
-        state.workflows.get_workflow(&id, Some(version)).await?,
-    ))
+    Ok(axum::Json(WorkflowDoc::from(
+        &state.workflows.get_workflow(&id, Some(version)).await?,
+    )))
 }
 
 /// Makes an old version the newest again, as a new version (`workflow.manage`); checked as
@@ -183,7 +184,7 @@ pub async fn restore_version(
         .workflows
         .restore_version(&caller, &id, version)
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((StatusCode::CREATED, axum::Json(Created::from(&created))))
 }
 
 /// Takes the edit lock of a workflow, or renews it for its holder (`workflow.manage`). While
@@ -196,9 +197,9 @@ pub async fn lock_workflow(
     caller: Allowed<need::WorkflowManage>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EditLock>> {
-    Ok(axum::Json(
-        state.workflows.lock_workflow(&caller, &id).await?,
-    ))
+    Ok(axum::Json(EditLock::from(
+        &state.workflows.lock_workflow(&caller, &id).await?,
+    )))
 }
 
 /// Releases the edit lock (its holder), or breaks another user's (`admin.settings`; audited).
@@ -243,9 +244,9 @@ pub async fn diff_versions(
             )
         })?,
     };
-    Ok(axum::Json(
-        state.workflows.diff_versions(&id, from, to).await?,
-    ))
+    Ok(axum::Json(VersionDiff::from(
+        &state.workflows.diff_versions(&id, from, to).await?,
+    )))
 }
 
 /// Filters of `GET /api/v1/workflows`.
@@ -288,7 +289,7 @@ pub async fn list_workflows(
         .list_workflows(&filter, page.limit, page.offset)
         .await?;
     Ok(axum::Json(WorkflowList {
-        workflows: listed.items,
+        workflows: all(&listed.items),
         total: listed.total,
     }))
 }
@@ -339,5 +340,5 @@ pub async fn start_execution(
             .await?;
     }
     let view = state.workflows.execution(&exec_id).await?;
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    Ok((StatusCode::CREATED, axum::Json(ExecutionView::from(&view))))
 }

@@ -16,11 +16,12 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
 use haechi_types::Error;
-use haechi_workflow::{Control, RunStatus, StatusView, WorkflowFilter};
+use haechi_workflow::{Control, RunStatus, WorkflowFilter};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::admin::wire::workflow::{self as w, StatusView};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, FormOrJson, Query};
 use crate::AppState;
@@ -115,7 +116,7 @@ pub struct MdrmExecuted {
     message: String,
     /// With `sync=true`: the run's status when the answer was given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<RunStatus>,
+    status: Option<w::RunStatus>,
     /// With `sync=true`: its progress then.
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<u8>,
@@ -170,7 +171,7 @@ pub async fn execute(
         result: "success",
         execution_id: id,
         message,
-        status: Some(st.status),
+        status: Some(st.status.into()),
         progress: Some(st.progress),
     }))
 }
@@ -218,7 +219,9 @@ pub async fn status(
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Error::field("execution_id", "is required: the id execute returned"))?;
-    Ok(axum::Json(state.workflows.status(&id).await?))
+    Ok(axum::Json(StatusView::from(
+        &state.workflows.status(&id).await?,
+    )))
 }
 
 /// `POST /services/workflow/control` body (form or JSON).
@@ -236,7 +239,7 @@ pub struct MdrmControlled {
     /// `success`.
     result: &'static str,
     execution_id: String,
-    status: RunStatus,
+    status: w::RunStatus,
     message: String,
 }
 
@@ -271,7 +274,7 @@ pub async fn control(
     Ok(axum::Json(MdrmControlled {
         result: "success",
         execution_id: st.execution_id,
-        status: st.status,
+        status: st.status.into(),
         message: message.to_owned(),
     }))
 }

@@ -49,19 +49,8 @@ impl<'de> Deserialize<'de> for Secs {
     }
 }
 
-impl utoipa::PartialSchema for Secs {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Number)
-            .description(Some("seconds (fractions allowed, millisecond precision)"))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Secs {}
-
 /// What happens to the run when a step fails for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// The run ends `FAILED`: steps still in flight are stopped, none not started starts.
@@ -75,7 +64,7 @@ pub enum OnFailure {
 }
 
 /// The type of a parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
     #[default]
@@ -90,7 +79,7 @@ pub enum ParamType {
 pub const MASK: &str = "****";
 
 /// A parameter the workflow takes at execute time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamSpec {
     /// `string` (the default) or `password`.
     #[serde(rename = "type", default, skip_serializing_if = "is_string_type")]
@@ -123,7 +112,7 @@ impl ParamSpec {
 
 /// When a workflow starts by itself: a cron expression (5 fields, or 6 with seconds first) in a
 /// time zone, with the run's parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
     pub cron: String,
     /// An IANA zone (`Asia/Seoul`), `UTC` or `±HH:MM`; absent = the server's `timezone`.
@@ -139,7 +128,7 @@ pub struct Schedule {
 }
 
 /// What becomes of a fire missed while no server ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Misfire {
     #[default]
@@ -155,7 +144,7 @@ fn is_run_once(m: &Misfire) -> bool {
 pub const MAX_SCHEDULES: usize = 20;
 
 /// A whole definition: one version of a workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Definition {
     pub name: String,
     pub group: String,
@@ -177,7 +166,7 @@ pub struct Definition {
 }
 
 /// One step. `needs` is kept as written (absent = the step before it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
     #[serde(flatten)]
@@ -218,7 +207,7 @@ fn is_stop(f: &OnFailure) -> bool {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Runs an OPMATE task on nodes; succeeds when every node ends `S`.
@@ -237,7 +226,7 @@ pub enum Action {
 
 /// A `workflow` step: runs workflow `workflow` (its id, or the name of a live workflow) with
 /// `params` (`${name}` filled from this run's values).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowAction {
     pub workflow: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -291,7 +280,7 @@ impl StepKind {
 }
 
 /// A `task` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAction {
     /// The OPMATE task id.
     pub task: String,
@@ -318,7 +307,7 @@ pub struct TaskAction {
 /// the policy is unlocked; the window stays open for the steps after it and closes by itself at
 /// its end (the end is stored with the policy), or earlier when the run ends `FAILED` or
 /// `STOPPED`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DbAccessAction {
     /// The policy's `policyId` (or its numeric `index`).
     pub policy: String,
@@ -331,7 +320,7 @@ pub const DB_ACCESS_MIN_MS: u64 = 1000;
 pub const DB_ACCESS_MAX_MS: u64 = 24 * 3600 * 1000;
 
 /// One credential attribute in the vault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultRef {
     pub credential_id: i64,
@@ -339,7 +328,7 @@ pub struct VaultRef {
 }
 
 /// An `http` step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpAction {
     pub method: String,
     pub url: String,
