@@ -721,12 +721,14 @@ mod tests {
     fn a_condition_that_cannot_be_evaluated_fails_the_step_and_the_run() {
         let def = loaded(json!([sleep("a", json!({"if": "vars.nope == 'x'"}))]));
         let p = plan(&def, &run(&def));
-        assert_eq!(p.next.status, RunStatus::Failed);
         assert_eq!(p.next.steps[0].status, StepStatus::Failed);
         assert!(p.next.steps[0]
             .error
             .as_deref()
             .is_some_and(|e| e.starts_with("if: ")));
+        // The run ends at the next turn, as for any step failed with `on_failure: stop`.
+        assert_eq!(p.next.status, RunStatus::Running);
+        assert_eq!(plan(&def, &p.next).next.status, RunStatus::Failed);
     }
 
     #[test]
