@@ -37,7 +37,7 @@ pub struct EnrollmentToken {
     pub node_id: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Deserialize)]
 pub(crate) struct NodeRow {
     id: String,
     agent_guid: String,
@@ -345,12 +345,6 @@ impl Exec {
         w.eq_text("owner_user_id", &filter.owner_user_id);
         w.eq_text("status", &filter.status);
         let count_sql = format!("SELECT COUNT(*) FROM nodes{}", w.sql());
-        let total: i64 = read!(self.store, |db| bind_args!(
-            sqlx::query_scalar(&count_sql),
-            w.args
-        )
-        .fetch_one(db)
-        .await)?;
         let mut pw = w.clone();
         let lim = pw.arg(crate::sql::Arg::Int(page.limit));
         let off = pw.arg(crate::sql::Arg::Int(page.offset));
@@ -358,9 +352,29 @@ impl Exec {
             "SELECT {NODE_COLUMNS} FROM nodes{} ORDER BY id LIMIT {lim} OFFSET {off}",
             w.sql()
         );
-        let rows: Vec<NodeRow> = read!(self.store, |db| bind_args!(sqlx::query_as(&sql), pw.args)
-            .fetch_all(db)
-            .await)?;
+        let (rows, total): (Vec<NodeRow>, i64) = match self.store.db() {
+            // The page's rows packed into one value, and the total, in one query (see
+            // `haechi_store::packed`).
+            haechi_store::Db::Sqlite(db) => {
+                let sql = format!(
+                    "SELECT (SELECT {} FROM ({sql})), ({count_sql})",
+                    haechi_store::packed::json_rows(&format!("json_array({NODE_COLUMNS})"), "id")
+                );
+                let (rows, total): (String, i64) = bind_args!(sqlx::query_as(&sql), pw.args)
+                    .fetch_one(db)
+                    .await?;
+                (haechi_store::packed::unpack(&rows)?, total)
+            }
+            haechi_store::Db::Postgres(db) => {
+                let total = bind_args!(sqlx::query_scalar(&count_sql), w.args)
+                    .fetch_one(db)
+                    .await?;
+                let rows = bind_args!(sqlx::query_as(&sql), pw.args)
+                    .fetch_all(db)
+                    .await?;
+                (rows, total)
+            }
+        };
         Ok(Listed {
             items: rows.into_iter().map(|r| self.node_from_row(r)).collect(),
             total,
