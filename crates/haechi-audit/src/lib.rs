@@ -8,7 +8,7 @@
 //!
 //! Callers must never put a secret (password, token, key, vault value) in an event.
 
-use haechi_store::{in_tx, read, Backend, Store, Tx};
+use haechi_store::{in_tx, read, Backend, Store, Tx, TxConn};
 use haechi_types::{time, Error, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -359,10 +359,14 @@ pub async fn append_after<E: std::borrow::Borrow<Event>>(
         if !events.is_empty() {
             let stored = chain(hint, events)?;
             let new_head = head_of(&stored, hint.clone());
+            if tx.backend() == Backend::Sqlite && stored.len() <= SQLITE_ROWS {
+                if move_head_and_insert(tx, &stored, &new_head, hint).await? {
+                    return Ok(new_head);
+                }
             // The conditional update also takes the head's row lock on PostgreSQL (and SQLite's
             // write lock is held since BEGIN IMMEDIATE): nobody can append between it and the
             // inserts.
-            if set_head(tx, &new_head, Some(hint)).await? {
+            } else if set_head(tx, &new_head, Some(hint)).await? {
                 insert_rows(tx, &stored).await?;
                 return Ok(new_head);
             }
@@ -453,61 +457,122 @@ fn chain<E: std::borrow::Borrow<Event>>(head: &Head, events: &[E]) -> Result<Vec
     Ok(stored)
 }
 
-/// Inserts chained events with multi-row inserts.
-async fn insert_rows(tx: &mut Tx, stored: &[StoredEvent]) -> Result<()> {
-    // Rows per INSERT (11 parameters each): every statement is a round trip (to PostgreSQL,
-    // or to sqlx's SQLite thread). SQLite's parameters are anonymous (below), so binding is
-    // linear in their number; 128 rows stay far below its limit of 32,766 parameters.
-    let rows = match tx.backend() {
-        Backend::Postgres => 64,
-        Backend::Sqlite => 128,
-    };
-    // SQLite gets anonymous `?` parameters: for a numbered one (`$n`), binding looks its name
-    // up by a linear scan (`sqlite3_bind_parameter_name`), quadratic in the parameter count.
-    let anonymous = tx.backend() == Backend::Sqlite;
-    for chunk in stored.chunks(rows) {
-        let mut sql = String::from(
-            "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let b = i * 11;
-            if i > 0 {
+/// Rows per INSERT on SQLite (11 parameters each): every statement is a round trip to sqlx's
+/// SQLite thread; the parameters are anonymous (see [`rows_sql`]), so binding is linear in their
+/// number, and 128 rows stay far below SQLite's limit of 32,766 parameters.
+const SQLITE_ROWS: usize = 128;
+
+/// The columns of `audit_events` an append writes, in the order [`bind_rows`] binds them.
+const INSERT_COLS: &str =
+    "INSERT INTO audit_events (seq, at, user_id, source_ip, family, action, target, outcome, detail, prev_hash, hash) ";
+
+/// `VALUES (..), (..)` for `rows` events: anonymous `?` parameters when `anonymous` (SQLite:
+/// for a numbered one, `$n`, binding looks its name up by a linear scan,
+/// `sqlite3_bind_parameter_name`, quadratic in the parameter count), `$n` otherwise.
+fn rows_sql(sql: &mut String, rows: usize, anonymous: bool) {
+    sql.push_str("VALUES ");
+    for i in 0..rows {
+        let b = i * 11;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for k in 1..=11 {
+            if k > 1 {
                 sql.push_str(", ");
             }
-            sql.push('(');
-            for k in 1..=11 {
-                if k > 1 {
-                    sql.push_str(", ");
-                }
-                if anonymous {
-                    sql.push('?');
-                } else {
-                    sql.push('$');
-                    sql.push_str(&(b + k).to_string());
-                }
+            if anonymous {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&(b + k).to_string());
             }
-            sql.push(')');
         }
-        in_tx!(tx, |c| {
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(e.seq)
-                    .bind(e.at)
-                    .bind(&e.user_id)
-                    .bind(&e.source_ip)
-                    .bind(&e.family)
-                    .bind(&e.action)
-                    .bind(&e.target)
-                    .bind(&e.outcome)
-                    .bind(&e.detail)
-                    .bind(&e.prev_hash)
-                    .bind(&e.hash);
-            }
-            q.execute(&mut *c).await.map(|r| r.rows_affected())
-        })?;
+        sql.push(')');
+    }
+}
+
+/// Binds the columns of `rows` in [`INSERT_COLS`] order.
+fn bind_rows<'q, DB: sqlx::Database>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    rows: &'q [StoredEvent],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for e in rows {
+        q = q
+            .bind(e.seq)
+            .bind(e.at)
+            .bind(&e.user_id)
+            .bind(&e.source_ip)
+            .bind(&e.family)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(&e.outcome)
+            .bind(&e.detail)
+            .bind(&e.prev_hash)
+            .bind(&e.hash);
+    }
+    q
+}
+
+/// Inserts chained events with multi-row inserts.
+async fn insert_rows(tx: &mut Tx, stored: &[StoredEvent]) -> Result<()> {
+    // Rows per INSERT: every statement is a round trip (to PostgreSQL, or to sqlx's SQLite
+    // thread).
+    let (rows, anonymous) = match tx.backend() {
+        Backend::Postgres => (64, false),
+        Backend::Sqlite => (SQLITE_ROWS, true),
+    };
+    for chunk in stored.chunks(rows) {
+        let mut sql = String::from(INSERT_COLS);
+        rows_sql(&mut sql, chunk.len(), anonymous);
+        in_tx!(tx, |c| bind_rows(sqlx::query(&sql), chunk)
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()))?;
     }
     Ok(())
+}
+
+/// On SQLite, moves the head from `from` to `to` and inserts `stored` (at most
+/// [`SQLITE_ROWS`]) in one round trip to the connection's thread: the conditional `UPDATE` and
+/// an `INSERT` that adds the rows only if that update changed the head (`changes()`), sent as
+/// one query. False, with nothing changed, when the head was no longer `from`.
+async fn move_head_and_insert(
+    tx: &mut Tx,
+    stored: &[StoredEvent],
+    to: &Head,
+    from: &Head,
+) -> Result<bool> {
+    let TxConn::Sqlite(c) = tx.conn() else {
+        return Err(Error::internal("move_head_and_insert is for SQLite"));
+    };
+    let mut sql = String::from(
+        "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ? AND hash = ?; ",
+    );
+    sql.push_str(INSERT_COLS);
+    sql.push_str("SELECT * FROM (");
+    rows_sql(&mut sql, stored.len(), true);
+    sql.push_str(") WHERE changes() = 1");
+    let q = sqlx::query(&sql)
+        .bind(to.seq)
+        .bind(&to.hash)
+        .bind(from.seq)
+        .bind(&from.hash);
+    // The two statements' changes, summed: the head and every row, or nothing.
+    let changed = bind_rows(q, stored).execute(&mut *c).await?.rows_affected();
+    match changed {
+        0 => Ok(false),
+        n if n == stored.len() as u64 + 1 => Ok(true),
+        n => Err(Error::internal(format!(
+            "appending {} audit events changed {n} rows",
+            stored.len()
+        ))),
+    }
 }
 
 /// Appends one event in a transaction of its own (for events that record no other change,
@@ -1054,6 +1119,14 @@ mod tests {
         };
         let fourth = append_hinted(&store, 1, Some(&forged)).await;
         assert_eq!(fourth.seq, third.seq + 1);
+
+        // More events than one statement takes on SQLite (several inserts), then a single one
+        // again, each with the right hint.
+        let fifth = append_hinted(&store, SQLITE_ROWS * 2 + 3, Some(&fourth)).await;
+        assert_eq!(fifth.seq, fourth.seq + SQLITE_ROWS as i64 * 2 + 3);
+        let sixth = append_hinted(&store, 1, Some(&fifth)).await;
+        assert_eq!(sixth.seq, fifth.seq + 1);
+        let fourth = sixth;
 
         let v = verify(&store).await.unwrap();
         assert_eq!(v.checked, fourth.seq);

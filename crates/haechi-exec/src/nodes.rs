@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::model::{Node, NodeFilter};
-use crate::sql::{bind_args, list_page, Where};
+use crate::sql::{bind_args, list_page_packed, Where};
 use crate::Exec;
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
@@ -34,7 +34,7 @@ pub struct EnrollmentToken {
     pub node_id: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct NodeRow {
     id: String,
     agent_guid: String,
@@ -408,16 +408,8 @@ impl Exec {
         w.contains("hostname", &filter.hostname);
         w.eq_text("owner_user_id", &filter.owner_user_id);
         w.eq_text("status", &filter.status);
-        let select = format!("SELECT {NODE_COLUMNS} FROM nodes");
-        let rows: Listed<NodeRow> = list_page(
-            &self.store,
-            &select,
-            "SELECT COUNT(*) FROM nodes",
-            &w,
-            "id",
-            page,
-        )
-        .await?;
+        let rows: Listed<NodeRow> =
+            list_page_packed(&self.store, NODE_COLUMNS, "nodes", &w, "id", page).await?;
         Ok(rows.map(|r| self.node_from_row(r)))
     }
 

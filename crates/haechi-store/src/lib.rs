@@ -10,7 +10,9 @@
 
 mod lock;
 mod migrate;
+pub mod packed;
 mod page;
+mod readers;
 mod rowlock;
 pub mod signal;
 mod snapshot;
@@ -27,6 +29,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool}
 pub use lock::SessionLock;
 pub use migrate::{Migration, MIGRATIONS};
 pub use page::{Listed, Paging};
+pub use readers::{Readers, SqliteDb};
 pub use signal::{Delivery, Signal, Signals, Subscription};
 pub use snapshot::{latest_schema_version, Inventory, PgSnapshot};
 
@@ -55,7 +58,7 @@ pub struct StoreOptions {
 enum Pools {
     Sqlite {
         writer: SqlitePool,
-        reader: SqlitePool,
+        reader: std::sync::Arc<Readers>,
     },
     Postgres(PgPool),
 }
@@ -70,7 +73,7 @@ pub struct Store {
 /// A pool to run queries on, for the [`read!`] macro.
 #[derive(Clone, Copy)]
 pub enum Db<'a> {
-    Sqlite(&'a SqlitePool),
+    Sqlite(SqliteDb<'a>),
     Postgres(&'a PgPool),
 }
 
@@ -175,7 +178,8 @@ impl Store {
             .pragma("temp_store", "memory");
         // A SQLite connection is a file handle in this process: it cannot go stale the way a
         // network connection can, so the check before each acquire (a round trip to the
-        // connection's worker thread) is skipped; it was a fifth of a cached read's time.
+        // connection's worker thread) is skipped; it was a fifth of a cached read's time. The
+        // readers skip sqlx's pool altogether (see `readers`).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -184,13 +188,10 @@ impl Store {
             .connect_with(base.clone().create_if_missing(true))
             .await
             .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(readers.max(1))
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.read_only(true))
+        let reader = Readers::open(base.read_only(true), readers, Duration::from_secs(30))
             .await
             .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let reader = std::sync::Arc::new(reader);
         Ok(Store {
             pools: Pools::Sqlite { writer, reader },
             signals: Signals::new(),
@@ -207,7 +208,7 @@ impl Store {
     /// The pool to read from.
     pub fn db(&self) -> Db<'_> {
         match &self.pools {
-            Pools::Sqlite { reader, .. } => Db::Sqlite(reader),
+            Pools::Sqlite { reader, .. } => Db::Sqlite(SqliteDb::Readers(reader)),
             Pools::Postgres(p) => Db::Postgres(p),
         }
     }
@@ -215,7 +216,7 @@ impl Store {
     /// The pool that writes outside a transaction (single statements).
     pub fn writer(&self) -> Db<'_> {
         match &self.pools {
-            Pools::Sqlite { writer, .. } => Db::Sqlite(writer),
+            Pools::Sqlite { writer, .. } => Db::Sqlite(SqliteDb::Pool(writer)),
             Pools::Postgres(p) => Db::Postgres(p),
         }
     }

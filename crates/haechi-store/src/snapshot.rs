@@ -58,7 +58,7 @@ impl Store {
             .ok_or_else(|| Error::invalid(format!("{} is not a UTF-8 path", dest.display())))?;
         sqlx::query("VACUUM INTO $1")
             .bind(dest)
-            .execute(reader)
+            .execute(&**reader)
             .await?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use haechi_identity::{Caller, Permission, Principal};
-use haechi_store::{created_or_taken, in_tx, read, Tx};
+use haechi_store::{created_or_taken, in_tx, packed, read, Db, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
 
@@ -12,7 +12,8 @@ use crate::model::{
     Credential, CredentialFilter, CredentialPatch, NewAttribute, NewCredential, Stamp,
 };
 use crate::sql::{
-    self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, CREDENTIAL_COLS,
+    self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, ATTRIBUTE_JSON,
+    CREDENTIAL_COLS, CREDENTIAL_JSON,
 };
 use crate::{check_description, check_name, limits, Vault};
 
@@ -195,28 +196,50 @@ impl Vault {
             "SELECT c.id FROM vault_credentials c WHERE {} ORDER BY c.id LIMIT {limit} OFFSET {offset}",
             cond.join(" AND ")
         );
-        let cred_sql = format!(
-            "SELECT {CREDENTIAL_COLS} FROM vault_credentials c WHERE c.id IN ({ids}) ORDER BY c.id"
-        );
-        let attr_sql = format!(
-            "SELECT {ATTRIBUTE_COLS}, EXISTS (SELECT 1 FROM vault_values v WHERE v.attribute_id = a.id \
-               AND v.slot = CASE WHEN a.user_provided THEN {uid} ELSE 0 END) AS has_value \
-             FROM vault_attributes a WHERE a.credential_id IN ({ids}) ORDER BY a.credential_id, a.id"
-        );
-        #[derive(sqlx::FromRow)]
+        #[derive(sqlx::FromRow, serde::Deserialize)]
         struct AttrWithValue {
             #[sqlx(flatten)]
             attr: AttributeRow,
+            #[serde(deserialize_with = "haechi_store::packed::int_bool")]
             has_value: bool,
         }
-        let creds: Vec<CredentialRow> =
-            read!(self.store, |db| bind_args!(sqlx::query_as(&cred_sql), args)
-                .fetch_all(db)
-                .await)?;
-        let attrs: Vec<AttrWithValue> =
-            read!(self.store, |db| bind_args!(sqlx::query_as(&attr_sql), args)
-                .fetch_all(db)
-                .await)?;
+        let has_value = format!(
+            "EXISTS (SELECT 1 FROM vault_values v WHERE v.attribute_id = a.id \
+               AND v.slot = CASE WHEN a.user_provided THEN {uid} ELSE 0 END)"
+        );
+        let (creds, attrs): (Vec<CredentialRow>, Vec<AttrWithValue>) = match self.store.db() {
+            // One query and one row: the rows of both lists packed (see `haechi_store::packed`).
+            Db::Sqlite(db) => {
+                let sql = format!(
+                    "SELECT (SELECT {} FROM vault_credentials c WHERE c.id IN ({ids})), \
+                            (SELECT {} FROM vault_attributes a WHERE a.credential_id IN ({ids}))",
+                    packed::json_rows(CREDENTIAL_JSON, "c.id"),
+                    packed::json_rows(
+                        &format!("json_array({ATTRIBUTE_JSON}, {has_value})"),
+                        "a.credential_id, a.id"
+                    ),
+                );
+                let (creds, attrs): (String, String) =
+                    bind_args!(sqlx::query_as(&sql), args).fetch_one(db).await?;
+                (packed::unpack(&creds)?, packed::unpack(&attrs)?)
+            }
+            Db::Postgres(db) => {
+                let cred_sql = format!(
+                    "SELECT {CREDENTIAL_COLS} FROM vault_credentials c WHERE c.id IN ({ids}) ORDER BY c.id"
+                );
+                let attr_sql = format!(
+                    "SELECT {ATTRIBUTE_COLS}, {has_value} AS has_value \
+                     FROM vault_attributes a WHERE a.credential_id IN ({ids}) ORDER BY a.credential_id, a.id"
+                );
+                let creds = bind_args!(sqlx::query_as(&cred_sql), args)
+                    .fetch_all(db)
+                    .await?;
+                let attrs = bind_args!(sqlx::query_as(&attr_sql), args)
+                    .fetch_all(db)
+                    .await?;
+                (creds, attrs)
+            }
+        };
         let mut by_cred: HashMap<i64, (Vec<crate::model::Attribute>, bool)> = HashMap::new();
         for a in attrs {
             let entry = by_cred

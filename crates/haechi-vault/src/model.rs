@@ -19,7 +19,7 @@ pub struct Credential {
 }
 
 /// Who created and last changed an object, when, and its version (0 at creation, +1 per change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct Stamp {
     pub created_by: i64,
     pub created_at: i64,

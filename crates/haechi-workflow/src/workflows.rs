@@ -6,7 +6,7 @@
 //! its runs stay readable.
 
 use haechi_identity::{Caller, Principal};
-use haechi_store::{created_or_taken, in_tx, read, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Db, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::Workflows;
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct WorkflowRow {
     pub id: i64,
     pub name: String,
@@ -554,22 +554,46 @@ impl Workflows {
     ) -> Result<Listed<WorkflowSummary>> {
         let cond =
             "deleted_at IS NULL AND ($1 IS NULL OR group_name = $1) AND ($2 IS NULL OR name = $2)";
-        let sql = format!(
+        let page = format!(
             "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
         );
-        let rows: Vec<WorkflowRow> = read!(self.eng.store, |db| sqlx::query_as(&sql)
-            .bind(&f.group)
-            .bind(&f.name)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(db)
-            .await)?;
         let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
-        let total: i64 = read!(self.eng.store, |db| sqlx::query_scalar(&count)
-            .bind(&f.group)
-            .bind(&f.name)
-            .fetch_one(db)
-            .await)?;
+        let (rows, total): (Vec<WorkflowRow>, i64) = match self.eng.store.db() {
+            // The page's rows packed into one value, and the total, in one query (see
+            // `haechi_store::packed`).
+            Db::Sqlite(db) => {
+                let sql = format!(
+                    "SELECT (SELECT {} FROM ({page})), ({count})",
+                    haechi_store::packed::json_rows(
+                        &format!("json_array({WORKFLOW_COLUMNS})"),
+                        "id"
+                    )
+                );
+                let (rows, total): (String, i64) = sqlx::query_as(&sql)
+                    .bind(&f.group)
+                    .bind(&f.name)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_one(db)
+                    .await?;
+                (haechi_store::packed::unpack(&rows)?, total)
+            }
+            Db::Postgres(db) => {
+                let rows = sqlx::query_as(&page)
+                    .bind(&f.group)
+                    .bind(&f.name)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(db)
+                    .await?;
+                let total = sqlx::query_scalar(&count)
+                    .bind(&f.group)
+                    .bind(&f.name)
+                    .fetch_one(db)
+                    .await?;
+                (rows, total)
+            }
+        };
         Ok(Listed {
             items: rows.into_iter().map(WorkflowSummary::from).collect(),
             total,
