@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use haechi_protocol::{EnrollRequest, EnrollResponse, ENROLL_PATH};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{EnrollRequest, EnrollResponse, ENROLL_PATH};
 use crate::{fsutil, sysinfo, AgentError, AgentOptions};
 
 const FILE: &str = "credential.json";
@@ -55,7 +55,7 @@ impl Credential {
     pub fn authorization(&self) -> String {
         format!(
             "{} {}:{}",
-            crate::protocol::AUTH_SCHEME,
+            haechi_protocol::AUTH_SCHEME,
             self.node_id,
             self.secret
         )

@@ -5,8 +5,9 @@
 //! on the network; the script never talks to the server itself.
 //!
 //! The socket speaks one request per connection: a JSON line ([`LocalRequest`]), followed for a
-//! put by `size` bytes of content; the answer is a JSON line ([`LocalReply`]), followed for a
-//! successful get by `size` bytes of content.
+//! put by `size` bytes of content; the answer is a JSON line (the server's [`FileReply`], or the
+//! agent's own refusal, without `content`), followed for a successful get by `size` bytes of
+//! content.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
+use haechi_protocol::{AgentMsg, FileReply, FILE_TOKEN_PREFIX};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::protocol::{AgentMsg, FileReply, FILE_TOKEN_PREFIX};
 use crate::runner::Job;
 
 /// The variable naming the run's socket.
@@ -58,31 +59,6 @@ pub enum LocalRequest {
         /// Bytes of content after the line.
         size: u64,
     },
-}
-
-/// The agent's answer on the run's socket.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LocalReply {
-    /// 200 (get), 201 (put), or the refusal's HTTP-like status.
-    pub status: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<i64>,
-}
-
-impl LocalReply {
-    fn refused(status: u16, error: impl Into<String>) -> LocalReply {
-        LocalReply {
-            status,
-            error: Some(error.into()),
-            ..LocalReply::default()
-        }
-    }
 }
 
 /// A new file token for execution `exec_id`: `hft_<exec_id>_<43 random characters>`.
@@ -155,7 +131,7 @@ impl FileRelay {
         Some(max.saturating_sub(MESSAGE_ROOM) / 4 * 3)
     }
 
-    async fn request(&self, msg: impl FnOnce(u64) -> AgentMsg) -> Result<FileReply, LocalReply> {
+    async fn request(&self, msg: impl FnOnce(u64) -> AgentMsg) -> Result<FileReply, FileReply> {
         let req = self.next.fetch_add(1, Ordering::Relaxed);
         let tx = self
             .conn
@@ -164,7 +140,8 @@ impl FileRelay {
             .as_ref()
             .map(|c| c.tx.clone())
             .ok_or_else(|| {
-                LocalReply::refused(
+                FileReply::refused(
+                    req,
                     503,
                     "the agent is not connected to the server now; try again",
                 )
@@ -175,9 +152,10 @@ impl FileRelay {
             .unwrap_or_else(|p| p.into_inner())
             .insert(req, reply_tx);
         let text = serde_json::to_string(&msg(req))
-            .map_err(|e| LocalReply::refused(500, format!("cannot encode the request: {e}")))?;
+            .map_err(|e| FileReply::refused(req, 500, format!("cannot encode the request: {e}")))?;
         let lost = || {
-            LocalReply::refused(
+            FileReply::refused(
+                req,
                 503,
                 "the agent lost its connection to the server; try again",
             )
@@ -197,7 +175,8 @@ impl FileRelay {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&req);
-                Err(LocalReply::refused(
+                Err(FileReply::refused(
+                    req,
                     504,
                     "the server did not answer in time",
                 ))
@@ -277,8 +256,9 @@ async fn handle(stream: UnixStream, job: Arc<Job>, relay: Arc<FileRelay>) {
         .await
     {
         Ok(_) => serde_json::from_slice::<LocalRequest>(&line)
-            .map_err(|e| LocalReply::refused(400, format!("not a file request: {e}"))),
-        Err(e) => Err(LocalReply::refused(
+            .map_err(|e| FileReply::refused(0, 400, format!("not a file request: {e}"))),
+        Err(e) => Err(FileReply::refused(
+            0,
             400,
             format!("cannot read the request: {e}"),
         )),
@@ -303,7 +283,7 @@ async fn answer(
     read: &mut (impl tokio::io::AsyncRead + Unpin),
     job: &Arc<Job>,
     relay: &FileRelay,
-) -> (LocalReply, Option<Vec<u8>>) {
+) -> (FileReply, Option<Vec<u8>>) {
     let exec_id = job.spec.exec_id;
     // The server learns the token's hash with the run's start: wait until that was sent.
     let mut announced = job.announced.subscribe();
@@ -312,7 +292,8 @@ async fn answer(
         .is_err()
     {
         return (
-            LocalReply::refused(
+            FileReply::refused(
+                0,
                 503,
                 "the agent has not reached the server since the run started; try again",
             ),
@@ -339,7 +320,8 @@ async fn answer(
         } => {
             if let Some(max) = relay.max_put().filter(|m| size > *m) {
                 return (
-                    LocalReply::refused(
+                    FileReply::refused(
+                        0,
                         413,
                         format!(
                             "the file is {size} bytes; through the agent a script puts at most {max} bytes \
@@ -354,7 +336,7 @@ async fn answer(
                 Ok(n) if n as u64 == size => {}
                 _ => {
                     return (
-                        LocalReply::refused(400, format!("expected {size} bytes of content")),
+                        FileReply::refused(0, 400, format!("expected {size} bytes of content")),
                         None,
                     )
                 }
@@ -373,32 +355,27 @@ async fn answer(
                 .await
         }
     };
-    let r = match reply {
+    let mut r = match reply {
         Ok(r) => r,
-        Err(local) => return (local, None),
+        Err(refused) => return (refused, None),
     };
+    // The content follows the line as raw bytes.
     let content = match r
         .content
-        .as_deref()
+        .take()
         .map(|c| base64::engine::general_purpose::STANDARD.decode(c))
     {
         None => None,
         Some(Ok(c)) => Some(c),
         Some(Err(_)) => {
             return (
-                LocalReply::refused(502, "the server's answer was not base64"),
+                FileReply::refused(r.req, 502, "the server's answer was not base64"),
                 None,
             )
         }
     };
-    (
-        LocalReply {
-            status: r.status,
-            error: r.error,
-            size: content.as_ref().map(|c| c.len() as u64).or(r.size),
-            sha256: r.sha256,
-            version: r.version,
-        },
-        content,
-    )
+    if let Some(c) = &content {
+        r.size = Some(c.len() as u64);
+    }
+    (r, content)
 }

@@ -8,7 +8,8 @@
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use crate::protocol::{Finished, RunSpec, Stream};
+use haechi_protocol::{Finished, RunSpec, Stream};
+
 use crate::AgentError;
 
 pub struct Journal {

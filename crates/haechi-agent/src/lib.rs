@@ -2,9 +2,9 @@
 //! WebSocket (no inbound port on the node), enrols once with a one-time token and then uses its
 //! own credential kept in its data directory, heartbeats, and runs what the server sends it.
 //!
-//! Layout: [`protocol`] (the wire, shared with the server), `credential` (enrolment and the
-//! stored secret), `journal` (one directory per execution: never started twice, results kept
-//! until acknowledged), `runner` (process, user switch, group, timeout, cancel, output cap),
+//! Layout: the wire it shares with the server is the `haechi-protocol` crate; `credential`
+//! (enrolment and the stored secret), `journal` (one directory per execution: never started
+//! twice, results kept until acknowledged), `runner` (process, user switch, group, timeout, cancel, output cap),
 //! `session` (one connection), and this file (the reconnect loop).
 
 mod credential;
@@ -12,7 +12,6 @@ mod error;
 pub mod files;
 mod fsutil;
 mod journal;
-pub mod protocol;
 mod runner;
 pub mod sandbox;
 mod session;
@@ -26,11 +25,12 @@ use std::time::Duration;
 
 pub use credential::Credential;
 pub use error::AgentError;
-pub use runner::{ExecHelper, Limits};
+pub use haechi_protocol::Limits;
+pub use runner::ExecHelper;
 pub use session::{dial, Socket};
 
+use haechi_protocol::{Finished, Outcome, RunSpec, Stream};
 use journal::Journal;
-use protocol::{Finished, Outcome};
 use runner::{Job, Progress, RunPolicy, SandboxState};
 
 /// Longest wait between two connection attempts.
@@ -154,7 +154,7 @@ impl Agent {
     }
 
     /// Journals and starts `spec` unless this agent has it already. Returns the new job.
-    fn accept(self: &Arc<Self>, spec: protocol::RunSpec) -> Result<Option<Arc<Job>>, AgentError> {
+    fn accept(self: &Arc<Self>, spec: RunSpec) -> Result<Option<Arc<Job>>, AgentError> {
         let exec_id = spec.exec_id;
         if self.job(exec_id).is_some() || self.was_acked(exec_id) {
             return Ok(None);
@@ -363,8 +363,8 @@ fn recover(agent: &Arc<Agent>) -> Result<(), AgentError> {
                     reason: Some("the agent stopped while this execution ran".into()),
                     started_at_ms: None,
                     ended_at_ms: runner::now_ms(),
-                    out_len: agent.journal.stream_len(exec_id, protocol::Stream::Out),
-                    err_len: agent.journal.stream_len(exec_id, protocol::Stream::Err),
+                    out_len: agent.journal.stream_len(exec_id, Stream::Out),
+                    err_len: agent.journal.stream_len(exec_id, Stream::Err),
                     truncated: false,
                 };
                 agent.journal.finish(&r)?;

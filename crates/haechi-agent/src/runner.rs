@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use haechi_protocol::{Finished, Limits, Outcome, RunSpec, Stream};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{geteuid, Pid, User};
 use tokio::io::AsyncReadExt;
@@ -17,7 +18,6 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::journal::Journal;
-use crate::protocol::{Finished, Outcome, RunSpec, Stream};
 
 /// How long a killed process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -132,7 +132,7 @@ impl Sink {
             } else {
                 cap.truncated = true;
                 let mut kept = data[..room as usize].to_vec();
-                kept.extend_from_slice(crate::protocol::truncation_marker(cap.limit).as_bytes());
+                kept.extend_from_slice(haechi_protocol::truncation_marker(cap.limit).as_bytes());
                 cap.used = cap.limit;
                 kept
             }
@@ -248,34 +248,6 @@ pub enum SandboxState {
     Degraded(String),
     /// The sandbox is unavailable (the reason): scripts are refused.
     Unavailable(String),
-}
-
-/// Resource limits set on every script (`setrlimit`, soft and hard), and its umask.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Open files (`RLIMIT_NOFILE`).
-    pub nofile: u64,
-    /// Processes of the script's user (`RLIMIT_NPROC`; not enforced on root).
-    pub nproc: u64,
-    /// Core dump size in bytes (`RLIMIT_CORE`; 0: none, so no memory image with secrets is left).
-    pub core: u64,
-    /// Address space in bytes (`RLIMIT_AS`; 0: unlimited).
-    pub address_space: u64,
-    /// The umask scripts start with (octal in the helper's arguments; 0o077 = 63).
-    pub umask: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            nofile: 8192,
-            nproc: 4096,
-            core: 0,
-            address_space: 0,
-            umask: 0o077,
-        }
-    }
 }
 
 fn prepare(job: &Job, policy: &RunPolicy) -> Result<Prepared, String> {
@@ -659,7 +631,7 @@ async fn execute(
 }
 
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, stream: Stream, sink: Arc<Sink>) {
-    let mut buf = vec![0u8; crate::protocol::MAX_CHUNK];
+    let mut buf = vec![0u8; haechi_protocol::MAX_CHUNK];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,

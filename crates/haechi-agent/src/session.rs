@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use haechi_protocol::{
+    AgentMsg, OutputFrame, ServerMsg, Stream, CONNECT_PATH, MAX_CHUNK, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,9 +18,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::credential::Credential;
 use crate::journal::Journal;
-use crate::protocol::{
-    AgentMsg, OutputFrame, ServerMsg, Stream, CONNECT_PATH, MAX_CHUNK, PROTOCOL_VERSION,
-};
 use crate::runner::Job;
 use crate::{sysinfo, Agent, AgentError};
 
@@ -44,8 +44,8 @@ pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(crate::protocol::MAX_SERVER_MESSAGE))
-        .max_frame_size(Some(crate::protocol::MAX_SERVER_MESSAGE))
+        .max_message_size(Some(haechi_protocol::MAX_SERVER_MESSAGE))
+        .max_frame_size(Some(haechi_protocol::MAX_SERVER_MESSAGE))
 }
 
 /// Dials the server: TCP, TLS (unless the URL is `http://`), WebSocket upgrade with the

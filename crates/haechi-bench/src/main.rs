@@ -1,5 +1,5 @@
 //! `haechi-loadagents`: the load tool of `bench/`. It opens many agent connections from one
-//! process, each speaking the real agent protocol (`haechi_agent::protocol`) over its own TLS
+//! process, each speaking the real agent protocol (`haechi_protocol`) over its own TLS
 //! WebSocket with its own enrolled credential, and answers every `Run` at once as a no-op that
 //! exited 0. It can then start a task on all of them and time it until every node is `END`.
 //!
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use futures::{SinkExt, StreamExt};
-use haechi_agent::protocol::{
+use haechi_protocol::{
     AgentMsg, EnrollRequest, EnrollResponse, Finished, Outcome, ServerMsg, ENROLL_PATH,
     PROTOCOL_VERSION,
 };
@@ -294,7 +294,7 @@ async fn simulate(
     let mut permit = Some(permit);
     let auth = format!(
         "{} {}:{}",
-        haechi_agent::protocol::AUTH_SCHEME,
+        haechi_protocol::AUTH_SCHEME,
         cred.node_id,
         cred.secret
     );

@@ -42,7 +42,7 @@ pub struct AgentsConfig {
     pub allow_unsandboxed_scripts: bool,
     /// Resource limits and umask of the local agent's scripts (`haechi agent` takes them as
     /// `--script-*` options).
-    pub script_limits: haechi_agent::Limits,
+    pub script_limits: haechi_protocol::Limits,
 }
 
 impl Default for AgentsConfig {
@@ -60,7 +60,7 @@ impl Default for AgentsConfig {
             new_nodes_disabled: false,
             local_allow_privileged_os_users: false,
             allow_unsandboxed_scripts: false,
-            script_limits: haechi_agent::Limits::default(),
+            script_limits: haechi_protocol::Limits::default(),
         }
     }
 }

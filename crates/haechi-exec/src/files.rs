@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
-use haechi_agent::protocol::{file_token_exec, FileReply};
 use haechi_audit::{Event, Outcome};
 use haechi_identity::Actor;
+use haechi_protocol::{file_token_exec, FileReply};
 use haechi_store::{in_tx, read};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -581,7 +581,7 @@ impl Exec {
         match self.get_file(FileCaller::Run(&origin), name).await {
             Ok((info, content)) => {
                 let encoded_len = content.len().div_ceil(3) * 4;
-                if encoded_len + 4096 > haechi_agent::protocol::MAX_SERVER_MESSAGE {
+                if encoded_len + 4096 > haechi_protocol::MAX_SERVER_MESSAGE {
                     return error_reply(
                         req,
                         &Error::new(

@@ -1,12 +1,12 @@
 //! The agent hub: the live sessions of the agents connected to this server, what is sent to
-//! them, and the server's side of the agent protocol (`haechi_agent::protocol`).
+//! them, and the server's side of the agent protocol (`haechi_protocol`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use haechi_agent::protocol::{AgentMsg, OutputFrame, Resume, RunSpec, ServerMsg, PROTOCOL_VERSION};
+use haechi_protocol::{AgentMsg, OutputFrame, Resume, RunSpec, ServerMsg, PROTOCOL_VERSION};
 use haechi_store::read;
 use haechi_types::time::now_ms;
 use haechi_types::Result;
@@ -550,7 +550,7 @@ impl Exec {
         self: &Arc<Self>,
         node_id: &str,
         outbound: &Outbound,
-        mut f: haechi_agent::protocol::Finished,
+        mut f: haechi_protocol::Finished,
         held: Held,
     ) {
         let exec_id = f.exec_id;

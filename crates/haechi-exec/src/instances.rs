@@ -2,8 +2,8 @@
 //! cancelling, settling an instance when its last node ends (and starting its chain), and
 //! reading them back with their output.
 
-use haechi_agent::protocol::{RunSpec, Stream};
 use haechi_identity::Actor;
+use haechi_protocol::{RunSpec, Stream};
 use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 

@@ -52,7 +52,7 @@ pub use groups::{
     script_attr_keys, substitute_attrs, InstanceTargets, NodeGroup, NodeGroupSpec, SkippedNode,
     TaskTargets,
 };
-pub use haechi_agent::protocol::{SecretEnv, Stream};
+pub use haechi_protocol::{SecretEnv, Stream};
 /// Callers page exec's lists with the store's types.
 pub use haechi_store::{Listed, Paging};
 pub use hub::{outbound, AgentFrame, Closing, Outbound, OutboundRx, ServerFrame, OUTBOUND_FRAMES};

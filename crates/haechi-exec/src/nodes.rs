@@ -1,8 +1,8 @@
 //! Nodes: the registry, enrolment tokens, agent credentials, enable/disable, revocation.
 
 use base64::Engine;
-use haechi_agent::protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
 use haechi_identity::{Actor, Caller};
+use haechi_protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
 use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use sha2::{Digest, Sha256};

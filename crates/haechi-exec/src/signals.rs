@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use haechi_agent::protocol::RunSpec;
+use haechi_protocol::RunSpec;
 use haechi_store::{read, Backend, Delivery, Signal};
 use haechi_types::Result;
 

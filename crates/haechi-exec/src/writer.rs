@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use haechi_agent::protocol::{
+use haechi_identity::Actor;
+use haechi_protocol::{
     Finished, Outcome, OutputFrame, RunSpec, SecretEnv, Stream, TRUNCATION_MARKER_ROOM,
 };
-use haechi_identity::Actor;
 use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use tokio::sync::{mpsc, oneshot};

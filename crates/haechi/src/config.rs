@@ -526,7 +526,7 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        let min_message = (haechi_agent::protocol::MAX_CHUNK + 1024) as u64;
+        let min_message = (haechi_protocol::MAX_CHUNK + 1024) as u64;
         if !(min_message..=(64 << 20)).contains(&self.agents.max_message_bytes) {
             return Err(self.invalid(
                 "agents.max_message_bytes",

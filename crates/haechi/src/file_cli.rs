@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
-use haechi_agent::files::{LocalReply, LocalRequest, ENV_FILE_SOCKET, ENV_FILE_TOKEN};
+use haechi_agent::files::{LocalRequest, ENV_FILE_SOCKET, ENV_FILE_TOKEN};
+use haechi_protocol::FileReply;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Subcommand)]
@@ -99,7 +100,7 @@ pub async fn file(cmd: FileCmd) -> anyhow::Result<ExitCode> {
     write.flush().await?;
     let mut answer = Vec::new();
     read.read_until(b'\n', &mut answer).await?;
-    let reply: LocalReply =
+    let reply: FileReply =
         serde_json::from_slice(&answer).context("the agent's answer is not understood")?;
     if !(200..300).contains(&reply.status) {
         bail!(

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use exec_support::*;
 use futures::{SinkExt, StreamExt};
-use haechi_agent::protocol::{
+use haechi_agent::Socket;
+use haechi_protocol::{
     AgentMsg, Finished, Outcome, OutputFrame, ServerMsg, Stream, AUTH_SCHEME, MAX_CHUNK,
     PROTOCOL_VERSION, TRUNCATION_MARKER_ROOM,
 };
-use haechi_agent::Socket;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -1,4 +1,4 @@
-//! Agents: enrolment tokens, enrolment, and the agents' WebSocket (`haechi_agent::protocol`).
+//! Agents: enrolment tokens, enrolment, and the agents' WebSocket (the `haechi-protocol` crate).
 
 use std::sync::Arc;
 
@@ -7,15 +7,63 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use haechi_agent::protocol::{EnrollRequest, EnrollResponse};
 use haechi_exec::{AgentFrame, Exec, ServerFrame};
 use haechi_types::Error;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::wire::exec::{EnrollmentToken, NewEnrollmentToken};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, ClientIp, Json};
 use crate::AppState;
+
+/// `POST /api/v1/agents/enroll` body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollRequest {
+    /// The one-time enrolment token.
+    pub token: String,
+    /// The node id the agent wants (default: its host name).
+    pub node_id: String,
+    #[serde(default)]
+    pub agent_ver: String,
+    #[serde(default)]
+    pub os_name: String,
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// `POST /api/v1/agents/enroll` answer: the agent's own credential, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollResponse {
+    pub node_id: String,
+    pub agent_guid: String,
+    /// The agent's secret; the server keeps only its hash.
+    pub secret: String,
+}
+
+impl From<EnrollRequest> for haechi_protocol::EnrollRequest {
+    fn from(r: EnrollRequest) -> Self {
+        haechi_protocol::EnrollRequest {
+            token: r.token,
+            node_id: r.node_id,
+            agent_ver: r.agent_ver,
+            os_name: r.os_name,
+            hostname: r.hostname,
+        }
+    }
+}
+
+impl From<haechi_protocol::EnrollResponse> for EnrollResponse {
+    fn from(r: haechi_protocol::EnrollResponse) -> Self {
+        EnrollResponse {
+            node_id: r.node_id,
+            agent_guid: r.agent_guid,
+            secret: r.secret,
+        }
+    }
+}
 
 /// Creates an enrolment token (`node.manage`). Give it to `haechi agent --enroll-token`.
 #[utoipa::path(post, path = "/api/v1/agents/enrollment-tokens", tag = "agents", request_body = NewEnrollmentToken,
@@ -46,8 +94,8 @@ pub async fn enroll(
     ClientIp(ip): ClientIp,
     Json(body): Json<EnrollRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let res = state.exec.enroll(body, ip).await?;
-    Ok((StatusCode::CREATED, axum::Json(res)))
+    let res = state.exec.enroll(body.into(), ip).await?;
+    Ok((StatusCode::CREATED, axum::Json(EnrollResponse::from(res))))
 }
 
 /// The agents' WebSocket. Authenticated with `Authorization: HaechiAgent <node_id>:<secret>`.

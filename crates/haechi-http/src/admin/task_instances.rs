@@ -2,8 +2,8 @@
 
 use axum::extract::{Path, State};
 use base64::Engine;
-use haechi_agent::protocol::Stream;
 use haechi_exec::{NodeExecFilter, Paging};
+use haechi_protocol::Stream;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
 

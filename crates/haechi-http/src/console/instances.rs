@@ -10,9 +10,9 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use haechi_agent::protocol::Stream;
 use haechi_exec::{ExecStatus, NodeExecFilter, Paging};
 use haechi_identity::Permission;
+use haechi_protocol::Stream;
 use haechi_types::Error;
 
 use super::{number, page, page_no, q, see_other, when_opt, Chrome, Lang, Result, Session, St};

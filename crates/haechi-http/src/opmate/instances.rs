@@ -2,10 +2,10 @@
 
 use axum::extract::{Path, State};
 use base64::Engine;
-use haechi_agent::protocol::Stream;
 use haechi_exec::{
     ExecStatus, InstanceFilter, NodeExecFilter, NodeExecution, RunnerGubun, StartInstance,
 };
+use haechi_protocol::Stream;
 use haechi_types::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};

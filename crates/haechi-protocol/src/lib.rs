@@ -1,5 +1,7 @@
 //! The agent protocol: what `haechi agent` and the server say to each other over one WebSocket
-//! that the agent opens to the server's HTTPS port (`GET /api/v1/agents/connect`).
+//! that the agent opens to the server's HTTPS port (`GET /api/v1/agents/connect`). Its own crate,
+//! so that both sides depend on it and neither on the other: the agent links nothing of the
+//! server, the execution engine nothing of the agent's runtime.
 //!
 //! Control messages are JSON text frames ([`AgentMsg`], [`ServerMsg`]); output travels in binary
 //! frames ([`OutputFrame`]) so it stays byte-exact without base64 on the wire.
@@ -44,8 +46,8 @@ pub fn truncation_marker(cap: u64) -> String {
     format!("\n[haechi: output truncated: the cap of {cap} bytes per execution was reached]\n")
 }
 
-/// `POST /api/v1/agents/enroll` body.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// `POST /api/v1/agents/enroll` body (the HTTP layer documents it with its own copy).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollRequest {
     /// The one-time enrolment token.
@@ -61,7 +63,7 @@ pub struct EnrollRequest {
 }
 
 /// `POST /api/v1/agents/enroll` answer: the agent's own credential, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollResponse {
     pub node_id: String,
@@ -200,9 +202,14 @@ pub enum ServerMsg {
     FileReply(FileReply),
 }
 
-/// The server's answer to a script's file request.
+/// The server's answer to a script's file request. The agent hands the same answer on to the
+/// script over the run's socket (`haechi file get|put`), with the content of a get after the
+/// JSON line as raw bytes instead of in `content`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileReply {
+    /// The request's number; on the run's socket, the number the agent relayed it under (0 when
+    /// the agent refused it itself).
+    #[serde(default)]
     pub req: u64,
     /// The HTTP status the same request would have had on the API (200, 201, 400, 401, 404,
     /// 409, 413, ...).
@@ -221,6 +228,21 @@ pub struct FileReply {
     /// The content (base64) of a get.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+}
+
+impl FileReply {
+    /// A refusal of request `req` with `status`, saying why.
+    pub fn refused(req: u64, status: u16, error: impl Into<String>) -> FileReply {
+        FileReply {
+            req,
+            status,
+            error: Some(error.into()),
+            size: None,
+            sha256: None,
+            version: None,
+            content: None,
+        }
+    }
 }
 
 /// The prefix of a file token: `hft_<exec_id>_<random>`.
@@ -352,6 +374,36 @@ impl OutputFrame {
             pos,
             data: frame[HEADER..].to_vec(),
         })
+    }
+}
+
+/// Resource limits set on every script (`setrlimit`, soft and hard), and its umask. The agent
+/// applies them (`haechi agent --script-*`); the server's configuration holds those of its
+/// local agent (`[agents] script_limits`), which is why both sides share the type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open files (`RLIMIT_NOFILE`).
+    pub nofile: u64,
+    /// Processes of the script's user (`RLIMIT_NPROC`; not enforced on root).
+    pub nproc: u64,
+    /// Core dump size in bytes (`RLIMIT_CORE`; 0: none, so no memory image with secrets is left).
+    pub core: u64,
+    /// Address space in bytes (`RLIMIT_AS`; 0: unlimited).
+    pub address_space: u64,
+    /// The umask scripts start with (octal in the helper's arguments; 0o077 = 63).
+    pub umask: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            nofile: 8192,
+            nproc: 4096,
+            core: 0,
+            address_space: 0,
+            umask: 0o077,
+        }
     }
 }
 
