@@ -405,6 +405,83 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
         ..Default::default()
     };
     let cfg = Config::load(config_file, &overrides)?;
+    let (passphrase, out_dir) = check_backup_args(&a)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".haechi-backup-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("cannot create a staging directory in {}", out_dir.display()))?;
+    create_dir_private(staging.path())?;
+
+    let created_at_ms = haechi_types::time::now_ms();
+    let mut staged = Staged {
+        dir: staging.path(),
+        members: Vec::new(),
+        notes: Vec::new(),
+    };
+
+    // The store first: the snapshot's moment is the backup's.
+    let (inventory, backend) = snapshot_store(&cfg, &mut staged).await?;
+    if inventory.schema_version == 0 {
+        bail!("the store has no schema: it was never started by a Haechi server");
+    }
+
+    // What lives outside the store.
+    let mut secrets: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
+    let has_passphrase = passphrase.is_some();
+    stage_tls(&cfg, has_passphrase, &mut secrets, &mut staged)?;
+    stage_agent_credential(&cfg, has_passphrase, &mut secrets, &mut staged)?;
+    if let Some(file) = config_file {
+        stage_config(file, has_passphrase, &mut secrets, &mut staged)?;
+    }
+    if a.include_vault_key {
+        let key = vault_key_to_keep(&cfg, &inventory)?;
+        secrets.insert(SECRET_VAULT_KEY.into(), key);
+    } else {
+        staged.notes.push(
+            "the vault master key is not in the archive (--include-vault-key adds it, encrypted): \
+             keep it apart; a restored store's credential values open only with it"
+                .into(),
+        );
+    }
+    let secret_names = seal_secrets(
+        passphrase.as_ref().map(|p| p.as_str()),
+        secrets,
+        &mut staged,
+    )?;
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        haechi_version: env!("CARGO_PKG_VERSION").into(),
+        schema_version: inventory.schema_version,
+        backend: backend.into(),
+        created_at: haechi_types::time::iso_ms(created_at_ms),
+        created_at_ms,
+        audit_head_seq: inventory.audit_head.0,
+        audit_head_hash: inventory.audit_head.1.clone(),
+        vault_mode: inventory.vault_mode.clone(),
+        counts: inventory.counts.clone(),
+        members: list_members(&staged.members)?,
+        secrets: secret_names,
+    };
+    write_archive(&a.out, &manifest, &staged, created_at_ms)?;
+    let Staged { notes, .. } = staged;
+    drop(staging);
+    print_backup_summary(&a.out, &manifest, notes);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a backup has gathered in its staging directory: the files that become archive members
+/// (by member name), and the notes printed after the summary.
+struct Staged<'a> {
+    dir: &'a Path,
+    members: Vec<(String, PathBuf)>,
+    notes: Vec<String>,
+}
+
+/// The checks made before anything is written: the archive must be new, the passphrase long
+/// enough, and the archive's folder a directory. Returns the passphrase and that folder.
+fn check_backup_args(a: &BackupArgs) -> Result<(Option<Zeroizing<String>>, PathBuf)> {
     if a.out.exists() {
         bail!(
             "{} exists: give a new file name (a backup never overwrites a file)",
@@ -431,18 +508,16 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
     if !out_dir.is_dir() {
         bail!("{} is not a directory", out_dir.display());
     }
-    let staging = tempfile::Builder::new()
-        .prefix(".haechi-backup-")
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("cannot create a staging directory in {}", out_dir.display()))?;
-    create_dir_private(staging.path())?;
+    Ok((passphrase, out_dir))
+}
 
-    let created_at_ms = haechi_types::time::now_ms();
-    let mut members: Vec<(String, PathBuf)> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-
-    // The store first: the snapshot's moment is the backup's.
-    let (inventory, backend) = match &cfg.database_url {
+/// Snapshots the store into the staging directory and reads its inventory; returns the
+/// inventory and the backend's name.
+async fn snapshot_store(
+    cfg: &Config,
+    staged: &mut Staged<'_>,
+) -> Result<(Inventory, &'static str)> {
+    match &cfg.database_url {
         None => {
             let path = cfg.sqlite_path();
             if !path.exists() {
@@ -451,160 +526,193 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
                     cfg.data_dir.display()
                 );
             }
-            let store = Store::open_existing(&store_opts(&cfg, path))
+            let store = Store::open_existing(&store_opts(cfg, path))
                 .await
                 .map_err(e)?;
-            let snap = staging.path().join("haechi.db");
+            let snap = staged.dir.join("haechi.db");
             let taken = store.snapshot_sqlite_into(&snap).await;
             store.close().await;
             taken.map_err(e)?;
             let inv = inventory_of_sqlite_file(&snap).await?;
-            members.push((SQLITE_MEMBER.into(), snap));
-            (inv, "sqlite")
+            staged.members.push((SQLITE_MEMBER.into(), snap));
+            Ok((inv, "sqlite"))
         }
         Some(url) => {
-            let url = url.expose_secret();
-            let mut snap = haechi_store::PgSnapshot::open(url).await.map_err(e)?;
-            let inv = snap.inventory().await.map_err(e)?;
-            let dump = staging.path().join("postgres.dump");
-            let dump_s = dump
-                .to_str()
-                .ok_or_else(|| anyhow!("{} is not a UTF-8 path", dump.display()))?
-                .to_owned();
-            let snapshot_arg = format!("--snapshot={}", snap.id());
-            let file_arg = format!("--file={dump_s}");
-            let url_owned = url.to_owned();
-            let dumped = tokio::task::spawn_blocking(move || {
-                pg_tool(
-                    "pg_dump",
-                    &url_owned,
-                    &[
-                        "--format=custom",
-                        "--no-owner",
-                        "--no-privileges",
-                        &snapshot_arg,
-                        &file_arg,
-                    ],
-                )
-            })
-            .await?;
-            snap.close().await;
-            dumped?;
-            members.push((PG_MEMBER.into(), dump));
-            (inv, "postgres")
+            let dump = staged.dir.join("postgres.dump");
+            let inv = dump_postgres(url.expose_secret(), &dump).await?;
+            staged.members.push((PG_MEMBER.into(), dump));
+            Ok((inv, "postgres"))
         }
-    };
-    if inventory.schema_version == 0 {
-        bail!("the store has no schema: it was never started by a Haechi server");
     }
+}
 
-    // What lives outside the store.
+/// Dumps a PostgreSQL store with `pg_dump` from the snapshot its inventory was read in.
+async fn dump_postgres(url: &str, dump: &Path) -> Result<Inventory> {
+    let mut snap = haechi_store::PgSnapshot::open(url).await.map_err(e)?;
+    let inv = snap.inventory().await.map_err(e)?;
+    let dump_s = dump
+        .to_str()
+        .ok_or_else(|| anyhow!("{} is not a UTF-8 path", dump.display()))?
+        .to_owned();
+    let snapshot_arg = format!("--snapshot={}", snap.id());
+    let file_arg = format!("--file={dump_s}");
+    let url_owned = url.to_owned();
+    let dumped = tokio::task::spawn_blocking(move || {
+        pg_tool(
+            "pg_dump",
+            &url_owned,
+            &[
+                "--format=custom",
+                "--no-owner",
+                "--no-privileges",
+                &snapshot_arg,
+                &file_arg,
+            ],
+        )
+    })
+    .await?;
+    snap.close().await;
+    dumped?;
+    Ok(inv)
+}
+
+/// The TLS certificate goes in as a member and its key among the secrets, both only with a
+/// passphrase: a private key is never kept in the clear.
+fn stage_tls(
+    cfg: &Config,
+    has_passphrase: bool,
+    secrets: &mut BTreeMap<String, Zeroizing<Vec<u8>>>,
+    staged: &mut Staged<'_>,
+) -> Result<()> {
     let (cert_path, key_path) = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => crate::tls::generated_cert_paths(&cfg.data_dir),
     };
-    let mut secrets: BTreeMap<String, Zeroizing<Vec<u8>>> = BTreeMap::new();
-    if cert_path.exists() {
-        let cert = std::fs::read(&cert_path)
-            .with_context(|| format!("cannot read {}", cert_path.display()))?;
-        match &passphrase {
-            Some(_) => {
-                let key = Zeroizing::new(
-                    std::fs::read(&key_path)
-                        .with_context(|| format!("cannot read {}", key_path.display()))?,
-                );
-                secrets.insert(SECRET_TLS_KEY.into(), key);
-                let p = staging.path().join("cert.pem");
-                write_new(&p, &cert, 0o644)?;
-                members.push((CERT_MEMBER.into(), p));
-            }
-            None => notes.push(format!(
-                "the TLS certificate and key ({}) are not in the archive: a private key is kept only \
-                 encrypted, so give --passphrase-file to include them; a server restored without \
-                 them generates a new certificate, whose fingerprint clients must then pin",
-                cert_path.display()
-            )),
-        }
+    if !cert_path.exists() {
+        return Ok(());
     }
-    let agent_credential = cfg.data_dir.join(SECRET_AGENT);
-    if agent_credential.exists() {
-        match &passphrase {
-            Some(_) => {
-                let c = Zeroizing::new(
-                    std::fs::read(&agent_credential)
-                        .with_context(|| format!("cannot read {}", agent_credential.display()))?,
-                );
-                secrets.insert(SECRET_AGENT.into(), c);
-            }
-            None => notes.push(
-                "the local agent's credential is kept only encrypted (give --passphrase-file): \
-                 a server restored without it enrols its local agent again"
-                    .into(),
-            ),
-        }
-    }
-    if let Some(file) = config_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        if !config_holds_secret(&text) {
-            let p = staging.path().join("haechi.toml");
-            write_new(&p, text.as_bytes(), 0o600)?;
-            members.push((CONFIG_MEMBER.into(), p));
-        } else if passphrase.is_some() {
-            secrets.insert(SECRET_CONFIG.into(), Zeroizing::new(text.into_bytes()));
-        } else {
-            notes.push(format!(
-                "the settings file {} sets a secret, so it is kept only encrypted: give \
-                 --passphrase-file to include it",
-                file.display()
-            ));
-        }
-    }
-    if a.include_vault_key {
-        let key = match &cfg.vault_master_key {
-            Some(k) => Zeroizing::new(format!("{}\n", k.expose_secret()).into_bytes()),
-            None => {
-                let path = cfg.data_dir.join(haechi_vault::KEY_FILE);
-                match std::fs::read(&path) {
-                    Ok(b) => Zeroizing::new(b),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
-                        "--include-vault-key: this installation keeps no vault master key ({} is \
-                         absent and vault_master_key is not set{}); keep the key you apply \
-                         with your own records",
-                        path.display(),
-                        if inventory.vault_mode.as_deref() == Some("Manual") {
-                            ": the vault is in Manual mode"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Err(err) => {
-                        return Err(err).with_context(|| format!("cannot read {}", path.display()))
-                    }
-                }
-            }
-        };
-        secrets.insert(SECRET_VAULT_KEY.into(), key);
+    let cert = std::fs::read(&cert_path)
+        .with_context(|| format!("cannot read {}", cert_path.display()))?;
+    if has_passphrase {
+        let key = Zeroizing::new(
+            std::fs::read(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?,
+        );
+        secrets.insert(SECRET_TLS_KEY.into(), key);
+        let p = staged.dir.join("cert.pem");
+        write_new(&p, &cert, 0o644)?;
+        staged.members.push((CERT_MEMBER.into(), p));
     } else {
-        notes.push(
-            "the vault master key is not in the archive (--include-vault-key adds it, encrypted): \
-             keep it apart; a restored store's credential values open only with it"
+        staged.notes.push(format!(
+            "the TLS certificate and key ({}) are not in the archive: a private key is kept only \
+             encrypted, so give --passphrase-file to include them; a server restored without \
+             them generates a new certificate, whose fingerprint clients must then pin",
+            cert_path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The local agent's credential, kept only encrypted.
+fn stage_agent_credential(
+    cfg: &Config,
+    has_passphrase: bool,
+    secrets: &mut BTreeMap<String, Zeroizing<Vec<u8>>>,
+    staged: &mut Staged<'_>,
+) -> Result<()> {
+    let agent_credential = cfg.data_dir.join(SECRET_AGENT);
+    if !agent_credential.exists() {
+        return Ok(());
+    }
+    if has_passphrase {
+        let c = Zeroizing::new(
+            std::fs::read(&agent_credential)
+                .with_context(|| format!("cannot read {}", agent_credential.display()))?,
+        );
+        secrets.insert(SECRET_AGENT.into(), c);
+    } else {
+        staged.notes.push(
+            "the local agent's credential is kept only encrypted (give --passphrase-file): \
+             a server restored without it enrols its local agent again"
                 .into(),
         );
     }
+    Ok(())
+}
+
+/// The settings file: a member when it sets no secret, else among the secrets.
+fn stage_config(
+    file: &Path,
+    has_passphrase: bool,
+    secrets: &mut BTreeMap<String, Zeroizing<Vec<u8>>>,
+    staged: &mut Staged<'_>,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !config_holds_secret(&text) {
+        let p = staged.dir.join("haechi.toml");
+        write_new(&p, text.as_bytes(), 0o600)?;
+        staged.members.push((CONFIG_MEMBER.into(), p));
+    } else if has_passphrase {
+        secrets.insert(SECRET_CONFIG.into(), Zeroizing::new(text.into_bytes()));
+    } else {
+        staged.notes.push(format!(
+            "the settings file {} sets a secret, so it is kept only encrypted: give \
+             --passphrase-file to include it",
+            file.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The vault master key for `--include-vault-key`: the configured one, else the key file's.
+fn vault_key_to_keep(cfg: &Config, inventory: &Inventory) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(k) = &cfg.vault_master_key {
+        return Ok(Zeroizing::new(
+            format!("{}\n", k.expose_secret()).into_bytes(),
+        ));
+    }
+    let path = cfg.data_dir.join(haechi_vault::KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Zeroizing::new(b)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--include-vault-key: this installation keeps no vault master key ({} is \
+             absent and vault_master_key is not set{}); keep the key you apply \
+             with your own records",
+            path.display(),
+            if inventory.vault_mode.as_deref() == Some("Manual") {
+                ": the vault is in Manual mode"
+            } else {
+                ""
+            }
+        ),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Seals the gathered secrets into `secrets.enc` (with a passphrase and something to seal);
+/// returns their names, which the manifest lists. The clear secrets are dropped here.
+fn seal_secrets(
+    passphrase: Option<&str>,
+    secrets: BTreeMap<String, Zeroizing<Vec<u8>>>,
+    staged: &mut Staged<'_>,
+) -> Result<Vec<String>> {
     let secret_names: Vec<String> = secrets.keys().cloned().collect();
-    if let Some(passphrase) = &passphrase {
+    if let Some(passphrase) = passphrase {
         if !secrets.is_empty() {
             let sealed = seal(passphrase, &secrets)?;
-            let p = staging.path().join("secrets.enc");
+            let p = staged.dir.join("secrets.enc");
             write_new(&p, &sealed, 0o600)?;
-            members.push((SECRETS_MEMBER.into(), p));
+            staged.members.push((SECRETS_MEMBER.into(), p));
         }
     }
-    drop(secrets);
+    Ok(secret_names)
+}
 
+/// The manifest's list of members, with their sizes and hashes.
+fn list_members(members: &[(String, PathBuf)]) -> Result<Vec<Member>> {
     let mut listed = Vec::new();
-    for (name, path) in &members {
+    for (name, path) in members {
         let (bytes, sha256) = file_sha256(path)?;
         listed.push(Member {
             name: name.clone(),
@@ -612,25 +720,13 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
             sha256,
         });
     }
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        haechi_version: env!("CARGO_PKG_VERSION").into(),
-        schema_version: inventory.schema_version,
-        backend: backend.into(),
-        created_at: haechi_types::time::iso_ms(created_at_ms),
-        created_at_ms,
-        audit_head_seq: inventory.audit_head.0,
-        audit_head_hash: inventory.audit_head.1.clone(),
-        vault_mode: inventory.vault_mode.clone(),
-        counts: inventory.counts.clone(),
-        members: listed,
-        secrets: secret_names,
-    };
+    Ok(listed)
+}
 
-    // The archive: written beside its final name, then renamed, so a half-written archive
-    // never carries the name.
-    let partial = staging.path().join("archive.tar");
+/// The archive: written beside its final name, then renamed, so a half-written archive never
+/// carries the name.
+fn write_archive(out: &Path, manifest: &Manifest, staged: &Staged<'_>, at_ms: i64) -> Result<()> {
+    let partial = staged.dir.join("archive.tar");
     {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -643,27 +739,28 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
             .open(&partial)
             .with_context(|| format!("cannot create {}", partial.display()))?;
         let mut tar = tar::Builder::new(file);
-        let manifest_json = serde_json::to_vec_pretty(&manifest)?;
-        append_bytes(&mut tar, MANIFEST, &manifest_json, created_at_ms)?;
-        for (name, path) in &members {
+        let manifest_json = serde_json::to_vec_pretty(manifest)?;
+        append_bytes(&mut tar, MANIFEST, &manifest_json, at_ms)?;
+        for (name, path) in &staged.members {
             let mut f = File::open(path)?;
             let len = f.metadata()?.len();
-            let mut header = header_for(len, created_at_ms);
+            let mut header = header_for(len, at_ms);
             tar.append_data(&mut header, name, &mut f)
                 .with_context(|| format!("cannot write {name} into the archive"))?;
         }
         let file = tar.into_inner().context("cannot finish the archive")?;
         file.sync_all()?;
     }
-    std::fs::hard_link(&partial, &a.out)
-        .or_else(|_| std::fs::rename(&partial, &a.out))
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    drop(staging);
+    std::fs::hard_link(&partial, out)
+        .or_else(|_| std::fs::rename(&partial, out))
+        .with_context(|| format!("cannot create {}", out.display()))
+}
 
+fn print_backup_summary(out: &Path, manifest: &Manifest, notes: Vec<String>) {
     let total: i64 = manifest.counts.values().sum();
     println!(
         "backup written to {}: {} store, schema {}, {} rows in {} tables, audit events 1..{} (head {}), taken at {}",
-        a.out.display(),
+        out.display(),
         manifest.backend,
         manifest.schema_version,
         total,
@@ -681,7 +778,6 @@ pub async fn backup(a: BackupArgs, config_file: Option<&Path>) -> Result<ExitCod
     for n in notes {
         println!("note: {n}");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn short_hash(h: &str) -> &str {
@@ -807,7 +903,81 @@ fn occupied(dir: &Path) -> Result<Option<String>> {
     }
 }
 
+/// The name the settings file from the archive gets in the restored data directory.
+const RESTORED_CONFIG: &str = "haechi.toml.from-backup";
+
 pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
+    let (manifest, passphrase) = check_restore_args(&a)?;
+
+    // Extract into a staging directory beside the target, checking every member's hash.
+    let parent = match a.data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".haechi-restore-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+    create_dir_private(staging.path())?;
+    let extracted = staging.path().join("archive");
+    create_dir_private(&extracted)?;
+    let got = extract_members(&a.from, &manifest, &extracted)?;
+    let secrets = match (got.get(SECRETS_MEMBER), &passphrase) {
+        (Some(path), Some(p)) => unseal(p, &std::fs::read(path)?)?,
+        (Some(_), None) => bail!("this backup holds encrypted secrets: give --passphrase-file"),
+        (None, _) => BTreeMap::new(),
+    };
+
+    // The new data directory, built in staging and moved into place at the end.
+    let new_dir = staging.path().join("data");
+    create_dir_private(&new_dir)?;
+    let restored_inventory = match manifest.backend.as_str() {
+        "sqlite" => {
+            let src = got
+                .get(SQLITE_MEMBER)
+                .ok_or_else(|| anyhow!("the archive has no {SQLITE_MEMBER}"))?;
+            let db = new_dir.join("haechi.db");
+            std::fs::rename(src, &db)?;
+            inventory_of_sqlite_file(&db).await?
+        }
+        _ => restore_postgres(a.database_url.as_deref().unwrap_or_default(), &got).await?,
+    };
+    if restored_inventory.counts != manifest.counts
+        || restored_inventory.audit_head
+            != (manifest.audit_head_seq, manifest.audit_head_hash.clone())
+    {
+        bail!("the restored store does not match the manifest's counts and audit head: the archive is inconsistent");
+    }
+    let config_text = restore_outside_store(&got, &secrets, &new_dir)?;
+    let checked = verify_restored_chain(a.database_url.clone(), &new_dir).await?;
+
+    // Into place: the target was absent or empty.
+    if a.data_dir.exists() {
+        std::fs::remove_dir(&a.data_dir).with_context(|| {
+            format!(
+                "cannot replace the empty directory {}",
+                a.data_dir.display()
+            )
+        })?;
+    }
+    std::fs::rename(&new_dir, &a.data_dir).with_context(|| {
+        format!(
+            "cannot move the restored data into {}",
+            a.data_dir.display()
+        )
+    })?;
+    drop(staging);
+
+    print_restore_summary(&a, &manifest, &secrets, config_text.is_some(), checked);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The checks made before anything is written: an empty target, a readable manifest whose
+/// backend matches the arguments, and a passphrase when the archive holds secrets. Returns the
+/// manifest and the passphrase.
+fn check_restore_args(a: &RestoreArgs) -> Result<(Manifest, Option<Zeroizing<String>>)> {
     if let Some(what) = occupied(&a.data_dir)? {
         bail!(
             "refusing to restore into {}: it is not empty (it holds {what}); restore into a new or empty directory",
@@ -838,66 +1008,38 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         ),
         (None, true) => None,
     };
+    Ok((manifest, passphrase))
+}
 
-    // Extract into a staging directory beside the target, checking every member's hash.
-    let parent = match a.data_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".haechi-restore-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
-    create_dir_private(staging.path())?;
-    let extracted = staging.path().join("archive");
-    create_dir_private(&extracted)?;
+/// Extracts every member after the manifest into `extracted`, checking each against the
+/// manifest (listed, once, with its size and SHA-256) and that none it lists is missing.
+/// Returns the extracted files by member name.
+fn extract_members(
+    from: &Path,
+    manifest: &Manifest,
+    extracted: &Path,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut got: BTreeMap<String, PathBuf> = BTreeMap::new();
-    {
-        let file = File::open(&a.from)?;
-        let mut tar = tar::Archive::new(file);
-        for (i, entry) in tar.entries()?.enumerate() {
-            let mut entry = entry.context("the archive is damaged")?;
-            if i == 0 {
-                continue; // the manifest, read above
-            }
-            let name = entry.path()?.to_string_lossy().into_owned();
-            let Some(listed) = manifest.members.iter().find(|m| m.name == name) else {
-                bail!(
-                    "the archive holds {name:?}, which its manifest does not list: it was altered"
-                );
-            };
-            if got.contains_key(&name) {
-                bail!("the archive holds {name:?} twice: it was altered");
-            }
-            let dest = extracted.join(format!("m{i}"));
-            let mut out = std::fs::OpenOptions::new();
-            out.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                out.mode(0o600);
-            }
-            let mut out = out.open(&dest)?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 16];
-            let mut n = 0u64;
-            loop {
-                let k = entry.read(&mut buf).context("the archive is damaged")?;
-                if k == 0 {
-                    break;
-                }
-                h.update(&buf[..k]);
-                out.write_all(&buf[..k])?;
-                n += k as u64;
-            }
-            out.sync_all()?;
-            if n != listed.bytes || hex::encode(h.finalize()) != listed.sha256 {
-                bail!("{name} in the archive does not match its SHA-256 in the manifest: the archive is damaged or was altered");
-            }
-            got.insert(name, dest);
+    let file = File::open(from)?;
+    let mut tar = tar::Archive::new(file);
+    for (i, entry) in tar.entries()?.enumerate() {
+        let mut entry = entry.context("the archive is damaged")?;
+        if i == 0 {
+            continue; // the manifest, read above
         }
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let Some(listed) = manifest.members.iter().find(|m| m.name == name) else {
+            bail!("the archive holds {name:?}, which its manifest does not list: it was altered");
+        };
+        if got.contains_key(&name) {
+            bail!("the archive holds {name:?} twice: it was altered");
+        }
+        let dest = extracted.join(format!("m{i}"));
+        let (n, sha256) = copy_hashed(&mut entry, &dest)?;
+        if n != listed.bytes || sha256 != listed.sha256 {
+            bail!("{name} in the archive does not match its SHA-256 in the manifest: the archive is damaged or was altered");
+        }
+        got.insert(name, dest);
     }
     for m in &manifest.members {
         if !got.contains_key(&m.name) {
@@ -907,84 +1049,96 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
             );
         }
     }
-    let secrets = match (got.get(SECRETS_MEMBER), &passphrase) {
-        (Some(path), Some(p)) => unseal(p, &std::fs::read(path)?)?,
-        (Some(_), None) => bail!("this backup holds encrypted secrets: give --passphrase-file"),
-        (None, _) => BTreeMap::new(),
-    };
+    Ok(got)
+}
 
-    // The new data directory, built in staging and moved into place at the end.
-    let new_dir = staging.path().join("data");
-    create_dir_private(&new_dir)?;
-    let restored_inventory = match manifest.backend.as_str() {
-        "sqlite" => {
-            let src = got
-                .get(SQLITE_MEMBER)
-                .ok_or_else(|| anyhow!("the archive has no {SQLITE_MEMBER}"))?;
-            let db = new_dir.join("haechi.db");
-            std::fs::rename(src, &db)?;
-            inventory_of_sqlite_file(&db).await?
-        }
-        _ => {
-            let url = a.database_url.as_deref().unwrap_or_default();
-            let store = Store::open_existing(&StoreOptions {
-                database_url: Some(url.to_owned()),
-                sqlite_path: PathBuf::new(),
-                max_connections: 2,
-                acquire_timeout: std::time::Duration::from_secs(30),
-            })
-            .await
-            .map_err(e)?;
-            let tables = store.inventory().await.map_err(e)?;
-            store.close().await;
-            if !tables.counts.is_empty() {
-                bail!(
-                    "refusing to restore into this database: it is not empty (it has {} tables, such as {}); create an empty database",
-                    tables.counts.len(),
-                    tables.counts.keys().next().cloned().unwrap_or_default()
-                );
-            }
-            let dump = got
-                .get(PG_MEMBER)
-                .ok_or_else(|| anyhow!("the archive has no {PG_MEMBER}"))?
-                .to_str()
-                .ok_or_else(|| anyhow!("staging path is not UTF-8"))?
-                .to_owned();
-            let url_owned = url.to_owned();
-            tokio::task::spawn_blocking(move || {
-                pg_tool(
-                    "pg_restore",
-                    &url_owned,
-                    &[
-                        "--no-owner",
-                        "--no-privileges",
-                        "--exit-on-error",
-                        "--single-transaction",
-                        &dump,
-                    ],
-                )
-            })
-            .await??;
-            let store = Store::open_existing(&StoreOptions {
-                database_url: Some(url.to_owned()),
-                sqlite_path: PathBuf::new(),
-                max_connections: 2,
-                acquire_timeout: std::time::Duration::from_secs(30),
-            })
-            .await
-            .map_err(e)?;
-            let inv = store.inventory().await;
-            store.close().await;
-            inv.map_err(e)?
-        }
-    };
-    if restored_inventory.counts != manifest.counts
-        || restored_inventory.audit_head
-            != (manifest.audit_head_seq, manifest.audit_head_hash.clone())
+/// Copies an archive member into a new private file; returns its length and SHA-256.
+fn copy_hashed(entry: &mut impl Read, dest: &Path) -> Result<(u64, String)> {
+    let mut out = std::fs::OpenOptions::new();
+    out.write(true).create_new(true);
+    #[cfg(unix)]
     {
-        bail!("the restored store does not match the manifest's counts and audit head: the archive is inconsistent");
+        use std::os::unix::fs::OpenOptionsExt;
+        out.mode(0o600);
     }
+    let mut out = out.open(dest)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = entry.read(&mut buf).context("the archive is damaged")?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        out.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+    out.sync_all()?;
+    Ok((n, hex::encode(h.finalize())))
+}
 
+fn pg_restore_opts(url: &str) -> StoreOptions {
+    StoreOptions {
+        database_url: Some(url.to_owned()),
+        sqlite_path: PathBuf::new(),
+        max_connections: 2,
+        acquire_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// Restores a PostgreSQL dump into an empty database with `pg_restore`; returns the restored
+/// store's inventory.
+async fn restore_postgres(url: &str, got: &BTreeMap<String, PathBuf>) -> Result<Inventory> {
+    let store = Store::open_existing(&pg_restore_opts(url))
+        .await
+        .map_err(e)?;
+    let tables = store.inventory().await.map_err(e)?;
+    store.close().await;
+    if !tables.counts.is_empty() {
+        bail!(
+            "refusing to restore into this database: it is not empty (it has {} tables, such as {}); create an empty database",
+            tables.counts.len(),
+            tables.counts.keys().next().cloned().unwrap_or_default()
+        );
+    }
+    let dump = got
+        .get(PG_MEMBER)
+        .ok_or_else(|| anyhow!("the archive has no {PG_MEMBER}"))?
+        .to_str()
+        .ok_or_else(|| anyhow!("staging path is not UTF-8"))?
+        .to_owned();
+    let url_owned = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        pg_tool(
+            "pg_restore",
+            &url_owned,
+            &[
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--single-transaction",
+                &dump,
+            ],
+        )
+    })
+    .await??;
+    let store = Store::open_existing(&pg_restore_opts(url))
+        .await
+        .map_err(e)?;
+    let inv = store.inventory().await;
+    store.close().await;
+    inv.map_err(e)
+}
+
+/// Writes what lives outside the store into the new data directory: the TLS certificate and
+/// key, the vault key, the agent's credential and the settings file (under
+/// [`RESTORED_CONFIG`]). Returns the settings file's text, when the archive held one.
+fn restore_outside_store(
+    got: &BTreeMap<String, PathBuf>,
+    secrets: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    new_dir: &Path,
+) -> Result<Option<Vec<u8>>> {
     if let Some(cert) = got.get(CERT_MEMBER) {
         if let Some(key) = secrets.get(SECRET_TLS_KEY) {
             let tls = new_dir.join("tls");
@@ -1006,14 +1160,16 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         (None, Some(p)) => Some(std::fs::read(p)?),
         _ => None,
     };
-    let restored_config = "haechi.toml.from-backup";
     if let Some(text) = &config_text {
-        write_new(&new_dir.join(restored_config), text, 0o600)?;
+        write_new(&new_dir.join(RESTORED_CONFIG), text, 0o600)?;
     }
+    Ok(config_text)
+}
 
-    // The audit chain of the restored store.
+/// Verifies the restored store's audit chain; returns how many events were checked.
+async fn verify_restored_chain(database_url: Option<String>, new_dir: &Path) -> Result<i64> {
     let verify_store = Store::open_existing(&StoreOptions {
-        database_url: a.database_url.clone(),
+        database_url,
         sqlite_path: new_dir.join("haechi.db"),
         max_connections: 2,
         acquire_timeout: std::time::Duration::from_secs(30),
@@ -1030,24 +1186,16 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
             b.reason
         );
     }
+    Ok(verified.checked)
+}
 
-    // Into place: the target was absent or empty.
-    if a.data_dir.exists() {
-        std::fs::remove_dir(&a.data_dir).with_context(|| {
-            format!(
-                "cannot replace the empty directory {}",
-                a.data_dir.display()
-            )
-        })?;
-    }
-    std::fs::rename(&new_dir, &a.data_dir).with_context(|| {
-        format!(
-            "cannot move the restored data into {}",
-            a.data_dir.display()
-        )
-    })?;
-    drop(staging);
-
+fn print_restore_summary(
+    a: &RestoreArgs,
+    manifest: &Manifest,
+    secrets: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    config_restored: bool,
+    checked: i64,
+) {
     let total: i64 = manifest.counts.values().sum();
     println!(
         "restored {} ({} store, schema {}, taken {}) into {}: {} rows in {} tables; audit chain intact: {} events verified",
@@ -1058,7 +1206,7 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         a.data_dir.display(),
         total,
         manifest.counts.len(),
-        verified.checked
+        checked
     );
     if manifest.schema_version < haechi_store::latest_schema_version() {
         println!(
@@ -1085,13 +1233,12 @@ pub async fn restore(a: RestoreArgs) -> Result<ExitCode> {
         ),
         (false, None) => {}
     }
-    if config_text.is_some() {
+    if config_restored {
         println!(
             "the settings file was restored as {}: review its paths, then pass it with --config",
-            a.data_dir.join(restored_config).display()
+            a.data_dir.join(RESTORED_CONFIG).display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -474,7 +474,19 @@ impl Config {
             return Err(self.invalid("data_dir", "\"\"", "must name a directory"));
         }
         let listen = self.socket_addr("listen", &self.listen)?;
+        self.validate_store()?;
+        self.validate_agents()?;
+        self.validate_workflow()?;
+        self.validate_http(listen)?;
+        self.validate_logging()?;
+        if let Err(m) = haechi_audit::forward::validate(&self.audit.sinks) {
+            bail!("invalid {m} (from {})", self.sources.get("audit.sinks"));
+        }
+        self.validate_gateway(listen)
+    }
 
+    /// The store's settings: secrets set but empty, the database URL, the pool.
+    fn validate_store(&self) -> Result<()> {
         let secrets = [
             ("database_url", &self.database_url),
             ("admin_password", &self.admin_password),
@@ -509,6 +521,11 @@ impl Config {
                 "must be between 100 and 600000",
             ));
         }
+        Ok(())
+    }
+
+    /// The `[agents]` section.
+    fn validate_agents(&self) -> Result<()> {
         if self.agents.heartbeat_secs == 0 || self.agents.heartbeat_secs > 3600 {
             return Err(self.invalid(
                 "agents.heartbeat_secs",
@@ -543,6 +560,11 @@ impl Config {
                 "must be at least four times agents.max_message_bytes and below 4 GiB",
             ));
         }
+        Ok(())
+    }
+
+    /// The `[workflow]` section.
+    fn validate_workflow(&self) -> Result<()> {
         let wf = &self.workflow;
         if !(2..=3600).contains(&wf.lease_secs) {
             return Err(self.invalid("workflow.lease_secs", wf.lease_secs, "must be 2 to 3600"));
@@ -579,7 +601,12 @@ impl Config {
             let key = m.split('[').next().unwrap_or("workflow.http_allow");
             bail!("invalid {m} (from {})", self.sources.get(key));
         }
+        Ok(())
+    }
 
+    /// The HTTP server's settings: plain HTTP only on loopback (unless allowed), the TLS pair,
+    /// the limits, the time zone and the trusted proxies.
+    fn validate_http(&self, listen: SocketAddr) -> Result<()> {
         if self.plain_http && !listen.ip().is_loopback() && !self.allow_plain_http_on_public_address
         {
             bail!(
@@ -635,6 +662,10 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_logging(&self) -> Result<()> {
         if self.log_level.trim().is_empty() {
             return Err(self.invalid("log_level", "\"\"", "must be a level such as info"));
         }
@@ -645,11 +676,11 @@ impl Config {
                 "must be \"text\" or \"json\"",
             ));
         }
+        Ok(())
+    }
 
-        if let Err(m) = haechi_audit::forward::validate(&self.audit.sinks) {
-            bail!("invalid {m} (from {})", self.sources.get("audit.sinks"));
-        }
-
+    /// The DB gateway's settings, and that no two listeners share an address.
+    fn validate_gateway(&self, listen: SocketAddr) -> Result<()> {
         if self.gateway_threads > 256 {
             return Err(self.invalid(
                 "gateway_threads",

@@ -31,6 +31,57 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // Everything that can fail for a reason outside the store (the certificate, the ports) is
     // done before the store is opened and the bootstrap user created: a first start that
     // cannot bind its port must not create `admin` and print a password nobody can use.
+    let front = bind(&cfg).await?;
+    let (engines, bootstrap_password) = start_engines(&cfg).await?;
+    // The cross-server signal bus (PostgreSQL): each engine follows the signals it acts on.
+    let (stop_signals, signals_stopped) = tokio::sync::watch::channel(false);
+    let signal_listener = engines.store.listen(signals_stopped);
+    let followers = [
+        engines.identity.follow_signals(),
+        engines.dbgate.follow_signals(),
+        engines.vault.follow_signals(),
+    ];
+
+    let served = serve(&cfg, opts, front, &engines, bootstrap_password).await?;
+
+    if let Some(agent) = served.local_agent {
+        agent.abort();
+    }
+    engines.workflows.shutdown().await;
+    let _ = served.stop_gateways.send(true);
+    for g in served.gateways {
+        let _ = g.await;
+    }
+    engines.exec.shutdown().await;
+    let _ = stop_signals.send(true);
+    if let Some(l) = signal_listener {
+        let _ = l.await;
+    }
+    for f in followers {
+        f.abort();
+    }
+    engines.dbgate.shutdown().await;
+    engines.vault.shutdown().await;
+    if let Some(f) = engines.forwarder {
+        f.shutdown().await;
+    }
+    engines.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the server binds before it opens the store (see [`run`]).
+struct Front {
+    listener: TcpListener,
+    bound: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The SHA-256 fingerprint of the server's certificate (none with plain HTTP).
+    own_fingerprint: Option<String>,
+    gateways: GatewayListeners,
+}
+
+/// Loads the certificate and binds the HTTP port and the gateways' ports.
+async fn bind(cfg: &Config) -> anyhow::Result<Front> {
     let listen: SocketAddr = cfg.listen_addr();
     let mut own_fingerprint = None;
     let tls = if cfg.plain_http {
@@ -48,9 +99,31 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
-    let gateway_listeners = bind_gateways(&cfg).await?;
+    let gateways = bind_gateways(cfg).await?;
+    Ok(Front {
+        listener,
+        bound,
+        tls,
+        own_fingerprint,
+        gateways,
+    })
+}
 
-    let store = Store::open(&store_options(&cfg))
+/// The store and the engines the server runs on it.
+struct Engines {
+    store: Store,
+    identity: Arc<Identity>,
+    forwarder: Option<haechi_audit::forward::Forwarder>,
+    vault: Arc<haechi_vault::Vault>,
+    exec: Arc<haechi_exec::Exec>,
+    dbgate: Arc<haechi_dbgate::DbGate>,
+    workflows: Arc<haechi_workflow::Workflows>,
+}
+
+/// Opens the store, bootstraps identity (returning the generated admin password of a first
+/// start) and starts the audit forwarder, then the engines.
+async fn start_engines(cfg: &Config) -> anyhow::Result<(Engines, Option<secrecy::SecretString>)> {
+    let store = Store::open(&store_options(cfg))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let identity = Arc::new(
@@ -85,7 +158,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("vault: {e}"))?,
     );
-
     let exec = haechi_exec::Exec::start(
         store.clone(),
         haechi_exec::ExecConfig {
@@ -95,8 +167,29 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             utc_offset_secs: cfg.utc_offset_secs(),
         },
     );
+    let dbgate = open_dbgate(cfg, &store, &identity, &vault).await?;
+    let workflows = start_workflows(cfg, &store, &identity, &vault, &exec, &dbgate).await?;
+    exec.set_env_source(workflows.rerun_env_source());
+    exec.set_file_vault(vault.clone());
+    let engines = Engines {
+        store,
+        identity,
+        forwarder,
+        vault,
+        exec,
+        dbgate,
+        workflows,
+    };
+    Ok((engines, bootstrap_password))
+}
 
-    let dbgate = haechi_dbgate::DbGate::open(
+async fn open_dbgate(
+    cfg: &Config,
+    store: &Store,
+    identity: &Arc<Identity>,
+    vault: &Arc<haechi_vault::Vault>,
+) -> anyhow::Result<Arc<haechi_dbgate::DbGate>> {
+    haechi_dbgate::DbGate::open(
         store.clone(),
         identity.clone(),
         vault.clone(),
@@ -111,9 +204,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("database gateway: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("database gateway: {e}"))
+}
 
-    let workflows = haechi_workflow::Workflows::start(haechi_workflow::Options {
+/// The workflow engine, wired to the other engines through the ports of [`crate::ports`].
+async fn start_workflows(
+    cfg: &Config,
+    store: &Store,
+    identity: &Arc<Identity>,
+    vault: &Arc<haechi_vault::Vault>,
+    exec: &Arc<haechi_exec::Exec>,
+    dbgate: &Arc<haechi_dbgate::DbGate>,
+) -> anyhow::Result<Arc<haechi_workflow::Workflows>> {
+    haechi_workflow::Workflows::start(haechi_workflow::Options {
         store: store.clone(),
         identity: identity.clone(),
         tasks: Arc::new(haechi_workflow::ExecTasks(exec.clone())),
@@ -134,25 +237,38 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.clone(),
     })
     .await
-    .map_err(|e| anyhow::anyhow!("workflows: {e}"))?;
-    exec.set_env_source(workflows.rerun_env_source());
-    exec.set_file_vault(vault.clone());
-    // The cross-server signal bus (PostgreSQL): each engine follows the signals it acts on.
-    let (stop_signals, signals_stopped) = tokio::sync::watch::channel(false);
-    let signal_listener = store.listen(signals_stopped);
-    let followers = [
-        identity.follow_signals(),
-        dbgate.follow_signals(),
-        vault.follow_signals(),
-    ];
+    .map_err(|e| anyhow::anyhow!("workflows: {e}"))
+}
 
+/// What serving started that the shutdown stops.
+struct Served {
+    local_agent: Option<tokio::task::JoinHandle<()>>,
+    stop_gateways: tokio::sync::watch::Sender<bool>,
+    gateways: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Serves the APIs, the gateways and the local agent until the shutdown signal.
+async fn serve(
+    cfg: &Config,
+    opts: RunOptions,
+    front: Front,
+    engines: &Engines,
+    bootstrap_password: Option<secrecy::SecretString>,
+) -> anyhow::Result<Served> {
+    let Front {
+        listener,
+        bound,
+        tls,
+        own_fingerprint,
+        gateways: gateway_listeners,
+    } = front;
     let state = AppState::new(Services {
-        store: store.clone(),
-        identity,
-        exec: exec.clone(),
-        vault: vault.clone(),
-        dbgate: dbgate.clone(),
-        workflows: workflows.clone(),
+        store: engines.store.clone(),
+        identity: engines.identity.clone(),
+        exec: engines.exec.clone(),
+        vault: engines.vault.clone(),
+        dbgate: engines.dbgate.clone(),
+        workflows: engines.workflows.clone(),
         http: HttpConfig {
             max_body_bytes: cfg.max_body_bytes,
             trusted_proxies: cfg.trusted_proxy_nets(),
@@ -162,7 +278,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
         metrics: haechi_http::metrics::install(),
     });
-    spawn_chain_checks(store.clone(), cfg.audit.verify_interval_secs);
+    spawn_chain_checks(engines.store.clone(), cfg.audit.verify_interval_secs);
     let router = haechi_http::router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(fingerprint) = &own_fingerprint {
@@ -171,10 +287,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let shutdown = shutdown_signal(opts.stop_on_stdin_eof);
     println!("haechi: listening on {scheme}://{bound}");
     let (stop_gateways, gateways_stopped) = tokio::sync::watch::channel(false);
-    let gateways = serve_gateways(gateway_listeners, &dbgate, tls.clone(), &gateways_stopped);
-    tracing::info!(%bound, store = ?store.backend(), "serving");
+    let gateways = serve_gateways(
+        gateway_listeners,
+        &engines.dbgate,
+        tls.clone(),
+        &gateways_stopped,
+    );
+    tracing::info!(%bound, store = ?engines.store.backend(), "serving");
     let local_agent = if cfg.agents.local_agent {
-        crate::agent::start_local(&cfg, &exec, bound, own_fingerprint.as_deref()).await
+        crate::agent::start_local(cfg, &engines.exec, bound, own_fingerprint.as_deref()).await
     } else {
         None
     };
@@ -183,30 +304,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
 
     haechi_http::serve(listener, tls, router, cfg.serve_limits(), shutdown).await?;
-    if let Some(agent) = local_agent {
-        agent.abort();
-    }
-    workflows.shutdown().await;
-    let _ = stop_gateways.send(true);
-    for g in gateways {
-        let _ = g.await;
-    }
-    exec.shutdown().await;
-    let _ = stop_signals.send(true);
-    if let Some(l) = signal_listener {
-        let _ = l.await;
-    }
-    for f in followers {
-        f.abort();
-    }
-    dbgate.shutdown().await;
-    vault.shutdown().await;
-    if let Some(f) = forwarder {
-        f.shutdown().await;
-    }
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Served {
+        local_agent,
+        stop_gateways,
+        gateways,
+    })
 }
 
 /// The database gateways' listeners, bound before anything is created (see [`run`]).

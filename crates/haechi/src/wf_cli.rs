@@ -185,53 +185,35 @@ fn read_definition(file: &PathBuf) -> anyhow::Result<Value> {
 
 pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
     let c = Arc::new(Client::from_session()?);
-    let out = match cmd {
+    match cmd {
         WfCmd::Run {
             workflow,
             params,
             follow,
-        } => return run(c, &workflow, &params, follow).await,
+        } => run(c, &workflow, &params, follow).await,
         WfCmd::List {
             group,
             limit,
             offset,
-        } => {
-            let mut path = format!("/api/v1/workflows?limit={limit}&offset={offset}");
-            if let Some(g) = group {
-                path.push_str(&format!("&group={}", segment(&g)));
-            }
-            c.call(Method::GET, &path, None).await?
-        }
-        WfCmd::Show { workflow, rev } => {
-            let mut path = format!("/api/v1/workflows/{}", segment(&workflow));
-            if let Some(v) = rev {
-                path.push_str(&format!("?version={v}"));
-            }
-            c.call(Method::GET, &path, None).await?
-        }
+        } => list(&c, group, limit, offset).await,
+        WfCmd::Show { workflow, rev } => show(&c, &workflow, rev).await,
         WfCmd::Create { file } => {
             let def = read_definition(&file)?;
-            c.call(Method::POST, "/api/v1/workflows", Some(&def))
-                .await?
+            printed(
+                c.call(Method::POST, "/api/v1/workflows", Some(&def))
+                    .await?,
+            )
         }
         WfCmd::Update { workflow, file } => {
             let def = read_definition(&file)?;
-            c.call(
-                Method::PUT,
-                &format!("/api/v1/workflows/{}", segment(&workflow)),
-                Some(&def),
-            )
-            .await?
+            let path = format!("/api/v1/workflows/{}", segment(&workflow));
+            printed(c.call(Method::PUT, &path, Some(&def)).await?)
         }
         WfCmd::Delete { workflow } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/workflows/{}", segment(&workflow)),
-                None,
-            )
-            .await?;
+            let path = format!("/api/v1/workflows/{}", segment(&workflow));
+            c.call(Method::DELETE, &path, None).await?;
             println!("deleted {workflow}");
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         WfCmd::Executions {
             workflow,
@@ -239,157 +221,173 @@ pub async fn wf(cmd: WfCmd) -> anyhow::Result<ExitCode> {
             started_by,
             limit,
             json,
-        } => {
-            let mut path = format!("/api/v1/executions?limit={limit}");
-            for (k, v) in [
-                ("wf_id", workflow),
-                ("status", status),
-                ("started_by", started_by),
-            ] {
-                if let Some(v) = v {
-                    path.push_str(&format!("&{k}={}", segment(&v)));
-                }
-            }
-            let list = c.call(Method::GET, &path, None).await?;
-            if json {
-                list
-            } else {
-                print_executions(&list);
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
+        } => executions(&c, [workflow, status, started_by], limit, json).await,
         WfCmd::Status {
             execution,
             follow: true,
             ..
-        } => return follow_execution(c, &execution).await,
+        } => follow_execution(c, &execution).await,
         WfCmd::Status {
             execution, json, ..
         } => {
-            let view = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/executions/{}", segment(&execution)),
-                    None,
-                )
-                .await?;
-            if json {
-                view
-            } else {
-                print_execution(&view);
-                return Ok(ExitCode::SUCCESS);
-            }
+            let view = get_execution(&c, &execution).await?;
+            Ok(printed_as(&view, json, print_execution))
         }
         WfCmd::Control { execution, action } => {
-            c.call(
-                Method::POST,
-                &format!("/api/v1/executions/{}/control", segment(&execution)),
-                Some(&json!({ "action": action })),
-            )
-            .await?
+            let path = format!("/api/v1/executions/{}/control", segment(&execution));
+            let body = json!({ "action": action });
+            printed(c.call(Method::POST, &path, Some(&body)).await?)
         }
-        WfCmd::Schedules { workflow, json } => {
-            let doc = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/workflows/{}", segment(&workflow)),
-                    None,
-                )
-                .await?;
-            if json {
-                json!({ "id": doc["id"], "schedules": doc["schedules"], "next_fires": doc["next_fires"] })
-            } else {
-                print_schedules(&doc);
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
+        WfCmd::Schedules { workflow, json } => schedules(&c, &workflow, json).await,
         WfCmd::Report { execution, json } => {
-            let report = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/executions/{}/report", segment(&execution)),
-                    None,
-                )
-                .await?;
-            if json {
-                report
-            } else {
-                print_report(&report);
-                return Ok(ExitCode::SUCCESS);
-            }
+            let path = format!("/api/v1/executions/{}/report", segment(&execution));
+            let report = c.call(Method::GET, &path, None).await?;
+            Ok(printed_as(&report, json, print_report))
         }
-        WfCmd::Step { action } => {
-            let (execution, step, body) = match action {
-                StepCmd::Retry {
-                    execution,
-                    step,
-                    reason,
-                    args,
-                } => {
-                    let mut body = json!({ "action": "retry", "reason": reason });
-                    if !args.is_empty() {
-                        body["arguments"] = json!(args);
-                    }
-                    (execution, step, body)
-                }
-                StepCmd::Skip {
-                    execution,
-                    step,
-                    reason,
-                } => (
-                    execution,
-                    step,
-                    json!({ "action": "skip", "reason": reason }),
-                ),
-                StepCmd::MarkSucceeded {
-                    execution,
-                    step,
-                    reason,
-                } => (
-                    execution,
-                    step,
-                    json!({ "action": "mark_succeeded", "reason": reason }),
-                ),
-            };
-            c.call(
-                Method::POST,
-                &format!(
-                    "/api/v1/executions/{}/steps/{}/actions",
-                    segment(&execution),
-                    segment(&step)
-                ),
-                Some(&body),
-            )
-            .await?;
-            let view = c
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/executions/{}", segment(&execution)),
-                    None,
-                )
-                .await?;
-            print_execution(&view);
-            return Ok(ExitCode::SUCCESS);
-        }
+        WfCmd::Step { action } => step_action(&c, action).await,
         WfCmd::Decide {
             execution,
             step,
             action,
             comment,
         } => {
-            c.call(
-                Method::POST,
-                &format!(
-                    "/api/v1/executions/{}/steps/{}/decision",
-                    segment(&execution),
-                    segment(&step)
-                ),
-                Some(&json!({ "action": action, "comment": comment })),
-            )
-            .await?
+            let path = format!(
+                "/api/v1/executions/{}/steps/{}/decision",
+                segment(&execution),
+                segment(&step)
+            );
+            let body = json!({ "action": action, "comment": comment });
+            printed(c.call(Method::POST, &path, Some(&body)).await?)
         }
+    }
+}
+
+/// Prints an answer as JSON: what a subcommand without a human view shows.
+fn printed(v: Value) -> anyhow::Result<ExitCode> {
+    print_json(&v);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a document as JSON (`--json`) or through its human view.
+fn printed_as(doc: &Value, json: bool, human: fn(&Value)) -> ExitCode {
+    if json {
+        print_json(doc);
+    } else {
+        human(doc);
+    }
+    ExitCode::SUCCESS
+}
+
+/// An execution as it stands.
+async fn get_execution(c: &Client, execution: &str) -> anyhow::Result<Value> {
+    c.call(
+        Method::GET,
+        &format!("/api/v1/executions/{}", segment(execution)),
+        None,
+    )
+    .await
+}
+
+/// `wf list`.
+async fn list(
+    c: &Client,
+    group: Option<String>,
+    limit: u32,
+    offset: u32,
+) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/workflows?limit={limit}&offset={offset}");
+    if let Some(g) = group {
+        path.push_str(&format!("&group={}", segment(&g)));
+    }
+    printed(c.call(Method::GET, &path, None).await?)
+}
+
+/// `wf show`.
+async fn show(c: &Client, workflow: &str, rev: Option<i64>) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/workflows/{}", segment(workflow));
+    if let Some(v) = rev {
+        path.push_str(&format!("?version={v}"));
+    }
+    printed(c.call(Method::GET, &path, None).await?)
+}
+
+/// `wf executions`, filtered by workflow, status and who started them (in that order).
+async fn executions(
+    c: &Client,
+    filters: [Option<String>; 3],
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/executions?limit={limit}");
+    for (k, v) in ["wf_id", "status", "started_by"].into_iter().zip(filters) {
+        if let Some(v) = v {
+            path.push_str(&format!("&{k}={}", segment(&v)));
+        }
+    }
+    let list = c.call(Method::GET, &path, None).await?;
+    Ok(printed_as(&list, json, print_executions))
+}
+
+/// `wf schedules`: a workflow's schedules and their next fire times.
+async fn schedules(c: &Client, workflow: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/workflows/{}", segment(workflow));
+    let doc = c.call(Method::GET, &path, None).await?;
+    if json {
+        print_json(
+            &json!({ "id": doc["id"], "schedules": doc["schedules"], "next_fires": doc["next_fires"] }),
+        );
+    } else {
+        print_schedules(&doc);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wf step retry|skip|mark-succeeded`, then the execution as it stands.
+async fn step_action(c: &Client, action: StepCmd) -> anyhow::Result<ExitCode> {
+    let (execution, step, body) = match action {
+        StepCmd::Retry {
+            execution,
+            step,
+            reason,
+            args,
+        } => {
+            let mut body = json!({ "action": "retry", "reason": reason });
+            if !args.is_empty() {
+                body["arguments"] = json!(args);
+            }
+            (execution, step, body)
+        }
+        StepCmd::Skip {
+            execution,
+            step,
+            reason,
+        } => (
+            execution,
+            step,
+            json!({ "action": "skip", "reason": reason }),
+        ),
+        StepCmd::MarkSucceeded {
+            execution,
+            step,
+            reason,
+        } => (
+            execution,
+            step,
+            json!({ "action": "mark_succeeded", "reason": reason }),
+        ),
     };
-    print_json(&out);
+    c.call(
+        Method::POST,
+        &format!(
+            "/api/v1/executions/{}/steps/{}/actions",
+            segment(&execution),
+            segment(&step)
+        ),
+        Some(&body),
+    )
+    .await?;
+    let view = get_execution(c, &execution).await?;
+    print_execution(&view);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -474,13 +472,7 @@ async fn follow_execution(c: Arc<Client>, id: &str) -> anyhow::Result<ExitCode> 
     for f in followers {
         let _ = tokio::time::timeout(Duration::from_secs(10), f).await;
     }
-    let view = c
-        .call(
-            Method::GET,
-            &format!("/api/v1/executions/{}", segment(&id)),
-            None,
-        )
-        .await?;
+    let view = get_execution(&c, &id).await?;
     match status.as_str() {
         "COMPLETED" => {
             println!("{id} COMPLETED");

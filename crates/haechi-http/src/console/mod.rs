@@ -55,6 +55,19 @@ pub const FAMILY: haechi_audit::Family = haechi_audit::Family::Console;
 /// The console's routes (merged into the one router).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(session_routes())
+        .merge(run_routes())
+        .merge(operation_routes())
+        .merge(user_routes())
+        .merge(db_routes())
+        .merge(vault_routes())
+        .route("/console/{*rest}", get(unknown).post(unknown))
+        .layer(axum::middleware::from_fn(frame))
+}
+
+/// The dashboard, login and logout, language, keep-alive and the embedded assets.
+fn session_routes() -> Router<AppState> {
+    Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(pages::dashboard))
         .route(
@@ -65,6 +78,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/lang", post(session::set_lang))
         .route("/console/keepalive", post(session::keepalive))
         .route("/console/assets/{name}", get(assets::serve))
+}
+
+/// Runs: executions and their live pages, workflows and their editor, task instances.
+fn run_routes() -> Router<AppState> {
+    Router::new()
         .route("/console/executions", get(pages::executions))
         .route("/console/executions/{id}", get(run::page))
         .route("/console/executions/{id}/live", get(run::live))
@@ -89,6 +107,16 @@ pub fn routes() -> Router<AppState> {
             "/console/task-instances/{no}/cancel",
             post(instances::cancel),
         )
+        .route("/console/workflows/{id}/definition", post(editor::save))
+        .route(
+            "/console/workflows/{id}/versions/{version}/restore",
+            post(editor::restore),
+        )
+}
+
+/// Nodes, tasks and approvals.
+fn operation_routes() -> Router<AppState> {
+    Router::new()
         .route("/console/nodes", get(pages::nodes))
         .route("/console/nodes/{id}/status", post(pages::node_status))
         .route(
@@ -104,12 +132,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/tasks/{id}/run", post(tasks::run))
         .route("/console/approvals", get(pages::approvals))
         .route("/console/approvals/tasks/{id}", post(pages::decide_task))
-        // console-ops
-        .route("/console/workflows/{id}/definition", post(editor::save))
-        .route(
-            "/console/workflows/{id}/versions/{version}/restore",
-            post(editor::restore),
-        )
+}
+
+/// Users, roles and the user's own account.
+fn user_routes() -> Router<AppState> {
+    Router::new()
         .route("/console/users", get(users::list).post(users::create))
         .route(
             "/console/users/{user_id}",
@@ -132,7 +159,11 @@ pub fn routes() -> Router<AppState> {
             "/console/account/tokens/{id}/revoke",
             post(users::revoke_own_token),
         )
-        // console-db: DB access (issue 23 item 2) and the audit log (item 4).
+}
+
+/// DB access (issue 23 item 2) and the audit log (item 4).
+fn db_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/console/db/policies",
             get(db::policies).post(db::save_policy),
@@ -171,7 +202,11 @@ pub fn routes() -> Router<AppState> {
         .route("/console/audit/export.csv", get(audit::export))
         .route("/console/audit/verify", post(audit::verify))
         .route("/console/audit/{seq}", get(audit::event))
-        // console-vault
+}
+
+/// The credential vault: lockers, credentials and their values, unseal.
+fn vault_routes() -> Router<AppState> {
+    Router::new()
         .route("/console/vault", get(vault::index))
         .route("/console/vault/unseal", post(vault::unseal))
         .route("/console/vault/mode", post(vault::set_mode))
@@ -241,9 +276,6 @@ pub fn routes() -> Router<AppState> {
             "/console/vault/credentials/{id}/values/{vid}/reveal",
             post(vault_credential::reveal),
         )
-        // end console-vault
-        .route("/console/{*rest}", get(unknown).post(unknown))
-        .layer(axum::middleware::from_fn(frame))
 }
 
 /// `GET /`: the console.
