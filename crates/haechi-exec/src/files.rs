@@ -648,15 +648,7 @@ impl Exec {
 }
 
 fn error_reply(req: u64, e: &Error) -> FileReply {
-    FileReply {
-        req,
-        status: e.status(),
-        error: Some(e.message.clone()),
-        size: None,
-        sha256: None,
-        version: None,
-        content: None,
-    }
+    FileReply::refused(req, e.status(), e.message.clone())
 }
 
 #[cfg(test)]
