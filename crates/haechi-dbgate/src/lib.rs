@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use haechi_audit::{Batcher, BatcherOptions, Event};
-use haechi_identity::{Actor, Caller, Identity};
+use haechi_identity::{Actor, Caller, Identity, Permission};
 use haechi_store::{Delivery, Signal, Store};
 use haechi_types::{time::now_ms, Error, Result};
 use haechi_vault::Vault;
@@ -538,8 +538,9 @@ impl DbGate {
 
     /// Locks one policy (the end of a workflow's `db_access` window, or the window's step
     /// failing or being stopped).
-    pub async fn lock(&self, actor: &Actor, index: i64) -> Result<Policy> {
-        self.set_one(actor, index, true, None, "dbpolicy.lock")
+    pub async fn lock(&self, caller: &Caller, index: i64) -> Result<Policy> {
+        caller.require(Permission::DbPolicyManage)?;
+        self.set_one(&caller.actor, index, true, None, "dbpolicy.lock")
             .await
     }
 
@@ -547,13 +548,14 @@ impl DbGate {
     /// window ends, even across a restart (the end is stored, not a timer).
     pub async fn unlock_for(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         index: i64,
         duration: Duration,
     ) -> Result<Policy> {
+        caller.require(Permission::DbPolicyManage)?;
         let until =
             now_ms().saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
-        self.set_one(actor, index, false, Some(until), "dbpolicy.unlock")
+        self.set_one(&caller.actor, index, false, Some(until), "dbpolicy.unlock")
             .await
     }
 

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use haechi_audit::{Event, Outcome};
-use haechi_identity::Actor;
+use haechi_identity::{Actor, Caller, Permission};
 use haechi_protocol::{file_token_exec, FileReply};
 use haechi_store::{in_tx, read};
 use haechi_types::{time::now_ms, Code, Error, Result};
@@ -409,7 +409,9 @@ impl Exec {
     }
 
     /// Deletes a file, audited.
-    pub async fn delete_file(&self, actor: &Actor, name: &str) -> Result<()> {
+    pub async fn delete_file(&self, caller: &Caller, name: &str) -> Result<()> {
+        caller.require(Permission::TaskDevelop)?;
+        let actor = &caller.actor;
         check_file_name(name)?;
         let mut tx = self.store.begin().await?;
         let gone: Option<(String, i64)> = in_tx!(tx, |c| sqlx::query_as(

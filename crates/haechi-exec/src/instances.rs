@@ -2,7 +2,7 @@
 //! cancelling, settling an instance when its last node ends (and starting its chain), and
 //! reading them back with their output.
 
-use haechi_identity::Actor;
+use haechi_identity::{Actor, Caller, Permission};
 use haechi_protocol::{RunSpec, Stream};
 use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
@@ -865,8 +865,13 @@ impl Exec {
     /// A run that gets environment variables from the vault (a workflow task step's
     /// `env_from_vault`) gets them read again as `actor`, each read checked and audited by the
     /// vault, before anything is stored: someone who may not use a value cannot re-run it.
-    pub async fn rerun_node(&self, actor: &Actor, no: i64, node_id: &str) -> Result<NodeExecution> {
-        self.rerun_node_with(actor, no, node_id, RerunOptions::default())
+    pub async fn rerun_node(
+        &self,
+        caller: &Caller,
+        no: i64,
+        node_id: &str,
+    ) -> Result<NodeExecution> {
+        self.rerun_node_with(caller, no, node_id, RerunOptions::default())
             .await
     }
 
@@ -875,13 +880,14 @@ impl Exec {
     /// unless `opts.use_latest_revision` asks for the current revision explicitly.
     pub async fn rerun_node_with(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         no: i64,
         node_id: &str,
         opts: RerunOptions,
     ) -> Result<NodeExecution> {
-        let env = self.env_for_rerun(actor, no).await?;
-        let actor = actor.clone();
+        caller.require(Permission::TaskExecute)?;
+        let env = self.env_for_rerun(&caller.actor, no).await?;
+        let actor = caller.actor.clone();
         let node = node_id.to_owned();
         let exec_id = self
             .write(|reply| crate::writer::Op::Rerun {

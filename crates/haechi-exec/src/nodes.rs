@@ -1,7 +1,7 @@
 //! Nodes: the registry, enrolment tokens, agent credentials, enable/disable, revocation.
 
 use base64::Engine;
-use haechi_identity::{Actor, Caller};
+use haechi_identity::{Caller, Permission};
 use haechi_protocol::{EnrollRequest, EnrollResponse, AUTH_SCHEME};
 use haechi_store::{in_tx, read, Listed, Paging, Tx};
 use haechi_types::{time::now_ms, Error, Result};
@@ -236,9 +236,11 @@ impl Exec {
     /// Creates a one-time (or N-time) enrolment token.
     pub async fn create_enrollment_token(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         req: NewEnrollmentToken,
     ) -> Result<EnrollmentToken> {
+        caller.require(Permission::NodeManage)?;
+        let actor = &caller.actor;
         let ttl = req
             .ttl_secs
             .unwrap_or(self.cfg.agents.enrollment_token_ttl_secs);

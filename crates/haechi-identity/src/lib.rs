@@ -127,6 +127,24 @@ impl Principal {
     pub fn has_role_id(&self, role_id: i64) -> bool {
         self.roles.iter().any(|r| r.id == role_id)
     }
+
+    /// The server itself as a principal, for work that no token asked for: the local agent's
+    /// own enrolment, the offline password reset, a workflow run locking again the policies
+    /// its steps unlocked. It holds every permission and no role, and is not an account (id 0
+    /// names no user; the separation-of-duties rule is about accounts). `user_id` is the name
+    /// its audit events carry (`system`, `local:reset-password`).
+    pub fn system(user_id: impl Into<String>) -> Principal {
+        Principal {
+            id: 0,
+            user_id: user_id.into(),
+            name: "Haechi".to_owned(),
+            kind: UserKind::Api,
+            roles: Vec::new(),
+            permissions: PermissionSet::of(Permission::ALL),
+            allowed_ips: Vec::new(),
+            token_id: 0,
+        }
+    }
 }
 
 /// Whether `ip` may use an account with this allow-list (empty = anywhere).
@@ -214,6 +232,12 @@ impl Caller {
             actor,
             request_id: None,
         }
+    }
+
+    /// The server itself (see [`Principal::system`]) acting as `actor`: attributed to the
+    /// actor's name and origin (the server, a workflow execution, the offline CLI).
+    pub fn system(actor: Actor) -> Caller {
+        Caller::acting_as(Arc::new(Principal::system(actor.user_id.clone())), actor)
     }
 
     pub fn with_request_id(mut self, id: impl Into<String>) -> Caller {
@@ -783,5 +807,31 @@ impl Identity {
         tx.commit().await?;
         self.forget_token(token_id).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_caller_holds_every_permission_and_keeps_its_attribution() {
+        let actor = Actor::system(
+            "workflow",
+            Origin::Workflow {
+                execution: "EXEC_20261206_0001".into(),
+            },
+        );
+        let caller = Caller::system(actor);
+        for p in Permission::ALL {
+            assert!(caller.can(*p), "{p:?}");
+        }
+        assert!(caller.principal.roles.is_empty());
+        assert_eq!(caller.principal.id, 0);
+        assert_eq!(caller.actor.user_id, "workflow");
+        let e = caller.event("dbpolicy.lock");
+        assert_eq!(e.user.as_deref(), Some("workflow"));
+        assert_eq!(e.family, Family::Mdrm);
+        assert_eq!(e.origin.as_deref(), Some("workflow:EXEC_20261206_0001"));
     }
 }

@@ -3,7 +3,7 @@
 use haechi_types::Result;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{validation, Actor, Identity, UserPatch};
+use crate::{validation, Actor, Caller, Identity, UserPatch};
 
 /// The audit attribution of an offline change: the operator at the server's console.
 fn offline_actor() -> Actor {
@@ -23,9 +23,9 @@ impl Identity {
         user_id: &str,
         password: SecretString,
     ) -> Result<()> {
-        let actor = offline_actor();
+        let caller = Caller::system(offline_actor());
         self.update_user(
-            &actor,
+            &caller,
             user_id,
             UserPatch {
                 password: Some(password),
@@ -33,7 +33,7 @@ impl Identity {
             },
         )
         .await?;
-        self.unlock_user(&actor, user_id).await?;
+        self.unlock_user(&caller, user_id).await?;
         Ok(())
     }
 }

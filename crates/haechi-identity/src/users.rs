@@ -6,11 +6,11 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::permission::{PermissionSet, SYSTEM_ADMIN};
+use crate::permission::{Permission, PermissionSet, SYSTEM_ADMIN};
 use crate::roles::*;
 use crate::tokens::*;
 use crate::validation::*;
-use crate::{Actor, Caller, Identity};
+use crate::{Caller, Identity};
 
 /// `human` accounts log in to the console and lock after inactivity; `api` accounts (MDRM's
 /// `lock_flg = '8'`) are for machines: no console login, never locked for inactivity.
@@ -275,19 +275,42 @@ pub(crate) fn to_user(
 }
 
 pub(crate) async fn get_user(store: &Store, user_id: &str) -> Result<User> {
-    let row: Option<UserRow> = read!(store, |db| sqlx::query_as(&format!(
-        "SELECT {USER_COLS} FROM users WHERE user_id = $1"
+    get_user_with(store, user_id, |l| l.is_some()).await
+}
+
+/// A user and its role names in one query (a row per role, ordered by name; one row with no
+/// role for a user without any): the read behind `GET /users/{id}` and every answer that
+/// returns a user.
+async fn get_user_with(
+    store: &Store,
+    user_id: &str,
+    lockout_active: impl Fn(Option<i64>) -> bool,
+) -> Result<User> {
+    #[derive(sqlx::FromRow)]
+    struct WithRole {
+        #[sqlx(flatten)]
+        user: UserRow,
+        role: Option<String>,
+    }
+    let rows: Vec<WithRole> = read!(store, |db| sqlx::query_as(&format!(
+        "SELECT {USER_COLS}, role FROM users LEFT JOIN \
+           (SELECT ur.user_id AS role_user, r.name AS role FROM user_roles ur \
+              JOIN roles r ON r.id = ur.role_id) roles_of ON roles_of.role_user = users.id \
+         WHERE users.user_id = $1 ORDER BY role"
     ))
     .bind(user_id)
-    .fetch_optional(db)
+    .fetch_all(db)
     .await)?;
-    let row = row.ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
-    let roles = user_roles(store, &[row.id])
-        .await?
+    let mut rows = rows.into_iter();
+    let first = rows
+        .next()
+        .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
+    let roles = first
+        .role
         .into_iter()
-        .map(|r| r.1)
+        .chain(rows.filter_map(|r| r.role))
         .collect();
-    to_user(row, roles, |l| l.is_some())
+    to_user(first.user, roles, lockout_active)
 }
 
 pub(crate) async fn user_pk(tx: &mut Tx, user_id: &str) -> Result<i64> {
@@ -415,17 +438,7 @@ impl Identity {
     }
 
     pub async fn get_user(&self, user_id: &str) -> Result<User> {
-        let mut u = get_user(&self.store, user_id).await?;
-        if u.locked {
-            let locked_at: Option<i64> = read!(self.store, |db| sqlx::query_scalar(
-                "SELECT locked_at FROM users WHERE id = $1"
-            )
-            .bind(u.id)
-            .fetch_one(db)
-            .await)?;
-            u.locked = self.lock_active(locked_at);
-        }
-        Ok(u)
+        get_user_with(&self.store, user_id, |l| self.lock_active(l)).await
     }
 
     /// The principal of user `user_pk` as it stands now (its current roles and permissions),
@@ -543,10 +556,11 @@ impl Identity {
     /// the last enabled `System Admin` can be neither disabled nor stripped of that role.
     pub async fn update_user(
         &self,
-        actor: &Actor,
+        caller: &Caller,
         user_id: &str,
         patch: UserPatch,
     ) -> Result<User> {
+        let actor = &caller.actor;
         if let Some(name) = &patch.name {
             validate_text("name", name, 200, true)?;
         }
@@ -684,7 +698,7 @@ impl Identity {
         }
         drop(tx);
         self.update_user(
-            actor,
+            caller,
             user_id,
             UserPatch {
                 password: Some(new),
@@ -726,7 +740,9 @@ impl Identity {
     }
 
     /// Lifts a failed-login or inactivity lock.
-    pub async fn unlock_user(&self, actor: &Actor, user_id: &str) -> Result<User> {
+    pub async fn unlock_user(&self, caller: &Caller, user_id: &str) -> Result<User> {
+        caller.require(Permission::AdminUsers)?;
+        let actor = &caller.actor;
         let now = now_ms();
         let mut tx = self.store.begin().await?;
         let pk = user_pk(&mut tx, user_id).await?;

@@ -301,7 +301,10 @@ pub async fn start_local(
     let enroll_token = if enrolled {
         None
     } else {
-        let actor = haechi_identity::Actor::system("system", haechi_identity::Origin::System);
+        let caller = haechi_identity::Caller::system(haechi_identity::Actor::system(
+            "system",
+            haechi_identity::Origin::System,
+        ));
         // Made for the local node's id, so it also enrols that node again after its
         // credential was revoked.
         let req = haechi_exec::NewEnrollmentToken {
@@ -309,7 +312,7 @@ pub async fn start_local(
             uses: Some(1),
             node_id: Some(node_id.clone()),
         };
-        match exec.create_enrollment_token(&actor, req).await {
+        match exec.create_enrollment_token(&caller, req).await {
             Ok(t) => Some(t.token),
             Err(e) => {
                 tracing::error!("local agent not started: cannot make its enrolment token: {e}");

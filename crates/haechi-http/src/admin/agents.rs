@@ -75,7 +75,7 @@ pub async fn create_enrollment_token(
 ) -> ApiResult<impl IntoResponse> {
     let token = state
         .exec
-        .create_enrollment_token(&caller.actor, body.into())
+        .create_enrollment_token(&caller, body.into())
         .await?;
     Ok((
         StatusCode::CREATED,

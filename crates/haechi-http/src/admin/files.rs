@@ -156,6 +156,6 @@ pub async fn delete_file(
     caller: Allowed<need::TaskDevelop>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.exec.delete_file(&caller.actor, &name).await?;
+    state.exec.delete_file(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

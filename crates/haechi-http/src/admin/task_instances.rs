@@ -111,10 +111,7 @@ pub async fn rerun_node(
         use_latest_revision: crate::opmate::use_latest(q.use_latest_revision.as_deref())?,
     };
     Ok(axum::Json(NodeExecution::from(
-        &state
-            .exec
-            .rerun_node_with(&caller.actor, no, &node, opts)
-            .await?,
+        &state.exec.rerun_node_with(&caller, no, &node, opts).await?,
     )))
 }
 

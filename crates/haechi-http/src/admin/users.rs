@@ -119,7 +119,7 @@ pub async fn update_user(
     Ok(axum::Json(User::from(
         &state
             .identity
-            .update_user(&caller.actor, &user_id, patch.into())
+            .update_user(&caller, &user_id, patch.into())
             .await?,
     )))
 }
@@ -149,10 +149,7 @@ pub async fn disable_user(
         ..Default::default()
     };
     Ok(axum::Json(User::from(
-        &state
-            .identity
-            .update_user(&caller.actor, &user_id, patch)
-            .await?,
+        &state.identity.update_user(&caller, &user_id, patch).await?,
     )))
 }
 
@@ -169,10 +166,7 @@ pub async fn enable_user(
         ..Default::default()
     };
     Ok(axum::Json(User::from(
-        &state
-            .identity
-            .update_user(&caller.actor, &user_id, patch)
-            .await?,
+        &state.identity.update_user(&caller, &user_id, patch).await?,
     )))
 }
 
@@ -185,7 +179,7 @@ pub async fn unlock_user(
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<User>> {
     Ok(axum::Json(User::from(
-        &state.identity.unlock_user(&caller.actor, &user_id).await?,
+        &state.identity.unlock_user(&caller, &user_id).await?,
     )))
 }
 
@@ -213,10 +207,7 @@ pub async fn set_password(
             password: Some(body.password),
             ..Default::default()
         };
-        state
-            .identity
-            .update_user(&caller.actor, &user_id, patch)
-            .await?;
+        state.identity.update_user(&caller, &user_id, patch).await?;
     } else if caller.principal.user_id == user_id {
         let current = body.current_password.ok_or_else(|| {
             Error::field(
@@ -254,10 +245,7 @@ pub async fn set_roles(
         ..Default::default()
     };
     Ok(axum::Json(User::from(
-        &state
-            .identity
-            .update_user(&caller.actor, &user_id, patch)
-            .await?,
+        &state.identity.update_user(&caller, &user_id, patch).await?,
     )))
 }
 
@@ -282,10 +270,7 @@ pub async fn set_allowed_ips(
         ..Default::default()
     };
     Ok(axum::Json(User::from(
-        &state
-            .identity
-            .update_user(&caller.actor, &user_id, patch)
-            .await?,
+        &state.identity.update_user(&caller, &user_id, patch).await?,
     )))
 }
 

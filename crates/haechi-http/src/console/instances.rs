@@ -377,7 +377,7 @@ pub async fn rerun(
     s.form(&body)?;
     s.require(Permission::TaskExecute)?;
     let no = numeric_id("task instance", &no)?;
-    state.exec.rerun_node(&s.caller.actor, no, &node).await?;
+    state.exec.rerun_node(&s.caller, no, &node).await?;
     Ok(see_other(&format!(
         "/console/task-instances/{no}?node={}",
         q(&node)

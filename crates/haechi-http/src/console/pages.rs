@@ -868,7 +868,7 @@ pub async fn enrolment_token(
     let token = state
         .exec
         .create_enrollment_token(
-            &s.caller.actor,
+            &s.caller,
             NewEnrollmentToken {
                 ttl_secs: None,
                 uses: None,

@@ -385,7 +385,7 @@ pub async fn update(
     };
     let r = state
         .identity
-        .update_user(&s.caller.actor, &user_id, patch)
+        .update_user(&s.caller, &user_id, patch)
         .await
         .map(|_| ());
     after(&state, &s, &user_id, "saved", r).await
@@ -401,7 +401,7 @@ pub async fn set_state(
 ) -> Result<Response> {
     let form = s.form(&body)?;
     s.require(Permission::AdminUsers)?;
-    let actor = s.caller.actor.clone();
+    let caller = &s.caller;
     let (r, done) = match field(&form, "action") {
         "disable" | "enable" => {
             let disable = field(&form, "action") == "disable";
@@ -412,7 +412,7 @@ pub async fn set_state(
             (
                 state
                     .identity
-                    .update_user(&actor, &user_id, patch)
+                    .update_user(caller, &user_id, patch)
                     .await
                     .map(|_| ()),
                 if disable { "disabled" } else { "enabled" },
@@ -421,7 +421,7 @@ pub async fn set_state(
         "unlock" => (
             state
                 .identity
-                .unlock_user(&actor, &user_id)
+                .unlock_user(caller, &user_id)
                 .await
                 .map(|_| ()),
             "unlocked",
@@ -453,7 +453,7 @@ pub async fn set_password(
     };
     let r = state
         .identity
-        .update_user(&s.caller.actor, &user_id, patch)
+        .update_user(&s.caller, &user_id, patch)
         .await
         .map(|_| ());
     if r.is_ok() && user_id == s.principal().user_id {

@@ -107,7 +107,7 @@ pub async fn rerun_node(
     };
     let e = state
         .exec
-        .rerun_node_with(&caller.actor, no, &node_id, opts)
+        .rerun_node_with(&caller, no, &node_id, opts)
         .await?;
     Ok(ok(json!({ "execNo": e.exec_no })))
 }
