@@ -1,19 +1,13 @@
 //! A small builder for the list queries' `WHERE` clauses: conditions with `$n` placeholders and
 //! their values, run the same way on both backends.
 
-use haechi_store::{like_escape, read, Listed, Paging, Store};
+pub use haechi_store::Arg;
+use haechi_store::{like_escape, read, values, Listed, Paging, Store};
 use haechi_types::Result;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
-
-/// A bound value.
-#[derive(Debug, Clone)]
-pub enum Arg {
-    Text(String),
-    Int(i64),
-}
 
 /// Conditions joined with `AND`.
 #[derive(Debug, Default, Clone)]
@@ -75,20 +69,7 @@ impl Where {
     }
 }
 
-/// Binds every [`Arg`] of `$args` to the query `$q`.
-macro_rules! bind_args {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args.iter() {
-            q = match a {
-                $crate::sql::Arg::Text(s) => q.bind(s.clone()),
-                $crate::sql::Arg::Int(i) => q.bind(*i),
-            };
-        }
-        q
-    }};
-}
-pub(crate) use bind_args;
+pub(crate) use haechi_store::bind_args;
 
 /// One page of a list query and the number of all its matches: `select` (`SELECT ... FROM ...`)
 /// with the conditions of `w`, ordered by `order_by`, `page.limit` rows from `page.offset`; and
@@ -139,24 +120,22 @@ where
 {
     let select = format!("SELECT {columns} FROM {from}");
     let count = format!("SELECT COUNT(*) FROM {from}");
-    match store.db() {
-        haechi_store::Db::Sqlite(db) => {
-            let (count_sql, page_sql, page_args) = page_queries(&select, &count, w, order_by, page);
-            // The count's placeholders are the first of the page's, which it shares.
-            let sql = format!(
-                "SELECT (SELECT {} FROM ({page_sql})), ({count_sql})",
-                haechi_store::packed::json_rows(&format!("json_array({columns})"), order_by)
-            );
-            let (rows, total): (String, i64) = bind_args!(sqlx::query_as(&sql), page_args)
-                .fetch_one(db)
-                .await?;
-            Ok(Listed {
-                items: haechi_store::packed::unpack(&rows)?,
-                total,
-            })
-        }
-        haechi_store::Db::Postgres(_) => list_page(store, &select, &count, w, order_by, page).await,
+    if store.inline().is_none() {
+        return list_page(store, &select, &count, w, order_by, page).await;
     }
+    let (count_sql, page_sql, page_args) = page_queries(&select, &count, w, order_by, page);
+    // The count's placeholders are the first of the page's, which it shares. A page is
+    // bounded, so it is read on the calling thread (`haechi_store::Inline`).
+    let sql = format!(
+        "SELECT (SELECT {} FROM ({page_sql})), ({count_sql})",
+        haechi_store::packed::json_rows(&format!("json_array({columns})"), order_by)
+    );
+    let (rows, total): (String, i64) =
+        haechi_store::inline::columns(store.read_inline(&sql, &values(&page_args))?)?;
+    Ok(Listed {
+        items: haechi_store::packed::unpack(&rows)?,
+        total,
+    })
 }
 
 /// The count query, the page query and the page query's binds (the conditions', then limit

@@ -1,6 +1,7 @@
 //! Users in the store and the admin operations on them.
 
-use haechi_store::{created_or_taken, in_tx, is_unique_violation, read, Store, Tx};
+use haechi_store::inline::{columns, Value};
+use haechi_store::{created_or_taken, in_tx, is_unique_violation, packed, read, Store, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -80,12 +81,14 @@ pub struct UserPatch {
     pub kind: Option<UserKind>,
 }
 
-#[derive(sqlx::FromRow)]
+/// A user's row; also read from a JSON array of [`USER_COLS`] (SQLite's inline read).
+#[derive(sqlx::FromRow, Deserialize)]
 pub(crate) struct UserRow {
     id: i64,
     user_id: String,
     name: String,
     kind: String,
+    #[serde(deserialize_with = "haechi_store::packed::int_bool")]
     disabled: bool,
     failed_logins: i64,
     locked_at: Option<i64>,
@@ -286,6 +289,22 @@ async fn get_user_with(
     user_id: &str,
     lockout_active: impl Fn(Option<i64>) -> bool,
 ) -> Result<User> {
+    if let Some(inline) = store.inline() {
+        // One row on the calling thread: the user's columns and its role names, each packed.
+        let sql = format!(
+            "SELECT json_array({USER_COLS}), \
+               (SELECT json_group_array(r.name ORDER BY r.name) FROM user_roles ur \
+                  JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = users.id) \
+             FROM users WHERE user_id = $1"
+        );
+        let row = inline
+            .row(&sql, &[Value::Text(user_id.to_owned())])?
+            .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
+        let (user, roles): (String, String) = columns(row)?;
+        let user: UserRow = serde_json::from_str(&user)
+            .map_err(|e| Error::internal(format!("a user row did not decode: {e}")))?;
+        return to_user(user, packed::unpack(&roles)?, lockout_active);
+    }
     #[derive(sqlx::FromRow)]
     struct WithRole {
         #[sqlx(flatten)]

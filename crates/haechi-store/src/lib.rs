@@ -8,6 +8,8 @@
 //! SQLite is opened with one writer connection and a pool of readers (WAL), so write
 //! transactions never fail with `SQLITE_BUSY` and readers never wait for writers.
 
+mod arg;
+pub mod inline;
 mod lock;
 mod migrate;
 pub mod packed;
@@ -26,6 +28,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
+pub use arg::{values, Arg};
+pub use inline::Inline;
 pub use lock::SessionLock;
 pub use migrate::{Migration, MIGRATIONS};
 pub use page::{Listed, Paging};
@@ -59,6 +63,7 @@ enum Pools {
     Sqlite {
         writer: SqlitePool,
         reader: std::sync::Arc<Readers>,
+        inline: std::sync::Arc<Inline>,
     },
     Postgres(PgPool),
 }
@@ -192,8 +197,13 @@ impl Store {
             .await
             .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", path.display())))?;
         let reader = std::sync::Arc::new(reader);
+        let inline = std::sync::Arc::new(Inline::open(path)?);
         Ok(Store {
-            pools: Pools::Sqlite { writer, reader },
+            pools: Pools::Sqlite {
+                writer,
+                reader,
+                inline,
+            },
             signals: Signals::new(),
         })
     }
@@ -203,6 +213,24 @@ impl Store {
             Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// SQLite's reads on the calling thread, for bounded hot reads (see [`Inline`]); `None`
+    /// on PostgreSQL.
+    pub fn inline(&self) -> Option<&Inline> {
+        match &self.pools {
+            Pools::Sqlite { inline, .. } => Some(inline),
+            Pools::Postgres(_) => None,
+        }
+    }
+
+    /// The one row of an aggregate read on SQLite's calling thread (see [`Inline`]): for the
+    /// SQLite arm of a read whose PostgreSQL arm runs plain queries.
+    pub fn read_inline(&self, sql: &str, args: &[inline::Value]) -> Result<Vec<inline::Value>> {
+        self.inline()
+            .ok_or_else(|| Error::internal("inline reads are SQLite's"))?
+            .row(sql, args)?
+            .ok_or_else(|| Error::internal("an aggregate read answered no row"))
     }
 
     /// The pool to read from.
@@ -235,7 +263,12 @@ impl Store {
     /// Closes every connection (used before a clean exit).
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { writer, reader } => {
+            Pools::Sqlite {
+                writer,
+                reader,
+                inline,
+            } => {
+                inline.close();
                 reader.close().await;
                 writer.close().await;
             }

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use haechi_identity::{Caller, Permission, Principal};
+use haechi_store::inline::columns;
 use haechi_store::{created_or_taken, in_tx, packed, read, Db, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
@@ -208,8 +209,9 @@ impl Vault {
                AND v.slot = CASE WHEN a.user_provided THEN {uid} ELSE 0 END)"
         );
         let (creds, attrs): (Vec<CredentialRow>, Vec<AttrWithValue>) = match self.store.db() {
-            // One query and one row: the rows of both lists packed (see `haechi_store::packed`).
-            Db::Sqlite(db) => {
+            // One query and one row: the rows of both lists packed (see `haechi_store::packed`),
+            // read on the calling thread (a page is bounded; see `haechi_store::Inline`).
+            Db::Sqlite(_) => {
                 let sql = format!(
                     "SELECT (SELECT {} FROM vault_credentials c WHERE c.id IN ({ids})), \
                             (SELECT {} FROM vault_attributes a WHERE a.credential_id IN ({ids}))",
@@ -219,8 +221,10 @@ impl Vault {
                         "a.credential_id, a.id"
                     ),
                 );
-                let (creds, attrs): (String, String) =
-                    bind_args!(sqlx::query_as(&sql), args).fetch_one(db).await?;
+                let (creds, attrs): (String, String) = columns(
+                    self.store
+                        .read_inline(&sql, &haechi_store::values(args.iter()))?,
+                )?;
                 (packed::unpack(&creds)?, packed::unpack(&attrs)?)
             }
             Db::Postgres(db) => {

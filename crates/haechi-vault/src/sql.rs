@@ -3,29 +3,7 @@
 
 use crate::model::{Attribute, Credential, Locker, Perms, Stamp};
 
-/// A bind argument of a query built at run time.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Int(i64),
-    Bool(bool),
-    Text(String),
-}
-
-/// Binds every argument of `$args` to `$q`, in order (works on both backends' query types).
-macro_rules! bind_args {
-    ($q:expr, $args:expr) => {{
-        let mut q = $q;
-        for a in $args.iter() {
-            q = match a {
-                $crate::sql::Arg::Int(v) => q.bind(*v),
-                $crate::sql::Arg::Bool(v) => q.bind(*v),
-                $crate::sql::Arg::Text(v) => q.bind(v.clone()),
-            };
-        }
-        q
-    }};
-}
-pub(crate) use bind_args;
+pub(crate) use haechi_store::{bind_args, Arg};
 
 /// Builds a query's argument list, handing out `$n` placeholders.
 #[derive(Debug, Default)]

@@ -6,6 +6,7 @@
 //! its runs stay readable.
 
 use haechi_identity::{Caller, Principal};
+use haechi_store::inline::{columns, Value as SqlValue};
 use haechi_store::{created_or_taken, in_tx, read, Db, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
@@ -561,7 +562,8 @@ impl Workflows {
         let (rows, total): (Vec<WorkflowRow>, i64) = match self.eng.store.db() {
             // The page's rows packed into one value, and the total, in one query (see
             // `haechi_store::packed`).
-            Db::Sqlite(db) => {
+            // Read on the calling thread (a page is bounded; see `haechi_store::Inline`).
+            Db::Sqlite(_) => {
                 let sql = format!(
                     "SELECT (SELECT {} FROM ({page})), ({count})",
                     haechi_store::packed::json_rows(
@@ -569,13 +571,16 @@ impl Workflows {
                         "id"
                     )
                 );
-                let (rows, total): (String, i64) = sqlx::query_as(&sql)
-                    .bind(&f.group)
-                    .bind(&f.name)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_one(db)
-                    .await?;
+                let text = |t: &Option<String>| t.clone().map_or(SqlValue::Null, SqlValue::Text);
+                let (rows, total): (String, i64) = columns(self.eng.store.read_inline(
+                    &sql,
+                    &[
+                        text(&f.group),
+                        text(&f.name),
+                        SqlValue::Integer(limit),
+                        SqlValue::Integer(offset),
+                    ],
+                )?)?;
                 (haechi_store::packed::unpack(&rows)?, total)
             }
             Db::Postgres(db) => {
