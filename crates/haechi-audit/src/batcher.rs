@@ -87,15 +87,50 @@ struct Queued {
 /// A batched audit appender. One per engine that needs it; cheap to share behind an `Arc`.
 pub struct Batcher {
     sender: Mutex<Option<mpsc::Sender<Queued>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Option<Writer>>,
     durability: Durability,
 }
 
+/// Where the writer runs: a thread of its own with its own connection on SQLite (see
+/// `crate::blocking`), a task on PostgreSQL (whose round trips are network ones anyway).
+enum Writer {
+    Task(JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
+}
+
 impl Batcher {
-    /// Starts the writer task on the current Tokio runtime.
+    /// Starts the writer: on SQLite a thread of its own, on PostgreSQL a task on the current
+    /// Tokio runtime.
     pub fn start(store: Store, opts: BatcherOptions) -> Batcher {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
-        let writer = tokio::spawn(write_loop(store, rx, opts));
+        let writer = match store.inline().map(|i| i.writer()) {
+            Some(Ok(conn)) => {
+                let (thread_tx, thread_rx) = mpsc::channel(opts.queue.max(1));
+                match std::thread::Builder::new()
+                    .name("haechi-audit-writer".into())
+                    .spawn(move || write_thread(conn, thread_rx, opts))
+                {
+                    Ok(handle) => {
+                        return Batcher {
+                            sender: Mutex::new(Some(thread_tx)),
+                            writer: Mutex::new(Some(Writer::Thread(handle))),
+                            durability: opts.durability,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "audit writer thread not started ({e}): appending from a task"
+                        );
+                        Writer::Task(tokio::spawn(write_loop(store, rx, opts)))
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!("audit writer connection not opened ({e}): appending from a task");
+                Writer::Task(tokio::spawn(write_loop(store, rx, opts)))
+            }
+            None => Writer::Task(tokio::spawn(write_loop(store, rx, opts))),
+        };
         Batcher {
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -145,10 +180,18 @@ impl Batcher {
         let sender = self.sender.lock().ok().and_then(|mut s| s.take());
         drop(sender);
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(w) = writer {
-            if let Err(e) = w.await {
-                tracing::error!("the audit batch writer ended abnormally: {e}");
-            }
+        let ended = match writer {
+            Some(Writer::Task(task)) => task.await.map_err(|e| e.to_string()),
+            Some(Writer::Thread(thread)) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|joined| {
+                    joined.map_err(|_| "the audit writer thread panicked".to_owned())
+                }),
+            None => Ok(()),
+        };
+        if let Err(e) = ended {
+            tracing::error!("the audit batch writer ended abnormally: {e}");
         }
     }
 }
@@ -160,16 +203,65 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Queued>, opts: BatcherO
     while let Some(first) = rx.recv().await {
         batch.push(first);
         drain(&mut rx, &mut batch, opts.max_batch);
-        // Little queued and nobody waiting: let more gather without being woken for each one
-        // (nobody polls the receiver while this sleeps, so producers' sends do not wake this
-        // task). Under load the queue already holds a batch and there is no wait; a producer
-        // waiting for its commit is never kept waiting longer than the commit in flight.
-        let someone_waits = batch.iter().any(|q| q.committed.is_some());
-        if !someone_waits && !opts.linger.is_zero() && batch.len() < opts.max_batch / 8 {
+        if lingers(&batch, &opts) {
             tokio::time::sleep(opts.linger).await;
             drain(&mut rx, &mut batch, opts.max_batch);
         }
         commit_with_retry(&store, &mut batch, &mut head).await;
+    }
+}
+
+/// [`write_loop`] on a thread of its own with its own SQLite connection: the same batches,
+/// lingering and retries, with the transaction run here instead of through sqlx's thread.
+fn write_thread(
+    mut conn: haechi_store::inline::rusqlite::Connection,
+    mut rx: mpsc::Receiver<Queued>,
+    opts: BatcherOptions,
+) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(opts.max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        drain(&mut rx, &mut batch, opts.max_batch);
+        if lingers(&batch, &opts) {
+            std::thread::sleep(opts.linger);
+            drain(&mut rx, &mut batch, opts.max_batch);
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let events: Vec<&Event> = batch.iter().map(|q| &q.event).collect();
+            match crate::blocking::append(&mut conn, &events) {
+                Ok(_) => {
+                    committed(&mut batch);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        events = batch.len(),
+                        "could not append audit events (retrying in {delay:?}): {e}"
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Little queued and nobody waiting: let more gather without being woken for each one
+/// (nobody polls the receiver meanwhile, so producers' sends do not wake the writer). Under
+/// load the queue already holds a batch and there is no wait; a producer waiting for its
+/// commit is never kept waiting longer than the commit in flight.
+fn lingers(batch: &[Queued], opts: &BatcherOptions) -> bool {
+    let someone_waits = batch.iter().any(|q| q.committed.is_some());
+    !someone_waits && !opts.linger.is_zero() && batch.len() < opts.max_batch / 8
+}
+
+/// Tells those waiting for the events of a committed `batch`, and empties it.
+fn committed(batch: &mut Vec<Queued>) {
+    for q in batch.drain(..) {
+        if let Some(done) = q.committed {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -191,11 +283,7 @@ async fn commit_with_retry(store: &Store, batch: &mut Vec<Queued>, head: &mut Op
         match append_batch(store, batch, head.as_ref()).await {
             Ok(new_head) => {
                 *head = Some(new_head);
-                for q in batch.drain(..) {
-                    if let Some(done) = q.committed {
-                        let _ = done.send(());
-                    }
-                }
+                committed(batch);
                 return;
             }
             Err(e) => {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod batcher;
+mod blocking;
 pub use batcher::{Batcher, BatcherOptions, Durability, Pending};
 pub mod forward;
 

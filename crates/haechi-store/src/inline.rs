@@ -20,6 +20,7 @@ use std::time::Duration;
 use haechi_types::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 
+pub use rusqlite;
 pub use rusqlite::types::Value;
 
 /// Prepared statements kept per connection (the hot reads are a handful of shapes).
@@ -63,6 +64,25 @@ impl Inline {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
+    }
+
+    /// A read-write connection of its own, for a writer that runs on a thread of its own (the
+    /// audit batch writer): the store's settings (WAL, `synchronous = NORMAL`: a commit is in
+    /// the operating system's hands when it returns, so it survives the process being killed),
+    /// and its writes take SQLite's one write lock like any other writer's.
+    pub fn writer(&self) -> Result<Connection> {
+        Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.busy_timeout(Duration::from_secs(10))?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.pragma_update(None, "foreign_keys", true)?;
+            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            Ok(c)
+        })
+        .map_err(|e| Error::unavailable(format!("cannot open {}: {e}", self.path.display())))
     }
 
     fn take(&self) -> Result<Connection> {
