@@ -17,12 +17,12 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::Router;
 use haechi_dbgate::{Policy, PolicyFilter, PolicyInput};
 use haechi_types::Error;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiResult;
 use crate::extract::{need, numeric_id, Allowed, Caller, Json, Query};
@@ -30,15 +30,12 @@ use crate::AppState;
 
 const BASE: &str = "/dbsafer/api/v1/policy/custom/access-policies";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(BASE, get(list_policies).post(create_policy))
-        .route(&format!("{BASE}/lock"), put(lock_policies))
-        .route(&format!("{BASE}/unlock"), put(unlock_policies))
-        .route(
-            &format!("{BASE}/{{index}}"),
-            get(get_policy).put(update_policy).delete(delete_policy),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(lock_policies))
+        .routes(routes!(unlock_policies))
+        .routes(routes!(get_policy, update_policy, delete_policy))
 }
 
 /// A policy as the document shows it.

@@ -18,7 +18,7 @@ pub mod serve;
 pub mod vault;
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -26,6 +26,8 @@ use haechi_identity::Identity;
 use haechi_store::Store;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult, Family};
 pub use serve::{serve, ServeLimits};
@@ -93,16 +95,35 @@ impl Deref for AppState {
     }
 }
 
-/// The whole router: every family, metrics, and the envelope/limit layers.
-pub fn router(state: AppState) -> Router {
-    let limit = state.http.max_body_bytes;
-    Router::new()
+/// Every API family's routes on the base document ([`openapi::ApiDoc`]): each documented route
+/// is declared once, in its family's router, and its `#[utoipa::path]` gives both the route and
+/// its entry in the document.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(admin::routes())
         .merge(admin::db::routes())
         .merge(dbsafer::routes())
         .merge(mdrm::routes())
         .merge(opmate::routes())
         .merge(vault::routes())
+}
+
+/// The OpenAPI document, built once: by [`router`] from the routes it serves, or on first use.
+static OPENAPI_DOCUMENT: OnceLock<String> = OnceLock::new();
+
+/// The OpenAPI document of every documented route, as pretty JSON (the exact form of the
+/// committed `docs/openapi.json`); `GET /api/v1/openapi.json` serves it.
+pub fn openapi_document() -> &'static str {
+    OPENAPI_DOCUMENT.get_or_init(|| openapi::to_json(api_routes().into_openapi()))
+}
+
+/// The whole router: every family, the console, metrics, and the envelope/limit layers.
+pub fn router(state: AppState) -> Router {
+    let limit = state.http.max_body_bytes;
+    let (api, document) = api_routes().split_for_parts();
+    OPENAPI_DOCUMENT.get_or_init(|| openapi::to_json(document));
+    Router::new()
+        .merge(api)
         .merge(console::routes())
         .route("/", axum::routing::get(console::root))
         .route("/metrics", axum::routing::get(metrics_text))

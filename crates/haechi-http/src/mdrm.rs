@@ -5,19 +5,19 @@ mod workflow;
 pub use workflow::*;
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiResult;
 use crate::extract::{ClientIp, FormOrJson};
 use crate::{metrics, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth", post(login))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(login))
         .merge(workflow::routes())
 }
 

@@ -3,11 +3,11 @@
 
 #[test]
 fn committed_openapi_document_is_current() {
-    let generated = haechi_http::openapi::document_json();
+    let generated = haechi_http::openapi_document();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if std::env::var_os("UPDATE_OPENAPI").is_some() && !ci {
-        std::fs::write(path, &generated).expect("write docs/openapi.json");
+        std::fs::write(path, generated).expect("write docs/openapi.json");
         return;
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
@@ -19,8 +19,7 @@ fn committed_openapi_document_is_current() {
 
 #[test]
 fn every_family_is_documented() {
-    let doc: serde_json::Value =
-        serde_json::from_str(&haechi_http::openapi::document_json()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(haechi_http::openapi_document()).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for p in [
         "/api/v1/auth",

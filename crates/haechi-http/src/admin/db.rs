@@ -5,11 +5,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use haechi_dbgate::SimulateInput;
 use haechi_types::Error;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::wire::all;
 use super::wire::db::{Account, NewAccount, NewTarget, SessionView, Simulation, Target};
@@ -17,24 +17,15 @@ use crate::error::ApiResult;
 use crate::extract::{need, Allowed, Json};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/db/targets", get(list_targets).post(create_target))
-        .route(
-            "/api/v1/db/targets/{name}",
-            get(get_target).delete(delete_target),
-        )
-        .route(
-            "/api/v1/db/targets/{name}/accounts",
-            get(list_accounts).post(create_account),
-        )
-        .route(
-            "/api/v1/db/targets/{name}/accounts/{account}",
-            delete(delete_account),
-        )
-        .route("/api/v1/db/simulate", post(simulate))
-        .route("/api/v1/db/sessions", get(list_sessions))
-        .route("/api/v1/db/sessions/{id}", delete(end_session))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_targets, create_target))
+        .routes(routes!(get_target, delete_target))
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(delete_account))
+        .routes(routes!(simulate))
+        .routes(routes!(list_sessions))
+        .routes(routes!(end_session))
 }
 
 /// What to simulate: a person (`userId`), the address they connect from, the target (its

@@ -16,9 +16,9 @@ pub(crate) mod wire;
 mod workflows;
 
 use axum::extract::State;
-use axum::routing::{delete, get, post, put};
-use axum::Router;
 use serde::Serialize;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::AppState;
 
@@ -34,212 +34,116 @@ pub use tasks::*;
 pub use users::*;
 pub use workflows::*;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/openapi.json", get(openapi_json))
-        .route("/api/v1/me", get(users::me))
-        .route(
-            "/api/v1/users",
-            get(users::list_users).post(users::create_user),
-        )
-        .route(
-            "/api/v1/users/{user_id}",
-            get(users::get_user)
-                .patch(users::update_user)
-                .delete(users::delete_user),
-        )
-        .route("/api/v1/users/{user_id}/disable", post(users::disable_user))
-        .route("/api/v1/users/{user_id}/enable", post(users::enable_user))
-        .route("/api/v1/users/{user_id}/unlock", post(users::unlock_user))
-        .route("/api/v1/users/{user_id}/tokens", get(users::user_tokens))
-        .route(
-            "/api/v1/users/{user_id}/tokens/{id}",
-            delete(users::revoke_user_token),
-        )
-        .route("/api/v1/users/{user_id}/password", put(users::set_password))
-        .route("/api/v1/users/{user_id}/roles", put(users::set_roles))
-        .route(
-            "/api/v1/users/{user_id}/allowed-ips",
-            put(users::set_allowed_ips),
-        )
-        .route(
-            "/api/v1/roles",
-            get(roles::list_roles).post(roles::create_role),
-        )
-        .route(
-            "/api/v1/roles/{role}",
-            get(roles::get_role)
-                .patch(roles::update_role)
-                .delete(roles::delete_role),
-        )
-        .route("/api/v1/tokens", get(users::my_tokens))
-        .route("/api/v1/tokens/current", delete(users::logout))
-        .route("/api/v1/tokens/{id}", delete(users::revoke_token))
-        .route("/api/v1/audit", get(audit::list_audit))
-        .route("/api/v1/audit/verify", get(audit::verify_audit))
-        .route("/api/v1/audit/export", get(audit::export_audit))
+/// Haechi's own admin API, users to audit; each documented route is declared once, by its
+/// handler's `#[utoipa::path]`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(users::me))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(users::disable_user))
+        .routes(routes!(users::enable_user))
+        .routes(routes!(users::unlock_user))
+        .routes(routes!(users::user_tokens))
+        .routes(routes!(users::revoke_user_token))
+        .routes(routes!(users::set_password))
+        .routes(routes!(users::set_roles))
+        .routes(routes!(users::set_allowed_ips))
+        .routes(routes!(roles::list_roles, roles::create_role))
+        .routes(routes!(
+            roles::get_role,
+            roles::update_role,
+            roles::delete_role
+        ))
+        .routes(routes!(users::my_tokens))
+        .routes(routes!(users::logout))
+        .routes(routes!(users::revoke_token))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(audit::export_audit))
         .merge(exec_routes())
         .merge(workflow_routes())
 }
 
 /// Workflow definitions and their executions (the workflow engine).
-fn workflow_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/workflows",
-            get(workflows::list_workflows).post(workflows::create_workflow),
-        )
-        .route(
-            "/api/v1/workflows/{id}",
-            get(workflows::get_workflow)
-                .put(workflows::update_workflow)
-                .delete(workflows::delete_workflow),
-        )
-        .route(
-            "/api/v1/workflows/{id}/versions",
-            get(workflows::list_versions),
-        )
-        .route(
-            "/api/v1/workflows/{id}/lock",
-            post(workflows::lock_workflow).delete(workflows::unlock_workflow),
-        )
-        .route(
-            "/api/v1/workflows/{id}/versions/{version}",
-            get(workflows::get_version),
-        )
-        .route(
-            "/api/v1/workflows/{id}/versions/{version}/restore",
-            post(workflows::restore_version),
-        )
-        .route(
-            "/api/v1/workflows/{id}/versions/{version}/diff",
-            get(workflows::diff_versions),
-        )
-        .route(
-            "/api/v1/workflows/{id}/executions",
-            post(workflows::start_execution),
-        )
-        .route("/api/v1/executions", get(executions::list_executions))
-        .route(
-            "/api/v1/executions/{execution_id}",
-            get(executions::get_execution),
-        )
-        .route(
-            "/api/v1/executions/{execution_id}/control",
-            post(executions::control_execution),
-        )
-        .route(
-            "/api/v1/executions/{execution_id}/events",
-            get(executions::execution_events),
-        )
-        .route(
-            "/api/v1/executions/{execution_id}/steps/{name}/decision",
-            post(executions::decide_step),
-        )
-        .route(
-            "/api/v1/executions/{execution_id}/steps/{name}/actions",
-            post(executions::step_action),
-        )
-        .route(
-            "/api/v1/executions/{execution_id}/report",
-            get(executions::execution_report),
-        )
+fn workflow_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(
+            workflows::list_workflows,
+            workflows::create_workflow
+        ))
+        .routes(routes!(
+            workflows::get_workflow,
+            workflows::update_workflow,
+            workflows::delete_workflow
+        ))
+        .routes(routes!(workflows::list_versions))
+        .routes(routes!(
+            workflows::lock_workflow,
+            workflows::unlock_workflow
+        ))
+        .routes(routes!(workflows::get_version))
+        .routes(routes!(workflows::restore_version))
+        .routes(routes!(workflows::diff_versions))
+        .routes(routes!(workflows::start_execution))
+        .routes(routes!(executions::list_executions))
+        .routes(routes!(executions::get_execution))
+        .routes(routes!(executions::control_execution))
+        .routes(routes!(executions::execution_events))
+        .routes(routes!(executions::decide_step))
+        .routes(routes!(executions::step_action))
+        .routes(routes!(executions::execution_report))
 }
 
 /// Agents, nodes, tasks and task instances (the execution engine).
-fn exec_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/agents/enrollment-tokens",
-            post(agents::create_enrollment_token),
-        )
-        .route("/api/v1/agents/enroll", post(agents::enroll))
-        .route("/api/v1/agents/connect", get(agents::connect))
-        .route("/api/v1/nodes", get(nodes::list_nodes))
-        .route(
-            "/api/v1/nodes/{node_id}",
-            get(nodes::get_node).patch(nodes::update_node),
-        )
-        .route("/api/v1/nodes/{node_id}/revoke", post(nodes::revoke_node))
-        .route(
-            "/api/v1/node-groups",
-            get(groups::list_node_groups).post(groups::create_node_group),
-        )
-        .route(
-            "/api/v1/node-groups/{name}",
-            get(groups::get_node_group)
-                .put(groups::update_node_group)
-                .delete(groups::delete_node_group),
-        )
-        .route(
-            "/api/v1/user-groups",
-            get(groups::list_user_groups).post(groups::create_user_group),
-        )
-        .route(
-            "/api/v1/user-groups/{name}",
-            get(groups::get_user_group)
-                .put(groups::update_user_group)
-                .delete(groups::delete_user_group),
-        )
-        .route(
-            "/api/v1/files",
-            get(files::list_files).post(files::upload_file).layer(
-                // The upload reads at most `files.max_bytes` itself.
-                axum::extract::DefaultBodyLimit::disable(),
-            ),
-        )
-        .route(
-            "/api/v1/files/{name}",
-            get(files::download_file).delete(files::delete_file),
-        )
-        .route("/api/v1/files/{name}/info", get(files::file_info))
-        .route("/api/v1/tasks/{task_id}/dry-run", post(tasks::dry_run))
-        .route(
-            "/api/v1/tasks",
-            get(tasks::list_tasks).post(tasks::create_task),
-        )
-        .route(
-            "/api/v1/tasks/{task_id}",
-            get(tasks::get_task).put(tasks::update_task),
-        )
-        .route(
-            "/api/v1/tasks/{task_id}/revisions",
-            get(tasks::list_revisions),
-        )
-        .route(
-            "/api/v1/tasks/{task_id}/revisions/{revision_no}",
-            get(tasks::get_revision),
-        )
-        .route(
-            "/api/v1/tasks/{task_id}/approval",
-            get(tasks::get_approval).post(tasks::approval),
-        )
-        .route("/api/v1/tasks/{task_id}/instances", post(tasks::run_task))
-        .route(
-            "/api/v1/tasks/{task_id}/schedules",
-            get(tasks::get_task_schedules).put(tasks::set_task_schedules),
-        )
-        .route(
-            "/api/v1/task-instances/{instance_no}",
-            get(task_instances::get_instance),
-        )
-        .route(
-            "/api/v1/task-instances/{instance_no}/export",
-            get(task_instances::export_instance),
-        )
-        .route(
-            "/api/v1/task-instances/{instance_no}/cancel",
-            post(task_instances::cancel_instance),
-        )
-        .route(
-            "/api/v1/task-instances/{instance_no}/nodes/{node_id}/rerun",
-            post(task_instances::rerun_node),
-        )
-        .route(
-            "/api/v1/task-instances/{instance_no}/nodes/{node_id}/output",
-            get(task_instances::output),
-        )
+fn exec_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(agents::create_enrollment_token))
+        .routes(routes!(agents::enroll))
+        .routes(routes!(agents::connect))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::get_node, nodes::update_node))
+        .routes(routes!(nodes::revoke_node))
+        .routes(routes!(groups::list_node_groups, groups::create_node_group))
+        .routes(routes!(
+            groups::get_node_group,
+            groups::update_node_group,
+            groups::delete_node_group
+        ))
+        .routes(routes!(groups::list_user_groups, groups::create_user_group))
+        .routes(routes!(
+            groups::get_user_group,
+            groups::update_user_group,
+            groups::delete_user_group
+        ))
+        .routes(routes!(files::list_files, files::upload_file).layer(
+            // The upload reads at most `files.max_bytes` itself.
+            axum::extract::DefaultBodyLimit::disable(),
+        ))
+        .routes(routes!(files::download_file, files::delete_file))
+        .routes(routes!(files::file_info))
+        .routes(routes!(tasks::dry_run))
+        .routes(routes!(tasks::list_tasks, tasks::create_task))
+        .routes(routes!(tasks::get_task, tasks::update_task))
+        .routes(routes!(tasks::list_revisions))
+        .routes(routes!(tasks::get_revision))
+        .routes(routes!(tasks::get_approval, tasks::approval))
+        .routes(routes!(tasks::run_task))
+        .routes(routes!(
+            tasks::get_task_schedules,
+            tasks::set_task_schedules
+        ))
+        .routes(routes!(task_instances::get_instance))
+        .routes(routes!(task_instances::export_instance))
+        .routes(routes!(task_instances::cancel_instance))
+        .routes(routes!(task_instances::rerun_node))
+        .routes(routes!(task_instances::output))
 }
 
 /// `GET /api/v1/health`.
@@ -279,6 +183,6 @@ pub async fn health(State(state): State<AppState>) -> axum::Json<Health> {
 pub async fn openapi_json() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
+        crate::openapi_document(),
     )
 }

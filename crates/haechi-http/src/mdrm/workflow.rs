@@ -13,25 +13,25 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::Router;
 use haechi_types::Error;
 use haechi_workflow::{Control, RunStatus, WorkflowFilter};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::admin::wire::workflow::{self as w, StatusView};
 use crate::error::ApiResult;
 use crate::extract::{need, Allowed, FormOrJson, Query};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/services/workflow/list", get(list))
-        .route("/services/workflow/execute", post(execute))
-        .route("/services/workflow/status", get(status))
-        .route("/services/workflow/control", post(control))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list))
+        .routes(routes!(execute))
+        .routes(routes!(status))
+        .routes(routes!(control))
 }
 
 /// A workflow in MDRM's list.

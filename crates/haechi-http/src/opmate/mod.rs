@@ -16,33 +16,27 @@ pub use tasks::*;
 pub use wire::flag as flag_filter;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post, put};
-use axum::Router;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiResult;
 use crate::extract::{ClientIp, FormOrJson};
 use crate::{metrics, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/opmate/user/{user_id}/login", post(login))
-        .route("/opmate/node", get(nodes::list_nodes))
-        .route("/opmate/task", get(tasks::list_tasks))
-        .route(
-            "/opmate/task/{task_id}/instance",
-            post(instances::create_instance).get(instances::list_instances),
-        )
-        .route(
-            "/opmate/taskinstance/{instance_no}/node",
-            get(instances::list_instance_nodes),
-        )
-        .route(
-            "/opmate/taskinstance/{instance_no}/node/{node_id}",
-            put(instances::rerun_node).get(instances::get_instance_node),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(login))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(tasks::list_tasks))
+        .routes(routes!(
+            instances::create_instance,
+            instances::list_instances
+        ))
+        .routes(routes!(instances::list_instance_nodes))
+        .routes(routes!(instances::rerun_node, instances::get_instance_node))
 }
 
 /// `POST /opmate/user/{user_id}/login` body.

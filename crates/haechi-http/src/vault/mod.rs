@@ -19,8 +19,9 @@ mod settings;
 mod values;
 pub mod wire;
 
-use axum::routing::{delete, get, post, put, MethodRouter};
-use axum::Router;
+use axum::routing::{delete, post, MethodRouter};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 pub use admin::*;
 pub use auth::*;
@@ -35,104 +36,101 @@ use crate::AppState;
 
 const PREFIX: &str = "/v2/credentialvault";
 
-/// Registers `rest` under the vault prefix in its four spellings (trailing slash or not, `//`
-/// after the prefix or not).
-fn cv(router: Router<AppState>, rest: &str, route: MethodRouter<AppState>) -> Router<AppState> {
-    let mut router = router;
-    for prefix in [PREFIX.to_owned(), format!("{PREFIX}/")] {
-        for suffix in ["", "/"] {
-            router = router.route(&format!("{prefix}{rest}{suffix}"), route.clone());
-        }
-    }
-    router
+/// The four spellings of `rest` under the vault prefix: as documented first, then with a
+/// trailing slash, with `//` after the prefix, and with both.
+fn spellings(rest: &str) -> [String; 4] {
+    [
+        format!("{PREFIX}{rest}"),
+        format!("{PREFIX}{rest}/"),
+        format!("{PREFIX}/{rest}"),
+        format!("{PREFIX}/{rest}/"),
+    ]
 }
 
-pub fn routes() -> Router<AppState> {
-    let r = Router::new()
-        .route("/v1/authentication", post(auth::login))
-        .route("/v1/authentication/logout", post(auth::logout))
-        .route("/api/v1/vault/status", get(admin::vault_status))
-        .route("/api/v1/vault/unseal", post(admin::vault_unseal))
-        .route(
-            "/api/v1/vault/rotate-data-key",
-            post(admin::rotate_data_key),
-        )
-        .route(
-            "/api/v1/vault/change-master-key",
-            post(admin::change_master_key),
-        );
-    let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
-        (
-            "/credentials",
-            get(credentials::list_credentials).post(credentials::create_credential),
+/// Registers a documented group of handlers (one path, from their `#[utoipa::path]`) in the
+/// four spellings; only the documented one goes into the OpenAPI document.
+fn cv(
+    router: OpenApiRouter<AppState>,
+    group: UtoipaMethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let (_, paths, method_router) = &group;
+    let mut documented = paths.paths.keys();
+    let path = documented.next().expect("a route group has a path").clone();
+    debug_assert!(documented.next().is_none(), "one path per route group");
+    let rest = path
+        .strip_prefix(PREFIX)
+        .expect("a vault path starts with the prefix");
+    let [_, others @ ..] = spellings(rest);
+    let method_router = method_router.clone();
+    others
+        .iter()
+        .fold(router.routes(group), |router, spelling| {
+            router.route(spelling, method_router.clone())
+        })
+}
+
+/// Registers an undocumented alias (a spelling the product also accepts) in the four spellings.
+fn cv_alias(
+    router: OpenApiRouter<AppState>,
+    rest: &str,
+    route: MethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    spellings(rest).iter().fold(router, |router, spelling| {
+        router.route(spelling, route.clone())
+    })
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    let r = OpenApiRouter::default()
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(admin::vault_status))
+        .routes(routes!(admin::vault_unseal))
+        .routes(routes!(admin::rotate_data_key))
+        .routes(routes!(admin::change_master_key));
+    let groups: Vec<UtoipaMethodRouter<AppState>> = vec![
+        routes!(
+            credentials::list_credentials,
+            credentials::create_credential
         ),
-        (
-            "/credentials/{id}",
-            get(credentials::get_credential)
-                .put(credentials::update_credential)
-                .delete(credentials::delete_credential),
+        routes!(
+            credentials::get_credential,
+            credentials::update_credential,
+            credentials::delete_credential
         ),
-        (
-            "/credentials/{id}/owner/{owner_id}",
-            put(credentials::transfer_credential),
+        routes!(credentials::transfer_credential),
+        routes!(values::list_values, values::create_values),
+        routes!(values::update_value, values::delete_value),
+        routes!(lockers::list_lockers, lockers::create_locker),
+        routes!(lockers::list_lockers_advanced),
+        routes!(
+            lockers::get_locker,
+            lockers::update_locker,
+            lockers::delete_locker
         ),
-        (
-            "/credentials/{id}/attributevalues",
-            get(values::list_values).post(values::create_values),
+        routes!(lockers::list_consumers, lockers::add_consumer),
+        routes!(lockers::remove_consumer),
+        routes!(lockers::list_members),
+        routes!(lockers::set_member, lockers::remove_member),
+        routes!(lockers::list_locker_credentials),
+        routes!(
+            lockers::add_locker_credential,
+            lockers::remove_locker_credential
         ),
-        (
-            "/credentials/{id}/attributevalue",
-            post(values::create_values),
-        ),
-        (
-            "/credentials/{id}/attributevalues/{value_id}",
-            put(values::update_value).delete(values::delete_value),
-        ),
-        (
-            "/credentials/{id}/values/{value_id}",
-            delete(values::delete_value),
-        ),
-        (
-            "/lockers",
-            get(lockers::list_lockers).post(lockers::create_locker),
-        ),
-        ("/lockers/advanced", get(lockers::list_lockers_advanced)),
-        (
-            "/lockers/{id}",
-            get(lockers::get_locker)
-                .put(lockers::update_locker)
-                .delete(lockers::delete_locker),
-        ),
-        (
-            "/lockers/{id}/consumers",
-            get(lockers::list_consumers).put(lockers::add_consumer),
-        ),
-        (
-            "/lockers/{id}/consumers/{role_id}",
-            delete(lockers::remove_consumer),
-        ),
-        ("/lockers/{id}/members", get(lockers::list_members)),
-        (
-            "/lockers/{id}/members/{user_id}",
-            put(lockers::set_member).delete(lockers::remove_member),
-        ),
-        (
-            "/lockers/{id}/credentials",
-            get(lockers::list_locker_credentials),
-        ),
-        (
-            "/lockers/{id}/credentials/{credential_id}",
-            put(lockers::add_locker_credential).delete(lockers::remove_locker_credential),
-        ),
-        ("/mode", get(settings::get_mode).put(settings::set_mode)),
-        (
-            "/keys/private",
-            get(settings::get_key_status).put(settings::apply_key),
-        ),
+        routes!(settings::get_mode, settings::set_mode),
+        routes!(settings::get_key_status, settings::apply_key),
     ];
-    routes
-        .into_iter()
-        .fold(r, |r, (rest, route)| cv(r, rest, route))
+    let r = groups.into_iter().fold(r, cv);
+    let r = cv_alias(
+        r,
+        "/credentials/{id}/attributevalue",
+        post(values::create_values),
+    );
+    cv_alias(
+        r,
+        "/credentials/{id}/values/{value_id}",
+        delete(values::delete_value),
+    )
 }
 
 /// A numeric path id; anything else is a 404 (no such object).
