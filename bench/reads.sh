@@ -19,6 +19,8 @@
 # Tunables (environment):
 #   WORKFLOWS=50 CREDENTIALS=50 THREADS=2 CONNECTIONS=32 DURATION=10 WARMUP=2 SKIP_BUILD= NICE=0
 #   HAECHI_BIN=path/to/haechi (default target/release/haechi)
+#   PERF=NAME (user, nodes, credentials, workflows...) records the server with perf during that
+#   route's run and prints the flat profile (PERF_OUT=file for the report)
 #   DATABASE_URL=postgres://... (a database of its own: the script's server migrates it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,8 +65,18 @@ done
 LOAD_BEFORE="$(cut -d" " -f1-3 /proc/loadavg)"
 declare -A RPS P50 P99 ERR
 measure() { # measure NAME PATH [WRK_ARG...]
-  local name="$1"
+  local name="$1" perf_pid=""
+  if [ "${PERF:-}" = "$name" ]; then
+    need perf
+    perf record -F 499 -g -o "$WORK/perf.data" -p "$SERVER_PID" -- sleep "$((WARMUP + DURATION))" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   read -r "RPS[$name]" "P50[$name]" "P99[$name]" "ERR[$name]" _ < <(wrk_run "$@")
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    { echo "perf: where the server's samples went during the $name run (flat, by thread, library, symbol)"
+      perf report -i "$WORK/perf.data" --stdio --no-children -g none --percent-limit 0.7 --sort comm,dso,symbol 2>/dev/null | grep -v "^$" | head -70; } >"${PERF_OUT:-/dev/stderr}" || true
+  fi
 }
 measure ceiling /api/v1/health
 measure token /api/v1/me "${AUTH[@]}"
