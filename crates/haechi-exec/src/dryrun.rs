@@ -9,7 +9,7 @@ use haechi_store::{in_tx, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 
 use crate::groups::{substitute_attrs, TaskTargets};
-use crate::model::Task;
+use crate::model::{exec_flag, stored, ApprovalStatus, NodeStatus, Task};
 use crate::nodes::{check_id, check_node_list};
 use crate::tasks::check_arguments;
 use crate::windows::RunWindow;
@@ -69,7 +69,7 @@ impl Reasons {
 /// What a dry run knows of the nodes it looks at.
 struct NodeFacts {
     /// Status and the OS users its agent reported, of each node that exists.
-    known: HashMap<String, (String, Option<Vec<String>>)>,
+    known: HashMap<String, (NodeStatus, Option<Vec<String>>)>,
     attrs: HashMap<String, crate::groups::NodeAttrs>,
     /// (node, group, the group's run windows).
     group_windows: Vec<(String, String, Vec<RunWindow>)>,
@@ -169,7 +169,7 @@ impl Exec {
             text: Vec::new(),
             codes: Vec::new(),
         };
-        if task.apprv_status != "A" {
+        if task.apprv_status != ApprovalStatus::Approved {
             common.add(
                 "not_approved",
                 format!(
@@ -178,12 +178,12 @@ impl Exec {
                 ),
             );
         }
-        if task.exec_ondemand != "E" {
+        if !task.exec_ondemand {
             common.add(
                 "ondemand_disabled",
                 format!(
                     "task '{task_id}' has execOndemand = {}: it may not be started on demand",
-                    task.exec_ondemand
+                    exec_flag::as_code(task.exec_ondemand)
                 ),
             );
         }
@@ -211,7 +211,7 @@ impl Exec {
     async fn known_nodes_in_tx(
         tx: &mut Tx,
         nodes: &[String],
-    ) -> Result<HashMap<String, (String, Option<Vec<String>>)>> {
+    ) -> Result<HashMap<String, (NodeStatus, Option<Vec<String>>)>> {
         let mut known = HashMap::new();
         for chunk in nodes.chunks(500) {
             let mut w = crate::sql::Where::default();
@@ -229,6 +229,7 @@ impl Exec {
                     .await)?;
             for (id, status, users) in rows {
                 let users: Option<Vec<String>> = users.and_then(|u| serde_json::from_str(&u).ok());
+                let status = stored("nodes.status", &status, NodeStatus::from_code)?;
                 known.insert(id, (status, users));
             }
         }
@@ -252,7 +253,7 @@ impl Exec {
         match facts.known.get(node) {
             None => r.add("unknown_node", format!("node '{node}' does not exist")),
             Some((status, users)) => {
-                if status == "D" {
+                if *status == NodeStatus::Disabled {
                     r.add(
                         "disabled",
                         format!("node '{node}' is disabled (status D) and gets no work"),

@@ -14,6 +14,7 @@ use haechi_store::{in_tx, read, Tx};
 use haechi_types::{time::now_ms, Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{stored, NodeStatus};
 use crate::nodes::check_id;
 use crate::sql::{bind_args, Arg, Where};
 use crate::windows::RunWindow;
@@ -735,11 +736,13 @@ impl Exec {
                     reason: "the node does not exist".into(),
                 }),
                 Some((_, labels)) if !only_labels && !matches(labels) => {}
-                Some((st, _)) if st == "D" => skipped.push(SkippedNode {
-                    node_id: id,
-                    reason: "the node is disabled (status D)".into(),
-                }),
-                Some(_) => nodes.push(id),
+                Some((st, _)) => match stored("nodes.status", st, NodeStatus::from_code)? {
+                    NodeStatus::Disabled => skipped.push(SkippedNode {
+                        node_id: id,
+                        reason: "the node is disabled (status D)".into(),
+                    }),
+                    NodeStatus::Enabled => nodes.push(id),
+                },
             }
         }
         Ok((nodes, skipped))

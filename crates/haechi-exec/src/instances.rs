@@ -9,7 +9,7 @@ use haechi_types::{time::now_ms, Error, Result};
 
 use crate::model::*;
 use crate::nodes::{check_id, check_node_list};
-use crate::sql::{bind_args, list_page, Arg, Where};
+use crate::sql::{bind_args, list_page, try_map_listed, Arg, Where};
 use crate::tasks::check_arguments;
 use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::Exec;
@@ -122,9 +122,19 @@ const EXEC_SELECT: &str = "SELECT e.id AS exec_id, e.instance_no, i.task_id, e.n
      e.exit_cd, e.reason, e.runner_id, e.runner_gubun, e.created_at, e.start_at, e.end_at, e.out_len, e.err_len, \
      e.truncated, e.cancel_requested FROM node_executions e JOIN task_instances i ON i.instance_no = e.instance_no";
 
-impl From<ExecRow> for NodeExecution {
-    fn from(r: ExecRow) -> NodeExecution {
-        NodeExecution {
+impl TryFrom<ExecRow> for NodeExecution {
+    type Error = Error;
+
+    fn try_from(r: ExecRow) -> Result<NodeExecution> {
+        let result_cd = match r.result_cd {
+            Some(code) => Some(stored(
+                "node_executions.result_cd",
+                &code,
+                ResultCode::from_code,
+            )?),
+            None => None,
+        };
+        Ok(NodeExecution {
             exec_id: r.exec_id,
             task_instance_no: r.instance_no,
             task_id: r.task_id,
@@ -132,7 +142,7 @@ impl From<ExecRow> for NodeExecution {
             exec_no: r.exec_no,
             revision_no: r.revision_no,
             status: ExecStatus::parse(&r.status).unwrap_or(ExecStatus::Lost),
-            result_cd: r.result_cd,
+            result_cd,
             exit_cd: r.exit_cd,
             reason: r.reason,
             runner_id: r.runner_id,
@@ -144,7 +154,7 @@ impl From<ExecRow> for NodeExecution {
             err_len: r.err_len,
             truncated: r.truncated,
             cancel_requested: r.cancel_requested,
-        }
+        })
     }
 }
 
@@ -177,31 +187,46 @@ impl RevisionRow {
     /// Only an approved task starts, and only in the ways its flags allow
     /// (`execOndemand`, `execScheduler`, `execTask`).
     fn check_startable(&self, task_id: &str, gubun: RunnerGubun) -> Result<()> {
-        if self.apprv_status != "A" {
+        let apprv_status = self.apprv_status()?;
+        if apprv_status != ApprovalStatus::Approved {
             return Err(Error::conflict(format!(
-                "task '{task_id}' is not approved (apprvStatus {}); only an approved task runs",
-                self.apprv_status
+                "task '{task_id}' is not approved (apprvStatus {apprv_status}); only an approved task runs"
             )));
         }
-        let (flag, name, how) = match gubun {
-            RunnerGubun::User => (&self.exec_ondemand, "execOndemand", "started on demand"),
+        let (code, name, column, how) = match gubun {
+            RunnerGubun::User => (
+                &self.exec_ondemand,
+                "execOndemand",
+                "task_revisions.exec_ondemand",
+                "started on demand",
+            ),
             RunnerGubun::Scheduler => (
                 &self.exec_scheduler,
                 "execScheduler",
+                "task_revisions.exec_scheduler",
                 "started by its schedule",
             ),
             RunnerGubun::Task => (
                 &self.exec_task,
                 "execTask",
+                "task_revisions.exec_task",
                 "started by another task's chain",
             ),
         };
-        if flag != "E" {
+        if !stored(column, code, exec_flag::from_code)? {
             return Err(Error::conflict(format!(
-                "task '{task_id}' has {name} = {flag}: it may not be {how}"
+                "task '{task_id}' has {name} = {code}: it may not be {how}"
             )));
         }
         Ok(())
+    }
+
+    fn apprv_status(&self) -> Result<ApprovalStatus> {
+        stored(
+            "tasks.apprv_status",
+            &self.apprv_status,
+            ApprovalStatus::from_code,
+        )
     }
 }
 
@@ -953,10 +978,10 @@ impl Exec {
                 rev.revision_no, rev.revision_no
             )));
         }
-        if rev.apprv_status != "A" {
+        let apprv_status = rev.apprv_status()?;
+        if apprv_status != ApprovalStatus::Approved {
             return Err(Error::conflict(format!(
-                "task '{task_id}' is not approved now (apprvStatus {}); only an approved task runs",
-                rev.apprv_status
+                "task '{task_id}' is not approved now (apprvStatus {apprv_status}); only an approved task runs"
             )));
         }
         Self::check_runner_in_tx(tx, &task_id, &rev.runner_groups, &actor.user_id).await?;
@@ -1420,7 +1445,10 @@ impl Exec {
         w.raw("e.latest".into());
         w.contains("e.node_id", &filter.node_id);
         w.eq_text("e.status", &filter.status.map(|s| s.as_str().to_owned()));
-        w.eq_text("e.result_cd", &filter.result_cd);
+        w.eq_text(
+            "e.result_cd",
+            &filter.result_cd.map(|r| r.as_code().to_owned()),
+        );
         w.eq_int("e.exit_cd", filter.exit_cd);
         let rows: Listed<ExecRow> = list_page(
             &self.store,
@@ -1431,7 +1459,7 @@ impl Exec {
             page,
         )
         .await?;
-        Ok(rows.map(NodeExecution::from))
+        try_map_listed(rows, NodeExecution::try_from)
     }
 
     /// One node's execution of an instance: `exec_no`, or the latest.
@@ -1465,7 +1493,7 @@ impl Exec {
             }
         };
         if let Some(r) = row {
-            return Ok(r.into());
+            return r.try_into();
         }
         self.get_instance(no).await?;
         Err(match exec_no {
@@ -1496,7 +1524,7 @@ impl Exec {
                 "node '{node_id}' in task instance {no}"
             )));
         }
-        Ok(rows.into_iter().map(NodeExecution::from).collect())
+        rows.into_iter().map(NodeExecution::try_from).collect()
     }
 
     pub(crate) async fn execution_by_id(&self, exec_id: i64) -> Result<NodeExecution> {
@@ -1505,8 +1533,8 @@ impl Exec {
             .bind(exec_id)
             .fetch_optional(db)
             .await)?;
-        row.map(NodeExecution::from)
-            .ok_or_else(|| Error::not_found(format_args!("execution {exec_id}")))
+        row.map(NodeExecution::try_from)
+            .ok_or_else(|| Error::not_found(format_args!("execution {exec_id}")))?
     }
 
     /// The whole stored output of one stream of an execution.

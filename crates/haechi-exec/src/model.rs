@@ -91,6 +91,118 @@ impl RunnerGubun {
     }
 }
 
+/// Declares an enum of OPMATE one-letter codes with `as_code` / `from_code`, the two edges
+/// (the store's TEXT columns and the OPMATE wire) where the letters live.
+macro_rules! one_letter_codes {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $code:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The one-letter code the store and the OPMATE wire use.
+            pub fn as_code(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $code, )+
+                }
+            }
+
+            /// The variant of a one-letter code; `None` for any other text.
+            pub fn from_code(code: &str) -> Option<$name> {
+                match code {
+                    $( $code => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_code())
+            }
+        }
+    };
+}
+
+one_letter_codes! {
+    /// Whether a node gets work (`status`).
+    pub enum NodeStatus {
+        /// `E`: gets work.
+        Enabled = "E",
+        /// `D`: gets no new work.
+        Disabled = "D",
+    }
+}
+
+one_letter_codes! {
+    /// Where a task is in its approval (`apprvStatus`): `N → Q → A | R`, an edit goes back to `N`.
+    pub enum ApprovalStatus {
+        /// `N`: a new revision nobody asked to approve yet.
+        New = "N",
+        /// `Q`: approval requested, awaiting an approver.
+        Requested = "Q",
+        /// `A`: approved; the task may run.
+        Approved = "A",
+        /// `R`: rejected; it may be requested again.
+        Rejected = "R",
+    }
+}
+
+one_letter_codes! {
+    /// How a node execution ended (`resultCd`).
+    pub enum ResultCode {
+        /// `S`: exit code 0.
+        Success = "S",
+        /// `F`: any other end (non-zero exit, timeout, cancel, lost).
+        Failure = "F",
+    }
+}
+
+/// A task's `exec*` switches (`execOndemand`, `execScheduler`, `execTask`) are `E`/`D` on the
+/// wire and in the store, `bool` in the domain.
+pub mod exec_flag {
+    /// `E` for true, `D` for false.
+    pub fn as_code(enabled: bool) -> &'static str {
+        if enabled {
+            "E"
+        } else {
+            "D"
+        }
+    }
+
+    /// `Some(true)` for `E`, `Some(false)` for `D`, `None` for any other text.
+    pub fn from_code(code: &str) -> Option<bool> {
+        match code {
+            "E" => Some(true),
+            "D" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// A code read from the store: one the enum does not know (old or hand-edited data) is an
+/// internal error, not a panic and not a guess.
+pub(crate) fn stored<T>(
+    column: &str,
+    code: &str,
+    from_code: impl FnOnce(&str) -> Option<T>,
+) -> haechi_types::Result<T> {
+    from_code(code).ok_or_else(|| {
+        haechi_types::Error::internal(format_args!(
+            "the store holds {column} = {code:?}, which is not a known code"
+        ))
+    })
+}
+
 /// A registered node (a machine running `haechi agent`).
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -101,8 +213,7 @@ pub struct Node {
     pub ip: String,
     pub hostname: String,
     pub owner_user_id: String,
-    /// `E` enabled, `D` disabled (gets no work).
-    pub status: String,
+    pub status: NodeStatus,
     /// Last heartbeat, unix ms.
     pub heartbeat_at: Option<i64>,
     /// Since when the node's heartbeats are missing, unix ms; absent while it heartbeats.
@@ -131,12 +242,12 @@ pub struct Task {
     pub script_name: String,
     pub script: String,
     pub os_user: String,
-    /// `E`: may be started through the API.
-    pub exec_ondemand: String,
-    /// `E`: runs on its `schedule`.
-    pub exec_scheduler: String,
-    /// `E`: may be started as another task's `nextTaskId`.
-    pub exec_task: String,
+    /// May be started through the API (`execOndemand` `E`).
+    pub exec_ondemand: bool,
+    /// Runs on its `schedule` (`execScheduler` `E`).
+    pub exec_scheduler: bool,
+    /// May be started as another task's `nextTaskId` (`execTask` `E`).
+    pub exec_task: bool,
     /// 5-field cron expression.
     pub schedule: Option<String>,
     /// Time zone of `schedule` (IANA name or `±HH:MM`); absent = the server's.
@@ -157,8 +268,7 @@ pub struct Task {
     /// Arguments of scheduled runs.
     pub arguments: Vec<String>,
     pub description: String,
-    /// `N` none, `Q` requested, `A` approved, `R` rejected.
-    pub apprv_status: String,
+    pub apprv_status: ApprovalStatus,
     /// Who approved or rejected.
     pub apprv_user_id: String,
     /// Who requested approval.
@@ -210,8 +320,8 @@ pub struct NodeExecution {
     /// The task revision this execution runs (a re-run may run a newer one than its instance).
     pub revision_no: i64,
     pub status: ExecStatus,
-    /// `S` (exit 0) or `F`, once ended.
-    pub result_cd: Option<String>,
+    /// Set once ended.
+    pub result_cd: Option<ResultCode>,
     pub exit_cd: Option<i64>,
     /// Why it failed, timed out, was cancelled or lost.
     pub reason: Option<String>,
@@ -237,7 +347,7 @@ pub struct NodeFilter {
     pub os_name: Option<String>,
     pub hostname: Option<String>,
     pub owner_user_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<NodeStatus>,
 }
 
 /// Filters of the task list: `id` substring, the rest exact.
@@ -245,11 +355,11 @@ pub struct NodeFilter {
 pub struct TaskFilter {
     pub id: Option<String>,
     pub owner_user_id: Option<String>,
-    pub apprv_status: Option<String>,
+    pub apprv_status: Option<ApprovalStatus>,
     pub apprv_user_id: Option<String>,
-    pub exec_scheduler: Option<String>,
-    pub exec_ondemand: Option<String>,
-    pub exec_task: Option<String>,
+    pub exec_scheduler: Option<bool>,
+    pub exec_ondemand: Option<bool>,
+    pub exec_task: Option<bool>,
     /// Tasks whose target nodes include this node.
     pub target_node_id: Option<String>,
 }
@@ -271,8 +381,7 @@ pub struct NodeExecFilter {
     /// Substring of the node id.
     pub node_id: Option<String>,
     pub status: Option<ExecStatus>,
-    /// `S` or `F`.
-    pub result_cd: Option<String>,
+    pub result_cd: Option<ResultCode>,
     pub exit_cd: Option<i64>,
 }
 
@@ -295,4 +404,76 @@ pub struct OutputSlice {
     pub data: Vec<u8>,
     /// Offset after `data`.
     pub next: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_as_its_variant_and_unknown_codes_are_refused() {
+        for x in NodeStatus::ALL {
+            assert_eq!(NodeStatus::from_code(x.as_code()), Some(*x));
+        }
+        for x in ApprovalStatus::ALL {
+            assert_eq!(ApprovalStatus::from_code(x.as_code()), Some(*x));
+        }
+        for x in ResultCode::ALL {
+            assert_eq!(ResultCode::from_code(x.as_code()), Some(*x));
+        }
+        for x in [true, false] {
+            assert_eq!(exec_flag::from_code(exec_flag::as_code(x)), Some(x));
+        }
+        for unknown in ["", "e", "Y", "N ", "X", "EE"] {
+            assert_eq!(NodeStatus::from_code(unknown), None);
+            assert_eq!(ResultCode::from_code(unknown), None);
+            assert_eq!(exec_flag::from_code(unknown), None);
+        }
+        for unknown in ["", "n", "Y", "X", "AA"] {
+            assert_eq!(ApprovalStatus::from_code(unknown), None);
+        }
+    }
+
+    #[test]
+    fn the_codes_are_the_ones_opmate_and_the_store_use() {
+        let codes = |all: &[&str]| all.join("");
+        assert_eq!(
+            codes(
+                &NodeStatus::ALL
+                    .iter()
+                    .map(|x| x.as_code())
+                    .collect::<Vec<_>>()
+            ),
+            "ED"
+        );
+        assert_eq!(
+            codes(
+                &ApprovalStatus::ALL
+                    .iter()
+                    .map(|x| x.as_code())
+                    .collect::<Vec<_>>()
+            ),
+            "NQAR"
+        );
+        assert_eq!(
+            codes(
+                &ResultCode::ALL
+                    .iter()
+                    .map(|x| x.as_code())
+                    .collect::<Vec<_>>()
+            ),
+            "SF"
+        );
+        assert_eq!(ApprovalStatus::Requested.to_string(), "Q");
+    }
+
+    #[test]
+    fn an_unknown_code_in_the_store_is_an_internal_error() {
+        assert_eq!(
+            stored("status", "E", NodeStatus::from_code).expect("known"),
+            NodeStatus::Enabled
+        );
+        let e = stored("apprv_status", "Z", ApprovalStatus::from_code).expect_err("unknown");
+        assert_eq!(e.code, haechi_types::Code::Internal);
+    }
 }

@@ -8,8 +8,8 @@ use haechi_types::{time::now_ms, Error, Result};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::model::{Node, NodeFilter};
-use crate::sql::{bind_args, list_page_packed, Where};
+use crate::model::{stored, Node, NodeFilter, NodeStatus};
+use crate::sql::{bind_args, list_page_packed, try_map_listed, Where};
 use crate::Exec;
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
@@ -158,6 +158,18 @@ fn check_enrollable(node_id: &str, stored: Option<Option<String>>, bound: bool) 
     }
 }
 
+impl NodeStatus {
+    /// The `status` a request to enable or disable a node names: `E` or `D`, else a field error.
+    pub fn from_request(code: &str) -> Result<NodeStatus> {
+        NodeStatus::from_code(code).ok_or_else(|| {
+            Error::field(
+                "status",
+                format_args!("must be \"E\" (enabled) or \"D\" (disabled), not {code:?}"),
+            )
+        })
+    }
+}
+
 /// A node's new credential and what its agent said of itself, as an enrolment stores them.
 struct Enrolment<'a> {
     req: &'a EnrollRequest,
@@ -168,8 +180,8 @@ struct Enrolment<'a> {
 }
 
 impl Enrolment<'_> {
-    /// A new node, owned by `owner`, enabled (`E`) or not (`D`).
-    async fn register(&self, tx: &mut Tx, owner: &str, status: &str) -> Result<()> {
+    /// A new node, owned by `owner`, enabled or not.
+    async fn register(&self, tx: &mut Tx, owner: &str, status: NodeStatus) -> Result<()> {
         let r = self.req;
         in_tx!(tx, |c| {
             sqlx::query(
@@ -185,7 +197,7 @@ impl Enrolment<'_> {
         .bind(clip(&r.hostname))
         .bind(owner)
         .bind(self.now)
-        .bind(status)
+        .bind(status.as_code())
         .execute(&mut *c)
         .await
         .map(|_| ())
@@ -319,9 +331,9 @@ impl Exec {
             enrolment.re_register(&mut tx).await?;
         } else {
             let status = if self.cfg.agents.new_nodes_disabled {
-                "D"
+                NodeStatus::Disabled
             } else {
-                "E"
+                NodeStatus::Enabled
             };
             enrolment.register(&mut tx, &owner, status).await?;
         }
@@ -378,9 +390,9 @@ impl Exec {
         }
     }
 
-    fn node_from_row(&self, r: NodeRow) -> Node {
+    fn node_from_row(&self, r: NodeRow) -> Result<Node> {
         let connected = self.hub.is_connected(&r.id);
-        Node {
+        Ok(Node {
             revoked: r.secret_hash.is_none(),
             connected,
             id: r.id,
@@ -390,14 +402,14 @@ impl Exec {
             ip: r.ip,
             hostname: r.hostname,
             owner_user_id: r.owner_user_id,
-            status: r.status,
+            status: stored("nodes.status", &r.status, NodeStatus::from_code)?,
             heartbeat_at: r.heartbeat_at,
             missing_since: r.missing_since,
             created_at: r.created_at,
             updated_at: r.updated_at,
             labels: serde_json::from_str(&r.labels).unwrap_or_default(),
             os_users: r.os_users.and_then(|u| serde_json::from_str(&u).ok()),
-        }
+        })
     }
 
     /// Nodes matching `filter`, one page, ordered by id.
@@ -409,10 +421,10 @@ impl Exec {
         w.contains("os_name", &filter.os_name);
         w.contains("hostname", &filter.hostname);
         w.eq_text("owner_user_id", &filter.owner_user_id);
-        w.eq_text("status", &filter.status);
+        w.eq_text("status", &filter.status.map(|s| s.as_code().to_owned()));
         let rows: Listed<NodeRow> =
             list_page_packed(&self.store, NODE_COLUMNS, "nodes", &w, "id", page).await?;
-        Ok(rows.map(|r| self.node_from_row(r)))
+        try_map_listed(rows, |r| self.node_from_row(r))
     }
 
     /// Nodes whose heartbeats are missing, longest missing first, at most `limit`.
@@ -425,7 +437,7 @@ impl Exec {
             .bind(limit)
             .fetch_all(db)
             .await)?;
-        Ok(rows.into_iter().map(|r| self.node_from_row(r)).collect())
+        rows.into_iter().map(|r| self.node_from_row(r)).collect()
     }
 
     pub async fn get_node(&self, id: &str) -> Result<Node> {
@@ -435,24 +447,23 @@ impl Exec {
             .fetch_optional(db)
             .await)?;
         row.map(|r| self.node_from_row(r))
-            .ok_or_else(|| Error::not_found(format_args!("node '{id}'")))
+            .ok_or_else(|| Error::not_found(format_args!("node '{id}'")))?
     }
 
-    /// Enables (`E`) or disables (`D`) a node. A disabled node gets no new work.
-    pub async fn set_node_status(&self, caller: &Caller, id: &str, status: &str) -> Result<Node> {
+    /// Enables or disables a node. A disabled node gets no new work.
+    pub async fn set_node_status(
+        &self,
+        caller: &Caller,
+        id: &str,
+        status: NodeStatus,
+    ) -> Result<Node> {
         let actor = &caller.actor;
-        if status != "E" && status != "D" {
-            return Err(Error::field(
-                "status",
-                format_args!("must be \"E\" (enabled) or \"D\" (disabled), not {status:?}"),
-            ));
-        }
         let mut tx = self.store.begin().await?;
         let n = in_tx!(tx, |c| sqlx::query(
             "UPDATE nodes SET status = $2, updated_at = $3 WHERE id = $1"
         )
         .bind(id)
-        .bind(status)
+        .bind(status.as_code())
         .bind(now_ms())
         .execute(&mut *c)
         .await
@@ -460,10 +471,9 @@ impl Exec {
         if n == 0 {
             return Err(Error::not_found(format_args!("node '{id}'")));
         }
-        let action = if status == "E" {
-            "node.enable"
-        } else {
-            "node.disable"
+        let action = match status {
+            NodeStatus::Enabled => "node.enable",
+            NodeStatus::Disabled => "node.disable",
         };
         haechi_audit::append(&mut tx, actor.event(action).target(id)).await?;
         tx.commit().await?;
@@ -514,14 +524,19 @@ impl Exec {
             found.extend(rows);
         }
         for id in node_ids {
-            match found.get(id).map(String::as_str) {
-                None => return Err(Error::field("nodeIdList", format_args!("node '{id}' does not exist"))),
-                Some("D") => {
-                    return Err(Error::conflict(format!(
-                        "nodeIdList: node '{id}' is disabled (status D) and gets no work; enable it with PATCH /api/v1/nodes/{id}"
-                    )))
+            let status = match found.get(id) {
+                None => {
+                    return Err(Error::field(
+                        "nodeIdList",
+                        format_args!("node '{id}' does not exist"),
+                    ))
                 }
-                _ => {}
+                Some(s) => stored("nodes.status", s, NodeStatus::from_code)?,
+            };
+            if status == NodeStatus::Disabled {
+                return Err(Error::conflict(format!(
+                    "nodeIdList: node '{id}' is disabled (status D) and gets no work; enable it with PATCH /api/v1/nodes/{id}"
+                )));
             }
         }
         Ok(())

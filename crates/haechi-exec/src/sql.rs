@@ -158,6 +158,18 @@ fn page_queries(
     )
 }
 
+/// The same page with each item converted by a conversion that can fail (a row holding a code
+/// the domain does not know).
+pub(crate) fn try_map_listed<T, U>(
+    listed: Listed<T>,
+    f: impl FnMut(T) -> Result<U>,
+) -> Result<Listed<U>> {
+    Ok(Listed {
+        items: listed.items.into_iter().map(f).collect::<Result<_>>()?,
+        total: listed.total,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -6,9 +6,9 @@ use haechi_store::{in_tx, read, Listed, Paging};
 use haechi_types::{time::now_ms, Error, Result};
 
 use crate::groups::{check_attributes, TaskTargets};
-use crate::model::{Task, TaskFilter};
+use crate::model::{exec_flag, stored, ApprovalStatus, Task, TaskFilter};
 use crate::nodes::check_id;
-use crate::sql::{list_page, Arg, Where};
+use crate::sql::{list_page, try_map_listed, Arg, Where};
 use crate::windows::RunWindow;
 use crate::Exec;
 
@@ -107,11 +107,13 @@ pub(crate) fn task_select() -> String {
     format!("SELECT {TASK_COLUMNS} FROM tasks t JOIN task_revisions r ON r.task_id = t.id")
 }
 
-impl From<TaskRow> for Task {
-    fn from(r: TaskRow) -> Task {
+impl TryFrom<TaskRow> for Task {
+    type Error = Error;
+
+    fn try_from(r: TaskRow) -> Result<Task> {
         let target_node_ids: Vec<String> =
             serde_json::from_str(&r.target_nodes).unwrap_or_default();
-        Task {
+        Ok(Task {
             targets: TaskTargets {
                 nodes: target_node_ids.clone(),
                 node_groups: serde_json::from_str(&r.target_groups).unwrap_or_default(),
@@ -125,9 +127,21 @@ impl From<TaskRow> for Task {
             script_name: r.script_name,
             script: r.script,
             os_user: r.os_user,
-            exec_ondemand: r.exec_ondemand,
-            exec_scheduler: r.exec_scheduler,
-            exec_task: r.exec_task,
+            exec_ondemand: stored(
+                "task_revisions.exec_ondemand",
+                &r.exec_ondemand,
+                exec_flag::from_code,
+            )?,
+            exec_scheduler: stored(
+                "task_revisions.exec_scheduler",
+                &r.exec_scheduler,
+                exec_flag::from_code,
+            )?,
+            exec_task: stored(
+                "task_revisions.exec_task",
+                &r.exec_task,
+                exec_flag::from_code,
+            )?,
             schedule: r.schedule,
             schedule_tz: r.schedule_tz,
             next_task_id: r.next_task_id,
@@ -135,7 +149,11 @@ impl From<TaskRow> for Task {
             target_node_ids,
             arguments: serde_json::from_str(&r.arguments).unwrap_or_default(),
             description: r.description,
-            apprv_status: r.apprv_status,
+            apprv_status: stored(
+                "tasks.apprv_status",
+                &r.apprv_status,
+                ApprovalStatus::from_code,
+            )?,
             apprv_user_id: r.apprv_user_id,
             apprv_requested_by: r.apprv_requested_by,
             apprv_comment: r.apprv_comment,
@@ -144,18 +162,17 @@ impl From<TaskRow> for Task {
             revision_created_at: r.revision_created_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
-        }
+        })
     }
 }
 
-fn flag(field: &str, v: Option<String>, previous: &str) -> Result<String> {
+/// An `exec*` switch given as its code (`E`/`D`), or the previous value when absent.
+fn flag(field: &str, v: Option<String>, previous: bool) -> Result<bool> {
     match v.as_deref() {
-        None => Ok(previous.to_owned()),
-        Some("E") | Some("D") => Ok(v.unwrap_or_default()),
-        Some(other) => Err(Error::field(
-            field,
-            format_args!("must be \"E\" or \"D\", not {other:?}"),
-        )),
+        None => Ok(previous),
+        Some(code) => exec_flag::from_code(code).ok_or_else(|| {
+            Error::field(field, format_args!("must be \"E\" or \"D\", not {code:?}"))
+        }),
     }
 }
 
@@ -164,9 +181,9 @@ struct Revision {
     script_name: String,
     script: String,
     os_user: String,
-    exec_ondemand: String,
-    exec_scheduler: String,
-    exec_task: String,
+    exec_ondemand: bool,
+    exec_scheduler: bool,
+    exec_task: bool,
     schedule: Option<String>,
     schedule_tz: Option<String>,
     next_task_id: String,
@@ -316,17 +333,17 @@ impl Exec {
         let exec_ondemand = flag(
             "execOndemand",
             spec.exec_ondemand,
-            base.map_or("E", |b| &b.exec_ondemand),
+            base.is_none_or(|b| b.exec_ondemand),
         )?;
         let exec_scheduler = flag(
             "execScheduler",
             spec.exec_scheduler,
-            base.map_or("D", |b| &b.exec_scheduler),
+            base.is_some_and(|b| b.exec_scheduler),
         )?;
         let exec_task = flag(
             "execTask",
             spec.exec_task,
-            base.map_or("D", |b| &b.exec_task),
+            base.is_some_and(|b| b.exec_task),
         )?;
         let schedule = cleared_or_kept(spec.schedule, base.and_then(|b| b.schedule.as_ref()));
         let schedule_tz =
@@ -372,7 +389,7 @@ impl Exec {
             .unwrap_or_else(|| base.map(|b| b.arguments.clone()).unwrap_or_default());
         check_arguments("arguments", &arguments)?;
         if schedule.is_some()
-            && exec_scheduler == "E"
+            && exec_scheduler
             && target_nodes.is_empty()
             && target_groups.is_empty()
             && target_labels.is_empty()
@@ -441,9 +458,9 @@ impl Exec {
         .bind(&r.script_name)
         .bind(&r.script)
         .bind(&r.os_user)
-        .bind(&r.exec_ondemand)
-        .bind(&r.exec_scheduler)
-        .bind(&r.exec_task)
+        .bind(exec_flag::as_code(r.exec_ondemand))
+        .bind(exec_flag::as_code(r.exec_scheduler))
+        .bind(exec_flag::as_code(r.exec_task))
         .bind(&r.schedule)
         .bind(&r.schedule_tz)
         .bind(&r.next_task_id)
@@ -642,8 +659,8 @@ impl Exec {
             .bind(id)
             .fetch_optional(db)
             .await)?;
-        row.map(Task::from)
-            .ok_or_else(|| Error::not_found(format_args!("task '{id}'")))
+        row.map(Task::try_from)
+            .ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?
     }
 
     /// The task as it was at revision `no` (approval fields are the task's current ones).
@@ -655,7 +672,7 @@ impl Exec {
             .fetch_optional(db)
             .await)?;
         match row {
-            Some(r) => Ok(r.into()),
+            Some(r) => r.try_into(),
             None => {
                 self.get_task(id).await?;
                 Err(Error::not_found(format_args!(
@@ -692,7 +709,7 @@ impl Exec {
         if rows.is_empty() {
             return Err(Error::not_found(format_args!("task '{id}'")));
         }
-        Ok(rows.into_iter().map(Task::from).collect())
+        rows.into_iter().map(Task::try_from).collect()
     }
 
     /// Tasks at their current revision matching `filter`, one page, ordered by id.
@@ -701,11 +718,15 @@ impl Exec {
         w.raw("r.revision_no = t.revision_no".into());
         w.contains("t.id", &filter.id);
         w.eq_text("t.owner_user_id", &filter.owner_user_id);
-        w.eq_text("t.apprv_status", &filter.apprv_status);
+        let flag = |f: Option<bool>| f.map(|f| exec_flag::as_code(f).to_owned());
+        w.eq_text(
+            "t.apprv_status",
+            &filter.apprv_status.map(|s| s.as_code().to_owned()),
+        );
         w.eq_text("t.apprv_user_id", &filter.apprv_user_id);
-        w.eq_text("r.exec_scheduler", &filter.exec_scheduler);
-        w.eq_text("r.exec_ondemand", &filter.exec_ondemand);
-        w.eq_text("r.exec_task", &filter.exec_task);
+        w.eq_text("r.exec_scheduler", &flag(filter.exec_scheduler));
+        w.eq_text("r.exec_ondemand", &flag(filter.exec_ondemand));
+        w.eq_text("r.exec_task", &flag(filter.exec_task));
         if let Some(n) = &filter.target_node_id {
             let p = w.arg(Arg::Text(n.clone()));
             w.raw(format!(
@@ -717,7 +738,7 @@ impl Exec {
         let count = format!("SELECT COUNT(*) {from}");
         let rows: Listed<TaskRow> =
             list_page(&self.store, &select, &count, &w, "t.id", page).await?;
-        Ok(rows.map(Task::from))
+        try_map_listed(rows, Task::try_from)
     }
 
     /// Moves a task through approval. The HTTP layer checks the permission of the action
@@ -757,6 +778,7 @@ impl Exec {
         .await)?;
         let (status, requested_by, revision_no) =
             row.ok_or_else(|| Error::not_found(format_args!("task '{id}'")))?;
+        let status = stored("tasks.apprv_status", &status, ApprovalStatus::from_code)?;
         // An approval is pinned to the revision its approver reviewed (issue 18 item 5): a task
         // edited since then is a new revision the approver has not seen.
         if let Some(r) = reviewed.filter(|r| *r != revision_no) {
@@ -765,19 +787,21 @@ impl Exec {
                  reviewed it; review revision {revision_no} (and its diff) and decide again"
             )));
         }
-        let (new_status, audit_action) = match (action, status.as_str()) {
-            (ApprovalAction::Request, "N" | "R") => ("Q", "task.approval.request"),
-            (ApprovalAction::Request, "Q") => {
+        let (new_status, audit_action) = match (action, status) {
+            (ApprovalAction::Request, ApprovalStatus::New | ApprovalStatus::Rejected) => {
+                (ApprovalStatus::Requested, "task.approval.request")
+            }
+            (ApprovalAction::Request, ApprovalStatus::Requested) => {
                 return Err(Error::conflict(format!(
                     "task '{id}' already awaits approval"
                 )))
             }
-            (ApprovalAction::Request, _) => {
+            (ApprovalAction::Request, ApprovalStatus::Approved) => {
                 return Err(Error::conflict(format!(
                     "task '{id}' is already approved; edit it to make a new revision first"
                 )))
             }
-            (ApprovalAction::Approve | ApprovalAction::Reject, "Q") => {
+            (ApprovalAction::Approve | ApprovalAction::Reject, ApprovalStatus::Requested) => {
                 if action == ApprovalAction::Approve
                     && requested_by == actor.user_id
                     && !self.cfg.tasks.allow_self_approval
@@ -788,9 +812,9 @@ impl Exec {
                     )));
                 }
                 if action == ApprovalAction::Approve {
-                    ("A", "task.approval.approve")
+                    (ApprovalStatus::Approved, "task.approval.approve")
                 } else {
-                    ("R", "task.approval.reject")
+                    (ApprovalStatus::Rejected, "task.approval.reject")
                 }
             }
             (_, s) => {
@@ -820,7 +844,7 @@ impl Exec {
                  WHERE id = $1"
             )
             .bind(id)
-            .bind(new_status)
+            .bind(new_status.as_code())
             .bind(&actor.user_id)
             .bind(&comment)
             .bind(now)
@@ -887,7 +911,7 @@ impl Exec {
         Ok(ApprovalReview {
             task_id: current.id.clone(),
             revision_no: current.revision_no,
-            apprv_status: current.apprv_status.clone(),
+            apprv_status: current.apprv_status,
             apprv_requested_by: current.apprv_requested_by.clone(),
             approved_revision_no: approved,
             diff,
@@ -906,9 +930,9 @@ fn review_text(t: &Task) -> String {
          arguments: {}\ndescription: {}\nscript:\n",
         t.script_name,
         t.os_user,
-        t.exec_ondemand,
-        t.exec_scheduler,
-        t.exec_task,
+        exec_flag::as_code(t.exec_ondemand),
+        exec_flag::as_code(t.exec_scheduler),
+        exec_flag::as_code(t.exec_task),
         t.schedule.as_deref().unwrap_or(""),
         t.schedule_tz.as_deref().unwrap_or(""),
         t.next_task_id,
@@ -935,8 +959,7 @@ pub struct ApprovalReview {
     pub task_id: String,
     /// The revision an approval or rejection must name.
     pub revision_no: i64,
-    /// `N`, `Q`, `A` or `R`.
-    pub apprv_status: String,
+    pub apprv_status: ApprovalStatus,
     pub apprv_requested_by: String,
     /// The last revision before this one that was approved; absent when none was.
     pub approved_revision_no: Option<i64>,

@@ -16,7 +16,7 @@ use haechi_types::{time::now_ms, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::Held;
-use crate::model::ExecStatus;
+use crate::model::{ExecStatus, ResultCode};
 use crate::{Exec, ExecEvent};
 
 /// Most operations in one batch.
@@ -327,7 +327,7 @@ async fn end_execution(
     exec_id: i64,
     node_id: &str,
     status: ExecStatus,
-    result_cd: &str,
+    result_cd: ResultCode,
     exit_cd: Option<i64>,
     reason: Option<&str>,
     started_at: Option<i64>,
@@ -342,7 +342,7 @@ async fn end_execution(
     .bind(exec_id)
     .bind(node_id)
     .bind(status.as_str())
-    .bind(result_cd)
+    .bind(result_cd.as_code())
     .bind(exit_cd)
     .bind(reason)
     .bind(started_at)
@@ -617,11 +617,11 @@ async fn finish(
     f: &Finished,
 ) -> Result<()> {
     let (status, result_cd) = match f.outcome {
-        Outcome::Exited if f.exit_code == Some(0) => (ExecStatus::End, "S"),
-        Outcome::Exited | Outcome::Failed => (ExecStatus::End, "F"),
-        Outcome::Timeout => (ExecStatus::Timeout, "F"),
-        Outcome::Cancelled => (ExecStatus::Cancel, "F"),
-        Outcome::Lost => (ExecStatus::Lost, "F"),
+        Outcome::Exited if f.exit_code == Some(0) => (ExecStatus::End, ResultCode::Success),
+        Outcome::Exited | Outcome::Failed => (ExecStatus::End, ResultCode::Failure),
+        Outcome::Timeout => (ExecStatus::Timeout, ResultCode::Failure),
+        Outcome::Cancelled => (ExecStatus::Cancel, ResultCode::Failure),
+        Outcome::Lost => (ExecStatus::Lost, ResultCode::Failure),
     };
     let exit = Some(f.exit_code.map(i64::from).unwrap_or(-1));
     let no = end_execution(
@@ -738,7 +738,7 @@ async fn lose_unknown(
             id,
             node_id,
             ExecStatus::Lost,
-            "F",
+            ResultCode::Failure,
             Some(-1),
             Some("the agent came back without this execution (its journal was lost)"),
             None,

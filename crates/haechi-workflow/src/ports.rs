@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use haechi_exec::{
-    Exec, NodeExecFilter, Paging, RunEnvSource, RunnerGubun, SecretEnv, StartInstance,
+    Exec, NodeExecFilter, Paging, ResultCode, RunEnvSource, RunnerGubun, SecretEnv, StartInstance,
 };
 use haechi_identity::Actor;
 use haechi_store::{read, Tx};
@@ -299,7 +299,7 @@ impl ExecTasks {
         let failed: Vec<String> = nodes
             .items
             .iter()
-            .filter(|e| e.result_cd.as_deref() != Some("S"))
+            .filter(|e| e.result_cd != Some(ResultCode::Success))
             .map(|e| {
                 let mut s = format!("{} {}", e.node_id, e.status.as_str());
                 if let Some(code) = e.exit_cd {

@@ -1,7 +1,7 @@
 //! Nodes: list, read, enable/disable, revoke the agent's credential.
 
 use axum::extract::{Path, State};
-use haechi_exec::NodeFilter;
+use haechi_exec::{NodeFilter, NodeStatus};
 use serde::{Deserialize, Serialize};
 
 use super::wire::all;
@@ -50,7 +50,7 @@ pub async fn list_nodes(
         os_name: e(q.os_name),
         hostname: e(q.hostname),
         owner_user_id: e(q.owner_user_id),
-        status: crate::opmate::flag_filter("status", q.status)?,
+        status: crate::opmate::node_status_filter("status", q.status)?,
     };
     let listed = state.exec.list_nodes(&filter, p).await?;
     Ok(axum::Json(NodeList {
@@ -90,7 +90,7 @@ pub async fn update_node(
     Ok(axum::Json(Node::from(
         &state
             .exec
-            .set_node_status(&caller, &id, &body.status)
+            .set_node_status(&caller, &id, NodeStatus::from_request(&body.status)?)
             .await?,
     )))
 }

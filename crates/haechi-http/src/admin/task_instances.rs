@@ -197,7 +197,10 @@ pub async fn export_instance(
                 e.exec_no.to_string(),
                 e.revision_no.to_string(),
                 e.status.as_str().to_owned(),
-                e.result_cd.clone().unwrap_or_default(),
+                e.result_cd
+                    .map(|r| r.as_code())
+                    .unwrap_or_default()
+                    .to_owned(),
                 e.exit_cd.map(|c| c.to_string()).unwrap_or_default(),
                 dt(e.start_at),
                 dt(e.end_at),
@@ -350,7 +353,7 @@ pub async fn output(
     Ok(axum::Json(OutputChunk {
         exec_no: e.exec_no,
         status: e.status.into(),
-        result_cd: e.result_cd,
+        result_cd: e.result_cd.map(|r| r.as_code().to_owned()),
         exit_cd: e.exit_cd,
         out: b64.encode(&out.data),
         err: b64.encode(&err.data),

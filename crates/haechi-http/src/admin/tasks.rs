@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use haechi_exec::{RunnerGubun, StartInstance, TaskFilter};
+use haechi_exec::{ApprovalStatus, RunnerGubun, StartInstance, TaskFilter};
 use haechi_identity::Permission;
 use serde::{Deserialize, Serialize};
 
@@ -82,10 +82,24 @@ pub async fn list_tasks(
 ) -> ApiResult<axum::Json<TaskList>> {
     let p = parse_page(q.limit.as_deref(), q.offset.as_deref())?;
     let e = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let apprv_status = match e(q.apprv_status) {
+        None => None,
+        Some(code) => match ApprovalStatus::from_code(&code) {
+            Some(s) => Some(s),
+            // This filter has never refused a value: one that is no approval status matches
+            // no task.
+            None => {
+                return Ok(axum::Json(TaskList {
+                    tasks: Vec::new(),
+                    total: 0,
+                }))
+            }
+        },
+    };
     let filter = TaskFilter {
         id: e(q.id),
         owner_user_id: e(q.owner_user_id),
-        apprv_status: e(q.apprv_status),
+        apprv_status,
         ..Default::default()
     };
     let listed = state.exec.list_tasks(&filter, p).await?;

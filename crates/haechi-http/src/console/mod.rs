@@ -453,7 +453,9 @@ impl St {
 
     /// A node execution's status, with `F` (a non-zero exit) shown as failed.
     pub fn of_exec(l: Lang, e: &haechi_exec::NodeExecution) -> St {
-        if e.status == haechi_exec::ExecStatus::End && e.result_cd.as_deref() == Some("F") {
+        if e.status == haechi_exec::ExecStatus::End
+            && e.result_cd == Some(haechi_exec::ResultCode::Failure)
+        {
             let mut s = St::of(l, "END");
             s.icon = "✖";
             s.class = "bad";

@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use haechi_exec::{ApprovalAction, NewEnrollmentToken, NodeFilter, Paging, TaskFilter};
+use haechi_exec::{
+    ApprovalAction, ApprovalStatus, NewEnrollmentToken, NodeFilter, NodeStatus, Paging, TaskFilter,
+};
 use haechi_identity::Permission;
 use haechi_types::time::now_ms;
 use haechi_types::Error;
@@ -216,7 +218,7 @@ fn node_line(l: Lang, off: i32, n: &haechi_exec::Node) -> NodeLine {
         ip: n.ip.clone(),
         os: n.os_name.clone(),
         agent_ver: n.agent_ver.clone(),
-        enabled: n.status == "E",
+        enabled: n.status == NodeStatus::Enabled,
         connected: n.connected,
         heartbeat: when_opt(n.heartbeat_at, off),
         age: n.heartbeat_at.map(|h| span(now - h)).unwrap_or_default(),
@@ -235,17 +237,16 @@ pub struct TaskLine {
     pub description: String,
 }
 
-pub(super) fn approval_word(l: Lang, s: &str) -> &'static str {
+pub(super) fn approval_word(l: Lang, s: ApprovalStatus) -> &'static str {
     match (l, s) {
-        (Lang::Ko, "N") => "승인 전 (N)",
-        (Lang::Ko, "Q") => "승인 요청됨 (Q)",
-        (Lang::Ko, "A") => "승인됨 (A)",
-        (Lang::Ko, "R") => "반려됨 (R)",
-        (Lang::En, "N") => "not requested (N)",
-        (Lang::En, "Q") => "requested (Q)",
-        (Lang::En, "A") => "approved (A)",
-        (Lang::En, "R") => "rejected (R)",
-        _ => "?",
+        (Lang::Ko, ApprovalStatus::New) => "승인 전 (N)",
+        (Lang::Ko, ApprovalStatus::Requested) => "승인 요청됨 (Q)",
+        (Lang::Ko, ApprovalStatus::Approved) => "승인됨 (A)",
+        (Lang::Ko, ApprovalStatus::Rejected) => "반려됨 (R)",
+        (Lang::En, ApprovalStatus::New) => "not requested (N)",
+        (Lang::En, ApprovalStatus::Requested) => "requested (Q)",
+        (Lang::En, ApprovalStatus::Approved) => "approved (A)",
+        (Lang::En, ApprovalStatus::Rejected) => "rejected (R)",
     }
 }
 
@@ -254,7 +255,7 @@ fn task_line(l: Lang, off: i32, t: &haechi_exec::Task) -> TaskLine {
         id: t.id.clone(),
         revision: t.revision_no,
         owner: t.owner_user_id.clone(),
-        approval: approval_word(l, &t.apprv_status),
+        approval: approval_word(l, t.apprv_status),
         requested_by: t.apprv_requested_by.clone(),
         updated: when(t.updated_at, off),
         description: t.description.clone(),
@@ -267,7 +268,7 @@ async fn requested_tasks(state: &AppState) -> Result<Vec<haechi_exec::Task>> {
         .exec
         .list_tasks(
             &TaskFilter {
-                apprv_status: Some("Q".into()),
+                apprv_status: Some(ApprovalStatus::Requested),
                 ..Default::default()
             },
             Paging {
@@ -846,6 +847,7 @@ pub async fn node_status(
     let form = s.form(&body)?;
     s.require(Permission::NodeManage)?;
     let status = form.get("status").map(String::as_str).unwrap_or("");
+    let status = NodeStatus::from_request(status)?;
     state.exec.set_node_status(&s.caller, &id, status).await?;
     Ok(see_other("/console/nodes"))
 }

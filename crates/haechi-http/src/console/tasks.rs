@@ -8,7 +8,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use haechi_exec::{ApprovalAction, RunnerGubun, StartInstance};
+use haechi_exec::{ApprovalAction, ApprovalStatus, RunnerGubun, StartInstance};
 use haechi_identity::Permission;
 use haechi_types::Error;
 
@@ -85,7 +85,7 @@ pub async fn page_get(
         owner: task.owner_user_id.clone(),
         os_user: at.os_user.clone(),
         description: at.description.clone(),
-        approval: super::pages::approval_word(l, &task.apprv_status).to_owned(),
+        approval: super::pages::approval_word(l, task.apprv_status).to_owned(),
         requested_by: task.apprv_requested_by.clone(),
         approver: task.apprv_user_id.clone(),
         approval_comment: task.apprv_comment.clone(),
@@ -104,8 +104,11 @@ pub async fn page_get(
         diff_to,
         diff: d,
         can_request: p.can(Permission::TaskDevelop)
-            && (task.apprv_status == "N" || task.apprv_status == "R"),
-        can_run: p.can(Permission::TaskExecute) && task.apprv_status == "A",
+            && matches!(
+                task.apprv_status,
+                ApprovalStatus::New | ApprovalStatus::Rejected
+            ),
+        can_run: p.can(Permission::TaskExecute) && task.apprv_status == ApprovalStatus::Approved,
         target_nodes: task.target_node_ids.join(" "),
     })
 }

@@ -3,7 +3,8 @@
 use axum::extract::{Path, State};
 use base64::Engine;
 use haechi_exec::{
-    ExecStatus, InstanceFilter, NodeExecFilter, NodeExecution, RunnerGubun, StartInstance,
+    ExecStatus, InstanceFilter, NodeExecFilter, NodeExecution, ResultCode, RunnerGubun,
+    StartInstance,
 };
 use haechi_protocol::Stream;
 use haechi_types::Error;
@@ -190,7 +191,7 @@ async fn ins_node(
         "taskId": e.task_id, "taskInstanceNo": e.task_instance_no, "nodeId": e.node_id, "execNo": e.exec_no,
         "status": e.status.as_str(), "startDt": dt(e.start_at, off), "endDt": dt(e.end_at, off),
         "runnerId": e.runner_id, "runnerGubun": e.runner_gubun.as_str(),
-        "resultCd": e.result_cd.clone().unwrap_or_default(), "exitCd": e.exit_cd,
+        "resultCd": e.result_cd.map(|r| r.as_code()).unwrap_or_default(), "exitCd": e.exit_cd,
         "encbase64out": out, "encbase64err": err,
     }))
 }
@@ -285,12 +286,13 @@ pub async fn list_instance_nodes(
             )
         })?),
     };
-    let result_cd = opt(q.result);
-    if let Some(r) = &result_cd {
-        if r != "S" && r != "F" {
-            return Err(Error::field("result", format_args!("must be S or F (got {r:?})")).into());
-        }
-    }
+    let result_cd =
+        match opt(q.result) {
+            None => None,
+            Some(r) => Some(ResultCode::from_code(&r).ok_or_else(|| {
+                Error::field("result", format_args!("must be S or F (got {r:?})"))
+            })?),
+        };
     let exit_cd = match opt(q.exit_cd) {
         None => None,
         Some(s) => Some(s.parse::<i64>().map_err(|_| {

@@ -13,7 +13,7 @@ pub(crate) mod wire;
 pub use instances::*;
 pub use nodes::*;
 pub use tasks::*;
-pub use wire::flag as flag_filter;
+pub use wire::node_status as node_status_filter;
 
 use axum::extract::{Path, State};
 use secrecy::SecretString;

@@ -46,8 +46,8 @@ pub async fn list_nodes(
 ) -> ApiResult<axum::Json<Value>> {
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
     let status = match (opt(q.status), opt(q.stauts)) {
-        (Some(v), _) => super::wire::flag("status", Some(v))?,
-        (None, v) => super::wire::flag("stauts", v)?,
+        (Some(v), _) => super::wire::node_status("status", Some(v))?,
+        (None, v) => super::wire::node_status("stauts", v)?,
     };
     let filter = NodeFilter {
         id: opt(q.id),
@@ -66,7 +66,7 @@ pub async fn list_nodes(
         .map(|n| {
             json!({
                 "id": n.id, "agentGuid": n.agent_guid, "agentVer": n.agent_ver, "osName": n.os_name, "ip": n.ip,
-                "hostname": n.hostname, "ownerUserId": n.owner_user_id, "status": n.status,
+                "hostname": n.hostname, "ownerUserId": n.owner_user_id, "status": n.status.as_code(),
                 "heartbeatDt": dt(n.heartbeat_at, off), "crtDt": dt(Some(n.created_at), off),
             })
         })

@@ -1,7 +1,7 @@
 //! `GET /opmate/task`.
 
 use axum::extract::State;
-use haechi_exec::TaskFilter;
+use haechi_exec::{exec_flag, ApprovalStatus, TaskFilter};
 use haechi_types::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -48,16 +48,15 @@ pub async fn list_tasks(
     Query(q): Query<TaskQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let page = paging(q.limit.as_deref(), q.offset.as_deref())?;
-    let apprv_status = opt(q.appr_status).or(opt(q.apprv_status));
-    if let Some(s) = &apprv_status {
-        if !matches!(s.as_str(), "N" | "Q" | "A" | "R") {
-            return Err(Error::field(
+    let apprv_status = match opt(q.appr_status).or(opt(q.apprv_status)) {
+        None => None,
+        Some(s) => Some(ApprovalStatus::from_code(&s).ok_or_else(|| {
+            Error::field(
                 "apprStatus",
                 format_args!("must be N, Q, A or R (got {s:?})"),
             )
-            .into());
-        }
-    }
+        })?),
+    };
     let filter = TaskFilter {
         id: opt(q.id),
         owner_user_id: opt(q.owner_user_id),
@@ -75,8 +74,9 @@ pub async fn list_tasks(
         .map(|t| {
             json!({
                 "id": t.id, "revisionNo": t.revision_no, "ownerUserId": t.owner_user_id, "scriptName": t.script_name,
-                "osUser": t.os_user, "execScheduler": t.exec_scheduler, "execOndemand": t.exec_ondemand,
-                "execTask": t.exec_task, "nextTaskId": t.next_task_id, "apprvStatus": t.apprv_status,
+                "osUser": t.os_user, "execScheduler": exec_flag::as_code(t.exec_scheduler),
+                "execOndemand": exec_flag::as_code(t.exec_ondemand), "execTask": exec_flag::as_code(t.exec_task),
+                "nextTaskId": t.next_task_id, "apprvStatus": t.apprv_status.as_code(),
                 "apprvUserId": t.apprv_user_id,
             })
         })

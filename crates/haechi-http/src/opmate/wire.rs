@@ -1,5 +1,6 @@
 //! Translation between OPMATE's wire forms and the engine's: dates, flags, paging, envelopes.
 
+use haechi_exec::NodeStatus;
 use haechi_types::{Error, Result};
 use serde_json::{json, Map, Value};
 use time::UtcOffset;
@@ -43,16 +44,28 @@ pub fn parse_dt(field: &str, raw: &str, off: UtcOffset) -> Result<i64> {
     ))
 }
 
-/// An `E`/`D` flag filter.
-pub fn flag(field: &str, v: Option<String>) -> Result<Option<String>> {
+/// An `E`/`D` filter read with `from_code`; absent or empty = no filter.
+fn e_or_d<T>(
+    field: &str,
+    v: Option<String>,
+    from_code: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>> {
     match v.as_deref() {
         None | Some("") => Ok(None),
-        Some("E") | Some("D") => Ok(v),
-        Some(other) => Err(Error::field(
-            field,
-            format_args!("must be E or D (got {other:?})"),
-        )),
+        Some(code) => from_code(code)
+            .map(Some)
+            .ok_or_else(|| Error::field(field, format_args!("must be E or D (got {code:?})"))),
     }
+}
+
+/// An `exec*` flag filter (`E`/`D`).
+pub fn flag(field: &str, v: Option<String>) -> Result<Option<bool>> {
+    e_or_d(field, v, haechi_exec::exec_flag::from_code)
+}
+
+/// A node `status` filter (`E`/`D`).
+pub fn node_status(field: &str, v: Option<String>) -> Result<Option<NodeStatus>> {
+    e_or_d(field, v, NodeStatus::from_code)
 }
 
 /// Paging from OPMATE's `limit`/`offset` (CONTRACT §0).
