@@ -220,6 +220,14 @@ if [ -n "${PERF:-}" ]; then
   { perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort comm 2>/dev/null | grep -v "^$" | grep -v "^#" | head -16
     perf report -i "$WORK/perf.data" --pid "$SERVER_PID" --stdio --no-children -g none --percent-limit 0.7 --sort comm,dso,symbol 2>/dev/null | grep -v "^$" | head -80; } >"${PERF_OUT:-/dev/stderr}" || true
 fi
+# Events per audit commit during the gateway's run (the server's own figure: the sum over the count
+# of haechi_audit_commit_events, per committer).
+COMMITS="$(api "$BASE/metrics" 2>/dev/null | awk '
+  /^haechi_audit_commit_events_(sum|count)\{/ {
+    by = $1; sub(/.*by="/, "", by); sub(/".*/, "", by)
+    if ($1 ~ /_sum/) s[by] = $2; else c[by] = $2
+  }
+  END { out = ""; for (b in c) if (c[b] > 0) out = out sprintf("%s %.0f commits, %.2f events each; ", b, c[b], s[b] / c[b]); print (out == "" ? "-" : out) }')"
 say "one client, p50 latency"
 P50_DIRECT=$(p50_one_client 5432 "$RUN" "$DBPW" "$RUN")
 P50_GATEWAY=$(p50_one_client "$GPORT" "admin@$RUN" "$ADMIN_PASSWORD" bench)
@@ -251,5 +259,6 @@ stolen by the hypervisor during the run: direct $(fig direct 5)%, pgbouncer $(fi
 pgbench CPU per transaction: direct $(fig direct 3) us, pgbouncer $(fig pgbouncer 3) us, haproxy $(fig haproxy 3) us, gateway $(fig gateway 3) us
 everything else (PostgreSQL, softirqs) per transaction: direct $(fig direct 4) us, pgbouncer $(fig pgbouncer 4) us, haproxy $(fig haproxy 4) us, gateway $(fig gateway 4) us
 one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
+audit commits during the gateway run: ${COMMITS}
 gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
 EOF
