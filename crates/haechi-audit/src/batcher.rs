@@ -397,13 +397,14 @@ impl Group {
                 st.checkpoint = Checkpoint::Wanted;
                 let (got, _) = self
                     .handed
-                    .wait_timeout_while(st, Duration::from_millis(200), |st| {
+                    .wait_timeout_while(st, Duration::from_millis(20), |st| {
                         st.checkpoint != Checkpoint::Held
                     })
                     .unwrap_or_else(|e| e.into_inner());
                 st = got;
                 if st.checkpoint != Checkpoint::Held {
-                    // Nobody committed for a while: next time.
+                    // Not handed over soon (the lead may be in this thread's own queue, a
+                    // commit that could not be made where it was led): next time.
                     st.checkpoint = Checkpoint::None;
                     return;
                 }
