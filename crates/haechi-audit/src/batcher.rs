@@ -779,18 +779,8 @@ async fn append_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::store;
     use crate::{Family, Filter};
-
-    async fn store(dir: &tempfile::TempDir) -> Store {
-        Store::open(&haechi_store::StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("audit.db"),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap()
-    }
 
     fn strict() -> BatcherOptions {
         BatcherOptions::default()

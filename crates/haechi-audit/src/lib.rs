@@ -958,10 +958,11 @@ pub async fn verify(store: &Store) -> Result<Verification> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn store(dir: &tempfile::TempDir) -> Store {
+    /// A SQLite store in `dir` (also for the batcher's tests).
+    pub(crate) async fn store(dir: &tempfile::TempDir) -> Store {
         Store::open(&haechi_store::StoreOptions {
             database_url: None,
             sqlite_path: dir.path().join("audit.db"),
