@@ -98,7 +98,7 @@ impl Pending {
                     return Ok(());
                 }
                 Some(Ok(Signal::Lead)) => {
-                    self.rx = group.lead(true);
+                    self.rx = group.lead();
                 }
                 Some(Err(true)) => {
                     self.rx = None;
@@ -124,7 +124,7 @@ impl Pending {
             match signal {
                 Ok(Signal::Committed) => return Ok(()),
                 Ok(Signal::Lead) => match &self.group {
-                    Some(group) => self.rx = group.lead(true),
+                    Some(group) => self.rx = group.lead(),
                     None => return Ok(()),
                 },
                 Err(_) => return Err(shutting_down()),
@@ -145,7 +145,7 @@ impl Drop for Pending {
         // read here.
         rx.close();
         match rx.try_recv() {
-            Ok(Signal::Lead) => drop(group.lead(false)),
+            Ok(Signal::Lead) => drop(group.lead()),
             _ => {
                 if let Some(batch) = group.take_lead() {
                     drop(group.lead_with(batch));
@@ -276,16 +276,11 @@ impl Group {
         Some(std::mem::take(&mut st.queue))
     }
 
-    /// Leads after being handed the lead (it is held already): commits what is queued.
-    /// `waiting`: the caller waits for an answer when the commit goes to the writer thread.
-    fn lead(self: &Arc<Self>, waiting: bool) -> Option<oneshot::Receiver<Signal>> {
+    /// Leads after being handed the lead (it is held already): commits what is queued. As
+    /// [`Group::lead_with`].
+    fn lead(self: &Arc<Self>) -> Option<oneshot::Receiver<Signal>> {
         let batch = std::mem::take(&mut lock(&self.state).queue);
-        let rx = self.lead_with(batch);
-        if waiting {
-            rx
-        } else {
-            None
-        }
+        self.lead_with(batch)
     }
 
     /// Commits `batch` here (the lead is held), tells its waiters, and hands the lead on.
@@ -575,8 +570,7 @@ impl Batcher {
                     break;
                 }
                 if since.elapsed() > Duration::from_secs(2) {
-                    let batch = std::mem::take(&mut lock(&group.state).queue);
-                    let mut batch = batch;
+                    let mut batch = std::mem::take(&mut lock(&group.state).queue);
                     commit_blocking(&mut lock(&group.conn), &mut batch);
                     committed(&mut batch);
                     break;
