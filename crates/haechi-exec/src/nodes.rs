@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::model::{stored, Node, NodeFilter, NodeStatus};
-use crate::sql::{bind_args, list_page_packed, try_map_listed, Where};
+use crate::sql::{bind_args, list_page_inline, try_map_listed, Where};
 use crate::Exec;
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
@@ -423,7 +423,7 @@ impl Exec {
         w.eq_text("owner_user_id", &filter.owner_user_id);
         w.eq_text("status", &filter.status.map(|s| s.as_code().to_owned()));
         let rows: Listed<NodeRow> =
-            list_page_packed(&self.store, NODE_COLUMNS, "nodes", &w, "id", page).await?;
+            list_page_inline(&self.store, NODE_COLUMNS, "nodes", &w, "id", page).await?;
         try_map_listed(rows, |r| self.node_from_row(r))
     }
 

@@ -99,11 +99,11 @@ where
     Ok(Listed { items, total })
 }
 
-/// [`list_page`] of `SELECT {columns} FROM {from}` for a row type that also reads from a JSON
-/// array: on SQLite the page's rows come packed into one value beside the total, in one query
-/// (`haechi_store::packed`: one hand-off to SQLite's thread instead of one per row and one for
-/// the count); PostgreSQL runs the two plain queries.
-pub(crate) async fn list_page_packed<R>(
+/// [`list_page`] of `SELECT {columns} FROM {from}` for a row type that also reads by column
+/// position through serde: on SQLite the page and its total are read on the calling thread
+/// (`haechi_store::Inline`: no hand-off to sqlx's SQLite thread and back, a page is bounded);
+/// PostgreSQL runs the same two queries through sqlx.
+pub(crate) async fn list_page_inline<R>(
     store: &Store,
     columns: &str,
     from: &str,
@@ -124,18 +124,11 @@ where
         return list_page(store, &select, &count, w, order_by, page).await;
     }
     let (count_sql, page_sql, page_args) = page_queries(&select, &count, w, order_by, page);
-    // The count's placeholders are the first of the page's, which it shares. A page is
-    // bounded, so it is read on the calling thread (`haechi_store::Inline`).
-    let sql = format!(
-        "SELECT (SELECT {} FROM ({page_sql})), ({count_sql})",
-        haechi_store::packed::json_rows(&format!("json_array({columns})"), order_by)
-    );
-    let (rows, total): (String, i64) =
-        haechi_store::inline::columns(store.read_inline(&sql, &values(&page_args))?)?;
-    Ok(Listed {
-        items: haechi_store::packed::unpack(&rows)?,
-        total,
-    })
+    // The count's placeholders are the first of the page's, which it shares.
+    let args = values(&page_args);
+    let items = store.rows_inline(&page_sql, &args)?;
+    let (total,): (i64,) = haechi_store::inline::columns(store.read_inline(&count_sql, &args)?)?;
+    Ok(Listed { items, total })
 }
 
 /// The count query, the page query and the page query's binds (the conditions', then limit

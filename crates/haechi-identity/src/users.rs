@@ -1,6 +1,6 @@
 //! Users in the store and the admin operations on them.
 
-use haechi_store::inline::{columns, Value};
+use haechi_store::inline::Value;
 use haechi_store::{created_or_taken, in_tx, is_unique_violation, packed, read, Store, Tx};
 use haechi_types::{ident, time::now_ms, Error, Result};
 use ipnet::IpNet;
@@ -81,7 +81,7 @@ pub struct UserPatch {
     pub kind: Option<UserKind>,
 }
 
-/// A user's row; also read from a JSON array of [`USER_COLS`] (SQLite's inline read).
+/// A user's row; also read by column position (SQLite's inline read).
 #[derive(sqlx::FromRow, Deserialize)]
 pub(crate) struct UserRow {
     id: i64,
@@ -290,19 +290,17 @@ async fn get_user_with(
     lockout_active: impl Fn(Option<i64>) -> bool,
 ) -> Result<User> {
     if let Some(inline) = store.inline() {
-        // One row on the calling thread: the user's columns and its role names, each packed.
+        // One row on the calling thread: the user's columns and its role names packed.
         let sql = format!(
-            "SELECT json_array({USER_COLS}), \
+            "SELECT {USER_COLS}, \
                (SELECT json_group_array(r.name ORDER BY r.name) FROM user_roles ur \
                   JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = users.id) \
              FROM users WHERE user_id = $1"
         );
-        let row = inline
-            .row(&sql, &[Value::Text(user_id.to_owned())])?
+        let (user, roles): (UserRow, String) = inline
+            .rows(&sql, &[Value::Text(user_id.to_owned())])?
+            .pop()
             .ok_or_else(|| Error::not_found(format_args!("user '{user_id}'")))?;
-        let (user, roles): (String, String) = columns(row)?;
-        let user: UserRow = serde_json::from_str(&user)
-            .map_err(|e| Error::internal(format!("a user row did not decode: {e}")))?;
         return to_user(user, packed::unpack(&roles)?, lockout_active);
     }
     #[derive(sqlx::FromRow)]

@@ -59,6 +59,21 @@ impl Inline {
         answer.map_err(|e| Error::internal(format!("store read failed: {e}")))
     }
 
+    /// Every row of `sql`, each read into `T` by column position (see [`crate::row_de`]): for
+    /// a bounded list (a page), with no JSON between SQLite's rows and the row type.
+    pub fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: &[Value],
+    ) -> Result<Vec<T>> {
+        let conn = self.take()?;
+        let answer = all_rows(&conn, sql, args);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+        answer
+    }
+
     /// Closes the connections not lent (a lent one closes when its query ends).
     pub(crate) fn close(&self) {
         if let Ok(mut idle) = self.idle.lock() {
@@ -109,7 +124,12 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn first_row(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
+/// `sql` prepared (from the connection's cache) with `args` bound to its `$n` placeholders.
+fn bound<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    args: &[Value],
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
     let mut stmt = conn.prepare_cached(sql)?;
     for i in 1..=stmt.parameter_count() {
         let n = stmt
@@ -124,6 +144,11 @@ fn first_row(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<O
             .ok_or(rusqlite::Error::InvalidParameterCount(n, args.len()))?;
         stmt.raw_bind_parameter(i, value)?;
     }
+    Ok(stmt)
+}
+
+fn first_row(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
+    let mut stmt = bound(conn, sql, args)?;
     let columns = stmt.column_count();
     let mut rows = stmt.raw_query();
     match rows.next()? {
@@ -133,6 +158,25 @@ fn first_row(conn: &Connection, sql: &str, args: &[Value]) -> rusqlite::Result<O
             .map(Some),
         None => Ok(None),
     }
+}
+
+fn all_rows<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[Value],
+) -> Result<Vec<T>> {
+    let failed = |e: rusqlite::Error| Error::internal(format!("store read failed: {e}"));
+    let mut stmt = bound(conn, sql, args).map_err(failed)?;
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(failed)? {
+        out.push(crate::row_de::from_row(row).map_err(|e| {
+            Error::internal(format!(
+                "a row from the store did not read into its type: {e}"
+            ))
+        })?);
+    }
+    Ok(out)
 }
 
 /// Reads one column of a row from [`Inline::row`].
@@ -265,5 +309,119 @@ mod tests {
         );
         // Read-only: a write is refused.
         assert!(inline.row("DELETE FROM t", &[]).is_err());
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Stamp {
+        by: i64,
+        at: Option<i64>,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    enum State {
+        #[serde(rename = "on")]
+        On,
+        #[serde(rename = "off")]
+        Off,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Row {
+        id: i64,
+        name: String,
+        note: Option<String>,
+        flag: bool,
+        state: State,
+        stamp: Stamp,
+        score: f64,
+    }
+
+    /// Rows read into a row type by column position: a nested struct takes the columns after
+    /// the outer fields before it, NULL is `None`, integers are booleans, a status name is an
+    /// enum; text escapes nothing. A query and a type that disagree are errors, not guesses.
+    #[tokio::test]
+    async fn rows_read_by_column_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(&crate::StoreOptions {
+            database_url: None,
+            sqlite_path: dir.path().join("t.db"),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        for sql in [
+            "CREATE TABLE r (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT, flag BOOLEAN NOT NULL, \
+             state TEXT NOT NULL, by_ INTEGER NOT NULL, at INTEGER, score REAL NOT NULL)",
+            "INSERT INTO r VALUES (2, 'two \"q\" \\ 한', NULL, 1, 'off', 7, NULL, 0.5), \
+                                  (1, 'one', '', 0, 'on', 8, 1700000000000, 2)",
+        ] {
+            crate::in_tx!(tx, |c| sqlx::query(sql).execute(&mut *c).await.map(|_| ())).unwrap();
+        }
+        tx.commit().await.unwrap();
+        let inline = store.inline().unwrap();
+        let sql =
+            "SELECT id, name, note, flag, state, by_, at, score FROM r WHERE id >= $1 ORDER BY id";
+        let rows: Vec<Row> = inline.rows(sql, &[Value::Integer(0)]).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                Row {
+                    id: 1,
+                    name: "one".into(),
+                    note: Some(String::new()),
+                    flag: false,
+                    state: State::On,
+                    stamp: Stamp {
+                        by: 8,
+                        at: Some(1_700_000_000_000)
+                    },
+                    score: 2.0,
+                },
+                Row {
+                    id: 2,
+                    name: "two \"q\" \\ 한".into(),
+                    note: None,
+                    flag: true,
+                    state: State::Off,
+                    stamp: Stamp { by: 7, at: None },
+                    score: 0.5,
+                },
+            ]
+        );
+        assert!(inline
+            .rows::<Row>(sql, &[Value::Integer(3)])
+            .unwrap()
+            .is_empty());
+        // A tuple of a struct and a column after it.
+        let pair: Vec<(Stamp, String)> = inline
+            .rows("SELECT by_, at, name FROM r WHERE id = 2", &[])
+            .unwrap();
+        assert_eq!(
+            pair,
+            vec![(Stamp { by: 7, at: None }, "two \"q\" \\ 한".into())]
+        );
+        // One column too many, one too few, a type that does not fit, a status no variant has.
+        for bad in [
+            "SELECT id, name, note, flag, state, by_, at, score, 1 FROM r",
+            "SELECT id, name, note, flag, state, by_, at FROM r",
+            "SELECT name, name, note, flag, state, by_, at, score FROM r",
+            "SELECT id, name, note, flag, 'maybe', by_, at, score FROM r",
+        ] {
+            let e = inline.rows::<Row>(bad, &[]).unwrap_err();
+            assert_eq!(e.status(), 500, "{bad}: {e}");
+            // The cause (for the server log) names the mismatch.
+            let c = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+            let mut stmt = c.prepare(bad).unwrap();
+            let mut rows = stmt.raw_query();
+            let cause = crate::row_de::from_row::<Row>(rows.next().unwrap().unwrap()).unwrap_err();
+            assert!(
+                ["columns", "invalid type", "unknown variant"]
+                    .iter()
+                    .any(|w| cause.to_string().contains(w)),
+                "{bad}: {cause}"
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ mod migrate;
 pub mod packed;
 mod page;
 mod readers;
+mod row_de;
 mod rowlock;
 pub mod signal;
 mod snapshot;
@@ -231,6 +232,19 @@ impl Store {
             .ok_or_else(|| Error::internal("inline reads are SQLite's"))?
             .row(sql, args)?
             .ok_or_else(|| Error::internal("an aggregate read answered no row"))
+    }
+
+    /// Every row of a bounded read on SQLite's calling thread (see [`Inline::rows`]), each read
+    /// into `T` by column position: for the SQLite arm of a list whose PostgreSQL arm runs the
+    /// same query through sqlx.
+    pub fn rows_inline<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: &[inline::Value],
+    ) -> Result<Vec<T>> {
+        self.inline()
+            .ok_or_else(|| Error::internal("inline reads are SQLite's"))?
+            .rows(sql, args)
     }
 
     /// The pool to read from.

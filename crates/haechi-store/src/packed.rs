@@ -1,26 +1,16 @@
-//! A list's rows in one value, on SQLite.
+//! A list in one value, on SQLite.
 //!
-//! sqlx runs each SQLite connection on a thread of its own and hands every row of an answer
-//! across a channel to the task that asked, waking it once per row, and copies each of a row's
-//! values into an allocation of its own: a 50-row list spent most of its time on that, not in
-//! SQLite (bench/README.md, `reads.sh`). Packed, SQLite builds the whole answer as one JSON text
-//! (`json_group_array` of one `json_array` per row) and it crosses as one value, which serde
-//! then reads straight into the row types. PostgreSQL sends rows over its socket in batches
-//! and keeps the plain queries.
+//! A row that carries a list beside its columns (a user and its role names) reads it as one
+//! JSON text: `json_group_array` in a subquery, read back here with serde. Lists of rows are
+//! read row by row on the calling thread instead ([`crate::Inline::rows`]): an earlier version
+//! packed whole pages this way, and building and parsing the JSON cost more than the rows.
 
 use haechi_types::{Error, Result};
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 
-/// The aggregate that packs the rows of a query on SQLite: `json_group_array(ROW ORDER BY
-/// ORDER)`, where `row` is a `json_array(...)` of the columns in the order the row type's fields
-/// are declared (a nested `json_array` for a nested struct) and `order` the rows' order.
-pub fn json_rows(row: &str, order: &str) -> String {
-    format!("json_group_array({row} ORDER BY {order})")
-}
-
-/// The rows of a packed answer (see [`json_rows`]); each row type reads a JSON array as its
-/// fields in order (serde's derived `Deserialize` does). SQLite's booleans are integers: read
-/// them with [`int_bool`].
+/// The rows of a packed answer (`json_group_array(json_array(...) ORDER BY ...)`); each row
+/// type reads a JSON array as its fields in order (serde's derived `Deserialize` does).
+/// SQLite's booleans are integers: read them with [`int_bool`].
 pub fn unpack<T: DeserializeOwned>(text: &str) -> Result<Vec<T>> {
     serde_json::from_str(text)
         .map_err(|e| Error::internal(format!("a packed list from the store did not decode: {e}")))
@@ -97,8 +87,8 @@ mod tests {
         }
         let sql = |cond: &str| {
             format!(
-                "SELECT {} FROM t WHERE {cond}",
-                json_rows("json_array(id, name, flag, json_array(a, b))", "id")
+                "SELECT json_group_array(json_array(id, name, flag, json_array(a, b)) ORDER BY id) \
+                 FROM t WHERE {cond}"
             )
         };
         let text: String = sqlx::query_scalar(&sql("1"))

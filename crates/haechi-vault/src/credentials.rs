@@ -3,8 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use haechi_identity::{Caller, Permission, Principal};
-use haechi_store::inline::columns;
-use haechi_store::{created_or_taken, in_tx, packed, read, Db, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Db, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
 
@@ -13,8 +12,7 @@ use crate::model::{
     Credential, CredentialFilter, CredentialPatch, NewAttribute, NewCredential, Stamp,
 };
 use crate::sql::{
-    self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, ATTRIBUTE_JSON,
-    CREDENTIAL_COLS, CREDENTIAL_JSON,
+    self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, CREDENTIAL_COLS,
 };
 use crate::{check_description, check_name, limits, Vault};
 
@@ -193,10 +191,12 @@ impl Vault {
         let (limit, offset) = f.page.unwrap_or((i64::MAX, 0));
         let limit = args.push(Arg::Int(limit));
         let offset = args.push(Arg::Int(offset));
-        let ids = format!(
-            "SELECT c.id FROM vault_credentials c WHERE {} ORDER BY c.id LIMIT {limit} OFFSET {offset}",
+        // The page's credentials, and (by their ids) their attributes.
+        let page = format!(
+            "FROM vault_credentials c WHERE {} ORDER BY c.id LIMIT {limit} OFFSET {offset}",
             cond.join(" AND ")
         );
+        let ids = format!("SELECT c.id {page}");
         #[derive(sqlx::FromRow, serde::Deserialize)]
         struct AttrWithValue {
             #[sqlx(flatten)]
@@ -208,33 +208,22 @@ impl Vault {
             "EXISTS (SELECT 1 FROM vault_values v WHERE v.attribute_id = a.id \
                AND v.slot = CASE WHEN a.user_provided THEN {uid} ELSE 0 END)"
         );
+        let cred_sql = format!("SELECT {CREDENTIAL_COLS} {page}");
+        let attr_sql = format!(
+            "SELECT {ATTRIBUTE_COLS}, {has_value} AS has_value \
+             FROM vault_attributes a WHERE a.credential_id IN ({ids}) ORDER BY a.credential_id, a.id"
+        );
         let (creds, attrs): (Vec<CredentialRow>, Vec<AttrWithValue>) = match self.store.db() {
-            // One query and one row: the rows of both lists packed (see `haechi_store::packed`),
-            // read on the calling thread (a page is bounded; see `haechi_store::Inline`).
+            // Read on the calling thread (a page is bounded; see `haechi_store::Inline`), the
+            // rows straight into the row types.
             Db::Sqlite(_) => {
-                let sql = format!(
-                    "SELECT (SELECT {} FROM vault_credentials c WHERE c.id IN ({ids})), \
-                            (SELECT {} FROM vault_attributes a WHERE a.credential_id IN ({ids}))",
-                    packed::json_rows(CREDENTIAL_JSON, "c.id"),
-                    packed::json_rows(
-                        &format!("json_array({ATTRIBUTE_JSON}, {has_value})"),
-                        "a.credential_id, a.id"
-                    ),
-                );
-                let (creds, attrs): (String, String) = columns(
-                    self.store
-                        .read_inline(&sql, &haechi_store::values(args.iter()))?,
-                )?;
-                (packed::unpack(&creds)?, packed::unpack(&attrs)?)
+                let args = haechi_store::values(args.iter());
+                (
+                    self.store.rows_inline(&cred_sql, &args)?,
+                    self.store.rows_inline(&attr_sql, &args)?,
+                )
             }
             Db::Postgres(db) => {
-                let cred_sql = format!(
-                    "SELECT {CREDENTIAL_COLS} FROM vault_credentials c WHERE c.id IN ({ids}) ORDER BY c.id"
-                );
-                let attr_sql = format!(
-                    "SELECT {ATTRIBUTE_COLS}, {has_value} AS has_value \
-                     FROM vault_attributes a WHERE a.credential_id IN ({ids}) ORDER BY a.credential_id, a.id"
-                );
                 let creds = bind_args!(sqlx::query_as(&cred_sql), args)
                     .fetch_all(db)
                     .await?;

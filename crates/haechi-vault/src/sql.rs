@@ -57,17 +57,6 @@ pub(crate) const ATTRIBUTE_COLS: &str =
     "a.id, a.credential_id, a.name, a.description, a.user_provided, a.masked, \
      a.created_by, a.created_at, a.updated_by, a.updated_at, a.version";
 
-/// [`CREDENTIAL_COLS`] as one JSON array (a [`CredentialRow`] in a packed SQLite list, see
-/// [`haechi_store::packed`]).
-pub(crate) const CREDENTIAL_JSON: &str =
-    "json_array(c.id, c.name, c.description, c.owner_id, c.locker_id, \
-     json_array(c.created_by, c.created_at, c.updated_by, c.updated_at, c.version))";
-
-/// [`ATTRIBUTE_COLS`] as one JSON array (an [`AttributeRow`] in a packed SQLite list).
-pub(crate) const ATTRIBUTE_JSON: &str =
-    "json_array(a.id, a.credential_id, a.name, a.description, a.user_provided, a.masked, \
-     json_array(a.created_by, a.created_at, a.updated_by, a.updated_at, a.version))";
-
 pub(crate) const LOCKER_COLS: &str =
     "l.id, l.name, l.description, l.created_by, l.created_at, l.updated_by, l.updated_at, l.version";
 

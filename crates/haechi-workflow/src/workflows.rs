@@ -560,28 +560,19 @@ impl Workflows {
         );
         let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
         let (rows, total): (Vec<WorkflowRow>, i64) = match self.eng.store.db() {
-            // The page's rows packed into one value, and the total, in one query (see
-            // `haechi_store::packed`).
-            // Read on the calling thread (a page is bounded; see `haechi_store::Inline`).
+            // The page and its total read on the calling thread (a page is bounded; see
+            // `haechi_store::Inline`), the rows straight into `WorkflowRow`.
             Db::Sqlite(_) => {
-                let sql = format!(
-                    "SELECT (SELECT {} FROM ({page})), ({count})",
-                    haechi_store::packed::json_rows(
-                        &format!("json_array({WORKFLOW_COLUMNS})"),
-                        "id"
-                    )
-                );
                 let text = |t: &Option<String>| t.clone().map_or(SqlValue::Null, SqlValue::Text);
-                let (rows, total): (String, i64) = columns(self.eng.store.read_inline(
-                    &sql,
-                    &[
-                        text(&f.group),
-                        text(&f.name),
-                        SqlValue::Integer(limit),
-                        SqlValue::Integer(offset),
-                    ],
-                )?)?;
-                (haechi_store::packed::unpack(&rows)?, total)
+                let args = [
+                    text(&f.group),
+                    text(&f.name),
+                    SqlValue::Integer(limit),
+                    SqlValue::Integer(offset),
+                ];
+                let rows = self.eng.store.rows_inline(&page, &args)?;
+                let (total,): (i64,) = columns(self.eng.store.read_inline(&count, &args)?)?;
+                (rows, total)
             }
             Db::Postgres(db) => {
                 let rows = sqlx::query_as(&page)
