@@ -74,7 +74,7 @@ pub(crate) use haechi_store::bind_args;
 /// One page of a list query and the number of all its matches: `select` (`SELECT ... FROM ...`)
 /// with the conditions of `w`, ordered by `order_by`, `page.limit` rows from `page.offset`; and
 /// `count` (`SELECT COUNT(*) FROM ...`) with the same conditions and binds, so the total always
-/// counts what the pages show.
+/// counts what the pages show (run only when the page does not tell it: `Paging::total_from`).
 pub(crate) async fn list_page<R>(
     store: &Store,
     select: &str,
@@ -87,15 +87,18 @@ where
     R: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
     let (count_sql, page_sql, page_args) = page_queries(select, count, w, order_by, page);
-    let total: i64 = read!(store, |db| bind_args!(
-        sqlx::query_scalar(&count_sql),
-        w.args
-    )
-    .fetch_one(db)
-    .await)?;
     let items: Vec<R> = read!(store, |db| bind_args!(sqlx::query_as(&page_sql), page_args)
         .fetch_all(db)
         .await)?;
+    let total: i64 = match page.total_from(items.len()) {
+        Some(total) => total,
+        None => read!(store, |db| bind_args!(
+            sqlx::query_scalar(&count_sql),
+            w.args
+        )
+        .fetch_one(db)
+        .await)?,
+    };
     Ok(Listed { items, total })
 }
 
@@ -126,8 +129,11 @@ where
     let (count_sql, page_sql, page_args) = page_queries(&select, &count, w, order_by, page);
     // The count's placeholders are the first of the page's, which it shares.
     let args = values(&page_args);
-    let items = store.rows_inline(&page_sql, &args)?;
-    let (total,): (i64,) = haechi_store::inline::columns(store.read_inline(&count_sql, &args)?)?;
+    let items: Vec<R> = store.rows_inline(&page_sql, &args)?;
+    let total = match page.total_from(items.len()) {
+        Some(total) => total,
+        None => haechi_store::inline::columns::<(i64,)>(store.read_inline(&count_sql, &args)?)?.0,
+    };
     Ok(Listed { items, total })
 }
 
@@ -237,5 +243,23 @@ mod tests {
         .expect("list");
         assert_eq!(page.total, 4);
         assert_eq!(page.items, vec![("d".to_owned(),), ("c".to_owned(),)]);
+        // A short page tells the total without the count; an empty one past the end counts.
+        for (offset, rows, total) in [(1, 3, 4), (3, 1, 4), (9, 0, 4)] {
+            let page: Listed<(String,)> = list_page(
+                &store,
+                "SELECT id FROM nodes",
+                "SELECT COUNT(*) FROM nodes",
+                &w,
+                "id DESC",
+                Paging { limit: 10, offset },
+            )
+            .await
+            .expect("list");
+            assert_eq!(
+                (page.items.len(), page.total),
+                (rows, total),
+                "offset {offset}"
+            );
+        }
     }
 }

@@ -7,6 +7,17 @@ pub struct Paging {
     pub offset: i64,
 }
 
+impl Paging {
+    /// The number of all matches when a page of `rows` rows tells it by itself: a page shorter
+    /// than its limit ends the list, so unless it is empty past the end (an offset beyond the
+    /// last match says nothing of where the list ends) the total is its offset plus its rows,
+    /// and the count query can be skipped.
+    pub fn total_from(&self, rows: usize) -> Option<i64> {
+        let rows = i64::try_from(rows).ok()?;
+        (rows < self.limit && (rows > 0 || self.offset == 0)).then(|| self.offset + rows)
+    }
+}
+
 /// One page of a list and the number of all matches.
 #[derive(Debug, Clone)]
 pub struct Listed<T> {
@@ -26,7 +37,19 @@ impl<T> Listed<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Listed;
+    use super::{Listed, Paging};
+
+    #[test]
+    fn a_short_page_tells_the_total_and_a_full_or_empty_one_does_not() {
+        let p = |limit, offset| Paging { limit, offset };
+        assert_eq!(p(50, 0).total_from(3), Some(3));
+        assert_eq!(p(50, 0).total_from(0), Some(0));
+        assert_eq!(p(50, 100).total_from(7), Some(107));
+        // A full page may be followed by more; an empty page past the start says nothing.
+        assert_eq!(p(50, 0).total_from(50), None);
+        assert_eq!(p(50, 100).total_from(0), None);
+        assert_eq!(p(0, 0).total_from(0), None);
+    }
 
     #[test]
     fn map_keeps_the_total_of_all_matches() {

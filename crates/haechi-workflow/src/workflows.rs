@@ -7,7 +7,7 @@
 
 use haechi_identity::{Caller, Principal};
 use haechi_store::inline::{columns, Value as SqlValue};
-use haechi_store::{created_or_taken, in_tx, read, Db, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Db, Paging, Store, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
 
@@ -559,9 +559,11 @@ impl Workflows {
             "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
         );
         let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
+        let paging = Paging { limit, offset };
         let (rows, total): (Vec<WorkflowRow>, i64) = match self.eng.store.db() {
             // The page and its total read on the calling thread (a page is bounded; see
-            // `haechi_store::Inline`), the rows straight into `WorkflowRow`.
+            // `haechi_store::Inline`), the rows straight into `WorkflowRow`; the count only
+            // when the page does not tell it.
             Db::Sqlite(_) => {
                 let text = |t: &Option<String>| t.clone().map_or(SqlValue::Null, SqlValue::Text);
                 let args = [
@@ -570,23 +572,31 @@ impl Workflows {
                     SqlValue::Integer(limit),
                     SqlValue::Integer(offset),
                 ];
-                let rows = self.eng.store.rows_inline(&page, &args)?;
-                let (total,): (i64,) = columns(self.eng.store.read_inline(&count, &args)?)?;
+                let rows: Vec<WorkflowRow> = self.eng.store.rows_inline(&page, &args)?;
+                let total = match paging.total_from(rows.len()) {
+                    Some(total) => total,
+                    None => columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0,
+                };
                 (rows, total)
             }
             Db::Postgres(db) => {
-                let rows = sqlx::query_as(&page)
+                let rows: Vec<WorkflowRow> = sqlx::query_as(&page)
                     .bind(&f.group)
                     .bind(&f.name)
                     .bind(limit)
                     .bind(offset)
                     .fetch_all(db)
                     .await?;
-                let total = sqlx::query_scalar(&count)
-                    .bind(&f.group)
-                    .bind(&f.name)
-                    .fetch_one(db)
-                    .await?;
+                let total = match paging.total_from(rows.len()) {
+                    Some(total) => total,
+                    None => {
+                        sqlx::query_scalar(&count)
+                            .bind(&f.group)
+                            .bind(&f.name)
+                            .fetch_one(db)
+                            .await?
+                    }
+                };
                 (rows, total)
             }
         };
