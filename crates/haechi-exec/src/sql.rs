@@ -228,37 +228,29 @@ mod tests {
         tx.commit().await.expect("commit");
         let mut w = Where::default();
         w.eq_text("status", &Some("E".into()));
-        let page: Listed<(String,)> = list_page(
-            &store,
-            "SELECT id FROM nodes",
-            "SELECT COUNT(*) FROM nodes",
-            &w,
-            "id DESC",
-            Paging {
-                limit: 2,
-                offset: 1,
-            },
-        )
-        .await
-        .expect("list");
-        assert_eq!(page.total, 4);
-        assert_eq!(page.items, vec![("d".to_owned(),), ("c".to_owned(),)]);
-        // A short page tells the total without the count; an empty one past the end counts.
-        for (offset, rows, total) in [(1, 3, 4), (3, 1, 4), (9, 0, 4)] {
+        // Four matches, newest id first. A short page tells the total without the count; a full
+        // page, and an empty one past the end, count.
+        for (limit, offset, ids, total) in [
+            (2, 1, &["d", "c"][..], 4),
+            (10, 1, &["d", "c", "a"][..], 4),
+            (10, 3, &["a"][..], 4),
+            (10, 9, &[][..], 4),
+        ] {
             let page: Listed<(String,)> = list_page(
                 &store,
                 "SELECT id FROM nodes",
                 "SELECT COUNT(*) FROM nodes",
                 &w,
                 "id DESC",
-                Paging { limit: 10, offset },
+                Paging { limit, offset },
             )
             .await
             .expect("list");
+            let got: Vec<&str> = page.items.iter().map(|(id,)| id.as_str()).collect();
             assert_eq!(
-                (page.items.len(), page.total),
-                (rows, total),
-                "offset {offset}"
+                (&got[..], page.total),
+                (ids, total),
+                "limit {limit} offset {offset}"
             );
         }
     }
