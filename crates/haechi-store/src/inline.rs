@@ -50,13 +50,7 @@ impl Inline {
 
     /// The first row of `sql`, as its columns' values in order (`None` when there is none).
     pub fn row(&self, sql: &str, args: &[Value]) -> Result<Option<Vec<Value>>> {
-        let conn = self.take()?;
-        let answer = first_row(&conn, sql, args);
-        // A connection whose query failed is still sound (SQLite resets the statement).
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
-        }
-        answer.map_err(|e| Error::internal(format!("store read failed: {e}")))
+        self.lend(|conn| first_row(conn, sql, args).map_err(read_failed))
     }
 
     /// Every row of `sql`, each read into `T` by column position (see [`crate::row_de`]): for
@@ -66,8 +60,14 @@ impl Inline {
         sql: &str,
         args: &[Value],
     ) -> Result<Vec<T>> {
+        self.lend(|conn| all_rows(conn, sql, args))
+    }
+
+    /// Runs `read` on an idle connection (a new one if none is idle), then keeps it: a
+    /// connection whose query failed is still sound (SQLite resets the statement).
+    fn lend<R>(&self, read: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
         let conn = self.take()?;
-        let answer = all_rows(&conn, sql, args);
+        let answer = read(&conn);
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
@@ -165,11 +165,10 @@ fn all_rows<T: serde::de::DeserializeOwned>(
     sql: &str,
     args: &[Value],
 ) -> Result<Vec<T>> {
-    let failed = |e: rusqlite::Error| Error::internal(format!("store read failed: {e}"));
-    let mut stmt = bound(conn, sql, args).map_err(failed)?;
+    let mut stmt = bound(conn, sql, args).map_err(read_failed)?;
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(failed)? {
+    while let Some(row) = rows.next().map_err(read_failed)? {
         out.push(crate::row_de::from_row(row).map_err(|e| {
             Error::internal(format!(
                 "a row from the store did not read into its type: {e}"
@@ -177,6 +176,10 @@ fn all_rows<T: serde::de::DeserializeOwned>(
         })?);
     }
     Ok(out)
+}
+
+fn read_failed(e: rusqlite::Error) -> Error {
+    Error::internal(format!("store read failed: {e}"))
 }
 
 /// Reads one column of a row from [`Inline::row`].

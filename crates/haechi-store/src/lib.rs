@@ -228,8 +228,7 @@ impl Store {
     /// The one row of an aggregate read on SQLite's calling thread (see [`Inline`]): for the
     /// SQLite arm of a read whose PostgreSQL arm runs plain queries.
     pub fn read_inline(&self, sql: &str, args: &[inline::Value]) -> Result<Vec<inline::Value>> {
-        self.inline()
-            .ok_or_else(|| Error::internal("inline reads are SQLite's"))?
+        self.inline_reads()?
             .row(sql, args)?
             .ok_or_else(|| Error::internal("an aggregate read answered no row"))
     }
@@ -242,9 +241,12 @@ impl Store {
         sql: &str,
         args: &[inline::Value],
     ) -> Result<Vec<T>> {
+        self.inline_reads()?.rows(sql, args)
+    }
+
+    fn inline_reads(&self) -> Result<&Inline> {
         self.inline()
-            .ok_or_else(|| Error::internal("inline reads are SQLite's"))?
-            .rows(sql, args)
+            .ok_or_else(|| Error::internal("inline reads are SQLite's"))
     }
 
     /// The pool to read from.
