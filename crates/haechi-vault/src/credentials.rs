@@ -211,7 +211,7 @@ impl Vault {
         let cred_sql = format!("SELECT {CREDENTIAL_COLS} {page}");
         let attr_sql = format!(
             "SELECT {ATTRIBUTE_COLS}, {has_value} AS has_value \
-             FROM vault_attributes a WHERE a.credential_id IN ({ids}) ORDER BY a.credential_id, a.id"
+             FROM vault_attributes a WHERE a.credential_id IN ({ids})"
         );
         let (creds, attrs): (Vec<CredentialRow>, Vec<AttrWithValue>) = match self.store.db() {
             // Read on the calling thread (a page is bounded; see `haechi_store::Inline`), the
@@ -241,10 +241,14 @@ impl Vault {
             entry.1 &= a.has_value;
             entry.0.push(a.attr.into_attribute());
         }
+        // Each credential's attributes in id order, sorted here: in SQL that order is a sort of
+        // the whole page (no index has it), here a sort of each credential's few.
         Ok(creds
             .into_iter()
             .map(|c| {
-                let (attributes, completed) = by_cred.remove(&c.id).unwrap_or((Vec::new(), true));
+                let (mut attributes, completed) =
+                    by_cred.remove(&c.id).unwrap_or((Vec::new(), true));
+                attributes.sort_unstable_by_key(|a| a.id);
                 c.into_credential(attributes, Some(completed))
             })
             .collect())

@@ -217,6 +217,15 @@ pub struct WorkflowSummary {
     pub updated_at: i64,
 }
 
+/// A workflow's id, name and group (what the MDRM list answers).
+#[derive(Debug, Clone)]
+pub struct WorkflowName {
+    /// The MDRM `wf_id`.
+    pub id: String,
+    pub name: String,
+    pub group: String,
+}
+
 /// One version of a workflow, with its definition.
 #[derive(Debug, Clone)]
 pub struct WorkflowDoc {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::definition::{self, Action, Definition};
 use crate::model::{
     Change, Created, EditLock, Listed, VersionDiff, VersionInfo, WorkflowDoc, WorkflowFilter,
-    WorkflowSummary,
+    WorkflowName, WorkflowSummary,
 };
 use crate::Workflows;
 
@@ -553,17 +553,70 @@ impl Workflows {
         limit: i64,
         offset: i64,
     ) -> Result<Listed<WorkflowSummary>> {
+        let (rows, total) = self
+            .workflow_page::<WorkflowRow>(WORKFLOW_COLUMNS, f, limit, offset)
+            .await?;
+        Ok(Listed {
+            items: rows.into_iter().map(WorkflowSummary::from).collect(),
+            total,
+        })
+    }
+
+    /// Live workflows' ids, names and groups, by id (the MDRM list answers only these): the
+    /// other columns are not read.
+    pub async fn list_workflow_names(
+        &self,
+        f: &WorkflowFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Listed<WorkflowName>> {
+        #[derive(sqlx::FromRow, serde::Deserialize)]
+        struct NameRow {
+            id: i64,
+            name: String,
+            group_name: String,
+        }
+        let (rows, total) = self
+            .workflow_page::<NameRow>("id, name, group_name", f, limit, offset)
+            .await?;
+        Ok(Listed {
+            items: rows
+                .into_iter()
+                .map(|r| WorkflowName {
+                    id: r.id.to_string(),
+                    name: r.name,
+                    group: r.group_name,
+                })
+                .collect(),
+            total,
+        })
+    }
+
+    /// A page of live workflows as `R` (read from `columns`), by id, and the total.
+    async fn workflow_page<R>(
+        &self,
+        columns_sql: &str,
+        f: &WorkflowFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<R>, i64)>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + serde::de::DeserializeOwned
+            + Send
+            + Unpin,
+    {
         let cond =
             "deleted_at IS NULL AND ($1 IS NULL OR group_name = $1) AND ($2 IS NULL OR name = $2)";
         let page = format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
+            "SELECT {columns_sql} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
         );
         let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
         let paging = Paging { limit, offset };
-        let (rows, total): (Vec<WorkflowRow>, i64) = match self.eng.store.db() {
+        match self.eng.store.db() {
             // The page and its total read on the calling thread (a page is bounded; see
-            // `haechi_store::Inline`), the rows straight into `WorkflowRow`; the count only
-            // when the page does not tell it.
+            // `haechi_store::Inline`), the rows straight into `R`; the count only when the
+            // page does not tell it.
             Db::Sqlite(_) => {
                 let text = |t: &Option<String>| t.clone().map_or(SqlValue::Null, SqlValue::Text);
                 let args = [
@@ -572,15 +625,15 @@ impl Workflows {
                     SqlValue::Integer(limit),
                     SqlValue::Integer(offset),
                 ];
-                let rows: Vec<WorkflowRow> = self.eng.store.rows_inline(&page, &args)?;
+                let rows: Vec<R> = self.eng.store.rows_inline(&page, &args)?;
                 let total = match paging.total_from(rows.len()) {
                     Some(total) => total,
                     None => columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0,
                 };
-                (rows, total)
+                Ok((rows, total))
             }
             Db::Postgres(db) => {
-                let rows: Vec<WorkflowRow> = sqlx::query_as(&page)
+                let rows: Vec<R> = sqlx::query_as(&page)
                     .bind(&f.group)
                     .bind(&f.name)
                     .bind(limit)
@@ -597,13 +650,9 @@ impl Workflows {
                             .await?
                     }
                 };
-                (rows, total)
+                Ok((rows, total))
             }
-        };
-        Ok(Listed {
-            items: rows.into_iter().map(WorkflowSummary::from).collect(),
-            total,
-        })
+        }
     }
 }
 

@@ -478,6 +478,15 @@ async fn the_documents_requests_replayed_with_their_shapes() {
     assert_eq!(u["attributes"][1]["name"], "Password");
     assert_eq!(u["attributes"][1]["version"], 0);
     assert_eq!(u["version"], 2);
+    // The list gives the attributes in the same order (creation, not name: "Password" < "Username").
+    let (_, l) = owner.get(&format!("/credentials?name={name}")).await;
+    let names: Vec<&str> = l["list"][0]["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Username", "Password"], "{l}");
 
     // Lockers: create with the document's body.
     let lname = unique("SalesForceLocker");

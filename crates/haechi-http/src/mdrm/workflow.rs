@@ -75,7 +75,10 @@ pub async fn list(
         group: q.group.filter(|g| !g.is_empty()),
         name: None,
     };
-    let listed = state.workflows.list_workflows(&filter, LIST_MAX, 0).await?;
+    let listed = state
+        .workflows
+        .list_workflow_names(&filter, LIST_MAX, 0)
+        .await?;
     Ok(axum::Json(MdrmWorkflowList {
         result: "success",
         workflows: listed

@@ -57,7 +57,7 @@ pub async fn list_credentials(
         .list_credentials(&caller.principal, &filter)
         .await?;
     Ok(axum::Json(List::of(
-        list.iter().map(CredentialOut::from).collect(),
+        list.into_iter().map(CredentialOut::from).collect(),
     )))
 }
 
@@ -70,7 +70,7 @@ pub async fn create_credential(
     Json(body): Json<CredentialIn>,
 ) -> ApiResult<(StatusCode, axum::Json<CredentialOut>)> {
     let c = state.vault.create_credential(&caller, body.into()).await?;
-    Ok((StatusCode::CREATED, axum::Json(CredentialOut::from(&c))))
+    Ok((StatusCode::CREATED, axum::Json(CredentialOut::from(c))))
 }
 
 /// One credential (404 when the caller may not see it).
@@ -84,7 +84,7 @@ pub async fn get_credential(
 ) -> ApiResult<axum::Json<CredentialOut>> {
     let id = path_id("credential", &id)?;
     let c = state.vault.get_credential(&caller.principal, id).await?;
-    Ok(axum::Json(CredentialOut::from(&c)))
+    Ok(axum::Json(CredentialOut::from(c)))
 }
 
 /// Partial update with the current `version` (owner or Locker Admin): 409 on a stale
@@ -101,7 +101,7 @@ pub async fn update_credential(
     let id = path_id("credential", &id)?;
     let patch = body.into_patch(id)?;
     let c = state.vault.update_credential(&caller, id, patch).await?;
-    Ok(axum::Json(CredentialOut::from(&c)))
+    Ok(axum::Json(CredentialOut::from(c)))
 }
 
 /// Gives the credential to another user (owner or Locker Admin).
@@ -116,7 +116,7 @@ pub async fn transfer_credential(
     let id = path_id("credential", &id)?;
     let owner = path_id("user", &owner)?;
     let c = state.vault.transfer_credential(&caller, id, owner).await?;
-    Ok(axum::Json(CredentialOut::from(&c)))
+    Ok(axum::Json(CredentialOut::from(c)))
 }
 
 /// Deletes the credential with its values (owner or Locker Admin).

@@ -240,7 +240,7 @@ pub async fn add_locker_credential(
         .vault
         .add_credential_to_locker(&caller, id, credential)
         .await?;
-    Ok(axum::Json(CredentialOut::from(&c)))
+    Ok(axum::Json(CredentialOut::from(c)))
 }
 
 /// The credentials in the locker the caller may see (a `participate`-only member: their own).
@@ -260,7 +260,7 @@ pub async fn list_locker_credentials(
         .list_locker_credentials(&caller.principal, id, page)
         .await?;
     Ok(axum::Json(List::of(
-        list.iter().map(CredentialOut::from).collect(),
+        list.into_iter().map(CredentialOut::from).collect(),
     )))
 }
 

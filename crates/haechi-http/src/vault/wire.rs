@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use haechi_types::time::iso_ms;
+use haechi_types::time::IsoMs;
 use haechi_types::Error;
 use haechi_vault as v;
 use secrecy::{ExposeSecret, SecretString};
@@ -74,9 +74,11 @@ impl<T> List<T> {
 pub struct AttributeOut {
     id: i64,
     created_by: i64,
-    created_on: String,
+    #[schema(value_type = String)]
+    created_on: IsoMs,
     updated_by: i64,
-    updated_on: String,
+    #[schema(value_type = String)]
+    updated_on: IsoMs,
     tenant_id: i64,
     version: i64,
     name: String,
@@ -85,18 +87,20 @@ pub struct AttributeOut {
     masked: bool,
 }
 
-impl From<&v::Attribute> for AttributeOut {
-    fn from(a: &v::Attribute) -> Self {
+// The answers take the credential (moving its text, formatting its instants only as the JSON is
+// written): a list answer is made of many of them.
+impl From<v::Attribute> for AttributeOut {
+    fn from(a: v::Attribute) -> Self {
         AttributeOut {
             id: a.id,
             created_by: a.stamp.created_by,
-            created_on: iso_ms(a.stamp.created_at),
+            created_on: IsoMs(a.stamp.created_at),
             updated_by: a.stamp.updated_by,
-            updated_on: iso_ms(a.stamp.updated_at),
+            updated_on: IsoMs(a.stamp.updated_at),
             tenant_id: TENANT,
             version: a.stamp.version,
-            name: a.name.clone(),
-            description: a.description.clone(),
+            name: a.name,
+            description: a.description,
             user_provided: a.user_provided,
             masked: a.masked,
         }
@@ -109,9 +113,11 @@ impl From<&v::Attribute> for AttributeOut {
 pub struct CredentialOut {
     id: i64,
     created_by: i64,
-    created_on: String,
+    #[schema(value_type = String)]
+    created_on: IsoMs,
     updated_by: i64,
-    updated_on: String,
+    #[schema(value_type = String)]
+    updated_on: IsoMs,
     tenant_id: i64,
     version: i64,
     name: String,
@@ -124,21 +130,21 @@ pub struct CredentialOut {
     completed: Option<bool>,
 }
 
-impl From<&v::Credential> for CredentialOut {
-    fn from(c: &v::Credential) -> Self {
+impl From<v::Credential> for CredentialOut {
+    fn from(c: v::Credential) -> Self {
         CredentialOut {
             id: c.id,
             created_by: c.stamp.created_by,
-            created_on: iso_ms(c.stamp.created_at),
+            created_on: IsoMs(c.stamp.created_at),
             updated_by: c.stamp.updated_by,
-            updated_on: iso_ms(c.stamp.updated_at),
+            updated_on: IsoMs(c.stamp.updated_at),
             tenant_id: TENANT,
             version: c.stamp.version,
-            name: c.name.clone(),
-            description: c.description.clone(),
+            name: c.name,
+            description: c.description,
             locker_id: c.locker_id,
             owner_id: c.owner_id,
-            attributes: c.attributes.iter().map(AttributeOut::from).collect(),
+            attributes: c.attributes.into_iter().map(AttributeOut::from).collect(),
             completed: c.completed,
         }
     }
@@ -150,9 +156,11 @@ impl From<&v::Credential> for CredentialOut {
 pub struct ValueOut {
     id: i64,
     created_by: i64,
-    created_on: String,
+    #[schema(value_type = String)]
+    created_on: IsoMs,
     updated_by: i64,
-    updated_on: String,
+    #[schema(value_type = String)]
+    updated_on: IsoMs,
     tenant_id: i64,
     version: i64,
     /// The user of a `userProvided` value; null for a standard attribute's value.
@@ -166,9 +174,9 @@ impl From<&v::Value> for ValueOut {
         ValueOut {
             id: x.id,
             created_by: x.stamp.created_by,
-            created_on: iso_ms(x.stamp.created_at),
+            created_on: IsoMs(x.stamp.created_at),
             updated_by: x.stamp.updated_by,
-            updated_on: iso_ms(x.stamp.updated_at),
+            updated_on: IsoMs(x.stamp.updated_at),
             tenant_id: TENANT,
             version: x.stamp.version,
             user_id: x.user_id,
@@ -204,9 +212,11 @@ pub struct LockerOut {
     name: String,
     description: Option<String>,
     created_by: i64,
-    created_on: String,
+    #[schema(value_type = String)]
+    created_on: IsoMs,
     updated_by: i64,
-    updated_on: String,
+    #[schema(value_type = String)]
+    updated_on: IsoMs,
     tenant_id: i64,
     version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,9 +232,9 @@ impl From<&v::Locker> for LockerOut {
             name: l.name.clone(),
             description: l.description.clone(),
             created_by: l.stamp.created_by,
-            created_on: iso_ms(l.stamp.created_at),
+            created_on: IsoMs(l.stamp.created_at),
             updated_by: l.stamp.updated_by,
-            updated_on: iso_ms(l.stamp.updated_at),
+            updated_on: IsoMs(l.stamp.updated_at),
             tenant_id: TENANT,
             version: l.stamp.version,
             members: l
