@@ -41,8 +41,36 @@ pub fn write_escaped(out: &mut impl Write, s: &str) -> fmt::Result {
     Ok(())
 }
 
+/// The tracing filter for the configured `log_level`: the level, and rustls's handshake
+/// warnings only as errors unless the level names rustls itself. rustls warns once per TLS
+/// connection whose client sends an IP address as the server name (wrk and some HTTP clients
+/// do when given `https://10.0.0.5/`): a server reached by address would log a line per
+/// connection that says nothing about Haechi.
+pub fn filter_for(level: &str) -> String {
+    if level.contains("rustls") {
+        level.to_owned()
+    } else {
+        format!("{level},rustls::msgs::handshake=error")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_configured_level_quiets_rustls_handshake_warnings_unless_it_names_rustls() {
+        assert_eq!(
+            super::filter_for("info"),
+            "info,rustls::msgs::handshake=error"
+        );
+        assert_eq!(
+            super::filter_for("debug,rustls=trace"),
+            "debug,rustls=trace"
+        );
+        for level in ["info", "warn", "haechi=debug,info"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(super::filter_for(level)).is_ok());
+        }
+    }
+
     use super::*;
 
     #[test]

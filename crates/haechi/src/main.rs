@@ -362,7 +362,7 @@ fn main() -> ExitCode {
 
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(logfmt::filter_for(&cfg.log_level)));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
