@@ -553,13 +553,10 @@ impl Workflows {
         limit: i64,
         offset: i64,
     ) -> Result<Listed<WorkflowSummary>> {
-        let (rows, total) = self
+        Ok(self
             .workflow_page::<WorkflowRow>(WORKFLOW_COLUMNS, f, limit, offset)
-            .await?;
-        Ok(Listed {
-            items: rows.into_iter().map(WorkflowSummary::from).collect(),
-            total,
-        })
+            .await?
+            .map(WorkflowSummary::from))
     }
 
     /// Live workflows' ids, names and groups, by id (the MDRM list answers only these): the
@@ -576,30 +573,24 @@ impl Workflows {
             name: String,
             group_name: String,
         }
-        let (rows, total) = self
+        Ok(self
             .workflow_page::<NameRow>("id, name, group_name", f, limit, offset)
-            .await?;
-        Ok(Listed {
-            items: rows
-                .into_iter()
-                .map(|r| WorkflowName {
-                    id: r.id.to_string(),
-                    name: r.name,
-                    group: r.group_name,
-                })
-                .collect(),
-            total,
-        })
+            .await?
+            .map(|r| WorkflowName {
+                id: r.id.to_string(),
+                name: r.name,
+                group: r.group_name,
+            }))
     }
 
-    /// A page of live workflows as `R` (read from `columns`), by id, and the total.
+    /// A page of live workflows as `R` (read from `columns_sql`), by id, and the total.
     async fn workflow_page<R>(
         &self,
         columns_sql: &str,
         f: &WorkflowFilter,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<R>, i64)>
+    ) -> Result<Listed<R>>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
             + serde::de::DeserializeOwned
@@ -630,7 +621,7 @@ impl Workflows {
                     Some(total) => total,
                     None => columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0,
                 };
-                Ok((rows, total))
+                Ok(Listed { items: rows, total })
             }
             Db::Postgres(db) => {
                 let rows: Vec<R> = sqlx::query_as(&page)
@@ -650,7 +641,7 @@ impl Workflows {
                             .await?
                     }
                 };
-                Ok((rows, total))
+                Ok(Listed { items: rows, total })
             }
         }
     }
