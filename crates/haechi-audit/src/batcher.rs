@@ -218,9 +218,11 @@ enum Writer {
 /// log between checkpoints, 26 ms), and one run from another thread beside the commits never
 /// caught up with them, so the log never started over (1.9 GB in one benchmark). Every
 /// [`CHECKPOINT_EVERY`] commits the writer thread copies the log back in two steps: most of it
-/// beside the commits, then the little written meanwhile (at most [`FINISH_UNDER`] frames; more
-/// left means readers held it back, and it tries again later) while it holds the lead (handed
-/// to it like to a waiter), so the log is wholly copied and the next commit starts it over.
+/// beside the commits, in up to [`PASSES`] passes while each leaves less, with the database
+/// file synced after them, then the little written meanwhile (at most [`FINISH_UNDER`] frames;
+/// more left means readers held it back, and it tries again later) while it holds the lead
+/// (handed to it like to a waiter), so the log is wholly copied and the next commit starts it
+/// over.
 struct Group {
     conn: Mutex<Connection>,
     state: Mutex<GroupState>,
@@ -235,7 +237,13 @@ struct Group {
 const CHECKPOINT_EVERY: u32 = 512;
 
 /// The most frames of log the writer thread copies while it holds the lead (see [`Group`]).
-const FINISH_UNDER: i64 = 512;
+/// The pass in the lead syncs the log written since the pass before, and (being the one that
+/// copies the whole log) the database: every strict answer queued meanwhile waits for both
+/// `fsync`s (1–2 ms each on an idle disk, 4–12 ms on a busy one; bench/README.md).
+const FINISH_UNDER: i64 = 64;
+
+/// Passes beside the commits, at most, before the writer thread takes the lead (see [`Group`]).
+const PASSES: usize = 6;
 
 /// Frames of log past which the writer thread takes the lead to copy it however much is left.
 const LOG_LIMIT: i64 = 16_384;
@@ -374,17 +382,33 @@ impl Group {
         // Beside the commits while each pass leaves less; readers of old snapshots can keep
         // frames from being copied, and then holding the lead would only make the commits
         // wait (the log starts over another time), unless it has grown past LOG_LIMIT.
-        let mut frames = None;
-        for _ in 0..3 {
+        let mut frames: Option<(i64, i64)> = None;
+        for _ in 0..PASSES {
+            let before = frames.map(|(_, left)| left);
             frames = passive(conn);
-            if frames.is_none_or(|(_, left)| left <= FINISH_UNDER) {
-                break;
+            match (frames, before) {
+                (None, _) => break,
+                (Some((_, left)), _) if left <= FINISH_UNDER => break,
+                (Some((_, left)), Some(before)) if left >= before => break,
+                _ => {}
             }
         }
         match frames {
             Some((_, left)) if left <= FINISH_UNDER => {}
             Some((log, _)) if log > LOG_LIMIT => {}
             _ => return,
+        }
+        // SQLite syncs the database only in the pass that copies the whole log, so that one
+        // would sync every page the passes above copied: sync them here, beside the commits
+        // (an `fsync` of any descriptor of the file writes its pages), then copy (and sync the
+        // log of) what was committed meanwhile, so the pass in the lead syncs only its own few.
+        if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
+            match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+                Ok(()) => drop(passive(conn)),
+                Err(e) => tracing::debug!(
+                    "audit writer: database file not synced before the checkpoint's end: {e}"
+                ),
+            }
         }
         {
             let mut st = lock(&self.state);
