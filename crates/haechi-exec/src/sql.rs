@@ -90,16 +90,15 @@ where
     let items: Vec<R> = read!(store, |db| bind_args!(sqlx::query_as(&page_sql), page_args)
         .fetch_all(db)
         .await)?;
-    let total: i64 = match page.total_from(items.len()) {
-        Some(total) => total,
-        None => read!(store, |db| bind_args!(
+    page.listed(items, async || -> Result<i64> {
+        Ok(read!(store, |db| bind_args!(
             sqlx::query_scalar(&count_sql),
             w.args
         )
         .fetch_one(db)
-        .await)?,
-    };
-    Ok(Listed { items, total })
+        .await)?)
+    })
+    .await
 }
 
 /// [`list_page`] of `SELECT {columns} FROM {from}` for a row type that also reads by column
@@ -130,11 +129,10 @@ where
     // The count's placeholders are the first of the page's, which it shares.
     let args = values(&page_args);
     let items: Vec<R> = store.rows_inline(&page_sql, &args)?;
-    let total = match page.total_from(items.len()) {
-        Some(total) => total,
-        None => haechi_store::inline::columns::<(i64,)>(store.read_inline(&count_sql, &args)?)?.0,
-    };
-    Ok(Listed { items, total })
+    page.listed(items, async || -> Result<i64> {
+        Ok(haechi_store::inline::columns::<(i64,)>(store.read_inline(&count_sql, &args)?)?.0)
+    })
+    .await
 }
 
 /// The count query, the page query and the page query's binds (the conditions', then limit

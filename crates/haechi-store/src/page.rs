@@ -16,6 +16,21 @@ impl Paging {
         let rows = i64::try_from(rows).ok()?;
         (rows < self.limit && (rows > 0 || self.offset == 0)).then(|| self.offset + rows)
     }
+
+    /// The page `items` with the number of all matches: the page's own when it tells it
+    /// ([`Paging::total_from`]), otherwise what `count` (the count query) answers; `count` runs
+    /// only then.
+    pub async fn listed<T, E>(
+        &self,
+        items: Vec<T>,
+        count: impl AsyncFnOnce() -> Result<i64, E>,
+    ) -> Result<Listed<T>, E> {
+        let total = match self.total_from(items.len()) {
+            Some(total) => total,
+            None => count().await?,
+        };
+        Ok(Listed { items, total })
+    }
 }
 
 /// One page of a list and the number of all matches.
@@ -49,6 +64,39 @@ mod tests {
         assert_eq!(p(50, 0).total_from(50), None);
         assert_eq!(p(50, 100).total_from(0), None);
         assert_eq!(p(0, 0).total_from(0), None);
+    }
+
+    #[tokio::test]
+    async fn listed_counts_only_when_the_page_does_not_tell_the_total() {
+        let counted = std::cell::Cell::new(0);
+        let cell = &counted;
+        let count = move || async move {
+            cell.set(cell.get() + 1);
+            Ok::<i64, String>(120)
+        };
+        let short = Paging {
+            limit: 50,
+            offset: 100,
+        };
+        let page = short.listed(vec![1, 2, 3], count).await.unwrap();
+        assert_eq!(
+            (page.items, page.total, counted.get()),
+            (vec![1, 2, 3], 103, 0)
+        );
+        let full = Paging {
+            limit: 2,
+            offset: 0,
+        };
+        let page = full.listed(vec![1, 2], count).await.unwrap();
+        assert_eq!(
+            (page.items, page.total, counted.get()),
+            (vec![1, 2], 120, 1)
+        );
+        // The count's error is the answer's.
+        let failed = full
+            .listed(vec![1, 2], async || Err::<i64, _>("no count".to_owned()))
+            .await;
+        assert_eq!(failed.err().as_deref(), Some("no count"));
     }
 
     #[test]

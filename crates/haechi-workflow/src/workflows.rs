@@ -617,11 +617,11 @@ impl Workflows {
                     SqlValue::Integer(offset),
                 ];
                 let rows: Vec<R> = self.eng.store.rows_inline(&page, &args)?;
-                let total = match paging.total_from(rows.len()) {
-                    Some(total) => total,
-                    None => columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0,
-                };
-                Ok(Listed { items: rows, total })
+                paging
+                    .listed(rows, async || -> Result<i64> {
+                        Ok(columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0)
+                    })
+                    .await
             }
             Db::Postgres(db) => {
                 let rows: Vec<R> = sqlx::query_as(&page)
@@ -631,17 +631,15 @@ impl Workflows {
                     .bind(offset)
                     .fetch_all(db)
                     .await?;
-                let total = match paging.total_from(rows.len()) {
-                    Some(total) => total,
-                    None => {
-                        sqlx::query_scalar(&count)
+                paging
+                    .listed(rows, async || -> Result<i64> {
+                        Ok(sqlx::query_scalar(&count)
                             .bind(&f.group)
                             .bind(&f.name)
                             .fetch_one(db)
-                            .await?
-                    }
-                };
-                Ok(Listed { items: rows, total })
+                            .await?)
+                    })
+                    .await
             }
         }
     }
