@@ -214,19 +214,22 @@ impl Exec {
     ) -> Result<HashMap<String, (NodeStatus, Option<Vec<String>>)>> {
         let mut known = HashMap::new();
         for chunk in nodes.chunks(500) {
-            let mut w = crate::sql::Where::default();
+            let mut w = haechi_store::Where::default();
             let marks: Vec<String> = chunk
                 .iter()
-                .map(|id| w.arg(crate::sql::Arg::Text(id.clone())))
+                .map(|id| w.arg(haechi_store::Arg::Text(id.clone())))
                 .collect();
             let sql = format!(
                 "SELECT id, status, os_users FROM nodes WHERE id IN ({})",
                 marks.join(", ")
             );
             let rows: Vec<(String, String, Option<String>)> =
-                in_tx!(tx, |c| crate::sql::bind_args!(sqlx::query_as(&sql), w.args)
-                    .fetch_all(&mut *c)
-                    .await)?;
+                in_tx!(tx, |c| haechi_store::bind_args!(
+                    sqlx::query_as(&sql),
+                    w.args
+                )
+                .fetch_all(&mut *c)
+                .await)?;
             for (id, status, users) in rows {
                 let users: Option<Vec<String>> = users.and_then(|u| serde_json::from_str(&u).ok());
                 let status = stored("nodes.status", &status, NodeStatus::from_code)?;

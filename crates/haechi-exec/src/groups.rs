@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{stored, NodeStatus};
 use crate::nodes::check_id;
-use crate::sql::{bind_args, Arg, Where};
 use crate::windows::RunWindow;
 use crate::Exec;
+use haechi_store::{bind_args, Arg, Where};
 
 /// Most attributes per group, labels per node.
 pub const MAX_ATTRIBUTES: usize = 256;

@@ -9,11 +9,11 @@ use haechi_types::{time::now_ms, Error, Result};
 
 use crate::model::*;
 use crate::nodes::{check_id, check_node_list};
-use crate::sql::{bind_args, list_page, try_map_listed, Arg, Where};
 use crate::tasks::check_arguments;
 use crate::windows::{OutsideWindow, RunWindow, StartError, WindowState};
 use crate::Exec;
 use crate::SecretEnv;
+use haechi_store::{bind_args, list_page, Arg, Where};
 
 /// Most nodes one instance may run on.
 pub const MAX_NODES: usize = 10_000;
@@ -1459,7 +1459,7 @@ impl Exec {
             page,
         )
         .await?;
-        try_map_listed(rows, NodeExecution::try_from)
+        rows.try_map(NodeExecution::try_from)
     }
 
     /// One node's execution of an instance: `exec_no`, or the latest.

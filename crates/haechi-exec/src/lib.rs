@@ -30,7 +30,6 @@ mod monitor;
 mod nodes;
 mod scheduler;
 mod signals;
-mod sql;
 mod tasks;
 mod windows;
 mod writer;

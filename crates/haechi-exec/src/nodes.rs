@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::model::{stored, Node, NodeFilter, NodeStatus};
-use crate::sql::{bind_args, list_page_inline, try_map_listed, Where};
 use crate::Exec;
+use haechi_store::{bind_args, list_page_inline, Where};
 
 /// `POST /api/v1/agents/enrollment-tokens` body.
 #[derive(Debug, Clone, Default)]
@@ -424,7 +424,7 @@ impl Exec {
         w.eq_text("status", &filter.status.map(|s| s.as_code().to_owned()));
         let rows: Listed<NodeRow> =
             list_page_inline(&self.store, NODE_COLUMNS, "nodes", &w, "id", page).await?;
-        try_map_listed(rows, |r| self.node_from_row(r))
+        rows.try_map(|r| self.node_from_row(r))
     }
 
     /// Nodes whose heartbeats are missing, longest missing first, at most `limit`.
@@ -511,7 +511,7 @@ impl Exec {
             let mut w = Where::default();
             let marks: Vec<String> = chunk
                 .iter()
-                .map(|id| w.arg(crate::sql::Arg::Text(id.clone())))
+                .map(|id| w.arg(haechi_store::Arg::Text(id.clone())))
                 .collect();
             let sql = format!(
                 "SELECT id, status FROM nodes WHERE id IN ({})",

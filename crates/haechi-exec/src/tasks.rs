@@ -8,9 +8,9 @@ use haechi_types::{time::now_ms, Error, Result};
 use crate::groups::{check_attributes, TaskTargets};
 use crate::model::{exec_flag, stored, ApprovalStatus, Task, TaskFilter};
 use crate::nodes::check_id;
-use crate::sql::{list_page, try_map_listed, Arg, Where};
 use crate::windows::RunWindow;
 use crate::Exec;
+use haechi_store::{list_page, Arg, Where};
 
 /// A task definition (`POST /api/v1/tasks`, `PUT /api/v1/tasks/{id}`). On `PUT`, an absent
 /// field keeps the previous revision's value.
@@ -738,7 +738,7 @@ impl Exec {
         let count = format!("SELECT COUNT(*) {from}");
         let rows: Listed<TaskRow> =
             list_page(&self.store, &select, &count, &w, "t.id", page).await?;
-        try_map_listed(rows, Task::try_from)
+        rows.try_map(Task::try_from)
     }
 
     /// Moves a task through approval. The HTTP layer checks the permission of the action

@@ -48,6 +48,15 @@ impl<T> Listed<T> {
             total: self.total,
         }
     }
+
+    /// The same page with each item converted by a conversion that can fail (a row holding a
+    /// code the domain does not know): the first failure is the answer.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Listed<U>, E> {
+        Ok(Listed {
+            items: self.items.into_iter().map(f).collect::<Result<_, E>>()?,
+            total: self.total,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +117,23 @@ mod tests {
         let mapped = page.map(|n| n * 10);
         assert_eq!(mapped.items, vec![10, 20]);
         assert_eq!(mapped.total, 7);
+    }
+
+    #[test]
+    fn try_map_keeps_the_total_or_answers_the_first_failure() {
+        let page = || Listed {
+            items: vec![1, 2, 3],
+            total: 9,
+        };
+        let mapped = page().try_map(|n| Ok::<_, String>(n + 1)).unwrap();
+        assert_eq!((mapped.items, mapped.total), (vec![2, 3, 4], 9));
+        let failed = page().try_map(|n| {
+            if n == 1 {
+                Ok(n)
+            } else {
+                Err(format!("bad {n}"))
+            }
+        });
+        assert_eq!(failed.err().as_deref(), Some("bad 2"));
     }
 }

@@ -6,8 +6,7 @@
 //! its runs stay readable.
 
 use haechi_identity::{Caller, Principal};
-use haechi_store::inline::{columns, Value as SqlValue};
-use haechi_store::{created_or_taken, in_tx, read, Db, Paging, Store, Tx};
+use haechi_store::{created_or_taken, in_tx, list_page_inline, read, Paging, Store, Tx, Where};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::{json, Value};
 
@@ -583,7 +582,8 @@ impl Workflows {
             }))
     }
 
-    /// A page of live workflows as `R` (read from `columns_sql`), by id, and the total.
+    /// A page of live workflows as `R` (read from `columns_sql`), by id, and the total
+    /// ([`haechi_store::list_page_inline`]: on SQLite on the calling thread).
     async fn workflow_page<R>(
         &self,
         columns_sql: &str,
@@ -593,55 +593,24 @@ impl Workflows {
     ) -> Result<Listed<R>>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
             + serde::de::DeserializeOwned
             + Send
             + Unpin,
     {
-        let cond =
-            "deleted_at IS NULL AND ($1 IS NULL OR group_name = $1) AND ($2 IS NULL OR name = $2)";
-        let page = format!(
-            "SELECT {columns_sql} FROM workflows WHERE {cond} ORDER BY id LIMIT $3 OFFSET $4"
-        );
-        let count = format!("SELECT COUNT(*) FROM workflows WHERE {cond}");
-        let paging = Paging { limit, offset };
-        match self.eng.store.db() {
-            // The page and its total read on the calling thread (a page is bounded; see
-            // `haechi_store::Inline`), the rows straight into `R`; the count only when the
-            // page does not tell it.
-            Db::Sqlite(_) => {
-                let text = |t: &Option<String>| t.clone().map_or(SqlValue::Null, SqlValue::Text);
-                let args = [
-                    text(&f.group),
-                    text(&f.name),
-                    SqlValue::Integer(limit),
-                    SqlValue::Integer(offset),
-                ];
-                let rows: Vec<R> = self.eng.store.rows_inline(&page, &args)?;
-                paging
-                    .listed(rows, async || -> Result<i64> {
-                        Ok(columns::<(i64,)>(self.eng.store.read_inline(&count, &args)?)?.0)
-                    })
-                    .await
-            }
-            Db::Postgres(db) => {
-                let rows: Vec<R> = sqlx::query_as(&page)
-                    .bind(&f.group)
-                    .bind(&f.name)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(db)
-                    .await?;
-                paging
-                    .listed(rows, async || -> Result<i64> {
-                        Ok(sqlx::query_scalar(&count)
-                            .bind(&f.group)
-                            .bind(&f.name)
-                            .fetch_one(db)
-                            .await?)
-                    })
-                    .await
-            }
-        }
+        let mut w = Where::default();
+        w.raw("deleted_at IS NULL".into());
+        w.eq_text("group_name", &f.group);
+        w.eq_text("name", &f.name);
+        list_page_inline(
+            &self.eng.store,
+            columns_sql,
+            "workflows",
+            &w,
+            "id",
+            Paging { limit, offset },
+        )
+        .await
     }
 }
 

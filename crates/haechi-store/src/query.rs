@@ -1,13 +1,14 @@
-//! A small builder for the list queries' `WHERE` clauses: conditions with `$n` placeholders and
-//! their values, run the same way on both backends.
+//! Paged list queries: a small builder for their `WHERE` clauses (conditions with `$n`
+//! placeholders and their values) and the page-and-total read, run the same way on both
+//! backends; on SQLite on the calling thread where the row type reads by position.
 
-pub use haechi_store::Arg;
-use haechi_store::{like_escape, read, values, Listed, Paging, Store};
 use haechi_types::Result;
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
+
+use crate::{like_escape, values, Arg, Listed, Paging, Store};
 
 /// Conditions joined with `AND`.
 #[derive(Debug, Default, Clone)]
@@ -69,13 +70,11 @@ impl Where {
     }
 }
 
-pub(crate) use haechi_store::bind_args;
-
 /// One page of a list query and the number of all its matches: `select` (`SELECT ... FROM ...`)
 /// with the conditions of `w`, ordered by `order_by`, `page.limit` rows from `page.offset`; and
 /// `count` (`SELECT COUNT(*) FROM ...`) with the same conditions and binds, so the total always
 /// counts what the pages show (run only when the page does not tell it: `Paging::total_from`).
-pub(crate) async fn list_page<R>(
+pub async fn list_page<R>(
     store: &Store,
     select: &str,
     count: &str,
@@ -87,11 +86,14 @@ where
     R: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
     let (count_sql, page_sql, page_args) = page_queries(select, count, w, order_by, page);
-    let items: Vec<R> = read!(store, |db| bind_args!(sqlx::query_as(&page_sql), page_args)
-        .fetch_all(db)
-        .await)?;
+    let items: Vec<R> = crate::read!(store, |db| crate::bind_args!(
+        sqlx::query_as(&page_sql),
+        page_args
+    )
+    .fetch_all(db)
+    .await)?;
     page.listed(items, async || -> Result<i64> {
-        Ok(read!(store, |db| bind_args!(
+        Ok(crate::read!(store, |db| crate::bind_args!(
             sqlx::query_scalar(&count_sql),
             w.args
         )
@@ -103,9 +105,9 @@ where
 
 /// [`list_page`] of `SELECT {columns} FROM {from}` for a row type that also reads by column
 /// position through serde: on SQLite the page and its total are read on the calling thread
-/// (`haechi_store::Inline`: no hand-off to sqlx's SQLite thread and back, a page is bounded);
+/// ([`crate::Inline`]: no hand-off to sqlx's SQLite thread and back, a page is bounded);
 /// PostgreSQL runs the same two queries through sqlx.
-pub(crate) async fn list_page_inline<R>(
+pub async fn list_page_inline<R>(
     store: &Store,
     columns: &str,
     from: &str,
@@ -130,7 +132,7 @@ where
     let args = values(&page_args);
     let items: Vec<R> = store.rows_inline(&page_sql, &args)?;
     page.listed(items, async || -> Result<i64> {
-        Ok(haechi_store::inline::columns::<(i64,)>(store.read_inline(&count_sql, &args)?)?.0)
+        Ok(crate::inline::columns::<(i64,)>(store.read_inline(&count_sql, &args)?)?.0)
     })
     .await
 }
@@ -155,25 +157,12 @@ fn page_queries(
     )
 }
 
-/// The same page with each item converted by a conversion that can fail (a row holding a code
-/// the domain does not know).
-pub(crate) fn try_map_listed<T, U>(
-    listed: Listed<T>,
-    f: impl FnMut(T) -> Result<U>,
-) -> Result<Listed<U>> {
-    Ok(Listed {
-        items: listed.items.into_iter().map(f).collect::<Result<_>>()?,
-        total: listed.total,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use haechi_store::{in_tx, StoreOptions};
-
     use super::*;
+    use crate::{in_tx, StoreOptions};
 
     #[test]
     fn the_page_and_the_count_share_conditions_and_binds() {
