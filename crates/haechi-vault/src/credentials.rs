@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bytes::Bytes;
 use haechi_identity::{Caller, Permission, Principal};
+use haechi_store::inline::columns;
 use haechi_store::{created_or_taken, in_tx, read, Db, Tx};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
@@ -15,6 +17,35 @@ use crate::sql::{
     self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, CREDENTIAL_COLS,
 };
 use crate::{check_description, check_name, limits, Vault};
+
+/// Rendered credential lists by caller and filter, each with the list generation it was read
+/// under ([`Vault::list_credentials_rendered`]), weighed by their bytes.
+pub(crate) type ListCache = quick_cache::sync::Cache<ListKey, (i64, Bytes), ListWeight>;
+
+pub(crate) fn list_cache() -> ListCache {
+    ListCache::with_weighter(
+        limits::LIST_CACHE_ENTRIES,
+        limits::LIST_CACHE_BYTES,
+        ListWeight,
+    )
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ListKey {
+    uid: i64,
+    admin: bool,
+    filter: CredentialFilter,
+}
+
+#[derive(Clone)]
+pub(crate) struct ListWeight;
+
+impl quick_cache::Weighter<ListKey, (i64, Bytes)> for ListWeight {
+    fn weight(&self, key: &ListKey, (_, body): &(i64, Bytes)) -> u64 {
+        let names: usize = key.filter.names.iter().map(String::len).sum();
+        (body.len() + names + std::mem::size_of::<ListKey>()) as u64
+    }
+}
 
 pub(crate) fn not_modified(what: &str) -> Error {
     Error::new(Code::NotModified, format!("{what}: nothing to change"))
@@ -144,6 +175,47 @@ impl Vault {
             attributes,
             completed: None,
         })
+    }
+
+    /// The list generation (migration 0017): it moves, in the same transaction, with every
+    /// change that can change what [`Vault::list_credentials`] answers anyone (a credential, an
+    /// attribute, whether a value is stored, a locker's members or consumers, a user's roles),
+    /// on any server of the store. A list read after reading generation `g` is at least as new
+    /// as `g`.
+    pub async fn list_generation(&self) -> Result<i64> {
+        const SQL: &str = "SELECT generation FROM vault_list_generation WHERE id = 1";
+        Ok(match self.store.db() {
+            Db::Sqlite(_) => columns::<(i64,)>(self.store.read_inline(SQL, &[])?)?.0,
+            Db::Postgres(db) => sqlx::query_scalar(SQL).fetch_one(db).await?,
+        })
+    }
+
+    /// [`Vault::list_credentials`] in the caller's wire form (`render`), answered again from
+    /// memory while the list generation ([`Vault::list_generation`]) stands. A rendered list is
+    /// kept under the generation read *before* its query, so it is never older than the
+    /// generation it is kept under; kept per caller (its id, and whether it is a Locker Admin:
+    /// all a list's visibility depends on besides the store) and filter, at most
+    /// [`limits::LIST_CACHE_BYTES`] in all.
+    pub async fn list_credentials_rendered(
+        &self,
+        p: &Principal,
+        f: &CredentialFilter,
+        render: impl FnOnce(Vec<Credential>) -> Result<Bytes>,
+    ) -> Result<Bytes> {
+        let generation = self.list_generation().await?;
+        let key = ListKey {
+            uid: p.id,
+            admin: p.can(Permission::VaultLockerAdmin),
+            filter: f.clone(),
+        };
+        if let Some((kept, body)) = self.lists.get(&key) {
+            if kept == generation {
+                return Ok(body);
+            }
+        }
+        let body = render(self.list_credentials(p, f).await?)?;
+        self.lists.insert(key, (generation, body.clone()));
+        Ok(body)
     }
 
     /// The credentials the caller may see (all for a Locker Admin), with `completed`.

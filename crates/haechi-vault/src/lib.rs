@@ -56,6 +56,10 @@ pub mod limits {
     pub const VALUES_PER_REQUEST: usize = 100;
     /// Names in one `names=` filter.
     pub const NAMES_PER_FILTER: usize = 100;
+    /// Rendered credential lists kept in memory, in bytes in all, and the number of lists
+    /// expected there (see `Vault::list_credentials_rendered`).
+    pub const LIST_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+    pub const LIST_CACHE_ENTRIES: usize = 512;
 }
 
 /// How to open the vault.
@@ -79,6 +83,8 @@ pub struct Vault {
     admin: tokio::sync::Mutex<()>,
     /// Value-read audit events, appended in batches (see [`Vault::read_values`]).
     reads: haechi_audit::Batcher,
+    /// Rendered credential lists (see [`Vault::list_credentials_rendered`]).
+    lists: credentials::ListCache,
 }
 
 impl Vault {
@@ -106,6 +112,7 @@ impl Vault {
             env_key,
             keyring: RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
+            lists: credentials::list_cache(),
         };
         vault.start().await?;
         Ok(vault)

@@ -231,7 +231,7 @@ pub struct LockerPatch {
 }
 
 /// Filters of the credential list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CredentialFilter {
     /// `Some(true)`: only credentials the caller consumes through a locker's consumer role;
     /// `Some(false)`: only those the caller does not.

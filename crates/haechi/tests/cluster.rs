@@ -2,7 +2,8 @@
 //! once on an agent connected to another (and its cancel reaches it), a token revoked or a
 //! user disabled on one server is refused on another at once, a policy locked on one server
 //! refuses the next statement of a session on another server's gateway, `env_from_vault`
-//! values survive the handoff, an agent given several servers fails over with an execution
+//! values survive the handoff, a credential list kept by one server shows a change made on
+//! another at once, an agent given several servers fails over with an execution
 //! running (output complete, result `S`), a PostgreSQL restart with runs in flight (nothing
 //! lost or doubled, 503 and not a hang while it is away), and a schedule fires once with three
 //! servers.
@@ -316,6 +317,92 @@ async fn a_token_revoked_or_a_user_disabled_on_one_server_is_refused_on_another_
     println!("token revoked on A refused on B after {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(me(&b, &other).await, 200, "the other token still works");
+    b.server.finish().await;
+    a.server.finish().await;
+    drop(db);
+}
+
+/// `(id, name)` of each credential `token` lists on `s`, asked twice (the second answer is the
+/// one the server kept): both answers agree.
+async fn credential_names(s: &Server, token: &str) -> Vec<(i64, String)> {
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let (st, v) = call(
+            client()
+                .get(s.url("/v2/credentialvault/credentials"))
+                .header("X-Authorization", token),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        answers.push(
+            v["list"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no list in {v}"))
+                .iter()
+                .map(|c| {
+                    (
+                        c["id"].as_i64().unwrap(),
+                        c["name"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    answers.pop().unwrap()
+}
+
+#[tokio::test]
+async fn a_credential_list_kept_on_one_server_shows_a_change_made_on_another_at_once() {
+    let Some(db) = SharedDb::create() else { return };
+    let a = node_on(&db.url, exec_opts());
+    let b = node_on(&db.url, exec_opts());
+    let (_, _, token) = user_with_roles(&a, &["Vault User"]).await;
+    assert_eq!(
+        credential_names(&b, &token).await,
+        vec![],
+        "B keeps an empty list"
+    );
+
+    let name = unique("cred");
+    let (st, c) = call(
+        client()
+            .post(a.url("/v2/credentialvault/credentials"))
+            .header("X-Authorization", &token)
+            .json(&json!({"name": name, "attributes": [{"name": "password", "userProvided": false, "masked": true}]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{c}");
+    let cid = c["id"].as_i64().unwrap();
+    assert_eq!(
+        credential_names(&b, &token).await,
+        vec![(cid, name)],
+        "created on A"
+    );
+
+    let renamed = unique("renamed");
+    let (st, v) = call(
+        client()
+            .put(a.url(&format!("/v2/credentialvault/credentials/{cid}")))
+            .header("X-Authorization", &token)
+            .json(&json!({"version": 0, "name": renamed})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        credential_names(&b, &token).await,
+        vec![(cid, renamed)],
+        "renamed on A"
+    );
+
+    let (st, v) = call(
+        client()
+            .delete(a.url(&format!("/v2/credentialvault/credentials/{cid}")))
+            .header("X-Authorization", &token),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    assert_eq!(credential_names(&b, &token).await, vec![], "deleted on A");
     b.server.finish().await;
     a.server.finish().await;
     drop(db);

@@ -2730,3 +2730,179 @@ async fn names_are_unique_per_owner_and_tell_nothing_of_others() {
         .count();
     assert_eq!(named, 2);
 }
+
+/// The credential list is answered from memory while nothing it shows changes
+/// (`Vault::list_credentials_rendered`): every kind of change that can change a list is seen by
+/// the very next list, each list asked twice so that the second is the kept one.
+#[tokio::test]
+async fn a_kept_credential_list_follows_every_change_it_shows() {
+    let s = shared();
+    let admin = admin(s).await;
+    let (role, role_name) = consumer_role(s).await;
+    let owner = user(s, &["Vault User"]).await;
+    let bot = user(s, &["Vault User"]).await;
+    // `(id, name, completed)` of each credential `who` lists, asked twice: the answers agree.
+    async fn listed(who: &Who) -> Vec<(i64, String, bool)> {
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let (st, v) = who.get("/credentials").await;
+            assert_eq!(st, 200, "{v}");
+            answers.push(
+                v["list"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| {
+                        (
+                            id(c),
+                            c["name"].as_str().unwrap().to_owned(),
+                            c["completed"].as_bool().unwrap(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "a list asked again answers the same"
+        );
+        answers.pop().unwrap()
+    }
+    let find = |list: &[(i64, String, bool)], cid: i64| list.iter().find(|c| c.0 == cid).cloned();
+    let set_roles = |user_id: String, roles: Vec<&str>| {
+        let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
+        let token = admin.token.clone();
+        async move {
+            let (st, v) = call(
+                client()
+                    .put(s.url(&format!("/api/v1/users/{user_id}/roles")))
+                    .bearer_auth(token)
+                    .json(&json!({ "roles": roles })),
+            )
+            .await;
+            assert_eq!(st, 200, "{v}");
+        }
+    };
+
+    let before = listed(&owner).await;
+    // A new credential (and its attribute).
+    let c = owner.credential(&[("password", false)]).await;
+    let cid = id(&c);
+    let name = c["name"].as_str().unwrap().to_owned();
+    assert_eq!(find(&listed(&owner).await, cid), Some((cid, name, false)));
+    assert_eq!(listed(&owner).await.len(), before.len() + 1);
+    // A value stored: the credential is completed.
+    owner
+        .values(cid, &[(id(&c["attributes"][0]), "s3cret")])
+        .await;
+    assert!(
+        find(&listed(&owner).await, cid).unwrap().2,
+        "completed once its value is stored"
+    );
+    // Renamed.
+    let renamed = unique("renamed");
+    let (st, v) = owner
+        .put(
+            &format!("/credentials/{cid}"),
+            json!({"version": 0, "name": renamed}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(find(&listed(&owner).await, cid).unwrap().1, renamed);
+    // A new attribute without a value: no longer completed.
+    let (st, v) = owner
+        .put(
+            &format!("/credentials/{cid}"),
+            json!({"version": 1, "attributes": [{"name": "user", "userProvided": false, "masked": false}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        !find(&listed(&owner).await, cid).unwrap().2,
+        "an attribute without a value"
+    );
+
+    // In a locker whose consumers are a role the bot does not hold yet.
+    let lid = id(&owner.locker().await);
+    assert_eq!(
+        owner
+            .put_empty(&format!("/lockers/{lid}/credentials/{cid}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(find(&listed(&bot).await, cid), None);
+    assert_eq!(
+        owner
+            .put(&format!("/lockers/{lid}/consumers"), json!({"id": role}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        find(&listed(&bot).await, cid),
+        None,
+        "the bot holds no consumer role yet"
+    );
+    // The role given to the bot, then taken back.
+    set_roles(bot.user_id.clone(), vec!["Vault User", &role_name]).await;
+    assert!(
+        find(&listed(&bot).await, cid).is_some(),
+        "a consumer sees it at once"
+    );
+    set_roles(bot.user_id.clone(), vec!["Vault User"]).await;
+    assert_eq!(
+        find(&listed(&bot).await, cid),
+        None,
+        "and stops seeing it at once"
+    );
+    // The role given back, then the role no longer a consumer of the locker.
+    set_roles(bot.user_id.clone(), vec!["Vault User", &role_name]).await;
+    assert!(find(&listed(&bot).await, cid).is_some());
+    assert_eq!(
+        owner
+            .delete(&format!("/lockers/{lid}/consumers/{role}"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        find(&listed(&bot).await, cid),
+        None,
+        "a consumer role removed"
+    );
+    // A member with `manage` sees it; removed, it does not.
+    assert_eq!(
+        owner
+            .put(
+                &format!("/lockers/{lid}/members/{}", bot.id),
+                json!({"permissions": ["manage"]})
+            )
+            .await
+            .0,
+        204
+    );
+    assert!(
+        find(&listed(&bot).await, cid).is_some(),
+        "a manage member sees it"
+    );
+    assert_eq!(
+        owner
+            .delete(&format!("/lockers/{lid}/members/{}", bot.id))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(find(&listed(&bot).await, cid), None, "a member removed");
+    // Deleted.
+    assert_eq!(
+        owner
+            .delete(&format!("/lockers/{lid}/credentials/{cid}"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(owner.delete(&format!("/credentials/{cid}")).await.0, 204);
+    assert_eq!(find(&listed(&owner).await, cid), None);
+    assert_eq!(listed(&owner).await.len(), before.len());
+}

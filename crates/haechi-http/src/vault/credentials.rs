@@ -1,7 +1,8 @@
 //! Credential routes.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use haechi_vault::CredentialFilter;
 use serde::Deserialize;
 
@@ -26,14 +27,16 @@ pub struct CredentialQuery {
 }
 
 /// Lists the credentials the caller owns or reaches through lockers (every credential for a
-/// Locker Admin): `{"list":[...]}`, each with `completed`.
+/// Locker Admin): `{"list":[...]}`, each with `completed`. The rendered answer is kept and
+/// answered again while nothing it shows changes (`Vault::list_credentials_rendered`): bots
+/// poll this list.
 #[utoipa::path(get, path = "/v2/credentialvault/credentials", tag = "vault", params(CredentialQuery),
     responses((status = 200, body = List<CredentialOut>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_credentials(
     State(state): State<AppState>,
     caller: Allowed<need::VaultUse>,
     Query(q): Query<CredentialQuery>,
-) -> ApiResult<axum::Json<List<CredentialOut>>> {
+) -> ApiResult<Response> {
     // `name` is one exact name (it may hold a comma); `names` is a comma-separated list. The
     // document's placeholders show the values in quotes; quotes around a name are dropped.
     let unquote = |n: &str| n.trim().trim_matches('"').to_owned();
@@ -52,13 +55,14 @@ pub async fn list_credentials(
         names,
         page: page(q.limit.as_deref(), q.offset.as_deref())?,
     };
-    let list = state
+    let body = state
         .vault
-        .list_credentials(&caller.principal, &filter)
+        .list_credentials_rendered(&caller.principal, &filter, |list| {
+            let list = List::of(list.into_iter().map(CredentialOut::from).collect());
+            Ok(serde_json::to_vec(&list)?.into())
+        })
         .await?;
-    Ok(axum::Json(List::of(
-        list.into_iter().map(CredentialOut::from).collect(),
-    )))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Creates a credential owned by the caller: 201 with the credential and its attribute ids.
