@@ -10,7 +10,8 @@
 #   token       GET /api/v1/me                           + token (cached) and permissions, no store
 #   user        GET /api/v1/users/admin                  one user and its roles
 #   nodes       GET /opmate/node                         OPMATE node list (a page and its total)
-#   credentials GET /v2/credentialvault/credentials      the vault's credential list (visibility)
+#   credentials GET /v2/credentialvault/credentials      the vault's credential list (visibility; kept
+#                                                        in memory while nothing it shows changes)
 #   workflows   GET /services/workflow/list              MDRM workflow list
 # and each route's ratio to the ceiling. The goal of item 17: each store read >= 20,000 req/s with
 # p99 < 5 ms on SQLite.

@@ -225,6 +225,9 @@ enum Writer {
 /// over.
 struct Group {
     conn: Mutex<Connection>,
+    /// The database file, held open for the checkpoint's `fsync` (`None`: an in-memory
+    /// database, or it could not be opened; then SQLite's own pass in the lead syncs it).
+    db_file: Option<std::fs::File>,
     state: Mutex<GroupState>,
     /// The writer thread's queue; taken at shutdown, so the thread can end.
     writer: Mutex<Option<mpsc::Sender<Job>>>,
@@ -402,8 +405,8 @@ impl Group {
         // would sync every page the passes above copied: sync them here, beside the commits
         // (an `fsync` of any descriptor of the file writes its pages), then copy (and sync the
         // log of) what was committed meanwhile, so the pass in the lead syncs only its own few.
-        if let Some(path) = conn.path().filter(|p| !p.is_empty()) {
-            match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+        if let Some(file) = &self.db_file {
+            match file.sync_all() {
                 Ok(()) => drop(passive(conn)),
                 Err(e) => tracing::debug!(
                     "audit writer: database file not synced before the checkpoint's end: {e}"
@@ -481,7 +484,17 @@ impl Batcher {
             _ => None,
         };
         let group = group_conn.map(|conn| {
+            let db_file = conn.path().filter(|p| !p.is_empty()).and_then(|path| {
+                std::fs::File::open(path)
+                    .inspect_err(|e| {
+                        tracing::debug!(
+                            "audit writer: database file not opened for its checkpoints: {e}"
+                        )
+                    })
+                    .ok()
+            });
             Arc::new(Group {
+                db_file,
                 conn: Mutex::new(conn),
                 state: Mutex::new(GroupState::default()),
                 writer: Mutex::new(Some(tx.clone())),

@@ -214,7 +214,14 @@ impl Vault {
             }
         }
         let body = render(self.list_credentials(p, f).await?)?;
-        self.lists.insert(key, (generation, body.clone()));
+        // Of two lists read at once, the one read under the later generation stays.
+        if self
+            .lists
+            .peek(&key)
+            .is_none_or(|(kept, _)| kept <= generation)
+        {
+            self.lists.insert(key, (generation, body.clone()));
+        }
         Ok(body)
     }
 

@@ -27,9 +27,7 @@ pub struct CredentialQuery {
 }
 
 /// Lists the credentials the caller owns or reaches through lockers (every credential for a
-/// Locker Admin): `{"list":[...]}`, each with `completed`. The rendered answer is kept and
-/// answered again while nothing it shows changes (`Vault::list_credentials_rendered`): bots
-/// poll this list.
+/// Locker Admin): `{"list":[...]}`, each with `completed`.
 #[utoipa::path(get, path = "/v2/credentialvault/credentials", tag = "vault", params(CredentialQuery),
     responses((status = 200, body = List<CredentialOut>), (status = 400), (status = 401), (status = 403)))]
 pub async fn list_credentials(
@@ -55,6 +53,8 @@ pub async fn list_credentials(
         names,
         page: page(q.limit.as_deref(), q.offset.as_deref())?,
     };
+    // Bots poll this list: the rendered answer is kept and answered again while nothing it
+    // shows changes (`Vault::list_credentials_rendered`).
     let body = state
         .vault
         .list_credentials_rendered(&caller.principal, &filter, |list| {
