@@ -963,12 +963,9 @@ pub(crate) mod tests {
 
     /// A SQLite store in `dir` (also for the batcher's tests).
     pub(crate) async fn store(dir: &tempfile::TempDir) -> Store {
-        Store::open(&haechi_store::StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("audit.db"),
-            max_connections: 2,
-            acquire_timeout: std::time::Duration::from_secs(5),
-        })
+        Store::open(&haechi_store::StoreOptions::sqlite(
+            dir.path().join("audit.db"),
+        ))
         .await
         .unwrap()
     }

@@ -786,14 +786,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("store.db"),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("open the store");
+        let store = Store::open(&StoreOptions::sqlite(dir.path().join("store.db")))
+            .await
+            .expect("open the store");
         (dir, store)
     }
 

@@ -258,14 +258,9 @@ mod tests {
     async fn binds_dollar_placeholders_by_number_and_sees_committed_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = crate::Store::open(&crate::StoreOptions {
-            database_url: None,
-            sqlite_path: path.clone(),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
+        let store = crate::Store::open(&crate::StoreOptions::sqlite(path.clone()))
+            .await
+            .unwrap();
         let inline = store.inline().expect("SQLite has inline reads");
         // Placeholders out of order and repeated; a NULL and text back.
         let row = inline
@@ -345,14 +340,9 @@ mod tests {
     #[tokio::test]
     async fn rows_read_by_column_position() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::Store::open(&crate::StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("t.db"),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
+        let store = crate::Store::open(&crate::StoreOptions::sqlite(dir.path().join("t.db")))
+            .await
+            .unwrap();
         let mut tx = store.begin().await.unwrap();
         for sql in [
             "CREATE TABLE r (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT, flag BOOLEAN NOT NULL, \

@@ -61,6 +61,18 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
+impl StoreOptions {
+    /// SQLite at `path`, with two reader connections: a store of its own for a test or a tool.
+    pub fn sqlite(path: impl Into<std::path::PathBuf>) -> StoreOptions {
+        StoreOptions {
+            database_url: None,
+            sqlite_path: path.into(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Pools {
     Sqlite {

@@ -159,8 +159,6 @@ fn page_queries(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::{in_tx, StoreOptions};
 
@@ -192,14 +190,9 @@ mod tests {
     #[tokio::test]
     async fn a_page_holds_its_slice_and_the_total_counts_every_match() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("store.db"),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("open the store");
+        let store = Store::open(&StoreOptions::sqlite(dir.path().join("store.db")))
+            .await
+            .expect("open the store");
         let mut tx = store.begin().await.expect("begin");
         for (id, status) in [("a", "E"), ("b", "D"), ("c", "E"), ("d", "E"), ("e", "E")] {
             in_tx!(tx, |c| sqlx::query(

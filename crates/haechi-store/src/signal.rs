@@ -306,14 +306,9 @@ mod tests {
     #[tokio::test]
     async fn sqlite_has_one_server_and_nothing_to_listen_to() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&crate::StoreOptions {
-            database_url: None,
-            sqlite_path: dir.path().join("s.db"),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .unwrap();
+        let store = Store::open(&crate::StoreOptions::sqlite(dir.path().join("s.db")))
+            .await
+            .unwrap();
         assert!(store.signals().connected());
         assert!(store.listen(watch::channel(false).1).is_none());
         let mut sub = store.signals().subscribe();
