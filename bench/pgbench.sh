@@ -22,7 +22,7 @@
 # proxy on the database's machine is deployed (the target's `socket`; PgBouncer's host=/dir), while the
 # clients reach all three over TCP; BACKEND=tcp (the default) has both proxies use 127.0.0.1:5432.
 # DURABILITY=strict|batched is the server's audit.durability (default strict, the server's own
-# default: a statement's answer is held until its audit event is committed).
+# default: a statement's answer is held until its audit event is durable: spooled on SQLite).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."

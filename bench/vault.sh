@@ -25,7 +25,7 @@
 #   DATABASE_URL=postgres://... (a database of its own: the script's server migrates it)
 #   DURABILITY=strict|batched   the server's audit.durability (default strict, as the server's
 #                               own default): strict answers a value read once its audit event
-#                               is committed; run both to see what strict costs
+#                               is durable (spooled on SQLite); run both to see what strict costs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

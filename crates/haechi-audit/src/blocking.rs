@@ -13,16 +13,23 @@
 use haechi_store::inline::rusqlite::{self, params, Connection};
 use haechi_types::{Error, Result};
 
-use crate::{chain, head_of, Event, Head, INSERT_COLS};
+use crate::{chain_at, head_of, Event, Head, INSERT_COLS};
 
-/// Appends `events` in one transaction of `conn`; returns the new head. `BEGIN IMMEDIATE` and
-/// `COMMIT` are cached statements like the rest (parsing them each time was a tenth of a
-/// commit's CPU).
-pub(crate) fn append(conn: &mut Connection, events: &[&Event]) -> Result<Head> {
+/// Appends `events` in one transaction of `conn`; returns the new head. Each event's time is
+/// `ats`' when given (now otherwise); for events of a spool (`crate::spool`), the number of the
+/// last of them is recorded as applied in the same transaction (`spooled`: the spool's name and
+/// that number). `BEGIN IMMEDIATE` and `COMMIT` are cached statements like the rest (parsing
+/// them each time was a tenth of a commit's CPU).
+pub(crate) fn append_spooled(
+    conn: &mut Connection,
+    events: &[&Event],
+    ats: Option<&[i64]>,
+    spooled: Option<(&str, u64)>,
+) -> Result<Head> {
     conn.prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut s| s.execute([]))
         .map_err(failed)?;
-    match append_in(conn, events) {
+    match append_in(conn, events, ats, spooled) {
         Ok(head) => Ok(head),
         Err(e) => {
             if !conn.is_autocommit() {
@@ -33,7 +40,12 @@ pub(crate) fn append(conn: &mut Connection, events: &[&Event]) -> Result<Head> {
     }
 }
 
-fn append_in(conn: &Connection, events: &[&Event]) -> Result<Head> {
+fn append_in(
+    conn: &Connection,
+    events: &[&Event],
+    ats: Option<&[i64]>,
+    spooled: Option<(&str, u64)>,
+) -> Result<Head> {
     let head = conn
         .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")
         .and_then(|mut s| {
@@ -45,7 +57,7 @@ fn append_in(conn: &Connection, events: &[&Event]) -> Result<Head> {
             })
         })
         .map_err(failed)?;
-    let stored = chain(&head, events)?;
+    let stored = chain_at(&head, events, ats)?;
     {
         let mut insert = conn
             .prepare_cached(&format!(
@@ -74,6 +86,14 @@ fn append_in(conn: &Connection, events: &[&Event]) -> Result<Head> {
     conn.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
         .and_then(|mut s| s.execute(params![new_head.seq, new_head.hash]))
         .map_err(failed)?;
+    if let Some((name, applied)) = spooled {
+        conn.prepare_cached(
+            "INSERT INTO audit_spools (name, applied) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET applied = excluded.applied",
+        )
+        .and_then(|mut s| s.execute(params![name, applied as i64]))
+        .map_err(failed)?;
+    }
     conn.prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
         .map_err(failed)?;

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 mod batcher;
 mod blocking;
-pub use batcher::{Batcher, BatcherOptions, Durability, Pending};
+mod spool;
+pub use batcher::{settle, Batcher, BatcherOptions, Durability, Pending};
 pub mod forward;
 
 /// The hash `prev_hash` of the first event points at.
@@ -41,6 +42,13 @@ impl Outcome {
             Outcome::Failure => "failure",
             Outcome::Denied => "denied",
         }
+    }
+
+    /// The outcome stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Success, Outcome::Failure, Outcome::Denied]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 
@@ -433,14 +441,24 @@ fn head_of(stored: &[StoredEvent], head: Head) -> Head {
 
 /// `events` as the links after `head`, their hashes chained in memory.
 fn chain<E: std::borrow::Borrow<Event>>(head: &Head, events: &[E]) -> Result<Vec<StoredEvent>> {
-    let at = time::now_ms();
+    chain_at(head, events, None)
+}
+
+/// [`chain`] with each event's time given (`ats`, as many as `events`: events spooled before
+/// a crash keep the time they were answered at); `None`: now.
+fn chain_at<E: std::borrow::Borrow<Event>>(
+    head: &Head,
+    events: &[E],
+    ats: Option<&[i64]>,
+) -> Result<Vec<StoredEvent>> {
+    let now = time::now_ms();
     let mut prev = head.hash.clone();
     let mut stored = Vec::with_capacity(events.len());
-    for (seq, event) in (head.seq + 1..).zip(events) {
+    for (i, (seq, event)) in (head.seq + 1..).zip(events).enumerate() {
         let event: &Event = event.borrow();
         let mut e = StoredEvent {
             seq,
-            at,
+            at: ats.and_then(|a| a.get(i).copied()).unwrap_or(now),
             user_id: event.user.as_deref().map(cut),
             source_ip: event.source_ip.as_deref().map(cut),
             family: event.family.as_str().to_owned(),
@@ -719,6 +737,7 @@ const EVENT_COLS: &str =
 /// `before`, or (with `after`) the `limit` events just newer than `after`. Keyset paging by
 /// sequence number (`before`/`after`) costs the same on the millionth page as on the first.
 pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
+    settle().await;
     let (cond, mut args) = condition(f);
     let ascending = f.after.is_some() && f.before.is_none();
     let n = args.len();
@@ -741,6 +760,7 @@ pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
 
 /// How many events match `f` (paging fields ignored).
 pub async fn count(store: &Store, f: &Filter) -> Result<i64> {
+    settle().await;
     let f = Filter {
         before: None,
         after: None,
@@ -766,6 +786,7 @@ pub async fn query(store: &Store, f: &Filter) -> Result<(Vec<StoredEvent>, i64)>
 /// The head row (`seq`, `hash`; `None` when the row is missing) and the newest stored event's
 /// `seq`: a quick consistency look (`haechi doctor`); [`verify`] checks every link.
 pub async fn head_and_newest(store: &Store) -> Result<(Option<(i64, String)>, Option<i64>)> {
+    settle().await;
     let head: Option<(i64, String)> = read!(store, |db| sqlx::query_as(
         "SELECT seq, hash FROM audit_head WHERE id = 1"
     )
@@ -781,6 +802,7 @@ pub async fn head_and_newest(store: &Store) -> Result<(Option<(i64, String)>, Op
 
 /// One event by its sequence number.
 pub async fn get(store: &Store, seq: i64) -> Result<StoredEvent> {
+    settle().await;
     let sql = format!("SELECT {EVENT_COLS} FROM audit_events WHERE seq = $1");
     let e: Option<StoredEvent> = read!(store, |db| sqlx::query_as(&sql)
         .bind(seq)
@@ -850,6 +872,7 @@ pub struct Broken {
 
 /// Walks the whole chain, oldest first, in pages.
 pub async fn verify(store: &Store) -> Result<Verification> {
+    settle().await;
     const PAGE: i64 = 1000;
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_owned();

@@ -95,6 +95,10 @@ const APPLIED_WAIT: Duration = Duration::from_secs(2);
 
 const STATEMENT_AUDIT_LINGER: Duration = Duration::from_millis(20);
 
+/// The name of the statement audit's spool (`haechi_audit::BatcherOptions::spool`): what a
+/// killed server left in it is appended when the next one starts.
+const AUDIT_SPOOL: &str = "gateway";
+
 /// The in-memory copy of every policy.
 struct Snapshot {
     policies: Vec<Arc<Policy>>,
@@ -166,11 +170,12 @@ impl DbGate {
                 store.clone(),
                 // A statement's event is written once its database has answered (it holds the
                 // row count and duration) and before the message that ends the answer goes to
-                // the client; `strict` waits for its commit there (docs/dbgate.md, "Audit").
-                // The writer never lingers while a producer waits.
+                // the client; `strict` spools it there on SQLite, or waits for its commit on
+                // PostgreSQL (docs/dbgate.md, "Audit").
                 BatcherOptions {
                     linger: STATEMENT_AUDIT_LINGER,
                     durability: cfg.audit_durability,
+                    spool: Some(AUDIT_SPOOL),
                     ..BatcherOptions::default()
                 },
             ),

@@ -56,6 +56,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_audit_sinks_clock_skew"),
     migration!(16, "0016_opmate_files"),
     migration!(17, "0017_vault_list_generation"),
+    migration!(18, "0018_audit_spools"),
 ];
 
 const LOCK_KEY: i64 = 0x4861_6563_6869; // "Haechi"

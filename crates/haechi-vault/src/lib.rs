@@ -44,6 +44,10 @@ use crate::keys::Keyring;
 /// Name of the Express-mode key file in the data directory.
 pub const KEY_FILE: &str = "vault.key";
 
+/// The name of the value reads' audit spool (`haechi_audit::BatcherOptions::spool`): what a
+/// killed server left in it is appended when the next one starts.
+const AUDIT_SPOOL: &str = "vault";
+
 /// Limits the product documents (credential name ≤ 50, description ≤ 255, ≤ 50 attributes), and
 /// Haechi's own for the rest.
 pub mod limits {
@@ -104,6 +108,7 @@ impl Vault {
                 store.clone(),
                 haechi_audit::BatcherOptions {
                     durability: opts.audit_durability,
+                    spool: Some(AUDIT_SPOOL),
                     ..Default::default()
                 },
             ),
