@@ -146,7 +146,9 @@ static SPOOLED: Mutex<Vec<mpsc::WeakSender<Job>>> = Mutex::new(Vec::new());
 
 /// Waits until every event spooled so far (by any batcher of this process) is committed to its
 /// store: the log's readers ([`crate::page`], [`crate::count`], [`crate::verify`], ...) call it
-/// first, so an event whose answer has left is one they read. Cheap when nothing spools.
+/// first, so an event whose answer has left is one they read (within [`SETTLE_WAIT`]). Cheap
+/// when nothing spools; otherwise a round trip to each writer, which may be lingering (the
+/// gateway's up to 20 ms).
 pub async fn settle() {
     let senders: Vec<mpsc::Sender<Job>> = {
         let mut spooled = lock(&SPOOLED);
@@ -156,13 +158,25 @@ pub async fn settle() {
             .filter_map(mpsc::WeakSender::upgrade)
             .collect()
     };
-    for sender in senders {
-        let (tx, rx) = oneshot::channel();
-        if sender.send(Job::Settle(tx)).await.is_ok() {
-            let _ = rx.await;
+    let all = async {
+        for sender in senders {
+            let (tx, rx) = oneshot::channel();
+            if sender.send(Job::Settle(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
         }
+    };
+    if tokio::time::timeout(SETTLE_WAIT, all).await.is_err() {
+        tracing::warn!(
+            "the audit log is read without the events spooled in the last {SETTLE_WAIT:?}: \
+             the writer has not committed them (it retries until the store takes them)"
+        );
     }
 }
+
+/// How long [`settle`] waits at most: a store that refuses writes (a full disk) keeps the
+/// writer retrying, and the log's readers then read what is committed rather than hang.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 impl Batcher {
     /// Starts the writer: on SQLite a thread of its own (after appending what its spool holds
@@ -537,6 +551,12 @@ mod tests {
         let b = Arc::new(Batcher::start(store.clone(), strict()));
         assert!(b.spools(), "strict on SQLite spools");
         assert_eq!(spooled(dir.path()), (1, 0), "one empty segment");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let segment = dir.path().join("audit.db-audit-test.spool.1");
+            let mode = std::fs::metadata(segment).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the owner's only");
+        }
         b.record(Event::new(Family::Admin, "first")).await.unwrap();
         assert_eq!(events_of(&store, "first").await, 1, "read right after");
         let mut tasks = Vec::new();

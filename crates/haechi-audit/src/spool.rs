@@ -129,12 +129,15 @@ fn stem_of(db: &str, name: &str) -> String {
     format!("{db}-audit-{name}.spool.")
 }
 
-/// A new segment whose first record will be `first`.
+/// A new segment whose first record will be `first`: the owner's only, like the database
+/// (it holds what the log holds).
 fn create(stem: &str, first: u64) -> Result<(PathBuf, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = PathBuf::from(format!("{stem}{first}"));
     let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| io_failed(&path, e))?;
     Ok((path, file))
