@@ -314,6 +314,12 @@ impl Pool {
     /// The connection for a statement of a session with nothing in flight: the least busy one
     /// that is neither stalled nor full.
     fn pick(self: &Arc<Self>) -> Option<Arc<Conn>> {
+        self.pick_avoiding(None)
+    }
+
+    /// [`Pool::pick`], preferring any other usable connection to `avoid` (where another
+    /// session's cancel just hit a statement, which then runs again elsewhere when it can).
+    fn pick_avoiding(self: &Arc<Self>, avoid: Option<&Arc<Shared>>) -> Option<Arc<Conn>> {
         let now = self.now_us();
         let stall = STALL.as_micros() as u64;
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,7 +333,10 @@ impl Pool {
                 since == 0 || now.saturating_sub(since) < stall
             })
             .filter(|c| c.shared.depth.load(Ordering::SeqCst) < DEPTH)
-            .min_by_key(|c| c.shared.depth.load(Ordering::SeqCst))
+            .min_by_key(|c| {
+                let avoided = avoid.is_some_and(|a| Arc::ptr_eq(&c.shared, a));
+                (avoided, c.shared.depth.load(Ordering::SeqCst))
+            })
             .cloned();
         drop(conns);
         if best
@@ -620,7 +629,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                     // shut down, ...). That is not the end of the sessions on it, so their
                     // clients get what came before it and then 08006, not this error.
                     if matches!(field(b'V').or(field(b'S')), Some("FATAL" | "PANIC")) {
-                        complete_all(&mut done, &buf, &pool).await;
+                        complete_all(&mut done, &buf, &pool, &shared).await;
                         forward_head(&shared, &buf[from..pos]).await;
                         fail_all(&shared, &pool).await;
                         return;
@@ -665,7 +674,7 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
             }
             pos += len;
         }
-        complete_all(&mut done, &buf, &pool).await;
+        complete_all(&mut done, &buf, &pool, &shared).await;
         // The head statement's answer so far (a long result streams through). A beginning of
         // it that holds no row yet (a RowDescription, an error that its ReadyForQuery has not
         // followed yet) is kept back and read again with what comes next: a statement that
@@ -754,13 +763,13 @@ struct Done {
 /// Completes the statements that finished in one chunk: their events are queued together (one
 /// commit under `audit.durability = strict`) and committed before any of their answers is
 /// handed to its session, in order.
-async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>) {
+async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>, from: &Arc<Shared>) {
     if done.is_empty() {
         return;
     }
     let mut ready = Vec::with_capacity(done.len());
     for d in done.drain(..) {
-        if let Some(job) = rerun_elsewhere(d.job, d.hit, pool) {
+        if let Some(job) = rerun_elsewhere(d.job, d.hit, pool, Some(from)) {
             let allowed = job.unit.verdict.allowed();
             let queued = job
                 .client
@@ -788,15 +797,21 @@ async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>) {
 }
 
 /// A statement that another session's cancel hit before it sent its client anything runs
-/// again on another connection (then `None`); otherwise it completes here.
-fn rerun_elsewhere(mut job: Job, hit_by_cancel: bool, pool: &Weak<Pool>) -> Option<Job> {
+/// again on another connection than the one it ran on (`from`) when one can take it, on that
+/// one otherwise (then `None`); otherwise it completes here.
+fn rerun_elsewhere(
+    mut job: Job,
+    hit_by_cancel: bool,
+    pool: &Weak<Pool>,
+    from: Option<&Arc<Shared>>,
+) -> Option<Job> {
     let client = job.client.clone();
     if hit_by_cancel
         && !job.forwarded
         && !job.retried
         && client.inflight.load(Ordering::SeqCst) == 1
     {
-        if let Some(conn) = pool.upgrade().and_then(|p| p.pick()) {
+        if let Some(conn) = pool.upgrade().and_then(|p| p.pick_avoiding(from)) {
             job.retried = true;
             // Its place moves to the new connection (inflight is counted again there).
             client.inflight.fetch_sub(1, Ordering::SeqCst);
@@ -824,7 +839,7 @@ async fn complete(
     hit_by_cancel: bool,
     pool: &Weak<Pool>,
 ) {
-    let Some(job) = rerun_elsewhere(job, hit_by_cancel, pool) else {
+    let Some(job) = rerun_elsewhere(job, hit_by_cancel, pool, None) else {
         return;
     };
     // The event before the answer (committed first under `audit.durability = strict`).
