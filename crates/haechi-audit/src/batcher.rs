@@ -316,7 +316,8 @@ impl Batcher {
     }
 
     /// Whether strict answers are spooled (see the module).
-    pub fn spools(&self) -> bool {
+    #[cfg(test)]
+    fn spools(&self) -> bool {
         self.spool.as_ref().is_some_and(|s| !lock(s).broken)
     }
 
@@ -374,6 +375,8 @@ fn write_thread(
 ) {
     let mut batch: Vec<Queued> = Vec::with_capacity(opts.max_batch);
     let mut settles = Vec::new();
+    // The highest spool number committed (at the start: all the spool holds).
+    let mut applied_so_far = spool.as_ref().map_or(0, |s| lock(s).spool.last());
     while let Some(first) = rx.blocking_recv() {
         take(first, &mut batch, &mut settles);
         drain(&mut rx, &mut batch, &mut settles, opts.max_batch);
@@ -385,15 +388,23 @@ fn write_thread(
         commit_blocking(&mut conn, &mut batch, applied.map(|n| (name, n)));
         committed(&mut batch);
         if let (Some(applied), Some(spool)) = (applied, &spool) {
-            let done = lock(spool).spool.release(applied);
-            for path in done {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!("audit spool segment {} not removed: {e}", path.display());
-                }
-            }
+            applied_so_far = applied;
+            remove_segments(lock(spool).spool.release(applied));
         }
         for settled in settles.drain(..) {
             let _ = settled.send(());
+        }
+    }
+    // A clean stop: nothing of the spool is left for the next start to read.
+    if let Some(spool) = &spool {
+        remove_segments(lock(spool).spool.finish(applied_so_far));
+    }
+}
+
+fn remove_segments(paths: Vec<std::path::PathBuf>) {
+    for path in paths {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("audit spool segment {} not removed: {e}", path.display());
         }
     }
 }
@@ -581,6 +592,11 @@ mod tests {
         assert!(v.broken.is_none(), "{:?}", v.broken);
         assert_eq!(v.checked, 1201);
         b.shutdown().await;
+        assert_eq!(
+            spooled(dir.path()),
+            (0, 0),
+            "a clean stop leaves nothing for the next start to read"
+        );
         assert!(b.record(Event::new(Family::Admin, "late")).await.is_err());
     }
 

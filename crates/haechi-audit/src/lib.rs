@@ -738,6 +738,11 @@ const EVENT_COLS: &str =
 /// sequence number (`before`/`after`) costs the same on the millionth page as on the first.
 pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
     settle().await;
+    page_settled(store, f).await
+}
+
+/// [`page`] once the spools have settled.
+async fn page_settled(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
     let (cond, mut args) = condition(f);
     let ascending = f.after.is_some() && f.before.is_none();
     let n = args.len();
@@ -761,6 +766,11 @@ pub async fn page(store: &Store, f: &Filter) -> Result<Vec<StoredEvent>> {
 /// How many events match `f` (paging fields ignored).
 pub async fn count(store: &Store, f: &Filter) -> Result<i64> {
     settle().await;
+    count_settled(store, f).await
+}
+
+/// [`count`] once the spools have settled.
+async fn count_settled(store: &Store, f: &Filter) -> Result<i64> {
     let f = Filter {
         before: None,
         after: None,
@@ -778,8 +788,9 @@ pub async fn count(store: &Store, f: &Filter) -> Result<i64> {
 
 /// Events matching `f`, newest first, and how many match in all.
 pub async fn query(store: &Store, f: &Filter) -> Result<(Vec<StoredEvent>, i64)> {
-    let events = page(store, f).await?;
-    let total = count(store, f).await?;
+    settle().await;
+    let events = page_settled(store, f).await?;
+    let total = count_settled(store, f).await?;
     Ok((events, total))
 }
 

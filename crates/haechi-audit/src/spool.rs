@@ -196,6 +196,11 @@ impl Spool {
         }))
     }
 
+    /// The number of the last record written.
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -255,6 +260,19 @@ impl Spool {
             if let Some((path, _)) = self.closed.pop_front() {
                 done.push(path);
             }
+        }
+        done
+    }
+}
+
+impl Spool {
+    /// At a clean stop: every segment, the open one too, when all its records are committed
+    /// (`applied` covers the last), so that the next start has nothing to read; otherwise
+    /// only the closed segments [`Spool::release`] gives.
+    pub(crate) fn finish(&mut self, applied: u64) -> Vec<PathBuf> {
+        let mut done = self.release(applied);
+        if self.last <= applied {
+            done.push(self.path.clone());
         }
         done
     }

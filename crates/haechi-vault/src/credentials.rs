@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use haechi_identity::{Caller, Permission, Principal};
 use haechi_store::inline::columns;
-use haechi_store::{created_or_taken, in_tx, read, Db, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Db, Tx, Where};
 use haechi_types::{time::now_ms, Code, Error, Result};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ use crate::model::{
     Credential, CredentialFilter, CredentialPatch, NewAttribute, NewCredential, Stamp,
 };
 use crate::sql::{
-    self, bind_args, Arg, Args, AttributeRow, CredentialRow, ATTRIBUTE_COLS, CREDENTIAL_COLS,
+    self, bind_args, Arg, AttributeRow, CredentialRow, ATTRIBUTE_COLS, CREDENTIAL_COLS,
 };
 use crate::{check_description, check_name, limits, Vault};
 
@@ -247,34 +247,36 @@ impl Vault {
                 format_args!("at most {} names per request", limits::NAMES_PER_FILTER),
             ));
         }
-        let mut args = Args::default();
-        let uid = args.push(Arg::Int(p.id));
-        let admin = args.push(Arg::Bool(p.can(Permission::VaultLockerAdmin)));
-        let mut cond = vec![sql::credential_visible(&uid, &admin)];
+        let mut w = Where::default();
+        let uid = w.arg(Arg::Int(p.id));
+        let admin = w.arg(Arg::Bool(p.can(Permission::VaultLockerAdmin)));
+        w.raw(sql::credential_visible(&uid, &admin));
         match f.consumed {
-            Some(true) => cond.push(sql::is_consumer("c.locker_id", &uid)),
-            Some(false) => cond.push(format!("NOT {}", sql::is_consumer("c.locker_id", &uid))),
+            Some(true) => w.raw(sql::is_consumer("c.locker_id", &uid)),
+            Some(false) => w.raw(format!("NOT {}", sql::is_consumer("c.locker_id", &uid))),
             None => {}
         }
         if !f.names.is_empty() {
             let ph: Vec<String> = f
                 .names
                 .iter()
-                .map(|n| args.push(Arg::Text(n.clone())))
+                .map(|n| w.arg(Arg::Text(n.clone())))
                 .collect();
-            cond.push(format!("c.name IN ({})", ph.join(", ")));
+            w.raw(format!("c.name IN ({})", ph.join(", ")));
         }
         if let Some(l) = locker {
-            cond.push(format!("c.locker_id = {}", args.push(Arg::Int(l))));
+            let l = w.arg(Arg::Int(l));
+            w.raw(format!("c.locker_id = {l}"));
         }
         let (limit, offset) = f.page.unwrap_or((i64::MAX, 0));
-        let limit = args.push(Arg::Int(limit));
-        let offset = args.push(Arg::Int(offset));
+        let limit = w.arg(Arg::Int(limit));
+        let offset = w.arg(Arg::Int(offset));
         // The page's credentials, and (by their ids) their attributes.
         let page = format!(
-            "FROM vault_credentials c WHERE {} ORDER BY c.id LIMIT {limit} OFFSET {offset}",
-            cond.join(" AND ")
+            "FROM vault_credentials c{} ORDER BY c.id LIMIT {limit} OFFSET {offset}",
+            w.sql()
         );
+        let args = w.args;
         let ids = format!("SELECT c.id {page}");
         #[derive(sqlx::FromRow, serde::Deserialize)]
         struct AttrWithValue {

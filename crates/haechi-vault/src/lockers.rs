@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use haechi_identity::{Caller, Permission, Principal};
-use haechi_store::{created_or_taken, in_tx, read, Tx};
+use haechi_store::{created_or_taken, in_tx, read, Tx, Where};
 use haechi_types::{time::now_ms, Error, Result};
 use serde_json::json;
 
@@ -12,7 +12,7 @@ use crate::credentials::{not_modified, user_exists_tx, version_conflict};
 use crate::model::{
     Credential, CredentialFilter, Locker, LockerFilter, LockerPatch, Member, Perms, Stamp,
 };
-use crate::sql::{self, bind_args, Arg, Args, LockerRow, MemberRow, LOCKER_COLS};
+use crate::sql::{self, bind_args, Arg, LockerRow, MemberRow, LOCKER_COLS};
 use crate::{check_description, check_name, Vault};
 
 fn locker_target(id: i64) -> String {
@@ -124,22 +124,23 @@ impl Vault {
     /// The lockers the caller is a member or consumer of (all for a Locker Admin); with
     /// `advanced`, each with its members and credential count.
     pub async fn list_lockers(&self, p: &Principal, f: &LockerFilter) -> Result<Vec<Locker>> {
-        let mut args = Args::default();
-        let uid = args.push(Arg::Int(p.id));
-        let admin = args.push(Arg::Bool(p.can(Permission::VaultLockerAdmin)));
-        let mut cond = vec![sql::locker_visible(&uid, &admin)];
+        let mut w = Where::default();
+        let uid = w.arg(Arg::Int(p.id));
+        let admin = w.arg(Arg::Bool(p.can(Permission::VaultLockerAdmin)));
+        w.raw(sql::locker_visible(&uid, &admin));
         match f.consumed {
-            Some(true) => cond.push(sql::is_consumer("l.id", &uid)),
-            Some(false) => cond.push(format!("NOT {}", sql::is_consumer("l.id", &uid))),
+            Some(true) => w.raw(sql::is_consumer("l.id", &uid)),
+            Some(false) => w.raw(format!("NOT {}", sql::is_consumer("l.id", &uid))),
             None => {}
         }
         let (limit, offset) = f.page.unwrap_or((i64::MAX, 0));
-        let limit = args.push(Arg::Int(limit));
-        let offset = args.push(Arg::Int(offset));
+        let limit = w.arg(Arg::Int(limit));
+        let offset = w.arg(Arg::Int(offset));
         let ids = format!(
-            "SELECT l.id FROM vault_lockers l WHERE {} ORDER BY l.id LIMIT {limit} OFFSET {offset}",
-            cond.join(" AND ")
+            "SELECT l.id FROM vault_lockers l{} ORDER BY l.id LIMIT {limit} OFFSET {offset}",
+            w.sql()
         );
+        let args = w.args;
         let sql = format!(
             "SELECT {LOCKER_COLS}, (SELECT COUNT(*) FROM vault_credentials c WHERE c.locker_id = l.id) AS count \
              FROM vault_lockers l WHERE l.id IN ({ids}) ORDER BY l.id"

@@ -1,24 +1,9 @@
-//! SQL shared by the vault's operations: row types, the visibility predicates, and a small
-//! argument list for queries whose shape depends on the request (filters, name lists).
+//! SQL shared by the vault's operations: row types and the visibility predicates (queries
+//! whose shape depends on the request build their conditions with `haechi_store::Where`).
 
 use crate::model::{Attribute, Credential, Locker, Perms, Stamp};
 
 pub(crate) use haechi_store::{bind_args, Arg};
-
-/// Builds a query's argument list, handing out `$n` placeholders.
-#[derive(Debug, Default)]
-pub(crate) struct Args(pub Vec<Arg>);
-
-impl Args {
-    pub fn push(&mut self, a: Arg) -> String {
-        self.0.push(a);
-        format!("${}", self.0.len())
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Arg> {
-        self.0.iter()
-    }
-}
 
 /// The caller (`$uid`) holds a consumer role of the locker `locker_expr`.
 pub(crate) fn is_consumer(locker_expr: &str, uid: &str) -> String {

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use haechi_identity::Principal;
-use haechi_store::read;
+use haechi_store::{read, Where};
 use haechi_types::Result;
 
 use crate::access;
 use crate::model::{Credential, Locker, Perms, Stamp};
-use crate::sql::{bind_args, Arg, Args};
+use crate::sql::{bind_args, Arg};
 use crate::Vault;
 
 /// What the caller may do to a credential (the rules of docs/vault.md, from `access`).
@@ -119,8 +119,9 @@ impl Vault {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut args = Args::default();
-        let ph: Vec<String> = ids.iter().map(|i| args.push(Arg::Int(*i))).collect();
+        let mut w = Where::default();
+        let ph: Vec<String> = ids.iter().map(|i| w.arg(Arg::Int(*i))).collect();
+        let args = w.args;
         let sql = format!(
             "SELECT id, user_id FROM users WHERE id IN ({})",
             ph.join(", ")

@@ -23,7 +23,9 @@
 //! be hit by that cancel instead, should the canceled one end just before it lands: such a
 //! statement that failed with "canceling statement due to user request" before any of its
 //! answer went out is run again on another connection (it is a plain query, so running it
-//! again is the same as running it a moment later).
+//! again is the same as running it a moment later). When no connection can take it at once
+//! (the others busy, idle-closed or still opening) it waits up to [`RERUN_WAIT`] for one, and
+//! only then fails with that cancel.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +51,9 @@ pub const STALL: Duration = Duration::from_millis(20);
 /// How long a session's statement waits in all for a pooled connection that can take it
 /// before the session pins (it waits only while statements finish or connections open).
 const QUEUE_WAIT: Duration = Duration::from_millis(250);
+/// How long a statement that another session's cancel hit waits for a connection to run
+/// again on (one may have to open) before it fails with that cancel after all.
+const RERUN_WAIT: Duration = Duration::from_secs(2);
 /// Statements in flight on one connection at most.
 const DEPTH: usize = 16;
 /// A client that takes no bytes of its answer for this long is cut off (it would hold up the
@@ -743,7 +748,7 @@ async fn fail_all(shared: &Shared, pool: &Weak<Pool>) {
             "Haechi DB gateway: the connection to the database was lost while the statement ran",
         );
         p::ready_for_query(&mut out, b'I');
-        complete(job, &out, 0, Some("08006".into()), false, pool).await;
+        complete(job, &out, 0, Some("08006".into()), pool).await;
     }
     if let Some(pool) = pool.upgrade() {
         pool.freed.notify_waiters();
@@ -769,22 +774,39 @@ async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>, from:
     }
     let mut ready = Vec::with_capacity(done.len());
     for d in done.drain(..) {
-        if let Some(job) = rerun_elsewhere(d.job, d.hit, pool, Some(from)) {
-            let allowed = job.unit.verdict.allowed();
-            let queued = job
-                .client
-                .auditor
-                .enqueue(StatementRecord {
-                    text: &job.unit.text,
-                    needs: job.unit.needs,
-                    verdict: &job.unit.verdict,
-                    rows: d.rows,
-                    started: job.unit.started,
-                    error: if allowed { d.error.as_deref() } else { None },
-                })
-                .await;
-            ready.push((job, d.answer, queued));
-        }
+        let job = d.job;
+        // A statement another session's cancel hit runs again (it completes later).
+        let job = match pool.upgrade().filter(|_| rerunnable(&job, d.hit)) {
+            Some(p) => match rerun_on(job, &p, from) {
+                Ok(()) => continue,
+                Err(job) => {
+                    tokio::spawn(rerun_when_free(
+                        job,
+                        Bytes::copy_from_slice(&buf[d.answer]),
+                        d.rows,
+                        d.error,
+                        pool.clone(),
+                        from.clone(),
+                    ));
+                    continue;
+                }
+            },
+            None => job,
+        };
+        let allowed = job.unit.verdict.allowed();
+        let queued = job
+            .client
+            .auditor
+            .enqueue(StatementRecord {
+                text: &job.unit.text,
+                needs: job.unit.needs,
+                verdict: &job.unit.verdict,
+                rows: d.rows,
+                started: job.unit.started,
+                error: if allowed { d.error.as_deref() } else { None },
+            })
+            .await;
+        ready.push((job, d.answer, queued));
     }
     let mut answers = Vec::with_capacity(ready.len());
     for (job, answer, queued) in ready {
@@ -796,52 +818,70 @@ async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>, from:
     }
 }
 
-/// A statement that another session's cancel hit before it sent its client anything runs
-/// again on another connection than the one it ran on (`from`) when one can take it, on that
-/// one otherwise (then `None`); otherwise it completes here.
-fn rerun_elsewhere(
-    mut job: Job,
-    hit_by_cancel: bool,
-    pool: &Weak<Pool>,
-    from: Option<&Arc<Shared>>,
-) -> Option<Job> {
-    let client = job.client.clone();
-    if hit_by_cancel
+/// Whether a statement that finished failing with another session's cancel runs again: it
+/// sent its client nothing, has not run again already, and is its session's only statement in
+/// flight.
+fn rerunnable(job: &Job, hit_by_cancel: bool) -> bool {
+    hit_by_cancel
         && !job.forwarded
         && !job.retried
-        && client.inflight.load(Ordering::SeqCst) == 1
-    {
-        if let Some(conn) = pool.upgrade().and_then(|p| p.pick_avoiding(from)) {
-            job.retried = true;
-            // Its place moves to the new connection (inflight is counted again there).
-            client.inflight.fetch_sub(1, Ordering::SeqCst);
-            match conn.push(job) {
-                Ok(()) => {
-                    metrics::counter!("haechi_gateway_pool_reruns_total").increment(1);
-                    return None;
-                }
-                Err(j) => {
-                    client.inflight.fetch_add(1, Ordering::SeqCst);
-                    job = j;
-                }
-            }
+        && job.client.inflight.load(Ordering::SeqCst) == 1
+}
+
+/// Runs `job` again on a connection of `pool` other than `from` (the one the cancel retired).
+/// `Err` gives it back when none can take it now.
+fn rerun_on(mut job: Job, pool: &Arc<Pool>, from: &Arc<Shared>) -> Result<(), Job> {
+    let Some(conn) = pool.pick_avoiding(Some(from)) else {
+        return Err(job);
+    };
+    let client = job.client.clone();
+    job.retried = true;
+    // Its place moves to the new connection (inflight is counted again there).
+    client.inflight.fetch_sub(1, Ordering::SeqCst);
+    match conn.push(job) {
+        Ok(()) => {
+            metrics::counter!("haechi_gateway_pool_reruns_total").increment(1);
+            Ok(())
+        }
+        Err(job) => {
+            client.inflight.fetch_add(1, Ordering::SeqCst);
+            Err(job)
         }
     }
-    Some(job)
+}
+
+/// [`rerun_on`] once a connection can take `job` (the cancel retired the one it ran on, and
+/// the others may be busy, retired or still opening): it waits while the pool makes progress,
+/// [`RERUN_WAIT`] at most, and then completes with the answer it had (`answer`, the cancel's
+/// error).
+async fn rerun_when_free(
+    mut job: Job,
+    answer: Bytes,
+    rows: u64,
+    error: Option<String>,
+    pool: Weak<Pool>,
+    from: Arc<Shared>,
+) {
+    let started = Instant::now();
+    while let Some(p) = pool.upgrade() {
+        // Armed before looking, so a connection that opens meanwhile is not missed.
+        let freed = p.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match rerun_on(job, &p, &from) {
+            Ok(()) => return,
+            Err(j) => job = j,
+        }
+        let left = RERUN_WAIT.saturating_sub(started.elapsed());
+        if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
+            break;
+        }
+    }
+    complete(job, &answer, rows, error, &pool).await;
 }
 
 /// Hands one finished statement's answer to its session, audits it, and frees its place.
-async fn complete(
-    job: Job,
-    answer: &[u8],
-    rows: u64,
-    error: Option<String>,
-    hit_by_cancel: bool,
-    pool: &Weak<Pool>,
-) {
-    let Some(job) = rerun_elsewhere(job, hit_by_cancel, pool, None) else {
-        return;
-    };
+async fn complete(job: Job, answer: &[u8], rows: u64, error: Option<String>, pool: &Weak<Pool>) {
     // The event before the answer (committed first under `audit.durability = strict`).
     let allowed = job.unit.verdict.allowed();
     job.client
