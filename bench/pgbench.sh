@@ -16,7 +16,8 @@
 # 5. The gateway's memory while streaming 1,000,000 rows through psql.
 # Every statement through the gateway is parsed (pg_query), checked and audited.
 #
-# PERF=1 profiles the gateway's run (PERF_OUT=file for the report, PERF_DATA=file keeps perf.data). POOL=N is the gateway's
+# PERF=1 profiles the gateway's run (PERF_OUT=file for the report, PERF_DATA=file keeps perf.data).
+# SYSCALLS=1 counts PgBouncer's and the gateway's system calls per transaction (perf). POOL=N is the gateway's
 # statement pooling (gateway_pool_size; 2 unless given, POOL=0 turns it off).
 # BACKEND=socket has PgBouncer and the gateway reach PostgreSQL over its Unix socket, as a
 # proxy on the database's machine is deployed (the target's `socket`; PgBouncer's host=/dir), while the
@@ -161,12 +162,19 @@ api -d "{\"userId\":\"admin\",\"account\":\"$RUN\",\"serverAddress\":\"127.0.0.1
 # machine's idle share during the run, into $WORK/cpu_<name>.
 run_pgbench() {
   local name=$1 port=$2 user=$3 pw=$4 db=$5 pid=${6:-}
-  local t0=0 t1=0 i0 i1 b0 b1 s0 s1 ncpu rc=0
+  local t0=0 t1=0 i0 i1 b0 b1 s0 s1 ncpu rc=0 sys_pid=
   ncpu=$(nproc)
   [ -n "$pid" ] && t0=$(proc_ticks "$pid")
   i0=$(idle_ticks)
   b0=$(busy_ticks)
   s0=$(steal_ticks)
+  if [ -n "${SYSCALLS:-}" ] && [ -n "$pid" ]; then
+    # SYSCALLS=1: the proxy's system calls, recorded for the middle of the run (its threads
+    # exist once pgbench has connected), counted per transaction by thread and call below.
+    (sleep 2 && perf record -q -e raw_syscalls:sys_enter -p "$pid" -o "$WORK/sys_$name.data" \
+      -- sleep "$((DURATION - 4))" >/dev/null 2>&1) >/dev/null &
+    sys_pid=$!
+  fi
   # bash's `time` gives pgbench's own CPU (user and system seconds).
   { TIMEFORMAT='%U %S'; time PGSSLMODE=disable PGPASSWORD="$pw" pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U "$user" "$db" >"$WORK/pgbench_$name.log" 2>&1 || rc=$?; } 2>"$WORK/time_$name"
@@ -193,7 +201,26 @@ run_pgbench() {
     -v p="$proxy_us" -v c="$(awk -v a="$pu" -v b="$ps" 'BEGIN {print a + b}')" -v t="$tps" \
     'BEGIN {printf "%s %.0f %.1f %.1f %.0f\n", (p == "" ? "-" : p), 100 * i * u / (n * s * 1000000),
       c * 1000000 / (t * s), (b * u - x * u - c * 1000000) / (t * s), 100 * st * u / (n * s * 1000000)}' >"$WORK/cpu_$name"
+  if [ -n "${SYSCALLS:-}" ] && [ -n "$pid" ]; then
+    wait "$sys_pid" || true
+    syscalls_per_tx "$name" "$tps" >"$WORK/sys_$name"
+  fi
   echo "$tps"
+}
+# syscalls_per_tx NAME TPS: the calls recorded for NAME per transaction, in all and by thread
+# name and call (x86-64 numbers; the others by number).
+syscalls_per_tx() {
+  local name=$1 tps=$2
+  perf script -i "$WORK/sys_$name.data" -F comm,trace 2>/dev/null | awk -v t="$tps" -v s="$((DURATION - 4))" '
+    BEGIN { n[0]="read"; n[1]="write"; n[3]="close"; n[7]="poll"; n[17]="pread64"; n[18]="pwrite64";
+            n[20]="writev"; n[44]="sendto"; n[45]="recvfrom"; n[46]="sendmsg"; n[47]="recvmsg";
+            n[202]="futex"; n[228]="clock_gettime"; n[232]="epoll_wait"; n[233]="epoll_ctl";
+            n[281]="epoll_pwait"; n[290]="eventfd2"; n[24]="sched_yield"; n[35]="nanosleep";
+            n[230]="clock_nanosleep"; n[441]="epoll_pwait2"; n[74]="fsync"; n[75]="fdatasync" }
+    { nr = $0; sub(/.*NR /, "", nr); sub(/ .*/, "", nr); comm = $1
+      k = comm " " (nr in n ? n[nr] : "nr" nr); c[k]++; all++ }
+    END { tx = t * s; printf "%.2f calls per transaction:", all / tx
+          for (k in c) if (c[k] / tx >= 0.05) printf " %s %.2f;", k, c[k] / tx; print "" }'
 }
 p50_one_client() {
   local port=$1 user=$2 pw=$3 db=$4 prefix="$WORK/lat_$1"
@@ -259,6 +286,6 @@ stolen by the hypervisor during the run: direct $(fig direct 5)%, pgbouncer $(fi
 pgbench CPU per transaction: direct $(fig direct 3) us, pgbouncer $(fig pgbouncer 3) us, haproxy $(fig haproxy 3) us, gateway $(fig gateway 3) us
 everything else (PostgreSQL, softirqs) per transaction: direct $(fig direct 4) us, pgbouncer $(fig pgbouncer 4) us, haproxy $(fig haproxy 4) us, gateway $(fig gateway 4) us
 one client p50: direct ${P50_DIRECT} us, gateway ${P50_GATEWAY} us, added $(awk -v g="$P50_GATEWAY" -v d="$P50_DIRECT" 'BEGIN {printf "%.1f", g-d}') us
-audit commits during the gateway run: ${COMMITS}
+audit commits during the gateway run: ${COMMITS}$( [ -n "${SYSCALLS:-}" ] && printf '\nsystem calls: pgbouncer %s\nsystem calls: gateway %s' "$(cat "$WORK/sys_pgbouncer" 2>/dev/null)" "$(cat "$WORK/sys_gateway" 2>/dev/null)")
 gateway RSS: ${RSS_BEFORE} KiB before, ${RSS_PEAK} KiB peak after streaming 1,000,000 rows (~110 MB)
 EOF

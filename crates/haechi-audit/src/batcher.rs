@@ -8,9 +8,11 @@
 //! the event commits a few milliseconds later (a crash in between loses it).
 //!
 //! Strict on SQLite (with a spool name, [`BatcherOptions::spool`]) writes the event to an
-//! append-only spool beside the database before returning (`crate::spool`): that is as durable
-//! as a commit there (`synchronous = NORMAL`), costs one `write`, and the writer commits the
-//! event a few milliseconds later like a batched one. Strict without a spool (PostgreSQL, an
+//! append-only spool beside the database before its answer leaves (`crate::spool`): that is as
+//! durable as a commit there (`synchronous = NORMAL`), and the writer commits the event a few
+//! milliseconds later like a batched one. `enqueue` appends the record and the first
+//! [`Pending::committed`] that finds it unwritten writes all that is appended with one `write`:
+//! the events of statements finishing together, enqueued before any is waited for, share it. Strict without a spool (PostgreSQL, an
 //! in-memory database, a spool that could not be written) waits for the writer's commit; the
 //! writer never lingers while someone waits, so those waiting at the same moment share one
 //! transaction. The queue is bounded: when the store cannot keep up, producers wait
@@ -82,22 +84,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// An event queued by [`Batcher::enqueue`].
 #[must_use = "under strict durability the event is durable only once `committed` returns"]
-pub struct Pending {
+pub struct Pending(Waiting);
+
+enum Waiting {
+    /// Durable already (or batched: nothing to wait for).
+    Nothing,
     /// Told when the event is committed (strict without a spool).
-    rx: Option<oneshot::Receiver<()>>,
+    Commit(oneshot::Receiver<()>),
+    /// Appended to the spool as record `n`, written by the first `committed` that finds it
+    /// unwritten (so the events of statements finishing together take one `write`); the
+    /// queue, to wait for the commit should that write fail.
+    Spool {
+        spool: Arc<Mutex<SpoolState>>,
+        n: u64,
+        queue: mpsc::Sender<Job>,
+    },
 }
 
 impl Pending {
     fn done() -> Pending {
-        Pending { rx: None }
+        Pending(Waiting::Nothing)
     }
 
-    /// Returns once the event is durable ([`Durability::Strict`]: spooled when this was made,
-    /// or committed), at once when the batcher is [`Durability::Batched`].
+    /// Returns once the event is durable ([`Durability::Strict`]: written to the spool, or
+    /// committed), at once when the batcher is [`Durability::Batched`].
     pub async fn committed(self) -> Result<()> {
-        match self.rx {
-            None => Ok(()),
-            Some(rx) => rx.await.map_err(|_| shutting_down()),
+        match self.0 {
+            Waiting::Nothing => Ok(()),
+            Waiting::Commit(rx) => rx.await.map_err(|_| shutting_down()),
+            Waiting::Spool { spool, n, queue } => {
+                if lock(&spool).flush_through(n) {
+                    return Ok(());
+                }
+                // Not written (the spool broke): it was queued before this settle, so it is
+                // committed when the settle is answered.
+                let (tx, rx) = oneshot::channel();
+                queue
+                    .send(Job::Settle(tx))
+                    .await
+                    .map_err(|_| shutting_down())?;
+                rx.await.map_err(|_| shutting_down())
+            }
         }
     }
 }
@@ -132,6 +159,34 @@ struct SpoolState {
     spool: Spool,
     /// A write failed: strict answers wait for the commit instead, until the next start.
     broken: bool,
+}
+
+/// Appended records past this many bytes are written at once, whoever waits for them.
+const UNWRITTEN_MAX: usize = 64 * 1024;
+
+impl SpoolState {
+    /// Writes what is appended when record `n` is not written yet; whether `n` is in the file.
+    fn flush_through(&mut self, n: u64) -> bool {
+        if self.spool.written() >= n {
+            return true;
+        }
+        if !self.broken {
+            self.flush();
+        }
+        self.spool.written() >= n
+    }
+
+    /// Writes what is appended; a failure breaks the spool (see [`Spool::flush`]).
+    fn flush(&mut self) {
+        if let Err(e) = self.spool.flush() {
+            self.broken = true;
+            tracing::error!(
+                "audit spool {} not written ({e}): strict answers wait for the store's commit \
+                 until the next start",
+                self.spool.path().display()
+            );
+        }
+    }
 }
 
 /// Where the writer runs: a thread of its own with its own connection on SQLite (see
@@ -278,8 +333,11 @@ impl Batcher {
             // kept for the commit.
             let detail = event.detail.to_json_with(event.origin.as_deref())?;
             let mut st = lock(spool);
+            if st.spool.unwritten() > UNWRITTEN_MAX {
+                st.flush();
+            }
             if !st.broken {
-                match st.spool.write(&event, &detail, time::now_ms()) {
+                match st.spool.append(&event, &detail, time::now_ms()) {
                     Ok(n) => {
                         event.detail = Detail::Json(detail);
                         event.origin = None;
@@ -289,15 +347,15 @@ impl Batcher {
                             committed: None,
                             spooled: Some(n),
                         }));
-                        return Ok(Pending::done());
+                        return Ok(Pending(Waiting::Spool {
+                            spool: spool.clone(),
+                            n,
+                            queue: sender,
+                        }));
                     }
                     Err(e) => {
-                        st.broken = true;
-                        tracing::error!(
-                            "audit spool {} not written ({e}): strict answers wait for the \
-                             store's commit until the next start",
-                            st.spool.path().display()
-                        );
+                        // This event only (a field too large to spool): it waits for its commit.
+                        tracing::warn!("audit event not spooled ({e}): waiting for its commit");
                     }
                 }
             }
@@ -308,7 +366,7 @@ impl Batcher {
             committed: Some(done),
             spooled: None,
         }));
-        Ok(Pending { rx: Some(rx) })
+        Ok(Pending(Waiting::Commit(rx)))
     }
 
     pub fn durability(&self) -> Durability {
@@ -728,7 +786,10 @@ mod tests {
             .enqueue(Event::new(Family::Admin, "waited"))
             .await
             .unwrap();
-        assert!(p.rx.is_some(), "nothing made it durable yet");
+        assert!(
+            matches!(p.0, Waiting::Commit(_)),
+            "nothing made it durable yet"
+        );
         p.committed().await.unwrap();
         let direct = store.inline().unwrap().writer().unwrap();
         let n: i64 = direct
@@ -753,10 +814,61 @@ mod tests {
             .enqueue(Event::new(Family::Admin, "no.spool"))
             .await
             .unwrap();
-        assert!(p.rx.is_some());
+        assert!(matches!(p.0, Waiting::Commit(_)));
         p.committed().await.unwrap();
         b.shutdown().await;
         assert_eq!(events_of(&store, "no.spool").await, 1);
+    }
+
+    /// Events queued together (statements finishing in one read) are written to the spool
+    /// with one `write`, by the first wait; a write that fails then (a full disk) breaks the
+    /// spool, and the waits for what it held end with their commit instead.
+    #[tokio::test]
+    async fn events_queued_together_take_one_write_and_a_failed_one_waits_for_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let b = Batcher::start(store.clone(), strict());
+        let before = spooled(dir.path()).1;
+        let first = b
+            .enqueue(Event::new(Family::Gateway, "together"))
+            .await
+            .unwrap();
+        let second = b
+            .enqueue(Event::new(Family::Gateway, "together"))
+            .await
+            .unwrap();
+        assert_eq!(spooled(dir.path()).1, before, "appended, not written yet");
+        first.committed().await.unwrap();
+        let after = spooled(dir.path()).1;
+        assert!(after > before, "written by the first wait");
+        second.committed().await.unwrap();
+        assert_eq!(spooled(dir.path()).1, after, "the first wait wrote both");
+
+        lock(b.spool.as_ref().unwrap()).spool.fail_writes();
+        let full = b
+            .enqueue(Event::new(Family::Gateway, "disk.full"))
+            .await
+            .unwrap();
+        full.committed().await.unwrap();
+        assert!(!b.spools(), "a failed write breaks the spool");
+        let direct = store.inline().unwrap().writer().unwrap();
+        let n: i64 = direct
+            .query_row(
+                "SELECT COUNT(*) FROM audit_events WHERE action = 'disk.full'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "committed when the wait ended");
+        let next = b
+            .enqueue(Event::new(Family::Gateway, "after.full"))
+            .await
+            .unwrap();
+        assert!(matches!(next.0, Waiting::Commit(_)));
+        next.committed().await.unwrap();
+        b.shutdown().await;
+        assert_eq!(events_of(&store, "together").await, 2);
+        assert_eq!(events_of(&store, "after.full").await, 1);
     }
 
     /// Shutdown commits what is queued and not yet waited for, and its waiter is told.

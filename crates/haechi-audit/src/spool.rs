@@ -5,8 +5,8 @@
 //! A strict answer used to wait for a SQLite transaction of its event (group commit: the
 //! table's last leaf and three indexes' rewritten, 4–5 pages of write-ahead log, for every few
 //! events), which cost the gateway 21 µs of CPU a statement and made it 0.6× PgBouncer
-//! (bench/README.md). Here the event is written to the spool with one `write` before the answer
-//! leaves, and the batch writer commits it to the store a few milliseconds later, with the
+//! (bench/README.md). Here the event is written to the spool before the answer leaves (one
+//! `write` for the events of all the answers leaving together, see [`Spool::flush`]), and the batch writer commits it to the store a few milliseconds later, with the
 //! spool's number of it in the same transaction (`audit_spools.applied`). The spool is exactly
 //! as durable as such a commit: SQLite runs with `synchronous = NORMAL`, so a commit is in the
 //! operating system's hands when it returns and survives the process being killed, not the
@@ -75,6 +75,28 @@ fn put(buf: &mut Vec<u8>, field: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Appends record `n` (spooled at `at`) to `buf`: its header and payload (see the module).
+fn encode(buf: &mut Vec<u8>, n: u64, at: i64, event: &Event, detail: &str) -> Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.extend_from_slice(&n.to_le_bytes());
+    buf.extend_from_slice(&at.to_le_bytes());
+    put(buf, event.user.as_deref())?;
+    put(buf, event.source_ip.as_deref())?;
+    put(buf, Some(event.family.as_str()))?;
+    put(buf, Some(&event.action))?;
+    put(buf, event.target.as_deref())?;
+    put(buf, Some(event.outcome.as_str()))?;
+    put(buf, Some(detail))?;
+    let payload = start + HEADER;
+    let len = u32::try_from(buf.len() - payload)
+        .map_err(|_| Error::invalid("an audit event too large to spool"))?;
+    let crc = CRC.checksum(&buf[payload..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..payload].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
 /// Reads the payload of a record written by [`Spool::write`]; `None` when it is not one.
 fn decode(payload: &[u8]) -> Option<Record<'_>> {
     let mut rest = payload;
@@ -119,8 +141,11 @@ pub(crate) struct Spool {
     len: u64,
     /// Closed segments and the number of the last record of each, oldest first.
     closed: std::collections::VecDeque<(PathBuf, u64)>,
-    /// The number of the last record written (numbers go on across segments and starts).
+    /// The number of the last record appended (numbers go on across segments and starts).
     last: u64,
+    /// The number of the last record written to the file.
+    written: u64,
+    /// Records appended and not yet written (see [`Spool::flush`]).
     buf: Vec<u8>,
 }
 
@@ -192,11 +217,12 @@ impl Spool {
             len: 0,
             closed: Default::default(),
             last,
-            buf: Vec::with_capacity(1024),
+            written: last,
+            buf: Vec::with_capacity(16 * 1024),
         }))
     }
 
-    /// The number of the last record written.
+    /// The number of the last record appended.
     pub(crate) fn last(&self) -> u64 {
         self.last
     }
@@ -205,35 +231,70 @@ impl Spool {
         &self.path
     }
 
-    /// Writes `event` as spooled at `at`; its detail must be final (no origin left to fold
-    /// in). Returns its number. On failure nothing of it stays in the file (or, when even that
-    /// fails, the error says so and the caller stops spooling).
+    /// Writes `event` as spooled at `at` ([`Spool::append`] and [`Spool::flush`]).
+    #[cfg(test)]
     pub(crate) fn write(&mut self, event: &Event, detail: &str, at: i64) -> Result<u64> {
+        let n = self.append(event, detail, at)?;
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Adds `event` as spooled at `at` to what the next [`Spool::flush`] writes; its detail
+    /// must be final (no origin left to fold in). Returns its number. An event that cannot be
+    /// spooled (a field too large) leaves nothing behind.
+    pub(crate) fn append(&mut self, event: &Event, detail: &str, at: i64) -> Result<u64> {
         let n = self.last + 1;
+        let start = self.buf.len();
+        let encoded = encode(&mut self.buf, n, at, event, detail);
+        if encoded.is_err() {
+            self.buf.truncate(start);
+        }
+        encoded?;
+        self.last = n;
+        Ok(n)
+    }
+
+    /// Makes every later write fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) {
+        self.file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+    }
+
+    /// Bytes appended and not yet written.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The number of the last record written to the file.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes what was appended since the last flush, with one `write`, in a new segment when
+    /// the current one is past [`SEGMENT_BYTES`]. On failure nothing of it stays in the file
+    /// (or, when even that fails, the error says so) and it is dropped: the caller stops
+    /// spooling, and those events' answers wait for their commit instead.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         if self.len >= SEGMENT_BYTES {
-            let (path, file) = create(&self.stem, n)?;
+            let (path, file) = match create(&self.stem, self.written + 1) {
+                Ok(created) => created,
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(e);
+                }
+            };
             let old = std::mem::replace(&mut self.path, path);
-            self.closed.push_back((old, self.last));
+            self.closed.push_back((old, self.written));
             self.file = file;
             self.len = 0;
         }
+        let wrote = self.file.write_all(&self.buf);
+        let bytes = self.buf.len() as u64;
         self.buf.clear();
-        self.buf.extend_from_slice(&[0; HEADER]);
-        self.buf.extend_from_slice(&n.to_le_bytes());
-        self.buf.extend_from_slice(&at.to_le_bytes());
-        put(&mut self.buf, event.user.as_deref())?;
-        put(&mut self.buf, event.source_ip.as_deref())?;
-        put(&mut self.buf, Some(event.family.as_str()))?;
-        put(&mut self.buf, Some(&event.action))?;
-        put(&mut self.buf, event.target.as_deref())?;
-        put(&mut self.buf, Some(event.outcome.as_str()))?;
-        put(&mut self.buf, Some(detail))?;
-        let len = u32::try_from(self.buf.len() - HEADER)
-            .map_err(|_| Error::invalid("an audit event too large to spool"))?;
-        let crc = CRC.checksum(&self.buf[HEADER..]);
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        self.buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-        if let Err(e) = self.file.write_all(&self.buf) {
+        if let Err(e) = wrote {
             // A part written (the disk filled up) would end the file for recovery: cut it off.
             return Err(match self.file.set_len(self.len) {
                 Ok(()) => io_failed(&self.path, e),
@@ -243,9 +304,9 @@ impl Spool {
                 )),
             });
         }
-        self.last = n;
-        self.len += self.buf.len() as u64;
-        Ok(n)
+        self.written = self.last;
+        self.len += bytes;
+        Ok(())
     }
 
     /// The closed segments whose records are all committed (`applied` and before), taken off
@@ -263,9 +324,7 @@ impl Spool {
         }
         done
     }
-}
 
-impl Spool {
     /// At a clean stop: every segment, the open one too, when all its records are committed
     /// (`applied` covers the last), so that the next start has nothing to read; otherwise
     /// only the closed segments [`Spool::release`] gives.
@@ -408,6 +467,7 @@ mod tests {
             len: 0,
             closed: Default::default(),
             last: 41,
+            written: 41,
             buf: Vec::new(),
         };
         for i in 0..3 {
