@@ -61,7 +61,7 @@ pub struct DbGateConfig {
     pub poll_interval: Duration,
     /// Time allowed to connect and log in to a backend database.
     pub backend_connect_timeout: Duration,
-    /// Threads that carry client sessions; `0` means half the CPUs (at least one).
+    /// Threads that carry client sessions; `0` means one per CPU.
     pub session_threads: usize,
     /// PostgreSQL statement pooling: backend connections per session thread that sessions
     /// share while their statements are session-neutral; `0` turns pooling off.

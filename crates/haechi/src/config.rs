@@ -120,7 +120,7 @@ pub struct Config {
     pub pg_gateway: Option<String>,
     /// Address (IP:PORT) of the MySQL/MariaDB-protocol database gateway; unset means off.
     pub mysql_gateway: Option<String>,
-    /// Threads that carry the DB gateway's sessions; `0` means half the CPUs (at least one).
+    /// Threads that carry the DB gateway's sessions; `0` means one per CPU.
     pub gateway_threads: usize,
     /// PostgreSQL statement pooling: backend connections per gateway thread shared by sessions
     /// while their statements are session-neutral; `0` turns it off.
@@ -685,7 +685,7 @@ impl Config {
             return Err(self.invalid(
                 "gateway_threads",
                 self.gateway_threads,
-                "must be 0 (half the CPUs) or a thread count of at most 256",
+                "must be 0 (one per CPU) or a thread count of at most 256",
             ));
         }
 
