@@ -603,6 +603,18 @@ mod tests {
         }
     }
 
+    /// Events of `action` in the store now, read directly (no settle first).
+    fn committed_now(store: &Store, action: &str) -> i64 {
+        let direct = store.inline().unwrap().writer().unwrap();
+        direct
+            .query_row(
+                "SELECT COUNT(*) FROM audit_events WHERE action = ?1",
+                [action],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
     async fn events_of(store: &Store, action: &str) -> i64 {
         let f = Filter {
             action: Some(action.into()),
@@ -791,15 +803,11 @@ mod tests {
             "nothing made it durable yet"
         );
         p.committed().await.unwrap();
-        let direct = store.inline().unwrap().writer().unwrap();
-        let n: i64 = direct
-            .query_row(
-                "SELECT COUNT(*) FROM audit_events WHERE action = 'waited'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "committed when the wait ended");
+        assert_eq!(
+            committed_now(&store, "waited"),
+            1,
+            "committed when the wait ended"
+        );
         b.shutdown().await;
     }
 
@@ -851,15 +859,11 @@ mod tests {
             .unwrap();
         full.committed().await.unwrap();
         assert!(!b.spools(), "a failed write breaks the spool");
-        let direct = store.inline().unwrap().writer().unwrap();
-        let n: i64 = direct
-            .query_row(
-                "SELECT COUNT(*) FROM audit_events WHERE action = 'disk.full'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "committed when the wait ended");
+        assert_eq!(
+            committed_now(&store, "disk.full"),
+            1,
+            "committed when the wait ended"
+        );
         let next = b
             .enqueue(Event::new(Family::Gateway, "after.full"))
             .await

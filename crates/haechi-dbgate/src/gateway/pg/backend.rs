@@ -16,7 +16,7 @@ use super::scram::{md5_response, Scram};
 use super::shared::{marker_in, LexWatch, Markers, Unit};
 use super::BackendKey;
 use crate::error::BackendError;
-use crate::gateway::{Auditor, BoxIo, StatementRecord};
+use crate::gateway::{Auditor, BoxIo};
 use crate::targets::{BackendTls, Target};
 
 /// A logged-in backend connection.
@@ -387,17 +387,9 @@ pub async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         // queues the event.
         let mut queued = Vec::with_capacity(finished.len());
         for f in finished.drain(..) {
-            let allowed = f.unit.verdict.allowed();
             queued.push(
                 auditor
-                    .enqueue(StatementRecord {
-                        text: &f.unit.text,
-                        needs: f.unit.needs,
-                        verdict: &f.unit.verdict,
-                        rows: f.rows,
-                        started: f.unit.started,
-                        error: if allowed { f.error.as_deref() } else { None },
-                    })
+                    .enqueue(f.unit.record(f.rows, f.error.as_deref()))
                     .await,
             );
         }

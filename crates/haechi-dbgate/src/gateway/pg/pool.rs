@@ -42,7 +42,7 @@ use super::protocol as p;
 use super::shared::{self, Unit};
 use super::BackendKey;
 use crate::error::BackendError;
-use crate::gateway::{Auditor, BoxIo, StatementRecord};
+use crate::gateway::{Auditor, BoxIo};
 use crate::targets::Target;
 use crate::DbGateConfig;
 
@@ -793,18 +793,10 @@ async fn complete_all(done: &mut Vec<Done>, buf: &[u8], pool: &Weak<Pool>, from:
             },
             None => job,
         };
-        let allowed = job.unit.verdict.allowed();
         let queued = job
             .client
             .auditor
-            .enqueue(StatementRecord {
-                text: &job.unit.text,
-                needs: job.unit.needs,
-                verdict: &job.unit.verdict,
-                rows: d.rows,
-                started: job.unit.started,
-                error: if allowed { d.error.as_deref() } else { None },
-            })
+            .enqueue(job.unit.record(d.rows, d.error.as_deref()))
             .await;
         ready.push((job, d.answer, queued));
     }
@@ -883,17 +875,9 @@ async fn rerun_when_free(
 /// Hands one finished statement's answer to its session, audits it, and frees its place.
 async fn complete(job: Job, answer: &[u8], rows: u64, error: Option<String>, pool: &Weak<Pool>) {
     // The event before the answer (committed first under `audit.durability = strict`).
-    let allowed = job.unit.verdict.allowed();
     job.client
         .auditor
-        .audit(StatementRecord {
-            text: &job.unit.text,
-            needs: job.unit.needs,
-            verdict: &job.unit.verdict,
-            rows,
-            started: job.unit.started,
-            error: if allowed { error.as_deref() } else { None },
-        })
+        .audit(job.unit.record(rows, error.as_deref()))
         .await;
     hand_over(job, answer, pool).await;
 }

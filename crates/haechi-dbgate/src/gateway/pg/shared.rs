@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gateway::Verdict;
+use crate::gateway::{StatementRecord, Verdict};
 use crate::privilege::PrivSet;
 
 /// One unit of work the client side forwarded: a simple Query, or the extended-protocol
@@ -15,6 +15,21 @@ pub struct Unit {
     pub needs: PrivSet,
     pub verdict: Verdict,
     pub started: std::time::Instant,
+}
+
+impl Unit {
+    /// Its audit record once it finished with `rows` and the database's `error` (kept only for
+    /// a statement that was allowed: a refused one never reached the database).
+    pub fn record<'a>(&'a self, rows: u64, error: Option<&'a str>) -> StatementRecord<'a> {
+        StatementRecord {
+            text: &self.text,
+            needs: self.needs,
+            verdict: &self.verdict,
+            rows,
+            started: self.started,
+            error: if self.verdict.allowed() { error } else { None },
+        }
+    }
 }
 
 /// Statement names standing in for refused statements start with this (the frontend makes
