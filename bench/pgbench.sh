@@ -24,6 +24,7 @@
 # clients reach all three over TCP; BACKEND=tcp (the default) has both proxies use 127.0.0.1:5432.
 # DURABILITY=strict|batched is the server's audit.durability (default strict, the server's own
 # default: a statement's answer is held until its audit event is durable: spooled on SQLite).
+# BOUNCER_POOL=N is PgBouncer's default_pool_size (20 unless given: its best here, against 2 and 4).
 # Tunables: SCALE=10 CLIENTS=10 THREADS=2 DURATION=20 SKIP_BUILD= PGURL=postgres://postgres@127.0.0.1:5432/test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,7 +108,7 @@ listen_port = $BPORT
 auth_type = trust
 auth_file = $WORK/users.txt
 pool_mode = transaction
-default_pool_size = 20
+default_pool_size = ${BOUNCER_POOL:-20}
 max_client_conn = 1000
 logfile = $WORK/pgbouncer.log
 EOF

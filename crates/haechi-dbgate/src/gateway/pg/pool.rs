@@ -56,6 +56,11 @@ const QUEUE_WAIT: Duration = Duration::from_millis(250);
 const RERUN_WAIT: Duration = Duration::from_secs(2);
 /// Statements in flight on one connection at most.
 const DEPTH: usize = 16;
+/// A statement joins a connection that is already busy, rather than an idle one, when those
+/// ahead of it there should be answered within this (their number times the pool's usual
+/// statement time): fast statements then queue up on few connections, which the database
+/// reads several at a wake-up, instead of spreading one by one over many.
+const PIPELINE_WAIT: Duration = Duration::from_micros(500);
 /// A client that takes no bytes of its answer for this long is cut off (it would hold up the
 /// statements of others queued behind its own).
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,6 +126,7 @@ impl Pools {
                     opening: AtomicUsize::new(0),
                     freed: Notify::new(),
                     epoch: Instant::now(),
+                    service_us: AtomicU64::new(0),
                 })
             })
             .clone();
@@ -147,6 +153,10 @@ pub struct Pool {
     /// Notified when a statement finishes or a connection opens.
     freed: Notify,
     epoch: Instant,
+    /// How long a statement usually takes at the head of its connection, in microseconds (a
+    /// moving average; 0 until one has finished): what [`Pool::pick`] expects a busy
+    /// connection's queue to take.
+    service_us: AtomicU64,
 }
 
 /// One pooled backend connection: the sender to its writer task and what both its tasks share.
@@ -316,8 +326,10 @@ impl Pool {
         });
     }
 
-    /// The connection for a statement of a session with nothing in flight: the least busy one
-    /// that is neither stalled nor full.
+    /// The connection for a statement of a session with nothing in flight, among those
+    /// neither stalled nor full: a busy one whose queue should be answered within
+    /// [`PIPELINE_WAIT`] (the least busy of those), else the least busy. The pool grows when
+    /// the statement would otherwise wait behind slower ones.
     fn pick(self: &Arc<Self>) -> Option<Arc<Conn>> {
         self.pick_avoiding(None)
     }
@@ -330,6 +342,7 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.shared.dead.load(Ordering::SeqCst));
         let live = conns.iter().filter(|c| c.usable()).count();
+        let joins = self.joins();
         let best = conns
             .iter()
             .filter(|c| c.usable())
@@ -340,17 +353,35 @@ impl Pool {
             .filter(|c| c.shared.depth.load(Ordering::SeqCst) < DEPTH)
             .min_by_key(|c| {
                 let avoided = avoid.is_some_and(|a| Arc::ptr_eq(&c.shared, a));
-                (avoided, c.shared.depth.load(Ordering::SeqCst))
+                let depth = c.shared.depth.load(Ordering::SeqCst);
+                (avoided, !joins(depth), depth)
             })
             .cloned();
         drop(conns);
-        if best
-            .as_ref()
-            .is_none_or(|c| c.shared.depth.load(Ordering::SeqCst) > 0)
-        {
+        if best.as_ref().is_none_or(|c| {
+            let depth = c.shared.depth.load(Ordering::SeqCst);
+            depth > 0 && !joins(depth)
+        }) {
             self.grow(live);
         }
         best
+    }
+
+    /// Whether a statement joins a busy connection with `depth` statements in flight (see
+    /// [`PIPELINE_WAIT`]).
+    fn joins(&self) -> impl Fn(usize) -> bool {
+        let usual = self.service_us.load(Ordering::Relaxed);
+        move |depth| {
+            depth > 0 && usual > 0 && (depth as u64) * usual <= PIPELINE_WAIT.as_micros() as u64
+        }
+    }
+
+    /// Counts a statement that took `us` at the head of its connection into
+    /// [`Pool::service_us`].
+    fn served(&self, us: u64) {
+        let old = self.service_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.service_us.store(new.max(1), Ordering::Relaxed);
     }
 
     fn retire(&self, conn: &Arc<Conn>) {
@@ -648,11 +679,13 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                     let job = {
                         let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
                         let job = queue.pop_front();
-                        let next = if queue.is_empty() {
-                            0
-                        } else {
-                            pool.upgrade().map_or(0, |p| p.now_us())
-                        };
+                        let pool = pool.upgrade();
+                        let now = pool.as_ref().map_or(0, |p| p.now_us());
+                        let since = shared.head_since.load(Ordering::SeqCst);
+                        if let (Some(p), true) = (&pool, job.is_some() && since > 0) {
+                            p.served(now.saturating_sub(since));
+                        }
+                        let next = if queue.is_empty() { 0 } else { now };
                         shared.head_since.store(next, Ordering::SeqCst);
                         job
                     };
@@ -890,5 +923,118 @@ async fn hand_over(job: Job, answer: &[u8], pool: &Weak<Pool>) {
     client.finished();
     if let Some(pool) = pool.upgrade() {
         pool.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of `size` with `depths.len()` connections that have those statements in flight
+    /// (their heads started just now); no connection is ever opened.
+    fn pool_with(size: usize, depths: &[usize]) -> (Arc<Pool>, Vec<Arc<Conn>>) {
+        let target = Target {
+            id: 1,
+            name: "t".into(),
+            kind: crate::targets::Kind::Postgres,
+            host: "127.0.0.1".into(),
+            // Nothing listens there: a connection the pool tries to open fails at once.
+            port: 1,
+            database: "d".into(),
+            tls: Default::default(),
+            tls_ca_file: None,
+            allow_insecure_password: false,
+            socket: None,
+            created_by: "admin".into(),
+            created_at: 0,
+        };
+        let pool = Arc::new(Pool {
+            target,
+            account: "a".into(),
+            params: Vec::new(),
+            password: Mutex::new(SecretString::from("x")),
+            size,
+            timeout: Duration::from_secs(1),
+            idle: Duration::from_secs(60),
+            conns: Mutex::new(Vec::new()),
+            opening: AtomicUsize::new(0),
+            freed: Notify::new(),
+            epoch: Instant::now(),
+            service_us: AtomicU64::new(0),
+        });
+        let conns: Vec<Arc<Conn>> = depths
+            .iter()
+            .map(|&depth| {
+                let (jobs, _) = mpsc::unbounded_channel();
+                Arc::new(Conn {
+                    jobs,
+                    shared: Arc::new(Shared {
+                        queue: Mutex::new(VecDeque::new()),
+                        depth: AtomicUsize::new(depth),
+                        head_since: AtomicU64::new(if depth > 0 { pool.now_us() } else { 0 }),
+                        retired: AtomicBool::new(false),
+                        dead: AtomicBool::new(false),
+                        cancelled_for: AtomicU64::new(0),
+                        key: BackendKey {
+                            host: "127.0.0.1".into(),
+                            port: 5432,
+                            socket: None,
+                            tls: Default::default(),
+                            tls_ca_file: None,
+                            pid: 1,
+                            secret: 1,
+                        },
+                    }),
+                })
+            })
+            .collect();
+        *pool.conns.lock().unwrap() = conns.clone();
+        (pool, conns)
+    }
+
+    fn picked(pool: &Arc<Pool>, conns: &[Arc<Conn>]) -> usize {
+        let c = pool.pick().expect("a connection");
+        conns.iter().position(|x| Arc::ptr_eq(x, &c)).unwrap()
+    }
+
+    #[test]
+    fn fast_statements_queue_on_a_busy_connection_and_slow_ones_spread() {
+        // Nothing measured yet: the idle connection.
+        let (pool, conns) = pool_with(2, &[3, 0]);
+        assert_eq!(picked(&pool, &conns), 1);
+        // Statements of 40 us: three ahead (120 us) is within PIPELINE_WAIT, so the busy one.
+        pool.served(40);
+        assert_eq!(pool.service_us.load(Ordering::Relaxed), 40);
+        assert_eq!(picked(&pool, &conns), 0);
+        // Of two busy ones within it, the less busy.
+        let (pool, conns) = pool_with(2, &[3, 2]);
+        pool.served(40);
+        assert_eq!(picked(&pool, &conns), 1);
+        // Statements of 2 ms: the idle connection, not a wait behind the busy one's.
+        let (pool, conns) = pool_with(2, &[1, 0]);
+        pool.served(2_000);
+        assert_eq!(picked(&pool, &conns), 1);
+        // Fifteen fast ones ahead (600 us) are too many to join.
+        let (pool, conns) = pool_with(2, &[15, 0]);
+        pool.served(40);
+        assert_eq!(picked(&pool, &conns), 1);
+        // The average moves by an eighth of each new time.
+        pool.served(120);
+        assert_eq!(pool.service_us.load(Ordering::Relaxed), 50);
+    }
+
+    #[tokio::test]
+    async fn the_pool_grows_only_when_a_statement_would_wait_behind_slow_ones() {
+        // One busy connection with fast statements: the statement joins it, nothing opens.
+        let (pool, conns) = pool_with(2, &[2]);
+        pool.served(40);
+        assert_eq!(picked(&pool, &conns), 0);
+        assert_eq!(pool.opening.load(Ordering::SeqCst), 0);
+        // With slow ones it still goes there (nothing else can take it now), and a second
+        // connection starts opening (to a target that is not there: it fails in the
+        // background, which is all this test needs to see).
+        pool.service_us.store(5_000, Ordering::Relaxed);
+        assert_eq!(picked(&pool, &conns), 0);
+        assert_eq!(pool.opening.load(Ordering::SeqCst), 1);
     }
 }
