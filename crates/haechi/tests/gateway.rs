@@ -1309,7 +1309,10 @@ async fn pg_cancel(port: u16, key: &[u8; 8]) {
 /// A third session, C, keeps the other connection busy meanwhile (an answer larger than a
 /// small receive buffer), so A's and B's statements share one connection: they are sent
 /// together, within the 20 ms after which a connection whose head statement has not finished
-/// takes no more. When the staging does not come about (a session pinned because a
+/// takes no more. C takes its answer before the cancel, so B runs again on C's connection at
+/// once; in a third staging C holds it through the cancel (its connection stalled), so no
+/// connection can take B then: B waits while the pool opens one, and runs there (neither on
+/// A's connection nor on C's). When the staging does not come about (a session pinned because a
 /// connection took too long to open, or B's statement ended before the cancel landed, on a
 /// slow machine), it is tried again with a fresh pool; the checks after it are strict.
 #[tokio::test]
@@ -1317,26 +1320,35 @@ async fn a_cancel_that_hits_another_sessions_pooled_statement_runs_that_one_agai
     let _serial = SERIAL.lock().await;
     let f = fixture().await;
     let (login, pw, db, marker) = select_person(f, "rerun").await;
-    for a_first in [true, false] {
+    for (a_first, c_holds) in [(true, false), (false, false), (true, true)] {
+        let staging = match (a_first, c_holds) {
+            (_, true) => "A first, C holding its connection",
+            (true, _) => "A first",
+            (false, _) => "B first",
+        };
         let mut failed = Vec::new();
         for attempt in 0..3 {
-            let app = format!("{marker}_{}_{attempt}", if a_first { "a" } else { "b" });
-            match stage_rerun(f, &login, &pw, &db, &app, a_first).await {
+            let app = format!(
+                "{marker}_{}{}_{attempt}",
+                if a_first { "a" } else { "b" },
+                if c_holds { "h" } else { "" }
+            );
+            match stage_rerun(f, &login, &pw, &db, &app, a_first, c_holds).await {
                 Ok(()) => break,
                 Err(e) => failed.push(format!("{attempt}: {e}")),
             }
         }
         assert!(
             failed.len() < 3,
-            "the race ({}) was not staged in three attempts: {failed:#?}",
-            if a_first { "A first" } else { "B first" }
+            "the race ({staging}) was not staged in three attempts: {failed:#?}"
         );
     }
 }
 
 /// One staging of [`a_cancel_that_hits_another_sessions_pooled_statement_runs_that_one_again`]
-/// with sessions whose `application_name` is `app` (a pool of their own). `Err`: the staging
-/// did not come about (nothing was checked); the checks after it panic.
+/// with sessions whose `application_name` is `app` (a pool of their own); `c_holds`: C takes
+/// its answer only after B's. `Err`: the staging did not come about (nothing was checked); the
+/// checks after it panic.
 async fn stage_rerun(
     f: &'static Fixture,
     login: &str,
@@ -1344,6 +1356,7 @@ async fn stage_rerun(
     db: &str,
     app: &str,
     a_first: bool,
+    c_holds: bool,
 ) -> Result<(), String> {
     // ~5.5 MB: more than the gateway can hand to a client that reads nothing through a 4 KiB
     // receive buffer (~3 MB), less than that plus what the database can hand the gateway.
@@ -1432,10 +1445,12 @@ async fn stage_rerun(
             activity()
         ));
     }
-    // C takes its answer: its connection is free again.
-    let msgs = pg_until_ready(&mut tokio::io::BufReader::with_capacity(1 << 16, &mut c)).await;
-    assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // C takes its answer: its connection is free again (unless C holds it until B's answer).
+    if !c_holds {
+        let msgs = pg_until_ready(&mut tokio::io::BufReader::with_capacity(1 << 16, &mut c)).await;
+        assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Where B's statement runs from now on, seen as it runs: a connection that has finished
     // may close soon after (the cancel retires A's; an idle one leaves after the fixture's
     // idle time), so looking afterwards could miss it.
@@ -1487,8 +1502,13 @@ async fn stage_rerun(
     assert_eq!(
         pg_error(&msgs),
         None,
-        "B got another session's cancel ({}): {}",
+        "B got another session's cancel ({}{}): {}",
         if a_first { "A first" } else { "B first" },
+        if c_holds {
+            ", C holding its connection"
+        } else {
+            ""
+        },
         tags(&msgs)
     );
     assert_eq!(pg_values(&msgs), [count.to_string()]);
@@ -1497,6 +1517,18 @@ async fn stage_rerun(
         "B ran again on another connection than {b_pid} (seen on {b_ran_on:?}): {}",
         activity()
     );
+    if c_holds {
+        // Neither A's connection (the cancel retired it) nor C's (stalled) could take B: it
+        // waited for the one the pool opened. Then C takes its answer.
+        assert!(
+            b_ran_on.iter().any(|pid| *pid != b_pid && *pid != c_pid),
+            "B ran again on a connection opened for it, not {b_pid} or C's {c_pid} (seen on \
+             {b_ran_on:?}): {}",
+            activity()
+        );
+        let msgs = pg_until_ready(&mut tokio::io::BufReader::with_capacity(1 << 16, &mut c)).await;
+        assert_eq!(pg_values(&msgs).len(), 5500, "{}", tags(&msgs));
+    }
     assert_eq!(
         metric(f, "haechi_gateway_pool_reruns_total").await,
         reruns + 1
