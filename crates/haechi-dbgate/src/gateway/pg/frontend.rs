@@ -289,15 +289,7 @@ async fn run(
     let pool = session_pool(&gate, &session, &forwarded, &db_password, conforming).await;
     drop(db_password);
     crate::gateway::send(&mut io, &hello(&db, key)).await?;
-    let own = BackendKey {
-        host: session.target.host.clone(),
-        port: session.target.port,
-        socket: session.target.socket.clone(),
-        tls: session.target.tls,
-        tls_ca_file: session.target.tls_ca_file.clone(),
-        pid: db.pid,
-        secret: db.secret,
-    };
+    let own = BackendKey::of(&session.target, db.pid, db.secret);
     let (mut client_r, client_w) = tokio::io::split(io);
     let mut leftover = buf;
     let client_w = match pool {

@@ -39,6 +39,21 @@ pub struct BackendKey {
     pub secret: i32,
 }
 
+impl BackendKey {
+    /// The key of a connection to `target` whose backend gave `pid` and `secret`.
+    pub fn of(target: &crate::targets::Target, pid: i32, secret: i32) -> BackendKey {
+        BackendKey {
+            host: target.host.clone(),
+            port: target.port,
+            socket: target.socket.clone(),
+            tls: target.tls,
+            tls_ca_file: target.tls_ca_file.clone(),
+            pid,
+            secret,
+        }
+    }
+}
+
 /// Where a cancel request for one session goes.
 #[derive(Debug, Clone)]
 pub enum CancelTarget {

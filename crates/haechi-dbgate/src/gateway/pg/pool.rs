@@ -113,22 +113,7 @@ impl Pools {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let pool = map
             .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Pool {
-                    target: target.clone(),
-                    account: account.to_owned(),
-                    params: params.to_vec(),
-                    password: Mutex::new(password.clone()),
-                    size: config.pg_pool_size.max(1),
-                    timeout: config.backend_connect_timeout,
-                    idle: config.pg_pool_idle,
-                    conns: Mutex::new(Vec::new()),
-                    opening: AtomicUsize::new(0),
-                    freed: Notify::new(),
-                    epoch: Instant::now(),
-                    service_us: AtomicU64::new(0),
-                })
-            })
+            .or_insert_with(|| Arc::new(Pool::new(target, account, params, password, config)))
             .clone();
         *pool.password.lock().unwrap_or_else(|e| e.into_inner()) = password.clone();
         pool
@@ -217,6 +202,30 @@ pub struct Job {
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
 impl Pool {
+    /// An empty pool for `account` on `target` with `params`, sized and timed by `config`.
+    fn new(
+        target: &Target,
+        account: &str,
+        params: &[(String, String)],
+        password: &SecretString,
+        config: &DbGateConfig,
+    ) -> Pool {
+        Pool {
+            target: target.clone(),
+            account: account.to_owned(),
+            params: params.to_vec(),
+            password: Mutex::new(password.clone()),
+            size: config.pg_pool_size.max(1),
+            timeout: config.backend_connect_timeout,
+            idle: config.pg_pool_idle,
+            conns: Mutex::new(Vec::new()),
+            opening: AtomicUsize::new(0),
+            freed: Notify::new(),
+            epoch: Instant::now(),
+            service_us: AtomicU64::new(0),
+        }
+    }
+
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64 + 1
     }
@@ -275,23 +284,7 @@ impl Pool {
         )
         .await?;
         drop(password);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
-            depth: AtomicUsize::new(0),
-            head_since: AtomicU64::new(0),
-            retired: AtomicBool::new(false),
-            dead: AtomicBool::new(false),
-            cancelled_for: AtomicU64::new(0),
-            key: BackendKey {
-                host: self.target.host.clone(),
-                port: self.target.port,
-                socket: self.target.socket.clone(),
-                tls: self.target.tls,
-                tls_ca_file: self.target.tls_ca_file.clone(),
-                pid: db.pid,
-                secret: db.secret,
-            },
-        });
+        let shared = Arc::new(Shared::new(BackendKey::of(&self.target, db.pid, db.secret)));
         let (tx, rx) = mpsc::unbounded_channel();
         let (db_r, db_w) = tokio::io::split(db.io);
         tokio::spawn(write_loop(
@@ -390,6 +383,21 @@ impl Pool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !Arc::ptr_eq(c, conn));
+    }
+}
+
+impl Shared {
+    /// An idle connection's state.
+    fn new(key: BackendKey) -> Shared {
+        Shared {
+            queue: Mutex::new(VecDeque::new()),
+            depth: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            cancelled_for: AtomicU64::new(0),
+            key,
+        }
     }
 }
 
@@ -682,7 +690,8 @@ async fn read_loop(mut db: ReadHalf<BoxIo>, shared: Arc<Shared>, pool: Weak<Pool
                         let pool = pool.upgrade();
                         let now = pool.as_ref().map_or(0, |p| p.now_us());
                         let since = shared.head_since.load(Ordering::SeqCst);
-                        if let (Some(p), true) = (&pool, job.is_some() && since > 0) {
+                        // How long the statement that finished took at the head.
+                        if let Some(p) = pool.as_ref().filter(|_| job.is_some() && since > 0) {
                             p.served(now.saturating_sub(since));
                         }
                         let next = if queue.is_empty() { 0 } else { now };
@@ -948,43 +957,29 @@ mod tests {
             created_by: "admin".into(),
             created_at: 0,
         };
-        let pool = Arc::new(Pool {
-            target,
-            account: "a".into(),
-            params: Vec::new(),
-            password: Mutex::new(SecretString::from("x")),
-            size,
-            timeout: Duration::from_secs(1),
-            idle: Duration::from_secs(60),
-            conns: Mutex::new(Vec::new()),
-            opening: AtomicUsize::new(0),
-            freed: Notify::new(),
-            epoch: Instant::now(),
-            service_us: AtomicU64::new(0),
-        });
+        let config = DbGateConfig {
+            pg_pool_size: size,
+            ..Default::default()
+        };
+        let pool = Arc::new(Pool::new(
+            &target,
+            "a",
+            &[],
+            &SecretString::from("x"),
+            &config,
+        ));
         let conns: Vec<Arc<Conn>> = depths
             .iter()
             .map(|&depth| {
+                let shared = Shared::new(BackendKey::of(&target, 1, 1));
+                shared.depth.store(depth, Ordering::SeqCst);
+                if depth > 0 {
+                    shared.head_since.store(pool.now_us(), Ordering::SeqCst);
+                }
                 let (jobs, _) = mpsc::unbounded_channel();
                 Arc::new(Conn {
                     jobs,
-                    shared: Arc::new(Shared {
-                        queue: Mutex::new(VecDeque::new()),
-                        depth: AtomicUsize::new(depth),
-                        head_since: AtomicU64::new(if depth > 0 { pool.now_us() } else { 0 }),
-                        retired: AtomicBool::new(false),
-                        dead: AtomicBool::new(false),
-                        cancelled_for: AtomicU64::new(0),
-                        key: BackendKey {
-                            host: "127.0.0.1".into(),
-                            port: 5432,
-                            socket: None,
-                            tls: Default::default(),
-                            tls_ca_file: None,
-                            pid: 1,
-                            secret: 1,
-                        },
-                    }),
+                    shared: Arc::new(shared),
                 })
             })
             .collect();
